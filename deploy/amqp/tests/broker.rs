@@ -1,0 +1,228 @@
+//! Against the real RabbitMQ (started by `deploy/local/stack up`; URL from
+//! `CAPSIGHT_AMQP__URL`), one prefixed topology per test. Fails, never skips, when it is down.
+
+#![allow(clippy::unwrap_used, reason = "a panic in a test is a failed assertion")]
+
+use std::time::Duration;
+
+use capsight_amqp::{AmqpSettings, LaunchTopology};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+
+#[derive(serde::Deserialize)]
+struct Conf {
+    amqp: AmqpSettings,
+}
+
+fn settings(test: &str) -> AmqpSettings {
+    let mut s = capsight_runtime::config::load::<Conf>(None).unwrap().amqp;
+    s.launch = s
+        .launch
+        .prefixed(&format!("test.{test}.{}", uuid::Uuid::new_v4().simple()));
+    s
+}
+
+async fn publish_confirmed(channel: &Channel, t: &LaunchTopology, body: &[u8]) {
+    let confirm = channel
+        .basic_publish(
+            t.exchange.as_str().into(),
+            t.jobs_routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "broker acked the publish");
+    assert!(confirm.take_message().is_none(), "message was routed");
+}
+
+async fn cleanup(channel: &Channel, t: &LaunchTopology) {
+    for q in [&t.jobs_queue, &t.retry_queue, &t.dead_letter_queue] {
+        channel
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    for e in [&t.exchange, &t.dead_letter_exchange] {
+        channel
+            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_confirmed_job_is_consumed_and_acked() {
+    let s = settings("roundtrip");
+    let conn = s
+        .connect()
+        .await
+        .expect("RabbitMQ reachable at CAPSIGHT_AMQP__URL (run deploy/local/stack up)");
+    let channel = conn.create_channel().await.unwrap();
+    s.launch.declare(&channel).await.unwrap();
+    // declaring twice with the same arguments is a no-op
+    s.launch.declare(&channel).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&channel, &s.launch, b"job-1").await;
+
+    let consumer_channel = conn.create_channel().await.unwrap();
+    consumer_channel
+        .basic_qos(1, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consumer_channel
+        .basic_consume(
+            s.launch.jobs_queue.as_str().into(),
+            "test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("delivered within 10 s")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.data, b"job-1");
+    delivery.ack(BasicAckOptions::default()).await.unwrap();
+    drop(consumer);
+    consumer_channel.close(200, "done".into()).await.unwrap();
+
+    // acked means gone
+    let left = channel
+        .basic_get(
+            s.launch.jobs_queue.as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(left.is_none());
+    cleanup(&channel, &s.launch).await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_delivery_limit_is_dead_lettered() {
+    let mut s = settings("poison");
+    s.launch.delivery_limit = 2;
+    let conn = s.connect().await.expect("RabbitMQ reachable");
+    let channel = conn.create_channel().await.unwrap();
+    s.launch.declare(&channel).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    publish_confirmed(&channel, &s.launch, b"poison").await;
+
+    // reject with requeue until the broker gives up on it
+    let mut rejections = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        if let Some(m) = channel
+            .basic_get(
+                s.launch.jobs_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+        {
+            rejections += 1;
+            m.delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+                .unwrap();
+            continue;
+        }
+        if let Some(dead) = channel
+            .basic_get(
+                s.launch.dead_letter_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+        {
+            assert_eq!(dead.delivery.data, b"poison");
+            dead.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // delivery limit 2: delivered, redelivered twice more at most, then dead-lettered
+    assert!((2..=3).contains(&rejections), "rejected {rejections} times");
+    cleanup(&channel, &s.launch).await;
+}
+
+#[tokio::test]
+async fn a_retried_job_comes_back_after_the_delay() {
+    let mut s = settings("retry");
+    s.launch.retry_delay = Duration::from_millis(500);
+    let conn = s.connect().await.expect("RabbitMQ reachable");
+    let channel = conn.create_channel().await.unwrap();
+    s.launch.declare(&channel).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirm = channel
+        .basic_publish(
+            s.launch.exchange.as_str().into(),
+            s.launch.retry_routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            b"later",
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+    let start = tokio::time::Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(15), "never came back");
+        if let Some(m) = channel
+            .basic_get(
+                s.launch.jobs_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+        {
+            assert_eq!(m.delivery.data, b"later");
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "waited the delay"
+    );
+    cleanup(&channel, &s.launch).await;
+}

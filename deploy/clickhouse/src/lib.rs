@@ -1,0 +1,180 @@
+//! ClickHouse for capsight: connection settings, schema migrations and the row types written to
+//! the `capsight` database.
+//!
+//! * [`ClickHouseSettings`] is the `[clickhouse]` config section; [`ClickHouseSettings::client`]
+//!   builds a client bound to the configured database.
+//! * [`migrate`] applies the versioned SQL files under `deploy/clickhouse/migrations/`
+//!   (embedded at build time) and records them in `schema_migrations`, so re-running is a no-op.
+//! * [`rows`] holds the `Row` types and their conversions from domain values.
+//!
+//! Compatibility: everything here works on ClickHouse 18.16 (the Debian package used locally
+//! and in CI) and on current releases. 18.16 lacks `RowBinaryWithNamesAndTypes`, so schema
+//! validation of rows is off by default (`validate_rows = false`); enable it on 24.x and later.
+
+pub mod migrate;
+pub mod rows;
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Errors talking to ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum ClickHouseError {
+    /// The server answered with an error or could not be reached.
+    #[error("clickhouse {op}: {source}")]
+    Query {
+        /// What was being done.
+        op: String,
+        /// The client's error.
+        source: clickhouse::error::Error,
+    },
+    /// A configured name is not a plain identifier.
+    #[error("invalid clickhouse.{field} {value:?}: must match [A-Za-z_][A-Za-z0-9_]*")]
+    Identifier {
+        /// The config field.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A migration file is malformed or was changed after being applied.
+    #[error("migration {name}: {reason}")]
+    Migration {
+        /// The file name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ClickHouseError {
+    pub(crate) fn query(op: impl Into<String>) -> impl FnOnce(clickhouse::error::Error) -> Self {
+        let op = op.into();
+        move |source| Self::Query { op, source }
+    }
+}
+
+/// The `[clickhouse]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseSettings {
+    /// HTTP(S) endpoint, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database holding capsight's tables.
+    pub database: String,
+    /// User name.
+    pub user: String,
+    /// Password (never logged).
+    #[serde(default = "empty_secret")]
+    pub password: SecretString,
+    /// Ask the server for column types and check rows against them. Needs ClickHouse >= 24.x;
+    /// must be false on 18.16.
+    #[serde(default)]
+    pub validate_rows: bool,
+    /// Per-request timeout.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn empty_secret() -> SecretString {
+    SecretString::from(String::new())
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "capsight".into(),
+            user: "default".into(),
+            password: empty_secret(),
+            validate_rows: false,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClickHouseSettings {
+    /// A client bound to the configured database.
+    pub fn client(&self) -> Result<clickhouse::Client, ClickHouseError> {
+        ident("database", &self.database)?;
+        Ok(self.server_client().with_database(&self.database))
+    }
+
+    /// A client not bound to a database (for `CREATE DATABASE`).
+    pub fn server_client(&self) -> clickhouse::Client {
+        let mut client = clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_validation(self.validate_rows)
+            // seconds; the server aborts queries that run longer
+            .with_setting(
+                "max_execution_time",
+                self.request_timeout.as_secs().max(1).to_string(),
+            );
+        let password = self.password.expose_secret();
+        if !password.is_empty() {
+            client = client.with_password(password);
+        }
+        client
+    }
+
+    /// The same settings pointing at another database (tests use one database each).
+    #[must_use]
+    pub fn with_database(&self, database: &str) -> Self {
+        Self {
+            database: database.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Checks a name that is spliced into SQL.
+pub(crate) fn ident(field: &'static str, value: &str) -> Result<(), ClickHouseError> {
+    let mut chars = value.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ClickHouseError::Identifier {
+            field,
+            value: value.to_owned(),
+        })
+    }
+}
+
+/// The server's version as `(major, minor)`, e.g. `(18, 16)` or `(24, 8)`.
+pub async fn server_version(client: &clickhouse::Client) -> Result<(u32, u32), ClickHouseError> {
+    let text: String = client
+        .query("SELECT version()")
+        .fetch_one()
+        .await
+        .map_err(ClickHouseError::query("SELECT version()"))?;
+    parse_version(&text).ok_or_else(|| ClickHouseError::Migration {
+        name: "-".into(),
+        reason: format!("cannot parse server version {text:?}"),
+    })
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_versions() {
+        assert!(ident("database", "capsight_test_1").is_ok());
+        assert!(ident("database", "x; DROP TABLE y").is_err());
+        assert!(ident("database", "").is_err());
+        assert_eq!(parse_version("18.16.1"), Some((18, 16)));
+        assert_eq!(parse_version("24.8.4.13"), Some((24, 8)));
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! Against the real ClickHouse (started by `deploy/local/stack up`; address from
+//! `CAPSIGHT_CLICKHOUSE__URL`), one database per test. Fails, never skips, when it is down.
+
+#![allow(clippy::unwrap_used, reason = "a panic in a test is a failed assertion")]
+
+use capsight_clickhouse::{ClickHouseSettings, migrate, rows::SignalRow};
+use capsight_proto::domain::{
+    ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Signal, SignalId, SignalSource,
+};
+
+#[derive(serde::Deserialize)]
+struct Conf {
+    clickhouse: ClickHouseSettings,
+}
+
+/// Settings for a fresh database named after the test.
+fn fresh(test: &str) -> ClickHouseSettings {
+    let base = capsight_runtime::config::load::<Conf>(None)
+        .unwrap()
+        .clickhouse;
+    base.with_database(&format!("test_{test}_{}", uuid::Uuid::new_v4().simple()))
+}
+
+async fn drop_db(settings: &ClickHouseSettings) {
+    settings
+        .server_client()
+        .query(&format!("DROP DATABASE IF EXISTS {}", settings.database))
+        .execute()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn migrations_apply_once_and_record_what_they_applied() {
+    let ch = fresh("migrate");
+    let first = migrate::apply(&ch)
+        .await
+        .expect("ClickHouse reachable at CAPSIGHT_CLICKHOUSE__URL (run deploy/local/stack up)");
+    let all = migrate::embedded().unwrap();
+    assert_eq!(first.applied.len(), all.len());
+    let second = migrate::apply(&ch).await.unwrap();
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already_applied, all.len());
+
+    // an edited, already applied migration is refused
+    let mut edited = all.clone();
+    edited[0].checksum = "0".repeat(64);
+    let err = migrate::apply_migrations(&ch, &edited).await.unwrap_err();
+    assert!(
+        err.to_string().contains("changed after it was applied"),
+        "{err}"
+    );
+
+    // a migration for a newer server than any that exists is skipped, not recorded
+    let mut future = all.clone();
+    let mut m = migrate::parse("9999_future.sql", "-- capsight:requires 999.0\nSELECT 1").unwrap();
+    m.version = 9999;
+    future.push(m);
+    let report = migrate::apply_migrations(&ch, &future).await.unwrap();
+    assert_eq!(report.skipped, vec!["9999_future.sql".to_owned()]);
+    drop_db(&ch).await;
+}
+
+#[tokio::test]
+async fn a_signal_row_round_trips() {
+    let ch = fresh("signals");
+    migrate::apply(&ch).await.expect("ClickHouse reachable");
+    let signal = Signal {
+        id: SignalId::parse("id", "probe-xyz").unwrap(),
+        observed_at: chrono::DateTime::from_timestamp_millis(1_795_000_000_123).unwrap(),
+        source: SignalSource::Probe,
+        tenant: None,
+        key: "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
+            .parse()
+            .unwrap(),
+        payload: Payload::LaunchAttempt(LaunchAttempt {
+            outcome: LaunchOutcome::Failed,
+            error_class: ErrorClass::Capacity,
+            error_code: "InsufficientInstanceCapacity".into(),
+            error_message: "We currently do not have sufficient p5.48xlarge capacity in the \
+                            Availability Zone you requested (us-east-1a)."
+                .into(),
+            provisioning_ms: None,
+            hinted_zones: vec![],
+            hinted_regions: vec![],
+            method: ProbeMethod::Launch,
+            count: 1,
+        }),
+    };
+    let row = SignalRow::new(&signal, chrono::Utc::now());
+    let client = ch.client().unwrap();
+    let mut insert = client.insert::<SignalRow>("signals").await.unwrap();
+    insert.write(&row).await.unwrap();
+    insert.end().await.unwrap();
+
+    let back: Vec<SignalRow> = client
+        .query("SELECT ?fields FROM signals WHERE id = ?")
+        .bind("probe-xyz")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(back, vec![row]);
+    assert_eq!(back[0].observed_ms, 123);
+    assert_eq!(back[0].error_class, "capacity");
+    assert!(back[0].payload.contains("\"launch_attempt\""));
+    drop_db(&ch).await;
+}

@@ -1,0 +1,13 @@
+//! What every capsight process does at start and stop, and nothing else:
+//!
+//! * [`config`]: layered configuration (embedded defaults < file < `CAPSIGHT_` environment);
+//! * [`telemetry`]: tracing initialisation from config;
+//! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
+//!   of a process watches.
+//!
+//! Connection settings for the infrastructure live with their clients (`capsight-kafka`,
+//! `capsight-clickhouse`, `capsight-amqp`); a binary's config struct composes them.
+
+pub mod config;
+pub mod shutdown;
+pub mod telemetry;
