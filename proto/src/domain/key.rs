@@ -165,9 +165,11 @@ impl ZoneId {
         match provider {
             Provider::Aws => {
                 if text.starts_with(region.as_str()) {
-                    return bad("looks like an AZ name; capsight keys zones by AZ ID (e.g. use1-az4), \
+                    return bad(
+                        "looks like an AZ name; capsight keys zones by AZ ID (e.g. use1-az4), \
                          which DescribeAvailabilityZones maps from names"
-                        .into());
+                            .into(),
+                    );
                 }
                 // use1-az4, apne1-az1, usw2-lax1-az1 (local zone)
                 let ok = hyphen_segments(text).is_some_and(|s| {
