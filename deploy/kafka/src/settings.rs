@@ -151,6 +151,9 @@ impl KafkaSettings {
         let mut c = self.base(role);
         c.set("enable.idempotence", "true")
             .set("acks", "all")
+            // the Java client's partitioner: every producer, in any language, puts a key on
+            // the same partition
+            .set("partitioner", "murmur2_random")
             .set("compression.type", "lz4")
             .set("linger.ms", "5");
         self.finish(c)
