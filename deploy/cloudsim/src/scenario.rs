@@ -277,9 +277,9 @@ impl Default for StatusPage {
     }
 }
 
-/// A timed event.
+/// A timed event. (Unknown keys are rejected by [`EventKind`]: `deny_unknown_fields` cannot be
+/// combined with `flatten` here.)
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Event {
     /// When, from the start of the run.
     #[serde(with = "humantime_serde")]
@@ -503,6 +503,7 @@ mod tests {
         let s = Scenario::parse(ok).unwrap();
         assert_eq!(s.events[0].at, Duration::from_secs(600));
         assert!(Scenario::parse(&ok.replace("stock = 1", "stock = 1\nstok = 2")).is_err());
+        assert!(Scenario::parse(&ok.replace("at = \"10m\"", "at = \"10m\"\nzonee = 1")).is_err());
         assert!(
             Scenario::parse(&ok.replace(
                 "zone = \"use1-az4\"\n            instance_type",
