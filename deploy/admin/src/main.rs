@@ -61,7 +61,7 @@ struct AdminConfig {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: AdminConfig = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init(&config.telemetry)?;
+    capsight_runtime::telemetry::init("capsight-admin", &config.telemetry)?;
     match cli.command {
         Command::Setup => {
             topics(&config.kafka).await?;
