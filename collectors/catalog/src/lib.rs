@@ -1,0 +1,1 @@
+//! The GPU catalog (work in progress in the next commit).
