@@ -12,6 +12,19 @@
 //! * Used by quota headroom ([`GpuType::headroom_instances`]), probe cost estimates
 //!   ([`GpuType::on_demand_usd_per_hour`]) and alternatives ([`Catalog::substitutes`], which
 //!   never offers a smaller GPU).
+//!
+//! ```
+//! use capsight_catalog::Catalog;
+//! use capsight_proto::domain::{InstanceType, Market, Provider};
+//!
+//! let catalog = Catalog::embedded()?;
+//! let p5 = InstanceType::parse("instance_type", Provider::Aws, "p5.48xlarge")?;
+//! let p5 = catalog.get(Provider::Aws, &p5).expect("in the catalog");
+//! assert_eq!(p5.quota_code(Market::Spot), Some("L-C4BD4855"));
+//! assert_eq!(p5.headroom_instances(384.0, 192.0), 1);
+//! assert!(catalog.substitutes(p5, 8).all(|s| s.gpu_class >= p5.gpu_class));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod error;
 mod load;
@@ -178,26 +191,29 @@ impl Catalog {
         self.types.is_empty()
     }
 
-    /// The provider's entries offered in `region`, in file order.
-    pub fn offered_in(
-        &self,
+    /// The provider's entries offered in `region`, in file order. The iterator borrows only the
+    /// catalog.
+    pub fn offered_in<'a>(
+        &'a self,
         provider: Provider,
         region: &Region,
-    ) -> impl Iterator<Item = &GpuType> {
+    ) -> impl Iterator<Item = &'a GpuType> + use<'a> {
+        let region = region.clone();
         self.types
             .iter()
-            .filter(move |t| t.provider == provider && t.offered_in(region))
+            .filter(move |t| t.provider == provider && t.offered_in(&region))
     }
 
     /// Same-or-better substitutes for `t` for a workload that needs `min_gpus` GPUs on one
     /// instance (0 counts as 1): every other entry, of any provider, with `gpu_class >=`,
     /// `gpu_memory_gib >=` (per GPU) and `gpu_count >= min_gpus`. Never a smaller GPU. Cheapest
-    /// first (on-demand price), ties by provider and type.
+    /// first (on-demand price), ties by provider and type. The iterator borrows only the
+    /// catalog, not `t`.
     pub fn substitutes<'a>(
         &'a self,
         t: &GpuType,
         min_gpus: u32,
-    ) -> impl Iterator<Item = &'a GpuType> {
+    ) -> impl Iterator<Item = &'a GpuType> + use<'a> {
         let need = min_gpus.max(1);
         let mut found: Vec<&GpuType> = self
             .types

@@ -120,6 +120,17 @@ fn offered_in_filters_by_provider_and_region() {
     let lambda_use1 = Region::parse("r", Provider::Lambda, "us-east-1").unwrap();
     let lambda: Vec<_> = c.offered_in(Provider::Lambda, &lambda_use1).collect();
     assert_eq!(lambda.len(), 1);
+    // The iterators borrow only the catalog, not their arguments.
+    let offered = {
+        let region = Region::parse("r", Provider::Aws, "eu-west-1").unwrap();
+        c.offered_in(Provider::Aws, &region)
+    };
+    assert!(offered.count() > 0);
+    let subs = {
+        let p4d = aws(c, "p4d.24xlarge");
+        c.substitutes(&p4d, 8)
+    };
+    assert!(subs.count() > 0);
     let nowhere = Region::parse("r", Provider::Aws, "af-south-1").unwrap();
     assert_eq!(c.offered_in(Provider::Aws, &nowhere).count(), 0);
 }

@@ -183,9 +183,9 @@ fn walk(value: &Value, depth: usize, inherited: Option<&str>, nested: usize, fou
                     }
                 }
             }
-            for (key, child) in object {
+            for child in object.values() {
                 match child {
-                    Value::String(text) if nested < MAX_NESTED_DOCUMENTS && key != "code" => {
+                    Value::String(text) if nested < MAX_NESTED_DOCUMENTS => {
                         if let Some(document) = nested_document(text) {
                             walk(&document, depth + 1, message, nested + 1, found);
                         }

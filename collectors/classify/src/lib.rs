@@ -15,6 +15,22 @@
 //! * Only [`ErrorClass::Capacity`] says anything about stock. Quota and permission are the
 //!   tenant's own account problem; throttled and transient errors are retried with backoff.
 //! * Nothing here panics, whatever the input.
+//!
+//! ```
+//! use capsight_classify::{ErrorClass, Provider, classify};
+//!
+//! let c = classify(
+//!     Provider::Aws,
+//!     "InsufficientInstanceCapacity",
+//!     "We currently do not have sufficient p4d.24xlarge capacity in the Availability Zone you \
+//!      requested (us-east-1a). Our system will be working on provisioning additional capacity. \
+//!      You can currently get p4d.24xlarge capacity by not specifying an Availability Zone in \
+//!      your request or choosing us-east-1b, us-east-1c.",
+//! );
+//! assert_eq!(c.class, ErrorClass::Capacity);
+//! assert_eq!(c.zone_hints, ["us-east-1b", "us-east-1c"]);
+//! assert!(!c.is_retryable() && !c.is_account_problem());
+//! ```
 
 pub mod hints;
 pub mod http;

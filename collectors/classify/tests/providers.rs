@@ -527,6 +527,35 @@ fn azure_every_row() {
 }
 
 #[test]
+fn azure_async_operation_and_quota_metric() {
+    // GET on an Azure-AsyncOperation URL: the status object is not an error code.
+    let body = r#"{"startTime":"2026-11-23T12:00:00Z","endTime":"2026-11-23T12:00:05Z","status":"Failed",
+        "error":{"code":"AllocationFailed","message":"Allocation failed. We do not have sufficient capacity for the requested VM size in this region."},
+        "name":"7a5b2c3d-0000-0000-0000-000000000000"}"#;
+    let h = classify_http(Provider::Azure, 200, body);
+    check(&h, ErrorClass::Capacity, "AllocationFailed");
+    assert!(h.zone_hints.is_empty());
+
+    let q = classify(
+        Provider::Azure,
+        "OperationNotAllowed",
+        "Operation could not be completed as it results in exceeding approved \
+         standardNDSH100v5Family Cores quota. Additional details - Deployment Model: Resource \
+         Manager, Location: eastus, Current Limit: 0, Current Usage: 0, Additional Required: 96.",
+    );
+    assert_eq!(q.quota_metric(), Some("standardNDSH100v5Family"));
+    assert!(!q.is_global_quota());
+    assert_eq!(
+        classify(Provider::Aws, "VcpuLimitExceeded", "x").quota_metric(),
+        None
+    );
+    assert_eq!(
+        classify(Provider::Aws, "InsufficientInstanceCapacity", "Quota 'X'").quota_metric(),
+        None
+    );
+}
+
+#[test]
 fn azure_operation_not_allowed_without_quota_is_unknown() {
     let c = classify(
         Provider::Azure,
