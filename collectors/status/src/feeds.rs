@@ -140,7 +140,9 @@ impl Feed {
             reason,
         };
         if c.name.is_empty() || !c.name.chars().all(|ch| ch.is_ascii_graphic()) {
-            return Err(bad("name must be non-empty printable ASCII without spaces".into()));
+            return Err(bad(
+                "name must be non-empty printable ASCII without spaces".into()
+            ));
         }
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
             return Err(bad(format!("url {:?} must be http(s)", c.url)));
@@ -268,7 +270,12 @@ fn statuspage(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
     let s: SpSummary = serde_json::from_str(body).map_err(|e| feed.malformed(e))?;
     let mut out = Vec::new();
     let affected_regions = |components: &[SpComponent]| {
-        finish(components.iter().flat_map(|c| feed.regions_in(&c.name)).collect())
+        finish(
+            components
+                .iter()
+                .flat_map(|c| feed.regions_in(&c.name))
+                .collect(),
+        )
     };
     let degraded: Vec<SpComponent> = s
         .components
@@ -288,7 +295,11 @@ fn statuspage(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
             }
         };
         // an incident without components affects whatever is degraded now
-        let components = if i.components.is_empty() { &degraded } else { &i.components };
+        let components = if i.components.is_empty() {
+            &degraded
+        } else {
+            &i.components
+        };
         out.push(Incident {
             id: i.id.clone(),
             title: i.name.clone(),
@@ -365,7 +376,12 @@ fn gcp(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
                 &i.currently_affected_locations
             };
             Incident {
-                regions: finish(locations.iter().flat_map(|l| feed.regions_in(&l.id)).collect()),
+                regions: finish(
+                    locations
+                        .iter()
+                        .flat_map(|l| feed.regions_in(&l.id))
+                        .collect(),
+                ),
                 severity: match i.severity.as_str() {
                     "high" => StatusSeverity::Critical,
                     "medium" => StatusSeverity::Major,
@@ -403,15 +419,16 @@ fn aws_rss(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
     };
     let title = item.title().unwrap_or_default().to_owned();
     let lower = title.to_lowercase();
-    let (severity, resolved) = if lower.contains("operating normally") || lower.contains("[resolved]") {
-        (StatusSeverity::None, true)
-    } else if lower.starts_with("service disruption") {
-        (StatusSeverity::Major, false)
-    } else if lower.starts_with("performance issues") {
-        (StatusSeverity::Minor, false)
-    } else {
-        (StatusSeverity::Minor, false)
-    };
+    let (severity, resolved) =
+        if lower.contains("operating normally") || lower.contains("[resolved]") {
+            (StatusSeverity::None, true)
+        } else if lower.starts_with("service disruption") {
+            (StatusSeverity::Major, false)
+        } else if lower.starts_with("performance issues") {
+            (StatusSeverity::Minor, false)
+        } else {
+            (StatusSeverity::Minor, false)
+        };
     Ok(vec![Incident {
         // one rolling incident per service-region feed; the newest item is its state
         id: feed.name.clone(),
@@ -448,7 +465,12 @@ fn azure_rss(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
 mod tests {
     use super::*;
 
-    fn feed(kind: FeedKind, provider: &str, region: Option<&str>, locations: &[(&str, &str)]) -> Feed {
+    fn feed(
+        kind: FeedKind,
+        provider: &str,
+        region: Option<&str>,
+        locations: &[(&str, &str)],
+    ) -> Feed {
         Feed::new(&FeedConfig {
             name: "f".into(),
             kind,
@@ -470,7 +492,12 @@ mod tests {
 
     #[test]
     fn statuspage_incidents_components_and_maintenance() {
-        let f = feed(FeedKind::Statuspage, "lambda", None, &[("Texas", "us-south-1")]);
+        let f = feed(
+            FeedKind::Statuspage,
+            "lambda",
+            None,
+            &[("Texas", "us-south-1")],
+        );
         let body = include_str!("../tests/fixtures/statuspage.json");
         let got = parse(&f, body).unwrap();
         let inc = got.iter().find(|i| i.id == "inc1").unwrap();
@@ -494,7 +521,10 @@ mod tests {
         assert_eq!(open.severity, StatusSeverity::Critical);
         assert_eq!(
             open.regions,
-            vec![r("europe-west4", Provider::Gcp), r("us-central1", Provider::Gcp)]
+            vec![
+                r("europe-west4", Provider::Gcp),
+                r("us-central1", Provider::Gcp)
+            ]
         );
         let closed = got.iter().find(|i| i.id == "closed1").unwrap();
         assert!(closed.resolved);
@@ -521,9 +551,27 @@ mod tests {
 
     #[test]
     fn malformed_bodies_are_errors() {
-        for kind in [FeedKind::Statuspage, FeedKind::GcpIncidents, FeedKind::AwsRss, FeedKind::AzureRss] {
-            let provider = if kind == FeedKind::GcpIncidents { "gcp" } else { "aws" };
-            let f = feed(kind, provider, Some(if provider == "gcp" { "us-central1" } else { "us-east-1" }), &[]);
+        for kind in [
+            FeedKind::Statuspage,
+            FeedKind::GcpIncidents,
+            FeedKind::AwsRss,
+            FeedKind::AzureRss,
+        ] {
+            let provider = if kind == FeedKind::GcpIncidents {
+                "gcp"
+            } else {
+                "aws"
+            };
+            let f = feed(
+                kind,
+                provider,
+                Some(if provider == "gcp" {
+                    "us-central1"
+                } else {
+                    "us-east-1"
+                }),
+                &[],
+            );
             assert!(parse(&f, "{not json <rss").is_err(), "{kind:?}");
         }
     }

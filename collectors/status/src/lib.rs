@@ -134,7 +134,12 @@ impl Collector {
     }
 
     async fn fetch(&self, feed: &Feed) -> Result<Vec<Incident>, String> {
-        let resp = self.http.get(&feed.url).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .get(&feed.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }

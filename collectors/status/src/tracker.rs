@@ -23,7 +23,9 @@ impl Tracker {
         let mut seen = HashMap::with_capacity(now.len());
         for inc in now {
             let changed = known.get(&inc.id).is_none_or(|old| {
-                old.severity != inc.severity || old.resolved != inc.resolved || old.regions != inc.regions
+                old.severity != inc.severity
+                    || old.resolved != inc.resolved
+                    || old.regions != inc.regions
             });
             // a resolved incident seen for the first time is history, not news
             let first_sight_resolved = !known.contains_key(&inc.id) && inc.resolved;
@@ -72,7 +74,10 @@ mod tests {
         let mut t = Tracker::default();
         let a = inc("a", StatusSeverity::Minor, false);
         assert_eq!(t.update("f", vec![a.clone()]), vec![a.clone()]);
-        assert!(t.update("f", vec![a.clone()]).is_empty(), "unchanged: nothing");
+        assert!(
+            t.update("f", vec![a.clone()]).is_empty(),
+            "unchanged: nothing"
+        );
         let worse = inc("a", StatusSeverity::Major, false);
         assert_eq!(t.update("f", vec![worse.clone()]), vec![worse]);
         let fixed = inc("a", StatusSeverity::Major, true);
@@ -89,8 +94,15 @@ mod tests {
         assert_eq!(gone.len(), 1);
         assert!(gone[0].resolved);
         assert!(t.update("f", vec![]).is_empty());
-        assert!(t.update("f", vec![inc("old", StatusSeverity::Minor, true)]).is_empty());
+        assert!(
+            t.update("f", vec![inc("old", StatusSeverity::Minor, true)])
+                .is_empty()
+        );
         // feeds are independent
-        assert_eq!(t.update("g", vec![inc("a", StatusSeverity::Minor, false)]).len(), 1);
+        assert_eq!(
+            t.update("g", vec![inc("a", StatusSeverity::Minor, false)])
+                .len(),
+            1
+        );
     }
 }
