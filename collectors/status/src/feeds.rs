@@ -173,7 +173,7 @@ impl Feed {
                 }
             }
         }
-        locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        locations.sort_by_key(|l| std::cmp::Reverse(l.0.len()));
         let products = if c.products.is_empty() && c.kind == FeedKind::GcpIncidents {
             vec!["google compute engine".to_owned()]
         } else {
@@ -202,10 +202,12 @@ impl Feed {
             }
         }
         for word in lower.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+            // Azure region ids are plain words ("eastus") that would match prose
+            if self.provider == Provider::Azure {
+                continue;
+            }
             if let Ok(r) = Region::parse("region", self.provider, word) {
-                if self.provider != Provider::Azure {
-                    out.push(r);
-                }
+                out.push(r);
             }
         }
         out
@@ -424,9 +426,8 @@ fn aws_rss(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
             (StatusSeverity::None, true)
         } else if lower.starts_with("service disruption") {
             (StatusSeverity::Major, false)
-        } else if lower.starts_with("performance issues") {
-            (StatusSeverity::Minor, false)
         } else {
+            // "Performance issues:", "Informational message:" and anything new
             (StatusSeverity::Minor, false)
         };
     Ok(vec![Incident {
