@@ -66,13 +66,10 @@ where
             let meta = service.err();
             let code = meta.code().unwrap_or("Unknown");
             let message = meta.message().unwrap_or("");
-            let request_id = meta
-                .meta()
-                .extra("aws_request_id")
-                .map(str::to_owned);
+            let request_id = meta.meta().extra("aws_request_id").map(str::to_owned);
             CloudError::Api {
                 operation,
-                classified: classify(Provider::Aws, code, message),
+                classified: Box::new(classify(Provider::Aws, code, message)),
                 zone_id_hints: Vec::new(),
                 request_id,
             }
@@ -115,7 +112,10 @@ fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> Option<T
 
 impl AwsAdapter {
     /// An adapter over the standard AWS configuration chain.
-    pub async fn from_env(settings: CloudSettings, catalog: Arc<Catalog>) -> Result<Self, CloudError> {
+    pub async fn from_env(
+        settings: CloudSettings,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, CloudError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if !settings.region.is_empty() {
             loader = loader.region(aws_config::Region::new(settings.region.clone()));
@@ -204,7 +204,9 @@ impl AwsAdapter {
         let sdk = self
             .sdk
             .to_builder()
-            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(provider))
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                provider,
+            ))
             .build();
         Self::from_sdk_config(sdk, self.settings.clone(), self.catalog.clone())
     }
@@ -283,7 +285,11 @@ impl AwsAdapter {
         })
     }
 
-    fn instance_from(&self, i: &aws_sdk_ec2::types::Instance, zones: Option<&ZoneMap>) -> Option<Instance> {
+    fn instance_from(
+        &self,
+        i: &aws_sdk_ec2::types::Instance,
+        zones: Option<&ZoneMap>,
+    ) -> Option<Instance> {
         let id = InstanceId::new(i.instance_id()?)?;
         let placement = i.placement();
         let zone_name = placement
@@ -292,7 +298,11 @@ impl AwsAdapter {
             .to_owned();
         let zone = placement
             .and_then(|p| p.availability_zone_id())
-            .and_then(|z| ZoneId::parse_optional("zone", Provider::Aws, &self.region, z).ok().flatten())
+            .and_then(|z| {
+                ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
+                    .ok()
+                    .flatten()
+            })
             .or_else(|| zones.and_then(|m| m.id_of(&zone_name).cloned()));
         let market = match i.instance_lifecycle() {
             Some(l) if l.as_str() == "spot" => Market::Spot,
@@ -300,11 +310,17 @@ impl AwsAdapter {
         };
         Some(Instance {
             id,
-            instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
             zone_name,
             zone,
             state: InstanceState::from_name(
-                i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or(""),
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str())
+                    .unwrap_or(""),
             ),
             market,
             launch_time: i.launch_time().and_then(to_chrono),
@@ -313,8 +329,14 @@ impl AwsAdapter {
                 .iter()
                 .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
                 .collect(),
-            client_token: i.client_token().filter(|t| !t.is_empty()).map(str::to_owned),
-            state_reason: i.state_reason().and_then(|r| r.message()).map(str::to_owned),
+            client_token: i
+                .client_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            state_reason: i
+                .state_reason()
+                .and_then(|r| r.message())
+                .map(str::to_owned),
         })
     }
 
@@ -334,7 +356,12 @@ impl AwsAdapter {
             .collect()
     }
 
-    fn run_instances(&self, request: &LaunchRequest, zone_name: Option<String>, dry_run: bool) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+    fn run_instances(
+        &self,
+        request: &LaunchRequest,
+        zone_name: Option<String>,
+        dry_run: bool,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let mut call = self
             .ec2
@@ -345,7 +372,9 @@ impl AwsAdapter {
             .max_count(count)
             .client_token(&request.client_token)
             .set_subnet_id(request.subnet_id.clone())
-            .set_tag_specifications(tag_spec(ResourceType::Instance, &request.tags).map(|t| vec![t]))
+            .set_tag_specifications(
+                tag_spec(ResourceType::Instance, &request.tags).map(|t| vec![t]),
+            )
             .dry_run(dry_run);
         if let Some(zone) = zone_name {
             call = call.placement(Placement::builder().availability_zone(zone).build());
@@ -380,7 +409,11 @@ impl AwsAdapter {
         }
     }
 
-    async fn change_state(&self, operation: &'static str, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+    async fn change_state(
+        &self,
+        operation: &'static str,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -422,7 +455,11 @@ impl AwsAdapter {
         }
     }
 
-    async fn describe_filtered(&self, ids: &[InstanceId], filters: Vec<Filter>) -> Result<Vec<Instance>, CloudError> {
+    async fn describe_filtered(
+        &self,
+        ids: &[InstanceId],
+        filters: Vec<Filter>,
+    ) -> Result<Vec<Instance>, CloudError> {
         let zones = self.zones().await.ok();
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -431,7 +468,10 @@ impl AwsAdapter {
                 .retrying("DescribeInstances", || async {
                     self.ec2
                         .describe_instances()
-                        .set_instance_ids((!ids.is_empty()).then(|| ids.iter().map(|i| i.as_str().to_owned()).collect()))
+                        .set_instance_ids(
+                            (!ids.is_empty())
+                                .then(|| ids.iter().map(|i| i.as_str().to_owned()).collect()),
+                        )
                         .set_filters((!filters.is_empty()).then(|| filters.clone()))
                         .set_next_token(token.clone())
                         .send()
@@ -440,9 +480,16 @@ impl AwsAdapter {
                 })
                 .await?;
             for r in page.reservations() {
-                out.extend(r.instances().iter().filter_map(|i| self.instance_from(i, zones.as_ref())));
+                out.extend(
+                    r.instances()
+                        .iter()
+                        .filter_map(|i| self.instance_from(i, zones.as_ref())),
+                );
             }
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             if token.is_none() {
                 break;
             }
@@ -451,7 +498,11 @@ impl AwsAdapter {
     }
 
     fn zone_id(&self, text: Option<&str>) -> Option<ZoneId> {
-        text.and_then(|z| ZoneId::parse_optional("zone", Provider::Aws, &self.region, z).ok().flatten())
+        text.and_then(|z| {
+            ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
+                .ok()
+                .flatten()
+        })
     }
 }
 
@@ -479,9 +530,14 @@ impl CloudAdapter for AwsAdapter {
                     .await?;
                 let pairs = out.availability_zones().iter().filter_map(|z| {
                     let name = z.zone_name()?.to_owned();
-                    let id = ZoneId::parse_optional("zone_id", Provider::Aws, &self.region, z.zone_id()?)
-                        .ok()
-                        .flatten()?;
+                    let id = ZoneId::parse_optional(
+                        "zone_id",
+                        Provider::Aws,
+                        &self.region,
+                        z.zone_id()?,
+                    )
+                    .ok()
+                    .flatten()?;
                     Some((name, id))
                 });
                 Ok(ZoneMap::new(pairs))
@@ -490,7 +546,10 @@ impl CloudAdapter for AwsAdapter {
             .cloned()
     }
 
-    async fn check_launch_permission(&self, request: &LaunchRequest) -> Result<Permission, CloudError> {
+    async fn check_launch_permission(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<Permission, CloudError> {
         let zone = self.launch_zone(request).await?;
         let result = self
             .retrying("RunInstances", || async {
@@ -530,7 +589,11 @@ impl CloudAdapter for AwsAdapter {
         match result {
             Ok(out) => {
                 let zones = self.zones().await.ok();
-                Ok(out.instances().iter().filter_map(|i| self.instance_from(i, zones.as_ref())).collect())
+                Ok(out
+                    .instances()
+                    .iter()
+                    .filter_map(|i| self.instance_from(i, zones.as_ref()))
+                    .collect())
             }
             Err(e) => Err(self.with_zone_ids(e).await),
         }
@@ -552,7 +615,10 @@ impl CloudAdapter for AwsAdapter {
         self.change_state("StopInstances", ids).await
     }
 
-    async fn create_capacity_reservation(&self, request: &ReservationRequest) -> Result<CapacityReservation, CloudError> {
+    async fn create_capacity_reservation(
+        &self,
+        request: &ReservationRequest,
+    ) -> Result<CapacityReservation, CloudError> {
         let zone_name = self.zone_name(&request.zone).await?;
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let result = self
@@ -576,15 +642,22 @@ impl CloudAdapter for AwsAdapter {
             Ok(out) => out,
             Err(e) => return Err(self.with_zone_ids(e).await),
         };
-        let r = out.capacity_reservation().ok_or_else(|| CloudError::Response {
-            operation: "CreateCapacityReservation",
-            message: "no capacityReservation in the response".into(),
-        })?;
+        let r = out
+            .capacity_reservation()
+            .ok_or_else(|| CloudError::Response {
+                operation: "CreateCapacityReservation",
+                message: "no capacityReservation in the response".into(),
+            })?;
         Ok(CapacityReservation {
             id: r.capacity_reservation_id().unwrap_or_default().to_owned(),
             instance_type: r.instance_type().unwrap_or_default().to_owned(),
-            zone: self.zone_id(r.availability_zone_id()).or_else(|| Some(request.zone.clone())),
-            count: r.total_instance_count().and_then(|c| u32::try_from(c).ok()).unwrap_or(request.count),
+            zone: self
+                .zone_id(r.availability_zone_id())
+                .or_else(|| Some(request.zone.clone())),
+            count: r
+                .total_instance_count()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(request.count),
             state: r.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
         })
     }
@@ -624,7 +697,10 @@ impl CloudAdapter for AwsAdapter {
                     value: q.value()?,
                 })
             }));
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             if token.is_none() {
                 break;
             }
@@ -632,13 +708,23 @@ impl CloudAdapter for AwsAdapter {
         Ok(out)
     }
 
-    async fn quota_headroom(&self, instance_type: &InstanceType, market: Market) -> Result<QuotaHeadroom, CloudError> {
-        let gpu = self.catalog.get(Provider::Aws, instance_type).ok_or_else(|| {
-            CloudError::Invalid(format!("{instance_type} is not in the GPU catalog"))
-        })?;
-        let code = gpu.quota_code(market).ok_or_else(|| {
-            CloudError::Invalid(format!("{instance_type} has no {market} quota family"))
-        })?.to_owned();
+    async fn quota_headroom(
+        &self,
+        instance_type: &InstanceType,
+        market: Market,
+    ) -> Result<QuotaHeadroom, CloudError> {
+        let gpu = self
+            .catalog
+            .get(Provider::Aws, instance_type)
+            .ok_or_else(|| {
+                CloudError::Invalid(format!("{instance_type} is not in the GPU catalog"))
+            })?;
+        let code = gpu
+            .quota_code(market)
+            .ok_or_else(|| {
+                CloudError::Invalid(format!("{instance_type} has no {market} quota family"))
+            })?
+            .to_owned();
         let quota = self
             .retrying("GetServiceQuota", || async {
                 self.quotas
@@ -650,26 +736,36 @@ impl CloudAdapter for AwsAdapter {
                     .map_err(|e| sdk_error("GetServiceQuota", e))
             })
             .await?;
-        let limit = quota.quota().and_then(|q| q.value()).ok_or_else(|| CloudError::Response {
-            operation: "GetServiceQuota",
-            message: format!("quota {code} has no value"),
-        })?;
+        let limit = quota
+            .quota()
+            .and_then(|q| q.value())
+            .ok_or_else(|| CloudError::Response {
+                operation: "GetServiceQuota",
+                message: format!("quota {code} has no value"),
+            })?;
         let running = self
             .describe_filtered(
                 &[],
-                vec![Filter::builder()
-                    .name("instance-state-name")
-                    .values("pending")
-                    .values("running")
-                    .build()],
+                vec![
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .values("pending")
+                        .values("running")
+                        .build(),
+                ],
             )
             .await?;
         let used: f64 = running
             .iter()
             .filter_map(|i| {
-                let t = InstanceType::parse("instance_type", Provider::Aws, &i.instance_type).ok()?;
+                let t =
+                    InstanceType::parse("instance_type", Provider::Aws, &i.instance_type).ok()?;
                 let g = self.catalog.get(Provider::Aws, &t)?;
-                let m = if i.market == Market::Spot { Market::Spot } else { Market::OnDemand };
+                let m = if i.market == Market::Spot {
+                    Market::Spot
+                } else {
+                    Market::OnDemand
+                };
                 (g.quota_code(m) == Some(code.as_str())).then_some(f64::from(g.vcpus))
             })
             .sum();
@@ -682,9 +778,16 @@ impl CloudAdapter for AwsAdapter {
         })
     }
 
-    async fn spot_price_history(&self, instance_types: &[InstanceType], since: DateTime<Utc>) -> Result<Vec<SpotPricePoint>, CloudError> {
+    async fn spot_price_history(
+        &self,
+        instance_types: &[InstanceType],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SpotPricePoint>, CloudError> {
         let zones = self.zones().await.ok();
-        let types: Vec<Ec2InstanceType> = instance_types.iter().map(|t| Ec2InstanceType::from(t.as_str())).collect();
+        let types: Vec<Ec2InstanceType> = instance_types
+            .iter()
+            .map(|t| Ec2InstanceType::from(t.as_str()))
+            .collect();
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -710,7 +813,10 @@ impl CloudAdapter for AwsAdapter {
                 };
                 let zone_name = p.availability_zone().unwrap_or_default().to_owned();
                 out.push(SpotPricePoint {
-                    instance_type: p.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    instance_type: p
+                        .instance_type()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
                     zone: self
                         .zone_id(p.availability_zone_id())
                         .or_else(|| zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned())),
@@ -719,7 +825,10 @@ impl CloudAdapter for AwsAdapter {
                     at,
                 });
             }
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             if token.is_none() {
                 break;
             }
@@ -727,18 +836,31 @@ impl CloudAdapter for AwsAdapter {
         Ok(out)
     }
 
-    async fn spot_placement_scores(&self, query: &PlacementScoreQuery) -> Result<Vec<PlacementScoreEntry>, CloudError> {
+    async fn spot_placement_scores(
+        &self,
+        query: &PlacementScoreQuery,
+    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
         let regions: Vec<String> = if query.regions.is_empty() {
             vec![self.region.as_str().to_owned()]
         } else {
-            query.regions.iter().map(|r| r.as_str().to_owned()).collect()
+            query
+                .regions
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect()
         };
         let target = i32::try_from(query.target_capacity).unwrap_or(i32::MAX);
         let out = self
             .retrying("GetSpotPlacementScores", || async {
                 self.ec2
                     .get_spot_placement_scores()
-                    .set_instance_types(Some(query.instance_types.iter().map(|t| t.as_str().to_owned()).collect()))
+                    .set_instance_types(Some(
+                        query
+                            .instance_types
+                            .iter()
+                            .map(|t| t.as_str().to_owned())
+                            .collect(),
+                    ))
                     .target_capacity(target)
                     .target_capacity_unit_type(TargetCapacityUnitType::Units)
                     .single_availability_zone(query.single_zone)
@@ -756,7 +878,11 @@ impl CloudAdapter for AwsAdapter {
                 let zone = s.availability_zone_id().and_then(|z| {
                     Region::parse("region", Provider::Aws, &region)
                         .ok()
-                        .and_then(|r| ZoneId::parse_optional("zone", Provider::Aws, &r, z).ok().flatten())
+                        .and_then(|r| {
+                            ZoneId::parse_optional("zone", Provider::Aws, &r, z)
+                                .ok()
+                                .flatten()
+                        })
                 });
                 PlacementScoreEntry {
                     region,
@@ -767,7 +893,10 @@ impl CloudAdapter for AwsAdapter {
             .collect())
     }
 
-    async fn capacity_block_offerings(&self, query: &CapacityBlockQuery) -> Result<Vec<CapacityBlockOffering>, CloudError> {
+    async fn capacity_block_offerings(
+        &self,
+        query: &CapacityBlockQuery,
+    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
         let zones = self.zones().await.ok();
         let out = self
             .retrying("DescribeCapacityBlockOfferings", || async {
@@ -775,7 +904,9 @@ impl CloudAdapter for AwsAdapter {
                     .describe_capacity_block_offerings()
                     .instance_type(query.instance_type.as_str())
                     .instance_count(i32::try_from(query.count).unwrap_or(i32::MAX))
-                    .capacity_duration_hours(i32::try_from(query.duration_hours).unwrap_or(i32::MAX))
+                    .capacity_duration_hours(
+                        i32::try_from(query.duration_hours).unwrap_or(i32::MAX),
+                    )
                     .set_start_date_range(query.start_after.map(to_aws))
                     .set_end_date_range(query.end_before.map(to_aws))
                     .send()
@@ -789,14 +920,23 @@ impl CloudAdapter for AwsAdapter {
             .map(|o| {
                 let zone_name = o.availability_zone().unwrap_or_default().to_owned();
                 CapacityBlockOffering {
-                    id: o.capacity_block_offering_id().unwrap_or_default().to_owned(),
+                    id: o
+                        .capacity_block_offering_id()
+                        .unwrap_or_default()
+                        .to_owned(),
                     instance_type: o.instance_type().unwrap_or_default().to_owned(),
                     zone: zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned()),
                     zone_name,
-                    count: o.instance_count().and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
+                    count: o
+                        .instance_count()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(0),
                     start: o.start_date().and_then(to_chrono),
                     end: o.end_date().and_then(to_chrono),
-                    duration_hours: o.capacity_block_duration_hours().and_then(|c| u32::try_from(c).ok()).unwrap_or(0),
+                    duration_hours: o
+                        .capacity_block_duration_hours()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(0),
                     upfront_fee: o.upfront_fee().and_then(|f| f.parse().ok()).unwrap_or(0.0),
                     currency: o.currency_code().unwrap_or("USD").to_owned(),
                 }
@@ -804,12 +944,22 @@ impl CloudAdapter for AwsAdapter {
             .collect())
     }
 
-    async fn instance_type_offerings(&self, instance_types: &[InstanceType]) -> Result<Vec<Offering>, CloudError> {
+    async fn instance_type_offerings(
+        &self,
+        instance_types: &[InstanceType],
+    ) -> Result<Vec<Offering>, CloudError> {
         let filters: Option<Vec<Filter>> = (!instance_types.is_empty()).then(|| {
-            vec![Filter::builder()
-                .name("instance-type")
-                .set_values(Some(instance_types.iter().map(|t| t.as_str().to_owned()).collect()))
-                .build()]
+            vec![
+                Filter::builder()
+                    .name("instance-type")
+                    .set_values(Some(
+                        instance_types
+                            .iter()
+                            .map(|t| t.as_str().to_owned())
+                            .collect(),
+                    ))
+                    .build(),
+            ]
         });
         let mut out = Vec::new();
         let mut token: Option<String> = None;
@@ -832,7 +982,10 @@ impl CloudAdapter for AwsAdapter {
                     zone: self.zone_id(o.location())?,
                 })
             }));
-            token = page.next_token().filter(|t| !t.is_empty()).map(str::to_owned);
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
             if token.is_none() {
                 break;
             }

@@ -12,8 +12,9 @@ pub enum CloudError {
     Api {
         /// The API operation, e.g. `RunInstances`.
         operation: &'static str,
-        /// Class, code, message and the zone names the message hinted at.
-        classified: Classified,
+        /// Class, code, message and the zone names the message hinted at (boxed: errors stay
+        /// small on the happy path).
+        classified: Box<Classified>,
         /// The hinted zones as AZ IDs (capacity errors; empty when they could not be mapped).
         zone_id_hints: Vec<ZoneId>,
         /// The request id, when the cloud sent one.
@@ -64,7 +65,7 @@ impl CloudError {
     /// The classified API error, if the cloud answered with one.
     pub fn classified(&self) -> Option<&Classified> {
         match self {
-            Self::Api { classified, .. } => Some(classified),
+            Self::Api { classified, .. } => Some(classified.as_ref()),
             _ => None,
         }
     }

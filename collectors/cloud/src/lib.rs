@@ -43,8 +43,10 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     async fn zones(&self) -> Result<ZoneMap, CloudError>;
 
     /// Whether the caller may launch `request` (DryRun): permission only, not capacity or quota.
-    async fn check_launch_permission(&self, request: &LaunchRequest)
-    -> Result<Permission, CloudError>;
+    async fn check_launch_permission(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<Permission, CloudError>;
 
     /// Launches `request.count` instances (all or nothing), idempotent by client token.
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;

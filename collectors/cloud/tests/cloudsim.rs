@@ -5,6 +5,8 @@
 //! time with `POST /admin/advance`, so timing never flakes. Credentials, region and endpoint are
 //! set per test on the SDK config builder; the process environment is not touched.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a panic is a failed assertion")]
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use aws_config::BehaviorVersion;
@@ -58,7 +60,7 @@ id = "111111111111"
 "L-417A185B" = 1152
 "L-C4BD4855" = 384
 "L-DB2E81BA" = 64
-"L-3819A6DF" = 64
+"L-3819A6DF" = 32
 
 [[accounts]]
 id = "222222222222"
@@ -200,13 +202,20 @@ impl Sim {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         let status = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     }
 
     async fn advance(&self, seconds: u64) {
         let (status, _) = self
-            .http("POST", "/admin/advance", &format!("{{\"seconds\": {seconds}}}"))
+            .http(
+                "POST",
+                "/admin/advance",
+                &format!("{{\"seconds\": {seconds}}}"),
+            )
             .await;
         assert_eq!(status, 200);
     }
@@ -268,7 +277,10 @@ async fn zones_map_names_to_ids_per_account() {
     assert_eq!(map.id_of("us-east-1a"), Some(&zone("use1-az1")));
     assert_eq!(map.name_of(&zone("use1-az4")), Some("us-east-1b"));
     // The tenant's names are shuffled: the same name is another physical zone.
-    let tenant = op.for_tenant("arn:aws:iam::222222222222:role/capsight", "ext-123").await.unwrap();
+    let tenant = op
+        .for_tenant("arn:aws:iam::222222222222:role/capsight", "ext-123")
+        .await
+        .unwrap();
     let tmap = tenant.zones().await.unwrap();
     assert_eq!(tmap.id_of("us-east-1a"), Some(&zone("use1-az4")));
     let (account, arn) = tenant.caller_identity().await.unwrap();
@@ -280,7 +292,10 @@ async fn zones_map_names_to_ids_per_account() {
 async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
     let sim = Sim::start(SCENARIO, "").await;
     let op = sim.adapter(OPERATOR).await;
-    let err = op.for_tenant("arn:aws:iam::222222222222:role/capsight", "wrong").await.unwrap_err();
+    let err = op
+        .for_tenant("arn:aws:iam::222222222222:role/capsight", "wrong")
+        .await
+        .unwrap_err();
     assert_eq!(class(&err), ErrorClass::Permission, "{err}");
     assert_eq!(err.code(), Some("AccessDenied"));
     let unknown = sim.adapter("AKIANOBODY").await;
@@ -301,14 +316,25 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
     assert_eq!(i.zone, Some(zone("use1-az4")));
     assert_eq!(i.zone_name, "us-east-1b");
     assert_eq!(i.market, Market::OnDemand);
-    assert_eq!(i.tags.get("capsight:probe").map(String::as_str), Some("true"));
+    assert_eq!(
+        i.tags.get("capsight:probe").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(i.client_token.as_deref(), Some("token-1"));
-    assert_eq!(sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand").await, 1);
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
+            .await,
+        1
+    );
 
     // Same token: same instance, no new capacity taken.
     let again = op.launch(&req).await.unwrap();
     assert_eq!(again[0].id, i.id);
-    assert_eq!(sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand").await, 1);
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
+            .await,
+        1
+    );
 
     // Provisioning delay: pending -> running after 2 simulated minutes.
     sim.advance(150).await;
@@ -320,16 +346,30 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
     assert_eq!(stopped[0].previous, InstanceState::Running);
     assert_eq!(stopped[0].current, InstanceState::Stopping);
     sim.advance(60).await;
-    assert_eq!(op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state, InstanceState::Stopped);
-    assert_eq!(sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand").await, 2);
+    assert_eq!(
+        op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state,
+        InstanceState::Stopped
+    );
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
+            .await,
+        2
+    );
 
     let started = op.start(std::slice::from_ref(&i.id)).await.unwrap();
     assert_eq!(started[0].current, InstanceState::Pending);
     let terminated = op.terminate(std::slice::from_ref(&i.id)).await.unwrap();
     assert_eq!(terminated[0].current, InstanceState::ShuttingDown);
     sim.advance(60).await;
-    assert_eq!(op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state, InstanceState::Terminated);
-    assert_eq!(sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand").await, 2);
+    assert_eq!(
+        op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state,
+        InstanceState::Terminated
+    );
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
+            .await,
+        2
+    );
 
     let missing = op
         .describe(&[capsight_cloud::InstanceId::new("i-doesnotexist").unwrap()])
@@ -344,9 +384,18 @@ async fn dry_run_answers_permission_only() {
     let sim = Sim::start(SCENARIO, "").await;
     let op = sim.adapter(OPERATOR).await;
     // Allowed even where there is no stock: DryRun checks permission only.
-    assert_eq!(op.check_launch_permission(&p5("use1-az6", "dry-1")).await.unwrap(), Permission::Allowed);
+    assert_eq!(
+        op.check_launch_permission(&p5("use1-az6", "dry-1"))
+            .await
+            .unwrap(),
+        Permission::Allowed
+    );
     let ro = sim.adapter(READONLY).await;
-    match ro.check_launch_permission(&p5("use1-az4", "dry-2")).await.unwrap() {
+    match ro
+        .check_launch_permission(&p5("use1-az4", "dry-2"))
+        .await
+        .unwrap()
+    {
         Permission::Denied { code, message } => {
             assert_eq!(code, "UnauthorizedOperation");
             assert!(message.contains("ec2:RunInstances"), "{message}");
@@ -403,12 +452,24 @@ async fn capacity_reservation_takes_and_returns_stock() {
     assert_eq!(r.zone, Some(zone("use1-az1")));
     assert_eq!(r.count, 2);
     assert_eq!(r.state, "active");
-    assert_eq!(sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand").await, 1);
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        1
+    );
     // Idempotent by client token.
     assert_eq!(op.create_capacity_reservation(&req).await.unwrap().id, r.id);
-    assert_eq!(sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand").await, 1);
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        1
+    );
     op.cancel_capacity_reservation(&r.id).await.unwrap();
-    assert_eq!(sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand").await, 3);
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        3
+    );
     let err = op.cancel_capacity_reservation("cr-nope").await.unwrap_err();
     assert_eq!(err.code(), Some("InvalidCapacityReservationId.NotFound"));
 }
@@ -420,17 +481,32 @@ async fn quota_headroom_and_quota_errors() {
     let quotas = op.list_quotas().await.unwrap();
     let p = quotas.iter().find(|q| q.code == "L-417A185B").unwrap();
     assert_eq!(p.value, 1152.0);
-    let h = op.quota_headroom(&it("p5.48xlarge"), Market::OnDemand).await.unwrap();
-    assert_eq!((h.quota_code.as_str(), h.limit_vcpus, h.used_vcpus), ("L-417A185B", 1152.0, 0.0));
+    let h = op
+        .quota_headroom(&it("p5.48xlarge"), Market::OnDemand)
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.quota_code.as_str(), h.limit_vcpus, h.used_vcpus),
+        ("L-417A185B", 1152.0, 0.0)
+    );
     assert_eq!(h.vcpus_per_instance, 192);
     assert_eq!(h.headroom_instances, 6);
     op.launch(&p5("use1-az1", "q-1").count(2)).await.unwrap();
-    let h = op.quota_headroom(&it("p5.48xlarge"), Market::OnDemand).await.unwrap();
+    let h = op
+        .quota_headroom(&it("p5.48xlarge"), Market::OnDemand)
+        .await
+        .unwrap();
     assert_eq!((h.used_vcpus, h.headroom_instances), (384.0, 4));
 
     // The tenant has 192 vCPUs of P: one p5 fits, two do not.
-    let tenant = op.for_tenant("arn:aws:iam::222222222222:role/capsight", "ext-123").await.unwrap();
-    let th = tenant.quota_headroom(&it("p5.48xlarge"), Market::OnDemand).await.unwrap();
+    let tenant = op
+        .for_tenant("arn:aws:iam::222222222222:role/capsight", "ext-123")
+        .await
+        .unwrap();
+    let th = tenant
+        .quota_headroom(&it("p5.48xlarge"), Market::OnDemand)
+        .await
+        .unwrap();
     assert_eq!(th.headroom_instances, 1);
     let err = tenant
         .launch(&LaunchRequest::new(it("p5.48xlarge"), None, "ami-1", "t-1").count(2))
@@ -438,17 +514,25 @@ async fn quota_headroom_and_quota_errors() {
         .unwrap_err();
     assert_eq!(err.code(), Some("VcpuLimitExceeded"));
     assert_eq!(class(&err), ErrorClass::Quota);
-    // Spot G quota of the operator: 64 vCPUs = 16 g5.xlarge; 17 is too many.
+    // Spot G quota of the operator: 32 vCPUs = 8 g5.xlarge (stock is 10); 9 is too many.
     let err = op
         .launch(
             &LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az1")), "ami-1", "s-q")
                 .market(Market::Spot)
-                .count(17),
+                .count(9),
         )
         .await
         .unwrap_err();
-    assert_eq!(class(&err), ErrorClass::Capacity.max(ErrorClass::Quota).min(class(&err)));
-    assert!(matches!(class(&err), ErrorClass::Quota | ErrorClass::Capacity), "{err}");
+    assert_eq!(err.code(), Some("MaxSpotInstanceCountExceeded"));
+    assert_eq!(class(&err), ErrorClass::Quota);
+    let sh = op
+        .quota_headroom(&it("g5.xlarge"), Market::Spot)
+        .await
+        .unwrap();
+    assert_eq!(
+        (sh.quota_code.as_str(), sh.headroom_instances),
+        ("L-3819A6DF", 8)
+    );
 }
 
 #[tokio::test]
@@ -458,7 +542,12 @@ async fn not_offered_price_throttled_transient_and_unknown() {
 
     // Not offered: g5.xlarge on-demand has no pool in use1-az4.
     let err = op
-        .launch(&LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az4")), "ami-1", "no-1"))
+        .launch(&LaunchRequest::new(
+            it("g5.xlarge"),
+            Some(zone("use1-az4")),
+            "ami-1",
+            "no-1",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("Unsupported"));
@@ -477,22 +566,31 @@ async fn not_offered_price_throttled_transient_and_unknown() {
     assert_eq!(class(&err), ErrorClass::Price);
 
     // Throttled twice, then success: retried within max_attempts = 3.
-    sim.fault("DescribeInstances", "RequestLimitExceeded", 2).await;
+    sim.fault("DescribeInstances", "RequestLimitExceeded", 2)
+        .await;
     assert!(op.describe(&[]).await.is_ok());
     // Throttled more often than that: the throttled error surfaces.
-    sim.fault("DescribeInstances", "RequestLimitExceeded", 5).await;
+    sim.fault("DescribeInstances", "RequestLimitExceeded", 5)
+        .await;
     let err = op.describe(&[]).await.unwrap_err();
     assert_eq!(class(&err), ErrorClass::Throttled);
     assert!(err.is_retryable());
     // The remaining two faults are consumed by the next call's attempts + one more.
-    sim.fault("DescribeInstances", "RequestLimitExceeded", 0).await;
+    sim.fault("DescribeInstances", "RequestLimitExceeded", 0)
+        .await;
 
     // Transient server error, retried.
-    sim.fault("DescribeSpotPriceHistory", "InternalError", 1).await;
-    assert!(op.spot_price_history(&[], chrono::Utc::now() - chrono::Duration::hours(1)).await.is_ok());
+    sim.fault("DescribeSpotPriceHistory", "InternalError", 1)
+        .await;
+    assert!(
+        op.spot_price_history(&[], chrono::Utc::now() - chrono::Duration::hours(1))
+            .await
+            .is_ok()
+    );
 
     // Unknown codes are kept verbatim and never retried.
-    sim.fault("GetSpotPlacementScores", "SomethingNobodyKnows", 2).await;
+    sim.fault("GetSpotPlacementScores", "SomethingNobodyKnows", 2)
+        .await;
     let err = op
         .spot_placement_scores(&PlacementScoreQuery {
             instance_types: vec![it("g5.xlarge")],
@@ -523,13 +621,23 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
     let op = sim.adapter(OPERATOR).await;
     sim.advance(600).await;
     let prices = op
-        .spot_price_history(&[it("g5.xlarge")], chrono::Utc::now() - chrono::Duration::hours(1))
+        .spot_price_history(
+            &[it("g5.xlarge")],
+            chrono::Utc::now() - chrono::Duration::hours(1),
+        )
         .await
         .unwrap();
     assert!(prices.len() >= 2, "{prices:?}");
-    assert!(prices.iter().all(|p| p.instance_type == "g5.xlarge" && p.usd_per_hour > 0.0));
+    assert!(
+        prices
+            .iter()
+            .all(|p| p.instance_type == "g5.xlarge" && p.usd_per_hour > 0.0)
+    );
     assert!(prices.iter().any(|p| p.zone == Some(zone("use1-az4"))));
-    assert!(prices.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+    assert!(
+        prices.windows(2).all(|w| w[0].at >= w[1].at),
+        "newest first"
+    );
 
     let scores = op
         .spot_placement_scores(&PlacementScoreQuery {
@@ -540,8 +648,14 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
         })
         .await
         .unwrap();
-    let az1 = scores.iter().find(|s| s.zone == Some(zone("use1-az1"))).unwrap();
-    let az6 = scores.iter().find(|s| s.zone == Some(zone("use1-az6"))).unwrap();
+    let az1 = scores
+        .iter()
+        .find(|s| s.zone == Some(zone("use1-az1")))
+        .unwrap();
+    let az6 = scores
+        .iter()
+        .find(|s| s.zone == Some(zone("use1-az6")))
+        .unwrap();
     assert!(az1.score > az6.score, "{scores:?}");
     assert!(scores.iter().all(|s| (1..=10).contains(&s.score)));
     let regional = op
@@ -568,12 +682,21 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
         .unwrap();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     let b = &blocks[0];
-    assert_eq!((b.zone.clone(), b.count, b.duration_hours), (Some(zone("use1-az4")), 2, 48));
+    assert_eq!(
+        (b.zone.clone(), b.count, b.duration_hours),
+        (Some(zone("use1-az4")), 2, 48)
+    );
     assert!((b.upfront_fee - 31.5 * 2.0 * 48.0).abs() < 0.01);
     assert!(b.start.unwrap() > chrono::Utc::now());
 
-    let offerings = op.instance_type_offerings(&[it("p5.48xlarge")]).await.unwrap();
-    let zones: Vec<_> = offerings.iter().map(|o| o.zone.as_str().to_owned()).collect();
+    let offerings = op
+        .instance_type_offerings(&[it("p5.48xlarge")])
+        .await
+        .unwrap();
+    let zones: Vec<_> = offerings
+        .iter()
+        .map(|o| o.zone.as_str().to_owned())
+        .collect();
     assert_eq!(zones, ["use1-az1", "use1-az4", "use1-az6"]);
     assert_eq!(op.instance_type_offerings(&[]).await.unwrap().len(), 5);
 }
@@ -581,7 +704,8 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
 #[tokio::test]
 async fn stockout_scenario_flips_launches_to_capacity_errors_and_back() {
     let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cloudsim/scenarios/stockout.toml"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/cloudsim/scenarios/stockout.toml"),
     )
     .unwrap();
     let sim = Sim::start(&text, "").await;
@@ -597,31 +721,47 @@ async fn stockout_scenario_flips_launches_to_capacity_errors_and_back() {
     // Hints name the zone that still has stock (use1-az1), not the empty one (use1-az6).
     assert_eq!(err.zone_id_hints(), [zone("use1-az1")]);
     sim.advance(9 * 60).await;
-    assert_eq!(class(&launch(3).await.unwrap_err()), ErrorClass::Capacity, "still out at 14m");
+    assert_eq!(
+        class(&launch(3).await.unwrap_err()),
+        ErrorClass::Capacity,
+        "still out at 14m"
+    );
     sim.advance(60).await;
     assert!(launch(4).await.is_ok(), "recovered at 15m");
 
     // Ground truth saw it too.
     let (_, body) = sim.http("GET", "/admin/truth", "").await;
     let truth: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let series = truth["stock"]["aws/us-east-1/use1-az4/p5.48xlarge/on_demand"].as_array().unwrap();
-    assert!(series.iter().any(|p| p[0] == 300 && p[1] == 0), "{series:?}");
-    assert!(series.iter().any(|p| p[0] == 900 && p[1] == 10), "{series:?}");
+    let series = truth["stock"]["aws/us-east-1/use1-az4/p5.48xlarge/on_demand"]
+        .as_array()
+        .unwrap();
+    assert!(
+        series.iter().any(|p| p[0] == 300 && p[1] == 0),
+        "{series:?}"
+    );
+    assert!(
+        series.iter().any(|p| p[0] == 900 && p[1] == 10),
+        "{series:?}"
+    );
 }
 
 #[tokio::test]
 async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
     use axum::{Router, extract::State, routing::post};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<serde_json::Value>(16);
-    let app = Router::new()
-        .route(
-            "/events",
-            post(|State(tx): State<tokio::sync::mpsc::Sender<serde_json::Value>>, body: String| async move {
-                let _ = tx.send(serde_json::from_str(&body).unwrap()).await;
-                "ok"
-            }),
-        )
-        .with_state(tx);
+    let app =
+        Router::new()
+            .route(
+                "/events",
+                post(
+                    |State(tx): State<tokio::sync::mpsc::Sender<serde_json::Value>>,
+                     body: String| async move {
+                        let _ = tx.send(serde_json::from_str(&body).unwrap()).await;
+                        "ok"
+                    },
+                ),
+            )
+            .with_state(tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/events", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -638,10 +778,12 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
     assert_eq!(spot[0].market, Market::Spot);
     let id = spot[0].id.as_str().to_owned();
 
-    let next = |rx: &mut tokio::sync::mpsc::Receiver<serde_json::Value>| {
-        let fut = rx.recv();
-        async move { tokio::time::timeout(Duration::from_secs(10), fut).await.unwrap().unwrap() }
-    };
+    async fn next(rx: &mut tokio::sync::mpsc::Receiver<serde_json::Value>) -> serde_json::Value {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
     sim.advance(30 * 60).await; // the storm
     let e = next(&mut rx).await;
     assert_eq!(e["detail-type"], "EC2 Instance Rebalance Recommendation");
@@ -660,7 +802,13 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
     let e = next(&mut rx).await;
     assert_eq!(e["detail-type"], "EC2 Instance State-change Notification");
     assert_eq!(e["detail"]["state"], "terminated");
-    let d = op.describe(&spot.iter().map(|i| i.id.clone()).collect::<Vec<_>>()).await.unwrap();
+    let d = op
+        .describe(&spot.iter().map(|i| i.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(d[0].state, InstanceState::Terminated);
-    assert!(d[0].state_reason.as_deref().unwrap_or("").contains("Spot"), "{d:?}");
+    assert!(
+        d[0].state_reason.as_deref().unwrap_or("").contains("Spot"),
+        "{d:?}"
+    );
 }

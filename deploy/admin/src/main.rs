@@ -17,6 +17,7 @@ use capsight_amqp::AmqpSettings;
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::{KafkaSettings, admin::TopicOutcome};
 use capsight_runtime::{config::ConfigArgs, telemetry::TelemetrySettings};
+use capsight_tenancy::{Registry, TenancySettings, TenantId};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
@@ -46,6 +47,46 @@ enum Command {
     Check,
     /// Push sample signals through Kafka into ClickHouse and print them.
     Demo,
+    /// Manage tenants and their API keys in the registry file.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Add a tenant (no keys yet).
+    Add {
+        /// Tenant id: 1-64 of a-z 0-9 - _.
+        id: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Requests per minute (default: tenancy.default_rate_per_minute).
+        #[arg(long)]
+        rate_per_minute: Option<u32>,
+    },
+    /// Issue an API key; it is printed once and only its hash is stored.
+    Key {
+        /// Tenant id.
+        id: String,
+    },
+    /// Revoke an API key.
+    Revoke {
+        /// Tenant id.
+        id: String,
+        /// The key id (the part after `csk_`).
+        key_id: String,
+    },
+    /// Map the tenant's AWS AZ names to AZ IDs (`us-east-1a=use1-az4` ...).
+    ZoneMap {
+        /// Tenant id.
+        id: String,
+        /// `name=id` pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+    /// List tenants and key ids.
+    List,
 }
 
 /// The sections this tool reads.
@@ -55,13 +96,14 @@ struct AdminConfig {
     kafka: KafkaSettings,
     clickhouse: ClickHouseSettings,
     amqp: AmqpSettings,
+    tenancy: TenancySettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: AdminConfig = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init(&config.telemetry)?;
+    capsight_runtime::telemetry::init("capsight-admin", &config.telemetry)?;
     match cli.command {
         Command::Setup => {
             topics(&config.kafka).await?;
@@ -73,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Amqp => amqp(&config.amqp).await?,
         Command::Check => check(&config).await?,
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
+        Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
     }
     Ok(())
 }
@@ -121,6 +164,64 @@ async fn amqp(amqp: &AmqpSettings) -> anyhow::Result<()> {
         "amqp: topology declared (exchange {}, queue {} delivery limit {})",
         amqp.launch.exchange, amqp.launch.jobs_queue, amqp.launch.delivery_limit
     );
+    Ok(())
+}
+
+fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> {
+    let path = &settings.registry;
+    let mut reg = Registry::load(path)?;
+    match cmd {
+        TenantCommand::Add {
+            id,
+            name,
+            rate_per_minute,
+        } => {
+            let id = TenantId::parse(&id)?;
+            reg.add_tenant(id.clone(), &name)?;
+            if let Some(t) = reg.tenants.iter_mut().find(|t| t.id == id) {
+                t.rate_per_minute = rate_per_minute;
+            }
+            reg.save(path)?;
+            println!("tenant {id} added to {}", path.display());
+        }
+        TenantCommand::Key { id } => {
+            let issued = reg.issue_key(&TenantId::parse(&id)?)?;
+            reg.save(path)?;
+            eprintln!("key {} issued for {id}; it is shown once:", issued.key_id);
+            println!("{}", issued.key);
+        }
+        TenantCommand::Revoke { id, key_id } => {
+            reg.revoke_key(&TenantId::parse(&id)?, &key_id)?;
+            reg.save(path)?;
+            println!("key {key_id} of {id} revoked");
+        }
+        TenantCommand::ZoneMap { id, pairs } => {
+            let id = TenantId::parse(&id)?;
+            let tenant = reg
+                .tenants
+                .iter_mut()
+                .find(|t| t.id == id)
+                .ok_or_else(|| anyhow::anyhow!("no tenant {id}"))?;
+            for pair in pairs {
+                let (name, zone) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("{pair:?} is not az-name=az-id"))?;
+                tenant.zone_map.insert(name.to_owned(), zone.to_owned());
+            }
+            reg.save(path)?;
+            println!("zone map of {id} updated");
+        }
+        TenantCommand::List => {
+            for t in &reg.tenants {
+                let keys: Vec<String> = t
+                    .keys
+                    .iter()
+                    .map(|k| format!("{}{}", k.key_id, if k.revoked { " (revoked)" } else { "" }))
+                    .collect();
+                println!("{:<20} {:<30} keys: {}", t.id, t.name, keys.join(", "));
+            }
+        }
+    }
     Ok(())
 }
 

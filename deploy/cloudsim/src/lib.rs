@@ -169,7 +169,7 @@ impl Running {
     }
 }
 
-/// The instance-type facts the market needs, from the GPU catalog.
+/// The instance-type facts the market needs, from the GPU catalog (AWS types only).
 pub fn type_table() -> BTreeMap<String, TypeInfo> {
     catalog_types()
 }
@@ -446,7 +446,28 @@ async fn admin_events(State(sim): State<Arc<Sim>>) -> Response {
     Json(list).into_response()
 }
 
-/// Temporary until the GPU catalog lands: no instance types.
+/// AWS instance types of the embedded GPU catalog (vCPUs, quota families, on-demand prices).
 fn catalog_types() -> BTreeMap<String, TypeInfo> {
-    BTreeMap::new()
+    let catalog = match capsight_catalog::Catalog::embedded() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "embedded GPU catalog is invalid; no instance types");
+            return BTreeMap::new();
+        }
+    };
+    catalog
+        .iter()
+        .filter(|g| g.provider.as_str() == "aws")
+        .map(|g| {
+            (
+                g.instance_type.as_str().to_owned(),
+                TypeInfo {
+                    vcpus: g.vcpus,
+                    quota_on_demand: g.quota.on_demand.clone(),
+                    quota_spot: g.quota.spot.clone(),
+                    on_demand_usd_per_hour: g.on_demand_usd_per_hour,
+                },
+            )
+        })
+        .collect()
 }

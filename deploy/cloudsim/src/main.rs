@@ -44,7 +44,7 @@ struct Config {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init(&config.telemetry)?;
+    capsight_runtime::telemetry::init("cloudsim", &config.telemetry)?;
     if let Some(t) = cli.time_scale {
         config.cloudsim.time_scale = t;
     }

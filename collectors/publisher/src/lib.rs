@@ -1,0 +1,255 @@
+//! Publishes capsight signals to `capsight.signals.v1`.
+//!
+//! Contract:
+//! * **Wire form**: key = `CapacityKey::partition_key()` (`provider/region/instance_type`), so one
+//!   key's signals stay ordered on one partition; value = `capsight.v1.Signal` protobuf; headers
+//!   `traceparent` (the caller's trace context) and `capsight-signal-id`.
+//! * **Delivery**: an idempotent producer (`acks=all`, `enable.idempotence=true`): librdkafka
+//!   retries without duplicating or reordering. [`Publisher::publish`] resolves only when the
+//!   broker has acknowledged the signal, so a caller that answers its own client after it (the
+//!   reports intake) never acknowledges a signal that could still be lost.
+//! * **Back-pressure, never drops**: librdkafka's queue is the bounded buffer
+//!   (`publisher.buffer_max_messages`); when it is full, `publish` waits for room instead of
+//!   failing. While the broker is unreachable, messages wait in that buffer for
+//!   `publisher.delivery_timeout` (default: forever) and a reporter task logs how many are held.
+//! * **Failures** (a message the broker refuses, or one that outlived a finite delivery timeout)
+//!   are logged, counted in [`PublisherStats::failed`] and returned to the caller.
+//! * **Ids**: the caller sets [`Signal::id`] — unique, and the same for every retry of the same
+//!   observation (`SignalId::derived`) — so downstream sinks de-duplicate.
+//! * **Shutdown**: [`Publisher::flush`] waits, up to a deadline, until the buffer is empty and
+//!   reports what it could not deliver.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use capsight_kafka::{KafkaSettings, TRACEPARENT_HEADER};
+use capsight_proto::{codec, domain::Signal};
+use rdkafka::{
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+use serde::Deserialize;
+
+/// The header carrying the signal id (for tracing and DLQ inspection without decoding).
+pub const SIGNAL_ID_HEADER: &str = "capsight-signal-id";
+
+/// The `[publisher]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherSettings {
+    /// Most signals held in memory while the broker is slow or unreachable
+    /// (`queue.buffering.max.messages`); beyond it `publish` waits.
+    pub buffer_max_messages: u32,
+    /// How long a signal may wait for the broker before it counts as failed; `0s` = forever.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// How often to log the buffer while messages are waiting.
+    #[serde(with = "humantime_serde")]
+    pub report_interval: Duration,
+}
+
+impl Default for PublisherSettings {
+    fn default() -> Self {
+        Self {
+            buffer_max_messages: 100_000,
+            delivery_timeout: Duration::ZERO,
+            report_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a signal was not published.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The producer could not be created (bad librdkafka property...).
+    #[error("creating the kafka producer: {0}")]
+    Create(#[source] KafkaError),
+    /// The broker refused the signal or it outlived the delivery timeout.
+    #[error("signal {id} not delivered: {source}")]
+    Delivery {
+        /// The signal id.
+        id: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// `flush` hit its deadline with signals still buffered.
+    #[error(
+        "{remaining} signal(s) still buffered after {waited:?}; they are lost if the process exits"
+    )]
+    FlushIncomplete {
+        /// Signals not yet acknowledged.
+        remaining: i32,
+        /// How long flush waited.
+        waited: Duration,
+    },
+}
+
+/// Counters, cheap to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublisherStats {
+    /// Acknowledged by the broker.
+    pub delivered: u64,
+    /// Refused or timed out.
+    pub failed: u64,
+    /// Held in the buffer now (queued or in flight).
+    pub buffered: i32,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A signal publisher. Cheap to clone; clones share one producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher to `kafka.topics.signals`. `role` names the process in `client.id`.
+    pub fn new(
+        kafka: &KafkaSettings,
+        settings: &PublisherSettings,
+        role: &str,
+    ) -> Result<Self, PublishError> {
+        let mut config = kafka.producer_config(role);
+        config
+            .set(
+                "queue.buffering.max.messages",
+                settings.buffer_max_messages.to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                settings.delivery_timeout.as_millis().to_string(),
+            );
+        // configured librdkafka properties still win
+        for (k, v) in &kafka.properties {
+            config.set(k.replace('_', "."), v);
+        }
+        let producer: FutureProducer = config.create().map_err(PublishError::Create)?;
+        Ok(Self {
+            producer,
+            topic: kafka.topics.signals.clone(),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Publishes `signal` and waits for the broker's acknowledgement. Waits (never fails) while
+    /// the buffer is full; with the default infinite delivery timeout it also waits out a broker
+    /// outage.
+    pub async fn publish(&self, signal: &Signal) -> Result<(), PublishError> {
+        let payload = codec::encode_signal(signal);
+        let key = signal.key.partition_key();
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: SIGNAL_ID_HEADER,
+            value: Some(signal.id.as_str()),
+        });
+        let trace = capsight_runtime::telemetry::inject();
+        if let Some(tp) = trace.get(TRACEPARENT_HEADER) {
+            headers = headers.insert(Header {
+                key: TRACEPARENT_HEADER,
+                value: Some(tp.as_str()),
+            });
+        }
+        let record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
+        match self.producer.send(record, Timeout::Never).await {
+            Ok(_) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((source, _)) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(signal = %signal.id, key = %signal.key, error = %source, "signal not delivered");
+                Err(PublishError::Delivery {
+                    id: signal.id.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PublisherStats {
+        PublisherStats {
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            buffered: self.producer.in_flight_count(),
+        }
+    }
+
+    /// Logs the buffer every `interval` while it holds messages, until `shutdown` fires.
+    pub async fn report(&self, interval: Duration, shutdown: capsight_runtime::shutdown::Shutdown) {
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = tick.tick() => {
+                    let s = self.stats();
+                    if s.buffered > 0 {
+                        tracing::warn!(buffered = s.buffered, delivered = s.delivered, failed = s.failed,
+                            "signals waiting for the broker");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits up to `deadline` for every buffered signal to be acknowledged.
+    pub async fn flush(&self, deadline: Duration) -> Result<(), PublishError> {
+        let producer = self.producer.clone();
+        let started = std::time::Instant::now();
+        // flush blocks the calling thread
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(deadline))).await;
+        let remaining = self.producer.in_flight_count();
+        if remaining > 0 {
+            tracing::error!(remaining, "signals still buffered at shutdown");
+            return Err(PublishError::FlushIncomplete {
+                remaining,
+                waited: started.elapsed(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Conf {
+        publisher: PublisherSettings,
+    }
+
+    #[test]
+    fn reference_config_matches_code_defaults() {
+        let c: Conf = capsight_runtime::config::load_defaults().unwrap();
+        assert_eq!(
+            format!("{:?}", c.publisher),
+            format!("{:?}", PublisherSettings::default())
+        );
+    }
+}

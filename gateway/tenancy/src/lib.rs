@@ -1,0 +1,110 @@
+//! Tenants: who may call capsight, with which API keys, under which limits.
+//!
+//! * **Registry** ([`Registry`]): a TOML file (path in `[tenancy] registry`) listing tenants, their
+//!   per-tenant settings and their API keys, stored only as SHA-256 hashes. It is edited with
+//!   `capsight-admin tenant ...` (atomic rewrite) and re-read by services when it changes.
+//! * **API keys** look like `csk_<key id>_<secret>`: the key id finds the entry, the secret's
+//!   hash is compared in constant time. A key is shown once, when created.
+//! * **Tenant hash** ([`TenantHasher`]): the opaque id that stands for a tenant on the bus and in
+//!   shared ClickHouse tables: HMAC-SHA256 of the tenant id under a secret (`[tenancy]
+//!   hash_secret`), so contributions can be grouped and capped per tenant without revealing who
+//!   contributed.
+
+mod registry;
+
+pub use registry::{
+    ApiKeyRecord, Authenticated, IssuedKey, Registry, RegistryError, Tenant, TenantId,
+};
+
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use capsight_proto::domain::TenantHash;
+
+/// The `[tenancy]` config section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenancySettings {
+    /// Path of the tenant registry file (relative paths are relative to the working directory).
+    pub registry: std::path::PathBuf,
+    /// Secret keying the tenant hash. Change it and every tenant's hash changes: set it once per
+    /// deployment (environment: `CAPSIGHT_TENANCY__HASH_SECRET`).
+    pub hash_secret: SecretString,
+    /// Default requests per minute per tenant, when the tenant sets none.
+    pub default_rate_per_minute: u32,
+}
+
+/// The hash secret shipped in the defaults; services warn when it is still in use.
+pub const DEV_HASH_SECRET: &str = "capsight-local-dev-only";
+
+impl Default for TenancySettings {
+    fn default() -> Self {
+        Self {
+            registry: ".capsight/tenants.toml".into(),
+            hash_secret: SecretString::from(DEV_HASH_SECRET.to_owned()),
+            default_rate_per_minute: 600,
+        }
+    }
+}
+
+/// Turns tenant ids into [`TenantHash`]es.
+#[derive(Clone)]
+pub struct TenantHasher {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TenantHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TenantHasher(<secret>)")
+    }
+}
+
+impl TenantHasher {
+    /// A hasher keyed by `secret`; logs a warning when it is the development default.
+    pub fn new(secret: &SecretString) -> Self {
+        if secret.expose_secret() == DEV_HASH_SECRET {
+            tracing::warn!(
+                "tenancy.hash_secret is the development default; set CAPSIGHT_TENANCY__HASH_SECRET"
+            );
+        }
+        Self {
+            key: secret.expose_secret().as_bytes().to_vec(),
+        }
+    }
+
+    /// The tenant's opaque hash: the first 128 bits of HMAC-SHA256, hex.
+    pub fn hash(&self, tenant: &TenantId) -> TenantHash {
+        // HMAC accepts keys of any length
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac());
+        mac.update(tenant.as_str().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let text = format!("t-{}", hex::encode(&digest[..16]));
+        // the text is 34 bytes of [a-z0-9-]: always a valid hash
+        TenantHash::parse("tenant", &text).unwrap_or_else(|_| unreachable_hmac())
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> ! {
+    // HMAC-SHA256 takes keys of any length and the hex text is always valid; this cannot run
+    panic!("HMAC invariant broken")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_stable_keyed_and_opaque() {
+        let a = TenantHasher::new(&SecretString::from("s1".to_owned()));
+        let b = TenantHasher::new(&SecretString::from("s2".to_owned()));
+        let acme = TenantId::parse("acme").unwrap();
+        assert_eq!(a.hash(&acme), a.hash(&acme));
+        assert_ne!(a.hash(&acme), b.hash(&acme));
+        assert_ne!(a.hash(&acme), a.hash(&TenantId::parse("globex").unwrap()));
+        assert!(!a.hash(&acme).as_str().contains("acme"));
+    }
+}

@@ -1,0 +1,367 @@
+//! The tenant registry file and API key checks.
+//!
+//! File format (TOML), written by `capsight-admin tenant ...`:
+//! ```toml
+//! [[tenants]]
+//! id = "acme"
+//! name = "Acme AI"
+//! rate_per_minute = 600          # optional
+//! zone_map = { "us-east-1a" = "use1-az4" }   # optional: this tenant's AWS AZ names -> AZ IDs
+//! [[tenants.keys]]
+//! key_id = "3f9a1c2b"
+//! sha256 = "<hex of the secret's SHA-256>"
+//! created_at = "2026-11-23T12:00:00Z"
+//! revoked = false
+//! ```
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A tenant's id: 1-64 of `[a-z0-9_-]`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    /// Validates a tenant id.
+    pub fn parse(text: &str) -> Result<Self, RegistryError> {
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            && text.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if ok {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(RegistryError::InvalidTenantId(text.to_owned()))
+        }
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = RegistryError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(t: TenantId) -> Self {
+        t.0
+    }
+}
+
+impl std::fmt::Display for TenantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Registry errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Reading or writing the file failed.
+    #[error("tenant registry {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file does not parse.
+    #[error("tenant registry {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tenant id is malformed.
+    #[error("invalid tenant id {0:?}: use 1-64 of a-z 0-9 - _")]
+    InvalidTenantId(String),
+    /// No such tenant.
+    #[error("no tenant {0}")]
+    UnknownTenant(String),
+    /// The tenant exists already.
+    #[error("tenant {0} exists already")]
+    DuplicateTenant(String),
+    /// No such key.
+    #[error("tenant {tenant} has no key {key_id}")]
+    UnknownKey {
+        /// The tenant.
+        tenant: String,
+        /// The key id.
+        key_id: String,
+    },
+}
+
+/// One API key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRecord {
+    /// Public part of the key (8 hex chars).
+    pub key_id: String,
+    /// SHA-256 of the secret part, hex.
+    pub sha256: String,
+    /// When it was issued (RFC 3339).
+    pub created_at: String,
+    /// Revoked keys never authenticate.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// The tenant id.
+    pub id: TenantId,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Requests per minute; the service default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_minute: Option<u32>,
+    /// This tenant's AWS AZ names mapped to AZ IDs (names are shuffled per account).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub zone_map: BTreeMap<String, String>,
+    /// API keys.
+    #[serde(default)]
+    pub keys: Vec<ApiKeyRecord>,
+}
+
+/// The registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registry {
+    /// All tenants.
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
+}
+
+/// A newly issued key: the full key text is shown once.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    /// The key id.
+    pub key_id: String,
+    /// `csk_<key id>_<secret>`.
+    pub key: String,
+}
+
+/// The result of a successful authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Who.
+    pub tenant: TenantId,
+    /// With which key.
+    pub key_id: String,
+}
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl Registry {
+    /// Reads the registry; a missing file is an empty registry.
+    pub fn load(path: &Path) -> Result<Self, RegistryError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(path, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(RegistryError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Self, RegistryError> {
+        let reg: Self = toml::from_str(text).map_err(|e| RegistryError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut seen = std::collections::BTreeSet::new();
+        for t in &reg.tenants {
+            if !seen.insert(&t.id) {
+                return Err(RegistryError::Parse {
+                    path: path.to_owned(),
+                    reason: format!("tenant {} appears twice", t.id),
+                });
+            }
+        }
+        Ok(reg)
+    }
+
+    /// Writes the registry atomically (temp file + rename), readable by the owner only.
+    pub fn save(&self, path: &Path) -> Result<(), RegistryError> {
+        let io = |source| RegistryError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let text = toml::to_string_pretty(self).map_err(|e| RegistryError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, text).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The tenant with `id`.
+    pub fn tenant(&self, id: &TenantId) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| &t.id == id)
+    }
+
+    fn tenant_mut(&mut self, id: &TenantId) -> Result<&mut Tenant, RegistryError> {
+        self.tenants
+            .iter_mut()
+            .find(|t| &t.id == id)
+            .ok_or_else(|| RegistryError::UnknownTenant(id.to_string()))
+    }
+
+    /// Adds a tenant without keys.
+    pub fn add_tenant(&mut self, id: TenantId, name: &str) -> Result<(), RegistryError> {
+        if self.tenant(&id).is_some() {
+            return Err(RegistryError::DuplicateTenant(id.to_string()));
+        }
+        self.tenants.push(Tenant {
+            id,
+            name: name.to_owned(),
+            rate_per_minute: None,
+            zone_map: BTreeMap::new(),
+            keys: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Issues a new key for `tenant`; only its hash is kept.
+    pub fn issue_key(&mut self, tenant: &TenantId) -> Result<IssuedKey, RegistryError> {
+        let mut rng = rand::rng();
+        let mut id = [0u8; 4];
+        let mut secret = [0u8; 24];
+        rng.fill_bytes(&mut id);
+        rng.fill_bytes(&mut secret);
+        let key_id = hex::encode(id);
+        let secret = hex::encode(secret);
+        let t = self.tenant_mut(tenant)?;
+        t.keys.push(ApiKeyRecord {
+            key_id: key_id.clone(),
+            sha256: sha256_hex(&secret),
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            revoked: false,
+        });
+        Ok(IssuedKey {
+            key: format!("csk_{key_id}_{secret}"),
+            key_id,
+        })
+    }
+
+    /// Revokes one key of `tenant`.
+    pub fn revoke_key(&mut self, tenant: &TenantId, key_id: &str) -> Result<(), RegistryError> {
+        let t = self.tenant_mut(tenant)?;
+        let key = t
+            .keys
+            .iter_mut()
+            .find(|k| k.key_id == key_id)
+            .ok_or_else(|| RegistryError::UnknownKey {
+                tenant: tenant.to_string(),
+                key_id: key_id.to_owned(),
+            })?;
+        key.revoked = true;
+        Ok(())
+    }
+
+    /// Checks an API key; `None` for anything malformed, unknown or revoked (callers answer
+    /// "unauthenticated" without saying which).
+    pub fn authenticate(&self, api_key: &str) -> Option<Authenticated> {
+        let rest = api_key.strip_prefix("csk_")?;
+        let (key_id, secret) = rest.split_once('_')?;
+        let hash = sha256_hex(secret);
+        self.tenants.iter().find_map(|t| {
+            t.keys
+                .iter()
+                .find(|k| {
+                    !k.revoked
+                        && k.key_id == key_id
+                        && bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes()))
+                })
+                .map(|k| Authenticated {
+                    tenant: t.id.clone(),
+                    key_id: k.key_id.clone(),
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn issued_keys_authenticate_until_revoked() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let key = reg.issue_key(&id("acme")).unwrap();
+        let auth = reg.authenticate(&key.key).unwrap();
+        assert_eq!(auth.tenant, id("acme"));
+        // the stored record never holds the secret
+        let stored = toml::to_string(&reg).unwrap();
+        assert!(!stored.contains(key.key.rsplit('_').next().unwrap()));
+        // tampered, malformed and revoked keys fail
+        let mut tampered = key.key.clone();
+        tampered.pop();
+        tampered.push('x');
+        assert!(reg.authenticate(&tampered).is_none());
+        assert!(reg.authenticate("nope").is_none());
+        assert!(reg.authenticate("csk_").is_none());
+        reg.revoke_key(&id("acme"), &key.key_id).unwrap();
+        assert!(reg.authenticate(&key.key).is_none());
+    }
+
+    #[test]
+    fn save_and_load_round_trip_and_reject_garbage() {
+        let dir = std::env::temp_dir().join(format!("tenancy-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("tenants.toml");
+        assert_eq!(Registry::load(&path).unwrap(), Registry::default());
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        reg.tenants[0]
+            .zone_map
+            .insert("us-east-1a".into(), "use1-az4".into());
+        reg.issue_key(&id("acme")).unwrap();
+        reg.save(&path).unwrap();
+        assert_eq!(Registry::load(&path).unwrap(), reg);
+        std::fs::write(&path, "[[tenants]]\nid = \"Bad Id\"\n").unwrap();
+        assert!(Registry::load(&path).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+        assert!(matches!(
+            reg.add_tenant(id("acme"), "again"),
+            Err(RegistryError::DuplicateTenant(_))
+        ));
+        assert!(TenantId::parse("").is_err());
+    }
+}
