@@ -420,7 +420,7 @@ fn spot_history(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), ApiEr
             .close("item");
     }
     x.close("spotPriceHistorySet");
-    let next = offset + max;
+    let next = offset.saturating_add(max);
     x.leaf(
         "nextToken",
         if next < rows.len() {
@@ -473,7 +473,7 @@ fn placement_scores(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), A
         10
     };
     let score = |stock: u32| -> u32 {
-        let ratio = f64::from(stock) / f64::from(instances * 2);
+        let ratio = f64::from(stock) / f64::from(instances.saturating_mul(2));
         let s = 1.0 + (9.0 * ratio.min(1.0)).round();
         (s as u32).clamp(1, cap)
     };
@@ -551,7 +551,9 @@ fn capacity_blocks(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), Ap
         {
             start = f;
         }
-        let end = start + chrono::Duration::hours(i64::from(hours));
+        let Some(end) = start.checked_add_signed(chrono::Duration::hours(i64::from(hours))) else {
+            return Err(invalid("CapacityDurationHours", &hours.to_string()));
+        };
         if to.is_some_and(|t| end > t) {
             continue;
         }

@@ -417,8 +417,9 @@ async fn admin_advance(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<Advance>(&body) else {
         return (StatusCode::BAD_REQUEST, "expected {\"seconds\": N}").into_response();
     };
-    if !(req.seconds.is_finite() && req.seconds >= 0.0) {
-        return (StatusCode::BAD_REQUEST, "seconds must be >= 0").into_response();
+    // At most ~30 years at a time: keeps every simulated timestamp representable.
+    if !(req.seconds.is_finite() && (0.0..=1e9).contains(&req.seconds)) {
+        return (StatusCode::BAD_REQUEST, "seconds must be within 0..=1e9").into_response();
     }
     sim.clock.advance(Duration::from_secs_f64(req.seconds));
     let elapsed = sim.with_world(|_, elapsed| elapsed);
