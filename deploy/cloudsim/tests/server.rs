@@ -148,7 +148,8 @@ async fn malformed_requests_get_aws_shaped_errors() {
     let sim = start(STOCKOUT).await;
     let addr = sim.running.addr;
     let form = ("Content-Type", "application/x-www-form-urlencoded");
-    let cases: &[(&[(&str, &str)], &str, u16, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16, &'a str);
+    let cases: &[Case<'_>] = &[
         (
             &[form],
             "Action=DescribeInstances&Version=2016-11-15",
