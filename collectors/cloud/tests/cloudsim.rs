@@ -359,6 +359,14 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
         2
     );
 
+    // A warm standby cannot start when its pool has been drained meanwhile.
+    let drain = op.launch(&p5("use1-az4", "drain").count(2)).await.unwrap();
+    let err = op.start(std::slice::from_ref(&i.id)).await.unwrap_err();
+    assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
+    assert_eq!(err.zone_id_hints(), [zone("use1-az1")]);
+    op.terminate(&drain.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let started = op.start(std::slice::from_ref(&i.id)).await.unwrap();
     assert_eq!(started[0].current, InstanceState::Pending);
     let terminated = op.terminate(std::slice::from_ref(&i.id)).await.unwrap();
@@ -786,6 +794,9 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
             .unwrap()
             .unwrap()
     }
+    let e = next(&mut rx).await;
+    assert_eq!(e["detail-type"], "EC2 Spot Instance Request Fulfillment");
+    assert_eq!(e["detail"]["instance-id"], id);
     sim.advance(30 * 60).await; // the storm
     let e = next(&mut rx).await;
     assert_eq!(e["detail-type"], "EC2 Instance Rebalance Recommendation");

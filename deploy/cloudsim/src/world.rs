@@ -1361,6 +1361,17 @@ impl World {
         if let Some(p) = self.pools.get_mut(&key) {
             p.stock -= count;
         }
+        if market == PoolMarket::Spot {
+            for id in &ids {
+                if let Some(i) = self.instances.get(id).cloned() {
+                    let detail = serde_json::json!({
+                        "instance-id": i.id,
+                        "spot-instance-request-id": i.spot_request_id,
+                    });
+                    self.emit(&i, "EC2 Spot Instance Request Fulfillment", detail, elapsed);
+                }
+            }
+        }
         if let Some(token) = spec.client_token {
             self.tokens
                 .insert((who.account.clone(), token), ids.clone());
