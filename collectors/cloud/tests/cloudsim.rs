@@ -275,7 +275,11 @@ fn class(e: &CloudError) -> ErrorClass {
 async fn zones_map_names_to_ids_per_account() {
     let sim = Sim::start(SCENARIO, "").await;
     let op = sim.adapter(OPERATOR).await;
-    let map = op.zones().await.unwrap();
+    // Object safety: callers hold the adapter as `Arc<dyn CloudAdapter>`.
+    let dynamic: Arc<dyn CloudAdapter> = Arc::new(op.clone());
+    assert_eq!(dynamic.provider(), Provider::Aws);
+    assert_eq!(dynamic.region().as_str(), "us-east-1");
+    let map = dynamic.zones().await.unwrap();
     assert_eq!(map.len(), 3);
     assert_eq!(map.id_of("us-east-1a"), Some(&zone("use1-az1")));
     assert_eq!(map.name_of(&zone("use1-az4")), Some("us-east-1b"));
