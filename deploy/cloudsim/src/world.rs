@@ -152,7 +152,7 @@ pub struct Instance {
     pub market: PoolMarket,
     /// Image.
     pub image_id: String,
-    /// State at `state_until` is reached, `next_state` follows.
+    /// Current state; transitional states end at `transition_at`.
     pub state: State,
     /// When the current transitional state ends.
     pub transition_at: Option<Duration>,
@@ -627,7 +627,7 @@ impl World {
                     now,
                 ),
                 Delayed::Terminate => {
-                    self.set_state(&id, State::Terminated, now, None);
+                    self.set_state(&id, State::Terminated, None);
                     if let Some(i) = self.instances.get_mut(&id) {
                         i.state_reason = Some((
                             "Server.SpotInstanceTermination".into(),
@@ -721,7 +721,7 @@ impl World {
         }
     }
 
-    fn set_state(&mut self, id: &str, to: State, now: Duration, transition: Option<Duration>) {
+    fn set_state(&mut self, id: &str, to: State, transition: Option<Duration>) {
         let Some(i) = self.instances.get_mut(id) else {
             return;
         };
@@ -741,7 +741,6 @@ impl World {
         {
             pool.stock = (pool.stock + 1).min(pool.capacity);
         }
-        let _ = now;
     }
 
     fn emit(&mut self, i: &Instance, detail_type: &str, detail: serde_json::Value, now: Duration) {
@@ -1395,6 +1394,40 @@ impl World {
                 ));
             }
         }
+        // Validate every instance before changing any, as EC2 does.
+        for id in ids {
+            let Some(i) = self.instances.get(id) else {
+                continue;
+            };
+            let bad_state = |verb: &str| {
+                ApiError::bad_request(
+                    "IncorrectInstanceState",
+                    format!("The instance '{id}' is not in a state from which it can be {verb}."),
+                )
+            };
+            match action {
+                StateAction::Stop if i.market == PoolMarket::Spot => {
+                    return Err(ApiError::bad_request(
+                        "UnsupportedOperation",
+                        format!(
+                            "The instance '{id}' is a Spot Instance launched as one-time request and cannot be stopped."
+                        ),
+                    ));
+                }
+                StateAction::Stop if matches!(i.state, State::ShuttingDown | State::Terminated) => {
+                    return Err(bad_state("stopped"));
+                }
+                StateAction::Start
+                    if matches!(
+                        i.state,
+                        State::ShuttingDown | State::Terminated | State::Stopping
+                    ) =>
+                {
+                    return Err(bad_state("started"));
+                }
+                _ => {}
+            }
+        }
         let mut out = Vec::new();
         for id in ids {
             let Some(i) = self.instances.get(id).cloned() else {
@@ -1407,7 +1440,6 @@ impl World {
                         self.set_state(
                             id,
                             State::ShuttingDown,
-                            elapsed,
                             Some(elapsed + Duration::from_secs(15)),
                         );
                     }
@@ -1425,7 +1457,6 @@ impl World {
                         self.set_state(
                             id,
                             State::Stopping,
-                            elapsed,
                             Some(elapsed + Duration::from_secs(20)),
                         );
                     }
