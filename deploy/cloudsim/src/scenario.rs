@@ -66,6 +66,9 @@ pub struct Scenario {
     /// Simulated time per market step (refills, demand, prices, ground truth).
     #[serde(with = "humantime_serde", default = "default_step")]
     pub step: Duration,
+    /// Replays the event timeline every `repeat` (longer than the last event), for long demos.
+    #[serde(with = "humantime_serde", default)]
+    pub repeat: Option<Duration>,
     /// Defaults for everything below.
     #[serde(default)]
     pub defaults: Defaults,
@@ -407,6 +410,14 @@ impl Scenario {
         let bad = |m: String| Err(ScenarioError::Inconsistent(m));
         if self.step.is_zero() {
             return bad("step must be positive".into());
+        }
+        if let Some(r) = self.repeat {
+            let last = self.events.iter().map(|e| e.at).max().unwrap_or_default();
+            if r <= last || r.is_zero() {
+                return bad(format!(
+                    "repeat ({r:?}) must be longer than the last event ({last:?})"
+                ));
+            }
         }
         let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);

@@ -287,6 +287,8 @@ pub struct World {
     start: DateTime<Utc>,
     steps_done: u64,
     next_event: usize,
+    /// Completed repetitions of the timeline (`scenario.repeat`).
+    cycle: u32,
     pools: BTreeMap<PoolKey, PoolState>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
@@ -400,6 +402,7 @@ impl World {
             start,
             steps_done: 0,
             next_event: 0,
+            cycle: 0,
             pools,
             prices,
             quotas,
@@ -467,11 +470,19 @@ impl World {
 
     fn apply_events(&mut self, now: Duration) {
         while let Some(event) = self.scenario.events.get(self.next_event) {
-            if event.at > now {
+            let offset = self
+                .scenario
+                .repeat
+                .map_or(Duration::ZERO, |r| r * self.cycle);
+            if event.at + offset > now {
                 break;
             }
             let kind = event.kind.clone();
             self.next_event += 1;
+            if self.next_event == self.scenario.events.len() && self.scenario.repeat.is_some() {
+                self.next_event = 0;
+                self.cycle += 1;
+            }
             tracing::info!(at = ?now, event = ?kind, "scenario event");
             self.apply_event(kind, now);
         }

@@ -44,6 +44,13 @@ fn same_seed_same_ground_truth_different_seed_different() {
     assert_eq!(at(10 * 60), 0);
     assert_eq!(at(39 * 60), 0);
     assert!(key.iter().any(|(s, v)| *s == 40 * 60 && *v == 3), "{key:?}");
+    // `repeat = "1h"`: the stockout comes back every hour.
+    assert_eq!(at(70 * 60), 0);
+    assert_eq!(at(130 * 60), 0);
+    assert!(
+        key.iter().any(|(s, v)| *s == 100 * 60 && *v == 3),
+        "{key:?}"
+    );
 }
 
 #[test]
