@@ -57,6 +57,31 @@ pub trait KeyUniverse: Send + Sync {
     fn keys(&self, provider: Provider, region: &Region, markets: &[Market]) -> Vec<CapacityKey>;
 }
 
+/// The GPU catalog as the key universe: every catalog type offered in the region, in each
+/// market (capacity blocks only for types that have them).
+#[derive(Debug)]
+pub struct CatalogKeys(pub capsight_catalog::Catalog);
+
+impl KeyUniverse for CatalogKeys {
+    fn keys(&self, provider: Provider, region: &Region, markets: &[Market]) -> Vec<CapacityKey> {
+        self.0
+            .offered_in(provider, region)
+            .flat_map(|t| {
+                markets
+                    .iter()
+                    .filter(|m| **m != Market::CapacityBlock || t.capacity_blocks)
+                    .map(|m| CapacityKey {
+                        provider,
+                        region: region.clone(),
+                        zone: None,
+                        instance_type: t.instance_type.clone(),
+                        market: *m,
+                    })
+            })
+            .collect()
+    }
+}
+
 /// Errors that stop the collector from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {

@@ -20,9 +20,8 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
 };
 
-fn samples() -> anyhow::Result<Vec<Signal>> {
+fn samples(run: &str) -> anyhow::Result<Vec<Signal>> {
     let now = chrono::Utc::now();
-    let run = uuid_like(now);
     let mut out = Vec::new();
     for (i, (key, ok)) in [
         ("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", false),
@@ -79,13 +78,10 @@ fn samples() -> anyhow::Result<Vec<Signal>> {
     Ok(out)
 }
 
-fn uuid_like(now: chrono::DateTime<chrono::Utc>) -> String {
-    format!("{}", now.timestamp_millis())
-}
-
 /// Runs the demo.
 pub async fn run(kafka: &KafkaSettings, clickhouse: &ClickHouseSettings) -> anyhow::Result<()> {
-    let signals = samples()?;
+    let run = chrono::Utc::now().timestamp_millis().to_string();
+    let signals = samples(&run)?;
     let producer: FutureProducer = kafka.producer_config("demo").create()?;
     for s in &signals {
         let payload = codec::encode_signal(s);
@@ -137,7 +133,7 @@ pub async fn run(kafka: &KafkaSettings, clickhouse: &ClickHouseSettings) -> anyh
     }
     insert.end().await?;
     println!(
-        "demo: wrote them to ClickHouse {}.signals; latest rows:",
+        "demo: wrote them to ClickHouse {}.signals; read back:",
         clickhouse.database
     );
 
@@ -151,9 +147,9 @@ pub async fn run(kafka: &KafkaSettings, clickhouse: &ClickHouseSettings) -> anyh
     let lines = client
         .query(
             "SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market), \
-             kind, outcome, error_code FROM signals WHERE id LIKE 'demo-%' \
-             ORDER BY observed_at DESC, id LIMIT 5",
+             kind, outcome, error_code FROM signals WHERE startsWith(id, ?) ORDER BY id",
         )
+        .bind(format!("demo-{run}-"))
         .fetch_all::<Line>()
         .await?;
     for l in lines {

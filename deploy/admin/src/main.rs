@@ -4,6 +4,8 @@
 //!   topology; each step is idempotent, so `setup` twice changes nothing the second time.
 //! * `topics`, `migrate`, `amqp` — one of those steps.
 //! * `check`   — connect to all three and report; exits non-zero if any is unreachable.
+//! * `scores`  — print the latest score per key from the compacted scores topic.
+//! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps.
 //! * `demo`    — push a few sample signals through Kafka into ClickHouse and print them: the
 //!   smallest pipeline that exists until the collectors and the scorer land.
 //!
@@ -11,6 +13,7 @@
 //! `amqp`, overridable by `--config` and `CAPSIGHT_*` variables.
 
 mod demo;
+mod scores;
 
 use anyhow::Context;
 use capsight_amqp::AmqpSettings;
@@ -47,6 +50,8 @@ enum Command {
     Check,
     /// Push sample signals through Kafka into ClickHouse and print them.
     Demo,
+    /// Print the latest score per key from the compacted scores topic.
+    Scores,
     /// Manage tenants and their API keys in the registry file.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -116,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Check => check(&config).await?,
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
         Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
+        Command::Scores => scores::run(&config.kafka).await?,
     }
     Ok(())
 }

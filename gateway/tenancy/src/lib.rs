@@ -11,10 +11,12 @@
 //!   contributed.
 
 mod registry;
+mod shared;
 
 pub use registry::{
     ApiKeyRecord, Authenticated, IssuedKey, Registry, RegistryError, Tenant, TenantId,
 };
+pub use shared::SharedRegistry;
 
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};

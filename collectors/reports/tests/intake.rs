@@ -1,0 +1,339 @@
+//! The intake over real HTTP with the real broker: authentication, validation, rate limits,
+//! de-duplication, EventBridge normalization, and exactly the expected signals on the topic.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{sync::Arc, time::Duration};
+
+use capsight_kafka::{KafkaSettings, TopicSpec, admin};
+use capsight_proto::{
+    codec,
+    domain::{ErrorClass, InstanceEventKind, Market, Payload, Signal},
+};
+use capsight_publisher::{Publisher, PublisherSettings};
+use capsight_reports::{ReportsSettings, server::AppState};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::{Registry, SharedRegistry, TenantHasher, TenantId};
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[derive(serde::Deserialize)]
+struct Conf {
+    kafka: KafkaSettings,
+    reports: ReportsSettings,
+}
+
+struct Intake {
+    url: String,
+    acme: String,
+    slow: String,
+    kafka: KafkaSettings,
+    http: reqwest::Client,
+    _shutdown: Shutdown,
+}
+
+async fn start() -> Intake {
+    let conf = capsight_runtime::config::load::<Conf>(None).unwrap();
+    let mut kafka = conf.kafka;
+    kafka.topics.signals = format!("test.reports-{}", uuid::Uuid::new_v4().simple());
+    admin::ensure_topics(
+        &kafka,
+        &[TopicSpec {
+            name: kafka.topics.signals.clone(),
+            partitions: 2,
+            replication: 1,
+            configs: vec![],
+        }],
+    )
+    .await
+    .expect("broker reachable (deploy/local/stack up)");
+
+    let dir = std::env::temp_dir().join(format!("reports-{}", uuid::Uuid::new_v4()));
+    let path = dir.join("tenants.toml");
+    let mut reg = Registry::default();
+    let acme = TenantId::parse("acme").unwrap();
+    let slow = TenantId::parse("slow").unwrap();
+    reg.add_tenant(acme.clone(), "Acme").unwrap();
+    reg.add_tenant(slow.clone(), "Slow").unwrap();
+    reg.tenants[0]
+        .zone_map
+        .insert("us-east-1b".into(), "use1-az6".into());
+    reg.tenants[0]
+        .zone_map
+        .insert("us-east-1a".into(), "use1-az4".into());
+    reg.tenants[1].rate_per_minute = Some(2);
+    let acme_key = reg.issue_key(&acme).unwrap().key;
+    let slow_key = reg.issue_key(&slow).unwrap().key;
+    reg.save(&path).unwrap();
+
+    let mut settings = conf.reports;
+    settings.max_body_bytes = 16 * 1024;
+    let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
+    let state = Arc::new(AppState::new(
+        publisher.clone(),
+        SharedRegistry::open(path, Duration::from_secs(5)).unwrap(),
+        TenantHasher::new(&"test-secret".to_owned().into()),
+        settings,
+        600,
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = Shutdown::new();
+    tokio::spawn(capsight_reports::run(
+        state,
+        listener,
+        publisher,
+        shutdown.clone(),
+    ));
+    Intake {
+        url,
+        acme: acme_key,
+        slow: slow_key,
+        kafka,
+        http: reqwest::Client::new(),
+        _shutdown: shutdown,
+    }
+}
+
+impl Intake {
+    async fn post(&self, path: &str, key: Option<&str>, body: String) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url)).body(body);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+fn cloudtrail(id: &str, error: Option<(&str, &str)>, instance: Option<&str>) -> String {
+    let mut detail = json!({
+        "eventVersion": "1.09", "eventSource": "ec2.amazonaws.com", "eventName": "RunInstances",
+        "awsRegion": "us-east-1", "sourceIPAddress": "203.0.113.10",
+        "requestParameters": {
+            "instancesSet": {"items": [{"imageId": "ami-0abc", "minCount": 1, "maxCount": 1}]},
+            "instanceType": "p5.48xlarge",
+            "placement": {"availabilityZone": "us-east-1a"},
+            "instanceMarketOptions": {"marketType": "spot"}
+        },
+        "responseElements": null
+    });
+    if let Some((code, message)) = error {
+        detail["errorCode"] = json!(code);
+        detail["errorMessage"] = json!(message);
+    }
+    if let Some(i) = instance {
+        detail["responseElements"] = json!({"instancesSet": {"items": [
+            {"instanceId": i, "instanceType": "p5.48xlarge", "placement": {"availabilityZone": "us-east-1b"}}]}});
+    }
+    json!({"version": "0", "id": id, "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+           "account": "123456789012", "time": now(), "region": "us-east-1", "resources": [], "detail": detail})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() {
+    let t = start().await;
+    let report = |id: &str| {
+        json!({"id": id, "provider": "aws", "region": "us-east-1", "zone_name": "us-east-1a",
+               "instance_type": "p5.48xlarge", "outcome": "launch_failed",
+               "error_code": "InsufficientInstanceCapacity",
+               "error_message": "We currently do not have sufficient p5.48xlarge capacity in the Availability Zone you requested (us-east-1a). Our system will be working on provisioning additional capacity. You can currently get p5.48xlarge capacity by not specifying an Availability Zone in your request or choosing us-east-1b."})
+        .to_string()
+    };
+
+    // authentication
+    assert_eq!(
+        t.post("/v1/reports", None, report("r1")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        t.post("/v1/reports", Some("csk_bad_key"), report("r1"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // a report, then its re-delivery
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), report("r1")).await;
+    assert_eq!(
+        (s, &body["accepted"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{body}"
+    );
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), report("r1")).await;
+    assert_eq!(
+        (s, &body["duplicates"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{body}"
+    );
+
+    // bad input names the problem
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), "{nope".into()).await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("$"))
+    );
+    let bad_region = report("r2").replace("us-east-1\"", "US-EAST\"");
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), bad_region).await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("[0].region")),
+        "{body}"
+    );
+    let unknown = report("r3").replace("\"outcome\"", "\"colour\": \"red\", \"outcome\"");
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), unknown).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("colour"), "{body}");
+    let (s, _) = t
+        .post("/v1/reports", Some(&t.acme), "x".repeat(20_000))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // EventBridge: a failed launch, a successful one, then an interruption of its instance
+    let (s, body) = t
+        .post(
+            "/v1/events",
+            Some(&t.acme),
+            cloudtrail(
+                "ev-1",
+                Some((
+                    "Server.InsufficientInstanceCapacity",
+                    "We currently do not have sufficient p5.48xlarge capacity.",
+                )),
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["accepted"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{body}"
+    );
+    let (s, body) = t
+        .post(
+            "/v1/events",
+            Some(&t.acme),
+            cloudtrail("ev-2", None, Some("i-0123456789abcdef0")),
+        )
+        .await;
+    assert_eq!(
+        (s, &body["accepted"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{body}"
+    );
+    let warning = json!({"version": "0", "id": "ev-3", "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2", "account": "123456789012", "time": now(), "region": "us-east-1",
+        "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"],
+        "detail": {"instance-id": "i-0123456789abcdef0", "instance-action": "terminate"}}).to_string();
+    let (s, body) = t.post("/v1/events", Some(&t.acme), warning.clone()).await;
+    assert_eq!(
+        (s, &body["accepted"]),
+        (StatusCode::ACCEPTED, &json!(1)),
+        "{body}"
+    );
+    let (s, body) = t.post("/v1/events", Some(&t.acme), warning).await;
+    assert_eq!(
+        (s, &body["duplicate"]),
+        (StatusCode::ACCEPTED, &json!(true)),
+        "{body}"
+    );
+    let unknown_instance = json!({"version": "0", "id": "ev-4", "detail-type": "EC2 Instance Rebalance Recommendation",
+        "source": "aws.ec2", "account": "1", "time": now(), "region": "us-east-1", "resources": [],
+        "detail": {"instance-id": "i-ffffffffffffffff0"}}).to_string();
+    let (s, body) = t.post("/v1/events", Some(&t.acme), unknown_instance).await;
+    assert_eq!(
+        (s, &body["unkeyed"]),
+        (StatusCode::ACCEPTED, &json!(["i-ffffffffffffffff0"])),
+        "{body}"
+    );
+    let health = json!({"version": "0", "id": "ev-5", "detail-type": "AWS Health Event", "source": "aws.health",
+        "account": "1", "time": now(), "region": "us-east-1", "resources": [], "detail": {}}).to_string();
+    assert_eq!(
+        t.post("/v1/events", Some(&t.acme), health).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // a tenant over its rate gets 429 with Retry-After
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(
+            t.post("/v1/reports", Some(&t.slow), report(&format!("s{i}")))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+
+    // exactly the accepted signals are on the topic: r1, ev-1, ev-2, ev-3, s0, s1
+    let consumer: StreamConsumer = t
+        .kafka
+        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&t.kafka.topics.signals]).unwrap();
+    let mut got: Vec<Signal> = Vec::new();
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+        got.push(codec::decode_signal(msg.payload().unwrap()).unwrap());
+    }
+    assert_eq!(got.len(), 6, "{got:#?}");
+    let acme_hash = got[0].tenant.clone().unwrap();
+    assert!(!acme_hash.as_str().contains("acme"));
+    let report_signal = got
+        .iter()
+        .find(|s| {
+            s.key
+                .zone
+                .as_ref()
+                .is_some_and(|z| z.as_str() == "use1-az4")
+                && matches!(s.payload, Payload::LaunchAttempt(_))
+                && s.key.market == Market::OnDemand
+        })
+        .unwrap();
+    let Payload::LaunchAttempt(a) = &report_signal.payload else {
+        unreachable!()
+    };
+    assert_eq!(a.error_class, ErrorClass::Capacity);
+    assert_eq!(
+        a.hinted_zones
+            .iter()
+            .map(|z| z.as_str())
+            .collect::<Vec<_>>(),
+        ["use1-az6"]
+    );
+    let interruption = got
+        .iter()
+        .find_map(|s| match &s.payload {
+            Payload::InstanceEvent(e) => Some((s, e)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(interruption.1.kind, InstanceEventKind::InterruptionWarning);
+    assert_eq!(
+        interruption.0.key.to_string(),
+        "aws/us-east-1/use1-az6/p5.48xlarge/spot"
+    );
+}
