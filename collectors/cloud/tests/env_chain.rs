@@ -62,7 +62,7 @@ async fn from_env_follows_aws_endpoint_url() {
         .env(CHILD, "1")
         .env("AWS_ENDPOINT_URL", sim.url())
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "AKIACAPSIGHTOPERATOR")
+        .env("AWS_ACCESS_KEY_ID", "AKIDCAPSIGHTDEMO")
         .env("AWS_SECRET_ACCESS_KEY", "cloudsim")
         .env("AWS_CONFIG_FILE", "/nonexistent/capsight-test")
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/capsight-test")

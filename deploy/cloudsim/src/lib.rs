@@ -56,8 +56,8 @@ use crate::{
     world::{Fault, TypeInfo, World},
 };
 
-/// The scenario used when none is configured: `deploy/cloudsim/scenarios/default.toml`.
-pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
+/// The scenario used when none is configured: `deploy/cloudsim/scenarios/demo.toml`.
+pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/demo.toml");
 
 /// The `[cloudsim]` config section.
 #[derive(Debug, Clone, Deserialize)]

@@ -339,7 +339,7 @@ async fn the_binary_serves_the_default_scenario() {
     let (s, body) = http(addr, "GET", "/admin/state", &[], "").await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["scenario"], "default");
+    assert_eq!(v["scenario"], "demo");
     assert_eq!(v["time_scale"], 60.0);
     let (_, truth) = http(addr, "GET", "/admin/truth", &[], "").await;
     let t: serde_json::Value = serde_json::from_str(&truth).unwrap();
