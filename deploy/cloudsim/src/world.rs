@@ -601,6 +601,10 @@ impl World {
         let lead = self.scenario.defaults.rebalance_lead;
         let notice = self.scenario.defaults.interruption_notice;
         for id in victims {
+            // An instance already on its way out is not interrupted twice.
+            if self.delayed.iter().any(|(_, d, _)| d == id) {
+                continue;
+            }
             if let Some(i) = self.instances.get(id).cloned() {
                 self.emit(
                     &i,
@@ -658,7 +662,8 @@ impl World {
 
     fn random_step(&mut self, now: Duration) {
         let hours = self.scenario.step.as_secs_f64() / 3600.0;
-        for pool in self.pools.values_mut() {
+        let mut reclaim: Vec<(PoolKey, u32)> = Vec::new();
+        for (key, pool) in &mut self.pools {
             // Always draw, so a pool's state never shifts another pool's randomness.
             let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
             let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
@@ -667,7 +672,27 @@ impl World {
                 continue;
             }
             let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
+            if stock < 0 && key.market == PoolMarket::Spot {
+                // Demand the pool cannot meet reclaims running spot instances.
+                reclaim.push((key.clone(), u32::try_from(-stock).unwrap_or(u32::MAX)));
+            }
             pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
+        }
+        for (key, shortfall) in reclaim {
+            let victims: Vec<String> = self
+                .instances
+                .values()
+                .filter(|i| {
+                    i.market == PoolMarket::Spot
+                        && i.state.holds_capacity()
+                        && i.zone_id == key.zone_id
+                        && i.instance_type == key.instance_type
+                        && !self.delayed.iter().any(|(_, d, _)| *d == i.id)
+                })
+                .map(|i| i.id.clone())
+                .take(usize::try_from(shortfall).unwrap_or(usize::MAX))
+                .collect();
+            self.schedule_interruptions(&victims, now);
         }
         let time = self.time_at(now);
         for ((zone, itype), price) in &mut self.prices {

@@ -346,3 +346,65 @@ async fn the_binary_serves_the_default_scenario() {
     assert_eq!(t["seed"], 9);
     child.kill().await.unwrap();
 }
+
+#[test]
+fn unmet_spot_demand_reclaims_running_spot_instances() {
+    let text = r#"
+        name = "reclaim"
+        step = "1m"
+        [defaults]
+        quota_vcpus = 1000
+        rebalance_lead = "1m"
+        interruption_notice = "2m"
+        [[zones]]
+        region = "us-east-1"
+        id = "use1-az1"
+        name = "us-east-1a"
+        [[accounts]]
+        id = "111111111111"
+        [[principals]]
+        access_key_id = "AKIARECLAIM"
+        account = "111111111111"
+        user = "u"
+        allow = ["*"]
+        [[pools]]
+        zone = "use1-az1"
+        instance_type = "g5.xlarge"
+        market = "spot"
+        capacity = 2
+        stock = 1
+        demand_per_hour = 600
+    "#;
+    let mut w = world(text, 1);
+    let who = w.identity("AKIARECLAIM").unwrap();
+    let spec = capsight_cloudsim::world::LaunchSpec {
+        instance_type: "g5.xlarge".into(),
+        zone_name: Some("us-east-1a".into()),
+        zone_id: None,
+        market: capsight_cloudsim::scenario::PoolMarket::Spot,
+        max_price: None,
+        min_count: 1,
+        max_count: 1,
+        image_id: "ami-1".into(),
+        tags: vec![],
+        client_token: None,
+    };
+    let ids = w
+        .run_instances(&who, "us-east-1", spec, Duration::ZERO)
+        .unwrap();
+    let kinds = |w: &mut World| -> Vec<String> {
+        w.take_outbox()
+            .iter()
+            .map(|e| e["detail-type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(&mut w), ["EC2 Spot Instance Request Fulfillment"]);
+    w.advance(Duration::from_secs(60));
+    assert_eq!(kinds(&mut w), ["EC2 Instance Rebalance Recommendation"]);
+    w.advance(Duration::from_secs(120));
+    assert_eq!(kinds(&mut w), ["EC2 Spot Instance Interruption Warning"]);
+    w.advance(Duration::from_secs(240));
+    assert_eq!(kinds(&mut w), ["EC2 Instance State-change Notification"]);
+    let i = w.instance("111111111111", &ids[0]).unwrap();
+    assert_eq!(i.state.name(), "terminated");
+}
