@@ -346,6 +346,7 @@ fn dispatch(
         };
         match protocol {
             Protocol::Ec2 => {
+                world.throttle(&who.account, std::time::Instant::now())?;
                 let call = ec2::Call {
                     who: &who,
                     region: &caller.region,

@@ -122,6 +122,11 @@ pub struct Defaults {
     /// Spot base price as a fraction of the catalog's on-demand price, for spot pools without
     /// their own `spot_price`.
     pub spot_discount: f64,
+    /// EC2 API requests per real second per account before `RequestLimitExceeded`
+    /// (token bucket); 0 = unlimited.
+    pub api_requests_per_second: f64,
+    /// Token bucket size for `api_requests_per_second`.
+    pub api_burst: u32,
 }
 
 impl Default for Defaults {
@@ -133,6 +138,8 @@ impl Default for Defaults {
             rebalance_lead: Duration::from_secs(180),
             placement_min_types: 3,
             spot_discount: 0.4,
+            api_requests_per_second: 0.0,
+            api_burst: 20,
         }
     }
 }

@@ -298,6 +298,8 @@ pub struct World {
     reservation_tokens: BTreeMap<(String, String), String>,
     sessions: BTreeMap<String, Identity>,
     faults: Vec<Fault>,
+    /// Per-account API token buckets: (tokens, last refill), in real time.
+    buckets: BTreeMap<String, (f64, std::time::Instant)>,
     incidents: Vec<Incident>,
     component_status: BTreeMap<String, String>,
     /// (when, instance id, what): delayed interruption steps.
@@ -412,6 +414,7 @@ impl World {
             reservation_tokens: BTreeMap::new(),
             sessions: BTreeMap::new(),
             faults: Vec::new(),
+            buckets: BTreeMap::new(),
             incidents: Vec::new(),
             component_status,
             delayed: Vec::new(),
@@ -883,6 +886,31 @@ impl World {
     /// Adds injected faults.
     pub fn add_fault(&mut self, fault: Fault) {
         self.faults.push(fault);
+    }
+
+    /// Takes one API request token of `account` at real time `now`; `RequestLimitExceeded` when
+    /// its bucket is empty (`defaults.api_requests_per_second`, 0 = unlimited). Real time, not
+    /// simulated: throttling is about how fast callers call.
+    pub fn throttle(&mut self, account: &str, now: std::time::Instant) -> Result<(), ApiError> {
+        let rate = self.scenario.defaults.api_requests_per_second;
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = f64::from(self.scenario.defaults.api_burst.max(1));
+        let (tokens, last) = self
+            .buckets
+            .entry(account.to_owned())
+            .or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(ApiError::coded(
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
     }
 
     /// Consumes one matching fault, if any.

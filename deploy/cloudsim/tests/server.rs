@@ -408,3 +408,23 @@ fn unmet_spot_demand_reclaims_running_spot_instances() {
     let i = w.instance("111111111111", &ids[0]).unwrap();
     assert_eq!(i.state.name(), "terminated");
 }
+
+#[tokio::test]
+async fn api_rate_limit_answers_request_limit_exceeded() {
+    let text = STOCKOUT.replace(
+        "placement_min_types = 1",
+        "placement_min_types = 1\napi_requests_per_second = 0.5\napi_burst = 2",
+    );
+    let sim = start(&text).await;
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let body = "Action=DescribeAvailabilityZones&Version=2016-11-15";
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, text) = http(sim.running.addr, "POST", "/", &[form, AUTH], body).await;
+        statuses.push(status);
+        if status == 503 {
+            assert!(text.contains("<Code>RequestLimitExceeded</Code>"), "{text}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 503]);
+}
