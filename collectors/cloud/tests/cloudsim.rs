@@ -419,6 +419,10 @@ async fn dry_run_answers_permission_only() {
     }
     // Nothing was launched.
     assert!(op.describe(&[]).await.unwrap().is_empty());
+    // Service Quotas without servicequotas:* permission.
+    let err = ro.list_quotas().await.unwrap_err();
+    assert_eq!(err.code(), Some("AccessDeniedException"));
+    assert_eq!(class(&err), ErrorClass::Permission);
     // A real launch without permission: class permission.
     let err = ro.launch(&p5("use1-az4", "ro-1")).await.unwrap_err();
     assert_eq!(err.code(), Some("UnauthorizedOperation"));

@@ -1393,11 +1393,11 @@ impl World {
         {
             count -= 1;
         }
-        let reservation_id = self.next_id("r", 19);
+        let reservation_id = self.next_id("r", 17);
         let now = self.time_at(elapsed);
         let mut ids = Vec::new();
         for _ in 0..count {
-            let id = self.next_id("i", 19);
+            let id = self.next_id("i", 17);
             let spot_request_id = (market == PoolMarket::Spot).then(|| self.next_id("sir", 12));
             self.instances.insert(
                 id.clone(),
