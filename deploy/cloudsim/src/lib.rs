@@ -39,7 +39,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -377,8 +377,17 @@ async fn rss(State(sim): State<Arc<Sim>>, Path(feed): Path<String>) -> Response 
         .into_response()
 }
 
-async fn admin_truth(State(sim): State<Arc<Sim>>) -> Response {
-    Json(sim.with_world(|w, _| w.truth())).into_response()
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TruthQuery {
+    /// Key prefix, e.g. `aws/us-east-1/use1-az4/`.
+    key: String,
+    /// Simulated seconds since start.
+    since: u64,
+}
+
+async fn admin_truth(State(sim): State<Arc<Sim>>, Query(q): Query<TruthQuery>) -> Response {
+    Json(sim.with_world(|w, _| w.truth()).filtered(&q.key, q.since)).into_response()
 }
 
 async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {

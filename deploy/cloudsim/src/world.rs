@@ -305,6 +305,7 @@ pub struct World {
     /// (when, instance id, what): delayed interruption steps.
     delayed: Vec<(Duration, String, Delayed)>,
     truth: BTreeMap<String, Series>,
+    applied: Vec<(u64, String, String)>,
     outbox: Vec<serde_json::Value>,
     counter: u64,
 }
@@ -330,6 +331,22 @@ pub struct Truth {
     pub until_seconds: u64,
     /// Capacity key (`aws/<region>/<zone id>/<type>/<market>`) -> stock at each change.
     pub stock: BTreeMap<String, Series>,
+    /// Scenario events as applied: (simulated seconds, event kind, what).
+    pub events: Vec<(u64, String, String)>,
+}
+
+impl Truth {
+    /// Only keys starting with `prefix` and points at or after `since` seconds (plus the point
+    /// in force at `since`, so every series still says what the stock was then).
+    pub fn filtered(mut self, prefix: &str, since: u64) -> Self {
+        self.stock.retain(|k, _| k.starts_with(prefix));
+        for series in self.stock.values_mut() {
+            let first = series.iter().rposition(|(t, _)| *t <= since).unwrap_or(0);
+            series.drain(..first);
+        }
+        self.events.retain(|(t, _, _)| *t >= since);
+        self
+    }
 }
 
 impl World {
@@ -419,6 +436,7 @@ impl World {
             component_status,
             delayed: Vec::new(),
             truth: BTreeMap::new(),
+            applied: Vec::new(),
             outbox: Vec::new(),
             counter: 0,
             scenario,
@@ -487,6 +505,13 @@ impl World {
                 self.cycle += 1;
             }
             tracing::info!(at = ?now, event = ?kind, "scenario event");
+            let label = format!("{kind:?}");
+            let name = label
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            self.applied.push((now.as_secs(), name, label));
             self.apply_event(kind, now);
         }
     }
@@ -865,6 +890,7 @@ impl World {
             step_seconds: self.scenario.step.as_secs(),
             until_seconds: self.simulated().as_secs(),
             stock: self.truth.clone(),
+            events: self.applied.clone(),
         }
     }
 

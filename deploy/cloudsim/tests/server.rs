@@ -44,6 +44,22 @@ fn same_seed_same_ground_truth_different_seed_different() {
     assert_eq!(at(10 * 60), 0);
     assert_eq!(at(39 * 60), 0);
     assert!(key.iter().any(|(s, v)| *s == 40 * 60 && *v == 3), "{key:?}");
+    assert!(
+        a.events
+            .iter()
+            .any(|(t, kind, _)| *t == 600 && kind == "Stockout"),
+        "{:?}",
+        a.events
+    );
+    let only = a
+        .clone()
+        .filtered("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 20 * 60);
+    assert_eq!(only.stock.len(), 1);
+    assert_eq!(
+        only.stock.values().next().unwrap()[0].1,
+        0,
+        "value in force at 20m"
+    );
     // `repeat = "1h"`: the stockout comes back every hour.
     assert_eq!(at(70 * 60), 0);
     assert_eq!(at(130 * 60), 0);
