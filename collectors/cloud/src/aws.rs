@@ -20,7 +20,7 @@ use aws_sdk_ec2::{
     error::{ProvideErrorMetadata, SdkError},
     primitives::DateTime as AwsDateTime,
     types::{
-        CapacityReservationInstancePlatform, Filter, InstanceMarketOptionsRequest,
+        CapacityReservationInstancePlatform, EndDateType, Filter, InstanceMarketOptionsRequest,
         InstanceType as Ec2InstanceType, LocationType, MarketType, Placement, ResourceType,
         SpotMarketOptions, Tag, TagSpecification, TargetCapacityUnitType,
     },
@@ -649,6 +649,12 @@ impl CloudAdapter for AwsAdapter {
                     .availability_zone(&zone_name)
                     .instance_count(count)
                     .client_token(&request.client_token)
+                    .end_date_type(if request.expires_at.is_some() {
+                        EndDateType::Limited
+                    } else {
+                        EndDateType::Unlimited
+                    })
+                    .set_end_date(request.expires_at.map(to_aws))
                     .set_tag_specifications(
                         tag_spec(ResourceType::CapacityReservation, &request.tags).map(|t| vec![t]),
                     )

@@ -448,6 +448,7 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
             count: 3,
             client_token: "cr-ice".into(),
             tags: BTreeMap::new(),
+            expires_at: None,
         })
         .await
         .unwrap_err();
@@ -465,6 +466,7 @@ async fn capacity_reservation_takes_and_returns_stock() {
         count: 2,
         client_token: "cr-1".into(),
         tags: BTreeMap::from([("capsight:probe".to_owned(), "true".to_owned())]),
+        expires_at: None,
     };
     let r = op.create_capacity_reservation(&req).await.unwrap();
     assert!(r.id.starts_with("cr-"), "{r:?}");
@@ -484,6 +486,28 @@ async fn capacity_reservation_takes_and_returns_stock() {
         1
     );
     op.cancel_capacity_reservation(&r.id).await.unwrap();
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        3
+    );
+    // A limited reservation ends by itself and gives its stock back.
+    let limited = op
+        .create_capacity_reservation(&ReservationRequest {
+            client_token: "cr-limited".into(),
+            count: 1,
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(5)),
+            ..req.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.state, "active");
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        2
+    );
+    sim.advance(6 * 60).await;
     assert_eq!(
         sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
             .await,

@@ -187,8 +187,29 @@ pub struct Reservation {
     pub state: &'static str,
     /// Created.
     pub created: DateTime<Utc>,
+    /// When it expires (`EndDateType=limited`), as simulated time since start.
+    pub ends: Option<Duration>,
     /// Tags.
     pub tags: Vec<(String, String)>,
+}
+
+/// Requested capacity reservation.
+#[derive(Debug, Clone)]
+pub struct ReservationSpec {
+    /// Instance type.
+    pub instance_type: String,
+    /// AZ name as the caller knows it.
+    pub zone_name: Option<String>,
+    /// AZ ID.
+    pub zone_id: Option<String>,
+    /// Instances.
+    pub count: u32,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// ClientToken.
+    pub client_token: Option<String>,
+    /// `EndDate` with `EndDateType=limited`.
+    pub end_date: Option<DateTime<Utc>>,
 }
 
 /// An injected failure.
@@ -768,8 +789,17 @@ impl World {
         }
     }
 
-    /// Moves transitional states whose time has come.
+    /// Moves transitional states whose time has come and expires limited reservations.
     fn settle_instances(&mut self, elapsed: Duration) {
+        let expired: Vec<String> = self
+            .reservations
+            .values()
+            .filter(|r| r.state == "active" && r.ends.is_some_and(|e| e <= elapsed))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in expired {
+            self.release_reservation(&id, "expired");
+        }
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed
@@ -1612,19 +1642,35 @@ impl World {
     }
 
     /// CreateCapacityReservation.
-    #[allow(clippy::too_many_arguments)]
     pub fn create_reservation(
         &mut self,
         who: &Identity,
         region: &str,
-        itype: &str,
-        zone_name: Option<&str>,
-        zone_id: Option<&str>,
-        count: u32,
-        tags: Vec<(String, String)>,
-        token: Option<String>,
+        spec: ReservationSpec,
         elapsed: Duration,
     ) -> Result<String, ApiError> {
+        let ReservationSpec {
+            instance_type,
+            zone_name,
+            zone_id,
+            count,
+            tags,
+            client_token: token,
+            end_date,
+        } = spec;
+        let itype = instance_type.as_str();
+        let (zone_name, zone_id) = (zone_name.as_deref(), zone_id.as_deref());
+        let now = self.time_at(elapsed);
+        let ends = match end_date {
+            Some(end) if end <= now => {
+                return Err(ApiError::bad_request(
+                    "InvalidParameterValue",
+                    "The end date must be in the future.",
+                ));
+            }
+            Some(end) => Some(elapsed + (end - now).to_std().unwrap_or_default()),
+            None => None,
+        };
         if let Some(t) = &token
             && let Some(id) = self
                 .reservation_tokens
@@ -1685,6 +1731,7 @@ impl World {
                 count,
                 state: "active",
                 created: self.time_at(elapsed),
+                ends,
                 tags,
             },
         );
@@ -1697,31 +1744,36 @@ impl World {
 
     /// CancelCapacityReservation.
     pub fn cancel_reservation(&mut self, who: &Identity, id: &str) -> Result<(), ApiError> {
-        let Some(r) = self
-            .reservations
-            .get_mut(id)
-            .filter(|r| r.account == who.account)
-        else {
+        if self.reservation(&who.account, id).is_none() {
             return Err(ApiError::bad_request(
                 "InvalidCapacityReservationId.NotFound",
                 format!("The capacity reservation ID '{id}' does not exist"),
             ));
-        };
-        if r.state == "active" {
-            r.state = "cancelled";
-            let key = PoolKey {
-                zone_id: r.zone_id.clone(),
-                instance_type: r.instance_type.clone(),
-                market: PoolMarket::OnDemand,
-            };
-            let count = r.count;
-            if let Some(p) = self.pools.get_mut(&key)
-                && !p.stocked_out
-            {
-                p.stock = (p.stock + count).min(p.capacity);
-            }
         }
+        self.release_reservation(id, "cancelled");
         Ok(())
+    }
+
+    /// Ends an active reservation (`cancelled` or `expired`) and returns its stock.
+    fn release_reservation(&mut self, id: &str, state: &'static str) {
+        let Some(r) = self.reservations.get_mut(id) else {
+            return;
+        };
+        if r.state != "active" {
+            return;
+        }
+        r.state = state;
+        let key = PoolKey {
+            zone_id: r.zone_id.clone(),
+            instance_type: r.instance_type.clone(),
+            market: PoolMarket::OnDemand,
+        };
+        let count = r.count;
+        if let Some(p) = self.pools.get_mut(&key)
+            && !p.stocked_out
+        {
+            p.stock = p.stock.saturating_add(count).min(p.capacity);
+        }
     }
 
     /// AssumeRole: returns the session's (access key, secret, token).
