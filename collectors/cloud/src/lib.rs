@@ -17,6 +17,7 @@
 
 pub mod aws;
 mod error;
+pub mod regional;
 mod settings;
 mod types;
 

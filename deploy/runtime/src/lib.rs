@@ -2,6 +2,7 @@
 //!
 //! * [`config`]: layered configuration (embedded defaults < file < `CAPSIGHT_` environment);
 //! * [`telemetry`]: tracing initialisation from config;
+//! * [`periodic`]: run work now and then every interval until shutdown;
 //! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
 //!   of a process watches.
 //!
@@ -9,5 +10,6 @@
 //! `capsight-clickhouse`, `capsight-amqp`); a binary's config struct composes them.
 
 pub mod config;
+pub mod periodic;
 pub mod shutdown;
 pub mod telemetry;
