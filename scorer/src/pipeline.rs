@@ -170,31 +170,30 @@ fn kafka_err(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Sco
     move |source| ScorerError::Kafka { op, source }
 }
 
-/// Runs `f` until it succeeds; `None` when shutdown fired while it kept failing.
-async fn retry<T>(
-    what: &str,
-    backoff: Duration,
-    shutdown: &Shutdown,
-    mut f: impl AsyncFnMut() -> Result<T, ScorerError>,
-) -> Option<T> {
-    let mut attempt: u32 = 0;
-    loop {
-        match f().await {
-            Ok(v) => return Some(v),
-            Err(e) => {
-                attempt += 1;
-                warn!(error = %e, attempt, "{what} failed; retrying");
-                if shutdown.is_triggered() {
-                    return None;
-                }
-                let pause = backoff.saturating_mul(attempt.min(30));
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    () = shutdown.wait() => return None,
+/// Evaluates the future expression `$op` until it succeeds; `None` when shutdown fired while it
+/// kept failing. (A macro rather than a function taking an async closure: those futures are not
+/// provably `Send`.)
+macro_rules! retry {
+    ($what:expr, $backoff:expr, $shutdown:expr, $op:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            match $op.await {
+                Ok(v) => break Some(v),
+                Err(e) => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "{} failed; retrying", $what);
+                    if $shutdown.is_triggered() {
+                        break None;
+                    }
+                    let pause = $backoff.saturating_mul(attempt.min(30));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = $shutdown.wait() => break None,
+                    }
                 }
             }
         }
-    }
+    }};
 }
 
 impl Pipeline {
@@ -345,11 +344,13 @@ impl Pipeline {
         if !unseeded.is_empty() {
             let store = self.store.clone();
             let window = self.settings.window;
-            let Some(loaded) = retry("window rebuild", backoff, shutdown, async || {
-                store.load_windows(&unseeded, window).await
-            })
-            .await
-            else {
+            let loaded: Option<Vec<_>> = retry!(
+                "window rebuild",
+                backoff,
+                shutdown,
+                store.load_windows(&unseeded, window)
+            );
+            let Some(loaded) = loaded else {
                 warn!("shutdown during window rebuild: batch left for replay");
                 return;
             };
@@ -396,12 +397,12 @@ impl Pipeline {
             .collect();
 
         // 3. write (idempotent), retried until durable
-        let written = retry("batch write", backoff, shutdown, async || {
-            let ch = self.store.write(&rows, &outputs);
-            let kafka = self.produce(&outputs, &dead);
-            tokio::try_join!(ch, kafka).map(|_| ())
-        })
-        .await;
+        let written: Option<()> = retry!(
+            "batch write",
+            backoff,
+            shutdown,
+            self.write(&rows, &outputs, &dead)
+        );
         if written.is_none() {
             warn!(
                 messages = items.len(),
@@ -444,6 +445,16 @@ impl Pipeline {
         );
     }
 
+    /// Writes a batch to ClickHouse and Kafka concurrently; durable when it returns `Ok`.
+    async fn write(
+        &self,
+        rows: &[capsight_clickhouse::rows::SignalRow],
+        outputs: &Outputs,
+        dead: &[DeadLetter<'_>],
+    ) -> Result<(), ScorerError> {
+        tokio::try_join!(self.store.write(rows, outputs), self.produce(outputs, dead)).map(|_| ())
+    }
+
     /// Publishes the batch's scores and dead letters; returns when the broker acknowledged all.
     async fn produce(&self, outputs: &Outputs, dead: &[DeadLetter<'_>]) -> Result<(), ScorerError> {
         let timeout = Timeout::After(self.settings.produce_timeout);
@@ -464,28 +475,25 @@ impl Pipeline {
             .iter()
             .map(|d| format!("{}/{}/{}", self.topics.signals, d.partition, d.offset))
             .collect();
-        let dead_sends = dead
-            .iter()
-            .zip(&sources)
-            .map(|(d, source)| {
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: DLQ_REASON_HEADER,
-                        value: Some(d.reason),
-                    })
-                    .insert(Header {
-                        key: DLQ_SOURCE_HEADER,
-                        value: Some(source.as_str()),
-                    });
-                let mut record: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(&self.topics.signals_dlq)
-                        .payload(d.payload)
-                        .headers(headers);
-                if let Some(k) = d.key {
-                    record = record.key(k);
-                }
-                self.producer.send(record, timeout)
-            });
+        let dead_sends = dead.iter().zip(&sources).map(|(d, source)| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: DLQ_REASON_HEADER,
+                    value: Some(d.reason),
+                })
+                .insert(Header {
+                    key: DLQ_SOURCE_HEADER,
+                    value: Some(source.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topics.signals_dlq)
+                    .payload(d.payload)
+                    .headers(headers);
+            if let Some(k) = d.key {
+                record = record.key(k);
+            }
+            self.producer.send(record, timeout)
+        });
         let (scores_sent, dead_sent) = tokio::join!(
             futures::future::join_all(score_sends),
             futures::future::join_all(dead_sends)
