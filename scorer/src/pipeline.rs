@@ -17,7 +17,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TopicNames};
 use capsight_proto::codec;
