@@ -166,8 +166,7 @@ impl Engine {
 
     fn compute(&self, key: &CapacityKey, state: &KeyState) -> Score {
         let now_ms = state.window.newest_ms().unwrap_or(0);
-        let observations: Vec<Observation> = state.window.observations().cloned().collect();
-        let a = model::assess(&observations, now_ms, &self.params);
+        let a = model::assess(state.window.observations(), now_ms, &self.params);
         Score {
             key: key.clone(),
             score: a.score,

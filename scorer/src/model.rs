@@ -130,7 +130,11 @@ fn count(n: usize) -> u32 {
 }
 
 /// Scores the observations as of `now_ms`.
-pub fn assess(observations: &[Observation], now_ms: i64, params: &ModelParams) -> Assessment {
+pub fn assess<'a>(
+    observations: impl IntoIterator<Item = &'a Observation>,
+    now_ms: i64,
+    params: &ModelParams,
+) -> Assessment {
     let half_life_ms = (params.half_life.as_millis() as f64).max(1.0);
     let weight = |o: &Observation| {
         let age = (now_ms - o.at_ms).max(0) as f64;

@@ -128,6 +128,11 @@ impl Sandbox {
                 "CAPSIGHT_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS".into(),
                 "6000".into(),
             ),
+            // commit stored offsets every second, so a kill finds some committed
+            (
+                "CAPSIGHT_KAFKA__PROPERTIES__AUTO_COMMIT_INTERVAL_MS".into(),
+                "1000".into(),
+            ),
         ]
     }
 
