@@ -73,12 +73,6 @@ pub enum ScorerError {
     /// The ClickHouse settings are unusable.
     #[error(transparent)]
     ClickHouseSettings(#[from] capsight_clickhouse::ClickHouseError),
-    /// A stored signal could not be read back for a window rebuild.
-    #[error("rebuilding a window: {reason}")]
-    Rebuild {
-        /// What is wrong.
-        reason: String,
-    },
     /// A blocking librdkafka call could not be run.
     #[error("kafka worker thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -79,52 +79,66 @@ impl Store {
         self.insert("alerts", &alerts).await
     }
 
-    /// Stored signals of `keys`, each from one `window` before its time on.
+    /// Stored signals of `keys`, each from one `window` before its time on. Keys are looked up
+    /// [`REBUILD_KEYS_PER_QUERY`] at a time (the key list travels in the query text, which
+    /// ClickHouse bounds by `max_query_size`).
     pub async fn load_windows(
         &self,
         keys: &BTreeMap<CapacityKey, DateTime<Utc>>,
         window: Duration,
     ) -> Result<Vec<(CapacityKey, SignalId, Observation)>, ScorerError> {
-        let Some(oldest) = keys.values().min() else {
-            return Ok(Vec::new());
-        };
         let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
-        let since = split_time(*oldest - window).0.saturating_sub(1);
-        let names: Vec<String> = keys.keys().map(ToString::to_string).collect();
-        let by_name: BTreeMap<&str, &CapacityKey> =
-            names.iter().map(String::as_str).zip(keys.keys()).collect();
-        let rows: Vec<SignalRow> = self
-            .client
-            .query(
-                "SELECT ?fields FROM signals \
-                 WHERE observed_at >= ? \
-                 AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
-            )
-            .bind(since)
-            .bind(&names)
-            .fetch_all()
-            .await
-            .map_err(query_err("rebuild windows from signals"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let name = format!(
-                "{}/{}/{}/{}/{}",
-                row.provider, row.region, row.zone_id, row.instance_type, row.market
-            );
-            let Some(key) = by_name.get(name.as_str()) else {
+        let all: Vec<(&CapacityKey, &DateTime<Utc>)> = keys.iter().collect();
+        let mut out = Vec::new();
+        for chunk in all.chunks(REBUILD_KEYS_PER_QUERY) {
+            let Some(oldest) = chunk.iter().map(|(_, t)| **t).min() else {
                 continue;
             };
-            let id = SignalId::parse("id", &row.id).map_err(|e| ScorerError::Rebuild {
-                reason: format!("signals row with id {:?}: {e}", row.id),
-            })?;
-            let obs = Observation::from_row(&row).map_err(|e| ScorerError::Rebuild {
-                reason: e.to_string(),
-            })?;
-            out.push(((*key).clone(), id, obs));
+            let since = split_time(oldest - window).0.saturating_sub(1);
+            let by_name: BTreeMap<String, &CapacityKey> =
+                chunk.iter().map(|(k, _)| (k.to_string(), *k)).collect();
+            let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+            let rows: Vec<SignalRow> = self
+                .client
+                .query(
+                    "SELECT ?fields FROM signals \
+                     WHERE observed_at >= ? \
+                     AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
+                )
+                .bind(since)
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("rebuild windows from signals"))?;
+            for row in rows {
+                let name = format!(
+                    "{}/{}/{}/{}/{}",
+                    row.provider, row.region, row.zone_id, row.instance_type, row.market
+                );
+                let Some(key) = by_name.get(&name) else {
+                    continue;
+                };
+                // a row this version cannot read is skipped, not fatal: it was valid when
+                // written, so this only happens across incompatible schema changes
+                let parsed = SignalId::parse("id", &row.id)
+                    .map_err(|e| e.to_string())
+                    .and_then(|id| {
+                        Observation::from_row(&row)
+                            .map(|obs| (id, obs))
+                            .map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok((id, obs)) => out.push(((*key).clone(), id, obs)),
+                    Err(reason) => tracing::warn!(%reason, "unreadable signals row skipped"),
+                }
+            }
         }
         Ok(out)
     }
 }
+
+/// Keys per window-rebuild query.
+pub const REBUILD_KEYS_PER_QUERY: usize = 500;
 
 /// The `signals` rows of a batch.
 pub fn signal_rows<'a>(
