@@ -43,6 +43,16 @@ pub struct Outputs {
     pub alerts: Vec<Alert>,
 }
 
+/// What a key's last run wrote, read back from ClickHouse when its state is rebuilt, so history
+/// and alerts continue where they left off instead of starting over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resume {
+    /// The last history row: (score, label, confidence, time in ms).
+    pub last_written: Option<(u8, Label, f64, i64)>,
+    /// The last alert: (label it moved to, time in ms).
+    pub last_alert: Option<(Label, i64)>,
+}
+
 #[derive(Debug)]
 struct KeyState {
     partition: i32,
@@ -103,25 +113,33 @@ impl Engine {
     }
 
     /// Creates a key's state from stored observations (`(id, observation)`; may be empty or
-    /// hold duplicates). Replaces any state the key had.
+    /// hold duplicates) and what its last run wrote. Replaces any state the key had.
+    ///
+    /// The label alerts compare against is the last alert's label or, when the key never
+    /// alerted, the last history row's label (without an alert the label never changed).
     pub fn seed(
         &mut self,
         key: CapacityKey,
         partition: i32,
         stored: impl IntoIterator<Item = (capsight_proto::domain::SignalId, Observation)>,
+        resume: Resume,
     ) {
         let mut window = KeyWindow::new(self.settings.window);
         for (id, obs) in stored {
             window.insert(id, obs);
         }
+        let alerted_label = resume
+            .last_alert
+            .map(|(label, _)| label)
+            .or(resume.last_written.map(|(_, label, _, _)| label));
         self.keys.insert(
             key,
             KeyState {
                 partition,
                 window,
-                last_written: None,
-                alerted_label: None,
-                last_alert_ms: None,
+                last_written: resume.last_written,
+                alerted_label,
+                last_alert_ms: resume.last_alert.map(|(_, at)| at),
             },
         );
     }
@@ -139,7 +157,7 @@ impl Engine {
         let mut touched: BTreeSet<CapacityKey> = BTreeSet::new();
         for (partition, s) in batch {
             if !self.keys.contains_key(&s.key) {
-                self.seed(s.key.clone(), partition, []);
+                self.seed(s.key.clone(), partition, [], Resume::default());
             }
             if let Some(state) = self.keys.get_mut(&s.key) {
                 state.partition = partition;
@@ -293,6 +311,37 @@ mod tests {
         let out = e.apply(later.iter().map(|s| (0, s)));
         assert_eq!(out.alerts.len(), 1);
         assert_eq!(out.alerts[0].score.label, Label::Available);
+    }
+
+    #[test]
+    fn a_rebuilt_key_continues_history_and_alerts_where_they_left_off() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let key: CapacityKey = KEY.parse().unwrap();
+        let at = |minute: i64| launch(0, minute, true).observed_at.timestamp_millis();
+        // the last run wrote an Available row at minute 0 and alerted (to Available) at minute 0
+        e.seed(
+            key.clone(),
+            0,
+            [],
+            Resume {
+                last_written: Some((100, Label::Available, 0.5, at(0))),
+                last_alert: Some((Label::Available, at(0))),
+            },
+        );
+        // the same verdict a minute later: no new history row, no alert
+        let ok = [launch(1, 1, true)];
+        let out = e.apply(ok.iter().map(|s| (0, s)));
+        assert!(out.alerts.is_empty());
+        // capacity errors 10 minutes later: inside the cooldown of the earlier alert
+        let bad: Vec<Signal> = (2..40).map(|i| launch(i, 10, false)).collect();
+        let out = e.apply(bad.iter().map(|s| (0, s)));
+        assert_ne!(out.scores[0].label, Label::Available);
+        assert!(out.alerts.is_empty(), "the cooldown survived the rebuild");
+        // past the cooldown: the transition from the resumed label alerts
+        let later = [launch(100, 40, false)];
+        let out = e.apply(later.iter().map(|s| (0, s)));
+        assert_eq!(out.alerts.len(), 1);
+        assert_eq!(out.alerts[0].from, Label::Available);
     }
 
     #[test]

@@ -343,13 +343,13 @@ impl Pipeline {
         if !unseeded.is_empty() {
             let store = self.store.clone();
             let window = self.settings.window;
-            let loaded: Option<Vec<_>> = retry!(
-                "window rebuild",
-                backoff,
-                shutdown,
-                store.load_windows(&unseeded, window)
-            );
-            let Some(loaded) = loaded else {
+            let loaded = retry!("window rebuild", backoff, shutdown, async {
+                tokio::try_join!(
+                    store.load_windows(&unseeded, window),
+                    store.load_resume(&unseeded)
+                )
+            });
+            let Some((loaded, mut resume)) = loaded else {
                 warn!("shutdown during window rebuild: batch left for replay");
                 return;
             };
@@ -365,7 +365,8 @@ impl Pipeline {
             }
             for (key, stored) in by_key {
                 let partition = partition_of.get(&key).copied().unwrap_or_default();
-                self.engine.seed(key, partition, stored);
+                let resume = resume.remove(&key).unwrap_or_default();
+                self.engine.seed(key, partition, stored, resume);
             }
             self.stats.rebuilt_keys += unseeded.len() as u64;
             debug!(

@@ -17,11 +17,11 @@ use capsight_clickhouse::{
     ClickHouseSettings,
     rows::{AlertRow, ScoreRow, SignalRow, split_time},
 };
-use capsight_proto::domain::{CapacityKey, Signal, SignalId};
+use capsight_proto::domain::{CapacityKey, Label, Signal, SignalId};
 use chrono::{DateTime, Utc};
 
 use crate::ScorerError;
-use crate::engine::Outputs;
+use crate::engine::{Outputs, Resume};
 use crate::observation::Observation;
 
 /// The scorer's ClickHouse tables.
@@ -130,6 +130,82 @@ impl Store {
                 match parsed {
                     Ok((id, obs)) => out.push(((*key).clone(), id, obs)),
                     Err(reason) => tracing::warn!(%reason, "unreadable signals row skipped"),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct LastScore {
+    key: String,
+    score: u8,
+    label: String,
+    confidence: f32,
+    at_ms: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct LastAlert {
+    key: String,
+    label: String,
+    at_ms: u64,
+}
+
+const KEY_EXPR: &str =
+    "concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market)";
+
+impl Store {
+    /// What the last run wrote for `keys`: the newest history row and the newest alert of each.
+    pub async fn load_resume(
+        &self,
+        keys: &BTreeMap<CapacityKey, DateTime<Utc>>,
+    ) -> Result<BTreeMap<CapacityKey, Resume>, ScorerError> {
+        let all: Vec<&CapacityKey> = keys.keys().collect();
+        let mut out: BTreeMap<CapacityKey, Resume> = BTreeMap::new();
+        for chunk in all.chunks(REBUILD_KEYS_PER_QUERY) {
+            let by_name: BTreeMap<String, &CapacityKey> =
+                chunk.iter().map(|k| (k.to_string(), *k)).collect();
+            let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+            let scores: Vec<LastScore> = self
+                .client
+                .query(&format!(
+                    "SELECT key, argMax(score, t) AS score, argMax(label, t) AS label, \
+                     argMax(confidence, t) AS confidence, max(t) AS at_ms FROM \
+                     (SELECT {KEY_EXPR} AS key, score, label, confidence, \
+                      toUInt64(updated_at) * 1000 + updated_ms AS t \
+                      FROM scores WHERE has(?, {KEY_EXPR})) GROUP BY key"
+                ))
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from scores"))?;
+            let alerts: Vec<LastAlert> = self
+                .client
+                .query(&format!(
+                    "SELECT key, argMax(to_label, t) AS label, max(t) AS at_ms FROM \
+                     (SELECT {KEY_EXPR} AS key, to_label, toUInt64(at) * 1000 + at_ms AS t \
+                      FROM alerts WHERE has(?, {KEY_EXPR})) GROUP BY key"
+                ))
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from alerts"))?;
+            let ms = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+            for s in scores {
+                if let (Some(key), Ok(label)) =
+                    (by_name.get(&s.key), Label::parse("label", &s.label))
+                {
+                    out.entry((*key).clone()).or_default().last_written =
+                        Some((s.score, label, f64::from(s.confidence), ms(s.at_ms)));
+                }
+            }
+            for a in alerts {
+                if let (Some(key), Ok(label)) =
+                    (by_name.get(&a.key), Label::parse("label", &a.label))
+                {
+                    out.entry((*key).clone()).or_default().last_alert = Some((label, ms(a.at_ms)));
                 }
             }
         }
