@@ -37,6 +37,9 @@ use crate::config::{ScorerConfig, ScorerSettings};
 use crate::engine::{Engine, Outputs};
 use crate::store::{Store, signal_rows};
 
+/// How often the counters are logged.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The header naming where a dead letter came from: `topic/partition/offset`.
 pub const DLQ_SOURCE_HEADER: &str = "capsight-dlq-source";
 
@@ -236,11 +239,14 @@ impl Pipeline {
         let consumer = Arc::clone(&self.consumer);
         let mut batch: Vec<Item> = Vec::new();
         let mut started: Option<Instant> = None;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = started.map(|s| s + self.settings.batch_max_interval);
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
+                _ = progress.tick() => self.log_progress("scorer progress"),
                 () = sleep_until(deadline) => {
                     self.flush(&mut batch, &shutdown).await;
                 }
@@ -285,6 +291,16 @@ impl Pipeline {
         if let Err(e) = tokio::task::spawn_blocking(move || p.flush(timeout)).await? {
             warn!(error = %e, "producer flush at shutdown");
         }
+        self.log_progress("scorer stopped");
+        // closing the consumer leaves the group: a blocking call
+        drop(consumer);
+        let Self { consumer, .. } = self;
+        tokio::task::spawn_blocking(move || drop(consumer)).await?;
+        Ok(())
+    }
+
+    /// One line with the counters since start.
+    fn log_progress(&self, what: &'static str) {
         let s = &self.stats;
         info!(
             messages = s.messages,
@@ -292,13 +308,10 @@ impl Pipeline {
             scores = s.scores,
             rebuilt_keys = s.rebuilt_keys,
             batches = s.batches,
-            "scorer stopped"
+            keys = self.engine.key_count(),
+            observations = self.engine.observation_count(),
+            "{what}"
         );
-        // closing the consumer leaves the group: a blocking call
-        drop(consumer);
-        let Self { consumer, .. } = self;
-        tokio::task::spawn_blocking(move || drop(consumer)).await?;
-        Ok(())
     }
 
     /// Applies rebalances recorded since the last call.
