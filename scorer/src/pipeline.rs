@@ -338,6 +338,8 @@ impl Pipeline {
 
     /// Processes and writes a batch, then stores its offsets.
     async fn flush(&mut self, batch: &mut Vec<Item>, shutdown: &Shutdown) {
+        // a revocation seen during the last poll may have taken some of these messages away
+        self.apply_rebalances(batch);
         if batch.is_empty() {
             return;
         }
