@@ -52,6 +52,9 @@ pub struct ScorerSettings {
     pub crowd_max_points: f64,
     /// Evidence items per score.
     pub evidence_items: usize,
+    /// Signals observed further than this ahead of the scorer's clock are dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// Delivery timeout for the scores and dead-letter topics.
     #[serde(with = "humantime_serde")]
     pub produce_timeout: Duration,
@@ -76,6 +79,7 @@ impl Default for ScorerSettings {
             tenant_cap_points: 3.0,
             crowd_max_points: 10.0,
             evidence_items: 4,
+            max_clock_skew: Duration::from_secs(10 * 60),
             produce_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
         }

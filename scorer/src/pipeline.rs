@@ -22,6 +22,7 @@ use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TopicNames};
 use capsight_proto::codec;
 use capsight_proto::domain::{CapacityKey, Signal};
 use capsight_runtime::shutdown::Shutdown;
+use chrono::{DateTime, Utc};
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -107,15 +108,30 @@ struct Item {
 }
 
 impl Item {
-    fn from_message(m: &impl Message) -> Self {
+    /// Decodes a message; a signal observed more than `max_skew` after `now` is invalid too (a
+    /// producer with a wrong clock would otherwise push its key's window into the future).
+    fn from_message(m: &impl Message, now: DateTime<Utc>, max_skew: std::time::Duration) -> Self {
         let payload = m.payload().unwrap_or_default();
+        let invalid = |reason: String| Body::Invalid {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            reason,
+        };
+        let skew = chrono::Duration::from_std(max_skew).unwrap_or(chrono::Duration::MAX);
         let body = match codec::decode_signal(payload) {
+            Ok(s)
+                if now
+                    .checked_add_signed(skew)
+                    .is_some_and(|limit| s.observed_at > limit) =>
+            {
+                invalid(format!(
+                    "invalid: observed_at: {} is more than {} ahead of the scorer's clock ({now})",
+                    s.observed_at,
+                    humantime_serde::re::humantime::format_duration(max_skew)
+                ))
+            }
             Ok(s) => Body::Valid(s),
-            Err(e) => Body::Invalid {
-                key: m.key().map(<[u8]>::to_vec),
-                payload: payload.to_vec(),
-                reason: e.reason(),
-            },
+            Err(e) => invalid(e.reason()),
         };
         Self {
             partition: m.partition(),
@@ -254,7 +270,11 @@ impl Pipeline {
                     self.apply_rebalances(&mut batch);
                     match msg {
                         Ok(m) => {
-                            batch.push(Item::from_message(&m));
+                            batch.push(Item::from_message(
+                                &m,
+                                Utc::now(),
+                                self.settings.max_clock_skew,
+                            ));
                             if batch.len() >= self.settings.batch_max_rows {
                                 self.flush(&mut batch, &shutdown).await;
                             }

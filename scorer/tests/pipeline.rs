@@ -99,6 +99,21 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
         )
         .await;
 
+    // a signal from a producer whose clock runs a day ahead
+    let future = launch(
+        "future-1",
+        A,
+        Utc::now() + chrono::Duration::days(1),
+        ErrorClass::None,
+    );
+    sandbox
+        .publish_raw(
+            &producer,
+            "future",
+            &capsight_proto::codec::encode_signal(&future),
+        )
+        .await;
+
     let scores = sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             s.get(B).is_some_and(|b| b.signal_count == 30)
@@ -189,7 +204,7 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
     let dead = sandbox
         .read_topic(&sandbox.config.kafka.topics.signals_dlq)
         .await;
-    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead.len(), 3, "{dead:?}");
     let garbage = dead.iter().find(|(k, ..)| k == "garbage").unwrap();
     assert_eq!(garbage.1, b"\xff\xff\xff\xff not protobuf");
     assert!(
@@ -197,7 +212,16 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
         "{:?}",
         garbage.2
     );
-    let invalid = dead.iter().find(|(k, ..)| k != "garbage").unwrap();
+    let ahead = dead.iter().find(|(k, ..)| k == "future").unwrap();
+    assert!(
+        ahead.2[DLQ_REASON_HEADER].starts_with("invalid: observed_at:"),
+        "{:?}",
+        ahead.2
+    );
+    let invalid = dead
+        .iter()
+        .find(|(k, ..)| k != "garbage" && k != "future")
+        .unwrap();
     assert!(
         invalid.2[DLQ_REASON_HEADER].starts_with("invalid: key.zone_id:"),
         "{:?}",
