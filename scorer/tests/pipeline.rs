@@ -274,3 +274,69 @@ async fn a_restarted_scorer_rebuilds_windows_from_clickhouse_before_publishing()
     }
     sandbox.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
+    let sandbox = Sandbox::new("scorer_shared", 4).await;
+    let producer = sandbox.producer();
+    let keys: Vec<String> = [
+        "us-east-1/use1-az4/p5.48xlarge",
+        "us-east-1/use1-az6/p4d.24xlarge",
+        "us-west-2/usw2-az2/p5.48xlarge",
+        "us-west-2/usw2-az1/g6e.xlarge",
+        "eu-west-1/euw1-az1/g5.xlarge",
+        "eu-west-1/euw1-az2/p4d.24xlarge",
+    ]
+    .iter()
+    .map(|k| format!("aws/{k}/on_demand"))
+    .collect();
+    let batch = |round: i64| -> Vec<Signal> {
+        let mut v = Vec::new();
+        for (k, key) in keys.iter().enumerate() {
+            for i in 0..10 {
+                let class = if (i + k as i64 + round) % 3 == 0 {
+                    ErrorClass::Capacity
+                } else {
+                    ErrorClass::None
+                };
+                v.push(launch(
+                    &format!("shared-{round}-{k}-{i}"),
+                    key,
+                    t(round * 60 + i),
+                    class,
+                ));
+            }
+        }
+        v
+    };
+    let first = batch(0);
+    let second = batch(1);
+
+    let (stop_x, x) = start(&sandbox);
+    sandbox.publish(&producer, &first).await;
+    sandbox
+        .wait_for_scores(Duration::from_secs(60), |s| {
+            keys.iter()
+                .all(|k| s.get(k).is_some_and(|sc| sc.signal_count == 10))
+        })
+        .await;
+    // a second instance joins: partitions move, windows are dropped and rebuilt
+    let (stop_y, y) = start(&sandbox);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sandbox.publish(&producer, &second).await;
+    let scores = sandbox
+        .wait_for_scores(Duration::from_secs(90), |s| {
+            keys.iter()
+                .all(|k| s.get(k).is_some_and(|sc| sc.signal_count == 20))
+        })
+        .await;
+    stop(stop_y, y).await;
+    stop(stop_x, x).await;
+
+    let mut engine = Engine::new(sandbox.config.scorer.clone());
+    engine.apply(first.iter().chain(&second).map(|s| (0, s)));
+    for k in &keys {
+        assert_eq!(engine.score(&k.parse().unwrap()).unwrap(), scores[k], "{k}");
+    }
+    sandbox.drop_database().await;
+}
