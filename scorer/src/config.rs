@@ -3,7 +3,8 @@
 //! Contract: [`ScorerSettings::validate`] is called once by [`crate::run`] before anything
 //! connects; every other module may assume the invariants it checks (window in (0, 72h], half
 //! life in (0, window], batch bounds > 0, caps >= 0 and finite). Durations are event time
-//! except `batch_max_interval`, `produce_timeout` and `retry_backoff`, which are wall clock.
+//! except `batch_max_interval`, `max_clock_skew`, `produce_timeout` and `retry_backoff`, which
+//! are wall clock.
 
 use std::time::Duration;
 

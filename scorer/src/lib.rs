@@ -17,7 +17,8 @@
 //! is rebuilt from ClickHouse `signals` (merged with the replayed messages, de-duplicated by
 //! id), so no score is published from a partial window; revoked partitions' keys are dropped.
 //! Scores are computed in event time (the key's newest signal is "now"), so the final scores
-//! after any sequence of crashes and replays equal those of an uninterrupted run.
+//! after any sequence of crashes and replays equal those of an uninterrupted run; the price is
+//! that an idle key's score does not age between its signals (`docs/adr/0003-*.md`).
 //!
 //! Module map: [`config`] (the `[scorer]` section), [`observation`] (signal -> model input),
 //! [`model`] (the scoring function), [`window`] (one key's window), [`engine`] (all keys'
