@@ -3,7 +3,7 @@
 //! Times are stored as `DateTime` (seconds) plus a `UInt16` millisecond column, because
 //! ClickHouse 18.16 has no `DateTime64`.
 
-use capsight_proto::domain::{Payload, Signal};
+use capsight_proto::domain::{Evidence, Label, Payload, Score, Signal};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -114,5 +114,129 @@ impl SignalRow {
             }
         }
         row
+    }
+}
+
+/// The evidence list as the JSON array stored in `scores.evidence` and `alerts.evidence`:
+/// `[{"feature":"launch_success_rate","value":0.8,"contribution":12.5,"samples":10}, ...]`.
+pub fn evidence_json(evidence: &[Evidence]) -> String {
+    let items: Vec<serde_json::Value> = evidence
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "feature": e.feature.as_str(),
+                "value": e.value,
+                "contribution": e.contribution,
+                "samples": e.samples,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(items).to_string()
+}
+
+/// One row of `scores` (score history).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ScoreRow {
+    /// Key: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// When the score was computed (event time), seconds.
+    pub updated_at: u32,
+    /// Millisecond part.
+    pub updated_ms: u16,
+    /// 0..=100.
+    pub score: u8,
+    /// `available`, `limited`, `unavailable`.
+    pub label: String,
+    /// 0..=1.
+    pub confidence: f32,
+    /// [`evidence_json`].
+    pub evidence: String,
+    /// The window, seconds.
+    pub window_secs: u32,
+    /// Signals in the window.
+    pub signal_count: u64,
+}
+
+impl ScoreRow {
+    /// The row for `score`.
+    pub fn new(score: &Score) -> Self {
+        let (updated_at, updated_ms) = split_time(score.updated_at);
+        Self {
+            provider: score.key.provider.as_str().to_owned(),
+            region: score.key.region.as_str().to_owned(),
+            zone_id: score.key.zone_str().to_owned(),
+            instance_type: score.key.instance_type.as_str().to_owned(),
+            market: score.key.market.as_str().to_owned(),
+            updated_at,
+            updated_ms,
+            score: score.score,
+            label: score.label.as_str().to_owned(),
+            // stored as Float32: confidence is a 0..1 estimate
+            confidence: score.confidence as f32,
+            evidence: evidence_json(&score.evidence),
+            window_secs: u32::try_from(score.window.as_secs()).unwrap_or(u32::MAX),
+            signal_count: score.signal_count,
+        }
+    }
+}
+
+/// One row of `alerts` (a label transition).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct AlertRow {
+    /// Key: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// Transition time (event time), seconds.
+    pub at: u32,
+    /// Millisecond part.
+    pub at_ms: u16,
+    /// The label before.
+    pub from_label: String,
+    /// The label after.
+    pub to_label: String,
+    /// The score after.
+    pub score: u8,
+    /// The confidence after.
+    pub confidence: f32,
+    /// 1 when the confidence was below the configured threshold.
+    pub low_confidence: u8,
+    /// [`evidence_json`].
+    pub evidence: String,
+}
+
+impl AlertRow {
+    /// The row for a transition to `score` from `from`.
+    pub fn new(score: &Score, from: Label, low_confidence: bool) -> Self {
+        let s = ScoreRow::new(score);
+        Self {
+            provider: s.provider,
+            region: s.region,
+            zone_id: s.zone_id,
+            instance_type: s.instance_type,
+            market: s.market,
+            at: s.updated_at,
+            at_ms: s.updated_ms,
+            from_label: from.as_str().to_owned(),
+            to_label: s.label,
+            score: s.score,
+            confidence: s.confidence,
+            low_confidence: u8::from(low_confidence),
+            evidence: s.evidence,
+        }
     }
 }

@@ -22,8 +22,38 @@ pub struct KafkaSettings {
     /// Raw librdkafka properties applied after everything else (e.g. `security.protocol`,
     /// `sasl.mechanism`, `ssl.ca.location`, `linger.ms`). Underscores in names are read as dots
     /// (`sasl_password` = `sasl.password`), since environment variable names cannot hold dots.
-    #[serde(default)]
+    /// Values may be written as numbers or booleans too (an environment variable such as
+    /// `CAPSIGHT_KAFKA__PROPERTIES__LINGER_MS=5` arrives as a number).
+    #[serde(default, deserialize_with = "scalar_strings")]
     pub properties: BTreeMap<String, String>,
+}
+
+/// A map whose values are strings, numbers or booleans, all kept as their text.
+fn scalar_strings<'de, D>(de: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(de)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Scalar::Text(t) => t,
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Bool(b) => b.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
 }
 
 impl fmt::Debug for KafkaSettings {

@@ -1,0 +1,201 @@
+//! The `[scorer]` config section and the process config the scorer runs with.
+//!
+//! Contract: [`ScorerSettings::validate`] is called once by [`crate::run`] before anything
+//! connects; every other module may assume the invariants it checks (window in (0, 72h], half
+//! life in (0, window], batch bounds > 0, caps >= 0 and finite). Durations are event time
+//! except `batch_max_interval`, `max_clock_skew`, `produce_timeout` and `retry_backoff`, which
+//! are wall clock.
+
+use std::time::Duration;
+
+use capsight_clickhouse::ClickHouseSettings;
+use capsight_kafka::KafkaSettings;
+use serde::Deserialize;
+
+use crate::ScorerError;
+use crate::model::ModelParams;
+
+/// The longest window a key may aggregate over.
+pub const MAX_WINDOW: Duration = Duration::from_secs(72 * 3600);
+
+/// The `[scorer]` section (documented with its defaults in `deploy/config/capsight.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScorerSettings {
+    /// Consumer group on the signals topic.
+    pub group_id: String,
+    /// Sliding window per key, at most [`MAX_WINDOW`].
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Recency decay half life.
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// Messages per ClickHouse batch, at most.
+    pub batch_max_rows: usize,
+    /// Time from a batch's first message to its flush, at most.
+    #[serde(with = "humantime_serde")]
+    pub batch_max_interval: Duration,
+    /// Score points that make a change material.
+    pub material_change_points: u8,
+    /// Confidence change that makes a change material.
+    pub material_change_confidence: f64,
+    /// A history row at least this often (event time) per active key.
+    #[serde(with = "humantime_serde")]
+    pub score_heartbeat: Duration,
+    /// At most one alert per key per cooldown (event time).
+    #[serde(with = "humantime_serde")]
+    pub alert_cooldown: Duration,
+    /// Alerts below this confidence carry the low-confidence flag.
+    pub low_confidence: f64,
+    /// Most points one tenant's crowd reports can move a score.
+    pub tenant_cap_points: f64,
+    /// Most points all crowd reports together can move a score.
+    pub crowd_max_points: f64,
+    /// Evidence items per score.
+    pub evidence_items: usize,
+    /// Signals observed further than this ahead of the scorer's clock are dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Delivery timeout for the scores and dead-letter topics.
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+    /// Pause between retries of a batch whose writes failed.
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+}
+
+impl Default for ScorerSettings {
+    fn default() -> Self {
+        Self {
+            group_id: "capsight-scorer".into(),
+            window: Duration::from_secs(24 * 3600),
+            half_life: Duration::from_secs(6 * 3600),
+            batch_max_rows: 50_000,
+            batch_max_interval: Duration::from_secs(1),
+            material_change_points: 5,
+            material_change_confidence: 0.1,
+            score_heartbeat: Duration::from_secs(15 * 60),
+            alert_cooldown: Duration::from_secs(30 * 60),
+            low_confidence: 0.4,
+            tenant_cap_points: 3.0,
+            crowd_max_points: 10.0,
+            evidence_items: 4,
+            max_clock_skew: Duration::from_secs(10 * 60),
+            produce_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ScorerSettings {
+    /// Checks the invariants the rest of the crate relies on.
+    pub fn validate(&self) -> Result<(), ScorerError> {
+        let bad = |field: &'static str, reason: String| Err(ScorerError::Config { field, reason });
+        if self.window.is_zero() || self.window > MAX_WINDOW {
+            return bad(
+                "window",
+                format!("{:?} must be > 0 and at most 72h", self.window),
+            );
+        }
+        if self.half_life.is_zero() || self.half_life > self.window {
+            return bad(
+                "half_life",
+                format!("{:?} must be > 0 and at most the window", self.half_life),
+            );
+        }
+        if self.batch_max_rows == 0 {
+            return bad("batch_max_rows", "must be > 0".into());
+        }
+        if self.batch_max_interval.is_zero() {
+            return bad("batch_max_interval", "must be > 0".into());
+        }
+        if self.group_id.is_empty() {
+            return bad("group_id", "must not be empty".into());
+        }
+        for (field, v) in [
+            (
+                "material_change_confidence",
+                self.material_change_confidence,
+            ),
+            ("low_confidence", self.low_confidence),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return bad(field, format!("{v} must be within 0..=1"));
+            }
+        }
+        for (field, v) in [
+            ("tenant_cap_points", self.tenant_cap_points),
+            ("crowd_max_points", self.crowd_max_points),
+        ] {
+            if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+                return bad(field, format!("{v} must be within 0..=100"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The scoring model's parameters.
+    pub fn model_params(&self) -> ModelParams {
+        ModelParams {
+            half_life: self.half_life,
+            tenant_cap_points: self.tenant_cap_points,
+            crowd_max_points: self.crowd_max_points,
+            evidence_items: self.evidence_items,
+        }
+    }
+}
+
+/// Everything [`crate::run`] needs: the sections of the config file the scorer reads (besides
+/// `[telemetry]`, which `main` consumes).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScorerConfig {
+    /// `[kafka]`.
+    pub kafka: KafkaSettings,
+    /// `[clickhouse]`.
+    pub clickhouse: ClickHouseSettings,
+    /// `[scorer]`.
+    pub scorer: ScorerSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Conf {
+        scorer: ScorerSettings,
+    }
+
+    #[test]
+    fn embedded_defaults_parse_validate_and_match_default() {
+        let c: Conf = capsight_runtime::config::load_defaults().unwrap();
+        c.scorer.validate().unwrap();
+        let d = ScorerSettings::default();
+        assert_eq!(c.scorer.window, d.window);
+        assert_eq!(c.scorer.half_life, d.half_life);
+        assert_eq!(c.scorer.batch_max_rows, d.batch_max_rows);
+        assert_eq!(c.scorer.alert_cooldown, d.alert_cooldown);
+        assert_eq!(c.scorer.group_id, d.group_id);
+    }
+
+    #[test]
+    fn window_over_72h_and_bad_half_life_are_rejected() {
+        let mut s = ScorerSettings {
+            window: Duration::from_secs(73 * 3600),
+            ..ScorerSettings::default()
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("window"));
+        s.window = MAX_WINDOW;
+        s.validate().unwrap();
+        s.half_life = Duration::ZERO;
+        assert!(s.validate().unwrap_err().to_string().contains("half_life"));
+        s.half_life = Duration::from_secs(3600);
+        s.tenant_cap_points = f64::NAN;
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tenant_cap_points")
+        );
+    }
+}

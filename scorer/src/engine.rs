@@ -1,0 +1,374 @@
+//! The scorer's in-memory state: a window, a score-history tracker and an alert tracker per key,
+//! and the partition each key arrived on. No I/O.
+//!
+//! Contract:
+//! * a key must be [`Engine::seed`]ed (its window rebuilt from storage) before signals for it are
+//!   [`Engine::apply`]ed; [`Engine::unseeded`] names the keys of a batch that still need it;
+//! * [`Engine::apply`] returns, for every key the batch touched, the score to publish, and the
+//!   score-history and alert rows to write. Everything is computed in event time (the key's
+//!   newest observation is its "now"), so replaying the same signals gives the same scores;
+//! * [`Engine::drop_partitions`] forgets every key of the given partitions (revoked or newly
+//!   assigned): they are seeded again on next sight.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use capsight_proto::domain::{CapacityKey, Label, Score, Signal};
+use chrono::{DateTime, Utc};
+
+use crate::config::ScorerSettings;
+use crate::model::{self, ModelParams};
+use crate::observation::Observation;
+use crate::window::KeyWindow;
+
+/// A label transition worth an alert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    /// The key's score at the transition.
+    pub score: Score,
+    /// The label before.
+    pub from: Label,
+    /// Confidence below the configured threshold.
+    pub low_confidence: bool,
+}
+
+/// What one batch produced.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// The latest score of every touched key (for the compacted topic).
+    pub scores: Vec<Score>,
+    /// Scores that changed materially or hit the heartbeat (for ClickHouse `scores`).
+    pub history: Vec<Score>,
+    /// Label transitions past the cooldown (for ClickHouse `alerts`).
+    pub alerts: Vec<Alert>,
+}
+
+/// What a key's last run wrote, read back from ClickHouse when its state is rebuilt, so history
+/// and alerts continue where they left off instead of starting over.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resume {
+    /// The last history row: (score, label, confidence, time in ms).
+    pub last_written: Option<(u8, Label, f64, i64)>,
+    /// The last alert: (label it moved to, time in ms).
+    pub last_alert: Option<(Label, i64)>,
+}
+
+#[derive(Debug)]
+struct KeyState {
+    partition: i32,
+    window: KeyWindow,
+    /// (score, label, confidence, at_ms) of the last history row.
+    last_written: Option<(u8, Label, f64, i64)>,
+    /// The label alerts compare against and when the last alert fired.
+    alerted_label: Option<Label>,
+    last_alert_ms: Option<i64>,
+}
+
+/// Per-key state of one scorer instance.
+#[derive(Debug)]
+pub struct Engine {
+    settings: ScorerSettings,
+    params: ModelParams,
+    keys: HashMap<CapacityKey, KeyState>,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    /// An engine with no keys.
+    pub fn new(settings: ScorerSettings) -> Self {
+        Self {
+            params: settings.model_params(),
+            settings,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Keys tracked.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Observations held over all keys.
+    pub fn observation_count(&self) -> usize {
+        self.keys.values().map(|k| k.window.len()).sum()
+    }
+
+    /// The keys among `signals` that have no state yet, with the oldest time of theirs in the
+    /// batch (the rebuild must cover one window before it).
+    pub fn unseeded<'a>(
+        &self,
+        signals: impl IntoIterator<Item = &'a Signal>,
+    ) -> BTreeMap<CapacityKey, DateTime<Utc>> {
+        let mut out: BTreeMap<CapacityKey, DateTime<Utc>> = BTreeMap::new();
+        for s in signals {
+            if !self.keys.contains_key(&s.key) {
+                let e = out.entry(s.key.clone()).or_insert(s.observed_at);
+                *e = (*e).min(s.observed_at);
+            }
+        }
+        out
+    }
+
+    /// Creates a key's state from stored observations (`(id, observation)`; may be empty or
+    /// hold duplicates) and what its last run wrote. Replaces any state the key had.
+    ///
+    /// The label alerts compare against is the last alert's label or, when the key never
+    /// alerted, the last history row's label (without an alert the label never changed).
+    pub fn seed(
+        &mut self,
+        key: CapacityKey,
+        partition: i32,
+        stored: impl IntoIterator<Item = (capsight_proto::domain::SignalId, Observation)>,
+        resume: Resume,
+    ) {
+        let mut window = KeyWindow::new(self.settings.window);
+        for (id, obs) in stored {
+            window.insert(id, obs);
+        }
+        let alerted_label = resume
+            .last_alert
+            .map(|(label, _)| label)
+            .or(resume.last_written.map(|(_, label, _, _)| label));
+        self.keys.insert(
+            key,
+            KeyState {
+                partition,
+                window,
+                last_written: resume.last_written,
+                alerted_label,
+                last_alert_ms: resume.last_alert.map(|(_, at)| at),
+            },
+        );
+    }
+
+    /// Forgets every key on one of `partitions`.
+    pub fn drop_partitions(&mut self, partitions: &BTreeSet<i32>) -> usize {
+        let before = self.keys.len();
+        self.keys.retain(|_, k| !partitions.contains(&k.partition));
+        before - self.keys.len()
+    }
+
+    /// Adds a batch of `(partition, signal)` and scores every key it touched. Keys that were
+    /// not seeded are seeded empty (callers seed them from storage first).
+    pub fn apply<'a>(&mut self, batch: impl IntoIterator<Item = (i32, &'a Signal)>) -> Outputs {
+        let mut touched: BTreeSet<CapacityKey> = BTreeSet::new();
+        for (partition, s) in batch {
+            if !self.keys.contains_key(&s.key) {
+                self.seed(s.key.clone(), partition, [], Resume::default());
+            }
+            if let Some(state) = self.keys.get_mut(&s.key) {
+                state.partition = partition;
+                state
+                    .window
+                    .insert(s.id.clone(), Observation::from_signal(s));
+                touched.insert(s.key.clone());
+            }
+        }
+        let mut out = Outputs::default();
+        for key in touched {
+            if let Some(score) = self.rescore(&key, &mut out) {
+                out.scores.push(score);
+            }
+        }
+        out
+    }
+
+    /// The current score of `key`, if it is tracked.
+    pub fn score(&self, key: &CapacityKey) -> Option<Score> {
+        let state = self.keys.get(key)?;
+        Some(self.compute(key, state))
+    }
+
+    fn compute(&self, key: &CapacityKey, state: &KeyState) -> Score {
+        let now_ms = state.window.newest_ms().unwrap_or(0);
+        let a = model::assess(state.window.observations(), now_ms, &self.params);
+        Score {
+            key: key.clone(),
+            score: a.score,
+            label: a.label,
+            confidence: a.confidence,
+            evidence: a.evidence,
+            window: self.settings.window,
+            updated_at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
+            signal_count: state.window.len() as u64,
+        }
+    }
+
+    fn rescore(&mut self, key: &CapacityKey, out: &mut Outputs) -> Option<Score> {
+        let state = self.keys.get(key)?;
+        let score = self.compute(key, state);
+        let now_ms = score.updated_at.timestamp_millis();
+        let heartbeat = millis(self.settings.score_heartbeat);
+        let cooldown = millis(self.settings.alert_cooldown);
+        let material_points = self.settings.material_change_points;
+        let material_conf = self.settings.material_change_confidence;
+        let low = self.settings.low_confidence;
+        let state = self.keys.get_mut(key)?;
+
+        let write = match state.last_written {
+            None => true,
+            Some((s, l, c, at)) => {
+                s.abs_diff(score.score) >= material_points
+                    || l != score.label
+                    || (c - score.confidence).abs() >= material_conf
+                    || now_ms.saturating_sub(at) >= heartbeat
+            }
+        };
+        if write {
+            state.last_written = Some((score.score, score.label, score.confidence, now_ms));
+            out.history.push(score.clone());
+        }
+
+        match state.alerted_label {
+            None => state.alerted_label = Some(score.label),
+            Some(from) if from != score.label => {
+                let cooled = state
+                    .last_alert_ms
+                    .is_none_or(|last| now_ms.saturating_sub(last) >= cooldown);
+                if cooled {
+                    state.alerted_label = Some(score.label);
+                    state.last_alert_ms = Some(now_ms);
+                    out.alerts.push(Alert {
+                        score: score.clone(),
+                        from,
+                        low_confidence: score.confidence < low,
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+        Some(score)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use capsight_proto::domain::{
+        ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, SignalId, SignalSource,
+    };
+
+    use super::*;
+
+    const KEY: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+
+    fn launch(i: usize, minute: i64, ok: bool) -> Signal {
+        Signal {
+            id: SignalId::parse("id", &format!("l-{i}")).unwrap(),
+            observed_at: DateTime::from_timestamp(1_795_000_000 + minute * 60, 0).unwrap(),
+            source: SignalSource::Probe,
+            tenant: None,
+            key: KEY.parse().unwrap(),
+            payload: Payload::LaunchAttempt(LaunchAttempt {
+                outcome: if ok {
+                    LaunchOutcome::Succeeded
+                } else {
+                    LaunchOutcome::Failed
+                },
+                error_class: if ok {
+                    ErrorClass::None
+                } else {
+                    ErrorClass::Capacity
+                },
+                error_code: String::new(),
+                error_message: String::new(),
+                provisioning_ms: ok.then_some(60_000),
+                hinted_zones: vec![],
+                hinted_regions: vec![],
+                method: ProbeMethod::Launch,
+                count: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_label_flip_alerts_once_per_cooldown() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let ok: Vec<Signal> = (0..5).map(|i| launch(i, i as i64, true)).collect();
+        let out = e.apply(ok.iter().map(|s| (0, s)));
+        assert_eq!(out.scores.len(), 1);
+        assert_eq!(out.scores[0].label, Label::Available);
+        assert_eq!(out.history.len(), 1);
+        assert!(out.alerts.is_empty(), "the first label is not a transition");
+
+        // capacity errors at minute 10..: Available -> Unavailable: one alert
+        let bad: Vec<Signal> = (5..30).map(|i| launch(i, 10 + i as i64, false)).collect();
+        let out = e.apply(bad.iter().map(|s| (0, s)));
+        assert_eq!(out.alerts.len(), 1);
+        assert_eq!(out.alerts[0].from, Label::Available);
+        assert_ne!(out.alerts[0].score.label, Label::Available);
+
+        // back to Available 5 minutes later: inside the 30 min cooldown, no alert
+        let good: Vec<Signal> = (30..330).map(|i| launch(i, 45, true)).collect();
+        let out = e.apply(good.iter().map(|s| (0, s)));
+        assert_eq!(out.scores[0].label, Label::Available, "{:?}", out.scores[0]);
+        assert!(out.alerts.is_empty());
+
+        // an hour later the label still differs from the last alerted one: it alerts now
+        let later = [launch(1000, 120, true)];
+        let out = e.apply(later.iter().map(|s| (0, s)));
+        assert_eq!(out.alerts.len(), 1);
+        assert_eq!(out.alerts[0].score.label, Label::Available);
+    }
+
+    #[test]
+    fn a_rebuilt_key_continues_history_and_alerts_where_they_left_off() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let key: CapacityKey = KEY.parse().unwrap();
+        let at = |minute: i64| launch(0, minute, true).observed_at.timestamp_millis();
+        // the last run wrote an Available row at minute 0 and alerted (to Available) at minute 0
+        e.seed(
+            key.clone(),
+            0,
+            [],
+            Resume {
+                last_written: Some((100, Label::Available, 0.5, at(0))),
+                last_alert: Some((Label::Available, at(0))),
+            },
+        );
+        // the same verdict a minute later: no new history row, no alert
+        let ok = [launch(1, 1, true)];
+        let out = e.apply(ok.iter().map(|s| (0, s)));
+        assert!(out.alerts.is_empty());
+        // capacity errors 10 minutes later: inside the cooldown of the earlier alert
+        let bad: Vec<Signal> = (2..40).map(|i| launch(i, 10, false)).collect();
+        let out = e.apply(bad.iter().map(|s| (0, s)));
+        assert_ne!(out.scores[0].label, Label::Available);
+        assert!(out.alerts.is_empty(), "the cooldown survived the rebuild");
+        // past the cooldown: the transition from the resumed label alerts
+        let later = [launch(100, 40, false)];
+        let out = e.apply(later.iter().map(|s| (0, s)));
+        assert_eq!(out.alerts.len(), 1);
+        assert_eq!(out.alerts[0].from, Label::Available);
+    }
+
+    #[test]
+    fn history_is_written_on_material_change_or_heartbeat_only() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let first = [launch(0, 0, true)];
+        assert_eq!(e.apply(first.iter().map(|s| (0, s))).history.len(), 1);
+        // same verdict a minute later: nothing material, no heartbeat yet
+        let same = [launch(1, 1, true)];
+        let out = e.apply(same.iter().map(|s| (0, s)));
+        assert_eq!(out.scores.len(), 1);
+        assert_eq!(out.history.len(), 0);
+        // 20 minutes later: the 15 min heartbeat
+        let beat = [launch(2, 21, true)];
+        assert_eq!(e.apply(beat.iter().map(|s| (0, s))).history.len(), 1);
+    }
+
+    #[test]
+    fn replaying_a_batch_changes_nothing_and_dropped_partitions_are_forgotten() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let batch: Vec<Signal> = (0..20).map(|i| launch(i, i as i64, i % 3 != 0)).collect();
+        let first = e.apply(batch.iter().map(|s| (3, s)));
+        let again = e.apply(batch.iter().map(|s| (3, s)));
+        assert_eq!(first.scores, again.scores);
+        let key: CapacityKey = KEY.parse().unwrap();
+        assert_eq!(e.unseeded(&batch).len(), 0);
+        assert_eq!(e.drop_partitions(&BTreeSet::from([3])), 1);
+        assert_eq!(e.unseeded(&batch).get(&key), Some(&batch[0].observed_at));
+    }
+}

@@ -1,0 +1,711 @@
+//! The scoring model: observations in a window -> score, label, confidence, evidence.
+//!
+//! Contract: [`assess`] is a pure function of the observations, their order and `now` (event
+//! time, milliseconds); no clock, no I/O, no randomness. Callers pass observations in a fixed
+//! order (the window's `(time, id)` order), so the floating-point result is reproducible.
+//!
+//! # The model
+//! Every observation gets a recency weight `w = 0.5 ^ (age / half_life)`. Features, each a
+//! "goodness" in 0..=1 with a weight (the source document's example weights):
+//!
+//! | feature | weight | goodness |
+//! |---|---|---|
+//! | launch success rate | 40 | (successes / capacity-relevant attempts)², decayed counts: 90 % -> 0.81, 75 % -> 0.56 |
+//! | capacity error ratio | 20 | 1 - 2 * capacity errors / capacity-relevant attempts, at least 0 |
+//! | provisioning latency | 15 | 1 at or below the key's own median, 0 at twice it (>= 3 timed successes) |
+//! | spot stability | 15 | mean of price steadiness (1 - cv/0.25), placement score / 10, interruption advisor bucket and interruption events |
+//! | reservable supply | 10 | 1 - exp(-offered block instances / 4) |
+//! | catalog exposure | 10 | the latest offering signal: offered 1, not offered 0 |
+//! | status incidents | 10 | 1 - impact of the worst open incident |
+//!
+//! Capacity-relevant attempts are all launch attempts except those failing with an *account or
+//! transient* class (quota, permission, throttled, transient): those say nothing about stock and
+//! are ignored entirely, as are quota readings. The base score is `100 * sum(weight * goodness)
+//! / sum(weight)` over the features that have data: a missing feature is re-weighted away (and
+//! lowers the confidence), it does not pull the score. With no feature at all the base is 50.
+//!
+//! Crowd reports adjust the base additively: each tenant's decayed opinion (available +1,
+//! unavailable -1, interrupted -0.5) times its strength `1 - exp(-sum w)` times
+//! `tenant_cap_points`, clamped to +-`tenant_cap_points`; the sum over tenants is clamped to
+//! +-`crowd_max_points`. Clamps are 1-Lipschitz, so removing one tenant's reports moves the
+//! unrounded score by at most `tenant_cap_points`.
+//!
+//! Confidence = count * recency * diversity * coverage, each in 0..=1: `1 - exp(-n/4)` of the
+//! decayed count of capacity-relevant observations (crowd reports count a quarter), the newest
+//! one's decay at twice the half life, 0.75 for one source kind and 1 for two or more, and
+//! `0.4 + 0.6 * present feature weight / total weight`. No relevant data gives 0.
+//!
+//! Evidence: each present feature's contribution in points relative to the neutral 50
+//! (`100 * weight * (goodness - 0.5) / present weight`, so contributions plus 50 add up to the
+//! base), plus the crowd adjustment; the `evidence_items` largest by magnitude.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use capsight_proto::domain::{
+    CrowdReportKind, ErrorClass, Evidence, Feature, InstanceEventKind, Label, StatusSeverity,
+};
+
+use crate::observation::{Fact, Observation};
+
+/// Tunable parameters of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParams {
+    /// Recency decay half life.
+    pub half_life: Duration,
+    /// Most points one tenant's crowd reports can move a score.
+    pub tenant_cap_points: f64,
+    /// Most points all crowd reports together can move a score.
+    pub crowd_max_points: f64,
+    /// Evidence items kept.
+    pub evidence_items: usize,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        Self {
+            half_life: Duration::from_secs(6 * 3600),
+            tenant_cap_points: 3.0,
+            crowd_max_points: 10.0,
+            evidence_items: 4,
+        }
+    }
+}
+
+/// The model's verdict for one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The unrounded score, 0..=100.
+    pub raw: f64,
+    /// `raw` rounded.
+    pub score: u8,
+    /// `Label::for_score(score)`.
+    pub label: Label,
+    /// 0..=1.
+    pub confidence: f64,
+    /// Largest contribution first.
+    pub evidence: Vec<Evidence>,
+}
+
+/// Feature weights (points out of 100 when every feature has data).
+const W_SUCCESS: f64 = 40.0;
+const W_CAPACITY_ERRORS: f64 = 20.0;
+const W_LATENCY: f64 = 15.0;
+const W_SPOT: f64 = 15.0;
+const W_RESERVABLE: f64 = 10.0;
+const W_CATALOG: f64 = 10.0;
+const W_STATUS: f64 = 10.0;
+const W_TOTAL: f64 =
+    W_SUCCESS + W_CAPACITY_ERRORS + W_LATENCY + W_SPOT + W_RESERVABLE + W_CATALOG + W_STATUS;
+
+/// Timed successes needed before latency is judged.
+const MIN_LATENCY_SAMPLES: usize = 3;
+
+/// One present feature.
+struct Term {
+    feature: Feature,
+    weight: f64,
+    goodness: f64,
+    value: f64,
+    samples: u32,
+}
+
+/// True when a launch error class says something about stock (or it is a success).
+fn capacity_relevant(class: ErrorClass) -> bool {
+    !class.is_account_or_transient()
+}
+
+fn severity_impact(s: StatusSeverity) -> f64 {
+    match s {
+        StatusSeverity::None => 0.0,
+        StatusSeverity::Maintenance => 0.1,
+        StatusSeverity::Minor => 0.3,
+        StatusSeverity::Major => 0.7,
+        StatusSeverity::Critical => 1.0,
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Scores the observations as of `now_ms`.
+pub fn assess<'a>(
+    observations: impl IntoIterator<Item = &'a Observation>,
+    now_ms: i64,
+    params: &ModelParams,
+) -> Assessment {
+    let half_life_ms = (params.half_life.as_millis() as f64).max(1.0);
+    let weight = |o: &Observation| {
+        let age = (now_ms - o.at_ms).max(0) as f64;
+        0.5_f64.powf(age / half_life_ms)
+    };
+
+    // accumulators
+    let (mut succ_w, mut cap_w, mut attempts_w, mut attempts) = (0.0, 0.0, 0.0, 0usize);
+    let mut timed: Vec<(f64, f64)> = Vec::new(); // (ms, weight)
+    let (mut price_w, mut price_sum, mut price_sq, mut prices) = (0.0, 0.0, 0.0, 0usize);
+    let (mut place_w, mut place_sum, mut places) = (0.0, 0.0, 0usize);
+    let (mut adv_w, mut adv_sum, mut advs) = (0.0, 0.0, 0usize);
+    let (mut interrupt_w, mut interrupts) = (0.0, 0usize);
+    let (mut block_supply, mut blocks) = (0.0, 0usize);
+    let mut offered: Option<bool> = None;
+    let mut offerings = 0usize;
+    let mut incidents: BTreeMap<&str, (StatusSeverity, bool)> = BTreeMap::new();
+    let mut status_events = 0usize;
+    // tenant -> (sum w * opinion, sum w, reports)
+    let mut crowd: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+
+    let mut relevant_w = 0.0;
+    let mut newest_relevant: Option<i64> = None;
+    let mut sources = BTreeSet::new();
+
+    for o in observations {
+        let w = weight(o);
+        let mut relevant = true;
+        let mut relevance = 1.0;
+        match &o.fact {
+            Fact::Launch {
+                succeeded,
+                class,
+                provisioning_ms,
+            } => {
+                if capacity_relevant(*class) {
+                    attempts_w += w;
+                    attempts += 1;
+                    if *succeeded {
+                        succ_w += w;
+                        if let Some(ms) = provisioning_ms {
+                            timed.push((f64::from(*ms), w));
+                        }
+                    } else if *class == ErrorClass::Capacity {
+                        cap_w += w;
+                    }
+                } else {
+                    relevant = false;
+                }
+            }
+            Fact::Quota { .. } => relevant = false,
+            Fact::SpotPrice(p) => {
+                price_w += w;
+                price_sum += w * p;
+                price_sq += w * p * p;
+                prices += 1;
+            }
+            Fact::Placement(p) => {
+                place_w += w;
+                place_sum += w * f64::from(*p).clamp(0.0, 10.0) / 10.0;
+                places += 1;
+            }
+            Fact::Advisory(b) => {
+                adv_w += w;
+                adv_sum += w * (1.0 - f64::from(*b).clamp(0.0, 4.0) / 4.0);
+                advs += 1;
+            }
+            Fact::Instance(kind) => match kind {
+                InstanceEventKind::InterruptionWarning => {
+                    interrupt_w += w;
+                    interrupts += 1;
+                }
+                InstanceEventKind::RebalanceRecommendation => {
+                    interrupt_w += 0.5 * w;
+                    interrupts += 1;
+                }
+                InstanceEventKind::SpotFulfillment | InstanceEventKind::StateChange => {
+                    relevant = false;
+                }
+            },
+            Fact::CapacityBlock { instances } => {
+                block_supply += w * f64::from(*instances);
+                blocks += 1;
+            }
+            Fact::Offered(yes) => {
+                // observations come in time order: the last one is the latest
+                offered = Some(*yes);
+                offerings += 1;
+            }
+            Fact::Status {
+                incident,
+                severity,
+                resolved,
+            } => {
+                incidents.insert(incident.as_str(), (*severity, *resolved));
+                status_events += 1;
+            }
+            Fact::Crowd { kind, class } => {
+                if capacity_relevant(*class) {
+                    let opinion = match kind {
+                        CrowdReportKind::Available => 1.0,
+                        CrowdReportKind::Unavailable => -1.0,
+                        CrowdReportKind::Interrupted => -0.5,
+                    };
+                    let tenant = o.tenant.as_ref().map_or("", |t| t.as_str());
+                    let e = crowd.entry(tenant).or_insert((0.0, 0.0, 0));
+                    e.0 += w * opinion;
+                    e.1 += w;
+                    e.2 += 1;
+                    relevance = 0.25;
+                } else {
+                    relevant = false;
+                }
+            }
+        }
+        if relevant {
+            relevant_w += relevance * w;
+            newest_relevant = Some(newest_relevant.map_or(o.at_ms, |n| n.max(o.at_ms)));
+            sources.insert(o.source);
+        }
+    }
+
+    let mut terms: Vec<Term> = Vec::new();
+    if attempts > 0 && attempts_w > 0.0 {
+        let success_rate = succ_w / attempts_w;
+        let capacity_ratio = cap_w / attempts_w;
+        terms.push(Term {
+            feature: Feature::LaunchSuccessRate,
+            weight: W_SUCCESS,
+            goodness: success_rate * success_rate,
+            value: success_rate,
+            samples: count(attempts),
+        });
+        terms.push(Term {
+            feature: Feature::CapacityErrorRatio,
+            weight: W_CAPACITY_ERRORS,
+            goodness: (1.0 - 2.0 * capacity_ratio).max(0.0),
+            value: capacity_ratio,
+            samples: count(attempts),
+        });
+    }
+    if timed.len() >= MIN_LATENCY_SAMPLES {
+        let mut sorted: Vec<f64> = timed.iter().map(|(ms, _)| *ms).collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2].max(1.0);
+        let tw: f64 = timed.iter().map(|(_, w)| w).sum();
+        if tw > 0.0 {
+            let recent = timed.iter().map(|(ms, w)| ms * w).sum::<f64>() / tw;
+            terms.push(Term {
+                feature: Feature::ProvisioningLatency,
+                weight: W_LATENCY,
+                goodness: (2.0 - recent / median).clamp(0.0, 1.0),
+                value: recent,
+                samples: count(timed.len()),
+            });
+        }
+    }
+    let spot_samples = prices + places + advs + interrupts;
+    if spot_samples > 0 {
+        let mut parts = Vec::new();
+        if prices >= 2 && price_w > 0.0 {
+            let mean = price_sum / price_w;
+            let var = (price_sq / price_w - mean * mean).max(0.0);
+            let cv = if mean > 0.0 { var.sqrt() / mean } else { 0.0 };
+            parts.push((1.0 - cv / 0.25).clamp(0.0, 1.0));
+        }
+        if places > 0 && place_w > 0.0 {
+            parts.push(place_sum / place_w);
+        }
+        if advs > 0 && adv_w > 0.0 {
+            parts.push(adv_sum / adv_w);
+        }
+        parts.push(1.0 / (1.0 + interrupt_w / 2.0));
+        let g = parts.iter().sum::<f64>() / parts.len() as f64;
+        terms.push(Term {
+            feature: Feature::SpotStability,
+            weight: W_SPOT,
+            goodness: g,
+            value: g,
+            samples: count(spot_samples),
+        });
+    }
+    if blocks > 0 {
+        terms.push(Term {
+            feature: Feature::ReservableSupply,
+            weight: W_RESERVABLE,
+            goodness: 1.0 - (-block_supply / 4.0).exp(),
+            value: block_supply,
+            samples: count(blocks),
+        });
+    }
+    if let Some(yes) = offered {
+        terms.push(Term {
+            feature: Feature::CatalogExposure,
+            weight: W_CATALOG,
+            goodness: if yes { 1.0 } else { 0.0 },
+            value: if yes { 1.0 } else { 0.0 },
+            samples: count(offerings),
+        });
+    }
+    if status_events > 0 {
+        let open: Vec<f64> = incidents
+            .values()
+            .filter(|(_, resolved)| !resolved)
+            .map(|(s, _)| severity_impact(*s))
+            .collect();
+        let worst = open.iter().copied().fold(0.0, f64::max);
+        terms.push(Term {
+            feature: Feature::StatusIncidents,
+            weight: W_STATUS,
+            goodness: 1.0 - worst,
+            value: open.len() as f64,
+            samples: count(status_events),
+        });
+    }
+
+    let present: f64 = terms.iter().map(|t| t.weight).sum();
+    let mut evidence: Vec<Evidence> = terms
+        .iter()
+        .map(|t| Evidence {
+            feature: t.feature,
+            value: t.value,
+            contribution: 100.0 * t.weight * (t.goodness - 0.5) / present,
+            samples: t.samples,
+        })
+        .collect();
+    let base = if present > 0.0 {
+        100.0 * terms.iter().map(|t| t.weight * t.goodness).sum::<f64>() / present
+    } else {
+        50.0
+    };
+
+    // crowd: per-tenant capped, total capped
+    let cap = params.tenant_cap_points.max(0.0);
+    let crowd_sum: f64 = crowd
+        .values()
+        .filter(|(_, w, _)| *w > 0.0)
+        .map(|(opinion_w, w, _)| {
+            let opinion = opinion_w / w;
+            let strength = 1.0 - (-w).exp();
+            (cap * opinion * strength).clamp(-cap, cap)
+        })
+        .sum();
+    let crowd_max = params.crowd_max_points.max(0.0);
+    let crowd_adj = crowd_sum.clamp(-crowd_max, crowd_max);
+    if !crowd.is_empty() {
+        let reports: usize = crowd.values().map(|(_, _, n)| n).sum();
+        evidence.push(Evidence {
+            feature: Feature::CrowdReports,
+            value: crowd_sum,
+            contribution: crowd_adj,
+            samples: count(reports),
+        });
+    }
+
+    let raw = (base + crowd_adj).clamp(0.0, 100.0);
+    // raw is within 0..=100, so the cast cannot truncate
+    let score = raw.round() as u8;
+
+    let confidence = match newest_relevant {
+        Some(newest) if relevant_w > 0.0 => {
+            let f_count = 1.0 - (-relevant_w / 4.0).exp();
+            let age = (now_ms - newest).max(0) as f64;
+            let f_recency = 0.5_f64.powf(age / (2.0 * half_life_ms));
+            let f_diversity = if sources.len() >= 2 { 1.0 } else { 0.75 };
+            let f_coverage = 0.4 + 0.6 * present / W_TOTAL;
+            let c = f_count * f_recency * f_diversity * f_coverage;
+            // four decimals: stable across platforms' last-bit differences in exp/powf
+            ((c * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0)
+        }
+        _ => 0.0,
+    };
+
+    evidence.sort_by(|a, b| {
+        b.contribution
+            .abs()
+            .total_cmp(&a.contribution.abs())
+            .then(a.feature.cmp(&b.feature))
+    });
+    evidence.truncate(params.evidence_items);
+
+    Assessment {
+        raw,
+        score,
+        label: Label::for_score(score),
+        confidence,
+        evidence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use capsight_proto::domain::{SignalSource, TenantHash};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NOW: i64 = 1_795_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn obs(at_ms: i64, fact: Fact) -> Observation {
+        Observation {
+            at_ms,
+            source: SignalSource::Probe,
+            tenant: None,
+            fact,
+        }
+    }
+
+    fn launch(at_ms: i64, succeeded: bool, class: ErrorClass, ms: Option<u32>) -> Observation {
+        obs(
+            at_ms,
+            Fact::Launch {
+                succeeded,
+                class,
+                provisioning_ms: ms,
+            },
+        )
+    }
+
+    fn crowd(at_ms: i64, tenant: &str, kind: CrowdReportKind) -> Observation {
+        Observation {
+            at_ms,
+            source: SignalSource::Report,
+            tenant: Some(TenantHash::parse("tenant", tenant).unwrap()),
+            fact: Fact::Crowd {
+                kind,
+                class: ErrorClass::Capacity,
+            },
+        }
+    }
+
+    fn sorted(mut v: Vec<Observation>) -> Vec<Observation> {
+        v.sort_by_key(|o| o.at_ms);
+        v
+    }
+
+    #[test]
+    fn the_source_documents_example_reads_as_expected() {
+        // 8 successes around 90 s, 2 capacity errors, a stable spot price, offered, no incident
+        let mut v = Vec::new();
+        for i in 0..10 {
+            let at = NOW - i * HOUR;
+            if i % 5 == 0 {
+                v.push(launch(at, false, ErrorClass::Capacity, None));
+            } else {
+                v.push(launch(at, true, ErrorClass::None, Some(90_000)));
+            }
+        }
+        v.push(obs(NOW - HOUR, Fact::Offered(true)));
+        let a = assess(&sorted(v), NOW, &ModelParams::default());
+        assert!((50..80).contains(&a.score), "{a:?}");
+        assert_eq!(a.label, Label::Limited);
+        assert!(
+            a.evidence
+                .iter()
+                .any(|e| e.feature == Feature::CapacityErrorRatio && e.value > 0.2)
+        );
+        assert!(a.confidence > 0.5 && a.confidence < 1.0, "{a:?}");
+    }
+
+    #[test]
+    fn only_successes_is_available_and_only_capacity_errors_is_unavailable() {
+        let ok: Vec<_> = (0..6)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        let a = assess(&sorted(ok), NOW, &ModelParams::default());
+        assert_eq!((a.score, a.label), (100, Label::Available));
+        let bad: Vec<_> = (0..6)
+            .map(|i| launch(NOW - i * HOUR, false, ErrorClass::Capacity, None))
+            .collect();
+        let a = assess(&sorted(bad), NOW, &ModelParams::default());
+        assert_eq!((a.score, a.label), (0, Label::Unavailable));
+        assert_eq!(a.evidence[0].feature, Feature::LaunchSuccessRate);
+        assert_eq!(a.evidence[1].feature, Feature::CapacityErrorRatio);
+        assert!((a.evidence[1].value - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_data_is_neutral_with_zero_confidence() {
+        let a = assess(&[], NOW, &ModelParams::default());
+        assert_eq!((a.score, a.confidence), (50, 0.0));
+        assert!(a.evidence.is_empty());
+    }
+
+    #[test]
+    fn slow_provisioning_against_own_history_lowers_the_score() {
+        let mut v: Vec<_> = (2..10)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        let steady = assess(&sorted(v.clone()), NOW, &ModelParams::default());
+        v.push(launch(NOW, true, ErrorClass::None, Some(600_000)));
+        v.push(launch(
+            NOW - HOUR / 2,
+            true,
+            ErrorClass::None,
+            Some(600_000),
+        ));
+        let slow = assess(&sorted(v), NOW, &ModelParams::default());
+        assert!(slow.raw < steady.raw, "{slow:?} vs {steady:?}");
+        assert!(
+            slow.evidence
+                .iter()
+                .any(|e| e.feature == Feature::ProvisioningLatency && e.contribution < 0.0)
+        );
+    }
+
+    fn fact_strategy() -> impl Strategy<Value = Fact> {
+        let class = prop::sample::select(ErrorClass::ALL.to_vec());
+        prop_oneof![
+            (
+                any::<bool>(),
+                class.clone(),
+                prop::option::of(1_000u32..900_000)
+            )
+                .prop_map(|(ok, class, ms)| {
+                    if ok {
+                        Fact::Launch {
+                            succeeded: true,
+                            class: ErrorClass::None,
+                            provisioning_ms: ms,
+                        }
+                    } else {
+                        let class = if class == ErrorClass::None {
+                            ErrorClass::Capacity
+                        } else {
+                            class
+                        };
+                        Fact::Launch {
+                            succeeded: false,
+                            class,
+                            provisioning_ms: None,
+                        }
+                    }
+                }),
+            (0u32..4).prop_map(|h| Fact::Quota { headroom: h }),
+            (1.0f64..50.0).prop_map(Fact::SpotPrice),
+            (1u8..=10).prop_map(Fact::Placement),
+            (0u8..=4).prop_map(Fact::Advisory),
+            prop::sample::select(InstanceEventKind::ALL.to_vec()).prop_map(Fact::Instance),
+            (1u32..16).prop_map(|n| Fact::CapacityBlock { instances: n }),
+            any::<bool>().prop_map(Fact::Offered),
+            (
+                0u8..3,
+                prop::sample::select(StatusSeverity::ALL.to_vec()),
+                any::<bool>()
+            )
+                .prop_map(|(i, severity, resolved)| Fact::Status {
+                    incident: format!("feed/{i}"),
+                    severity,
+                    resolved,
+                }),
+            (
+                prop::sample::select(CrowdReportKind::ALL.to_vec()),
+                prop::sample::select(vec![ErrorClass::Capacity, ErrorClass::None])
+            )
+                .prop_map(|(kind, class)| Fact::Crowd { kind, class }),
+        ]
+    }
+
+    fn observation_strategy() -> impl Strategy<Value = Observation> {
+        (
+            0i64..48 * HOUR,
+            fact_strategy(),
+            prop::sample::select(SignalSource::ALL.to_vec()),
+            prop::option::of(0u8..4),
+        )
+            .prop_map(|(age, fact, source, tenant)| Observation {
+                at_ms: NOW - age,
+                source,
+                tenant: tenant.map(|t| TenantHash::parse("tenant", &format!("t{t}")).unwrap()),
+                fact,
+            })
+    }
+
+    fn window_strategy() -> impl Strategy<Value = Vec<Observation>> {
+        prop::collection::vec(observation_strategy(), 0..60).prop_map(sorted)
+    }
+
+    fn params_strategy() -> impl Strategy<Value = ModelParams> {
+        (1u64..48, 0.0f64..10.0, 0.0f64..25.0).prop_map(|(h, cap, max)| ModelParams {
+            half_life: Duration::from_secs(h * 3600),
+            tenant_cap_points: cap,
+            crowd_max_points: max,
+            evidence_items: 4,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// More capacity errors never raise a score.
+        #[test]
+        fn more_capacity_errors_never_raise_a_score(
+            window in window_strategy(),
+            extra in prop::collection::vec(0i64..48 * HOUR, 1..10),
+            params in params_strategy(),
+        ) {
+            let before = assess(&window, NOW, &params);
+            let mut more = window.clone();
+            more.extend(extra.iter().map(|age| launch(NOW - age, false, ErrorClass::Capacity, None)));
+            let after = assess(&sorted(more), NOW, &params);
+            prop_assert!(after.raw <= before.raw + 1e-9, "{} > {}", after.raw, before.raw);
+            prop_assert!(after.score <= before.score);
+        }
+
+        /// Quota and permission errors (launches and crowd reports) never change a score.
+        #[test]
+        fn quota_and_permission_errors_never_change_a_score(
+            window in window_strategy(),
+            extra in prop::collection::vec(
+                (0i64..48 * HOUR, prop::sample::select(vec![ErrorClass::Quota, ErrorClass::Permission]), any::<bool>(), 0u32..8),
+                1..10),
+            params in params_strategy(),
+        ) {
+            let before = assess(&window, NOW, &params);
+            let mut more = window.clone();
+            for (age, class, as_report, headroom) in extra {
+                more.push(launch(NOW - age, false, class, None));
+                more.push(obs(NOW - age, Fact::Quota { headroom }));
+                if as_report {
+                    let mut r = crowd(NOW - age, "t9", CrowdReportKind::Unavailable);
+                    r.fact = Fact::Crowd { kind: CrowdReportKind::Unavailable, class };
+                    more.push(r);
+                }
+            }
+            let after = assess(&sorted(more), NOW, &params);
+            prop_assert_eq!(after, before);
+        }
+
+        /// No data (or only data that says nothing about capacity) gives confidence 0.
+        #[test]
+        fn no_capacity_data_gives_zero_confidence(
+            quota in prop::collection::vec((0i64..48 * HOUR, 0u32..8), 0..10),
+            params in params_strategy(),
+        ) {
+            let v: Vec<_> = quota.into_iter().map(|(age, h)| obs(NOW - age, Fact::Quota { headroom: h })).collect();
+            let a = assess(&sorted(v), NOW, &params);
+            prop_assert_eq!(a.confidence, 0.0);
+        }
+
+        /// One tenant's reports cannot move a score by more than the cap.
+        #[test]
+        fn one_tenant_cannot_move_a_score_beyond_the_cap(
+            window in window_strategy(),
+            reports in prop::collection::vec(
+                (0i64..48 * HOUR, prop::sample::select(CrowdReportKind::ALL.to_vec())), 1..40),
+            params in params_strategy(),
+        ) {
+            let without = assess(&window, NOW, &params);
+            let mut with = window.clone();
+            with.extend(reports.iter().map(|(age, kind)| crowd(NOW - age, "loud-tenant", *kind)));
+            let with = assess(&sorted(with), NOW, &params);
+            let cap = params.tenant_cap_points;
+            prop_assert!((with.raw - without.raw).abs() <= cap + 1e-9,
+                "moved {} > cap {}", (with.raw - without.raw).abs(), cap);
+            prop_assert!(f64::from(with.score.abs_diff(without.score)) <= cap.ceil());
+        }
+
+        /// Whatever the input, the output is well formed.
+        #[test]
+        fn output_is_always_well_formed(window in window_strategy(), params in params_strategy()) {
+            let a = assess(&window, NOW, &params);
+            prop_assert!((0.0..=100.0).contains(&a.raw));
+            prop_assert!(a.score <= 100);
+            prop_assert_eq!(a.label, Label::for_score(a.score));
+            prop_assert!((0.0..=1.0).contains(&a.confidence));
+            prop_assert!(a.evidence.len() <= params.evidence_items);
+            for e in &a.evidence {
+                prop_assert!(e.value.is_finite() && e.contribution.is_finite());
+            }
+        }
+    }
+}

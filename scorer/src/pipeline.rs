@@ -1,0 +1,575 @@
+//! The Kafka side of the scorer: consume, batch, rebuild, score, write, then store offsets.
+//!
+//! Contract (at-least-once, after rust-rdkafka's `examples/at_least_once.rs`):
+//! * the consumer never stores offsets by itself (`enable.auto.offset.store=false`); a batch's
+//!   offsets are stored only after every write it caused is durable: ClickHouse inserts
+//!   returned, scores and dead letters acknowledged by the broker (`acks=all`). librdkafka
+//!   commits stored offsets periodically, on rebalance and at shutdown;
+//! * a batch is flushed when it holds `batch_max_rows` messages or `batch_max_interval` after
+//!   its first message, whichever comes first: about one insert per table per interval;
+//! * a write that fails is retried with `retry_backoff` until it succeeds or shutdown fires; an
+//!   abandoned batch's offsets are not stored, so it is replayed by whoever consumes next;
+//! * on revocation, the open batch's messages from revoked partitions are dropped (the next
+//!   owner replays them) and so is the window state of their keys; on assignment, the assigned
+//!   partitions' keys are forgotten too, so each is rebuilt from ClickHouse before its first
+//!   score is published again;
+//! * the librdkafka calls that block (commit, flush, close) run on blocking threads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TopicNames};
+use capsight_proto::codec;
+use capsight_proto::domain::{CapacityKey, Signal};
+use capsight_runtime::shutdown::Shutdown;
+use chrono::{DateTime, Utc};
+use rdkafka::{
+    ClientContext, Message, Offset, TopicPartitionList,
+    consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::ScorerError;
+use crate::config::{ScorerConfig, ScorerSettings};
+use crate::engine::{Engine, Outputs};
+use crate::store::{Store, signal_rows};
+
+/// How often the counters are logged.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The header naming where a dead letter came from: `topic/partition/offset`.
+pub const DLQ_SOURCE_HEADER: &str = "capsight-dlq-source";
+
+/// A partition-set change seen by the rebalance callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RebalanceEvent {
+    Revoked(BTreeSet<i32>),
+    Assigned(BTreeSet<i32>),
+}
+
+/// Records rebalances for the consuming task; the callbacks run inside `recv`.
+#[derive(Debug)]
+pub struct ScorerContext {
+    topic: String,
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+}
+
+impl ScorerContext {
+    fn record(&self, tpl: &TopicPartitionList, event: fn(BTreeSet<i32>) -> RebalanceEvent) {
+        let parts: BTreeSet<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event(parts));
+        }
+    }
+}
+
+impl ClientContext for ScorerContext {}
+
+impl ConsumerContext for ScorerContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.record(tpl, RebalanceEvent::Revoked);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => self.record(tpl, RebalanceEvent::Assigned),
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// One consumed message.
+#[derive(Debug)]
+enum Body {
+    Valid(Signal),
+    Invalid {
+        key: Option<Vec<u8>>,
+        payload: Vec<u8>,
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+struct Item {
+    partition: i32,
+    offset: i64,
+    body: Body,
+}
+
+impl Item {
+    /// Decodes a message; a signal observed more than `max_skew` after `now` is invalid too (a
+    /// producer with a wrong clock would otherwise push its key's window into the future).
+    fn from_message(m: &impl Message, now: DateTime<Utc>, max_skew: std::time::Duration) -> Self {
+        let payload = m.payload().unwrap_or_default();
+        let invalid = |reason: String| Body::Invalid {
+            key: m.key().map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            reason,
+        };
+        let skew = chrono::Duration::from_std(max_skew).unwrap_or(chrono::Duration::MAX);
+        let body = match codec::decode_signal(payload) {
+            Ok(s)
+                if now
+                    .checked_add_signed(skew)
+                    .is_some_and(|limit| s.observed_at > limit) =>
+            {
+                invalid(format!(
+                    "invalid: observed_at: {} is more than {} ahead of the scorer's clock ({now})",
+                    s.observed_at,
+                    humantime_serde::re::humantime::format_duration(max_skew)
+                ))
+            }
+            Ok(s) => Body::Valid(s),
+            Err(e) => invalid(e.reason()),
+        };
+        Self {
+            partition: m.partition(),
+            offset: m.offset(),
+            body,
+        }
+    }
+}
+
+/// An invalid message on its way to the dead-letter topic.
+#[derive(Debug)]
+struct DeadLetter<'a> {
+    partition: i32,
+    offset: i64,
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    reason: &'a str,
+}
+
+/// Counters since start, logged at shutdown.
+#[derive(Debug, Default)]
+struct Stats {
+    messages: u64,
+    dead_letters: u64,
+    scores: u64,
+    rebuilt_keys: u64,
+    batches: u64,
+}
+
+/// The running scorer.
+pub struct Pipeline {
+    settings: ScorerSettings,
+    topics: TopicNames,
+    consumer: Arc<StreamConsumer<ScorerContext>>,
+    producer: FutureProducer,
+    store: Store,
+    engine: Engine,
+    events: Arc<Mutex<Vec<RebalanceEvent>>>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("settings", &self.settings)
+            .field("topics", &self.topics)
+            .field("keys", &self.engine.key_count())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kafka_err(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> ScorerError {
+    move |source| ScorerError::Kafka { op, source }
+}
+
+/// Evaluates the future expression `$op` until it succeeds; `None` when shutdown fired while it
+/// kept failing. (A macro rather than a function taking an async closure: those futures are not
+/// provably `Send`.)
+macro_rules! retry {
+    ($what:expr, $backoff:expr, $shutdown:expr, $op:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            match $op.await {
+                Ok(v) => break Some(v),
+                Err(e) => {
+                    attempt += 1;
+                    warn!(error = %e, attempt, "{} failed; retrying", $what);
+                    if $shutdown.is_triggered() {
+                        break None;
+                    }
+                    let pause = $backoff.saturating_mul(attempt.min(30));
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = $shutdown.wait() => break None,
+                    }
+                }
+            }
+        }
+    }};
+}
+
+impl Pipeline {
+    /// Creates the clients (nothing is contacted yet).
+    pub fn new(config: &ScorerConfig) -> Result<Self, ScorerError> {
+        let settings = config.scorer.clone();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let context = ScorerContext {
+            topic: config.kafka.topics.signals.clone(),
+            events: Arc::clone(&events),
+        };
+        let consumer: StreamConsumer<ScorerContext> = config
+            .kafka
+            .consumer_config("scorer", &settings.group_id)
+            .create_with_context(context)
+            .map_err(kafka_err("create consumer"))?;
+        let producer = producer(&config.kafka, &settings)?;
+        Ok(Self {
+            engine: Engine::new(settings.clone()),
+            settings,
+            topics: config.kafka.topics.clone(),
+            consumer: Arc::new(consumer),
+            producer,
+            store: Store::new(&config.clickhouse)?,
+            events,
+            stats: Stats::default(),
+        })
+    }
+
+    /// Consumes until `shutdown` fires, then drains (see the module contract).
+    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), ScorerError> {
+        self.consumer
+            .subscribe(&[&self.topics.signals])
+            .map_err(kafka_err("subscribe"))?;
+        info!(
+            topic = %self.topics.signals,
+            group = %self.settings.group_id,
+            window = ?self.settings.window,
+            "scorer consuming"
+        );
+        let consumer = Arc::clone(&self.consumer);
+        let mut batch: Vec<Item> = Vec::new();
+        let mut started: Option<Instant> = None;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let deadline = started.map(|s| s + self.settings.batch_max_interval);
+            tokio::select! {
+                biased;
+                () = shutdown.wait() => break,
+                _ = progress.tick() => self.log_progress("scorer progress"),
+                () = sleep_until(deadline) => {
+                    self.flush(&mut batch, &shutdown).await;
+                }
+                msg = consumer.recv() => {
+                    self.apply_rebalances(&mut batch);
+                    match msg {
+                        Ok(m) => {
+                            batch.push(Item::from_message(
+                                &m,
+                                Utc::now(),
+                                self.settings.max_clock_skew,
+                            ));
+                            if batch.len() >= self.settings.batch_max_rows {
+                                self.flush(&mut batch, &shutdown).await;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "consume failed; retrying");
+                            tokio::time::sleep(self.settings.retry_backoff).await;
+                        }
+                    }
+                }
+            }
+            if batch.is_empty() {
+                started = None;
+            } else if started.is_none() {
+                started = Some(Instant::now());
+            }
+        }
+
+        // drain: flush what is open, commit what is stored, deliver what is queued
+        info!(
+            open = batch.len(),
+            "scorer stopping: flushing the open batch"
+        );
+        self.apply_rebalances(&mut batch);
+        self.flush(&mut batch, &shutdown).await;
+        let c = Arc::clone(&self.consumer);
+        match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?
+        {
+            Ok(()) => debug!("offsets committed"),
+            Err(e) => debug!(error = %e, "final commit (nothing new to commit?)"),
+        }
+        let p = self.producer.clone();
+        let timeout = self.settings.produce_timeout;
+        if let Err(e) = tokio::task::spawn_blocking(move || p.flush(timeout)).await? {
+            warn!(error = %e, "producer flush at shutdown");
+        }
+        self.log_progress("scorer stopped");
+        // closing the consumer leaves the group: a blocking call
+        drop(consumer);
+        let Self { consumer, .. } = self;
+        tokio::task::spawn_blocking(move || drop(consumer)).await?;
+        Ok(())
+    }
+
+    /// One line with the counters since start.
+    fn log_progress(&self, what: &'static str) {
+        let s = &self.stats;
+        info!(
+            messages = s.messages,
+            dead_letters = s.dead_letters,
+            scores = s.scores,
+            rebuilt_keys = s.rebuilt_keys,
+            batches = s.batches,
+            keys = self.engine.key_count(),
+            observations = self.engine.observation_count(),
+            "{what}"
+        );
+    }
+
+    /// Applies rebalances recorded since the last call.
+    fn apply_rebalances(&mut self, batch: &mut Vec<Item>) {
+        let events: Vec<RebalanceEvent> = match self.events.lock() {
+            Ok(mut e) => std::mem::take(&mut *e),
+            Err(_) => return,
+        };
+        for event in events {
+            let (RebalanceEvent::Revoked(parts) | RebalanceEvent::Assigned(parts)) = &event;
+            let before = batch.len();
+            if matches!(event, RebalanceEvent::Revoked(_)) {
+                batch.retain(|i| !parts.contains(&i.partition));
+            }
+            let keys = self.engine.drop_partitions(parts);
+            info!(
+                ?event,
+                dropped_keys = keys,
+                dropped_messages = before - batch.len(),
+                "rebalance"
+            );
+        }
+    }
+
+    /// Processes and writes a batch, then stores its offsets.
+    async fn flush(&mut self, batch: &mut Vec<Item>, shutdown: &Shutdown) {
+        // a revocation seen during the last poll may have taken some of these messages away
+        self.apply_rebalances(batch);
+        if batch.is_empty() {
+            return;
+        }
+        let items = std::mem::take(batch);
+        let backoff = self.settings.retry_backoff;
+        let valid: Vec<(i32, &Signal)> = items
+            .iter()
+            .filter_map(|i| match &i.body {
+                Body::Valid(s) => Some((i.partition, s)),
+                Body::Invalid { .. } => None,
+            })
+            .collect();
+
+        // 1. rebuild the windows of keys seen for the first time since start/assignment
+        let unseeded = self.engine.unseeded(valid.iter().map(|(_, s)| *s));
+        if !unseeded.is_empty() {
+            let store = self.store.clone();
+            let window = self.settings.window;
+            let loaded = retry!("window rebuild", backoff, shutdown, async {
+                tokio::try_join!(
+                    store.load_windows(&unseeded, window),
+                    store.load_resume(&unseeded)
+                )
+            });
+            let Some((loaded, mut resume)) = loaded else {
+                warn!("shutdown during window rebuild: batch left for replay");
+                return;
+            };
+            let partition_of: BTreeMap<&CapacityKey, i32> =
+                valid.iter().map(|(p, s)| (&s.key, *p)).collect();
+            let mut by_key: BTreeMap<CapacityKey, Vec<_>> =
+                unseeded.keys().map(|k| (k.clone(), Vec::new())).collect();
+            let rows = loaded.len();
+            for (key, id, obs) in loaded {
+                if let Some(v) = by_key.get_mut(&key) {
+                    v.push((id, obs));
+                }
+            }
+            for (key, stored) in by_key {
+                let partition = partition_of.get(&key).copied().unwrap_or_default();
+                let resume = resume.remove(&key).unwrap_or_default();
+                self.engine.seed(key, partition, stored, resume);
+            }
+            self.stats.rebuilt_keys += unseeded.len() as u64;
+            debug!(
+                keys = unseeded.len(),
+                rows, "windows rebuilt from ClickHouse"
+            );
+        }
+
+        // 2. score
+        let outputs = self.engine.apply(valid.iter().copied());
+        let rows = signal_rows(valid.iter().map(|(_, s)| *s), chrono::Utc::now());
+        let dead: Vec<DeadLetter<'_>> = items
+            .iter()
+            .filter_map(|i| match &i.body {
+                Body::Invalid {
+                    key,
+                    payload,
+                    reason,
+                } => Some(DeadLetter {
+                    partition: i.partition,
+                    offset: i.offset,
+                    key: key.as_deref(),
+                    payload,
+                    reason,
+                }),
+                Body::Valid(_) => None,
+            })
+            .collect();
+
+        // 3. write (idempotent), retried until durable
+        let written: Option<()> = retry!(
+            "batch write",
+            backoff,
+            shutdown,
+            self.write(&rows, &outputs, &dead)
+        );
+        if written.is_none() {
+            warn!(
+                messages = items.len(),
+                "shutdown while writes were failing: batch left for replay"
+            );
+            return;
+        }
+
+        // 4. only now: store the offsets the batch covers
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for i in &items {
+            let e = next.entry(i.partition).or_insert(i.offset + 1);
+            *e = (*e).max(i.offset + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in &next {
+            if let Err(e) =
+                tpl.add_partition_offset(&self.topics.signals, *partition, Offset::Offset(*offset))
+            {
+                warn!(error = %e, partition, "cannot record an offset");
+            }
+        }
+        if let Err(e) = self.consumer.store_offsets(&tpl) {
+            // a partition was revoked meanwhile: its next owner replays it (idempotently)
+            warn!(error = %e, "storing offsets failed");
+        }
+
+        self.stats.batches += 1;
+        self.stats.messages += items.len() as u64;
+        self.stats.dead_letters += dead.len() as u64;
+        self.stats.scores += outputs.scores.len() as u64;
+        debug!(
+            messages = items.len(),
+            dead_letters = dead.len(),
+            scores = outputs.scores.len(),
+            history = outputs.history.len(),
+            alerts = outputs.alerts.len(),
+            keys = self.engine.key_count(),
+            "batch written"
+        );
+    }
+
+    /// Writes a batch to ClickHouse and Kafka concurrently; durable when it returns `Ok`.
+    async fn write(
+        &self,
+        rows: &[capsight_clickhouse::rows::SignalRow],
+        outputs: &Outputs,
+        dead: &[DeadLetter<'_>],
+    ) -> Result<(), ScorerError> {
+        tokio::try_join!(self.store.write(rows, outputs), self.produce(outputs, dead)).map(|_| ())
+    }
+
+    /// Publishes the batch's scores and dead letters; returns when the broker acknowledged all.
+    async fn produce(&self, outputs: &Outputs, dead: &[DeadLetter<'_>]) -> Result<(), ScorerError> {
+        let timeout = Timeout::After(self.settings.produce_timeout);
+        let scores: Vec<(String, Vec<u8>)> = outputs
+            .scores
+            .iter()
+            .map(|s| (s.key.to_string(), codec::encode_score(s)))
+            .collect();
+        let score_sends = scores.iter().map(|(key, value)| {
+            self.producer.send(
+                FutureRecord::to(&self.topics.scores)
+                    .key(key)
+                    .payload(value),
+                timeout,
+            )
+        });
+        let sources: Vec<String> = dead
+            .iter()
+            .map(|d| format!("{}/{}/{}", self.topics.signals, d.partition, d.offset))
+            .collect();
+        let dead_sends = dead.iter().zip(&sources).map(|(d, source)| {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: DLQ_REASON_HEADER,
+                    value: Some(d.reason),
+                })
+                .insert(Header {
+                    key: DLQ_SOURCE_HEADER,
+                    value: Some(source.as_str()),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topics.signals_dlq)
+                    .payload(d.payload)
+                    .headers(headers);
+            if let Some(k) = d.key {
+                record = record.key(k);
+            }
+            self.producer.send(record, timeout)
+        });
+        let (scores_sent, dead_sent) = tokio::join!(
+            futures::future::join_all(score_sends),
+            futures::future::join_all(dead_sends)
+        );
+        for r in scores_sent {
+            r.map_err(|(source, _)| ScorerError::Produce {
+                topic: self.topics.scores.clone(),
+                source,
+            })?;
+        }
+        for r in dead_sent {
+            r.map_err(|(source, _)| ScorerError::Produce {
+                topic: self.topics.signals_dlq.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The scores and dead-letter producer: idempotent, `acks=all`, deliveries bounded by
+/// `produce_timeout`.
+fn producer(
+    kafka: &KafkaSettings,
+    settings: &ScorerSettings,
+) -> Result<FutureProducer, ScorerError> {
+    let mut config = kafka.producer_config("scorer");
+    let timeout_ms = settings.produce_timeout.as_millis().max(1).to_string();
+    // the configured properties win, as everywhere
+    if !kafka.properties.contains_key("message_timeout_ms")
+        && !kafka.properties.contains_key("message.timeout.ms")
+    {
+        config.set("message.timeout.ms", timeout_ms);
+    }
+    config.create().map_err(kafka_err("create producer"))
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,228 @@
+//! ClickHouse side of the scorer: batched, idempotent inserts and window rebuilds.
+//!
+//! Contract:
+//! * [`Store::write`] inserts a batch's signals, score-history rows and alert rows, one insert
+//!   per table, and returns only when ClickHouse acknowledged all of them (durable). Every table
+//!   is a `ReplacingMergeTree` whose sorting key holds the row's identity, so writing the same
+//!   batch twice (a replay after a crash) collapses in merges; exact reads use `FINAL` or
+//!   `uniqExact(id)`.
+//! * [`Store::load_windows`] reads back, for each key, every stored signal observed at or after
+//!   one window before the given time: enough to rebuild the key's window exactly (rows may be
+//!   repeated; the window de-duplicates by signal id).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use capsight_clickhouse::{
+    ClickHouseSettings,
+    rows::{AlertRow, ScoreRow, SignalRow, split_time},
+};
+use capsight_proto::domain::{CapacityKey, Label, Signal, SignalId};
+use chrono::{DateTime, Utc};
+
+use crate::ScorerError;
+use crate::engine::{Outputs, Resume};
+use crate::observation::Observation;
+
+/// The scorer's ClickHouse tables.
+#[derive(Clone)]
+pub struct Store {
+    client: clickhouse::Client,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn query_err(op: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScorerError {
+    move |source| ScorerError::ClickHouse { op, source }
+}
+
+impl Store {
+    /// A store on the configured database.
+    pub fn new(settings: &ClickHouseSettings) -> Result<Self, ScorerError> {
+        Ok(Self {
+            client: settings.client()?,
+        })
+    }
+
+    async fn insert<R>(&self, table: &'static str, rows: &[R]) -> Result<(), ScorerError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<R>(table)
+            .await
+            .map_err(query_err(table))?;
+        for row in rows {
+            insert.write(row).await.map_err(query_err(table))?;
+        }
+        insert.end().await.map_err(query_err(table))
+    }
+
+    /// Inserts a batch's rows; durable when it returns `Ok`.
+    pub async fn write(&self, signals: &[SignalRow], outputs: &Outputs) -> Result<(), ScorerError> {
+        self.insert("signals", signals).await?;
+        let history: Vec<ScoreRow> = outputs.history.iter().map(ScoreRow::new).collect();
+        self.insert("scores", &history).await?;
+        let alerts: Vec<AlertRow> = outputs
+            .alerts
+            .iter()
+            .map(|a| AlertRow::new(&a.score, a.from, a.low_confidence))
+            .collect();
+        self.insert("alerts", &alerts).await
+    }
+
+    /// Stored signals of `keys`, each from one `window` before its time on. Keys are looked up
+    /// [`REBUILD_KEYS_PER_QUERY`] at a time (the key list travels in the query text, which
+    /// ClickHouse bounds by `max_query_size`).
+    pub async fn load_windows(
+        &self,
+        keys: &BTreeMap<CapacityKey, DateTime<Utc>>,
+        window: Duration,
+    ) -> Result<Vec<(CapacityKey, SignalId, Observation)>, ScorerError> {
+        let window = chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX);
+        let all: Vec<(&CapacityKey, &DateTime<Utc>)> = keys.iter().collect();
+        let mut out = Vec::new();
+        for chunk in all.chunks(REBUILD_KEYS_PER_QUERY) {
+            let Some(oldest) = chunk.iter().map(|(_, t)| **t).min() else {
+                continue;
+            };
+            let since = split_time(oldest - window).0.saturating_sub(1);
+            let by_name: BTreeMap<String, &CapacityKey> =
+                chunk.iter().map(|(k, _)| (k.to_string(), *k)).collect();
+            let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+            let rows: Vec<SignalRow> = self
+                .client
+                .query(
+                    "SELECT ?fields FROM signals \
+                     WHERE observed_at >= ? \
+                     AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
+                )
+                .bind(since)
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("rebuild windows from signals"))?;
+            for row in rows {
+                let name = format!(
+                    "{}/{}/{}/{}/{}",
+                    row.provider, row.region, row.zone_id, row.instance_type, row.market
+                );
+                let Some(key) = by_name.get(&name) else {
+                    continue;
+                };
+                // a row this version cannot read is skipped, not fatal: it was valid when
+                // written, so this only happens across incompatible schema changes
+                let parsed = SignalId::parse("id", &row.id)
+                    .map_err(|e| e.to_string())
+                    .and_then(|id| {
+                        Observation::from_row(&row)
+                            .map(|obs| (id, obs))
+                            .map_err(|e| e.to_string())
+                    });
+                match parsed {
+                    Ok((id, obs)) => out.push(((*key).clone(), id, obs)),
+                    Err(reason) => tracing::warn!(%reason, "unreadable signals row skipped"),
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct LastScore {
+    key: String,
+    score: u8,
+    label: String,
+    confidence: f32,
+    at_ms: u64,
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct LastAlert {
+    key: String,
+    label: String,
+    at_ms: u64,
+}
+
+const KEY_EXPR: &str =
+    "concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market)";
+
+impl Store {
+    /// What the last run wrote for `keys`: the newest history row and the newest alert of each.
+    pub async fn load_resume(
+        &self,
+        keys: &BTreeMap<CapacityKey, DateTime<Utc>>,
+    ) -> Result<BTreeMap<CapacityKey, Resume>, ScorerError> {
+        let all: Vec<&CapacityKey> = keys.keys().collect();
+        let mut out: BTreeMap<CapacityKey, Resume> = BTreeMap::new();
+        for chunk in all.chunks(REBUILD_KEYS_PER_QUERY) {
+            let by_name: BTreeMap<String, &CapacityKey> =
+                chunk.iter().map(|k| (k.to_string(), *k)).collect();
+            let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
+            let scores: Vec<LastScore> = self
+                .client
+                .query(&format!(
+                    "SELECT key, argMax(score, t) AS score, argMax(label, t) AS label, \
+                     argMax(confidence, t) AS confidence, max(t) AS at_ms FROM \
+                     (SELECT {KEY_EXPR} AS key, score, label, confidence, \
+                      toUInt64(updated_at) * 1000 + updated_ms AS t \
+                      FROM scores WHERE has(?, {KEY_EXPR})) GROUP BY key"
+                ))
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from scores"))?;
+            let alerts: Vec<LastAlert> = self
+                .client
+                .query(&format!(
+                    "SELECT key, argMax(to_label, t) AS label, max(t) AS at_ms FROM \
+                     (SELECT {KEY_EXPR} AS key, to_label, toUInt64(at) * 1000 + at_ms AS t \
+                      FROM alerts WHERE has(?, {KEY_EXPR})) GROUP BY key"
+                ))
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from alerts"))?;
+            let ms = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+            for s in scores {
+                if let (Some(key), Ok(label)) =
+                    (by_name.get(&s.key), Label::parse("label", &s.label))
+                {
+                    out.entry((*key).clone()).or_default().last_written =
+                        Some((s.score, label, f64::from(s.confidence), ms(s.at_ms)));
+                }
+            }
+            for a in alerts {
+                if let (Some(key), Ok(label)) =
+                    (by_name.get(&a.key), Label::parse("label", &a.label))
+                {
+                    out.entry((*key).clone()).or_default().last_alert = Some((label, ms(a.at_ms)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Keys per window-rebuild query.
+pub const REBUILD_KEYS_PER_QUERY: usize = 500;
+
+/// The `signals` rows of a batch.
+pub fn signal_rows<'a>(
+    signals: impl IntoIterator<Item = &'a Signal>,
+    ingested_at: DateTime<Utc>,
+) -> Vec<SignalRow> {
+    signals
+        .into_iter()
+        .map(|s| SignalRow::new(s, ingested_at))
+        .collect()
+}

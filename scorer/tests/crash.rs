@@ -1,0 +1,307 @@
+//! Crash test: the real `capsight-scorer` binary is killed with SIGKILL again and again while
+//! 100 000 signals flow. Afterwards ClickHouse holds every signal exactly once (after
+//! de-duplication) and the final scores equal those of an uninterrupted run of the same binary
+//! over the same topic (a second deployment: own group, scores topic and database).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use capsight_kafka::DLQ_REASON_HEADER;
+use capsight_proto::domain::{
+    CrowdReport, CrowdReportKind, ErrorClass, OfferingExposure, Payload, PlacementScore, Signal,
+    SignalId, SignalSource, SpotPrice, StatusEvent, StatusSeverity, TenantHash,
+};
+use chrono::{DateTime, Utc};
+use common::{Sandbox, launch};
+
+const SIGNALS: usize = 100_000;
+const GARBAGE: usize = 10;
+const KILLS: usize = 5;
+
+/// A small deterministic generator (xorshift), so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn keys() -> Vec<String> {
+    let mut keys = Vec::new();
+    for (region, zones) in [
+        (
+            "us-east-1",
+            &["use1-az1", "use1-az2", "use1-az4", "use1-az6"][..],
+        ),
+        ("us-west-2", &["usw2-az1", "usw2-az2", "usw2-az3"][..]),
+        ("eu-west-1", &["euw1-az1", "euw1-az2", "euw1-az3"][..]),
+    ] {
+        for zone in zones {
+            for it in ["p5.48xlarge", "p4d.24xlarge", "g6e.xlarge", "g5.xlarge"] {
+                for market in ["on_demand", "spot"] {
+                    keys.push(format!("aws/{region}/{zone}/{it}/{market}"));
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// 100k signals over ~47 h of event time, slightly out of order, with sub-millisecond times,
+/// every payload kind the model reads, and several tenants.
+fn signals(run: &str) -> Vec<Signal> {
+    let keys = keys();
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let base = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap();
+    (0..SIGNALS)
+        .map(|i| {
+            let key = &keys[rng.below(keys.len() as u64) as usize];
+            let jitter_ms = rng.below(600_000) as i64 - 300_000;
+            let at = base
+                + chrono::Duration::milliseconds(i as i64 * 1_700 + jitter_ms)
+                + chrono::Duration::nanoseconds(rng.below(1_000_000) as i64);
+            let id = format!("crash-{run}-{i}");
+            let roll = rng.below(100);
+            let mut s = match roll {
+                0..=39 => launch(&id, key, at, ErrorClass::None),
+                40..=54 => launch(&id, key, at, ErrorClass::Capacity),
+                55..=59 => launch(&id, key, at, ErrorClass::Quota),
+                _ => launch(&id, key, at, ErrorClass::None),
+            };
+            s.payload = match roll {
+                0..=59 => s.payload,
+                60..=74 => Payload::SpotPrice(SpotPrice {
+                    price_per_hour: 20.0 + rng.below(2_000) as f64 / 100.0,
+                    currency: "USD".into(),
+                }),
+                75..=84 => Payload::PlacementScore(PlacementScore {
+                    score: 1 + rng.below(10) as u8,
+                    target_capacity: 1,
+                }),
+                85..=92 => {
+                    s.source = SignalSource::Report;
+                    s.tenant =
+                        Some(TenantHash::parse("tenant", &format!("t{}", rng.below(6))).unwrap());
+                    Payload::CrowdReport(CrowdReport {
+                        kind: [
+                            CrowdReportKind::Available,
+                            CrowdReportKind::Unavailable,
+                            CrowdReportKind::Interrupted,
+                        ][rng.below(3) as usize],
+                        error_class: ErrorClass::Capacity,
+                        error_code: String::new(),
+                        note: String::new(),
+                    })
+                }
+                93..=96 => {
+                    s.source = SignalSource::Status;
+                    Payload::Status(StatusEvent {
+                        feed: "aws-rss".into(),
+                        incident_id: format!("inc-{}", rng.below(3)),
+                        severity: StatusSeverity::ALL[rng.below(5) as usize],
+                        title: "t".into(),
+                        resolved: rng.below(2) == 0,
+                        url: String::new(),
+                    })
+                }
+                _ => Payload::Offering(OfferingExposure {
+                    offered: rng.below(10) != 0,
+                }),
+            };
+            if matches!(
+                s.payload,
+                Payload::SpotPrice(_) | Payload::PlacementScore(_)
+            ) {
+                s.source = SignalSource::Spot;
+            }
+            s.id = SignalId::parse("id", &id).unwrap();
+            s
+        })
+        .collect()
+}
+
+fn spawn_scorer(sandbox: &Sandbox, log: &str) -> Child {
+    let log_path = std::env::temp_dir().join(format!("{}-{log}.log", sandbox.name));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_capsight-scorer"))
+        .envs(sandbox.env())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "scorer exited with {status}");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scorer ignored SIGTERM for 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct Counts {
+    distinct: u64,
+    rows: u64,
+}
+
+async fn counts(sandbox: &Sandbox, final_: bool) -> Counts {
+    let sql = if final_ {
+        "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals FINAL"
+    } else {
+        "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals"
+    };
+    sandbox
+        .client()
+        .query(sql)
+        .fetch_one::<Counts>()
+        .await
+        .unwrap()
+}
+
+async fn wait_until_all_stored(sandbox: &Sandbox, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let c = counts(sandbox, false).await;
+        if c.distinct == SIGNALS as u64 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: only {} of {SIGNALS} signals stored after {timeout:?}",
+            sandbox.name,
+            c.distinct
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
+    let crashy = Sandbox::new("scorer_crash", 4).await;
+    let calm = crashy.twin("calm").await;
+    let producer = crashy.producer();
+    let signals = signals(&crashy.name);
+
+    // both deployments consume the same topic; only one of them gets killed
+    let calm_child = spawn_scorer(&calm, "calm");
+    let mut child = spawn_scorer(&crashy, "crashy");
+
+    // publish in slices while the killing goes on
+    let publisher = tokio::spawn({
+        let crashy = crashy.clone();
+        let signals = signals.clone();
+        async move {
+            for (n, chunk) in signals.chunks(SIGNALS / 20).enumerate() {
+                crashy.publish(&producer, chunk).await;
+                if n % 4 == 0 {
+                    crashy
+                        .publish_raw(&producer, "garbage", format!("garbage {n}").as_bytes())
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+            }
+            for n in 0..GARBAGE - 5 {
+                crashy
+                    .publish_raw(&producer, "garbage", format!("late garbage {n}").as_bytes())
+                    .await;
+            }
+        }
+    });
+
+    let mut rng = Rng(42);
+    for kill in 0..KILLS {
+        // kill only once this instance has written something (it holds partitions and has
+        // state), then at a random point of its work
+        let before = counts(&crashy, false).await.distinct;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while counts(&crashy, false).await.distinct == before
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let stored = counts(&crashy, false).await.distinct;
+        eprintln!("kill {kill}: {stored} signals stored so far");
+        child = spawn_scorer(&crashy, "crashy");
+    }
+    publisher.await.unwrap();
+
+    wait_until_all_stored(&crashy, Duration::from_secs(150)).await;
+    wait_until_all_stored(&calm, Duration::from_secs(150)).await;
+    // let the last batches' scores out, then stop both gracefully
+    terminate(child);
+    terminate(calm_child);
+
+    // every signal exactly once after de-duplication
+    let c = counts(&crashy, true).await;
+    assert_eq!((c.distinct, c.rows), (SIGNALS as u64, SIGNALS as u64));
+
+    // the same final scores as the uninterrupted run, for every key
+    let crashed_scores = crashy.latest_scores().await;
+    let calm_scores = calm.latest_scores().await;
+    assert_eq!(calm_scores.len(), keys().len());
+    let mut differing = BTreeSet::new();
+    for (key, score) in &calm_scores {
+        if crashed_scores.get(key) != Some(score) {
+            differing.insert(key.clone());
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} keys differ, e.g. {:?}: crashed {:?} vs calm {:?}",
+        differing.len(),
+        differing.first(),
+        differing.first().and_then(|k| crashed_scores.get(k)),
+        differing.first().and_then(|k| calm_scores.get(k)),
+    );
+    assert_eq!(crashed_scores.len(), calm_scores.len());
+
+    // every garbage message reached the dead-letter topic (at least once) with a reason
+    let dead = crashy
+        .read_topic(&crashy.config.kafka.topics.signals_dlq)
+        .await;
+    let payloads: BTreeSet<Vec<u8>> = dead.iter().map(|(_, v, _)| v.clone()).collect();
+    assert_eq!(payloads.len(), GARBAGE, "{payloads:?}");
+    assert!(
+        dead.iter()
+            .all(|(_, _, h)| h[DLQ_REASON_HEADER].starts_with("protobuf:"))
+    );
+
+    crashy.drop_database().await;
+    calm.drop_database().await;
+}
