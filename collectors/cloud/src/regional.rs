@@ -26,3 +26,25 @@ pub async fn aws_adapters(
         })
         .collect()
 }
+
+/// The regions to watch: `configured` (validated), or every AWS region the catalog lists.
+pub fn watched_aws_regions(
+    configured: &[String],
+    catalog: &Catalog,
+) -> Result<Vec<Region>, capsight_proto::domain::FieldError> {
+    use capsight_proto::domain::Provider;
+    if configured.is_empty() {
+        let mut all: Vec<Region> = catalog
+            .iter()
+            .filter(|t| t.provider == Provider::Aws)
+            .flat_map(|t| t.regions.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        return Ok(all);
+    }
+    configured
+        .iter()
+        .map(|r| Region::parse("regions", Provider::Aws, r))
+        .collect()
+}

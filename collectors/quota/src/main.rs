@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use capsight_catalog::Catalog;
-use capsight_cloud::{CloudSettings, Region, regional::aws_adapters};
+use capsight_cloud::{
+    CloudSettings,
+    regional::{aws_adapters, watched_aws_regions},
+};
 use capsight_kafka::KafkaSettings;
-use capsight_proto::domain::Provider;
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_quota::{QuotaCollector, QuotaSettings};
 use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
@@ -48,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => Catalog::load(path)?,
         None => Catalog::embedded()?,
     });
-    let regions = watched_regions(&config.quota, &catalog)?;
+    let regions = watched_aws_regions(&config.quota.regions, &catalog)?;
     let adapters = aws_adapters(&config.cloud, Arc::clone(&catalog), &regions).await?;
     let publisher = Publisher::new(&config.kafka, &config.publisher, "quota")?;
     let shutdown = Shutdown::new();
@@ -75,23 +77,4 @@ async fn main() -> anyhow::Result<()> {
     .await;
     publisher.flush(std::time::Duration::from_secs(30)).await?;
     Ok(())
-}
-
-/// The configured regions, or every AWS region of the catalog.
-fn watched_regions(settings: &QuotaSettings, catalog: &Catalog) -> anyhow::Result<Vec<Region>> {
-    if settings.regions.is_empty() {
-        let mut all: Vec<Region> = catalog
-            .iter()
-            .filter(|t| t.provider == Provider::Aws)
-            .flat_map(|t| t.regions.iter().cloned())
-            .collect();
-        all.sort();
-        all.dedup();
-        return Ok(all);
-    }
-    Ok(settings
-        .regions
-        .iter()
-        .map(|r| Region::parse("quota.regions", Provider::Aws, r))
-        .collect::<Result<_, _>>()?)
 }

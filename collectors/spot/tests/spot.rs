@@ -1,0 +1,179 @@
+//! `capsight-spot --once` against an in-process cloudsim (through the standard AWS environment
+//! chain) and the real broker: every source produces its signals.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{collections::BTreeMap, process::Command, time::Duration};
+
+use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
+use capsight_kafka::{KafkaSettings, TopicSpec, admin};
+use capsight_proto::{codec, domain::Payload};
+use capsight_runtime::shutdown::Shutdown;
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+};
+
+const SCENARIO: &str = r#"
+name = "spot-test"
+seed = 3
+step = "1m"
+
+[defaults]
+quota_vcpus = 1000
+placement_min_types = 1
+
+[[zones]]
+region = "us-east-1"
+id = "use1-az1"
+name = "us-east-1a"
+[[zones]]
+region = "us-east-1"
+id = "use1-az4"
+name = "us-east-1b"
+
+[[accounts]]
+id = "111111111111"
+
+[[principals]]
+access_key_id = "AKIATESTSPOT"
+account = "111111111111"
+user = "spot"
+allow = ["ec2:*", "servicequotas:*"]
+
+[[pools]]
+zone = "use1-az1"
+instance_type = "g5.xlarge"
+market = "spot"
+capacity = 20
+stock = 15
+spot_price = 0.5
+[[pools]]
+zone = "use1-az4"
+instance_type = "g5.xlarge"
+market = "spot"
+capacity = 20
+stock = 1
+spot_price = 0.7
+[[pools]]
+zone = "use1-az1"
+instance_type = "p5.48xlarge"
+market = "on_demand"
+capacity = 4
+stock = 2
+
+[[capacity_blocks]]
+zone = "use1-az4"
+instance_type = "p5.48xlarge"
+instance_count = 2
+start_in = "1d"
+usd_per_instance_hour = 31.5
+"#;
+
+#[derive(serde::Deserialize)]
+struct Conf {
+    kafka: KafkaSettings,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_source_becomes_signals() {
+    let shutdown = Shutdown::new();
+    let settings = CloudsimSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        time_scale: 0.0,
+        tick: Duration::from_millis(20),
+        ..CloudsimSettings::default()
+    };
+    let sim = capsight_cloudsim::start(
+        &settings,
+        Scenario::parse(SCENARIO).unwrap(),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
+    let topic = format!("test.spot-{}", uuid::Uuid::new_v4().simple());
+    admin::ensure_topics(
+        &kafka,
+        &[TopicSpec {
+            name: topic.clone(),
+            partitions: 2,
+            replication: 1,
+            configs: vec![],
+        }],
+    )
+    .await
+    .expect("broker reachable (deploy/local/stack up)");
+    let advisor = std::env::temp_dir().join(format!("advisor-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &advisor,
+        r#"{"spot_advisor":{"us-east-1":{"Linux":{"g5.xlarge":{"s":68,"r":1}}}}}"#,
+    )
+    .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_capsight-spot"))
+        .arg("--once")
+        .env("AWS_ENDPOINT_URL", sim.url())
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTSPOT")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS", &topic)
+        .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
+        .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)
+        .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000")
+        .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
+        .output()
+        .unwrap();
+    std::fs::remove_file(&advisor).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let consumer: StreamConsumer = kafka
+        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut kinds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut placement = BTreeMap::new();
+    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+        let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
+        if let Payload::PlacementScore(p) = &s.payload {
+            placement.insert(s.key.to_string(), p.score);
+        }
+        kinds
+            .entry(s.payload.kind())
+            .or_default()
+            .push(s.key.to_string());
+    }
+    assert!(
+        kinds["spot_price"].contains(&"aws/us-east-1/use1-az1/g5.xlarge/spot".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds["offering"]
+            .iter()
+            .any(|k| k.starts_with("aws/us-east-1/use1-az")),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds["capacity_block_offer"]
+            .contains(&"aws/us-east-1/use1-az4/p5.48xlarge/capacity_block".to_owned()),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds["spot_advisory"],
+        vec!["aws/us-east-1//g5.xlarge/spot".to_owned()]
+    );
+    // placement scores follow true stock: the well-stocked zone scores higher
+    let deep = placement["aws/us-east-1/use1-az1/g5.xlarge/spot"];
+    let shallow = placement["aws/us-east-1/use1-az4/g5.xlarge/spot"];
+    assert!(deep > shallow, "{placement:?}");
+    shutdown.trigger();
+}
