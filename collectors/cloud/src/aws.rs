@@ -1,0 +1,996 @@
+//! AWS implementation of [`CloudAdapter`] over `aws-sdk-ec2`, `aws-sdk-servicequotas` and
+//! `aws-sdk-sts`.
+//!
+//! Construction: [`AwsAdapter::from_env`] loads the standard AWS configuration chain
+//! (`aws_config::defaults(BehaviorVersion::latest())`: `AWS_ENDPOINT_URL*`, `AWS_REGION`,
+//! profiles, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, instance roles);
+//! [`AwsAdapter::from_sdk_config`] takes an already-built [`SdkConfig`] (tests build one per test
+//! instead of mutating the process environment). [`AwsAdapter::for_tenant`] assumes a role in a
+//! tenant's account with an external id and returns an adapter acting as that account.
+//!
+//! Retries: the SDK's retry layer is disabled; [`AwsAdapter`] retries throttled/transient errors
+//! itself with `backon`'s exponential backoff so the classification decides, not the HTTP status
+//! (EC2 sends `InsufficientInstanceCapacity` as HTTP 500, which the SDK would retry).
+
+use std::{collections::BTreeMap, future::Future, sync::Arc};
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_ec2::{
+    error::{ProvideErrorMetadata, SdkError},
+    primitives::DateTime as AwsDateTime,
+    types::{
+        CapacityReservationInstancePlatform, Filter, InstanceMarketOptionsRequest,
+        InstanceType as Ec2InstanceType, LocationType, MarketType, Placement, ResourceType,
+        SpotMarketOptions, Tag, TagSpecification, TargetCapacityUnitType,
+    },
+};
+use backon::{ExponentialBuilder, Retryable};
+use capsight_catalog::Catalog;
+use capsight_classify::classify;
+use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
+use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
+
+use crate::{
+    CloudAdapter, CloudError, CloudSettings,
+    types::{
+        CapacityBlockOffering, CapacityBlockQuery, CapacityReservation, Instance, InstanceId,
+        InstanceState, LaunchRequest, Offering, Permission, PlacementScoreEntry,
+        PlacementScoreQuery, QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint,
+        StateChange, ZoneMap,
+    },
+};
+
+/// The EC2 adapter for one account and region.
+#[derive(Debug, Clone)]
+pub struct AwsAdapter {
+    sdk: SdkConfig,
+    settings: CloudSettings,
+    region: Region,
+    catalog: Arc<Catalog>,
+    ec2: aws_sdk_ec2::Client,
+    quotas: aws_sdk_servicequotas::Client,
+    sts: aws_sdk_sts::Client,
+    zones: Arc<OnceCell<ZoneMap>>,
+}
+
+/// Builds a [`CloudError`] from any SDK error.
+fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(service) => {
+            let meta = service.err();
+            let code = meta.code().unwrap_or("Unknown");
+            let message = meta.message().unwrap_or("");
+            let request_id = meta.meta().extra("aws_request_id").map(str::to_owned);
+            CloudError::Api {
+                operation,
+                classified: Box::new(classify(Provider::Aws, code, message)),
+                zone_id_hints: Vec::new(),
+                request_id,
+            }
+        }
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) => CloudError::Transport {
+            operation,
+            message: aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
+        },
+        SdkError::ConstructionFailure(_) => CloudError::Invalid(format!(
+            "{operation}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(&err)
+        )),
+        _ => CloudError::Response {
+            operation,
+            message: aws_sdk_ec2::error::DisplayErrorContext(&err).to_string(),
+        },
+    }
+}
+
+fn to_chrono(t: &AwsDateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn to_aws(t: DateTime<Utc>) -> AwsDateTime {
+    AwsDateTime::from_secs(t.timestamp())
+}
+
+fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> Option<TagSpecification> {
+    (!tags.is_empty()).then(|| {
+        TagSpecification::builder()
+            .resource_type(resource)
+            .set_tags(Some(
+                tags.iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build()
+    })
+}
+
+impl AwsAdapter {
+    /// An adapter over the standard AWS configuration chain.
+    pub async fn from_env(
+        settings: CloudSettings,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, CloudError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if !settings.region.is_empty() {
+            loader = loader.region(aws_config::Region::new(settings.region.clone()));
+        }
+        let sdk = loader.load().await;
+        Self::from_sdk_config(sdk, settings, catalog)
+    }
+
+    /// An adapter over an already-loaded SDK configuration (`settings.region`, when set,
+    /// overrides its region).
+    pub fn from_sdk_config(
+        sdk: SdkConfig,
+        settings: CloudSettings,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, CloudError> {
+        let region_name = if settings.region.is_empty() {
+            sdk.region().map(|r| r.to_string()).ok_or_else(|| {
+                CloudError::Invalid(
+                    "no AWS region: set AWS_REGION, a profile region or cloud.region".into(),
+                )
+            })?
+        } else {
+            settings.region.clone()
+        };
+        let region = Region::parse("cloud.region", Provider::Aws, &region_name)
+            .map_err(|e| CloudError::Invalid(e.to_string()))?;
+        let aws_region = aws_config::Region::new(region_name);
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(settings.operation_timeout)
+            .build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(
+            aws_sdk_ec2::config::Builder::from(&sdk)
+                .region(aws_region.clone())
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(timeouts.clone())
+                .build(),
+        );
+        let quotas = aws_sdk_servicequotas::Client::from_conf(
+            aws_sdk_servicequotas::config::Builder::from(&sdk)
+                .region(aws_region.clone())
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(timeouts.clone())
+                .build(),
+        );
+        let sts = aws_sdk_sts::Client::from_conf(
+            aws_sdk_sts::config::Builder::from(&sdk)
+                .region(aws_region)
+                .retry_config(RetryConfig::disabled())
+                .timeout_config(timeouts)
+                .build(),
+        );
+        Ok(Self {
+            sdk,
+            settings,
+            region,
+            catalog,
+            ec2,
+            quotas,
+            sts,
+            zones: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// An adapter acting in a tenant's account: assumes `role_arn` with `external_id` (checked
+    /// now, so a wrong role or external id fails here with a `permission` error) and refreshes
+    /// the session credentials before they expire.
+    pub async fn for_tenant(&self, role_arn: &str, external_id: &str) -> Result<Self, CloudError> {
+        let session = self.settings.role_session_name.clone();
+        self.retrying("AssumeRole", || async {
+            self.sts
+                .assume_role()
+                .role_arn(role_arn)
+                .role_session_name(&session)
+                .external_id(external_id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("AssumeRole", e))
+        })
+        .await?;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .external_id(external_id)
+            .session_name(session)
+            .configure(&self.sdk)
+            .build()
+            .await;
+        let sdk = self
+            .sdk
+            .to_builder()
+            .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build();
+        Self::from_sdk_config(sdk, self.settings.clone(), self.catalog.clone())
+    }
+
+    /// The caller's account id and ARN (STS GetCallerIdentity).
+    pub async fn caller_identity(&self) -> Result<(String, String), CloudError> {
+        let out = self
+            .retrying("GetCallerIdentity", || async {
+                self.sts
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("GetCallerIdentity", e))
+            })
+            .await?;
+        Ok((
+            out.account().unwrap_or_default().to_owned(),
+            out.arn().unwrap_or_default().to_owned(),
+        ))
+    }
+
+    /// Runs `call`, retrying throttled/transient failures with exponential backoff.
+    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CloudError>>,
+    {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(self.settings.retry_min_delay)
+            .with_max_delay(self.settings.retry_max_delay)
+            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
+            .with_jitter();
+        call.retry(backoff)
+            .when(CloudError::is_retryable)
+            .notify(|err, delay| {
+                tracing::warn!(operation, class = %err.class(), error = %err, ?delay, "retrying cloud call");
+            })
+            .await
+    }
+
+    /// Adds AZ ID hints to a capacity error, using the account's zone map.
+    async fn with_zone_ids(&self, err: CloudError) -> CloudError {
+        match err {
+            CloudError::Api {
+                operation,
+                classified,
+                request_id,
+                ..
+            } if !classified.zone_hints.is_empty() => {
+                let zone_id_hints = match self.zones().await {
+                    Ok(map) => classified
+                        .zone_hints
+                        .iter()
+                        .filter_map(|name| map.id_of(name).cloned())
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                CloudError::Api {
+                    operation,
+                    classified,
+                    zone_id_hints,
+                    request_id,
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn zone_name(&self, zone: &ZoneId) -> Result<String, CloudError> {
+        let map = self.zones().await?;
+        map.name_of(zone).map(str::to_owned).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "zone {zone} is not a zone of this account in {}",
+                self.region
+            ))
+        })
+    }
+
+    fn instance_from(
+        &self,
+        i: &aws_sdk_ec2::types::Instance,
+        zones: Option<&ZoneMap>,
+    ) -> Option<Instance> {
+        let id = InstanceId::new(i.instance_id()?)?;
+        let placement = i.placement();
+        let zone_name = placement
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_owned();
+        let zone = placement
+            .and_then(|p| p.availability_zone_id())
+            .and_then(|z| {
+                ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
+                    .ok()
+                    .flatten()
+            })
+            .or_else(|| zones.and_then(|m| m.id_of(&zone_name).cloned()));
+        let market = match i.instance_lifecycle() {
+            Some(l) if l.as_str() == "spot" => Market::Spot,
+            _ => Market::OnDemand,
+        };
+        Some(Instance {
+            id,
+            instance_type: i
+                .instance_type()
+                .map(|t| t.as_str().to_owned())
+                .unwrap_or_default(),
+            zone_name,
+            zone,
+            state: InstanceState::from_name(
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str())
+                    .unwrap_or(""),
+            ),
+            market,
+            launch_time: i.launch_time().and_then(to_chrono),
+            tags: i
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                .collect(),
+            client_token: i
+                .client_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            state_reason: i
+                .state_reason()
+                .and_then(|r| r.message())
+                .map(str::to_owned),
+        })
+    }
+
+    fn state_changes(changes: &[aws_sdk_ec2::types::InstanceStateChange]) -> Vec<StateChange> {
+        let state = |s: Option<&aws_sdk_ec2::types::InstanceState>| {
+            InstanceState::from_name(s.and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or(""))
+        };
+        changes
+            .iter()
+            .filter_map(|c| {
+                Some(StateChange {
+                    id: InstanceId::new(c.instance_id()?)?,
+                    previous: state(c.previous_state()),
+                    current: state(c.current_state()),
+                })
+            })
+            .collect()
+    }
+
+    fn run_instances(
+        &self,
+        request: &LaunchRequest,
+        zone_name: Option<String>,
+        dry_run: bool,
+    ) -> aws_sdk_ec2::operation::run_instances::builders::RunInstancesFluentBuilder {
+        let count = i32::try_from(request.count).unwrap_or(i32::MAX);
+        let mut call = self
+            .ec2
+            .run_instances()
+            .instance_type(Ec2InstanceType::from(request.instance_type.as_str()))
+            .image_id(&request.image_id)
+            .min_count(count)
+            .max_count(count)
+            .client_token(&request.client_token)
+            .set_subnet_id(request.subnet_id.clone())
+            .set_tag_specifications(
+                tag_spec(ResourceType::Instance, &request.tags).map(|t| vec![t]),
+            )
+            .dry_run(dry_run);
+        if let Some(zone) = zone_name {
+            call = call.placement(Placement::builder().availability_zone(zone).build());
+        }
+        if request.market == Market::Spot {
+            let mut spot = SpotMarketOptions::builder();
+            if let Some(max) = request.spot_max_price {
+                spot = spot.max_price(format!("{max}"));
+            }
+            call = call.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(spot.build())
+                    .build(),
+            );
+        }
+        call
+    }
+
+    async fn launch_zone(&self, request: &LaunchRequest) -> Result<Option<String>, CloudError> {
+        if request.market == Market::CapacityBlock {
+            return Err(CloudError::Invalid(
+                "capacity-block launches go through a capacity reservation; not supported by launch".into(),
+            ));
+        }
+        if request.count == 0 {
+            return Err(CloudError::Invalid("count must be at least 1".into()));
+        }
+        match &request.zone {
+            Some(z) => Ok(Some(self.zone_name(z).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn change_state(
+        &self,
+        operation: &'static str,
+        ids: &[InstanceId],
+    ) -> Result<Vec<StateChange>, CloudError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        let changes = self
+            .retrying(operation, || async {
+                let ids = Some(ids.clone());
+                match operation {
+                    "TerminateInstances" => self
+                        .ec2
+                        .terminate_instances()
+                        .set_instance_ids(ids)
+                        .send()
+                        .await
+                        .map(|o| Self::state_changes(o.terminating_instances()))
+                        .map_err(|e| sdk_error(operation, e)),
+                    "StartInstances" => self
+                        .ec2
+                        .start_instances()
+                        .set_instance_ids(ids)
+                        .send()
+                        .await
+                        .map(|o| Self::state_changes(o.starting_instances()))
+                        .map_err(|e| sdk_error(operation, e)),
+                    _ => self
+                        .ec2
+                        .stop_instances()
+                        .set_instance_ids(ids)
+                        .send()
+                        .await
+                        .map(|o| Self::state_changes(o.stopping_instances()))
+                        .map_err(|e| sdk_error(operation, e)),
+                }
+            })
+            .await;
+        match changes {
+            Ok(c) => Ok(c),
+            Err(e) => Err(self.with_zone_ids(e).await),
+        }
+    }
+
+    async fn describe_filtered(
+        &self,
+        ids: &[InstanceId],
+        filters: Vec<Filter>,
+    ) -> Result<Vec<Instance>, CloudError> {
+        let zones = self.zones().await.ok();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("DescribeInstances", || async {
+                    self.ec2
+                        .describe_instances()
+                        .set_instance_ids(
+                            (!ids.is_empty())
+                                .then(|| ids.iter().map(|i| i.as_str().to_owned()).collect()),
+                        )
+                        .set_filters((!filters.is_empty()).then(|| filters.clone()))
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DescribeInstances", e))
+                })
+                .await?;
+            for r in page.reservations() {
+                out.extend(
+                    r.instances()
+                        .iter()
+                        .filter_map(|i| self.instance_from(i, zones.as_ref())),
+                );
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn zone_id(&self, text: Option<&str>) -> Option<ZoneId> {
+        text.and_then(|z| {
+            ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
+                .ok()
+                .flatten()
+        })
+    }
+}
+
+#[async_trait]
+impl CloudAdapter for AwsAdapter {
+    fn provider(&self) -> Provider {
+        Provider::Aws
+    }
+
+    fn region(&self) -> &Region {
+        &self.region
+    }
+
+    async fn zones(&self) -> Result<ZoneMap, CloudError> {
+        self.zones
+            .get_or_try_init(|| async {
+                let out = self
+                    .retrying("DescribeAvailabilityZones", || async {
+                        self.ec2
+                            .describe_availability_zones()
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error("DescribeAvailabilityZones", e))
+                    })
+                    .await?;
+                let pairs = out.availability_zones().iter().filter_map(|z| {
+                    let name = z.zone_name()?.to_owned();
+                    let id = ZoneId::parse_optional(
+                        "zone_id",
+                        Provider::Aws,
+                        &self.region,
+                        z.zone_id()?,
+                    )
+                    .ok()
+                    .flatten()?;
+                    Some((name, id))
+                });
+                Ok(ZoneMap::new(pairs))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn check_launch_permission(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<Permission, CloudError> {
+        let zone = self.launch_zone(request).await?;
+        let result = self
+            .retrying("RunInstances", || async {
+                self.run_instances(request, zone.clone(), true)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("RunInstances", e))
+            })
+            .await;
+        match result {
+            Ok(_) => Err(CloudError::Response {
+                operation: "RunInstances",
+                message: "a DryRun request launched instances".into(),
+            }),
+            Err(e) if e.code() == Some("DryRunOperation") => Ok(Permission::Allowed),
+            Err(e) if e.class() == ErrorClass::Permission => {
+                let (code, message) = e
+                    .classified()
+                    .map(|c| (c.code.clone(), c.message.clone()))
+                    .unwrap_or_default();
+                Ok(Permission::Denied { code, message })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        let zone = self.launch_zone(request).await?;
+        let result = self
+            .retrying("RunInstances", || async {
+                self.run_instances(request, zone.clone(), false)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("RunInstances", e))
+            })
+            .await;
+        match result {
+            Ok(out) => {
+                let zones = self.zones().await.ok();
+                Ok(out
+                    .instances()
+                    .iter()
+                    .filter_map(|i| self.instance_from(i, zones.as_ref()))
+                    .collect())
+            }
+            Err(e) => Err(self.with_zone_ids(e).await),
+        }
+    }
+
+    async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError> {
+        self.describe_filtered(ids, Vec::new()).await
+    }
+
+    async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        self.change_state("TerminateInstances", ids).await
+    }
+
+    async fn start(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        self.change_state("StartInstances", ids).await
+    }
+
+    async fn stop(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        self.change_state("StopInstances", ids).await
+    }
+
+    async fn create_capacity_reservation(
+        &self,
+        request: &ReservationRequest,
+    ) -> Result<CapacityReservation, CloudError> {
+        let zone_name = self.zone_name(&request.zone).await?;
+        let count = i32::try_from(request.count).unwrap_or(i32::MAX);
+        let result = self
+            .retrying("CreateCapacityReservation", || async {
+                self.ec2
+                    .create_capacity_reservation()
+                    .instance_type(request.instance_type.as_str())
+                    .instance_platform(CapacityReservationInstancePlatform::LinuxUnix)
+                    .availability_zone(&zone_name)
+                    .instance_count(count)
+                    .client_token(&request.client_token)
+                    .set_tag_specifications(
+                        tag_spec(ResourceType::CapacityReservation, &request.tags).map(|t| vec![t]),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("CreateCapacityReservation", e))
+            })
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => return Err(self.with_zone_ids(e).await),
+        };
+        let r = out
+            .capacity_reservation()
+            .ok_or_else(|| CloudError::Response {
+                operation: "CreateCapacityReservation",
+                message: "no capacityReservation in the response".into(),
+            })?;
+        Ok(CapacityReservation {
+            id: r.capacity_reservation_id().unwrap_or_default().to_owned(),
+            instance_type: r.instance_type().unwrap_or_default().to_owned(),
+            zone: self
+                .zone_id(r.availability_zone_id())
+                .or_else(|| Some(request.zone.clone())),
+            count: r
+                .total_instance_count()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(request.count),
+            state: r.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        })
+    }
+
+    async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError> {
+        self.retrying("CancelCapacityReservation", || async {
+            self.ec2
+                .cancel_capacity_reservation()
+                .capacity_reservation_id(id)
+                .send()
+                .await
+                .map_err(|e| sdk_error("CancelCapacityReservation", e))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("ListServiceQuotas", || async {
+                    self.quotas
+                        .list_service_quotas()
+                        .service_code("ec2")
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("ListServiceQuotas", e))
+                })
+                .await?;
+            out.extend(page.quotas().iter().filter_map(|q| {
+                Some(QuotaValue {
+                    code: q.quota_code()?.to_owned(),
+                    name: q.quota_name().unwrap_or_default().to_owned(),
+                    value: q.value()?,
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn quota_headroom(
+        &self,
+        instance_type: &InstanceType,
+        market: Market,
+    ) -> Result<QuotaHeadroom, CloudError> {
+        let gpu = self
+            .catalog
+            .get(Provider::Aws, instance_type)
+            .ok_or_else(|| {
+                CloudError::Invalid(format!("{instance_type} is not in the GPU catalog"))
+            })?;
+        let code = gpu
+            .quota_code(market)
+            .ok_or_else(|| {
+                CloudError::Invalid(format!("{instance_type} has no {market} quota family"))
+            })?
+            .to_owned();
+        let quota = self
+            .retrying("GetServiceQuota", || async {
+                self.quotas
+                    .get_service_quota()
+                    .service_code("ec2")
+                    .quota_code(&code)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("GetServiceQuota", e))
+            })
+            .await?;
+        let limit = quota
+            .quota()
+            .and_then(|q| q.value())
+            .ok_or_else(|| CloudError::Response {
+                operation: "GetServiceQuota",
+                message: format!("quota {code} has no value"),
+            })?;
+        let running = self
+            .describe_filtered(
+                &[],
+                vec![
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .values("pending")
+                        .values("running")
+                        .build(),
+                ],
+            )
+            .await?;
+        let used: f64 = running
+            .iter()
+            .filter_map(|i| {
+                let t =
+                    InstanceType::parse("instance_type", Provider::Aws, &i.instance_type).ok()?;
+                let g = self.catalog.get(Provider::Aws, &t)?;
+                let m = if i.market == Market::Spot {
+                    Market::Spot
+                } else {
+                    Market::OnDemand
+                };
+                (g.quota_code(m) == Some(code.as_str())).then_some(f64::from(g.vcpus))
+            })
+            .sum();
+        Ok(QuotaHeadroom {
+            headroom_instances: gpu.headroom_instances(limit, used),
+            quota_code: code,
+            limit_vcpus: limit,
+            used_vcpus: used,
+            vcpus_per_instance: gpu.vcpus,
+        })
+    }
+
+    async fn spot_price_history(
+        &self,
+        instance_types: &[InstanceType],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SpotPricePoint>, CloudError> {
+        let zones = self.zones().await.ok();
+        let types: Vec<Ec2InstanceType> = instance_types
+            .iter()
+            .map(|t| Ec2InstanceType::from(t.as_str()))
+            .collect();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("DescribeSpotPriceHistory", || async {
+                    self.ec2
+                        .describe_spot_price_history()
+                        .set_instance_types((!types.is_empty()).then(|| types.clone()))
+                        .product_descriptions("Linux/UNIX")
+                        .start_time(to_aws(since))
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DescribeSpotPriceHistory", e))
+                })
+                .await?;
+            for p in page.spot_price_history() {
+                let (Some(price), Some(at)) = (
+                    p.spot_price().and_then(|s| s.parse::<f64>().ok()),
+                    p.timestamp().and_then(to_chrono),
+                ) else {
+                    continue;
+                };
+                let zone_name = p.availability_zone().unwrap_or_default().to_owned();
+                out.push(SpotPricePoint {
+                    instance_type: p
+                        .instance_type()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                    zone: self
+                        .zone_id(p.availability_zone_id())
+                        .or_else(|| zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned())),
+                    zone_name,
+                    usd_per_hour: price,
+                    at,
+                });
+            }
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn spot_placement_scores(
+        &self,
+        query: &PlacementScoreQuery,
+    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
+        let regions: Vec<String> = if query.regions.is_empty() {
+            vec![self.region.as_str().to_owned()]
+        } else {
+            query
+                .regions
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect()
+        };
+        let target = i32::try_from(query.target_capacity).unwrap_or(i32::MAX);
+        let out = self
+            .retrying("GetSpotPlacementScores", || async {
+                self.ec2
+                    .get_spot_placement_scores()
+                    .set_instance_types(Some(
+                        query
+                            .instance_types
+                            .iter()
+                            .map(|t| t.as_str().to_owned())
+                            .collect(),
+                    ))
+                    .target_capacity(target)
+                    .target_capacity_unit_type(TargetCapacityUnitType::Units)
+                    .single_availability_zone(query.single_zone)
+                    .set_region_names(Some(regions.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("GetSpotPlacementScores", e))
+            })
+            .await?;
+        Ok(out
+            .spot_placement_scores()
+            .iter()
+            .map(|s| {
+                let region = s.region().unwrap_or_default().to_owned();
+                let zone = s.availability_zone_id().and_then(|z| {
+                    Region::parse("region", Provider::Aws, &region)
+                        .ok()
+                        .and_then(|r| {
+                            ZoneId::parse_optional("zone", Provider::Aws, &r, z)
+                                .ok()
+                                .flatten()
+                        })
+                });
+                PlacementScoreEntry {
+                    region,
+                    zone,
+                    score: s.score().and_then(|v| u8::try_from(v).ok()).unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
+    async fn capacity_block_offerings(
+        &self,
+        query: &CapacityBlockQuery,
+    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
+        let zones = self.zones().await.ok();
+        let out = self
+            .retrying("DescribeCapacityBlockOfferings", || async {
+                self.ec2
+                    .describe_capacity_block_offerings()
+                    .instance_type(query.instance_type.as_str())
+                    .instance_count(i32::try_from(query.count).unwrap_or(i32::MAX))
+                    .capacity_duration_hours(
+                        i32::try_from(query.duration_hours).unwrap_or(i32::MAX),
+                    )
+                    .set_start_date_range(query.start_after.map(to_aws))
+                    .set_end_date_range(query.end_before.map(to_aws))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeCapacityBlockOfferings", e))
+            })
+            .await?;
+        Ok(out
+            .capacity_block_offerings()
+            .iter()
+            .map(|o| {
+                let zone_name = o.availability_zone().unwrap_or_default().to_owned();
+                CapacityBlockOffering {
+                    id: o
+                        .capacity_block_offering_id()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    instance_type: o.instance_type().unwrap_or_default().to_owned(),
+                    zone: zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned()),
+                    zone_name,
+                    count: o
+                        .instance_count()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(0),
+                    start: o.start_date().and_then(to_chrono),
+                    end: o.end_date().and_then(to_chrono),
+                    duration_hours: o
+                        .capacity_block_duration_hours()
+                        .and_then(|c| u32::try_from(c).ok())
+                        .unwrap_or(0),
+                    upfront_fee: o.upfront_fee().and_then(|f| f.parse().ok()).unwrap_or(0.0),
+                    currency: o.currency_code().unwrap_or("USD").to_owned(),
+                }
+            })
+            .collect())
+    }
+
+    async fn instance_type_offerings(
+        &self,
+        instance_types: &[InstanceType],
+    ) -> Result<Vec<Offering>, CloudError> {
+        let filters: Option<Vec<Filter>> = (!instance_types.is_empty()).then(|| {
+            vec![
+                Filter::builder()
+                    .name("instance-type")
+                    .set_values(Some(
+                        instance_types
+                            .iter()
+                            .map(|t| t.as_str().to_owned())
+                            .collect(),
+                    ))
+                    .build(),
+            ]
+        });
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("DescribeInstanceTypeOfferings", || async {
+                    self.ec2
+                        .describe_instance_type_offerings()
+                        .location_type(LocationType::AvailabilityZoneId)
+                        .set_filters(filters.clone())
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DescribeInstanceTypeOfferings", e))
+                })
+                .await?;
+            out.extend(page.instance_type_offerings().iter().filter_map(|o| {
+                Some(Offering {
+                    instance_type: o.instance_type()?.as_str().to_owned(),
+                    zone: self.zone_id(o.location())?,
+                })
+            }));
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

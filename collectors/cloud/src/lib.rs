@@ -1,0 +1,109 @@
+//! The cloud adapter: the one interface through which collectors, gateway preflight and the
+//! launcher talk to a cloud, and the only crate that depends on the AWS SDK.
+//!
+//! Contract of [`CloudAdapter`]:
+//! * One adapter = one account (operator's, or a tenant's through [`aws::AwsAdapter::for_tenant`])
+//!   in one region. It is `Send + Sync`; hold it as `Arc<dyn CloudAdapter>`.
+//! * Zones in and out are AZ **IDs** ([`ZoneId`]); the adapter maps them to the account's AZ
+//!   names with `DescribeAvailabilityZones` (cached per adapter).
+//! * Every failure is a [`CloudError`] carrying the classified error class (capsight-classify),
+//!   the raw code and message, and for capacity errors the hinted zones as AZ IDs.
+//! * Throttled and transient failures are retried with exponential backoff and jitter, up to
+//!   `cloud.max_attempts`; nothing else is ever retried (a capacity error is an answer, not a
+//!   hiccup). The SDK's own retries are disabled so this is the only retry policy.
+//! * Launches and reservations are idempotent by their client token.
+//! * Endpoint and credentials come only from the standard AWS configuration chain, so
+//!   `AWS_ENDPOINT_URL=http://127.0.0.1:5599` points the same code at `cloudsim`.
+
+pub mod aws;
+mod error;
+mod settings;
+mod types;
+
+use async_trait::async_trait;
+pub use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};
+pub use error::CloudError;
+pub use settings::CloudSettings;
+pub use types::{
+    CapacityBlockOffering, CapacityBlockQuery, CapacityReservation, Instance, InstanceId,
+    InstanceState, LaunchRequest, Offering, Permission, PlacementScoreEntry, PlacementScoreQuery,
+    QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint, StateChange, ZoneMap,
+};
+
+/// One account in one region of one cloud.
+#[async_trait]
+pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
+    /// The cloud.
+    fn provider(&self) -> Provider;
+
+    /// The region.
+    fn region(&self) -> &Region;
+
+    /// The account's AZ name <-> AZ ID map for the region (cached after the first call).
+    async fn zones(&self) -> Result<ZoneMap, CloudError>;
+
+    /// Whether the caller may launch `request` (DryRun): permission only, not capacity or quota.
+    async fn check_launch_permission(
+        &self,
+        request: &LaunchRequest,
+    ) -> Result<Permission, CloudError>;
+
+    /// Launches `request.count` instances (all or nothing), idempotent by client token.
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError>;
+
+    /// Describes instances; an empty slice describes all of the account's in the region.
+    async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError>;
+
+    /// Terminates instances.
+    async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
+
+    /// Starts stopped instances (warm standbys); may fail with a capacity error.
+    async fn start(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
+
+    /// Stops instances, keeping them as warm standbys.
+    async fn stop(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
+
+    /// Creates an on-demand capacity reservation (the cheapest capacity probe).
+    async fn create_capacity_reservation(
+        &self,
+        request: &ReservationRequest,
+    ) -> Result<CapacityReservation, CloudError>;
+
+    /// Cancels a capacity reservation.
+    async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError>;
+
+    /// Every EC2 quota of the account in the region.
+    async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError>;
+
+    /// Quota headroom of `instance_type` in `market`, in instances.
+    async fn quota_headroom(
+        &self,
+        instance_type: &InstanceType,
+        market: Market,
+    ) -> Result<QuotaHeadroom, CloudError>;
+
+    /// Spot price history of `instance_types` (all when empty) since `since`, newest first.
+    async fn spot_price_history(
+        &self,
+        instance_types: &[InstanceType],
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<SpotPricePoint>, CloudError>;
+
+    /// Spot placement scores.
+    async fn spot_placement_scores(
+        &self,
+        query: &PlacementScoreQuery,
+    ) -> Result<Vec<PlacementScoreEntry>, CloudError>;
+
+    /// Bookable capacity blocks.
+    async fn capacity_block_offerings(
+        &self,
+        query: &CapacityBlockQuery,
+    ) -> Result<Vec<CapacityBlockOffering>, CloudError>;
+
+    /// Zones offering each of `instance_types` (all types when empty).
+    async fn instance_type_offerings(
+        &self,
+        instance_types: &[InstanceType],
+    ) -> Result<Vec<Offering>, CloudError>;
+}

@@ -1,0 +1,515 @@
+//! Scenario files: the world cloudsim simulates and the timeline of what happens to it.
+//!
+//! A scenario is a TOML file (format documented in `docs/cloudsim.md`, examples in
+//! `deploy/cloudsim/scenarios/`). [`Scenario::parse`] rejects unknown keys and inconsistent
+//! references (a pool in an undeclared zone, a principal in an undeclared account), so a loaded
+//! scenario is internally consistent. Times (`at`, `start_in`, ...) are simulated durations from
+//! the start of the run.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+/// Why a scenario cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file cannot be read.
+    #[error("cannot read scenario {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys.
+    #[error("invalid scenario: {0}")]
+    Parse(String),
+    /// The scenario refers to something it does not declare.
+    #[error("inconsistent scenario: {0}")]
+    Inconsistent(String),
+}
+
+/// A market for a pool: what `InstanceMarketOptions.MarketType` selects.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolMarket {
+    /// On-demand (also used by capacity reservations).
+    OnDemand,
+    /// Spot.
+    Spot,
+}
+
+impl PoolMarket {
+    /// `on_demand` / `spot`, as in capacity keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnDemand => "on_demand",
+            Self::Spot => "spot",
+        }
+    }
+}
+
+/// The whole scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, shown by the admin API.
+    pub name: String,
+    /// What the scenario demonstrates.
+    #[serde(default)]
+    pub description: String,
+    /// RNG seed used when `--seed` is not given.
+    #[serde(default)]
+    pub seed: u64,
+    /// Simulated time per market step (refills, demand, prices, ground truth).
+    #[serde(with = "humantime_serde", default = "default_step")]
+    pub step: Duration,
+    /// Defaults for everything below.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Availability zones.
+    pub zones: Vec<Zone>,
+    /// Accounts and their quotas.
+    #[serde(default)]
+    pub accounts: Vec<Account>,
+    /// Long-term credentials.
+    #[serde(default)]
+    pub principals: Vec<Principal>,
+    /// Roles that principals may assume.
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    /// Capacity pools per (zone, instance type, market).
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+    /// Capacity Block offers.
+    #[serde(default)]
+    pub capacity_blocks: Vec<CapacityBlock>,
+    /// The status page.
+    #[serde(default)]
+    pub status: StatusPage,
+    /// Timed events.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+fn default_step() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Scenario-wide defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// Quota value (vCPUs) for any quota code an account does not list.
+    pub quota_vcpus: f64,
+    /// pending -> running delay for pools without their own.
+    #[serde(with = "humantime_serde")]
+    pub provisioning: Duration,
+    /// Interruption warning -> termination (AWS: two minutes).
+    #[serde(with = "humantime_serde")]
+    pub interruption_notice: Duration,
+    /// Rebalance recommendation -> interruption warning.
+    #[serde(with = "humantime_serde")]
+    pub rebalance_lead: Duration,
+    /// Placement scores for fewer instance types than this are capped at 3 (AWS scores such
+    /// requests low). 1 disables the cap.
+    pub placement_min_types: usize,
+    /// Spot base price as a fraction of the catalog's on-demand price, for spot pools without
+    /// their own `spot_price`.
+    pub spot_discount: f64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            quota_vcpus: 0.0,
+            provisioning: Duration::from_secs(60),
+            interruption_notice: Duration::from_secs(120),
+            rebalance_lead: Duration::from_secs(180),
+            placement_min_types: 3,
+            spot_discount: 0.4,
+        }
+    }
+}
+
+/// An availability zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// Region, e.g. `us-east-1`.
+    pub region: String,
+    /// AZ ID, e.g. `use1-az4`: the same physical zone for every account.
+    pub id: String,
+    /// AZ name for accounts with `zone_shift = 0`, e.g. `us-east-1a`.
+    pub name: String,
+}
+
+/// An account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// 12-digit account id.
+    pub id: String,
+    /// Rotates this account's AZ names over the region's zone ids (AWS shuffles names per
+    /// account): name i maps to id (i + shift) mod n.
+    #[serde(default)]
+    pub zone_shift: usize,
+    /// Quota code -> value in vCPUs (Service Quotas, service `ec2`).
+    #[serde(default)]
+    pub quotas: BTreeMap<String, f64>,
+}
+
+/// Long-term credentials of an IAM user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    /// The access key id the SDK signs with.
+    pub access_key_id: String,
+    /// The account.
+    pub account: String,
+    /// IAM user name, for ARNs in messages.
+    pub user: String,
+    /// Allowed actions: `ec2:RunInstances`, `ec2:Describe*`, `ec2:*`, `servicequotas:*`,
+    /// `sts:AssumeRole`, `*`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// A role in a (tenant) account.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub arn: String,
+    /// Required `ExternalId`, if any.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Accounts whose principals may assume it.
+    pub trusted_accounts: Vec<String>,
+    /// Actions the session may perform (same patterns as principals).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl Role {
+    /// The account id inside the ARN.
+    pub fn account(&self) -> Option<&str> {
+        self.arn.split(':').nth(4).filter(|a| !a.is_empty())
+    }
+
+    /// The role name inside the ARN.
+    pub fn name(&self) -> &str {
+        self.arn.rsplit('/').next().unwrap_or(&self.arn)
+    }
+}
+
+/// A capacity pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// AZ ID.
+    pub zone: String,
+    /// Instance type (must be in the GPU catalog).
+    pub instance_type: String,
+    /// Market.
+    pub market: PoolMarket,
+    /// Most instances the pool holds.
+    pub capacity: u32,
+    /// Instances available at the start.
+    pub stock: u32,
+    /// Instances returned per simulated hour (other customers releasing capacity).
+    #[serde(default)]
+    pub refill_per_hour: f64,
+    /// Instances taken per simulated hour by other customers.
+    #[serde(default)]
+    pub demand_per_hour: f64,
+    /// pending -> running delay; default `defaults.provisioning`.
+    #[serde(with = "humantime_serde", default)]
+    pub provisioning: Option<Duration>,
+    /// Spot pools: base price in USD/hour (default: catalog on-demand price x
+    /// `defaults.spot_discount`).
+    #[serde(default)]
+    pub spot_price: Option<f64>,
+    /// Spot pools: per-step relative price noise.
+    #[serde(default = "default_volatility")]
+    pub volatility: f64,
+}
+
+fn default_volatility() -> f64 {
+    0.02
+}
+
+/// A bookable Capacity Block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityBlock {
+    /// AZ ID.
+    pub zone: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Most instances one offering may hold.
+    pub instance_count: u32,
+    /// How long after "now" the earliest block starts.
+    #[serde(with = "humantime_serde")]
+    pub start_in: Duration,
+    /// Upfront fee per instance-hour, USD.
+    pub usd_per_instance_hour: f64,
+}
+
+/// The Statuspage-style page and the AWS-style RSS feeds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPage {
+    /// Page name.
+    pub name: String,
+    /// Component names (operational at start).
+    pub components: Vec<String>,
+}
+
+impl Default for StatusPage {
+    fn default() -> Self {
+        Self {
+            name: "cloudsim".into(),
+            components: Vec::new(),
+        }
+    }
+}
+
+/// A timed event. (Unknown keys are rejected by [`EventKind`]: `deny_unknown_fields` cannot be
+/// combined with `flatten` here.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
+    /// When, from the start of the run.
+    #[serde(with = "humantime_serde")]
+    pub at: Duration,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What an event does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum EventKind {
+    /// The pool empties and stops refilling until a `recover`.
+    Stockout {
+        /// AZ ID.
+        zone: String,
+        /// Instance type.
+        instance_type: String,
+        /// Market.
+        market: PoolMarket,
+        /// Spot pools: also interrupt the running spot instances of the pool.
+        #[serde(default)]
+        interrupt: bool,
+    },
+    /// The pool gets `stock` instances and refills again.
+    Recover {
+        /// AZ ID.
+        zone: String,
+        /// Instance type.
+        instance_type: String,
+        /// Market.
+        market: PoolMarket,
+        /// Stock after recovery.
+        stock: u32,
+    },
+    /// Spot prices of a type (in one zone, or all) multiply by `factor` for `duration`.
+    PriceSpike {
+        /// AZ ID; all zones when absent.
+        #[serde(default)]
+        zone: Option<String>,
+        /// Instance type.
+        instance_type: String,
+        /// Multiplier.
+        factor: f64,
+        /// How long.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// A fraction of running spot instances (matching zone/type when given) get a rebalance
+    /// recommendation, then an interruption warning, then are terminated.
+    InterruptionStorm {
+        /// AZ ID filter.
+        #[serde(default)]
+        zone: Option<String>,
+        /// Instance type filter.
+        #[serde(default)]
+        instance_type: Option<String>,
+        /// Fraction in 0..=1 of matching instances.
+        fraction: f64,
+    },
+    /// An account's quota value changes.
+    Quota {
+        /// Account id.
+        account: String,
+        /// Quota code.
+        code: String,
+        /// New value in vCPUs.
+        value: f64,
+    },
+    /// A status-page component changes; `operational` resolves the open incident.
+    Status {
+        /// Component name.
+        component: String,
+        /// operational | degraded_performance | partial_outage | major_outage |
+        /// under_maintenance.
+        status: String,
+        /// Incident title.
+        #[serde(default)]
+        title: String,
+        /// Incident update text.
+        #[serde(default)]
+        body: String,
+    },
+    /// The next `count` calls of `action` fail with `code` (throttling, server errors).
+    Fault {
+        /// EC2 action, e.g. `RunInstances`, or `*`.
+        action: String,
+        /// AWS error code.
+        code: String,
+        /// How many calls.
+        count: u32,
+        /// Message; a generic one when absent.
+        #[serde(default)]
+        message: Option<String>,
+    },
+}
+
+const STATUSES: &[&str] = &[
+    "operational",
+    "degraded_performance",
+    "partial_outage",
+    "major_outage",
+    "under_maintenance",
+];
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let s: Self = toml::from_str(text).map_err(|e| ScenarioError::Parse(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |m: String| Err(ScenarioError::Inconsistent(m));
+        if self.step.is_zero() {
+            return bad("step must be positive".into());
+        }
+        let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
+        let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
+        for p in &self.pools {
+            if !zone(&p.zone) {
+                return bad(format!(
+                    "pool {} in undeclared zone {}",
+                    p.instance_type, p.zone
+                ));
+            }
+            if p.stock > p.capacity {
+                return bad(format!(
+                    "pool {}/{}: stock > capacity",
+                    p.zone, p.instance_type
+                ));
+            }
+        }
+        for b in &self.capacity_blocks {
+            if !zone(&b.zone) {
+                return bad(format!("capacity block in undeclared zone {}", b.zone));
+            }
+        }
+        for p in &self.principals {
+            if !account(&p.account) {
+                return bad(format!(
+                    "principal {} in undeclared account {}",
+                    p.access_key_id, p.account
+                ));
+            }
+        }
+        for r in &self.roles {
+            match r.account() {
+                Some(a) if account(a) => {}
+                _ => return bad(format!("role {} is not in a declared account", r.arn)),
+            }
+        }
+        for e in &self.events {
+            match &e.kind {
+                EventKind::Stockout { zone: z, .. } | EventKind::Recover { zone: z, .. }
+                    if !zone(z) =>
+                {
+                    return bad(format!("event at {:?}: undeclared zone {z}", e.at));
+                }
+                EventKind::Quota { account: a, .. } if !account(a) => {
+                    return bad(format!("event at {:?}: undeclared account {a}", e.at));
+                }
+                EventKind::Status { status, .. } if !STATUSES.contains(&status.as_str()) => {
+                    return bad(format!(
+                        "event at {:?}: status {status:?} is not one of {}",
+                        e.at,
+                        STATUSES.join(", ")
+                    ));
+                }
+                EventKind::InterruptionStorm { fraction, .. }
+                    if !(0.0..=1.0).contains(fraction) =>
+                {
+                    return bad(format!(
+                        "event at {:?}: fraction must be within 0..=1",
+                        e.at
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_keys_and_dangling_references() {
+        let ok = r#"
+            name = "t"
+            [[zones]]
+            region = "us-east-1"
+            id = "use1-az4"
+            name = "us-east-1a"
+            [[pools]]
+            zone = "use1-az4"
+            instance_type = "p5.48xlarge"
+            market = "on_demand"
+            capacity = 2
+            stock = 1
+            [[events]]
+            at = "10m"
+            kind = "stockout"
+            zone = "use1-az4"
+            instance_type = "p5.48xlarge"
+            market = "on_demand"
+        "#;
+        let s = Scenario::parse(ok).unwrap();
+        assert_eq!(s.events[0].at, Duration::from_secs(600));
+        assert!(Scenario::parse(&ok.replace("stock = 1", "stock = 1\nstok = 2")).is_err());
+        assert!(Scenario::parse(&ok.replace("at = \"10m\"", "at = \"10m\"\nzonee = 1")).is_err());
+        assert!(
+            Scenario::parse(&ok.replace(
+                "zone = \"use1-az4\"\n            instance_type",
+                "zone = \"use1-az9\"\n            instance_type"
+            ))
+            .is_err()
+        );
+    }
+}

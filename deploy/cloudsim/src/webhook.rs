@@ -1,0 +1,122 @@
+//! Delivery of EventBridge-shaped events to the configured webhook.
+//!
+//! Contract: events are POSTed one by one, in the order the world produced them, as
+//! `application/json`; a failed delivery is retried with exponential backoff (3 tries) and then
+//! dropped with a warning. The last 1000 events and their outcome are kept for `/admin/events`.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use backon::{ExponentialBuilder, Retryable};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use capsight_runtime::shutdown::Shutdown;
+
+const KEEP: usize = 1000;
+
+/// One event and what happened to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// The event.
+    pub event: serde_json::Value,
+    /// `delivered`, `failed: <why>` or `no webhook`.
+    pub outcome: String,
+}
+
+/// The sender.
+#[derive(Debug)]
+pub struct Webhook {
+    uri: Option<hyper::Uri>,
+    timeout: Duration,
+}
+
+impl Webhook {
+    /// `url` empty = no webhook.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, ()> {
+        if url.is_empty() {
+            return Ok(Self { uri: None, timeout });
+        }
+        let uri: hyper::Uri = url.parse().map_err(|_| ())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(());
+        }
+        Ok(Self {
+            uri: Some(uri),
+            timeout,
+        })
+    }
+
+    /// Delivers until shutdown.
+    pub async fn run(
+        self,
+        mut rx: mpsc::Receiver<serde_json::Value>,
+        log: Arc<Mutex<VecDeque<Delivery>>>,
+        shutdown: Shutdown,
+    ) {
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.wait() => break,
+                e = rx.recv() => match e { Some(e) => e, None => break },
+            };
+            let outcome = match &self.uri {
+                None => "no webhook".to_owned(),
+                Some(uri) => match self.send(&client, uri, &event).await {
+                    Ok(()) => "delivered".to_owned(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhook delivery failed; event dropped");
+                        format!("failed: {e}")
+                    }
+                },
+            };
+            if let Ok(mut log) = log.lock() {
+                log.push_back(Delivery { event, outcome });
+                while log.len() > KEEP {
+                    log.pop_front();
+                }
+            }
+        }
+    }
+
+    async fn send(
+        &self,
+        client: &Client<HttpConnector, Full<Bytes>>,
+        uri: &hyper::Uri,
+        event: &serde_json::Value,
+    ) -> Result<(), String> {
+        let body = Bytes::from(event.to_string());
+        let attempt = || async {
+            let req = hyper::Request::post(uri.clone())
+                .header("content-type", "application/json")
+                .body(Full::new(body.clone()))
+                .map_err(|e| e.to_string())?;
+            let resp = tokio::time::timeout(self.timeout, client.request(req))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", resp.status()))
+            }
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(100))
+                    .with_max_times(2),
+            )
+            .await
+    }
+}

@@ -1,0 +1,341 @@
+//! cloudsim as a black box: the `cloudsim` binary, scenario determinism, status feeds, and
+//! AWS-shaped errors for malformed requests. (The AWS SDK's view of cloudsim is tested in
+//! `collectors/cloud/tests/cloudsim.rs`.)
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is a failed assertion"
+)]
+
+use std::time::Duration;
+
+use capsight_cloudsim::{
+    CloudsimSettings, DEFAULT_SCENARIO, Running, scenario::Scenario, type_table, world::World,
+};
+use capsight_runtime::shutdown::Shutdown;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const STOCKOUT: &str = include_str!("../scenarios/stockout.toml");
+
+fn world(text: &str, seed: u64) -> World {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    World::new(Scenario::parse(text).unwrap(), seed, type_table(), start)
+}
+
+#[test]
+fn same_seed_same_ground_truth_different_seed_different() {
+    let run = |seed| {
+        let mut w = world(DEFAULT_SCENARIO, seed);
+        w.advance(Duration::from_secs(3 * 3600));
+        w.truth()
+    };
+    let a = run(42);
+    assert_eq!(a, run(42));
+    assert_ne!(a.stock, run(43).stock);
+    assert_eq!(a.until_seconds, 3 * 3600);
+    // The default scenario's stockout and recovery are in the truth.
+    let key = &a.stock["aws/us-east-1/use1-az4/p5.48xlarge/on_demand"];
+    let at = |t: u64| key.iter().rev().find(|(s, _)| *s <= t).unwrap().1;
+    assert_eq!(at(10 * 60), 0);
+    assert_eq!(at(39 * 60), 0);
+    assert!(key.iter().any(|(s, v)| *s == 40 * 60 && *v == 3), "{key:?}");
+}
+
+#[test]
+fn advancing_in_pieces_equals_advancing_at_once() {
+    let mut once = world(DEFAULT_SCENARIO, 5);
+    once.advance(Duration::from_secs(7200));
+    let mut pieces = world(DEFAULT_SCENARIO, 5);
+    for s in (0..=7200).step_by(37) {
+        pieces.advance(Duration::from_secs(s));
+    }
+    pieces.advance(Duration::from_secs(7200));
+    assert_eq!(once.truth(), pieces.truth());
+}
+
+#[test]
+fn every_shipped_scenario_is_valid_and_uses_catalog_types() {
+    let types = type_table();
+    assert!(types.contains_key("p5.48xlarge"), "catalog bridge is empty");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for p in &s.pools {
+            assert!(
+                types.contains_key(&p.instance_type),
+                "{}: {}",
+                path.display(),
+                p.instance_type
+            );
+        }
+        n += 1;
+    }
+    assert!(n >= 2);
+}
+
+struct Sim {
+    running: Running,
+    shutdown: Shutdown,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+async fn start(text: &str) -> Sim {
+    let settings = CloudsimSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        time_scale: 0.0,
+        ..CloudsimSettings::default()
+    };
+    let shutdown = Shutdown::new();
+    let running = capsight_cloudsim::start(
+        &settings,
+        Scenario::parse(text).unwrap(),
+        None,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    Sim { running, shutdown }
+}
+
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+const AUTH: (&str, &str) = (
+    "Authorization",
+    "AWS4-HMAC-SHA256 Credential=AKIASTOCKOUT/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x",
+);
+
+#[tokio::test]
+async fn malformed_requests_get_aws_shaped_errors() {
+    let sim = start(STOCKOUT).await;
+    let addr = sim.running.addr;
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16, &'a str);
+    let cases: &[Case<'_>] = &[
+        (
+            &[form],
+            "Action=DescribeInstances&Version=2016-11-15",
+            401,
+            "MissingAuthenticationToken",
+        ),
+        (
+            &[form, AUTH],
+            "Action=Nope&Version=2016-11-15",
+            400,
+            "InvalidAction",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&InstanceType=p5.48xlarge",
+            400,
+            "MissingParameter",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&ImageId=a&MinCount=x&MaxCount=1",
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&ImageId=a&MinCount=1&MaxCount=1&InstanceType=zz.huge",
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&ImageId=a&MinCount=1&MaxCount=1&InstanceType=p5.48xlarge&Placement.AvailabilityZone=mars-1a",
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&DryRun=maybe",
+            400,
+            "InvalidParameterValue",
+        ),
+        (
+            &[form, AUTH],
+            "Action=RunInstances&Version=2016-11-15&DryRun=true",
+            412,
+            "DryRunOperation",
+        ),
+        (
+            &[form, AUTH],
+            "Action=GetSpotPlacementScores&Version=2016-11-15&InstanceType.1=g5.xlarge&TargetCapacity=4294967295",
+            200,
+            "spotPlacementScoreSet",
+        ),
+        (
+            &[form, AUTH],
+            "Action=DescribeCapacityBlockOfferings&Version=2016-11-15&InstanceType=p5.48xlarge&InstanceCount=1&CapacityDurationHours=4294967280",
+            200,
+            "capacityBlockOfferingSet",
+        ),
+        (
+            &[form, AUTH],
+            "Action=DescribeSpotPriceHistory&Version=2016-11-15&NextToken=18446744073709551615",
+            200,
+            "spotPriceHistorySet",
+        ),
+        (&[form, AUTH], "%%%&&&==", 400, "InvalidAction"),
+        (
+            &[
+                ("X-Amz-Target", "ServiceQuotasV20190624.GetServiceQuota"),
+                AUTH,
+            ],
+            "{not json",
+            400,
+            "SerializationException",
+        ),
+        (
+            &[
+                ("X-Amz-Target", "ServiceQuotasV20190624.GetServiceQuota"),
+                AUTH,
+            ],
+            "{\"ServiceCode\":\"ec2\",\"QuotaCode\":\"L-NOPE\"}",
+            400,
+            "NoSuchResourceException",
+        ),
+        (
+            &[form, AUTH],
+            "Action=AssumeRole&Version=2011-06-15",
+            400,
+            "MissingParameter",
+        ),
+    ];
+    for (headers, body, status, needle) in cases {
+        let (got, text) = http(addr, "POST", "/", headers, body).await;
+        assert_eq!(got, *status, "{body}: {text}");
+        assert!(text.contains(needle), "{body}: {text}");
+        if *status >= 400 && !headers.iter().any(|(k, _)| *k == "X-Amz-Target") {
+            assert!(
+                text.contains("<Code>") && text.contains("<Message>"),
+                "{text}"
+            );
+        }
+    }
+    let (got, _) = http(addr, "POST", "/admin/advance", &[], "{\"seconds\": 1e300}").await;
+    assert_eq!(got, 400);
+    let (got, _) = http(addr, "POST", "/admin/faults", &[], "[]").await;
+    assert_eq!(got, 400);
+    // Still serving.
+    assert_eq!(http(addr, "GET", "/healthz", &[], "").await.0, 200);
+}
+
+#[tokio::test]
+async fn status_page_and_rss_follow_the_scenario() {
+    let sim = start(STOCKOUT).await;
+    let addr = sim.running.addr;
+    let summary = |addr| async move {
+        let (s, body) = http(addr, "GET", "/api/v2/summary.json", &[], "").await;
+        assert_eq!(s, 200);
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let v = summary(addr).await;
+    assert_eq!(v["status"]["indicator"], "none");
+    assert_eq!(v["components"][0]["status"], "operational");
+    assert!(v["incidents"].as_array().unwrap().is_empty());
+
+    http(addr, "POST", "/admin/advance", &[], "{\"seconds\": 420}").await;
+    let v = summary(addr).await;
+    assert_eq!(v["status"]["indicator"], "major");
+    assert_eq!(v["components"][0]["status"], "partial_outage");
+    assert_eq!(
+        v["incidents"][0]["name"],
+        "Insufficient capacity for P5 instances"
+    );
+    assert_eq!(v["incidents"][0]["status"], "investigating");
+    let (_, rss) = http(addr, "GET", "/rss/ec2-us-east-1.rss", &[], "").await;
+    assert!(
+        rss.contains("<rss version=\"2.0\">") && rss.contains("Insufficient capacity for P5"),
+        "{rss}"
+    );
+    let (_, other) = http(addr, "GET", "/rss/ec2-us-west-2.rss", &[], "").await;
+    assert!(!other.contains("<item>"), "{other}");
+
+    http(addr, "POST", "/admin/advance", &[], "{\"seconds\": 600}").await;
+    let v = summary(addr).await;
+    assert_eq!(v["status"]["indicator"], "none");
+    assert!(v["incidents"].as_array().unwrap().is_empty());
+    let (_, rss) = http(addr, "GET", "/rss/ec2-us-east-1.rss", &[], "").await;
+    assert!(rss.contains("[RESOLVED]"), "{rss}");
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_default_scenario() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudsim"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--seed",
+            "9",
+            "--time-scale",
+            "60",
+        ])
+        .env_remove("CAPSIGHT_CONFIG")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "cloudsim did not start");
+    let (s, body) = http(addr, "GET", "/admin/state", &[], "").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["scenario"], "default");
+    assert_eq!(v["time_scale"], 60.0);
+    let (_, truth) = http(addr, "GET", "/admin/truth", &[], "").await;
+    let t: serde_json::Value = serde_json::from_str(&truth).unwrap();
+    assert_eq!(t["seed"], 9);
+    child.kill().await.unwrap();
+}
