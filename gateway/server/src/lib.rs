@@ -190,6 +190,9 @@ pub async fn start(
         .tcp_nodelay(true);
     let tls = &config.gateway;
     if !tls.tls_cert.as_os_str().is_empty() || !tls.tls_key.as_os_str().is_empty() {
+        // two rustls providers are compiled in (ring via tonic, aws-lc-rs via the AWS SDK):
+        // choose one for the process; an already installed provider is fine too
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let cert = std::fs::read(&tls.tls_cert).map_err(|e| startup("gateway.tls_cert", &e))?;
         let key = std::fs::read(&tls.tls_key).map_err(|e| startup("gateway.tls_key", &e))?;
         builder = builder

@@ -327,9 +327,7 @@ impl Harness {
                 .unwrap();
         self.channel = Channel::from_shared(format!("http://{}", running.addr))
             .unwrap()
-            .connect()
-            .await
-            .unwrap();
+            .connect_lazy();
         self.running = Some(running);
         drop(sim); // detaches; the sim stops with sim_shutdown
         self
