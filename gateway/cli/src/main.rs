@@ -178,6 +178,10 @@ struct SpecArgs {
     /// Most alternatives.
     #[arg(long, default_value_t = 0)]
     alternatives: u32,
+    /// Preflight only: also reserve-and-release one instance to probe capacity live (billed
+    /// while the reservation exists).
+    #[arg(long)]
+    live_probe: bool,
 }
 
 #[derive(Debug, Args)]
@@ -463,6 +467,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .preflight(v1::PreflightRequest {
                     spec: Some(spec),
                     constraints: Some(constraints),
+                    live_probe: a.live_probe,
                 })
                 .await?
                 .into_inner();

@@ -10,13 +10,17 @@
 //! * only capacity failed (label Unavailable) -> `RETRY_WITH_ALTERNATIVES`, alternatives inline;
 //! * otherwise `CAN_LAUNCH` (Limited and "no data" pass with a warning).
 //!
+//! With `live_probe` (on-demand, zonal requests) the capacity step also reserves one instance
+//! with the tenant's credentials and cancels the reservation at once: a capacity error fails the
+//! step (-> alternatives) whatever the score says; a success passes it.
+//!
 //! After a failed step the later steps are `SKIPPED`. A throttled/transient cloud failure is
 //! not an answer about the account: the call fails with `UNAVAILABLE` instead. Providers
 //! without an adapter (anything but AWS today) skip the account steps with a warning.
 
 use std::sync::Arc;
 
-use capsight_cloud::{CloudError, LaunchRequest, Permission};
+use capsight_cloud::{CloudAdapter, CloudError, LaunchRequest, Permission, ReservationRequest};
 use capsight_proto::{
     domain::{Label, Market, Provider, Score},
     v1::{self, CheckStatus, Decision},
@@ -112,10 +116,12 @@ pub async fn run(
     view: &ScoresView,
     catalog: &capsight_catalog::Catalog,
     timeout: std::time::Duration,
+    live_probe: bool,
 ) -> Result<Outcome, GatewayError> {
     let mut checks = Vec::new();
     let mut quota_headroom = None;
     let mut account_ok = true;
+    let mut probe_adapter: Option<Arc<dyn CloudAdapter>> = None;
 
     if spec.key.provider == Provider::Aws {
         let adapter =
@@ -146,6 +152,7 @@ pub async fn run(
                 }
             };
         if let Some(adapter) = adapter {
+            probe_adapter = Some(Arc::clone(&adapter));
             let mut request = LaunchRequest::new(
                 spec.key.instance_type.clone(),
                 spec.key.zone.clone(),
@@ -275,57 +282,83 @@ pub async fn run(
     }
 
     let score = capacity_score(view, spec);
-    let (decision, capacity, alternatives) = match &score {
-        None => (
+    let probed = if live_probe {
+        probe(spec, probe_adapter.as_deref(), timeout).await?
+    } else {
+        None
+    };
+    let (decision, capacity, alternatives) = match (&probed, &score) {
+        (Some((true, reason)), _) => (
             Decision::CanLaunch,
-            check(
-                "capacity",
-                CheckStatus::Warning,
-                format!("no recent evidence for {}: capacity unknown", spec.key),
-                "",
-            ),
+            check("capacity", CheckStatus::Passed, reason.clone(), ""),
             Vec::new(),
         ),
-        Some(s) => {
-            let what = format!(
-                "{} scores {} ({}, confidence {:.2}, {} signals)",
-                s.key, s.score, s.label, s.confidence, s.signal_count
-            );
-            match s.label {
-                Label::Available => (
-                    Decision::CanLaunch,
-                    check("capacity", CheckStatus::Passed, what, ""),
-                    Vec::new(),
+        (Some((false, reason)), _) => {
+            let all = view.select(None, |_| true);
+            let alts = alternatives::rank(spec, constraints, &all, catalog);
+            (
+                Decision::RetryWithAlternatives,
+                check(
+                    "capacity",
+                    CheckStatus::Failed,
+                    format!("{reason}; {} alternative(s) proposed", alts.len()),
+                    "InsufficientInstanceCapacity",
                 ),
-                Label::Limited => (
-                    Decision::CanLaunch,
-                    check(
-                        "capacity",
-                        CheckStatus::Warning,
-                        format!("{what}: capacity is limited; a launch may fail"),
-                        "",
+                alts,
+            )
+        }
+        (None, score) => match score {
+            None => (
+                Decision::CanLaunch,
+                check(
+                    "capacity",
+                    CheckStatus::Warning,
+                    format!("no recent evidence for {}: capacity unknown", spec.key),
+                    "",
+                ),
+                Vec::new(),
+            ),
+            Some(s) => {
+                let what = format!(
+                    "{} scores {} ({}, confidence {:.2}, {} signals)",
+                    s.key, s.score, s.label, s.confidence, s.signal_count
+                );
+                match s.label {
+                    Label::Available => (
+                        Decision::CanLaunch,
+                        check("capacity", CheckStatus::Passed, what, ""),
+                        Vec::new(),
                     ),
-                    Vec::new(),
-                ),
-                Label::Unavailable => {
-                    let all = view.select(None, |_| true);
-                    let alts = alternatives::rank(spec, constraints, &all, catalog);
-                    (
-                        Decision::RetryWithAlternatives,
+                    Label::Limited => (
+                        Decision::CanLaunch,
                         check(
                             "capacity",
-                            CheckStatus::Failed,
-                            format!(
-                                "{what}: little or no capacity; {} alternative(s) proposed",
-                                alts.len()
-                            ),
+                            CheckStatus::Warning,
+                            format!("{what}: capacity is limited; a launch may fail"),
                             "",
                         ),
-                        alts,
-                    )
+                        Vec::new(),
+                    ),
+                    Label::Unavailable => {
+                        let all = view.select(None, |_| true);
+                        let alts = alternatives::rank(spec, constraints, &all, catalog);
+                        (
+                            Decision::RetryWithAlternatives,
+                            check(
+                                "capacity",
+                                CheckStatus::Failed,
+                                format!(
+                                    "{what}: little or no capacity; {} alternative(s) proposed",
+                                    alts.len()
+                                ),
+                                "",
+                            ),
+                            alts,
+                        )
+                    }
                 }
             }
-        }
+        },
     };
     checks.push(capacity);
     Ok(Outcome {
@@ -335,4 +368,55 @@ pub async fn run(
         quota_headroom,
         alternatives,
     })
+}
+
+/// The live capacity probe: `Some((has_capacity, reason))`, or `None` when it does not apply.
+async fn probe(
+    spec: &Spec,
+    adapter: Option<&dyn CloudAdapter>,
+    timeout: std::time::Duration,
+) -> Result<Option<(bool, String)>, GatewayError> {
+    let (Some(adapter), Some(zone), Market::OnDemand) =
+        (adapter, spec.key.zone.as_ref(), spec.key.market)
+    else {
+        return Ok(None);
+    };
+    let request = ReservationRequest {
+        instance_type: spec.key.instance_type.clone(),
+        zone: zone.clone(),
+        count: 1,
+        client_token: format!("preflight-probe-{}", uuid::Uuid::new_v4().simple()),
+        tags: [("capsight:probe".to_owned(), "preflight".to_owned())].into(),
+    };
+    let created = tokio::time::timeout(timeout, adapter.create_capacity_reservation(&request))
+        .await
+        .map_err(|_| GatewayError::unavailable("cloud", "live probe timed out"))?;
+    match created {
+        Ok(r) => {
+            if let Err(e) = adapter.cancel_capacity_reservation(&r.id).await {
+                // tagged `capsight:probe`: the probe sweeper removes what is left behind
+                tracing::error!(reservation = %r.id, error = %e, "cannot cancel the preflight probe reservation");
+            }
+            Ok(Some((
+                true,
+                format!(
+                    "live probe: reserved 1 {} in {zone} and released it at once",
+                    spec.key.instance_type
+                ),
+            )))
+        }
+        Err(e) if e.class() == capsight_proto::domain::ErrorClass::Capacity => Ok(Some((
+            false,
+            format!(
+                "live probe: no {} capacity in {zone} right now ({})",
+                spec.key.instance_type,
+                e.code().unwrap_or("capacity")
+            ),
+        ))),
+        Err(e) if e.is_retryable() => Err(GatewayError::unavailable("cloud", e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "live probe inconclusive");
+            Ok(None)
+        }
+    }
 }

@@ -356,6 +356,7 @@ impl PreflightService for Api {
             &core.view,
             &core.catalog,
             core.settings.cloud_timeout,
+            req.live_probe,
         )
         .await?;
         let preflight_id = uuid::Uuid::now_v7().to_string();

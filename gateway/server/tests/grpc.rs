@@ -298,6 +298,7 @@ async fn preflight_branches_and_every_preflight_is_logged() {
                 v1::PreflightRequest {
                     spec: spec(k, count),
                     constraints: None,
+                    live_probe: false,
                 },
                 &api_key,
             ))
@@ -953,6 +954,7 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
                         markets: vec![v1::Market::Spot as i32],
                         ..Default::default()
                     }),
+                    live_probe: false,
                 },
                 &k,
             ))
@@ -968,5 +970,54 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
             status.message()
         );
     }
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_probe_overrides_a_stale_score() {
+    // the scores say AZ6 is fine and AZ4 is not; the simulated cloud says the opposite
+    let h = Harness::start(&[
+        score(AZ6, 90, 0.9),
+        score(AZ4, 10, 0.9),
+        score(AZ1, 85, 0.8),
+    ])
+    .await;
+    h.wait_ready().await;
+    let probe = |k: &'static str| {
+        let mut c = h.preflight();
+        let key = h.keys.acme.clone();
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, 1),
+                    constraints: None,
+                    live_probe: true,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let empty = probe(AZ6).await;
+    assert_eq!(
+        empty.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{empty:#?}"
+    );
+    assert!(
+        empty.checks[2].reason.contains("live probe"),
+        "{}",
+        empty.checks[2].reason
+    );
+    assert!(!empty.alternatives.is_empty());
+    let stocked = probe(AZ4).await;
+    assert_eq!(stocked.decision, Decision::CanLaunch as i32, "{stocked:#?}");
+    assert!(
+        stocked.checks[2].reason.contains("released"),
+        "{}",
+        stocked.checks[2].reason
+    );
     h.cleanup().await;
 }

@@ -108,6 +108,12 @@ instance_type = "p5.48xlarge"
 market = "on_demand"
 capacity = 4
 stock = 2
+[[pools]]
+zone = "use1-az6"
+instance_type = "p5.48xlarge"
+market = "on_demand"
+capacity = 4
+stock = 0
 "#;
 
 #[derive(Debug, serde::Deserialize)]
