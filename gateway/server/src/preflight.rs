@@ -107,17 +107,33 @@ pub fn capacity_score(view: &ScoresView, spec: &Spec) -> Option<Arc<Score>> {
     .max_by_key(|s| s.score)
 }
 
+/// What a preflight consults besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The tenants' cloud accounts.
+    pub clouds: &'a dyn TenantClouds,
+    /// Latest scores.
+    pub view: &'a ScoresView,
+    /// The GPU catalog.
+    pub catalog: &'a capsight_catalog::Catalog,
+    /// Deadline of each cloud call.
+    pub timeout: std::time::Duration,
+}
+
 /// Runs the preflight of `spec` for `caller`.
 pub async fn run(
     caller: &Caller,
     spec: &Spec,
     constraints: &Constraints,
-    clouds: &dyn TenantClouds,
-    view: &ScoresView,
-    catalog: &capsight_catalog::Catalog,
-    timeout: std::time::Duration,
     live_probe: bool,
+    sources: Sources<'_>,
 ) -> Result<Outcome, GatewayError> {
+    let Sources {
+        clouds,
+        view,
+        catalog,
+        timeout,
+    } = sources;
     let mut checks = Vec::new();
     let mut quota_headroom = None;
     let mut account_ok = true;

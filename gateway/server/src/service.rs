@@ -352,11 +352,13 @@ impl PreflightService for Api {
             &caller,
             &spec,
             &constraints,
-            core.clouds.as_ref(),
-            &core.view,
-            &core.catalog,
-            core.settings.cloud_timeout,
             req.live_probe,
+            preflight::Sources {
+                clouds: core.clouds.as_ref(),
+                view: &core.view,
+                catalog: &core.catalog,
+                timeout: core.settings.cloud_timeout,
+            },
         )
         .await?;
         let preflight_id = uuid::Uuid::now_v7().to_string();
