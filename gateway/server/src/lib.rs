@@ -44,8 +44,7 @@ use capsight_tenancy::{SharedRegistry, TenantHasher};
 pub use error::GatewayError;
 pub use settings::{GatewayConfig, GatewaySettings};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
@@ -185,9 +184,7 @@ pub async fn start(
         .build_v1alpha()
         .map_err(|e| startup("reflection", &e))?;
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .tcp_nodelay(true);
+    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
     let tls = &config.gateway;
     if !tls.tls_cert.as_os_str().is_empty() || !tls.tls_key.as_os_str().is_empty() {
         // two rustls providers are compiled in (ring via tonic, aws-lc-rs via the AWS SDK):
@@ -218,9 +215,15 @@ pub async fn start(
     let server = tokio::spawn(async move {
         let wait = shutdown.clone();
         let served = router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                wait.wait().await;
-            })
+            // nodelay on accepted sockets (the builder's tcp_nodelay applies only when tonic
+            // binds itself): without it, multi-segment answers such as a ListScores page wait
+            // for the client's delayed ACK (~40 ms)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    wait.wait().await;
+                },
+            )
             .await
             .map_err(|e| GatewayError::Internal(format!("server: {e}")));
         if let Err(e) = core.signals.flush(Duration::from_secs(10)).await {
