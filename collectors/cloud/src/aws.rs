@@ -20,7 +20,7 @@ use aws_sdk_ec2::{
     error::{ProvideErrorMetadata, SdkError},
     primitives::DateTime as AwsDateTime,
     types::{
-        CapacityReservationInstancePlatform, Filter, InstanceMarketOptionsRequest,
+        CapacityReservationInstancePlatform, EndDateType, Filter, InstanceMarketOptionsRequest,
         InstanceType as Ec2InstanceType, LocationType, MarketType, Placement, ResourceType,
         SpotMarketOptions, Tag, TagSpecification, TargetCapacityUnitType,
     },
@@ -41,6 +41,24 @@ use crate::{
         StateChange, ZoneMap,
     },
 };
+
+/// Instance state changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateOp {
+    Terminate,
+    Start,
+    Stop,
+}
+
+impl StateOp {
+    fn operation(self) -> &'static str {
+        match self {
+            Self::Terminate => "TerminateInstances",
+            Self::Start => "StartInstances",
+            Self::Stop => "StopInstances",
+        }
+    }
+}
 
 /// The EC2 adapter for one account and region.
 #[derive(Debug, Clone)]
@@ -411,18 +429,19 @@ impl AwsAdapter {
 
     async fn change_state(
         &self,
-        operation: &'static str,
+        op: StateOp,
         ids: &[InstanceId],
     ) -> Result<Vec<StateChange>, CloudError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let operation = op.operation();
         let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
         let changes = self
             .retrying(operation, || async {
                 let ids = Some(ids.clone());
-                match operation {
-                    "TerminateInstances" => self
+                match op {
+                    StateOp::Terminate => self
                         .ec2
                         .terminate_instances()
                         .set_instance_ids(ids)
@@ -430,7 +449,7 @@ impl AwsAdapter {
                         .await
                         .map(|o| Self::state_changes(o.terminating_instances()))
                         .map_err(|e| sdk_error(operation, e)),
-                    "StartInstances" => self
+                    StateOp::Start => self
                         .ec2
                         .start_instances()
                         .set_instance_ids(ids)
@@ -438,7 +457,7 @@ impl AwsAdapter {
                         .await
                         .map(|o| Self::state_changes(o.starting_instances()))
                         .map_err(|e| sdk_error(operation, e)),
-                    _ => self
+                    StateOp::Stop => self
                         .ec2
                         .stop_instances()
                         .set_instance_ids(ids)
@@ -604,15 +623,15 @@ impl CloudAdapter for AwsAdapter {
     }
 
     async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        self.change_state("TerminateInstances", ids).await
+        self.change_state(StateOp::Terminate, ids).await
     }
 
     async fn start(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        self.change_state("StartInstances", ids).await
+        self.change_state(StateOp::Start, ids).await
     }
 
     async fn stop(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        self.change_state("StopInstances", ids).await
+        self.change_state(StateOp::Stop, ids).await
     }
 
     async fn create_capacity_reservation(
@@ -630,6 +649,12 @@ impl CloudAdapter for AwsAdapter {
                     .availability_zone(&zone_name)
                     .instance_count(count)
                     .client_token(&request.client_token)
+                    .end_date_type(if request.expires_at.is_some() {
+                        EndDateType::Limited
+                    } else {
+                        EndDateType::Unlimited
+                    })
+                    .set_end_date(request.expires_at.map(to_aws))
                     .set_tag_specifications(
                         tag_spec(ResourceType::CapacityReservation, &request.tags).map(|t| vec![t]),
                     )

@@ -239,6 +239,9 @@ pub struct ReservationRequest {
     pub client_token: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// When the cloud ends the reservation by itself (`EndDateType=limited`): a safety net for
+    /// probes that are cancelled at once anyway. `None` = until cancelled.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A capacity reservation.

@@ -275,7 +275,11 @@ fn class(e: &CloudError) -> ErrorClass {
 async fn zones_map_names_to_ids_per_account() {
     let sim = Sim::start(SCENARIO, "").await;
     let op = sim.adapter(OPERATOR).await;
-    let map = op.zones().await.unwrap();
+    // Object safety: callers hold the adapter as `Arc<dyn CloudAdapter>`.
+    let dynamic: Arc<dyn CloudAdapter> = Arc::new(op.clone());
+    assert_eq!(dynamic.provider(), Provider::Aws);
+    assert_eq!(dynamic.region().as_str(), "us-east-1");
+    let map = dynamic.zones().await.unwrap();
     assert_eq!(map.len(), 3);
     assert_eq!(map.id_of("us-east-1a"), Some(&zone("use1-az1")));
     assert_eq!(map.name_of(&zone("use1-az4")), Some("us-east-1b"));
@@ -415,6 +419,10 @@ async fn dry_run_answers_permission_only() {
     }
     // Nothing was launched.
     assert!(op.describe(&[]).await.unwrap().is_empty());
+    // Service Quotas without servicequotas:* permission.
+    let err = ro.list_quotas().await.unwrap_err();
+    assert_eq!(err.code(), Some("AccessDeniedException"));
+    assert_eq!(class(&err), ErrorClass::Permission);
     // A real launch without permission: class permission.
     let err = ro.launch(&p5("use1-az4", "ro-1")).await.unwrap_err();
     assert_eq!(err.code(), Some("UnauthorizedOperation"));
@@ -440,6 +448,7 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
             count: 3,
             client_token: "cr-ice".into(),
             tags: BTreeMap::new(),
+            expires_at: None,
         })
         .await
         .unwrap_err();
@@ -457,6 +466,7 @@ async fn capacity_reservation_takes_and_returns_stock() {
         count: 2,
         client_token: "cr-1".into(),
         tags: BTreeMap::from([("capsight:probe".to_owned(), "true".to_owned())]),
+        expires_at: None,
     };
     let r = op.create_capacity_reservation(&req).await.unwrap();
     assert!(r.id.starts_with("cr-"), "{r:?}");
@@ -476,6 +486,28 @@ async fn capacity_reservation_takes_and_returns_stock() {
         1
     );
     op.cancel_capacity_reservation(&r.id).await.unwrap();
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        3
+    );
+    // A limited reservation ends by itself and gives its stock back.
+    let limited = op
+        .create_capacity_reservation(&ReservationRequest {
+            client_token: "cr-limited".into(),
+            count: 1,
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(5)),
+            ..req.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.state, "active");
+    assert_eq!(
+        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
+            .await,
+        2
+    );
+    sim.advance(6 * 60).await;
     assert_eq!(
         sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
             .await,

@@ -33,11 +33,11 @@ fn settings(test: &str) -> AmqpSettings {
     s
 }
 
-async fn publish_confirmed(channel: &Channel, t: &LaunchTopology, body: &[u8]) {
+async fn publish_confirmed(channel: &Channel, t: &LaunchTopology, key: &str, body: &[u8]) {
     let confirm = channel
         .basic_publish(
             t.exchange.as_str().into(),
-            t.jobs_routing_key.as_str().into(),
+            key.into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..BasicPublishOptions::default()
@@ -51,6 +51,13 @@ async fn publish_confirmed(channel: &Channel, t: &LaunchTopology, body: &[u8]) {
         .unwrap();
     assert!(confirm.is_ack(), "broker acked the publish");
     assert!(confirm.take_message().is_none(), "message was routed");
+}
+
+async fn get(channel: &Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    channel
+        .basic_get(queue.into(), BasicGetOptions::default())
+        .await
+        .unwrap()
 }
 
 async fn cleanup(channel: &Channel, t: &LaunchTopology) {
@@ -83,7 +90,7 @@ async fn a_confirmed_job_is_consumed_and_acked() {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    publish_confirmed(&channel, &s.launch, b"job-1").await;
+    publish_confirmed(&channel, &s.launch, &s.launch.jobs_routing_key, b"job-1").await;
 
     let consumer_channel = conn.create_channel().await.unwrap();
     consumer_channel
@@ -110,13 +117,7 @@ async fn a_confirmed_job_is_consumed_and_acked() {
     consumer_channel.close(200, "done".into()).await.unwrap();
 
     // acked means gone
-    let left = channel
-        .basic_get(
-            s.launch.jobs_queue.as_str().into(),
-            BasicGetOptions::default(),
-        )
-        .await
-        .unwrap();
+    let left = get(&channel, &s.launch.jobs_queue).await;
     assert!(left.is_none());
     cleanup(&channel, &s.launch).await;
 }
@@ -132,7 +133,7 @@ async fn a_job_past_its_delivery_limit_is_dead_lettered() {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    publish_confirmed(&channel, &s.launch, b"poison").await;
+    publish_confirmed(&channel, &s.launch, &s.launch.jobs_routing_key, b"poison").await;
 
     // reject with requeue until the broker gives up on it
     let mut rejections = 0;
@@ -142,14 +143,7 @@ async fn a_job_past_its_delivery_limit_is_dead_lettered() {
             tokio::time::Instant::now() < deadline,
             "never dead-lettered"
         );
-        if let Some(m) = channel
-            .basic_get(
-                s.launch.jobs_queue.as_str().into(),
-                BasicGetOptions::default(),
-            )
-            .await
-            .unwrap()
-        {
+        if let Some(m) = get(&channel, &s.launch.jobs_queue).await {
             rejections += 1;
             m.delivery
                 .nack(BasicNackOptions {
@@ -160,14 +154,7 @@ async fn a_job_past_its_delivery_limit_is_dead_lettered() {
                 .unwrap();
             continue;
         }
-        if let Some(dead) = channel
-            .basic_get(
-                s.launch.dead_letter_queue.as_str().into(),
-                BasicGetOptions::default(),
-            )
-            .await
-            .unwrap()
-        {
+        if let Some(dead) = get(&channel, &s.launch.dead_letter_queue).await {
             assert_eq!(dead.delivery.data, b"poison");
             dead.delivery.ack(BasicAckOptions::default()).await.unwrap();
             break;
@@ -190,33 +177,11 @@ async fn a_retried_job_comes_back_after_the_delay() {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let confirm = channel
-        .basic_publish(
-            s.launch.exchange.as_str().into(),
-            s.launch.retry_routing_key.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            b"later",
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    publish_confirmed(&channel, &s.launch, &s.launch.retry_routing_key, b"later").await;
     let start = tokio::time::Instant::now();
     loop {
         assert!(start.elapsed() < Duration::from_secs(15), "never came back");
-        if let Some(m) = channel
-            .basic_get(
-                s.launch.jobs_queue.as_str().into(),
-                BasicGetOptions::default(),
-            )
-            .await
-            .unwrap()
-        {
+        if let Some(m) = get(&channel, &s.launch.jobs_queue).await {
             assert_eq!(m.delivery.data, b"later");
             m.delivery.ack(BasicAckOptions::default()).await.unwrap();
             break;

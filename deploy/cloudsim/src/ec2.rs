@@ -16,7 +16,7 @@ use crate::{
     error::ApiError,
     params::{Params, invalid},
     scenario::PoolMarket,
-    world::{Identity, Instance, LaunchSpec, State, StateAction, World},
+    world::{Identity, Instance, LaunchSpec, ReservationSpec, State, StateAction, World},
     xml::{EC2_NS, Xml},
 };
 
@@ -300,19 +300,29 @@ fn create_reservation(world: &mut World, call: &Call<'_>, x: &mut Xml) -> Result
     if count == 0 {
         return Err(invalid("InstanceCount", "0"));
     }
-    let id = world.create_reservation(
-        call.who,
-        call.region,
-        itype,
-        p.get("AvailabilityZone"),
-        p.get("AvailabilityZoneId"),
+    let end_date = match p.get("EndDateType").unwrap_or("unlimited") {
+        "unlimited" => None,
+        "limited" => Some(p.time("EndDate")?.ok_or_else(|| {
+            ApiError::bad_request(
+                "MissingParameter",
+                "EndDate is required when EndDateType is limited",
+            )
+        })?),
+        other => return Err(invalid("EndDateType", other)),
+    };
+    let spec = ReservationSpec {
+        instance_type: itype.to_owned(),
+        zone_name: p.get("AvailabilityZone").map(str::to_owned),
+        zone_id: p.get("AvailabilityZoneId").map(str::to_owned),
         count,
-        p.tags(),
-        p.get("ClientToken")
+        tags: p.tags(),
+        client_token: p
+            .get("ClientToken")
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
-        call.elapsed,
-    )?;
+        end_date,
+    };
+    let id = world.create_reservation(call.who, call.region, spec, call.elapsed)?;
     let Some(r) = world.reservation(&call.who.account, &id) else {
         return Err(ApiError::coded("InternalError", "reservation vanished"));
     };

@@ -39,7 +39,7 @@ use std::{
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -56,8 +56,8 @@ use crate::{
     world::{Fault, TypeInfo, World},
 };
 
-/// The scenario used when none is configured: `deploy/cloudsim/scenarios/default.toml`.
-pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/default.toml");
+/// The scenario used when none is configured: `deploy/cloudsim/scenarios/demo.toml`.
+pub const DEFAULT_SCENARIO: &str = include_str!("../scenarios/demo.toml");
 
 /// The `[cloudsim]` config section.
 #[derive(Debug, Clone, Deserialize)]
@@ -346,6 +346,7 @@ fn dispatch(
         };
         match protocol {
             Protocol::Ec2 => {
+                world.throttle(&who.account, std::time::Instant::now())?;
                 let call = ec2::Call {
                     who: &who,
                     region: &caller.region,
@@ -376,8 +377,17 @@ async fn rss(State(sim): State<Arc<Sim>>, Path(feed): Path<String>) -> Response 
         .into_response()
 }
 
-async fn admin_truth(State(sim): State<Arc<Sim>>) -> Response {
-    Json(sim.with_world(|w, _| w.truth())).into_response()
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TruthQuery {
+    /// Key prefix, e.g. `aws/us-east-1/use1-az4/`.
+    key: String,
+    /// Simulated seconds since start.
+    since: u64,
+}
+
+async fn admin_truth(State(sim): State<Arc<Sim>>, Query(q): Query<TruthQuery>) -> Response {
+    Json(sim.with_world(|w, _| w.truth()).filtered(&q.key, q.since)).into_response()
 }
 
 async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
@@ -471,4 +481,33 @@ fn catalog_types() -> BTreeMap<String, TypeInfo> {
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sections {
+        cloudsim: CloudsimSettings,
+    }
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let from_file = capsight_runtime::config::load_defaults::<Sections>()
+            .unwrap()
+            .cloudsim;
+        let code = CloudsimSettings::default();
+        assert_eq!(from_file.listen, code.listen);
+        assert_eq!(from_file.scenario, code.scenario);
+        assert_eq!(from_file.time_scale, code.time_scale);
+        assert_eq!(from_file.webhook_url, code.webhook_url);
+        assert_eq!(from_file.webhook_timeout, code.webhook_timeout);
+        assert_eq!(from_file.tick, code.tick);
+    }
+
+    #[test]
+    fn the_default_scenario_parses() {
+        assert!(Scenario::parse(DEFAULT_SCENARIO).is_ok());
+    }
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Scenario file (overrides cloudsim.scenario; default: the built-in default scenario).
+    /// Scenario file (overrides cloudsim.scenario; default: the built-in demo scenario).
     #[arg(long, value_name = "FILE")]
     scenario: Option<PathBuf>,
     /// RNG seed (overrides the scenario's `seed`).
@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let scenario = match &path {
         Some(p) => Scenario::load(p)?,
-        None => Scenario::parse(DEFAULT_SCENARIO).context("built-in default scenario")?,
+        None => Scenario::parse(DEFAULT_SCENARIO).context("built-in demo scenario")?,
     };
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();

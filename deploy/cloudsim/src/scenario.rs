@@ -66,6 +66,9 @@ pub struct Scenario {
     /// Simulated time per market step (refills, demand, prices, ground truth).
     #[serde(with = "humantime_serde", default = "default_step")]
     pub step: Duration,
+    /// Replays the event timeline every `repeat` (longer than the last event), for long demos.
+    #[serde(with = "humantime_serde", default)]
+    pub repeat: Option<Duration>,
     /// Defaults for everything below.
     #[serde(default)]
     pub defaults: Defaults,
@@ -119,6 +122,11 @@ pub struct Defaults {
     /// Spot base price as a fraction of the catalog's on-demand price, for spot pools without
     /// their own `spot_price`.
     pub spot_discount: f64,
+    /// EC2 API requests per real second per account before `RequestLimitExceeded`
+    /// (token bucket); 0 = unlimited.
+    pub api_requests_per_second: f64,
+    /// Token bucket size for `api_requests_per_second`.
+    pub api_burst: u32,
 }
 
 impl Default for Defaults {
@@ -130,6 +138,8 @@ impl Default for Defaults {
             rebalance_lead: Duration::from_secs(180),
             placement_min_types: 3,
             spot_discount: 0.4,
+            api_requests_per_second: 0.0,
+            api_burst: 20,
         }
     }
 }
@@ -407,6 +417,14 @@ impl Scenario {
         let bad = |m: String| Err(ScenarioError::Inconsistent(m));
         if self.step.is_zero() {
             return bad("step must be positive".into());
+        }
+        if let Some(r) = self.repeat {
+            let last = self.events.iter().map(|e| e.at).max().unwrap_or_default();
+            if r <= last || r.is_zero() {
+                return bad(format!(
+                    "repeat ({r:?}) must be longer than the last event ({last:?})"
+                ));
+            }
         }
         let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);

@@ -152,7 +152,7 @@ pub struct Instance {
     pub market: PoolMarket,
     /// Image.
     pub image_id: String,
-    /// State at `state_until` is reached, `next_state` follows.
+    /// Current state; transitional states end at `transition_at`.
     pub state: State,
     /// When the current transitional state ends.
     pub transition_at: Option<Duration>,
@@ -187,8 +187,29 @@ pub struct Reservation {
     pub state: &'static str,
     /// Created.
     pub created: DateTime<Utc>,
+    /// When it expires (`EndDateType=limited`), as simulated time since start.
+    pub ends: Option<Duration>,
     /// Tags.
     pub tags: Vec<(String, String)>,
+}
+
+/// Requested capacity reservation.
+#[derive(Debug, Clone)]
+pub struct ReservationSpec {
+    /// Instance type.
+    pub instance_type: String,
+    /// AZ name as the caller knows it.
+    pub zone_name: Option<String>,
+    /// AZ ID.
+    pub zone_id: Option<String>,
+    /// Instances.
+    pub count: u32,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+    /// ClientToken.
+    pub client_token: Option<String>,
+    /// `EndDate` with `EndDateType=limited`.
+    pub end_date: Option<DateTime<Utc>>,
 }
 
 /// An injected failure.
@@ -287,6 +308,8 @@ pub struct World {
     start: DateTime<Utc>,
     steps_done: u64,
     next_event: usize,
+    /// Completed repetitions of the timeline (`scenario.repeat`).
+    cycle: u32,
     pools: BTreeMap<PoolKey, PoolState>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
@@ -296,11 +319,14 @@ pub struct World {
     reservation_tokens: BTreeMap<(String, String), String>,
     sessions: BTreeMap<String, Identity>,
     faults: Vec<Fault>,
+    /// Per-account API token buckets: (tokens, last refill), in real time.
+    buckets: BTreeMap<String, (f64, std::time::Instant)>,
     incidents: Vec<Incident>,
     component_status: BTreeMap<String, String>,
     /// (when, instance id, what): delayed interruption steps.
     delayed: Vec<(Duration, String, Delayed)>,
     truth: BTreeMap<String, Series>,
+    applied: Vec<(u64, String, String)>,
     outbox: Vec<serde_json::Value>,
     counter: u64,
 }
@@ -326,6 +352,22 @@ pub struct Truth {
     pub until_seconds: u64,
     /// Capacity key (`aws/<region>/<zone id>/<type>/<market>`) -> stock at each change.
     pub stock: BTreeMap<String, Series>,
+    /// Scenario events as applied: (simulated seconds, event kind, what).
+    pub events: Vec<(u64, String, String)>,
+}
+
+impl Truth {
+    /// Only keys starting with `prefix` and points at or after `since` seconds (plus the point
+    /// in force at `since`, so every series still says what the stock was then).
+    pub fn filtered(mut self, prefix: &str, since: u64) -> Self {
+        self.stock.retain(|k, _| k.starts_with(prefix));
+        for series in self.stock.values_mut() {
+            let first = series.iter().rposition(|(t, _)| *t <= since).unwrap_or(0);
+            series.drain(..first);
+        }
+        self.events.retain(|(t, _, _)| *t >= since);
+        self
+    }
 }
 
 impl World {
@@ -400,6 +442,7 @@ impl World {
             start,
             steps_done: 0,
             next_event: 0,
+            cycle: 0,
             pools,
             prices,
             quotas,
@@ -409,10 +452,12 @@ impl World {
             reservation_tokens: BTreeMap::new(),
             sessions: BTreeMap::new(),
             faults: Vec::new(),
+            buckets: BTreeMap::new(),
             incidents: Vec::new(),
             component_status,
             delayed: Vec::new(),
             truth: BTreeMap::new(),
+            applied: Vec::new(),
             outbox: Vec::new(),
             counter: 0,
             scenario,
@@ -467,12 +512,27 @@ impl World {
 
     fn apply_events(&mut self, now: Duration) {
         while let Some(event) = self.scenario.events.get(self.next_event) {
-            if event.at > now {
+            let offset = self
+                .scenario
+                .repeat
+                .map_or(Duration::ZERO, |r| r * self.cycle);
+            if event.at + offset > now {
                 break;
             }
             let kind = event.kind.clone();
             self.next_event += 1;
+            if self.next_event == self.scenario.events.len() && self.scenario.repeat.is_some() {
+                self.next_event = 0;
+                self.cycle += 1;
+            }
             tracing::info!(at = ?now, event = ?kind, "scenario event");
+            let label = format!("{kind:?}");
+            let name = label
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            self.applied.push((now.as_secs(), name, label));
             self.apply_event(kind, now);
         }
     }
@@ -590,6 +650,10 @@ impl World {
         let lead = self.scenario.defaults.rebalance_lead;
         let notice = self.scenario.defaults.interruption_notice;
         for id in victims {
+            // An instance already on its way out is not interrupted twice.
+            if self.delayed.iter().any(|(_, d, _)| d == id) {
+                continue;
+            }
             if let Some(i) = self.instances.get(id).cloned() {
                 self.emit(
                     &i,
@@ -627,7 +691,7 @@ impl World {
                     now,
                 ),
                 Delayed::Terminate => {
-                    self.set_state(&id, State::Terminated, now, None);
+                    self.set_state(&id, State::Terminated, None);
                     if let Some(i) = self.instances.get_mut(&id) {
                         i.state_reason = Some((
                             "Server.SpotInstanceTermination".into(),
@@ -647,7 +711,8 @@ impl World {
 
     fn random_step(&mut self, now: Duration) {
         let hours = self.scenario.step.as_secs_f64() / 3600.0;
-        for pool in self.pools.values_mut() {
+        let mut reclaim: Vec<(PoolKey, u32)> = Vec::new();
+        for (key, pool) in &mut self.pools {
             // Always draw, so a pool's state never shifts another pool's randomness.
             let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
             let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
@@ -656,7 +721,27 @@ impl World {
                 continue;
             }
             let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
+            if stock < 0 && key.market == PoolMarket::Spot {
+                // Demand the pool cannot meet reclaims running spot instances.
+                reclaim.push((key.clone(), u32::try_from(-stock).unwrap_or(u32::MAX)));
+            }
             pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
+        }
+        for (key, shortfall) in reclaim {
+            let victims: Vec<String> = self
+                .instances
+                .values()
+                .filter(|i| {
+                    i.market == PoolMarket::Spot
+                        && i.state.holds_capacity()
+                        && i.zone_id == key.zone_id
+                        && i.instance_type == key.instance_type
+                        && !self.delayed.iter().any(|(_, d, _)| *d == i.id)
+                })
+                .map(|i| i.id.clone())
+                .take(usize::try_from(shortfall).unwrap_or(usize::MAX))
+                .collect();
+            self.schedule_interruptions(&victims, now);
         }
         let time = self.time_at(now);
         for ((zone, itype), price) in &mut self.prices {
@@ -704,8 +789,17 @@ impl World {
         }
     }
 
-    /// Moves transitional states whose time has come.
+    /// Moves transitional states whose time has come and expires limited reservations.
     fn settle_instances(&mut self, elapsed: Duration) {
+        let expired: Vec<String> = self
+            .reservations
+            .values()
+            .filter(|r| r.state == "active" && r.ends.is_some_and(|e| e <= elapsed))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in expired {
+            self.release_reservation(&id, "expired");
+        }
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed
@@ -721,7 +815,7 @@ impl World {
         }
     }
 
-    fn set_state(&mut self, id: &str, to: State, now: Duration, transition: Option<Duration>) {
+    fn set_state(&mut self, id: &str, to: State, transition: Option<Duration>) {
         let Some(i) = self.instances.get_mut(id) else {
             return;
         };
@@ -741,7 +835,6 @@ impl World {
         {
             pool.stock = (pool.stock + 1).min(pool.capacity);
         }
-        let _ = now;
     }
 
     fn emit(&mut self, i: &Instance, detail_type: &str, detail: serde_json::Value, now: Duration) {
@@ -827,6 +920,7 @@ impl World {
             step_seconds: self.scenario.step.as_secs(),
             until_seconds: self.simulated().as_secs(),
             stock: self.truth.clone(),
+            events: self.applied.clone(),
         }
     }
 
@@ -848,6 +942,31 @@ impl World {
     /// Adds injected faults.
     pub fn add_fault(&mut self, fault: Fault) {
         self.faults.push(fault);
+    }
+
+    /// Takes one API request token of `account` at real time `now`; `RequestLimitExceeded` when
+    /// its bucket is empty (`defaults.api_requests_per_second`, 0 = unlimited). Real time, not
+    /// simulated: throttling is about how fast callers call.
+    pub fn throttle(&mut self, account: &str, now: std::time::Instant) -> Result<(), ApiError> {
+        let rate = self.scenario.defaults.api_requests_per_second;
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = f64::from(self.scenario.defaults.api_burst.max(1));
+        let (tokens, last) = self
+            .buckets
+            .entry(account.to_owned())
+            .or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens < 1.0 {
+            return Err(ApiError::coded(
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
     }
 
     /// Consumes one matching fault, if any.
@@ -1330,11 +1449,11 @@ impl World {
         {
             count -= 1;
         }
-        let reservation_id = self.next_id("r", 19);
+        let reservation_id = self.next_id("r", 17);
         let now = self.time_at(elapsed);
         let mut ids = Vec::new();
         for _ in 0..count {
-            let id = self.next_id("i", 19);
+            let id = self.next_id("i", 17);
             let spot_request_id = (market == PoolMarket::Spot).then(|| self.next_id("sir", 12));
             self.instances.insert(
                 id.clone(),
@@ -1395,6 +1514,40 @@ impl World {
                 ));
             }
         }
+        // Validate every instance before changing any, as EC2 does.
+        for id in ids {
+            let Some(i) = self.instances.get(id) else {
+                continue;
+            };
+            let bad_state = |verb: &str| {
+                ApiError::bad_request(
+                    "IncorrectInstanceState",
+                    format!("The instance '{id}' is not in a state from which it can be {verb}."),
+                )
+            };
+            match action {
+                StateAction::Stop if i.market == PoolMarket::Spot => {
+                    return Err(ApiError::bad_request(
+                        "UnsupportedOperation",
+                        format!(
+                            "The instance '{id}' is a Spot Instance launched as one-time request and cannot be stopped."
+                        ),
+                    ));
+                }
+                StateAction::Stop if matches!(i.state, State::ShuttingDown | State::Terminated) => {
+                    return Err(bad_state("stopped"));
+                }
+                StateAction::Start
+                    if matches!(
+                        i.state,
+                        State::ShuttingDown | State::Terminated | State::Stopping
+                    ) =>
+                {
+                    return Err(bad_state("started"));
+                }
+                _ => {}
+            }
+        }
         let mut out = Vec::new();
         for id in ids {
             let Some(i) = self.instances.get(id).cloned() else {
@@ -1407,7 +1560,6 @@ impl World {
                         self.set_state(
                             id,
                             State::ShuttingDown,
-                            elapsed,
                             Some(elapsed + Duration::from_secs(15)),
                         );
                     }
@@ -1425,7 +1577,6 @@ impl World {
                         self.set_state(
                             id,
                             State::Stopping,
-                            elapsed,
                             Some(elapsed + Duration::from_secs(20)),
                         );
                     }
@@ -1491,19 +1642,35 @@ impl World {
     }
 
     /// CreateCapacityReservation.
-    #[allow(clippy::too_many_arguments)]
     pub fn create_reservation(
         &mut self,
         who: &Identity,
         region: &str,
-        itype: &str,
-        zone_name: Option<&str>,
-        zone_id: Option<&str>,
-        count: u32,
-        tags: Vec<(String, String)>,
-        token: Option<String>,
+        spec: ReservationSpec,
         elapsed: Duration,
     ) -> Result<String, ApiError> {
+        let ReservationSpec {
+            instance_type,
+            zone_name,
+            zone_id,
+            count,
+            tags,
+            client_token: token,
+            end_date,
+        } = spec;
+        let itype = instance_type.as_str();
+        let (zone_name, zone_id) = (zone_name.as_deref(), zone_id.as_deref());
+        let now = self.time_at(elapsed);
+        let ends = match end_date {
+            Some(end) if end <= now => {
+                return Err(ApiError::bad_request(
+                    "InvalidParameterValue",
+                    "The end date must be in the future.",
+                ));
+            }
+            Some(end) => Some(elapsed + (end - now).to_std().unwrap_or_default()),
+            None => None,
+        };
         if let Some(t) = &token
             && let Some(id) = self
                 .reservation_tokens
@@ -1564,6 +1731,7 @@ impl World {
                 count,
                 state: "active",
                 created: self.time_at(elapsed),
+                ends,
                 tags,
             },
         );
@@ -1576,31 +1744,36 @@ impl World {
 
     /// CancelCapacityReservation.
     pub fn cancel_reservation(&mut self, who: &Identity, id: &str) -> Result<(), ApiError> {
-        let Some(r) = self
-            .reservations
-            .get_mut(id)
-            .filter(|r| r.account == who.account)
-        else {
+        if self.reservation(&who.account, id).is_none() {
             return Err(ApiError::bad_request(
                 "InvalidCapacityReservationId.NotFound",
                 format!("The capacity reservation ID '{id}' does not exist"),
             ));
-        };
-        if r.state == "active" {
-            r.state = "cancelled";
-            let key = PoolKey {
-                zone_id: r.zone_id.clone(),
-                instance_type: r.instance_type.clone(),
-                market: PoolMarket::OnDemand,
-            };
-            let count = r.count;
-            if let Some(p) = self.pools.get_mut(&key)
-                && !p.stocked_out
-            {
-                p.stock = (p.stock + count).min(p.capacity);
-            }
         }
+        self.release_reservation(id, "cancelled");
         Ok(())
+    }
+
+    /// Ends an active reservation (`cancelled` or `expired`) and returns its stock.
+    fn release_reservation(&mut self, id: &str, state: &'static str) {
+        let Some(r) = self.reservations.get_mut(id) else {
+            return;
+        };
+        if r.state != "active" {
+            return;
+        }
+        r.state = state;
+        let key = PoolKey {
+            zone_id: r.zone_id.clone(),
+            instance_type: r.instance_type.clone(),
+            market: PoolMarket::OnDemand,
+        };
+        let count = r.count;
+        if let Some(p) = self.pools.get_mut(&key)
+            && !p.stocked_out
+        {
+            p.stock = p.stock.saturating_add(count).min(p.capacity);
+        }
     }
 
     /// AssumeRole: returns the session's (access key, secret, token).

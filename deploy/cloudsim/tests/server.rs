@@ -44,6 +44,29 @@ fn same_seed_same_ground_truth_different_seed_different() {
     assert_eq!(at(10 * 60), 0);
     assert_eq!(at(39 * 60), 0);
     assert!(key.iter().any(|(s, v)| *s == 40 * 60 && *v == 3), "{key:?}");
+    assert!(
+        a.events
+            .iter()
+            .any(|(t, kind, _)| *t == 600 && kind == "Stockout"),
+        "{:?}",
+        a.events
+    );
+    let only = a
+        .clone()
+        .filtered("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 20 * 60);
+    assert_eq!(only.stock.len(), 1);
+    assert_eq!(
+        only.stock.values().next().unwrap()[0].1,
+        0,
+        "value in force at 20m"
+    );
+    // `repeat = "1h"`: the stockout comes back every hour.
+    assert_eq!(at(70 * 60), 0);
+    assert_eq!(at(130 * 60), 0);
+    assert!(
+        key.iter().any(|(s, v)| *s == 100 * 60 && *v == 3),
+        "{key:?}"
+    );
 }
 
 #[test]
@@ -332,10 +355,92 @@ async fn the_binary_serves_the_default_scenario() {
     let (s, body) = http(addr, "GET", "/admin/state", &[], "").await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["scenario"], "default");
+    assert_eq!(v["scenario"], "demo");
     assert_eq!(v["time_scale"], 60.0);
     let (_, truth) = http(addr, "GET", "/admin/truth", &[], "").await;
     let t: serde_json::Value = serde_json::from_str(&truth).unwrap();
     assert_eq!(t["seed"], 9);
     child.kill().await.unwrap();
+}
+
+#[test]
+fn unmet_spot_demand_reclaims_running_spot_instances() {
+    let text = r#"
+        name = "reclaim"
+        step = "1m"
+        [defaults]
+        quota_vcpus = 1000
+        rebalance_lead = "1m"
+        interruption_notice = "2m"
+        [[zones]]
+        region = "us-east-1"
+        id = "use1-az1"
+        name = "us-east-1a"
+        [[accounts]]
+        id = "111111111111"
+        [[principals]]
+        access_key_id = "AKIARECLAIM"
+        account = "111111111111"
+        user = "u"
+        allow = ["*"]
+        [[pools]]
+        zone = "use1-az1"
+        instance_type = "g5.xlarge"
+        market = "spot"
+        capacity = 2
+        stock = 1
+        demand_per_hour = 600
+    "#;
+    let mut w = world(text, 1);
+    let who = w.identity("AKIARECLAIM").unwrap();
+    let spec = capsight_cloudsim::world::LaunchSpec {
+        instance_type: "g5.xlarge".into(),
+        zone_name: Some("us-east-1a".into()),
+        zone_id: None,
+        market: capsight_cloudsim::scenario::PoolMarket::Spot,
+        max_price: None,
+        min_count: 1,
+        max_count: 1,
+        image_id: "ami-1".into(),
+        tags: vec![],
+        client_token: None,
+    };
+    let ids = w
+        .run_instances(&who, "us-east-1", spec, Duration::ZERO)
+        .unwrap();
+    let kinds = |w: &mut World| -> Vec<String> {
+        w.take_outbox()
+            .iter()
+            .map(|e| e["detail-type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(kinds(&mut w), ["EC2 Spot Instance Request Fulfillment"]);
+    w.advance(Duration::from_secs(60));
+    assert_eq!(kinds(&mut w), ["EC2 Instance Rebalance Recommendation"]);
+    w.advance(Duration::from_secs(120));
+    assert_eq!(kinds(&mut w), ["EC2 Spot Instance Interruption Warning"]);
+    w.advance(Duration::from_secs(240));
+    assert_eq!(kinds(&mut w), ["EC2 Instance State-change Notification"]);
+    let i = w.instance("111111111111", &ids[0]).unwrap();
+    assert_eq!(i.state.name(), "terminated");
+}
+
+#[tokio::test]
+async fn api_rate_limit_answers_request_limit_exceeded() {
+    let text = STOCKOUT.replace(
+        "placement_min_types = 1",
+        "placement_min_types = 1\napi_requests_per_second = 0.5\napi_burst = 2",
+    );
+    let sim = start(&text).await;
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    let body = "Action=DescribeAvailabilityZones&Version=2016-11-15";
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let (status, text) = http(sim.running.addr, "POST", "/", &[form, AUTH], body).await;
+        statuses.push(status);
+        if status == 503 {
+            assert!(text.contains("<Code>RequestLimitExceeded</Code>"), "{text}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 503]);
 }

@@ -26,17 +26,8 @@ pub async fn ensure_topics(
     settings: &KafkaSettings,
     specs: &[TopicSpec],
 ) -> Result<Vec<TopicOutcome>, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings
-            .admin_config()
-            .create()
-            .map_err(|source| KafkaError::Client {
-                op: "create admin client",
-                source,
-            })?;
+    let admin = admin_client(settings)?;
     let timeout = settings.request_timeout;
-
-    let admin = Arc::new(admin);
     let existing = fetch_metadata(&admin, timeout).await?;
     let partitions_of = |meta: &Metadata, name: &str| {
         meta.topics()
@@ -101,6 +92,19 @@ pub async fn ensure_topics(
     Ok(outcomes)
 }
 
+fn admin_client(
+    settings: &KafkaSettings,
+) -> Result<Arc<AdminClient<DefaultClientContext>>, KafkaError> {
+    settings
+        .admin_config()
+        .create()
+        .map(Arc::new)
+        .map_err(|source| KafkaError::Client {
+            op: "create admin client",
+            source,
+        })
+}
+
 /// Fetches cluster metadata on a blocking thread (librdkafka's call blocks).
 async fn fetch_metadata(
     admin: &Arc<AdminClient<DefaultClientContext>>,
@@ -117,14 +121,6 @@ async fn fetch_metadata(
 
 /// The number of brokers in the cluster: a cheap liveness check that speaks the protocol.
 pub async fn cluster_brokers(settings: &KafkaSettings) -> Result<usize, KafkaError> {
-    let admin: AdminClient<DefaultClientContext> =
-        settings
-            .admin_config()
-            .create()
-            .map_err(|source| KafkaError::Client {
-                op: "create admin client",
-                source,
-            })?;
-    let meta = fetch_metadata(&Arc::new(admin), settings.request_timeout).await?;
+    let meta = fetch_metadata(&admin_client(settings)?, settings.request_timeout).await?;
     Ok(meta.brokers().len())
 }

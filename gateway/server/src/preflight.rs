@@ -403,6 +403,8 @@ async fn probe(
         count: 1,
         client_token: format!("preflight-probe-{}", uuid::Uuid::new_v4().simple()),
         tags: [("capsight:probe".to_owned(), "preflight".to_owned())].into(),
+        // cancelled at once below; should that fail, the cloud ends it by itself
+        expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::minutes(10)),
     };
     let created = tokio::time::timeout(timeout, adapter.create_capacity_reservation(&request))
         .await

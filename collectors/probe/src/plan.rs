@@ -1,0 +1,250 @@
+//! When to probe which key.
+//!
+//! Contract: every key gets a next-due time. After a probe the next one is due after the key's
+//! base interval — `max_interval` for keys nobody asks about, shrinking towards `min_interval`
+//! as tenant demand grows — times a backoff factor (x1, then x2 after `backoff_after`
+//! consecutive failures, x4 after twice as many), with +-`jitter` spread so probes do not
+//! bunch up. [`Planner::due`] returns the due keys, most demanded and most overdue first.
+
+use std::{collections::HashMap, time::Duration};
+
+use capsight_proto::domain::CapacityKey;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::Rng;
+use serde::Deserialize;
+
+/// Cadence settings (part of `[probe]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Cadence {
+    /// Interval of the most demanded keys.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// Interval of keys nobody asks about.
+    #[serde(with = "humantime_serde")]
+    pub max_interval: Duration,
+    /// Relative spread, 0..1 (0.2 = +-20 %).
+    pub jitter: f64,
+    /// Consecutive failures before the interval doubles (quadruples after twice as many).
+    pub backoff_after: u32,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Self {
+            min_interval: Duration::from_secs(10 * 60),
+            max_interval: Duration::from_secs(30 * 60),
+            jitter: 0.2,
+            backoff_after: 2,
+        }
+    }
+}
+
+/// Result of a probe, as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Got capacity.
+    Success,
+    /// Capacity error (or another failure worth backing off from).
+    Failure,
+    /// Not run (quota 0, budget, permission): keep the cadence, no backoff.
+    Skipped,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    next_due: DateTime<Utc>,
+    failures: u32,
+    demand: f64,
+}
+
+/// The probe plan.
+#[derive(Debug)]
+pub struct Planner {
+    cadence: Cadence,
+    entries: HashMap<CapacityKey, Entry>,
+}
+
+impl Planner {
+    /// An empty plan.
+    pub fn new(cadence: Cadence) -> Self {
+        Self {
+            cadence,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// Adds `key` (due at once) if new.
+    pub fn track(&mut self, key: CapacityKey, now: DateTime<Utc>) {
+        self.entries.entry(key).or_insert(Entry {
+            next_due: now,
+            failures: 0,
+            demand: 0.0,
+        });
+    }
+
+    /// Sets demand weights: requests per day for each key (others drop to 0).
+    pub fn set_demand(&mut self, demand: &HashMap<CapacityKey, f64>) {
+        for (key, e) in &mut self.entries {
+            e.demand = demand
+                .get(key)
+                .copied()
+                .filter(|d| d.is_finite() && *d > 0.0)
+                .unwrap_or(0.0);
+        }
+    }
+
+    /// The keys due at `now`, highest priority (demand, then lateness) first.
+    pub fn due(&self, now: DateTime<Utc>) -> Vec<CapacityKey> {
+        let mut due: Vec<(&CapacityKey, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.next_due <= now)
+            .collect();
+        due.sort_by(|(ka, a), (kb, b)| {
+            b.demand
+                .total_cmp(&a.demand)
+                .then(a.next_due.cmp(&b.next_due))
+                .then(ka.cmp(kb))
+        });
+        due.into_iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// The base interval for a demand of `d` requests/day: max at 0, approaching min as demand
+    /// grows (half-way at 10 requests/day).
+    fn base(&self, demand: f64) -> Duration {
+        let (min, max) = (
+            self.cadence.min_interval.as_secs_f64(),
+            self.cadence
+                .max_interval
+                .as_secs_f64()
+                .max(self.cadence.min_interval.as_secs_f64()),
+        );
+        let pull = demand / (demand + 10.0);
+        Duration::from_secs_f64(max - (max - min) * pull)
+    }
+
+    /// Records a probe of `key` and schedules its next one.
+    pub fn record(
+        &mut self,
+        key: &CapacityKey,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+        rng: &mut impl Rng,
+    ) {
+        let Some(base) = self.entries.get(key).map(|e| self.base(e.demand)) else {
+            return;
+        };
+        let after = self.cadence.backoff_after.max(1);
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        match outcome {
+            Outcome::Success => e.failures = 0,
+            Outcome::Failure => e.failures = e.failures.saturating_add(1),
+            Outcome::Skipped => {}
+        }
+        let factor = if e.failures >= 2 * after {
+            4.0
+        } else if e.failures >= after {
+            2.0
+        } else {
+            1.0
+        };
+        let jitter = self.cadence.jitter.clamp(0.0, 0.9);
+        let spread = if jitter > 0.0 {
+            rng.random_range(-jitter..=jitter)
+        } else {
+            0.0
+        };
+        let secs = base.as_secs_f64() * factor * (1.0 + spread);
+        e.next_due = now + TimeDelta::milliseconds((secs * 1000.0) as i64);
+    }
+
+    /// When `key` is next due.
+    pub fn next_due(&self, key: &CapacityKey) -> Option<DateTime<Utc>> {
+        self.entries.get(key).map(|e| e.next_due)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn key(s: &str) -> CapacityKey {
+        s.parse().unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    }
+
+    fn no_jitter() -> Cadence {
+        Cadence {
+            jitter: 0.0,
+            ..Cadence::default()
+        }
+    }
+
+    #[test]
+    fn demand_shortens_the_interval_within_bounds() {
+        let mut p = Planner::new(no_jitter());
+        let hot = key("aws/us-east-1//p5.48xlarge/on_demand");
+        let cold = key("aws/us-east-1//g5.xlarge/on_demand");
+        p.track(hot.clone(), t0());
+        p.track(cold.clone(), t0());
+        p.set_demand(&[(hot.clone(), 1000.0)].into());
+        assert_eq!(p.due(t0()), vec![hot.clone(), cold.clone()], "demand first");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        p.record(&hot, Outcome::Success, t0(), &mut rng);
+        p.record(&cold, Outcome::Success, t0(), &mut rng);
+        let hot_gap = p.next_due(&hot).unwrap() - t0();
+        let cold_gap = p.next_due(&cold).unwrap() - t0();
+        assert_eq!(cold_gap, TimeDelta::minutes(30));
+        assert!(
+            hot_gap >= TimeDelta::minutes(10) && hot_gap < TimeDelta::minutes(11),
+            "{hot_gap}"
+        );
+    }
+
+    #[test]
+    fn consecutive_failures_back_off_two_then_four_times() {
+        let mut p = Planner::new(no_jitter());
+        let k = key("aws/us-east-1//p5.48xlarge/on_demand");
+        p.track(k.clone(), t0());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let gaps: Vec<i64> = [
+            Outcome::Failure,
+            Outcome::Failure,
+            Outcome::Failure,
+            Outcome::Failure,
+            Outcome::Skipped,
+            Outcome::Success,
+        ]
+        .iter()
+        .map(|o| {
+            p.record(&k, *o, t0(), &mut rng);
+            (p.next_due(&k).unwrap() - t0()).num_minutes()
+        })
+        .collect();
+        assert_eq!(gaps, vec![30, 60, 60, 120, 120, 30]);
+    }
+
+    proptest::proptest! {
+        /// With jitter, the next probe always lands within +-jitter of the backed-off interval.
+        #[test]
+        fn jitter_stays_in_bounds(seed in 0u64..10_000, demand in 0.0f64..10_000.0) {
+            let mut p = Planner::new(Cadence::default());
+            let k = key("aws/us-west-2//p4d.24xlarge/spot");
+            p.track(k.clone(), t0());
+            p.set_demand(&[(k.clone(), demand)].into());
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            p.record(&k, Outcome::Success, t0(), &mut rng);
+            let gap = (p.next_due(&k).unwrap() - t0()).num_seconds();
+            proptest::prop_assert!((480..=2160).contains(&gap), "{gap}");
+        }
+    }
+}
