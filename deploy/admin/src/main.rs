@@ -90,6 +90,17 @@ enum TenantCommand {
         #[arg(required = true)]
         pairs: Vec<String>,
     },
+    /// Set the AWS role capsight assumes in the tenant's account (preflight, launches).
+    Role {
+        /// Tenant id.
+        id: String,
+        /// `arn:aws:iam::<account>:role/<name>`.
+        #[arg(long)]
+        role_arn: String,
+        /// The external id agreed with the tenant.
+        #[arg(long)]
+        external_id: String,
+    },
     /// List tenants and key ids.
     List,
 }
@@ -216,6 +227,22 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             }
             reg.save(path)?;
             println!("zone map of {id} updated");
+        }
+        TenantCommand::Role {
+            id,
+            role_arn,
+            external_id,
+        } => {
+            let id = TenantId::parse(&id)?;
+            reg.set_aws_role(
+                &id,
+                Some(capsight_tenancy::CloudRole {
+                    role_arn,
+                    external_id,
+                }),
+            )?;
+            reg.save(path)?;
+            println!("aws role of {id} set");
         }
         TenantCommand::List => {
             for t in &reg.tenants {

@@ -240,3 +240,132 @@ impl AlertRow {
         }
     }
 }
+
+/// One row of `launch_events`: a launch job's state transition. The gateway writes seq 0
+/// (`queued`); the launcher writes seq 1, 2, ... `tenant` is the tenant id.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LaunchEventRow {
+    /// The job id (also the cloud ClientToken).
+    pub job_id: String,
+    /// Transition number within the job.
+    pub seq: u32,
+    /// Tenant id.
+    pub tenant: String,
+    /// When, seconds.
+    pub at: u32,
+    /// When, millisecond part.
+    pub at_ms: u16,
+    /// `queued`, `preflight`, `provisioning`, `running`, `terminated`, `failed`, `cancelled`.
+    pub state: String,
+    /// Key of this attempt: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// Cloud instance id, once known.
+    pub instance_id: String,
+    /// Attempt number (1 = the requested key; more after fallbacks).
+    pub attempt: u32,
+    /// Error class of a failure, or empty.
+    pub error_class: String,
+    /// Raw error code, or empty.
+    pub error_code: String,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+/// One row of `launch_requests`: a job as the gateway accepted it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LaunchRequestRow {
+    /// The job id.
+    pub job_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Accepted at, seconds.
+    pub created_at: u32,
+    /// Millisecond part.
+    pub created_ms: u16,
+    /// Key: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// Instances.
+    pub count: u32,
+    /// Machine image.
+    pub image_id: String,
+    /// Subnet or empty.
+    pub subnet_id: String,
+    /// Spot max price per instance-hour, 0 = on-demand price.
+    pub spot_max_price: f64,
+    /// 1 when a warm standby was asked for.
+    pub warm_standby: u8,
+    /// Max lifetime, seconds (0 = launcher default).
+    pub max_lifetime_secs: u64,
+    /// Idle TTL, seconds (0 = none).
+    pub idle_ttl_secs: u64,
+    /// Alternatives the launcher may walk.
+    pub max_fallbacks: u32,
+}
+
+/// One row of `launch_cancellations`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LaunchCancellationRow {
+    /// The job id.
+    pub job_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Requested at, seconds.
+    pub at: u32,
+}
+
+/// One row of `preflight_log`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct PreflightLogRow {
+    /// Id returned to the caller.
+    pub preflight_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// When, seconds.
+    pub at: u32,
+    /// Millisecond part.
+    pub at_ms: u16,
+    /// Key: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// Instances asked for.
+    pub count: u32,
+    /// `can_launch`, `retry_with_alternatives`, `fix_account_issue`.
+    pub decision: String,
+    /// Step outcome: `passed`, `failed`, `warning`, `skipped`.
+    pub permission: String,
+    /// Step outcome.
+    pub quota: String,
+    /// Step outcome.
+    pub capacity: String,
+    /// Quota headroom in instances (0 when not checked).
+    pub quota_headroom: u32,
+    /// Score used, -1 when none.
+    pub score: i16,
+    /// Alternatives returned.
+    pub alternatives: u32,
+    /// The steps as JSON.
+    pub checks: String,
+}

@@ -14,7 +14,7 @@ mod registry;
 mod shared;
 
 pub use registry::{
-    ApiKeyRecord, Authenticated, IssuedKey, Registry, RegistryError, Tenant, TenantId,
+    ApiKeyRecord, Authenticated, CloudRole, IssuedKey, Registry, RegistryError, Tenant, TenantId,
 };
 pub use shared::SharedRegistry;
 

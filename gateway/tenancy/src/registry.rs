@@ -138,9 +138,23 @@ pub struct Tenant {
     /// This tenant's AWS AZ names mapped to AZ IDs (names are shuffled per account).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub zone_map: BTreeMap<String, String>,
+    /// The role capsight assumes in the tenant's own cloud account for account checks
+    /// (preflight permission and quota) and launches; never the operator's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_role: Option<CloudRole>,
     /// API keys.
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
+}
+
+/// An AWS IAM role in a tenant's account, assumed with an external id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudRole {
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub role_arn: String,
+    /// The external id agreed with the tenant (confused-deputy protection).
+    pub external_id: String,
 }
 
 /// The registry.
@@ -249,8 +263,19 @@ impl Registry {
             name: name.to_owned(),
             rate_per_minute: None,
             zone_map: BTreeMap::new(),
+            aws_role: None,
             keys: Vec::new(),
         });
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the AWS role capsight assumes in `tenant`'s account.
+    pub fn set_aws_role(
+        &mut self,
+        tenant: &TenantId,
+        role: Option<CloudRole>,
+    ) -> Result<(), RegistryError> {
+        self.tenant_mut(tenant)?.aws_role = role;
         Ok(())
     }
 

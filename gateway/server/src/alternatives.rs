@@ -1,0 +1,279 @@
+//! Ranked alternatives to a launch request, from the scores view and the GPU catalog.
+//!
+//! Contract ([`rank`], pure): candidates are scored keys other than the request's own key that
+//! * use the same instance type, or — with `allow_substitutes` — a catalog substitute with a
+//!   same-or-better GPU (class and memory per GPU) and at least as many GPUs per instance,
+//!   never a smaller GPU;
+//! * are of the same provider unless `allow_other_providers`; in an allowed region; in an
+//!   allowed market (spot only for interruptible work, seed 002); offered in that region per
+//!   the catalog; labelled at least `min_label`; within the price cap ($/GPU-hour, catalog
+//!   on-demand price).
+//!
+//! Order: better label first, then the same instance type before substitutes, the same market
+//! before others (launchable now, same purchase terms), the same region before others, higher
+//! score, lower $/GPU-hour, key. Each
+//! candidate carries the reason it is proposed and purchase-option advice for its market.
+
+use std::sync::Arc;
+
+use capsight_catalog::Catalog;
+use capsight_proto::{
+    domain::{CapacityKey, Market, Score},
+    v1,
+};
+
+use crate::validate::{Constraints, Spec, label_rank};
+
+/// Purchase-option advice per market (seed 002).
+pub fn advice(market: Market, interruptible: bool) -> &'static str {
+    match market {
+        Market::OnDemand => {
+            "on-demand: never interrupted, highest list price; right for latency-critical or \
+             non-restartable work"
+        }
+        Market::Spot if interruptible => {
+            "spot: typically 60-90% cheaper, reclaimed with 2 minutes' notice; checkpoint, and \
+             consider a warm on-demand standby (launch --warm-standby)"
+        }
+        Market::Spot => "spot: only for interruptible work (checkpointed training, batch, CI)",
+        Market::CapacityBlock => {
+            "capacity block: GPUs reserved for a fixed future window, paid upfront, cannot be \
+             cancelled; book ahead for planned training runs"
+        }
+    }
+}
+
+fn reason(want: &CapacityKey, got: &CapacityKey, catalog: &Catalog) -> String {
+    let mut parts = Vec::new();
+    if got.instance_type != want.instance_type {
+        let model = |k: &CapacityKey| {
+            catalog
+                .get(k.provider, &k.instance_type)
+                .map(|g| format!("{}x {} {}GB", g.gpu_count, g.gpu_model, g.gpu_memory_gib))
+                .unwrap_or_default()
+        };
+        parts.push(format!(
+            "{} ({}) instead of {} ({}): same-or-better GPU",
+            got.instance_type,
+            model(got),
+            want.instance_type,
+            model(want)
+        ));
+    } else {
+        parts.push(format!("same type {}", got.instance_type));
+    }
+    if got.provider != want.provider {
+        parts.push(format!("on {}", got.provider));
+    }
+    if got.region != want.region {
+        parts.push(format!("in {}", got.region));
+    } else if got.zone != want.zone {
+        match &got.zone {
+            Some(z) => parts.push(format!("other zone {z}")),
+            None => parts.push("anywhere in the region".into()),
+        }
+    }
+    if got.market != want.market {
+        parts.push(format!("{} instead of {}", got.market, want.market));
+    }
+    parts.join(", ")
+}
+
+/// Ranked alternatives for `spec` under `constraints` among `scores`.
+pub fn rank(
+    spec: &Spec,
+    constraints: &Constraints,
+    scores: &[Arc<Score>],
+    catalog: &Catalog,
+) -> Vec<v1::Alternative> {
+    let want = &spec.key;
+    let substitutes: Vec<(capsight_proto::domain::Provider, String)> =
+        if constraints.allow_substitutes {
+            catalog
+                .substitutes(&spec.gpu, spec.gpu.gpu_count)
+                .map(|g| (g.provider, g.instance_type.as_str().to_owned()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+    let mut found: Vec<(Arc<Score>, f64, String)> = scores
+        .iter()
+        .filter(|s| s.key != *want)
+        .filter_map(|s| {
+            let k = &s.key;
+            if k.provider != want.provider && !constraints.allow_other_providers {
+                return None;
+            }
+            let same_type = k.provider == want.provider && k.instance_type == want.instance_type;
+            if !same_type
+                && !substitutes
+                    .iter()
+                    .any(|(p, t)| *p == k.provider && t == k.instance_type.as_str())
+            {
+                return None;
+            }
+            if !constraints.allowed_regions.is_empty()
+                && !constraints.allowed_regions.contains(&k.region)
+            {
+                return None;
+            }
+            if !constraints.markets.contains(&k.market) {
+                return None;
+            }
+            if label_rank(s.label) > label_rank(constraints.min_label) {
+                return None;
+            }
+            let gpu = catalog.get(k.provider, &k.instance_type)?;
+            if !gpu.offered_in(&k.region) {
+                return None;
+            }
+            if k.market == Market::CapacityBlock && !gpu.capacity_blocks {
+                return None;
+            }
+            let price = gpu.usd_per_gpu_hour();
+            if constraints
+                .max_usd_per_gpu_hour
+                .is_some_and(|max| price > max)
+            {
+                return None;
+            }
+            Some((Arc::clone(s), price, gpu.gpu_model.clone()))
+        })
+        .collect();
+    found.sort_by(|(a, pa, _), (b, pb, _)| {
+        let key = |s: &Score| {
+            (
+                label_rank(s.label),
+                s.key.instance_type != want.instance_type,
+                s.key.market != want.market,
+                s.key.region != want.region,
+            )
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| b.score.cmp(&a.score))
+            .then_with(|| pa.total_cmp(pb))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    found
+        .into_iter()
+        .take(constraints.limit)
+        .enumerate()
+        .map(|(i, (s, price, model))| {
+            let gpu_count = catalog
+                .get(s.key.provider, &s.key.instance_type)
+                .map_or(0, |g| g.gpu_count);
+            v1::Alternative {
+                key: Some(v1::CapacityKey::from(&s.key)),
+                score: u32::from(s.score),
+                label: s.label.into(),
+                confidence: s.confidence,
+                usd_per_gpu_hour: (price * 100.0).round() / 100.0,
+                gpu_model: model,
+                gpu_count,
+                reason: reason(want, &s.key, catalog),
+                advice: advice(s.key.market, constraints.interruptible).to_owned(),
+                rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use capsight_proto::domain::Label;
+    use chrono::Utc;
+
+    use super::*;
+    use crate::validate;
+
+    fn score(key: &str, value: u8) -> Arc<Score> {
+        Arc::new(Score {
+            key: key.parse().unwrap(),
+            score: value,
+            label: Label::for_score(value),
+            confidence: 0.8,
+            evidence: vec![],
+            window: std::time::Duration::from_secs(3600),
+            updated_at: Utc::now(),
+            signal_count: 10,
+        })
+    }
+
+    fn spec(key: &str, catalog: &Catalog) -> Spec {
+        let k: CapacityKey = key.parse().unwrap();
+        validate::spec(
+            "spec",
+            Some(v1::LaunchSpec {
+                key: Some(v1::CapacityKey::from(&k)),
+                count: 1,
+                image_id: "ami-12345678".into(),
+                ..Default::default()
+            }),
+            catalog,
+            32,
+            true,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn same_type_other_zone_ranks_first_and_unavailable_or_spot_are_excluded() {
+        let catalog = Catalog::embedded().unwrap();
+        let s = spec("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", &catalog);
+        let c = validate::constraints("c", None, &s).unwrap();
+        let scores = vec![
+            score("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 10),
+            score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 85),
+            score("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 20),
+            score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 90),
+            score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 95),
+        ];
+        let alts = rank(&s, &c, &scores, &catalog);
+        let keys: Vec<String> = alts
+            .iter()
+            .map(|a| {
+                CapacityKey::try_from(a.key.clone().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+                "aws/us-west-2/usw2-az1/p5.48xlarge/on_demand"
+            ]
+        );
+        assert!(
+            alts[0].reason.contains("other zone use1-az4"),
+            "{}",
+            alts[0].reason
+        );
+        assert_eq!(alts[0].rank, 1);
+        assert!(alts[0].usd_per_gpu_hour > 0.0);
+    }
+
+    #[test]
+    fn allowed_regions_and_interruptible_spot() {
+        let catalog = Catalog::embedded().unwrap();
+        let s = spec("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", &catalog);
+        let c = validate::constraints(
+            "c",
+            Some(v1::Constraints {
+                allowed_regions: vec!["us-east-1".into()],
+                interruptible: true,
+                ..Default::default()
+            }),
+            &s,
+        )
+        .unwrap();
+        let scores = vec![
+            score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 90),
+            score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 95),
+        ];
+        let alts = rank(&s, &c, &scores, &catalog);
+        assert_eq!(alts.len(), 1);
+        assert!(alts[0].advice.starts_with("spot"), "{}", alts[0].advice);
+    }
+}

@@ -1,0 +1,120 @@
+//! Cloud adapters acting in *tenants'* accounts, for the account checks of preflight.
+//!
+//! Contract: [`TenantClouds::adapter`] returns an adapter for `tenant` in `region` that acts
+//! with the tenant's own credentials — the role registered for the tenant
+//! (`capsight-admin tenant role`), assumed with its external id from the operator's AWS
+//! chain — never with the operator's own permissions. A tenant without a role gets
+//! [`AccountError::NoRole`]. Adapters are cached per (tenant, region, role, external id) and
+//! refresh their session credentials themselves.
+
+use std::{collections::HashMap, sync::Arc};
+
+use async_trait::async_trait;
+use capsight_catalog::Catalog;
+use capsight_cloud::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
+use capsight_tenancy::Tenant;
+use futures::future::BoxFuture;
+
+/// Why no adapter could be had for a tenant.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The tenant registered no cloud role.
+    #[error("no AWS role is registered for tenant {0}")]
+    NoRole(String),
+    /// Assuming the role (or building the adapter) failed.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+/// Adapters in tenants' accounts.
+#[async_trait]
+pub trait TenantClouds: Send + Sync + std::fmt::Debug {
+    /// An adapter acting as `tenant` in `region`.
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError>;
+}
+
+/// Builds the operator's base adapter for a region.
+pub type BaseAdapter =
+    Arc<dyn Fn(Region) -> BoxFuture<'static, Result<AwsAdapter, CloudError>> + Send + Sync>;
+
+/// (tenant id, region, role ARN, external id).
+type TenantAdapterKey = (String, Region, String, String);
+
+/// AWS: assume the tenant's role from the operator's base adapter of the region.
+pub struct AwsClouds {
+    base: BaseAdapter,
+    bases: tokio::sync::Mutex<HashMap<Region, Arc<AwsAdapter>>>,
+    tenants: tokio::sync::Mutex<HashMap<TenantAdapterKey, Arc<AwsAdapter>>>,
+}
+
+impl std::fmt::Debug for AwsClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsClouds").finish_non_exhaustive()
+    }
+}
+
+impl AwsClouds {
+    /// Base adapters from the standard AWS configuration chain (`AWS_ENDPOINT_URL` points it
+    /// at cloudsim), one per region.
+    pub fn from_env(settings: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_base(Arc::new(move |region: Region| {
+            let settings = CloudSettings {
+                region: region.as_str().to_owned(),
+                ..settings.clone()
+            };
+            let catalog = Arc::clone(&catalog);
+            Box::pin(async move { AwsAdapter::from_env(settings, catalog).await })
+        }))
+    }
+
+    /// Base adapters from `base` (tests point it at their cloudsim).
+    pub fn with_base(base: BaseAdapter) -> Self {
+        Self {
+            base,
+            bases: tokio::sync::Mutex::default(),
+            tenants: tokio::sync::Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for AwsClouds {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        let role = tenant
+            .aws_role
+            .as_ref()
+            .ok_or_else(|| AccountError::NoRole(tenant.id.to_string()))?;
+        let cache_key = (
+            tenant.id.to_string(),
+            region.clone(),
+            role.role_arn.clone(),
+            role.external_id.clone(),
+        );
+        let mut tenants = self.tenants.lock().await;
+        if let Some(a) = tenants.get(&cache_key) {
+            return Ok(Arc::clone(a) as Arc<dyn CloudAdapter>);
+        }
+        let base = {
+            let mut bases = self.bases.lock().await;
+            match bases.get(region) {
+                Some(b) => Arc::clone(b),
+                None => {
+                    let b = Arc::new((self.base)(region.clone()).await?);
+                    bases.insert(region.clone(), Arc::clone(&b));
+                    b
+                }
+            }
+        };
+        let adapter = Arc::new(base.for_tenant(&role.role_arn, &role.external_id).await?);
+        tenants.insert(cache_key, Arc::clone(&adapter));
+        Ok(adapter as Arc<dyn CloudAdapter>)
+    }
+}

@@ -1,0 +1,235 @@
+//! `capsight-gateway`: the gRPC API of capsight (`capsight.v1`, see
+//! `proto/capsight/v1/gateway.proto`).
+//!
+//! Services: `ScoreService` (latest scores from the in-memory [`view`], history from
+//! ClickHouse), `PreflightService` (permission -> quota -> capacity -> decision, and
+//! alternatives), `LaunchService` (jobs to RabbitMQ, state from ClickHouse `launch_events`),
+//! `ReportService` (tenant reports as signals), plus `grpc.health.v1` and server reflection.
+//!
+//! Contracts:
+//! * **Ready**: health is `NOT_SERVING` (overall and per service) until the scores view has read
+//!   the compacted scores topic to the end found at start; score-reading RPCs answer
+//!   `UNAVAILABLE` until then.
+//! * **Tenancy**: every capsight RPC is admitted by [`auth::Tenancy`] (API key, per-tenant
+//!   governor limit -> `RESOURCE_EXHAUSTED`). Tenants see global scores and only their own
+//!   launches (every launch read filters on the tenant id).
+//! * **Errors**: one [`GatewayError`] type, mapped to `tonic::Status` in `error.rs` only.
+//! * **Stateless**: apart from the rebuildable scores view, all state is in Kafka, ClickHouse and
+//!   RabbitMQ; any number of gateways can run behind a load balancer.
+//! * **Shutdown**: when the [`Shutdown`] fires the server stops accepting, finishes in-flight
+//!   calls (streams end), the view stops, and the signal publisher is flushed.
+
+pub mod alternatives;
+pub mod auth;
+pub mod clouds;
+mod error;
+pub mod jobs;
+pub mod preflight;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod validate;
+pub mod view;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use capsight_catalog::Catalog;
+use capsight_proto::v1::{
+    launch_service_server::LaunchServiceServer, preflight_service_server::PreflightServiceServer,
+    report_service_server::ReportServiceServer, score_service_server::ScoreServiceServer,
+};
+use capsight_publisher::Publisher;
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::{SharedRegistry, TenantHasher};
+pub use error::GatewayError;
+pub use settings::{GatewayConfig, GatewaySettings};
+use tokio::task::JoinHandle;
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
+use tonic_health::ServingStatus;
+
+use crate::{
+    auth::Tenancy, clouds::TenantClouds, jobs::JobPublisher, service::Api, store::Store,
+    view::ScoresView,
+};
+
+/// What every RPC shares.
+#[derive(Debug)]
+pub struct Core {
+    /// `[gateway]`.
+    pub settings: GatewaySettings,
+    /// Keys and limits.
+    pub tenancy: Tenancy,
+    /// Latest scores.
+    pub view: Arc<ScoresView>,
+    /// GPU catalog.
+    pub catalog: Arc<Catalog>,
+    /// ClickHouse.
+    pub store: Store,
+    /// Launch jobs out.
+    pub jobs: JobPublisher,
+    /// Report signals out.
+    pub signals: Publisher,
+    /// Tenants' cloud accounts.
+    pub clouds: Arc<dyn TenantClouds>,
+}
+
+/// A started gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The scores view (tests wait on it).
+    pub view: Arc<ScoresView>,
+    server: JoinHandle<Result<(), GatewayError>>,
+}
+
+impl Running {
+    /// Waits for the server to stop (after the shutdown signal).
+    pub async fn join(self) -> Result<(), GatewayError> {
+        self.server
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?
+    }
+}
+
+const SERVICES: [&str; 4] = [
+    "capsight.v1.ScoreService",
+    "capsight.v1.PreflightService",
+    "capsight.v1.LaunchService",
+    "capsight.v1.ReportService",
+];
+
+/// Binds `config.gateway.listen`, starts the scores view and serves until `shutdown` fires.
+pub async fn start(
+    config: GatewayConfig,
+    clouds: Arc<dyn TenantClouds>,
+    shutdown: Shutdown,
+) -> Result<Running, GatewayError> {
+    let startup =
+        |what: &str, e: &dyn std::fmt::Display| GatewayError::Internal(format!("{what}: {e}"));
+    let catalog = Arc::new(Catalog::embedded().map_err(|e| startup("catalog", &e))?);
+    let registry = SharedRegistry::open(
+        config.tenancy.registry.clone(),
+        config.gateway.registry_recheck,
+    )
+    .map_err(|e| startup("tenant registry", &e))?;
+    let tenancy = Tenancy::new(
+        registry,
+        TenantHasher::new(&config.tenancy.hash_secret),
+        config.tenancy.default_rate_per_minute,
+    );
+    let store = Store::new(
+        config
+            .clickhouse
+            .client()
+            .map_err(|e| startup("clickhouse", &e))?,
+    );
+    let jobs = JobPublisher::new(config.amqp.clone(), config.gateway.publish_timeout);
+    if let Err(e) = jobs.connect().await {
+        tracing::warn!(error = %e, "RabbitMQ not reachable at start; Launch will retry per call");
+    }
+    let signals = Publisher::new(&config.kafka, &config.publisher, "gateway")
+        .map_err(|e| startup("kafka publisher", &e))?;
+    let view = ScoresView::new();
+    let core = Arc::new(Core {
+        settings: config.gateway.clone(),
+        tenancy,
+        view: Arc::clone(&view),
+        catalog,
+        store,
+        jobs,
+        signals,
+        clouds,
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    for s in SERVICES {
+        health
+            .set_service_status(s, ServingStatus::NotServing)
+            .await;
+    }
+    {
+        let view = Arc::clone(&view);
+        let health = health.clone();
+        tokio::spawn(async move {
+            view.wait_ready().await;
+            health.set_service_status("", ServingStatus::Serving).await;
+            for s in SERVICES {
+                health.set_service_status(s, ServingStatus::Serving).await;
+            }
+        });
+    }
+    {
+        let view = Arc::clone(&view);
+        let kafka = config.kafka.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = view::follow(view, kafka, shutdown).await {
+                tracing::error!(error = %e, "scores view stopped");
+            }
+        });
+    }
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(capsight_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| startup("reflection", &e))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(capsight_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| startup("reflection", &e))?;
+
+    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let tls = &config.gateway;
+    if !tls.tls_cert.as_os_str().is_empty() || !tls.tls_key.as_os_str().is_empty() {
+        // two rustls providers are compiled in (ring via tonic, aws-lc-rs via the AWS SDK):
+        // choose one for the process; an already installed provider is fine too
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = std::fs::read(&tls.tls_cert).map_err(|e| startup("gateway.tls_cert", &e))?;
+        let key = std::fs::read(&tls.tls_key).map_err(|e| startup("gateway.tls_key", &e))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| startup("tls", &e))?;
+    }
+    let api = Api::new(Arc::clone(&core));
+    let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+        .await
+        .map_err(|e| startup(&format!("bind {}", config.gateway.listen), &e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| startup("local address", &e))?;
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ScoreServiceServer::new(api.clone()))
+        .add_service(PreflightServiceServer::new(api.clone()))
+        .add_service(LaunchServiceServer::new(api.clone()))
+        .add_service(ReportServiceServer::new(api));
+    tracing::info!(%addr, "capsight-gateway listening");
+    let server = tokio::spawn(async move {
+        let wait = shutdown.clone();
+        let served = router
+            // nodelay on accepted sockets (the builder's tcp_nodelay applies only when tonic
+            // binds itself): without it, multi-segment answers such as a ListScores page wait
+            // for the client's delayed ACK (~40 ms)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    wait.wait().await;
+                },
+            )
+            .await
+            .map_err(|e| GatewayError::Internal(format!("server: {e}")));
+        if let Err(e) = core.signals.flush(Duration::from_secs(10)).await {
+            tracing::error!(error = %e, "report signals not flushed at shutdown");
+        }
+        served
+    });
+    Ok(Running { addr, view, server })
+}

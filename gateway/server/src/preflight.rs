@@ -1,0 +1,440 @@
+//! Preflight: permission -> quota -> capacity -> decision.
+//!
+//! Contract (domain.md): permission is a DryRun `RunInstances` with the tenant's own
+//! credentials (it checks neither capacity nor quota); quota is the tenant's headroom in
+//! instances for the type's quota family and market vs the requested count; capacity is the
+//! latest score of the key (zonal key, or for a region-wide request the region-wide key, else
+//! the best zone). Decision:
+//! * permission or quota failed -> `FIX_ACCOUNT_ISSUE` (never alternatives: another zone will
+//!   not fix the tenant's account);
+//! * only capacity failed (label Unavailable) -> `RETRY_WITH_ALTERNATIVES`, alternatives inline;
+//! * otherwise `CAN_LAUNCH` (Limited and "no data" pass with a warning).
+//!
+//! With `live_probe` (on-demand, zonal requests) the capacity step also reserves one instance
+//! with the tenant's credentials and cancels the reservation at once: a capacity error fails the
+//! step (-> alternatives) whatever the score says; a success passes it.
+//!
+//! After a failed step the later steps are `SKIPPED`. A throttled/transient cloud failure is
+//! not an answer about the account: the call fails with `UNAVAILABLE` instead. Providers
+//! without an adapter (anything but AWS today) skip the account steps with a warning.
+
+use std::sync::Arc;
+
+use capsight_cloud::{CloudAdapter, CloudError, LaunchRequest, Permission, ReservationRequest};
+use capsight_proto::{
+    domain::{Label, Market, Provider, Score},
+    v1::{self, CheckStatus, Decision},
+};
+
+use crate::{
+    GatewayError, alternatives,
+    auth::Caller,
+    clouds::{AccountError, TenantClouds},
+    validate::{Constraints, Spec},
+    view::ScoresView,
+};
+
+/// The outcome of a preflight, before it is logged.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The decision.
+    pub decision: Decision,
+    /// The steps.
+    pub checks: Vec<v1::PreflightCheck>,
+    /// The score used.
+    pub score: Option<Arc<Score>>,
+    /// Quota headroom when the quota step ran.
+    pub quota_headroom: Option<u32>,
+    /// Alternatives on a capacity failure.
+    pub alternatives: Vec<v1::Alternative>,
+}
+
+fn check(
+    name: &str,
+    status: CheckStatus,
+    reason: impl Into<String>,
+    code: &str,
+) -> v1::PreflightCheck {
+    v1::PreflightCheck {
+        name: name.to_owned(),
+        status: status.into(),
+        reason: reason.into(),
+        error_code: code.to_owned(),
+    }
+}
+
+fn skipped(name: &str, why: &str) -> v1::PreflightCheck {
+    check(name, CheckStatus::Skipped, why, "")
+}
+
+/// A cloud failure in an account step: an account answer (`Ok(check)`) or an outage (`Err`).
+fn account_failure(
+    step: &str,
+    what: &str,
+    e: &CloudError,
+) -> Result<v1::PreflightCheck, GatewayError> {
+    if e.is_retryable() {
+        return Err(GatewayError::unavailable("cloud", e));
+    }
+    let code = e.code().unwrap_or_default();
+    let message = e
+        .classified()
+        .map_or_else(|| e.to_string(), |c| c.message.clone());
+    Ok(check(
+        step,
+        CheckStatus::Failed,
+        format!("{what}: {} ({code}): {message}", e.class()),
+        code,
+    ))
+}
+
+/// The latest score for the spec's key (see the module contract).
+pub fn capacity_score(view: &ScoresView, spec: &Spec) -> Option<Arc<Score>> {
+    if let Some(s) = view.get(&spec.key.to_string()) {
+        return Some(s);
+    }
+    if spec.key.zone.is_some() {
+        return None;
+    }
+    let k = &spec.key;
+    view.select(None, |s| {
+        s.key.provider == k.provider
+            && s.key.region == k.region
+            && s.key.instance_type == k.instance_type
+            && s.key.market == k.market
+    })
+    .into_iter()
+    .max_by_key(|s| s.score)
+}
+
+/// What a preflight consults besides the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The tenants' cloud accounts.
+    pub clouds: &'a dyn TenantClouds,
+    /// Latest scores.
+    pub view: &'a ScoresView,
+    /// The GPU catalog.
+    pub catalog: &'a capsight_catalog::Catalog,
+    /// Deadline of each cloud call.
+    pub timeout: std::time::Duration,
+}
+
+/// Runs the preflight of `spec` for `caller`.
+pub async fn run(
+    caller: &Caller,
+    spec: &Spec,
+    constraints: &Constraints,
+    live_probe: bool,
+    sources: Sources<'_>,
+) -> Result<Outcome, GatewayError> {
+    let Sources {
+        clouds,
+        view,
+        catalog,
+        timeout,
+    } = sources;
+    let mut checks = Vec::new();
+    let mut quota_headroom = None;
+    let mut account_ok = true;
+    let mut probe_adapter: Option<Arc<dyn CloudAdapter>> = None;
+
+    if spec.key.provider == Provider::Aws {
+        let adapter =
+            match tokio::time::timeout(timeout, clouds.adapter(&caller.tenant, &spec.key.region))
+                .await
+            {
+                Err(_) => return Err(GatewayError::unavailable("cloud", "assume role timed out")),
+                Ok(Ok(a)) => Some(a),
+                Ok(Err(AccountError::NoRole(t))) => {
+                    checks.push(check(
+                    "permission",
+                    CheckStatus::Failed,
+                    format!(
+                        "no AWS role is registered for tenant {t}: capsight checks permission and \
+                         quota with your own account; register a role (capsight-admin tenant role)"
+                    ),
+                    "",
+                ));
+                    None
+                }
+                Ok(Err(AccountError::Cloud(e))) => {
+                    checks.push(account_failure(
+                        "permission",
+                        "cannot assume your role",
+                        &e,
+                    )?);
+                    None
+                }
+            };
+        if let Some(adapter) = adapter {
+            probe_adapter = Some(Arc::clone(&adapter));
+            let mut request = LaunchRequest::new(
+                spec.key.instance_type.clone(),
+                spec.key.zone.clone(),
+                spec.image_id.clone(),
+                format!("preflight-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .market(if spec.key.market == Market::Spot {
+                Market::Spot
+            } else {
+                Market::OnDemand
+            })
+            .count(spec.count);
+            request.subnet_id.clone_from(&spec.subnet_id);
+            request.spot_max_price = spec.spot_max_price;
+            match tokio::time::timeout(timeout, adapter.check_launch_permission(&request)).await {
+                Err(_) => return Err(GatewayError::unavailable("cloud", "dry run timed out")),
+                Ok(Ok(Permission::Allowed)) => checks.push(check(
+                    "permission",
+                    CheckStatus::Passed,
+                    format!(
+                        "DryRun RunInstances of {} x{} is allowed for your account",
+                        spec.key.instance_type, spec.count
+                    ),
+                    "",
+                )),
+                Ok(Ok(Permission::Denied { code, message })) => checks.push(check(
+                    "permission",
+                    CheckStatus::Failed,
+                    format!(
+                        "your account may not launch {}: {message}",
+                        spec.key.instance_type
+                    ),
+                    &code,
+                )),
+                Ok(Err(e)) => checks.push(account_failure("permission", "the dry run failed", &e)?),
+            }
+            account_ok = checks
+                .iter()
+                .all(|c| c.status != CheckStatus::Failed as i32);
+            if !account_ok {
+                checks.push(skipped("quota", "skipped: permission failed"));
+            } else if spec.key.market == Market::CapacityBlock {
+                checks.push(skipped(
+                    "quota",
+                    "capacity blocks are purchased reservations; the on-demand/spot vCPU quota does not apply",
+                ));
+            } else {
+                match tokio::time::timeout(
+                    timeout,
+                    adapter.quota_headroom(&spec.key.instance_type, spec.key.market),
+                )
+                .await
+                {
+                    Err(_) => {
+                        return Err(GatewayError::unavailable("cloud", "quota lookup timed out"));
+                    }
+                    Ok(Ok(q)) => {
+                        quota_headroom = Some(q.headroom_instances);
+                        let detail = format!(
+                            "quota {} in {}: limit {} vCPUs, {} in use, {} vCPUs per {} -> room \
+                             for {} instance(s), {} requested",
+                            q.quota_code,
+                            spec.key.region,
+                            q.limit_vcpus,
+                            q.used_vcpus,
+                            q.vcpus_per_instance,
+                            spec.key.instance_type,
+                            q.headroom_instances,
+                            spec.count
+                        );
+                        if q.headroom_instances >= spec.count {
+                            checks.push(check("quota", CheckStatus::Passed, detail, ""));
+                        } else {
+                            account_ok = false;
+                            checks.push(check(
+                                "quota",
+                                CheckStatus::Failed,
+                                format!(
+                                    "{detail}; request a quota increase for {} in {} (Service \
+                                     Quotas) — other zones share the same regional quota",
+                                    q.quota_code, spec.key.region
+                                ),
+                                "",
+                            ));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        account_ok = false;
+                        checks.push(account_failure("quota", "the quota lookup failed", &e)?);
+                    }
+                }
+            }
+        } else {
+            account_ok = false;
+            checks.push(skipped("quota", "skipped: permission failed"));
+        }
+    } else {
+        checks.push(check(
+            "permission",
+            CheckStatus::Warning,
+            format!(
+                "no account adapter for {} yet: permission not checked",
+                spec.key.provider
+            ),
+            "",
+        ));
+        checks.push(check(
+            "quota",
+            CheckStatus::Warning,
+            format!(
+                "no account adapter for {} yet: quota not checked",
+                spec.key.provider
+            ),
+            "",
+        ));
+    }
+
+    if !account_ok {
+        checks.push(skipped("capacity", "skipped: fix the account issue first"));
+        return Ok(Outcome {
+            decision: Decision::FixAccountIssue,
+            checks,
+            score: None,
+            quota_headroom,
+            alternatives: Vec::new(),
+        });
+    }
+
+    let score = capacity_score(view, spec);
+    let probed = if live_probe {
+        probe(spec, probe_adapter.as_deref(), timeout).await?
+    } else {
+        None
+    };
+    let (decision, capacity, alternatives) = match (&probed, &score) {
+        (Some((true, reason)), _) => (
+            Decision::CanLaunch,
+            check("capacity", CheckStatus::Passed, reason.clone(), ""),
+            Vec::new(),
+        ),
+        (Some((false, reason)), _) => {
+            let all = view.select(None, |_| true);
+            let alts = alternatives::rank(spec, constraints, &all, catalog);
+            (
+                Decision::RetryWithAlternatives,
+                check(
+                    "capacity",
+                    CheckStatus::Failed,
+                    format!("{reason}; {} alternative(s) proposed", alts.len()),
+                    "InsufficientInstanceCapacity",
+                ),
+                alts,
+            )
+        }
+        (None, score) => match score {
+            None => (
+                Decision::CanLaunch,
+                check(
+                    "capacity",
+                    CheckStatus::Warning,
+                    format!("no recent evidence for {}: capacity unknown", spec.key),
+                    "",
+                ),
+                Vec::new(),
+            ),
+            Some(s) => {
+                let what = format!(
+                    "{} scores {} ({}, confidence {:.2}, {} signals)",
+                    s.key, s.score, s.label, s.confidence, s.signal_count
+                );
+                match s.label {
+                    Label::Available => (
+                        Decision::CanLaunch,
+                        check("capacity", CheckStatus::Passed, what, ""),
+                        Vec::new(),
+                    ),
+                    Label::Limited => (
+                        Decision::CanLaunch,
+                        check(
+                            "capacity",
+                            CheckStatus::Warning,
+                            format!("{what}: capacity is limited; a launch may fail"),
+                            "",
+                        ),
+                        Vec::new(),
+                    ),
+                    Label::Unavailable => {
+                        let all = view.select(None, |_| true);
+                        let alts = alternatives::rank(spec, constraints, &all, catalog);
+                        (
+                            Decision::RetryWithAlternatives,
+                            check(
+                                "capacity",
+                                CheckStatus::Failed,
+                                format!(
+                                    "{what}: little or no capacity; {} alternative(s) proposed",
+                                    alts.len()
+                                ),
+                                "",
+                            ),
+                            alts,
+                        )
+                    }
+                }
+            }
+        },
+    };
+    checks.push(capacity);
+    Ok(Outcome {
+        decision,
+        checks,
+        score,
+        quota_headroom,
+        alternatives,
+    })
+}
+
+/// The live capacity probe: `Some((has_capacity, reason))`, or `None` when it does not apply.
+async fn probe(
+    spec: &Spec,
+    adapter: Option<&dyn CloudAdapter>,
+    timeout: std::time::Duration,
+) -> Result<Option<(bool, String)>, GatewayError> {
+    let (Some(adapter), Some(zone), Market::OnDemand) =
+        (adapter, spec.key.zone.as_ref(), spec.key.market)
+    else {
+        return Ok(None);
+    };
+    let request = ReservationRequest {
+        instance_type: spec.key.instance_type.clone(),
+        zone: zone.clone(),
+        count: 1,
+        client_token: format!("preflight-probe-{}", uuid::Uuid::new_v4().simple()),
+        tags: [("capsight:probe".to_owned(), "preflight".to_owned())].into(),
+        // cancelled at once below; should that fail, the cloud ends it by itself
+        expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::minutes(10)),
+    };
+    let created = tokio::time::timeout(timeout, adapter.create_capacity_reservation(&request))
+        .await
+        .map_err(|_| GatewayError::unavailable("cloud", "live probe timed out"))?;
+    match created {
+        Ok(r) => {
+            if let Err(e) = adapter.cancel_capacity_reservation(&r.id).await {
+                // tagged `capsight:probe`: the probe sweeper removes what is left behind
+                tracing::error!(reservation = %r.id, error = %e, "cannot cancel the preflight probe reservation");
+            }
+            Ok(Some((
+                true,
+                format!(
+                    "live probe: reserved 1 {} in {zone} and released it at once",
+                    spec.key.instance_type
+                ),
+            )))
+        }
+        Err(e) if e.class() == capsight_proto::domain::ErrorClass::Capacity => Ok(Some((
+            false,
+            format!(
+                "live probe: no {} capacity in {zone} right now ({})",
+                spec.key.instance_type,
+                e.code().unwrap_or("capacity")
+            ),
+        ))),
+        Err(e) if e.is_retryable() => Err(GatewayError::unavailable("cloud", e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "live probe inconclusive");
+            Ok(None)
+        }
+    }
+}

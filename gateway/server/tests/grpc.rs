@@ -1,0 +1,1023 @@
+//! Every gateway RPC over real gRPC, against the real local stack and an in-process cloudsim.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_proto::{
+    domain::Label,
+    v1::{self, CheckStatus, Decision, LaunchState},
+};
+use common::{Harness, authed, score};
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicGetOptions};
+use prost::Message;
+use rdkafka::{
+    Message as _,
+    consumer::{Consumer, StreamConsumer},
+};
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+fn key(s: &str) -> Option<v1::CapacityKey> {
+    let k: capsight_proto::domain::CapacityKey = s.parse().unwrap();
+    Some(v1::CapacityKey::from(&k))
+}
+
+fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
+    Some(v1::LaunchSpec {
+        key: key(k),
+        count,
+        image_id: "ami-0123456789abcdef0".into(),
+        ..Default::default()
+    })
+}
+
+const AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+const AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+const AZ6: &str = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
+const WEST: &str = "aws/us-west-2/usw2-az1/p5.48xlarge/on_demand";
+
+async fn health(h: &Harness, service: &str) -> i32 {
+    HealthClient::new(h.channel.clone())
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
+    // the scores topic does not exist yet: the view cannot be built
+    let h = Harness::prepare(false).await.launch_gateway().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(health(&h, "").await, ServingStatus::NotServing as i32);
+    assert_eq!(
+        health(&h, "capsight.v1.ScoreService").await,
+        ServingStatus::NotServing as i32
+    );
+    let err = h
+        .scores()
+        .get_score(authed(v1::GetScoreRequest { key: key(AZ1) }, &h.keys.acme))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+
+    h.create_scores_topic().await;
+    for (k, v) in [(AZ1, 20), (AZ4, 85), (AZ6, 60), (WEST, 90)] {
+        h.publish_score(&score(k, v, 0.8)).await;
+    }
+    // a newer record of the same key wins
+    h.publish_score(&score(AZ1, 15, 0.9)).await;
+    h.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while health(&h, "").await != ServingStatus::Serving as i32 {
+        assert!(tokio::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // records published after start are read too
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = h
+            .scores()
+            .get_score(authed(v1::GetScoreRequest { key: key(AZ1) }, &h.keys.acme))
+            .await;
+        if let Ok(s) = r
+            && s.get_ref().score == 15
+        {
+            assert_eq!(s.get_ref().label, i32::from(Label::Unavailable));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "AZ1 never 15");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while h.running.as_ref().unwrap().view.len() < 4 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // unknown key
+    let err = h
+        .scores()
+        .get_score(authed(
+            v1::GetScoreRequest {
+                key: key("aws/us-east-1//p4d.24xlarge/spot"),
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // filters and pagination
+    let list = |filter: v1::ScoreFilter, page_size: u32, page_token: String| {
+        let mut c = h.scores();
+        let key = h.keys.acme.clone();
+        async move {
+            c.list_scores(authed(
+                v1::ListScoresRequest {
+                    filter: Some(filter),
+                    page_size,
+                    page_token,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let all = list(v1::ScoreFilter::default(), 0, String::new()).await;
+    assert_eq!(all.total, 4);
+    let good = list(
+        v1::ScoreFilter {
+            min_label: i32::from(Label::Available),
+            ..Default::default()
+        },
+        0,
+        String::new(),
+    )
+    .await;
+    assert_eq!(good.total, 2, "{good:?}");
+    let east_h100 = list(
+        v1::ScoreFilter {
+            region: "us-east-1".into(),
+            gpu_model: "h100".into(),
+            min_gpus: 8,
+            ..Default::default()
+        },
+        0,
+        String::new(),
+    )
+    .await;
+    assert_eq!(east_h100.total, 3);
+    let p1 = list(v1::ScoreFilter::default(), 3, String::new()).await;
+    assert_eq!(p1.scores.len(), 3);
+    assert!(!p1.next_page_token.is_empty());
+    let p2 = list(v1::ScoreFilter::default(), 3, p1.next_page_token).await;
+    assert_eq!(p2.scores.len(), 1);
+    assert!(p2.next_page_token.is_empty());
+    assert_eq!(p2.total, 4);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_scores_streams_label_transitions_only() {
+    let h = Harness::start(&[score(AZ4, 85, 0.8)]).await;
+    h.wait_ready().await;
+    let mut stream = h
+        .scores()
+        .watch_scores(authed(
+            v1::WatchScoresRequest {
+                filter: Some(v1::ScoreFilter {
+                    region: "us-east-1".into(),
+                    ..Default::default()
+                }),
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // same label: no transition; other region: filtered; then Available -> Unavailable
+    h.publish_score(&score(AZ4, 82, 0.8)).await;
+    h.publish_score(&score(WEST, 30, 0.8)).await;
+    h.publish_score(&score(AZ4, 30, 0.8)).await;
+    let t = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a transition within 20 s")
+        .unwrap()
+        .unwrap();
+    let s = t.score.unwrap();
+    assert_eq!(s.score, 30);
+    assert_eq!(s.label, i32::from(Label::Unavailable));
+    assert_eq!(t.previous, i32::from(Label::Available));
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_comes_from_clickhouse_bucketed_by_step() {
+    #[derive(clickhouse::Row, serde::Serialize)]
+    struct Row {
+        provider: String,
+        region: String,
+        zone_id: String,
+        instance_type: String,
+        market: String,
+        updated_at: u32,
+        updated_ms: u16,
+        score: u8,
+        label: String,
+        confidence: f32,
+        evidence: String,
+        window_secs: u32,
+        signal_count: u64,
+    }
+    let h = Harness::start(&[]).await;
+    let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let base = now - now % 600 - 3600;
+    let mut insert = h.clickhouse().insert::<Row>("scores").await.unwrap();
+    for (offset, score) in [(0u32, 40u8), (60, 70), (600, 90), (1200, 20)] {
+        insert
+            .write(&Row {
+                provider: "aws".into(),
+                region: "us-east-1".into(),
+                zone_id: "use1-az4".into(),
+                instance_type: "p5.48xlarge".into(),
+                market: "on_demand".into(),
+                updated_at: base + offset,
+                updated_ms: 0,
+                score,
+                label: Label::for_score(score).as_str().into(),
+                confidence: 0.5,
+                evidence: "[]".into(),
+                window_secs: 86_400,
+                signal_count: 5,
+            })
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+    let resp = h
+        .scores()
+        .get_history(authed(
+            v1::GetHistoryRequest {
+                key: key(AZ4),
+                from: Some(prost_types::Timestamp {
+                    seconds: i64::from(base),
+                    nanos: 0,
+                }),
+                to: None,
+                step_seconds: 600,
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let scores: Vec<u32> = resp.points.iter().map(|p| p.score).collect();
+    assert_eq!(scores, vec![70, 90, 20]);
+    assert_eq!(resp.points[0].label, i32::from(Label::Limited));
+    h.cleanup().await;
+}
+
+fn statuses(r: &v1::PreflightResponse) -> Vec<(String, i32)> {
+    r.checks
+        .iter()
+        .map(|c| (c.name.clone(), c.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_branches_and_every_preflight_is_logged() {
+    let h = Harness::start(&[
+        score(AZ1, 15, 0.9),
+        score(AZ4, 88, 0.8),
+        score(AZ6, 62, 0.6),
+        score(WEST, 91, 0.7),
+    ])
+    .await;
+    h.wait_ready().await;
+    let preflight = |k: &'static str, count: u32, api_key: String| {
+        let mut c = h.preflight();
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, count),
+                    constraints: None,
+                    live_probe: false,
+                },
+                &api_key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+
+    // OK: allowed, quota for 1 (192 vCPUs), Available
+    let ok = preflight(AZ4, 1, h.keys.acme.clone()).await;
+    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
+    assert_eq!(
+        statuses(&ok),
+        vec![
+            ("permission".into(), CheckStatus::Passed as i32),
+            ("quota".into(), CheckStatus::Passed as i32),
+            ("capacity".into(), CheckStatus::Passed as i32),
+        ]
+    );
+    assert_eq!(ok.quota_headroom, 1);
+    assert!(ok.alternatives.is_empty());
+
+    // quota short: 2 x 192 vCPUs > 192 — an account issue, never alternatives
+    let quota = preflight(AZ1, 2, h.keys.acme.clone()).await;
+    assert_eq!(
+        quota.decision,
+        Decision::FixAccountIssue as i32,
+        "{quota:#?}"
+    );
+    assert_eq!(quota.checks[1].status, CheckStatus::Failed as i32);
+    assert!(
+        quota.checks[1].reason.contains("L-417A185B"),
+        "{}",
+        quota.checks[1].reason
+    );
+    assert_eq!(quota.checks[2].status, CheckStatus::Skipped as i32);
+    assert!(quota.alternatives.is_empty());
+
+    // permission denied: the tenant's role may not RunInstances
+    let denied = preflight(AZ4, 1, h.keys.readonly.clone()).await;
+    assert_eq!(
+        denied.decision,
+        Decision::FixAccountIssue as i32,
+        "{denied:#?}"
+    );
+    assert_eq!(denied.checks[0].status, CheckStatus::Failed as i32);
+    assert_eq!(denied.checks[0].error_code, "UnauthorizedOperation");
+    assert!(denied.alternatives.is_empty());
+
+    // no role registered at all: also the account's issue
+    let norole = preflight(AZ4, 1, h.keys.globex.clone()).await;
+    assert_eq!(norole.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        norole.checks[0].reason.contains("no AWS role"),
+        "{}",
+        norole.checks[0].reason
+    );
+
+    // capacity short: AZ1 scores 15 -> alternatives inline, same type other zone first
+    let short = preflight(AZ1, 1, h.keys.acme.clone()).await;
+    assert_eq!(
+        short.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{short:#?}"
+    );
+    assert_eq!(short.checks[2].status, CheckStatus::Failed as i32);
+    let alt_keys: Vec<String> = short
+        .alternatives
+        .iter()
+        .map(|a| {
+            capsight_proto::domain::CapacityKey::try_from(a.key.clone().unwrap())
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(alt_keys, vec![AZ4, WEST, AZ6]);
+    assert!(short.alternatives[0].usd_per_gpu_hour > 0.0);
+    assert!(!short.alternatives[0].reason.is_empty());
+
+    // limited capacity passes with a warning
+    let limited = preflight(AZ6, 1, h.keys.acme.clone()).await;
+    assert_eq!(limited.decision, Decision::CanLaunch as i32);
+    assert_eq!(limited.checks[2].status, CheckStatus::Warning as i32);
+
+    // every preflight logged, with the tenant id
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Logged {
+        tenant: String,
+        decision: String,
+    }
+    let rows = h
+        .clickhouse()
+        .query("SELECT tenant, decision FROM preflight_log ORDER BY at, at_ms")
+        .fetch_all::<Logged>()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 6);
+    let by = |t: &str, d: &str| {
+        rows.iter()
+            .filter(|r| r.tenant == t && r.decision == d)
+            .count()
+    };
+    assert_eq!(by("acme", "can_launch"), 2);
+    assert_eq!(by("acme", "fix_account_issue"), 1);
+    assert_eq!(by("acme", "retry_with_alternatives"), 1);
+    assert_eq!(by("readonly", "fix_account_issue"), 1);
+    assert_eq!(by("globex", "fix_account_issue"), 1);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alternatives_honour_constraints() {
+    let h = Harness::start(&[
+        score(AZ1, 15, 0.9),
+        score(AZ4, 70, 0.8),
+        score(WEST, 91, 0.7),
+        score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 95, 0.7),
+        score("aws/us-east-1/use1-az4/p5.48xlarge/capacity_block", 99, 0.9),
+    ])
+    .await;
+    h.wait_ready().await;
+    let alts = |constraints: v1::Constraints| {
+        let mut c = h.preflight();
+        let key = h.keys.acme.clone();
+        async move {
+            c.alternatives(authed(
+                v1::AlternativesRequest {
+                    spec: Some(v1::LaunchSpec {
+                        key: key_of(AZ1),
+                        count: 1,
+                        ..Default::default()
+                    }),
+                    constraints: Some(constraints),
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .alternatives
+        }
+    };
+    fn key_of(s: &str) -> Option<v1::CapacityKey> {
+        key(s)
+    }
+    let name = |a: &v1::Alternative| {
+        capsight_proto::domain::CapacityKey::try_from(a.key.clone().unwrap())
+            .unwrap()
+            .to_string()
+    };
+    // default: no spot (not interruptible), capacity blocks allowed, limit 3
+    let d = alts(v1::Constraints::default()).await;
+    let names: Vec<String> = d.iter().map(name).collect();
+    assert_eq!(
+        names,
+        vec![
+            WEST.to_owned(),
+            "aws/us-east-1/use1-az4/p5.48xlarge/capacity_block".to_owned(),
+            AZ4.to_owned()
+        ]
+    );
+    assert!(
+        d[1].advice.contains("cannot be cancelled"),
+        "{}",
+        d[1].advice
+    );
+    // region-locked and interruptible: spot appears, us-west-2 does not
+    let r = alts(v1::Constraints {
+        allowed_regions: vec!["us-east-1".into()],
+        interruptible: true,
+        markets: vec![v1::Market::OnDemand as i32, v1::Market::Spot as i32],
+        ..Default::default()
+    })
+    .await;
+    let names: Vec<String> = r.iter().map(name).collect();
+    assert_eq!(
+        names,
+        vec![
+            "aws/us-east-1/use1-az4/p5.48xlarge/spot".to_owned(),
+            AZ4.to_owned()
+        ]
+    );
+    // a price cap below the H100 price leaves nothing
+    assert!(
+        alts(v1::Constraints {
+            max_usd_per_gpu_hour: 1.0,
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
+    let h = Harness::start(&[]).await;
+    let mut launch = h.launch();
+    let req = v1::LaunchRequest {
+        spec: Some(v1::LaunchSpec {
+            key: key("aws/us-east-1/use1-az4/p5.48xlarge/spot"),
+            count: 2,
+            image_id: "ami-0123456789abcdef0".into(),
+            ..Default::default()
+        }),
+        constraints: Some(v1::Constraints {
+            interruptible: true,
+            allowed_regions: vec!["us-east-1".into()],
+            ..Default::default()
+        }),
+        warm_standby: true,
+        max_lifetime_seconds: 7200,
+        idle_ttl_seconds: 900,
+        max_fallbacks: 3,
+        idempotency_key: "train-42".into(),
+    };
+    let resp = launch
+        .launch(authed(req.clone(), &h.keys.acme))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.state, LaunchState::Queued as i32);
+    let job_id = resp.job_id.clone();
+    // same idempotency key, same job, not published twice
+    let again = launch
+        .launch(authed(req, &h.keys.acme))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.job_id, job_id);
+
+    // the job is on the queue, confirmed, with its properties
+    let conn = h.config.amqp.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let got = ch
+        .basic_get(
+            h.config.amqp.launch.jobs_queue.as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("a job on the queue");
+    let job = v1::LaunchJob::decode(got.data.as_slice()).unwrap();
+    assert_eq!(job.job_id, job_id);
+    assert_eq!(job.tenant, "acme");
+    assert!(job.tenant_hash.starts_with("t-"));
+    assert!(job.warm_standby);
+    assert_eq!(job.max_fallbacks, 3);
+    assert_eq!(job.spec.as_ref().unwrap().count, 2);
+    assert_eq!(
+        got.properties.message_id().as_ref().map(|m| m.as_str()),
+        Some(job_id.as_str())
+    );
+    assert_eq!(got.properties.delivery_mode(), &Some(2));
+    got.ack(BasicAckOptions::default()).await.unwrap();
+    let none = ch
+        .basic_get(
+            h.config.amqp.launch.jobs_queue.as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none(), "the idempotent retry was not re-published");
+
+    // GetLaunch: owner sees it, queued
+    let status = launch
+        .get_launch(authed(
+            v1::GetLaunchRequest {
+                job_id: job_id.clone(),
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, LaunchState::Queued as i32);
+    assert_eq!(status.events.len(), 1);
+    // another tenant cannot see, list, watch or cancel it
+    for code in [
+        launch
+            .get_launch(authed(
+                v1::GetLaunchRequest {
+                    job_id: job_id.clone(),
+                },
+                &h.keys.globex,
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        launch
+            .cancel_launch(authed(
+                v1::CancelLaunchRequest {
+                    job_id: job_id.clone(),
+                },
+                &h.keys.globex,
+            ))
+            .await
+            .unwrap_err()
+            .code(),
+        launch
+            .watch_launch(authed(
+                v1::WatchLaunchRequest {
+                    job_id: job_id.clone(),
+                    until_running: false,
+                },
+                &h.keys.globex,
+            ))
+            .await
+            .err()
+            .unwrap()
+            .code(),
+    ] {
+        assert_eq!(code, Code::NotFound);
+    }
+    let theirs = launch
+        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.keys.globex))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(theirs.launches.is_empty());
+    let mine = launch
+        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.keys.acme))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.launches.len(), 1);
+    assert_eq!(mine.launches[0].job_id, job_id);
+
+    // WatchLaunch follows the launcher's transitions until running
+    let mut watch = launch
+        .watch_launch(authed(
+            v1::WatchLaunchRequest {
+                job_id: job_id.clone(),
+                until_running: true,
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.state, LaunchState::Queued as i32);
+    let ev = |seq: u32, state: &str| LaunchEventRow {
+        job_id: job_id.clone(),
+        seq,
+        tenant: "acme".into(),
+        at: u32::try_from(chrono::Utc::now().timestamp()).unwrap(),
+        at_ms: 0,
+        state: state.into(),
+        provider: "aws".into(),
+        region: "us-east-1".into(),
+        zone_id: "use1-az4".into(),
+        instance_type: "p5.48xlarge".into(),
+        market: "spot".into(),
+        instance_id: if state == "running" {
+            "i-0abc".into()
+        } else {
+            String::new()
+        },
+        attempt: 1,
+        error_class: String::new(),
+        error_code: String::new(),
+        detail: String::new(),
+    };
+    let mut ins = h
+        .clickhouse()
+        .insert::<LaunchEventRow>("launch_events")
+        .await
+        .unwrap();
+    ins.write(&ev(1, "provisioning")).await.unwrap();
+    ins.write(&ev(2, "running")).await.unwrap();
+    ins.end().await.unwrap();
+    let mut states = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("stream ends at running")
+    {
+        states.push(e.unwrap().state);
+    }
+    assert_eq!(
+        states,
+        vec![
+            LaunchState::Provisioning as i32,
+            LaunchState::Running as i32
+        ]
+    );
+
+    // cancel a running job: requested; after termination: FAILED_PRECONDITION
+    let c = launch
+        .cancel_launch(authed(
+            v1::CancelLaunchRequest {
+                job_id: job_id.clone(),
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(c.cancel_requested);
+    assert_eq!(c.state, LaunchState::Running as i32);
+    let mut ins = h
+        .clickhouse()
+        .insert::<LaunchEventRow>("launch_events")
+        .await
+        .unwrap();
+    ins.write(&ev(3, "cancelled")).await.unwrap();
+    ins.end().await.unwrap();
+    let err = launch
+        .cancel_launch(authed(
+            v1::CancelLaunchRequest {
+                job_id: job_id.clone(),
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let status = launch
+        .get_launch(authed(v1::GetLaunchRequest { job_id }, &h.keys.acme))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.state, LaunchState::Cancelled as i32);
+    assert_eq!(status.events.len(), 4);
+    assert!(status.cancel_requested);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_report_publishes_a_hashed_report_signal() {
+    let h = Harness::start(&[]).await;
+    let resp = h
+        .report()
+        .submit_report(authed(
+            v1::SubmitReportRequest {
+                id: "r-1".into(),
+                provider: "aws".into(),
+                region: "us-east-1".into(),
+                zone_name: "us-east-1b".into(),
+                instance_type: "p5.48xlarge".into(),
+                outcome: v1::ReportOutcome::LaunchFailed as i32,
+                error_code: "InsufficientInstanceCapacity".into(),
+                error_message: "We currently do not have sufficient p5.48xlarge capacity".into(),
+                ..Default::default()
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.signal_id.starts_with("report-"), "{}", resp.signal_id);
+
+    let consumer: StreamConsumer = h
+        .config
+        .kafka
+        .consumer_config("test", &format!("t-{}", uuid::Uuid::new_v4()))
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&h.config.kafka.topics.signals])
+        .unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
+        .await
+        .expect("signal within 20 s")
+        .unwrap();
+    let signal = capsight_proto::codec::decode_signal(msg.payload().unwrap()).unwrap();
+    assert_eq!(signal.id.as_str(), resp.signal_id);
+    // the tenant's AZ name was mapped to the AZ ID; the tenant id never travels
+    assert_eq!(signal.key.to_string(), AZ4);
+    let hash = signal.tenant.unwrap();
+    assert!(hash.as_str().starts_with("t-"));
+    assert!(!hash.as_str().contains("acme"));
+
+    // the intake's validation applies
+    let err = h
+        .report()
+        .submit_report(authed(
+            v1::SubmitReportRequest {
+                provider: "aws".into(),
+                region: "us-east-1".into(),
+                instance_type: "p5.48xlarge".into(),
+                outcome: v1::ReportOutcome::LaunchFailed as i32,
+                ..Default::default()
+            },
+            &h.keys.acme,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("error_code:"),
+        "{}",
+        err.message()
+    );
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_is_resource_exhausted_and_missing_keys_unauthenticated() {
+    let h = Harness::start(&[]).await;
+    h.wait_ready().await;
+    let mut ok = 0;
+    let mut exhausted = None;
+    for _ in 0..20 {
+        match h
+            .scores()
+            .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.flood))
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                exhausted = Some(e);
+                break;
+            }
+        }
+    }
+    let e = exhausted.expect("the flood was limited");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert_eq!(ok, 5);
+    assert!(e.metadata().get("retry-after").is_some());
+    // other tenants are not affected
+    h.scores()
+        .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.acme))
+        .await
+        .unwrap();
+    // no key, a bad key
+    let e = h
+        .scores()
+        .list_scores(v1::ListScoresRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e = h
+        .scores()
+        .list_scores(authed(
+            v1::ListScoresRequest::default(),
+            "csk_00000000_nope",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_are_invalid_argument_naming_the_field() {
+    let h = Harness::start(&[]).await;
+    h.wait_ready().await;
+    let k = h.keys.acme.clone();
+    let launch_with = |s: Option<v1::LaunchSpec>, tweak: fn(&mut v1::LaunchRequest)| {
+        let mut c = h.launch();
+        let k = k.clone();
+        async move {
+            let mut r = v1::LaunchRequest {
+                spec: s,
+                ..Default::default()
+            };
+            tweak(&mut r);
+            c.launch(authed(r, &k)).await.unwrap_err()
+        }
+    };
+    let mut cases: Vec<(tonic::Status, &str)> = vec![
+        (launch_with(spec(AZ4, 0), |_| {}).await, "spec.count"),
+        (launch_with(spec(AZ4, 33), |_| {}).await, "spec.count"),
+        (
+            launch_with(spec("aws/us-east-1//m5.large/on_demand", 1), |_| {}).await,
+            "spec.key.instance_type",
+        ),
+        (
+            launch_with(spec("aws/ap-east-9//p5.48xlarge/on_demand", 1), |_| {}).await,
+            "spec.key.region",
+        ),
+        (launch_with(None, |_| {}).await, "spec"),
+        (
+            launch_with(spec(AZ4, 1), |r| r.warm_standby = true).await,
+            "warm_standby",
+        ),
+        (
+            launch_with(spec(AZ4, 1), |r| r.max_fallbacks = 99).await,
+            "max_fallbacks",
+        ),
+        (
+            launch_with(spec(AZ4, 1), |r| r.idempotency_key = "no spaces".into()).await,
+            "idempotency_key",
+        ),
+    ];
+    let mut bad_zone = spec(AZ4, 1).unwrap();
+    bad_zone.key.as_mut().unwrap().zone_id = "us-east-1a".into();
+    cases.push((
+        launch_with(Some(bad_zone), |_| {}).await,
+        "spec.key.zone_id",
+    ));
+    let mut bad_image = spec(AZ4, 1).unwrap();
+    bad_image.image_id = "my-image".into();
+    cases.push((launch_with(Some(bad_image), |_| {}).await, "spec.image_id"));
+    cases.push((
+        h.scores()
+            .list_scores(authed(
+                v1::ListScoresRequest {
+                    page_size: 5000,
+                    ..Default::default()
+                },
+                &k,
+            ))
+            .await
+            .unwrap_err(),
+        "page_size",
+    ));
+    cases.push((
+        h.scores()
+            .list_scores(authed(
+                v1::ListScoresRequest {
+                    filter: Some(v1::ScoreFilter {
+                        min_confidence: 2.0,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                &k,
+            ))
+            .await
+            .unwrap_err(),
+        "filter.min_confidence",
+    ));
+    cases.push((
+        h.scores()
+            .get_history(authed(
+                v1::GetHistoryRequest {
+                    key: key(AZ4),
+                    step_seconds: 5,
+                    ..Default::default()
+                },
+                &k,
+            ))
+            .await
+            .unwrap_err(),
+        "step_seconds",
+    ));
+    cases.push((
+        h.launch()
+            .get_launch(authed(v1::GetLaunchRequest { job_id: "x".into() }, &k))
+            .await
+            .unwrap_err(),
+        "job_id",
+    ));
+    cases.push((
+        h.preflight()
+            .preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(AZ4, 1),
+                    constraints: Some(v1::Constraints {
+                        markets: vec![v1::Market::Spot as i32],
+                        ..Default::default()
+                    }),
+                    live_probe: false,
+                },
+                &k,
+            ))
+            .await
+            .unwrap_err(),
+        "constraints.markets[0]",
+    ));
+    for (status, field) in cases {
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "expected {field}: got {}",
+            status.message()
+        );
+    }
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_probe_overrides_a_stale_score() {
+    // the scores say AZ6 is fine and AZ4 is not; the simulated cloud says the opposite
+    let h = Harness::start(&[
+        score(AZ6, 90, 0.9),
+        score(AZ4, 10, 0.9),
+        score(AZ1, 85, 0.8),
+    ])
+    .await;
+    h.wait_ready().await;
+    let probe = |k: &'static str| {
+        let mut c = h.preflight();
+        let key = h.keys.acme.clone();
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, 1),
+                    constraints: None,
+                    live_probe: true,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let empty = probe(AZ6).await;
+    assert_eq!(
+        empty.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{empty:#?}"
+    );
+    assert!(
+        empty.checks[2].reason.contains("live probe"),
+        "{}",
+        empty.checks[2].reason
+    );
+    assert!(!empty.alternatives.is_empty());
+    let stocked = probe(AZ4).await;
+    assert_eq!(stocked.decision, Decision::CanLaunch as i32, "{stocked:#?}");
+    assert!(
+        stocked.checks[2].reason.contains("released"),
+        "{}",
+        stocked.checks[2].reason
+    );
+    h.cleanup().await;
+}
