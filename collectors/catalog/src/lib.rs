@@ -149,6 +149,11 @@ impl Catalog {
         Self::parse(EMBEDDED_TOML)
     }
 
+    /// The catalog file at `path` when given (a `--catalog` flag), else the embedded one.
+    pub fn load_or_embedded(path: Option<&Path>) -> Result<Catalog, CatalogError> {
+        path.map_or_else(Self::embedded, Self::load)
+    }
+
     /// Reads and validates a catalog file.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {

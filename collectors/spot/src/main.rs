@@ -50,10 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
     capsight_runtime::telemetry::init("capsight-spot", &config.telemetry)?;
-    let catalog = Arc::new(match &cli.catalog {
-        Some(path) => Catalog::load(path)?,
-        None => Catalog::embedded()?,
-    });
+    let catalog = Arc::new(Catalog::load_or_embedded(cli.catalog.as_deref())?);
     let regions = watched_aws_regions(&config.spot.regions, &catalog)?;
     let adapters = aws_adapters(&config.cloud, Arc::clone(&catalog), &regions).await?;
     let publisher = Publisher::new(&config.kafka, &config.publisher, "spot")?;

@@ -41,10 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
     capsight_runtime::telemetry::init("capsight-status", &config.telemetry)?;
-    let catalog = match &cli.catalog {
-        Some(path) => capsight_catalog::Catalog::load(path)?,
-        None => capsight_catalog::Catalog::embedded()?,
-    };
+    let catalog = capsight_catalog::Catalog::load_or_embedded(cli.catalog.as_deref())?;
     let publisher = Publisher::new(&config.kafka, &config.publisher, "status")
         .context("creating the signal publisher")?;
     let shutdown = Shutdown::new();

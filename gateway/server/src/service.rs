@@ -52,6 +52,24 @@ impl Api {
     }
 }
 
+/// The launch spec and constraints of a preflight or alternatives request, validated.
+fn validated(
+    core: &Core,
+    spec: Option<v1::LaunchSpec>,
+    constraints: Option<v1::Constraints>,
+    need_image: bool,
+) -> std::result::Result<(validate::Spec, validate::Constraints), GatewayError> {
+    let spec = validate::spec(
+        "spec",
+        spec,
+        &core.catalog,
+        core.settings.max_launch_count,
+        need_image,
+    )?;
+    let constraints = validate::constraints("constraints", constraints, &spec)?;
+    Ok((spec, constraints))
+}
+
 /// Seconds/nanos to a protobuf timestamp.
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -338,16 +356,7 @@ impl PreflightService for Api {
         self.ready()?;
         let req = request.into_inner();
         let core = &self.core;
-        let spec = validate::spec(
-            "spec",
-            req.spec,
-            &core.catalog,
-            core.settings.max_launch_count,
-            true,
-        )
-        .map_err(GatewayError::from)?;
-        let constraints = validate::constraints("constraints", req.constraints, &spec)
-            .map_err(GatewayError::from)?;
+        let (spec, constraints) = validated(core, req.spec, req.constraints, true)?;
         let outcome = preflight::run(
             &caller,
             &spec,
@@ -441,16 +450,7 @@ impl PreflightService for Api {
         self.ready()?;
         let req = request.into_inner();
         let core = &self.core;
-        let spec = validate::spec(
-            "spec",
-            req.spec,
-            &core.catalog,
-            core.settings.max_launch_count,
-            false,
-        )
-        .map_err(GatewayError::from)?;
-        let constraints = validate::constraints("constraints", req.constraints, &spec)
-            .map_err(GatewayError::from)?;
+        let (spec, constraints) = validated(core, req.spec, req.constraints, false)?;
         let all = core.view.select(None, |_| true);
         Ok(Response::new(v1::AlternativesResponse {
             alternatives: alternatives::rank(&spec, &constraints, &all, &core.catalog),
