@@ -1,0 +1,1 @@
+//! Tenant GPU quota (preflight step of a launch).

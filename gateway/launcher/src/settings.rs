@@ -1,0 +1,109 @@
+//! The `[launcher]` config section and the launcher's whole configuration.
+
+use std::time::Duration;
+
+use capsight_amqp::AmqpSettings;
+use capsight_clickhouse::ClickHouseSettings;
+use capsight_cloud::CloudSettings;
+use capsight_kafka::KafkaSettings;
+use capsight_publisher::PublisherSettings;
+use capsight_runtime::telemetry::TelemetrySettings;
+use capsight_tenancy::TenancySettings;
+use serde::Deserialize;
+
+/// `[launcher]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherSettings {
+    /// Unacknowledged jobs per worker (RabbitMQ prefetch), i.e. jobs handled concurrently.
+    pub prefetch: u16,
+    /// Delayed retries of a job after transient failures before it fails for good.
+    pub max_retries: u32,
+    /// How often a provisioning instance is described until it runs.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Longest wait for a launched instance to run; then the attempt is retried later.
+    #[serde(with = "humantime_serde")]
+    pub provisioning_timeout: Duration,
+    /// Deadline of one cloud call (launch, describe, terminate).
+    #[serde(with = "humantime_serde")]
+    pub cloud_timeout: Duration,
+    /// Back-off between reconnects to RabbitMQ.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_delay: Duration,
+    /// How often running launches are checked for cancel requests.
+    #[serde(with = "humantime_serde")]
+    pub cancel_sweep_interval: Duration,
+    /// Scores older than this are not used to rank fallbacks.
+    #[serde(with = "humantime_serde")]
+    pub scores_max_age: Duration,
+    /// TESTING ONLY, empty in production: after recording this step (`preflight`,
+    /// `provisioning`, `launched` = the cloud answered, `running`) the process kills itself with
+    /// SIGKILL, so crash recovery can be tested at every state.
+    pub crash_after: String,
+}
+
+impl Default for LauncherSettings {
+    fn default() -> Self {
+        Self {
+            prefetch: 4,
+            max_retries: 5,
+            poll_interval: Duration::from_secs(2),
+            provisioning_timeout: Duration::from_secs(600),
+            cloud_timeout: Duration::from_secs(60),
+            reconnect_delay: Duration::from_secs(2),
+            cancel_sweep_interval: Duration::from_secs(10),
+            scores_max_age: Duration::from_secs(86_400),
+            crash_after: String::new(),
+        }
+    }
+}
+
+/// Every section the launcher reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LauncherConfig {
+    /// `[telemetry]`.
+    pub telemetry: TelemetrySettings,
+    /// `[kafka]` (launch-attempt signals).
+    pub kafka: KafkaSettings,
+    /// `[publisher]`.
+    pub publisher: PublisherSettings,
+    /// `[clickhouse]` (launch_events, requests, cancellations, scores).
+    pub clickhouse: ClickHouseSettings,
+    /// `[amqp]` (the job queue).
+    pub amqp: AmqpSettings,
+    /// `[tenancy]` (tenant roles and GPU quotas).
+    pub tenancy: TenancySettings,
+    /// `[cloud]`.
+    pub cloud: CloudSettings,
+    /// `[launcher]`.
+    pub launcher: LauncherSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Sections {
+        launcher: LauncherSettings,
+    }
+
+    #[test]
+    fn documented_defaults_match_the_code() {
+        let file = capsight_runtime::config::load_defaults::<Sections>()
+            .unwrap()
+            .launcher;
+        let code = LauncherSettings::default();
+        assert_eq!(file.prefetch, code.prefetch);
+        assert_eq!(file.max_retries, code.max_retries);
+        assert_eq!(file.poll_interval, code.poll_interval);
+        assert_eq!(file.provisioning_timeout, code.provisioning_timeout);
+        assert_eq!(file.cloud_timeout, code.cloud_timeout);
+        assert_eq!(file.reconnect_delay, code.reconnect_delay);
+        assert_eq!(file.cancel_sweep_interval, code.cancel_sweep_interval);
+        assert_eq!(file.scores_max_age, code.scores_max_age);
+        assert_eq!(file.crash_after, code.crash_after);
+    }
+}

@@ -1,0 +1,378 @@
+//! ClickHouse access of the launcher: a job's transitions in `launch_events`, its request row,
+//! cancel requests, the live launches of a tenant, and the latest scores (fallback ranking).
+//!
+//! Contract:
+//! * `launch_events` is append-only with a per-job `seq`: the gateway writes seq 0 (`queued`),
+//!   the launcher (and the lifecycle tasks) append `latest seq + 1`. A transition is derived
+//!   from the previous row ([`follow_up`]) and carries no randomness, so a worker that replays a
+//!   step after a crash writes the same (tenant, job_id, seq) key, which `ReplacingMergeTree`
+//!   collapses.
+//! * Reads de-duplicate by `seq` (unmerged duplicates) and always filter on the tenant id.
+//! * Values are bound as parameters, never spliced.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
+use capsight_proto::domain::{CapacityKey, Label, Score};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+
+/// States a launch goes through, as written in `launch_events.state`.
+pub mod state {
+    /// Accepted by the gateway (seq 0).
+    pub const QUEUED: &str = "queued";
+    /// The launcher picked the job up and checks the tenant's quota.
+    pub const PREFLIGHT: &str = "preflight";
+    /// A cloud launch (attempt n, key in the row) is under way.
+    pub const PROVISIONING: &str = "provisioning";
+    /// The instance(s) run; `instance_id` holds the ids, comma-separated.
+    pub const RUNNING: &str = "running";
+    /// Ended by the lifecycle (max lifetime, idle TTL) or the owner.
+    pub const TERMINATED: &str = "terminated";
+    /// Gave up; `error_class`, `error_code` and `detail` say why.
+    pub const FAILED: &str = "failed";
+    /// A cancel request was honoured.
+    pub const CANCELLED: &str = "cancelled";
+
+    /// Whether `state` is final.
+    pub fn is_terminal(state: &str) -> bool {
+        matches!(state, TERMINATED | FAILED | CANCELLED)
+    }
+}
+
+/// ClickHouse failed.
+#[derive(Debug, thiserror::Error)]
+#[error("clickhouse: {0}")]
+pub struct StoreError(#[from] clickhouse::error::Error);
+
+/// A launch whose latest state is `provisioning` or `running`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct LiveLaunch {
+    /// The job id.
+    pub job_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Seq of the latest transition.
+    pub seq: u32,
+    /// Latest state.
+    pub state: String,
+    /// Key of the current attempt: provider.
+    pub provider: String,
+    /// Region.
+    pub region: String,
+    /// Zone id or empty.
+    pub zone_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Market.
+    pub market: String,
+    /// Instance ids, comma-separated (empty before the cloud answered).
+    pub instance_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// When the latest transition was written, seconds.
+    pub at: u32,
+}
+
+impl LiveLaunch {
+    /// The instance ids.
+    pub fn instance_ids(&self) -> Vec<String> {
+        split_ids(&self.instance_id)
+    }
+}
+
+/// Comma-separated instance ids as written in `launch_events.instance_id`.
+pub fn split_ids(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The next transition after `prev`: seq + 1, now, the same key, attempt and instances, no
+/// error fields.
+pub fn follow_up(prev: &LaunchEventRow, state: &str, detail: impl Into<String>) -> LaunchEventRow {
+    let (at, at_ms) = split_time(Utc::now());
+    LaunchEventRow {
+        seq: prev.seq.saturating_add(1),
+        at,
+        at_ms,
+        state: state.to_owned(),
+        error_class: String::new(),
+        error_code: String::new(),
+        detail: detail.into(),
+        ..prev.clone()
+    }
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct ScoreLatest {
+    provider: String,
+    region: String,
+    zone_id: String,
+    instance_type: String,
+    market: String,
+    updated_at: u32,
+    score: u8,
+    label: String,
+    confidence: f32,
+    window_secs: u32,
+    signal_count: u64,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct JobCount {
+    job_id: String,
+    count: u32,
+}
+
+/// The launcher's ClickHouse client.
+#[derive(Clone)]
+pub struct Store {
+    client: clickhouse::Client,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+impl Store {
+    /// Over a client bound to the capsight database.
+    pub fn new(client: clickhouse::Client) -> Self {
+        Self { client }
+    }
+
+    /// The underlying client (for the lifecycle tables).
+    pub fn client(&self) -> &clickhouse::Client {
+        &self.client
+    }
+
+    /// Appends one transition as given (its seq included).
+    pub async fn append(&self, event: &LaunchEventRow) -> Result<(), StoreError> {
+        let mut insert = self.client.insert::<LaunchEventRow>("launch_events").await?;
+        insert.write(event).await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Appends `state` after the job's latest transition ([`follow_up`]) and returns the row;
+    /// `None` (nothing written) when the job has no transitions at all.
+    pub async fn append_state(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        state: &str,
+        detail: &str,
+    ) -> Result<Option<LaunchEventRow>, StoreError> {
+        let Some(prev) = self.latest(tenant, job_id).await? else {
+            return Ok(None);
+        };
+        let row = follow_up(&prev, state, detail);
+        self.append(&row).await?;
+        Ok(Some(row))
+    }
+
+    /// The job's transitions by seq.
+    pub async fn events(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Vec<LaunchEventRow>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? ORDER BY seq",
+            )
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_all::<LaunchEventRow>()
+            .await?;
+        let by_seq: BTreeMap<u32, LaunchEventRow> = rows.into_iter().map(|r| (r.seq, r)).collect();
+        Ok(by_seq.into_values().collect())
+    }
+
+    /// The job's latest transition (highest seq), if any.
+    pub async fn latest(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<LaunchEventRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_optional::<LaunchEventRow>()
+            .await?)
+    }
+
+    /// The job as the gateway accepted it.
+    pub async fn request(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<LaunchRequestRow>, StoreError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM launch_requests WHERE tenant = ? AND job_id = ? LIMIT 1")
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_optional::<LaunchRequestRow>()
+            .await?)
+    }
+
+    /// Whether a cancel was requested for the job.
+    pub async fn cancel_requested(&self, tenant: &str, job_id: &str) -> Result<bool, StoreError> {
+        let n: u64 = self
+            .client
+            .query("SELECT count() FROM launch_cancellations WHERE tenant = ? AND job_id = ?")
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_one()
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Launches whose latest state is `provisioning` or `running`: of `tenant`, or of every
+    /// tenant when `tenant` is `None`.
+    pub async fn live_launches(&self, tenant: Option<&str>) -> Result<Vec<LiveLaunch>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT job_id, tenant, max(seq) AS last_seq, argMax(state, seq) AS last_state, \
+                 argMax(provider, seq), argMax(region, seq), argMax(zone_id, seq), \
+                 argMax(instance_type, seq), argMax(market, seq), argMax(instance_id, seq), \
+                 argMax(attempt, seq), toUInt32(argMax(at, seq)) \
+                 FROM launch_events WHERE (? = '' OR tenant = ?) GROUP BY tenant, job_id \
+                 HAVING last_state IN ('provisioning', 'running') ORDER BY tenant, job_id",
+            )
+            .bind(tenant.unwrap_or(""))
+            .bind(tenant.unwrap_or(""))
+            .fetch_all::<LiveLaunch>()
+            .await?)
+    }
+
+    /// Jobs whose latest state is `running` and for which a cancel was requested.
+    pub async fn running_cancelled(&self) -> Result<Vec<LiveLaunch>, StoreError> {
+        let live = self.live_launches(None).await?;
+        let mut out = Vec::new();
+        for l in live {
+            if l.state == state::RUNNING && self.cancel_requested(&l.tenant, &l.job_id).await? {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Instance counts of `tenant`'s jobs (from `launch_requests`).
+    pub async fn counts(
+        &self,
+        tenant: &str,
+        job_ids: &[String],
+    ) -> Result<BTreeMap<String, u32>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT job_id, count FROM launch_requests WHERE tenant = ? AND has(?, job_id)",
+            )
+            .bind(tenant)
+            .bind(job_ids)
+            .fetch_all::<JobCount>()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.job_id, r.count)).collect())
+    }
+
+    /// The latest score of every key updated within `max_age`.
+    pub async fn latest_scores(&self, max_age: Duration) -> Result<Vec<Arc<Score>>, StoreError> {
+        let since = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
+        let rows = self
+            .client
+            .query(
+                "SELECT provider, region, zone_id, instance_type, market, \
+                 toUInt32(max(updated_at)), argMax(score, updated_at), argMax(label, updated_at), \
+                 argMax(confidence, updated_at), argMax(window_secs, updated_at), \
+                 argMax(signal_count, updated_at) FROM scores \
+                 WHERE updated_at >= toDateTime(?) \
+                 GROUP BY provider, region, zone_id, instance_type, market",
+            )
+            .bind(u32::try_from(since.timestamp()).unwrap_or(0))
+            .fetch_all::<ScoreLatest>()
+            .await?;
+        Ok(rows.into_iter().filter_map(score_of).map(Arc::new).collect())
+    }
+}
+
+fn score_of(r: ScoreLatest) -> Option<Score> {
+    let key: CapacityKey = format!(
+        "{}/{}/{}/{}/{}",
+        r.provider, r.region, r.zone_id, r.instance_type, r.market
+    )
+    .parse()
+    .ok()?;
+    let updated_at: DateTime<Utc> = Utc.timestamp_opt(i64::from(r.updated_at), 0).single()?;
+    Some(Score {
+        key,
+        score: r.score,
+        label: Label::parse("label", &r.label).ok()?,
+        confidence: f64::from(r.confidence),
+        evidence: Vec::new(),
+        window: Duration::from_secs(u64::from(r.window_secs)),
+        updated_at,
+        signal_count: r.signal_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u32) -> LaunchEventRow {
+        LaunchEventRow {
+            job_id: "j".into(),
+            seq,
+            tenant: "t".into(),
+            at: 1,
+            at_ms: 2,
+            state: "provisioning".into(),
+            provider: "aws".into(),
+            region: "us-east-1".into(),
+            zone_id: "use1-az1".into(),
+            instance_type: "p5.48xlarge".into(),
+            market: "on_demand".into(),
+            instance_id: "i-1,i-2".into(),
+            attempt: 2,
+            error_class: "capacity".into(),
+            error_code: "X".into(),
+            detail: "d".into(),
+        }
+    }
+
+    #[test]
+    fn follow_up_keeps_key_and_instances_and_clears_errors() {
+        let next = follow_up(&row(3), state::RUNNING, "up");
+        assert_eq!(next.seq, 4);
+        assert_eq!(next.state, "running");
+        assert_eq!(next.attempt, 2);
+        assert_eq!(next.instance_id, "i-1,i-2");
+        assert_eq!(next.zone_id, "use1-az1");
+        assert!(next.error_class.is_empty() && next.error_code.is_empty());
+        assert_eq!(next.detail, "up");
+    }
+
+    #[test]
+    fn ids_split_and_terminal_states() {
+        assert_eq!(split_ids("i-1, i-2,,"), vec!["i-1", "i-2"]);
+        assert!(split_ids("").is_empty());
+        assert!(state::is_terminal("failed") && state::is_terminal("cancelled"));
+        assert!(!state::is_terminal("running"));
+    }
+}

@@ -1,0 +1,1 @@
+//! The job consumer and the launch state machine.
