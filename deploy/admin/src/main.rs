@@ -101,6 +101,13 @@ enum TenantCommand {
         #[arg(long)]
         external_id: String,
     },
+    /// Set the most GPUs the tenant's live launches may hold together (0 = no quota).
+    Quota {
+        /// Tenant id.
+        id: String,
+        /// GPUs; 0 removes the quota.
+        gpus: u32,
+    },
     /// List tenants and key ids.
     List,
 }
@@ -243,6 +250,16 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             )?;
             reg.save(path)?;
             println!("aws role of {id} set");
+        }
+        TenantCommand::Quota { id, gpus } => {
+            let id = TenantId::parse(&id)?;
+            reg.set_gpu_quota(&id, (gpus > 0).then_some(gpus))?;
+            reg.save(path)?;
+            if gpus > 0 {
+                println!("GPU quota of {id} set to {gpus}");
+            } else {
+                println!("GPU quota of {id} removed");
+            }
         }
         TenantCommand::List => {
             for t in &reg.tenants {

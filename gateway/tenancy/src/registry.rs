@@ -142,6 +142,10 @@ pub struct Tenant {
     /// (preflight permission and quota) and launches; never the operator's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_role: Option<CloudRole>,
+    /// Most GPUs the tenant's live launches (provisioning or running) may hold together; the
+    /// launcher refuses a launch over it. `None` = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_quota: Option<u32>,
     /// API keys.
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
@@ -264,6 +268,7 @@ impl Registry {
             rate_per_minute: None,
             zone_map: BTreeMap::new(),
             aws_role: None,
+            gpu_quota: None,
             keys: Vec::new(),
         });
         Ok(())
@@ -276,6 +281,16 @@ impl Registry {
         role: Option<CloudRole>,
     ) -> Result<(), RegistryError> {
         self.tenant_mut(tenant)?.aws_role = role;
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) `tenant`'s GPU quota.
+    pub fn set_gpu_quota(
+        &mut self,
+        tenant: &TenantId,
+        gpus: Option<u32>,
+    ) -> Result<(), RegistryError> {
+        self.tenant_mut(tenant)?.gpu_quota = gpus;
         Ok(())
     }
 
