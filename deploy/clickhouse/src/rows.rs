@@ -329,6 +329,21 @@ pub struct LaunchCancellationRow {
     pub at: u32,
 }
 
+/// One row of `launch_activity`: a heartbeat of a running launch (idle TTL).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LaunchActivityRow {
+    /// The job id.
+    pub job_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Heartbeat time, seconds.
+    pub at: u32,
+    /// Heartbeat time, millisecond part.
+    pub at_ms: u16,
+    /// The caller's note (bounded), may be empty.
+    pub note: String,
+}
+
 /// One row of `preflight_log`.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct PreflightLogRow {

@@ -94,6 +94,15 @@ enum Command {
         /// Job id.
         job_id: String,
     },
+    /// Mark a running launch busy now (resets its idle TTL). Call it from the workload while
+    /// its GPUs work, e.g. every minute while `nvidia-smi` shows utilization (docs/runbooks.md).
+    Heartbeat {
+        /// Job id.
+        job_id: String,
+        /// What is busy (at most 256 bytes).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Your launches, newest first.
     Launches {
         /// Most launches.
@@ -543,6 +552,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .into_inner();
             out.launch_status(&s);
+        }
+        Command::Heartbeat { job_id, note } => {
+            let r = c
+                .launch
+                .heartbeat(v1::HeartbeatRequest {
+                    job_id: job_id.clone(),
+                    note: note.clone(),
+                })
+                .await?
+                .into_inner();
+            out.heartbeat(job_id, &r);
         }
         Command::Launches { limit } => {
             let l = c

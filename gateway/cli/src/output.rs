@@ -362,6 +362,19 @@ impl Out {
         }
     }
 
+    pub fn heartbeat(&self, job_id: &str, r: &v1::HeartbeatResponse) {
+        if self.json {
+            return print(
+                &json!({ "job_id": job_id, "at": time(r.at.as_ref()), "state": state_name(r.state) }),
+            );
+        }
+        println!(
+            "heartbeat {job_id} at {} ({})",
+            time(r.at.as_ref()),
+            state_name(r.state)
+        );
+    }
+
     pub fn reported(&self, r: &v1::SubmitReportResponse) {
         if self.json {
             return print(&json!({ "signal_id": r.signal_id }));

@@ -5,7 +5,8 @@
 use std::{pin::Pin, sync::Arc};
 
 use capsight_clickhouse::rows::{
-    LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, PreflightLogRow, split_time,
+    LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, PreflightLogRow,
+    split_time,
 };
 use capsight_proto::{
     domain::{CapacityKey, FieldError, Label, Market},
@@ -29,6 +30,9 @@ use crate::{
 };
 
 type Result<T> = std::result::Result<T, Status>;
+
+/// Longest heartbeat note, bytes.
+const MAX_HEARTBEAT_NOTE: usize = 256;
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'static>>;
 
 /// Every capsight gRPC service over one shared core.
@@ -729,6 +733,46 @@ impl LaunchService for Api {
             .await?;
         Ok(Response::new(v1::ListLaunchesResponse {
             launches: launches.iter().map(status_to_wire).collect(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let req = request.into_inner();
+        let id = job_id("job_id", &req.job_id).map_err(GatewayError::from)?;
+        bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
+        let tenant = caller.id().to_string();
+        let events = self.core.store.events(&tenant, &id, None).await?;
+        let Some(last) = events.last() else {
+            return Err(GatewayError::NotFound(format!("launch {id}")).into());
+        };
+        let state = launch_state(&last.state);
+        if state != LaunchState::Running {
+            return Err(GatewayError::FailedPrecondition(format!(
+                "launch {id} is {}, not running",
+                state.as_str_name()
+            ))
+            .into());
+        }
+        let now = Utc::now();
+        let (at, at_ms) = split_time(now);
+        self.core
+            .store
+            .heartbeat(&LaunchActivityRow {
+                job_id: id.clone(),
+                tenant: tenant.clone(),
+                at,
+                at_ms,
+                note: req.note,
+            })
+            .await?;
+        tracing::debug!(job_id = id, tenant, "launch heartbeat");
+        Ok(Response::new(v1::HeartbeatResponse {
+            at: Some(ts(now)),
+            state: state.into(),
         }))
     }
 }

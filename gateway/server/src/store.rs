@@ -1,5 +1,5 @@
 //! ClickHouse access of the gateway: score history, the preflight log, launch records and
-//! their state transitions, cancellations.
+//! their state transitions, cancellations, activity heartbeats.
 //!
 //! Contract: every read that concerns a tenant filters on the tenant id in SQL (`tenant = ?`),
 //! so one tenant never sees another's launches or preflights. `ReplacingMergeTree` tables may
@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use capsight_clickhouse::rows::{
-    LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, PreflightLogRow,
+    LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, PreflightLogRow,
 };
 use capsight_proto::domain::CapacityKey;
 use serde::Deserialize;
@@ -126,6 +126,12 @@ impl Store {
     /// Records a cancel request.
     pub async fn cancel(&self, row: &LaunchCancellationRow) -> Result<(), GatewayError> {
         self.insert("launch_cancellations", std::slice::from_ref(row))
+            .await
+    }
+
+    /// Records an activity heartbeat of a launch (idle TTL).
+    pub async fn heartbeat(&self, row: &LaunchActivityRow) -> Result<(), GatewayError> {
+        self.insert("launch_activity", std::slice::from_ref(row))
             .await
     }
 
