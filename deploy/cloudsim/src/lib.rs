@@ -72,6 +72,9 @@ pub struct CloudsimSettings {
     /// Where EventBridge-shaped events are POSTed; empty = nowhere (still listed by
     /// `/admin/events`).
     pub webhook_url: String,
+    /// Sent as the `x-api-key` header of every delivery when not empty, like an EventBridge
+    /// API destination's API-key connection (e.g. a tenant key of the reports intake).
+    pub webhook_api_key: String,
     /// Per-delivery timeout.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
@@ -87,6 +90,7 @@ impl Default for CloudsimSettings {
             scenario: String::new(),
             time_scale: 1.0,
             webhook_url: String::new(),
+            webhook_api_key: String::new(),
             webhook_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(250),
         }
@@ -182,8 +186,12 @@ pub async fn start(
     seed: Option<u64>,
     shutdown: Shutdown,
 ) -> Result<Running, CloudsimError> {
-    let webhook = webhook::Webhook::new(&settings.webhook_url, settings.webhook_timeout)
-        .map_err(|_| CloudsimError::Webhook(settings.webhook_url.clone()))?;
+    let webhook = webhook::Webhook::new(
+        &settings.webhook_url,
+        &settings.webhook_api_key,
+        settings.webhook_timeout,
+    )
+    .map_err(|_| CloudsimError::Webhook(settings.webhook_url.clone()))?;
     let seed = seed.unwrap_or(scenario.seed);
     let start = chrono::Utc::now().with_nanosecond_zero();
     let name = scenario.name.clone();
@@ -251,6 +259,7 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
         .route("/admin/faults", post(admin_faults))
+        .route("/admin/interrupt", post(admin_interrupt))
         .route("/admin/events", get(admin_events))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(sim)
@@ -446,6 +455,25 @@ async fn admin_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     };
     sim.with_world(|w, _| w.add_fault(fault));
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct InterruptBody {
+    instance_id: String,
+}
+
+async fn admin_interrupt(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<InterruptBody>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "expected {\"instance_id\": \"i-...\"}",
+        )
+            .into_response();
+    };
+    match sim.with_world(|w, elapsed| w.interrupt(&req.instance_id, elapsed)) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(reason) => (StatusCode::NOT_FOUND, reason).into_response(),
+    }
 }
 
 async fn admin_events(State(sim): State<Arc<Sim>>) -> Response {

@@ -37,14 +37,20 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct Webhook {
     uri: Option<hyper::Uri>,
+    api_key: String,
     timeout: Duration,
 }
 
 impl Webhook {
-    /// `url` empty = no webhook.
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, ()> {
+    /// `url` empty = no webhook; `api_key` non-empty = sent as `x-api-key`.
+    pub fn new(url: &str, api_key: &str, timeout: Duration) -> Result<Self, ()> {
+        let api_key = api_key.to_owned();
         if url.is_empty() {
-            return Ok(Self { uri: None, timeout });
+            return Ok(Self {
+                uri: None,
+                api_key,
+                timeout,
+            });
         }
         let uri: hyper::Uri = url.parse().map_err(|_| ())?;
         if uri.scheme_str() != Some("http") {
@@ -52,6 +58,7 @@ impl Webhook {
         }
         Ok(Self {
             uri: Some(uri),
+            api_key,
             timeout,
         })
     }
@@ -97,8 +104,12 @@ impl Webhook {
     ) -> Result<(), String> {
         let body = Bytes::from(event.to_string());
         let attempt = || async {
-            let req = hyper::Request::post(uri.clone())
-                .header("content-type", "application/json")
+            let mut req =
+                hyper::Request::post(uri.clone()).header("content-type", "application/json");
+            if !self.api_key.is_empty() {
+                req = req.header("x-api-key", &self.api_key);
+            }
+            let req = req
                 .body(Full::new(body.clone()))
                 .map_err(|e| e.to_string())?;
             let resp = tokio::time::timeout(self.timeout, client.request(req))

@@ -938,6 +938,20 @@ impl World {
     pub fn incidents(&self) -> &[Incident] {
         &self.incidents
     }
+    /// Starts the interruption of one running spot instance now (`POST /admin/interrupt`):
+    /// rebalance recommendation, then the warning after `rebalance_lead`, then termination
+    /// after `interruption_notice`, exactly as a reclaim. `Err` with the reason when the id is
+    /// unknown or not a pending/running spot instance.
+    pub fn interrupt(&mut self, id: &str, elapsed: Duration) -> Result<(), String> {
+        let Some(i) = self.instances.get(id) else {
+            return Err(format!("no instance {id}"));
+        };
+        if i.market != PoolMarket::Spot || !i.state.holds_capacity() {
+            return Err(format!("{id} is not a pending or running spot instance"));
+        }
+        self.schedule_interruptions(&[id.to_owned()], elapsed);
+        Ok(())
+    }
 
     /// Adds injected faults.
     pub fn add_fault(&mut self, fault: Fault) {
