@@ -23,3 +23,51 @@ pub mod store;
 pub mod worker;
 
 pub use settings::{LauncherConfig, LauncherSettings};
+
+use std::{sync::Arc, time::Duration};
+
+use capsight_catalog::Catalog;
+use capsight_gateway::clouds::TenantClouds;
+use capsight_publisher::Publisher;
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::SharedRegistry;
+
+/// Why the launcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// ClickHouse settings.
+    #[error(transparent)]
+    ClickHouse(#[from] capsight_clickhouse::ClickHouseError),
+    /// The tenant registry.
+    #[error(transparent)]
+    Registry(#[from] capsight_tenancy::RegistryError),
+    /// The signal publisher.
+    #[error(transparent)]
+    Publisher(#[from] capsight_publisher::PublishError),
+}
+
+/// Builds the worker from `config` and runs it until `shutdown` fires; then flushes the
+/// launch-attempt signals.
+pub async fn run(
+    config: LauncherConfig,
+    catalog: Arc<Catalog>,
+    clouds: Arc<dyn TenantClouds>,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let store = store::Store::new(config.clickhouse.client()?);
+    let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
+    let signals = Publisher::new(&config.kafka, &config.publisher, "launcher")?;
+    let launcher = Arc::new(worker::Launcher::new(
+        config.launcher.clone(),
+        config.amqp.clone(),
+        store,
+        catalog,
+        registry,
+        clouds,
+        signals.clone(),
+    ));
+    tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
+    launcher.run(shutdown).await;
+    signals.flush(Duration::from_secs(30)).await?;
+    Ok(())
+}

@@ -152,7 +152,10 @@ impl Store {
 
     /// Appends one transition as given (its seq included).
     pub async fn append(&self, event: &LaunchEventRow) -> Result<(), StoreError> {
-        let mut insert = self.client.insert::<LaunchEventRow>("launch_events").await?;
+        let mut insert = self
+            .client
+            .insert::<LaunchEventRow>("launch_events")
+            .await?;
         insert.write(event).await?;
         insert.end().await?;
         Ok(())
@@ -183,9 +186,7 @@ impl Store {
     ) -> Result<Vec<LaunchEventRow>, StoreError> {
         let rows = self
             .client
-            .query(
-                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? ORDER BY seq",
-            )
+            .query("SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? ORDER BY seq")
             .bind(tenant)
             .bind(job_id)
             .fetch_all::<LaunchEventRow>()
@@ -281,9 +282,7 @@ impl Store {
         }
         let rows = self
             .client
-            .query(
-                "SELECT job_id, count FROM launch_requests WHERE tenant = ? AND has(?, job_id)",
-            )
+            .query("SELECT job_id, count FROM launch_requests WHERE tenant = ? AND has(?, job_id)")
             .bind(tenant)
             .bind(job_ids)
             .fetch_all::<JobCount>()
@@ -293,7 +292,8 @@ impl Store {
 
     /// The latest score of every key updated within `max_age`.
     pub async fn latest_scores(&self, max_age: Duration) -> Result<Vec<Arc<Score>>, StoreError> {
-        let since = Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
+        let since =
+            Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
         let rows = self
             .client
             .query(
@@ -307,7 +307,11 @@ impl Store {
             .bind(u32::try_from(since.timestamp()).unwrap_or(0))
             .fetch_all::<ScoreLatest>()
             .await?;
-        Ok(rows.into_iter().filter_map(score_of).map(Arc::new).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(score_of)
+            .map(Arc::new)
+            .collect())
     }
 }
 

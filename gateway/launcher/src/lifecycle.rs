@@ -1,0 +1,428 @@
+//! Lifecycle of running launches (seed 001): a periodic reaper that terminates launches past
+//! their maximum lifetime or idle TTL.
+//!
+//! Contract:
+//! * A launch is considered from its first `running` transition (`launch_events`). Its maximum
+//!   lifetime is the job's `max_lifetime_secs` (`launch_requests`), else
+//!   `launcher.lifecycle.default_max_lifetime` (0 = none). Its idle TTL is the job's
+//!   `idle_ttl_secs` (0 = never idle-terminated): it is idle when no activity heartbeat
+//!   (`launch_activity`, written by `LaunchService.Heartbeat`) arrived for that long since the
+//!   later of its running time and its latest heartbeat.
+//! * Reaping terminates every instance the job ever recorded (the serving instance, an
+//!   interrupted spot, a warm standby, a replacement), then appends `terminated` with the reason
+//!   in `detail`. The cloud call comes first: if it fails, nothing is recorded and the next sweep
+//!   retries; terminating an instance twice is harmless, so a crash between the two steps is too.
+//! * Every replica may run the reaper; two replicas reaping the same job terminate the same
+//!   instances and write the same next seq, which `ReplacingMergeTree` collapses.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_cloud::{CloudAdapter, CloudError, InstanceId, Provider, Region};
+use capsight_gateway::clouds::{AccountError, TenantClouds};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::{SharedRegistry, TenantId};
+use chrono::Utc;
+use serde::Deserialize;
+
+use crate::store::{LiveLaunch, Store, StoreError, follow_up, split_ids, state};
+
+/// `[launcher.lifecycle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// How often running launches are checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Maximum lifetime of a launch whose job sets none; zero = unlimited.
+    #[serde(with = "humantime_serde")]
+    pub default_max_lifetime: Duration,
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            default_max_lifetime: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+/// Why a lifecycle step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// ClickHouse.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No adapter for the tenant's account.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The cloud refused or failed.
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    /// The tenant is not (or no longer) in the registry.
+    #[error("tenant {0:?} is not in the registry")]
+    UnknownTenant(String),
+    /// A stored row cannot be used.
+    #[error("launch {job_id}: {reason}")]
+    BadRow {
+        /// Job.
+        job_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<clickhouse::error::Error> for LifecycleError {
+    fn from(e: clickhouse::error::Error) -> Self {
+        Self::Store(StoreError::from(e))
+    }
+}
+
+/// An adapter acting in `tenant`'s account in `region` (AWS).
+pub async fn adapter_for(
+    registry: &SharedRegistry,
+    clouds: &dyn TenantClouds,
+    tenant: &str,
+    region: &str,
+    job_id: &str,
+) -> Result<Arc<dyn CloudAdapter>, LifecycleError> {
+    let id = TenantId::parse(tenant).map_err(|_| LifecycleError::UnknownTenant(tenant.into()))?;
+    let t = registry
+        .tenant(&id)
+        .ok_or_else(|| LifecycleError::UnknownTenant(tenant.into()))?;
+    let region = Region::parse("region", Provider::Aws, region).map_err(|e| {
+        LifecycleError::BadRow {
+            job_id: job_id.into(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(clouds.adapter(&t, &region).await?)
+}
+
+/// Why a launch is reaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Ran for its whole maximum lifetime.
+    MaxLifetime {
+        /// The limit, seconds.
+        limit_secs: u64,
+    },
+    /// No heartbeat for its idle TTL.
+    Idle {
+        /// The TTL, seconds.
+        ttl_secs: u64,
+        /// Seconds since the last activity (running time or heartbeat).
+        idle_secs: u64,
+    },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MaxLifetime { limit_secs } => {
+                write!(f, "max lifetime reached ({limit_secs}s)")
+            }
+            Self::Idle {
+                ttl_secs,
+                idle_secs,
+            } => write!(
+                f,
+                "idle TTL reached: no activity heartbeat for {idle_secs}s (idle TTL {ttl_secs}s)"
+            ),
+        }
+    }
+}
+
+/// The facts about one running launch the verdict needs (seconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// First `running` transition.
+    pub running_since: u64,
+    /// Latest heartbeat, if any.
+    pub last_heartbeat: Option<u64>,
+    /// Maximum lifetime, seconds; 0 = unlimited.
+    pub max_lifetime_secs: u64,
+    /// Idle TTL, seconds; 0 = never.
+    pub idle_ttl_secs: u64,
+}
+
+/// Whether a launch with `facts` must end at `now` (pure). The lifetime wins over idleness
+/// when both apply.
+pub fn verdict(now: u64, facts: &Facts) -> Option<Reason> {
+    let age = now.saturating_sub(facts.running_since);
+    if facts.max_lifetime_secs > 0 && age >= facts.max_lifetime_secs {
+        return Some(Reason::MaxLifetime {
+            limit_secs: facts.max_lifetime_secs,
+        });
+    }
+    if facts.idle_ttl_secs > 0 {
+        let active = facts
+            .last_heartbeat
+            .map_or(facts.running_since, |h| h.max(facts.running_since));
+        let idle = now.saturating_sub(active);
+        if idle >= facts.idle_ttl_secs {
+            return Some(Reason::Idle {
+                ttl_secs: facts.idle_ttl_secs,
+                idle_secs: idle,
+            });
+        }
+    }
+    None
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct JobTime {
+    tenant: String,
+    job_id: String,
+    t: u32,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct JobLimits {
+    tenant: String,
+    job_id: String,
+    max_lifetime_secs: u64,
+    idle_ttl_secs: u64,
+}
+
+type JobKey = (String, String);
+
+/// The reaper.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    store: Store,
+    clouds: Arc<dyn TenantClouds>,
+    registry: SharedRegistry,
+    settings: LifecycleSettings,
+}
+
+impl Reaper {
+    /// A reaper over the launcher's store, tenants' clouds and registry.
+    pub fn new(
+        store: Store,
+        clouds: Arc<dyn TenantClouds>,
+        registry: SharedRegistry,
+        settings: LifecycleSettings,
+    ) -> Self {
+        Self {
+            store,
+            clouds,
+            registry,
+            settings,
+        }
+    }
+
+    /// Sweeps every `interval` until `shutdown` (one sweep with `once`).
+    pub async fn run(self, once: bool, shutdown: Shutdown) {
+        let interval = self.settings.interval;
+        capsight_runtime::periodic::every(interval, once, &shutdown, || async {
+            match self.sweep().await {
+                Ok(reaped) if !reaped.is_empty() => {
+                    tracing::info!(count = reaped.len(), "lifecycle sweep terminated launches");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "lifecycle sweep failed; retrying next time"),
+            }
+        })
+        .await;
+    }
+
+    /// One sweep: the launches it terminated, with the reason.
+    pub async fn sweep(&self) -> Result<Vec<(String, Reason)>, LifecycleError> {
+        let running: Vec<LiveLaunch> = self
+            .store
+            .live_launches(None)
+            .await?
+            .into_iter()
+            .filter(|l| l.state == state::RUNNING)
+            .collect();
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
+        let client = self.store.client();
+        let since: BTreeMap<JobKey, u32> = client
+            .query(
+                "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
+                 WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
+            )
+            .bind(&ids)
+            .fetch_all::<JobTime>()
+            .await?
+            .into_iter()
+            .map(|r| ((r.tenant, r.job_id), r.t))
+            .collect();
+        let beats: BTreeMap<JobKey, u32> = client
+            .query(
+                "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
+                 WHERE has(?, job_id) GROUP BY tenant, job_id",
+            )
+            .bind(&ids)
+            .fetch_all::<JobTime>()
+            .await?
+            .into_iter()
+            .map(|r| ((r.tenant, r.job_id), r.t))
+            .collect();
+        let limits: BTreeMap<JobKey, (u64, u64)> = client
+            .query(
+                "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \
+                 FROM launch_requests WHERE has(?, job_id) GROUP BY tenant, job_id",
+            )
+            .bind(&ids)
+            .fetch_all::<JobLimits>()
+            .await?
+            .into_iter()
+            .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
+            .collect();
+        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        let mut reaped = Vec::new();
+        for l in running {
+            let key = (l.tenant.clone(), l.job_id.clone());
+            let Some(running_since) = since.get(&key) else {
+                continue;
+            };
+            let (job_lifetime, idle_ttl) = limits.get(&key).copied().unwrap_or((0, 0));
+            let facts = Facts {
+                running_since: u64::from(*running_since),
+                last_heartbeat: beats.get(&key).map(|t| u64::from(*t)),
+                max_lifetime_secs: if job_lifetime > 0 {
+                    job_lifetime
+                } else {
+                    self.settings.default_max_lifetime.as_secs()
+                },
+                idle_ttl_secs: idle_ttl,
+            };
+            let Some(reason) = verdict(now, &facts) else {
+                continue;
+            };
+            match self.reap(&l.tenant, &l.job_id, &reason).await {
+                Ok(true) => reaped.push((l.job_id.clone(), reason)),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = l.job_id, tenant = l.tenant, error = %e, "cannot terminate an expired launch; retrying next sweep");
+                }
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Terminates every instance of the job and records `terminated`; false when the job is
+    /// no longer running.
+    async fn reap(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        reason: &Reason,
+    ) -> Result<bool, LifecycleError> {
+        let events = self.store.events(tenant, job_id).await?;
+        let Some(last) = events.last() else {
+            return Ok(false);
+        };
+        if last.state != state::RUNNING {
+            return Ok(false);
+        }
+        terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
+        let row = follow_up(last, state::TERMINATED, reason.to_string());
+        self.store.append(&row).await?;
+        tracing::info!(job_id, tenant, reason = %reason, "launch terminated by its lifecycle");
+        Ok(true)
+    }
+}
+
+/// Every instance id the job's transitions name (instance ids and `standby=` ids in
+/// details), by region.
+pub fn instances_by_region(events: &[LaunchEventRow]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for e in events {
+        let ids = out.entry(e.region.clone()).or_default();
+        ids.extend(split_ids(&e.instance_id));
+        ids.extend(crate::standby::detail_standby_ids(&e.detail));
+    }
+    out.retain(|_, ids| !ids.is_empty());
+    out
+}
+
+/// Terminates every instance the job's transitions name.
+pub async fn terminate_all(
+    registry: &SharedRegistry,
+    clouds: &dyn TenantClouds,
+    events: &[LaunchEventRow],
+) -> Result<(), LifecycleError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    for (region, ids) in instances_by_region(events) {
+        let adapter = adapter_for(registry, clouds, &first.tenant, &region, &first.job_id).await?;
+        let ids: Vec<InstanceId> = ids.into_iter().filter_map(InstanceId::new).collect();
+        adapter.terminate(&ids).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(max: u64, idle: u64, beat: Option<u64>) -> Facts {
+        Facts {
+            running_since: 1_000,
+            last_heartbeat: beat,
+            max_lifetime_secs: max,
+            idle_ttl_secs: idle,
+        }
+    }
+
+    #[test]
+    fn lifetime_counts_from_running() {
+        assert_eq!(verdict(1_599, &facts(600, 0, None)), None);
+        assert_eq!(
+            verdict(1_600, &facts(600, 0, None)),
+            Some(Reason::MaxLifetime { limit_secs: 600 })
+        );
+        // unlimited
+        assert_eq!(verdict(1_000_000, &facts(0, 0, None)), None);
+    }
+
+    #[test]
+    fn idleness_counts_from_the_later_of_running_and_the_last_heartbeat() {
+        // no heartbeat: idle since running
+        assert!(matches!(
+            verdict(1_300, &facts(0, 300, None)),
+            Some(Reason::Idle { idle_secs: 300, .. })
+        ));
+        // a heartbeat resets it
+        assert_eq!(verdict(1_300, &facts(0, 300, Some(1_200))), None);
+        assert!(matches!(
+            verdict(1_500, &facts(0, 300, Some(1_200))),
+            Some(Reason::Idle { idle_secs: 300, .. })
+        ));
+        // a heartbeat from before running (a previous life) does not count
+        assert!(verdict(1_300, &facts(0, 300, Some(10))).is_some());
+        // lifetime wins when both apply
+        assert!(matches!(
+            verdict(2_000, &facts(500, 300, None)),
+            Some(Reason::MaxLifetime { .. })
+        ));
+    }
+
+    #[test]
+    fn reasons_read_well() {
+        assert_eq!(
+            Reason::MaxLifetime { limit_secs: 60 }.to_string(),
+            "max lifetime reached (60s)"
+        );
+        assert!(
+            Reason::Idle {
+                ttl_secs: 60,
+                idle_secs: 75
+            }
+            .to_string()
+            .contains("idle TTL 60s")
+        );
+    }
+}

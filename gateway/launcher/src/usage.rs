@@ -1,0 +1,93 @@
+//! GPU-hours per tenant split by market (seed 001: usage and chargeback).
+//!
+//! Contract: the numbers come from ClickHouse alone — the `launch_gpu_segments` and
+//! `tenant_gpu_hours_monthly` views of migration `0032_gpu_hours.sql` over `launch_events`
+//! (every `running` transition starts a segment on its market that lasts until the job's next
+//! transition, or until now while it still runs), multiplied by the job's instance count and the
+//! catalog's GPUs per instance. The catalog part lives in the `instance_gpus` table, which
+//! [`sync_catalog`] fills at launcher start (idempotent). [`monthly`] runs the summary query that
+//! `docs/analytics.md` documents.
+
+use capsight_catalog::Catalog;
+use chrono::{NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::StoreError;
+
+/// One row of `instance_gpus`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct InstanceGpusRow {
+    /// `aws`, ...
+    pub provider: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// GPUs per instance.
+    pub gpus: u32,
+    /// GPU model, e.g. `H100`.
+    pub gpu_model: String,
+    /// When written, seconds (the newest row wins).
+    pub updated_at: u32,
+}
+
+/// GPU-hours of one tenant on one market in one month.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct MonthlyUsage {
+    /// First day of the month (server time zone).
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub month: NaiveDate,
+    /// Tenant id.
+    pub tenant: String,
+    /// `on_demand`, `spot`, `capacity_block`.
+    pub market: String,
+    /// GPU-hours in the month.
+    pub gpu_hours: f64,
+    /// Distinct launches that ran on the market in the month.
+    pub launches: u64,
+    /// 1 when one of them is still running (its hours grow until it ends).
+    pub any_still_running: u8,
+}
+
+/// Writes GPUs per instance type from `catalog` to `instance_gpus`; returns the rows written.
+pub async fn sync_catalog(
+    client: &clickhouse::Client,
+    catalog: &Catalog,
+) -> Result<usize, StoreError> {
+    let now = capsight_clickhouse::rows::split_time(Utc::now()).0;
+    let mut insert = client.insert::<InstanceGpusRow>("instance_gpus").await?;
+    let mut n = 0;
+    for t in catalog.iter() {
+        insert
+            .write(&InstanceGpusRow {
+                provider: t.provider.as_str().to_owned(),
+                instance_type: t.instance_type.as_str().to_owned(),
+                gpus: t.gpu_count,
+                gpu_model: t.gpu_model.clone(),
+                updated_at: now,
+            })
+            .await?;
+        n += 1;
+    }
+    insert.end().await?;
+    Ok(n)
+}
+
+/// GPU-hours per tenant and market for months starting at or after `from` (first day of a
+/// month), newest month first; `tenant` restricts to one tenant.
+pub async fn monthly(
+    client: &clickhouse::Client,
+    from: NaiveDate,
+    tenant: Option<&str>,
+) -> Result<Vec<MonthlyUsage>, StoreError> {
+    Ok(client
+        .query(
+            "SELECT month, tenant, market, gpu_hours, launches, any_still_running \
+             FROM tenant_gpu_hours_monthly \
+             WHERE month >= toDate(?) AND (? = '' OR tenant = ?) \
+             ORDER BY month DESC, tenant, market",
+        )
+        .bind(from.format("%Y-%m-%d").to_string())
+        .bind(tenant.unwrap_or(""))
+        .bind(tenant.unwrap_or(""))
+        .fetch_all::<MonthlyUsage>()
+        .await?)
+}
