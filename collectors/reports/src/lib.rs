@@ -6,9 +6,13 @@
 //! recommendations, spot fulfilments, state changes). Both authenticate with a tenant API key.
 //! Bodies are validated and normalized ([`normalize`]), AZ names mapped to AZ IDs with the
 //! tenant's zone map, duplicates dropped by event id, tenants rate-limited, and the tenant id
-//! replaced by its keyed hash before anything is published ([`server`]). See
+//! replaced by its keyed hash before anything is published ([`server`]). Instance events are
+//! keyed by the instance's launch: learned from a `RunInstances` event, or, for instances
+//! capsight's launcher started for the tenant, found in ClickHouse `launch_events`
+//! ([`launched`]); events of other instances are answered as `unkeyed` and dropped. See
 //! `docs/reports.md` for the customer set-up.
 
+pub mod launched;
 pub mod normalize;
 pub mod server;
 

@@ -1,13 +1,14 @@
 //! `capsight-reports`: the crowdsourced intake (HTTP, default 127.0.0.1:8088).
-//! Configuration: sections `telemetry`, `kafka`, `publisher`, `tenancy`, `reports` of
+//! Configuration: sections `telemetry`, `kafka`, `publisher`, `tenancy`, `clickhouse`, `reports` of
 //! `deploy/config/capsight.toml`, overridable by `--config` and `CAPSIGHT_*` variables.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::KafkaSettings;
 use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_reports::{ReportsSettings, server::AppState};
+use capsight_reports::{ReportsSettings, launched::LaunchedInstances, server::AppState};
 use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
 use capsight_tenancy::{SharedRegistry, TenancySettings, TenantHasher};
 use clap::Parser;
@@ -29,6 +30,7 @@ struct Config {
     kafka: KafkaSettings,
     publisher: PublisherSettings,
     tenancy: TenancySettings,
+    clickhouse: ClickHouseSettings,
     reports: ReportsSettings,
 }
 
@@ -47,13 +49,17 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.reports.listen))?;
     tracing::info!(listen = %config.reports.listen, "reports intake listening");
-    let state = Arc::new(AppState::new(
-        publisher.clone(),
-        registry,
-        hasher,
-        config.reports.clone(),
-        config.tenancy.default_rate_per_minute,
-    ));
+    let launched = LaunchedInstances::new(config.clickhouse.client()?);
+    let state = Arc::new(
+        AppState::new(
+            publisher.clone(),
+            registry,
+            hasher,
+            config.reports.clone(),
+            config.tenancy.default_rate_per_minute,
+        )
+        .with_launched(launched),
+    );
     let shutdown = Shutdown::new();
     shutdown.listen_for_signals();
     capsight_reports::run(state, listener, publisher, shutdown).await?;

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::{
     ReportsSettings,
+    launched::LaunchedInstances,
     normalize::{self, InstanceInfo, Rejection, Report, Reporter},
 };
 
@@ -69,6 +70,7 @@ pub struct AppState {
     limiters: Mutex<HashMap<TenantId, Arc<DefaultDirectRateLimiter>>>,
     seen: Mutex<Bounded<()>>,
     instances: Mutex<Bounded<InstanceInfo>>,
+    launched: Option<LaunchedInstances>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -95,7 +97,16 @@ impl AppState {
             settings,
             default_rate,
             limiters: Mutex::default(),
+            launched: None,
         }
+    }
+
+    /// Also keys instance events of instances capsight launched for the tenant (found in
+    /// ClickHouse `launch_events`), not only of those whose `RunInstances` event was seen.
+    #[must_use]
+    pub fn with_launched(mut self, launched: LaunchedInstances) -> Self {
+        self.launched = Some(launched);
+        self
     }
 }
 
@@ -324,6 +335,36 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": 0, "duplicate": true })),
         ));
+    }
+    // an instance event for an instance not learned from RunInstances: was it launched by
+    // capsight for this tenant?
+    if let (Some(launched), Some(instance)) = (
+        &state.launched,
+        value.pointer("/detail/instance-id").and_then(Value::as_str),
+    ) {
+        let memo = format!("{tenant}/{instance}");
+        let known = state
+            .instances
+            .lock()
+            .is_ok_and(|m| m.map.contains_key(&memo));
+        if !known {
+            match launched.lookup(tenant.as_str(), instance).await {
+                Ok(Some(info)) => {
+                    if let Ok(mut m) = state.instances.lock() {
+                        m.insert(memo, info);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "looking up a launched instance failed");
+                    return Err(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "-",
+                        "could not look up the instance; retry later",
+                    ));
+                }
+            }
+        }
     }
     let lookup = |instance: &str| {
         state

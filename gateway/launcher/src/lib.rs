@@ -17,9 +17,12 @@
 //!   `launcher.max_retries`); undecodable or invalid jobs are dead-lettered with the reason in
 //!   the `capsight-dead-reason` header; the worker carries on.
 
+pub mod lifecycle;
 pub mod quota;
 pub mod settings;
+pub mod standby;
 pub mod store;
+pub mod usage;
 pub mod worker;
 
 pub use settings::{LauncherConfig, LauncherSettings};

@@ -95,12 +95,11 @@ pub async fn adapter_for(
     let t = registry
         .tenant(&id)
         .ok_or_else(|| LifecycleError::UnknownTenant(tenant.into()))?;
-    let region = Region::parse("region", Provider::Aws, region).map_err(|e| {
-        LifecycleError::BadRow {
+    let region =
+        Region::parse("region", Provider::Aws, region).map_err(|e| LifecycleError::BadRow {
             job_id: job_id.into(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(clouds.adapter(&t, &region).await?)
 }
 

@@ -41,6 +41,12 @@ pub struct LauncherSettings {
     /// `provisioning`, `launched` = the cloud answered, `running`) the process kills itself with
     /// SIGKILL, so crash recovery can be tested at every state.
     pub crash_after: String,
+    /// `[launcher.lifecycle]`: maximum lifetime and idle TTL reaper.
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::LifecycleSettings,
+    /// `[launcher.standby]`: warm standby for spot work.
+    #[serde(default)]
+    pub standby: crate::standby::StandbySettings,
 }
 
 impl Default for LauncherSettings {
@@ -55,6 +61,8 @@ impl Default for LauncherSettings {
             cancel_sweep_interval: Duration::from_secs(10),
             scores_max_age: Duration::from_secs(86_400),
             crash_after: String::new(),
+            lifecycle: crate::lifecycle::LifecycleSettings::default(),
+            standby: crate::standby::StandbySettings::default(),
         }
     }
 }
@@ -105,5 +113,13 @@ mod tests {
         assert_eq!(file.cancel_sweep_interval, code.cancel_sweep_interval);
         assert_eq!(file.scores_max_age, code.scores_max_age);
         assert_eq!(file.crash_after, code.crash_after);
+        assert_eq!(file.lifecycle.interval, code.lifecycle.interval);
+        assert_eq!(
+            file.lifecycle.default_max_lifetime,
+            code.lifecycle.default_max_lifetime
+        );
+        assert_eq!(file.standby.cooldown, code.standby.cooldown);
+        assert_eq!(file.standby.interval, code.standby.interval);
+        assert_eq!(file.standby.consumer_group, code.standby.consumer_group);
     }
 }

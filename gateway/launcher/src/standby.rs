@@ -33,8 +33,8 @@ use std::{
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow};
 use capsight_cloud::{
-    CloudError, Instance, InstanceId, InstanceState, InstanceType, LaunchRequest, Market,
-    Provider, Region, ZoneId,
+    CloudError, Instance, InstanceId, InstanceState, InstanceType, LaunchRequest, Market, Provider,
+    Region, ZoneId,
 };
 use capsight_gateway::clouds::TenantClouds;
 use capsight_kafka::KafkaSettings;
@@ -388,9 +388,7 @@ impl Standby {
                 self.replace(req, last, &standby, &interrupted, switch)
                     .await
             }
-            Phase::Cooling {
-                standby, since, ..
-            } => {
+            Phase::Cooling { standby, since, .. } => {
                 let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
                 if now.saturating_sub(u64::from(since)) < self.settings.cooldown.as_secs() {
                     return Ok(());
@@ -440,15 +438,13 @@ impl Standby {
                 reason,
             })
         };
-        let region = Region::parse("region", Provider::Aws, &last.region)
-            .map_err(|e| bad(e.to_string()))?;
+        let region =
+            Region::parse("region", Provider::Aws, &last.region).map_err(|e| bad(e.to_string()))?;
         let itype = InstanceType::parse("instance_type", Provider::Aws, &last.instance_type)
             .map_err(|e| bad(e.to_string()))?;
         let zone = match zone {
-            Some(z) => {
-                ZoneId::parse_optional("zone_id", Provider::Aws, &region, z)
-                    .map_err(|e| bad(e.to_string()))?
-            }
+            Some(z) => ZoneId::parse_optional("zone_id", Provider::Aws, &region, z)
+                .map_err(|e| bad(e.to_string()))?,
             None => None,
         };
         let mut r = LaunchRequest::new(itype, zone, req.image_id.clone(), token)
@@ -512,9 +508,10 @@ impl Standby {
         switch: u32,
     ) -> Result<(), StandbyError> {
         let adapter = self.adapter(last).await?;
-        let mut request =
-            self.request_for(req, last, None, format!("{}-r{switch}", req.job_id))?;
-        request = request.market(Market::Spot).tag("capsight:role", "replacement");
+        let mut request = self.request_for(req, last, None, format!("{}-r{switch}", req.job_id))?;
+        request = request
+            .market(Market::Spot)
+            .tag("capsight:role", "replacement");
         if req.spot_max_price > 0.0 {
             request = request.spot_max_price(req.spot_max_price);
         }
@@ -576,8 +573,16 @@ impl Standby {
                 Phase::Cooling {
                     standby, serving, ..
                 } if serving.iter().any(|s| s == instance_id) => (standby, false),
-                Phase::NeedStandby if split_ids(&last.instance_id).iter().any(|s| s == instance_id) => {
-                    tracing::warn!(job_id = req.job_id, instance_id, "interruption before the warm standby was ready");
+                Phase::NeedStandby
+                    if split_ids(&last.instance_id)
+                        .iter()
+                        .any(|s| s == instance_id) =>
+                {
+                    tracing::warn!(
+                        job_id = req.job_id,
+                        instance_id,
+                        "interruption before the warm standby was ready"
+                    );
                     continue;
                 }
                 _ => continue,
@@ -638,10 +643,7 @@ impl Standby {
             .fetch_all::<Ended>()
             .await?;
         for e in ended {
-            let done = self
-                .cleaned
-                .lock()
-                .is_ok_and(|c| c.contains(&e.job_id));
+            let done = self.cleaned.lock().is_ok_and(|c| c.contains(&e.job_id));
             if done {
                 continue;
             }
@@ -651,7 +653,10 @@ impl Standby {
                     if let Ok(mut c) = self.cleaned.lock() {
                         c.insert(e.job_id.clone());
                     }
-                    tracing::info!(job_id = e.job_id, "ended job: standby and replacements terminated");
+                    tracing::info!(
+                        job_id = e.job_id,
+                        "ended job: standby and replacements terminated"
+                    );
                 }
                 Err(err) => {
                     tracing::warn!(job_id = e.job_id, error = %err, "cannot clean up an ended job's standby");
@@ -694,7 +699,13 @@ mod tests {
             row(1, "running", "spot", "i-spot", "running"),
         ];
         assert_eq!(phase(&ev), Phase::NeedStandby);
-        ev.push(row(2, "running", "spot", "i-spot", "standby ready: standby=i-sb stopped"));
+        ev.push(row(
+            2,
+            "running",
+            "spot",
+            "i-spot",
+            "standby ready: standby=i-sb stopped",
+        ));
         assert_eq!(
             phase(&ev),
             Phase::Armed {
@@ -717,7 +728,13 @@ mod tests {
                 switch: 1
             }
         );
-        ev.push(row(4, "running", "spot", "i-r1", "replacement running: standby=i-sb replacement=i-r1;"));
+        ev.push(row(
+            4,
+            "running",
+            "spot",
+            "i-r1",
+            "replacement running: standby=i-sb replacement=i-r1;",
+        ));
         assert_eq!(
             phase(&ev),
             Phase::Cooling {
@@ -727,7 +744,13 @@ mod tests {
                 switch: 1
             }
         );
-        ev.push(row(5, "running", "spot", "i-r1", "standby stopped: standby=i-sb after"));
+        ev.push(row(
+            5,
+            "running",
+            "spot",
+            "i-r1",
+            "standby stopped: standby=i-sb after",
+        ));
         assert_eq!(
             phase(&ev),
             Phase::Armed {
@@ -735,7 +758,13 @@ mod tests {
                 spot: vec!["i-r1".into()]
             }
         );
-        ev.push(row(6, "running", "on_demand", "i-sb", "standby active: standby=i-sb interrupted=i-r1"));
+        ev.push(row(
+            6,
+            "running",
+            "on_demand",
+            "i-sb",
+            "standby active: standby=i-sb interrupted=i-r1",
+        ));
         assert!(matches!(phase(&ev), Phase::Active { switch: 2, .. }));
         ev.push(row(7, "terminated", "on_demand", "i-sb", "max lifetime"));
         assert_eq!(phase(&ev), Phase::Idle);
