@@ -60,6 +60,24 @@ pub async fn run(
     let store = store::Store::new(config.clickhouse.client()?);
     let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
     let signals = Publisher::new(&config.kafka, &config.publisher, "launcher")?;
+    // GPUs per instance type for the GPU-hours views (usage)
+    if let Err(e) = usage::sync_catalog(store.client(), &catalog).await {
+        tracing::warn!(error = %e, "cannot write instance_gpus; GPU-hours lack new types until the next start");
+    }
+    let reaper = lifecycle::Reaper::new(
+        store.clone(),
+        Arc::clone(&clouds),
+        registry.clone(),
+        config.launcher.lifecycle.clone(),
+    );
+    let reaper = tokio::spawn(reaper.run(false, shutdown.clone()));
+    let standby = standby::Standby::new(
+        store.clone(),
+        Arc::clone(&clouds),
+        registry.clone(),
+        config.launcher.standby.clone(),
+    );
+    let standby = tokio::spawn(standby.run(config.kafka.clone(), shutdown.clone()));
     let launcher = Arc::new(worker::Launcher::new(
         config.launcher.clone(),
         config.amqp.clone(),
@@ -71,6 +89,11 @@ pub async fn run(
     ));
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
+    let _ = reaper.await;
+    match standby.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "warm standby stopped with an error"),
+        Ok(Ok(())) | Err(_) => {}
+    }
     signals.flush(Duration::from_secs(30)).await?;
     Ok(())
 }
