@@ -290,21 +290,28 @@ impl Launcher {
         let outcome = match self.decode(&delivery.data) {
             Ok(job) => {
                 let span = tracing::info_span!("launch_job", job_id = %job.wire.job_id, tenant = %job.wire.tenant);
+                let ids = (job.wire.tenant.clone(), job.wire.job_id.clone());
                 self.process(&job)
                     .instrument(span)
                     .await
-                    .map_err(|f| (f, Some(job)))
+                    .map_err(|f| (f, Some(ids)))
             }
-            Err(reason) => Err((Fail::Dead(reason), None)),
+            Err((reason, ids)) => Err((Fail::Dead(reason), ids)),
         };
         let acked = match outcome {
             Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
             Err((Fail::Retry(reason), job)) => {
                 if retries >= self.settings.max_retries {
                     let reason = format!("gave up after {retries} retries: {reason}");
-                    if let Some(job) = &job {
-                        self.record_failed(job, "transient", "RetriesExhausted", &reason)
-                            .await;
+                    if let Some((tenant, job_id)) = &job {
+                        self.record_failed(
+                            tenant,
+                            job_id,
+                            "transient",
+                            "RetriesExhausted",
+                            &reason,
+                        )
+                        .await;
                     }
                     self.dead_letter(&delivery, publish, &reason).await
                 } else {
@@ -339,8 +346,8 @@ impl Launcher {
                 }
             }
             Err((Fail::Dead(reason), job)) => {
-                if let Some(job) = &job {
-                    self.record_failed(job, "unknown", "InvalidJob", &reason)
+                if let Some((tenant, job_id)) = &job {
+                    self.record_failed(tenant, job_id, "unknown", "InvalidJob", &reason)
                         .await;
                 }
                 self.dead_letter(&delivery, publish, &reason).await
@@ -386,9 +393,17 @@ impl Launcher {
         }
     }
 
-    async fn record_failed(&self, job: &Job, class: &str, code: &str, reason: &str) {
+    /// Records `failed` after the job's latest transition (when it has one and is not settled).
+    async fn record_failed(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        class: &str,
+        code: &str,
+        reason: &str,
+    ) {
         let result = async {
-            let Some(prev) = self.latest_or_queued(job).await? else {
+            let Some(prev) = self.store.latest(tenant, job_id).await? else {
                 return Ok(());
             };
             if state::is_terminal(&prev.state) {
@@ -401,17 +416,23 @@ impl Launcher {
         }
         .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, job_id = %job.wire.job_id, "cannot record the job's failure");
+            tracing::error!(error = %e, job_id, "cannot record the job's failure");
         }
     }
 
-    /// Decodes and validates a job; `Err` is the dead-letter reason.
-    fn decode(&self, body: &[u8]) -> Result<Job, String> {
-        let wire =
-            v1::LaunchJob::decode(body).map_err(|e| format!("undecodable LaunchJob: {e}"))?;
+    /// Decodes and validates a job; `Err` is the dead-letter reason, with the job's (tenant,
+    /// job id) when they could be read.
+    fn decode(&self, body: &[u8]) -> Result<Job, (String, Option<(String, String)>)> {
+        let wire = v1::LaunchJob::decode(body)
+            .map_err(|e| (format!("undecodable LaunchJob: {e}"), None))?;
         if uuid::Uuid::parse_str(&wire.job_id).is_err() {
-            return Err(format!("job_id {:?} is not a UUID", wire.job_id));
+            return Err((format!("job_id {:?} is not a UUID", wire.job_id), None));
         }
+        let ids = Some((wire.tenant.clone(), wire.job_id.clone()));
+        self.validate(wire).map_err(|reason| (reason, ids))
+    }
+
+    fn validate(&self, wire: v1::LaunchJob) -> Result<Job, String> {
         let tenant_id = TenantId::parse(&wire.tenant)
             .map_err(|e| format!("tenant {:?} is invalid: {e}", wire.tenant))?;
         let tenant = self

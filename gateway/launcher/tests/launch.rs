@@ -1,0 +1,342 @@
+//! The launcher in-process against the real local stack and cloudsim: happy path, capacity
+//! fallback with launch-attempt signals, cancel (before provisioning and while running),
+//! poison dead-lettering, tenant GPU quota.
+
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
+
+mod common;
+
+use std::time::Duration;
+
+use capsight_proto::{
+    codec,
+    domain::{ErrorClass, LaunchOutcome, Payload, Signal, SignalSource},
+};
+use common::{ACME, CAPPED, Harness};
+use lapin::{
+    BasicProperties,
+    options::{BasicGetOptions, BasicPublishOptions},
+    types::AMQPValue,
+};
+use rdkafka::{
+    Message,
+    consumer::{Consumer, StreamConsumer},
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn states(events: &[capsight_clickhouse::rows::LaunchEventRow]) -> Vec<&str> {
+    events.iter().map(|e| e.state.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+
+    let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec!["queued", "preflight", "provisioning", "running"]
+    );
+    let seqs: Vec<u32> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    let running = events.last().unwrap();
+    assert_eq!(running.attempt, 1);
+    assert_eq!(running.zone_id, "use1-az4");
+    let instances = h.instances_of(&job.job_id).await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(running.instance_id, instances[0].id.as_str());
+    assert_eq!(
+        instances[0].client_token.as_deref(),
+        Some(job.job_id.as_str())
+    );
+
+    // a duplicate delivery of the same job changes nothing
+    h.publish_raw(&job).await;
+    common::eventually(LIMIT, "jobs queue drained", || async {
+        (h.queue_depth(&h.config.amqp.launch.jobs_queue).await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.events(ACME, &job.job_id).await.len(), 4);
+    assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+async fn signals_of(h: &Harness, n: usize) -> Vec<Signal> {
+    let consumer: StreamConsumer = h
+        .config
+        .kafka
+        .consumer_config("test", &format!("test-{}", uuid::Uuid::new_v4()))
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[h.config.kafka.topics.signals.as_str()])
+        .unwrap();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("signals within 30 s")
+            .unwrap();
+        out.push(codec::decode_signal(msg.payload().unwrap()).unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
+    let h = Harness::start("60s").await;
+    h.put_scores(&[
+        common::score("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 20),
+        common::score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 70),
+        common::score("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 90),
+        // not allowed by the job: other region, spot without interruptible
+        common::score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 99),
+        common::score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 99),
+    ])
+    .await;
+    let (stop, task) = h.spawn_launcher();
+    // use1-az1 has no stock
+    let job = h.job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 2);
+    h.submit(&job).await;
+
+    let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec![
+            "queued",
+            "preflight",
+            "provisioning",
+            "provisioning",
+            "running"
+        ]
+    );
+    assert_eq!(events[2].zone_id, "use1-az1");
+    assert_eq!(events[2].attempt, 1);
+    assert_eq!(events[3].zone_id, "use1-az6", "{}", events[3].detail);
+    assert_eq!(events[3].attempt, 2);
+    assert!(
+        events[3].detail.contains("InsufficientInstanceCapacity"),
+        "{}",
+        events[3].detail
+    );
+    let instances = h.instances_of(&job.job_id).await;
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0].zone.as_ref().unwrap().as_str(), "use1-az6");
+    assert_eq!(
+        instances[0].client_token.as_deref(),
+        Some(format!("{}-2", job.job_id).as_str())
+    );
+
+    // both attempts are launch-attempt signals of the tenant
+    let mut signals = signals_of(&h, 2).await;
+    signals.sort_by_key(|s| s.key.zone_str().to_owned());
+    for s in &signals {
+        assert_eq!(s.source, SignalSource::Launch);
+        assert_eq!(s.tenant.as_ref().unwrap().as_str(), "hash-acme");
+    }
+    let Payload::LaunchAttempt(failed) = &signals[0].payload else {
+        panic!("{:?}", signals[0].payload)
+    };
+    assert_eq!(signals[0].key.zone_str(), "use1-az1");
+    assert_eq!(failed.outcome, LaunchOutcome::Failed);
+    assert_eq!(failed.error_class, ErrorClass::Capacity);
+    let Payload::LaunchAttempt(ok) = &signals[1].payload else {
+        panic!("{:?}", signals[1].payload)
+    };
+    assert_eq!(signals[1].key.zone_str(), "use1-az6");
+    assert_eq!(ok.outcome, LaunchOutcome::Succeeded);
+    assert_ne!(signals[0].id, signals[1].id);
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_fallbacks_a_capacity_error_fails_the_job() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    let job = h.job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+    let events = h.wait_state(ACME, &job.job_id, "failed", LIMIT).await;
+    let failed = events.last().unwrap();
+    assert_eq!(failed.error_class, "capacity");
+    assert_eq!(failed.error_code, "InsufficientInstanceCapacity");
+    assert!(
+        failed.detail.contains("no fallbacks allowed"),
+        "{}",
+        failed.detail
+    );
+    assert!(h.instances_of(&job.job_id).await.is_empty());
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_before_provisioning_and_while_running() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    let gw = h.gateway_store();
+    let cancel = |job_id: String| capsight_clickhouse::rows::LaunchCancellationRow {
+        job_id,
+        tenant: ACME.into(),
+        at: capsight_clickhouse::rows::split_time(chrono::Utc::now()).0,
+    };
+
+    // cancelled while queued: nothing is launched
+    let early = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    gw.cancel(&cancel(early.job_id.clone())).await.unwrap();
+    h.submit(&early).await;
+    let events = h.wait_state(ACME, &early.job_id, "cancelled", LIMIT).await;
+    assert_eq!(states(&events), vec!["queued", "cancelled"]);
+    assert!(h.instances_of(&early.job_id).await.is_empty());
+
+    // cancelled while running: the instance is terminated
+    let late = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&late).await;
+    h.wait_state(ACME, &late.job_id, "running", LIMIT).await;
+    assert_eq!(h.instances_of(&late.job_id).await.len(), 1);
+    gw.cancel(&cancel(late.job_id.clone())).await.unwrap();
+    let events = h.wait_state(ACME, &late.job_id, "cancelled", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec![
+            "queued",
+            "preflight",
+            "provisioning",
+            "running",
+            "cancelled"
+        ]
+    );
+    assert!(events.last().unwrap().detail.contains("terminated"));
+    assert!(h.instances_of(&late.job_id).await.is_empty());
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_on() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    let t = h.config.amqp.launch.clone();
+
+    // undecodable bytes
+    let conn = h.config.amqp.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    t.declare(&ch).await.unwrap();
+    ch.basic_publish(
+        t.exchange.as_str().into(),
+        t.jobs_routing_key.as_str().into(),
+        BasicPublishOptions::default(),
+        b"\xff\xff not protobuf",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    // a well-formed job of a tenant the registry does not know
+    let stranger = h.job(
+        "nobody",
+        "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+        1,
+        0,
+    );
+    h.submit(&stranger).await;
+    // and a good job after them
+    let good = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&good).await;
+    h.wait_state(ACME, &good.job_id, "running", LIMIT).await;
+
+    let mut reasons = Vec::new();
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while reasons.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "two dead letters: {reasons:?}"
+        );
+        let Some(msg) = ch
+            .basic_get(
+                t.dead_letter_queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match msg
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("capsight-dead-reason").cloned())
+        {
+            Some(AMQPValue::LongString(s)) => reasons.push(s.to_string()),
+            other => panic!("no reason header: {other:?}"),
+        }
+    }
+    reasons.sort();
+    assert!(reasons[0].contains("is not in the registry"), "{reasons:?}");
+    assert!(
+        reasons[1].starts_with("undecodable LaunchJob"),
+        "{reasons:?}"
+    );
+    // the unknown tenant's job is visible as failed with the reason
+    let events = h.events("nobody", &stranger.job_id).await;
+    assert_eq!(states(&events), vec!["queued", "failed"]);
+    assert!(events[1].detail.contains("not in the registry"));
+    assert_eq!(h.queue_depth(&t.jobs_queue).await, 0);
+
+    let _ = conn.close(200, "bye".into()).await;
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    // quota 8 GPUs = one p5.48xlarge
+    let first = h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&first).await;
+    h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
+
+    let second = h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&second).await;
+    let events = h.wait_state(CAPPED, &second.job_id, "failed", LIMIT).await;
+    assert_eq!(states(&events), vec!["queued", "preflight", "failed"]);
+    let failed = events.last().unwrap();
+    assert_eq!(failed.error_class, "quota");
+    assert!(
+        failed
+            .detail
+            .starts_with("tenant GPU quota exceeded: 8 GPUs in use + 8 requested = 16 > quota 8"),
+        "{}",
+        failed.detail
+    );
+    assert!(h.instances_of(&second.job_id).await.is_empty());
+
+    // another tenant is not limited by it
+    let other = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 2, 0);
+    h.submit(&other).await;
+    h.wait_state(ACME, &other.job_id, "running", LIMIT).await;
+    assert_eq!(h.instances_of(&other.job_id).await.len(), 2);
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
