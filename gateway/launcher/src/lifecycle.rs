@@ -358,10 +358,27 @@ pub async fn terminate_all(
     for (region, ids) in instances_by_region(events) {
         let adapter = adapter_for(registry, clouds, &first.tenant, &region, &first.job_id).await?;
         let ids: Vec<InstanceId> = ids.into_iter().filter_map(InstanceId::new).collect();
-        adapter.terminate(&ids).await?;
+        match adapter.terminate(&ids).await {
+            Ok(_) => {}
+            // an instance gone long ago (the cloud forgets terminated instances after a
+            // while) must not keep the others alive: one by one, skipping the unknown
+            Err(e) if ids.len() > 1 && e.code() == Some(NOT_FOUND) => {
+                for id in &ids {
+                    match adapter.terminate(std::slice::from_ref(id)).await {
+                        Err(e) if e.code() != Some(NOT_FOUND) => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+            }
+            Err(e) if e.code() == Some(NOT_FOUND) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
+
+/// EC2's error code for an instance id it does not know (any more).
+const NOT_FOUND: &str = "InvalidInstanceID.NotFound";
 
 #[cfg(test)]
 mod tests {
