@@ -90,9 +90,8 @@ pub async fn run(
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
     let _ = reaper.await;
-    match standby.await {
-        Ok(Err(e)) => tracing::error!(error = %e, "warm standby stopped with an error"),
-        Ok(Ok(())) | Err(_) => {}
+    if let Ok(Err(e)) = standby.await {
+        tracing::error!(error = %e, "warm standby stopped with an error");
     }
     signals.flush(Duration::from_secs(30)).await?;
     Ok(())

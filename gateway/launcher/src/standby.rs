@@ -118,7 +118,7 @@ pub const REPLACED: &str = "replacement running";
 /// Detail prefix: the standby was stopped again (armed).
 pub const STOPPED: &str = "standby stopped";
 
-fn token<'a>(detail: &'a str, name: &str) -> Vec<String> {
+fn token(detail: &str, name: &str) -> Vec<String> {
     detail
         .split_whitespace()
         .find_map(|w| w.strip_prefix(name))
