@@ -340,3 +340,90 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
     task.await.unwrap();
     h.cleanup().await;
 }
+
+/// Makes the next `count` RunInstances calls of cloudsim fail with a transient error.
+async fn inject_faults(h: &Harness, count: u32) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/admin/faults", h.sim_url))
+        .json(
+            &serde_json::json!({"action": "RunInstances", "code": "InternalError", "count": count}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    // cloud.max_attempts = 2 in the harness: two faults fail the first job-level try
+    inject_faults(&h, 2).await;
+    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+    let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec!["queued", "preflight", "provisioning", "running"]
+    );
+    assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
+
+    // faults outlasting launcher.max_retries (5): failed, and dead-lettered for replay
+    inject_faults(&h, 1000).await;
+    let doomed = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&doomed).await;
+    let events = h.wait_state(ACME, &doomed.job_id, "failed", LIMIT).await;
+    let failed = events.last().unwrap();
+    assert_eq!(failed.error_class, "transient");
+    assert!(
+        failed.detail.starts_with("gave up after 5 retries"),
+        "{}",
+        failed.detail
+    );
+    common::eventually(LIMIT, "the exhausted job dead-lettered", || async {
+        (h.queue_depth(&h.config.amqp.launch.dead_letter_queue).await == 1).then_some(())
+    })
+    .await;
+    assert!(h.instances_of(&doomed.job_id).await.is_empty());
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_while_provisioning_terminates_the_pending_instance() {
+    // use1-az6 instances take 20 simulated minutes = 20 s to run
+    let h = Harness::start("20m").await;
+    let (stop, task) = h.spawn_launcher();
+    let job = h.job(ACME, "aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+    h.wait_state(ACME, &job.job_id, "provisioning", LIMIT).await;
+    common::eventually(LIMIT, "the instance launched", || async {
+        (h.instances_of(&job.job_id).await.len() == 1).then_some(())
+    })
+    .await;
+    h.gateway_store()
+        .cancel(&capsight_clickhouse::rows::LaunchCancellationRow {
+            job_id: job.job_id.clone(),
+            tenant: ACME.into(),
+            at: capsight_clickhouse::rows::split_time(chrono::Utc::now()).0,
+        })
+        .await
+        .unwrap();
+    let events = h.wait_state(ACME, &job.job_id, "cancelled", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec!["queued", "preflight", "provisioning", "cancelled"]
+    );
+    assert!(
+        events[3].detail.contains("terminated i-"),
+        "{}",
+        events[3].detail
+    );
+    assert!(h.instances_of(&job.job_id).await.is_empty());
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
