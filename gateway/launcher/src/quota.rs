@@ -5,6 +5,10 @@
 //! `launch_events`, GPUs = instance count x GPUs per instance of the attempt's instance type per
 //! the catalog). A launch whose GPUs, added to those in use by the tenant's *other* live
 //! launches, exceed the quota is refused with a reason starting `tenant GPU quota exceeded:`.
+//!
+//! Limit: the check is not serialized across workers, so two jobs of one tenant in preflight at
+//! the same moment (prefetch > 1, or several launchers) may both pass and together exceed the
+//! quota by one launch.
 
 use capsight_catalog::Catalog;
 use capsight_proto::domain::{InstanceType, Provider};

@@ -3,7 +3,8 @@
 //! Contract:
 //! * [`Launcher::run`] consumes `amqp.launch.jobs_queue` with manual acks and a prefetch of
 //!   `launcher.prefetch` (jobs handled concurrently), reconnecting after broker failures until
-//!   the shutdown fires; in-flight jobs finish first.
+//!   the shutdown fires; in-flight jobs get 10 s to finish, then are abandoned unacknowledged
+//!   (redelivered, and resumed by the next worker).
 //! * A job is acknowledged only after its outcome is recorded in `launch_events` (`running`,
 //!   `failed`, `cancelled`), after it was re-published to the retry queue (confirmed), or after
 //!   it was dead-lettered (confirmed). Anything else (crash, lost connection) leaves it unacked,
@@ -67,6 +68,8 @@ use crate::{
 
 /// Header carrying why a job was dead-lettered by the launcher.
 pub const DEAD_REASON_HEADER: &str = "capsight-dead-reason";
+/// How long in-flight jobs may take to finish after the shutdown fired.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Header counting the delayed retries of a job.
 pub const RETRIES_HEADER: &str = "capsight-retries";
 
@@ -266,7 +269,23 @@ impl Launcher {
         let mut tasks = JoinSet::new();
         let result = loop {
             tokio::select! {
-                () = shutdown.wait() => break Ok(()),
+                () = shutdown.wait() => {
+                    // jobs still in flight after the grace period are abandoned unacked: the
+                    // broker redelivers them and the next worker resumes from their state
+                    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+                    tokio::pin!(grace);
+                    loop {
+                        tokio::select! {
+                            () = &mut grace => {
+                                tracing::warn!(jobs = tasks.len(), "abandoning in-flight jobs at shutdown; they will be redelivered");
+                                tasks.abort_all();
+                                break;
+                            }
+                            next = tasks.join_next() => if next.is_none() { break },
+                        }
+                    }
+                    break Ok(());
+                }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {

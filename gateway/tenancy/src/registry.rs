@@ -404,4 +404,27 @@ mod tests {
         ));
         assert!(TenantId::parse("").is_err());
     }
+
+    #[test]
+    fn gpu_quota_is_optional_and_round_trips() {
+        let dir = std::env::temp_dir().join(format!("tenancy-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("tenants.toml");
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        reg.add_tenant(id("free"), "Free").unwrap();
+        reg.set_gpu_quota(&id("acme"), Some(16)).unwrap();
+        reg.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("gpu_quota").count(), 1, "{text}");
+        let loaded = Registry::load(&path).unwrap();
+        assert_eq!(loaded.tenant(&id("acme")).unwrap().gpu_quota, Some(16));
+        assert_eq!(loaded.tenant(&id("free")).unwrap().gpu_quota, None);
+        reg.set_gpu_quota(&id("acme"), None).unwrap();
+        assert_eq!(reg.tenant(&id("acme")).unwrap().gpu_quota, None);
+        assert!(matches!(
+            reg.set_gpu_quota(&id("nobody"), Some(1)),
+            Err(RegistryError::UnknownTenant(_))
+        ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
