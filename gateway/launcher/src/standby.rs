@@ -21,7 +21,8 @@
 //!   on; events for other instances are ignored. A consumed event's offset is stored after it
 //!   was handled (or found irrelevant).
 //! * When a managed job ends (terminated, failed, cancelled) its standby and replacement are
-//!   terminated too.
+//!   terminated too (every instance its transitions name, and any live instance tagged
+//!   `capsight:job=<job_id>`, e.g. a replacement still booting).
 //! * One lock serialises the sweep and event handling inside a process; across replicas the
 //!   idempotent calls and `ReplacingMergeTree` (same seq) keep a double action harmless.
 
@@ -623,6 +624,44 @@ impl Standby {
         Ok(Handled::Ignored)
     }
 
+    /// Terminates every instance the job's transitions name, then any other live instance
+    /// tagged `capsight:job=<job_id>` in those regions (e.g. a replacement still booting when
+    /// the job ended).
+    async fn terminate_everything(&self, events: &[LaunchEventRow]) -> Result<(), StandbyError> {
+        terminate_all(&self.registry, self.clouds.as_ref(), events).await?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let regions: HashSet<&str> = events.iter().map(|e| e.region.as_str()).collect();
+        for region in regions {
+            let adapter = adapter_for(
+                &self.registry,
+                self.clouds.as_ref(),
+                &first.tenant,
+                region,
+                &first.job_id,
+            )
+            .await?;
+            let leftovers: Vec<InstanceId> = adapter
+                .describe(&[])
+                .await?
+                .into_iter()
+                .filter(|i| {
+                    i.tags.get("capsight:job").map(String::as_str) == Some(first.job_id.as_str())
+                        && !matches!(
+                            i.state,
+                            InstanceState::Terminated | InstanceState::ShuttingDown
+                        )
+                })
+                .map(|i| i.id)
+                .collect();
+            if !leftovers.is_empty() {
+                adapter.terminate(&leftovers).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Terminates the standby and replacement instances of managed jobs that ended in the
     /// last hour (once per process per job).
     async fn clean_up_ended(&self) -> Result<(), StandbyError> {
@@ -648,7 +687,7 @@ impl Standby {
                 continue;
             }
             let events = self.store.events(&e.tenant, &e.job_id).await?;
-            match terminate_all(&self.registry, self.clouds.as_ref(), &events).await {
+            match self.terminate_everything(&events).await {
                 Ok(()) => {
                     if let Ok(mut c) = self.cleaned.lock() {
                         c.insert(e.job_id.clone());

@@ -31,7 +31,7 @@ use capsight_launcher::{
     LauncherConfig,
     lifecycle::{LifecycleSettings, Reaper},
     standby::{Standby, StandbySettings},
-    store::Store,
+    store::{Store, follow_up},
     usage,
 };
 use capsight_proto::v1::{self, launch_service_client::LaunchServiceClient};
@@ -645,6 +645,21 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         1,
         "{events:#?}"
     );
+    // the job ends (as a cancel that knows only the serving instance would leave it): the
+    // standby and the replacement are terminated too
+    let last = env.events(&job_id).await.pop().unwrap();
+    env.store
+        .append(&follow_up(&last, "cancelled", "cancel requested"))
+        .await
+        .unwrap();
+    for id in [&standby_id, &replacement] {
+        env.wait_state(
+            id,
+            &[InstanceState::ShuttingDown, InstanceState::Terminated],
+            Duration::from_secs(20),
+        )
+        .await;
+    }
     second.trigger();
     task.await.unwrap().unwrap();
     env.drop_database().await;
@@ -1087,5 +1102,260 @@ async fn gpu_hours_per_tenant_and_market_match_a_known_set_of_events() {
         segments.contains("\tw\ton_demand\t") && segments.contains("\tv\tspot\t"),
         "{segments}"
     );
+    env.drop_database().await;
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The launcher binary (`cargo build -p capsight-launcher --bins` first).
+fn launcher_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("capsight-launcher");
+    assert!(
+        path.exists(),
+        "{} missing: run cargo build -p capsight-launcher --bins",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spot_job_with_warm_standby_through_the_real_binary() {
+    let env = Env::new().await;
+    let c = &env.config;
+    let t = &c.amqp.launch;
+    let dir = env.registry_path.parent().unwrap().to_owned();
+    let config = dir.join("launcher.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka.topics]
+signals = "{signals}"
+
+[clickhouse]
+database = "{db}"
+
+[amqp]
+url = "{amqp}"
+
+[amqp.launch]
+exchange = "{exchange}"
+jobs_queue = "{jobs}"
+dead_letter_exchange = "{dlx}"
+dead_letter_queue = "{dead}"
+retry_queue = "{retry}"
+
+[tenancy]
+registry = "{registry}"
+
+[cloud]
+max_attempts = 2
+retry_min_delay = "5ms"
+retry_max_delay = "20ms"
+
+[launcher]
+poll_interval = "200ms"
+cancel_sweep_interval = "500ms"
+reconnect_delay = "500ms"
+
+[launcher.lifecycle]
+interval = "500ms"
+
+[launcher.standby]
+cooldown = "3s"
+interval = "200ms"
+consumer_group = "test.l2.{short}.binary"
+"#,
+            signals = c.kafka.topics.signals,
+            db = c.clickhouse.database,
+            amqp = secrecy::ExposeSecret::expose_secret(&c.amqp.url),
+            exchange = t.exchange,
+            jobs = t.jobs_queue,
+            dlx = t.dead_letter_exchange,
+            dead = t.dead_letter_queue,
+            retry = t.retry_queue,
+            registry = c.tenancy.registry.display(),
+            short = env.short,
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("launcher.log")).unwrap();
+    let child = std::process::Command::new(launcher_bin())
+        .arg("--config")
+        .arg(&config)
+        .env("AWS_ENDPOINT_URL", &env.sim_url)
+        .env("AWS_ACCESS_KEY_ID", OPERATOR)
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+
+    // the job as the gateway's Launch records and publishes it: spot, warm standby, 1 h lifetime
+    let job_id = job();
+    let key: capsight_proto::domain::CapacityKey =
+        "aws/us-east-1/use1-az1/g5.xlarge/spot".parse().unwrap();
+    let (created_at, created_ms) = split_time(chrono::Utc::now());
+    let request = LaunchRequestRow {
+        job_id: job_id.clone(),
+        tenant: "acme".into(),
+        created_at,
+        created_ms,
+        provider: "aws".into(),
+        region: "us-east-1".into(),
+        zone_id: "use1-az1".into(),
+        instance_type: "g5.xlarge".into(),
+        market: "spot".into(),
+        count: 1,
+        image_id: "ami-0123456789abcdef0".into(),
+        subnet_id: String::new(),
+        spot_max_price: 0.0,
+        warm_standby: 1,
+        max_lifetime_secs: 3600,
+        idle_ttl_secs: 0,
+        max_fallbacks: 0,
+    };
+    let queued = LaunchEventRow {
+        job_id: job_id.clone(),
+        seq: 0,
+        tenant: "acme".into(),
+        at: created_at,
+        at_ms: created_ms,
+        state: "queued".into(),
+        provider: "aws".into(),
+        region: "us-east-1".into(),
+        zone_id: "use1-az1".into(),
+        instance_type: "g5.xlarge".into(),
+        market: "spot".into(),
+        instance_id: String::new(),
+        attempt: 0,
+        error_class: String::new(),
+        error_code: String::new(),
+        detail: "accepted by the gateway".into(),
+    };
+    capsight_gateway::store::Store::new(env.client())
+        .record_launch(&request, &queued)
+        .await
+        .unwrap();
+    capsight_gateway::jobs::JobPublisher::new(c.amqp.clone(), Duration::from_secs(10))
+        .publish(&v1::LaunchJob {
+            job_id: job_id.clone(),
+            tenant: "acme".into(),
+            tenant_hash: "hash-acme".into(),
+            created_at: None,
+            spec: Some(v1::LaunchSpec {
+                key: Some(v1::CapacityKey::from(&key)),
+                count: 1,
+                image_id: request.image_id.clone(),
+                subnet_id: String::new(),
+                spot_max_price: 0.0,
+            }),
+            constraints: Some(v1::Constraints::default()),
+            max_fallbacks: 0,
+            warm_standby: true,
+            max_lifetime_seconds: 3600,
+            idle_ttl_seconds: 0,
+            preflight_decision: 0,
+        })
+        .await
+        .unwrap();
+
+    let running = env
+        .wait_event(&job_id, Duration::from_secs(90), |e| e.state == "running")
+        .await;
+    let spot = running.instance_id.clone();
+    assert_eq!(running.market, "spot");
+    let ready = env
+        .wait_event(&job_id, Duration::from_secs(60), |e| {
+            e.detail.starts_with("standby ready")
+        })
+        .await;
+    let standby_id = ready
+        .detail
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("standby="))
+        .unwrap()
+        .to_owned();
+    env.wait_state(
+        &standby_id,
+        &[InstanceState::Stopped],
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let t0 = Instant::now();
+    let resp = env
+        .http
+        .post(format!("{}/admin/interrupt", env.sim_url))
+        .json(&serde_json::json!({ "instance_id": spot }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let active = env
+        .wait_event(&job_id, Duration::from_secs(30), |e| {
+            e.detail.starts_with("standby active")
+        })
+        .await;
+    let recorded = t0.elapsed();
+    let to_running = env
+        .wait_state(
+            &standby_id,
+            &[InstanceState::Running],
+            Duration::from_secs(30),
+        )
+        .await
+        + recorded;
+    println!(
+        "MEASURED (binary): interruption -> standby started and recorded in {} ms, running in {} ms; {}",
+        recorded.as_millis(),
+        to_running.as_millis(),
+        active.detail
+    );
+    assert_eq!(active.instance_id, standby_id);
+    let replaced = env
+        .wait_event(&job_id, Duration::from_secs(60), |e| {
+            e.detail.starts_with("replacement running")
+        })
+        .await;
+    let stopped = env
+        .wait_event(&job_id, Duration::from_secs(60), |e| {
+            e.detail.starts_with("standby stopped")
+        })
+        .await;
+    assert!(stopped.at >= replaced.at + 3);
+    assert_eq!(stopped.instance_id, replaced.instance_id);
+    env.wait_state(
+        &standby_id,
+        &[InstanceState::Stopping, InstanceState::Stopped],
+        Duration::from_secs(10),
+    )
+    .await;
+
+    child.stop();
+    cleanup_amqp(&env).await;
     env.drop_database().await;
 }
