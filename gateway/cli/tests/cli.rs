@@ -1,6 +1,6 @@
 //! The `capsight` binary against a real gateway (the gateway's test harness: real stack,
 //! in-process cloudsim): scores table and JSON, preflight, alternatives, launch, status,
-//! report, and errors.
+//! heartbeat, report, and errors.
 
 #![allow(
     clippy::unwrap_used,
@@ -108,6 +108,35 @@ async fn the_cli_drives_every_command() {
     assert_eq!(v["state"], "queued");
     let v = json(&capsight(&h, &key, &["launches", "-o", "json"]));
     assert_eq!(v["launches"].as_array().unwrap().len(), 1);
+
+    // heartbeat: refused while queued; accepted once running (as the launcher records it)
+    let early = capsight(&h, &key, &["heartbeat", &job]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("FailedPrecondition"));
+    h.clickhouse()
+        .query(
+            "INSERT INTO launch_events SELECT job_id, 1, tenant, now(), 0, 'running', provider, \
+             region, zone_id, instance_type, market, 'i-0123', 1, '', '', 'test' \
+             FROM launch_events WHERE job_id = ? AND seq = 0",
+        )
+        .bind(&job)
+        .execute()
+        .await
+        .unwrap();
+    let v = json(&capsight(
+        &h,
+        &key,
+        &["heartbeat", &job, "--note", "gpu 97%", "-o", "json"],
+    ));
+    assert_eq!(v["state"], "running");
+    let beats: u64 = h
+        .clickhouse()
+        .query("SELECT count() FROM launch_activity WHERE job_id = ? AND note = 'gpu 97%'")
+        .bind(&job)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(beats, 1);
 
     let v = json(&capsight(
         &h,
