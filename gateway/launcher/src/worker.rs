@@ -4,7 +4,8 @@
 //! * [`Launcher::run`] consumes `amqp.launch.jobs_queue` with manual acks and a prefetch of
 //!   `launcher.prefetch` (jobs handled concurrently), reconnecting after broker failures until
 //!   the shutdown fires; in-flight jobs get 10 s to finish, then are abandoned unacknowledged
-//!   (redelivered, and resumed by the next worker).
+//!   (redelivered, and resumed by the next worker). A lost connection abandons in-flight jobs
+//!   the same way at once.
 //! * A job is acknowledged only after its outcome is recorded in `launch_events` (`running`,
 //!   `failed`, `cancelled`), after it was re-published to the retry queue (confirmed), or after
 //!   it was dead-lettered (confirmed). Anything else (crash, lost connection) leaves it unacked,
@@ -298,7 +299,15 @@ impl Launcher {
                 },
             }
         };
-        // in-flight jobs finish (or, on a broken connection, fail to ack and are redelivered)
+        if result.is_err() && !tasks.is_empty() {
+            // their deliveries died with the channel: the broker redelivers them, and the next
+            // consumer resumes each from its recorded state (finishing them here could not ack)
+            tracing::warn!(
+                jobs = tasks.len(),
+                "connection lost; in-flight jobs resume after reconnecting"
+            );
+            tasks.abort_all();
+        }
         while tasks.join_next().await.is_some() {}
         let _ = conn.close(200, "bye".into()).await;
         result
