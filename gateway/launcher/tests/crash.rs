@@ -83,6 +83,83 @@ async fn kill_9_at_every_state_then_restart_completes_with_exactly_one_instance(
     h.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_loop_is_dead_lettered_by_the_delivery_limit_and_replays_to_one_instance() {
+    let h = Harness::start("60s").await;
+    let config = h.write_config("");
+    let t = h.config.amqp.launch.clone();
+    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+    // every worker dies right after the cloud answered: the job can never be acked
+    let mut runs = 0;
+    while h.queue_depth(&t.dead_letter_queue).await == 0 {
+        assert!(runs < 10, "not dead-lettered after {runs} crashing workers");
+        let mut doomed = h.spawn_binary(
+            &config,
+            &[("CAPSIGHT_LAUNCHER__CRASH_AFTER", "launched")],
+            &format!("loop-{runs}.log"),
+        );
+        let status = wait_exit(&mut doomed, LIMIT).await;
+        assert_eq!(status.signal(), Some(9), "run {runs}: {status:?}");
+        runs += 1;
+        // the broker has requeued or dead-lettered it before the next worker starts
+        common::eventually(LIMIT, "the job back in a queue", || async {
+            let n = h.queue_depth(&t.jobs_queue).await + h.queue_depth(&t.dead_letter_queue).await;
+            (n == 1).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        runs,
+        t.delivery_limit as usize + 1,
+        "deliveries before dead-lettering"
+    );
+    assert_eq!(h.queue_depth(&t.jobs_queue).await, 0);
+    // six launches with one client token: one instance
+    assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
+    let events = h.events(ACME, &job.job_id).await;
+    assert_eq!(events.last().unwrap().state, "provisioning");
+
+    // replay (docs/runbooks.md): back to the work exchange with key `job`, then a sound worker
+    let conn = h.config.amqp.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dead = ch
+        .basic_get(
+            t.dead_letter_queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    ch.basic_publish(
+        t.exchange.as_str().into(),
+        t.jobs_routing_key.as_str().into(),
+        lapin::options::BasicPublishOptions::default(),
+        &dead.delivery.data,
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    dead.delivery
+        .acker
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+    let mut worker = h.spawn_binary(&config, &[], "replay.log");
+    let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+    assert_eq!(
+        states(&events),
+        vec!["queued", "preflight", "provisioning", "running"]
+    );
+    assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    h.cleanup().await;
+}
+
 /// A private RabbitMQ node (own name, ports and directories), never the shared one.
 struct Rabbit {
     env: Vec<(String, String)>,
