@@ -18,7 +18,9 @@
 //!   rows, so a restarted launcher carries on where it stopped; every cloud call is idempotent
 //!   (client tokens; start/stop/terminate of an instance already there are harmless).
 //! * Only jobs whose request asked for a standby and whose latest state is `running` are acted
-//!   on; events for other instances are ignored. A consumed event's offset is stored after it
+//!   on; events for other instances are ignored. A missed event is caught by the sweep: an armed
+//!   job whose serving spot instance is gone (shutting down, terminated) switches too
+//!   (`event=instance_gone`). A consumed event's offset is stored after it
 //!   was handled (or found irrelevant).
 //! * When a managed job ends (terminated, failed, cancelled) its standby and replacement are
 //!   terminated too (every instance its transitions name, and any live instance tagged
@@ -379,7 +381,8 @@ impl Standby {
             return Ok(());
         };
         match phase(events) {
-            Phase::Idle | Phase::Armed { .. } => Ok(()),
+            Phase::Idle => Ok(()),
+            Phase::Armed { spot, .. } => self.check_serving(req, events, &spot).await,
             Phase::NeedStandby => self.create_standby(req, last).await,
             Phase::Active {
                 standby,
@@ -563,54 +566,12 @@ impl Standby {
         let received = Instant::now();
         let _guard = self.lock.lock().await;
         for (req, events) in self.managed().await? {
-            let Some(last) = events.last() else {
+            let Some(start_ms) = self
+                .switch(&req, &events, instance_id, kind.as_str(), received)
+                .await?
+            else {
                 continue;
             };
-            let (standby, start) = match phase(&events) {
-                Phase::Armed { standby, spot } if spot.iter().any(|s| s == instance_id) => {
-                    (standby, true)
-                }
-                // the replacement is interrupted during the cooldown: the standby still runs
-                Phase::Cooling {
-                    standby, serving, ..
-                } if serving.iter().any(|s| s == instance_id) => (standby, false),
-                Phase::NeedStandby
-                    if split_ids(&last.instance_id)
-                        .iter()
-                        .any(|s| s == instance_id) =>
-                {
-                    tracing::warn!(
-                        job_id = req.job_id,
-                        instance_id,
-                        "interruption before the warm standby was ready"
-                    );
-                    continue;
-                }
-                _ => continue,
-            };
-            if start {
-                let adapter = self.adapter(last).await?;
-                adapter.start(&ids(&standby)).await?;
-            }
-            let start_ms = if start {
-                u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)
-            } else {
-                0
-            };
-            let mut row = follow_up(
-                last,
-                state::RUNNING,
-                format!(
-                    "{ACTIVE}: standby={} interrupted={} event={} started_in_ms={start_ms}",
-                    standby.join(","),
-                    instance_id,
-                    kind.as_str()
-                ),
-            );
-            row.instance_id = standby.join(",");
-            row.market = Market::OnDemand.as_str().to_owned();
-            self.store.append(&row).await?;
-            tracing::info!(job_id = req.job_id, instance_id, standby = ?standby, start_ms, event = kind.as_str(), "spot interrupted: warm standby serves");
             // start the replacement at once (it finishes in later sweeps)
             let events = self.store.events(&req.tenant, &req.job_id).await?;
             if let Err(e) = self.advance(&req, &events).await {
@@ -622,6 +583,102 @@ impl Standby {
             });
         }
         Ok(Handled::Ignored)
+    }
+
+    /// When `instance_id` serves the job (armed, or a replacement in its cooldown), lets the
+    /// standby serve: starts it if stopped and records `standby active`. Returns the start's
+    /// duration since `received` in ms (0 when the standby was still running); `None` when the
+    /// instance does not serve the job.
+    async fn switch(
+        &self,
+        req: &LaunchRequestRow,
+        events: &[LaunchEventRow],
+        instance_id: &str,
+        cause: &str,
+        received: Instant,
+    ) -> Result<Option<u64>, StandbyError> {
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let (standby, start) = match phase(events) {
+            Phase::Armed { standby, spot } if spot.iter().any(|s| s == instance_id) => {
+                (standby, true)
+            }
+            // the replacement is interrupted during the cooldown: the standby still runs
+            Phase::Cooling {
+                standby, serving, ..
+            } if serving.iter().any(|s| s == instance_id) => (standby, false),
+            Phase::NeedStandby
+                if split_ids(&last.instance_id)
+                    .iter()
+                    .any(|s| s == instance_id) =>
+            {
+                tracing::warn!(
+                    job_id = req.job_id,
+                    instance_id,
+                    "interruption before the warm standby was ready"
+                );
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        };
+        if start {
+            let adapter = self.adapter(last).await?;
+            adapter.start(&ids(&standby)).await?;
+        }
+        let start_ms = if start {
+            u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let mut row = follow_up(
+            last,
+            state::RUNNING,
+            format!(
+                "{ACTIVE}: standby={} interrupted={instance_id} event={cause} started_in_ms={start_ms}",
+                standby.join(","),
+            ),
+        );
+        row.instance_id = standby.join(",");
+        row.market = Market::OnDemand.as_str().to_owned();
+        self.store.append(&row).await?;
+        tracing::info!(job_id = req.job_id, instance_id, standby = ?standby, start_ms, event = cause, "spot interrupted: warm standby serves");
+        Ok(Some(start_ms))
+    }
+
+    /// Armed safety net for a missed event: when a serving spot instance is gone (shutting
+    /// down, terminated, unknown), the standby takes over as if warned.
+    async fn check_serving(
+        &self,
+        req: &LaunchRequestRow,
+        events: &[LaunchEventRow],
+        spot: &[String],
+    ) -> Result<(), StandbyError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let adapter = self.adapter(last).await?;
+        let described = match adapter.describe(&ids(spot)).await {
+            Ok(d) => d,
+            Err(e) if e.code() == Some("InvalidInstanceID.NotFound") => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let gone = spot.iter().find(|id| {
+            described
+                .iter()
+                .find(|i| i.id.as_str() == id.as_str())
+                .is_none_or(|i| {
+                    matches!(
+                        i.state,
+                        InstanceState::ShuttingDown | InstanceState::Terminated
+                    )
+                })
+        });
+        if let Some(id) = gone {
+            self.switch(req, events, id, "instance_gone", Instant::now())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Terminates every instance the job's transitions name, then any other live instance

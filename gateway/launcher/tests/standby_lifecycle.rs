@@ -562,6 +562,11 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     assert_eq!(active.instance_id, standby_id, "the standby serves");
     assert_eq!(active.market, "on_demand");
     assert!(
+        active.detail.contains("event=rebalance_recommendation"),
+        "switched on the event from the intake, not the safety net: {}",
+        active.detail
+    );
+    assert!(
         active.detail.contains(&format!("interrupted={spot}")),
         "{}",
         active.detail
@@ -1336,6 +1341,11 @@ consumer_group = "test.l2.{short}.binary"
         active.detail
     );
     assert_eq!(active.instance_id, standby_id);
+    assert!(
+        active.detail.contains("event=rebalance_recommendation"),
+        "{}",
+        active.detail
+    );
     let replaced = env
         .wait_event(&job_id, Duration::from_secs(60), |e| {
             e.detail.starts_with("replacement running")
@@ -1357,5 +1367,70 @@ consumer_group = "test.l2.{short}.binary"
 
     child.stop();
     cleanup_amqp(&env).await;
+    env.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
+    let env = Env::new().await;
+    let job_id = job();
+    let spot = env.run_instance(&job_id, Market::Spot).await;
+    env.record_running(&job_id, &spot, Market::Spot, Duration::ZERO, (0, 0), true)
+        .await;
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(
+        Standby::new(
+            env.store.clone(),
+            Arc::clone(&env.clouds),
+            env.registry.clone(),
+            StandbySettings {
+                cooldown: Duration::from_secs(600),
+                interval: Duration::from_millis(200),
+                consumer_group: format!("test.l2.{}.missed", env.short),
+            },
+        )
+        .run(env.config.kafka.clone(), shutdown.clone()),
+    );
+    let ready = env
+        .wait_event(&job_id, Duration::from_secs(60), |e| {
+            e.detail.starts_with("standby ready")
+        })
+        .await;
+    let standby_id = ready
+        .detail
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("standby="))
+        .unwrap()
+        .to_owned();
+    env.wait_state(
+        &standby_id,
+        &[InstanceState::Stopped],
+        Duration::from_secs(30),
+    )
+    .await;
+    // the spot instance disappears without any interruption event (a terminate emits none)
+    env.adapter
+        .terminate(&[InstanceId::new(&spot).unwrap()])
+        .await
+        .unwrap();
+    let active = env
+        .wait_event(&job_id, Duration::from_secs(20), |e| {
+            e.detail.starts_with("standby active")
+        })
+        .await;
+    assert!(
+        active.detail.contains("event=instance_gone"),
+        "{}",
+        active.detail
+    );
+    assert_eq!(active.instance_id, standby_id);
+    env.wait_state(
+        &standby_id,
+        &[InstanceState::Running],
+        Duration::from_secs(30),
+    )
+    .await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
     env.drop_database().await;
 }
