@@ -327,7 +327,9 @@ impl Reaper {
         }
         terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
         let row = follow_up(last, state::TERMINATED, reason.to_string());
-        self.store.append(&row).await?;
+        if self.store.append_next(row).await?.is_none() {
+            return Ok(false); // ended meanwhile by another task (cancel)
+        }
         tracing::info!(job_id, tenant, reason = %reason, "launch terminated by its lifecycle");
         Ok(true)
     }

@@ -408,7 +408,7 @@ impl Standby {
                         self.settings.cooldown.as_secs()
                     ),
                 );
-                self.store.append(&row).await?;
+                self.store.append_next(row).await?;
                 tracing::info!(job_id = req.job_id, standby = ?standby, "warm standby stopped after the cooldown");
                 Ok(())
             }
@@ -496,7 +496,7 @@ impl Standby {
                 req.job_id
             ),
         );
-        self.store.append(&row).await?;
+        self.store.append_next(row).await?;
         tracing::info!(job_id = req.job_id, standby = ?standby, "warm standby ready (stopped)");
         Ok(())
     }
@@ -551,7 +551,7 @@ impl Standby {
             .first()
             .and_then(|i| i.zone.as_ref())
             .map_or_else(String::new, |z| z.as_str().to_owned());
-        self.store.append(&row).await?;
+        self.store.append_next(row).await?;
         tracing::info!(job_id = req.job_id, replacement = ?serving, "replacement spot instance running");
         Ok(())
     }
@@ -641,7 +641,7 @@ impl Standby {
         );
         row.instance_id = standby.join(",");
         row.market = Market::OnDemand.as_str().to_owned();
-        self.store.append(&row).await?;
+        self.store.append_next(row).await?;
         tracing::info!(job_id = req.job_id, instance_id, standby = ?standby, start_ms, event = cause, "spot interrupted: warm standby serves");
         Ok(Some(start_ms))
     }

@@ -7,10 +7,18 @@
 //!   from the previous row ([`follow_up`]) and carries no randomness, so a worker that replays a
 //!   step after a crash writes the same (tenant, job_id, seq) key, which `ReplacingMergeTree`
 //!   collapses.
+//! * Once a job runs, several tasks of one launcher may write to it (cancel sweep, lifecycle
+//!   reaper, warm standby). They append with [`Store::append_next`], which serialises the
+//!   writers of a job inside the process, re-reads the latest row and never writes after a final
+//!   state, so two concurrent transitions cannot take the same seq (and one of them vanish).
 //! * Reads de-duplicate by `seq` (unmerged duplicates) and always filter on the tenant id.
 //! * Values are bound as parameters, never spliced.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
 use capsight_proto::domain::{CapacityKey, Label, Score};
@@ -131,7 +139,12 @@ struct JobCount {
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
+    /// One async lock per (tenant, job) with a post-running writer at work.
+    writers: Arc<Mutex<HashMap<JobRef, Arc<tokio::sync::Mutex<()>>>>>,
 }
+
+/// (tenant, job id).
+type JobRef = (String, String);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -142,7 +155,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Over a client bound to the capsight database.
     pub fn new(client: clickhouse::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            writers: Arc::default(),
+        }
     }
 
     /// The underlying client (for the lifecycle tables).
@@ -159,6 +175,43 @@ impl Store {
         insert.write(event).await?;
         insert.end().await?;
         Ok(())
+    }
+
+    /// Appends `row` as the job's next transition on behalf of one of the tasks that write to
+    /// running jobs. Under a per-job lock it re-reads the latest transition: when that is final
+    /// (another task ended the job meanwhile) nothing is written and `None` returned; otherwise
+    /// the row goes right after it (its seq moved up when another task appended first).
+    pub async fn append_next(
+        &self,
+        mut row: LaunchEventRow,
+    ) -> Result<Option<LaunchEventRow>, StoreError> {
+        let key = (row.tenant.clone(), row.job_id.clone());
+        let lock = self
+            .writers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = {
+            let _guard = lock.lock().await;
+            match self.latest(&row.tenant, &row.job_id).await {
+                Ok(Some(latest)) if state::is_terminal(&latest.state) => Ok(None),
+                Ok(latest) => {
+                    if let Some(latest) = latest {
+                        row.seq = row.seq.max(latest.seq.saturating_add(1));
+                    }
+                    self.append(&row).await.map(|()| Some(row))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        drop(lock);
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if writers.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            writers.remove(&key);
+        }
+        result
     }
 
     /// Appends `state` after the job's latest transition ([`follow_up`]) and returns the row;

@@ -592,6 +592,11 @@ impl Launcher {
                 .collect::<Vec<_>>()
                 .join(",");
         }
+        if prev.state == state::RUNNING {
+            // the lifecycle and standby tasks write to running jobs too
+            self.store.append_next(row).await?;
+            return Ok(());
+        }
         self.append(&row).await
     }
 

@@ -69,6 +69,60 @@ async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
     h.cleanup().await;
 }
 
+/// The tasks that write to a running job (cancel sweep, reaper, standby) go through
+/// `Store::append_next`: concurrent writers never share a seq, and nothing follows a final state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
+    let h = Harness::start("60s").await;
+    let (stop, task) = h.spawn_launcher();
+    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    h.submit(&job).await;
+    let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+    stop.trigger();
+    task.await.unwrap();
+    let running = events.last().unwrap().clone();
+
+    let store = h.store();
+    let writers = (0..8).map(|i| {
+        let store = store.clone();
+        let row = capsight_launcher::store::follow_up(&running, "running", format!("note {i}"));
+        tokio::spawn(async move { store.append_next(row).await.unwrap() })
+    });
+    let mut seqs = Vec::new();
+    for w in writers {
+        seqs.push(w.await.unwrap().expect("written").seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (running.seq + 1..=running.seq + 8).collect::<Vec<_>>()
+    );
+    let after = h.events(ACME, &job.job_id).await;
+    assert_eq!(after.len(), events.len() + 8);
+
+    let last = after.last().unwrap();
+    let ended = store
+        .append_next(capsight_launcher::store::follow_up(
+            last,
+            "terminated",
+            "test",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ended.map(|r| r.seq), Some(last.seq + 1));
+    let late = store
+        .append_next(capsight_launcher::store::follow_up(
+            last, "running", "too late",
+        ))
+        .await
+        .unwrap();
+    assert!(late.is_none(), "a row after a final state: {late:?}");
+    let finals = h.events(ACME, &job.job_id).await;
+    assert_eq!(finals.last().unwrap().state, "terminated");
+    assert_eq!(finals.len(), after.len() + 1);
+    h.cleanup().await;
+}
+
 async fn signals_of(h: &Harness, n: usize) -> Vec<Signal> {
     let consumer: StreamConsumer = h
         .config
