@@ -250,7 +250,10 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
-        .route("/admin/faults", post(admin_faults))
+        .route(
+            "/admin/faults",
+            post(admin_faults).delete(admin_clear_faults),
+        )
         .route("/admin/events", get(admin_events))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(sim)
@@ -445,6 +448,11 @@ async fn admin_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             .into_response();
     };
     sim.with_world(|w, _| w.add_fault(fault));
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_clear_faults(State(sim): State<Arc<Sim>>) -> Response {
+    sim.with_world(|w, _| w.clear_faults());
     StatusCode::NO_CONTENT.into_response()
 }
 
