@@ -330,11 +330,22 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
     assert!(a.hinted_regions.is_empty());
     assert_eq!(report_signal.key.instance_type.as_str(), "p5.48xlarge");
     assert_eq!(report_signal.key.region.as_str(), "us-east-1");
-    // every accepted signal carries the same keyed tenant hash, never the tenant id
+    // every accepted signal carries its tenant's keyed hash, never the tenant id: acme's
+    // report and three events, slow's two reports
+    let mut per_tenant: std::collections::BTreeMap<String, usize> = Default::default();
     for s in &got {
-        assert_eq!(s.tenant.as_ref(), Some(&acme_hash), "{s:?}");
+        let h = s.tenant.as_ref().unwrap().as_str().to_owned();
+        assert!(!h.contains("acme") && !h.contains("slow"), "{s:?}");
         assert!(s.id.as_str().starts_with("report-"), "{s:?}");
+        assert_eq!(s.source, SignalSource::Report);
+        *per_tenant.entry(h).or_default() += 1;
     }
+    assert_eq!(
+        per_tenant.get(acme_hash.as_str()),
+        Some(&4),
+        "{per_tenant:?}"
+    );
+    assert_eq!(per_tenant.len(), 2, "{per_tenant:?}");
     assert_eq!(
         a.hinted_zones
             .iter()
