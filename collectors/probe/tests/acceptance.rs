@@ -649,6 +649,12 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     let got = consume_all(&kafka, &topic).await;
     let got_ids: Vec<String> = got.iter().map(|s| s.id.to_string()).collect();
     let distinct: BTreeSet<String> = got_ids.iter().cloned().collect();
+    println!(
+        "probes: {at_kill} before the kill, {} by the restart, {} in all; {} signals consumed",
+        at_restart,
+        want.len(),
+        got_ids.len()
+    );
     assert_eq!(distinct, want, "no signal lost");
     assert_eq!(got_ids.len(), want.len(), "no signal duplicated");
     assert!(want.len() >= at_restart + 4);
