@@ -240,6 +240,105 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     drop_db(&ch).await;
 }
 
+/// Without permission to reserve, the reservation probe falls back to a launch probe (its own
+/// budget reservation and audit row), and the launched instance is terminated at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reservation_denied_falls_back_to_a_launch_probe() {
+    let sim = Sim::start(0).await;
+    let (kafka, _) = stack();
+    let topic = topic(&kafka, "probe-fallback").await;
+    let ch = fresh_db("fallback").await;
+    let out = probe_command(
+        &sim.url(),
+        &topic,
+        &ch,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIATESTNORESERVE"),
+            (
+                "CAPSIGHT_PROBE__KEYS",
+                "[\"aws/us-east-1/use1-az1/p5.48xlarge/on_demand\"]",
+            ),
+            ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"g6e.xlarge\"]"),
+        ],
+    )
+    .arg("--once")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = audit_rows(&ch).await;
+    let p5_price = catalog()
+        .iter()
+        .find(|t| t.instance_type.as_str() == "p5.48xlarge")
+        .unwrap()
+        .on_demand_usd_per_hour;
+    let (reservation, launch) = (p5_price * 30.0 / 3600.0, p5_price * 60.0 / 3600.0);
+    let reserved: Vec<_> = rows.iter().filter(|r| r.phase == "reserved").collect();
+    assert_eq!(
+        reserved
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>(),
+        ["capacity_reservation", "launch"],
+        "{rows:#?}"
+    );
+    assert!(reserved.iter().all(|r| r.probe_id == reserved[0].probe_id));
+    let d = done(&rows);
+    assert_eq!(d.len(), 1, "{rows:#?}");
+    let d = d[0];
+    assert_eq!(d.method, "launch");
+    assert_eq!(d.outcome, "succeeded");
+    assert!(
+        d.reason
+            .contains("fallback to launch: reservation UnauthorizedOperation"),
+        "{d:?}"
+    );
+    assert!(
+        (d.estimated_usd - (reservation + launch)).abs() < 1e-9,
+        "{d:?}"
+    );
+    assert!(
+        (d.actual_usd - launch).abs() < 1e-9,
+        "billed one minute: {d:?}"
+    );
+    assert!(d.resources.starts_with("i-"), "{d:?}");
+    let instances = sim
+        .adapter()
+        .await
+        .describe_tagged(PROBE_TAG)
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(instances[0].id.to_string(), d.resources);
+    assert_eq!(
+        instances[0].client_token.as_deref(),
+        Some(d.probe_id.as_str())
+    );
+    assert!(
+        matches!(
+            instances[0].state,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        ),
+        "{instances:?}"
+    );
+    let signals = consume_all(&kafka, &topic).await;
+    assert_eq!(signals.len(), 1, "{signals:#?}");
+    assert_eq!(
+        signals[0].id,
+        SignalId::derived(SignalSource::Probe, &[&d.probe_id])
+    );
+    let Payload::LaunchAttempt(a) = &signals[0].payload else {
+        panic!("{signals:?}")
+    };
+    assert_eq!(a.method, ProbeMethod::Launch);
+    assert_eq!(a.outcome, LaunchOutcome::Succeeded);
+    assert_eq!(a.provisioning_ms, Some(d.provisioning_ms));
+    drop_db(&ch).await;
+}
+
 fn settings(instance: &str) -> ProbeSettings {
     #[derive(serde::Deserialize)]
     struct Conf {

@@ -68,6 +68,13 @@ account = "111111111111"
 user = "prober"
 allow = ["ec2:*", "servicequotas:*"]
 
+# may launch but not reserve: reservation probes fall back to launch probes
+[[principals]]
+access_key_id = "AKIATESTNORESERVE"
+account = "111111111111"
+user = "launch-only"
+allow = ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:Describe*", "servicequotas:*"]
+
 [[pools]]
 zone = "use1-az1"
 instance_type = "p5.48xlarge"
