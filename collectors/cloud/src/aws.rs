@@ -516,6 +516,25 @@ impl AwsAdapter {
         Ok(out)
     }
 
+    fn reservation_from(&self, r: &aws_sdk_ec2::types::CapacityReservation) -> CapacityReservation {
+        CapacityReservation {
+            id: r.capacity_reservation_id().unwrap_or_default().to_owned(),
+            instance_type: r.instance_type().unwrap_or_default().to_owned(),
+            zone: self.zone_id(r.availability_zone_id()),
+            count: r
+                .total_instance_count()
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            state: r.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            created_at: r.create_date().and_then(to_chrono),
+            tags: r
+                .tags()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                .collect(),
+        }
+    }
+
     fn zone_id(&self, text: Option<&str>) -> Option<ZoneId> {
         text.and_then(|z| {
             ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
@@ -673,18 +692,57 @@ impl CloudAdapter for AwsAdapter {
                 operation: "CreateCapacityReservation",
                 message: "no capacityReservation in the response".into(),
             })?;
-        Ok(CapacityReservation {
-            id: r.capacity_reservation_id().unwrap_or_default().to_owned(),
-            instance_type: r.instance_type().unwrap_or_default().to_owned(),
-            zone: self
-                .zone_id(r.availability_zone_id())
-                .or_else(|| Some(request.zone.clone())),
-            count: r
-                .total_instance_count()
-                .and_then(|c| u32::try_from(c).ok())
-                .unwrap_or(request.count),
-            state: r.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-        })
+        let mut out = self.reservation_from(r);
+        if out.zone.is_none() {
+            out.zone = Some(request.zone.clone());
+        }
+        if out.count == 0 {
+            out.count = request.count;
+        }
+        Ok(out)
+    }
+
+    async fn describe_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, CloudError> {
+        self.describe_filtered(
+            &[],
+            vec![Filter::builder().name("tag-key").values(tag_key).build()],
+        )
+        .await
+    }
+
+    async fn describe_tagged_reservations(
+        &self,
+        tag_key: &str,
+    ) -> Result<Vec<CapacityReservation>, CloudError> {
+        let filter = Filter::builder().name("tag-key").values(tag_key).build();
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retrying("DescribeCapacityReservations", || async {
+                    self.ec2
+                        .describe_capacity_reservations()
+                        .filters(filter.clone())
+                        .set_next_token(token.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("DescribeCapacityReservations", e))
+                })
+                .await?;
+            out.extend(
+                page.capacity_reservations()
+                    .iter()
+                    .map(|r| self.reservation_from(r)),
+            );
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError> {

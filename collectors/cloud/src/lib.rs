@@ -55,6 +55,15 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     /// Describes instances; an empty slice describes all of the account's in the region.
     async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError>;
 
+    /// Describes the account's instances in the region carrying a tag named `tag_key` (any
+    /// value, any state). The probe sweeper finds what probes left behind with it.
+    async fn describe_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, CloudError> {
+        let _ = tag_key;
+        Err(CloudError::Invalid(
+            "describe_tagged is not supported by this adapter".into(),
+        ))
+    }
+
     /// Terminates instances.
     async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
 
@@ -72,6 +81,18 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
 
     /// Cancels a capacity reservation.
     async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError>;
+
+    /// Describes the account's capacity reservations in the region carrying a tag named
+    /// `tag_key` (any value, any state).
+    async fn describe_tagged_reservations(
+        &self,
+        tag_key: &str,
+    ) -> Result<Vec<CapacityReservation>, CloudError> {
+        let _ = tag_key;
+        Err(CloudError::Invalid(
+            "describe_tagged_reservations is not supported by this adapter".into(),
+        ))
+    }
 
     /// Every EC2 quota of the account in the region.
     async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError>;

@@ -255,8 +255,12 @@ pub struct CapacityReservation {
     pub zone: Option<ZoneId>,
     /// Instances reserved.
     pub count: u32,
-    /// `active`, `cancelled`, ...
+    /// `active`, `cancelled`, `expired`, ...
     pub state: String,
+    /// When it was created, as the cloud says.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
 }
 
 /// One Service Quotas value.

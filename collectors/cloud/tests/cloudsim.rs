@@ -857,3 +857,69 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
         "{d:?}"
     );
 }
+
+#[tokio::test]
+async fn tagged_instances_and_reservations_are_found_by_tag_key() {
+    let sim = Sim::start(SCENARIO, "").await;
+    let op = sim.adapter(OPERATOR).await;
+    let tagged = op
+        .launch(&p5("use1-az1", "tagged-1").tag("capsight:probe", "probe-1"))
+        .await
+        .unwrap();
+    op.launch(&p5("use1-az1", "untagged-1")).await.unwrap();
+    let r = op
+        .create_capacity_reservation(&ReservationRequest {
+            instance_type: it("p5.48xlarge"),
+            zone: zone("use1-az4"),
+            count: 1,
+            client_token: "cr-tagged".into(),
+            tags: BTreeMap::from([("capsight:probe".to_owned(), "probe-2".to_owned())]),
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(10)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        r.tags.get("capsight:probe").map(String::as_str),
+        Some("probe-2")
+    );
+    assert!(r.created_at.is_some(), "{r:?}");
+    op.create_capacity_reservation(&ReservationRequest {
+        instance_type: it("p5.48xlarge"),
+        zone: zone("use1-az4"),
+        count: 1,
+        client_token: "cr-untagged".into(),
+        tags: BTreeMap::new(),
+        expires_at: None,
+    })
+    .await
+    .unwrap();
+
+    let found = op.describe_tagged("capsight:probe").await.unwrap();
+    assert_eq!(
+        found.iter().map(|i| i.id.clone()).collect::<Vec<_>>(),
+        vec![tagged[0].id.clone()]
+    );
+    assert_eq!(found[0].tags["capsight:probe"], "probe-1");
+    let reservations = op
+        .describe_tagged_reservations("capsight:probe")
+        .await
+        .unwrap();
+    assert_eq!(reservations.len(), 1, "{reservations:?}");
+    assert_eq!(reservations[0].id, r.id);
+    assert_eq!(reservations[0].state, "active");
+    assert_eq!(reservations[0].zone, Some(zone("use1-az4")));
+    assert_eq!(reservations[0].count, 1);
+    // a cancelled reservation is still described, with its state
+    op.cancel_capacity_reservation(&r.id).await.unwrap();
+    let reservations = op
+        .describe_tagged_reservations("capsight:probe")
+        .await
+        .unwrap();
+    assert_eq!(reservations[0].state, "cancelled");
+    assert!(
+        op.describe_tagged("nobody:uses-this")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -66,6 +66,24 @@ impl Budget {
         }
     }
 
+    /// A budget of `limit_usd` per UTC day of which `spent_usd` is already spent today (the
+    /// spend a restarted prober recovers from its audit trail).
+    pub fn with_spent(limit_usd: f64, spent_usd: f64, now: DateTime<Utc>) -> Self {
+        let b = Self::new(limit_usd, now);
+        let spent = if spent_usd.is_finite() {
+            spent_usd.max(0.0)
+        } else {
+            f64::INFINITY
+        };
+        b.with_state(now, |s| s.spent = spent);
+        b
+    }
+
+    /// The daily limit.
+    pub fn limit(&self) -> f64 {
+        self.limit
+    }
+
     fn with_state<T>(&self, now: DateTime<Utc>, f: impl FnOnce(&mut State) -> T) -> T {
         // a poisoned lock only means another task panicked mid-update; the numbers stay usable
         let mut state = self
@@ -145,6 +163,19 @@ mod tests {
         // next UTC day: a fresh budget
         let tomorrow = at(3) + chrono::TimeDelta::days(1);
         assert!(b.reserve(9.5, tomorrow).is_ok());
+    }
+
+    #[test]
+    fn recovered_spend_counts_against_today_only() {
+        let b = Budget::with_spent(10.0, 9.0, at(1));
+        assert!(b.reserve(1.5, at(1)).is_err());
+        assert!(b.reserve(1.0, at(1)).is_ok());
+        assert!(b.reserve(10.0, at(1) + chrono::TimeDelta::days(1)).is_ok());
+        assert!(
+            Budget::with_spent(10.0, f64::NAN, at(1))
+                .reserve(0.01, at(1))
+                .is_err()
+        );
     }
 
     #[test]

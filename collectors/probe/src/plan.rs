@@ -161,6 +161,11 @@ impl Planner {
         e.next_due = now + TimeDelta::milliseconds((secs * 1000.0) as i64);
     }
 
+    /// The demand weight of `key` (requests per day; 0 when untracked).
+    pub fn demand(&self, key: &CapacityKey) -> f64 {
+        self.entries.get(key).map_or(0.0, |e| e.demand)
+    }
+
     /// When `key` is next due.
     pub fn next_due(&self, key: &CapacityKey) -> Option<DateTime<Utc>> {
         self.entries.get(key).map(|e| e.next_due)

@@ -10,7 +10,10 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{codec, domain::Payload};
+use capsight_proto::{
+    codec,
+    domain::{Market, Payload, Provider, QuotaReading, SignalSource},
+};
 use capsight_runtime::shutdown::Shutdown;
 use rdkafka::{
     Message,
@@ -94,6 +97,7 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
     .await
     .expect("broker reachable (deploy/local/stack up)");
 
+    let started = chrono::Utc::now();
     for _ in 0..2 {
         let out = run_once(&sim.url(), &topic);
         assert!(
@@ -110,12 +114,27 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
     consumer.subscribe(&[&topic]).unwrap();
     let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut headroom: BTreeMap<String, u32> = BTreeMap::new();
+    let mut readings = BTreeMap::new();
     while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
         let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
+        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
         let Payload::Quota(q) = &s.payload else {
             panic!("not a quota signal: {s:?}")
         };
+        // every field of the signal
+        assert_eq!(s.source, SignalSource::Quota);
+        assert_eq!(s.tenant, None);
+        assert_eq!(s.key.provider, Provider::Aws);
+        assert_eq!(s.key.region.as_str(), "us-east-1");
+        assert_eq!(s.key.zone, None, "quotas are regional");
+        assert_eq!(s.key.market, Market::OnDemand);
+        assert!(
+            s.observed_at >= started && s.observed_at <= chrono::Utc::now(),
+            "{s:?}"
+        );
+        assert!(s.id.as_str().starts_with("quota-"), "{s:?}");
         headroom.insert(s.key.instance_type.to_string(), q.headroom_instances);
+        readings.insert(s.key.instance_type.to_string(), q.clone());
         ids.entry(s.key.to_string())
             .or_default()
             .push(s.id.to_string());
@@ -123,6 +142,24 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
     // 1152 vCPUs of P quota: 6 x p5.48xlarge (192 vCPUs); 64 vCPUs of G quota: 16 x g5.xlarge
     assert_eq!(headroom.get("p5.48xlarge"), Some(&6), "{headroom:?}");
     assert_eq!(headroom.get("g5.xlarge"), Some(&16), "{headroom:?}");
+    assert_eq!(
+        readings["p5.48xlarge"],
+        QuotaReading {
+            quota_code: "L-417A185B".into(),
+            limit: 1152.0,
+            used: 0.0,
+            headroom_instances: 6,
+        }
+    );
+    assert_eq!(
+        readings["g5.xlarge"],
+        QuotaReading {
+            quota_code: "L-DB2E81BA".into(),
+            limit: 64.0,
+            used: 0.0,
+            headroom_instances: 16,
+        }
+    );
     // two runs in the same heartbeat period publish the same ids: downstream dedup absorbs them
     assert!(!ids.is_empty());
     for (key, v) in &ids {

@@ -11,7 +11,10 @@ use std::{sync::Arc, time::Duration};
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
 use capsight_proto::{
     codec,
-    domain::{ErrorClass, InstanceEventKind, Market, Payload, Signal},
+    domain::{
+        ErrorClass, InstanceEventKind, LaunchOutcome, Market, Payload, ProbeMethod, Signal,
+        SignalSource,
+    },
 };
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_reports::{ReportsSettings, server::AppState};
@@ -317,6 +320,32 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
         unreachable!()
     };
     assert_eq!(a.error_class, ErrorClass::Capacity);
+    assert_eq!(report_signal.source, SignalSource::Report);
+    assert_eq!(report_signal.tenant.as_ref(), Some(&acme_hash));
+    assert_eq!(a.outcome, LaunchOutcome::Failed);
+    assert_eq!(a.error_code, "InsufficientInstanceCapacity");
+    assert!(a.error_message.contains("choosing us-east-1b"), "{a:?}");
+    assert_eq!(a.method, ProbeMethod::TenantLaunch);
+    assert_eq!(a.count, 1);
+    assert!(a.hinted_regions.is_empty());
+    assert_eq!(report_signal.key.instance_type.as_str(), "p5.48xlarge");
+    assert_eq!(report_signal.key.region.as_str(), "us-east-1");
+    // every accepted signal carries its tenant's keyed hash, never the tenant id: acme's
+    // report and three events, slow's two reports
+    let mut per_tenant: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in &got {
+        let h = s.tenant.as_ref().unwrap().as_str().to_owned();
+        assert!(!h.contains("acme") && !h.contains("slow"), "{s:?}");
+        assert!(s.id.as_str().starts_with("report-"), "{s:?}");
+        assert_eq!(s.source, SignalSource::Report);
+        *per_tenant.entry(h).or_default() += 1;
+    }
+    assert_eq!(
+        per_tenant.get(acme_hash.as_str()),
+        Some(&4),
+        "{per_tenant:?}"
+    );
+    assert_eq!(per_tenant.len(), 2, "{per_tenant:?}");
     assert_eq!(
         a.hinted_zones
             .iter()
@@ -332,6 +361,8 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
         })
         .unwrap();
     assert_eq!(interruption.1.kind, InstanceEventKind::InterruptionWarning);
+    assert_eq!(interruption.0.source, SignalSource::Report);
+    assert!(!interruption.1.instance_id.is_empty(), "{interruption:?}");
     assert_eq!(
         interruption.0.key.to_string(),
         "aws/us-east-1/use1-az6/p5.48xlarge/spot"

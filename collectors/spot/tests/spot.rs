@@ -10,7 +10,10 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{codec, domain::Payload};
+use capsight_proto::{
+    codec,
+    domain::{OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory},
+};
 use capsight_runtime::shutdown::Shutdown;
 use rdkafka::{
     Message,
@@ -142,8 +145,17 @@ async fn every_source_becomes_signals() {
     consumer.subscribe(&[&topic]).unwrap();
     let mut kinds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut placement = BTreeMap::new();
+    let mut by_key: BTreeMap<(String, &'static str), Signal> = BTreeMap::new();
     while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
         let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
+        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
+        // fields every spot signal shares
+        assert_eq!(s.source, SignalSource::Spot, "{s:?}");
+        assert_eq!(s.tenant, None, "{s:?}");
+        assert_eq!(s.key.provider, Provider::Aws);
+        assert_eq!(s.key.region.as_str(), "us-east-1");
+        assert!(s.id.as_str().starts_with("spot-"), "{s:?}");
+        by_key.insert((s.key.to_string(), s.payload.kind()), s.clone());
         if let Payload::PlacementScore(p) = &s.payload {
             placement.insert(s.key.to_string(), p.score);
         }
@@ -171,6 +183,59 @@ async fn every_source_becomes_signals() {
         kinds["spot_advisory"],
         vec!["aws/us-east-1//g5.xlarge/spot".to_owned()]
     );
+    // each kind's payload, field by field
+    let get = |k: &str, kind: &'static str| by_key.get(&(k.to_owned(), kind)).unwrap().clone();
+    let price = get("aws/us-east-1/use1-az1/g5.xlarge/spot", "spot_price");
+    let Payload::SpotPrice(p) = &price.payload else {
+        unreachable!()
+    };
+    assert_eq!(p.currency, "USD");
+    // around the scenario's base price (0.5) times at most the scarcity factor
+    assert!((0.4..0.8).contains(&p.price_per_hour), "{p:?}");
+    let block = get(
+        "aws/us-east-1/use1-az4/p5.48xlarge/capacity_block",
+        "capacity_block_offer",
+    );
+    let Payload::CapacityBlockOffer(b) = &block.payload else {
+        unreachable!()
+    };
+    assert!(!b.offering_id.is_empty());
+    assert!(b.instance_count >= 1 && b.instance_count <= 2, "{b:?}");
+    assert!(b.end > b.start && b.start > chrono::Utc::now(), "{b:?}");
+    assert_eq!(b.duration_hours % 24, 0, "{b:?}");
+    assert_eq!(
+        b.end - b.start,
+        chrono::TimeDelta::hours(i64::from(b.duration_hours))
+    );
+    assert!(
+        (b.upfront_fee - 31.5 * f64::from(b.instance_count) * f64::from(b.duration_hours)).abs()
+            < 1e-6,
+        "{b:?}"
+    );
+    assert_eq!(b.currency, "USD");
+    let advisory = get("aws/us-east-1//g5.xlarge/spot", "spot_advisory");
+    assert_eq!(
+        advisory.payload,
+        Payload::SpotAdvisory(SpotAdvisory {
+            interruption_bucket: 1,
+            savings_percent: 68,
+        })
+    );
+    let offering = by_key
+        .iter()
+        .find(|((k, kind), _)| *kind == "offering" && k.contains("/p5.48xlarge/"))
+        .map(|(_, s)| s.clone())
+        .unwrap();
+    assert_eq!(
+        offering.payload,
+        Payload::Offering(OfferingExposure { offered: true })
+    );
+    let score = get("aws/us-east-1/use1-az1/g5.xlarge/spot", "placement_score");
+    let Payload::PlacementScore(ps) = &score.payload else {
+        unreachable!()
+    };
+    assert!((1..=10).contains(&ps.score));
+    assert_eq!(ps.target_capacity, 1, "default placement target");
     // placement scores follow true stock: the well-stocked zone scores higher
     let deep = placement["aws/us-east-1/use1-az1/g5.xlarge/spot"];
     let shallow = placement["aws/us-east-1/use1-az4/g5.xlarge/spot"];

@@ -14,7 +14,10 @@ use std::{
 
 use axum::{Router, extract::Path, extract::State, http::StatusCode, routing::get};
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{codec, domain::Payload};
+use capsight_proto::{
+    codec,
+    domain::{Market, Payload, Provider, SignalSource, StatusSeverity},
+};
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_status::{
     CatalogKeys, Collector, StatusSettings,
@@ -159,6 +162,7 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
     let mut collector =
         Collector::new(&settings, publisher, Arc::new(CatalogKeys(catalog))).unwrap();
 
+    let started = chrono::Utc::now();
     let first = collector.poll_once().await;
     assert_eq!((first.feeds_ok, first.feeds_failed), (2, 2), "{first:?}");
     assert!(first.signals >= aws_types, "{first:?}");
@@ -191,13 +195,38 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
         let Payload::Status(ev) = &s.payload else {
             panic!("not a status signal: {s:?}")
         };
+        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
+        assert_eq!(s.source, SignalSource::Status, "{s:?}");
+        assert_eq!(s.tenant, None);
+        assert_eq!(s.key.zone, None, "status is region-wide");
+        assert_eq!(s.key.market, Market::OnDemand, "the configured markets");
+        assert!(s.id.as_str().starts_with("status-"), "{s:?}");
+        assert!(s.observed_at >= started && s.observed_at <= chrono::Utc::now());
         if ev.feed == "aws-ec2-us-east-1" {
+            assert_eq!(s.key.provider, Provider::Aws);
             assert_eq!(s.key.region.as_str(), "us-east-1");
+            // one rolling incident per AWS service-region feed; the newest item is its state
+            assert_eq!(ev.incident_id, "aws-ec2-us-east-1");
+            assert_eq!(ev.url, "https://status.aws.amazon.com/");
             if ev.resolved {
-                aws_resolved += 1
+                aws_resolved += 1;
+                assert_eq!(ev.severity, StatusSeverity::None);
+                assert_eq!(
+                    ev.title,
+                    "Service is operating normally: [RESOLVED] Increased Insufficient Capacity Errors"
+                );
             } else {
-                aws_open += 1
+                aws_open += 1;
+                assert_eq!(ev.severity, StatusSeverity::Major);
+                assert_eq!(
+                    ev.title,
+                    "Service disruption: Increased Insufficient Capacity Errors"
+                );
             }
+        } else {
+            assert_eq!(ev.feed, "lambda", "{ev:?}");
+            assert_eq!(s.key.provider, Provider::Lambda);
+            assert!(!ev.incident_id.is_empty() && !ev.title.is_empty(), "{ev:?}");
         }
     }
     assert_eq!((aws_open, aws_resolved), (aws_types, aws_types));

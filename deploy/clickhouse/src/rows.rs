@@ -384,3 +384,55 @@ pub struct PreflightLogRow {
     /// The steps as JSON.
     pub checks: String,
 }
+
+/// One row of `probe_audit` (migration 0030): a probe's `reserved` row, written before it
+/// touches the cloud, or its `done` row.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct ProbeAuditRow {
+    /// The probe id (also the ClientToken and the `capsight:probe` tag value).
+    pub probe_id: String,
+    /// `reserved` (budget set aside, before the cloud call) or `done`.
+    pub phase: String,
+    /// UTC day the budget was charged to, days since the epoch (ClickHouse `Date`).
+    pub day: u16,
+    /// When, seconds.
+    pub at: u32,
+    /// Millisecond part.
+    pub at_ms: u16,
+    /// Who: the prober instance.
+    pub prober: String,
+    /// Who: the cloud account probed with.
+    pub account: String,
+    /// What: key provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// What: `capacity_reservation`, `launch` or empty (skipped before choosing).
+    pub method: String,
+    /// Why: rank in its planning pass (0 = first).
+    pub priority: u32,
+    /// Why: tenant demand, requests per day.
+    pub demand: f64,
+    /// Why / why not: `due`, `fallback: ...`, `quota headroom 0`, `budget exhausted: ...`.
+    pub reason: String,
+    /// Cost set aside before the probe, USD.
+    pub estimated_usd: f64,
+    /// Cost incurred, USD (0 on the reserved row).
+    pub actual_usd: f64,
+    /// `succeeded`, `failed`, `skipped` (empty on the reserved row).
+    pub outcome: String,
+    /// Error class or `none`.
+    pub error_class: String,
+    /// Raw error code or empty.
+    pub error_code: String,
+    /// Request to capacity granted, ms (0 when unknown).
+    pub provisioning_ms: u32,
+    /// Ids of created resources, comma-separated (`cr-...`, `i-...`).
+    pub resources: String,
+}

@@ -1,7 +1,8 @@
 //! The EC2 Query API subset (version 2016-11-15): form-encoded `Action=...` in, XML out.
 //!
 //! Actions: RunInstances, DescribeInstances, TerminateInstances, StartInstances, StopInstances,
-//! CreateCapacityReservation, CancelCapacityReservation, DescribeAvailabilityZones,
+//! CreateCapacityReservation, CancelCapacityReservation, DescribeCapacityReservations,
+//! DescribeAvailabilityZones,
 //! DescribeSpotPriceHistory, GetSpotPlacementScores, DescribeCapacityBlockOfferings,
 //! DescribeInstanceTypeOfferings. Each checks the caller's permission (`ec2:<Action>`) first;
 //! with `DryRun=true` that check is all that happens, answered with `DryRunOperation` (HTTP 412)
@@ -16,7 +17,9 @@ use crate::{
     error::ApiError,
     params::{Params, invalid},
     scenario::PoolMarket,
-    world::{Identity, Instance, LaunchSpec, ReservationSpec, State, StateAction, World},
+    world::{
+        Identity, Instance, LaunchSpec, Reservation, ReservationSpec, State, StateAction, World,
+    },
     xml::{EC2_NS, Xml},
 };
 
@@ -50,6 +53,7 @@ pub fn handle(world: &mut World, action: &str, call: &Call<'_>) -> Result<String
         "StopInstances",
         "CreateCapacityReservation",
         "CancelCapacityReservation",
+        "DescribeCapacityReservations",
         "DescribeAvailabilityZones",
         "DescribeSpotPriceHistory",
         "GetSpotPlacementScores",
@@ -94,6 +98,7 @@ pub fn handle(world: &mut World, action: &str, call: &Call<'_>) -> Result<String
             world.cancel_reservation(call.who, call.params.required("CapacityReservationId")?)?;
             x.leaf("return", "true");
         }
+        "DescribeCapacityReservations" => describe_reservations(world, call, &mut x)?,
         "DescribeAvailabilityZones" => describe_zones(world, call, &mut x),
         "DescribeSpotPriceHistory" => spot_history(world, call, &mut x)?,
         "GetSpotPlacementScores" => placement_scores(world, call, &mut x)?,
@@ -326,9 +331,16 @@ fn create_reservation(world: &mut World, call: &Call<'_>, x: &mut Xml) -> Result
     let Some(r) = world.reservation(&call.who.account, &id) else {
         return Err(ApiError::coded("InternalError", "reservation vanished"));
     };
+    x.open("capacityReservation");
+    reservation_xml(world, r, x);
+    x.close("capacityReservation");
+    Ok(())
+}
+
+/// The fields of a reservation inside an already opened element.
+fn reservation_xml(world: &World, r: &Reservation, x: &mut Xml) {
     let zone_name = world.zone_name(&r.account, &r.zone_id).unwrap_or_default();
-    x.open("capacityReservation")
-        .leaf("capacityReservationId", &r.id)
+    x.leaf("capacityReservationId", &r.id)
         .leaf("ownerId", &r.account)
         .leaf(
             "capacityReservationArn",
@@ -339,30 +351,75 @@ fn create_reservation(world: &mut World, call: &Call<'_>, x: &mut Xml) -> Result
         )
         .leaf("availabilityZoneId", &r.zone_id)
         .leaf("instanceType", &r.instance_type)
-        .leaf(
-            "instancePlatform",
-            p.get("InstancePlatform").unwrap_or("Linux/UNIX"),
-        )
+        .leaf("instancePlatform", "Linux/UNIX")
         .leaf("availabilityZone", zone_name)
         .leaf("tenancy", "default")
         .leaf("totalInstanceCount", r.count)
-        .leaf("availableInstanceCount", r.count)
+        .leaf(
+            "availableInstanceCount",
+            if r.state == "active" { r.count } else { 0 },
+        )
         .leaf("ebsOptimized", "false")
         .leaf("ephemeralStorage", "false")
         .leaf("state", r.state)
         .leaf("startDate", ts(r.created))
-        .leaf("endDateType", p.get("EndDateType").unwrap_or("unlimited"))
-        .opt("endDate", p.get("EndDate"))
         .leaf(
-            "instanceMatchCriteria",
-            p.get("InstanceMatchCriteria").unwrap_or("open"),
+            "endDateType",
+            if r.ends.is_some() {
+                "limited"
+            } else {
+                "unlimited"
+            },
         )
+        .opt("endDate", r.ends.map(|e| ts(world.time_at(e))))
+        .leaf("instanceMatchCriteria", "open")
         .leaf("createDate", ts(r.created))
         .open("tagSet");
     for (k, v) in &r.tags {
         x.open("item").leaf("key", k).leaf("value", v).close("item");
     }
-    x.close("tagSet").close("capacityReservation");
+    x.close("tagSet");
+}
+
+/// DescribeCapacityReservations: `CapacityReservationId.N`; filters `state`, `instance-type`,
+/// `availability-zone`, `availability-zone-id`, `tag:K`, `tag-key`. No pagination.
+fn describe_reservations(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), ApiError> {
+    let ids = call.params.list("CapacityReservationId");
+    for id in &ids {
+        if world.reservation(&call.who.account, id).is_none() {
+            return Err(ApiError::bad_request(
+                "InvalidCapacityReservationId.NotFound",
+                format!("The capacity reservation ID '{id}' does not exist"),
+            ));
+        }
+    }
+    let filters = call.params.filters();
+    x.open("capacityReservationSet");
+    for r in world.reservations(&call.who.account) {
+        let keep = (ids.is_empty() || ids.contains(&r.id))
+            && r.region == call.region
+            && filters.iter().all(|(name, values)| {
+                let has = |v: &str| values.iter().any(|x| x == v);
+                match name.as_str() {
+                    "state" => has(r.state),
+                    "instance-type" => has(&r.instance_type),
+                    "availability-zone" => world
+                        .zone_name(&r.account, &r.zone_id)
+                        .is_some_and(|z| has(&z)),
+                    "availability-zone-id" => has(&r.zone_id),
+                    other => match other.strip_prefix("tag:") {
+                        Some(key) => r.tags.iter().any(|(k, v)| k == key && has(v)),
+                        None => other == "tag-key" && r.tags.iter().any(|(k, _)| has(k)),
+                    },
+                }
+            });
+        if keep {
+            x.open("item");
+            reservation_xml(world, r, x);
+            x.close("item");
+        }
+    }
+    x.close("capacityReservationSet");
     Ok(())
 }
 

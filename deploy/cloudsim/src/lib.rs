@@ -258,7 +258,10 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
-        .route("/admin/faults", post(admin_faults))
+        .route(
+            "/admin/faults",
+            post(admin_faults).delete(admin_clear_faults),
+        )
         .route("/admin/interrupt", post(admin_interrupt))
         .route("/admin/events", get(admin_events))
         .route("/healthz", get(|| async { "ok" }))
@@ -474,6 +477,11 @@ async fn admin_interrupt(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(reason) => (StatusCode::NOT_FOUND, reason).into_response(),
     }
+}
+
+async fn admin_clear_faults(State(sim): State<Arc<Sim>>) -> Response {
+    sim.with_world(|w, _| w.clear_faults());
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn admin_events(State(sim): State<Arc<Sim>>) -> Response {

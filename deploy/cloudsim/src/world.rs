@@ -478,7 +478,8 @@ impl World {
         self.scenario.step * u32::try_from(self.steps_done).unwrap_or(u32::MAX)
     }
 
-    fn time_at(&self, elapsed: Duration) -> DateTime<Utc> {
+    /// The simulated wall-clock time `elapsed` after the start.
+    pub fn time_at(&self, elapsed: Duration) -> DateTime<Utc> {
         self.start + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
     }
 
@@ -958,6 +959,11 @@ impl World {
         self.faults.push(fault);
     }
 
+    /// Drops every pending injected fault.
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
     /// Takes one API request token of `account` at real time `now`; `RequestLimitExceeded` when
     /// its bucket is empty (`defaults.api_requests_per_second`, 0 = unlimited). Real time, not
     /// simulated: throttling is about how fast callers call.
@@ -1196,6 +1202,13 @@ impl World {
     /// Reservations of the caller.
     pub fn reservation(&self, account: &str, id: &str) -> Option<&Reservation> {
         self.reservations.get(id).filter(|r| r.account == account)
+    }
+
+    /// Every reservation of the caller (any state).
+    pub fn reservations(&self, account: &str) -> impl Iterator<Item = &Reservation> {
+        self.reservations
+            .values()
+            .filter(move |r| r.account == account)
     }
 
     // ---------------------------------------------------------------- writes

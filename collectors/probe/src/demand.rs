@@ -1,0 +1,117 @@
+//! Tenant demand per key: how often tenants asked about it, from the gateway's `preflight_log`
+//! (migration 0020) over `probe.demand_window`, in requests per day.
+//!
+//! A zonal key counts the preflights of its zone and the region-level ones (zone empty) of its
+//! (provider, region, instance type, market); a region-level key counts every preflight of its
+//! region, type and market.
+
+use std::{collections::HashMap, time::Duration};
+
+use capsight_proto::domain::CapacityKey;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::audit::AuditError;
+
+/// Preflights of one key over the window.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Deserialize)]
+pub struct DemandRow {
+    /// Provider.
+    pub provider: String,
+    /// Region.
+    pub region: String,
+    /// Zone id or empty.
+    pub zone_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Market.
+    pub market: String,
+    /// Requests in the window.
+    pub n: u64,
+}
+
+/// Reads the preflight counts of the last `window`.
+pub async fn read(
+    client: &clickhouse::Client,
+    window: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<DemandRow>, AuditError> {
+    let since = now - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
+    let since = u32::try_from(since.timestamp().max(0)).unwrap_or(0);
+    client
+        .query(
+            "SELECT provider, region, zone_id, instance_type, market, count() AS n \
+             FROM preflight_log WHERE at >= toDateTime(?) \
+             GROUP BY provider, region, zone_id, instance_type, market",
+        )
+        .bind(since)
+        .fetch_all::<DemandRow>()
+        .await
+        .map_err(|source| AuditError::Query {
+            op: "read demand",
+            source,
+        })
+}
+
+/// Requests per day for each of `keys`.
+pub fn per_key(
+    rows: &[DemandRow],
+    keys: &[CapacityKey],
+    window: Duration,
+) -> HashMap<CapacityKey, f64> {
+    let per_day = 86_400.0 / window.as_secs_f64().max(1.0);
+    keys.iter()
+        .map(|k| {
+            let n: u64 = rows
+                .iter()
+                .filter(|r| {
+                    r.provider == k.provider.as_str()
+                        && r.region == k.region.as_str()
+                        && r.instance_type == k.instance_type.as_str()
+                        && r.market == k.market.as_str()
+                        && (k.zone.is_none() || r.zone_id.is_empty() || r.zone_id == k.zone_str())
+                })
+                .map(|r| r.n)
+                .sum();
+            (k.clone(), n as f64 * per_day)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(zone: &str, n: u64) -> DemandRow {
+        DemandRow {
+            provider: "aws".into(),
+            region: "us-east-1".into(),
+            zone_id: zone.into(),
+            instance_type: "p5.48xlarge".into(),
+            market: "on_demand".into(),
+            n,
+        }
+    }
+
+    #[test]
+    fn zonal_keys_count_their_zone_and_region_level_asks() {
+        let az1: CapacityKey = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand"
+            .parse()
+            .unwrap();
+        let az4: CapacityKey = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
+            .parse()
+            .unwrap();
+        let region: CapacityKey = "aws/us-east-1//p5.48xlarge/on_demand".parse().unwrap();
+        let spot: CapacityKey = "aws/us-east-1/use1-az1/p5.48xlarge/spot".parse().unwrap();
+        let rows = [row("use1-az1", 6), row("", 2), row("use1-az4", 1)];
+        let d = per_key(
+            &rows,
+            &[az1.clone(), az4.clone(), region.clone(), spot.clone()],
+            Duration::from_secs(12 * 3600),
+        );
+        assert_eq!(d[&az1], 16.0, "(6 + 2) per 12 h");
+        assert_eq!(d[&az4], 6.0);
+        assert_eq!(d[&region], 18.0);
+        assert_eq!(d[&spot], 0.0);
+    }
+}
