@@ -18,6 +18,7 @@
 //!   the `capsight-dead-reason` header; the worker carries on.
 
 pub mod lifecycle;
+pub mod locks;
 pub mod quota;
 pub mod settings;
 pub mod standby;

@@ -6,9 +6,11 @@
 //! the catalog). A launch whose GPUs, added to those in use by the tenant's *other* live
 //! launches, exceed the quota is refused with a reason starting `tenant GPU quota exceeded:`.
 //!
-//! Limit: the check is not serialized across workers, so two jobs of one tenant in preflight at
-//! the same moment (prefetch > 1, or several launchers) may both pass and together exceed the
-//! quota by one launch.
+//! The worker serialises the check per tenant inside one process (the `provisioning` row of a
+//! job that passed is written before the tenant's next job is checked). Limit: several launcher
+//! processes are not serialised, so two jobs of one tenant in preflight at the same moment on
+//! two launchers may both pass and together exceed the quota by one launch; a fallback to a type
+//! with more GPUs is not re-checked.
 
 use capsight_catalog::Catalog;
 use capsight_proto::domain::{InstanceType, Provider};

@@ -14,16 +14,14 @@
 //! * Reads de-duplicate by `seq` (unmerged duplicates) and always filter on the tenant id.
 //! * Values are bound as parameters, never spliced.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
 use capsight_proto::domain::{CapacityKey, Label, Score};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
+
+use crate::locks::KeyedLocks;
 
 /// States a launch goes through, as written in `launch_events.state`.
 pub mod state {
@@ -139,12 +137,9 @@ struct JobCount {
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
-    /// One async lock per (tenant, job) with a post-running writer at work.
-    writers: Arc<Mutex<HashMap<JobRef, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Serialises the writers of a running job ([`Store::append_next`]), by tenant and job.
+    writers: KeyedLocks,
 }
-
-/// (tenant, job id).
-type JobRef = (String, String);
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,7 +152,7 @@ impl Store {
     pub fn new(client: clickhouse::Client) -> Self {
         Self {
             client,
-            writers: Arc::default(),
+            writers: KeyedLocks::default(),
         }
     }
 
@@ -185,33 +180,20 @@ impl Store {
         &self,
         mut row: LaunchEventRow,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
-        let key = (row.tenant.clone(), row.job_id.clone());
-        let lock = self
+        let _writer = self
             .writers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let result = {
-            let _guard = lock.lock().await;
-            match self.latest(&row.tenant, &row.job_id).await {
-                Ok(Some(latest)) if state::is_terminal(&latest.state) => Ok(None),
-                Ok(latest) => {
-                    if let Some(latest) = latest {
-                        row.seq = row.seq.max(latest.seq.saturating_add(1));
-                    }
-                    self.append(&row).await.map(|()| Some(row))
+            .lock(format!("{}/{}", row.tenant, row.job_id))
+            .await;
+        match self.latest(&row.tenant, &row.job_id).await? {
+            Some(latest) if state::is_terminal(&latest.state) => Ok(None),
+            latest => {
+                if let Some(latest) = latest {
+                    row.seq = row.seq.max(latest.seq.saturating_add(1));
                 }
-                Err(e) => Err(e),
+                self.append(&row).await?;
+                Ok(Some(row))
             }
-        };
-        drop(lock);
-        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
-        if writers.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            writers.remove(&key);
         }
-        result
     }
 
     /// Appends `state` after the job's latest transition ([`follow_up`]) and returns the row;

@@ -62,6 +62,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::{
+    locks::KeyedLocks,
     quota,
     settings::LauncherSettings,
     store::{Store, StoreError, follow_up, split_ids, state},
@@ -122,6 +123,8 @@ pub struct Launcher {
     registry: SharedRegistry,
     clouds: Arc<dyn TenantClouds>,
     signals: Publisher,
+    /// One GPU-quota decision per tenant at a time.
+    quota_gate: KeyedLocks,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -212,6 +215,7 @@ impl Launcher {
             registry,
             clouds,
             signals,
+            quota_gate: KeyedLocks::default(),
         }
     }
 
@@ -627,6 +631,9 @@ impl Launcher {
                     if cancelled {
                         return self.cancel(&prev, None, &[]).await;
                     }
+                    // one quota decision per tenant at a time in this process: the next job
+                    // of the tenant sees this one as live (provisioning) once it passes
+                    let _quota_gate = self.quota_gate.lock(tenant.to_owned()).await;
                     let requested = quota::gpus(
                         &self.catalog,
                         job.spec.key.provider.as_str(),

@@ -395,6 +395,49 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
     h.cleanup().await;
 }
 
+/// Jobs of one tenant delivered together (prefetch 4) are checked against its GPU quota one at
+/// a time: exactly one of three 8-GPU launches fits a quota of 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
+    let h = Harness::start("60s").await;
+    let jobs: Vec<_> = (0..3)
+        .map(|_| h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0))
+        .collect();
+    for job in &jobs {
+        h.submit(job).await;
+    }
+    let (stop, task) = h.spawn_launcher();
+    let mut outcomes = Vec::new();
+    for job in &jobs {
+        let settled = common::eventually(LIMIT, "job settled", || async {
+            let events = h.events(CAPPED, &job.job_id).await;
+            events
+                .last()
+                .filter(|e| e.state == "running" || e.state == "failed")
+                .cloned()
+        })
+        .await;
+        outcomes.push(settled);
+    }
+    let running = outcomes.iter().filter(|e| e.state == "running").count();
+    let refused = outcomes
+        .iter()
+        .filter(|e| e.state == "failed" && e.error_code == "TenantGpuQuotaExceeded")
+        .count();
+    assert_eq!((running, refused), (1, 2), "{outcomes:?}");
+    let instances: usize =
+        futures::future::join_all(jobs.iter().map(|j| h.instances_of(&j.job_id)))
+            .await
+            .iter()
+            .map(Vec::len)
+            .sum();
+    assert_eq!(instances, 1);
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
 /// Makes the next `count` RunInstances calls of cloudsim fail with a transient error.
 async fn inject_faults(h: &Harness, count: u32) {
     let resp = reqwest::Client::new()
