@@ -583,11 +583,11 @@ async fn not_offered_price_throttled_transient_and_unknown() {
     let sim = Sim::start(SCENARIO, "").await;
     let op = sim.adapter(OPERATOR).await;
 
-    // Not offered: g5.xlarge on-demand has no pool in use1-az4.
+    // Not offered: g5.xlarge has no pool in any market in use1-az6.
     let err = op
         .launch(&LaunchRequest::new(
             it("g5.xlarge"),
-            Some(zone("use1-az4")),
+            Some(zone("use1-az6")),
             "ami-1",
             "no-1",
         ))
@@ -595,6 +595,19 @@ async fn not_offered_price_throttled_transient_and_unknown() {
         .unwrap_err();
     assert_eq!(err.code(), Some("Unsupported"));
     assert_eq!(class(&err), ErrorClass::NotOffered, "{err}");
+
+    // Offered but not in this market (only a spot pool in use1-az4): out of capacity, as on AWS.
+    let err = op
+        .launch(&LaunchRequest::new(
+            it("g5.xlarge"),
+            Some(zone("use1-az4")),
+            "ami-1",
+            "no-2",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InsufficientInstanceCapacity"));
+    assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
 
     // Price: a spot max price below the market.
     let err = op

@@ -1326,6 +1326,34 @@ impl World {
         })
     }
 
+    /// The error for a zone without a pool of `market`: as on AWS, a type the zone offers (a
+    /// pool in the other market) is only out of capacity there (spot and on-demand draw on the
+    /// same hardware); a type the zone does not offer at all is `Unsupported`.
+    fn no_pool(
+        &self,
+        account: &str,
+        region: &str,
+        itype: &str,
+        market: PoolMarket,
+        (zone_id, zone_name): (&str, &str),
+        count: u32,
+    ) -> ApiError {
+        let other = match market {
+            PoolMarket::OnDemand => PoolMarket::Spot,
+            PoolMarket::Spot => PoolMarket::OnDemand,
+        };
+        let offered = self.pools.contains_key(&PoolKey {
+            zone_id: zone_id.to_owned(),
+            instance_type: itype.to_owned(),
+            market: other,
+        });
+        if offered {
+            self.capacity_error(account, region, itype, market, Some(zone_name), count)
+        } else {
+            self.not_offered(account, region, itype, market, Some(zone_name))
+        }
+    }
+
     fn not_offered(
         &self,
         account: &str,
@@ -1442,7 +1470,14 @@ impl World {
             market,
         };
         let Some(pool) = self.pools.get(&key).cloned() else {
-            return Err(self.not_offered(&who.account, region, &itype, market, Some(&zone_name)));
+            return Err(self.no_pool(
+                &who.account,
+                region,
+                &itype,
+                market,
+                (&zone_id, &zone_name),
+                spec.min_count,
+            ));
         };
         if market == PoolMarket::Spot
             && let (Some(max), Some(price)) = (spec.max_price, self.spot_price(&zone_id, &itype))
@@ -1730,7 +1765,7 @@ impl World {
             market,
         };
         let Some(stock) = self.pools.get(&key).map(|p| p.stock) else {
-            return Err(self.not_offered(&who.account, region, itype, market, Some(&zname)));
+            return Err(self.no_pool(&who.account, region, itype, market, (&zid, &zname), count));
         };
         if stock < count {
             return Err(self.capacity_error(
