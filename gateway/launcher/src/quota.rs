@@ -9,8 +9,9 @@
 //! The worker serialises the check per tenant inside one process (the `provisioning` row of a
 //! job that passed is written before the tenant's next job is checked). Limit: several launcher
 //! processes are not serialised, so two jobs of one tenant in preflight at the same moment on
-//! two launchers may both pass and together exceed the quota by one launch; a fallback to a type
-//! with more GPUs is not re-checked.
+//! two launchers may both pass and together exceed the quota by one launch. Fallback
+//! alternatives are checked the same way (an alternative type with more GPUs than the tenant has
+//! room for is skipped).
 
 use capsight_catalog::Catalog;
 use capsight_proto::domain::{InstanceType, Provider};

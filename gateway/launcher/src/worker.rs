@@ -869,6 +869,8 @@ impl Launcher {
                 .unwrap_or_default()
         );
         let fallbacks_used = attempt - 1;
+        // the alternative is checked against the tenant's GPU quota like the first attempt
+        let _quota_gate = self.quota_gate.lock(job.wire.tenant.clone()).await;
         let next = if fallbacks_used < job.wire.max_fallbacks {
             self.next_alternative(job).await?
         } else {
@@ -908,8 +910,23 @@ impl Launcher {
         }
     }
 
-    /// The best-ranked alternative not tried yet, with its reason.
+    /// The best-ranked alternative not tried yet that fits the tenant's GPU quota, with its
+    /// reason.
     async fn next_alternative(&self, job: &Job) -> Result<Option<(CapacityKey, String)>, Fail> {
+        let room = match job.tenant.gpu_quota {
+            Some(quota) => Some(
+                quota.saturating_sub(
+                    quota::in_use(
+                        &self.store,
+                        &self.catalog,
+                        &job.wire.tenant,
+                        &job.wire.job_id,
+                    )
+                    .await?,
+                ),
+            ),
+            None => None,
+        };
         let tried: Vec<CapacityKey> = self
             .store
             .events(&job.wire.tenant, &job.wire.job_id)
@@ -927,8 +944,16 @@ impl Launcher {
         let ranked = alternatives::rank(&job.spec, &constraints, &scores, &self.catalog);
         Ok(ranked.into_iter().find_map(|a| {
             let key = CapacityKey::try_from(a.key?).ok()?;
-            (key.market != Market::CapacityBlock && !tried.contains(&key))
-                .then_some((key, a.reason))
+            let gpus = quota::gpus(
+                &self.catalog,
+                key.provider.as_str(),
+                key.instance_type.as_str(),
+                job.spec.count,
+            );
+            (key.market != Market::CapacityBlock
+                && !tried.contains(&key)
+                && room.is_none_or(|room| gpus <= room))
+            .then_some((key, a.reason))
         }))
     }
 

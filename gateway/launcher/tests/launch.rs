@@ -438,6 +438,46 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
     h.cleanup().await;
 }
 
+/// A fallback never takes the tenant over its GPU quota: with 1 of 8 GPUs in use, the
+/// higher-scored p5.48xlarge (8 GPUs) is skipped for a g5.xlarge (1 GPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fallback_skips_alternatives_over_the_tenant_gpu_quota() {
+    let h = Harness::start("60s").await;
+    h.put_scores(&[
+        common::score("aws/us-east-1/use1-az1/g5.xlarge/on_demand", 10),
+        common::score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 99),
+        common::score("aws/us-east-1/use1-az4/g5.xlarge/on_demand", 50),
+    ])
+    .await;
+    let (stop, task) = h.spawn_launcher();
+    let first = h.job(CAPPED, "aws/us-east-1/use1-az4/g5.xlarge/on_demand", 1, 0);
+    h.submit(&first).await;
+    h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
+
+    let mut second = h.job(CAPPED, "aws/us-east-1/use1-az1/g5.xlarge/on_demand", 1, 2);
+    second.constraints.as_mut().unwrap().allow_substitutes = true;
+    h.submit(&second).await;
+    let events = h.wait_state(CAPPED, &second.job_id, "running", LIMIT).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.zone_id.as_str(),
+            last.instance_type.as_str(),
+            last.attempt
+        ),
+        ("use1-az4", "g5.xlarge", 2),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().all(|e| e.instance_type != "p5.48xlarge"),
+        "{events:?}"
+    );
+
+    stop.trigger();
+    task.await.unwrap();
+    h.cleanup().await;
+}
+
 /// Makes the next `count` RunInstances calls of cloudsim fail with a transient error.
 async fn inject_faults(h: &Harness, count: u32) {
     let resp = reqwest::Client::new()

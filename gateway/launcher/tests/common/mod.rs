@@ -43,6 +43,7 @@ pub const ACME: &str = "acme";
 pub const CAPPED: &str = "capped";
 
 /// A scenario: p5.48xlarge on-demand, no stock in use1-az1, stock in use1-az4 and use1-az6;
+/// g5.xlarge on-demand, none in use1-az1, 4 in use1-az4;
 /// `slow` is the pending -> running delay (simulated) of use1-az6.
 pub fn scenario(slow: &str) -> String {
     format!(
@@ -75,6 +76,7 @@ id = "111111111111"
 id = "222222222222"
 [accounts.quotas]
 "L-417A185B" = 19200
+"L-DB2E81BA" = 64
 
 [[principals]]
 access_key_id = "AKIATESTOPERATOR"
@@ -107,6 +109,18 @@ market = "on_demand"
 capacity = 16
 stock = 16
 provisioning = "{slow}"
+[[pools]]
+zone = "use1-az1"
+instance_type = "g5.xlarge"
+market = "on_demand"
+capacity = 4
+stock = 0
+[[pools]]
+zone = "use1-az4"
+instance_type = "g5.xlarge"
+market = "on_demand"
+capacity = 4
+stock = 4
 "#
     )
 }
