@@ -12,6 +12,17 @@ use chrono::NaiveDate;
 pub const PHASE_RESERVED: &str = "reserved";
 /// `done`: the probe's outcome.
 pub const PHASE_DONE: &str = "done";
+/// A done probe whose signal was never acknowledged by the broker.
+#[derive(Debug, Clone, clickhouse::Row, serde::Deserialize)]
+pub struct Unpublished {
+    /// The probe id.
+    pub probe_id: String,
+    /// Its launch-attempt signal, protobuf, hex.
+    pub signal: String,
+}
+
+/// Phase of the row written once the broker acknowledged the probe's signal.
+pub const PHASE_PUBLISHED: &str = "published";
 
 /// An audit failure.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +81,27 @@ impl Audit {
             .map_err(err("insert"))?;
         insert.write(row).await.map_err(err("insert"))?;
         insert.end().await.map_err(err("insert"))
+    }
+
+    /// The outbox: signals (protobuf, hex) of `prober`'s done probes of the last two days
+    /// without a `published` row, oldest first.
+    pub async fn unpublished(&self, prober: &str) -> Result<Vec<Unpublished>, AuditError> {
+        self.client
+            .query(
+                "SELECT probe_id, s AS signal FROM (\
+                   SELECT probe_id, anyIf(signal, phase = 'done') AS s, min(at) AS first \
+                   FROM probe_audit WHERE prober = ? AND day >= yesterday() \
+                   GROUP BY probe_id \
+                   HAVING countIf(phase = 'published') = 0 AND s != '') \
+                 ORDER BY first",
+            )
+            .bind(prober)
+            .fetch_all::<Unpublished>()
+            .await
+            .map_err(|source| AuditError::Query {
+                op: "read the outbox",
+                source,
+            })
     }
 
     /// What `prober` has spent (or has set aside for probes that never finished) on `day`.

@@ -11,11 +11,14 @@
 //!    `reservation_expiry`), cancelled at once; when the reservation cannot answer (permission
 //!    or unknown error) and for spot or region-level keys, a launch probe follows: RunInstances
 //!    count 1 (same tag and token), terminated as soon as the cloud returns it (pending);
-//! 4. the outcome is classified (success, capacity, quota, permission, ...) and published as a
+//! 4. the outcome is classified (success, capacity, quota, permission, ...) into a
 //!    `launch_attempt` signal (source `probe`, id derived from the probe id: a retried
 //!    publication keeps its id); a resource whose cleanup failed stays tagged for the sweeper and
 //!    is charged at its worst case (until the sweeper removes it);
-//! 5. the budget is settled with the actual cost and the `done` audit row is written.
+//! 5. the budget is settled with the actual cost and the `done` audit row is written, carrying
+//!    the signal (the outbox); then the signal is published and, once the broker acknowledged
+//!    it, a `published` row is appended. A prober killed in between re-publishes it at its next
+//!    start ([`Prober::republish`]), so no observation is lost.
 //!
 //! Every cloud call waits for the [`Limits`] first.
 
@@ -28,6 +31,7 @@ use std::{
 use capsight_catalog::{Catalog, GpuType};
 use capsight_clickhouse::rows::{ProbeAuditRow, split_time};
 use capsight_cloud::{CloudAdapter, CloudError, LaunchRequest, ReservationRequest};
+use capsight_proto::codec;
 use capsight_proto::domain::{
     CapacityKey, ErrorClass, LaunchAttempt, LaunchOutcome, Market, Payload, ProbeMethod, Region,
     Signal, SignalId, SignalSource,
@@ -36,7 +40,9 @@ use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    audit::{Audit, PHASE_DONE, PHASE_RESERVED, day_number},
+    audit::{
+        Audit, AuditError, PHASE_DONE, PHASE_PUBLISHED, PHASE_RESERVED, Unpublished, day_number,
+    },
     budget::Budget,
     cost::{self, Method},
     limits::Limits,
@@ -93,6 +99,9 @@ pub struct Prober {
     budget: Budget,
     limits: Limits,
     account: String,
+    /// Publications under way: a probe hands its signal over and frees its slot, so probing
+    /// goes on while the broker is away (the outbox row is already durable).
+    publishing: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Prober {
@@ -140,6 +149,7 @@ impl Prober {
             budget,
             limits,
             account,
+            publishing: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -213,6 +223,7 @@ impl Prober {
             error_code: String::new(),
             provisioning_ms: 0,
             resources: String::new(),
+            signal: String::new(),
         }
     }
 
@@ -231,6 +242,55 @@ impl Prober {
             signal: None,
             audit: row,
         }
+    }
+
+    /// Waits up to `grace` for the publications under way (shutdown, end of `--once`); what is
+    /// left stays in the outbox for the next start.
+    pub async fn drain(&self, grace: std::time::Duration) {
+        self.publishing.close();
+        if tokio::time::timeout(grace, self.publishing.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.publishing.len(),
+                "probe signals not acknowledged in time; they stay in the outbox"
+            );
+        }
+    }
+
+    /// Re-publishes the outbox: signals of done probes whose publication was never
+    /// acknowledged (a crash between the cloud's answer and the broker's ack). Returns how many.
+    pub async fn republish(&self) -> Result<usize, AuditError> {
+        let pending = self.audit.unpublished(&self.settings.instance).await?;
+        let mut sent = 0;
+        for Unpublished { probe_id, signal } in pending {
+            let encoded = signal;
+            let signal = match hex::decode(&encoded)
+                .map_err(|e| e.to_string())
+                .and_then(|b| codec::decode_signal(&b).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable signal in the probe outbox; skipped");
+                    continue;
+                }
+            };
+            let key = signal.key.clone();
+            let planned = Planned {
+                key,
+                priority: 0,
+                demand: 0.0,
+            };
+            let mut done = self.row(&probe_id, &planned, PHASE_DONE, signal.observed_at);
+            done.signal = encoded;
+            publish_and_mark(self.publisher.clone(), self.audit.clone(), signal, done).await;
+            sent += 1;
+        }
+        if sent > 0 {
+            tracing::info!(sent, "probe outbox re-published");
+        }
+        Ok(sent)
     }
 
     fn tags(probe_id: &str, now: DateTime<Utc>) -> BTreeMap<String, String> {
@@ -430,11 +490,7 @@ impl Prober {
                 count: 1,
             }),
         };
-        if let Err(e) = self.publisher.publish(&signal).await {
-            tracing::error!(probe = %probe_id, error = %e, "probe signal not published");
-        }
-
-        // 5. done
+        // 5. done: the outcome (and the signal: the outbox) is durable before it is published
         let mut row = self.row(&probe_id, planned, PHASE_DONE, answered_at);
         row.method = method_name(attempt.method).into();
         row.estimated_usd = estimated;
@@ -449,12 +505,22 @@ impl Prober {
         } else {
             format!("{why}; left for the sweeper: {}", leftovers.join(", "))
         };
+        row.signal = hex::encode(codec::encode_signal(&signal));
         tracing::info!(probe = %probe_id, key = %key, method = %row.method, outcome = %row.outcome,
             class = %row.error_class, cost_usd = actual, "probe done");
         if let Err(e) = self.audit.write(&row).await {
             // the reserved row stays: a restart counts the estimate, never less
             tracing::error!(probe = %probe_id, error = %e, "audit write failed for a done probe");
         }
+        if self.settings.crash_after == "done" {
+            crash_now(&probe_id);
+        }
+        self.publishing.spawn(publish_and_mark(
+            self.publisher.clone(),
+            self.audit.clone(),
+            signal.clone(),
+            row.clone(),
+        ));
         ProbeReport {
             probe_id,
             outcome: planner_outcome,
@@ -601,8 +667,35 @@ impl Prober {
     }
 }
 
+/// Publishes `signal` and, once the broker acknowledged it, appends the `published` row that
+/// takes the probe out of the outbox.
+async fn publish_and_mark(publisher: Publisher, audit: Audit, signal: Signal, done: ProbeAuditRow) {
+    if let Err(e) = publisher.publish(&signal).await {
+        tracing::error!(probe = %done.probe_id, error = %e,
+            "probe signal not published; it stays in the outbox for the next start");
+        return;
+    }
+    let mut row = done;
+    row.phase = PHASE_PUBLISHED.to_owned();
+    (row.at, row.at_ms) = split_time(Utc::now());
+    if let Err(e) = audit.write(&row).await {
+        // published twice at worst: the id is stable and consumers de-duplicate
+        tracing::warn!(probe = %row.probe_id, error = %e, "published row not written");
+    }
+}
+
 fn elapsed_ms(since: Instant) -> u32 {
     u32::try_from(since.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+/// The `crash_after` failpoint (tests only): SIGKILL, as an operator's `kill -9` or the OOM
+/// killer would.
+fn crash_now(probe_id: &str) -> ! {
+    tracing::warn!(probe = %probe_id, "crash_after failpoint: killing this process with SIGKILL");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &std::process::id().to_string()])
+        .status();
+    std::process::abort();
 }
 
 /// How long ago `tags` say the prober created a resource, else `fallback` (the cloud's time).

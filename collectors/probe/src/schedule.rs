@@ -8,6 +8,8 @@
 //!   the most overdue) that are not already being probed, at most `probe.max_per_pass`, and
 //!   starts a probe for each, at most `probe.max_concurrent` in flight; each outcome goes back to
 //!   the planner (cadence, backoff);
+//! * at start-up the outbox is re-published (signals of done probes the broker never
+//!   acknowledged, see `Prober::republish`);
 //! * the sweeper runs at start-up and every `probe.sweep_interval`;
 //! * `--once`: the start-up sweep, one planning pass, wait for its probes, exit;
 //! * shutdown: no new probes; probes in flight finish their cleanup (up to
@@ -241,6 +243,9 @@ impl Scheduler {
     /// probes run (a long run keeps none).
     pub async fn run(self: Arc<Self>, once: bool, shutdown: Shutdown) -> Vec<ProbeReport> {
         let s = self.prober.settings().clone();
+        if let Err(e) = self.prober.republish().await {
+            tracing::error!(error = %e, "probe outbox not read; its signals wait for the next start");
+        }
         sweep::sweep(&self.prober, Utc::now()).await;
         let keys = self.discover().await;
         self.refresh_demand().await;
@@ -252,6 +257,7 @@ impl Scheduler {
             while let Some(r) = tasks.join_next().await {
                 collect(&mut reports, r);
             }
+            self.prober.drain(s.shutdown_grace).await;
             return reports;
         }
         let start = tokio::time::Instant::now();
@@ -295,6 +301,7 @@ impl Scheduler {
             );
             tasks.abort_all();
         }
+        self.prober.drain(s.shutdown_grace).await;
         Vec::new()
     }
 }

@@ -58,6 +58,9 @@ pub struct ProbeSettings {
     /// How long a graceful shutdown waits for probes in flight to clean up.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// TESTING ONLY (empty in production): `done` kills the process with SIGKILL after a probe's
+    /// outcome is in the audit table and before its signal is published.
+    pub crash_after: String,
     /// Cadence and backoff.
     pub cadence: Cadence,
     /// Rate limits on the cloud APIs.
@@ -93,5 +96,6 @@ mod tests {
         assert!(c.probe.sweep_after > c.probe.reservation_hold);
         assert!(c.probe.sweep_after > c.probe.launch_hold);
         assert_eq!(c.probe.markets, vec![Market::OnDemand]);
+        assert!(c.probe.crash_after.is_empty());
     }
 }

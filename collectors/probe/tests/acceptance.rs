@@ -16,6 +16,7 @@ use capsight_cloud::{CloudAdapter, InstanceState};
 use capsight_probe::{
     PROBE_AT_TAG, PROBE_TAG, Planned, ProbeSettings, Prober, audit::Audit, budget::Budget,
 };
+use capsight_proto::codec;
 use capsight_proto::domain::{
     CapacityKey, ErrorClass, LaunchOutcome, Payload, ProbeMethod, SignalId, SignalSource,
 };
@@ -757,5 +758,71 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     assert_eq!(distinct, want, "no signal lost");
     assert_eq!(got_ids.len(), want.len(), "no signal duplicated");
     assert!(want.len() >= at_restart + 4);
+    drop_db(&ch).await;
+}
+
+/// A prober killed after the cloud answered but before the broker acknowledged the signal loses
+/// no observation: the `done` row is the outbox, and the next start publishes it (same id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
+    let sim = Sim::start(0).await;
+    let (kafka, _) = stack();
+    let topic = topic(&kafka, "probe-outbox").await;
+    let ch = fresh_db("outbox").await;
+    let one_key = [
+        ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
+        ("CAPSIGHT_PROBE__MAX_CONCURRENT", "1"),
+        ("CAPSIGHT_PROBE__MAX_PER_PASS", "1"),
+    ];
+    let mut crashing = one_key.to_vec();
+    crashing.push(("CAPSIGHT_PROBE__CRASH_AFTER", "done"));
+    let out = probe_command(&sim.url(), &topic, &ch, &crashing)
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the failpoint did not fire: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = audit_rows(&ch).await;
+    let done_rows = done(&rows);
+    assert_eq!(done_rows.len(), 1, "{rows:#?}");
+    let probe_id = done_rows[0].probe_id.clone();
+    let kept = codec::decode_signal(&hex::decode(&done_rows[0].signal).unwrap()).unwrap();
+    assert_eq!(
+        kept.id,
+        SignalId::derived(SignalSource::Probe, &[&probe_id])
+    );
+    assert!(rows.iter().all(|r| r.phase != "published"), "{rows:#?}");
+    assert!(consume_all(&kafka, &topic).await.is_empty());
+
+    // the next start (no budget: it probes nothing new) publishes the kept observation
+    let mut restart = one_key.to_vec();
+    restart.push(("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "0"));
+    let out = probe_command(&sim.url(), &topic, &ch, &restart)
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signals = consume_all(&kafka, &topic).await;
+    assert_eq!(signals.len(), 1, "{signals:#?}");
+    assert_eq!(signals[0], kept);
+    let rows = audit_rows(&ch).await;
+    let published: Vec<_> = rows.iter().filter(|r| r.phase == "published").collect();
+    assert_eq!(published.len(), 1, "{rows:#?}");
+    assert_eq!(published[0].probe_id, probe_id);
+
+    // and only once: a third start has nothing left to send
+    let out = probe_command(&sim.url(), &topic, &ch, &restart)
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(consume_all(&kafka, &topic).await.len(), 1);
     drop_db(&ch).await;
 }

@@ -435,4 +435,7 @@ pub struct ProbeAuditRow {
     pub provisioning_ms: u32,
     /// Ids of created resources, comma-separated (`cr-...`, `i-...`).
     pub resources: String,
+    /// `done` and `published` rows: the probe's signal (protobuf, hex) — the outbox the prober
+    /// re-publishes from after a crash (migration 0033).
+    pub signal: String,
 }
