@@ -59,12 +59,7 @@ fn signal(i: usize) -> Signal {
 }
 
 async fn create_topic(kafka: &KafkaSettings, topic: &str) {
-    let spec = TopicSpec {
-        name: topic.to_owned(),
-        partitions: 4,
-        replication: 1,
-        configs: vec![],
-    };
+    let spec = TopicSpec::plain(topic.to_owned(), 4);
     admin::ensure_topics(kafka, &[spec]).await.unwrap();
 }
 

@@ -85,17 +85,9 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
     .unwrap();
     let kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
     let topic = format!("test.quota-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: 2,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("broker reachable (deploy/local/stack up)");
+    admin::ensure_topics(&kafka, &[TopicSpec::plain(topic.clone(), 2)])
+        .await
+        .expect("broker reachable (deploy/local/stack up)");
 
     let started = chrono::Utc::now();
     for _ in 0..2 {

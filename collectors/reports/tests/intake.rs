@@ -46,17 +46,9 @@ async fn start() -> Intake {
     let conf = capsight_runtime::config::load::<Conf>(None).unwrap();
     let mut kafka = conf.kafka;
     kafka.topics.signals = format!("test.reports-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: kafka.topics.signals.clone(),
-            partitions: 2,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("broker reachable (deploy/local/stack up)");
+    admin::ensure_topics(&kafka, &[TopicSpec::plain(kafka.topics.signals.clone(), 2)])
+        .await
+        .expect("broker reachable (deploy/local/stack up)");
 
     let dir = std::env::temp_dir().join(format!("reports-{}", uuid::Uuid::new_v4()));
     let path = dir.join("tenants.toml");

@@ -100,17 +100,9 @@ async fn every_source_becomes_signals() {
     .unwrap();
     let kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
     let topic = format!("test.spot-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: topic.clone(),
-            partitions: 2,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("broker reachable (deploy/local/stack up)");
+    admin::ensure_topics(&kafka, &[TopicSpec::plain(topic.clone(), 2)])
+        .await
+        .expect("broker reachable (deploy/local/stack up)");
     let advisor = std::env::temp_dir().join(format!("advisor-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &advisor,

@@ -100,17 +100,9 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
 
     let mut kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
     kafka.topics.signals = format!("test.status-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(
-        &kafka,
-        &[TopicSpec {
-            name: kafka.topics.signals.clone(),
-            partitions: 3,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("broker reachable (deploy/local/stack up)");
+    admin::ensure_topics(&kafka, &[TopicSpec::plain(kafka.topics.signals.clone(), 3)])
+        .await
+        .expect("broker reachable (deploy/local/stack up)");
 
     let settings = StatusSettings {
         poll_interval: Duration::from_secs(60),

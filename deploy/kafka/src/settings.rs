@@ -133,6 +133,19 @@ pub struct TopicSpec {
     pub configs: Vec<(String, String)>,
 }
 
+impl TopicSpec {
+    /// A topic with `partitions`, replication 1 and no topic-level configs (single-broker
+    /// stacks, tests).
+    pub fn plain(name: impl Into<String>, partitions: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication: 1,
+            configs: Vec::new(),
+        }
+    }
+}
+
 impl TopicNames {
     /// The specs of the three capsight topics.
     pub fn specs(&self) -> Vec<TopicSpec> {

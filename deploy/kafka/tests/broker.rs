@@ -55,12 +55,7 @@ fn signal(i: usize) -> Signal {
 async fn signals_survive_the_broker_and_a_consumer_group_intact() {
     let kafka = settings();
     let topic = unique("test.signals");
-    let specs = [TopicSpec {
-        name: topic.clone(),
-        partitions: 3,
-        replication: 1,
-        configs: vec![],
-    }];
+    let specs = [TopicSpec::plain(topic.clone(), 3)];
     let created = admin::ensure_topics(&kafka, &specs)
         .await
         .expect("broker reachable at CAPSIGHT_KAFKA__BROKERS (run deploy/local/stack up)");

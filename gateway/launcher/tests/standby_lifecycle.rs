@@ -137,12 +137,7 @@ impl Env {
         admin::ensure_topics(
             &config.kafka,
             &[
-                TopicSpec {
-                    name: config.kafka.topics.signals.clone(),
-                    partitions: 1,
-                    replication: 1,
-                    configs: vec![],
-                },
+                TopicSpec::plain(config.kafka.topics.signals.clone(), 1),
                 TopicSpec {
                     name: config.kafka.topics.scores.clone(),
                     partitions: 1,

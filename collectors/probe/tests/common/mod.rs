@@ -232,17 +232,9 @@ pub async fn audit_rows(ch: &ClickHouseSettings) -> Vec<ProbeAuditRow> {
 /// A topic of its own on `kafka`.
 pub async fn topic(kafka: &KafkaSettings, prefix: &str) -> String {
     let name = format!("test.{prefix}-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(
-        kafka,
-        &[TopicSpec {
-            name: name.clone(),
-            partitions: 2,
-            replication: 1,
-            configs: vec![],
-        }],
-    )
-    .await
-    .expect("broker reachable");
+    admin::ensure_topics(kafka, &[TopicSpec::plain(name.clone(), 2)])
+        .await
+        .expect("broker reachable");
     name
 }
 

@@ -187,12 +187,7 @@ impl Harness {
         config.kafka.topics.signals = format!("test.launcher.{short}.signals");
         admin::ensure_topics(
             &config.kafka,
-            &[TopicSpec {
-                name: config.kafka.topics.signals.clone(),
-                partitions: 1,
-                replication: 1,
-                configs: vec![],
-            }],
+            &[TopicSpec::plain(config.kafka.topics.signals.clone(), 1)],
         )
         .await
         .expect("Kafka reachable (run deploy/local/stack up)");

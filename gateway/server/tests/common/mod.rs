@@ -203,12 +203,7 @@ impl Harness {
         conf.kafka.topics.scores = format!("test.gw.{short}.scores");
         conf.kafka.topics.signals = format!("test.gw.{short}.signals");
         conf.kafka.topics.signals_dlq = format!("test.gw.{short}.dlq");
-        let mut specs = vec![TopicSpec {
-            name: conf.kafka.topics.signals.clone(),
-            partitions: 1,
-            replication: 1,
-            configs: vec![],
-        }];
+        let mut specs = vec![TopicSpec::plain(conf.kafka.topics.signals.clone(), 1)];
         if create_scores_topic {
             specs.push(scores_topic(&conf.kafka.topics.scores));
         }
