@@ -6,7 +6,7 @@
 //! except `batch_max_interval`, `max_clock_skew`, `produce_timeout` and `retry_backoff`, which
 //! are wall clock.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::KafkaSettings;
@@ -62,6 +62,8 @@ pub struct ScorerSettings {
     /// Pause between retries of a batch whose writes failed.
     #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
+    /// Where `GET /healthz` is served (port 0 = any free port, logged at start).
+    pub health_listen: SocketAddr,
 }
 
 impl Default for ScorerSettings {
@@ -83,6 +85,7 @@ impl Default for ScorerSettings {
             max_clock_skew: Duration::from_secs(10 * 60),
             produce_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
+            health_listen: SocketAddr::from(([127, 0, 0, 1], 9471)),
         }
     }
 }

@@ -144,6 +144,14 @@ impl Engine {
         );
     }
 
+    /// Forgets every key (a rejoin: all of them are rebuilt before their next score); returns
+    /// how many.
+    pub fn clear(&mut self) -> usize {
+        let n = self.keys.len();
+        self.keys.clear();
+        n
+    }
+
     /// Forgets every key on one of `partitions`.
     pub fn drop_partitions(&mut self, partitions: &BTreeSet<i32>) -> usize {
         let before = self.keys.len();

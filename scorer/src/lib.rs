@@ -77,6 +77,21 @@ pub enum ScorerError {
     /// A blocking librdkafka call could not be run.
     #[error("kafka worker thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The `[kafka.consumer]` section is inconsistent.
+    #[error("invalid {0}")]
+    ConsumerConfig(String),
+    /// The consumer stalled and rejoining its group did not help: the process should exit
+    /// non-zero so its supervisor restarts it.
+    #[error("consumer stalled: {0}")]
+    Stalled(String),
+    /// The health endpoint could not be bound.
+    #[error("health endpoint {addr}: {source}")]
+    Health {
+        /// `scorer.health_listen`.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
 }
 
 impl ScorerError {
@@ -91,7 +106,26 @@ impl ScorerError {
 
 /// Runs the scorer until `shutdown` fires, then drains: the open batch is flushed (or left for
 /// replay if its writes cannot complete), stored offsets are committed, the producer is flushed.
+/// Serves `GET /healthz` on `scorer.health_listen` meanwhile (unhealthy while the consumer is
+/// stalled). Returns [`ScorerError::Stalled`] when the consumer stalled for good.
 pub async fn run(config: ScorerConfig, shutdown: Shutdown) -> Result<(), ScorerError> {
     config.scorer.validate()?;
-    pipeline::Pipeline::new(&config)?.run(shutdown).await
+    config
+        .kafka
+        .consumer
+        .validate()
+        .map_err(ScorerError::ConsumerConfig)?;
+    let pipeline = pipeline::Pipeline::new(&config)?;
+    let liveness = pipeline.watch(&shutdown);
+    let health = liveness.clone();
+    let check: capsight_runtime::health::Check =
+        std::sync::Arc::new(move || match health.health() {
+            capsight_kafka::liveness::Health::Stalled { reason } => Err(reason),
+            _ => Ok(()),
+        });
+    let addr = config.scorer.health_listen;
+    capsight_runtime::health::serve(addr, vec![("consumer", check)], shutdown.clone())
+        .await
+        .map_err(|source| ScorerError::Health { addr, source })?;
+    pipeline.run(shutdown, liveness).await
 }

@@ -13,11 +13,19 @@
 //!   owner replays them) and so is the window state of their keys; on assignment, the assigned
 //!   partitions' keys are forgotten too, so each is rebuilt from ClickHouse before its first
 //!   score is published again;
-//! * the librdkafka calls that block (commit, flush, close) run on blocking threads.
+//! * the librdkafka calls that block (commit, flush, close) run on blocking threads;
+//! * liveness ([`capsight_kafka::liveness`]): a watchdog compares the topic's high watermarks
+//!   with the offsets stored here and the group's committed offsets. When the scorer has lag
+//!   and no progress for `kafka.consumer.stall_after` (e.g. its session timed out and the group
+//!   never gave its partitions back), its health turns unhealthy and it rejoins with a new
+//!   client: everything in flight is dropped as on a full revocation (replayed from the
+//!   committed offsets, idempotently). When rejoining does not help, [`Pipeline::run`] returns
+//!   [`ScorerError::Stalled`] and the process exits non-zero for its supervisor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use capsight_kafka::liveness::{Liveness, Membership, Recovery, Watchdog};
 use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TopicNames};
 use capsight_proto::codec;
 use capsight_proto::domain::{CapacityKey, Signal};
@@ -38,7 +46,7 @@ use crate::config::{ScorerConfig, ScorerSettings};
 use crate::engine::{Engine, Outputs};
 use crate::store::{Store, signal_rows};
 
-/// How often the counters are logged.
+/// How often the counters are logged (when they moved).
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The header naming where a dead letter came from: `topic/partition/offset`.
@@ -164,6 +172,7 @@ struct Stats {
 /// The running scorer.
 pub struct Pipeline {
     settings: ScorerSettings,
+    kafka: KafkaSettings,
     topics: TopicNames,
     consumer: Arc<StreamConsumer<ScorerContext>>,
     producer: FutureProducer,
@@ -171,6 +180,7 @@ pub struct Pipeline {
     engine: Engine,
     events: Arc<Mutex<Vec<RebalanceEvent>>>,
     stats: Stats,
+    logged_messages: Option<u64>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -219,30 +229,60 @@ impl Pipeline {
     pub fn new(config: &ScorerConfig) -> Result<Self, ScorerError> {
         let settings = config.scorer.clone();
         let events = Arc::new(Mutex::new(Vec::new()));
-        let context = ScorerContext {
-            topic: config.kafka.topics.signals.clone(),
-            events: Arc::clone(&events),
-        };
-        let consumer: StreamConsumer<ScorerContext> = config
-            .kafka
-            .consumer_config("scorer", &settings.group_id)
-            .create_with_context(context)
-            .map_err(kafka_err("create consumer"))?;
+        let consumer = consumer(&config.kafka, &settings, &events)?;
         let producer = producer(&config.kafka, &settings)?;
         Ok(Self {
             engine: Engine::new(settings.clone()),
             settings,
+            kafka: config.kafka.clone(),
             topics: config.kafka.topics.clone(),
-            consumer: Arc::new(consumer),
+            consumer,
             producer,
             store: Store::new(&config.clickhouse)?,
             events,
             stats: Stats::default(),
+            logged_messages: None,
         })
     }
 
+    /// Starts the watchdog of this scorer's consumer (see the module contract); its health is
+    /// what the scorer's health endpoint reports.
+    pub fn watch(&self, shutdown: &Shutdown) -> Liveness {
+        let stop = shutdown.clone();
+        Watchdog::spawn(
+            "scorer",
+            self.topics.signals.clone(),
+            Membership::Group(self.settings.group_id.clone()),
+            &self.kafka,
+            Arc::clone(&self.consumer) as _,
+            async move { stop.wait().await },
+        )
+    }
+
+    /// Drops the client and everything in flight (as on a full revocation: the committed
+    /// offsets are replayed) and subscribes with a new client, a new group member.
+    fn rejoin(&mut self, batch: &mut Vec<Item>, liveness: &Liveness) -> Result<(), ScorerError> {
+        let dropped_messages = batch.len();
+        batch.clear();
+        self.apply_rebalances(batch);
+        let dropped_keys = self.engine.clear();
+        let fresh = consumer(&self.kafka, &self.settings, &self.events)?;
+        fresh
+            .subscribe(&[&self.topics.signals])
+            .map_err(kafka_err("subscribe"))?;
+        let old = std::mem::replace(&mut self.consumer, Arc::clone(&fresh));
+        liveness.replace(fresh);
+        // closing may wait for a coordinator that does not answer: never on this task
+        std::thread::spawn(move || drop(old));
+        warn!(
+            dropped_messages,
+            dropped_keys, "scorer rejoined its group with a new consumer"
+        );
+        Ok(())
+    }
+
     /// Consumes until `shutdown` fires, then drains (see the module contract).
-    pub async fn run(mut self, shutdown: Shutdown) -> Result<(), ScorerError> {
+    pub async fn run(mut self, shutdown: Shutdown, liveness: Liveness) -> Result<(), ScorerError> {
         self.consumer
             .subscribe(&[&self.topics.signals])
             .map_err(kafka_err("subscribe"))?;
@@ -252,7 +292,7 @@ impl Pipeline {
             window = ?self.settings.window,
             "scorer consuming"
         );
-        let consumer = Arc::clone(&self.consumer);
+        let mut consumer = Arc::clone(&self.consumer);
         let mut batch: Vec<Item> = Vec::new();
         let mut started: Option<Instant> = None;
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
@@ -262,9 +302,24 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
-                _ = progress.tick() => self.log_progress("scorer progress"),
+                _ = progress.tick() => {
+                    if self.logged_messages != Some(self.stats.messages) {
+                        self.logged_messages = Some(self.stats.messages);
+                        self.log_progress("scorer progress");
+                    }
+                }
+                recovery = liveness.recover_requested() => match recovery {
+                    Recovery::Rejoin => {
+                        self.rejoin(&mut batch, &liveness)?;
+                        consumer = Arc::clone(&self.consumer);
+                    }
+                    Recovery::GiveUp(reason) => {
+                        self.log_progress("scorer stalled");
+                        return Err(ScorerError::Stalled(reason));
+                    }
+                },
                 () = sleep_until(deadline) => {
-                    self.flush(&mut batch, &shutdown).await;
+                    self.flush(&mut batch, &shutdown, &liveness).await;
                 }
                 msg = consumer.recv() => {
                     self.apply_rebalances(&mut batch);
@@ -276,7 +331,7 @@ impl Pipeline {
                                 self.settings.max_clock_skew,
                             ));
                             if batch.len() >= self.settings.batch_max_rows {
-                                self.flush(&mut batch, &shutdown).await;
+                                self.flush(&mut batch, &shutdown, &liveness).await;
                             }
                         }
                         Err(e) => {
@@ -299,7 +354,7 @@ impl Pipeline {
             "scorer stopping: flushing the open batch"
         );
         self.apply_rebalances(&mut batch);
-        self.flush(&mut batch, &shutdown).await;
+        self.flush(&mut batch, &shutdown, &liveness).await;
         let c = Arc::clone(&self.consumer);
         match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await?
         {
@@ -357,7 +412,7 @@ impl Pipeline {
     }
 
     /// Processes and writes a batch, then stores its offsets.
-    async fn flush(&mut self, batch: &mut Vec<Item>, shutdown: &Shutdown) {
+    async fn flush(&mut self, batch: &mut Vec<Item>, shutdown: &Shutdown, liveness: &Liveness) {
         // a revocation seen during the last poll may have taken some of these messages away
         self.apply_rebalances(batch);
         if batch.is_empty() {
@@ -463,6 +518,10 @@ impl Pipeline {
         if let Err(e) = self.consumer.store_offsets(&tpl) {
             // a partition was revoked meanwhile: its next owner replays it (idempotently)
             warn!(error = %e, "storing offsets failed");
+        } else {
+            for (partition, offset) in &next {
+                liveness.processed(*partition, *offset);
+            }
         }
 
         self.stats.batches += 1;
@@ -547,6 +606,23 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// A consumer of the signals topic in the scorer's group, recording rebalances in `events`.
+fn consumer(
+    kafka: &KafkaSettings,
+    settings: &ScorerSettings,
+    events: &Arc<Mutex<Vec<RebalanceEvent>>>,
+) -> Result<Arc<StreamConsumer<ScorerContext>>, ScorerError> {
+    let context = ScorerContext {
+        topic: kafka.topics.signals.clone(),
+        events: Arc::clone(events),
+    };
+    kafka
+        .consumer_config("scorer", &settings.group_id)
+        .create_with_context(context)
+        .map(Arc::new)
+        .map_err(kafka_err("create consumer"))
 }
 
 /// The scores and dead-letter producer: idempotent, `acks=all`, deliveries bounded by

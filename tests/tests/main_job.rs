@@ -9,7 +9,6 @@
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -17,6 +16,7 @@ use std::{
 };
 
 use capsight_e2e::{bin, repo_root};
+use capsight_testkit::process::ChildGuard;
 
 const DEMO_SECS: u64 = 60;
 
@@ -42,22 +42,24 @@ fn the_demo_shows_scores_runs_a_launch_and_stops_by_itself() {
         .and_then(|debug| debug.parent())
         .unwrap()
         .to_path_buf();
-    let mut child = Command::new("bash")
-        .arg(root.join("deploy/local/stack"))
-        .args(["demo", "--for", &DEMO_SECS.to_string()])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("CAPSIGHT_DEMO_SKIP_BUILD", "1")
-        .env("CAPSIGHT_DEMO_INTERVAL", "5")
-        .env_remove("CAPSIGHT_API_KEY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    // killed with every component it started if this test fails
+    let mut child = ChildGuard::spawn_group(
+        "deploy/local/stack demo",
+        Command::new("bash")
+            .arg(root.join("deploy/local/stack"))
+            .args(["demo", "--for", &DEMO_SECS.to_string()])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("CAPSIGHT_DEMO_SKIP_BUILD", "1")
+            .env("CAPSIGHT_DEMO_INTERVAL", "5")
+            .env_remove("CAPSIGHT_API_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let output = Arc::new(Mutex::new(String::new()));
+    let (stdout, stderr) = child.take_output();
     let readers: Vec<_> = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
+        Box::new(stdout.unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(stderr.unwrap()),
     ]
     .into_iter()
     .map(|stream| {
@@ -74,19 +76,14 @@ fn the_demo_shows_scores_runs_a_launch_and_stops_by_itself() {
     let text = || output.lock().unwrap().clone();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(DEMO_SECS + 240);
-    let kill_and_fail = |child: &mut std::process::Child, why: &str, out: String| -> ! {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .status();
-        let _ = child.wait();
-        panic!("{why}\n{out}");
-    };
 
     // the first scores table: every component is up
     while !text().contains(" keys (") {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            kill_and_fail(&mut child, "no scores table from the demo", text());
-        }
+        assert!(
+            Instant::now() <= deadline && child.wait_for(Duration::ZERO).is_none(),
+            "no scores table from the demo\n{}",
+            text()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let api_key = std::fs::read_to_string(root.join(".capsight/demo/api-key")).unwrap();
@@ -110,28 +107,20 @@ fn the_demo_shows_scores_runs_a_launch_and_stops_by_itself() {
         .to_owned();
     let mut status = String::new();
     while !status.contains(" running ") {
-        if Instant::now() > deadline {
-            kill_and_fail(
-                &mut child,
-                &format!("launch {job} never ran:\n{status}"),
-                text(),
-            );
-        }
+        assert!(
+            Instant::now() <= deadline,
+            "launch {job} never ran:\n{status}\n{}",
+            text()
+        );
         std::thread::sleep(Duration::from_millis(500));
         status = capsight(&["status", &job], api_key);
         assert!(!status.contains(" failed "), "{status}");
     }
 
     // it stops by itself
-    let exit = loop {
-        if let Some(exit) = child.try_wait().unwrap() {
-            break exit;
-        }
-        if Instant::now() > deadline {
-            kill_and_fail(&mut child, "the demo did not stop after --for", text());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let exit = child
+        .wait_for(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_else(|| panic!("the demo did not stop after --for\n{}", text()));
     for r in readers {
         r.join().unwrap();
     }

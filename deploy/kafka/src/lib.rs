@@ -7,6 +7,8 @@
 //! * [`TopicNames`] / [`TopicSpec`]: the three topics (`capsight.signals.v1`,
 //!   `capsight.scores.v1` compacted, `capsight.signals.dlq.v1`) and how they are created.
 //! * [`admin::ensure_topics`] creates missing topics idempotently.
+//! * [`liveness`]: every long-running consumer's lag, progress, health and recovery from a
+//!   lost group membership ([`ConsumerSettings`], `[kafka.consumer]`).
 //!
 //! Producers built from [`KafkaSettings::producer_config`] are idempotent with `acks=all`.
 //! Consumers built from [`KafkaSettings::consumer_config`] never store offsets by themselves
@@ -14,9 +16,10 @@
 //! covers are durable, and librdkafka commits stored offsets periodically.
 
 pub mod admin;
+pub mod liveness;
 mod settings;
 
-pub use settings::{KafkaSettings, TopicNames, TopicSpec};
+pub use settings::{ConsumerSettings, KafkaSettings, TopicNames, TopicSpec};
 
 /// The header carrying the dead-letter reason on `capsight.signals.dlq.v1`.
 pub const DLQ_REASON_HEADER: &str = "capsight-dlq-reason";

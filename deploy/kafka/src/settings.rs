@@ -19,6 +19,8 @@ pub struct KafkaSettings {
     pub request_timeout: Duration,
     /// Topic names and shapes.
     pub topics: TopicNames,
+    /// Group membership timeouts and stall detection of every long-running consumer.
+    pub consumer: ConsumerSettings,
     /// Raw librdkafka properties applied after everything else (e.g. `security.protocol`,
     /// `sasl.mechanism`, `ssl.ca.location`, `linger.ms`). Underscores in names are read as dots
     /// (`sasl_password` = `sasl.password`), since environment variable names cannot hold dots.
@@ -72,6 +74,7 @@ impl fmt::Debug for KafkaSettings {
             .field("client_id", &self.client_id)
             .field("request_timeout", &self.request_timeout)
             .field("topics", &self.topics)
+            .field("consumer", &self.consumer)
             .field("properties", &props)
             .finish()
     }
@@ -84,8 +87,80 @@ impl Default for KafkaSettings {
             client_id: "capsight".into(),
             request_timeout: Duration::from_secs(30),
             topics: TopicNames::default(),
+            consumer: ConsumerSettings::default(),
             properties: BTreeMap::new(),
         }
+    }
+}
+
+/// The `[kafka.consumer]` section: how long-running consumers keep their group membership and
+/// when they count as stalled.
+///
+/// The timeouts are chosen for a loaded broker, not for test speed: a heartbeat waits behind an
+/// offset commit on the coordinator connection (brokers answer one connection's requests in
+/// order), so the session timeout must be far above the slowest commit a busy broker serves,
+/// and commits are spaced so that they stay a small share of that connection's traffic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSettings {
+    /// `session.timeout.ms`: a member silent this long is removed from its group.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// `heartbeat.interval.ms`: at most a third of the session timeout.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// `auto.commit.interval.ms`: how often stored offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// A consumer with lag and no progress for this long is stalled: its health turns
+    /// unhealthy and it rejoins with a new client. Longer than the session timeout, so the
+    /// rebalance after a member died is not mistaken for a stall.
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// How often lag and progress are checked.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Rejoins with a new client, without progress in between, before the consumer gives up
+    /// and its process exits non-zero for its supervisor to restart it.
+    pub max_recoveries: u32,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self {
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(3),
+            commit_interval: Duration::from_secs(5),
+            stall_after: Duration::from_secs(120),
+            check_interval: Duration::from_secs(10),
+            max_recoveries: 2,
+        }
+    }
+}
+
+impl ConsumerSettings {
+    /// Checks the relations the defaults keep; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let ms = |d: Duration| d.as_millis();
+        if self.session_timeout.is_zero() || self.heartbeat_interval.is_zero() {
+            return Err("kafka.consumer.session_timeout and heartbeat_interval must be > 0".into());
+        }
+        if ms(self.heartbeat_interval) * 3 > ms(self.session_timeout) {
+            return Err(format!(
+                "kafka.consumer.heartbeat_interval ({:?}) must be at most a third of session_timeout ({:?})",
+                self.heartbeat_interval, self.session_timeout
+            ));
+        }
+        if self.commit_interval.is_zero() || self.check_interval.is_zero() {
+            return Err("kafka.consumer.commit_interval and check_interval must be > 0".into());
+        }
+        if self.stall_after <= self.session_timeout {
+            return Err(format!(
+                "kafka.consumer.stall_after ({:?}) must be longer than session_timeout ({:?})",
+                self.stall_after, self.session_timeout
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -206,7 +281,14 @@ impl KafkaSettings {
     /// offsets automatically, and stores an offset only when told to.
     pub fn consumer_config(&self, role: &str, group: &str) -> ClientConfig {
         let mut c = self.base(role);
+        let ms = |d: Duration| d.as_millis().max(1).to_string();
         c.set("group.id", group)
+            .set("session.timeout.ms", ms(self.consumer.session_timeout))
+            .set(
+                "heartbeat.interval.ms",
+                ms(self.consumer.heartbeat_interval),
+            )
+            .set("auto.commit.interval.ms", ms(self.consumer.commit_interval))
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -244,6 +326,19 @@ mod tests {
         let c = KafkaSettings::default().consumer_config("scorer", "g");
         assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(c.get("group.id"), Some("g"));
+        assert_eq!(c.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(c.get("auto.commit.interval.ms"), Some("5000"));
+    }
+
+    #[test]
+    fn consumer_timeouts_are_checked_against_each_other() {
+        let mut c = ConsumerSettings::default();
+        c.validate().unwrap();
+        c.heartbeat_interval = Duration::from_secs(20);
+        assert!(c.validate().unwrap_err().contains("heartbeat_interval"));
+        c.heartbeat_interval = Duration::from_secs(3);
+        c.stall_after = Duration::from_secs(30);
+        assert!(c.validate().unwrap_err().contains("stall_after"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! * [`config`]: layered configuration (embedded defaults < file < `CAPSIGHT_` environment);
 //! * [`telemetry`]: tracing initialisation from config;
+//! * [`health`]: the `GET /healthz` endpoint supervisors probe;
 //! * [`periodic`]: run work now and then every interval until shutdown;
 //! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
 //!   of a process watches.
@@ -10,6 +11,7 @@
 //! `capsight-clickhouse`, `capsight-amqp`); a binary's config struct composes them.
 
 pub mod config;
+pub mod health;
 pub mod periodic;
 pub mod shutdown;
 pub mod telemetry;

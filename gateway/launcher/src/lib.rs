@@ -48,6 +48,17 @@ pub enum StartError {
     /// The signal publisher.
     #[error(transparent)]
     Publisher(#[from] capsight_publisher::PublishError),
+    /// The warm standby's events consumer (could not start, or stalled for good).
+    #[error(transparent)]
+    Standby(#[from] standby::StandbyError),
+    /// The health endpoint could not be bound.
+    #[error("health endpoint {addr}: {source}")]
+    Health {
+        /// `launcher.health_listen`.
+        addr: std::net::SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
 }
 
 /// Builds the worker from `config` and runs it until `shutdown` fires; then flushes the
@@ -78,7 +89,27 @@ pub async fn run(
         registry.clone(),
         config.launcher.standby.clone(),
     );
-    let standby = tokio::spawn(standby.run(config.kafka.clone(), shutdown.clone()));
+    let (standby_live, consuming) = standby.start(config.kafka.clone(), shutdown.clone())?;
+    let standby = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            let consumed = consuming.await;
+            if consumed.is_err() {
+                // a launcher deaf to interruption warnings must not look healthy: stop it so
+                // that its supervisor restarts it (jobs in flight are redelivered)
+                shutdown.trigger();
+            }
+            consumed
+        }
+    });
+    let check: capsight_runtime::health::Check = Arc::new(move || match standby_live.health() {
+        capsight_kafka::liveness::Health::Stalled { reason } => Err(reason),
+        _ => Ok(()),
+    });
+    let addr = config.launcher.health_listen;
+    capsight_runtime::health::serve(addr, vec![("standby-events", check)], shutdown.clone())
+        .await
+        .map_err(|source| StartError::Health { addr, source })?;
     let launcher = Arc::new(worker::Launcher::new(
         config.launcher.clone(),
         config.amqp.clone(),
@@ -91,9 +122,11 @@ pub async fn run(
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
     let _ = reaper.await;
-    if let Ok(Err(e)) = standby.await {
-        tracing::error!(error = %e, "warm standby stopped with an error");
-    }
+    let standby = standby.await;
     signals.flush(Duration::from_secs(30)).await?;
+    if let Ok(Err(e)) = standby {
+        tracing::error!(error = %e, "warm standby stopped with an error");
+        return Err(e.into());
+    }
     Ok(())
 }

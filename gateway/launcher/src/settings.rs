@@ -41,6 +41,9 @@ pub struct LauncherSettings {
     /// `provisioning`, `launched` = the cloud answered, `running`) the process kills itself with
     /// SIGKILL, so crash recovery can be tested at every state.
     pub crash_after: String,
+    /// Where `GET /healthz` is served (port 0 = any free port, logged at start): 503 while the
+    /// warm standby's events consumer is stalled.
+    pub health_listen: std::net::SocketAddr,
     /// `[launcher.lifecycle]`: maximum lifetime and idle TTL reaper.
     #[serde(default)]
     pub lifecycle: crate::lifecycle::LifecycleSettings,
@@ -61,6 +64,7 @@ impl Default for LauncherSettings {
             cancel_sweep_interval: Duration::from_secs(10),
             scores_max_age: Duration::from_secs(86_400),
             crash_after: String::new(),
+            health_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9472)),
             lifecycle: crate::lifecycle::LifecycleSettings::default(),
             standby: crate::standby::StandbySettings::default(),
         }

@@ -40,7 +40,10 @@ use capsight_cloud::{
     Region, ZoneId,
 };
 use capsight_gateway::clouds::TenantClouds;
-use capsight_kafka::KafkaSettings;
+use capsight_kafka::{
+    KafkaSettings,
+    liveness::{Liveness, Membership, Recovery, Watchdog},
+};
 use capsight_proto::{
     codec,
     domain::{InstanceEventKind, Payload},
@@ -92,6 +95,9 @@ pub enum StandbyError {
     /// Kafka.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The events consumer stalled and rejoining its group did not help.
+    #[error("instance events consumer stalled: {0}")]
+    Stalled(String),
 }
 
 impl From<StoreError> for StandbyError {
@@ -270,11 +276,47 @@ impl Standby {
     }
 
     /// Consumes instance events and advances managed jobs every `interval` until `shutdown`.
+    /// `liveness` watches the consumer (see [`capsight_kafka::liveness`]): a stalled consumer
+    /// rejoins its group with a new client; when that does not help this returns
+    /// [`StandbyError::Stalled`].
     pub async fn run(self, kafka: KafkaSettings, shutdown: Shutdown) -> Result<(), StandbyError> {
-        let consumer: StreamConsumer = kafka
-            .consumer_config("launcher-standby", &self.settings.consumer_group)
-            .create()?;
-        consumer.subscribe(&[&kafka.topics.signals])?;
+        let (_, consuming) = self.start(kafka, shutdown)?;
+        consuming.await
+    }
+
+    /// [`Standby::run`] in two steps: joins the group and starts the watchdog now, and returns
+    /// the consumer's liveness (for the health endpoint) with the future that consumes.
+    pub fn start(
+        self,
+        kafka: KafkaSettings,
+        shutdown: Shutdown,
+    ) -> Result<
+        (
+            Liveness,
+            impl Future<Output = Result<(), StandbyError>> + Send + 'static,
+        ),
+        StandbyError,
+    > {
+        let consumer = self.consumer(&kafka)?;
+        let stop = shutdown.clone();
+        let live = Watchdog::spawn(
+            "launcher-standby",
+            kafka.topics.signals.clone(),
+            Membership::Group(self.settings.consumer_group.clone()),
+            &kafka,
+            Arc::clone(&consumer) as _,
+            async move { stop.wait().await },
+        );
+        Ok((live.clone(), self.consume(kafka, shutdown, consumer, live)))
+    }
+
+    async fn consume(
+        self,
+        kafka: KafkaSettings,
+        shutdown: Shutdown,
+        mut consumer: Arc<StreamConsumer>,
+        live: Liveness,
+    ) -> Result<(), StandbyError> {
         tracing::info!(topic = %kafka.topics.signals, group = %self.settings.consumer_group, "warm standby consuming instance events");
         let sweeper = self.clone();
         let sweep_shutdown = shutdown.clone();
@@ -291,9 +333,21 @@ impl Standby {
             )
             .await;
         });
-        loop {
+        let outcome = loop {
             let msg = tokio::select! {
-                () = shutdown.wait() => break,
+                () = shutdown.wait() => break Ok(()),
+                recovery = live.recover_requested() => match recovery {
+                    Recovery::Rejoin => {
+                        let fresh = self.consumer(&kafka)?;
+                        let old = std::mem::replace(&mut consumer, fresh);
+                        live.replace(Arc::clone(&consumer) as _);
+                        // closing may wait for a coordinator that does not answer
+                        std::thread::spawn(move || drop(old));
+                        tracing::warn!("warm standby rejoined its group with a new consumer");
+                        continue;
+                    }
+                    Recovery::GiveUp(reason) => break Err(StandbyError::Stalled(reason)),
+                },
                 m = consumer.recv() => m,
             };
             let msg = match msg {
@@ -329,12 +383,22 @@ impl Standby {
                     }
                 }
             }
-            if let Err(e) = consumer.store_offset_from_message(&msg) {
-                tracing::warn!(error = %e, "storing an offset failed");
+            match consumer.store_offset_from_message(&msg) {
+                Ok(()) => live.processed(msg.partition(), msg.offset() + 1),
+                Err(e) => tracing::warn!(error = %e, "storing an offset failed"),
             }
-        }
+        };
         let _ = sweeps.await;
-        Ok(())
+        outcome
+    }
+
+    /// A new member of the standby's consumer group, subscribed to the signals topic.
+    fn consumer(&self, kafka: &KafkaSettings) -> Result<Arc<StreamConsumer>, StandbyError> {
+        let consumer: StreamConsumer = kafka
+            .consumer_config("launcher-standby", &self.settings.consumer_group)
+            .create()?;
+        consumer.subscribe(&[&kafka.topics.signals])?;
+        Ok(Arc::new(consumer))
     }
 
     /// Running jobs that asked for a standby, with their request and transitions.

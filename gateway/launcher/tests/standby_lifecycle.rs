@@ -1177,6 +1177,7 @@ retry_max_delay = "20ms"
 poll_interval = "200ms"
 cancel_sweep_interval = "500ms"
 reconnect_delay = "500ms"
+health_listen = "127.0.0.1:0"
 
 [launcher.lifecycle]
 interval = "500ms"

@@ -8,8 +8,10 @@
 //!
 //! Contracts:
 //! * **Ready**: health is `NOT_SERVING` (overall and per service) until the scores view has read
-//!   the compacted scores topic to the end found at start; score-reading RPCs answer
-//!   `UNAVAILABLE` until then.
+//!   the compacted scores topic to the end found at start, and again while the view's reader is
+//!   stalled (lag and no progress, see [`view`]); score-reading RPCs answer `UNAVAILABLE` until
+//!   the view is ready. A view that stays stalled after re-reading stops the gateway (non-zero
+//!   exit for the supervisor).
 //! * **Tenancy**: every capsight RPC is admitted by [`auth::Tenancy`] (API key, per-tenant
 //!   governor limit -> `RESOURCE_EXHAUSTED`). Tenants see global scores and only their own
 //!   launches (every launch read filters on the tenant id).
@@ -81,14 +83,16 @@ pub struct Running {
     /// The scores view (tests wait on it).
     pub view: Arc<ScoresView>,
     server: JoinHandle<Result<(), GatewayError>>,
+    view_task: JoinHandle<Result<(), GatewayError>>,
 }
 
 impl Running {
-    /// Waits for the server to stop (after the shutdown signal).
+    /// Waits for the server to stop (after the shutdown signal); an error when the server
+    /// failed or the scores view stalled for good (the process should exit non-zero).
     pub async fn join(self) -> Result<(), GatewayError> {
-        self.server
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?
+        let join = |e: tokio::task::JoinError| GatewayError::Internal(e.to_string());
+        self.server.await.map_err(join)??;
+        self.view_task.await.map_err(join)?
     }
 }
 
@@ -152,26 +156,42 @@ pub async fn start(
             .await;
     }
     {
+        // SERVING once the view is ready, NOT_SERVING while its reader is stalled
         let view = Arc::clone(&view);
         let health = health.clone();
         tokio::spawn(async move {
             view.wait_ready().await;
-            health.set_service_status("", ServingStatus::Serving).await;
-            for s in SERVICES {
-                health.set_service_status(s, ServingStatus::Serving).await;
+            let mut liveness = view.watch_health();
+            loop {
+                let status = if liveness.borrow_and_update().is_healthy() {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                for s in SERVICES {
+                    health.set_service_status(s, status).await;
+                }
+                if liveness.changed().await.is_err() {
+                    return;
+                }
             }
         });
     }
-    {
+    let view_task = {
         let view = Arc::clone(&view);
         let kafka = config.kafka.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = view::follow(view, kafka, shutdown).await {
-                tracing::error!(error = %e, "scores view stopped");
+            let followed = view::follow(view, kafka, shutdown.clone()).await;
+            if let Err(e) = &followed {
+                // a gateway whose scores stopped moving must not go on serving them
+                tracing::error!(error = %e, "scores view stopped: shutting the gateway down");
+                shutdown.trigger();
             }
-        });
-    }
+            followed
+        })
+    };
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(capsight_proto::FILE_DESCRIPTOR_SET)
@@ -231,5 +251,10 @@ pub async fn start(
         }
         served
     });
-    Ok(Running { addr, view, server })
+    Ok(Running {
+        addr,
+        view,
+        server,
+        view_task,
+    })
 }

@@ -11,6 +11,11 @@
 //! * Every record whose label differs from the key's previous label (or whose key is new)
 //!   becomes a [`Transition`] on a broadcast channel; slow watchers lose the oldest transitions
 //!   (they are told how many) rather than slowing the view.
+//! * Liveness: a watchdog ([`capsight_kafka::liveness`], `[kafka.consumer]`) compares the
+//!   records read with the high watermarks; a view that lags and does not progress for
+//!   `stall_after` turns unhealthy ([`ScoresView::watch_health`], the gateway's gRPC health
+//!   goes `NOT_SERVING`) and re-reads the topic with a new reader; when that does not help,
+//!   [`follow`] returns an error and the gateway stops.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -19,7 +24,10 @@ use std::{
     time::Duration,
 };
 
-use capsight_kafka::KafkaSettings;
+use capsight_kafka::{
+    KafkaSettings,
+    liveness::{Health, Membership, Recovery, Watchdog},
+};
 use capsight_proto::{
     codec,
     domain::{Label, Score},
@@ -47,6 +55,7 @@ pub struct Transition {
 pub struct ScoresView {
     scores: RwLock<BTreeMap<String, Arc<Score>>>,
     ready: watch::Sender<bool>,
+    health: watch::Sender<Health>,
     transitions: broadcast::Sender<Transition>,
 }
 
@@ -56,6 +65,7 @@ impl ScoresView {
         Arc::new(Self {
             scores: RwLock::default(),
             ready: watch::channel(false).0,
+            health: watch::channel(Health::Starting).0,
             transitions: broadcast::channel(4096).0,
         })
     }
@@ -127,6 +137,12 @@ impl ScoresView {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// The reader's liveness: [`Health::Stalled`] while the view lags behind the topic and
+    /// does not progress (see [`capsight_kafka::liveness`]).
+    pub fn watch_health(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+
     /// Label transitions from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Transition> {
         self.transitions.subscribe()
@@ -134,38 +150,28 @@ impl ScoresView {
 }
 
 /// Reads the scores topic into `view` until `shutdown` fires (see the module contract).
+/// Returns an error when the reader stalled for good (the gateway then stops, for its
+/// supervisor to restart it).
 pub async fn follow(
     view: Arc<ScoresView>,
     kafka: KafkaSettings,
     shutdown: Shutdown,
 ) -> Result<(), GatewayError> {
-    let group = format!("capsight-gateway-view-{}", uuid::Uuid::new_v4().simple());
-    let consumer: StreamConsumer = kafka
-        .consumer_config("gateway-view", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| GatewayError::unavailable("kafka", e))?;
-    let consumer = Arc::new(consumer);
     let topic = kafka.topics.scores.clone();
-    let timeout = kafka.request_timeout;
-
-    // wait for the topic to exist, then assign all its partitions from the beginning
-    let mut pending = loop {
-        let c = Arc::clone(&consumer);
-        let t = topic.clone();
-        let found = tokio::task::spawn_blocking(move || assign_all(&c, &t, timeout))
-            .await
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        match found {
-            Ok(Some(highs)) => break highs,
-            Ok(None) => tracing::warn!(%topic, "scores topic has no partitions yet; waiting"),
-            Err(e) => tracing::warn!(%topic, error = %e, "cannot read scores topic metadata"),
-        }
-        tokio::select! {
-            () = shutdown.wait() => return Ok(()),
-            () = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
+    let Some((mut consumer, mut pending)) = connect(&kafka, &shutdown).await? else {
+        return Ok(());
     };
+    let stop = shutdown.clone();
+    let liveness = Watchdog::spawn(
+        "gateway-view",
+        topic.clone(),
+        Membership::Assigned,
+        &kafka,
+        Arc::clone(&consumer) as _,
+        async move { stop.wait().await },
+    );
+    let mut health = liveness.watch_health();
+    view.health.send_replace(health.borrow_and_update().clone());
     if pending.is_empty() {
         view.mark_ready();
         tracing::info!(%topic, "scores view ready (topic empty)");
@@ -173,6 +179,30 @@ pub async fn follow(
     loop {
         let msg = tokio::select! {
             () = shutdown.wait() => return Ok(()),
+            Ok(()) = health.changed() => {
+                view.health.send_replace(health.borrow_and_update().clone());
+                continue;
+            }
+            recovery = liveness.recover_requested() => match recovery {
+                Recovery::Rejoin => {
+                    // a new client re-reads the topic from the beginning: applying a record
+                    // twice changes nothing (same score, no transition)
+                    let Some((fresh, highs)) = connect(&kafka, &shutdown).await? else {
+                        return Ok(());
+                    };
+                    let old = std::mem::replace(&mut consumer, fresh);
+                    liveness.replace(Arc::clone(&consumer) as _);
+                    std::thread::spawn(move || drop(old));
+                    if !view.is_ready() {
+                        pending = highs;
+                    }
+                    tracing::warn!(%topic, "scores view re-reading with a new consumer");
+                    continue;
+                }
+                Recovery::GiveUp(reason) => {
+                    return Err(GatewayError::unavailable("kafka", format!("scores view stalled: {reason}")));
+                }
+            },
             m = consumer.recv() => m,
         };
         let msg = match msg {
@@ -183,6 +213,7 @@ pub async fn follow(
                 continue;
             }
         };
+        liveness.processed(msg.partition(), msg.offset() + 1);
         let kafka_key = msg
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -209,6 +240,40 @@ pub async fn follow(
                     tracing::info!(%topic, keys = view.len(), "scores view ready");
                 }
             }
+        }
+    }
+}
+
+/// A new reader with every partition of the scores topic assigned from the beginning (waiting
+/// for the topic to exist), and the non-empty partitions' high watermarks; `None` when
+/// `shutdown` fired first.
+async fn connect(
+    kafka: &KafkaSettings,
+    shutdown: &Shutdown,
+) -> Result<Option<(Arc<StreamConsumer>, HashMap<i32, i64>)>, GatewayError> {
+    let group = format!("capsight-gateway-view-{}", uuid::Uuid::new_v4().simple());
+    let consumer: StreamConsumer = kafka
+        .consumer_config("gateway-view", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| GatewayError::unavailable("kafka", e))?;
+    let consumer = Arc::new(consumer);
+    let topic = &kafka.topics.scores;
+    let timeout = kafka.request_timeout;
+    loop {
+        let c = Arc::clone(&consumer);
+        let t = topic.clone();
+        let found = tokio::task::spawn_blocking(move || assign_all(&c, &t, timeout))
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        match found {
+            Ok(Some(highs)) => return Ok(Some((consumer, highs))),
+            Ok(None) => tracing::warn!(%topic, "scores topic has no partitions yet; waiting"),
+            Err(e) => tracing::warn!(%topic, error = %e, "cannot read scores topic metadata"),
+        }
+        tokio::select! {
+            () = shutdown.wait() => return Ok(None),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
 }

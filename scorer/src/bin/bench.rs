@@ -215,6 +215,7 @@ async fn sandbox(run: &str) -> anyhow::Result<ScorerConfig> {
         clickhouse,
         scorer: ScorerSettings {
             group_id: format!("bench-{run}"),
+            health_listen: "127.0.0.1:0".parse()?,
             ..conf.scorer
         },
     })

@@ -60,6 +60,8 @@ impl Sandbox {
             group_id: format!("test-{name}"),
             batch_max_interval: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(200),
+            // several scorers run at once: any free port for their health endpoints
+            health_listen: "127.0.0.1:0".parse().unwrap(),
             ..conf.scorer
         };
         Self {
@@ -123,15 +125,30 @@ impl Sandbox {
             ),
             ("CAPSIGHT_SCORER__BATCH_MAX_INTERVAL".into(), "200ms".into()),
             ("CAPSIGHT_SCORER__RETRY_BACKOFF".into(), "200ms".into()),
-            // a killed member must leave the group quickly
             (
-                "CAPSIGHT_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS".into(),
-                "6000".into(),
+                "CAPSIGHT_SCORER__HEALTH_LISTEN".into(),
+                "127.0.0.1:0".into(),
+            ),
+            // Shortened for test time, not for production (45 s / 2 min there): a killed member
+            // must leave the group within seconds, and a member that lost the group must
+            // notice and rejoin within a test's patience.
+            (
+                "CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT".into(),
+                "6s".into(),
+            ),
+            (
+                "CAPSIGHT_KAFKA__CONSUMER__HEARTBEAT_INTERVAL".into(),
+                "1s".into(),
+            ),
+            ("CAPSIGHT_KAFKA__CONSUMER__STALL_AFTER".into(), "20s".into()),
+            (
+                "CAPSIGHT_KAFKA__CONSUMER__CHECK_INTERVAL".into(),
+                "2s".into(),
             ),
             // commit stored offsets every second, so a kill finds some committed
             (
-                "CAPSIGHT_KAFKA__PROPERTIES__AUTO_COMMIT_INTERVAL_MS".into(),
-                "1000".into(),
+                "CAPSIGHT_KAFKA__CONSUMER__COMMIT_INTERVAL".into(),
+                "1s".into(),
             ),
         ]
     }

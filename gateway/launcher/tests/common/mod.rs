@@ -226,6 +226,8 @@ impl Harness {
         config.launcher.cancel_sweep_interval = Duration::from_millis(500);
         config.launcher.reconnect_delay = Duration::from_millis(500);
         config.launcher.cloud_timeout = Duration::from_secs(20);
+        // several launchers run at once: any free port for their health endpoints
+        config.launcher.health_listen = "127.0.0.1:0".parse().unwrap();
         config.cloud.max_attempts = 2;
         config.cloud.retry_min_delay = Duration::from_millis(5);
         config.cloud.retry_max_delay = Duration::from_millis(20);
@@ -547,6 +549,7 @@ poll_interval = "200ms"
 cancel_sweep_interval = "500ms"
 reconnect_delay = "500ms"
 cloud_timeout = "20s"
+health_listen = "127.0.0.1:0"
 {extra}
 "#,
             signals = c.kafka.topics.signals,

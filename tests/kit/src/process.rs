@@ -1,0 +1,194 @@
+//! Processes a test spawns, stopped whatever happens to the test.
+//!
+//! A [`ChildGuard`] owns a spawned process and kills it (SIGKILL, then reaps it) when dropped:
+//! at the end of the test, and during unwinding when an assertion fails. A failing test must not
+//! leave a consumer behind that loads the broker for every test after it.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+/// A spawned process that is killed when the guard is dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    name: String,
+    /// Kill the process's whole group (a script and everything it started).
+    group: bool,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd`; `name` appears in panics.
+    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> Self {
+        let name = name.into();
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+        Self {
+            child: Some(child),
+            name,
+            group: false,
+        }
+    }
+
+    /// Spawns `cmd` as the leader of a new process group; the guard kills the whole group
+    /// (for scripts that start processes of their own).
+    pub fn spawn_group(name: impl Into<String>, cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut guard = Self::spawn(name, cmd.process_group(0));
+        guard.group = true;
+        guard
+    }
+
+    /// The child's standard output and error, when they were piped.
+    pub fn take_output(
+        &mut self,
+    ) -> (
+        Option<std::process::ChildStdout>,
+        Option<std::process::ChildStderr>,
+    ) {
+        self.child
+            .as_mut()
+            .map_or((None, None), |c| (c.stdout.take(), c.stderr.take()))
+    }
+
+    /// Guards an already spawned process.
+    pub fn adopt(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            child: Some(child),
+            name: name.into(),
+            group: false,
+        }
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` (a `kill` signal name such as `STOP`, `CONT`, `TERM`).
+    pub fn signal(&self, signal: &str) {
+        send_signal(self.id(), signal);
+    }
+
+    /// SIGKILL and reap (a crash).
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    /// SIGTERM, then waits up to `grace` for the exit; panics when the process ignored it or
+    /// exited unsuccessfully.
+    pub fn terminate(mut self, grace: Duration) {
+        if let Some(status) = self.wait_for(Duration::ZERO) {
+            panic!("{} had already exited with {status}", self.name);
+        }
+        self.signal("TERM");
+        let status = self.wait_for(grace).unwrap_or_else(|| {
+            panic!("{} ignored SIGTERM for {grace:?}", self.name);
+        });
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    /// The exit status once the process exited within `timeout`; `None` while it runs.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if self.group {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// Sends `signal` to `pid` with `kill(1)`.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A workspace binary in the target directory this test binary was built into; panics with
+/// instructions when it is missing (a test must fail, not skip).
+pub fn bin(name: &str) -> PathBuf {
+    // test binaries live in <target>/debug/deps/; workspace binaries in <target>/debug/
+    let exe = std::env::current_exe().unwrap_or_default();
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join(name))
+        .unwrap_or_default();
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with deploy/local/stack test, which builds the binaries \
+         (or cargo build --workspace --bins first)",
+        path.display()
+    );
+    path
+}
+
+/// A unique name with `prefix`, for topics, groups, databases and directories.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_guard_kills_its_process() {
+        let guard = ChildGuard::spawn("sleep", Command::new("sleep").arg("600"));
+        let pid = guard.id();
+        let alive = |pid: u32| {
+            Command::new("kill")
+                .args(["-0", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        };
+        assert!(alive(pid));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("a failing assertion");
+        }));
+        assert!(panicked.is_err());
+        assert!(!alive(pid), "process {pid} outlived its panicking test");
+    }
+}

@@ -1,0 +1,328 @@
+//! A frozen broker must not stop capsight's consumers for good.
+//!
+//! The real `capsight-scorer` binary and the gateway's scores view run against a private broker
+//! while signals flow. The broker is frozen (`SIGSTOP`) for longer than the consumers' session
+//! timeout — at an arbitrary moment, and at the exact moment the scorer commits its offsets —
+//! then thawed (`SIGCONT`), several times in one run. After every thaw each signal is stored
+//! exactly once in ClickHouse, the scorer is the same process (it recovered without a restart)
+//! and healthy, and the view holds, for every key, a score that counts every signal of the key
+//! once.
+//!
+//! The session timeout is shortened to 6 s (and `stall_after` to 15 s) so that each freeze
+//! outlasts it in test time; production keeps 45 s and 2 min (`[kafka.consumer]`).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{collections::BTreeMap, process::Command, sync::Arc, time::Duration};
+
+use capsight_clickhouse::{ClickHouseSettings, migrate};
+use capsight_gateway::view::{self, ScoresView};
+use capsight_kafka::{KafkaSettings, admin};
+use capsight_proto::{codec, domain::Signal};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{
+    broker::{PrivateBroker, api},
+    process::{ChildGuard, bin, free_port, send_signal, unique},
+    signals::launch,
+};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const KEYS: usize = 8;
+const PER_ROUND: usize = 1_500;
+/// Longer than the 6 s session timeout.
+const FREEZE: Duration = Duration::from_secs(10);
+
+#[derive(serde::Deserialize)]
+struct Conf {
+    kafka: KafkaSettings,
+    clickhouse: ClickHouseSettings,
+}
+
+fn key(i: usize) -> String {
+    let zones = ["use1-az1", "use1-az2", "use1-az4", "use1-az6"];
+    let market = if i.is_multiple_of(2) { "on_demand" } else { "spot" };
+    format!("aws/us-east-1/{}/p5.48xlarge/{market}", zones[i % 4])
+}
+
+/// The shortened consumer timeouts, as a binary reads them from its environment.
+const CONSUMER_ENV: [(&str, &str); 6] = [
+    ("CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT", "6s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__HEARTBEAT_INTERVAL", "1s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__COMMIT_INTERVAL", "1s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__STALL_AFTER", "15s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__CHECK_INTERVAL", "1s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__MAX_RECOVERIES", "3"),
+];
+
+struct Rig {
+    broker: PrivateBroker,
+    kafka: KafkaSettings,
+    clickhouse: ClickHouseSettings,
+    producer: FutureProducer,
+    published: BTreeMap<String, usize>,
+    next_id: usize,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let conf = capsight_runtime::config::load::<Conf>(None).unwrap();
+        let broker = PrivateBroker::start_behind_proxy().await;
+        let name = unique("pause").replace('-', "_");
+        let mut kafka = conf.kafka;
+        kafka.brokers = broker.brokers();
+        kafka.topics.signals = format!("test.{name}.signals");
+        kafka.topics.signals_partitions = 4;
+        kafka.topics.scores = format!("test.{name}.scores");
+        kafka.topics.scores_partitions = 4;
+        kafka.topics.signals_dlq = format!("test.{name}.dlq");
+        kafka.consumer.session_timeout = Duration::from_secs(6);
+        kafka.consumer.heartbeat_interval = Duration::from_secs(1);
+        kafka.consumer.stall_after = Duration::from_secs(15);
+        kafka.consumer.check_interval = Duration::from_secs(1);
+        kafka.consumer.max_recoveries = 3;
+        admin::ensure_topics(&kafka, &kafka.topics.specs())
+            .await
+            .unwrap();
+        let clickhouse = conf.clickhouse.with_database(&format!("test_{name}"));
+        migrate::apply(&clickhouse)
+            .await
+            .expect("ClickHouse reachable (run deploy/local/stack up)");
+        let producer = kafka
+            .producer_config("test")
+            // a frozen broker holds deliveries back; they must wait, not fail
+            .set("message.timeout.ms", "300000")
+            .create()
+            .unwrap();
+        Self {
+            broker,
+            kafka,
+            clickhouse,
+            producer,
+            published: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn scorer(&self, health_port: u16) -> ChildGuard {
+        let log = std::env::temp_dir().join(format!("{}-scorer.log", self.kafka.topics.signals));
+        let c = &self.kafka;
+        ChildGuard::spawn(
+            "capsight-scorer",
+            Command::new(bin("capsight-scorer"))
+                .env("CAPSIGHT_KAFKA__BROKERS", &c.brokers)
+                .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS", &c.topics.signals)
+                .env("CAPSIGHT_KAFKA__TOPICS__SCORES", &c.topics.scores)
+                .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS_DLQ", &c.topics.signals_dlq)
+                .env("CAPSIGHT_CLICKHOUSE__URL", &self.clickhouse.url)
+                .env("CAPSIGHT_CLICKHOUSE__DATABASE", &self.clickhouse.database)
+                .env(
+                    "CAPSIGHT_SCORER__GROUP_ID",
+                    format!("{}-scorer", c.topics.signals),
+                )
+                .env("CAPSIGHT_SCORER__BATCH_MAX_INTERVAL", "200ms")
+                .env("CAPSIGHT_SCORER__RETRY_BACKOFF", "200ms")
+                .env(
+                    "CAPSIGHT_SCORER__HEALTH_LISTEN",
+                    format!("127.0.0.1:{health_port}"),
+                )
+                .envs(CONSUMER_ENV)
+                .env("RUST_LOG", "info")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap()),
+        )
+    }
+
+    /// Publishes `n` new signals spread over the keys; returns when the broker acknowledged
+    /// them (so it may be frozen meanwhile).
+    async fn publish(&mut self, n: usize) {
+        let now = chrono::Utc::now();
+        let signals: Vec<Signal> = (0..n)
+            .map(|i| {
+                let id = self.next_id + i;
+                let k = key(id % KEYS);
+                *self.published.entry(k.clone()).or_default() += 1;
+                launch(
+                    &format!("pause-{id}"),
+                    &k,
+                    now - chrono::Duration::milliseconds((n - i) as i64),
+                    capsight_proto::domain::ErrorClass::None,
+                )
+            })
+            .collect();
+        self.next_id += n;
+        let encoded: Vec<(String, Vec<u8>)> = signals
+            .iter()
+            .map(|s| (s.key.partition_key(), codec::encode_signal(s)))
+            .collect();
+        let sends = encoded.iter().map(|(k, v)| {
+            self.producer.send(
+                FutureRecord::to(&self.kafka.topics.signals)
+                    .key(k)
+                    .payload(v),
+                Duration::from_secs(300),
+            )
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.next_id as u64
+    }
+
+    async fn stored(&self, final_: bool) -> (u64, u64) {
+        #[derive(clickhouse::Row, serde::Deserialize)]
+        struct Counts {
+            distinct: u64,
+            rows: u64,
+        }
+        let sql = if final_ {
+            "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals FINAL"
+        } else {
+            "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals"
+        };
+        let c: Counts = self
+            .clickhouse
+            .client()
+            .unwrap()
+            .query(sql)
+            .fetch_one()
+            .await
+            .unwrap();
+        (c.distinct, c.rows)
+    }
+
+    /// Waits until every published signal is stored and the view counts every signal of every
+    /// key; panics with the state after `timeout`.
+    async fn wait_caught_up(&self, view: &ScoresView, what: &str, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (distinct, _) = self.stored(false).await;
+            let counted: BTreeMap<String, usize> = self
+                .published
+                .keys()
+                .map(|k| {
+                    (
+                        k.clone(),
+                        view.get(k).map_or(0, |s| s.signal_count as usize),
+                    )
+                })
+                .collect();
+            if distinct == self.total() && counted == self.published {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: after {timeout:?} {distinct} of {} signals stored; view counts {counted:?}, published {:?}",
+                self.total(),
+                self.published
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+async fn healthz(port: u16) -> u16 {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frozen_broker_loses_nothing_counts_nothing_twice_and_needs_no_restart() {
+    let mut rig = Rig::new().await;
+    let health_port = free_port();
+    let mut scorer = rig.scorer(health_port);
+    let pid_scorer = scorer.id();
+
+    let view = ScoresView::new();
+    let view_shutdown = Shutdown::new();
+    let follow = tokio::spawn(view::follow(
+        Arc::clone(&view),
+        rig.kafka.clone(),
+        view_shutdown.clone(),
+    ));
+
+    rig.publish(PER_ROUND).await;
+    rig.wait_caught_up(&view, "before any freeze", Duration::from_secs(60))
+        .await;
+    assert_eq!(healthz(health_port).await, 200);
+
+    // three freezes at arbitrary moments, then three at the moment of an offset commit, each
+    // while more signals are on their way
+    for round in 0..6 {
+        let at_commit = round >= 3;
+        if at_commit {
+            // a commit follows the next stored batch within commit_interval
+            let frozen = rig.broker.pause_on_next(api::OFFSET_COMMIT);
+            rig.publish(PER_ROUND / 2).await;
+            tokio::time::timeout(Duration::from_secs(30), frozen)
+                .await
+                .expect("no offset commit within 30 s");
+        } else {
+            rig.publish(PER_ROUND / 2).await;
+            rig.broker.pause();
+        }
+        // more signals while frozen: the producer holds them until the thaw
+        let pid = rig.broker.pid();
+        let thaw = async move {
+            tokio::time::sleep(FREEZE).await;
+            send_signal(pid, "CONT");
+        };
+        tokio::join!(thaw, rig.publish(PER_ROUND / 2));
+        eprintln!(
+            "round {round} (frozen {}): thawed; {} offset commits seen",
+            if at_commit {
+                "at an offset commit"
+            } else {
+                "mid-flow"
+            },
+            rig.broker.proxy().seen(api::OFFSET_COMMIT)
+        );
+        rig.wait_caught_up(&view, &format!("round {round}"), Duration::from_secs(120))
+            .await;
+        assert_eq!(
+            scorer.wait_for(Duration::ZERO),
+            None,
+            "round {round}: the scorer exited instead of recovering"
+        );
+        assert_eq!(scorer.id(), pid_scorer);
+    }
+
+    // exactly once, and healthy again without a restart
+    assert_eq!(rig.stored(true).await, (rig.total(), rig.total()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while healthz(health_port).await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scorer reports unhealthy although it caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    view_shutdown.trigger();
+    follow.await.unwrap().unwrap();
+    scorer.terminate(Duration::from_secs(60));
+    rig.clickhouse
+        .server_client()
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {}",
+            rig.clickhouse.database
+        ))
+        .execute()
+        .await
+        .unwrap();
+}
