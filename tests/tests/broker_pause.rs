@@ -43,7 +43,11 @@ struct Conf {
 
 fn key(i: usize) -> String {
     let zones = ["use1-az1", "use1-az2", "use1-az4", "use1-az6"];
-    let market = if i.is_multiple_of(2) { "on_demand" } else { "spot" };
+    let market = if i.is_multiple_of(2) {
+        "on_demand"
+    } else {
+        "spot"
+    };
     format!("aws/us-east-1/{}/p5.48xlarge/{market}", zones[i % 4])
 }
 
