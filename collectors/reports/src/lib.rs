@@ -13,7 +13,7 @@
 //! `docs/reports.md` for the customer set-up.
 
 pub mod launched;
-pub mod normalize;
+pub use capsight_report_schema as normalize;
 pub mod server;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

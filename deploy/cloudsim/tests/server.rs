@@ -1,6 +1,6 @@
 //! cloudsim as a black box: the `cloudsim` binary, scenario determinism, status feeds, and
 //! AWS-shaped errors for malformed requests. (The AWS SDK's view of cloudsim is tested in
-//! `collectors/cloud/tests/cloudsim.rs`.)
+//! `deploy/cloud/tests/cloudsim.rs`.)
 
 #![allow(
     clippy::unwrap_used,

@@ -1,4 +1,4 @@
-//! Lifecycle of running launches (seed 001): a periodic reaper that terminates launches past
+//! Lifecycle of running launches (no GPU is held idle): a periodic reaper that terminates launches past
 //! their maximum lifetime or idle TTL.
 //!
 //! Contract:

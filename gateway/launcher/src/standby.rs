@@ -1,4 +1,4 @@
-//! Warm standby for spot work (seed 003).
+//! Warm standby for spot work: a stopped on-demand clone that takes over on an interruption.
 //!
 //! A job with `warm_standby` whose spot instance runs gets a *stopped* on-demand clone (same
 //! type, image, subnet and zone, client token `<job_id>-standby`: launched, then stopped once

@@ -1,4 +1,4 @@
-//! GPU-hours per tenant split by market (seed 001: usage and chargeback).
+//! GPU-hours per tenant split by market (usage and chargeback).
 //!
 //! Contract: the numbers come from ClickHouse alone — the `launch_gpu_segments` and
 //! `tenant_gpu_hours_monthly` views of migration `0032_gpu_hours.sql` over `launch_events`

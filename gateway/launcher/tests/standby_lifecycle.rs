@@ -1,4 +1,4 @@
-//! Warm standby (seed 003), lifecycle reaper (seed 001) and GPU-hours on the real local stack:
+//! Warm standby, lifecycle reaper and GPU-hours on the real local stack:
 //! ClickHouse 18.16, Kafka, an in-process `cloudsim` whose webhook feeds an in-process reports
 //! intake, and (for heartbeats) an in-process gateway. Each test has its own ClickHouse
 //! database, Kafka topics, consumer group, RabbitMQ names, tenant registry and cloudsim.

@@ -5,7 +5,7 @@
 //!   same-or-better GPU (class and memory per GPU) and at least as many GPUs per instance,
 //!   never a smaller GPU;
 //! * are of the same provider unless `allow_other_providers`; in an allowed region; in an
-//!   allowed market (spot only for interruptible work, seed 002); offered in that region per
+//!   allowed market (spot only for interruptible work: it can be taken back at two minutes' notice); offered in that region per
 //!   the catalog; labelled at least `min_label`; within the price cap ($/GPU-hour, catalog
 //!   on-demand price).
 //!
@@ -24,7 +24,7 @@ use capsight_proto::{
 
 use crate::validate::{Constraints, Spec, label_rank};
 
-/// Purchase-option advice per market (seed 002).
+/// Purchase-option advice per market.
 pub fn advice(market: Market, interruptible: bool) -> &'static str {
     match market {
         Market::OnDemand => {

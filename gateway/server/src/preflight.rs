@@ -1,6 +1,6 @@
 //! Preflight: permission -> quota -> capacity -> decision.
 //!
-//! Contract (domain.md): permission is a DryRun `RunInstances` with the tenant's own
+//! Contract: permission is a DryRun `RunInstances` with the tenant's own
 //! credentials (it checks neither capacity nor quota); quota is the tenant's headroom in
 //! instances for the type's quota family and market vs the requested count; capacity is the
 //! latest score of the key (zonal key, or for a region-wide request the region-wide key, else

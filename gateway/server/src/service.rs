@@ -16,7 +16,7 @@ use capsight_proto::{
         score_service_server::ScoreService,
     },
 };
-use capsight_reports::normalize::{Report, ReportOutcome, Reporter};
+use capsight_report_schema::{Report, ReportOutcome, Reporter};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::{broadcast::error::RecvError, mpsc};

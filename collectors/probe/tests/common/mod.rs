@@ -311,7 +311,7 @@ where
 }
 
 /// A private tansu broker on a free port with its own data directory, restartable on the same
-/// directory (see `collectors/publisher/tests/publish.rs`).
+/// directory (see `deploy/publisher/tests/publish.rs`).
 pub struct PrivateBroker {
     pub port: u16,
     pub dir: PathBuf,

@@ -1,6 +1,6 @@
 //! Quota codes and units. AWS GPU quotas are per region, in vCPUs, per instance family
-//! (Service Quotas, service code `ec2`); [`aws_quota_codes`] is the family table of
-//! `shared/design/domain.md`, so a type missing from the catalog still finds its quota.
+//! (Service Quotas, service code `ec2`); [`aws_quota_codes`] is that family table (P, G/VT,
+//! Inf, Trn, DL, standard), so a type missing from the catalog still finds its quota.
 
 use capsight_proto::domain::{InstanceType, Market, Provider};
 
@@ -49,7 +49,7 @@ impl QuotaUnit {
     }
 }
 
-/// The AWS quota family of an instance type and its codes (domain.md "Quotas"), or `None` for
+/// The AWS quota family of an instance type and its codes (Service Quotas, service code `ec2`), or `None` for
 /// families the table does not cover (F, U, X, ...). P2-P4 and P5 have different spot codes;
 /// later P generations have no spot code in the table.
 pub fn aws_quota_codes(instance_type: &InstanceType) -> Option<(&'static str, QuotaCodes)> {

@@ -1,5 +1,5 @@
 //! The classification tables: one static table per provider whose rows are the rows of
-//! `shared/design/domain.md` ("Error classification"), plus a few clearly marked extras seen in
+//! the providers' documented error codes, plus a few clearly marked extras seen in
 //! the same APIs. A code not in its provider's table is `Unknown` and kept verbatim, so the table
 //! can grow from real data.
 //!
@@ -69,7 +69,7 @@ pub static AWS: &[Row] = &[
     is("InternalError", C::Transient),
     is("ServiceUnavailable", C::Transient),
     is("Unavailable", C::Transient),
-    // extras beyond domain.md: a DryRun that would have succeeded is no error at all
+    // extras beyond the documented tables: a DryRun that would have succeeded is no error at all
     is("DryRunOperation", C::None),
     // extras: credentials and the JSON APIs (STS, Service Quotas) the adapter also calls
     is("PendingVerification", C::Permission),

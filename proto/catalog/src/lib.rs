@@ -4,7 +4,7 @@
 //! can be booked as an EC2 Capacity Block.
 //!
 //! Contract:
-//! * The data lives in `collectors/catalog/gpus.toml` (embedded: [`Catalog::embedded`]) or a file
+//! * The data lives in `proto/catalog/gpus.toml` (embedded: [`Catalog::embedded`]) or a file
 //!   given at run time ([`Catalog::load`]). A catalog is validated completely when it is built;
 //!   a [`Catalog`] in hand holds only checked entries, and a bad file is a [`CatalogError`]
 //!   naming the entry and field.
@@ -144,7 +144,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The catalog shipped with the code (`collectors/catalog/gpus.toml`).
+    /// The catalog shipped with the code (`proto/catalog/gpus.toml`).
     pub fn embedded() -> Result<Catalog, CatalogError> {
         Self::parse(EMBEDDED_TOML)
     }

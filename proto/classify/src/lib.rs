@@ -2,9 +2,9 @@
 //!
 //! Contract:
 //! * [`classify`] maps a provider's error code (and, for a few codes, its message) to an
-//!   [`ErrorClass`] through one static table per provider ([`table`]), whose rows are the rows of
-//!   `shared/design/domain.md`. The raw code and message are kept verbatim. A code the table does
-//!   not know is [`ErrorClass::Unknown`], never guessed.
+//!   [`ErrorClass`] through one static table per provider ([`table`]), built from the
+//!   providers' documented error codes. The raw code and message are kept verbatim. A code the
+//!   table does not know is [`ErrorClass::Unknown`], never guessed.
 //! * [`classify_http`] does the same for errors that arrive as an HTTP status and a body (GCP,
 //!   Azure with nested `error.details`, Lambda Cloud, and AWS XML/JSON bodies), picking the most
 //!   specific code inside ([`http`]).

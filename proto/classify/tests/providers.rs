@@ -1,4 +1,4 @@
-//! Every row of the classification table in `shared/design/domain.md`, for all four providers,
+//! Every row of the classification table (`src/table.rs`), for all four providers,
 //! with messages in each provider's real shape.
 
 use capsight_classify::{Classified, ErrorClass, Provider, classify, classify_http, table};
