@@ -118,11 +118,7 @@ pub async fn run(config: ScorerConfig, shutdown: Shutdown) -> Result<(), ScorerE
     let pipeline = pipeline::Pipeline::new(&config)?;
     let liveness = pipeline.watch(&shutdown);
     let health = liveness.clone();
-    let check: capsight_runtime::health::Check =
-        std::sync::Arc::new(move || match health.health() {
-            capsight_kafka::liveness::Health::Stalled { reason } => Err(reason),
-            _ => Ok(()),
-        });
+    let check: capsight_runtime::health::Check = std::sync::Arc::new(move || health.check());
     let addr = config.scorer.health_listen;
     capsight_runtime::health::serve(addr, vec![("consumer", check)], shutdown.clone())
         .await

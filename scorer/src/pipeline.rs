@@ -199,15 +199,16 @@ fn kafka_err(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Sco
 }
 
 /// Evaluates the future expression `$op` until it succeeds; `None` when shutdown fired while it
-/// kept failing. (A macro rather than a function taking an async closure: those futures are not
-/// provably `Send`.)
+/// kept failing. While it fails, `$liveness` is told the consumer is blocked on a sink. (A macro
+/// rather than a function taking an async closure: those futures are not provably `Send`.)
 macro_rules! retry {
-    ($what:expr, $backoff:expr, $shutdown:expr, $op:expr) => {{
+    ($what:expr, $backoff:expr, $shutdown:expr, $liveness:expr, $op:expr) => {{
         let mut attempt: u32 = 0;
-        loop {
+        let outcome = loop {
             match $op.await {
                 Ok(v) => break Some(v),
                 Err(e) => {
+                    $liveness.set_blocked(true);
                     attempt += 1;
                     warn!(error = %e, attempt, "{} failed; retrying", $what);
                     if $shutdown.is_triggered() {
@@ -220,7 +221,9 @@ macro_rules! retry {
                     }
                 }
             }
-        }
+        };
+        $liveness.set_blocked(false);
+        outcome
     }};
 }
 
@@ -433,7 +436,7 @@ impl Pipeline {
         if !unseeded.is_empty() {
             let store = self.store.clone();
             let window = self.settings.window;
-            let loaded = retry!("window rebuild", backoff, shutdown, async {
+            let loaded = retry!("window rebuild", backoff, shutdown, liveness, async {
                 tokio::try_join!(
                     store.load_windows(&unseeded, window),
                     store.load_resume(&unseeded)
@@ -486,11 +489,13 @@ impl Pipeline {
             })
             .collect();
 
-        // 3. write (idempotent), retried until durable
+        // 3. write (idempotent), retried until durable; a stall meanwhile is the sink's, not
+        // the consumer's
         let written: Option<()> = retry!(
             "batch write",
             backoff,
             shutdown,
+            liveness,
             self.write(&rows, &outputs, &dead)
         );
         if written.is_none() {

@@ -14,25 +14,9 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// Path of a workspace binary in the target directory this test binary was built into.
-///
-/// Panics with instructions when it is missing (a test must fail, not skip).
-pub fn bin(name: &str) -> PathBuf {
-    // test binaries live in <target>/debug/deps/; workspace binaries in <target>/debug/
-    let exe = std::env::current_exe().unwrap_or_default();
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join(name))
-        .unwrap_or_default();
-    assert!(
-        path.exists(),
-        "{} is missing: run the suite with deploy/local/stack test, which builds the binaries \
-         (or cargo build --workspace --bins first)",
-        path.display()
-    );
-    path
-}
+/// Path of a workspace binary in the target directory this test binary was built into
+/// (panics with instructions when it is missing: a test must fail, not skip).
+pub use capsight_testkit::process::bin;
 
 /// The `capsight-admin` binary.
 pub fn admin_bin() -> PathBuf {

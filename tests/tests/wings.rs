@@ -38,11 +38,21 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[];
 fn edges() -> Vec<(String, String, String, String, String)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     let root = m["workspace_root"].as_str().unwrap().to_owned();
     let wing = |manifest: &str| -> String {
@@ -101,7 +111,9 @@ fn dependencies_stay_in_their_wings() {
         if let Some((_, _, why)) = forbidden {
             bad.push(format!("{from} -> {to} [{kind}]: {why}"));
         } else if !by_rule && !known {
-            bad.push(format!("{from} ({from_wing}/) -> {to} ({to_wing}/) [{kind}]"));
+            bad.push(format!(
+                "{from} ({from_wing}/) -> {to} ({to_wing}/) [{kind}]"
+            ));
         }
     }
     assert!(

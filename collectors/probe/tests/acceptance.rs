@@ -647,8 +647,9 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
 async fn broker_restart_mid_run_loses_no_probe_signal() {
     let sim = Sim::start(1000).await;
     let (base, _) = stack();
-    let mut broker = PrivateBroker::start();
-    let kafka = broker.kafka(&base);
+    let mut broker = PrivateBroker::start().await;
+    let mut kafka = base.clone();
+    kafka.brokers = broker.brokers();
     wait_for_broker(&kafka).await;
     let topic = topic(&kafka, "probe-restart").await;
     let ch = fresh_db("restart").await;
@@ -699,7 +700,7 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     })
     .await
     .expect("probes run during the outage");
-    broker.restart();
+    broker.restart().await;
     wait_for_broker(&kafka).await;
     let at_restart = ran(&ch).await;
     poll(Duration::from_secs(60), || async {

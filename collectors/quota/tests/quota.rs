@@ -20,31 +20,9 @@ use rdkafka::{
     consumer::{Consumer, StreamConsumer},
 };
 
-const SCENARIO: &str = r#"
-name = "quota-test"
-seed = 7
-step = "1m"
-
-[defaults]
-quota_vcpus = 0
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-
-[[accounts]]
-id = "111111111111"
-[accounts.quotas]
-"L-417A185B" = 1152
-"L-DB2E81BA" = 64
-
-[[principals]]
-access_key_id = "AKIATESTQUOTA"
-account = "111111111111"
-user = "quota"
-allow = ["ec2:*", "servicequotas:*"]
-"#;
+fn scenario() -> String {
+    capsight_testkit::fixtures::scenario("quota")
+}
 
 #[derive(serde::Deserialize)]
 struct Conf {
@@ -77,7 +55,7 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
     };
     let sim = capsight_cloudsim::start(
         &settings,
-        Scenario::parse(SCENARIO).unwrap(),
+        Scenario::parse(&scenario()).unwrap(),
         None,
         shutdown.clone(),
     )

@@ -8,7 +8,6 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    num::NonZeroU32,
     sync::{Arc, Mutex},
 };
 
@@ -21,8 +20,10 @@ use axum::{
     routing::{get, post},
 };
 use capsight_publisher::Publisher;
-use capsight_tenancy::{SharedRegistry, TenantHasher, TenantId};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter, clock::Clock};
+use capsight_tenancy::{
+    SharedRegistry, TenantHasher, TenantId,
+    admission::{Admission, Denied, bearer},
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -63,11 +64,8 @@ impl<V> Bounded<V> {
 /// Shared server state.
 pub struct AppState {
     publisher: Publisher,
-    registry: SharedRegistry,
-    hasher: TenantHasher,
+    admission: Admission,
     settings: ReportsSettings,
-    default_rate: u32,
-    limiters: Mutex<HashMap<TenantId, Arc<DefaultDirectRateLimiter>>>,
     seen: Mutex<Bounded<()>>,
     instances: Mutex<Bounded<InstanceInfo>>,
     launched: Option<LaunchedInstances>,
@@ -92,11 +90,8 @@ impl AppState {
             seen: Mutex::new(Bounded::new(settings.dedup_capacity)),
             instances: Mutex::new(Bounded::new(settings.instance_memory)),
             publisher,
-            registry,
-            hasher,
+            admission: Admission::new(registry, hasher, default_rate),
             settings,
-            default_rate,
-            limiters: Mutex::default(),
             launched: None,
         }
     }
@@ -162,61 +157,40 @@ fn reject(r: &Rejection) -> ApiError {
     error(status, &r.field, &r.reason)
 }
 
-/// Who is calling, if the key is good and the tenant within its rate.
+/// Who is calling, if the key is good and the tenant within its rate: the HTTP door of the one
+/// admission (`Authorization: Bearer <key>`, or `x-api-key: <key>` as EventBridge API
+/// destinations send it).
 fn admit(state: &AppState, headers: &HeaderMap) -> Result<(TenantId, Reporter), ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "authorization",
-                "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
-            )
-        })?;
-    let auth = state.registry.authenticate(key.trim()).ok_or_else(|| {
-        error(
+        .and_then(bearer)
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+    let admitted = state.admission.admit(key).map_err(|denied| match denied {
+        Denied::MissingKey => error(
+            StatusCode::UNAUTHORIZED,
+            "authorization",
+            "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
+        ),
+        Denied::BadKey => error(
             StatusCode::UNAUTHORIZED,
             "authorization",
             "unknown or revoked API key",
-        )
+        ),
+        Denied::RateLimited {
+            retry_after_secs, ..
+        } => {
+            let mut err = error(StatusCode::TOO_MANY_REQUESTS, "-", &denied.to_string());
+            err.retry_after = Some(retry_after_secs);
+            err
+        }
+        Denied::Internal(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "-", &e),
     })?;
-    let tenant = state.registry.tenant(&auth.tenant);
-    let rate = tenant
-        .as_ref()
-        .and_then(|t| t.rate_per_minute)
-        .unwrap_or(state.default_rate);
-    let limiter = {
-        let mut limiters = state.limiters.lock().map_err(|_| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "-",
-                "limiter lock poisoned",
-            )
-        })?;
-        Arc::clone(limiters.entry(auth.tenant.clone()).or_insert_with(|| {
-            let per_minute = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
-            Arc::new(RateLimiter::direct(Quota::per_minute(per_minute)))
-        }))
-    };
-    if let Err(not_until) = limiter.check() {
-        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-        let secs = wait.as_secs().max(1);
-        let mut err = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "-",
-            &format!("rate limit of {rate}/min exceeded; retry in {secs}s"),
-        );
-        err.retry_after = Some(secs);
-        return Err(err);
-    }
     let reporter = Reporter {
-        hash: state.hasher.hash(&auth.tenant),
-        zone_map: tenant.map(|t| t.zone_map).unwrap_or_default(),
+        hash: admitted.hash,
+        zone_map: admitted.tenant.zone_map,
     };
-    Ok((auth.tenant, reporter))
+    Ok((admitted.tenant.id, reporter))
 }
 
 async fn publish_all(

@@ -37,6 +37,8 @@ struct Intake {
     url: String,
     acme: String,
     slow: String,
+    /// The registry file and its last saved content (tests edit it while the intake runs).
+    registry: (std::path::PathBuf, Registry),
     kafka: KafkaSettings,
     http: reqwest::Client,
     _shutdown: Shutdown,
@@ -67,13 +69,15 @@ async fn start() -> Intake {
     let acme_key = reg.issue_key(&acme).unwrap().key;
     let slow_key = reg.issue_key(&slow).unwrap().key;
     reg.save(&path).unwrap();
+    let registry = (path.clone(), reg);
 
     let mut settings = conf.reports;
     settings.max_body_bytes = 16 * 1024;
     let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
     let state = Arc::new(AppState::new(
         publisher.clone(),
-        SharedRegistry::open(path, Duration::from_secs(5)).unwrap(),
+        // re-read the registry file quickly: a test changes a tenant's rate while it runs
+        SharedRegistry::open(path, Duration::from_millis(100)).unwrap(),
         TenantHasher::new(&"test-secret".to_owned().into()),
         settings,
         600,
@@ -91,6 +95,7 @@ async fn start() -> Intake {
         url,
         acme: acme_key,
         slow: slow_key,
+        registry,
         kafka,
         http: reqwest::Client::new(),
         _shutdown: shutdown,
@@ -111,6 +116,15 @@ impl Intake {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
+}
+
+/// A tenant's report of a capacity error, with id `id`.
+fn report(id: &str) -> String {
+    json!({"id": id, "provider": "aws", "region": "us-east-1", "zone_name": "us-east-1a",
+           "instance_type": "p5.48xlarge", "outcome": "launch_failed",
+           "error_code": "InsufficientInstanceCapacity",
+           "error_message": "We currently do not have sufficient p5.48xlarge capacity in the Availability Zone you requested (us-east-1a). Our system will be working on provisioning additional capacity. You can currently get p5.48xlarge capacity by not specifying an Availability Zone in your request or choosing us-east-1b."})
+    .to_string()
 }
 
 fn now() -> String {
@@ -145,13 +159,6 @@ fn cloudtrail(id: &str, error: Option<(&str, &str)>, instance: Option<&str>) -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() {
     let t = start().await;
-    let report = |id: &str| {
-        json!({"id": id, "provider": "aws", "region": "us-east-1", "zone_name": "us-east-1a",
-               "instance_type": "p5.48xlarge", "outcome": "launch_failed",
-               "error_code": "InsufficientInstanceCapacity",
-               "error_message": "We currently do not have sufficient p5.48xlarge capacity in the Availability Zone you requested (us-east-1a). Our system will be working on provisioning additional capacity. You can currently get p5.48xlarge capacity by not specifying an Availability Zone in your request or choosing us-east-1b."})
-        .to_string()
-    };
 
     // authentication
     assert_eq!(
@@ -359,4 +366,28 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
         interruption.0.key.to_string(),
         "aws/us-east-1/use1-az6/p5.48xlarge/spot"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_changed_in_the_registry_applies_without_a_restart() {
+    let mut t = start().await;
+    // "slow" may send 2 a minute: the third is refused
+    for i in 0..2 {
+        let (status, body) = t
+            .post("/v1/reports", Some(&t.slow), report(&format!("a{i}")))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_eq!(
+        t.post("/v1/reports", Some(&t.slow), report("a2")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // the operator raises its rate in the registry: accepted again once it is re-read
+    let (path, reg) = &mut t.registry;
+    reg.tenants[1].rate_per_minute = Some(100);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    reg.save(path).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = t.post("/v1/reports", Some(&t.slow), report("a3")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }

@@ -20,61 +20,9 @@ use rdkafka::{
     consumer::{Consumer, StreamConsumer},
 };
 
-const SCENARIO: &str = r#"
-name = "spot-test"
-seed = 3
-step = "1m"
-
-[defaults]
-quota_vcpus = 1000
-placement_min_types = 1
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-
-[[accounts]]
-id = "111111111111"
-
-[[principals]]
-access_key_id = "AKIATESTSPOT"
-account = "111111111111"
-user = "spot"
-allow = ["ec2:*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 20
-stock = 15
-spot_price = 0.5
-[[pools]]
-zone = "use1-az4"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 20
-stock = 1
-spot_price = 0.7
-[[pools]]
-zone = "use1-az1"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 2
-
-[[capacity_blocks]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-instance_count = 2
-start_in = "1d"
-usd_per_instance_hour = 31.5
-"#;
+fn scenario() -> String {
+    capsight_testkit::fixtures::scenario("spot")
+}
 
 #[derive(serde::Deserialize)]
 struct Conf {
@@ -92,7 +40,7 @@ async fn every_source_becomes_signals() {
     };
     let sim = capsight_cloudsim::start(
         &settings,
-        Scenario::parse(SCENARIO).unwrap(),
+        Scenario::parse(&scenario()).unwrap(),
         None,
         shutdown.clone(),
     )

@@ -3,7 +3,7 @@
 //! Times are stored as `DateTime` (seconds) plus a `UInt16` millisecond column, because
 //! ClickHouse 18.16 has no `DateTime64`.
 
-use capsight_proto::domain::{Evidence, Label, Payload, Score, Signal};
+use capsight_proto::domain::{Evidence, Label, LaunchState, Payload, Score, Signal};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -255,8 +255,9 @@ pub struct LaunchEventRow {
     pub at: u32,
     /// When, millisecond part.
     pub at_ms: u16,
-    /// `queued`, `preflight`, `provisioning`, `running`, `terminated`, `failed`, `cancelled`.
-    pub state: String,
+    /// The state, stored as its lowercase name.
+    #[serde(with = "capsight_proto::domain::launch_state_text")]
+    pub state: LaunchState,
     /// Key of this attempt: provider.
     pub provider: String,
     /// Key: region.

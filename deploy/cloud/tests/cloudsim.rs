@@ -32,115 +32,9 @@ const OPERATOR: &str = "AKIATESTOPERATOR";
 const READONLY: &str = "AKIATESTREADONLY";
 
 /// A world for the tests: us-east-1 with three zones; the tenant account's AZ names are shifted.
-const SCENARIO: &str = r#"
-name = "adapter-test"
-seed = 1
-step = "1m"
-
-[defaults]
-quota_vcpus = 0
-provisioning = "2m"
-interruption_notice = "2m"
-rebalance_lead = "1m"
-placement_min_types = 1
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-[[zones]]
-region = "us-east-1"
-id = "use1-az6"
-name = "us-east-1c"
-
-[[accounts]]
-id = "111111111111"
-[accounts.quotas]
-"L-417A185B" = 1152
-"L-C4BD4855" = 384
-"L-DB2E81BA" = 64
-"L-3819A6DF" = 32
-
-[[accounts]]
-id = "222222222222"
-zone_shift = 1
-[accounts.quotas]
-"L-417A185B" = 192
-
-[[principals]]
-access_key_id = "AKIATESTOPERATOR"
-account = "111111111111"
-user = "operator"
-allow = ["ec2:*", "servicequotas:*", "sts:AssumeRole"]
-
-[[principals]]
-access_key_id = "AKIATESTREADONLY"
-account = "111111111111"
-user = "readonly"
-allow = ["ec2:Describe*"]
-
-[[roles]]
-arn = "arn:aws:iam::222222222222:role/capsight"
-external_id = "ext-123"
-trusted_accounts = ["111111111111"]
-allow = ["ec2:*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 3
-[[pools]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 2
-[[pools]]
-zone = "use1-az6"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 0
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 20
-stock = 10
-spot_price = 0.5
-[[pools]]
-zone = "use1-az4"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 20
-stock = 2
-spot_price = 0.6
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "on_demand"
-capacity = 20
-stock = 10
-
-[[capacity_blocks]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-instance_count = 4
-start_in = "1d"
-usd_per_instance_hour = 31.5
-
-[[events]]
-at = "30m"
-kind = "interruption_storm"
-instance_type = "g5.xlarge"
-fraction = 1.0
-"#;
+fn scenario() -> String {
+    capsight_testkit::fixtures::scenario("adapter")
+}
 
 struct Sim {
     running: Running,
@@ -273,7 +167,7 @@ fn class(e: &CloudError) -> ErrorClass {
 
 #[tokio::test]
 async fn zones_map_names_to_ids_per_account() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     // Object safety: callers hold the adapter as `Arc<dyn CloudAdapter>`.
     let dynamic: Arc<dyn CloudAdapter> = Arc::new(op.clone());
@@ -297,7 +191,7 @@ async fn zones_map_names_to_ids_per_account() {
 
 #[tokio::test]
 async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let err = op
         .for_tenant("arn:aws:iam::222222222222:role/capsight", "wrong")
@@ -313,7 +207,7 @@ async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
 
 #[tokio::test]
 async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let req = p5("use1-az4", "token-1").tag("capsight:probe", "true");
     let launched = op.launch(&req).await.unwrap();
@@ -396,7 +290,7 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
 
 #[tokio::test]
 async fn dry_run_answers_permission_only() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     // Allowed even where there is no stock: DryRun checks permission only.
     assert_eq!(
@@ -431,7 +325,7 @@ async fn dry_run_answers_permission_only() {
 
 #[tokio::test]
 async fn capacity_error_names_zones_with_stock_as_ids() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let err = op.launch(&p5("use1-az6", "ice-1")).await.unwrap_err();
     assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
@@ -458,7 +352,7 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
 
 #[tokio::test]
 async fn capacity_reservation_takes_and_returns_stock() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let req = ReservationRequest {
         instance_type: it("p5.48xlarge"),
@@ -519,7 +413,7 @@ async fn capacity_reservation_takes_and_returns_stock() {
 
 #[tokio::test]
 async fn quota_headroom_and_quota_errors() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let quotas = op.list_quotas().await.unwrap();
     let p = quotas.iter().find(|q| q.code == "L-417A185B").unwrap();
@@ -580,7 +474,7 @@ async fn quota_headroom_and_quota_errors() {
 
 #[tokio::test]
 async fn not_offered_price_throttled_transient_and_unknown() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
 
     // Not offered: g5.xlarge has no pool in any market in use1-az6.
@@ -672,7 +566,7 @@ async fn not_offered_price_throttled_transient_and_unknown() {
 
 #[tokio::test]
 async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     sim.advance(600).await;
     let prices = op
@@ -821,7 +715,7 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
     let hook = format!("http://{}/events", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let sim = Sim::start(SCENARIO, &hook).await;
+    let sim = Sim::start(&scenario(), &hook).await;
     let op = sim.adapter(OPERATOR).await;
     let spot = op
         .launch(
@@ -873,7 +767,7 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
 
 #[tokio::test]
 async fn tagged_instances_and_reservations_are_found_by_tag_key() {
-    let sim = Sim::start(SCENARIO, "").await;
+    let sim = Sim::start(&scenario(), "").await;
     let op = sim.adapter(OPERATOR).await;
     let tagged = op
         .launch(&p5("use1-az1", "tagged-1").tag("capsight:probe", "probe-1"))

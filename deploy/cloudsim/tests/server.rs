@@ -365,33 +365,8 @@ async fn the_binary_serves_the_default_scenario() {
 
 #[test]
 fn unmet_spot_demand_reclaims_running_spot_instances() {
-    let text = r#"
-        name = "reclaim"
-        step = "1m"
-        [defaults]
-        quota_vcpus = 1000
-        rebalance_lead = "1m"
-        interruption_notice = "2m"
-        [[zones]]
-        region = "us-east-1"
-        id = "use1-az1"
-        name = "us-east-1a"
-        [[accounts]]
-        id = "111111111111"
-        [[principals]]
-        access_key_id = "AKIARECLAIM"
-        account = "111111111111"
-        user = "u"
-        allow = ["*"]
-        [[pools]]
-        zone = "use1-az1"
-        instance_type = "g5.xlarge"
-        market = "spot"
-        capacity = 2
-        stock = 1
-        demand_per_hour = 600
-    "#;
-    let mut w = world(text, 1);
+    let text = capsight_testkit::fixtures::scenario("reclaim");
+    let mut w = world(&text, 1);
     let who = w.identity("AKIARECLAIM").unwrap();
     let spec = capsight_cloudsim::world::LaunchSpec {
         instance_type: "g5.xlarge".into(),

@@ -289,6 +289,7 @@ impl<C: ConsumerContext> Observe for StreamConsumer<C> {
 pub struct Liveness {
     name: &'static str,
     processed: Arc<Mutex<BTreeMap<i32, i64>>>,
+    blocked: Arc<std::sync::atomic::AtomicBool>,
     client: Arc<watch::Sender<Arc<dyn Observe>>>,
     health: watch::Receiver<Health>,
     recovery: Arc<Mutex<Option<Recovery>>>,
@@ -313,6 +314,18 @@ impl Liveness {
         }
     }
 
+    /// Tells the watchdog that the owner is retrying a write to a sink (ClickHouse, a topic):
+    /// no progress then is not the consumer's fault, so a stall is reported but no rejoin is
+    /// asked for (a new client would not help, and giving up would make an outage a crash loop).
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked
+            .store(blocked, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_blocked(&self) -> bool {
+        self.blocked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Hands the watchdog the owner's new client (after a rejoin).
     pub fn replace(&self, client: Arc<dyn Observe>) {
         self.client.send_replace(client);
@@ -321,6 +334,14 @@ impl Liveness {
     /// The current health.
     pub fn health(&self) -> Health {
         self.health.borrow().clone()
+    }
+
+    /// The health as a health-endpoint check: the reason when stalled.
+    pub fn check(&self) -> Result<(), String> {
+        match self.health() {
+            Health::Stalled { reason } => Err(reason),
+            Health::Starting | Health::Healthy { .. } => Ok(()),
+        }
     }
 
     /// Health changes, for health endpoints.
@@ -365,6 +386,7 @@ impl Watchdog {
         let live = Liveness {
             name,
             processed: Arc::default(),
+            blocked: Arc::default(),
             client: Arc::new(client_tx),
             health: health_rx,
             recovery: Arc::default(),
@@ -427,6 +449,26 @@ impl Watchdog {
                         }
                         rejoins = 0;
                         health_tx.send_replace(Health::Healthy { lag });
+                    }
+                    Some(Verdict::Stalled {
+                        lag,
+                        partitions,
+                        idle,
+                    }) if owner.is_blocked() => {
+                        if was_healthy {
+                            tracing::error!(
+                                consumer = name,
+                                lag,
+                                idle_s = idle.as_secs(),
+                                "consumer stalled: its writes keep failing"
+                            );
+                        }
+                        health_tx.send_replace(Health::Stalled {
+                            reason: format!(
+                                "{lag} messages behind on partitions {partitions:?} of {topic}: writes failing for {}s",
+                                idle.as_secs()
+                            ),
+                        });
                     }
                     Some(Verdict::Stalled {
                         lag,
@@ -700,6 +742,37 @@ mod tests {
         assert!(
             matches!(asked, Recovery::GiveUp(ref r) if r.contains("50 messages behind")),
             "{asked:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_consumer_blocked_on_its_sink_is_unhealthy_but_not_rejoined() {
+        let mut kafka = KafkaSettings::default();
+        kafka.consumer.stall_after = Duration::from_millis(200);
+        kafka.consumer.check_interval = Duration::from_millis(20);
+        let client = Arc::new(Fixed(Mutex::new(obs(&[(0, 100)], &[0], &[]))));
+        let live = Watchdog::spawn(
+            "test",
+            "t".into(),
+            Membership::Assigned,
+            &kafka,
+            client as _,
+            never(),
+        );
+        live.processed(0, 10);
+        live.set_blocked(true);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!live.health().is_healthy(), "{:?}", live.health());
+        assert!(
+            live.check().unwrap_err().contains("writes failing"),
+            "{:?}",
+            live.health()
+        );
+        let asked =
+            tokio::time::timeout(Duration::from_millis(300), live.recover_requested()).await;
+        assert!(
+            asked.is_err(),
+            "asked for {asked:?} while the sink was down"
         );
     }
 

@@ -7,12 +7,7 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
 use capsight_proto::{
@@ -20,6 +15,10 @@ use capsight_proto::{
     domain::{Payload, Signal, SignalId, SignalSource, SpotPrice},
 };
 use capsight_publisher::{Publisher, PublisherSettings, SIGNAL_ID_HEADER};
+use capsight_testkit::{
+    broker::PrivateBroker,
+    process::{free_port, unique},
+};
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
@@ -33,10 +32,6 @@ struct Conf {
 
 fn shared_kafka() -> KafkaSettings {
     capsight_runtime::config::load::<Conf>(None).unwrap().kafka
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
 fn signal(i: usize) -> Signal {
@@ -138,65 +133,6 @@ async fn published_signals_arrive_once_with_headers() {
     }
 }
 
-/// A private tansu broker on a free port, with its own data directory.
-struct PrivateBroker {
-    child: Child,
-    _dir: PathBuf,
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-fn tansu() -> PathBuf {
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    let path = home.join("bin/tansu");
-    assert!(
-        path.exists(),
-        "tansu missing at {}: run deploy/local/stack install",
-        path.display()
-    );
-    path
-}
-
-fn start_broker(port: u16) -> PrivateBroker {
-    let dir = std::env::temp_dir().join(unique("capsight-tansu"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(&dir)
-        .env("RUST_LOG", "warn")
-        .env_remove("CLUSTER_ID")
-        .env_remove("STORAGE_ENGINE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    PrivateBroker { child, _dir: dir }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_wait_for_an_unreachable_broker_and_a_full_buffer_never_drops() {
     let port = free_port();
@@ -229,7 +165,7 @@ async fn signals_wait_for_an_unreachable_broker_and_a_full_buffer_never_drops() 
     );
 
     // the broker comes up; the topic is created; everything drains
-    let _broker = start_broker(port);
+    let _broker = PrivateBroker::start_on(port).await;
     let mut created = false;
     for _ in 0..50 {
         if admin::cluster_brokers(&kafka).await.is_ok() {

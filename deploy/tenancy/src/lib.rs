@@ -9,7 +9,10 @@
 //!   shared ClickHouse tables: HMAC-SHA256 of the tenant id under a secret (`[tenancy]
 //!   hash_secret`), so contributions can be grouped and capped per tenant without revealing who
 //!   contributed.
+//! * **Admission** ([`admission::Admission`]): API key -> tenant -> rate limit, the one
+//!   implementation every door (gRPC, the reports intake) calls.
 
+pub mod admission;
 mod registry;
 mod shared;
 

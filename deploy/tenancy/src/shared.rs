@@ -81,6 +81,15 @@ impl SharedRegistry {
         self.inner.read().ok()?.registry.authenticate(api_key)
     }
 
+    /// The tenant an API key belongs to, key and tenant read from one registry version; `None`
+    /// when the key is unknown or revoked or its tenant is gone.
+    pub fn authenticate_tenant(&self, api_key: &str) -> Option<Tenant> {
+        self.refresh();
+        let inner = self.inner.read().ok()?;
+        let auth = inner.registry.authenticate(api_key)?;
+        inner.registry.tenant(&auth.tenant).cloned()
+    }
+
     /// A copy of one tenant's entry.
     pub fn tenant(&self, id: &TenantId) -> Option<Tenant> {
         self.refresh();

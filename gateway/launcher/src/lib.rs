@@ -31,7 +31,7 @@ pub use settings::{LauncherConfig, LauncherSettings};
 use std::{sync::Arc, time::Duration};
 
 use capsight_catalog::Catalog;
-use capsight_gateway::clouds::TenantClouds;
+use capsight_cloud::tenants::TenantClouds;
 use capsight_publisher::Publisher;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::SharedRegistry;
@@ -102,10 +102,7 @@ pub async fn run(
             consumed
         }
     });
-    let check: capsight_runtime::health::Check = Arc::new(move || match standby_live.health() {
-        capsight_kafka::liveness::Health::Stalled { reason } => Err(reason),
-        _ => Ok(()),
-    });
+    let check: capsight_runtime::health::Check = Arc::new(move || standby_live.check());
     let addr = config.launcher.health_listen;
     capsight_runtime::health::serve(addr, vec![("standby-events", check)], shutdown.clone())
         .await

@@ -22,14 +22,15 @@ use std::{
 };
 
 use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_cloud::tenants::{AccountError, TenantClouds};
 use capsight_cloud::{CloudAdapter, CloudError, InstanceId, Provider, Region};
-use capsight_gateway::clouds::{AccountError, TenantClouds};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::{SharedRegistry, TenantId};
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::store::{LiveLaunch, Store, StoreError, follow_up, split_ids, state};
+use crate::store::{LiveLaunch, Store, StoreError, follow_up, split_ids};
+use capsight_proto::domain::LaunchState;
 
 /// `[launcher.lifecycle]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -238,7 +239,7 @@ impl Reaper {
             .live_launches(None)
             .await?
             .into_iter()
-            .filter(|l| l.state == state::RUNNING)
+            .filter(|l| l.state == LaunchState::Running)
             .collect();
         if running.is_empty() {
             return Ok(Vec::new());
@@ -322,11 +323,11 @@ impl Reaper {
         let Some(last) = events.last() else {
             return Ok(false);
         };
-        if last.state != state::RUNNING {
+        if last.state != LaunchState::Running {
             return Ok(false);
         }
         terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
-        let row = follow_up(last, state::TERMINATED, reason.to_string());
+        let row = follow_up(last, LaunchState::Terminated, reason.to_string());
         if self.store.append_next(row).await?.is_none() {
             return Ok(false); // ended meanwhile by another task (cancel)
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use capsight_catalog::Catalog;
-use capsight_gateway::clouds::AwsClouds;
+use capsight_cloud::tenants::AwsClouds;
 use capsight_launcher::LauncherConfig;
 use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown};
 use clap::Parser;

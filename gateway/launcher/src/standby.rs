@@ -35,18 +35,18 @@ use std::{
 };
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow};
+use capsight_cloud::tenants::TenantClouds;
 use capsight_cloud::{
     CloudError, Instance, InstanceId, InstanceState, InstanceType, LaunchRequest, Market, Provider,
     Region, ZoneId,
 };
-use capsight_gateway::clouds::TenantClouds;
 use capsight_kafka::{
     KafkaSettings,
     liveness::{Liveness, Membership, Recovery, Watchdog},
 };
 use capsight_proto::{
     codec,
-    domain::{InstanceEventKind, Payload},
+    domain::{InstanceEventKind, LaunchState, Payload},
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::SharedRegistry;
@@ -59,7 +59,7 @@ use serde::Deserialize;
 
 use crate::{
     lifecycle::{LifecycleError, adapter_for, terminate_all},
-    store::{Store, StoreError, follow_up, split_ids, state},
+    store::{Store, StoreError, follow_up, split_ids},
 };
 
 /// `[launcher.standby]`.
@@ -189,12 +189,12 @@ pub fn phase(events: &[LaunchEventRow]) -> Phase {
     let Some(last) = events.last() else {
         return Phase::Idle;
     };
-    if last.state != state::RUNNING {
+    if last.state != LaunchState::Running {
         return Phase::Idle;
     }
     let mut phase = None;
     let mut switches = 0;
-    for e in events.iter().filter(|e| e.state == state::RUNNING) {
+    for e in events.iter().filter(|e| e.state == LaunchState::Running) {
         let standby = token(&e.detail, "standby=");
         if e.detail.starts_with(READY) || e.detail.starts_with(STOPPED) {
             phase = Some(Phase::Armed {
@@ -408,7 +408,7 @@ impl Standby {
             .live_launches(None)
             .await?
             .into_iter()
-            .filter(|l| l.state == state::RUNNING)
+            .filter(|l| l.state == LaunchState::Running)
             .collect();
         let mut out = Vec::new();
         for l in running {
@@ -465,7 +465,7 @@ impl Standby {
                 adapter.stop(&ids(&standby)).await?;
                 let row = follow_up(
                     last,
-                    state::RUNNING,
+                    LaunchState::Running,
                     format!(
                         "{STOPPED}: standby={} after the {}s cooldown",
                         standby.join(","),
@@ -553,7 +553,7 @@ impl Standby {
         }
         let row = follow_up(
             last,
-            state::RUNNING,
+            LaunchState::Running,
             format!(
                 "{READY}: standby={} stopped on-demand clone (client token {}-standby)",
                 standby.join(","),
@@ -601,7 +601,7 @@ impl Standby {
         let serving: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
         let mut row = follow_up(
             last,
-            state::RUNNING,
+            LaunchState::Running,
             format!(
                 "{REPLACED}: standby={} replacement={}; the standby stops after the {}s cooldown",
                 standby.join(","),
@@ -697,7 +697,7 @@ impl Standby {
         };
         let mut row = follow_up(
             last,
-            state::RUNNING,
+            LaunchState::Running,
             format!(
                 "{ACTIVE}: standby={} interrupted={instance_id} event={cause} started_in_ms={start_ms}",
                 standby.join(","),
@@ -838,7 +838,7 @@ mod tests {
             tenant: "t".into(),
             at: 100 + seq,
             at_ms: 0,
-            state: state.into(),
+            state: LaunchState::parse("state", state).unwrap(),
             provider: "aws".into(),
             region: "us-east-1".into(),
             zone_id: "use1-az1".into(),

@@ -17,34 +17,11 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
-use capsight_proto::domain::{CapacityKey, Label, Score};
+use capsight_proto::domain::{CapacityKey, Label, LaunchState, Score};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use crate::locks::KeyedLocks;
-
-/// States a launch goes through, as written in `launch_events.state`.
-pub mod state {
-    /// Accepted by the gateway (seq 0).
-    pub const QUEUED: &str = "queued";
-    /// The launcher picked the job up and checks the tenant's quota.
-    pub const PREFLIGHT: &str = "preflight";
-    /// A cloud launch (attempt n, key in the row) is under way.
-    pub const PROVISIONING: &str = "provisioning";
-    /// The instance(s) run; `instance_id` holds the ids, comma-separated.
-    pub const RUNNING: &str = "running";
-    /// Ended by the lifecycle (max lifetime, idle TTL) or the owner.
-    pub const TERMINATED: &str = "terminated";
-    /// Gave up; `error_class`, `error_code` and `detail` say why.
-    pub const FAILED: &str = "failed";
-    /// A cancel request was honoured.
-    pub const CANCELLED: &str = "cancelled";
-
-    /// Whether `state` is final.
-    pub fn is_terminal(state: &str) -> bool {
-        matches!(state, TERMINATED | FAILED | CANCELLED)
-    }
-}
 
 /// ClickHouse failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +38,8 @@ pub struct LiveLaunch {
     /// Seq of the latest transition.
     pub seq: u32,
     /// Latest state.
-    pub state: String,
+    #[serde(with = "capsight_proto::domain::launch_state_text")]
+    pub state: LaunchState,
     /// Key of the current attempt: provider.
     pub provider: String,
     /// Region.
@@ -98,13 +76,17 @@ pub fn split_ids(text: &str) -> Vec<String> {
 
 /// The next transition after `prev`: seq + 1, now, the same key, attempt and instances, no
 /// error fields.
-pub fn follow_up(prev: &LaunchEventRow, state: &str, detail: impl Into<String>) -> LaunchEventRow {
+pub fn follow_up(
+    prev: &LaunchEventRow,
+    state: LaunchState,
+    detail: impl Into<String>,
+) -> LaunchEventRow {
     let (at, at_ms) = split_time(Utc::now());
     LaunchEventRow {
         seq: prev.seq.saturating_add(1),
         at,
         at_ms,
-        state: state.to_owned(),
+        state,
         error_class: String::new(),
         error_code: String::new(),
         detail: detail.into(),
@@ -185,7 +167,7 @@ impl Store {
             .lock(format!("{}/{}", row.tenant, row.job_id))
             .await;
         match self.latest(&row.tenant, &row.job_id).await? {
-            Some(latest) if state::is_terminal(&latest.state) => Ok(None),
+            Some(latest) if latest.state.is_terminal() => Ok(None),
             latest => {
                 if let Some(latest) = latest {
                     row.seq = row.seq.max(latest.seq.saturating_add(1));
@@ -202,7 +184,7 @@ impl Store {
         &self,
         tenant: &str,
         job_id: &str,
-        state: &str,
+        state: LaunchState,
         detail: &str,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
         let Some(prev) = self.latest(tenant, job_id).await? else {
@@ -299,7 +281,9 @@ impl Store {
         let live = self.live_launches(None).await?;
         let mut out = Vec::new();
         for l in live {
-            if l.state == state::RUNNING && self.cancel_requested(&l.tenant, &l.job_id).await? {
+            if l.state == LaunchState::Running
+                && self.cancel_requested(&l.tenant, &l.job_id).await?
+            {
                 out.push(l);
             }
         }
@@ -381,7 +365,7 @@ mod tests {
             tenant: "t".into(),
             at: 1,
             at_ms: 2,
-            state: "provisioning".into(),
+            state: LaunchState::Provisioning,
             provider: "aws".into(),
             region: "us-east-1".into(),
             zone_id: "use1-az1".into(),
@@ -397,9 +381,9 @@ mod tests {
 
     #[test]
     fn follow_up_keeps_key_and_instances_and_clears_errors() {
-        let next = follow_up(&row(3), state::RUNNING, "up");
+        let next = follow_up(&row(3), LaunchState::Running, "up");
         assert_eq!(next.seq, 4);
-        assert_eq!(next.state, "running");
+        assert_eq!(next.state, LaunchState::Running);
         assert_eq!(next.attempt, 2);
         assert_eq!(next.instance_id, "i-1,i-2");
         assert_eq!(next.zone_id, "use1-az1");
@@ -411,7 +395,7 @@ mod tests {
     fn ids_split_and_terminal_states() {
         assert_eq!(split_ids("i-1, i-2,,"), vec!["i-1", "i-2"]);
         assert!(split_ids("").is_empty());
-        assert!(state::is_terminal("failed") && state::is_terminal("cancelled"));
-        assert!(!state::is_terminal("running"));
+        assert!(LaunchState::Failed.is_terminal() && LaunchState::Cancelled.is_terminal());
+        assert!(!LaunchState::Running.is_terminal());
     }
 }

@@ -28,18 +28,18 @@ use std::{sync::Arc, time::Instant};
 use capsight_amqp::AmqpSettings;
 use capsight_catalog::Catalog;
 use capsight_clickhouse::rows::{LaunchEventRow, split_time};
+use capsight_cloud::tenants::{AccountError, TenantClouds};
 use capsight_cloud::{
     CloudAdapter, CloudError, Instance, InstanceId, InstanceState, LaunchRequest,
 };
 use capsight_gateway::{
     alternatives,
-    clouds::{AccountError, TenantClouds},
     validate::{self, Constraints, Spec},
 };
 use capsight_proto::{
     domain::{
-        CapacityKey, ErrorClass, LaunchAttempt, LaunchOutcome, Market, Payload, ProbeMethod,
-        Signal, SignalId, SignalSource, TenantHash,
+        CapacityKey, ErrorClass, LaunchAttempt, LaunchOutcome, LaunchState, Market, Payload,
+        ProbeMethod, Signal, SignalId, SignalSource, TenantHash,
     },
     v1,
 };
@@ -65,7 +65,7 @@ use crate::{
     locks::KeyedLocks,
     quota,
     settings::LauncherSettings,
-    store::{Store, StoreError, follow_up, split_ids, state},
+    store::{Store, StoreError, follow_up, split_ids},
 };
 
 /// Header carrying why a job was dead-lettered by the launcher.
@@ -438,10 +438,10 @@ impl Launcher {
             let Some(prev) = self.store.latest(tenant, job_id).await? else {
                 return Ok(());
             };
-            if state::is_terminal(&prev.state) {
+            if prev.state.is_terminal() {
                 return Ok(());
             }
-            let mut row = follow_up(&prev, state::FAILED, reason);
+            let mut row = follow_up(&prev, LaunchState::Failed, reason);
             row.error_class = class.to_owned();
             row.error_code = code.to_owned();
             self.store.append(&row).await
@@ -502,7 +502,7 @@ impl Launcher {
             tenant: job.wire.tenant.clone(),
             at,
             at_ms,
-            state: state::QUEUED.into(),
+            state: LaunchState::Queued,
             provider: String::new(),
             region: String::new(),
             zone_id: String::new(),
@@ -588,7 +588,7 @@ impl Launcher {
             let ids: Vec<&str> = instances.iter().map(InstanceId::as_str).collect();
             detail = format!("cancelled on request; terminated {}", ids.join(","));
         }
-        let mut row = follow_up(prev, state::CANCELLED, detail);
+        let mut row = follow_up(prev, LaunchState::Cancelled, detail);
         if !instances.is_empty() {
             row.instance_id = instances
                 .iter()
@@ -596,7 +596,7 @@ impl Launcher {
                 .collect::<Vec<_>>()
                 .join(",");
         }
-        if prev.state == state::RUNNING {
+        if prev.state == LaunchState::Running {
             // the lifecycle and standby tasks write to running jobs too
             self.store.append_next(row).await?;
             return Ok(());
@@ -612,22 +612,26 @@ impl Launcher {
             return Ok(());
         };
         loop {
-            if state::is_terminal(&prev.state) || prev.state == state::RUNNING {
+            if prev.state.is_terminal() || prev.state == LaunchState::Running {
                 tracing::info!(state = %prev.state, "launch job already settled");
                 return Ok(());
             }
             let cancelled = self.store.cancel_requested(tenant, job_id).await?;
-            match prev.state.as_str() {
-                state::QUEUED => {
+            match prev.state {
+                LaunchState::Queued => {
                     if cancelled {
                         return self.cancel(&prev, None, &[]).await;
                     }
-                    let row = follow_up(&prev, state::PREFLIGHT, "checking the tenant's GPU quota");
+                    let row = follow_up(
+                        &prev,
+                        LaunchState::Preflight,
+                        "checking the tenant's GPU quota",
+                    );
                     self.append(&row).await?;
                     self.crash_point("preflight");
                     prev = row;
                 }
-                state::PREFLIGHT => {
+                LaunchState::Preflight => {
                     if cancelled {
                         return self.cancel(&prev, None, &[]).await;
                     }
@@ -642,14 +646,14 @@ impl Launcher {
                     );
                     let in_use = quota::in_use(&self.store, &self.catalog, tenant, job_id).await?;
                     if let Some(reason) = quota::exceeded(job.tenant.gpu_quota, in_use, requested) {
-                        let mut row = follow_up(&prev, state::FAILED, reason);
+                        let mut row = follow_up(&prev, LaunchState::Failed, reason);
                         row.error_class = "quota".into();
                         row.error_code = "TenantGpuQuotaExceeded".into();
                         return self.append(&row).await;
                     }
                     let mut row = follow_up(
                         &prev,
-                        state::PROVISIONING,
+                        LaunchState::Provisioning,
                         format!(
                             "launching {} x {} (attempt 1)",
                             job.spec.count, job.spec.key
@@ -661,15 +665,15 @@ impl Launcher {
                     self.crash_point("provisioning");
                     prev = row;
                 }
-                state::PROVISIONING => match self.provision(job, &prev, cancelled).await? {
+                LaunchState::Provisioning => match self.provision(job, &prev, cancelled).await? {
                     Some(next) => prev = next,
                     None => return Ok(()),
                 },
-                other => {
-                    return Err(Fail::Dead(format!(
-                        "launch_events holds an unknown state {other:?} for this job"
-                    )));
-                }
+                // settled: returned above
+                LaunchState::Running
+                | LaunchState::Terminated
+                | LaunchState::Failed
+                | LaunchState::Cancelled => return Ok(()),
             }
         }
     }
@@ -696,7 +700,7 @@ impl Launcher {
                 if retryable {
                     return Err(Fail::Retry(message));
                 }
-                let mut row = follow_up(prev, state::FAILED, message);
+                let mut row = follow_up(prev, LaunchState::Failed, message);
                 row.error_class = class;
                 row.error_code = code;
                 self.append(&row).await?;
@@ -754,7 +758,7 @@ impl Launcher {
                 self.signal(job, &key, attempt, Err(&e), None).await;
                 let mut row = follow_up(
                     prev,
-                    state::FAILED,
+                    LaunchState::Failed,
                     format!("attempt {attempt} on {key}: {e}"),
                 );
                 row.error_class = e.class().as_str().to_owned();
@@ -789,7 +793,7 @@ impl Launcher {
             }) {
                 let mut row = follow_up(
                     prev,
-                    state::FAILED,
+                    LaunchState::Failed,
                     format!(
                         "instance {} ended while provisioning: {}",
                         gone.id,
@@ -832,7 +836,7 @@ impl Launcher {
             .unwrap_or_default();
         let mut row = follow_up(
             prev,
-            state::RUNNING,
+            LaunchState::Running,
             format!(
                 "{} instance(s) running in {}",
                 ids.len(),
@@ -880,7 +884,7 @@ impl Launcher {
             Some((alt, reason)) => {
                 let mut row = follow_up(
                     prev,
-                    state::PROVISIONING,
+                    LaunchState::Provisioning,
                     format!(
                         "{failure}; falling back to {alt} ({reason}) (attempt {})",
                         attempt + 1
@@ -901,7 +905,7 @@ impl Launcher {
                 } else {
                     "no alternative left within the job's constraints".to_owned()
                 };
-                let mut row = follow_up(prev, state::FAILED, format!("{failure}; {why}"));
+                let mut row = follow_up(prev, LaunchState::Failed, format!("{failure}; {why}"));
                 row.error_class = ErrorClass::Capacity.as_str().to_owned();
                 row.error_code = error.code().unwrap_or_default().to_owned();
                 self.append(&row).await?;
@@ -932,7 +936,7 @@ impl Launcher {
             .events(&job.wire.tenant, &job.wire.job_id)
             .await?
             .iter()
-            .filter(|r| r.state == state::PROVISIONING)
+            .filter(|r| r.state == LaunchState::Provisioning)
             .filter_map(key_of)
             .collect();
         let scores = self

@@ -13,6 +13,7 @@ use std::{
     time::Duration,
 };
 
+use capsight_proto::domain::LaunchState;
 use common::{ACME, Harness};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -118,7 +119,7 @@ async fn a_crash_loop_is_dead_lettered_by_the_delivery_limit_and_replays_to_one_
     // six launches with one client token: one instance
     assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
     let events = h.events(ACME, &job.job_id).await;
-    assert_eq!(events.last().unwrap().state, "provisioning");
+    assert_eq!(events.last().unwrap().state, LaunchState::Provisioning);
 
     // replay (docs/runbooks.md): back to the work exchange with key `job`, then a sound worker
     let conn = h.config.amqp.connect().await.unwrap();

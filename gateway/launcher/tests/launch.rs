@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use capsight_proto::{
     codec,
-    domain::{ErrorClass, LaunchOutcome, Payload, Signal, SignalSource},
+    domain::{ErrorClass, LaunchOutcome, LaunchState, Payload, Signal, SignalSource},
 };
 use common::{ACME, CAPPED, Harness};
 use lapin::{
@@ -85,7 +85,11 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     let store = h.store();
     let writers = (0..8).map(|i| {
         let store = store.clone();
-        let row = capsight_launcher::store::follow_up(&running, "running", format!("note {i}"));
+        let row = capsight_launcher::store::follow_up(
+            &running,
+            LaunchState::Running,
+            format!("note {i}"),
+        );
         tokio::spawn(async move { store.append_next(row).await.unwrap() })
     });
     let mut seqs = Vec::new();
@@ -104,7 +108,7 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     let ended = store
         .append_next(capsight_launcher::store::follow_up(
             last,
-            "terminated",
+            LaunchState::Terminated,
             "test",
         ))
         .await
@@ -112,13 +116,15 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     assert_eq!(ended.map(|r| r.seq), Some(last.seq + 1));
     let late = store
         .append_next(capsight_launcher::store::follow_up(
-            last, "running", "too late",
+            last,
+            LaunchState::Running,
+            "too late",
         ))
         .await
         .unwrap();
     assert!(late.is_none(), "a row after a final state: {late:?}");
     let finals = h.events(ACME, &job.job_id).await;
-    assert_eq!(finals.last().unwrap().state, "terminated");
+    assert_eq!(finals.last().unwrap().state, LaunchState::Terminated);
     assert_eq!(finals.len(), after.len() + 1);
     h.cleanup().await;
 }
@@ -413,16 +419,19 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
             let events = h.events(CAPPED, &job.job_id).await;
             events
                 .last()
-                .filter(|e| e.state == "running" || e.state == "failed")
+                .filter(|e| e.state == LaunchState::Running || e.state == LaunchState::Failed)
                 .cloned()
         })
         .await;
         outcomes.push(settled);
     }
-    let running = outcomes.iter().filter(|e| e.state == "running").count();
+    let running = outcomes
+        .iter()
+        .filter(|e| e.state == LaunchState::Running)
+        .count();
     let refused = outcomes
         .iter()
-        .filter(|e| e.state == "failed" && e.error_code == "TenantGpuQuotaExceeded")
+        .filter(|e| e.state == LaunchState::Failed && e.error_code == "TenantGpuQuotaExceeded")
         .count();
     assert_eq!((running, refused), (1, 2), "{outcomes:?}");
     let instances: usize =

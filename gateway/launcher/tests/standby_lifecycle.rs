@@ -34,6 +34,7 @@ use capsight_launcher::{
     store::{Store, follow_up},
     usage,
 };
+use capsight_proto::domain::LaunchState;
 use capsight_proto::v1::{self, launch_service_client::LaunchServiceClient};
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_reports::{launched::LaunchedInstances, server::AppState};
@@ -45,63 +46,9 @@ use tonic::{Code, Request};
 const OPERATOR: &str = "AKIATESTOPERATOR";
 const ROLE: &str = "arn:aws:iam::222222222222:role/capsight";
 
-const SCENARIO: &str = r#"
-name = "launcher-standby-test"
-seed = 3
-step = "1m"
-
-[defaults]
-quota_vcpus = 4000
-provisioning = "10s"
-rebalance_lead = "30s"
-interruption_notice = "2m"
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-
-[[accounts]]
-id = "111111111111"
-
-[[accounts]]
-id = "222222222222"
-
-[[principals]]
-access_key_id = "AKIATESTOPERATOR"
-account = "111111111111"
-user = "operator"
-allow = ["ec2:*", "servicequotas:*", "sts:AssumeRole"]
-
-[[roles]]
-arn = "arn:aws:iam::222222222222:role/capsight"
-external_id = "ext-acme"
-trusted_accounts = ["111111111111"]
-allow = ["ec2:*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 8
-stock = 8
-[[pools]]
-zone = "use1-az4"
-instance_type = "g5.xlarge"
-market = "spot"
-capacity = 8
-stock = 8
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "on_demand"
-capacity = 8
-stock = 8
-"#;
+fn scenario() -> String {
+    capsight_testkit::fixtures::scenario("standby")
+}
 
 /// Simulated seconds per real second: provisioning 10 s -> 1 s, stop 20 s -> 2 s, rebalance
 /// lead 30 s -> 3 s.
@@ -218,7 +165,7 @@ impl Env {
                 webhook_api_key: acme_key.clone(),
                 ..CloudsimSettings::default()
             },
-            Scenario::parse(SCENARIO).unwrap(),
+            Scenario::parse(&scenario()).unwrap(),
             None,
             shutdown.clone(),
         )
@@ -398,7 +345,7 @@ impl Env {
                     tenant: "acme".into(),
                     at: t,
                     at_ms: ms,
-                    state: state.into(),
+                    state: LaunchState::parse("state", state).unwrap(),
                     provider: "aws".into(),
                     region: "us-east-1".into(),
                     zone_id: "use1-az1".into(),
@@ -486,7 +433,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
             e.detail.starts_with("standby ready")
         })
         .await;
-    assert_eq!(ready.state, "running");
+    assert_eq!(ready.state, LaunchState::Running);
     assert_eq!(ready.instance_id, spot, "the spot instance still serves");
     let standby_id = ready
         .detail
@@ -553,7 +500,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         to_running.as_millis(),
         active.detail
     );
-    assert_eq!(active.state, "running");
+    assert_eq!(active.state, LaunchState::Running);
     assert_eq!(active.instance_id, standby_id, "the standby serves");
     assert_eq!(active.market, "on_demand");
     assert!(
@@ -649,7 +596,11 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     // standby and the replacement are terminated too
     let last = env.events(&job_id).await.pop().unwrap();
     env.store
-        .append(&follow_up(&last, "cancelled", "cancel requested"))
+        .append(&follow_up(
+            &last,
+            LaunchState::Cancelled,
+            "cancel requested",
+        ))
         .await
         .unwrap();
     for id in [&standby_id, &replacement] {
@@ -782,7 +733,9 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     let task = tokio::spawn(reaper.run(false, env.shutdown.clone()));
 
     let ended = env
-        .wait_event(&old, Duration::from_secs(30), |e| e.state == "terminated")
+        .wait_event(&old, Duration::from_secs(30), |e| {
+            e.state == LaunchState::Terminated
+        })
         .await;
     assert!(ended.detail.contains("max lifetime"), "{}", ended.detail);
     env.wait_state(
@@ -794,14 +747,18 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
 
     // idle is reaped while busy, well past its own 3 s TTL, keeps beating
     let idle_end = env
-        .wait_event(&idle, Duration::from_secs(15), |e| e.state == "terminated")
+        .wait_event(&idle, Duration::from_secs(15), |e| {
+            e.state == LaunchState::Terminated
+        })
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     quiet.trigger();
     let sent = beats.await.unwrap();
     assert!(sent >= 10, "{sent} heartbeats sent");
     let _ = env
-        .wait_event(&idle, Duration::from_secs(1), |e| e.state == "terminated")
+        .wait_event(&idle, Duration::from_secs(1), |e| {
+            e.state == LaunchState::Terminated
+        })
         .await;
     assert!(
         idle_end.detail.contains("idle TTL 3s"),
@@ -812,7 +769,7 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
         env.events(&busy)
             .await
             .iter()
-            .all(|e| e.state == "running" || e.seq < 2),
+            .all(|e| e.state == LaunchState::Running || e.seq < 2),
         "heartbeats keep busy running"
     );
     let n: u64 = env
@@ -827,7 +784,9 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
 
     // heartbeats stop: busy goes idle and ends
     let busy_end = env
-        .wait_event(&busy, Duration::from_secs(15), |e| e.state == "terminated")
+        .wait_event(&busy, Duration::from_secs(15), |e| {
+            e.state == LaunchState::Terminated
+        })
         .await;
     assert!(busy_end.detail.contains("idle TTL"), "{}", busy_end.detail);
     env.wait_state(
@@ -845,7 +804,7 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
         env.events(&fresh)
             .await
             .iter()
-            .all(|e| e.state != "terminated"),
+            .all(|e| e.state != LaunchState::Terminated),
         "fresh ended too early"
     );
     assert_eq!(env.state_of(&fresh_i).await, InstanceState::Running);
@@ -927,7 +886,7 @@ async fn gpu_hours_per_tenant_and_market_match_a_known_set_of_events() {
                     tenant: tenant.into(),
                     at: *at,
                     at_ms: 0,
-                    state: (*state).into(),
+                    state: LaunchState::parse("state", state).unwrap(),
                     provider: "aws".into(),
                     region: "us-east-1".into(),
                     zone_id: String::new(),
@@ -1245,7 +1204,7 @@ consumer_group = "test.l2.{short}.binary"
         tenant: "acme".into(),
         at: created_at,
         at_ms: created_ms,
-        state: "queued".into(),
+        state: LaunchState::Queued,
         provider: "aws".into(),
         region: "us-east-1".into(),
         zone_id: "use1-az1".into(),
@@ -1285,7 +1244,9 @@ consumer_group = "test.l2.{short}.binary"
         .unwrap();
 
     let running = env
-        .wait_event(&job_id, Duration::from_secs(90), |e| e.state == "running")
+        .wait_event(&job_id, Duration::from_secs(90), |e| {
+            e.state == LaunchState::Running
+        })
         .await;
     let spot = running.instance_id.clone();
     assert_eq!(running.market, "spot");

@@ -23,7 +23,7 @@
 
 pub mod alternatives;
 pub mod auth;
-pub mod clouds;
+pub use capsight_cloud::tenants as clouds;
 mod error;
 pub mod jobs;
 pub mod preflight;

@@ -9,7 +9,7 @@ use capsight_clickhouse::rows::{
     split_time,
 };
 use capsight_proto::{
-    domain::{CapacityKey, FieldError, Label, Market},
+    domain::{self, CapacityKey, FieldError, Label, Market},
     v1::{
         self, CheckStatus, LaunchState, launch_service_server::LaunchService,
         preflight_service_server::PreflightService, report_service_server::ReportService,
@@ -105,20 +105,6 @@ fn job_id(field: &str, text: &str) -> std::result::Result<String, FieldError> {
         .map_err(|_| FieldError::new(field, "is not a launch job id (a UUID)"))
 }
 
-/// The wire state of a `launch_events.state` text.
-pub fn launch_state(text: &str) -> LaunchState {
-    match text {
-        "queued" => LaunchState::Queued,
-        "preflight" => LaunchState::Preflight,
-        "provisioning" => LaunchState::Provisioning,
-        "running" => LaunchState::Running,
-        "terminated" => LaunchState::Terminated,
-        "failed" => LaunchState::Failed,
-        "cancelled" => LaunchState::Cancelled,
-        _ => LaunchState::Unspecified,
-    }
-}
-
 fn terminal(state: LaunchState) -> bool {
     matches!(
         state,
@@ -133,7 +119,7 @@ fn event_to_wire(e: &LaunchEventRow) -> v1::LaunchEvent {
     v1::LaunchEvent {
         job_id: e.job_id.clone(),
         seq: e.seq,
-        state: launch_state(&e.state).into(),
+        state: LaunchState::from(e.state).into(),
         at: Some(ts(secs_ms(e.at, e.at_ms))),
         key: key.as_ref().map(v1::CapacityKey::from),
         instance_id: e.instance_id.clone(),
@@ -153,7 +139,7 @@ fn status_to_wire(l: &StoredLaunch) -> v1::LaunchStatus {
     let state = l
         .events
         .last()
-        .map_or(LaunchState::Queued, |e| launch_state(&e.state));
+        .map_or(LaunchState::Queued, |e| LaunchState::from(e.state));
     v1::LaunchStatus {
         job_id: r.job_id.clone(),
         state: state.into(),
@@ -528,7 +514,7 @@ impl LaunchService for Api {
                 let state = existing
                     .events
                     .last()
-                    .map_or(LaunchState::Queued, |e| launch_state(&e.state));
+                    .map_or(LaunchState::Queued, |e| LaunchState::from(e.state));
                 return Ok(Response::new(v1::LaunchResponse {
                     job_id: id,
                     state: state.into(),
@@ -558,13 +544,13 @@ impl LaunchService for Api {
             idle_ttl_secs: req.idle_ttl_seconds,
             max_fallbacks: req.max_fallbacks,
         };
-        let event = |seq: u32, state: &str, detail: &str| LaunchEventRow {
+        let event = |seq: u32, state: domain::LaunchState, detail: &str| LaunchEventRow {
             job_id: job_id.clone(),
             seq,
             tenant: tenant.clone(),
             at: split_time(Utc::now()).0,
             at_ms: split_time(Utc::now()).1,
-            state: state.into(),
+            state,
             provider: provider.clone(),
             region: region.clone(),
             zone_id: zone_id.clone(),
@@ -577,7 +563,10 @@ impl LaunchService for Api {
             detail: detail.into(),
         };
         core.store
-            .record_launch(&request_row, &event(0, "queued", "accepted by the gateway"))
+            .record_launch(
+                &request_row,
+                &event(0, domain::LaunchState::Queued, "accepted by the gateway"),
+            )
             .await?;
         let job = v1::LaunchJob {
             job_id: job_id.clone(),
@@ -598,7 +587,7 @@ impl LaunchService for Api {
                 error_class: "transient".into(),
                 ..event(
                     1,
-                    "failed",
+                    domain::LaunchState::Failed,
                     "could not enqueue the job (RabbitMQ unavailable); submit again",
                 )
             };
@@ -653,7 +642,7 @@ impl LaunchService for Api {
                     Ok(events) => {
                         for e in &events {
                             last = Some(e.seq);
-                            let state = launch_state(&e.state);
+                            let state = LaunchState::from(e.state);
                             if tx.send(Ok(event_to_wire(e))).await.is_err() {
                                 return;
                             }
@@ -695,7 +684,7 @@ impl LaunchService for Api {
         let state = launch
             .events
             .last()
-            .map_or(LaunchState::Queued, |e| launch_state(&e.state));
+            .map_or(LaunchState::Queued, |e| LaunchState::from(e.state));
         if terminal(state) {
             return Err(GatewayError::FailedPrecondition(format!(
                 "launch {id} is already {}",
@@ -749,7 +738,7 @@ impl LaunchService for Api {
         let Some(last) = events.last() else {
             return Err(GatewayError::NotFound(format!("launch {id}")).into());
         };
-        let state = launch_state(&last.state);
+        let state = LaunchState::from(last.state);
         if state != LaunchState::Running {
             return Err(GatewayError::FailedPrecondition(format!(
                 "launch {id} is {}, not running",

@@ -648,7 +648,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
         tenant: "acme".into(),
         at: u32::try_from(chrono::Utc::now().timestamp()).unwrap(),
         at_ms: 0,
-        state: state.into(),
+        state: capsight_proto::domain::LaunchState::parse("state", state).unwrap(),
         provider: "aws".into(),
         region: "us-east-1".into(),
         zone_id: "use1-az4".into(),

@@ -197,3 +197,54 @@ impl ErrorClass {
         )
     }
 }
+
+domain_enum!(
+    /// Where a launch job is, as recorded in ClickHouse `launch_events.state` and served by
+    /// `LaunchService`. Adding a state is a compiler-guided change: every `match` on it is
+    /// exhaustive.
+    LaunchState => LaunchState {
+        /// Accepted by the gateway (seq 0).
+        Queued = "queued",
+        /// The launcher picked the job up and checks the tenant's quota.
+        Preflight = "preflight",
+        /// A cloud launch (attempt n, key in the row) is under way.
+        Provisioning = "provisioning",
+        /// The instance(s) run; the row holds their ids.
+        Running = "running",
+        /// Ended by the lifecycle (max lifetime, idle TTL) or the owner.
+        Terminated = "terminated",
+        /// Gave up; the row's error class, code and detail say why.
+        Failed = "failed",
+        /// A cancel request was honoured.
+        Cancelled = "cancelled",
+    }
+);
+
+impl LaunchState {
+    /// Whether nothing follows this state.
+    pub fn is_terminal(self) -> bool {
+        match self {
+            Self::Terminated | Self::Failed | Self::Cancelled => true,
+            Self::Queued | Self::Preflight | Self::Provisioning | Self::Running => false,
+        }
+    }
+}
+
+/// `#[serde(with = "launch_state_text")]`: a [`LaunchState`] stored as its lowercase name (a
+/// ClickHouse `String` column), rejecting unknown names with the field named.
+pub mod launch_state_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use super::LaunchState;
+
+    /// Writes the name.
+    pub fn serialize<S: Serializer>(state: &LaunchState, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(state.as_str())
+    }
+
+    /// Reads the name.
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<LaunchState, D::Error> {
+        let text = String::deserialize(de)?;
+        LaunchState::parse("state", &text).map_err(D::Error::custom)
+    }
+}

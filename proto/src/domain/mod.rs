@@ -9,8 +9,8 @@ mod signal;
 mod time;
 
 pub use enums::{
-    CrowdReportKind, ErrorClass, Feature, InstanceEventKind, Label, LaunchOutcome, Market,
-    ProbeMethod, SignalSource, StatusSeverity,
+    CrowdReportKind, ErrorClass, Feature, InstanceEventKind, Label, LaunchOutcome, LaunchState,
+    Market, ProbeMethod, SignalSource, StatusSeverity, launch_state_text,
 };
 pub use error::FieldError;
 pub use key::{CapacityKey, InstanceType, Provider, Region, ZoneId};

@@ -11,12 +11,8 @@ use std::time::Duration;
 use capsight_clickhouse::{ClickHouseSettings, migrate};
 use capsight_kafka::{KafkaSettings, admin};
 use capsight_proto::codec;
-use capsight_proto::domain::{
-    ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Score, Signal, SignalId,
-    SignalSource,
-};
+use capsight_proto::domain::{Score, Signal};
 use capsight_scorer::{ScorerConfig, ScorerSettings};
-use chrono::{DateTime, Utc};
 use rdkafka::{
     Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, Consumer},
@@ -323,32 +319,4 @@ fn read_topic_blocking(
 }
 
 /// A launch attempt signal.
-pub fn launch(id: &str, key: &str, at: DateTime<Utc>, class: ErrorClass) -> Signal {
-    let ok = class == ErrorClass::None;
-    Signal {
-        id: SignalId::parse("id", id).unwrap(),
-        observed_at: at,
-        source: SignalSource::Probe,
-        tenant: None,
-        key: key.parse().unwrap(),
-        payload: Payload::LaunchAttempt(LaunchAttempt {
-            outcome: if ok {
-                LaunchOutcome::Succeeded
-            } else {
-                LaunchOutcome::Failed
-            },
-            error_class: class,
-            error_code: if ok {
-                String::new()
-            } else {
-                format!("{class}Error")
-            },
-            error_message: String::new(),
-            provisioning_ms: ok.then_some(60_000),
-            hinted_zones: vec![],
-            hinted_regions: vec![],
-            method: ProbeMethod::Launch,
-            count: 1,
-        }),
-    }
-}
+pub use capsight_testkit::signals::launch;

@@ -59,7 +59,7 @@ pub fn tansu() -> PathBuf {
 /// A tansu broker of this test only; killed (and its data deleted) on drop.
 #[derive(Debug)]
 pub struct PrivateBroker {
-    process: ChildGuard,
+    process: Option<ChildGuard>,
     dir: PathBuf,
     listen_port: u16,
     advertised: SocketAddr,
@@ -67,12 +67,22 @@ pub struct PrivateBroker {
 }
 
 impl PrivateBroker {
-    /// A broker clients reach directly.
+    /// A broker clients reach directly, on a free port.
     pub async fn start() -> Self {
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let b = Self::spawn(port, addr, None);
-        b.wait_listening().await;
+        Self::start_on(free_port()).await
+    }
+
+    /// A broker clients reach directly on `port` (e.g. one a client was pointed at before the
+    /// broker existed).
+    pub async fn start_on(port: u16) -> Self {
+        let mut b = Self {
+            process: None,
+            dir: std::env::temp_dir().join(unique("capsight-tansu")),
+            listen_port: port,
+            advertised: ([127, 0, 0, 1], port).into(),
+            proxy: None,
+        };
+        b.restart().await;
         b
     }
 
@@ -81,41 +91,53 @@ impl PrivateBroker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let advertised = listener.local_addr().unwrap();
         let port = free_port();
-        let proxy = KafkaProxy::serve(listener, ([127, 0, 0, 1], port).into());
-        let b = Self::spawn(port, advertised, Some(proxy));
-        b.wait_listening().await;
+        let mut b = Self {
+            process: None,
+            dir: std::env::temp_dir().join(unique("capsight-tansu")),
+            listen_port: port,
+            advertised,
+            proxy: Some(KafkaProxy::serve(listener, ([127, 0, 0, 1], port).into())),
+        };
+        b.restart().await;
         b
     }
 
-    fn spawn(listen_port: u16, advertised: SocketAddr, proxy: Option<KafkaProxy>) -> Self {
-        let dir = std::env::temp_dir().join(unique("capsight-tansu"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
-        let process = ChildGuard::spawn(
+    /// Starts the broker (again) on the same ports and data directory, and waits until it
+    /// listens.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        self.process = Some(ChildGuard::spawn(
             "tansu",
             Command::new(tansu())
                 .args([
                     "broker",
                     "--listener-url",
-                    &format!("tcp://127.0.0.1:{listen_port}"),
+                    &format!("tcp://127.0.0.1:{}", self.listen_port),
                     "--advertised-listener-url",
-                    &format!("tcp://{advertised}"),
+                    &format!("tcp://{}", self.advertised),
                     "--storage-engine",
                     "sqlite://tansu.db",
                 ])
-                .current_dir(&dir)
+                .current_dir(&self.dir)
                 .env("RUST_LOG", "warn")
                 .env_remove("CLUSTER_ID")
                 .env_remove("STORAGE_ENGINE")
                 .stdout(Stdio::null())
                 .stderr(log),
-        );
-        Self {
-            process,
-            dir,
-            listen_port,
-            advertised,
-            proxy,
+        ));
+        self.wait_listening().await;
+    }
+
+    /// `kill -9`: no clean shutdown; the data directory stays for [`PrivateBroker::restart`].
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.kill();
         }
     }
 
@@ -141,19 +163,19 @@ impl PrivateBroker {
         self.advertised.to_string()
     }
 
-    /// The broker's process id.
+    /// The broker's process id (0 after [`PrivateBroker::kill9`]).
     pub fn pid(&self) -> u32 {
-        self.process.id()
+        self.process.as_ref().map_or(0, ChildGuard::id)
     }
 
     /// Freezes the broker (`SIGSTOP`): connections stay open, nothing is answered.
     pub fn pause(&self) {
-        self.process.signal("STOP");
+        send_signal(self.pid(), "STOP");
     }
 
     /// Thaws a paused broker (`SIGCONT`).
     pub fn resume(&self) {
-        self.process.signal("CONT");
+        send_signal(self.pid(), "CONT");
     }
 
     /// The proxy in front of the broker (brokers started with
@@ -184,7 +206,8 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        // a stopped process still dies of SIGKILL; the guard reaps it
+        // a stopped (SIGSTOP) process still dies of SIGKILL
+        self.kill9();
         if let Some(p) = &self.proxy {
             p.stop();
         }

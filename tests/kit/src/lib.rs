@@ -6,7 +6,8 @@
 //!   restart without disturbing other tests, optionally behind a [`broker::KafkaProxy`] that
 //!   sees every request's API key (to inject a fault at an exact protocol step, e.g. during an
 //!   offset commit);
-//! * [`signals`]: signal fixtures.
+//! * [`signals`]: signal fixtures; [`fixtures`]: cloudsim scenario files
+//!   (`tests/fixtures/scenarios/`).
 //!
 //! Tests that need a service fail loudly when it is missing; nothing here skips a test.
 
@@ -16,5 +17,6 @@
 )]
 
 pub mod broker;
+pub mod fixtures;
 pub mod process;
 pub mod signals;

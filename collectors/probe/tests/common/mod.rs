@@ -9,7 +9,6 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -37,63 +36,16 @@ pub const KEY_ID: &str = "AKIATESTPROBE";
 pub const ACCOUNT: &str = "111111111111";
 
 /// us-east-1 with two zones: p5 has stock in az1 and none in az4; the G family has no quota.
-pub const SCENARIO: &str = r#"
-name = "probe-test"
-seed = 5
-step = "1m"
-
-[defaults]
-quota_vcpus = 0
-provisioning = "60s"
-placement_min_types = 1
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-
-[[accounts]]
-id = "111111111111"
-[accounts.quotas]
-"L-417A185B" = 1152
-"L-DB2E81BA" = GQUOTA
-
-[[principals]]
-access_key_id = "AKIATESTPROBE"
-account = "111111111111"
-user = "prober"
-allow = ["ec2:*", "servicequotas:*"]
-
-# may launch but not reserve: reservation probes fall back to launch probes
-[[principals]]
-access_key_id = "AKIATESTNORESERVE"
-account = "111111111111"
-user = "launch-only"
-allow = ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:Describe*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 2
-[[pools]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 0
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "on_demand"
-capacity = 40
-stock = 30
-"#;
+/// The prober's scenario with `g_quota` vCPUs of G-family quota (`L-DB2E81BA`).
+pub fn scenario(g_quota: u32) -> Scenario {
+    let mut scenario = Scenario::parse(&capsight_testkit::fixtures::scenario("probe")).unwrap();
+    for account in &mut scenario.accounts {
+        account
+            .quotas
+            .insert("L-DB2E81BA".into(), f64::from(g_quota));
+    }
+    scenario
+}
 
 #[derive(serde::Deserialize)]
 struct Conf {
@@ -114,7 +66,7 @@ impl Drop for Sim {
 }
 
 impl Sim {
-    /// Starts [`SCENARIO`] with `g_quota` vCPUs of G-family quota.
+    /// Starts [`scenario`] with `g_quota` vCPUs of G-family quota.
     pub async fn start(g_quota: u32) -> Self {
         let settings = CloudsimSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -123,15 +75,10 @@ impl Sim {
             ..CloudsimSettings::default()
         };
         let shutdown = Shutdown::new();
-        let scenario = SCENARIO.replace("GQUOTA", &g_quota.to_string());
-        let running = capsight_cloudsim::start(
-            &settings,
-            Scenario::parse(&scenario).unwrap(),
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
+        let scenario = scenario(g_quota);
+        let running = capsight_cloudsim::start(&settings, scenario, None, shutdown.clone())
+            .await
+            .unwrap();
         Self { running, shutdown }
     }
 
@@ -310,88 +257,8 @@ where
     }
 }
 
-/// A private tansu broker on a free port with its own data directory, restartable on the same
-/// directory (see `deploy/publisher/tests/publish.rs`).
-pub struct PrivateBroker {
-    pub port: u16,
-    pub dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn tansu() -> PathBuf {
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    let path = home.join("bin/tansu");
-    assert!(path.exists(), "tansu missing at {}", path.display());
-    path
-}
-
-impl PrivateBroker {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!(
-            "capsight-tansu-probe-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Self {
-            port,
-            dir,
-            child: None,
-        };
-        b.restart();
-        b
-    }
-
-    /// Starts (again) on the same port and data directory.
-    pub fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .env("RUST_LOG", "warn")
-            .env_remove("CLUSTER_ID")
-            .env_remove("STORAGE_ENGINE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// `kill -9`: no clean shutdown.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn kafka(&self, base: &KafkaSettings) -> KafkaSettings {
-        let mut k = base.clone();
-        k.brokers = format!("127.0.0.1:{}", self.port);
-        k
-    }
-}
+/// A private broker to kill and restart (the test kit's).
+pub use capsight_testkit::broker::PrivateBroker;
 
 /// Waits until the broker at `kafka` answers.
 pub async fn wait_for_broker(kafka: &KafkaSettings) {

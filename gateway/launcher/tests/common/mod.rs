@@ -28,7 +28,7 @@ use capsight_gateway::{clouds::AwsClouds, jobs::JobPublisher, store::Store as Ga
 use capsight_kafka::{TopicSpec, admin};
 use capsight_launcher::{LauncherConfig, store::Store};
 use capsight_proto::{
-    domain::{CapacityKey, Evidence, Feature, Label, Score},
+    domain::{CapacityKey, Evidence, Feature, Label, LaunchState, Score},
     v1,
 };
 use capsight_runtime::shutdown::Shutdown;
@@ -45,84 +45,15 @@ pub const CAPPED: &str = "capped";
 /// A scenario: p5.48xlarge on-demand, no stock in use1-az1, stock in use1-az4 and use1-az6;
 /// g5.xlarge on-demand, none in use1-az1, 4 in use1-az4;
 /// `slow` is the pending -> running delay (simulated) of use1-az6.
-pub fn scenario(slow: &str) -> String {
-    format!(
-        r#"
-name = "launcher-test"
-seed = 7
-step = "1m"
-
-[defaults]
-quota_vcpus = 0
-provisioning = "60s"
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-[[zones]]
-region = "us-east-1"
-id = "use1-az6"
-name = "us-east-1c"
-
-[[accounts]]
-id = "111111111111"
-
-[[accounts]]
-id = "222222222222"
-[accounts.quotas]
-"L-417A185B" = 19200
-"L-DB2E81BA" = 64
-
-[[principals]]
-access_key_id = "AKIATESTOPERATOR"
-account = "111111111111"
-user = "operator"
-allow = ["ec2:*", "servicequotas:*", "sts:AssumeRole"]
-
-[[roles]]
-arn = "arn:aws:iam::222222222222:role/capsight"
-external_id = "ext-acme"
-trusted_accounts = ["111111111111"]
-allow = ["ec2:*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 8
-stock = 0
-[[pools]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 16
-stock = 16
-[[pools]]
-zone = "use1-az6"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 16
-stock = 16
-provisioning = "{slow}"
-[[pools]]
-zone = "use1-az1"
-instance_type = "g5.xlarge"
-market = "on_demand"
-capacity = 4
-stock = 0
-[[pools]]
-zone = "use1-az4"
-instance_type = "g5.xlarge"
-market = "on_demand"
-capacity = 4
-stock = 4
-"#
-    )
+pub fn scenario(slow: &str) -> Scenario {
+    let mut scenario = Scenario::parse(&capsight_testkit::fixtures::scenario("launcher")).unwrap();
+    let delay = humantime_serde::re::humantime::parse_duration(slow).unwrap();
+    for pool in &mut scenario.pools {
+        if pool.zone == "use1-az6" && pool.instance_type == "p5.48xlarge" {
+            pool.provisioning = Some(delay);
+        }
+    }
+    scenario
 }
 
 pub struct Harness {
@@ -241,7 +172,7 @@ impl Harness {
         };
         let sim = capsight_cloudsim::start(
             &sim_settings,
-            Scenario::parse(&scenario(slow_provisioning)).unwrap(),
+            scenario(slow_provisioning),
             None,
             sim_shutdown.clone(),
         )
@@ -410,7 +341,7 @@ impl Harness {
             tenant: job.tenant.clone(),
             at: created_at,
             at_ms: created_ms,
-            state: "queued".into(),
+            state: LaunchState::Queued,
             provider: request.provider.clone(),
             region: request.region.clone(),
             zone_id: request.zone_id.clone(),

@@ -40,81 +40,9 @@ pub const ROLE_OK: &str = "arn:aws:iam::222222222222:role/capsight";
 /// Tenant `readonly`'s role: may describe but not launch.
 pub const ROLE_RO: &str = "arn:aws:iam::333333333333:role/capsight";
 
-pub const SCENARIO: &str = r#"
-name = "gateway-test"
-seed = 7
-step = "1m"
-
-[defaults]
-quota_vcpus = 0
-provisioning = "2m"
-
-[[zones]]
-region = "us-east-1"
-id = "use1-az1"
-name = "us-east-1a"
-[[zones]]
-region = "us-east-1"
-id = "use1-az4"
-name = "us-east-1b"
-[[zones]]
-region = "us-east-1"
-id = "use1-az6"
-name = "us-east-1c"
-
-[[accounts]]
-id = "111111111111"
-[accounts.quotas]
-"L-417A185B" = 1152
-
-[[accounts]]
-id = "222222222222"
-[accounts.quotas]
-"L-417A185B" = 192
-"L-DB2E81BA" = 64
-
-[[accounts]]
-id = "333333333333"
-[accounts.quotas]
-"L-417A185B" = 1152
-
-[[principals]]
-access_key_id = "AKIATESTOPERATOR"
-account = "111111111111"
-user = "operator"
-allow = ["ec2:*", "servicequotas:*", "sts:AssumeRole"]
-
-[[roles]]
-arn = "arn:aws:iam::222222222222:role/capsight"
-external_id = "ext-acme"
-trusted_accounts = ["111111111111"]
-allow = ["ec2:*", "servicequotas:*"]
-
-[[roles]]
-arn = "arn:aws:iam::333333333333:role/capsight"
-external_id = "ext-ro"
-trusted_accounts = ["111111111111"]
-allow = ["ec2:Describe*", "servicequotas:*"]
-
-[[pools]]
-zone = "use1-az1"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 2
-[[pools]]
-zone = "use1-az4"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 2
-[[pools]]
-zone = "use1-az6"
-instance_type = "p5.48xlarge"
-market = "on_demand"
-capacity = 4
-stock = 0
-"#;
+pub fn scenario() -> String {
+    capsight_testkit::fixtures::scenario("gateway")
+}
 
 #[derive(Debug, serde::Deserialize)]
 struct StackConf {
@@ -295,7 +223,7 @@ impl Harness {
         };
         let sim = capsight_cloudsim::start(
             &sim_settings,
-            Scenario::parse(SCENARIO).unwrap(),
+            Scenario::parse(&scenario()).unwrap(),
             None,
             self.sim_shutdown.clone(),
         )

@@ -9,9 +9,9 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use crate::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
-use capsight_cloud::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
 use capsight_tenancy::Tenant;
 use futures::future::BoxFuture;
 
