@@ -10,7 +10,7 @@
 //!   of attempt n uses the client token `job_id` (n = 1) or `<job_id>-<n>`, so a replay never
 //!   creates a second instance.
 //! * **Fallback**: on a capacity error the worker walks the alternatives the job's constraints
-//!   allow, ranked at that moment by the gateway's ranking ([`capsight_gateway::alternatives`])
+//!   allow, ranked at that moment by the gateway's ranking ([`capsight_launch::alternatives`])
 //!   over the latest scores, up to `max_fallbacks`. Every attempt is published as a
 //!   launch-attempt signal (source `launch`).
 //! * **Errors**: transient failures go to the delayed-retry queue (bounded by

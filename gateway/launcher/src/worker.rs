@@ -32,9 +32,9 @@ use capsight_cloud::tenants::{AccountError, TenantClouds};
 use capsight_cloud::{
     CloudAdapter, CloudError, Instance, InstanceId, InstanceState, LaunchRequest,
 };
-use capsight_gateway::{
+use capsight_launch::{
     alternatives,
-    validate::{self, Constraints, Spec},
+    spec::{self as validate, Constraints, Spec},
 };
 use capsight_proto::{
     domain::{

@@ -21,7 +21,7 @@
 //! * **Shutdown**: when the [`Shutdown`] fires the server stops accepting, finishes in-flight
 //!   calls (streams end), the view stops, and the signal publisher is flushed.
 
-pub mod alternatives;
+pub use capsight_launch::alternatives;
 pub mod auth;
 pub use capsight_cloud::tenants as clouds;
 mod error;

@@ -22,7 +22,7 @@ use capsight_proto::{
     v1,
 };
 
-use crate::validate::{Constraints, Spec, label_rank};
+use crate::spec::{Constraints, Spec, label_rank};
 
 /// Purchase-option advice per market.
 pub fn advice(market: Market, interruptible: bool) -> &'static str {
@@ -185,7 +185,7 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::validate;
+    use crate::spec as validate;
 
     fn score(key: &str, value: u8) -> Arc<Score> {
         Arc::new(Score {

@@ -1,0 +1,13 @@
+//! `capsight-launch`: the launch core both the gateway (Preflight, Alternatives, Launch) and the
+//! launcher (fallbacks) stand on, with no gRPC server and no worker in it.
+//!
+//! * [`spec`]: a launch request (`LaunchSpec`, `Constraints`) to validated values, checked
+//!   against the GPU catalog, every rejection naming the field;
+//! * [`alternatives`]: the ranking of where else to launch (same or better GPU, allowed
+//!   markets and regions, label and price), pure.
+//!
+//! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
+//! by name in ClickHouse `launch_events`.
+
+pub mod alternatives;
+pub mod spec;
