@@ -6,17 +6,14 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use capsight_catalog::Catalog;
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_cloud::{
     CloudSettings,
     aws::AwsAdapter,
     regional::{aws_adapters, watched_aws_regions},
 };
-use capsight_kafka::KafkaSettings;
+use capsight_collector_kit::{Collector, CollectorArgs};
 use capsight_probe::{ProbeSettings, Prober, Scheduler, audit::Audit, budget::Budget};
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -26,21 +23,14 @@ use serde::Deserialize;
     about = "capsight prober: budgeted capacity probes -> launch-attempt signals"
 )]
 struct Cli {
+    /// `--once`: sweep, run one planning pass, wait for its probes, flush and exit.
     #[command(flatten)]
-    config: ConfigArgs,
-    /// Sweep, run one planning pass, wait for its probes, flush and exit.
-    #[arg(long)]
-    once: bool,
-    /// GPU catalog file (default: the catalog built into the binary).
-    #[arg(long, env = "CAPSIGHT_CATALOG", value_name = "PATH")]
-    catalog: Option<std::path::PathBuf>,
+    args: CollectorArgs,
 }
 
+/// The sections of this collector.
 #[derive(Debug, Deserialize)]
 struct Config {
-    telemetry: TelemetrySettings,
-    kafka: KafkaSettings,
-    publisher: PublisherSettings,
     clickhouse: ClickHouseSettings,
     cloud: CloudSettings,
     probe: ProbeSettings,
@@ -48,13 +38,17 @@ struct Config {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init("capsight-probe", &config.telemetry)?;
-    let catalog = Arc::new(Catalog::load_or_embedded(cli.catalog.as_deref())?);
-    let regions = watched_aws_regions(&config.probe.regions, &catalog)?;
-    let adapters = aws_adapters(&config.cloud, Arc::clone(&catalog), &regions).await?;
-    let account = match AwsAdapter::from_env(config.cloud.clone(), Arc::clone(&catalog)).await {
+    let Cli { args } = Cli::parse();
+    let c: Collector<Config> = Collector::start(
+        "capsight-probe",
+        "probe",
+        &args.config,
+        args.catalog.as_deref(),
+    )?;
+    let (config, catalog) = (&c.config, &c.catalog);
+    let regions = watched_aws_regions(&config.probe.regions, catalog)?;
+    let adapters = aws_adapters(&config.cloud, Arc::clone(catalog), &regions).await?;
+    let account = match AwsAdapter::from_env(config.cloud.clone(), Arc::clone(catalog)).await {
         Ok(a) => match a.caller_identity().await {
             Ok((account, _)) => account,
             Err(e) => {
@@ -79,28 +73,19 @@ async fn main() -> anyhow::Result<()> {
     let budget = Budget::with_spent(config.probe.daily_budget_usd, spent, now);
     tracing::info!(prober = %config.probe.instance, %account, regions = regions.len(),
         spent_today_usd = spent, limit_usd = budget.limit(), "prober starting");
-    let publisher = Publisher::new(&config.kafka, &config.publisher, "probe")?;
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    tokio::spawn({
-        let (p, s) = (publisher.clone(), shutdown.clone());
-        let every = config.publisher.report_interval;
-        async move { p.report(every, s).await }
-    });
     let prober = Arc::new(Prober::new(
         adapters,
-        catalog,
+        Arc::clone(catalog),
         config.probe.clone(),
-        publisher.clone(),
+        c.publisher.clone(),
         audit,
         budget,
         account,
     ));
     let scheduler = Arc::new(Scheduler::new(prober)?);
-    let reports = scheduler.run(cli.once, shutdown).await;
-    if cli.once {
+    let reports = scheduler.run(args.once, c.shutdown.clone()).await;
+    if args.once {
         tracing::info!(probes = reports.len(), "probe pass done");
     }
-    publisher.flush(std::time::Duration::from_secs(30)).await?;
-    Ok(())
+    c.finish().await
 }

@@ -3,18 +3,14 @@
 //! `telemetry`, `kafka`, `publisher`, `cloud`, `spot` of `deploy/config/capsight.toml`; AWS
 //! endpoint and credentials from the standard AWS chain.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use capsight_catalog::Catalog;
 use capsight_cloud::{
     CloudSettings,
     regional::{aws_adapters, watched_aws_regions},
 };
-use capsight_kafka::KafkaSettings;
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_runtime::{
-    config::ConfigArgs, periodic::every, shutdown::Shutdown, telemetry::TelemetrySettings,
-};
+use capsight_collector_kit::{Collector, CollectorArgs};
+use capsight_runtime::periodic::every;
 use capsight_spot::{SpotCollector, SpotSettings};
 use clap::Parser;
 use serde::Deserialize;
@@ -27,43 +23,37 @@ use tokio::sync::Mutex;
 )]
 struct Cli {
     #[command(flatten)]
-    config: ConfigArgs,
-    /// Run every source once, publish, flush and exit.
-    #[arg(long)]
-    once: bool,
-    /// GPU catalog file (default: the catalog built into the binary).
-    #[arg(long, env = "CAPSIGHT_CATALOG", value_name = "PATH")]
-    catalog: Option<std::path::PathBuf>,
+    args: CollectorArgs,
 }
 
+/// The sections of this collector.
 #[derive(Debug, Deserialize)]
 struct Config {
-    telemetry: TelemetrySettings,
-    kafka: KafkaSettings,
-    publisher: PublisherSettings,
     cloud: CloudSettings,
     spot: SpotSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init("capsight-spot", &config.telemetry)?;
-    let catalog = Arc::new(Catalog::load_or_embedded(cli.catalog.as_deref())?);
-    let regions = watched_aws_regions(&config.spot.regions, &catalog)?;
-    let adapters = aws_adapters(&config.cloud, Arc::clone(&catalog), &regions).await?;
-    let publisher = Publisher::new(&config.kafka, &config.publisher, "spot")?;
+    let Cli { args } = Cli::parse();
+    let c: Collector<Config> = Collector::start(
+        "capsight-spot",
+        "spot",
+        &args.config,
+        args.catalog.as_deref(),
+    )?;
+    let config = &c.config;
+    let regions = watched_aws_regions(&config.spot.regions, &c.catalog)?;
+    let adapters = aws_adapters(&config.cloud, Arc::clone(&c.catalog), &regions).await?;
     let collector = Arc::new(Mutex::new(SpotCollector::new(
         adapters,
-        catalog,
+        Arc::clone(&c.catalog),
         config.spot.clone(),
-        publisher.clone(),
+        c.publisher.clone(),
     )?));
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
+    let shutdown = c.shutdown.clone();
     tracing::info!(regions = regions.len(), "spot collector starting");
-    if cli.once {
+    if args.once {
         let r = collector.lock().await.all_once(chrono::Utc::now()).await;
         tracing::info!(published = r.published, errors = r.errors, "spot pass done");
     } else {
@@ -97,6 +87,5 @@ async fn main() -> anyhow::Result<()> {
             }),
         );
     }
-    publisher.flush(Duration::from_secs(30)).await?;
-    Ok(())
+    c.finish().await
 }

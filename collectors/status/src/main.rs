@@ -4,10 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use capsight_kafka::KafkaSettings;
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
+use capsight_collector_kit::{Collector as Process, CollectorArgs};
 use capsight_status::{CatalogKeys, Collector, StatusSettings};
 use clap::Parser;
 use serde::Deserialize;
@@ -18,44 +15,38 @@ use serde::Deserialize;
     about = "capsight status collector: provider status feeds -> status signals"
 )]
 struct Cli {
+    /// `--once`: poll every feed once, publish, flush and exit.
     #[command(flatten)]
-    config: ConfigArgs,
-    /// Poll every feed once, publish, flush and exit.
-    #[arg(long)]
-    once: bool,
-    /// GPU catalog file (default: the catalog built into the binary).
-    #[arg(long, env = "CAPSIGHT_CATALOG", value_name = "PATH")]
-    catalog: Option<std::path::PathBuf>,
+    args: CollectorArgs,
 }
 
+/// The sections of this collector.
 #[derive(Debug, Deserialize)]
 struct Config {
-    telemetry: TelemetrySettings,
-    kafka: KafkaSettings,
-    publisher: PublisherSettings,
     status: StatusSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init("capsight-status", &config.telemetry)?;
-    let catalog = capsight_catalog::Catalog::load_or_embedded(cli.catalog.as_deref())?;
-    let publisher = Publisher::new(&config.kafka, &config.publisher, "status")
-        .context("creating the signal publisher")?;
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    tokio::spawn({
-        let publisher = publisher.clone();
-        let shutdown = shutdown.clone();
-        let every = config.publisher.report_interval;
-        async move { publisher.report(every, shutdown).await }
-    });
-    let collector = Collector::new(&config.status, publisher, Arc::new(CatalogKeys(catalog)))?;
-    tracing::info!(feeds = config.status.feeds.len(), interval = ?config.status.poll_interval, "status collector starting");
-    let total =
-        capsight_status::run(collector, config.status.poll_interval, cli.once, shutdown).await;
+    let Cli { args } = Cli::parse();
+    let p: Process<Config> = Process::start(
+        "capsight-status",
+        "status",
+        &args.config,
+        args.catalog.as_deref(),
+    )?;
+    let status = &p.config.status;
+    let keys = Arc::new(CatalogKeys((*p.catalog).clone()));
+    let collector = Collector::new(status, p.publisher.clone(), keys)?;
+    tracing::info!(feeds = status.feeds.len(), interval = ?status.poll_interval, "status collector starting");
+    // polls until shutdown (or once), then flushes
+    let total = capsight_status::run(
+        collector,
+        status.poll_interval,
+        args.once,
+        p.shutdown.clone(),
+    )
+    .await;
     tracing::info!(?total, "status collector stopped");
     Ok(())
 }
