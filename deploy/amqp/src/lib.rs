@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable, ShortString},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -159,6 +162,24 @@ impl LaunchTopology {
             retry_queue: p(&self.retry_queue),
             ..self.clone()
         }
+    }
+
+    /// Deletes the queues and exchanges (what does not exist is no error) — for tests' private
+    /// topologies and for retiring a prefix.
+    pub async fn delete(&self, channel: &Channel) -> Result<(), AmqpError> {
+        for q in [&self.jobs_queue, &self.retry_queue, &self.dead_letter_queue] {
+            channel
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(broker(format!("delete queue {q}")))?;
+        }
+        for e in [&self.exchange, &self.dead_letter_exchange] {
+            channel
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(broker(format!("delete exchange {e}")))?;
+        }
+        Ok(())
     }
 
     /// Declares the exchanges, queues and bindings. Idempotent while the arguments are unchanged.

@@ -14,8 +14,7 @@ use lapin::{
     BasicProperties, Channel,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
-        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-        QueueDeleteOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     },
     types::FieldTable,
 };
@@ -61,18 +60,7 @@ async fn get(channel: &Channel, queue: &str) -> Option<lapin::message::BasicGetM
 }
 
 async fn cleanup(channel: &Channel, t: &LaunchTopology) {
-    for q in [&t.jobs_queue, &t.retry_queue, &t.dead_letter_queue] {
-        channel
-            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .unwrap();
-    }
-    for e in [&t.exchange, &t.dead_letter_exchange] {
-        channel
-            .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-            .await
-            .unwrap();
-    }
+    t.delete(channel).await.unwrap();
 }
 
 #[tokio::test]

@@ -820,23 +820,7 @@ async fn cleanup_amqp(env: &Env) {
         return;
     };
     let ch = conn.create_channel().await.unwrap();
-    let t = &env.config.amqp.launch;
-    for q in [&t.jobs_queue, &t.retry_queue, &t.dead_letter_queue] {
-        let _ = ch
-            .queue_delete(
-                q.as_str().into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    for e in [&t.exchange, &t.dead_letter_exchange] {
-        let _ = ch
-            .exchange_delete(
-                e.as_str().into(),
-                lapin::options::ExchangeDeleteOptions::default(),
-            )
-            .await;
-    }
+    let _ = env.config.amqp.launch.delete(&ch).await;
 }
 
 fn sql_blocks(markdown: &str) -> Vec<String> {
