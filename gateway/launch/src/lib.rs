@@ -4,10 +4,15 @@
 //! * [`spec`]: a launch request (`LaunchSpec`, `Constraints`) to validated values, checked
 //!   against the GPU catalog, every rejection naming the field;
 //! * [`alternatives`]: the ranking of where else to launch (same or better GPU, allowed
-//!   markets and regions, label and price), pure.
+//!   markets and regions, label and price), pure;
+//! * [`store`]: the one store of launches in ClickHouse (`launch_requests`, `launch_events`,
+//!   `launch_cancellations`, `launch_activity`) the gateway records and reads them with and the
+//!   launcher drives them with ([`locks`] serialises one job's writers in a process).
 //!
 //! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
 //! by name in ClickHouse `launch_events`.
 
 pub mod alternatives;
+pub mod locks;
 pub mod spec;
+pub mod store;

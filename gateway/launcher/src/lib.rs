@@ -18,11 +18,11 @@
 //!   the `capsight-dead-reason` header; the worker carries on.
 
 pub mod lifecycle;
-pub mod locks;
+pub use capsight_launch::locks;
 pub mod quota;
 pub mod settings;
 pub mod standby;
-pub mod store;
+pub use capsight_launch::store;
 pub mod usage;
 pub mod worker;
 

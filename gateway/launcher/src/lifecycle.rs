@@ -319,7 +319,7 @@ impl Reaper {
         job_id: &str,
         reason: &Reason,
     ) -> Result<bool, LifecycleError> {
-        let events = self.store.events(tenant, job_id).await?;
+        let events = self.store.events(tenant, job_id, None).await?;
         let Some(last) = events.last() else {
             return Ok(false);
         };

@@ -418,7 +418,7 @@ impl Standby {
             if req.warm_standby == 0 {
                 continue;
             }
-            let events = self.store.events(&l.tenant, &l.job_id).await?;
+            let events = self.store.events(&l.tenant, &l.job_id, None).await?;
             out.push((req, events));
         }
         Ok(out)
@@ -637,7 +637,7 @@ impl Standby {
                 continue;
             };
             // start the replacement at once (it finishes in later sweeps)
-            let events = self.store.events(&req.tenant, &req.job_id).await?;
+            let events = self.store.events(&req.tenant, &req.job_id, None).await?;
             if let Err(e) = self.advance(&req, &events).await {
                 tracing::warn!(job_id = req.job_id, error = %e, "replacement launch failed; retrying next sweep");
             }
@@ -807,7 +807,7 @@ impl Standby {
             if done {
                 continue;
             }
-            let events = self.store.events(&e.tenant, &e.job_id).await?;
+            let events = self.store.events(&e.tenant, &e.job_id, None).await?;
             match self.terminate_everything(&events).await {
                 Ok(()) => {
                     if let Ok(mut c) = self.cleaned.lock() {

@@ -933,7 +933,7 @@ impl Launcher {
         };
         let tried: Vec<CapacityKey> = self
             .store
-            .events(&job.wire.tenant, &job.wire.job_id)
+            .events(&job.wire.tenant, &job.wire.job_id, None)
             .await?
             .iter()
             .filter(|r| r.state == LaunchState::Provisioning)

@@ -245,7 +245,7 @@ async fn without_fallbacks_a_capacity_error_fails_the_job() {
 async fn cancel_before_provisioning_and_while_running() {
     let h = Harness::start("60s").await;
     let (stop, task) = h.spawn_launcher();
-    let gw = h.gateway_store();
+    let gw = h.store();
     let cancel = |job_id: String| capsight_clickhouse::rows::LaunchCancellationRow {
         job_id,
         tenant: ACME.into(),
@@ -550,7 +550,7 @@ async fn cancel_while_provisioning_terminates_the_pending_instance() {
         (h.instances_of(&job.job_id).await.len() == 1).then_some(())
     })
     .await;
-    h.gateway_store()
+    h.store()
         .cancel(&capsight_clickhouse::rows::LaunchCancellationRow {
             job_id: job.job_id.clone(),
             tenant: ACME.into(),

@@ -363,7 +363,7 @@ impl Env {
     }
 
     async fn events(&self, job_id: &str) -> Vec<LaunchEventRow> {
-        self.store.events("acme", job_id).await.unwrap()
+        self.store.events("acme", job_id, None).await.unwrap()
     }
 
     /// Polls the job's transitions until one satisfies `pred`.
@@ -1200,7 +1200,7 @@ consumer_group = "test.l2.{short}.binary"
         error_code: String::new(),
         detail: "accepted by the gateway".into(),
     };
-    capsight_gateway::store::Store::new(env.client())
+    capsight_launcher::store::Store::new(env.client())
         .record_launch(&request, &queued)
         .await
         .unwrap();

@@ -71,6 +71,12 @@ impl From<clickhouse::error::Error> for GatewayError {
     }
 }
 
+impl From<capsight_launch::store::StoreError> for GatewayError {
+    fn from(e: capsight_launch::store::StoreError) -> Self {
+        Self::unavailable("clickhouse", e)
+    }
+}
+
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match &e {

@@ -510,7 +510,13 @@ impl LaunchService for Api {
                 format!("capsight-launch\u{1f}{tenant}\u{1f}{k}").as_bytes(),
             )
             .to_string();
-            if let Some(existing) = core.store.launch(&tenant, &id).await? {
+            if let Some(existing) = core
+                .store
+                .launches()
+                .launch(&tenant, &id)
+                .await
+                .map_err(GatewayError::from)?
+            {
                 let state = existing
                     .events
                     .last()
@@ -563,11 +569,13 @@ impl LaunchService for Api {
             detail: detail.into(),
         };
         core.store
+            .launches()
             .record_launch(
                 &request_row,
                 &event(0, domain::LaunchState::Queued, "accepted by the gateway"),
             )
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
         let job = v1::LaunchJob {
             job_id: job_id.clone(),
             tenant: tenant.clone(),
@@ -591,7 +599,7 @@ impl LaunchService for Api {
                     "could not enqueue the job (RabbitMQ unavailable); submit again",
                 )
             };
-            if let Err(e2) = core.store.append_event(&failed).await {
+            if let Err(e2) = core.store.launches().append(&failed).await {
                 tracing::error!(error = %e2, job_id, "cannot record the enqueue failure");
             }
             return Err(e.into());
@@ -612,8 +620,10 @@ impl LaunchService for Api {
         let launch = self
             .core
             .store
+            .launches()
             .launch(caller.id().as_str(), &id)
-            .await?
+            .await
+            .map_err(GatewayError::from)?
             .ok_or_else(|| GatewayError::NotFound(format!("launch {id}")))?;
         Ok(Response::new(status_to_wire(&launch)))
     }
@@ -628,7 +638,15 @@ impl LaunchService for Api {
         let req = request.into_inner();
         let id = job_id("job_id", &req.job_id).map_err(GatewayError::from)?;
         let tenant = caller.id().to_string();
-        if self.core.store.launch(&tenant, &id).await?.is_none() {
+        if self
+            .core
+            .store
+            .launches()
+            .launch(&tenant, &id)
+            .await
+            .map_err(GatewayError::from)?
+            .is_none()
+        {
             return Err(GatewayError::NotFound(format!("launch {id}")).into());
         }
         let (tx, out) = mpsc::channel(64);
@@ -638,7 +656,7 @@ impl LaunchService for Api {
             let deadline = tokio::time::Instant::now() + core.settings.watch_max_duration;
             let mut last: Option<u32> = None;
             loop {
-                match core.store.events(&tenant, &id, last).await {
+                match core.store.launches().events(&tenant, &id, last).await {
                     Ok(events) => {
                         for e in &events {
                             last = Some(e.seq);
@@ -652,7 +670,7 @@ impl LaunchService for Api {
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(Status::from(e))).await;
+                        let _ = tx.send(Err(Status::from(GatewayError::from(e)))).await;
                         return;
                     }
                 }
@@ -678,8 +696,10 @@ impl LaunchService for Api {
         let mut launch = self
             .core
             .store
+            .launches()
             .launch(&tenant, &id)
-            .await?
+            .await
+            .map_err(GatewayError::from)?
             .ok_or_else(|| GatewayError::NotFound(format!("launch {id}")))?;
         let state = launch
             .events
@@ -694,12 +714,14 @@ impl LaunchService for Api {
         }
         self.core
             .store
+            .launches()
             .cancel(&LaunchCancellationRow {
                 job_id: id.clone(),
                 tenant: tenant.clone(),
                 at: split_time(Utc::now()).0,
             })
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
         tracing::info!(job_id = id, tenant, "launch cancel requested");
         launch.cancel_requested = true;
         Ok(Response::new(status_to_wire(&launch)))
@@ -718,8 +740,10 @@ impl LaunchService for Api {
         let launches = self
             .core
             .store
+            .launches()
             .list_launches(caller.id().as_str(), limit)
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(v1::ListLaunchesResponse {
             launches: launches.iter().map(status_to_wire).collect(),
         }))
@@ -734,7 +758,13 @@ impl LaunchService for Api {
         let id = job_id("job_id", &req.job_id).map_err(GatewayError::from)?;
         bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
         let tenant = caller.id().to_string();
-        let events = self.core.store.events(&tenant, &id, None).await?;
+        let events = self
+            .core
+            .store
+            .launches()
+            .events(&tenant, &id, None)
+            .await
+            .map_err(GatewayError::from)?;
         let Some(last) = events.last() else {
             return Err(GatewayError::NotFound(format!("launch {id}")).into());
         };
@@ -750,6 +780,7 @@ impl LaunchService for Api {
         let (at, at_ms) = split_time(now);
         self.core
             .store
+            .launches()
             .heartbeat(&LaunchActivityRow {
                 job_id: id.clone(),
                 tenant: tenant.clone(),
@@ -757,7 +788,8 @@ impl LaunchService for Api {
                 at_ms,
                 note: req.note,
             })
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
         tracing::debug!(job_id = id, tenant, "launch heartbeat");
         Ok(Response::new(v1::HeartbeatResponse {
             at: Some(ts(now)),

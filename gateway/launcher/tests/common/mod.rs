@@ -24,7 +24,7 @@ use capsight_catalog::Catalog;
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, ScoreRow, split_time};
 use capsight_cloud::{CloudAdapter, CloudSettings, Instance, InstanceState, aws::AwsAdapter};
 use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
-use capsight_gateway::{clouds::AwsClouds, jobs::JobPublisher, store::Store as GatewayStore};
+use capsight_gateway::{clouds::AwsClouds, jobs::JobPublisher};
 use capsight_kafka::{TopicSpec, admin};
 use capsight_launcher::{LauncherConfig, store::Store};
 use capsight_proto::{
@@ -270,10 +270,6 @@ impl Harness {
         Store::new(self.config.clickhouse.client().unwrap())
     }
 
-    pub fn gateway_store(&self) -> GatewayStore {
-        GatewayStore::new(self.config.clickhouse.client().unwrap())
-    }
-
     /// Writes `scores` to this test's ClickHouse `scores` table.
     pub async fn put_scores(&self, scores: &[Score]) {
         let client = self.config.clickhouse.client().unwrap();
@@ -353,10 +349,7 @@ impl Harness {
             error_code: String::new(),
             detail: "accepted by the gateway".into(),
         };
-        self.gateway_store()
-            .record_launch(&request, &queued)
-            .await
-            .unwrap();
+        self.store().record_launch(&request, &queued).await.unwrap();
         self.publish_raw(job).await;
     }
 
@@ -370,7 +363,7 @@ impl Harness {
 
     /// The job's transitions as the gateway's GetLaunch reads them.
     pub async fn events(&self, tenant: &str, job_id: &str) -> Vec<LaunchEventRow> {
-        self.gateway_store()
+        self.store()
             .launch(tenant, job_id)
             .await
             .unwrap()

@@ -1,5 +1,7 @@
-//! ClickHouse access of the launcher: a job's transitions in `launch_events`, its request row,
-//! cancel requests, the live launches of a tenant, and the latest scores (fallback ranking).
+//! The one store of launches: the gateway records a job (`launch_requests` and its `queued`
+//! transition), cancel requests and heartbeats, and reads a tenant's launches; the launcher
+//! appends transitions, finds live launches, cancel requests and the latest scores (fallback
+//! ranking).
 //!
 //! Contract:
 //! * `launch_events` is append-only with a per-job `seq`: the gateway writes seq 0 (`queued`),
@@ -11,17 +13,31 @@
 //!   reaper, warm standby). They append with [`Store::append_next`], which serialises the
 //!   writers of a job inside the process, re-reads the latest row and never writes after a final
 //!   state, so two concurrent transitions cannot take the same seq (and one of them vanish).
-//! * Reads de-duplicate by `seq` (unmerged duplicates) and always filter on the tenant id.
+//! * Reads de-duplicate by `seq` (unmerged duplicates) and, for one tenant's launches, always
+//!   filter on the tenant id in SQL: a tenant never sees another's launches.
 //! * Values are bound as parameters, never spliced.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
+use capsight_clickhouse::rows::{
+    LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, split_time,
+};
 use capsight_proto::domain::{CapacityKey, Label, LaunchState, Score};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
 
 use crate::locks::KeyedLocks;
+
+/// A launch as stored: the request, its transitions and whether a cancel was asked.
+#[derive(Debug, Clone)]
+pub struct StoredLaunch {
+    /// The accepted request.
+    pub request: LaunchRequestRow,
+    /// Transitions by seq.
+    pub events: Vec<LaunchEventRow>,
+    /// A cancel was requested.
+    pub cancel_requested: bool,
+}
 
 /// ClickHouse failed.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +131,7 @@ struct JobCount {
     count: u32,
 }
 
-/// The launcher's ClickHouse client.
+/// The launch store (cheap to clone).
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
@@ -138,7 +154,7 @@ impl Store {
         }
     }
 
-    /// The underlying client (for the lifecycle tables).
+    /// The underlying client (for the lifecycle and usage tables).
     pub fn client(&self) -> &clickhouse::Client {
         &self.client
     }
@@ -195,21 +211,125 @@ impl Store {
         Ok(Some(row))
     }
 
-    /// The job's transitions by seq.
+    async fn insert<R>(&self, table: &str, row: &R) -> Result<(), StoreError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        let mut insert = self.client.insert::<R>(table).await?;
+        insert.write(row).await?;
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Records an accepted launch and its `queued` transition (seq 0).
+    pub async fn record_launch(
+        &self,
+        request: &LaunchRequestRow,
+        queued: &LaunchEventRow,
+    ) -> Result<(), StoreError> {
+        self.insert("launch_requests", request).await?;
+        self.append(queued).await
+    }
+
+    /// Records a cancel request.
+    pub async fn cancel(&self, row: &LaunchCancellationRow) -> Result<(), StoreError> {
+        self.insert("launch_cancellations", row).await
+    }
+
+    /// Records an activity heartbeat of a launch (idle TTL).
+    pub async fn heartbeat(&self, row: &LaunchActivityRow) -> Result<(), StoreError> {
+        self.insert("launch_activity", row).await
+    }
+
+    /// The job's transitions with seq > `after` (all when `None`), by seq.
     pub async fn events(
         &self,
         tenant: &str,
         job_id: &str,
+        after: Option<u32>,
     ) -> Result<Vec<LaunchEventRow>, StoreError> {
         let rows = self
             .client
-            .query("SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? ORDER BY seq")
+            .query(
+                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
+                 AND seq >= ? ORDER BY seq",
+            )
             .bind(tenant)
             .bind(job_id)
+            .bind(after.map_or(0, |a| a.saturating_add(1)))
             .fetch_all::<LaunchEventRow>()
             .await?;
         let by_seq: BTreeMap<u32, LaunchEventRow> = rows.into_iter().map(|r| (r.seq, r)).collect();
         Ok(by_seq.into_values().collect())
+    }
+
+    /// One of `tenant`'s launches: request, transitions, cancel requested.
+    pub async fn launch(
+        &self,
+        tenant: &str,
+        job_id: &str,
+    ) -> Result<Option<StoredLaunch>, StoreError> {
+        let Some(request) = self.request(tenant, job_id).await? else {
+            return Ok(None);
+        };
+        let events = self.events(tenant, job_id, None).await?;
+        let cancel_requested = self.cancel_requested(tenant, job_id).await?;
+        Ok(Some(StoredLaunch {
+            request,
+            events,
+            cancel_requested,
+        }))
+    }
+
+    /// `tenant`'s newest launches (at most `limit`), with their transitions.
+    pub async fn list_launches(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> Result<Vec<StoredLaunch>, StoreError> {
+        let requests = self
+            .client
+            .query(
+                "SELECT ?fields FROM launch_requests WHERE tenant = ? \
+                 ORDER BY created_at DESC, created_ms DESC, job_id LIMIT 1 BY job_id LIMIT ?",
+            )
+            .bind(tenant)
+            .bind(limit)
+            .fetch_all::<LaunchRequestRow>()
+            .await?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = requests.iter().map(|r| r.job_id.as_str()).collect();
+        let events = self
+            .client
+            .query("SELECT ?fields FROM launch_events WHERE tenant = ? AND has(?, job_id) ORDER BY seq")
+            .bind(tenant)
+            .bind(&ids)
+            .fetch_all::<LaunchEventRow>()
+            .await?;
+        let cancelled: Vec<String> = self
+            .client
+            .query("SELECT job_id FROM launch_cancellations WHERE tenant = ? AND has(?, job_id)")
+            .bind(tenant)
+            .bind(&ids)
+            .fetch_all::<String>()
+            .await?;
+        let mut by_job: BTreeMap<String, BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
+        for e in events {
+            by_job.entry(e.job_id.clone()).or_default().insert(e.seq, e);
+        }
+        Ok(requests
+            .into_iter()
+            .map(|request| StoredLaunch {
+                events: by_job
+                    .remove(&request.job_id)
+                    .map(|m| m.into_values().collect())
+                    .unwrap_or_default(),
+                cancel_requested: cancelled.contains(&request.job_id),
+                request,
+            })
+            .collect())
     }
 
     /// The job's latest transition (highest seq), if any.
