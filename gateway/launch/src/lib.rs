@@ -7,12 +7,17 @@
 //!   markets and regions, label and price), pure;
 //! * [`store`]: the one store of launches in ClickHouse (`launch_requests`, `launch_events`,
 //!   `launch_cancellations`, `launch_activity`) the gateway records and reads them with and the
-//!   launcher drives them with ([`locks`] serialises one job's writers in a process).
+//!   launcher drives them with ([`locks`] serialises one job's writers in a process);
+//! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
+//! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
+//!   enqueue).
 //!
 //! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
 //! by name in ClickHouse `launch_events`.
 
 pub mod alternatives;
 pub mod locks;
+pub mod queue;
 pub mod spec;
 pub mod store;
+pub mod submit;

@@ -77,6 +77,23 @@ impl From<capsight_launch::store::StoreError> for GatewayError {
     }
 }
 
+impl From<capsight_launch::queue::QueueError> for GatewayError {
+    fn from(e: capsight_launch::queue::QueueError) -> Self {
+        Self::unavailable("rabbitmq", e)
+    }
+}
+
+impl From<capsight_launch::submit::SubmitError> for GatewayError {
+    fn from(e: capsight_launch::submit::SubmitError) -> Self {
+        use capsight_launch::submit::SubmitError;
+        match e {
+            SubmitError::Invalid(f) => Self::Invalid(f),
+            SubmitError::Store(s) => s.into(),
+            SubmitError::Queue(q) => q.into(),
+        }
+    }
+}
+
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match &e {

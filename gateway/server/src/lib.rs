@@ -25,7 +25,7 @@ pub use capsight_launch::alternatives;
 pub mod auth;
 pub use capsight_cloud::tenants as clouds;
 mod error;
-pub mod jobs;
+pub use capsight_launch::queue as jobs;
 pub mod preflight;
 pub mod service;
 pub mod settings;

@@ -5,11 +5,10 @@
 use std::{pin::Pin, sync::Arc};
 
 use capsight_clickhouse::rows::{
-    LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, PreflightLogRow,
-    split_time,
+    LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, PreflightLogRow, split_time,
 };
 use capsight_proto::{
-    domain::{self, CapacityKey, FieldError, Label, Market},
+    domain::{CapacityKey, FieldError, Label, Market},
     v1::{
         self, CheckStatus, LaunchState, launch_service_server::LaunchService,
         preflight_service_server::PreflightService, report_service_server::ReportService,
@@ -22,6 +21,8 @@ use futures::Stream;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+
+use capsight_launch::submit::Submit;
 
 use crate::{
     Core, GatewayError, alternatives, preflight,
@@ -448,8 +449,6 @@ impl PreflightService for Api {
     }
 }
 
-const MAX_TTL_SECS: u64 = 30 * 86_400;
-
 #[tonic::async_trait]
 impl LaunchService for Api {
     async fn launch(
@@ -457,157 +456,19 @@ impl LaunchService for Api {
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchResponse>> {
         let caller = self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
         let core = &self.core;
-        let spec = validate::spec(
-            "spec",
-            req.spec,
-            &core.catalog,
-            core.settings.max_launch_count,
-            true,
-        )
+        let submitted = Submit {
+            store: core.store.launches(),
+            queue: &core.jobs,
+            catalog: &core.catalog,
+            max_launch_count: core.settings.max_launch_count,
+        }
+        .submit(caller.id().as_str(), &caller.hash, request.into_inner())
+        .await
         .map_err(GatewayError::from)?;
-        let constraints_wire = req.constraints.clone().unwrap_or_default();
-        validate::constraints("constraints", req.constraints, &spec).map_err(GatewayError::from)?;
-        if req.warm_standby && spec.key.market != Market::Spot {
-            return Err(
-                GatewayError::invalid("warm_standby", "applies to spot launches only").into(),
-            );
-        }
-        for (field, v) in [
-            ("max_lifetime_seconds", req.max_lifetime_seconds),
-            ("idle_ttl_seconds", req.idle_ttl_seconds),
-        ] {
-            if v > MAX_TTL_SECS {
-                return Err(GatewayError::invalid(
-                    field,
-                    format!("must be 0..={MAX_TTL_SECS} (30 days)"),
-                )
-                .into());
-            }
-        }
-        if req.max_fallbacks > 10 {
-            return Err(GatewayError::invalid("max_fallbacks", "must be 0..=10").into());
-        }
-        let tenant = caller.id().to_string();
-        let job_id = if req.idempotency_key.is_empty() {
-            uuid::Uuid::now_v7().to_string()
-        } else {
-            let k = &req.idempotency_key;
-            if k.len() > 64
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(GatewayError::invalid(
-                    "idempotency_key",
-                    "must be 1..=64 of [A-Za-z0-9_-]",
-                )
-                .into());
-            }
-            let id = uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_OID,
-                format!("capsight-launch\u{1f}{tenant}\u{1f}{k}").as_bytes(),
-            )
-            .to_string();
-            if let Some(existing) = core
-                .store
-                .launches()
-                .launch(&tenant, &id)
-                .await
-                .map_err(GatewayError::from)?
-            {
-                let state = existing
-                    .events
-                    .last()
-                    .map_or(LaunchState::Queued, |e| LaunchState::from(e.state));
-                return Ok(Response::new(v1::LaunchResponse {
-                    job_id: id,
-                    state: state.into(),
-                }));
-            }
-            id
-        };
-        let now = Utc::now();
-        let (created_at, created_ms) = split_time(now);
-        let (provider, region, zone_id, instance_type, market) = key_row_parts(&spec.key);
-        let request_row = LaunchRequestRow {
-            job_id: job_id.clone(),
-            tenant: tenant.clone(),
-            created_at,
-            created_ms,
-            provider: provider.clone(),
-            region: region.clone(),
-            zone_id: zone_id.clone(),
-            instance_type: instance_type.clone(),
-            market: market.clone(),
-            count: spec.count,
-            image_id: spec.image_id.clone(),
-            subnet_id: spec.subnet_id.clone().unwrap_or_default(),
-            spot_max_price: spec.spot_max_price.unwrap_or(0.0),
-            warm_standby: u8::from(req.warm_standby),
-            max_lifetime_secs: req.max_lifetime_seconds,
-            idle_ttl_secs: req.idle_ttl_seconds,
-            max_fallbacks: req.max_fallbacks,
-        };
-        let event = |seq: u32, state: domain::LaunchState, detail: &str| LaunchEventRow {
-            job_id: job_id.clone(),
-            seq,
-            tenant: tenant.clone(),
-            at: split_time(Utc::now()).0,
-            at_ms: split_time(Utc::now()).1,
-            state,
-            provider: provider.clone(),
-            region: region.clone(),
-            zone_id: zone_id.clone(),
-            instance_type: instance_type.clone(),
-            market: market.clone(),
-            instance_id: String::new(),
-            attempt: 0,
-            error_class: String::new(),
-            error_code: String::new(),
-            detail: detail.into(),
-        };
-        core.store
-            .launches()
-            .record_launch(
-                &request_row,
-                &event(0, domain::LaunchState::Queued, "accepted by the gateway"),
-            )
-            .await
-            .map_err(GatewayError::from)?;
-        let job = v1::LaunchJob {
-            job_id: job_id.clone(),
-            tenant: tenant.clone(),
-            tenant_hash: caller.hash.as_str().to_owned(),
-            created_at: Some(ts(now)),
-            spec: Some(spec.to_wire()),
-            constraints: Some(constraints_wire),
-            max_fallbacks: req.max_fallbacks,
-            warm_standby: req.warm_standby,
-            max_lifetime_seconds: req.max_lifetime_seconds,
-            idle_ttl_seconds: req.idle_ttl_seconds,
-            preflight_decision: 0,
-        };
-        if let Err(e) = core.jobs.publish(&job).await {
-            // the job never reached the launcher, so seq 1 is ours to write
-            let failed = LaunchEventRow {
-                error_class: "transient".into(),
-                ..event(
-                    1,
-                    domain::LaunchState::Failed,
-                    "could not enqueue the job (RabbitMQ unavailable); submit again",
-                )
-            };
-            if let Err(e2) = core.store.launches().append(&failed).await {
-                tracing::error!(error = %e2, job_id, "cannot record the enqueue failure");
-            }
-            return Err(e.into());
-        }
-        tracing::info!(job_id, tenant, key = %spec.key, count = spec.count, "launch job queued");
         Ok(Response::new(v1::LaunchResponse {
-            job_id,
-            state: LaunchState::Queued.into(),
+            job_id: submitted.job_id,
+            state: LaunchState::from(submitted.state).into(),
         }))
     }
 

@@ -20,7 +20,10 @@ use lapin::{
 use prost::Message;
 use tokio::sync::Mutex;
 
-use crate::GatewayError;
+/// RabbitMQ refused or did not confirm (the job may be retried).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("rabbitmq: {0}")]
+pub struct QueueError(String);
 
 /// The header naming the job's tenant.
 pub const TENANT_HEADER: &str = "capsight-tenant";
@@ -40,8 +43,8 @@ impl std::fmt::Debug for JobPublisher {
     }
 }
 
-fn amqp(e: impl std::fmt::Display) -> GatewayError {
-    GatewayError::unavailable("rabbitmq", e)
+fn amqp(e: impl std::fmt::Display) -> QueueError {
+    QueueError(e.to_string())
 }
 
 impl JobPublisher {
@@ -54,7 +57,7 @@ impl JobPublisher {
         }
     }
 
-    async fn open(&self) -> Result<(Connection, Channel), GatewayError> {
+    async fn open(&self) -> Result<(Connection, Channel), QueueError> {
         let conn = self.settings.connect().await.map_err(amqp)?;
         let channel = conn.create_channel().await.map_err(amqp)?;
         self.settings.launch.declare(&channel).await.map_err(amqp)?;
@@ -66,7 +69,7 @@ impl JobPublisher {
     }
 
     /// Connects and declares the topology now (start-up check).
-    pub async fn connect(&self) -> Result<(), GatewayError> {
+    pub async fn connect(&self) -> Result<(), QueueError> {
         let mut guard = self.channel.lock().await;
         if guard.is_none() {
             *guard = Some(self.open().await?);
@@ -75,14 +78,14 @@ impl JobPublisher {
     }
 
     /// Publishes `job` and waits for the broker's confirm.
-    pub async fn publish(&self, job: &v1::LaunchJob) -> Result<(), GatewayError> {
+    pub async fn publish(&self, job: &v1::LaunchJob) -> Result<(), QueueError> {
         let mut guard = self.channel.lock().await;
         let result = tokio::time::timeout(self.timeout, async {
             if guard.as_ref().is_none_or(|(_, c)| !c.status().connected()) {
                 *guard = Some(self.open().await?);
             }
             let Some((_, channel)) = guard.as_ref() else {
-                return Err(GatewayError::Internal("no amqp channel".into()));
+                return Err(amqp("no amqp channel"));
             };
             let mut headers = FieldTable::default();
             headers.insert(

@@ -1,0 +1,247 @@
+//! Submitting a launch: the use case behind `LaunchService.Launch`.
+//!
+//! Contract: [`Submit::submit`] validates the request (spec against the catalog, constraints,
+//! standby, lifetimes, fallbacks: every rejection names its field), derives the job id (a new
+//! UUIDv7, or, with an idempotency key, a UUIDv5 of (tenant, key) — a retry with the same key
+//! answers the job's recorded state and submits nothing), records the request and its
+//! `queued` transition (seq 0), then publishes the job with publisher confirms. If the queue
+//! refuses, the job never reached a launcher, so seq 1 (`failed`, transient) is written here and
+//! the error returned.
+
+use capsight_catalog::Catalog;
+use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
+use capsight_proto::{
+    domain::{CapacityKey, FieldError, LaunchState, Market, TenantHash},
+    v1,
+};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    queue::{JobPublisher, QueueError},
+    spec,
+    store::{Store, StoreError},
+};
+
+/// The longest `max_lifetime_seconds` / `idle_ttl_seconds` (30 days).
+pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+/// The most fallbacks a job may ask for.
+pub const MAX_FALLBACKS: u32 = 10;
+
+/// Why a launch was not submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// A request field is invalid (named).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// ClickHouse failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// RabbitMQ refused or did not confirm; the job is recorded `failed` and may be resubmitted.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// An accepted (or, with an idempotency key, already known) launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job id.
+    pub job_id: String,
+    /// Its state now.
+    pub state: LaunchState,
+}
+
+/// What submitting needs.
+#[derive(Debug)]
+pub struct Submit<'a> {
+    /// Where launches are recorded.
+    pub store: &'a Store,
+    /// Where jobs go to the launchers.
+    pub queue: &'a JobPublisher,
+    /// The GPU catalog.
+    pub catalog: &'a Catalog,
+    /// The most instances one launch may ask for.
+    pub max_launch_count: u32,
+}
+
+impl Submit<'_> {
+    /// Submits `req` for `tenant` (see the module contract).
+    pub async fn submit(
+        &self,
+        tenant: &str,
+        tenant_hash: &TenantHash,
+        req: v1::LaunchRequest,
+    ) -> Result<Submitted, SubmitError> {
+        let spec = spec::spec("spec", req.spec, self.catalog, self.max_launch_count, true)?;
+        let constraints_wire = req.constraints.clone().unwrap_or_default();
+        spec::constraints("constraints", req.constraints, &spec)?;
+        if req.warm_standby && spec.key.market != Market::Spot {
+            return Err(FieldError::new("warm_standby", "applies to spot launches only").into());
+        }
+        for (field, v) in [
+            ("max_lifetime_seconds", req.max_lifetime_seconds),
+            ("idle_ttl_seconds", req.idle_ttl_seconds),
+        ] {
+            if v > MAX_TTL_SECS {
+                return Err(FieldError::new(
+                    field,
+                    format!("must be 0..={MAX_TTL_SECS} (30 days)"),
+                )
+                .into());
+            }
+        }
+        if req.max_fallbacks > MAX_FALLBACKS {
+            return Err(
+                FieldError::new("max_fallbacks", format!("must be 0..={MAX_FALLBACKS}")).into(),
+            );
+        }
+        let job_id = if req.idempotency_key.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            let id = idempotent_job_id(tenant, &req.idempotency_key)?;
+            if let Some(existing) = self.store.launch(tenant, &id).await? {
+                let state = existing
+                    .events
+                    .last()
+                    .map_or(LaunchState::Queued, |e| e.state);
+                return Ok(Submitted { job_id: id, state });
+            }
+            id
+        };
+        let now = Utc::now();
+        let (created_at, created_ms) = split_time(now);
+        let request_row = LaunchRequestRow {
+            job_id: job_id.clone(),
+            tenant: tenant.to_owned(),
+            created_at,
+            created_ms,
+            provider: spec.key.provider.as_str().to_owned(),
+            region: spec.key.region.as_str().to_owned(),
+            zone_id: spec.key.zone_str().to_owned(),
+            instance_type: spec.key.instance_type.as_str().to_owned(),
+            market: spec.key.market.as_str().to_owned(),
+            count: spec.count,
+            image_id: spec.image_id.clone(),
+            subnet_id: spec.subnet_id.clone().unwrap_or_default(),
+            spot_max_price: spec.spot_max_price.unwrap_or(0.0),
+            warm_standby: u8::from(req.warm_standby),
+            max_lifetime_secs: req.max_lifetime_seconds,
+            idle_ttl_secs: req.idle_ttl_seconds,
+            max_fallbacks: req.max_fallbacks,
+        };
+        let event =
+            |seq, state, detail: &str| transition(&job_id, tenant, &spec.key, seq, state, detail);
+        self.store
+            .record_launch(
+                &request_row,
+                &event(0, LaunchState::Queued, "accepted by the gateway"),
+            )
+            .await?;
+        let job = v1::LaunchJob {
+            job_id: job_id.clone(),
+            tenant: tenant.to_owned(),
+            tenant_hash: tenant_hash.as_str().to_owned(),
+            created_at: Some(timestamp(now)),
+            spec: Some(spec.to_wire()),
+            constraints: Some(constraints_wire),
+            max_fallbacks: req.max_fallbacks,
+            warm_standby: req.warm_standby,
+            max_lifetime_seconds: req.max_lifetime_seconds,
+            idle_ttl_seconds: req.idle_ttl_seconds,
+            preflight_decision: 0,
+        };
+        if let Err(e) = self.queue.publish(&job).await {
+            // the job never reached the launcher, so seq 1 is ours to write
+            let failed = LaunchEventRow {
+                error_class: "transient".into(),
+                ..event(
+                    1,
+                    LaunchState::Failed,
+                    "could not enqueue the job (RabbitMQ unavailable); submit again",
+                )
+            };
+            if let Err(e2) = self.store.append(&failed).await {
+                tracing::error!(error = %e2, job_id, "cannot record the enqueue failure");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(job_id, tenant, key = %spec.key, count = spec.count, "launch job queued");
+        Ok(Submitted {
+            job_id,
+            state: LaunchState::Queued,
+        })
+    }
+}
+
+/// The job id of an idempotency key: a UUIDv5 of (tenant, key), so the same key of another
+/// tenant is another job.
+pub fn idempotent_job_id(tenant: &str, key: &str) -> Result<String, FieldError> {
+    if key.len() > 64
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(FieldError::new(
+            "idempotency_key",
+            "must be 1..=64 of [A-Za-z0-9_-]",
+        ));
+    }
+    Ok(uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("capsight-launch\u{1f}{tenant}\u{1f}{key}").as_bytes(),
+    )
+    .to_string())
+}
+
+/// A transition of a job at `key` written now, with no instance and no error.
+fn transition(
+    job_id: &str,
+    tenant: &str,
+    key: &CapacityKey,
+    seq: u32,
+    state: LaunchState,
+    detail: &str,
+) -> LaunchEventRow {
+    let (at, at_ms) = split_time(Utc::now());
+    LaunchEventRow {
+        job_id: job_id.to_owned(),
+        seq,
+        tenant: tenant.to_owned(),
+        at,
+        at_ms,
+        state,
+        provider: key.provider.as_str().to_owned(),
+        region: key.region.as_str().to_owned(),
+        zone_id: key.zone_str().to_owned(),
+        instance_type: key.instance_type.as_str().to_owned(),
+        market: key.market.as_str().to_owned(),
+        instance_id: String::new(),
+        attempt: 0,
+        error_class: String::new(),
+        error_code: String::new(),
+        detail: detail.into(),
+    }
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_are_scoped_to_the_tenant_and_bounded() {
+        let a = idempotent_job_id("acme", "k-1").unwrap();
+        assert_eq!(a, idempotent_job_id("acme", "k-1").unwrap());
+        assert_ne!(a, idempotent_job_id("globex", "k-1").unwrap());
+        assert_eq!(
+            idempotent_job_id("acme", "bad key").unwrap_err().field(),
+            "idempotency_key"
+        );
+        assert!(idempotent_job_id("acme", &"x".repeat(65)).is_err());
+    }
+}
