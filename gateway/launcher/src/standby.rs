@@ -118,14 +118,46 @@ impl From<clickhouse::error::Error> for StandbyError {
     }
 }
 
-/// Detail prefix: the stopped clone exists.
-pub const READY: &str = "standby ready";
-/// Detail prefix: the standby was started and serves.
-pub const ACTIVE: &str = "standby active";
-/// Detail prefix: a replacement spot instance runs; the standby stops after the cooldown.
-pub const REPLACED: &str = "replacement running";
-/// Detail prefix: the standby was stopped again (armed).
-pub const STOPPED: &str = "standby stopped";
+/// A step of the warm standby, recorded as the prefix of a `running` transition's detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StandbyStep {
+    /// The stopped clone exists.
+    Ready,
+    /// The standby was started and serves.
+    Active,
+    /// A replacement spot instance runs; the standby stops after the cooldown.
+    Replaced,
+    /// The standby was stopped again (armed).
+    Stopped,
+}
+
+impl StandbyStep {
+    /// Every step.
+    pub const ALL: [Self; 4] = [Self::Ready, Self::Active, Self::Replaced, Self::Stopped];
+
+    /// The detail prefix that records this step.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Ready => "standby ready",
+            Self::Active => "standby active",
+            Self::Replaced => "replacement running",
+            Self::Stopped => "standby stopped",
+        }
+    }
+
+    /// The step a transition's detail records, if any.
+    pub fn of(detail: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| detail.starts_with(s.prefix()))
+    }
+}
+
+impl std::fmt::Display for StandbyStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.prefix())
+    }
+}
 
 fn token(detail: &str, name: &str) -> Vec<String> {
     detail
@@ -138,10 +170,7 @@ fn token(detail: &str, name: &str) -> Vec<String> {
 /// The standby instance ids a transition's detail names (`standby=<ids>`), if it is one of
 /// the standby phases.
 pub fn detail_standby_ids(detail: &str) -> Vec<String> {
-    if [READY, ACTIVE, REPLACED, STOPPED]
-        .iter()
-        .any(|p| detail.starts_with(p))
-    {
+    if StandbyStep::of(detail).is_some() {
         token(detail, "standby=")
     } else {
         Vec::new()
@@ -196,25 +225,30 @@ pub fn phase(events: &[LaunchEventRow]) -> Phase {
     let mut switches = 0;
     for e in events.iter().filter(|e| e.state == LaunchState::Running) {
         let standby = token(&e.detail, "standby=");
-        if e.detail.starts_with(READY) || e.detail.starts_with(STOPPED) {
-            phase = Some(Phase::Armed {
-                standby,
-                spot: split_ids(&e.instance_id),
-            });
-        } else if e.detail.starts_with(ACTIVE) {
-            switches += 1;
-            phase = Some(Phase::Active {
-                standby,
-                interrupted: token(&e.detail, "interrupted="),
-                switch: switches,
-            });
-        } else if e.detail.starts_with(REPLACED) {
-            phase = Some(Phase::Cooling {
-                standby,
-                serving: split_ids(&e.instance_id),
-                since: e.at,
-                switch: switches,
-            });
+        match StandbyStep::of(&e.detail) {
+            Some(StandbyStep::Ready | StandbyStep::Stopped) => {
+                phase = Some(Phase::Armed {
+                    standby,
+                    spot: split_ids(&e.instance_id),
+                });
+            }
+            Some(StandbyStep::Active) => {
+                switches += 1;
+                phase = Some(Phase::Active {
+                    standby,
+                    interrupted: token(&e.detail, "interrupted="),
+                    switch: switches,
+                });
+            }
+            Some(StandbyStep::Replaced) => {
+                phase = Some(Phase::Cooling {
+                    standby,
+                    serving: split_ids(&e.instance_id),
+                    since: e.at,
+                    switch: switches,
+                });
+            }
+            None => {}
         }
     }
     match phase {
@@ -467,7 +501,8 @@ impl Standby {
                     last,
                     LaunchState::Running,
                     format!(
-                        "{STOPPED}: standby={} after the {}s cooldown",
+                        "{}: standby={} after the {}s cooldown",
+                        StandbyStep::Stopped,
                         standby.join(","),
                         self.settings.cooldown.as_secs()
                     ),
@@ -555,7 +590,8 @@ impl Standby {
             last,
             LaunchState::Running,
             format!(
-                "{READY}: standby={} stopped on-demand clone (client token {}-standby)",
+                "{}: standby={} stopped on-demand clone (client token {}-standby)",
+                StandbyStep::Ready,
                 standby.join(","),
                 req.job_id
             ),
@@ -603,7 +639,8 @@ impl Standby {
             last,
             LaunchState::Running,
             format!(
-                "{REPLACED}: standby={} replacement={}; the standby stops after the {}s cooldown",
+                "{}: standby={} replacement={}; the standby stops after the {}s cooldown",
+                StandbyStep::Replaced,
                 standby.join(","),
                 serving.join(","),
                 self.settings.cooldown.as_secs()
@@ -699,7 +736,8 @@ impl Standby {
             last,
             LaunchState::Running,
             format!(
-                "{ACTIVE}: standby={} interrupted={instance_id} event={cause} started_in_ms={start_ms}",
+                "{}: standby={} interrupted={instance_id} event={cause} started_in_ms={start_ms}",
+                StandbyStep::Active,
                 standby.join(","),
             ),
         );
@@ -850,6 +888,18 @@ mod tests {
             error_code: String::new(),
             detail: detail.into(),
         }
+    }
+
+    #[test]
+    fn standby_steps_are_read_back_from_their_details() {
+        for step in StandbyStep::ALL {
+            assert_eq!(StandbyStep::of(&format!("{step}: standby=i-1")), Some(step));
+        }
+        assert_eq!(StandbyStep::of("running"), None);
+        assert_eq!(
+            detail_standby_ids("running standby=i-9"),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
