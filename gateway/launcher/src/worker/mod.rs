@@ -1,0 +1,543 @@
+//! The job consumer and the launch state machine.
+//!
+//! Contract:
+//! * [`Launcher::run`] consumes `amqp.launch.jobs_queue` with manual acks and a prefetch of
+//!   `launcher.prefetch` (jobs handled concurrently), reconnecting after broker failures until
+//!   the shutdown fires; in-flight jobs get 10 s to finish, then are abandoned unacknowledged
+//!   (redelivered, and resumed by the next worker). A lost connection abandons in-flight jobs
+//!   the same way at once.
+//! * A job is acknowledged only after its outcome is recorded in `launch_events` (`running`,
+//!   `failed`, `cancelled`), after it was re-published to the retry queue (confirmed), or after
+//!   it was dead-lettered (confirmed). Anything else (crash, lost connection) leaves it unacked,
+//!   so the broker redelivers it and [`Launcher::process`] resumes from the latest recorded
+//!   state.
+//! * Steps: `queued` -> `preflight` (tenant GPU quota) -> `provisioning` (attempt n on key k,
+//!   client token `job_id` or `<job_id>-<n>`) -> wait until the instances run -> `running`.
+//!   A cancel request is checked before each transition and while waiting; it ends the job in
+//!   `cancelled`, terminating what was launched. Running launches are swept for cancel requests
+//!   every `launcher.cancel_sweep_interval`.
+//! * Capacity errors fall back to the next alternative (gateway ranking over the latest scores,
+//!   keys not yet tried, never capacity blocks) up to `max_fallbacks`; throttled and transient
+//!   errors are retried through the retry queue, at most `launcher.max_retries` times; other
+//!   cloud errors (quota, permission, ...) fail the job with the cloud's class and code.
+//! * Poison (undecodable or invalid job) is published to the dead-letter exchange with the
+//!   reason in the `capsight-dead-reason` header, then acknowledged.
+
+use std::{sync::Arc, time::Instant};
+
+use capsight_amqp::AmqpSettings;
+use capsight_catalog::Catalog;
+use capsight_clickhouse::rows::{LaunchEventRow, split_time};
+use capsight_cloud::tenants::{AccountError, TenantClouds};
+use capsight_cloud::{
+    CloudAdapter, CloudError, Instance, InstanceId, InstanceState, LaunchRequest,
+};
+use capsight_launch::{
+    alternatives,
+    spec::{self as validate, Constraints, Spec},
+};
+use capsight_proto::{
+    domain::{
+        CapacityKey, ErrorClass, LaunchAttempt, LaunchOutcome, LaunchState, Market, Payload,
+        ProbeMethod, Signal, SignalId, SignalSource, TenantHash,
+    },
+    v1,
+};
+use capsight_publisher::Publisher;
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::{SharedRegistry, Tenant, TenantId};
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use prost::Message;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::{
+    locks::KeyedLocks,
+    quota,
+    settings::LauncherSettings,
+    store::{Store, StoreError, follow_up, split_ids},
+};
+
+mod cancels;
+mod machine;
+
+/// Header carrying why a job was dead-lettered by the launcher.
+pub const DEAD_REASON_HEADER: &str = "capsight-dead-reason";
+/// How long in-flight jobs may take to finish after the shutdown fired.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Header counting the delayed retries of a job.
+pub const RETRIES_HEADER: &str = "capsight-retries";
+
+/// Why a job could not be finished now.
+#[derive(Debug)]
+enum Fail {
+    /// Try again later (retry queue).
+    Retry(String),
+    /// Never processable: dead-letter with this reason.
+    Dead(String),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Self::Retry(e.to_string())
+    }
+}
+
+/// What the worker's consumer loop ended with.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// RabbitMQ failed; the loop reconnects.
+    #[error(transparent)]
+    Amqp(#[from] capsight_amqp::AmqpError),
+    /// A lapin call failed.
+    #[error("amqp: {0}")]
+    Lapin(#[from] lapin::Error),
+    /// The consumer was cancelled by the broker.
+    #[error("the broker closed the consumer")]
+    ConsumerClosed,
+}
+
+/// A validated job.
+#[derive(Debug)]
+struct Job {
+    wire: v1::LaunchJob,
+    spec: Spec,
+    constraints: Constraints,
+    tenant: Tenant,
+    tenant_hash: Option<TenantHash>,
+}
+
+/// Everything a worker shares.
+pub struct Launcher {
+    settings: LauncherSettings,
+    amqp: AmqpSettings,
+    store: Store,
+    catalog: Arc<Catalog>,
+    registry: SharedRegistry,
+    clouds: Arc<dyn TenantClouds>,
+    signals: Publisher,
+    /// One GPU-quota decision per tenant at a time.
+    quota_gate: KeyedLocks,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher")
+            .field("queue", &self.amqp.launch.jobs_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key_of(row: &LaunchEventRow) -> Option<CapacityKey> {
+    let market = Market::parse("market", &row.market).ok()?;
+    CapacityKey::parse(
+        &row.provider,
+        &row.region,
+        &row.zone_id,
+        &row.instance_type,
+        market,
+    )
+    .ok()
+}
+
+fn set_key(row: &mut LaunchEventRow, key: &CapacityKey) {
+    row.provider = key.provider.as_str().to_owned();
+    row.region = key.region.as_str().to_owned();
+    row.zone_id = key.zone_str().to_owned();
+    row.instance_type = key.instance_type.as_str().to_owned();
+    row.market = key.market.as_str().to_owned();
+}
+
+/// The client token of attempt `n` of `job_id`.
+pub fn client_token(job_id: &str, attempt: u32) -> String {
+    if attempt <= 1 {
+        job_id.to_owned()
+    } else {
+        format!("{job_id}-{attempt}")
+    }
+}
+
+fn header_u32(props: &BasicProperties, name: &str) -> u32 {
+    let Some(headers) = props.headers() else {
+        return 0;
+    };
+    match headers.inner().get(name) {
+        Some(AMQPValue::LongLongInt(v)) => u32::try_from(*v).unwrap_or(0),
+        Some(AMQPValue::LongInt(v)) => u32::try_from(*v).unwrap_or(0),
+        Some(AMQPValue::LongUInt(v)) => *v,
+        Some(AMQPValue::ShortInt(v)) => u32::try_from(*v).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(v)) => u32::from(*v),
+        _ => 0,
+    }
+}
+
+fn with_header(props: &BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(ShortString::from(name), value);
+    props.clone().with_headers(headers)
+}
+
+fn cloud_failure(e: &AccountError) -> (String, String, String, bool) {
+    match e {
+        AccountError::NoRole(_) => ("permission".into(), "NoRole".into(), e.to_string(), false),
+        AccountError::Cloud(c) => (
+            c.class().as_str().to_owned(),
+            c.code().unwrap_or_default().to_owned(),
+            c.to_string(),
+            c.is_retryable(),
+        ),
+    }
+}
+
+impl Launcher {
+    /// A launcher over its collaborators.
+    pub fn new(
+        settings: LauncherSettings,
+        amqp: AmqpSettings,
+        store: Store,
+        catalog: Arc<Catalog>,
+        registry: SharedRegistry,
+        clouds: Arc<dyn TenantClouds>,
+        signals: Publisher,
+    ) -> Self {
+        Self {
+            settings,
+            amqp,
+            store,
+            catalog,
+            registry,
+            clouds,
+            signals,
+            quota_gate: KeyedLocks::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Consumes jobs until `shutdown` fires, reconnecting after broker failures; runs the
+    /// cancel sweep alongside.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let sweeper = {
+            let me = Arc::clone(&self);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { me.sweep_cancels(shutdown).await })
+        };
+        while !shutdown.is_triggered() {
+            match Arc::clone(&self).consume(&shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, delay = ?self.settings.reconnect_delay, "job consumer stopped; reconnecting");
+                    tokio::select! {
+                        () = shutdown.wait() => break,
+                        () = tokio::time::sleep(self.settings.reconnect_delay) => {}
+                    }
+                }
+            }
+        }
+        sweeper.abort();
+        let _ = sweeper.await;
+        tracing::info!("launcher stopped");
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: &Shutdown) -> Result<(), WorkerError> {
+        let topology = &self.amqp.launch;
+        let conn = self.amqp.connect().await?;
+        let channel = conn.create_channel().await?;
+        topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let publish = conn.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let publish = Arc::new(publish);
+        let mut consumer = channel
+            .basic_consume(
+                topology.jobs_queue.as_str().into(),
+                "capsight-launcher".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = %topology.jobs_queue, prefetch = self.settings.prefetch, "consuming launch jobs");
+        let mut tasks = JoinSet::new();
+        let result = loop {
+            tokio::select! {
+                () = shutdown.wait() => {
+                    // jobs still in flight after the grace period are abandoned unacked: the
+                    // broker redelivers them and the next worker resumes from their state
+                    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+                    tokio::pin!(grace);
+                    loop {
+                        tokio::select! {
+                            () = &mut grace => {
+                                tracing::warn!(jobs = tasks.len(), "abandoning in-flight jobs at shutdown; they will be redelivered");
+                                tasks.abort_all();
+                                break;
+                            }
+                            next = tasks.join_next() => if next.is_none() { break },
+                        }
+                    }
+                    break Ok(());
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let me = Arc::clone(&self);
+                        let publish = Arc::clone(&publish);
+                        tasks.spawn(async move { me.handle(delivery, &publish).await });
+                    }
+                    Some(Err(e)) => break Err(WorkerError::Lapin(e)),
+                    None => break Err(WorkerError::ConsumerClosed),
+                },
+            }
+        };
+        if result.is_err() && !tasks.is_empty() {
+            // their deliveries died with the channel: the broker redelivers them, and the next
+            // consumer resumes each from its recorded state (finishing them here could not ack)
+            tracing::warn!(
+                jobs = tasks.len(),
+                "connection lost; in-flight jobs resume after reconnecting"
+            );
+            tasks.abort_all();
+        }
+        while tasks.join_next().await.is_some() {}
+        let _ = conn.close(200, "bye".into()).await;
+        result
+    }
+
+    async fn handle(&self, delivery: Delivery, publish: &Channel) {
+        let retries = header_u32(&delivery.properties, RETRIES_HEADER);
+        let outcome = match self.decode(&delivery.data) {
+            Ok(job) => {
+                let span = tracing::info_span!("launch_job", job_id = %job.wire.job_id, tenant = %job.wire.tenant);
+                let ids = (job.wire.tenant.clone(), job.wire.job_id.clone());
+                self.process(&job)
+                    .instrument(span)
+                    .await
+                    .map_err(|f| (f, Some(ids)))
+            }
+            Err((reason, ids)) => Err((Fail::Dead(reason), ids)),
+        };
+        let acked = match outcome {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err((Fail::Retry(reason), job)) => {
+                if retries >= self.settings.max_retries {
+                    let reason = format!("gave up after {retries} retries: {reason}");
+                    if let Some((tenant, job_id)) = &job {
+                        self.record_failed(
+                            tenant,
+                            job_id,
+                            "transient",
+                            "RetriesExhausted",
+                            &reason,
+                        )
+                        .await;
+                    }
+                    self.dead_letter(&delivery, publish, &reason).await
+                } else {
+                    tracing::warn!(retries, %reason, "launch job will be retried");
+                    let props = with_header(
+                        &delivery.properties,
+                        RETRIES_HEADER,
+                        AMQPValue::LongLongInt(i64::from(retries) + 1),
+                    );
+                    let topology = &self.amqp.launch;
+                    match confirm_publish(
+                        publish,
+                        &topology.exchange,
+                        &topology.retry_routing_key,
+                        &delivery.data,
+                        props,
+                    )
+                    .await
+                    {
+                        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "retry publish failed; requeueing the job");
+                            delivery
+                                .acker
+                                .nack(BasicNackOptions {
+                                    requeue: true,
+                                    ..BasicNackOptions::default()
+                                })
+                                .await
+                        }
+                    }
+                }
+            }
+            Err((Fail::Dead(reason), job)) => {
+                if let Some((tenant, job_id)) = &job {
+                    self.record_failed(tenant, job_id, "unknown", "InvalidJob", &reason)
+                        .await;
+                }
+                self.dead_letter(&delivery, publish, &reason).await
+            }
+        };
+        if let Err(e) = acked {
+            tracing::warn!(error = %e, "could not settle a launch job; the broker will redeliver it");
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        publish: &Channel,
+        reason: &str,
+    ) -> Result<bool, lapin::Error> {
+        tracing::error!(%reason, "dead-lettering a launch job");
+        let props = with_header(
+            &delivery.properties,
+            DEAD_REASON_HEADER,
+            AMQPValue::LongString(reason.into()),
+        );
+        match confirm_publish(
+            publish,
+            &self.amqp.launch.dead_letter_exchange,
+            "",
+            &delivery.data,
+            props,
+        )
+        .await
+        {
+            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the broker's dead-letter exchange");
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: false,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Records `failed` after the job's latest transition (when it has one and is not settled).
+    async fn record_failed(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        class: &str,
+        code: &str,
+        reason: &str,
+    ) {
+        let result = async {
+            let Some(prev) = self.store.latest(tenant, job_id).await? else {
+                return Ok(());
+            };
+            if prev.state.is_terminal() {
+                return Ok(());
+            }
+            let mut row = follow_up(&prev, LaunchState::Failed, reason);
+            row.error_class = class.to_owned();
+            row.error_code = code.to_owned();
+            self.store.append(&row).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, job_id, "cannot record the job's failure");
+        }
+    }
+
+    /// Decodes and validates a job; `Err` is the dead-letter reason, with the job's (tenant,
+    /// job id) when they could be read.
+    fn decode(&self, body: &[u8]) -> Result<Job, (String, Option<(String, String)>)> {
+        let wire = v1::LaunchJob::decode(body)
+            .map_err(|e| (format!("undecodable LaunchJob: {e}"), None))?;
+        if uuid::Uuid::parse_str(&wire.job_id).is_err() {
+            return Err((format!("job_id {:?} is not a UUID", wire.job_id), None));
+        }
+        let ids = Some((wire.tenant.clone(), wire.job_id.clone()));
+        self.validate(wire).map_err(|reason| (reason, ids))
+    }
+
+    fn validate(&self, wire: v1::LaunchJob) -> Result<Job, String> {
+        let tenant_id = TenantId::parse(&wire.tenant)
+            .map_err(|e| format!("tenant {:?} is invalid: {e}", wire.tenant))?;
+        let tenant = self
+            .registry
+            .tenant(&tenant_id)
+            .ok_or_else(|| format!("tenant {tenant_id} is not in the registry"))?;
+        let spec = validate::spec("spec", wire.spec.clone(), &self.catalog, 1000, true)
+            .map_err(|e| format!("invalid job: {e}"))?;
+        let constraints = validate::constraints("constraints", wire.constraints.clone(), &spec)
+            .map_err(|e| format!("invalid job: {e}"))?;
+        let tenant_hash = TenantHash::parse("tenant_hash", &wire.tenant_hash).ok();
+        Ok(Job {
+            wire,
+            spec,
+            constraints,
+            tenant,
+            tenant_hash,
+        })
+    }
+}
+
+async fn confirm_publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            props,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    if !confirm.is_ack() {
+        return Err("the broker nacked the message".into());
+    }
+    if confirm.take_message().is_some() {
+        return Err(format!(
+            "no queue is bound to {exchange:?} for {routing_key:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_per_attempt() {
+        assert_eq!(client_token("j", 0), "j");
+        assert_eq!(client_token("j", 1), "j");
+        assert_eq!(client_token("j", 3), "j-3");
+    }
+
+    #[test]
+    fn retry_header_round_trip() {
+        let props = BasicProperties::default();
+        assert_eq!(header_u32(&props, RETRIES_HEADER), 0);
+        let props = with_header(&props, RETRIES_HEADER, AMQPValue::LongLongInt(3));
+        assert_eq!(header_u32(&props, RETRIES_HEADER), 3);
+    }
+}
