@@ -269,6 +269,9 @@ impl Pipeline {
         batch.clear();
         self.apply_rebalances(batch);
         let dropped_keys = self.engine.clear();
+        // the old client's callbacks (a revocation while it closes) must not reach the new one's
+        // state: it keeps the old event list, the new client gets a fresh one
+        self.events = Arc::new(Mutex::new(Vec::new()));
         let fresh = consumer(&self.kafka, &self.settings, &self.events)?;
         fresh
             .subscribe(&[&self.topics.signals])
