@@ -7,12 +7,16 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
-
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
 
 use capsight_clickhouse::rows::{PreflightLogRow, ProbeAuditRow, split_time};
-use capsight_cloud::{CloudAdapter, InstanceState};
+use capsight_cloud::{CloudAdapter, InstanceState, aws::AwsAdapter};
+use capsight_cloudsim::scenario::Scenario;
 use capsight_probe::{
     PROBE_AT_TAG, PROBE_TAG, Planned, ProbeSettings, Prober, audit::Audit, budget::Budget,
 };
@@ -21,7 +25,81 @@ use capsight_proto::domain::{
     CapacityKey, ErrorClass, LaunchOutcome, Payload, ProbeMethod, SignalId, SignalSource,
 };
 use capsight_publisher::{Publisher, PublisherSettings};
-use common::*;
+use capsight_testkit::{
+    Sandbox,
+    broker::PrivateBroker,
+    clickhouse::insert,
+    cloud::{Sim, catalog, quick_retries},
+    fixtures,
+    kafka::{consume_all, wait_for_broker},
+    wait::poll,
+};
+
+const KEY_ID: &str = "AKIATESTPROBE";
+const ACCOUNT: &str = "111111111111";
+const P5_AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+
+/// us-east-1 with two zones: p5 has stock in az1 and none in az4; the G family has `g_quota`
+/// vCPUs of quota (`L-DB2E81BA`).
+fn scenario(g_quota: u32) -> Scenario {
+    let mut scenario = fixtures::scenario("probe");
+    for account in &mut scenario.accounts {
+        account
+            .quotas
+            .insert("L-DB2E81BA".into(), f64::from(g_quota));
+    }
+    scenario
+}
+
+/// The test's topic (2 partitions), migrated database and cloudsim (frozen clock).
+fn sandbox(test: &str, g_quota: u32) -> capsight_testkit::sandbox::Builder {
+    Sandbox::builder(test)
+        .signals(2)
+        .database()
+        .cloudsim(Sim::builder(scenario(g_quota)))
+}
+
+/// The operator's adapter, as the prober builds it.
+async fn adapter(sandbox: &Sandbox) -> AwsAdapter {
+    sandbox.sim().adapter(KEY_ID, quick_retries(3)).await
+}
+
+/// The `capsight-probe` binary configured for the sandbox, plus `extra` variables.
+fn probe_command(sandbox: &Sandbox, extra: &[(&str, &str)]) -> Command {
+    let mut c = sandbox.command(env!("CARGO_BIN_EXE_capsight-probe"));
+    c.envs(sandbox.sim().aws_env(KEY_ID))
+        .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
+        .env("CAPSIGHT_PROBE__INSTANCE", "probe-test")
+        .env("CAPSIGHT_PROBE__REGIONS", "[\"us-east-1\"]")
+        .env("CAPSIGHT_PROBE__MAX_PER_PASS", "10")
+        .env("CAPSIGHT_PROBE__MAX_CONCURRENT", "4")
+        .envs(extra.iter().copied());
+    c
+}
+
+/// Every audit row, oldest first.
+async fn audit_rows(sandbox: &Sandbox) -> Vec<ProbeAuditRow> {
+    sandbox
+        .client()
+        .query("SELECT ?fields FROM probe_audit ORDER BY at, at_ms, probe_id, phase DESC")
+        .fetch_all::<ProbeAuditRow>()
+        .await
+        .unwrap()
+}
+
+/// The on-demand price of `instance_type` per hour.
+fn price(instance_type: &str) -> f64 {
+    catalog()
+        .iter()
+        .find(|t| t.instance_type.as_str() == instance_type)
+        .unwrap()
+        .on_demand_usd_per_hour
+}
+
+/// Tags of a map, for assertions.
+fn tag<'a>(tags: &'a BTreeMap<String, String>, k: &str) -> Option<&'a str> {
+    tags.get(k).map(String::as_str)
+}
 
 fn key(s: &str) -> CapacityKey {
     s.parse().unwrap()
@@ -31,56 +109,44 @@ fn done(rows: &[ProbeAuditRow]) -> Vec<&ProbeAuditRow> {
     rows.iter().filter(|r| r.phase == "done").collect()
 }
 
-async fn preflight(ch: &capsight_clickhouse::ClickHouseSettings, zone: &str, n: usize) {
-    let client = ch.client().unwrap();
-    let mut insert = client
-        .insert::<PreflightLogRow>("preflight_log")
-        .await
-        .unwrap();
+async fn preflight(sandbox: &Sandbox, zone: &str, n: usize) {
     let (at, at_ms) = split_time(chrono::Utc::now());
-    for i in 0..n {
-        insert
-            .write(&PreflightLogRow {
-                preflight_id: format!("pf-{i}"),
-                tenant: "acme".into(),
-                at,
-                at_ms,
-                provider: "aws".into(),
-                region: "us-east-1".into(),
-                zone_id: zone.into(),
-                instance_type: "p5.48xlarge".into(),
-                market: "on_demand".into(),
-                count: 1,
-                decision: "can_launch".into(),
-                permission: "passed".into(),
-                quota: "passed".into(),
-                capacity: "passed".into(),
-                quota_headroom: 6,
-                score: 80,
-                alternatives: 0,
-                checks: "[]".into(),
-            })
-            .await
-            .unwrap();
-    }
-    insert.end().await.unwrap();
+    let rows: Vec<PreflightLogRow> = (0..n)
+        .map(|i| PreflightLogRow {
+            preflight_id: format!("pf-{i}"),
+            tenant: "acme".into(),
+            at,
+            at_ms,
+            provider: "aws".into(),
+            region: "us-east-1".into(),
+            zone_id: zone.into(),
+            instance_type: "p5.48xlarge".into(),
+            market: "on_demand".into(),
+            count: 1,
+            decision: "can_launch".into(),
+            permission: "passed".into(),
+            quota: "passed".into(),
+            capacity: "passed".into(),
+            quota_headroom: 6,
+            score: 80,
+            alternatives: 0,
+            checks: "[]".into(),
+        })
+        .collect();
+    insert(&sandbox.client(), "preflight_log", &rows).await;
 }
 
 /// (a) `capsight-probe --once`: a reservation that gets capacity, one that hits a stockout
 /// (with the zone hint), a key skipped for quota 0; signals and audit rows field by field.
 #[tokio::test(flavor = "multi_thread")]
 async fn once_probes_publish_classified_signals_and_audit_every_probe() {
-    let sim = Sim::start(0).await;
-    let (kafka, _) = stack();
-    let topic = topic(&kafka, "probe").await;
-    let ch = fresh_db("once").await;
+    let sb = sandbox("probe_once", 0).start().await;
+    let sim = sb.sim();
     // tenants asked 5 times about p5 in az4 today: it is probed first
-    preflight(&ch, "use1-az4", 5).await;
+    preflight(&sb, "use1-az4", 5).await;
     let started = chrono::Utc::now();
     let out = probe_command(
-        &sim.url(),
-        &topic,
-        &ch,
+        &sb,
         &[(
             "CAPSIGHT_PROBE__INSTANCE_TYPES",
             "[\"p5.48xlarge\", \"g5.xlarge\"]",
@@ -96,7 +162,7 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     );
     let finished = chrono::Utc::now();
 
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let done = done(&rows);
     assert_eq!(done.len(), 3, "{rows:#?}");
     let by_key = |zone: &str, t: &str| {
@@ -108,11 +174,7 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     let ok = by_key("use1-az1", "p5.48xlarge");
     let out_of_stock = by_key("use1-az4", "p5.48xlarge");
     let no_quota = by_key("use1-az1", "g5.xlarge");
-    let p5_price = catalog()
-        .iter()
-        .find(|t| t.instance_type.as_str() == "p5.48xlarge")
-        .unwrap()
-        .on_demand_usd_per_hour;
+    let p5_price = price("p5.48xlarge");
     let estimate = p5_price * 30.0 / 3600.0;
 
     // who / what / why / cost / outcome of each probe
@@ -169,13 +231,8 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
             .any(|x| x.probe_id == no_quota.probe_id && x.phase == "reserved")
     );
     // the reservation was cancelled: the stock is back
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        2
-    );
-    let reservations = sim
-        .adapter()
+    assert_eq!(sim.stock(P5_AZ1).await, 2);
+    let reservations = adapter(&sb)
         .await
         .describe_tagged_reservations(PROBE_TAG)
         .await
@@ -190,7 +247,7 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     assert!(tag(&reservations[0].tags, PROBE_AT_TAG).is_some());
 
     // the signals, field by field
-    let signals = consume_all(&kafka, &topic).await;
+    let signals = consume_all(&sb.kafka, &sb.kafka.topics.signals).await;
     assert_eq!(signals.len(), 2, "{signals:#?}");
     for (row, want_key) in [
         (ok, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand"),
@@ -238,21 +295,16 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
             );
         }
     }
-    drop_db(&ch).await;
+    sb.cleanup().await;
 }
 
 /// Without permission to reserve, the reservation probe falls back to a launch probe (its own
 /// budget reservation and audit row), and the launched instance is terminated at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reservation_denied_falls_back_to_a_launch_probe() {
-    let sim = Sim::start(0).await;
-    let (kafka, _) = stack();
-    let topic = topic(&kafka, "probe-fallback").await;
-    let ch = fresh_db("fallback").await;
+    let sb = sandbox("probe_fallback", 0).start().await;
     let out = probe_command(
-        &sim.url(),
-        &topic,
-        &ch,
+        &sb,
         &[
             ("AWS_ACCESS_KEY_ID", "AKIATESTNORESERVE"),
             (
@@ -270,12 +322,8 @@ async fn a_reservation_denied_falls_back_to_a_launch_probe() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = audit_rows(&ch).await;
-    let p5_price = catalog()
-        .iter()
-        .find(|t| t.instance_type.as_str() == "p5.48xlarge")
-        .unwrap()
-        .on_demand_usd_per_hour;
+    let rows = audit_rows(&sb).await;
+    let p5_price = price("p5.48xlarge");
     let (reservation, launch) = (p5_price * 30.0 / 3600.0, p5_price * 60.0 / 3600.0);
     let reserved: Vec<_> = rows.iter().filter(|r| r.phase == "reserved").collect();
     assert_eq!(
@@ -306,12 +354,7 @@ async fn a_reservation_denied_falls_back_to_a_launch_probe() {
         "billed one minute: {d:?}"
     );
     assert!(d.resources.starts_with("i-"), "{d:?}");
-    let instances = sim
-        .adapter()
-        .await
-        .describe_tagged(PROBE_TAG)
-        .await
-        .unwrap();
+    let instances = adapter(&sb).await.describe_tagged(PROBE_TAG).await.unwrap();
     assert_eq!(instances.len(), 1, "{instances:?}");
     assert_eq!(instances[0].id.to_string(), d.resources);
     assert_eq!(
@@ -325,7 +368,7 @@ async fn a_reservation_denied_falls_back_to_a_launch_probe() {
         ),
         "{instances:?}"
     );
-    let signals = consume_all(&kafka, &topic).await;
+    let signals = consume_all(&sb.kafka, &sb.kafka.topics.signals).await;
     assert_eq!(signals.len(), 1, "{signals:#?}");
     assert_eq!(
         signals[0].id,
@@ -337,7 +380,7 @@ async fn a_reservation_denied_falls_back_to_a_launch_probe() {
     assert_eq!(a.method, ProbeMethod::Launch);
     assert_eq!(a.outcome, LaunchOutcome::Succeeded);
     assert_eq!(a.provisioning_ms, Some(d.provisioning_ms));
-    drop_db(&ch).await;
+    sb.cleanup().await;
 }
 
 fn settings(instance: &str) -> ProbeSettings {
@@ -354,7 +397,7 @@ fn settings(instance: &str) -> ProbeSettings {
 }
 
 async fn prober(
-    sim: &Sim,
+    sb: &Sandbox,
     publisher: &Publisher,
     audit: &Audit,
     instance: &str,
@@ -362,7 +405,7 @@ async fn prober(
 ) -> Arc<Prober> {
     let now = chrono::Utc::now();
     let spent = audit.spent_on(instance, now.date_naive()).await.unwrap();
-    let adapter: Arc<dyn CloudAdapter> = Arc::new(sim.adapter().await);
+    let adapter: Arc<dyn CloudAdapter> = Arc::new(adapter(sb).await);
     Arc::new(Prober::new(
         vec![adapter],
         catalog(),
@@ -407,26 +450,18 @@ async fn concurrently(p: &Arc<Prober>, key: &CapacityKey, n: usize) -> usize {
 /// estimate of a probe killed mid-flight) and runs only what is left.
 #[tokio::test(flavor = "multi_thread")]
 async fn budget_holds_under_concurrent_probes_and_across_restarts() {
-    let sim = Sim::start(1000).await;
-    let (mut kafka, _) = stack();
-    kafka.topics.signals = topic(&kafka, "probe-budget").await;
-    let ch = fresh_db("budget").await;
-    let audit = Audit::new(&ch).unwrap();
-    let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
+    let sb = sandbox("probe_budget", 1000).start().await;
+    let audit = Audit::new(&sb.clickhouse).unwrap();
+    let publisher = Publisher::new(&sb.kafka, &PublisherSettings::default(), "test").unwrap();
     // region-level on-demand key: a launch probe, billed exactly the 60 s minimum
     let k = key("aws/us-east-1//g5.xlarge/on_demand");
-    let price = catalog()
-        .iter()
-        .find(|t| t.instance_type.as_str() == "g5.xlarge")
-        .unwrap()
-        .on_demand_usd_per_hour;
-    let one = price * 60.0 / 3600.0;
+    let one = price("g5.xlarge") * 60.0 / 3600.0;
     let limit = 3.5 * one;
     let today = chrono::Utc::now().date_naive();
 
-    let first = prober(&sim, &publisher, &audit, "budget-a", limit).await;
+    let first = prober(&sb, &publisher, &audit, "budget-a", limit).await;
     assert_eq!(concurrently(&first, &k, 10).await, 3);
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let spent: f64 = done(&rows).iter().map(|r| r.actual_usd).sum();
     assert!(spent <= limit + 1e-12, "{spent} > {limit}");
     assert!((spent - 3.0 * one).abs() < 1e-9);
@@ -434,8 +469,7 @@ async fn budget_holds_under_concurrent_probes_and_across_restarts() {
     assert_eq!(rows.iter().filter(|r| r.phase == "reserved").count(), 3);
     assert!((audit.spent_on("budget-a", today).await.unwrap() - spent).abs() < 1e-9);
     // every probe instance is gone
-    let left: Vec<_> = sim
-        .adapter()
+    let left: Vec<_> = adapter(&sb)
         .await
         .describe_tagged(PROBE_TAG)
         .await
@@ -446,7 +480,7 @@ async fn budget_holds_under_concurrent_probes_and_across_restarts() {
     assert!(left.is_empty(), "{left:?}");
 
     // restart: the same prober recovers 3 probes' spend; 0.5 of a probe is left
-    let restarted = prober(&sim, &publisher, &audit, "budget-a", limit).await;
+    let restarted = prober(&sb, &publisher, &audit, "budget-a", limit).await;
     assert_eq!(concurrently(&restarted, &k, 10).await, 0);
 
     // a prober killed after reserving 2 probes (reserved rows, no done rows) restarts: only 1
@@ -461,12 +495,12 @@ async fn budget_holds_under_concurrent_probes_and_across_restarts() {
         audit.write(&row).await.unwrap();
     }
     assert!((audit.spent_on("budget-b", today).await.unwrap() - 2.0 * one).abs() < 1e-9);
-    let killed = prober(&sim, &publisher, &audit, "budget-b", limit).await;
+    let killed = prober(&sb, &publisher, &audit, "budget-b", limit).await;
     assert_eq!(concurrently(&killed, &k, 10).await, 1);
     assert!(audit.spent_on("budget-b", today).await.unwrap() <= limit + 1e-12);
 
     // the signals of exactly the 4 probes that ran are on the topic
-    let signals = consume_all(&kafka, &kafka.topics.signals).await;
+    let signals = consume_all(&sb.kafka, &sb.kafka.topics.signals).await;
     assert_eq!(signals.len(), 4, "{signals:#?}");
     for s in &signals {
         let Payload::LaunchAttempt(a) = &s.payload else {
@@ -476,48 +510,37 @@ async fn budget_holds_under_concurrent_probes_and_across_restarts() {
         assert_eq!(a.outcome, LaunchOutcome::Succeeded);
         assert_eq!(s.key, k);
     }
-    drop_db(&ch).await;
+    sb.cleanup().await;
 }
 
 /// (d) The real binary is `kill -9`ed while its cleanup calls keep failing, leaving a probe
 /// reservation and a probe instance; the restarted binary's start-up sweep removes both.
 #[tokio::test(flavor = "multi_thread")]
 async fn sweeper_removes_what_a_killed_prober_left_behind() {
-    let sim = Sim::start(1000).await;
-    let (kafka, _) = stack();
-    let topic = topic(&kafka, "probe-sweep").await;
-    let ch = fresh_db("sweep").await;
+    let sb = sandbox("probe_sweep", 1000).start().await;
+    let sim = sb.sim();
     for action in ["CancelCapacityReservation", "TerminateInstances"] {
-        let (status, body) = sim
-            .http(
-                "POST",
-                "/admin/faults",
-                &format!("{{\"action\":\"{action}\",\"code\":\"InternalError\",\"count\":100000}}"),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        sim.fault(action, "InternalError", 100_000).await;
     }
     // p5 in az1: reservation probe; g5 region-level: launch probe. Cleanup retries forever.
-    let child = probe_command(
-        &sim.url(),
-        &topic,
-        &ch,
-        &[
-            ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
-            (
-                "CAPSIGHT_PROBE__KEYS",
-                "[\"aws/us-east-1//g5.xlarge/on_demand\"]",
-            ),
-            ("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "100000"),
-            ("CAPSIGHT_CLOUD__RETRY_MIN_DELAY", "100ms"),
-            ("CAPSIGHT_CLOUD__RETRY_MAX_DELAY", "200ms"),
-        ],
-    )
-    .arg("--once")
-    .spawn()
-    .unwrap();
-    let mut child = Killer(child);
-    let adapter = sim.adapter().await;
+    let child = sb.spawn(
+        "probe",
+        probe_command(
+            &sb,
+            &[
+                ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
+                (
+                    "CAPSIGHT_PROBE__KEYS",
+                    "[\"aws/us-east-1//g5.xlarge/on_demand\"]",
+                ),
+                ("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "100000"),
+                ("CAPSIGHT_CLOUD__RETRY_MIN_DELAY", "100ms"),
+                ("CAPSIGHT_CLOUD__RETRY_MAX_DELAY", "200ms"),
+            ],
+        )
+        .arg("--once"),
+    );
+    let adapter = adapter(&sb).await;
     let live_instances = |a: &capsight_cloud::aws::AwsAdapter| {
         let a = a.clone();
         async move {
@@ -555,12 +578,11 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
     .await
     .expect("the prober created a tagged instance and reservation");
     // kill -9 between create and cleanup
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill();
     assert_eq!(leftovers.0.len(), 1, "{leftovers:?}");
     assert_eq!(leftovers.1.len(), 1, "{leftovers:?}");
     // the killed probes reserved budget but never finished
-    let first_run = audit_rows(&ch).await;
+    let first_run = audit_rows(&sb).await;
     let unfinished: BTreeSet<(&str, &str)> = first_run
         .iter()
         .filter(|r| r.phase == "reserved")
@@ -584,13 +606,10 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
     assert_eq!(active_reservations(&adapter).await, leftovers.1);
 
     // the cloud recovers; the prober restarts (no budget left today: it only sweeps)
-    let (status, _) = sim.http("DELETE", "/admin/faults", "").await;
-    assert_eq!(status, 204);
+    sim.clear_faults().await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // older than sweep_after
     let out = probe_command(
-        &sim.url(),
-        &topic,
-        &ch,
+        &sb,
         &[
             ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
             ("CAPSIGHT_PROBE__SWEEP_AFTER", "1s"),
@@ -619,13 +638,9 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
         "{terminated:?}"
     );
     // the stock held by the reservation is back
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        2
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 2);
     // the restarted prober ran nothing: its budget is 0
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let second_run: Vec<_> = rows
         .iter()
         .filter(|r| !first_run.iter().any(|f| f.probe_id == r.probe_id))
@@ -637,7 +652,7 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
             .all(|r| r.phase == "done" && r.outcome == "skipped" && r.reason.contains("budget")),
         "{second_run:#?}"
     );
-    drop_db(&ch).await;
+    sb.cleanup().await;
 }
 
 /// (b) The real binary probes in a loop through a private broker that is `kill -9`ed and
@@ -645,20 +660,15 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
 /// topic, once per id.
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_restart_mid_run_loses_no_probe_signal() {
-    let sim = Sim::start(1000).await;
-    let (base, _) = stack();
     let mut broker = PrivateBroker::start().await;
-    let mut kafka = base.clone();
-    kafka.brokers = broker.brokers();
-    wait_for_broker(&kafka).await;
-    let topic = topic(&kafka, "probe-restart").await;
-    let ch = fresh_db("restart").await;
-    let child = probe_command(
-        &sim.url(),
-        &topic,
-        &ch,
+    let sb = sandbox("probe_restart", 1000)
+        .brokers(&broker.brokers())
+        .start()
+        .await;
+    let kafka = &sb.kafka;
+    let mut probe = probe_command(
+        &sb,
         &[
-            ("CAPSIGHT_KAFKA__BROKERS", kafka.brokers.as_str()),
             ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
             (
                 "CAPSIGHT_PROBE__KEYS",
@@ -673,59 +683,40 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
             ("CAPSIGHT_PROBE__LIMITS__PER_API_PER_MINUTE", "6000"),
             ("CAPSIGHT_PROBE__LIMITS__PER_ACCOUNT_PER_MINUTE", "60000"),
         ],
-    )
-    .spawn()
-    .unwrap();
-    let mut child = Killer(child);
-    let ran = |ch: &capsight_clickhouse::ClickHouseSettings| {
-        let ch = ch.clone();
-        async move {
-            audit_rows(&ch)
-                .await
-                .into_iter()
-                .filter(|r| r.phase == "reserved")
-                .count()
-        }
+    );
+    let child = sb.spawn("probe", &mut probe);
+    let ran = || async {
+        audit_rows(&sb)
+            .await
+            .into_iter()
+            .filter(|r| r.phase == "reserved")
+            .count()
     };
     poll(Duration::from_secs(60), || async {
-        (ran(&ch).await >= 4).then_some(())
+        (ran().await >= 4).then_some(())
     })
     .await
     .expect("probes run before the outage");
     broker.kill9();
-    let at_kill = ran(&ch).await;
+    let at_kill = ran().await;
     // probes keep reaching the cloud while the broker is down; their signals wait
     poll(Duration::from_secs(60), || async {
-        (ran(&ch).await > at_kill).then_some(())
+        (ran().await > at_kill).then_some(())
     })
     .await
     .expect("probes run during the outage");
     broker.restart().await;
-    wait_for_broker(&kafka).await;
-    let at_restart = ran(&ch).await;
+    wait_for_broker(kafka, Duration::from_secs(30)).await;
+    let at_restart = ran().await;
     poll(Duration::from_secs(60), || async {
-        (ran(&ch).await >= at_restart + 4).then_some(())
+        (ran().await >= at_restart + 4).then_some(())
     })
     .await
     .expect("probes run after the restart");
     // graceful stop: probes in flight finish, the publisher flushes
-    let pid = child.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        let s = child.0.wait();
-        (s, child)
-    })
-    .await
-    .unwrap();
-    assert!(status.0.unwrap().success());
+    child.stop(Duration::from_secs(300)).await;
 
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let reserved: BTreeSet<String> = rows
         .iter()
         .filter(|r| r.phase == "reserved")
@@ -747,7 +738,7 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
         .iter()
         .map(|r| SignalId::derived(SignalSource::Probe, &[&r.probe_id]).to_string())
         .collect();
-    let got = consume_all(&kafka, &topic).await;
+    let got = consume_all(kafka, &kafka.topics.signals).await;
     let got_ids: Vec<String> = got.iter().map(|s| s.id.to_string()).collect();
     let distinct: BTreeSet<String> = got_ids.iter().cloned().collect();
     println!(
@@ -759,17 +750,15 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     assert_eq!(distinct, want, "no signal lost");
     assert_eq!(got_ids.len(), want.len(), "no signal duplicated");
     assert!(want.len() >= at_restart + 4);
-    drop_db(&ch).await;
+    sb.cleanup().await;
 }
 
 /// A prober killed after the cloud answered but before the broker acknowledged the signal loses
 /// no observation: the `done` row is the outbox, and the next start publishes it (same id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
-    let sim = Sim::start(0).await;
-    let (kafka, _) = stack();
-    let topic = topic(&kafka, "probe-outbox").await;
-    let ch = fresh_db("outbox").await;
+    let sb = sandbox("probe_outbox", 0).start().await;
+    let kafka = &sb.kafka;
     let one_key = [
         ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
         ("CAPSIGHT_PROBE__MAX_CONCURRENT", "1"),
@@ -777,7 +766,7 @@ async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
     ];
     let mut crashing = one_key.to_vec();
     crashing.push(("CAPSIGHT_PROBE__CRASH_AFTER", "done"));
-    let out = probe_command(&sim.url(), &topic, &ch, &crashing)
+    let out = probe_command(&sb, &crashing)
         .arg("--once")
         .output()
         .unwrap();
@@ -786,7 +775,7 @@ async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
         "the failpoint did not fire: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let done_rows = done(&rows);
     assert_eq!(done_rows.len(), 1, "{rows:#?}");
     let probe_id = done_rows[0].probe_id.clone();
@@ -796,34 +785,28 @@ async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
         SignalId::derived(SignalSource::Probe, &[&probe_id])
     );
     assert!(rows.iter().all(|r| r.phase != "published"), "{rows:#?}");
-    assert!(consume_all(&kafka, &topic).await.is_empty());
+    assert!(consume_all(kafka, &kafka.topics.signals).await.is_empty());
 
     // the next start (no budget: it probes nothing new) publishes the kept observation
     let mut restart = one_key.to_vec();
     restart.push(("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "0"));
-    let out = probe_command(&sim.url(), &topic, &ch, &restart)
-        .arg("--once")
-        .output()
-        .unwrap();
+    let out = probe_command(&sb, &restart).arg("--once").output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let signals = consume_all(&kafka, &topic).await;
+    let signals = consume_all(&sb.kafka, &sb.kafka.topics.signals).await;
     assert_eq!(signals.len(), 1, "{signals:#?}");
     assert_eq!(signals[0], kept);
-    let rows = audit_rows(&ch).await;
+    let rows = audit_rows(&sb).await;
     let published: Vec<_> = rows.iter().filter(|r| r.phase == "published").collect();
     assert_eq!(published.len(), 1, "{rows:#?}");
     assert_eq!(published[0].probe_id, probe_id);
 
     // and only once: a third start has nothing left to send
-    let out = probe_command(&sim.url(), &topic, &ch, &restart)
-        .arg("--once")
-        .output()
-        .unwrap();
+    let out = probe_command(&sb, &restart).arg("--once").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(consume_all(&kafka, &topic).await.len(), 1);
-    drop_db(&ch).await;
+    assert_eq!(consume_all(kafka, &kafka.topics.signals).await.len(), 1);
+    sb.cleanup().await;
 }

@@ -6,37 +6,16 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::collections::BTreeMap;
 
-use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
-use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{
-    codec,
-    domain::{Market, Payload, Provider, QuotaReading, SignalSource},
-};
-use capsight_runtime::shutdown::Shutdown;
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-};
+use capsight_proto::domain::{Market, Payload, Provider, QuotaReading, SignalSource};
+use capsight_testkit::{Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all};
 
-fn scenario() -> String {
-    capsight_testkit::fixtures::scenario("quota")
-}
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-}
-
-fn run_once(sim: &str, topic: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_capsight-quota"))
+fn run_once(sandbox: &Sandbox) -> std::process::Output {
+    sandbox
+        .command(env!("CARGO_BIN_EXE_capsight-quota"))
         .arg("--once")
-        .env("AWS_ENDPOINT_URL", sim)
-        .env("AWS_ACCESS_KEY_ID", "AKIATESTQUOTA")
-        .env("AWS_SECRET_ACCESS_KEY", "x")
-        .env("AWS_REGION", "us-east-1")
-        .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS", topic)
+        .envs(sandbox.sim().aws_env("AKIATESTQUOTA"))
         .env("CAPSIGHT_QUOTA__REGIONS", "[\"us-east-1\"]")
         .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]")
         .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
@@ -46,30 +25,15 @@ fn run_once(sim: &str, topic: &str) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quotas_become_headroom_signals_with_stable_ids() {
-    let shutdown = Shutdown::new();
-    let settings = CloudsimSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        time_scale: 0.0,
-        tick: Duration::from_millis(20),
-        ..CloudsimSettings::default()
-    };
-    let sim = capsight_cloudsim::start(
-        &settings,
-        Scenario::parse(&scenario()).unwrap(),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
-    let topic = format!("test.quota-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(&kafka, &[TopicSpec::plain(topic.clone(), 2)])
-        .await
-        .expect("broker reachable (deploy/local/stack up)");
+    let sandbox = Sandbox::builder("quota")
+        .signals(2)
+        .cloudsim(Sim::builder(scenario("quota")))
+        .start()
+        .await;
 
     let started = chrono::Utc::now();
     for _ in 0..2 {
-        let out = run_once(&sim.url(), &topic);
+        let out = run_once(&sandbox);
         assert!(
             out.status.success(),
             "{}",
@@ -77,17 +41,11 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
         );
     }
 
-    let consumer: StreamConsumer = kafka
-        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
     let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut headroom: BTreeMap<String, u32> = BTreeMap::new();
     let mut readings = BTreeMap::new();
-    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
-        let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
-        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
+    // each keyed by its partition key
+    for s in consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await {
         let Payload::Quota(q) = &s.payload else {
             panic!("not a quota signal: {s:?}")
         };
@@ -136,5 +94,4 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
         assert_eq!(v.len(), 2, "{key}: {v:?}");
         assert_eq!(v[0], v[1], "{key}");
     }
-    shutdown.trigger();
 }

@@ -8,76 +8,57 @@
 
 use std::{sync::Arc, time::Duration};
 
-use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{
-    codec,
-    domain::{
-        ErrorClass, InstanceEventKind, LaunchOutcome, Market, Payload, ProbeMethod, Signal,
-        SignalSource,
-    },
+use capsight_proto::domain::{
+    ErrorClass, InstanceEventKind, LaunchOutcome, Market, Payload, ProbeMethod, Signal,
+    SignalSource,
 };
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_reports::{ReportsSettings, server::AppState};
 use capsight_runtime::shutdown::Shutdown;
-use capsight_tenancy::{Registry, SharedRegistry, TenantHasher, TenantId};
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-};
+use capsight_tenancy::{SharedRegistry, TenantHasher};
+use capsight_testkit::{Sandbox, kafka::consume_all, tenants::tenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-    reports: ReportsSettings,
-}
 
 struct Intake {
     url: String,
     acme: String,
     slow: String,
-    /// The registry file and its last saved content (tests edit it while the intake runs).
-    registry: (std::path::PathBuf, Registry),
-    kafka: KafkaSettings,
+    /// The topic and the registry (tests edit it while the intake runs).
+    sandbox: Sandbox,
     http: reqwest::Client,
     _shutdown: Shutdown,
 }
 
 async fn start() -> Intake {
-    let conf = capsight_runtime::config::load::<Conf>(None).unwrap();
-    let mut kafka = conf.kafka;
-    kafka.topics.signals = format!("test.reports-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(&kafka, &[TopicSpec::plain(kafka.topics.signals.clone(), 2)])
-        .await
-        .expect("broker reachable (deploy/local/stack up)");
-
-    let dir = std::env::temp_dir().join(format!("reports-{}", uuid::Uuid::new_v4()));
-    let path = dir.join("tenants.toml");
-    let mut reg = Registry::default();
-    let acme = TenantId::parse("acme").unwrap();
-    let slow = TenantId::parse("slow").unwrap();
-    reg.add_tenant(acme.clone(), "Acme").unwrap();
-    reg.add_tenant(slow.clone(), "Slow").unwrap();
-    reg.tenants[0]
-        .zone_map
-        .insert("us-east-1b".into(), "use1-az6".into());
-    reg.tenants[0]
-        .zone_map
-        .insert("us-east-1a".into(), "use1-az4".into());
-    reg.tenants[1].rate_per_minute = Some(2);
-    let acme_key = reg.issue_key(&acme).unwrap().key;
-    let slow_key = reg.issue_key(&slow).unwrap().key;
-    reg.save(&path).unwrap();
-    let registry = (path.clone(), reg);
-
-    let mut settings = conf.reports;
+    let sandbox = Sandbox::builder("reports")
+        .signals(2)
+        .tenants([
+            tenant("acme")
+                .name("Acme")
+                .zone("us-east-1b", "use1-az6")
+                .zone("us-east-1a", "use1-az4")
+                .with_key(),
+            tenant("slow").name("Slow").rate(2).with_key(),
+        ])
+        .start()
+        .await;
+    #[derive(serde::Deserialize)]
+    struct Conf {
+        reports: ReportsSettings,
+    }
+    let mut settings = sandbox.config::<Conf>().reports;
     settings.max_body_bytes = 16 * 1024;
-    let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
+    let kafka = &sandbox.kafka;
+    let publisher = Publisher::new(kafka, &PublisherSettings::default(), "test").unwrap();
     let state = Arc::new(AppState::new(
         publisher.clone(),
         // re-read the registry file quickly: a test changes a tenant's rate while it runs
-        SharedRegistry::open(path, Duration::from_millis(100)).unwrap(),
+        SharedRegistry::open(
+            sandbox.registry().path().to_owned(),
+            Duration::from_millis(100),
+        )
+        .unwrap(),
         TenantHasher::new(&"test-secret".to_owned().into()),
         settings,
         600,
@@ -93,10 +74,9 @@ async fn start() -> Intake {
     ));
     Intake {
         url,
-        acme: acme_key,
-        slow: slow_key,
-        registry,
-        kafka,
+        acme: sandbox.key("acme"),
+        slow: sandbox.key("slow"),
+        sandbox,
         http: reqwest::Client::new(),
         _shutdown: shutdown,
     }
@@ -291,16 +271,8 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
     );
 
     // exactly the accepted signals are on the topic: r1, ev-1, ev-2, ev-3, s0, s1
-    let consumer: StreamConsumer = t
-        .kafka
-        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&t.kafka.topics.signals]).unwrap();
-    let mut got: Vec<Signal> = Vec::new();
-    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
-        got.push(codec::decode_signal(msg.payload().unwrap()).unwrap());
-    }
+    let kafka = &t.sandbox.kafka;
+    let got: Vec<Signal> = consume_all(kafka, &kafka.topics.signals).await;
     assert_eq!(got.len(), 6, "{got:#?}");
     let acme_hash = got[0].tenant.clone().unwrap();
     assert!(!acme_hash.as_str().contains("acme"));
@@ -383,10 +355,12 @@ async fn a_rate_changed_in_the_registry_applies_without_a_restart() {
         StatusCode::TOO_MANY_REQUESTS
     );
     // the operator raises its rate in the registry: accepted again once it is re-read
-    let (path, reg) = &mut t.registry;
-    reg.tenants[1].rate_per_minute = Some(100);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    reg.save(path).unwrap();
+    t.sandbox
+        .tenants
+        .as_mut()
+        .unwrap()
+        .update("slow", |slow| slow.rate_per_minute = Some(100));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = t.post("/v1/reports", Some(&t.slow), report("a3")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");

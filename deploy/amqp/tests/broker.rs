@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use capsight_amqp::{AmqpSettings, LaunchTopology};
+use capsight_testkit::{Sandbox, wait::eventually_every};
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel,
+    BasicProperties, Channel, Connection,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -19,17 +20,24 @@ use lapin::{
     types::FieldTable,
 };
 
-#[derive(serde::Deserialize)]
-struct Conf {
-    amqp: AmqpSettings,
+/// The test's own topology names.
+async fn settings(test: &str) -> AmqpSettings {
+    Sandbox::builder(test).amqp().start().await.amqp.clone()
 }
 
-fn settings(test: &str) -> AmqpSettings {
-    let mut s = capsight_runtime::config::load::<Conf>(None).unwrap().amqp;
-    s.launch = s
-        .launch
-        .prefixed(&format!("test.{test}.{}", uuid::Uuid::new_v4().simple()));
-    s
+/// A connection and a channel in confirm mode on which `s`'s topology is declared.
+async fn open(s: &AmqpSettings) -> (Connection, Channel) {
+    let conn = s
+        .connect()
+        .await
+        .expect("RabbitMQ reachable at CAPSIGHT_AMQP__URL (run deploy/local/stack up)");
+    let channel = conn.create_channel().await.unwrap();
+    s.launch.declare(&channel).await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, channel)
 }
 
 async fn publish_confirmed(channel: &Channel, t: &LaunchTopology, key: &str, body: &[u8]) {
@@ -65,19 +73,10 @@ async fn cleanup(channel: &Channel, t: &LaunchTopology) {
 
 #[tokio::test]
 async fn a_confirmed_job_is_consumed_and_acked() {
-    let s = settings("roundtrip");
-    let conn = s
-        .connect()
-        .await
-        .expect("RabbitMQ reachable at CAPSIGHT_AMQP__URL (run deploy/local/stack up)");
-    let channel = conn.create_channel().await.unwrap();
-    s.launch.declare(&channel).await.unwrap();
+    let s = settings("amqp_roundtrip").await;
+    let (conn, channel) = open(&s).await;
     // declaring twice with the same arguments is a no-op
     s.launch.declare(&channel).await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
     publish_confirmed(&channel, &s.launch, &s.launch.jobs_routing_key, b"job-1").await;
 
     let consumer_channel = conn.create_channel().await.unwrap();
@@ -112,15 +111,9 @@ async fn a_confirmed_job_is_consumed_and_acked() {
 
 #[tokio::test]
 async fn a_job_past_its_delivery_limit_is_dead_lettered() {
-    let mut s = settings("poison");
+    let mut s = settings("amqp_poison").await;
     s.launch.delivery_limit = 2;
-    let conn = s.connect().await.expect("RabbitMQ reachable");
-    let channel = conn.create_channel().await.unwrap();
-    s.launch.declare(&channel).await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (_conn, channel) = open(&s).await;
     publish_confirmed(&channel, &s.launch, &s.launch.jobs_routing_key, b"poison").await;
 
     // reject with requeue until the broker gives up on it
@@ -156,26 +149,20 @@ async fn a_job_past_its_delivery_limit_is_dead_lettered() {
 
 #[tokio::test]
 async fn a_retried_job_comes_back_after_the_delay() {
-    let mut s = settings("retry");
+    let mut s = settings("amqp_retry").await;
     s.launch.retry_delay = Duration::from_millis(500);
-    let conn = s.connect().await.expect("RabbitMQ reachable");
-    let channel = conn.create_channel().await.unwrap();
-    s.launch.declare(&channel).await.unwrap();
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (_conn, channel) = open(&s).await;
     publish_confirmed(&channel, &s.launch, &s.launch.retry_routing_key, b"later").await;
     let start = tokio::time::Instant::now();
-    loop {
-        assert!(start.elapsed() < Duration::from_secs(15), "never came back");
-        if let Some(m) = get(&channel, &s.launch.jobs_queue).await {
-            assert_eq!(m.delivery.data, b"later");
-            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let m = eventually_every(
+        Duration::from_millis(100),
+        Duration::from_secs(15),
+        "the retried job back on the jobs queue",
+        || get(&channel, &s.launch.jobs_queue),
+    )
+    .await;
+    assert_eq!(m.delivery.data, b"later");
+    m.delivery.ack(BasicAckOptions::default()).await.unwrap();
     assert!(
         start.elapsed() >= Duration::from_millis(400),
         "waited the delay"

@@ -6,36 +6,15 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use capsight_clickhouse::{ClickHouseSettings, migrate, rows::SignalRow};
+use capsight_clickhouse::{migrate, rows::SignalRow};
 use capsight_proto::domain::{
     ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Signal, SignalId, SignalSource,
 };
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    clickhouse: ClickHouseSettings,
-}
-
-/// Settings for a fresh database named after the test.
-fn fresh(test: &str) -> ClickHouseSettings {
-    let base = capsight_runtime::config::load::<Conf>(None)
-        .unwrap()
-        .clickhouse;
-    base.with_database(&format!("test_{test}_{}", uuid::Uuid::new_v4().simple()))
-}
-
-async fn drop_db(settings: &ClickHouseSettings) {
-    settings
-        .server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {}", settings.database))
-        .execute()
-        .await
-        .unwrap();
-}
+use capsight_testkit::clickhouse::{drop_database, insert, named};
 
 #[tokio::test]
 async fn migrations_apply_once_and_record_what_they_applied() {
-    let ch = fresh("migrate");
+    let ch = named("migrate");
     let first = migrate::apply(&ch)
         .await
         .expect("ClickHouse reachable at CAPSIGHT_CLICKHOUSE__URL (run deploy/local/stack up)");
@@ -61,12 +40,12 @@ async fn migrations_apply_once_and_record_what_they_applied() {
     future.push(m);
     let report = migrate::apply_migrations(&ch, &future).await.unwrap();
     assert_eq!(report.skipped, vec!["9999_future.sql".to_owned()]);
-    drop_db(&ch).await;
+    drop_database(&ch).await;
 }
 
 #[tokio::test]
 async fn a_signal_row_round_trips() {
-    let ch = fresh("signals");
+    let ch = named("signals");
     migrate::apply(&ch).await.expect("ClickHouse reachable");
     let signal = Signal {
         id: SignalId::parse("id", "probe-xyz").unwrap(),
@@ -92,9 +71,7 @@ async fn a_signal_row_round_trips() {
     };
     let row = SignalRow::new(&signal, chrono::Utc::now());
     let client = ch.client().unwrap();
-    let mut insert = client.insert::<SignalRow>("signals").await.unwrap();
-    insert.write(&row).await.unwrap();
-    insert.end().await.unwrap();
+    insert(&client, "signals", std::slice::from_ref(&row)).await;
 
     let back: Vec<SignalRow> = client
         .query("SELECT ?fields FROM signals WHERE id = ?")
@@ -106,5 +83,5 @@ async fn a_signal_row_round_trips() {
     assert_eq!(back[0].observed_ms, 123);
     assert_eq!(back[0].error_class, "capacity");
     assert!(back[0].payload.contains("\"launch_attempt\""));
-    drop_db(&ch).await;
+    drop_database(&ch).await;
 }

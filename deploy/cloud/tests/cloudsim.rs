@@ -12,138 +12,29 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use aws_config::BehaviorVersion;
-use aws_sdk_ec2::config::Credentials;
-use capsight_catalog::Catalog;
 use capsight_cloud::{
-    CapacityBlockQuery, CloudAdapter, CloudError, CloudSettings, InstanceState, InstanceType,
-    LaunchRequest, Market, Permission, PlacementScoreQuery, Provider, Region, ReservationRequest,
-    ZoneId, aws::AwsAdapter,
+    CapacityBlockQuery, CloudAdapter, CloudError, InstanceState, InstanceType, LaunchRequest,
+    Market, Permission, PlacementScoreQuery, Provider, Region, ReservationRequest, ZoneId,
+    aws::AwsAdapter,
 };
-use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_proto::domain::ErrorClass;
-use capsight_runtime::shutdown::Shutdown;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use capsight_testkit::{
+    cloud::{OPERATOR, Sim, quick_retries},
+    fixtures::{scenario, shipped_scenario},
 };
 
-const OPERATOR: &str = "AKIATESTOPERATOR";
 const READONLY: &str = "AKIATESTREADONLY";
+const P5_AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+const P5_AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 
 /// A world for the tests: us-east-1 with three zones; the tenant account's AZ names are shifted.
-fn scenario() -> String {
-    capsight_testkit::fixtures::scenario("adapter")
+async fn sim() -> Sim {
+    Sim::builder(scenario("adapter")).start().await
 }
 
-struct Sim {
-    running: Running,
-    shutdown: Shutdown,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-impl Sim {
-    async fn start(scenario: &str, webhook_url: &str) -> Self {
-        let settings = CloudsimSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            time_scale: 0.0,
-            webhook_url: webhook_url.to_owned(),
-            tick: Duration::from_millis(20),
-            ..CloudsimSettings::default()
-        };
-        let shutdown = Shutdown::new();
-        let running = capsight_cloudsim::start(
-            &settings,
-            Scenario::parse(scenario).unwrap(),
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        Self { running, shutdown }
-    }
-
-    fn url(&self) -> String {
-        self.running.url()
-    }
-
-    async fn adapter(&self, access_key: &str) -> AwsAdapter {
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
-            .endpoint_url(self.url())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(access_key, "secret", None, None, "test"))
-            .load()
-            .await;
-        let settings = CloudSettings {
-            retry_min_delay: Duration::from_millis(5),
-            retry_max_delay: Duration::from_millis(20),
-            max_attempts: 3,
-            ..CloudSettings::default()
-        };
-        AwsAdapter::from_sdk_config(sdk, settings, catalog()).unwrap()
-    }
-
-    /// Raw HTTP/1.0 to the admin API.
-    async fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.running.addr).await.unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        let status = out[9..12].parse().unwrap();
-        let body = out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    async fn advance(&self, seconds: u64) {
-        let (status, _) = self
-            .http(
-                "POST",
-                "/admin/advance",
-                &format!("{{\"seconds\": {seconds}}}"),
-            )
-            .await;
-        assert_eq!(status, 200);
-    }
-
-    async fn fault(&self, action: &str, code: &str, count: u32) {
-        let (status, body) = self
-            .http(
-                "POST",
-                "/admin/faults",
-                &format!("{{\"action\":\"{action}\",\"code\":\"{code}\",\"count\":{count}}}"),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
-    }
-
-    async fn stock(&self, key: &str) -> u64 {
-        let (_, body) = self.http("GET", "/admin/state", "").await;
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["pools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["key"] == key)
-            .unwrap()["stock"]
-            .as_u64()
-            .unwrap()
-    }
-}
-
-fn catalog() -> Arc<Catalog> {
-    Arc::new(Catalog::embedded().unwrap())
+/// An adapter acting as `access_key`, three attempts per call.
+async fn adapter(sim: &Sim, access_key: &str) -> AwsAdapter {
+    sim.adapter(access_key, quick_retries(3)).await
 }
 
 fn it(t: &str) -> InstanceType {
@@ -161,14 +52,36 @@ fn p5(z: &str, token: &str) -> LaunchRequest {
     LaunchRequest::new(it("p5.48xlarge"), Some(zone(z)), "ami-12345678", token)
 }
 
+/// Spot placement scores of g5.xlarge for `target` instances, per zone or per region.
+fn g5_placement(target: u32, single_zone: bool) -> PlacementScoreQuery {
+    PlacementScoreQuery {
+        instance_types: vec![it("g5.xlarge")],
+        target_capacity: target,
+        single_zone,
+        regions: vec![],
+    }
+}
+
+/// A reservation of `count` p5.48xlarge in `z`, untagged and unlimited.
+fn p5_reservation(z: &str, count: u32, client_token: &str) -> ReservationRequest {
+    ReservationRequest {
+        instance_type: it("p5.48xlarge"),
+        zone: zone(z),
+        count,
+        client_token: client_token.into(),
+        tags: BTreeMap::new(),
+        expires_at: None,
+    }
+}
+
 fn class(e: &CloudError) -> ErrorClass {
     e.class()
 }
 
 #[tokio::test]
 async fn zones_map_names_to_ids_per_account() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     // Object safety: callers hold the adapter as `Arc<dyn CloudAdapter>`.
     let dynamic: Arc<dyn CloudAdapter> = Arc::new(op.clone());
     assert_eq!(dynamic.provider(), Provider::Aws);
@@ -191,15 +104,15 @@ async fn zones_map_names_to_ids_per_account() {
 
 #[tokio::test]
 async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let err = op
         .for_tenant("arn:aws:iam::222222222222:role/capsight", "wrong")
         .await
         .unwrap_err();
     assert_eq!(class(&err), ErrorClass::Permission, "{err}");
     assert_eq!(err.code(), Some("AccessDenied"));
-    let unknown = sim.adapter("AKIANOBODY").await;
+    let unknown = adapter(&sim, "AKIANOBODY").await;
     let err = unknown.zones().await.unwrap_err();
     assert_eq!(err.code(), Some("AuthFailure"));
     assert_eq!(class(&err), ErrorClass::Permission);
@@ -207,8 +120,8 @@ async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
 
 #[tokio::test]
 async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let req = p5("use1-az4", "token-1").tag("capsight:probe", "true");
     let launched = op.launch(&req).await.unwrap();
     assert_eq!(launched.len(), 1);
@@ -222,20 +135,12 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
         Some("true")
     );
     assert_eq!(i.client_token.as_deref(), Some("token-1"));
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
-            .await,
-        1
-    );
+    assert_eq!(sim.stock(P5_AZ4).await, 1);
 
     // Same token: same instance, no new capacity taken.
     let again = op.launch(&req).await.unwrap();
     assert_eq!(again[0].id, i.id);
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
-            .await,
-        1
-    );
+    assert_eq!(sim.stock(P5_AZ4).await, 1);
 
     // Provisioning delay: pending -> running after 2 simulated minutes.
     sim.advance(150).await;
@@ -251,11 +156,7 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
         op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state,
         InstanceState::Stopped
     );
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
-            .await,
-        2
-    );
+    assert_eq!(sim.stock(P5_AZ4).await, 2);
 
     // A warm standby cannot start when its pool has been drained meanwhile.
     let drain = op.launch(&p5("use1-az4", "drain").count(2)).await.unwrap();
@@ -274,11 +175,7 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
         op.describe(std::slice::from_ref(&i.id)).await.unwrap()[0].state,
         InstanceState::Terminated
     );
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az4/p5.48xlarge/on_demand")
-            .await,
-        2
-    );
+    assert_eq!(sim.stock(P5_AZ4).await, 2);
 
     let missing = op
         .describe(&[capsight_cloud::InstanceId::new("i-doesnotexist").unwrap()])
@@ -290,8 +187,8 @@ async fn launch_describe_stop_start_terminate_with_idempotent_client_token() {
 
 #[tokio::test]
 async fn dry_run_answers_permission_only() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     // Allowed even where there is no stock: DryRun checks permission only.
     assert_eq!(
         op.check_launch_permission(&p5("use1-az6", "dry-1"))
@@ -299,7 +196,7 @@ async fn dry_run_answers_permission_only() {
             .unwrap(),
         Permission::Allowed
     );
-    let ro = sim.adapter(READONLY).await;
+    let ro = adapter(&sim, READONLY).await;
     match ro
         .check_launch_permission(&p5("use1-az4", "dry-2"))
         .await
@@ -325,8 +222,8 @@ async fn dry_run_answers_permission_only() {
 
 #[tokio::test]
 async fn capacity_error_names_zones_with_stock_as_ids() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let err = op.launch(&p5("use1-az6", "ice-1")).await.unwrap_err();
     assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
     assert_eq!(err.code(), Some("InsufficientInstanceCapacity"));
@@ -336,14 +233,7 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
     assert!(!err.is_retryable());
     // Reservations hit the same pools.
     let res = op
-        .create_capacity_reservation(&ReservationRequest {
-            instance_type: it("p5.48xlarge"),
-            zone: zone("use1-az4"),
-            count: 3,
-            client_token: "cr-ice".into(),
-            tags: BTreeMap::new(),
-            expires_at: None,
-        })
+        .create_capacity_reservation(&p5_reservation("use1-az4", 3, "cr-ice"))
         .await
         .unwrap_err();
     assert_eq!(class(&res), ErrorClass::Capacity);
@@ -352,39 +242,23 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
 
 #[tokio::test]
 async fn capacity_reservation_takes_and_returns_stock() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let req = ReservationRequest {
-        instance_type: it("p5.48xlarge"),
-        zone: zone("use1-az1"),
-        count: 2,
-        client_token: "cr-1".into(),
         tags: BTreeMap::from([("capsight:probe".to_owned(), "true".to_owned())]),
-        expires_at: None,
+        ..p5_reservation("use1-az1", 2, "cr-1")
     };
     let r = op.create_capacity_reservation(&req).await.unwrap();
     assert!(r.id.starts_with("cr-"), "{r:?}");
     assert_eq!(r.zone, Some(zone("use1-az1")));
     assert_eq!(r.count, 2);
     assert_eq!(r.state, "active");
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        1
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 1);
     // Idempotent by client token.
     assert_eq!(op.create_capacity_reservation(&req).await.unwrap().id, r.id);
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        1
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 1);
     op.cancel_capacity_reservation(&r.id).await.unwrap();
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        3
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 3);
     // A limited reservation ends by itself and gives its stock back.
     let limited = op
         .create_capacity_reservation(&ReservationRequest {
@@ -396,25 +270,17 @@ async fn capacity_reservation_takes_and_returns_stock() {
         .await
         .unwrap();
     assert_eq!(limited.state, "active");
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        2
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 2);
     sim.advance(6 * 60).await;
-    assert_eq!(
-        sim.stock("aws/us-east-1/use1-az1/p5.48xlarge/on_demand")
-            .await,
-        3
-    );
+    assert_eq!(sim.stock(P5_AZ1).await, 3);
     let err = op.cancel_capacity_reservation("cr-nope").await.unwrap_err();
     assert_eq!(err.code(), Some("InvalidCapacityReservationId.NotFound"));
 }
 
 #[tokio::test]
 async fn quota_headroom_and_quota_errors() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let quotas = op.list_quotas().await.unwrap();
     let p = quotas.iter().find(|q| q.code == "L-417A185B").unwrap();
     assert_eq!(p.value, 1152.0);
@@ -474,8 +340,8 @@ async fn quota_headroom_and_quota_errors() {
 
 #[tokio::test]
 async fn not_offered_price_throttled_transient_and_unknown() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
 
     // Not offered: g5.xlarge has no pool in any market in use1-az6.
     let err = op
@@ -541,24 +407,14 @@ async fn not_offered_price_throttled_transient_and_unknown() {
     sim.fault("GetSpotPlacementScores", "SomethingNobodyKnows", 2)
         .await;
     let err = op
-        .spot_placement_scores(&PlacementScoreQuery {
-            instance_types: vec![it("g5.xlarge")],
-            target_capacity: 1,
-            single_zone: true,
-            regions: vec![],
-        })
+        .spot_placement_scores(&g5_placement(1, true))
         .await
         .unwrap_err();
     assert_eq!(class(&err), ErrorClass::Unknown);
     assert_eq!(err.code(), Some("SomethingNobodyKnows"));
     // One fault left: not retried means the second is still there.
     let again = op
-        .spot_placement_scores(&PlacementScoreQuery {
-            instance_types: vec![it("g5.xlarge")],
-            target_capacity: 1,
-            single_zone: true,
-            regions: vec![],
-        })
+        .spot_placement_scores(&g5_placement(1, true))
         .await
         .unwrap_err();
     assert_eq!(again.code(), Some("SomethingNobodyKnows"));
@@ -566,8 +422,8 @@ async fn not_offered_price_throttled_transient_and_unknown() {
 
 #[tokio::test]
 async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     sim.advance(600).await;
     let prices = op
         .spot_price_history(
@@ -589,12 +445,7 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
     );
 
     let scores = op
-        .spot_placement_scores(&PlacementScoreQuery {
-            instance_types: vec![it("g5.xlarge")],
-            target_capacity: 4,
-            single_zone: true,
-            regions: vec![],
-        })
+        .spot_placement_scores(&g5_placement(4, true))
         .await
         .unwrap();
     let az1 = scores
@@ -608,12 +459,7 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
     assert!(az1.score > az6.score, "{scores:?}");
     assert!(scores.iter().all(|s| (1..=10).contains(&s.score)));
     let regional = op
-        .spot_placement_scores(&PlacementScoreQuery {
-            instance_types: vec![it("g5.xlarge")],
-            target_capacity: 4,
-            single_zone: false,
-            regions: vec![],
-        })
+        .spot_placement_scores(&g5_placement(4, false))
         .await
         .unwrap();
     assert_eq!(regional.len(), 1);
@@ -652,13 +498,8 @@ async fn spot_prices_placement_scores_capacity_blocks_and_offerings() {
 
 #[tokio::test]
 async fn stockout_scenario_flips_launches_to_capacity_errors_and_back() {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../deploy/cloudsim/scenarios/stockout.toml"),
-    )
-    .unwrap();
-    let sim = Sim::start(&text, "").await;
-    let op = sim.adapter("AKIASTOCKOUT").await;
+    let sim = Sim::builder(shipped_scenario("stockout")).start().await;
+    let op = adapter(&sim, "AKIASTOCKOUT").await;
     let launch = |n: u32| {
         let op = op.clone();
         async move { op.launch(&p5("use1-az4", &format!("so-{n}"))).await }
@@ -679,7 +520,7 @@ async fn stockout_scenario_flips_launches_to_capacity_errors_and_back() {
     assert!(launch(4).await.is_ok(), "recovered at 15m");
 
     // Ground truth saw it too.
-    let (_, body) = sim.http("GET", "/admin/truth", "").await;
+    let (_, body) = sim.admin("GET", "/admin/truth", "").await;
     let truth: serde_json::Value = serde_json::from_str(&body).unwrap();
     let series = truth["stock"]["aws/us-east-1/use1-az4/p5.48xlarge/on_demand"]
         .as_array()
@@ -715,8 +556,11 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
     let hook = format!("http://{}/events", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let sim = Sim::start(&scenario(), &hook).await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = Sim::builder(scenario("adapter"))
+        .webhook(&hook, "")
+        .start()
+        .await;
+    let op = adapter(&sim, OPERATOR).await;
     let spot = op
         .launch(
             &LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az1")), "ami-1", "spot-1")
@@ -767,8 +611,8 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
 
 #[tokio::test]
 async fn tagged_instances_and_reservations_are_found_by_tag_key() {
-    let sim = Sim::start(&scenario(), "").await;
-    let op = sim.adapter(OPERATOR).await;
+    let sim = sim().await;
+    let op = adapter(&sim, OPERATOR).await;
     let tagged = op
         .launch(&p5("use1-az1", "tagged-1").tag("capsight:probe", "probe-1"))
         .await
@@ -776,12 +620,9 @@ async fn tagged_instances_and_reservations_are_found_by_tag_key() {
     op.launch(&p5("use1-az1", "untagged-1")).await.unwrap();
     let r = op
         .create_capacity_reservation(&ReservationRequest {
-            instance_type: it("p5.48xlarge"),
-            zone: zone("use1-az4"),
-            count: 1,
-            client_token: "cr-tagged".into(),
             tags: BTreeMap::from([("capsight:probe".to_owned(), "probe-2".to_owned())]),
             expires_at: Some(chrono::Utc::now() + chrono::Duration::minutes(10)),
+            ..p5_reservation("use1-az4", 1, "cr-tagged")
         })
         .await
         .unwrap();
@@ -790,16 +631,9 @@ async fn tagged_instances_and_reservations_are_found_by_tag_key() {
         Some("probe-2")
     );
     assert!(r.created_at.is_some(), "{r:?}");
-    op.create_capacity_reservation(&ReservationRequest {
-        instance_type: it("p5.48xlarge"),
-        zone: zone("use1-az4"),
-        count: 1,
-        client_token: "cr-untagged".into(),
-        tags: BTreeMap::new(),
-        expires_at: None,
-    })
-    .await
-    .unwrap();
+    op.create_capacity_reservation(&p5_reservation("use1-az4", 1, "cr-untagged"))
+        .await
+        .unwrap();
 
     let found = op.describe_tagged("capsight:probe").await.unwrap();
     assert_eq!(

@@ -9,12 +9,9 @@
     reason = "test helpers: a panic is a failed assertion"
 )]
 
-use std::{sync::Arc, time::Duration};
-
-use capsight_catalog::Catalog;
 use capsight_cloud::{CloudAdapter, CloudSettings, aws::AwsAdapter};
-use capsight_cloudsim::{CloudsimSettings, DEFAULT_SCENARIO, scenario::Scenario};
-use capsight_runtime::shutdown::Shutdown;
+use capsight_cloudsim::{DEFAULT_SCENARIO, scenario::Scenario};
+use capsight_testkit::cloud::{Sim, catalog};
 
 const CHILD: &str = "CAPSIGHT_CLOUD_ENV_CHAIN_CHILD";
 
@@ -22,12 +19,9 @@ const CHILD: &str = "CAPSIGHT_CLOUD_ENV_CHAIN_CHILD";
 async fn from_env_follows_aws_endpoint_url() {
     if std::env::var_os(CHILD).is_some() {
         // Child: everything from the environment.
-        let adapter = AwsAdapter::from_env(
-            CloudSettings::default(),
-            Arc::new(Catalog::embedded().unwrap()),
-        )
-        .await
-        .unwrap();
+        let adapter = AwsAdapter::from_env(CloudSettings::default(), catalog())
+            .await
+            .unwrap();
         assert_eq!(adapter.region().as_str(), "us-east-1");
         let zones = adapter.zones().await.unwrap();
         assert_eq!(
@@ -38,21 +32,9 @@ async fn from_env_follows_aws_endpoint_url() {
         assert_eq!(account, "111111111111");
         return;
     }
-    let shutdown = Shutdown::new();
-    let settings = CloudsimSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        time_scale: 0.0,
-        tick: Duration::from_millis(50),
-        ..CloudsimSettings::default()
-    };
-    let sim = capsight_cloudsim::start(
-        &settings,
-        Scenario::parse(DEFAULT_SCENARIO).unwrap(),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let sim = Sim::builder(Scenario::parse(DEFAULT_SCENARIO).unwrap())
+        .start()
+        .await;
     let out = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -72,7 +54,7 @@ async fn from_env_follows_aws_endpoint_url() {
         .output()
         .await
         .unwrap();
-    shutdown.trigger();
+    drop(sim);
     assert!(
         out.status.success(),
         "child failed:\n{}\n{}",

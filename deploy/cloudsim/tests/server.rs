@@ -9,16 +9,14 @@
 
 use std::time::Duration;
 
-use capsight_cloudsim::{
-    CloudsimSettings, DEFAULT_SCENARIO, Running, scenario::Scenario, type_table, world::World,
+use capsight_cloudsim::{DEFAULT_SCENARIO, scenario::Scenario, type_table, world::World};
+use capsight_testkit::{
+    cloud::{Sim, http},
+    fixtures::{scenario_text, shipped_scenario},
+    process::{ChildGuard, free_port},
+    wait::poll,
 };
-use capsight_runtime::shutdown::Shutdown;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-const STOCKOUT: &str = include_str!("../scenarios/stockout.toml");
+use tokio::net::TcpStream;
 
 fn world(text: &str, seed: u64) -> World {
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
@@ -103,62 +101,8 @@ fn every_shipped_scenario_is_valid_and_uses_catalog_types() {
     assert!(n >= 2);
 }
 
-struct Sim {
-    running: Running,
-    shutdown: Shutdown,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-    }
-}
-
-async fn start(text: &str) -> Sim {
-    let settings = CloudsimSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        time_scale: 0.0,
-        ..CloudsimSettings::default()
-    };
-    let shutdown = Shutdown::new();
-    let running = capsight_cloudsim::start(
-        &settings,
-        Scenario::parse(text).unwrap(),
-        None,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    Sim { running, shutdown }
-}
-
-async fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default(),
-    )
+async fn stockout() -> Sim {
+    Sim::builder(shipped_scenario("stockout")).start().await
 }
 
 const AUTH: (&str, &str) = (
@@ -168,8 +112,8 @@ const AUTH: (&str, &str) = (
 
 #[tokio::test]
 async fn malformed_requests_get_aws_shaped_errors() {
-    let sim = start(STOCKOUT).await;
-    let addr = sim.running.addr;
+    let sim = stockout().await;
+    let addr = sim.addr();
     let form = ("Content-Type", "application/x-www-form-urlencoded");
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, u16, &'a str);
     let cases: &[Case<'_>] = &[
@@ -286,8 +230,8 @@ async fn malformed_requests_get_aws_shaped_errors() {
 
 #[tokio::test]
 async fn status_page_and_rss_follow_the_scenario() {
-    let sim = start(STOCKOUT).await;
-    let addr = sim.running.addr;
+    let sim = stockout().await;
+    let addr = sim.addr();
     let summary = |addr| async move {
         let (s, body) = http(addr, "GET", "/api/v2/summary.json", &[], "").await;
         assert_eq!(s, 200);
@@ -325,33 +269,23 @@ async fn status_page_and_rss_follow_the_scenario() {
 
 #[tokio::test]
 async fn the_binary_serves_the_default_scenario() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudsim"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--seed",
-            "9",
-            "--time-scale",
-            "60",
-        ])
-        .env_remove("CAPSIGHT_CONFIG")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let port = free_port();
+    let child = ChildGuard::spawn(
+        "cloudsim",
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloudsim"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--seed",
+                "9",
+                "--time-scale",
+                "60",
+            ])
+            .env_remove("CAPSIGHT_CONFIG"),
+    );
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "cloudsim did not start");
+    let up = poll(Duration::from_secs(5), || TcpStream::connect(addr)).await;
+    assert!(up.is_some(), "cloudsim did not start");
     let (s, body) = http(addr, "GET", "/admin/state", &[], "").await;
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -360,13 +294,12 @@ async fn the_binary_serves_the_default_scenario() {
     let (_, truth) = http(addr, "GET", "/admin/truth", &[], "").await;
     let t: serde_json::Value = serde_json::from_str(&truth).unwrap();
     assert_eq!(t["seed"], 9);
-    child.kill().await.unwrap();
+    child.kill();
 }
 
 #[test]
 fn unmet_spot_demand_reclaims_running_spot_instances() {
-    let text = capsight_testkit::fixtures::scenario("reclaim");
-    let mut w = world(&text, 1);
+    let mut w = world(&scenario_text("reclaim"), 1);
     let who = w.identity("AKIARECLAIM").unwrap();
     let spec = capsight_cloudsim::world::LaunchSpec {
         instance_type: "g5.xlarge".into(),
@@ -402,16 +335,15 @@ fn unmet_spot_demand_reclaims_running_spot_instances() {
 
 #[tokio::test]
 async fn api_rate_limit_answers_request_limit_exceeded() {
-    let text = STOCKOUT.replace(
-        "placement_min_types = 1",
-        "placement_min_types = 1\napi_requests_per_second = 0.5\napi_burst = 2",
-    );
-    let sim = start(&text).await;
+    let mut scenario = shipped_scenario("stockout");
+    scenario.defaults.api_requests_per_second = 0.5;
+    scenario.defaults.api_burst = 2;
+    let sim = Sim::builder(scenario).start().await;
     let form = ("Content-Type", "application/x-www-form-urlencoded");
     let body = "Action=DescribeAvailabilityZones&Version=2016-11-15";
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        let (status, text) = http(sim.running.addr, "POST", "/", &[form, AUTH], body).await;
+        let (status, text) = http(sim.addr(), "POST", "/", &[form, AUTH], body).await;
         statuses.push(status);
         if status == 503 {
             assert!(text.contains("<Code>RequestLimitExceeded</Code>"), "{text}");

@@ -11,44 +11,31 @@ use std::time::Duration;
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
 use capsight_proto::{
     codec,
-    domain::{Payload, Signal, SignalId, SignalSource, SpotPrice},
+    domain::{Signal, SignalId},
 };
+use capsight_testkit::{kafka, process::unique, signals::spot_price};
 use rdkafka::{
     Message,
     consumer::{Consumer, StreamConsumer},
-    producer::{FutureProducer, FutureRecord},
 };
 
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-}
-
 fn settings() -> KafkaSettings {
+    #[derive(serde::Deserialize)]
+    struct Conf {
+        kafka: KafkaSettings,
+    }
     let mut k = capsight_runtime::config::load::<Conf>(None).unwrap().kafka;
     // fail within seconds, not minutes, when the broker is down
     k.request_timeout = Duration::from_secs(10);
     k
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
 fn signal(i: usize) -> Signal {
-    Signal {
-        id: SignalId::parse("id", &format!("test-{i}-{}", uuid::Uuid::new_v4())).unwrap(),
-        observed_at: chrono::Utc::now(),
-        source: SignalSource::Spot,
-        tenant: None,
-        key: format!("aws/us-east-1/use1-az{}/p5.48xlarge/spot", i % 6 + 1)
-            .parse()
-            .unwrap(),
-        payload: Payload::SpotPrice(SpotPrice {
-            price_per_hour: 30.0 + i as f64,
-            currency: "USD".into(),
-        }),
-    }
+    spot_price(
+        SignalId::parse("id", &unique(&format!("test-{i}"))).unwrap(),
+        &format!("aws/us-east-1/use1-az{}/p5.48xlarge/spot", i % 6 + 1),
+        30.0 + i as f64,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -64,25 +51,19 @@ async fn signals_survive_the_broker_and_a_consumer_group_intact() {
     let again = admin::ensure_topics(&kafka, &specs).await.unwrap();
     assert_eq!(again, vec![admin::TopicOutcome::Existed(topic.clone())]);
 
-    let producer: FutureProducer = kafka
-        .producer_config("test")
-        .set("message.timeout.ms", "15000")
-        .create()
-        .unwrap();
+    let producer = kafka::producer(&kafka, Duration::from_secs(15));
     let sent: Vec<Signal> = (0..20).map(signal).collect();
     for s in &sent {
-        producer
-            .send(
-                FutureRecord::to(&topic)
-                    .key(&s.key.partition_key())
-                    .payload(&codec::encode_signal(s)),
-                Duration::from_secs(15),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
+        kafka::send_signals(
+            &producer,
+            &topic,
+            std::slice::from_ref(s),
+            Duration::from_secs(15),
+        )
+        .await;
     }
 
+    // a group member that stores each offset once it handled the message
     let consumer: StreamConsumer = kafka
         .consumer_config("test", &unique("test-group"))
         .create()

@@ -9,102 +9,47 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use capsight_kafka::{KafkaSettings, TopicSpec, admin};
-use capsight_proto::{
-    codec,
-    domain::{Payload, Signal, SignalId, SignalSource, SpotPrice},
-};
+use capsight_kafka::{KafkaSettings, TopicSpec};
+use capsight_proto::domain::{Signal, SignalId, SignalSource};
 use capsight_publisher::{Publisher, PublisherSettings, SIGNAL_ID_HEADER};
 use capsight_testkit::{
+    Sandbox,
     broker::PrivateBroker,
+    kafka,
     process::{free_port, unique},
+    signals::spot_price,
 };
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-    message::Headers,
-};
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-}
-
-fn shared_kafka() -> KafkaSettings {
-    capsight_runtime::config::load::<Conf>(None).unwrap().kafka
-}
 
 fn signal(i: usize) -> Signal {
-    Signal {
-        id: SignalId::derived(
+    spot_price(
+        SignalId::derived(
             SignalSource::Spot,
             &["test", &i.to_string(), &unique("run")],
         ),
-        observed_at: chrono::Utc::now(),
-        source: SignalSource::Spot,
-        tenant: None,
-        key: format!("aws/us-west-2/usw2-az{}/g6e.xlarge/spot", i % 4 + 1)
-            .parse()
-            .unwrap(),
-        payload: Payload::SpotPrice(SpotPrice {
-            price_per_hour: 1.0 + i as f64 / 100.0,
-            currency: "USD".into(),
-        }),
-    }
+        &format!("aws/us-west-2/usw2-az{}/g6e.xlarge/spot", i % 4 + 1),
+        1.0 + i as f64 / 100.0,
+    )
 }
 
-async fn create_topic(kafka: &KafkaSettings, topic: &str) {
-    let spec = TopicSpec::plain(topic.to_owned(), 4);
-    admin::ensure_topics(kafka, &[spec]).await.unwrap();
-}
-
-/// Reads `n` messages from `topic` (from the start) as (signal, headers).
+/// Reads exactly `n` messages from `topic` (from the start, each within 30 s, nothing more
+/// within 2 s: no duplicates) as (signal, headers).
 async fn consume(
     kafka: &KafkaSettings,
     topic: &str,
     n: usize,
 ) -> Vec<(Signal, HashMap<String, String>)> {
-    let consumer: StreamConsumer = kafka
-        .consumer_config("test", &unique("test-group"))
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("messages arrive within 30 s")
-            .unwrap();
-        let headers = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let s = codec::decode_signal(msg.payload().unwrap()).unwrap();
-        assert_eq!(msg.key(), Some(s.key.partition_key().as_bytes()));
-        out.push((s, headers));
-    }
-    // nothing beyond n: no duplicates
-    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
-    assert!(extra.is_err(), "more than {n} messages on {topic}");
-    out
+    let reader = kafka::Reader::subscribe(kafka, topic);
+    let got = reader.take(n, Duration::from_secs(30)).await;
+    reader.expect_quiet(Duration::from_secs(2)).await;
+    got.into_iter().map(|r| (r.signal(), r.headers)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn published_signals_arrive_once_with_headers() {
     let _ = capsight_runtime::telemetry::init("publisher-test", &Default::default());
-    let mut kafka = shared_kafka();
-    kafka.topics.signals = unique("test.publish");
-    create_topic(&kafka, &kafka.topics.signals).await;
-    let publisher = Publisher::new(&kafka, &PublisherSettings::default(), "test").unwrap();
+    let sandbox = Sandbox::builder("publish").signals(4).start().await;
+    let kafka = &sandbox.kafka;
+    let publisher = Publisher::new(kafka, &PublisherSettings::default(), "test").unwrap();
     let sent: Vec<Signal> = (0..30).map(signal).collect();
     let span = tracing::info_span!("probe-run");
     let _guard = span.enter();
@@ -116,7 +61,7 @@ async fn published_signals_arrive_once_with_headers() {
     let stats = publisher.stats();
     assert_eq!((stats.delivered, stats.failed, stats.buffered), (30, 0, 0));
 
-    let got = consume(&kafka, &kafka.topics.signals, sent.len()).await;
+    let got = consume(kafka, &kafka.topics.signals, sent.len()).await;
     let mut ids: Vec<&str> = got.iter().map(|(s, _)| s.id.as_str()).collect();
     ids.sort_unstable();
     let mut want: Vec<&str> = sent.iter().map(|s| s.id.as_str()).collect();
@@ -136,14 +81,17 @@ async fn published_signals_arrive_once_with_headers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn signals_wait_for_an_unreachable_broker_and_a_full_buffer_never_drops() {
     let port = free_port();
-    let mut kafka = shared_kafka();
-    kafka.brokers = format!("127.0.0.1:{port}");
-    kafka.topics.signals = unique("test.outage");
+    // nothing listens on the port yet
+    let sandbox = Sandbox::builder("outage")
+        .brokers(&format!("127.0.0.1:{port}"))
+        .start()
+        .await;
+    let kafka = &sandbox.kafka;
     let settings = PublisherSettings {
         buffer_max_messages: 5,
         ..PublisherSettings::default()
     };
-    let publisher = Publisher::new(&kafka, &settings, "test").unwrap();
+    let publisher = Publisher::new(kafka, &settings, "test").unwrap();
 
     // 12 signals while nothing listens: 5 fill the buffer, 7 wait for room
     let sent: Vec<Signal> = (0..12).map(signal).collect();
@@ -166,16 +114,8 @@ async fn signals_wait_for_an_unreachable_broker_and_a_full_buffer_never_drops() 
 
     // the broker comes up; the topic is created; everything drains
     let _broker = PrivateBroker::start_on(port).await;
-    let mut created = false;
-    for _ in 0..50 {
-        if admin::cluster_brokers(&kafka).await.is_ok() {
-            create_topic(&kafka, &kafka.topics.signals).await;
-            created = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(created, "private broker did not start on {port}");
+    kafka::wait_for_broker(kafka, Duration::from_secs(10)).await;
+    kafka::ensure_topics(kafka, &[TopicSpec::plain(kafka.topics.signals.clone(), 4)]).await;
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(60), t)
             .await
@@ -186,6 +126,6 @@ async fn signals_wait_for_an_unreachable_broker_and_a_full_buffer_never_drops() 
     publisher.flush(Duration::from_secs(5)).await.unwrap();
     let stats = publisher.stats();
     assert_eq!((stats.delivered, stats.failed, stats.buffered), (12, 0, 0));
-    let got = consume(&kafka, &kafka.topics.signals, 12).await;
+    let got = consume(kafka, &kafka.topics.signals, 12).await;
     assert_eq!(got.len(), 12);
 }

@@ -47,7 +47,7 @@ const OPERATOR: &str = "AKIATESTOPERATOR";
 const ROLE: &str = "arn:aws:iam::222222222222:role/capsight";
 
 fn scenario() -> String {
-    capsight_testkit::fixtures::scenario("standby")
+    capsight_testkit::fixtures::scenario_text("standby")
 }
 
 /// Simulated seconds per real second: provisioning 10 s -> 1 s, stop 20 s -> 2 s, rebalance

@@ -1,17 +1,101 @@
-//! Scenario files for cloudsim, kept in `tests/fixtures/scenarios/` rather than inline in test
-//! code, so tests share them and a reader finds every simulated world in one place.
+//! Files the tests share, kept out of test code: cloudsim scenarios
+//! (`tests/fixtures/scenarios/`, so a reader finds every simulated world in one place), config
+//! fragments a [`crate::Sandbox`] layers over the defaults (`tests/fixtures/config/`), the SQL
+//! documented in `docs/`, and the gateway tests' world (its scenario's tenants).
+//!
+//! A scenario a test needs in a variant is the parsed fixture, changed in code
+//! ([`scenario`] returns the parsed value).
 
 use std::path::PathBuf;
 
+use capsight_cloudsim::scenario::Scenario;
+
+use crate::{
+    cloud::{ROLE_ACME, ROLE_READONLY},
+    tenants::{TenantSpec, tenant},
+};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// The fixtures folder (`tests/fixtures`).
 pub fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures")
+    repo().join("tests/fixtures")
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
 /// The text of `tests/fixtures/scenarios/<name>.toml`; panics naming the file when it is
 /// missing.
-pub fn scenario(name: &str) -> String {
-    let path = dir().join("scenarios").join(format!("{name}.toml"));
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("scenario fixture {}: {e}", path.display()))
+pub fn scenario_text(name: &str) -> String {
+    read(dir().join("scenarios").join(format!("{name}.toml")))
+}
+
+/// `tests/fixtures/scenarios/<name>.toml`, parsed.
+pub fn scenario(name: &str) -> Scenario {
+    Scenario::parse(&scenario_text(name)).unwrap_or_else(|e| panic!("scenario {name}: {e}"))
+}
+
+/// A scenario cloudsim ships (`deploy/cloudsim/scenarios/<name>.toml`, e.g. `stockout`),
+/// parsed.
+pub fn shipped_scenario(name: &str) -> Scenario {
+    let text = read(
+        repo()
+            .join("deploy/cloudsim/scenarios")
+            .join(format!("{name}.toml")),
+    );
+    Scenario::parse(&text).unwrap_or_else(|e| panic!("scenario {name}: {e}"))
+}
+
+/// The config fragment `tests/fixtures/config/<name>.toml`, parsed.
+pub fn config(name: &str) -> toml::Table {
+    let text = read(dir().join("config").join(format!("{name}.toml")));
+    text.parse()
+        .unwrap_or_else(|e| panic!("config fixture {name}: {e}"))
+}
+
+/// The `sql` code blocks of a markdown text, in order.
+pub fn sql_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match (&mut current, line.trim()) {
+            (None, "```sql") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// The `sql` blocks of `docs/<doc>` (e.g. `analytics.md`), verbatim.
+pub fn documented_queries(doc: &str) -> Vec<String> {
+    sql_blocks(&read(repo().join("docs").join(doc)))
+}
+
+/// The tenants of the gateway's scenario (`scenarios/gateway.toml`), each with an API key and
+/// the AZ name `us-east-1b` mapped to `use1-az4`:
+/// * `acme`: [`ROLE_ACME`] (may launch; quota for one p5.48xlarge, 192 vCPUs);
+/// * `globex`: no role registered;
+/// * `readonly`: [`ROLE_READONLY`] (may describe, not launch);
+/// * `flood`: 5 requests per minute.
+pub fn gateway_tenants() -> Vec<TenantSpec> {
+    let t = |id: &str| tenant(id).zone("us-east-1b", "use1-az4").with_key();
+    vec![
+        t("acme").role(ROLE_ACME, "ext-acme"),
+        t("globex"),
+        t("readonly").role(ROLE_READONLY, "ext-ro"),
+        t("flood").rate(5),
+    ]
 }

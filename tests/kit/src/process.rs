@@ -5,8 +5,8 @@
 //! leave a consumer behind that loads the broker for every test after it.
 
 use std::{
-    path::PathBuf,
-    process::{Child, Command, ExitStatus},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -31,6 +31,20 @@ impl ChildGuard {
             name,
             group: false,
         }
+    }
+
+    /// Spawns `cmd` with its standard output discarded and its standard error appended to
+    /// `log` (named in panics, and kept when the test fails).
+    pub fn spawn_logged(name: impl Into<String>, cmd: &mut Command, log: &Path) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("log {}: {e}", log.display()));
+        Self::spawn(
+            format!("{} (log {})", name.into(), log.display()),
+            cmd.stdout(Stdio::null()).stderr(file),
+        )
     }
 
     /// Spawns `cmd` as the leader of a new process group; the guard kills the whole group
@@ -105,6 +119,34 @@ impl ChildGuard {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits, without blocking the async runtime, until the process exits; panics after
+    /// `limit`.
+    pub async fn exited(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.wait_for(Duration::ZERO) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} still running after {limit:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// [`ChildGuard::terminate`] without blocking the async runtime (for processes that need
+    /// the test's in-process services to shut down).
+    pub async fn stop(mut self, grace: Duration) {
+        if let Some(status) = self.wait_for(Duration::ZERO) {
+            panic!("{} had already exited with {status}", self.name);
+        }
+        self.signal("TERM");
+        let status = self.exited(grace).await;
+        assert!(status.success(), "{} exited with {status}", self.name);
     }
 
     fn kill_now(&mut self) {

@@ -1,7 +1,10 @@
-//! Signal fixtures.
+//! Signal and score fixtures.
+
+use std::time::Duration;
 
 use capsight_proto::domain::{
-    ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Signal, SignalId, SignalSource,
+    ErrorClass, Evidence, Feature, Label, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod,
+    Score, Signal, SignalId, SignalSource, SpotPrice,
 };
 use chrono::{DateTime, Utc};
 
@@ -34,5 +37,40 @@ pub fn launch(id: &str, key: &str, at: DateTime<Utc>, class: ErrorClass) -> Sign
             method: ProbeMethod::Launch,
             count: 1,
         }),
+    }
+}
+
+/// A spot price of `price` USD per hour on `key` (string form), observed now.
+pub fn spot_price(id: SignalId, key: &str, price: f64) -> Signal {
+    Signal {
+        id,
+        observed_at: Utc::now(),
+        source: SignalSource::Spot,
+        tenant: None,
+        key: key.parse().unwrap(),
+        payload: Payload::SpotPrice(SpotPrice {
+            price_per_hour: price,
+            currency: "USD".into(),
+        }),
+    }
+}
+
+/// A score of `value` (label from the value) with `confidence` for `key` (string form), updated
+/// now, from 12 signals over a day, with launch success as its one piece of evidence.
+pub fn score(key: &str, value: u8, confidence: f64) -> Score {
+    Score {
+        key: key.parse().unwrap(),
+        score: value,
+        label: Label::for_score(value),
+        confidence,
+        evidence: vec![Evidence {
+            feature: Feature::LaunchSuccessRate,
+            value: f64::from(value) / 100.0,
+            contribution: f64::from(value) * 0.4,
+            samples: 12,
+        }],
+        window: Duration::from_secs(86_400),
+        updated_at: Utc::now(),
+        signal_count: 12,
     }
 }

@@ -46,7 +46,8 @@ pub const CAPPED: &str = "capped";
 /// g5.xlarge on-demand, none in use1-az1, 4 in use1-az4;
 /// `slow` is the pending -> running delay (simulated) of use1-az6.
 pub fn scenario(slow: &str) -> Scenario {
-    let mut scenario = Scenario::parse(&capsight_testkit::fixtures::scenario("launcher")).unwrap();
+    let mut scenario =
+        Scenario::parse(&capsight_testkit::fixtures::scenario_text("launcher")).unwrap();
     let delay = humantime_serde::re::humantime::parse_duration(slow).unwrap();
     for pool in &mut scenario.pools {
         if pool.zone == "use1-az6" && pool.instance_type == "p5.48xlarge" {

@@ -41,7 +41,7 @@ pub const ROLE_OK: &str = "arn:aws:iam::222222222222:role/capsight";
 pub const ROLE_RO: &str = "arn:aws:iam::333333333333:role/capsight";
 
 pub fn scenario() -> String {
-    capsight_testkit::fixtures::scenario("gateway")
+    capsight_testkit::fixtures::scenario_text("gateway")
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -1,0 +1,334 @@
+//! cloudsim for tests: [`Sim`] runs it in-process from a scenario on an ephemeral port (a
+//! frozen clock unless a test asks for a running one) and stops it on drop; its admin API
+//! ([`Sim::advance`], [`Sim::fault`], [`Sim::stock`], [`Sim::interrupt`]); AWS adapters and
+//! tenant clouds with the real AWS SDK pointed at it ([`Sim::adapter`], [`Sim::clouds`]); the
+//! environment that points a binary at it ([`Sim::aws_env`]); and reads of instances.
+//!
+//! Credentials, region and endpoint go to the SDK config builder; the process environment is
+//! never touched.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_ec2::config::Credentials;
+use capsight_catalog::Catalog;
+use capsight_cloud::{
+    CloudAdapter, CloudSettings, Instance, InstanceId, InstanceState, Provider, Region,
+    aws::AwsAdapter,
+    tenants::{AwsClouds, TenantClouds},
+};
+use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
+use capsight_runtime::shutdown::Shutdown;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The operator's access key in the scenarios with tenants (gateway, launcher, standby,
+/// adapter).
+pub const OPERATOR: &str = "AKIATESTOPERATOR";
+/// Tenant `acme`'s role in those scenarios (external id `ext-acme`, or `ext-123` in
+/// `adapter`).
+pub const ROLE_ACME: &str = "arn:aws:iam::222222222222:role/capsight";
+/// The read-only tenant's role in the gateway scenario (external id `ext-ro`).
+pub const ROLE_READONLY: &str = "arn:aws:iam::333333333333:role/capsight";
+/// The region every scenario simulates.
+pub const REGION: &str = "us-east-1";
+/// The tag the launcher puts on a job's instances.
+pub const JOB_TAG: &str = "capsight:job";
+
+/// `us-east-1` as a domain region.
+pub fn region() -> Region {
+    Region::parse("region", Provider::Aws, REGION).unwrap()
+}
+
+/// The embedded GPU catalog.
+pub fn catalog() -> Arc<Catalog> {
+    Arc::new(Catalog::embedded().unwrap())
+}
+
+/// Cloud settings with `max_attempts` per call and almost no backoff (5-20 ms).
+pub fn quick_retries(max_attempts: u32) -> CloudSettings {
+    CloudSettings {
+        max_attempts,
+        retry_min_delay: Duration::from_millis(5),
+        retry_max_delay: Duration::from_millis(20),
+        ..CloudSettings::default()
+    }
+}
+
+/// How a [`Sim`] starts.
+#[derive(Debug)]
+pub struct SimBuilder {
+    scenario: Scenario,
+    settings: CloudsimSettings,
+}
+
+impl SimBuilder {
+    /// Simulated seconds per real second (a running clock, advanced every 50 ms).
+    #[must_use]
+    pub fn time_scale(mut self, scale: f64) -> Self {
+        self.settings.time_scale = scale;
+        self.settings.tick = Duration::from_millis(50);
+        self
+    }
+
+    /// POSTs EventBridge events to `url` with `api_key` as `x-api-key`.
+    #[must_use]
+    pub fn webhook(mut self, url: &str, api_key: &str) -> Self {
+        url.clone_into(&mut self.settings.webhook_url);
+        api_key.clone_into(&mut self.settings.webhook_api_key);
+        self
+    }
+
+    /// Starts it.
+    pub async fn start(self) -> Sim {
+        let shutdown = Shutdown::new();
+        let running =
+            capsight_cloudsim::start(&self.settings, self.scenario, None, shutdown.clone())
+                .await
+                .unwrap();
+        Sim { running, shutdown }
+    }
+}
+
+/// A cloudsim of one test, stopped on drop.
+#[derive(Debug)]
+pub struct Sim {
+    running: Running,
+    shutdown: Shutdown,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl Sim {
+    /// A cloudsim of `scenario` with a frozen clock (`time_scale = 0`: simulated time moves
+    /// only with [`Sim::advance`]), ticking every 20 ms.
+    pub fn builder(scenario: Scenario) -> SimBuilder {
+        SimBuilder {
+            scenario,
+            settings: CloudsimSettings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                time_scale: 0.0,
+                tick: Duration::from_millis(20),
+                ..CloudsimSettings::default()
+            },
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        self.running.url()
+    }
+
+    /// The standard AWS variables that point a binary at this cloudsim as `access_key`.
+    pub fn aws_env(&self, access_key: &str) -> [(&'static str, String); 4] {
+        [
+            ("AWS_ENDPOINT_URL", self.url()),
+            ("AWS_ACCESS_KEY_ID", access_key.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "secret".to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+        ]
+    }
+
+    async fn sdk(&self, access_key: &str, region: &str) -> aws_config::SdkConfig {
+        sdk(self.url(), access_key, region).await
+    }
+
+    /// An adapter acting as `access_key` in `us-east-1`.
+    pub async fn adapter(&self, access_key: &str, settings: CloudSettings) -> AwsAdapter {
+        AwsAdapter::from_sdk_config(self.sdk(access_key, REGION).await, settings, catalog())
+            .unwrap()
+    }
+
+    /// Tenant clouds whose operator is [`OPERATOR`] with `settings` (per region).
+    pub fn clouds(&self, settings: CloudSettings) -> Arc<AwsClouds> {
+        let url = self.url();
+        let catalog = catalog();
+        Arc::new(AwsClouds::with_base(Arc::new(move |region: Region| {
+            let url = url.clone();
+            let catalog = Arc::clone(&catalog);
+            let settings = CloudSettings {
+                region: region.as_str().to_owned(),
+                ..settings.clone()
+            };
+            Box::pin(async move {
+                let sdk = sdk(url, OPERATOR, region.as_str()).await;
+                AwsAdapter::from_sdk_config(sdk, settings, catalog)
+            })
+        })))
+    }
+
+    /// Raw HTTP/1.0 to its admin API with a JSON body: (status, body).
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http(
+            self.addr(),
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Moves simulated time `seconds` ahead.
+    pub async fn advance(&self, seconds: u64) {
+        let (status, body) = self
+            .admin(
+                "POST",
+                "/admin/advance",
+                &format!("{{\"seconds\": {seconds}}}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Makes the next `count` calls of `action` fail with the error `code`.
+    pub async fn fault(&self, action: &str, code: &str, count: u32) {
+        let (status, body) = self
+            .admin(
+                "POST",
+                "/admin/faults",
+                &format!("{{\"action\":\"{action}\",\"code\":\"{code}\",\"count\":{count}}}"),
+            )
+            .await;
+        assert_eq!(status, 204, "{body}");
+    }
+
+    /// Clears every armed fault.
+    pub async fn clear_faults(&self) {
+        let (status, body) = self.admin("DELETE", "/admin/faults", "").await;
+        assert_eq!(status, 204, "{body}");
+    }
+
+    /// Interrupts a spot instance (rebalance recommendation, then the interruption); the
+    /// status code of the admin call.
+    pub async fn interrupt(&self, instance_id: &str) -> u16 {
+        self.admin(
+            "POST",
+            "/admin/interrupt",
+            &serde_json::json!({ "instance_id": instance_id }).to_string(),
+        )
+        .await
+        .0
+    }
+
+    /// A pool's stock from `/admin/state` (`key` as `aws/us-east-1/use1-az1/p5.48xlarge/on_demand`).
+    pub async fn stock(&self, key: &str) -> u64 {
+        let (_, body) = self.admin("GET", "/admin/state", "").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["key"] == key)
+            .unwrap_or_else(|| panic!("no pool {key} in {v}"))["stock"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+async fn sdk(url: String, access_key: &str, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_config::Region::new(region.to_owned()))
+        .credentials_provider(Credentials::new(access_key, "secret", None, None, "test"))
+        .load()
+        .await
+}
+
+/// Raw HTTP/1.0 to `addr` with `headers`: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The adapter acting as `tenant` in `us-east-1`.
+pub async fn tenant_adapter(
+    clouds: &dyn TenantClouds,
+    tenant: &capsight_tenancy::Tenant,
+) -> Arc<dyn CloudAdapter> {
+    clouds.adapter(tenant, &region()).await.unwrap()
+}
+
+/// A launch job's instances (by [`JOB_TAG`]) that are not terminated or shutting down.
+pub async fn instances_of(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<Instance> {
+    adapter
+        .describe(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.tags.get(JOB_TAG).map(String::as_str) == Some(job_id))
+        .filter(|i| {
+            !matches!(
+                i.state,
+                InstanceState::Terminated | InstanceState::ShuttingDown
+            )
+        })
+        .collect()
+}
+
+/// The state of instance `id`; `Other("gone")` when it is not described.
+pub async fn instance_state(adapter: &dyn CloudAdapter, id: &str) -> InstanceState {
+    adapter
+        .describe(&[InstanceId::new(id).unwrap()])
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .map_or(InstanceState::Other("gone".into()), |i| i.state)
+}
+
+/// Waits (checking every 25 ms) until instance `id` is in one of `want`; returns how long that
+/// took, panics after `within`.
+pub async fn wait_instance(
+    adapter: &dyn CloudAdapter,
+    id: &str,
+    want: &[InstanceState],
+    within: Duration,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let s = instance_state(adapter, id).await;
+        if want.contains(&s) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{id} still {s:?} after {within:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
