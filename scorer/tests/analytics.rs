@@ -6,39 +6,24 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
-
 use std::time::Duration;
 
 use capsight_proto::domain::{ErrorClass, Payload, SpotPrice};
 use capsight_runtime::shutdown::Shutdown;
-use common::{Sandbox, launch};
+use capsight_scorer::ScorerConfig;
+use capsight_testkit::{Sandbox, clickhouse::tsv, fixtures::documented_queries, signals::launch};
 
 const KEY: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 
-fn sql_blocks(markdown: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim()) {
-            (None, "```sql") => current = Some(String::new()),
-            (Some(block), "```") => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_documented_query_runs_on_the_scorers_data() {
-    let sandbox = Sandbox::new("scorer_analytics", 1).await;
+    let sandbox = Sandbox::builder("scorer_analytics")
+        .topics(1)
+        .database()
+        .profile("scorer")
+        .start()
+        .await;
+    let config: ScorerConfig = sandbox.config();
     let now = chrono::Utc::now();
     let at = |i: i64| now - chrono::Duration::minutes(30 - i);
     let mut signals = Vec::new();
@@ -68,14 +53,10 @@ async fn every_documented_query_runs_on_the_scorers_data() {
         });
         signals.push(s);
     }
-    let producer = sandbox.producer();
-    sandbox.publish(&producer, &signals).await;
+    sandbox.publish(&signals).await;
 
     let shutdown = Shutdown::new();
-    let task = tokio::spawn(capsight_scorer::run(
-        sandbox.config.clone(),
-        shutdown.clone(),
-    ));
+    let task = tokio::spawn(capsight_scorer::run(config, shutdown.clone()));
     sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             s.get(KEY).is_some_and(|k| k.signal_count == 18)
@@ -84,23 +65,12 @@ async fn every_documented_query_runs_on_the_scorers_data() {
     shutdown.trigger();
     task.await.unwrap().unwrap();
 
-    let doc = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/analytics.md"),
-    )
-    .unwrap();
-    let blocks = sql_blocks(&doc);
+    let blocks = documented_queries("analytics.md");
     assert!(blocks.len() >= 8, "found {} sql blocks", blocks.len());
     let client = sandbox.client();
     let mut results = Vec::new();
     for sql in &blocks {
-        let bytes = client
-            .query(sql)
-            .fetch_bytes("TSV")
-            .unwrap()
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}\nin\n{sql}"));
-        results.push(String::from_utf8(bytes.to_vec()).unwrap());
+        results.push(tsv(&client, sql).await);
     }
     // the current score, the hourly trend and the daily GPU view all see the key
     assert!(results[0].contains(KEY), "{}", results[0]);
@@ -122,5 +92,5 @@ async fn every_documented_query_runs_on_the_scorers_data() {
         .await
         .unwrap();
     assert_eq!((r.attempts, r.capacity_errors), (14, 4));
-    sandbox.drop_database().await;
+    sandbox.cleanup().await;
 }

@@ -8,20 +8,18 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
-
-use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use capsight_kafka::DLQ_REASON_HEADER;
 use capsight_proto::domain::{
     CrowdReport, CrowdReportKind, ErrorClass, OfferingExposure, Payload, PlacementScore, Signal,
     SignalId, SignalSource, SpotPrice, StatusEvent, StatusSeverity, TenantHash,
 };
-use capsight_testkit::process::ChildGuard;
+use capsight_testkit::{
+    Sandbox, clickhouse::signal_counts, process::ChildGuard, signals::launch,
+    wait::eventually_every,
+};
 use chrono::{DateTime, Utc};
-use common::{Sandbox, launch};
 
 const SIGNALS: usize = 100_000;
 const GARBAGE: usize = 10;
@@ -136,65 +134,57 @@ fn signals(run: &str) -> Vec<Signal> {
         .collect()
 }
 
+/// Shortened for test time, not for production (45 s / 2 min there): a killed member must leave
+/// the group within seconds, and a member that lost the group must notice and rejoin within a
+/// test's patience; stored offsets are committed every second, so a kill finds some committed.
+const CONSUMER_ENV: [(&str, &str); 5] = [
+    ("CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT", "6s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__HEARTBEAT_INTERVAL", "1s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__STALL_AFTER", "20s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__CHECK_INTERVAL", "2s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__COMMIT_INTERVAL", "1s"),
+];
+
 fn spawn_scorer(sandbox: &Sandbox, log: &str) -> ChildGuard {
-    let log_path = std::env::temp_dir().join(format!("{}-{log}.log", sandbox.name));
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .unwrap();
-    ChildGuard::spawn(
-        format!("capsight-scorer ({log}, log {})", log_path.display()),
-        Command::new(env!("CARGO_BIN_EXE_capsight-scorer"))
-            .envs(sandbox.env())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file),
+    sandbox.spawn(
+        &format!("capsight-scorer-{log}"),
+        sandbox
+            .command(env!("CARGO_BIN_EXE_capsight-scorer"))
+            .envs(CONSUMER_ENV),
     )
 }
 
-#[derive(Debug, clickhouse::Row, serde::Deserialize)]
-struct Counts {
-    distinct: u64,
-    rows: u64,
-}
-
-async fn counts(sandbox: &Sandbox, final_: bool) -> Counts {
-    let sql = if final_ {
-        "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals FINAL"
-    } else {
-        "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals"
-    };
-    sandbox
-        .client()
-        .query(sql)
-        .fetch_one::<Counts>()
-        .await
-        .unwrap()
+/// Distinct signal ids stored so far.
+async fn stored(sandbox: &Sandbox) -> u64 {
+    signal_counts(&sandbox.client(), false).await.0
 }
 
 async fn wait_until_all_stored(sandbox: &Sandbox, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let c = counts(sandbox, false).await;
-        if c.distinct == SIGNALS as u64 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: only {} of {SIGNALS} signals stored after {timeout:?}",
-            sandbox.name,
-            c.distinct
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually_every(
+        Duration::from_millis(500),
+        timeout,
+        &format!("{}: all {SIGNALS} signals stored", sandbox.name),
+        || async {
+            match stored(sandbox).await {
+                n if n == SIGNALS as u64 => Ok(()),
+                n => Err(format!("only {n} stored")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
-    let crashy = Sandbox::new("scorer_crash", 4).await;
+    let crashy = Arc::new(
+        Sandbox::builder("scorer_crash")
+            .topics(4)
+            .database()
+            .profile("scorer")
+            .start()
+            .await,
+    );
     let calm = crashy.twin("calm").await;
-    let producer = crashy.producer();
     let signals = signals(&crashy.name);
 
     // both deployments consume the same topic; only one of them gets killed
@@ -203,21 +193,21 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
 
     // publish in slices while the killing goes on
     let publisher = tokio::spawn({
-        let crashy = crashy.clone();
+        let crashy = Arc::clone(&crashy);
         let signals = signals.clone();
         async move {
             for (n, chunk) in signals.chunks(SIGNALS / 20).enumerate() {
-                crashy.publish(&producer, chunk).await;
+                crashy.publish(chunk).await;
                 if n % 4 == 0 {
                     crashy
-                        .publish_raw(&producer, "garbage", format!("garbage {n}").as_bytes())
+                        .publish_raw("garbage", format!("garbage {n}").as_bytes())
                         .await;
                 }
                 tokio::time::sleep(Duration::from_millis(1_500)).await;
             }
             for n in 0..GARBAGE - 5 {
                 crashy
-                    .publish_raw(&producer, "garbage", format!("late garbage {n}").as_bytes())
+                    .publish_raw("garbage", format!("late garbage {n}").as_bytes())
                     .await;
             }
         }
@@ -227,17 +217,17 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
     for kill in 0..KILLS {
         // kill only once this instance has written something (it holds partitions and has
         // state), then at a random point of its work
-        let before = counts(&crashy, false).await.distinct;
+        let before = stored(&crashy).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while counts(&crashy, false).await.distinct == before
-            && tokio::time::Instant::now() < deadline
-        {
+        while stored(&crashy).await == before && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(Duration::from_millis(300 + rng.below(1_500))).await;
         child.kill(); // SIGKILL
-        let stored = counts(&crashy, false).await.distinct;
-        eprintln!("kill {kill}: {stored} signals stored so far");
+        eprintln!(
+            "kill {kill}: {} signals stored so far",
+            stored(&crashy).await
+        );
         child = spawn_scorer(&crashy, "crashy");
     }
     publisher.await.unwrap();
@@ -247,9 +237,7 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
     // does not help; it is then restarted. Both scorers must stay up otherwise.
     let mut restarts = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    while counts(&crashy, false).await.distinct < SIGNALS as u64
-        && tokio::time::Instant::now() < deadline
-    {
+    while stored(&crashy).await < SIGNALS as u64 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(status) = child.wait_for(Duration::ZERO) {
             assert!(
@@ -269,8 +257,10 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
     calm_child.terminate(Duration::from_secs(60));
 
     // every signal exactly once after de-duplication
-    let c = counts(&crashy, true).await;
-    assert_eq!((c.distinct, c.rows), (SIGNALS as u64, SIGNALS as u64));
+    assert_eq!(
+        signal_counts(&crashy.client(), true).await,
+        (SIGNALS as u64, SIGNALS as u64)
+    );
 
     // the same final scores as the uninterrupted run, for every key
     let crashed_scores = crashy.latest_scores().await;
@@ -293,16 +283,14 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
     assert_eq!(crashed_scores.len(), calm_scores.len());
 
     // every garbage message reached the dead-letter topic (at least once) with a reason
-    let dead = crashy
-        .read_topic(&crashy.config.kafka.topics.signals_dlq)
-        .await;
-    let payloads: BTreeSet<Vec<u8>> = dead.iter().map(|(_, v, _)| v.clone()).collect();
+    let dead = crashy.read_topic(&crashy.kafka.topics.signals_dlq).await;
+    let payloads: BTreeSet<Vec<u8>> = dead.iter().map(|r| r.payload.clone()).collect();
     assert_eq!(payloads.len(), GARBAGE, "{payloads:?}");
     assert!(
         dead.iter()
-            .all(|(_, _, h)| h[DLQ_REASON_HEADER].starts_with("protobuf:"))
+            .all(|r| r.headers[DLQ_REASON_HEADER].starts_with("protobuf:"))
     );
 
-    crashy.drop_database().await;
-    calm.drop_database().await;
+    crashy.cleanup().await;
+    calm.cleanup().await;
 }

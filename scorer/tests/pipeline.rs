@@ -8,16 +8,14 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
-
 use std::time::Duration;
 
 use capsight_kafka::DLQ_REASON_HEADER;
 use capsight_proto::domain::{ErrorClass, Feature, Label, Signal};
 use capsight_runtime::shutdown::Shutdown;
-use capsight_scorer::engine::Engine;
+use capsight_scorer::{ScorerConfig, engine::Engine};
+use capsight_testkit::{Sandbox, signals::launch};
 use chrono::{DateTime, Utc};
-use common::{Sandbox, launch};
 
 const A: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 const B: &str = "aws/us-west-2/usw2-az2/p4d.24xlarge/on_demand";
@@ -26,10 +24,23 @@ fn t(minute: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_795_000_000 + minute * 60, 0).unwrap()
 }
 
-fn start(sandbox: &Sandbox) -> (Shutdown, tokio::task::JoinHandle<()>) {
+/// The test's topics (signals and scores with `partitions` partitions), consumer group and
+/// migrated database, and the scorer's config for them.
+async fn sandbox(test: &str, partitions: i32) -> (Sandbox, ScorerConfig) {
+    let sandbox = Sandbox::builder(test)
+        .topics(partitions)
+        .database()
+        .profile("scorer")
+        .start()
+        .await;
+    let config = sandbox.config();
+    (sandbox, config)
+}
+
+fn start(config: &ScorerConfig) -> (Shutdown, tokio::task::JoinHandle<()>) {
     let shutdown = Shutdown::new();
     let task = tokio::spawn({
-        let config = sandbox.config.clone();
+        let config = config.clone();
         let shutdown = shutdown.clone();
         async move { capsight_scorer::run(config, shutdown).await.unwrap() }
     });
@@ -67,9 +78,8 @@ struct AlertLine {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
-    let sandbox = Sandbox::new("scorer_known", 3).await;
-    let producer = sandbox.producer();
-    let (shutdown, task) = start(&sandbox);
+    let (sandbox, config) = sandbox("scorer_known", 3).await;
+    let (shutdown, task) = start(&config);
 
     // phase 1: A and B both launch fine; B also sees quota and permission errors (ignored)
     let mut phase1: Vec<Signal> = Vec::new();
@@ -84,16 +94,15 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
             ErrorClass::Permission,
         ));
     }
-    sandbox.publish(&producer, &phase1).await;
+    sandbox.publish(&phase1).await;
     // a garbage message and a well-formed but invalid one (AZ name instead of AZ id)
     sandbox
-        .publish_raw(&producer, "garbage", b"\xff\xff\xff\xff not protobuf")
+        .publish_raw("garbage", b"\xff\xff\xff\xff not protobuf")
         .await;
     let mut bad = capsight_proto::v1::Signal::from(&launch("bad-1", A, t(0), ErrorClass::None));
     bad.key.as_mut().unwrap().zone_id = "us-east-1a".into();
     sandbox
         .publish_raw(
-            &producer,
             "aws/us-east-1/p5.48xlarge",
             &prost::Message::encode_to_vec(&bad),
         )
@@ -107,11 +116,7 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
         ErrorClass::None,
     );
     sandbox
-        .publish_raw(
-            &producer,
-            "future",
-            &capsight_proto::codec::encode_signal(&future),
-        )
+        .publish_raw("future", &capsight_proto::codec::encode_signal(&future))
         .await;
 
     let scores = sandbox
@@ -132,7 +137,7 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
     let phase2: Vec<Signal> = (0..30)
         .map(|i| launch(&format!("b-cap-{i}"), B, t(20 + i), ErrorClass::Capacity))
         .collect();
-    sandbox.publish(&producer, &phase2).await;
+    sandbox.publish(&phase2).await;
     let scores = sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             s.get(B).is_some_and(|b| b.signal_count == 60)
@@ -150,7 +155,7 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
     );
 
     // the same scores as the engine computes in process from the same signals
-    let mut engine = Engine::new(sandbox.config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone());
     engine.apply(phase1.iter().chain(&phase2).map(|s| (0, s)));
     assert_eq!(&engine.score(&A.parse().unwrap()).unwrap(), &scores[A]);
     assert_eq!(&engine.score(&B.parse().unwrap()).unwrap(), b);
@@ -201,44 +206,41 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
     assert!(alerts[0].low_confidence <= 1);
 
     // the dead-letter topic holds both bad messages, unchanged, with their reasons
-    let dead = sandbox
-        .read_topic(&sandbox.config.kafka.topics.signals_dlq)
-        .await;
+    let dead = sandbox.read_topic(&sandbox.kafka.topics.signals_dlq).await;
     assert_eq!(dead.len(), 3, "{dead:?}");
-    let garbage = dead.iter().find(|(k, ..)| k == "garbage").unwrap();
-    assert_eq!(garbage.1, b"\xff\xff\xff\xff not protobuf");
+    let garbage = dead.iter().find(|r| r.key == "garbage").unwrap();
+    assert_eq!(garbage.payload, b"\xff\xff\xff\xff not protobuf");
     assert!(
-        garbage.2[DLQ_REASON_HEADER].starts_with("protobuf:"),
+        garbage.headers[DLQ_REASON_HEADER].starts_with("protobuf:"),
         "{:?}",
-        garbage.2
+        garbage.headers
     );
-    let ahead = dead.iter().find(|(k, ..)| k == "future").unwrap();
+    let ahead = dead.iter().find(|r| r.key == "future").unwrap();
     assert!(
-        ahead.2[DLQ_REASON_HEADER].starts_with("invalid: observed_at:"),
+        ahead.headers[DLQ_REASON_HEADER].starts_with("invalid: observed_at:"),
         "{:?}",
-        ahead.2
+        ahead.headers
     );
     let invalid = dead
         .iter()
-        .find(|(k, ..)| k != "garbage" && k != "future")
+        .find(|r| r.key != "garbage" && r.key != "future")
         .unwrap();
     assert!(
-        invalid.2[DLQ_REASON_HEADER].starts_with("invalid: key.zone_id:"),
+        invalid.headers[DLQ_REASON_HEADER].starts_with("invalid: key.zone_id:"),
         "{:?}",
-        invalid.2
+        invalid.headers
     );
-    sandbox.drop_database().await;
+    sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_scorer_rebuilds_windows_from_clickhouse_before_publishing() {
-    let sandbox = Sandbox::new("scorer_rebuild", 2).await;
-    let producer = sandbox.producer();
+    let (sandbox, config) = sandbox("scorer_rebuild", 2).await;
     let first: Vec<Signal> = (0..8)
         .map(|i| launch(&format!("r-ok-{i}"), A, t(i), ErrorClass::None))
         .collect();
-    let (shutdown, task) = start(&sandbox);
-    sandbox.publish(&producer, &first).await;
+    let (shutdown, task) = start(&config);
+    sandbox.publish(&first).await;
     sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             s.get(A).is_some_and(|a| a.signal_count == 8)
@@ -249,8 +251,8 @@ async fn a_restarted_scorer_rebuilds_windows_from_clickhouse_before_publishing()
     // the second run starts after the committed offsets: it sees only the new signals and
     // must score them together with the stored ones
     let second = [launch("r-cap-0", A, t(10), ErrorClass::Capacity)];
-    sandbox.publish(&producer, &second).await;
-    let (shutdown, task) = start(&sandbox);
+    sandbox.publish(&second).await;
+    let (shutdown, task) = start(&config);
     let scores = sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             s.get(A).is_some_and(|a| a.updated_at == t(10))
@@ -258,27 +260,24 @@ async fn a_restarted_scorer_rebuilds_windows_from_clickhouse_before_publishing()
         .await;
     stop(shutdown, task).await;
     assert_eq!(scores[A].signal_count, 9, "{:?}", scores[A]);
-    let mut engine = Engine::new(sandbox.config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone());
     engine.apply(first.iter().chain(&second).map(|s| (0, s)));
     assert_eq!(engine.score(&A.parse().unwrap()).unwrap(), scores[A]);
     // no score was published from a partial window: every published A score after the first
     // run's counts all 8 earlier signals
-    let all = sandbox
-        .read_topic(&sandbox.config.kafka.topics.scores)
-        .await;
-    for (_, value, _) in all {
-        let s = capsight_proto::codec::decode_score(&value).unwrap();
+    let all = sandbox.read_topic(&sandbox.kafka.topics.scores).await;
+    for record in all {
+        let s = record.score();
         if s.updated_at == t(10) {
             assert_eq!(s.signal_count, 9);
         }
     }
-    sandbox.drop_database().await;
+    sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
-    let sandbox = Sandbox::new("scorer_shared", 4).await;
-    let producer = sandbox.producer();
+    let (sandbox, config) = sandbox("scorer_shared", 4).await;
     let keys: Vec<String> = [
         "us-east-1/use1-az4/p5.48xlarge",
         "us-east-1/use1-az6/p4d.24xlarge",
@@ -312,8 +311,8 @@ async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
     let first = batch(0);
     let second = batch(1);
 
-    let (stop_x, x) = start(&sandbox);
-    sandbox.publish(&producer, &first).await;
+    let (stop_x, x) = start(&config);
+    sandbox.publish(&first).await;
     sandbox
         .wait_for_scores(Duration::from_secs(60), |s| {
             keys.iter()
@@ -321,9 +320,9 @@ async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
         })
         .await;
     // a second instance joins: partitions move, windows are dropped and rebuilt
-    let (stop_y, y) = start(&sandbox);
+    let (stop_y, y) = start(&config);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    sandbox.publish(&producer, &second).await;
+    sandbox.publish(&second).await;
     let scores = sandbox
         .wait_for_scores(Duration::from_secs(90), |s| {
             keys.iter()
@@ -333,10 +332,10 @@ async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
     stop(stop_y, y).await;
     stop(stop_x, x).await;
 
-    let mut engine = Engine::new(sandbox.config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone());
     engine.apply(first.iter().chain(&second).map(|s| (0, s)));
     for k in &keys {
         assert_eq!(engine.score(&k.parse().unwrap()).unwrap(), scores[k], "{k}");
     }
-    sandbox.drop_database().await;
+    sandbox.cleanup().await;
 }

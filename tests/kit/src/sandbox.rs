@@ -17,6 +17,7 @@
 //! directory (logs, registry, config) is kept and named on stderr.
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, OnceLock},
@@ -411,6 +412,20 @@ impl Sandbox {
     /// Every record of `topic` from the beginning to its current end.
     pub async fn read_topic(&self, topic: &str) -> Vec<Record> {
         kafka::read_to_end(&self.kafka, topic).await
+    }
+
+    /// The last score per key on the scores topic.
+    pub async fn latest_scores(&self) -> HashMap<String, Score> {
+        kafka::latest_scores(&self.kafka, &self.kafka.topics.scores).await
+    }
+
+    /// Waits until `done(latest scores)` holds; panics with the scores after `timeout`.
+    pub async fn wait_for_scores(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&HashMap<String, Score>) -> bool,
+    ) -> HashMap<String, Score> {
+        kafka::wait_for_scores(&self.kafka, &self.kafka.topics.scores, timeout, done).await
     }
 
     /// Drops the database (when the sandbox made one) and deletes the launch topology (when
