@@ -1,5 +1,5 @@
-//! The `capsight` binary against a real gateway (the gateway's test harness: real stack,
-//! in-process cloudsim): scores table and JSON, preflight, alternatives, launch, status,
+//! The `capsight` binary against a real gateway (in-process, in the kit's gateway world: real
+//! stack, in-process cloudsim): scores table and JSON, preflight, alternatives, launch, status,
 //! heartbeat, report, and errors.
 
 #![allow(
@@ -7,19 +7,27 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-#[path = "../../server/tests/common/mod.rs"]
-mod common;
+use std::{
+    net::SocketAddr,
+    process::{Command, Output},
+    time::Duration,
+};
 
-use std::process::{Command, Output};
-
-use common::{Harness, score};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{Sandbox, fixtures::gateway_world, signals::score};
 
 const AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 const AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 
-fn capsight(h: &Harness, key: &str, args: &[&str]) -> Output {
-    let addr = h.running.as_ref().unwrap().addr;
-    let config = h.dir.join("cli.toml");
+/// The CLI of a gateway at `addr` whose sandbox is `sandbox`.
+struct Cli<'a> {
+    sandbox: &'a Sandbox,
+    addr: SocketAddr,
+}
+
+fn capsight(h: &Cli<'_>, key: &str, args: &[&str]) -> Output {
+    let addr = h.addr;
+    let config = h.sandbox.dir.join("cli.toml");
     std::fs::write(&config, "# the environment sets everything\n").unwrap();
     Command::new(env!("CARGO_BIN_EXE_capsight"))
         .args(args)
@@ -42,9 +50,22 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_drives_every_command() {
-    let h = Harness::start(&[score(AZ1, 15, 0.9), score(AZ4, 88, 0.2)]).await;
-    h.wait_ready().await;
-    let key = h.keys.acme.clone();
+    let sandbox = gateway_world("cli").scores(2).start().await;
+    for s in [score(AZ1, 15, 0.9), score(AZ4, 88, 0.2)] {
+        sandbox.publish_score(&s).await;
+    }
+    let shutdown = Shutdown::new();
+    let gateway = capsight_gateway::start(sandbox.config(), sandbox.clouds(), shutdown.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), gateway.view.wait_ready())
+        .await
+        .expect("scores view ready within 30 s");
+    let h = Cli {
+        sandbox: &sandbox,
+        addr: gateway.addr,
+    };
+    let key = sandbox.key("acme");
 
     let out = capsight(&h, &key, &["scores"]);
     let table = String::from_utf8_lossy(&out.stdout);
@@ -113,7 +134,8 @@ async fn the_cli_drives_every_command() {
     let early = capsight(&h, &key, &["heartbeat", &job]);
     assert_eq!(early.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&early.stderr).contains("FailedPrecondition"));
-    h.clickhouse()
+    sandbox
+        .client()
         .query(
             "INSERT INTO launch_events SELECT job_id, 1, tenant, now(), 0, 'running', provider, \
              region, zone_id, instance_type, market, 'i-0123', 1, '', '', 'test' \
@@ -129,8 +151,8 @@ async fn the_cli_drives_every_command() {
         &["heartbeat", &job, "--note", "gpu 97%", "-o", "json"],
     ));
     assert_eq!(v["state"], "running");
-    let beats: u64 = h
-        .clickhouse()
+    let beats: u64 = sandbox
+        .client()
         .query("SELECT count() FROM launch_activity WHERE job_id = ? AND note = 'gpu 97%'")
         .bind(&job)
         .fetch_one()
@@ -167,5 +189,6 @@ async fn the_cli_drives_every_command() {
     let unauth = capsight(&h, "csk_nope_nope", &["scores"]);
     assert_eq!(unauth.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unauth.stderr).contains("Unauthenticated"));
-    h.cleanup().await;
+    shutdown.trigger();
+    sandbox.cleanup().await;
 }

@@ -5,23 +5,27 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
+mod gateway;
 
 use std::time::Duration;
 
-use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
 use capsight_proto::{
-    domain::Label,
+    domain::{Label, Score},
     v1::{self, CheckStatus, Decision, LaunchState},
 };
-use common::{Harness, authed, score};
+use capsight_testkit::{
+    clickhouse::insert,
+    grpc::authed,
+    kafka::Reader,
+    launches,
+    signals::score,
+    wait::{eventually, eventually_every},
+};
 use futures::StreamExt;
+use gateway::Gateway;
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use prost::Message;
-use rdkafka::{
-    Message as _,
-    consumer::{Consumer, StreamConsumer},
-};
 use tonic::Code;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -30,6 +34,13 @@ use tonic_health::pb::{
 fn key(s: &str) -> Option<v1::CapacityKey> {
     let k: capsight_proto::domain::CapacityKey = s.parse().unwrap();
     Some(v1::CapacityKey::from(&k))
+}
+
+/// An alternative's key in its string form.
+fn key_name(a: &v1::Alternative) -> String {
+    capsight_proto::domain::CapacityKey::try_from(a.key.clone().unwrap())
+        .unwrap()
+        .to_string()
 }
 
 fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
@@ -46,7 +57,7 @@ const AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 const AZ6: &str = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
 const WEST: &str = "aws/us-west-2/usw2-az1/p5.48xlarge/on_demand";
 
-async fn health(h: &Harness, service: &str) -> i32 {
+async fn health(h: &Gateway, service: &str) -> i32 {
     HealthClient::new(h.channel.clone())
         .check(HealthCheckRequest {
             service: service.into(),
@@ -60,7 +71,7 @@ async fn health(h: &Harness, service: &str) -> i32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
     // the scores topic does not exist yet: the view cannot be built
-    let h = Harness::prepare(false).await.launch_gateway().await;
+    let h = Gateway::prepare(false).await.launch_gateway().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(health(&h, "").await, ServingStatus::NotServing as i32);
     assert_eq!(
@@ -69,45 +80,46 @@ async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
     );
     let err = h
         .scores()
-        .get_score(authed(v1::GetScoreRequest { key: key(AZ1) }, &h.keys.acme))
+        .get_score(authed(
+            v1::GetScoreRequest { key: key(AZ1) },
+            &h.key("acme"),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     h.create_scores_topic().await;
     for (k, v) in [(AZ1, 20), (AZ4, 85), (AZ6, 60), (WEST, 90)] {
-        h.publish_score(&score(k, v, 0.8)).await;
+        h.sandbox.publish_score(&score(k, v, 0.8)).await;
     }
     // a newer record of the same key wins
-    h.publish_score(&score(AZ1, 15, 0.9)).await;
+    h.sandbox.publish_score(&score(AZ1, 15, 0.9)).await;
     h.wait_ready().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while health(&h, "").await != ServingStatus::Serving as i32 {
-        assert!(tokio::time::Instant::now() < deadline, "never SERVING");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(20), "SERVING", || async {
+        (health(&h, "").await == ServingStatus::Serving as i32).then_some(())
+    })
+    .await;
     // records published after start are read too
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let r = h
-            .scores()
-            .get_score(authed(v1::GetScoreRequest { key: key(AZ1) }, &h.keys.acme))
-            .await;
-        if let Ok(s) = r
-            && s.get_ref().score == 15
-        {
-            assert_eq!(s.get_ref().label, i32::from(Label::Unavailable));
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "AZ1 never 15");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while h.running.as_ref().unwrap().view.len() < 4 {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let az1 = eventually(Duration::from_secs(20), "AZ1 at 15", || async {
+        h.scores()
+            .get_score(authed(
+                v1::GetScoreRequest { key: key(AZ1) },
+                &h.key("acme"),
+            ))
+            .await
+            .ok()
+            .filter(|s| s.get_ref().score == 15)
+    })
+    .await;
+    assert_eq!(az1.get_ref().label, i32::from(Label::Unavailable));
+    eventually_every(
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+        "4 keys in the view",
+        || async { (h.running.as_ref().unwrap().view.len() >= 4).then_some(()) },
+    )
+    .await;
 
     // unknown key
     let err = h
@@ -116,7 +128,7 @@ async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
             v1::GetScoreRequest {
                 key: key("aws/us-east-1//p4d.24xlarge/spot"),
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap_err();
@@ -125,7 +137,7 @@ async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
     // filters and pagination
     let list = |filter: v1::ScoreFilter, page_size: u32, page_token: String| {
         let mut c = h.scores();
-        let key = h.keys.acme.clone();
+        let key = h.key("acme");
         async move {
             c.list_scores(authed(
                 v1::ListScoresRequest {
@@ -171,12 +183,12 @@ async fn not_serving_until_the_scores_view_is_built_then_scores_are_served() {
     assert_eq!(p2.scores.len(), 1);
     assert!(p2.next_page_token.is_empty());
     assert_eq!(p2.total, 4);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watch_scores_streams_label_transitions_only() {
-    let h = Harness::start(&[score(AZ4, 85, 0.8)]).await;
+    let h = Gateway::start(&[score(AZ4, 85, 0.8)]).await;
     h.wait_ready().await;
     let mut stream = h
         .scores()
@@ -187,15 +199,15 @@ async fn watch_scores_streams_label_transitions_only() {
                     ..Default::default()
                 }),
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
         .into_inner();
     // same label: no transition; other region: filtered; then Available -> Unavailable
-    h.publish_score(&score(AZ4, 82, 0.8)).await;
-    h.publish_score(&score(WEST, 30, 0.8)).await;
-    h.publish_score(&score(AZ4, 30, 0.8)).await;
+    h.sandbox.publish_score(&score(AZ4, 82, 0.8)).await;
+    h.sandbox.publish_score(&score(WEST, 30, 0.8)).await;
+    h.sandbox.publish_score(&score(AZ4, 30, 0.8)).await;
     let t = tokio::time::timeout(Duration::from_secs(20), stream.next())
         .await
         .expect("a transition within 20 s")
@@ -205,52 +217,26 @@ async fn watch_scores_streams_label_transitions_only() {
     assert_eq!(s.score, 30);
     assert_eq!(s.label, i32::from(Label::Unavailable));
     assert_eq!(t.previous, i32::from(Label::Available));
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn history_comes_from_clickhouse_bucketed_by_step() {
-    #[derive(clickhouse::Row, serde::Serialize)]
-    struct Row {
-        provider: String,
-        region: String,
-        zone_id: String,
-        instance_type: String,
-        market: String,
-        updated_at: u32,
-        updated_ms: u16,
-        score: u8,
-        label: String,
-        confidence: f32,
-        evidence: String,
-        window_secs: u32,
-        signal_count: u64,
-    }
-    let h = Harness::start(&[]).await;
+    let h = Gateway::start(&[]).await;
     let now = u32::try_from(chrono::Utc::now().timestamp()).unwrap();
     let base = now - now % 600 - 3600;
-    let mut insert = h.clickhouse().insert::<Row>("scores").await.unwrap();
-    for (offset, score) in [(0u32, 40u8), (60, 70), (600, 90), (1200, 20)] {
-        insert
-            .write(&Row {
-                provider: "aws".into(),
-                region: "us-east-1".into(),
-                zone_id: "use1-az4".into(),
-                instance_type: "p5.48xlarge".into(),
-                market: "on_demand".into(),
-                updated_at: base + offset,
-                updated_ms: 0,
-                score,
-                label: Label::for_score(score).as_str().into(),
-                confidence: 0.5,
-                evidence: "[]".into(),
-                window_secs: 86_400,
+    let rows: Vec<ScoreRow> = [(0u32, 40u8), (60, 70), (600, 90), (1200, 20)]
+        .into_iter()
+        .map(|(offset, value)| {
+            ScoreRow::new(&Score {
+                evidence: vec![],
+                updated_at: chrono::DateTime::from_timestamp(i64::from(base + offset), 0).unwrap(),
                 signal_count: 5,
+                ..score(AZ4, value, 0.5)
             })
-            .await
-            .unwrap();
-    }
-    insert.end().await.unwrap();
+        })
+        .collect();
+    insert(&h.sandbox.client(), "scores", &rows).await;
     let resp = h
         .scores()
         .get_history(authed(
@@ -263,7 +249,7 @@ async fn history_comes_from_clickhouse_bucketed_by_step() {
                 to: None,
                 step_seconds: 600,
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
@@ -271,7 +257,7 @@ async fn history_comes_from_clickhouse_bucketed_by_step() {
     let scores: Vec<u32> = resp.points.iter().map(|p| p.score).collect();
     assert_eq!(scores, vec![70, 90, 20]);
     assert_eq!(resp.points[0].label, i32::from(Label::Limited));
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 fn statuses(r: &v1::PreflightResponse) -> Vec<(String, i32)> {
@@ -283,7 +269,7 @@ fn statuses(r: &v1::PreflightResponse) -> Vec<(String, i32)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn preflight_branches_and_every_preflight_is_logged() {
-    let h = Harness::start(&[
+    let h = Gateway::start(&[
         score(AZ1, 15, 0.9),
         score(AZ4, 88, 0.8),
         score(AZ6, 62, 0.6),
@@ -309,7 +295,7 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     };
 
     // OK: allowed, quota for 1 (192 vCPUs), Available
-    let ok = preflight(AZ4, 1, h.keys.acme.clone()).await;
+    let ok = preflight(AZ4, 1, h.key("acme")).await;
     assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
     assert_eq!(
         statuses(&ok),
@@ -323,7 +309,7 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert!(ok.alternatives.is_empty());
 
     // quota short: 2 x 192 vCPUs > 192 — an account issue, never alternatives
-    let quota = preflight(AZ1, 2, h.keys.acme.clone()).await;
+    let quota = preflight(AZ1, 2, h.key("acme")).await;
     assert_eq!(
         quota.decision,
         Decision::FixAccountIssue as i32,
@@ -339,7 +325,7 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert!(quota.alternatives.is_empty());
 
     // permission denied: the tenant's role may not RunInstances
-    let denied = preflight(AZ4, 1, h.keys.readonly.clone()).await;
+    let denied = preflight(AZ4, 1, h.key("readonly")).await;
     assert_eq!(
         denied.decision,
         Decision::FixAccountIssue as i32,
@@ -350,7 +336,7 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert!(denied.alternatives.is_empty());
 
     // no role registered at all: also the account's issue
-    let norole = preflight(AZ4, 1, h.keys.globex.clone()).await;
+    let norole = preflight(AZ4, 1, h.key("globex")).await;
     assert_eq!(norole.decision, Decision::FixAccountIssue as i32);
     assert!(
         norole.checks[0].reason.contains("no AWS role"),
@@ -359,28 +345,20 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     );
 
     // capacity short: AZ1 scores 15 -> alternatives inline, same type other zone first
-    let short = preflight(AZ1, 1, h.keys.acme.clone()).await;
+    let short = preflight(AZ1, 1, h.key("acme")).await;
     assert_eq!(
         short.decision,
         Decision::RetryWithAlternatives as i32,
         "{short:#?}"
     );
     assert_eq!(short.checks[2].status, CheckStatus::Failed as i32);
-    let alt_keys: Vec<String> = short
-        .alternatives
-        .iter()
-        .map(|a| {
-            capsight_proto::domain::CapacityKey::try_from(a.key.clone().unwrap())
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let alt_keys: Vec<String> = short.alternatives.iter().map(key_name).collect();
     assert_eq!(alt_keys, vec![AZ4, WEST, AZ6]);
     assert!(short.alternatives[0].usd_per_gpu_hour > 0.0);
     assert!(!short.alternatives[0].reason.is_empty());
 
     // limited capacity passes with a warning
-    let limited = preflight(AZ6, 1, h.keys.acme.clone()).await;
+    let limited = preflight(AZ6, 1, h.key("acme")).await;
     assert_eq!(limited.decision, Decision::CanLaunch as i32);
     assert_eq!(limited.checks[2].status, CheckStatus::Warning as i32);
 
@@ -391,7 +369,8 @@ async fn preflight_branches_and_every_preflight_is_logged() {
         decision: String,
     }
     let rows = h
-        .clickhouse()
+        .sandbox
+        .client()
         .query("SELECT tenant, decision FROM preflight_log ORDER BY at, at_ms")
         .fetch_all::<Logged>()
         .await
@@ -407,12 +386,12 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert_eq!(by("acme", "retry_with_alternatives"), 1);
     assert_eq!(by("readonly", "fix_account_issue"), 1);
     assert_eq!(by("globex", "fix_account_issue"), 1);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alternatives_honour_constraints() {
-    let h = Harness::start(&[
+    let h = Gateway::start(&[
         score(AZ1, 15, 0.9),
         score(AZ4, 70, 0.8),
         score(WEST, 91, 0.7),
@@ -423,7 +402,7 @@ async fn alternatives_honour_constraints() {
     h.wait_ready().await;
     let alts = |constraints: v1::Constraints| {
         let mut c = h.preflight();
-        let key = h.keys.acme.clone();
+        let key = h.key("acme");
         async move {
             c.alternatives(authed(
                 v1::AlternativesRequest {
@@ -445,14 +424,9 @@ async fn alternatives_honour_constraints() {
     fn key_of(s: &str) -> Option<v1::CapacityKey> {
         key(s)
     }
-    let name = |a: &v1::Alternative| {
-        capsight_proto::domain::CapacityKey::try_from(a.key.clone().unwrap())
-            .unwrap()
-            .to_string()
-    };
     // default: no spot (not interruptible), capacity blocks allowed, limit 3
     let d = alts(v1::Constraints::default()).await;
-    let names: Vec<String> = d.iter().map(name).collect();
+    let names: Vec<String> = d.iter().map(key_name).collect();
     assert_eq!(
         names,
         vec![
@@ -474,7 +448,7 @@ async fn alternatives_honour_constraints() {
         ..Default::default()
     })
     .await;
-    let names: Vec<String> = r.iter().map(name).collect();
+    let names: Vec<String> = r.iter().map(key_name).collect();
     assert_eq!(
         names,
         vec![
@@ -491,12 +465,12 @@ async fn alternatives_honour_constraints() {
         .await
         .is_empty()
     );
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
-    let h = Harness::start(&[]).await;
+    let h = Gateway::start(&[]).await;
     let mut launch = h.launch();
     let req = v1::LaunchRequest {
         spec: Some(v1::LaunchSpec {
@@ -517,7 +491,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
         idempotency_key: "train-42".into(),
     };
     let resp = launch
-        .launch(authed(req.clone(), &h.keys.acme))
+        .launch(authed(req.clone(), &h.key("acme")))
         .await
         .unwrap()
         .into_inner();
@@ -525,7 +499,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
     let job_id = resp.job_id.clone();
     // same idempotency key, same job, not published twice
     let again = launch
-        .launch(authed(req, &h.keys.acme))
+        .launch(authed(req, &h.key("acme")))
         .await
         .unwrap()
         .into_inner();
@@ -570,7 +544,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
             v1::GetLaunchRequest {
                 job_id: job_id.clone(),
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
@@ -584,7 +558,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                 v1::GetLaunchRequest {
                     job_id: job_id.clone(),
                 },
-                &h.keys.globex,
+                &h.key("globex"),
             ))
             .await
             .unwrap_err()
@@ -594,7 +568,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                 v1::CancelLaunchRequest {
                     job_id: job_id.clone(),
                 },
-                &h.keys.globex,
+                &h.key("globex"),
             ))
             .await
             .unwrap_err()
@@ -605,7 +579,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                     job_id: job_id.clone(),
                     until_running: false,
                 },
-                &h.keys.globex,
+                &h.key("globex"),
             ))
             .await
             .err()
@@ -615,13 +589,16 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
         assert_eq!(code, Code::NotFound);
     }
     let theirs = launch
-        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.keys.globex))
+        .list_launches(authed(
+            v1::ListLaunchesRequest { limit: 0 },
+            &h.key("globex"),
+        ))
         .await
         .unwrap()
         .into_inner();
     assert!(theirs.launches.is_empty());
     let mine = launch
-        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.keys.acme))
+        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.key("acme")))
         .await
         .unwrap()
         .into_inner();
@@ -635,43 +612,42 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                 job_id: job_id.clone(),
                 until_running: true,
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
         .into_inner();
     let first = watch.next().await.unwrap().unwrap();
     assert_eq!(first.state, LaunchState::Queued as i32);
+    // the launcher's transitions
     let ev = |seq: u32, state: &str| LaunchEventRow {
-        job_id: job_id.clone(),
-        seq,
-        tenant: "acme".into(),
         at: u32::try_from(chrono::Utc::now().timestamp()).unwrap(),
         at_ms: 0,
-        state: capsight_proto::domain::LaunchState::parse("state", state).unwrap(),
-        provider: "aws".into(),
-        region: "us-east-1".into(),
-        zone_id: "use1-az4".into(),
-        instance_type: "p5.48xlarge".into(),
-        market: "spot".into(),
         instance_id: if state == "running" {
             "i-0abc".into()
         } else {
             String::new()
         },
         attempt: 1,
-        error_class: String::new(),
-        error_code: String::new(),
-        detail: String::new(),
+        ..launches::event(
+            &launches::request(
+                &job_id,
+                "acme",
+                &"aws/us-east-1/use1-az4/p5.48xlarge/spot".parse().unwrap(),
+                2,
+                chrono::Utc::now(),
+            ),
+            seq,
+            capsight_proto::domain::LaunchState::parse("state", state).unwrap(),
+        )
     };
-    let mut ins = h
-        .clickhouse()
-        .insert::<LaunchEventRow>("launch_events")
-        .await
-        .unwrap();
-    ins.write(&ev(1, "provisioning")).await.unwrap();
-    ins.write(&ev(2, "running")).await.unwrap();
-    ins.end().await.unwrap();
+    let client = h.sandbox.client();
+    insert(
+        &client,
+        "launch_events",
+        &[ev(1, "provisioning"), ev(2, "running")],
+    )
+    .await;
     let mut states = Vec::new();
     while let Some(e) = tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
@@ -693,44 +669,38 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
             v1::CancelLaunchRequest {
                 job_id: job_id.clone(),
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
         .into_inner();
     assert!(c.cancel_requested);
     assert_eq!(c.state, LaunchState::Running as i32);
-    let mut ins = h
-        .clickhouse()
-        .insert::<LaunchEventRow>("launch_events")
-        .await
-        .unwrap();
-    ins.write(&ev(3, "cancelled")).await.unwrap();
-    ins.end().await.unwrap();
+    insert(&client, "launch_events", &[ev(3, "cancelled")]).await;
     let err = launch
         .cancel_launch(authed(
             v1::CancelLaunchRequest {
                 job_id: job_id.clone(),
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let status = launch
-        .get_launch(authed(v1::GetLaunchRequest { job_id }, &h.keys.acme))
+        .get_launch(authed(v1::GetLaunchRequest { job_id }, &h.key("acme")))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(status.state, LaunchState::Cancelled as i32);
     assert_eq!(status.events.len(), 4);
     assert!(status.cancel_requested);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_report_publishes_a_hashed_report_signal() {
-    let h = Harness::start(&[]).await;
+    let h = Gateway::start(&[]).await;
     let resp = h
         .report()
         .submit_report(authed(
@@ -745,27 +715,18 @@ async fn submit_report_publishes_a_hashed_report_signal() {
                 error_message: "We currently do not have sufficient p5.48xlarge capacity".into(),
                 ..Default::default()
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap()
         .into_inner();
     assert!(resp.signal_id.starts_with("report-"), "{}", resp.signal_id);
 
-    let consumer: StreamConsumer = h
-        .config
-        .kafka
-        .consumer_config("test", &format!("t-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[&h.config.kafka.topics.signals])
-        .unwrap();
-    let msg = tokio::time::timeout(Duration::from_secs(20), consumer.recv())
-        .await
-        .expect("signal within 20 s")
-        .unwrap();
-    let signal = capsight_proto::codec::decode_signal(msg.payload().unwrap()).unwrap();
+    let kafka = &h.sandbox.kafka;
+    let signal = Reader::subscribe(kafka, &kafka.topics.signals)
+        .take(1, Duration::from_secs(20))
+        .await[0]
+        .signal();
     assert_eq!(signal.id.as_str(), resp.signal_id);
     // the tenant's AZ name was mapped to the AZ ID; the tenant id never travels
     assert_eq!(signal.key.to_string(), AZ4);
@@ -784,7 +745,7 @@ async fn submit_report_publishes_a_hashed_report_signal() {
                 outcome: v1::ReportOutcome::LaunchFailed as i32,
                 ..Default::default()
             },
-            &h.keys.acme,
+            &h.key("acme"),
         ))
         .await
         .unwrap_err();
@@ -794,19 +755,19 @@ async fn submit_report_publishes_a_hashed_report_signal() {
         "{}",
         err.message()
     );
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_is_resource_exhausted_and_missing_keys_unauthenticated() {
-    let h = Harness::start(&[]).await;
+    let h = Gateway::start(&[]).await;
     h.wait_ready().await;
     let mut ok = 0;
     let mut exhausted = None;
     for _ in 0..20 {
         match h
             .scores()
-            .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.flood))
+            .list_scores(authed(v1::ListScoresRequest::default(), &h.key("flood")))
             .await
         {
             Ok(_) => ok += 1,
@@ -822,7 +783,7 @@ async fn a_flood_is_resource_exhausted_and_missing_keys_unauthenticated() {
     assert!(e.metadata().get("retry-after").is_some());
     // other tenants are not affected
     h.scores()
-        .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.acme))
+        .list_scores(authed(v1::ListScoresRequest::default(), &h.key("acme")))
         .await
         .unwrap();
     // no key, a bad key
@@ -841,14 +802,14 @@ async fn a_flood_is_resource_exhausted_and_missing_keys_unauthenticated() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_inputs_are_invalid_argument_naming_the_field() {
-    let h = Harness::start(&[]).await;
+    let h = Gateway::start(&[]).await;
     h.wait_ready().await;
-    let k = h.keys.acme.clone();
+    let k = h.key("acme");
     let launch_with = |s: Option<v1::LaunchSpec>, tweak: fn(&mut v1::LaunchRequest)| {
         let mut c = h.launch();
         let k = k.clone();
@@ -970,13 +931,13 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
             status.message()
         );
     }
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_probe_overrides_a_stale_score() {
     // the scores say AZ6 is fine and AZ4 is not; the simulated cloud says the opposite
-    let h = Harness::start(&[
+    let h = Gateway::start(&[
         score(AZ6, 90, 0.9),
         score(AZ4, 10, 0.9),
         score(AZ1, 85, 0.8),
@@ -985,7 +946,7 @@ async fn a_live_probe_overrides_a_stale_score() {
     h.wait_ready().await;
     let probe = |k: &'static str| {
         let mut c = h.preflight();
-        let key = h.keys.acme.clone();
+        let key = h.key("acme");
         async move {
             c.preflight(authed(
                 v1::PreflightRequest {
@@ -1019,5 +980,5 @@ async fn a_live_probe_overrides_a_stale_score() {
         "{}",
         stocked.checks[2].reason
     );
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }

@@ -7,10 +7,11 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
+mod gateway;
 
 use capsight_proto::v1;
-use common::Harness;
+use capsight_testkit::signals::score;
+use gateway::Gateway;
 use prost::Message;
 use tonic::{codegen::http::uri::PathAndQuery, metadata::MetadataValue};
 use tonic_reflection::pb::v1::{
@@ -18,7 +19,7 @@ use tonic_reflection::pb::v1::{
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
-async fn ask(h: &Harness, req: MessageRequest) -> MessageResponse {
+async fn ask(h: &Gateway, req: MessageRequest) -> MessageResponse {
     let mut client = ServerReflectionClient::new(h.channel.clone());
     let mut stream = client
         .server_reflection_info(futures::stream::iter([ServerReflectionRequest {
@@ -39,7 +40,7 @@ async fn ask(h: &Harness, req: MessageRequest) -> MessageResponse {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reflection_client_lists_describes_and_calls_the_services() {
-    let h = Harness::start(&[common::score(
+    let h = Gateway::start(&[score(
         "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
         88,
         0.8,
@@ -101,11 +102,11 @@ async fn a_reflection_client_lists_describes_and_calls_the_services() {
     let mut grpc = tonic::client::Grpc::new(h.channel.clone());
     grpc.ready().await.unwrap();
     let mut req = tonic::Request::new(());
-    let auth: MetadataValue<_> = format!("Bearer {}", h.keys.acme).parse().unwrap();
+    let auth: MetadataValue<_> = format!("Bearer {}", h.key("acme")).parse().unwrap();
     req.metadata_mut().insert("authorization", auth);
     let codec = tonic_prost::ProstCodec::<(), v1::ListScoresResponse>::default();
     let resp = grpc.unary(req, path, codec).await.unwrap().into_inner();
     assert_eq!(resp.total, 1);
     assert_eq!(resp.scores[0].score, 88);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }

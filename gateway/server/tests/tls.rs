@@ -6,12 +6,13 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-mod common;
+mod gateway;
 
 use std::process::Command;
 
 use capsight_proto::v1;
-use common::{Harness, authed};
+use capsight_testkit::grpc::authed;
+use gateway::Gateway;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -29,8 +30,8 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_when_configured() {
-    let mut h = Harness::prepare(true).await;
-    let dir = h.dir.clone();
+    let mut h = Gateway::prepare(true).await;
+    let dir = h.sandbox.dir.clone();
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
@@ -104,7 +105,7 @@ async fn tls_when_configured() {
         .await
         .unwrap();
     let resp = v1::score_service_client::ScoreServiceClient::new(tls)
-        .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.acme))
+        .list_scores(authed(v1::ListScoresRequest::default(), &h.key("acme")))
         .await
         .unwrap();
     assert_eq!(resp.get_ref().total, 0);
@@ -112,9 +113,9 @@ async fn tls_when_configured() {
     // plaintext is refused
     let err = h
         .scores()
-        .list_scores(authed(v1::ListScoresRequest::default(), &h.keys.acme))
+        .list_scores(authed(v1::ListScoresRequest::default(), &h.key("acme")))
         .await
         .unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }

@@ -1,7 +1,8 @@
 //! Files the tests share, kept out of test code: cloudsim scenarios
 //! (`tests/fixtures/scenarios/`, so a reader finds every simulated world in one place), config
 //! fragments a [`crate::Sandbox`] layers over the defaults (`tests/fixtures/config/`), the SQL
-//! documented in `docs/`, and the gateway tests' world (its scenario's tenants).
+//! documented in `docs/`, and the gateway tests' world (its scenario, its tenants, a sandbox
+//! for a gateway).
 //!
 //! A scenario a test needs in a variant is the parsed fixture, changed in code
 //! ([`scenario`] returns the parsed value).
@@ -11,7 +12,9 @@ use std::path::PathBuf;
 use capsight_cloudsim::scenario::Scenario;
 
 use crate::{
-    cloud::{ROLE_ACME, ROLE_READONLY},
+    Sandbox,
+    cloud::{ROLE_ACME, ROLE_READONLY, Sim},
+    sandbox::Builder,
     tenants::{TenantSpec, tenant},
 };
 
@@ -98,4 +101,19 @@ pub fn gateway_tenants() -> Vec<TenantSpec> {
         t("readonly").role(ROLE_READONLY, "ext-ro"),
         t("flood").rate(5),
     ]
+}
+
+/// A sandbox for a gateway in its world: a signals topic (1 partition, for report signals), a
+/// migrated database, the launch topology, [`gateway_tenants`], the gateway's scenario in a
+/// cloudsim with a frozen clock, and the `gateway` and `cloud` config fragments. The scores
+/// topic is the test's to add ([`Builder::scores`]; the gateway's view reads it).
+pub fn gateway_world(prefix: &str) -> Builder {
+    Sandbox::builder(prefix)
+        .signals(1)
+        .database()
+        .amqp()
+        .profile("gateway")
+        .profile("cloud")
+        .tenants(gateway_tenants())
+        .cloudsim(Sim::builder(scenario("gateway")))
 }

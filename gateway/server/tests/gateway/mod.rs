@@ -1,0 +1,114 @@
+//! One gateway per test, in-process in the kit's gateway world
+//! ([`capsight_testkit::fixtures::gateway_world`]: its own topics, database, launch topology,
+//! tenants and cloudsim on the real local stack), with gRPC clients of its services.
+
+#![allow(dead_code, reason = "each test binary uses a subset")]
+
+use std::time::Duration;
+
+use capsight_gateway::{GatewayConfig, Running};
+use capsight_proto::{
+    domain::Score,
+    v1::{
+        launch_service_client::LaunchServiceClient,
+        preflight_service_client::PreflightServiceClient,
+        report_service_client::ReportServiceClient, score_service_client::ScoreServiceClient,
+    },
+};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{Sandbox, fixtures::gateway_world, grpc};
+use tonic::transport::Channel;
+
+/// The compacted scores topic's partitions.
+const SCORES_PARTITIONS: i32 = 2;
+
+/// A gateway (once launched) in its sandbox; stopped on drop.
+pub struct Gateway {
+    pub sandbox: Sandbox,
+    pub config: GatewayConfig,
+    pub running: Option<Running>,
+    pub channel: Channel,
+    shutdown: Shutdown,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+impl Gateway {
+    /// A gateway whose scores topic holds `initial` before it starts.
+    pub async fn start(initial: &[Score]) -> Self {
+        let g = Self::prepare(true).await;
+        for s in initial {
+            g.sandbox.publish_score(s).await;
+        }
+        g.launch_gateway().await
+    }
+
+    /// The sandbox (with the scores topic when `scores_topic`) and the config, no gateway yet.
+    pub async fn prepare(scores_topic: bool) -> Self {
+        let mut world = gateway_world("gw");
+        if scores_topic {
+            world = world.scores(SCORES_PARTITIONS);
+        }
+        let sandbox = world.start().await;
+        Self {
+            config: sandbox.config(),
+            sandbox,
+            running: None,
+            // replaced by launch_gateway
+            channel: Channel::from_static("http://127.0.0.1:1").connect_lazy(),
+            shutdown: Shutdown::new(),
+        }
+    }
+
+    /// Creates the scores topic of a gateway prepared without it.
+    pub async fn create_scores_topic(&self) {
+        self.sandbox.create_scores_topic(SCORES_PARTITIONS).await;
+    }
+
+    /// Starts the gateway with `config`, its tenants' clouds in the sandbox's cloudsim.
+    pub async fn launch_gateway(mut self) -> Self {
+        let running = capsight_gateway::start(
+            self.config.clone(),
+            self.sandbox.clouds(),
+            self.shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        self.channel = grpc::channel(running.addr);
+        self.running = Some(running);
+        self
+    }
+
+    /// Waits until the scores view is built (at most 30 s).
+    pub async fn wait_ready(&self) {
+        let view = &self.running.as_ref().unwrap().view;
+        tokio::time::timeout(Duration::from_secs(30), view.wait_ready())
+            .await
+            .expect("scores view ready within 30 s");
+    }
+
+    /// The API key of `tenant` (`acme`, `globex`, `readonly`, `flood`).
+    pub fn key(&self, tenant: &str) -> String {
+        self.sandbox.key(tenant)
+    }
+
+    pub fn scores(&self) -> ScoreServiceClient<Channel> {
+        ScoreServiceClient::new(self.channel.clone())
+    }
+
+    pub fn preflight(&self) -> PreflightServiceClient<Channel> {
+        PreflightServiceClient::new(self.channel.clone())
+    }
+
+    pub fn launch(&self) -> LaunchServiceClient<Channel> {
+        LaunchServiceClient::new(self.channel.clone())
+    }
+
+    pub fn report(&self) -> ReportServiceClient<Channel> {
+        ReportServiceClient::new(self.channel.clone())
+    }
+}
