@@ -26,10 +26,7 @@ const RULES: &[(&str, &[&str])] = &[
 
 /// Edges that break the rule and are still to be removed (each removal deletes its line; the
 /// list may only shrink: `known_exceptions_still_exist`).
-const KNOWN: &[(&str, &str)] = &[
-    // the launcher's tests run the reports intake in-process (to move to tests/)
-    ("capsight-launcher", "capsight-reports"),
-];
+const KNOWN: &[(&str, &str)] = &[];
 
 /// Normal (non-test) edges forbidden even inside a wing, with the reason.
 const FORBIDDEN: &[(&str, &str, &str)] = &[(

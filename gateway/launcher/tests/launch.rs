@@ -4,24 +4,18 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
-mod common;
+mod launcher;
 
 use std::time::Duration;
 
-use capsight_proto::{
-    codec,
-    domain::{ErrorClass, LaunchOutcome, LaunchState, Payload, Signal, SignalSource},
-};
-use common::{ACME, CAPPED, Harness};
+use capsight_proto::domain::{ErrorClass, LaunchOutcome, LaunchState, Payload, SignalSource};
+use capsight_testkit::{kafka::consume, launches, signals::score, wait::eventually};
 use lapin::{
     BasicProperties,
     options::{BasicGetOptions, BasicPublishOptions},
     types::AMQPValue,
 };
-use rdkafka::{
-    Message,
-    consumer::{Consumer, StreamConsumer},
-};
+use launcher::{ACME, CAPPED, Harness};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -33,7 +27,7 @@ fn states(events: &[capsight_clickhouse::rows::LaunchEventRow]) -> Vec<&str> {
 async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
     let h = Harness::start("60s").await;
     let (stop, task) = h.spawn_launcher();
-    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&job).await;
 
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
@@ -56,7 +50,7 @@ async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
 
     // a duplicate delivery of the same job changes nothing
     h.publish_raw(&job).await;
-    common::eventually(LIMIT, "jobs queue drained", || async {
+    eventually(LIMIT, "jobs queue drained", || async {
         (h.queue_depth(&h.config.amqp.launch.jobs_queue).await == 0).then_some(())
     })
     .await;
@@ -66,7 +60,7 @@ async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 /// The tasks that write to a running job (cancel sweep, reaper, standby) go through
@@ -75,7 +69,7 @@ async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
 async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     let h = Harness::start("60s").await;
     let (stop, task) = h.spawn_launcher();
-    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&job).await;
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
     stop.trigger();
@@ -126,45 +120,24 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     let finals = h.events(ACME, &job.job_id).await;
     assert_eq!(finals.last().unwrap().state, LaunchState::Terminated);
     assert_eq!(finals.len(), after.len() + 1);
-    h.cleanup().await;
-}
-
-async fn signals_of(h: &Harness, n: usize) -> Vec<Signal> {
-    let consumer: StreamConsumer = h
-        .config
-        .kafka
-        .consumer_config("test", &format!("test-{}", uuid::Uuid::new_v4()))
-        .create()
-        .unwrap();
-    consumer
-        .subscribe(&[h.config.kafka.topics.signals.as_str()])
-        .unwrap();
-    let mut out = Vec::new();
-    while out.len() < n {
-        let msg = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("signals within 30 s")
-            .unwrap();
-        out.push(codec::decode_signal(msg.payload().unwrap()).unwrap());
-    }
-    out
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
     let h = Harness::start("60s").await;
     h.put_scores(&[
-        common::score("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 20),
-        common::score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 70),
-        common::score("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 90),
+        score("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 20, 0.8),
+        score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 70, 0.8),
+        score("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 90, 0.8),
         // not allowed by the job: other region, spot without interruptible
-        common::score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 99),
-        common::score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 99),
+        score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 99, 0.8),
+        score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 99, 0.8),
     ])
     .await;
     let (stop, task) = h.spawn_launcher();
     // use1-az1 has no stock
-    let job = h.job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 2);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 2);
     h.submit(&job).await;
 
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
@@ -196,7 +169,8 @@ async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
     );
 
     // both attempts are launch-attempt signals of the tenant
-    let mut signals = signals_of(&h, 2).await;
+    let kafka = &h.config.kafka;
+    let mut signals = consume(kafka, &kafka.topics.signals, 2).await;
     signals.sort_by_key(|s| s.key.zone_str().to_owned());
     for s in &signals {
         assert_eq!(s.source, SignalSource::Launch);
@@ -217,14 +191,14 @@ async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_fallbacks_a_capacity_error_fails_the_job() {
     let h = Harness::start("60s").await;
     let (stop, task) = h.spawn_launcher();
-    let job = h.job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 0);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 0);
     h.submit(&job).await;
     let events = h.wait_state(ACME, &job.job_id, "failed", LIMIT).await;
     let failed = events.last().unwrap();
@@ -238,7 +212,7 @@ async fn without_fallbacks_a_capacity_error_fails_the_job() {
     assert!(h.instances_of(&job.job_id).await.is_empty());
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -253,7 +227,7 @@ async fn cancel_before_provisioning_and_while_running() {
     };
 
     // cancelled while queued: nothing is launched
-    let early = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let early = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     gw.cancel(&cancel(early.job_id.clone())).await.unwrap();
     h.submit(&early).await;
     let events = h.wait_state(ACME, &early.job_id, "cancelled", LIMIT).await;
@@ -261,7 +235,7 @@ async fn cancel_before_provisioning_and_while_running() {
     assert!(h.instances_of(&early.job_id).await.is_empty());
 
     // cancelled while running: the instance is terminated
-    let late = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let late = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&late).await;
     h.wait_state(ACME, &late.job_id, "running", LIMIT).await;
     assert_eq!(h.instances_of(&late.job_id).await.len(), 1);
@@ -282,7 +256,7 @@ async fn cancel_before_provisioning_and_while_running() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -307,7 +281,7 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_
     .await
     .unwrap();
     // a well-formed job of a tenant the registry does not know
-    let stranger = h.job(
+    let stranger = launches::job(
         "nobody",
         "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
         1,
@@ -315,7 +289,7 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_
     );
     h.submit(&stranger).await;
     // and a good job after them
-    let good = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let good = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&good).await;
     h.wait_state(ACME, &good.job_id, "running", LIMIT).await;
 
@@ -363,7 +337,7 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_
     let _ = conn.close(200, "bye".into()).await;
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -371,11 +345,11 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
     let h = Harness::start("60s").await;
     let (stop, task) = h.spawn_launcher();
     // quota 8 GPUs = one p5.48xlarge
-    let first = h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let first = launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&first).await;
     h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
 
-    let second = h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let second = launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&second).await;
     let events = h.wait_state(CAPPED, &second.job_id, "failed", LIMIT).await;
     assert_eq!(states(&events), vec!["queued", "preflight", "failed"]);
@@ -391,14 +365,14 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
     assert!(h.instances_of(&second.job_id).await.is_empty());
 
     // another tenant is not limited by it
-    let other = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 2, 0);
+    let other = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 2, 0);
     h.submit(&other).await;
     h.wait_state(ACME, &other.job_id, "running", LIMIT).await;
     assert_eq!(h.instances_of(&other.job_id).await.len(), 2);
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 /// Jobs of one tenant delivered together (prefetch 4) are checked against its GPU quota one at
@@ -407,7 +381,7 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
 async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
     let h = Harness::start("60s").await;
     let jobs: Vec<_> = (0..3)
-        .map(|_| h.job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0))
+        .map(|_| launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0))
         .collect();
     for job in &jobs {
         h.submit(job).await;
@@ -415,7 +389,7 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
     let (stop, task) = h.spawn_launcher();
     let mut outcomes = Vec::new();
     for job in &jobs {
-        let settled = common::eventually(LIMIT, "job settled", || async {
+        let settled = eventually(LIMIT, "job settled", || async {
             let events = h.events(CAPPED, &job.job_id).await;
             events
                 .last()
@@ -444,7 +418,7 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 /// A fallback never takes the tenant over its GPU quota: with 1 of 8 GPUs in use, the
@@ -453,17 +427,17 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
 async fn a_fallback_skips_alternatives_over_the_tenant_gpu_quota() {
     let h = Harness::start("60s").await;
     h.put_scores(&[
-        common::score("aws/us-east-1/use1-az1/g5.xlarge/on_demand", 10),
-        common::score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 99),
-        common::score("aws/us-east-1/use1-az4/g5.xlarge/on_demand", 50),
+        score("aws/us-east-1/use1-az1/g5.xlarge/on_demand", 10, 0.8),
+        score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 99, 0.8),
+        score("aws/us-east-1/use1-az4/g5.xlarge/on_demand", 50, 0.8),
     ])
     .await;
     let (stop, task) = h.spawn_launcher();
-    let first = h.job(CAPPED, "aws/us-east-1/use1-az4/g5.xlarge/on_demand", 1, 0);
+    let first = launches::job(CAPPED, "aws/us-east-1/use1-az4/g5.xlarge/on_demand", 1, 0);
     h.submit(&first).await;
     h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
 
-    let mut second = h.job(CAPPED, "aws/us-east-1/use1-az1/g5.xlarge/on_demand", 1, 2);
+    let mut second = launches::job(CAPPED, "aws/us-east-1/use1-az1/g5.xlarge/on_demand", 1, 2);
     second.constraints.as_mut().unwrap().allow_substitutes = true;
     h.submit(&second).await;
     let events = h.wait_state(CAPPED, &second.job_id, "running", LIMIT).await;
@@ -484,20 +458,15 @@ async fn a_fallback_skips_alternatives_over_the_tenant_gpu_quota() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 /// Makes the next `count` RunInstances calls of cloudsim fail with a transient error.
 async fn inject_faults(h: &Harness, count: u32) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/admin/faults", h.sim_url))
-        .json(
-            &serde_json::json!({"action": "RunInstances", "code": "InternalError", "count": count}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    h.sandbox
+        .sim()
+        .fault("RunInstances", "InternalError", count)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -506,7 +475,7 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
     let (stop, task) = h.spawn_launcher();
     // cloud.max_attempts = 2 in the harness: two faults fail the first job-level try
     inject_faults(&h, 2).await;
-    let job = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&job).await;
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
     assert_eq!(
@@ -517,7 +486,7 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
 
     // faults outlasting launcher.max_retries (5): failed, and dead-lettered for replay
     inject_faults(&h, 1000).await;
-    let doomed = h.job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let doomed = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
     h.submit(&doomed).await;
     let events = h.wait_state(ACME, &doomed.job_id, "failed", LIMIT).await;
     let failed = events.last().unwrap();
@@ -527,7 +496,7 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
         "{}",
         failed.detail
     );
-    common::eventually(LIMIT, "the exhausted job dead-lettered", || async {
+    eventually(LIMIT, "the exhausted job dead-lettered", || async {
         (h.queue_depth(&h.config.amqp.launch.dead_letter_queue).await == 1).then_some(())
     })
     .await;
@@ -535,7 +504,7 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
 
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -543,10 +512,10 @@ async fn cancel_while_provisioning_terminates_the_pending_instance() {
     // use1-az6 instances take 20 simulated minutes = 20 s to run
     let h = Harness::start("20m").await;
     let (stop, task) = h.spawn_launcher();
-    let job = h.job(ACME, "aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 1, 0);
+    let job = launches::job(ACME, "aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 1, 0);
     h.submit(&job).await;
     h.wait_state(ACME, &job.job_id, "provisioning", LIMIT).await;
-    common::eventually(LIMIT, "the instance launched", || async {
+    eventually(LIMIT, "the instance launched", || async {
         (h.instances_of(&job.job_id).await.len() == 1).then_some(())
     })
     .await;
@@ -571,5 +540,5 @@ async fn cancel_while_provisioning_terminates_the_pending_instance() {
     assert!(h.instances_of(&job.job_id).await.is_empty());
     stop.trigger();
     task.await.unwrap();
-    h.cleanup().await;
+    h.sandbox.cleanup().await;
 }

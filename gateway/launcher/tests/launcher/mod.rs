@@ -1,0 +1,159 @@
+//! The launcher's tests on a kit sandbox (topics, database, launch topology, tenants and a
+//! cloudsim of their own on the real local stack): the launcher in-process or as its binary,
+//! jobs submitted exactly as the gateway does it (the launch core's `Store` and
+//! `JobPublisher`), and read back the way its GetLaunch does.
+
+#![allow(dead_code, reason = "each test binary uses a subset")]
+
+use std::time::Duration;
+
+use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
+use capsight_cloud::Instance;
+use capsight_cloudsim::scenario::Scenario;
+use capsight_launch::queue::JobPublisher;
+use capsight_launcher::{LauncherConfig, store::Store};
+use capsight_proto::{domain::Score, v1};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{
+    Sandbox, amqp, clickhouse,
+    cloud::{self, OPERATOR, ROLE_ACME, Sim, catalog},
+    fixtures, launches,
+    process::{ChildGuard, bin},
+    tenants::tenant,
+    wait::eventually,
+};
+
+/// Tenant with no GPU quota.
+pub const ACME: &str = "acme";
+/// Tenant with a GPU quota of 8 (one p5.48xlarge).
+pub const CAPPED: &str = "capped";
+
+/// p5.48xlarge on-demand: no stock in use1-az1, stock in use1-az4 and use1-az6; g5.xlarge
+/// on-demand: none in use1-az1, 4 in use1-az4; `slow` is the pending -> running delay
+/// (simulated) of p5.48xlarge in use1-az6.
+pub fn scenario(slow: &str) -> Scenario {
+    let mut scenario = fixtures::scenario("launcher");
+    let delay = humantime_serde::re::humantime::parse_duration(slow).unwrap();
+    for pool in &mut scenario.pools {
+        if pool.zone == "use1-az6" && pool.instance_type == "p5.48xlarge" {
+            pool.provisioning = Some(delay);
+        }
+    }
+    scenario
+}
+
+/// A test's sandbox and the launcher's config in it.
+pub struct Harness {
+    pub sandbox: Sandbox,
+    pub config: LauncherConfig,
+}
+
+impl Harness {
+    /// The sandbox with [`scenario`]`(slow_provisioning)` at 60 simulated seconds a second.
+    pub async fn start(slow_provisioning: &str) -> Self {
+        let sandbox = Sandbox::builder("launcher")
+            .signals(1)
+            .database()
+            .amqp()
+            .profile("launcher")
+            .profile("cloud")
+            .tenants([
+                tenant(ACME).role(ROLE_ACME, "ext-acme"),
+                tenant(CAPPED).role(ROLE_ACME, "ext-acme").gpu_quota(8),
+            ])
+            .cloudsim(Sim::builder(scenario(slow_provisioning)).time_scale(60.0))
+            .start()
+            .await;
+        Self {
+            config: sandbox.config(),
+            sandbox,
+        }
+    }
+
+    /// Starts the launcher in this process.
+    pub fn spawn_launcher(&self) -> (Shutdown, tokio::task::JoinHandle<()>) {
+        let shutdown = Shutdown::new();
+        let run = capsight_launcher::run(
+            self.config.clone(),
+            catalog(),
+            self.sandbox.clouds(),
+            shutdown.clone(),
+        );
+        (shutdown, tokio::spawn(async move { run.await.unwrap() }))
+    }
+
+    /// Starts the `capsight-launcher` binary on the sandbox's config, with `env` added; its log
+    /// is `<log>.log` in the sandbox.
+    pub fn spawn_binary(&self, env: &[(&str, &str)], log: &str) -> ChildGuard {
+        self.sandbox.spawn(
+            log,
+            self.sandbox
+                .command(bin("capsight-launcher"))
+                .envs(self.sandbox.sim().aws_env(OPERATOR))
+                .envs(env.iter().copied()),
+        )
+    }
+
+    pub fn store(&self) -> Store {
+        Store::new(self.sandbox.client())
+    }
+
+    /// Writes `scores` to the sandbox's ClickHouse `scores` table.
+    pub async fn put_scores(&self, scores: &[Score]) {
+        let rows: Vec<ScoreRow> = scores.iter().map(ScoreRow::new).collect();
+        clickhouse::insert(&self.sandbox.client(), "scores", &rows).await;
+    }
+
+    /// Records the job (request + `queued`, seq 0) and publishes it, as the gateway's Launch.
+    pub async fn submit(&self, job: &v1::LaunchJob) {
+        let request = launches::job_request(job, chrono::Utc::now());
+        self.store()
+            .record_launch(&request, &launches::queued(&request))
+            .await
+            .unwrap();
+        self.publish_raw(job).await;
+    }
+
+    /// Publishes a job without recording it.
+    pub async fn publish_raw(&self, job: &v1::LaunchJob) {
+        JobPublisher::new(self.config.amqp.clone(), Duration::from_secs(10))
+            .publish(job)
+            .await
+            .unwrap();
+    }
+
+    /// The job's transitions as the gateway's GetLaunch reads them.
+    pub async fn events(&self, tenant: &str, job_id: &str) -> Vec<LaunchEventRow> {
+        self.store()
+            .launch(tenant, job_id)
+            .await
+            .unwrap()
+            .map(|l| l.events)
+            .unwrap_or_default()
+    }
+
+    /// Waits until the job's latest state is `state`; returns all transitions.
+    pub async fn wait_state(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Vec<LaunchEventRow> {
+        eventually(limit, &format!("job {job_id} in state {state}"), || async {
+            let events = self.events(tenant, job_id).await;
+            (events.last().map(|e| e.state.as_str()) == Some(state)).then_some(events)
+        })
+        .await
+    }
+
+    /// The job's live instances in the tenant's account.
+    pub async fn instances_of(&self, job_id: &str) -> Vec<Instance> {
+        cloud::instances_of(&*self.sandbox.tenant_adapter(ACME).await, job_id).await
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        amqp::queue_depth(&self.config.amqp, queue).await
+    }
+}
