@@ -16,30 +16,26 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{collections::BTreeMap, process::Command, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use capsight_clickhouse::{ClickHouseSettings, migrate};
 use capsight_gateway::view::{self, ScoresView};
-use capsight_kafka::{KafkaSettings, admin};
-use capsight_proto::{codec, domain::Signal};
+use capsight_kafka::KafkaSettings;
+use capsight_proto::domain::Signal;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
+    Sandbox,
     broker::{PrivateBroker, api},
-    process::{ChildGuard, bin, free_port, send_signal, unique},
+    clickhouse::signal_counts,
+    kafka,
+    process::{ChildGuard, bin, free_port, send_signal},
     signals::launch,
 };
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 const KEYS: usize = 8;
 const PER_ROUND: usize = 1_500;
 /// Longer than the 6 s session timeout.
 const FREEZE: Duration = Duration::from_secs(10);
-
-#[derive(serde::Deserialize)]
-struct Conf {
-    kafka: KafkaSettings,
-    clickhouse: ClickHouseSettings,
-}
 
 fn key(i: usize) -> String {
     let zones = ["use1-az1", "use1-az2", "use1-az4", "use1-az6"];
@@ -50,6 +46,9 @@ fn key(i: usize) -> String {
     };
     format!("aws/us-east-1/{}/p5.48xlarge/{market}", zones[i % 4])
 }
+
+/// How long a record may wait for a frozen broker: it must wait, not fail.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The shortened consumer timeouts, as a binary reads them from its environment.
 const CONSUMER_ENV: [(&str, &str); 6] = [
@@ -63,8 +62,9 @@ const CONSUMER_ENV: [(&str, &str); 6] = [
 
 struct Rig {
     broker: PrivateBroker,
+    sandbox: Sandbox,
+    /// The sandbox's Kafka settings with the shortened consumer timeouts.
     kafka: KafkaSettings,
-    clickhouse: ClickHouseSettings,
     producer: FutureProducer,
     published: BTreeMap<String, usize>,
     next_id: usize,
@@ -72,38 +72,25 @@ struct Rig {
 
 impl Rig {
     async fn new() -> Self {
-        let conf = capsight_runtime::config::load::<Conf>(None).unwrap();
         let broker = PrivateBroker::start_behind_proxy().await;
-        let name = unique("pause").replace('-', "_");
-        let mut kafka = conf.kafka;
-        kafka.brokers = broker.brokers();
-        kafka.topics.signals = format!("test.{name}.signals");
-        kafka.topics.signals_partitions = 4;
-        kafka.topics.scores = format!("test.{name}.scores");
-        kafka.topics.scores_partitions = 4;
-        kafka.topics.signals_dlq = format!("test.{name}.dlq");
+        let sandbox = Sandbox::builder("pause")
+            .brokers(&broker.brokers())
+            .topics(4)
+            .database()
+            .profile("scorer")
+            .start()
+            .await;
+        let mut kafka = sandbox.kafka.clone();
         kafka.consumer.session_timeout = Duration::from_secs(6);
         kafka.consumer.heartbeat_interval = Duration::from_secs(1);
         kafka.consumer.stall_after = Duration::from_secs(15);
         kafka.consumer.check_interval = Duration::from_secs(1);
         kafka.consumer.max_recoveries = 3;
-        admin::ensure_topics(&kafka, &kafka.topics.specs())
-            .await
-            .unwrap();
-        let clickhouse = conf.clickhouse.with_database(&format!("test_{name}"));
-        migrate::apply(&clickhouse)
-            .await
-            .expect("ClickHouse reachable (run deploy/local/stack up)");
-        let producer = kafka
-            .producer_config("test")
-            // a frozen broker holds deliveries back; they must wait, not fail
-            .set("message.timeout.ms", "300000")
-            .create()
-            .unwrap();
+        let producer = kafka::producer(&kafka, PRODUCE_TIMEOUT);
         Self {
             broker,
+            sandbox,
             kafka,
-            clickhouse,
             producer,
             published: BTreeMap::new(),
             next_id: 0,
@@ -111,31 +98,15 @@ impl Rig {
     }
 
     fn scorer(&self, health_port: u16) -> ChildGuard {
-        let log = std::env::temp_dir().join(format!("{}-scorer.log", self.kafka.topics.signals));
-        let c = &self.kafka;
-        ChildGuard::spawn(
+        self.sandbox.spawn(
             "capsight-scorer",
-            Command::new(bin("capsight-scorer"))
-                .env("CAPSIGHT_KAFKA__BROKERS", &c.brokers)
-                .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS", &c.topics.signals)
-                .env("CAPSIGHT_KAFKA__TOPICS__SCORES", &c.topics.scores)
-                .env("CAPSIGHT_KAFKA__TOPICS__SIGNALS_DLQ", &c.topics.signals_dlq)
-                .env("CAPSIGHT_CLICKHOUSE__URL", &self.clickhouse.url)
-                .env("CAPSIGHT_CLICKHOUSE__DATABASE", &self.clickhouse.database)
-                .env(
-                    "CAPSIGHT_SCORER__GROUP_ID",
-                    format!("{}-scorer", c.topics.signals),
-                )
-                .env("CAPSIGHT_SCORER__BATCH_MAX_INTERVAL", "200ms")
-                .env("CAPSIGHT_SCORER__RETRY_BACKOFF", "200ms")
+            self.sandbox
+                .command(bin("capsight-scorer"))
                 .env(
                     "CAPSIGHT_SCORER__HEALTH_LISTEN",
                     format!("127.0.0.1:{health_port}"),
                 )
-                .envs(CONSUMER_ENV)
-                .env("RUST_LOG", "info")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(log).unwrap()),
+                .envs(CONSUMER_ENV),
         )
     }
 
@@ -157,47 +128,21 @@ impl Rig {
             })
             .collect();
         self.next_id += n;
-        let encoded: Vec<(String, Vec<u8>)> = signals
-            .iter()
-            .map(|s| (s.key.partition_key(), codec::encode_signal(s)))
-            .collect();
-        let sends = encoded.iter().map(|(k, v)| {
-            self.producer.send(
-                FutureRecord::to(&self.kafka.topics.signals)
-                    .key(k)
-                    .payload(v),
-                Duration::from_secs(300),
-            )
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e).unwrap();
-        }
+        kafka::send_signals(
+            &self.producer,
+            &self.kafka.topics.signals,
+            &signals,
+            PRODUCE_TIMEOUT,
+        )
+        .await;
     }
 
     fn total(&self) -> u64 {
         self.next_id as u64
     }
 
-    async fn stored(&self, final_: bool) -> (u64, u64) {
-        #[derive(clickhouse::Row, serde::Deserialize)]
-        struct Counts {
-            distinct: u64,
-            rows: u64,
-        }
-        let sql = if final_ {
-            "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals FINAL"
-        } else {
-            "SELECT uniqExact(id) AS distinct, count() AS rows FROM signals"
-        };
-        let c: Counts = self
-            .clickhouse
-            .client()
-            .unwrap()
-            .query(sql)
-            .fetch_one()
-            .await
-            .unwrap();
-        (c.distinct, c.rows)
+    async fn stored(&self, merged: bool) -> (u64, u64) {
+        signal_counts(&self.sandbox.client(), merged).await
     }
 
     /// Waits until every published signal is stored and the view counts every signal of every
@@ -320,13 +265,5 @@ async fn frozen_broker_loses_nothing_counts_nothing_twice_and_needs_no_restart()
     view_shutdown.trigger();
     follow.await.unwrap().unwrap();
     scorer.terminate(Duration::from_secs(60));
-    rig.clickhouse
-        .server_client()
-        .query(&format!(
-            "DROP DATABASE IF EXISTS {}",
-            rig.clickhouse.database
-        ))
-        .execute()
-        .await
-        .unwrap();
+    rig.sandbox.cleanup().await;
 }
