@@ -14,9 +14,8 @@ use capsight_proto::{
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
-    Sandbox,
     cloud::{ROLE_ACME, Sim, catalog, instances_of},
-    fixtures::scenario,
+    fixtures::{launcher_world, scenario},
     grpc::{self, authed},
     tenants::tenant,
     wait::eventually,
@@ -24,14 +23,9 @@ use capsight_testkit::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn launch_through_the_gateway_runs_and_get_launch_shows_every_transition() {
-    let sandbox = Sandbox::builder("launch_gw")
-        .signals(1)
+    let sandbox = launcher_world("launch_gw")
         .scores(1)
-        .database()
-        .amqp()
-        .profile("launcher")
         .profile("gateway")
-        .profile("cloud")
         .tenants([tenant("acme").role(ROLE_ACME, "ext-acme").with_key()])
         .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
         .start()

@@ -40,7 +40,7 @@ use capsight_testkit::{
     Sandbox,
     clickhouse::{insert, tsv},
     cloud::{OPERATOR, ROLE_ACME, Sim, catalog, instance_state, wait_instance},
-    fixtures::{documented_queries, scenario},
+    fixtures::{documented_queries, launcher_world, scenario},
     grpc,
     launches::{self, job_request, queued},
     process::bin,
@@ -60,14 +60,9 @@ const TIME_SCALE: f64 = 10.0;
 /// sandbox's cloudsim (the standby scenario at [`TIME_SCALE`]) through its webhook with acme's
 /// key. The intake stops with the returned shutdown.
 async fn sandbox() -> (Sandbox, Shutdown) {
-    let mut sandbox = Sandbox::builder("standby")
-        .signals(1)
+    let mut sandbox = launcher_world("standby")
         .scores(1)
-        .database()
-        .amqp()
-        .profile("launcher")
         .profile("gateway")
-        .profile("cloud")
         .tenants([
             tenant("acme")
                 .name("Acme")
@@ -240,6 +235,86 @@ async fn wait_event(
     .await
 }
 
+/// Acme's launch running on an instance launched for it (see [`record_running`]): (job id,
+/// instance id).
+async fn running_launch(
+    sandbox: &Sandbox,
+    adapter: &dyn CloudAdapter,
+    market: Market,
+    running_for: Duration,
+    limits: (u64, u64),
+    warm_standby: bool,
+) -> (String, String) {
+    let job_id = job();
+    let instance = run_instance(adapter, &job_id, market).await;
+    record_running(
+        sandbox,
+        &job_id,
+        &instance,
+        market,
+        running_for,
+        limits,
+        warm_standby,
+    )
+    .await;
+    (job_id, instance)
+}
+
+/// [`wait_event`] for a transition whose detail starts with `prefix`.
+async fn wait_detail(
+    sandbox: &Sandbox,
+    job_id: &str,
+    within: Duration,
+    prefix: &str,
+) -> LaunchEventRow {
+    wait_event(sandbox, job_id, within, |e| e.detail.starts_with(prefix)).await
+}
+
+/// Waits (60 s) for the job's `standby ready` transition and (30 s) until its standby is
+/// stopped: (the transition, the standby's id).
+async fn stopped_standby(
+    sandbox: &Sandbox,
+    adapter: &dyn CloudAdapter,
+    job_id: &str,
+) -> (LaunchEventRow, String) {
+    let ready = wait_detail(sandbox, job_id, Duration::from_secs(60), "standby ready").await;
+    let standby_id = standby_of(&ready);
+    wait_instance(
+        adapter,
+        &standby_id,
+        &[InstanceState::Stopped],
+        Duration::from_secs(30),
+    )
+    .await;
+    (ready, standby_id)
+}
+
+/// Interrupts the job's `spot` instance (cloudsim sends a rebalance recommendation to the
+/// intake) and waits (30 s) for the job's `standby active` transition, then (30 s) until
+/// `standby` runs: (the transition, how long it took to be recorded, how long until the standby
+/// ran).
+async fn interrupt(
+    sandbox: &Sandbox,
+    adapter: &dyn CloudAdapter,
+    job_id: &str,
+    spot: &str,
+    standby: &str,
+) -> (LaunchEventRow, Duration, Duration) {
+    let t0 = Instant::now();
+    assert_eq!(sandbox.sim().interrupt(spot).await, 204);
+    let active = wait_detail(sandbox, job_id, Duration::from_secs(30), "standby active").await;
+    let recorded = t0.elapsed();
+    let to_running = wait_instance(
+        adapter,
+        standby,
+        &[InstanceState::Running],
+        Duration::from_secs(30),
+    )
+    .await
+        + recorded;
+    (active, recorded, to_running)
+}
+
 /// The standby instance named by a `standby ready` transition.
 fn standby_of(ready: &LaunchEventRow) -> String {
     ready
@@ -258,25 +333,12 @@ fn job() -> String {
 async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_cooldown() {
     let (sb, _intake) = sandbox().await;
     let adapter = sb.tenant_adapter("acme").await;
-    let job_id = job();
-    let spot = run_instance(&*adapter, &job_id, Market::Spot).await;
-    record_running(
-        &sb,
-        &job_id,
-        &spot,
-        Market::Spot,
-        Duration::ZERO,
-        (0, 0),
-        true,
-    )
-    .await;
+    let (job_id, spot) =
+        running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
     // an on-demand job without a standby is left alone
-    let plain = job();
-    let plain_id = run_instance(&*adapter, &plain, Market::OnDemand).await;
-    record_running(
+    let (plain, _) = running_launch(
         &sb,
-        &plain,
-        &plain_id,
+        &*adapter,
         Market::OnDemand,
         Duration::ZERO,
         (0, 0),
@@ -301,21 +363,10 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     let task = tokio::spawn(manager.run(sb.kafka.clone(), first.clone()));
 
     // 1. the stopped on-demand clone
-    let ready = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("standby ready")
-    })
-    .await;
+    let (ready, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
     assert_eq!(ready.state, LaunchState::Running);
     assert_eq!(ready.instance_id, spot, "the spot instance still serves");
-    let standby_id = standby_of(&ready);
     assert_ne!(standby_id, spot);
-    wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Stopped],
-        Duration::from_secs(30),
-    )
-    .await;
     let standby = adapter
         .describe(&[InstanceId::new(&standby_id).unwrap()])
         .await
@@ -336,21 +387,8 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     );
 
     // 2. interrupt the spot instance: cloudsim -> webhook -> reports intake -> Kafka -> launcher
-    let t0 = Instant::now();
-    assert_eq!(sb.sim().interrupt(&spot).await, 204);
-    let active = wait_event(&sb, &job_id, Duration::from_secs(30), |e| {
-        e.detail.starts_with("standby active")
-    })
-    .await;
-    let recorded = t0.elapsed();
-    let to_running = wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Running],
-        Duration::from_secs(30),
-    )
-    .await
-        + recorded;
+    let (active, recorded, to_running) =
+        interrupt(&sb, &*adapter, &job_id, &spot, &standby_id).await;
     println!(
         "MEASURED: interruption (rebalance recommendation) -> standby started and recorded in {} ms; \
          -> standby running in {} ms (cloudsim provisioning 10 s simulated at time scale {TIME_SCALE}); \
@@ -378,10 +416,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     );
 
     // 3. a replacement spot instance runs; the interrupted one is terminated
-    let replaced = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("replacement running")
-    })
-    .await;
+    let replaced = wait_detail(&sb, &job_id, Duration::from_secs(60), "replacement running").await;
     let replacement = replaced.instance_id.clone();
     assert!(!replacement.is_empty() && replacement != spot && replacement != standby_id);
     assert_eq!(replaced.market, "spot");
@@ -422,10 +457,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         )
         .run(sb.kafka.clone(), second.clone()),
     );
-    let stopped = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("standby stopped")
-    })
-    .await;
+    let stopped = wait_detail(&sb, &job_id, Duration::from_secs(60), "standby stopped").await;
     assert!(
         stopped.at >= replaced.at + u32::try_from(cooldown.as_secs()).unwrap(),
         "stopped at {} before the cooldown after {}",
@@ -505,46 +537,23 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     let idle_i = run_instance(&*adapter, &idle, Market::OnDemand).await;
     let busy_i = run_instance(&*adapter, &busy, Market::OnDemand).await;
     let fresh_i = run_instance(&*adapter, &fresh, Market::OnDemand).await;
-    record_running(
-        &sb,
-        &old,
-        &old_i,
-        Market::OnDemand,
-        Duration::from_secs(100),
-        (60, 0),
-        false,
-    )
-    .await;
-    record_running(
-        &sb,
-        &idle,
-        &idle_i,
-        Market::OnDemand,
-        Duration::ZERO,
-        (0, 3),
-        false,
-    )
-    .await;
-    record_running(
-        &sb,
-        &busy,
-        &busy_i,
-        Market::OnDemand,
-        Duration::ZERO,
-        (0, 3),
-        false,
-    )
-    .await;
-    record_running(
-        &sb,
-        &fresh,
-        &fresh_i,
-        Market::OnDemand,
-        Duration::ZERO,
-        (3600, 0),
-        false,
-    )
-    .await;
+    for (job_id, instance, running_for, limits) in [
+        (&old, &old_i, Duration::from_secs(100), (60, 0)),
+        (&idle, &idle_i, Duration::ZERO, (0, 3)),
+        (&busy, &busy_i, Duration::ZERO, (0, 3)),
+        (&fresh, &fresh_i, Duration::ZERO, (3600, 0)),
+    ] {
+        record_running(
+            &sb,
+            job_id,
+            instance,
+            Market::OnDemand,
+            running_for,
+            limits,
+            false,
+        )
+        .await;
+    }
 
     // heartbeat validation: unknown / other tenant's job and a bad id are refused
     let err = launch.heartbeat(beat("not-a-uuid")).await.unwrap_err();
@@ -869,34 +878,10 @@ async fn a_spot_job_with_warm_standby_through_the_real_binary() {
     .await;
     let spot = running.instance_id.clone();
     assert_eq!(running.market, "spot");
-    let ready = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("standby ready")
-    })
-    .await;
-    let standby_id = standby_of(&ready);
-    wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Stopped],
-        Duration::from_secs(30),
-    )
-    .await;
+    let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
 
-    let t0 = Instant::now();
-    assert_eq!(sb.sim().interrupt(&spot).await, 204);
-    let active = wait_event(&sb, &job_id, Duration::from_secs(30), |e| {
-        e.detail.starts_with("standby active")
-    })
-    .await;
-    let recorded = t0.elapsed();
-    let to_running = wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Running],
-        Duration::from_secs(30),
-    )
-    .await
-        + recorded;
+    let (active, recorded, to_running) =
+        interrupt(&sb, &*adapter, &job_id, &spot, &standby_id).await;
     println!(
         "MEASURED (binary): interruption -> standby started and recorded in {} ms, running in {} ms; {}",
         recorded.as_millis(),
@@ -909,14 +894,8 @@ async fn a_spot_job_with_warm_standby_through_the_real_binary() {
         "{}",
         active.detail
     );
-    let replaced = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("replacement running")
-    })
-    .await;
-    let stopped = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("standby stopped")
-    })
-    .await;
+    let replaced = wait_detail(&sb, &job_id, Duration::from_secs(60), "replacement running").await;
+    let stopped = wait_detail(&sb, &job_id, Duration::from_secs(60), "standby stopped").await;
     assert!(stopped.at >= replaced.at + 3);
     assert_eq!(stopped.instance_id, replaced.instance_id);
     wait_instance(
@@ -935,18 +914,8 @@ async fn a_spot_job_with_warm_standby_through_the_real_binary() {
 async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
     let (sb, _intake) = sandbox().await;
     let adapter = sb.tenant_adapter("acme").await;
-    let job_id = job();
-    let spot = run_instance(&*adapter, &job_id, Market::Spot).await;
-    record_running(
-        &sb,
-        &job_id,
-        &spot,
-        Market::Spot,
-        Duration::ZERO,
-        (0, 0),
-        true,
-    )
-    .await;
+    let (job_id, spot) =
+        running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
     let shutdown = Shutdown::new();
     let task = tokio::spawn(
         Standby::new(
@@ -961,27 +930,13 @@ async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
         )
         .run(sb.kafka.clone(), shutdown.clone()),
     );
-    let ready = wait_event(&sb, &job_id, Duration::from_secs(60), |e| {
-        e.detail.starts_with("standby ready")
-    })
-    .await;
-    let standby_id = standby_of(&ready);
-    wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Stopped],
-        Duration::from_secs(30),
-    )
-    .await;
+    let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
     // the spot instance disappears without any interruption event (a terminate emits none)
     adapter
         .terminate(&[InstanceId::new(&spot).unwrap()])
         .await
         .unwrap();
-    let active = wait_event(&sb, &job_id, Duration::from_secs(20), |e| {
-        e.detail.starts_with("standby active")
-    })
-    .await;
+    let active = wait_detail(&sb, &job_id, Duration::from_secs(20), "standby active").await;
     assert!(
         active.detail.contains("event=instance_gone"),
         "{}",

@@ -11,6 +11,7 @@
 
 use std::{collections::HashMap, process::Command};
 
+use capsight_testkit::process::succeed;
 use serde_json::Value;
 
 /// Which wings each wing may depend on.
@@ -38,21 +39,16 @@ const FORBIDDEN: &[(&str, &str, &str)] = &[(
 /// Every dependency edge between workspace crates: (from, from's wing, to, to's wing, kind).
 fn edges() -> Vec<(String, String, String, String, String)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeed(
+        Command::new(cargo)
+            .args([
+                "metadata",
+                "--no-deps",
+                "--format-version",
+                "1",
+                "--offline",
+            ])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/..")),
     );
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     let root = m["workspace_root"].as_str().unwrap().to_owned();

@@ -32,6 +32,7 @@ use capsight_testkit::{
     cloud::{Sim, catalog, quick_retries},
     fixtures,
     kafka::{consume_all, wait_for_broker},
+    process::succeed,
     wait::poll,
 };
 
@@ -145,20 +146,15 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     // tenants asked 5 times about p5 in az4 today: it is probed first
     preflight(&sb, "use1-az4", 5).await;
     let started = chrono::Utc::now();
-    let out = probe_command(
-        &sb,
-        &[(
-            "CAPSIGHT_PROBE__INSTANCE_TYPES",
-            "[\"p5.48xlarge\", \"g5.xlarge\"]",
-        )],
-    )
-    .arg("--once")
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        probe_command(
+            &sb,
+            &[(
+                "CAPSIGHT_PROBE__INSTANCE_TYPES",
+                "[\"p5.48xlarge\", \"g5.xlarge\"]",
+            )],
+        )
+        .arg("--once"),
     );
     let finished = chrono::Utc::now();
 
@@ -303,24 +299,19 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reservation_denied_falls_back_to_a_launch_probe() {
     let sb = sandbox("probe_fallback", 0).start().await;
-    let out = probe_command(
-        &sb,
-        &[
-            ("AWS_ACCESS_KEY_ID", "AKIATESTNORESERVE"),
-            (
-                "CAPSIGHT_PROBE__KEYS",
-                "[\"aws/us-east-1/use1-az1/p5.48xlarge/on_demand\"]",
-            ),
-            ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"g6e.xlarge\"]"),
-        ],
-    )
-    .arg("--once")
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        probe_command(
+            &sb,
+            &[
+                ("AWS_ACCESS_KEY_ID", "AKIATESTNORESERVE"),
+                (
+                    "CAPSIGHT_PROBE__KEYS",
+                    "[\"aws/us-east-1/use1-az1/p5.48xlarge/on_demand\"]",
+                ),
+                ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"g6e.xlarge\"]"),
+            ],
+        )
+        .arg("--once"),
     );
     let rows = audit_rows(&sb).await;
     let p5_price = price("p5.48xlarge");
@@ -608,19 +599,18 @@ async fn sweeper_removes_what_a_killed_prober_left_behind() {
     // the cloud recovers; the prober restarts (no budget left today: it only sweeps)
     sim.clear_faults().await;
     tokio::time::sleep(Duration::from_millis(1500)).await; // older than sweep_after
-    let out = probe_command(
-        &sb,
-        &[
-            ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
-            ("CAPSIGHT_PROBE__SWEEP_AFTER", "1s"),
-            ("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "0"),
-        ],
-    )
-    .arg("--once")
-    .output()
-    .unwrap();
+    let out = succeed(
+        probe_command(
+            &sb,
+            &[
+                ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
+                ("CAPSIGHT_PROBE__SWEEP_AFTER", "1s"),
+                ("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "0"),
+            ],
+        )
+        .arg("--once"),
+    );
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
     assert!(live_instances(&adapter).await.is_empty(), "{log}");
     assert!(active_reservations(&adapter).await.is_empty(), "{log}");
     let terminated: Vec<_> = adapter
@@ -790,12 +780,7 @@ async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
     // the next start (no budget: it probes nothing new) publishes the kept observation
     let mut restart = one_key.to_vec();
     restart.push(("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "0"));
-    let out = probe_command(&sb, &restart).arg("--once").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(probe_command(&sb, &restart).arg("--once"));
     let signals = consume_all(&sb.kafka, &sb.kafka.topics.signals).await;
     assert_eq!(signals.len(), 1, "{signals:#?}");
     assert_eq!(signals[0], kept);
@@ -805,8 +790,7 @@ async fn a_prober_killed_before_publishing_republishes_at_its_next_start() {
     assert_eq!(published[0].probe_id, probe_id);
 
     // and only once: a third start has nothing left to send
-    let out = probe_command(&sb, &restart).arg("--once").output().unwrap();
-    assert!(out.status.success());
+    succeed(probe_command(&sb, &restart).arg("--once"));
     assert_eq!(consume_all(kafka, &kafka.topics.signals).await.len(), 1);
     sb.cleanup().await;
 }

@@ -9,18 +9,21 @@
 use std::collections::BTreeMap;
 
 use capsight_proto::domain::{Market, Payload, Provider, QuotaReading, SignalSource};
-use capsight_testkit::{Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all};
+use capsight_testkit::{
+    Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
+};
 
-fn run_once(sandbox: &Sandbox) -> std::process::Output {
-    sandbox
-        .command(env!("CARGO_BIN_EXE_capsight-quota"))
-        .arg("--once")
-        .envs(sandbox.sim().aws_env("AKIATESTQUOTA"))
-        .env("CAPSIGHT_QUOTA__REGIONS", "[\"us-east-1\"]")
-        .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]")
-        .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
-        .output()
-        .unwrap()
+/// `capsight-quota --once`, which must succeed.
+fn run_once(sandbox: &Sandbox) {
+    succeed(
+        sandbox
+            .command(env!("CARGO_BIN_EXE_capsight-quota"))
+            .arg("--once")
+            .envs(sandbox.sim().aws_env("AKIATESTQUOTA"))
+            .env("CAPSIGHT_QUOTA__REGIONS", "[\"us-east-1\"]")
+            .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]")
+            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,12 +36,7 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
 
     let started = chrono::Utc::now();
     for _ in 0..2 {
-        let out = run_once(&sandbox);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_once(&sandbox);
     }
 
     let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use capsight_proto::domain::{
     OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory,
 };
-use capsight_testkit::{Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all};
+use capsight_testkit::{
+    Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_source_becomes_signals() {
@@ -27,20 +29,15 @@ async fn every_source_becomes_signals() {
     )
     .unwrap();
 
-    let out = sandbox
-        .command(env!("CARGO_BIN_EXE_capsight-spot"))
-        .arg("--once")
-        .envs(sandbox.sim().aws_env("AKIATESTSPOT"))
-        .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
-        .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)
-        .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000")
-        .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeed(
+        sandbox
+            .command(env!("CARGO_BIN_EXE_capsight-spot"))
+            .arg("--once")
+            .envs(sandbox.sim().aws_env("AKIATESTSPOT"))
+            .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
+            .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)
+            .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000")
+            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
     );
 
     let mut kinds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();

@@ -14,7 +14,7 @@ use std::{
 };
 
 use capsight_runtime::shutdown::Shutdown;
-use capsight_testkit::{Sandbox, fixtures::gateway_world, signals::score};
+use capsight_testkit::{Sandbox, fixtures::gateway_world, launches, signals::score};
 
 const AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 const AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
@@ -37,6 +37,13 @@ fn capsight(h: &Cli<'_>, key: &str, args: &[&str]) -> Output {
         .env_remove("CAPSIGHT_IMAGE_ID")
         .output()
         .unwrap()
+}
+
+/// `capsight launch` of `count` instances of AZ4, then `extra`.
+fn launch_az4(count: &'static str, extra: &[&'static str]) -> Vec<&'static str> {
+    let mut args = vec!["launch", AZ4, "--image", launches::IMAGE, "--count", count];
+    args.extend_from_slice(extra);
+    args
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -109,20 +116,7 @@ async fn the_cli_drives_every_command() {
     let v = json(&capsight(&h, &key, &["alternatives", AZ1, "-o", "json"]));
     assert_eq!(v["alternatives"][0]["rank"], 1);
 
-    let v = json(&capsight(
-        &h,
-        &key,
-        &[
-            "launch",
-            AZ4,
-            "--image",
-            "ami-0123456789abcdef0",
-            "--count",
-            "1",
-            "-o",
-            "json",
-        ],
-    ));
+    let v = json(&capsight(&h, &key, &launch_az4("1", &["-o", "json"])));
     assert_eq!(v["state"], "queued");
     let job = v["job_id"].as_str().unwrap().to_owned();
     let v = json(&capsight(&h, &key, &["status", &job, "-o", "json"]));
@@ -168,18 +162,7 @@ async fn the_cli_drives_every_command() {
     assert!(v["signal_id"].as_str().unwrap().starts_with("report-"));
 
     // errors: the field is named, exit 1
-    let bad = capsight(
-        &h,
-        &key,
-        &[
-            "launch",
-            AZ4,
-            "--image",
-            "ami-0123456789abcdef0",
-            "--count",
-            "40",
-        ],
-    );
+    let bad = capsight(&h, &key, &launch_az4("40", &[]));
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(

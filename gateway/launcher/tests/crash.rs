@@ -9,14 +9,10 @@ mod launcher;
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
 use capsight_proto::domain::LaunchState;
-use capsight_testkit::{launches, rabbit::PrivateRabbit, wait::eventually};
-use launcher::{ACME, Harness};
+use capsight_testkit::{rabbit::PrivateRabbit, wait::eventually};
+use launcher::{ACME, Harness, P5_AZ4, P5_AZ6, states};
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-fn states(events: &[capsight_clickhouse::rows::LaunchEventRow]) -> Vec<&str> {
-    events.iter().map(|e| e.state.as_str()).collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_at_every_state_then_restart_completes_with_exactly_one_instance() {
@@ -27,8 +23,7 @@ async fn kill_9_at_every_state_then_restart_completes_with_exactly_one_instance(
         ("launched", "provisioning"),
         ("running", "running"),
     ] {
-        let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-        h.submit(&job).await;
+        let job = h.launch(ACME, P5_AZ4, 1, 0).await;
         let mut doomed = h.spawn_binary(
             &[("CAPSIGHT_LAUNCHER__CRASH_AFTER", step)],
             &format!("crash-{step}"),
@@ -73,8 +68,7 @@ async fn kill_9_at_every_state_then_restart_completes_with_exactly_one_instance(
 async fn a_crash_loop_is_dead_lettered_by_the_delivery_limit_and_replays_to_one_instance() {
     let h = Harness::start("60s").await;
     let t = h.config.amqp.launch.clone();
-    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
+    let job = h.launch(ACME, P5_AZ4, 1, 0).await;
     // every worker dies right after the cloud answered: the job can never be acked
     let mut runs = 0;
     while h.queue_depth(&t.dead_letter_queue).await == 0 {
@@ -150,21 +144,15 @@ async fn a_rabbitmq_restart_mid_job_loses_nothing() {
     let mut rabbit = PrivateRabbit::new(&h.sandbox.dir);
     rabbit.start().await;
     h.config.amqp.url = rabbit.url().into();
-    let (stop, task) = h.spawn_launcher();
+    h.start_launcher();
 
-    let job = launches::job(ACME, "aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
-    h.wait_state(ACME, &job.job_id, "provisioning", LIMIT).await;
-    eventually(LIMIT, "the instance launched", || async {
-        (h.instances_of(&job.job_id).await.len() == 1).then_some(())
-    })
-    .await;
+    let job = h.launch(ACME, P5_AZ6, 1, 0).await;
+    h.wait_pending(&job.job_id, LIMIT).await;
 
     rabbit.stop().await;
     rabbit.start().await;
     // a job published after the restart is handled too
-    let after = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&after).await;
+    let after = h.launch(ACME, P5_AZ4, 1, 0).await;
 
     let events = h
         .wait_state(ACME, &job.job_id, "running", Duration::from_secs(120))
@@ -185,8 +173,8 @@ async fn a_rabbitmq_restart_mid_job_loses_nothing() {
         0
     );
 
-    stop.trigger();
-    task.await.unwrap();
+    h.stop_launcher().await;
     h.sandbox.cleanup().await;
+    // before the sandbox (and the node's directories in it) goes
     rabbit.stop().await;
 }

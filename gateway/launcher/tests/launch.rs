@@ -15,20 +15,14 @@ use lapin::{
     options::{BasicGetOptions, BasicPublishOptions},
     types::AMQPValue,
 };
-use launcher::{ACME, CAPPED, Harness};
+use launcher::{ACME, CAPPED, Harness, P5_AZ1, P5_AZ4, P5_AZ6, states};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn states(events: &[capsight_clickhouse::rows::LaunchEventRow]) -> Vec<&str> {
-    events.iter().map(|e| e.state.as_str()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
-    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
+    let h = Harness::with_launcher("60s").await;
+    let job = h.launch(ACME, P5_AZ4, 1, 0).await;
 
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
     assert_eq!(
@@ -58,22 +52,17 @@ async fn a_job_reaches_running_with_one_instance_and_ordered_events() {
     assert_eq!(h.events(ACME, &job.job_id).await.len(), 4);
     assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 /// The tasks that write to a running job (cancel sweep, reaper, standby) go through
 /// `Store::append_next`: concurrent writers never share a seq, and nothing follows a final state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
-    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
+    let mut h = Harness::with_launcher("60s").await;
+    let job = h.launch(ACME, P5_AZ4, 1, 0).await;
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
-    stop.trigger();
-    task.await.unwrap();
+    h.stop_launcher().await;
     let running = events.last().unwrap().clone();
 
     let store = h.store();
@@ -125,20 +114,19 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
-    let h = Harness::start("60s").await;
+    let mut h = Harness::start("60s").await;
     h.put_scores(&[
-        score("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 20, 0.8),
-        score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 70, 0.8),
-        score("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 90, 0.8),
+        score(P5_AZ1, 20, 0.8),
+        score(P5_AZ4, 70, 0.8),
+        score(P5_AZ6, 90, 0.8),
         // not allowed by the job: other region, spot without interruptible
         score("aws/us-west-2/usw2-az1/p5.48xlarge/on_demand", 99, 0.8),
         score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 99, 0.8),
     ])
     .await;
-    let (stop, task) = h.spawn_launcher();
+    h.start_launcher();
     // use1-az1 has no stock
-    let job = launches::job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 2);
-    h.submit(&job).await;
+    let job = h.launch(ACME, P5_AZ1, 1, 2).await;
 
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
     assert_eq!(
@@ -189,17 +177,13 @@ async fn a_capacity_error_falls_back_to_the_best_ranked_alternative() {
     assert_eq!(ok.outcome, LaunchOutcome::Succeeded);
     assert_ne!(signals[0].id, signals[1].id);
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_fallbacks_a_capacity_error_fails_the_job() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
-    let job = launches::job(ACME, "aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
+    let h = Harness::with_launcher("60s").await;
+    let job = h.launch(ACME, P5_AZ1, 1, 0).await;
     let events = h.wait_state(ACME, &job.job_id, "failed", LIMIT).await;
     let failed = events.last().unwrap();
     assert_eq!(failed.error_class, "capacity");
@@ -210,15 +194,12 @@ async fn without_fallbacks_a_capacity_error_fails_the_job() {
         failed.detail
     );
     assert!(h.instances_of(&job.job_id).await.is_empty());
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_before_provisioning_and_while_running() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
+    let h = Harness::with_launcher("60s").await;
     let gw = h.store();
     let cancel = |job_id: String| capsight_clickhouse::rows::LaunchCancellationRow {
         job_id,
@@ -227,7 +208,7 @@ async fn cancel_before_provisioning_and_while_running() {
     };
 
     // cancelled while queued: nothing is launched
-    let early = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
+    let early = launches::job(ACME, P5_AZ4, 1, 0);
     gw.cancel(&cancel(early.job_id.clone())).await.unwrap();
     h.submit(&early).await;
     let events = h.wait_state(ACME, &early.job_id, "cancelled", LIMIT).await;
@@ -235,8 +216,7 @@ async fn cancel_before_provisioning_and_while_running() {
     assert!(h.instances_of(&early.job_id).await.is_empty());
 
     // cancelled while running: the instance is terminated
-    let late = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&late).await;
+    let late = h.launch(ACME, P5_AZ4, 1, 0).await;
     h.wait_state(ACME, &late.job_id, "running", LIMIT).await;
     assert_eq!(h.instances_of(&late.job_id).await.len(), 1);
     gw.cancel(&cancel(late.job_id.clone())).await.unwrap();
@@ -254,15 +234,12 @@ async fn cancel_before_provisioning_and_while_running() {
     assert!(events.last().unwrap().detail.contains("terminated"));
     assert!(h.instances_of(&late.job_id).await.is_empty());
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_on() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
+    let h = Harness::with_launcher("60s").await;
     let t = h.config.amqp.launch.clone();
 
     // undecodable bytes
@@ -281,16 +258,9 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_
     .await
     .unwrap();
     // a well-formed job of a tenant the registry does not know
-    let stranger = launches::job(
-        "nobody",
-        "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
-        1,
-        0,
-    );
-    h.submit(&stranger).await;
+    let stranger = h.launch("nobody", P5_AZ4, 1, 0).await;
     // and a good job after them
-    let good = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&good).await;
+    let good = h.launch(ACME, P5_AZ4, 1, 0).await;
     h.wait_state(ACME, &good.job_id, "running", LIMIT).await;
 
     let mut reasons = Vec::new();
@@ -335,22 +305,17 @@ async fn poison_jobs_are_dead_lettered_with_their_reason_and_the_worker_carries_
     assert_eq!(h.queue_depth(&t.jobs_queue).await, 0);
 
     let _ = conn.close(200, "bye".into()).await;
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
+    let h = Harness::with_launcher("60s").await;
     // quota 8 GPUs = one p5.48xlarge
-    let first = launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&first).await;
+    let first = h.launch(CAPPED, P5_AZ4, 1, 0).await;
     h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
 
-    let second = launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&second).await;
+    let second = h.launch(CAPPED, P5_AZ4, 1, 0).await;
     let events = h.wait_state(CAPPED, &second.job_id, "failed", LIMIT).await;
     assert_eq!(states(&events), vec!["queued", "preflight", "failed"]);
     let failed = events.last().unwrap();
@@ -365,28 +330,25 @@ async fn a_launch_over_the_tenant_gpu_quota_is_refused() {
     assert!(h.instances_of(&second.job_id).await.is_empty());
 
     // another tenant is not limited by it
-    let other = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 2, 0);
-    h.submit(&other).await;
+    let other = h.launch(ACME, P5_AZ4, 2, 0).await;
     h.wait_state(ACME, &other.job_id, "running", LIMIT).await;
     assert_eq!(h.instances_of(&other.job_id).await.len(), 2);
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 /// Jobs of one tenant delivered together (prefetch 4) are checked against its GPU quota one at
 /// a time: exactly one of three 8-GPU launches fits a quota of 8.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
-    let h = Harness::start("60s").await;
+    let mut h = Harness::start("60s").await;
     let jobs: Vec<_> = (0..3)
-        .map(|_| launches::job(CAPPED, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0))
+        .map(|_| launches::job(CAPPED, P5_AZ4, 1, 0))
         .collect();
     for job in &jobs {
         h.submit(job).await;
     }
-    let (stop, task) = h.spawn_launcher();
+    h.start_launcher();
     let mut outcomes = Vec::new();
     for job in &jobs {
         let settled = eventually(LIMIT, "job settled", || async {
@@ -416,25 +378,24 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
             .sum();
     assert_eq!(instances, 1);
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 /// A fallback never takes the tenant over its GPU quota: with 1 of 8 GPUs in use, the
 /// higher-scored p5.48xlarge (8 GPUs) is skipped for a g5.xlarge (1 GPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fallback_skips_alternatives_over_the_tenant_gpu_quota() {
-    let h = Harness::start("60s").await;
+    let mut h = Harness::start("60s").await;
     h.put_scores(&[
         score("aws/us-east-1/use1-az1/g5.xlarge/on_demand", 10, 0.8),
-        score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 99, 0.8),
+        score(P5_AZ4, 99, 0.8),
         score("aws/us-east-1/use1-az4/g5.xlarge/on_demand", 50, 0.8),
     ])
     .await;
-    let (stop, task) = h.spawn_launcher();
-    let first = launches::job(CAPPED, "aws/us-east-1/use1-az4/g5.xlarge/on_demand", 1, 0);
-    h.submit(&first).await;
+    h.start_launcher();
+    let first = h
+        .launch(CAPPED, "aws/us-east-1/use1-az4/g5.xlarge/on_demand", 1, 0)
+        .await;
     h.wait_state(CAPPED, &first.job_id, "running", LIMIT).await;
 
     let mut second = launches::job(CAPPED, "aws/us-east-1/use1-az1/g5.xlarge/on_demand", 1, 2);
@@ -456,9 +417,7 @@ async fn a_fallback_skips_alternatives_over_the_tenant_gpu_quota() {
         "{events:?}"
     );
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 /// Makes the next `count` RunInstances calls of cloudsim fail with a transient error.
@@ -471,12 +430,10 @@ async fn inject_faults(h: &Harness, count: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
-    let h = Harness::start("60s").await;
-    let (stop, task) = h.spawn_launcher();
+    let h = Harness::with_launcher("60s").await;
     // cloud.max_attempts = 2 in the harness: two faults fail the first job-level try
     inject_faults(&h, 2).await;
-    let job = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
+    let job = h.launch(ACME, P5_AZ4, 1, 0).await;
     let events = h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
     assert_eq!(
         states(&events),
@@ -486,8 +443,7 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
 
     // faults outlasting launcher.max_retries (5): failed, and dead-lettered for replay
     inject_faults(&h, 1000).await;
-    let doomed = launches::job(ACME, "aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&doomed).await;
+    let doomed = h.launch(ACME, P5_AZ4, 1, 0).await;
     let events = h.wait_state(ACME, &doomed.job_id, "failed", LIMIT).await;
     let failed = events.last().unwrap();
     assert_eq!(failed.error_class, "transient");
@@ -502,23 +458,15 @@ async fn transient_errors_are_retried_through_the_retry_queue_then_give_up() {
     .await;
     assert!(h.instances_of(&doomed.job_id).await.is_empty());
 
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_while_provisioning_terminates_the_pending_instance() {
     // use1-az6 instances take 20 simulated minutes = 20 s to run
-    let h = Harness::start("20m").await;
-    let (stop, task) = h.spawn_launcher();
-    let job = launches::job(ACME, "aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 1, 0);
-    h.submit(&job).await;
-    h.wait_state(ACME, &job.job_id, "provisioning", LIMIT).await;
-    eventually(LIMIT, "the instance launched", || async {
-        (h.instances_of(&job.job_id).await.len() == 1).then_some(())
-    })
-    .await;
+    let h = Harness::with_launcher("20m").await;
+    let job = h.launch(ACME, P5_AZ6, 1, 0).await;
+    h.wait_pending(&job.job_id, LIMIT).await;
     h.store()
         .cancel(&capsight_clickhouse::rows::LaunchCancellationRow {
             job_id: job.job_id.clone(),
@@ -538,7 +486,5 @@ async fn cancel_while_provisioning_terminates_the_pending_instance() {
         events[3].detail
     );
     assert!(h.instances_of(&job.job_id).await.is_empty());
-    stop.trigger();
-    task.await.unwrap();
-    h.sandbox.cleanup().await;
+    h.finish().await;
 }

@@ -471,6 +471,7 @@ async fn alternatives_honour_constraints() {
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
     let h = Gateway::start(&[]).await;
+    let (acme, globex) = (h.key("acme"), h.key("globex"));
     let mut launch = h.launch();
     let req = v1::LaunchRequest {
         spec: Some(v1::LaunchSpec {
@@ -491,15 +492,16 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
         idempotency_key: "train-42".into(),
     };
     let resp = launch
-        .launch(authed(req.clone(), &h.key("acme")))
+        .launch(authed(req.clone(), &acme))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(resp.state, LaunchState::Queued as i32);
     let job_id = resp.job_id.clone();
+    let id = || job_id.clone();
     // same idempotency key, same job, not published twice
     let again = launch
-        .launch(authed(req, &h.key("acme")))
+        .launch(authed(req, &acme))
         .await
         .unwrap()
         .into_inner();
@@ -540,12 +542,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
 
     // GetLaunch: owner sees it, queued
     let status = launch
-        .get_launch(authed(
-            v1::GetLaunchRequest {
-                job_id: job_id.clone(),
-            },
-            &h.key("acme"),
-        ))
+        .get_launch(authed(v1::GetLaunchRequest { job_id: id() }, &acme))
         .await
         .unwrap()
         .into_inner();
@@ -554,22 +551,12 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
     // another tenant cannot see, list, watch or cancel it
     for code in [
         launch
-            .get_launch(authed(
-                v1::GetLaunchRequest {
-                    job_id: job_id.clone(),
-                },
-                &h.key("globex"),
-            ))
+            .get_launch(authed(v1::GetLaunchRequest { job_id: id() }, &globex))
             .await
             .unwrap_err()
             .code(),
         launch
-            .cancel_launch(authed(
-                v1::CancelLaunchRequest {
-                    job_id: job_id.clone(),
-                },
-                &h.key("globex"),
-            ))
+            .cancel_launch(authed(v1::CancelLaunchRequest { job_id: id() }, &globex))
             .await
             .unwrap_err()
             .code(),
@@ -579,7 +566,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                     job_id: job_id.clone(),
                     until_running: false,
                 },
-                &h.key("globex"),
+                &globex,
             ))
             .await
             .err()
@@ -589,16 +576,13 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
         assert_eq!(code, Code::NotFound);
     }
     let theirs = launch
-        .list_launches(authed(
-            v1::ListLaunchesRequest { limit: 0 },
-            &h.key("globex"),
-        ))
+        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &globex))
         .await
         .unwrap()
         .into_inner();
     assert!(theirs.launches.is_empty());
     let mine = launch
-        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &h.key("acme")))
+        .list_launches(authed(v1::ListLaunchesRequest { limit: 0 }, &acme))
         .await
         .unwrap()
         .into_inner();
@@ -612,7 +596,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
                 job_id: job_id.clone(),
                 until_running: true,
             },
-            &h.key("acme"),
+            &acme,
         ))
         .await
         .unwrap()
@@ -665,12 +649,7 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
 
     // cancel a running job: requested; after termination: FAILED_PRECONDITION
     let c = launch
-        .cancel_launch(authed(
-            v1::CancelLaunchRequest {
-                job_id: job_id.clone(),
-            },
-            &h.key("acme"),
-        ))
+        .cancel_launch(authed(v1::CancelLaunchRequest { job_id: id() }, &acme))
         .await
         .unwrap()
         .into_inner();
@@ -678,17 +657,12 @@ async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
     assert_eq!(c.state, LaunchState::Running as i32);
     insert(&client, "launch_events", &[ev(3, "cancelled")]).await;
     let err = launch
-        .cancel_launch(authed(
-            v1::CancelLaunchRequest {
-                job_id: job_id.clone(),
-            },
-            &h.key("acme"),
-        ))
+        .cancel_launch(authed(v1::CancelLaunchRequest { job_id: id() }, &acme))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let status = launch
-        .get_launch(authed(v1::GetLaunchRequest { job_id }, &h.key("acme")))
+        .get_launch(authed(v1::GetLaunchRequest { job_id }, &acme))
         .await
         .unwrap()
         .into_inner();

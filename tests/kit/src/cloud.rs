@@ -180,34 +180,27 @@ impl Sim {
         .await
     }
 
+    /// An admin call that must answer `want`.
+    async fn admin_ok(&self, method: &str, path: &str, body: &str, want: u16) {
+        let (status, answer) = self.admin(method, path, body).await;
+        assert_eq!(status, want, "{method} {path}: {answer}");
+    }
+
     /// Moves simulated time `seconds` ahead.
     pub async fn advance(&self, seconds: u64) {
-        let (status, body) = self
-            .admin(
-                "POST",
-                "/admin/advance",
-                &format!("{{\"seconds\": {seconds}}}"),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
+        let body = format!("{{\"seconds\": {seconds}}}");
+        self.admin_ok("POST", "/admin/advance", &body, 200).await;
     }
 
     /// Makes the next `count` calls of `action` fail with the error `code`.
     pub async fn fault(&self, action: &str, code: &str, count: u32) {
-        let (status, body) = self
-            .admin(
-                "POST",
-                "/admin/faults",
-                &format!("{{\"action\":\"{action}\",\"code\":\"{code}\",\"count\":{count}}}"),
-            )
-            .await;
-        assert_eq!(status, 204, "{body}");
+        let body = format!("{{\"action\":\"{action}\",\"code\":\"{code}\",\"count\":{count}}}");
+        self.admin_ok("POST", "/admin/faults", &body, 204).await;
     }
 
     /// Clears every armed fault.
     pub async fn clear_faults(&self) {
-        let (status, body) = self.admin("DELETE", "/admin/faults", "").await;
-        assert_eq!(status, 204, "{body}");
+        self.admin_ok("DELETE", "/admin/faults", "", 204).await;
     }
 
     /// Interrupts a spot instance (rebalance recommendation, then the interruption); the

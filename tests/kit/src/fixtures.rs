@@ -1,8 +1,8 @@
 //! Files the tests share, kept out of test code: cloudsim scenarios
 //! (`tests/fixtures/scenarios/`, so a reader finds every simulated world in one place), config
 //! fragments a [`crate::Sandbox`] layers over the defaults (`tests/fixtures/config/`), the SQL
-//! documented in `docs/`, and the gateway tests' world (its scenario, its tenants, a sandbox
-//! for a gateway).
+//! documented in `docs/`, sandboxes for a launcher and for a gateway in its world (its
+//! scenario, its tenants).
 //!
 //! A scenario a test needs in a variant is the parsed fixture, changed in code
 //! ([`scenario`] returns the parsed value).
@@ -101,6 +101,18 @@ pub fn gateway_tenants() -> Vec<TenantSpec> {
         t("readonly").role(ROLE_READONLY, "ext-ro"),
         t("flood").rate(5),
     ]
+}
+
+/// A sandbox for a launcher: a signals topic (1 partition, for launch-attempt signals), a
+/// migrated database, the launch topology, and the `launcher` and `cloud` config fragments;
+/// tenants and a cloudsim are the test's to add.
+pub fn launcher_world(prefix: &str) -> Builder {
+    Sandbox::builder(prefix)
+        .signals(1)
+        .database()
+        .amqp()
+        .profile("launcher")
+        .profile("cloud")
 }
 
 /// A sandbox for a gateway in its world: a signals topic (1 partition, for report signals), a

@@ -388,25 +388,14 @@ impl Sandbox {
 
     /// Publishes raw bytes to the signals topic.
     pub async fn publish_raw(&self, key: &str, payload: &[u8]) {
-        kafka::send(
-            self.producer(),
-            &self.kafka.topics.signals,
-            key,
-            payload,
-            PRODUCE_TIMEOUT,
-        )
-        .await;
+        let topic = &self.kafka.topics.signals;
+        kafka::send(self.producer(), topic, key, payload, PRODUCE_TIMEOUT).await;
     }
 
     /// Publishes `score` to the scores topic under its key.
     pub async fn publish_score(&self, score: &Score) {
-        kafka::send_score(
-            self.producer(),
-            &self.kafka.topics.scores,
-            score,
-            PRODUCE_TIMEOUT,
-        )
-        .await;
+        let topic = &self.kafka.topics.scores;
+        kafka::send_score(self.producer(), topic, score, PRODUCE_TIMEOUT).await;
     }
 
     /// Every record of `topic` from the beginning to its current end.

@@ -48,8 +48,35 @@ pub async fn eventually_every<A, F, Fut>(
     every: Duration,
     limit: Duration,
     what: &str,
-    mut check: F,
+    check: F,
 ) -> A::Value
+where
+    A: Attempt,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = A>,
+{
+    retry(every, limit, check)
+        .await
+        .unwrap_or_else(|why| panic!("timed out after {limit:?} waiting for {what}; last: {why}"))
+}
+
+/// Tries `check` every 100 ms until it succeeds or `limit` passes.
+pub async fn poll<A, F, Fut>(limit: Duration, check: F) -> Option<A::Value>
+where
+    A: Attempt,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = A>,
+{
+    retry(Duration::from_millis(100), limit, check).await.ok()
+}
+
+/// Tries `check` every `every` until it succeeds (its value) or `limit` passed after a try
+/// (why the last try failed).
+async fn retry<A, F, Fut>(
+    every: Duration,
+    limit: Duration,
+    mut check: F,
+) -> Result<A::Value, String>
 where
     A: Attempt,
     F: FnMut() -> Fut,
@@ -58,32 +85,12 @@ where
     let deadline = Instant::now() + limit;
     loop {
         let why = match check().await.settle() {
-            Ok(v) => return v,
+            Ok(v) => return Ok(v),
             Err(why) => why,
         };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}; last: {why}"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
-/// Tries `check` every 100 ms until it succeeds or `limit` passes.
-pub async fn poll<A, F, Fut>(limit: Duration, mut check: F) -> Option<A::Value>
-where
-    A: Attempt,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = A>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(v) = check().await.settle() {
-            return Some(v);
-        }
         if Instant::now() >= deadline {
-            return None;
+            return Err(why);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }

@@ -27,6 +27,17 @@ use capsight_testkit::{
 pub const ACME: &str = "acme";
 /// Tenant with a GPU quota of 8 (one p5.48xlarge).
 pub const CAPPED: &str = "capped";
+/// No stock.
+pub const P5_AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+/// Stock.
+pub const P5_AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+/// Stock, pending for the scenario's `slow` delay.
+pub const P5_AZ6: &str = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
+
+/// The states of `events`, in order.
+pub fn states(events: &[LaunchEventRow]) -> Vec<&str> {
+    events.iter().map(|e| e.state.as_str()).collect()
+}
 
 /// p5.48xlarge on-demand: no stock in use1-az1, stock in use1-az4 and use1-az6; g5.xlarge
 /// on-demand: none in use1-az1, 4 in use1-az4; `slow` is the pending -> running delay
@@ -42,21 +53,17 @@ pub fn scenario(slow: &str) -> Scenario {
     scenario
 }
 
-/// A test's sandbox and the launcher's config in it.
+/// A test's sandbox, the launcher's config in it and the in-process launcher once started.
 pub struct Harness {
     pub sandbox: Sandbox,
     pub config: LauncherConfig,
+    launcher: Option<(Shutdown, tokio::task::JoinHandle<()>)>,
 }
 
 impl Harness {
     /// The sandbox with [`scenario`]`(slow_provisioning)` at 60 simulated seconds a second.
     pub async fn start(slow_provisioning: &str) -> Self {
-        let sandbox = Sandbox::builder("launcher")
-            .signals(1)
-            .database()
-            .amqp()
-            .profile("launcher")
-            .profile("cloud")
+        let sandbox = fixtures::launcher_world("launcher")
             .tenants([
                 tenant(ACME).role(ROLE_ACME, "ext-acme"),
                 tenant(CAPPED).role(ROLE_ACME, "ext-acme").gpu_quota(8),
@@ -67,7 +74,35 @@ impl Harness {
         Self {
             config: sandbox.config(),
             sandbox,
+            launcher: None,
         }
+    }
+
+    /// [`Harness::start`] with the launcher running in this process.
+    pub async fn with_launcher(slow_provisioning: &str) -> Self {
+        let mut h = Self::start(slow_provisioning).await;
+        h.start_launcher();
+        h
+    }
+
+    /// Starts the launcher in this process ([`Harness::spawn_launcher`]), stopped by
+    /// [`Harness::stop_launcher`] or [`Harness::finish`].
+    pub fn start_launcher(&mut self) {
+        self.launcher = Some(self.spawn_launcher());
+    }
+
+    /// Stops the launcher [`Harness::start_launcher`] started (it must stop cleanly).
+    pub async fn stop_launcher(&mut self) {
+        if let Some((stop, task)) = self.launcher.take() {
+            stop.trigger();
+            task.await.unwrap();
+        }
+    }
+
+    /// Stops the launcher and cleans the sandbox up.
+    pub async fn finish(mut self) {
+        self.stop_launcher().await;
+        self.sandbox.cleanup().await;
     }
 
     /// Starts the launcher in this process.
@@ -114,6 +149,19 @@ impl Harness {
         self.publish_raw(job).await;
     }
 
+    /// Submits a new job of `tenant` ([`launches::job`]).
+    pub async fn launch(
+        &self,
+        tenant: &str,
+        key: &str,
+        count: u32,
+        max_fallbacks: u32,
+    ) -> v1::LaunchJob {
+        let job = launches::job(tenant, key, count, max_fallbacks);
+        self.submit(&job).await;
+        job
+    }
+
     /// Publishes a job without recording it.
     pub async fn publish_raw(&self, job: &v1::LaunchJob) {
         JobPublisher::new(self.config.amqp.clone(), Duration::from_secs(10))
@@ -145,6 +193,16 @@ impl Harness {
             (events.last().map(|e| e.state.as_str()) == Some(state)).then_some(events)
         })
         .await
+    }
+
+    /// Waits (each step within `limit`) until acme's job is provisioning and its one instance
+    /// exists (still pending on a slow pool).
+    pub async fn wait_pending(&self, job_id: &str, limit: Duration) {
+        self.wait_state(ACME, job_id, "provisioning", limit).await;
+        eventually(limit, "the instance launched", || async {
+            (self.instances_of(job_id).await.len() == 1).then_some(())
+        })
+        .await;
     }
 
     /// The job's live instances in the tenant's account.
