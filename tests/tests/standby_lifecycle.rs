@@ -260,6 +260,25 @@ async fn running_launch(
     (job_id, instance)
 }
 
+/// [`wait_event`] for the job's `terminated` transition.
+async fn wait_terminated(sandbox: &Sandbox, job_id: &str, within: Duration) -> LaunchEventRow {
+    wait_event(sandbox, job_id, within, |e| {
+        e.state == LaunchState::Terminated
+    })
+    .await
+}
+
+/// Waits until instance `id` is shutting down or terminated.
+async fn wait_gone(adapter: &dyn CloudAdapter, id: &str, within: Duration) {
+    wait_instance(
+        adapter,
+        id,
+        &[InstanceState::ShuttingDown, InstanceState::Terminated],
+        within,
+    )
+    .await;
+}
+
 /// [`wait_event`] for a transition whose detail starts with `prefix`.
 async fn wait_detail(
     sandbox: &Sandbox,
@@ -431,13 +450,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         r.client_token.as_deref(),
         Some(format!("{job_id}-r1").as_str())
     );
-    wait_instance(
-        &*adapter,
-        &spot,
-        &[InstanceState::ShuttingDown, InstanceState::Terminated],
-        Duration::from_secs(30),
-    )
-    .await;
+    wait_gone(&*adapter, &spot, Duration::from_secs(30)).await;
     assert_eq!(
         instance_state(&*adapter, &standby_id).await,
         InstanceState::Running,
@@ -494,13 +507,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         .await
         .unwrap();
     for id in [&standby_id, &replacement] {
-        wait_instance(
-            &*adapter,
-            id,
-            &[InstanceState::ShuttingDown, InstanceState::Terminated],
-            Duration::from_secs(20),
-        )
-        .await;
+        wait_gone(&*adapter, id, Duration::from_secs(20)).await;
     }
     second.trigger();
     task.await.unwrap().unwrap();
@@ -598,32 +605,17 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     tokio::time::sleep(Duration::from_millis(100)).await;
     let task = tokio::spawn(reaper.run(false, shutdown.clone()));
 
-    let ended = wait_event(&sb, &old, Duration::from_secs(30), |e| {
-        e.state == LaunchState::Terminated
-    })
-    .await;
+    let ended = wait_terminated(&sb, &old, Duration::from_secs(30)).await;
     assert!(ended.detail.contains("max lifetime"), "{}", ended.detail);
-    wait_instance(
-        &*adapter,
-        &old_i,
-        &[InstanceState::ShuttingDown, InstanceState::Terminated],
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_gone(&*adapter, &old_i, Duration::from_secs(10)).await;
 
     // idle is reaped while busy, well past its own 3 s TTL, keeps beating
-    let idle_end = wait_event(&sb, &idle, Duration::from_secs(15), |e| {
-        e.state == LaunchState::Terminated
-    })
-    .await;
+    let idle_end = wait_terminated(&sb, &idle, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     quiet.trigger();
     let sent = beats.await.unwrap();
     assert!(sent >= 10, "{sent} heartbeats sent");
-    let _ = wait_event(&sb, &idle, Duration::from_secs(1), |e| {
-        e.state == LaunchState::Terminated
-    })
-    .await;
+    let _ = wait_terminated(&sb, &idle, Duration::from_secs(1)).await;
     assert!(
         idle_end.detail.contains("idle TTL 3s"),
         "{}",
@@ -650,18 +642,9 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     );
 
     // heartbeats stop: busy goes idle and ends
-    let busy_end = wait_event(&sb, &busy, Duration::from_secs(15), |e| {
-        e.state == LaunchState::Terminated
-    })
-    .await;
+    let busy_end = wait_terminated(&sb, &busy, Duration::from_secs(15)).await;
     assert!(busy_end.detail.contains("idle TTL"), "{}", busy_end.detail);
-    wait_instance(
-        &*adapter,
-        &busy_i,
-        &[InstanceState::ShuttingDown, InstanceState::Terminated],
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_gone(&*adapter, &busy_i, Duration::from_secs(10)).await;
     // a finished launch takes no heartbeat
     let err = launch.heartbeat(beat(&busy)).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

@@ -88,23 +88,14 @@ async fn concurrent_writers_of_a_running_job_never_share_a_seq() {
     assert_eq!(after.len(), events.len() + 8);
 
     let last = after.last().unwrap();
-    let ended = store
-        .append_next(capsight_launcher::store::follow_up(
-            last,
-            LaunchState::Terminated,
-            "test",
-        ))
-        .await
-        .unwrap();
+    let append = |state, note| {
+        let row = capsight_launcher::store::follow_up(last, state, note);
+        let store = store.clone();
+        async move { store.append_next(row).await.unwrap() }
+    };
+    let ended = append(LaunchState::Terminated, "test").await;
     assert_eq!(ended.map(|r| r.seq), Some(last.seq + 1));
-    let late = store
-        .append_next(capsight_launcher::store::follow_up(
-            last,
-            LaunchState::Running,
-            "too late",
-        ))
-        .await
-        .unwrap();
+    let late = append(LaunchState::Running, "too late").await;
     assert!(late.is_none(), "a row after a final state: {late:?}");
     let finals = h.events(ACME, &job.job_id).await;
     assert_eq!(finals.last().unwrap().state, LaunchState::Terminated);
