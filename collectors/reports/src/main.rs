@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use capsight_catalog::Catalog;
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::KafkaSettings;
 use capsight_publisher::{Publisher, PublisherSettings};
@@ -57,6 +58,7 @@ async fn main() -> anyhow::Result<()> {
             hasher,
             config.reports.clone(),
             config.tenancy.default_rate_per_minute,
+            Arc::new(Catalog::embedded().context("GPU catalog")?),
         )
         .with_launched(launched),
     );

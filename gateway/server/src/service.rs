@@ -720,6 +720,7 @@ impl ReportService for Api {
         let reporter = Reporter {
             hash: caller.hash.clone(),
             zone_map: caller.tenant.zone_map.clone(),
+            catalog: Arc::clone(&self.core.catalog),
         };
         let signal = report
             .normalize(&reporter, 0, Utc::now())
