@@ -129,259 +129,27 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Scores the observations as of `now_ms`.
+/// Scores the observations as of `now_ms`: tally them ([`Tally::add`]), turn the tallies
+/// into feature terms ([`Tally::terms`]), then the base score, the crowd adjustment, the
+/// confidence and the evidence.
 pub fn assess<'a>(
     observations: impl IntoIterator<Item = &'a Observation>,
     now_ms: i64,
     params: &ModelParams,
 ) -> Assessment {
     let half_life_ms = (params.half_life.as_millis() as f64).max(1.0);
-    let weight = |o: &Observation| {
-        let age = (now_ms - o.at_ms).max(0) as f64;
-        0.5_f64.powf(age / half_life_ms)
-    };
-
-    // accumulators
-    let (mut succ_w, mut cap_w, mut attempts_w, mut attempts) = (0.0, 0.0, 0.0, 0usize);
-    let mut timed: Vec<(f64, f64)> = Vec::new(); // (ms, weight)
-    let (mut price_w, mut price_sum, mut price_sq, mut prices) = (0.0, 0.0, 0.0, 0usize);
-    let (mut place_w, mut place_sum, mut places) = (0.0, 0.0, 0usize);
-    let (mut adv_w, mut adv_sum, mut advs) = (0.0, 0.0, 0usize);
-    let (mut interrupt_w, mut interrupts) = (0.0, 0usize);
-    let (mut block_supply, mut blocks) = (0.0, 0usize);
-    let mut offered: Option<bool> = None;
-    let mut offerings = 0usize;
-    let mut incidents: BTreeMap<&str, (StatusSeverity, bool)> = BTreeMap::new();
-    let mut status_events = 0usize;
-    // tenant -> (sum w * opinion, sum w, reports)
-    let mut crowd: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
-
-    let mut relevant_w = 0.0;
-    let mut newest_relevant: Option<i64> = None;
-    let mut sources = BTreeSet::new();
-
+    let mut tally = Tally::default();
     for o in observations {
-        let w = weight(o);
-        let mut relevant = true;
-        let mut relevance = 1.0;
-        match &o.fact {
-            Fact::Launch {
-                succeeded,
-                class,
-                provisioning_ms,
-            } => {
-                if capacity_relevant(*class) {
-                    attempts_w += w;
-                    attempts += 1;
-                    if *succeeded {
-                        succ_w += w;
-                        if let Some(ms) = provisioning_ms {
-                            timed.push((f64::from(*ms), w));
-                        }
-                    } else if *class == ErrorClass::Capacity {
-                        cap_w += w;
-                    }
-                } else {
-                    relevant = false;
-                }
-            }
-            Fact::Quota { .. } => relevant = false,
-            Fact::SpotPrice(p) => {
-                price_w += w;
-                price_sum += w * p;
-                price_sq += w * p * p;
-                prices += 1;
-            }
-            Fact::Placement(p) => {
-                place_w += w;
-                place_sum += w * f64::from(*p).clamp(0.0, 10.0) / 10.0;
-                places += 1;
-            }
-            Fact::Advisory(b) => {
-                adv_w += w;
-                adv_sum += w * (1.0 - f64::from(*b).clamp(0.0, 4.0) / 4.0);
-                advs += 1;
-            }
-            Fact::Instance(kind) => match kind {
-                InstanceEventKind::InterruptionWarning => {
-                    interrupt_w += w;
-                    interrupts += 1;
-                }
-                InstanceEventKind::RebalanceRecommendation => {
-                    interrupt_w += 0.5 * w;
-                    interrupts += 1;
-                }
-                InstanceEventKind::SpotFulfillment | InstanceEventKind::StateChange => {
-                    relevant = false;
-                }
-            },
-            Fact::CapacityBlock { instances } => {
-                block_supply += w * f64::from(*instances);
-                blocks += 1;
-            }
-            Fact::Offered(yes) => {
-                // observations come in time order: the last one is the latest
-                offered = Some(*yes);
-                offerings += 1;
-            }
-            Fact::Status {
-                incident,
-                severity,
-                resolved,
-            } => {
-                incidents.insert(incident.as_str(), (*severity, *resolved));
-                status_events += 1;
-            }
-            Fact::Crowd { kind, class } => {
-                if capacity_relevant(*class) {
-                    let opinion = match kind {
-                        CrowdReportKind::Available => 1.0,
-                        CrowdReportKind::Unavailable => -1.0,
-                        CrowdReportKind::Interrupted => -0.5,
-                    };
-                    let tenant = o.tenant.as_ref().map_or("", |t| t.as_str());
-                    let e = crowd.entry(tenant).or_insert((0.0, 0.0, 0));
-                    e.0 += w * opinion;
-                    e.1 += w;
-                    e.2 += 1;
-                    relevance = 0.25;
-                } else {
-                    relevant = false;
-                }
-            }
-        }
-        if relevant {
-            relevant_w += relevance * w;
-            newest_relevant = Some(newest_relevant.map_or(o.at_ms, |n| n.max(o.at_ms)));
-            sources.insert(o.source);
-        }
+        let age = (now_ms - o.at_ms).max(0) as f64;
+        tally.add(o, 0.5_f64.powf(age / half_life_ms));
     }
-
-    let mut terms: Vec<Term> = Vec::new();
-    if attempts > 0 && attempts_w > 0.0 {
-        let success_rate = succ_w / attempts_w;
-        let capacity_ratio = cap_w / attempts_w;
-        terms.push(Term {
-            feature: Feature::LaunchSuccessRate,
-            weight: W_SUCCESS,
-            goodness: success_rate * success_rate,
-            value: success_rate,
-            samples: count(attempts),
-        });
-        terms.push(Term {
-            feature: Feature::CapacityErrorRatio,
-            weight: W_CAPACITY_ERRORS,
-            goodness: (1.0 - 2.0 * capacity_ratio).max(0.0),
-            value: capacity_ratio,
-            samples: count(attempts),
-        });
-    }
-    if timed.len() >= MIN_LATENCY_SAMPLES {
-        let mut sorted: Vec<f64> = timed.iter().map(|(ms, _)| *ms).collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2].max(1.0);
-        let tw: f64 = timed.iter().map(|(_, w)| w).sum();
-        if tw > 0.0 {
-            let recent = timed.iter().map(|(ms, w)| ms * w).sum::<f64>() / tw;
-            terms.push(Term {
-                feature: Feature::ProvisioningLatency,
-                weight: W_LATENCY,
-                goodness: (2.0 - recent / median).clamp(0.0, 1.0),
-                value: recent,
-                samples: count(timed.len()),
-            });
-        }
-    }
-    let spot_samples = prices + places + advs + interrupts;
-    if spot_samples > 0 {
-        let mut parts = Vec::new();
-        if prices >= 2 && price_w > 0.0 {
-            let mean = price_sum / price_w;
-            let var = (price_sq / price_w - mean * mean).max(0.0);
-            let cv = if mean > 0.0 { var.sqrt() / mean } else { 0.0 };
-            parts.push((1.0 - cv / 0.25).clamp(0.0, 1.0));
-        }
-        if places > 0 && place_w > 0.0 {
-            parts.push(place_sum / place_w);
-        }
-        if advs > 0 && adv_w > 0.0 {
-            parts.push(adv_sum / adv_w);
-        }
-        parts.push(1.0 / (1.0 + interrupt_w / 2.0));
-        let g = parts.iter().sum::<f64>() / parts.len() as f64;
-        terms.push(Term {
-            feature: Feature::SpotStability,
-            weight: W_SPOT,
-            goodness: g,
-            value: g,
-            samples: count(spot_samples),
-        });
-    }
-    if blocks > 0 {
-        terms.push(Term {
-            feature: Feature::ReservableSupply,
-            weight: W_RESERVABLE,
-            goodness: 1.0 - (-block_supply / 4.0).exp(),
-            value: block_supply,
-            samples: count(blocks),
-        });
-    }
-    if let Some(yes) = offered {
-        terms.push(Term {
-            feature: Feature::CatalogExposure,
-            weight: W_CATALOG,
-            goodness: if yes { 1.0 } else { 0.0 },
-            value: if yes { 1.0 } else { 0.0 },
-            samples: count(offerings),
-        });
-    }
-    if status_events > 0 {
-        let open: Vec<f64> = incidents
-            .values()
-            .filter(|(_, resolved)| !resolved)
-            .map(|(s, _)| severity_impact(*s))
-            .collect();
-        let worst = open.iter().copied().fold(0.0, f64::max);
-        terms.push(Term {
-            feature: Feature::StatusIncidents,
-            weight: W_STATUS,
-            goodness: 1.0 - worst,
-            value: open.len() as f64,
-            samples: count(status_events),
-        });
-    }
-
+    let terms = tally.terms();
     let present: f64 = terms.iter().map(|t| t.weight).sum();
-    let mut evidence: Vec<Evidence> = terms
-        .iter()
-        .map(|t| Evidence {
-            feature: t.feature,
-            value: t.value,
-            contribution: 100.0 * t.weight * (t.goodness - 0.5) / present,
-            samples: t.samples,
-        })
-        .collect();
-    let base = if present > 0.0 {
-        100.0 * terms.iter().map(|t| t.weight * t.goodness).sum::<f64>() / present
-    } else {
-        50.0
-    };
-
-    // crowd: per-tenant capped, total capped
-    let cap = params.tenant_cap_points.max(0.0);
-    let crowd_sum: f64 = crowd
-        .values()
-        .filter(|(_, w, _)| *w > 0.0)
-        .map(|(opinion_w, w, _)| {
-            let opinion = opinion_w / w;
-            let strength = 1.0 - (-w).exp();
-            (cap * opinion * strength).clamp(-cap, cap)
-        })
-        .sum();
-    let crowd_max = params.crowd_max_points.max(0.0);
-    let crowd_adj = crowd_sum.clamp(-crowd_max, crowd_max);
-    if !crowd.is_empty() {
-        let reports: usize = crowd.values().map(|(_, _, n)| n).sum();
+    let mut evidence = term_evidence(&terms, present);
+    let base = base_score(&terms, present);
+    let (crowd_sum, crowd_adj) = crowd_adjustment(&tally.crowd, params);
+    if !tally.crowd.is_empty() {
+        let reports: usize = tally.crowd.values().map(|c| c.reports).sum();
         evidence.push(Evidence {
             feature: Feature::CrowdReports,
             value: crowd_sum,
@@ -389,33 +157,11 @@ pub fn assess<'a>(
             samples: count(reports),
         });
     }
-
     let raw = (base + crowd_adj).clamp(0.0, 100.0);
     // raw is within 0..=100, so the cast cannot truncate
     let score = raw.round() as u8;
-
-    let confidence = match newest_relevant {
-        Some(newest) if relevant_w > 0.0 => {
-            let f_count = 1.0 - (-relevant_w / 4.0).exp();
-            let age = (now_ms - newest).max(0) as f64;
-            let f_recency = 0.5_f64.powf(age / (2.0 * half_life_ms));
-            let f_diversity = if sources.len() >= 2 { 1.0 } else { 0.75 };
-            let f_coverage = 0.4 + 0.6 * present / W_TOTAL;
-            let c = f_count * f_recency * f_diversity * f_coverage;
-            // four decimals: stable across platforms' last-bit differences in exp/powf
-            ((c * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0)
-        }
-        _ => 0.0,
-    };
-
-    evidence.sort_by(|a, b| {
-        b.contribution
-            .abs()
-            .total_cmp(&a.contribution.abs())
-            .then(a.feature.cmp(&b.feature))
-    });
-    evidence.truncate(params.evidence_items);
-
+    let confidence = tally.confidence(now_ms, half_life_ms, present);
+    strongest_first(&mut evidence, params.evidence_items);
     Assessment {
         raw,
         score,
@@ -423,6 +169,352 @@ pub fn assess<'a>(
         confidence,
         evidence,
     }
+}
+
+/// One tenant's crowd reports: decayed opinion and weight.
+#[derive(Debug, Default)]
+struct CrowdTally {
+    /// Sum of weight * opinion.
+    opinion_w: f64,
+    /// Sum of weights.
+    w: f64,
+    /// Reports.
+    reports: usize,
+}
+
+/// Decayed sums and counts of a window's observations, per feature.
+#[derive(Debug, Default)]
+struct Tally<'a> {
+    succ_w: f64,
+    cap_w: f64,
+    attempts_w: f64,
+    attempts: usize,
+    /// Timed successes: (ms, weight).
+    timed: Vec<(f64, f64)>,
+    price_w: f64,
+    price_sum: f64,
+    price_sq: f64,
+    prices: usize,
+    place_w: f64,
+    place_sum: f64,
+    places: usize,
+    adv_w: f64,
+    adv_sum: f64,
+    advs: usize,
+    interrupt_w: f64,
+    interrupts: usize,
+    block_supply: f64,
+    blocks: usize,
+    /// The latest offering signal (observations come in time order).
+    offered: Option<bool>,
+    offerings: usize,
+    /// Incident -> its latest (severity, resolved).
+    incidents: BTreeMap<&'a str, (StatusSeverity, bool)>,
+    status_events: usize,
+    /// Tenant -> its reports.
+    crowd: BTreeMap<&'a str, CrowdTally>,
+    /// Decayed count of capacity-relevant observations (crowd reports a quarter).
+    relevant_w: f64,
+    newest_relevant: Option<i64>,
+    sources: BTreeSet<capsight_proto::domain::SignalSource>,
+}
+
+impl<'a> Tally<'a> {
+    /// Adds one observation of recency weight `w`.
+    fn add(&mut self, o: &'a Observation, w: f64) {
+        if let Some(relevance) = self.add_fact(o, w) {
+            self.relevant_w += relevance * w;
+            self.newest_relevant = Some(self.newest_relevant.map_or(o.at_ms, |n| n.max(o.at_ms)));
+            self.sources.insert(o.source);
+        }
+    }
+
+    /// Adds `o`'s fact to its feature's sums; its relevance to the confidence (1, or a quarter
+    /// for a crowd report), `None` when it says nothing about stock.
+    fn add_fact(&mut self, o: &'a Observation, w: f64) -> Option<f64> {
+        match &o.fact {
+            Fact::Launch {
+                succeeded,
+                class,
+                provisioning_ms,
+            } => {
+                if !capacity_relevant(*class) {
+                    return None;
+                }
+                self.attempts_w += w;
+                self.attempts += 1;
+                if *succeeded {
+                    self.succ_w += w;
+                    if let Some(ms) = provisioning_ms {
+                        self.timed.push((f64::from(*ms), w));
+                    }
+                } else if *class == ErrorClass::Capacity {
+                    self.cap_w += w;
+                }
+            }
+            Fact::Quota { .. } => return None,
+            Fact::SpotPrice(p) => {
+                self.price_w += w;
+                self.price_sum += w * p;
+                self.price_sq += w * p * p;
+                self.prices += 1;
+            }
+            Fact::Placement(p) => {
+                self.place_w += w;
+                self.place_sum += w * f64::from(*p).clamp(0.0, 10.0) / 10.0;
+                self.places += 1;
+            }
+            Fact::Advisory(b) => {
+                self.adv_w += w;
+                self.adv_sum += w * (1.0 - f64::from(*b).clamp(0.0, 4.0) / 4.0);
+                self.advs += 1;
+            }
+            Fact::Instance(kind) => match kind {
+                InstanceEventKind::InterruptionWarning => {
+                    self.interrupt_w += w;
+                    self.interrupts += 1;
+                }
+                InstanceEventKind::RebalanceRecommendation => {
+                    self.interrupt_w += 0.5 * w;
+                    self.interrupts += 1;
+                }
+                InstanceEventKind::SpotFulfillment | InstanceEventKind::StateChange => {
+                    return None;
+                }
+            },
+            Fact::CapacityBlock { instances } => {
+                self.block_supply += w * f64::from(*instances);
+                self.blocks += 1;
+            }
+            Fact::Offered(yes) => {
+                // observations come in time order: the last one is the latest
+                self.offered = Some(*yes);
+                self.offerings += 1;
+            }
+            Fact::Status {
+                incident,
+                severity,
+                resolved,
+            } => {
+                self.incidents
+                    .insert(incident.as_str(), (*severity, *resolved));
+                self.status_events += 1;
+            }
+            Fact::Crowd { kind, class } => {
+                if !capacity_relevant(*class) {
+                    return None;
+                }
+                let opinion = match kind {
+                    CrowdReportKind::Available => 1.0,
+                    CrowdReportKind::Unavailable => -1.0,
+                    CrowdReportKind::Interrupted => -0.5,
+                };
+                let tenant = o.tenant.as_ref().map_or("", |t| t.as_str());
+                let e = self.crowd.entry(tenant).or_default();
+                e.opinion_w += w * opinion;
+                e.w += w;
+                e.reports += 1;
+                return Some(0.25);
+            }
+        }
+        Some(1.0)
+    }
+
+    /// The features that have data, in table order.
+    fn terms(&self) -> Vec<Term> {
+        let mut terms = self.launch_terms();
+        terms.extend(self.latency_term());
+        terms.extend(self.spot_term());
+        terms.extend(self.reservable_term());
+        terms.extend(self.catalog_term());
+        terms.extend(self.status_term());
+        terms
+    }
+
+    /// Launch success rate and capacity error ratio.
+    fn launch_terms(&self) -> Vec<Term> {
+        if !(self.attempts > 0 && self.attempts_w > 0.0) {
+            return Vec::new();
+        }
+        let success_rate = self.succ_w / self.attempts_w;
+        let capacity_ratio = self.cap_w / self.attempts_w;
+        vec![
+            Term {
+                feature: Feature::LaunchSuccessRate,
+                weight: W_SUCCESS,
+                goodness: success_rate * success_rate,
+                value: success_rate,
+                samples: count(self.attempts),
+            },
+            Term {
+                feature: Feature::CapacityErrorRatio,
+                weight: W_CAPACITY_ERRORS,
+                goodness: (1.0 - 2.0 * capacity_ratio).max(0.0),
+                value: capacity_ratio,
+                samples: count(self.attempts),
+            },
+        ]
+    }
+
+    /// Recent provisioning time against the key's own median.
+    fn latency_term(&self) -> Option<Term> {
+        if self.timed.len() < MIN_LATENCY_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.timed.iter().map(|(ms, _)| *ms).collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2].max(1.0);
+        let tw: f64 = self.timed.iter().map(|(_, w)| w).sum();
+        (tw > 0.0).then(|| {
+            let recent = self.timed.iter().map(|(ms, w)| ms * w).sum::<f64>() / tw;
+            Term {
+                feature: Feature::ProvisioningLatency,
+                weight: W_LATENCY,
+                goodness: (2.0 - recent / median).clamp(0.0, 1.0),
+                value: recent,
+                samples: count(self.timed.len()),
+            }
+        })
+    }
+
+    /// Price steadiness, placement scores, advisor buckets and interruptions, averaged.
+    fn spot_term(&self) -> Option<Term> {
+        let spot_samples = self.prices + self.places + self.advs + self.interrupts;
+        if spot_samples == 0 {
+            return None;
+        }
+        let mut parts = Vec::new();
+        if self.prices >= 2 && self.price_w > 0.0 {
+            let mean = self.price_sum / self.price_w;
+            let var = (self.price_sq / self.price_w - mean * mean).max(0.0);
+            let cv = if mean > 0.0 { var.sqrt() / mean } else { 0.0 };
+            parts.push((1.0 - cv / 0.25).clamp(0.0, 1.0));
+        }
+        if self.places > 0 && self.place_w > 0.0 {
+            parts.push(self.place_sum / self.place_w);
+        }
+        if self.advs > 0 && self.adv_w > 0.0 {
+            parts.push(self.adv_sum / self.adv_w);
+        }
+        parts.push(1.0 / (1.0 + self.interrupt_w / 2.0));
+        let g = parts.iter().sum::<f64>() / parts.len() as f64;
+        Some(Term {
+            feature: Feature::SpotStability,
+            weight: W_SPOT,
+            goodness: g,
+            value: g,
+            samples: count(spot_samples),
+        })
+    }
+
+    /// Offered capacity-block instances.
+    fn reservable_term(&self) -> Option<Term> {
+        (self.blocks > 0).then(|| Term {
+            feature: Feature::ReservableSupply,
+            weight: W_RESERVABLE,
+            goodness: 1.0 - (-self.block_supply / 4.0).exp(),
+            value: self.block_supply,
+            samples: count(self.blocks),
+        })
+    }
+
+    /// The latest offering signal.
+    fn catalog_term(&self) -> Option<Term> {
+        self.offered.map(|yes| Term {
+            feature: Feature::CatalogExposure,
+            weight: W_CATALOG,
+            goodness: if yes { 1.0 } else { 0.0 },
+            value: if yes { 1.0 } else { 0.0 },
+            samples: count(self.offerings),
+        })
+    }
+
+    /// The worst open incident.
+    fn status_term(&self) -> Option<Term> {
+        if self.status_events == 0 {
+            return None;
+        }
+        let open: Vec<f64> = self
+            .incidents
+            .values()
+            .filter(|(_, resolved)| !resolved)
+            .map(|(s, _)| severity_impact(*s))
+            .collect();
+        let worst = open.iter().copied().fold(0.0, f64::max);
+        Some(Term {
+            feature: Feature::StatusIncidents,
+            weight: W_STATUS,
+            goodness: 1.0 - worst,
+            value: open.len() as f64,
+            samples: count(self.status_events),
+        })
+    }
+
+    /// Count * recency * diversity * coverage, to four decimals; 0 without relevant data.
+    fn confidence(&self, now_ms: i64, half_life_ms: f64, present: f64) -> f64 {
+        match self.newest_relevant {
+            Some(newest) if self.relevant_w > 0.0 => {
+                let f_count = 1.0 - (-self.relevant_w / 4.0).exp();
+                let age = (now_ms - newest).max(0) as f64;
+                let f_recency = 0.5_f64.powf(age / (2.0 * half_life_ms));
+                let f_diversity = if self.sources.len() >= 2 { 1.0 } else { 0.75 };
+                let f_coverage = 0.4 + 0.6 * present / W_TOTAL;
+                let c = f_count * f_recency * f_diversity * f_coverage;
+                // four decimals: stable across platforms' last-bit differences in exp/powf
+                ((c * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// Each present feature's contribution in points relative to the neutral 50.
+fn term_evidence(terms: &[Term], present: f64) -> Vec<Evidence> {
+    terms
+        .iter()
+        .map(|t| Evidence {
+            feature: t.feature,
+            value: t.value,
+            contribution: 100.0 * t.weight * (t.goodness - 0.5) / present,
+            samples: t.samples,
+        })
+        .collect()
+}
+
+/// The weighted mean goodness of the present features in points; 50 with none.
+fn base_score(terms: &[Term], present: f64) -> f64 {
+    if present > 0.0 {
+        100.0 * terms.iter().map(|t| t.weight * t.goodness).sum::<f64>() / present
+    } else {
+        50.0
+    }
+}
+
+/// The crowd's sum of per-tenant capped opinions and that sum capped: (sum, adjustment).
+fn crowd_adjustment(crowd: &BTreeMap<&str, CrowdTally>, params: &ModelParams) -> (f64, f64) {
+    let cap = params.tenant_cap_points.max(0.0);
+    let crowd_sum: f64 = crowd
+        .values()
+        .filter(|c| c.w > 0.0)
+        .map(|c| {
+            let opinion = c.opinion_w / c.w;
+            let strength = 1.0 - (-c.w).exp();
+            (cap * opinion * strength).clamp(-cap, cap)
+        })
+        .sum();
+    let crowd_max = params.crowd_max_points.max(0.0);
+    (crowd_sum, crowd_sum.clamp(-crowd_max, crowd_max))
+}
+
+/// Sorts evidence by magnitude (then feature) and keeps the first `keep`.
+fn strongest_first(evidence: &mut Vec<Evidence>, keep: usize) {
+    evidence.sort_by(|a, b| {
+        b.contribution
+            .abs()
+            .total_cmp(&a.contribution.abs())
+            .then(a.feature.cmp(&b.feature))
+    });
+    evidence.truncate(keep);
 }
 
 #[cfg(test)]

@@ -1,21 +1,87 @@
 //! `capsight-collector-kit`: the process shape every collector binary shares, so each `main.rs`
-//! only wires its own collector.
+//! is one [`collector_main!`] line and each library one `run(&Collector<Config>, once)`.
 //!
 //! [`Collector::start`] parses nothing itself: the binary's `clap` parser flattens
-//! [`CollectorArgs`]. It then loads the layered configuration (the sections every collector
-//! reads — `[telemetry]`, `[kafka]`, `[publisher]` — plus the collector's own, `S`), starts
-//! tracing, loads the GPU catalog, creates the signal publisher (with its periodic buffer
-//! report) and the shutdown signal (SIGINT/SIGTERM). [`Collector::finish`] flushes the
-//! publisher: what could not be delivered within 30 s is reported as an error.
+//! [`CollectorArgs`]. It then starts the process ([`capsight_runtime::process`]: the layered
+//! configuration — the sections every collector reads, `[telemetry]`, `[kafka]`,
+//! `[publisher]`, plus the collector's own, `S` — tracing and the shutdown signal), loads the
+//! GPU catalog and creates the signal publisher (with its periodic buffer report).
+//! [`Collector::finish`] flushes the publisher: what could not be delivered within 30 s is
+//! reported as an error.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context;
-use capsight_catalog::Catalog;
+use capsight_catalog::{Catalog, CatalogError};
 use capsight_kafka::KafkaSettings;
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
+use capsight_publisher::{PublishError, Publisher, PublisherSettings};
+use capsight_runtime::{
+    config::ConfigArgs,
+    process::{Process, ProcessError},
+    shutdown::Shutdown,
+};
 use serde::{Deserialize, de::DeserializeOwned};
+
+/// Why a collector process failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// Configuration or tracing.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// The GPU catalog (`--catalog`).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The signal publisher could not be created.
+    #[error("creating the signal publisher: {0}")]
+    Publisher(#[source] PublishError),
+    /// Signals were left undelivered at shutdown.
+    #[error("flushing signals at shutdown: {0}")]
+    Flush(#[source] PublishError),
+    /// The collector's own set-up (regions, cloud adapters, stores).
+    #[error("{what}: {source}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl CollectorError {
+    /// A failed set-up step of a collector.
+    pub fn setup(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Setup {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// The `main` of a polling collector: parses [`CollectorArgs`] (with `about` as the help),
+/// starts the [`Collector`] named `name` (publisher role `role`), calls `run(&collector, once)`
+/// and flushes. The binary depends on `clap`, `tokio` and `anyhow`.
+#[macro_export]
+macro_rules! collector_main {
+    ($name:literal, $role:literal, $about:literal, $run:path) => {
+        #[derive(Debug, clap::Parser)]
+        #[command(version, about = $about)]
+        struct Cli {
+            #[command(flatten)]
+            args: $crate::CollectorArgs,
+        }
+
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let Cli { args } = <Cli as clap::Parser>::parse();
+            let c = $crate::Collector::start($name, $role, &args.config, args.catalog.as_deref())?;
+            $run(&c, args.once).await?;
+            c.finish().await?;
+            Ok(())
+        }
+    };
+}
 
 /// How long the final flush may take.
 const FLUSH: Duration = Duration::from_secs(30);
@@ -38,7 +104,6 @@ pub struct CollectorArgs {
 /// are sections such as `cloud` and `quota`).
 #[derive(Debug, Deserialize)]
 struct Sections<S> {
-    telemetry: TelemetrySettings,
     kafka: KafkaSettings,
     publisher: PublisherSettings,
     #[serde(flatten)]
@@ -68,14 +133,14 @@ impl<S: DeserializeOwned> Collector<S> {
         role: &str,
         config: &ConfigArgs,
         catalog: Option<&std::path::Path>,
-    ) -> anyhow::Result<Self> {
-        let sections: Sections<S> = capsight_runtime::config::load(config.config.as_deref())?;
-        capsight_runtime::telemetry::init(name, &sections.telemetry)?;
+    ) -> Result<Self, CollectorError> {
+        let Process {
+            config: sections,
+            shutdown,
+        } = Process::<Sections<S>>::start(name, config)?;
         let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
         let publisher = Publisher::new(&sections.kafka, &sections.publisher, role)
-            .context("creating the signal publisher")?;
-        let shutdown = Shutdown::new();
-        shutdown.listen_for_signals();
+            .map_err(CollectorError::Publisher)?;
         tokio::spawn({
             let (p, s) = (publisher.clone(), shutdown.clone());
             let every = sections.publisher.report_interval;
@@ -93,11 +158,10 @@ impl<S: DeserializeOwned> Collector<S> {
 
 impl<S> Collector<S> {
     /// Flushes what is still buffered (at most 30 s).
-    pub async fn finish(&self) -> anyhow::Result<()> {
+    pub async fn finish(&self) -> Result<(), CollectorError> {
         self.publisher
             .flush(FLUSH)
             .await
-            .context("flushing signals at shutdown")?;
-        Ok(())
+            .map_err(CollectorError::Flush)
     }
 }

@@ -29,3 +29,77 @@ pub mod sweep;
 pub use prober::{PROBE_AT_TAG, PROBE_TAG, Planned, ProbeReport, Prober};
 pub use schedule::Scheduler;
 pub use settings::{LimitSettings, ProbeSettings};
+
+use std::sync::Arc;
+
+use capsight_collector_kit::{Collector, CollectorError};
+
+/// The sections the prober reads besides the kit's.
+#[derive(Debug, serde::Deserialize)]
+pub struct ProbeConfig {
+    /// `[clickhouse]` (the audit trail, tenant demand).
+    pub clickhouse: capsight_clickhouse::ClickHouseSettings,
+    /// `[cloud]`.
+    pub cloud: capsight_cloud::CloudSettings,
+    /// `[probe]`.
+    pub probe: ProbeSettings,
+}
+
+/// The process: recovers today's spend from the audit trail (no probe before it is known: a
+/// restart must not reset the budget), then sweeps and probes on schedule (`once`: sweep, one
+/// planning pass, wait for its probes) until the shutdown fires.
+pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
+    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    let (config, catalog) = (&c.config, &c.catalog);
+    let regions = watched_aws_regions(&config.probe.regions, catalog)
+        .map_err(|e| CollectorError::setup("probe.regions", e))?;
+    let adapters = aws_adapters(&config.cloud, Arc::clone(catalog), &regions)
+        .await
+        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
+    let account = account(config, catalog).await;
+    let audit =
+        audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;
+    let now = chrono::Utc::now();
+    let spent = audit
+        .spent_on(&config.probe.instance, now.date_naive())
+        .await
+        .map_err(|e| {
+            CollectorError::setup(
+                "recovering today's probe spend from probe_audit (is ClickHouse up and migrated?)",
+                e,
+            )
+        })?;
+    let budget = budget::Budget::with_spent(config.probe.daily_budget_usd, spent, now);
+    tracing::info!(prober = %config.probe.instance, %account, regions = regions.len(),
+        spent_today_usd = spent, limit_usd = budget.limit(), "prober starting");
+    let prober = Arc::new(Prober::new(
+        adapters,
+        Arc::clone(catalog),
+        config.probe.clone(),
+        c.publisher.clone(),
+        audit,
+        budget,
+        account,
+    ));
+    let scheduler =
+        Arc::new(Scheduler::new(prober).map_err(|e| CollectorError::setup("probe schedule", e))?);
+    let reports = scheduler.run(once, c.shutdown.clone()).await;
+    if once {
+        tracing::info!(probes = reports.len(), "probe pass done");
+    }
+    Ok(())
+}
+
+/// The operator's account id (for the audit trail), `unknown` when the cloud does not say.
+async fn account(config: &ProbeConfig, catalog: &Arc<capsight_catalog::Catalog>) -> String {
+    let adapter =
+        capsight_cloud::aws::AwsAdapter::from_env(config.cloud.clone(), Arc::clone(catalog)).await;
+    match adapter {
+        Ok(a) => match a.caller_identity().await {
+            Ok((account, _)) => return account,
+            Err(e) => tracing::warn!(error = %e, "caller identity unknown"),
+        },
+        Err(e) => tracing::warn!(error = %e, "caller identity unknown"),
+    }
+    "unknown".to_owned()
+}

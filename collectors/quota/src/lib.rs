@@ -179,3 +179,49 @@ impl QuotaCollector {
         report
     }
 }
+
+/// The sections the quota collector reads besides the kit's.
+#[derive(Debug, Deserialize)]
+pub struct QuotaConfig {
+    /// `[cloud]`.
+    pub cloud: capsight_cloud::CloudSettings,
+    /// `[quota]`.
+    pub quota: QuotaSettings,
+}
+
+/// The process: polls every watched region's family quotas every `quota.interval` (or once)
+/// until the shutdown fires.
+pub async fn run(
+    c: &capsight_collector_kit::Collector<QuotaConfig>,
+    once: bool,
+) -> Result<(), capsight_collector_kit::CollectorError> {
+    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    use capsight_collector_kit::CollectorError;
+    let config = &c.config;
+    let regions = watched_aws_regions(&config.quota.regions, &c.catalog)
+        .map_err(|e| CollectorError::setup("quota.regions", e))?;
+    let adapters = aws_adapters(&config.cloud, Arc::clone(&c.catalog), &regions)
+        .await
+        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
+    tracing::info!(regions = regions.len(), interval = ?config.quota.interval, "quota collector starting");
+    let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
+        adapters,
+        Arc::clone(&c.catalog),
+        config.quota.clone(),
+        c.publisher.clone(),
+    )));
+    capsight_runtime::periodic::every(config.quota.interval, once, &c.shutdown, || {
+        let collector = Arc::clone(&collector);
+        async move {
+            let r = collector.lock().await.poll_once(chrono::Utc::now()).await;
+            tracing::info!(
+                published = r.published,
+                unchanged = r.unchanged,
+                errors = r.errors,
+                "quota pass done"
+            );
+        }
+    })
+    .await;
+    Ok(())
+}

@@ -39,6 +39,80 @@ pub struct ReportsSettings {
     pub registry_recheck: Duration,
 }
 
+/// Every section the intake reads besides `[telemetry]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReportsConfig {
+    /// `[kafka]`.
+    pub kafka: capsight_kafka::KafkaSettings,
+    /// `[publisher]`.
+    pub publisher: capsight_publisher::PublisherSettings,
+    /// `[tenancy]` (API keys, rate limits, the keyed tenant hash).
+    pub tenancy: capsight_tenancy::TenancySettings,
+    /// `[clickhouse]` (instances capsight launched).
+    pub clickhouse: capsight_clickhouse::ClickHouseSettings,
+    /// `[reports]`.
+    pub reports: ReportsSettings,
+}
+
+/// Why the intake stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportsError {
+    /// The signal publisher.
+    #[error(transparent)]
+    Publisher(#[from] capsight_publisher::PublishError),
+    /// The tenant registry.
+    #[error(transparent)]
+    Registry(#[from] capsight_tenancy::RegistryError),
+    /// ClickHouse settings.
+    #[error(transparent)]
+    ClickHouse(#[from] capsight_clickhouse::ClickHouseError),
+    /// The GPU catalog built into the binary.
+    #[error(transparent)]
+    Catalog(#[from] capsight_catalog::CatalogError),
+    /// The listen address could not be bound, or serving failed.
+    #[error("{addr}: {source}")]
+    Serve {
+        /// `reports.listen`.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The process: binds `reports.listen` and serves the intake with its publisher, tenant
+/// registry (hot reloaded) and launched-instance lookup until `shutdown` fires.
+pub async fn start(
+    config: ReportsConfig,
+    shutdown: capsight_runtime::shutdown::Shutdown,
+) -> Result<(), ReportsError> {
+    let publisher =
+        capsight_publisher::Publisher::new(&config.kafka, &config.publisher, "reports")?;
+    let registry = capsight_tenancy::SharedRegistry::open(
+        config.tenancy.registry.clone(),
+        config.reports.registry_recheck,
+    )?;
+    let hasher = capsight_tenancy::TenantHasher::new(&config.tenancy.hash_secret);
+    let addr = config.reports.listen;
+    let serve = |source| ReportsError::Serve { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(serve)?;
+    tracing::info!(listen = %addr, "reports intake listening");
+    let launched = launched::LaunchedInstances::new(config.clickhouse.client()?);
+    let state = Arc::new(
+        server::AppState::new(
+            publisher.clone(),
+            registry,
+            hasher,
+            config.reports,
+            config.tenancy.default_rate_per_minute,
+            Arc::new(capsight_catalog::Catalog::embedded()?),
+        )
+        .with_launched(launched),
+    );
+    run(state, listener, publisher, shutdown)
+        .await
+        .map_err(serve)
+}
+
 /// Serves the intake until `shutdown` fires, then flushes the publisher.
 pub async fn run(
     state: Arc<server::AppState>,

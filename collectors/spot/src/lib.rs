@@ -487,3 +487,71 @@ impl SpotCollector {
         r
     }
 }
+
+/// The sections the spot collector reads besides the kit's.
+#[derive(Debug, Deserialize)]
+pub struct SpotConfig {
+    /// `[cloud]`.
+    pub cloud: capsight_cloud::CloudSettings,
+    /// `[spot]`.
+    pub spot: SpotSettings,
+}
+
+/// The process: every signal family on its own cadence (or all once) until the shutdown fires.
+pub async fn run(
+    c: &capsight_collector_kit::Collector<SpotConfig>,
+    once: bool,
+) -> Result<(), capsight_collector_kit::CollectorError> {
+    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    use capsight_collector_kit::CollectorError;
+    use capsight_runtime::periodic::every;
+    let config = &c.config;
+    let regions = watched_aws_regions(&config.spot.regions, &c.catalog)
+        .map_err(|e| CollectorError::setup("spot.regions", e))?;
+    let adapters = aws_adapters(&config.cloud, Arc::clone(&c.catalog), &regions)
+        .await
+        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
+    let collector = tokio::sync::Mutex::new(
+        SpotCollector::new(
+            adapters,
+            Arc::clone(&c.catalog),
+            config.spot.clone(),
+            c.publisher.clone(),
+        )
+        .map_err(|e| CollectorError::setup("spot collector", e))?,
+    );
+    tracing::info!(regions = regions.len(), "spot collector starting");
+    if once {
+        let r = collector.lock().await.all_once(Utc::now()).await;
+        tracing::info!(published = r.published, errors = r.errors, "spot pass done");
+        return Ok(());
+    }
+    let (s, col, sd) = (&config.spot, &collector, &c.shutdown);
+    tokio::join!(
+        every(s.price_interval, false, sd, || async move {
+            let r = col.lock().await.prices(Utc::now()).await;
+            tracing::info!(published = r.published, errors = r.errors, "spot prices");
+        }),
+        every(s.placement_interval, false, sd, || async move {
+            let r = col.lock().await.placement(Utc::now()).await;
+            tracing::info!(
+                published = r.published,
+                errors = r.errors,
+                "placement scores"
+            );
+        }),
+        every(s.offerings_interval, false, sd, || async move {
+            let r = col.lock().await.offerings(Utc::now()).await;
+            tracing::info!(
+                published = r.published,
+                errors = r.errors,
+                "offerings and capacity blocks"
+            );
+        }),
+        every(s.advisor_interval, false, sd, || async move {
+            let r = col.lock().await.advisor(Utc::now()).await;
+            tracing::info!(published = r.published, errors = r.errors, "spot advisor");
+        }),
+    );
+    Ok(())
+}

@@ -261,8 +261,31 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// Polls until `shutdown` fires (or once), then flushes the publisher.
+/// The sections the status collector reads besides the kit's.
+#[derive(Debug, Deserialize)]
+pub struct StatusConfig {
+    /// `[status]`.
+    pub status: StatusSettings,
+}
+
+/// The process: polls every feed every `status.poll_interval` (or once) until the shutdown
+/// fires.
 pub async fn run(
+    c: &capsight_collector_kit::Collector<StatusConfig>,
+    once: bool,
+) -> Result<(), capsight_collector_kit::CollectorError> {
+    let status = &c.config.status;
+    let keys = Arc::new(CatalogKeys((*c.catalog).clone()));
+    let collector = Collector::new(status, c.publisher.clone(), keys)
+        .map_err(|e| capsight_collector_kit::CollectorError::setup("status feeds", e))?;
+    tracing::info!(feeds = status.feeds.len(), interval = ?status.poll_interval, "status collector starting");
+    let total = poll_until(collector, status.poll_interval, once, c.shutdown.clone()).await;
+    tracing::info!(?total, "status collector stopped");
+    Ok(())
+}
+
+/// Polls until `shutdown` fires (or once), then flushes the publisher.
+pub async fn poll_until(
     mut collector: Collector,
     interval: Duration,
     once: bool,

@@ -111,6 +111,12 @@ pub enum CloudsimError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The server failed while serving.
+    #[error("serving: {source}")]
+    Serve {
+        /// Cause.
+        source: std::io::Error,
+    },
     /// The webhook URL is not a valid http:// URI.
     #[error("invalid cloudsim.webhook_url {0:?}: only http:// URLs are supported")]
     Webhook(String),
@@ -176,6 +182,26 @@ impl Running {
 /// The instance-type facts the market needs, from the GPU catalog (AWS types only).
 pub fn type_table() -> BTreeMap<String, TypeInfo> {
     catalog_types()
+}
+
+/// The process: the scenario at `scenario`, else the one `cloudsim.scenario` names, else the
+/// built-in demo scenario; then [`start`] and [`Running::join`].
+pub async fn run(
+    settings: &CloudsimSettings,
+    scenario: Option<&std::path::Path>,
+    seed: Option<u64>,
+    shutdown: Shutdown,
+) -> Result<(), CloudsimError> {
+    let named = (!settings.scenario.is_empty()).then(|| std::path::Path::new(&settings.scenario));
+    let scenario = match scenario.or(named) {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::parse(DEFAULT_SCENARIO)?,
+    };
+    let running = start(settings, scenario, seed, shutdown).await?;
+    running
+        .join()
+        .await
+        .map_err(|source| CloudsimError::Serve { source })
 }
 
 /// Loads the scenario named by settings (or the default), starts the server, the market ticker

@@ -1,14 +1,13 @@
-//! `cloudsim`: the simulated cloud. Parses flags, loads `[telemetry]` and `[cloudsim]` config,
-//! loads the scenario and runs [`capsight_cloudsim::start`] until SIGINT/SIGTERM.
+//! `cloudsim`: the simulated cloud. Parses flags, loads `[telemetry]` and `[cloudsim]` config
+//! and runs [`capsight_cloudsim::run`] until SIGINT/SIGTERM.
 //!
 //! Point the AWS SDK at it with `AWS_ENDPOINT_URL=http://127.0.0.1:5599` and an access key id
 //! the scenario declares (see `docs/cloudsim.md`).
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use capsight_cloudsim::{CloudsimSettings, DEFAULT_SCENARIO, scenario::Scenario};
-use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown, telemetry::TelemetrySettings};
+use capsight_cloudsim::CloudsimSettings;
+use capsight_runtime::{config::ConfigArgs, process::Process};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -36,31 +35,21 @@ struct Cli {
 
 #[derive(Debug, Deserialize)]
 struct Config {
-    telemetry: TelemetrySettings,
     cloudsim: CloudsimSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut config: Config = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init("cloudsim", &config.telemetry)?;
-    if let Some(t) = cli.time_scale {
-        config.cloudsim.time_scale = t;
-    }
-    if let Some(l) = cli.listen {
-        config.cloudsim.listen = l;
-    }
-    let path = cli.scenario.or_else(|| {
-        (!config.cloudsim.scenario.is_empty()).then(|| PathBuf::from(&config.cloudsim.scenario))
-    });
-    let scenario = match &path {
-        Some(p) => Scenario::load(p)?,
-        None => Scenario::parse(DEFAULT_SCENARIO).context("built-in demo scenario")?,
-    };
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    let running = capsight_cloudsim::start(&config.cloudsim, scenario, cli.seed, shutdown).await?;
-    running.join().await?;
+    let p = Process::start_with("cloudsim", &cli.config, |c: &mut Config| {
+        if let Some(t) = cli.time_scale {
+            c.cloudsim.time_scale = t;
+        }
+        if let Some(l) = cli.listen {
+            c.cloudsim.listen = l;
+        }
+    })?;
+    let scenario = cli.scenario.as_deref();
+    capsight_cloudsim::run(&p.config.cloudsim, scenario, cli.seed, p.shutdown).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! * [`telemetry`]: tracing initialisation from config;
 //! * [`health`]: the `GET /healthz` endpoint supervisors probe;
 //! * [`periodic`]: run work now and then every interval until shutdown;
+//! * [`process`]: the start every binary shares (config, tracing, shutdown signal);
 //! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
 //!   of a process watches.
 //!
@@ -13,5 +14,6 @@
 pub mod config;
 pub mod health;
 pub mod periodic;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;

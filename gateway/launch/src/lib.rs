@@ -10,13 +10,15 @@
 //!   launcher drives them with ([`locks`] serialises one job's writers in a process);
 //! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
 //! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
-//!   enqueue).
+//!   enqueue);
+//! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch.
 //!
 //! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
 //! by name in ClickHouse `launch_events`.
 
 pub mod alternatives;
 pub mod locks;
+pub mod manage;
 pub mod queue;
 pub mod spec;
 pub mod store;

@@ -51,6 +51,9 @@ pub enum StartError {
     /// The warm standby's events consumer (could not start, or stalled for good).
     #[error(transparent)]
     Standby(#[from] standby::StandbyError),
+    /// The GPU catalog (`--catalog`).
+    #[error(transparent)]
+    Catalog(#[from] capsight_catalog::CatalogError),
     /// The health endpoint could not be bound.
     #[error("health endpoint {addr}: {source}")]
     Health {
@@ -59,6 +62,21 @@ pub enum StartError {
         /// The bind error.
         source: std::io::Error,
     },
+}
+
+/// The process: the GPU catalog (the file at `catalog`, else the embedded one) and the tenants'
+/// clouds on AWS (operator credentials from the AWS chain), then [`run`].
+pub async fn run_on_aws(
+    config: LauncherConfig,
+    catalog: Option<&std::path::Path>,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
+    let clouds = Arc::new(capsight_cloud::tenants::AwsClouds::from_env(
+        config.cloud.clone(),
+        Arc::clone(&catalog),
+    ));
+    run(config, catalog, clouds, shutdown).await
 }
 
 /// Builds the worker from `config` and runs it until `shutdown` fires; then flushes the

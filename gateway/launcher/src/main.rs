@@ -3,12 +3,8 @@
 //! `cloud`, `launcher` of `deploy/config/capsight.toml`; AWS endpoint and operator credentials
 //! from the standard AWS chain (tenants' roles are assumed from there).
 
-use std::sync::Arc;
-
-use capsight_catalog::Catalog;
-use capsight_cloud::tenants::AwsClouds;
 use capsight_launcher::LauncherConfig;
-use capsight_runtime::{config::ConfigArgs, shutdown::Shutdown};
+use capsight_runtime::{config::ConfigArgs, process::Process};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -27,15 +23,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: LauncherConfig = capsight_runtime::config::load(cli.config.config.as_deref())?;
-    capsight_runtime::telemetry::init("capsight-launcher", &config.telemetry)?;
-    let catalog = Arc::new(Catalog::load_or_embedded(cli.catalog.as_deref())?);
-    let clouds = Arc::new(AwsClouds::from_env(
-        config.cloud.clone(),
-        Arc::clone(&catalog),
-    ));
-    let shutdown = Shutdown::new();
-    shutdown.listen_for_signals();
-    capsight_launcher::run(config, catalog, clouds, shutdown).await?;
+    let p: Process<LauncherConfig> = Process::start("capsight-launcher", &cli.config)?;
+    capsight_launcher::run_on_aws(p.config, cli.catalog.as_deref(), p.shutdown).await?;
     Ok(())
 }

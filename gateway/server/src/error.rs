@@ -94,6 +94,17 @@ impl From<capsight_launch::submit::SubmitError> for GatewayError {
     }
 }
 
+impl From<capsight_launch::manage::ManageError> for GatewayError {
+    fn from(e: capsight_launch::manage::ManageError) -> Self {
+        use capsight_launch::manage::ManageError;
+        match e {
+            ManageError::NotFound(id) => Self::NotFound(format!("launch {id}")),
+            ManageError::Refused(why) => Self::FailedPrecondition(why),
+            ManageError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl From<GatewayError> for Status {
     fn from(e: GatewayError) -> Self {
         match &e {

@@ -103,6 +103,18 @@ const SERVICES: [&str; 4] = [
     "capsight.v1.ReportService",
 ];
 
+/// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
+/// chain, tenants' roles assumed from there), then [`Running::join`].
+pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
+    let catalog =
+        Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?;
+    let clouds = Arc::new(clouds::AwsClouds::from_env(
+        config.cloud.clone(),
+        Arc::new(catalog),
+    ));
+    start(config, clouds, shutdown).await?.join().await
+}
+
 /// Binds `config.gateway.listen`, starts the scores view and serves until `shutdown` fires.
 pub async fn start(
     config: GatewayConfig,

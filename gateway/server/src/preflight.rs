@@ -120,7 +120,8 @@ pub struct Sources<'a> {
     pub timeout: std::time::Duration,
 }
 
-/// Runs the preflight of `spec` for `caller`.
+/// Runs the preflight of `spec` for `caller`: the account steps (permission, quota), then,
+/// when the account is fine, the capacity step and the decision.
 pub async fn run(
     caller: &Caller,
     spec: &Spec,
@@ -128,165 +129,17 @@ pub async fn run(
     live_probe: bool,
     sources: Sources<'_>,
 ) -> Result<Outcome, GatewayError> {
-    let Sources {
-        clouds,
-        view,
-        catalog,
-        timeout,
-    } = sources;
-    let mut checks = Vec::new();
-    let mut quota_headroom = None;
-    let mut account_ok = true;
-    let mut probe_adapter: Option<Arc<dyn CloudAdapter>> = None;
-
-    if spec.key.provider == Provider::Aws {
-        let adapter =
-            match tokio::time::timeout(timeout, clouds.adapter(&caller.tenant, &spec.key.region))
-                .await
-            {
-                Err(_) => return Err(GatewayError::unavailable("cloud", "assume role timed out")),
-                Ok(Ok(a)) => Some(a),
-                Ok(Err(AccountError::NoRole(t))) => {
-                    checks.push(check(
-                    "permission",
-                    CheckStatus::Failed,
-                    format!(
-                        "no AWS role is registered for tenant {t}: capsight checks permission and \
-                         quota with your own account; register a role (capsight-admin tenant role)"
-                    ),
-                    "",
-                ));
-                    None
-                }
-                Ok(Err(AccountError::Cloud(e))) => {
-                    checks.push(account_failure(
-                        "permission",
-                        "cannot assume your role",
-                        &e,
-                    )?);
-                    None
-                }
-            };
-        if let Some(adapter) = adapter {
-            probe_adapter = Some(Arc::clone(&adapter));
-            let mut request = LaunchRequest::new(
-                spec.key.instance_type.clone(),
-                spec.key.zone.clone(),
-                spec.image_id.clone(),
-                format!("preflight-{}", uuid::Uuid::new_v4().simple()),
-            )
-            .market(if spec.key.market == Market::Spot {
-                Market::Spot
-            } else {
-                Market::OnDemand
-            })
-            .count(spec.count);
-            request.subnet_id.clone_from(&spec.subnet_id);
-            request.spot_max_price = spec.spot_max_price;
-            match tokio::time::timeout(timeout, adapter.check_launch_permission(&request)).await {
-                Err(_) => return Err(GatewayError::unavailable("cloud", "dry run timed out")),
-                Ok(Ok(Permission::Allowed)) => checks.push(check(
-                    "permission",
-                    CheckStatus::Passed,
-                    format!(
-                        "DryRun RunInstances of {} x{} is allowed for your account",
-                        spec.key.instance_type, spec.count
-                    ),
-                    "",
-                )),
-                Ok(Ok(Permission::Denied { code, message })) => checks.push(check(
-                    "permission",
-                    CheckStatus::Failed,
-                    format!(
-                        "your account may not launch {}: {message}",
-                        spec.key.instance_type
-                    ),
-                    &code,
-                )),
-                Ok(Err(e)) => checks.push(account_failure("permission", "the dry run failed", &e)?),
-            }
-            account_ok = checks
-                .iter()
-                .all(|c| c.status != CheckStatus::Failed as i32);
-            if !account_ok {
-                checks.push(skipped("quota", "skipped: permission failed"));
-            } else if spec.key.market == Market::CapacityBlock {
-                checks.push(skipped(
-                    "quota",
-                    "capacity blocks are purchased reservations; the on-demand/spot vCPU quota does not apply",
-                ));
-            } else {
-                match tokio::time::timeout(
-                    timeout,
-                    adapter.quota_headroom(&spec.key.instance_type, spec.key.market),
-                )
-                .await
-                {
-                    Err(_) => {
-                        return Err(GatewayError::unavailable("cloud", "quota lookup timed out"));
-                    }
-                    Ok(Ok(q)) => {
-                        quota_headroom = Some(q.headroom_instances);
-                        let detail = format!(
-                            "quota {} in {}: limit {} vCPUs, {} in use, {} vCPUs per {} -> room \
-                             for {} instance(s), {} requested",
-                            q.quota_code,
-                            spec.key.region,
-                            q.limit_vcpus,
-                            q.used_vcpus,
-                            q.vcpus_per_instance,
-                            spec.key.instance_type,
-                            q.headroom_instances,
-                            spec.count
-                        );
-                        if q.headroom_instances >= spec.count {
-                            checks.push(check("quota", CheckStatus::Passed, detail, ""));
-                        } else {
-                            account_ok = false;
-                            checks.push(check(
-                                "quota",
-                                CheckStatus::Failed,
-                                format!(
-                                    "{detail}; request a quota increase for {} in {} (Service \
-                                     Quotas) — other zones share the same regional quota",
-                                    q.quota_code, spec.key.region
-                                ),
-                                "",
-                            ));
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        account_ok = false;
-                        checks.push(account_failure("quota", "the quota lookup failed", &e)?);
-                    }
-                }
-            }
-        } else {
-            account_ok = false;
-            checks.push(skipped("quota", "skipped: permission failed"));
-        }
+    let Account {
+        mut checks,
+        quota_headroom,
+        ok,
+        adapter,
+    } = if spec.key.provider == Provider::Aws {
+        account_checks(caller, spec, sources.clouds, sources.timeout).await?
     } else {
-        checks.push(check(
-            "permission",
-            CheckStatus::Warning,
-            format!(
-                "no account adapter for {} yet: permission not checked",
-                spec.key.provider
-            ),
-            "",
-        ));
-        checks.push(check(
-            "quota",
-            CheckStatus::Warning,
-            format!(
-                "no account adapter for {} yet: quota not checked",
-                spec.key.provider
-            ),
-            "",
-        ));
-    }
-
-    if !account_ok {
+        Account::unchecked(spec)
+    };
+    if !ok {
         checks.push(skipped("capacity", "skipped: fix the account issue first"));
         return Ok(Outcome {
             decision: Decision::FixAccountIssue,
@@ -296,86 +149,17 @@ pub async fn run(
             alternatives: Vec::new(),
         });
     }
-
-    let score = capacity_score(view, spec);
+    let score = capacity_score(sources.view, spec);
     let probed = if live_probe {
-        probe(spec, probe_adapter.as_deref(), timeout).await?
+        probe(spec, adapter.as_deref(), sources.timeout).await?
     } else {
         None
     };
-    let (decision, capacity, alternatives) = match (&probed, &score) {
-        (Some((true, reason)), _) => (
-            Decision::CanLaunch,
-            check("capacity", CheckStatus::Passed, reason.clone(), ""),
-            Vec::new(),
-        ),
-        (Some((false, reason)), _) => {
-            let all = view.select(None, |_| true);
-            let alts = alternatives::rank(spec, constraints, &all, catalog);
-            (
-                Decision::RetryWithAlternatives,
-                check(
-                    "capacity",
-                    CheckStatus::Failed,
-                    format!("{reason}; {} alternative(s) proposed", alts.len()),
-                    "InsufficientInstanceCapacity",
-                ),
-                alts,
-            )
-        }
-        (None, score) => match score {
-            None => (
-                Decision::CanLaunch,
-                check(
-                    "capacity",
-                    CheckStatus::Warning,
-                    format!("no recent evidence for {}: capacity unknown", spec.key),
-                    "",
-                ),
-                Vec::new(),
-            ),
-            Some(s) => {
-                let what = format!(
-                    "{} scores {} ({}, confidence {:.2}, {} signals)",
-                    s.key, s.score, s.label, s.confidence, s.signal_count
-                );
-                match s.label {
-                    Label::Available => (
-                        Decision::CanLaunch,
-                        check("capacity", CheckStatus::Passed, what, ""),
-                        Vec::new(),
-                    ),
-                    Label::Limited => (
-                        Decision::CanLaunch,
-                        check(
-                            "capacity",
-                            CheckStatus::Warning,
-                            format!("{what}: capacity is limited; a launch may fail"),
-                            "",
-                        ),
-                        Vec::new(),
-                    ),
-                    Label::Unavailable => {
-                        let all = view.select(None, |_| true);
-                        let alts = alternatives::rank(spec, constraints, &all, catalog);
-                        (
-                            Decision::RetryWithAlternatives,
-                            check(
-                                "capacity",
-                                CheckStatus::Failed,
-                                format!(
-                                    "{what}: little or no capacity; {} alternative(s) proposed",
-                                    alts.len()
-                                ),
-                                "",
-                            ),
-                            alts,
-                        )
-                    }
-                }
-            }
-        },
+    let rank = || {
+        let all = sources.view.select(None, |_| true);
+        alternatives::rank(spec, constraints, &all, sources.catalog)
     };
+    let (decision, capacity, alternatives) = capacity_check(spec, probed, score.as_deref(), rank);
     checks.push(capacity);
     Ok(Outcome {
         decision,
@@ -384,6 +168,263 @@ pub async fn run(
         quota_headroom,
         alternatives,
     })
+}
+
+/// The account steps' result.
+struct Account {
+    /// The permission and quota checks.
+    checks: Vec<v1::PreflightCheck>,
+    /// Quota headroom when the quota step ran.
+    quota_headroom: Option<u32>,
+    /// Whether the account may launch (no failed step).
+    ok: bool,
+    /// The tenant's adapter (for the live probe).
+    adapter: Option<Arc<dyn CloudAdapter>>,
+}
+
+impl Account {
+    /// A provider without an account adapter: both steps are warnings.
+    fn unchecked(spec: &Spec) -> Self {
+        let provider = spec.key.provider;
+        Self {
+            checks: vec![
+                check(
+                    "permission",
+                    CheckStatus::Warning,
+                    format!("no account adapter for {provider} yet: permission not checked"),
+                    "",
+                ),
+                check(
+                    "quota",
+                    CheckStatus::Warning,
+                    format!("no account adapter for {provider} yet: quota not checked"),
+                    "",
+                ),
+            ],
+            quota_headroom: None,
+            ok: true,
+            adapter: None,
+        }
+    }
+}
+
+/// Permission (with the tenant's role) then quota, on AWS.
+async fn account_checks(
+    caller: &Caller,
+    spec: &Spec,
+    clouds: &dyn TenantClouds,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
+    let (adapter, role_check) = assume_role(caller, spec, clouds, timeout).await?;
+    let Some(adapter) = adapter else {
+        return Ok(Account {
+            checks: role_check
+                .into_iter()
+                .chain([skipped("quota", "skipped: permission failed")])
+                .collect(),
+            quota_headroom: None,
+            ok: false,
+            adapter: None,
+        });
+    };
+    let permission = permission_check(spec, adapter.as_ref(), timeout).await?;
+    let mut account = Account {
+        ok: permission.status != CheckStatus::Failed as i32,
+        checks: vec![permission],
+        quota_headroom: None,
+        adapter: Some(Arc::clone(&adapter)),
+    };
+    if !account.ok {
+        account
+            .checks
+            .push(skipped("quota", "skipped: permission failed"));
+    } else if spec.key.market == Market::CapacityBlock {
+        account.checks.push(skipped(
+            "quota",
+            "capacity blocks are purchased reservations; the on-demand/spot vCPU quota does not apply",
+        ));
+    } else {
+        let (quota, headroom) = quota_check(spec, adapter.as_ref(), timeout).await?;
+        account.ok = quota.status != CheckStatus::Failed as i32;
+        account.quota_headroom = headroom;
+        account.checks.push(quota);
+    }
+    Ok(account)
+}
+
+/// The tenant's adapter in the key's region, or the failed permission check saying why not.
+async fn assume_role(
+    caller: &Caller,
+    spec: &Spec,
+    clouds: &dyn TenantClouds,
+    timeout: std::time::Duration,
+) -> Result<(Option<Arc<dyn CloudAdapter>>, Option<v1::PreflightCheck>), GatewayError> {
+    match tokio::time::timeout(timeout, clouds.adapter(&caller.tenant, &spec.key.region)).await {
+        Err(_) => Err(GatewayError::unavailable("cloud", "assume role timed out")),
+        Ok(Ok(a)) => Ok((Some(a), None)),
+        Ok(Err(AccountError::NoRole(t))) => Ok((
+            None,
+            Some(check(
+                "permission",
+                CheckStatus::Failed,
+                format!(
+                    "no AWS role is registered for tenant {t}: capsight checks permission and \
+                     quota with your own account; register a role (capsight-admin tenant role)"
+                ),
+                "",
+            )),
+        )),
+        Ok(Err(AccountError::Cloud(e))) => Ok((
+            None,
+            Some(account_failure(
+                "permission",
+                "cannot assume your role",
+                &e,
+            )?),
+        )),
+    }
+}
+
+/// A DryRun `RunInstances` of the spec with the tenant's credentials.
+async fn permission_check(
+    spec: &Spec,
+    adapter: &dyn CloudAdapter,
+    timeout: std::time::Duration,
+) -> Result<v1::PreflightCheck, GatewayError> {
+    let mut request = LaunchRequest::new(
+        spec.key.instance_type.clone(),
+        spec.key.zone.clone(),
+        spec.image_id.clone(),
+        format!("preflight-{}", uuid::Uuid::new_v4().simple()),
+    )
+    .market(if spec.key.market == Market::Spot {
+        Market::Spot
+    } else {
+        Market::OnDemand
+    })
+    .count(spec.count);
+    request.subnet_id.clone_from(&spec.subnet_id);
+    request.spot_max_price = spec.spot_max_price;
+    match tokio::time::timeout(timeout, adapter.check_launch_permission(&request)).await {
+        Err(_) => Err(GatewayError::unavailable("cloud", "dry run timed out")),
+        Ok(Ok(Permission::Allowed)) => Ok(check(
+            "permission",
+            CheckStatus::Passed,
+            format!(
+                "DryRun RunInstances of {} x{} is allowed for your account",
+                spec.key.instance_type, spec.count
+            ),
+            "",
+        )),
+        Ok(Ok(Permission::Denied { code, message })) => Ok(check(
+            "permission",
+            CheckStatus::Failed,
+            format!(
+                "your account may not launch {}: {message}",
+                spec.key.instance_type
+            ),
+            &code,
+        )),
+        Ok(Err(e)) => account_failure("permission", "the dry run failed", &e),
+    }
+}
+
+/// The tenant's quota headroom against the requested count, with the headroom when known.
+async fn quota_check(
+    spec: &Spec,
+    adapter: &dyn CloudAdapter,
+    timeout: std::time::Duration,
+) -> Result<(v1::PreflightCheck, Option<u32>), GatewayError> {
+    let looked_up = tokio::time::timeout(
+        timeout,
+        adapter.quota_headroom(&spec.key.instance_type, spec.key.market),
+    )
+    .await
+    .map_err(|_| GatewayError::unavailable("cloud", "quota lookup timed out"))?;
+    let q = match looked_up {
+        Ok(q) => q,
+        Err(e) => {
+            return Ok((
+                account_failure("quota", "the quota lookup failed", &e)?,
+                None,
+            ));
+        }
+    };
+    let detail = format!(
+        "quota {} in {}: limit {} vCPUs, {} in use, {} vCPUs per {} -> room \
+         for {} instance(s), {} requested",
+        q.quota_code,
+        spec.key.region,
+        q.limit_vcpus,
+        q.used_vcpus,
+        q.vcpus_per_instance,
+        spec.key.instance_type,
+        q.headroom_instances,
+        spec.count
+    );
+    let quota = if q.headroom_instances >= spec.count {
+        check("quota", CheckStatus::Passed, detail, "")
+    } else {
+        check(
+            "quota",
+            CheckStatus::Failed,
+            format!(
+                "{detail}; request a quota increase for {} in {} (Service \
+                 Quotas) — other zones share the same regional quota",
+                q.quota_code, spec.key.region
+            ),
+            "",
+        )
+    };
+    Ok((quota, Some(q.headroom_instances)))
+}
+
+/// The capacity step from the live probe (when it ran) or the key's score, with the decision
+/// and, when capacity is short, the ranked alternatives (`rank`).
+fn capacity_check(
+    spec: &Spec,
+    probed: Option<(bool, String)>,
+    score: Option<&Score>,
+    rank: impl FnOnce() -> Vec<v1::Alternative>,
+) -> (Decision, v1::PreflightCheck, Vec<v1::Alternative>) {
+    let short = |reason: String, code: &str| {
+        let alts = rank();
+        let reason = format!("{reason}; {} alternative(s) proposed", alts.len());
+        (
+            Decision::RetryWithAlternatives,
+            check("capacity", CheckStatus::Failed, reason, code),
+            alts,
+        )
+    };
+    let can = |status, reason: String| {
+        (
+            Decision::CanLaunch,
+            check("capacity", status, reason, ""),
+            Vec::new(),
+        )
+    };
+    match (probed, score) {
+        (Some((true, reason)), _) => can(CheckStatus::Passed, reason),
+        (Some((false, reason)), _) => short(reason, "InsufficientInstanceCapacity"),
+        (None, None) => can(
+            CheckStatus::Warning,
+            format!("no recent evidence for {}: capacity unknown", spec.key),
+        ),
+        (None, Some(s)) => {
+            let what = format!(
+                "{} scores {} ({}, confidence {:.2}, {} signals)",
+                s.key, s.score, s.label, s.confidence, s.signal_count
+            );
+            match s.label {
+                Label::Available => can(CheckStatus::Passed, what),
+                Label::Limited => can(
+                    CheckStatus::Warning,
+                    format!("{what}: capacity is limited; a launch may fail"),
+                ),
+                Label::Unavailable => short(format!("{what}: little or no capacity"), ""),
+            }
+        }
+    }
 }
 
 /// The live capacity probe: `Some((has_capacity, reason))`, or `None` when it does not apply.

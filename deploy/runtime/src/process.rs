@@ -1,0 +1,64 @@
+//! The start of every capsight binary: load the layered configuration, start tracing, create the
+//! shutdown signal listening for SIGINT/SIGTERM. A `main.rs` parses its flags (flattening
+//! [`ConfigArgs`]), calls [`Process::start`] and hands `config` and `shutdown` to its library's
+//! `run`/`start`; tests call the same library function with a config and a shutdown of their own.
+
+use serde::{Deserialize, de::DeserializeOwned};
+
+use crate::{
+    config::{ConfigArgs, ConfigError},
+    shutdown::Shutdown,
+    telemetry::{TelemetryError, TelemetrySettings},
+};
+
+/// Why a process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The configuration does not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Tracing could not be initialised.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+}
+
+/// The `[telemetry]` section, read next to a binary's own sections.
+#[derive(Debug, Deserialize)]
+struct Telemetry {
+    telemetry: TelemetrySettings,
+}
+
+/// A started process: its configuration and its shutdown signal.
+#[derive(Debug)]
+pub struct Process<C> {
+    /// The sections the binary reads.
+    pub config: C,
+    /// Fired by SIGINT/SIGTERM (or by code).
+    pub shutdown: Shutdown,
+}
+
+impl<C: DeserializeOwned> Process<C> {
+    /// Loads `C` from defaults < `--config` < environment, starts tracing for `name` from
+    /// `[telemetry]` and creates the shutdown signal (listening for SIGINT/SIGTERM: call inside
+    /// the tokio runtime).
+    pub fn start(name: &'static str, args: &ConfigArgs) -> Result<Self, ProcessError> {
+        Self::start_with(name, args, |_| {})
+    }
+
+    /// [`Process::start`], adjusting the loaded config (flags that override keys) before
+    /// tracing starts.
+    pub fn start_with(
+        name: &'static str,
+        args: &ConfigArgs,
+        adjust: impl FnOnce(&mut C),
+    ) -> Result<Self, ProcessError> {
+        let file = args.config.as_deref();
+        let mut config: C = crate::config::load(file)?;
+        adjust(&mut config);
+        let Telemetry { telemetry } = crate::config::load(file)?;
+        crate::telemetry::init(name, &telemetry)?;
+        let shutdown = Shutdown::new();
+        shutdown.listen_for_signals();
+        Ok(Self { config, shutdown })
+    }
+}

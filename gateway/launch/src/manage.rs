@@ -1,0 +1,213 @@
+//! Managing a submitted launch: the use cases behind `LaunchService.GetLaunch`, `WatchLaunch`,
+//! `CancelLaunch` and `Heartbeat`.
+//!
+//! Contract: every call reads only the caller's own launch (tenant-scoped); a job id is a UUID
+//! in its hyphenated form ([`job_id`]). A cancel of a launch in a final state is refused;
+//! otherwise the request is recorded in `launch_cancellations`, which the launcher honours before
+//! its next transition or, once running, by its sweep. A heartbeat is accepted only while the
+//! launch is `running` and is recorded in `launch_activity` (the reaper's idle TTL).
+
+use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_clickhouse::rows::{LaunchActivityRow, LaunchCancellationRow, split_time};
+use capsight_proto::{
+    domain::{FieldError, LaunchState},
+    v1,
+};
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::store::{Store, StoreError, StoredLaunch};
+
+/// Why a launch could not be read or managed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The tenant has no launch with this id.
+    #[error("launch {0} not found")]
+    NotFound(String),
+    /// The launch's state forbids the call.
+    #[error("{0}")]
+    Refused(String),
+    /// ClickHouse failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The canonical (hyphenated) form of a launch job id sent in `field`.
+pub fn job_id(field: &str, text: &str) -> Result<String, FieldError> {
+    if text.is_empty() {
+        return Err(FieldError::missing(field));
+    }
+    uuid::Uuid::parse_str(text)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| FieldError::new(field, "is not a launch job id (a UUID)"))
+}
+
+/// The state a launch is in: its latest transition's (`queued` before any).
+pub fn current_state(launch: &StoredLaunch) -> LaunchState {
+    launch
+        .events
+        .last()
+        .map_or(LaunchState::Queued, |e| e.state)
+}
+
+/// The name a client sees for `state` (`LAUNCH_STATE_RUNNING`).
+fn wire_name(state: LaunchState) -> &'static str {
+    v1::LaunchState::from(state).as_str_name()
+}
+
+/// The tenant's launch `job_id`.
+pub async fn launch(
+    store: &Store,
+    tenant: &str,
+    job_id: &str,
+) -> Result<StoredLaunch, ManageError> {
+    store
+        .launch(tenant, job_id)
+        .await?
+        .ok_or_else(|| ManageError::NotFound(job_id.to_owned()))
+}
+
+/// Records a cancel request for the tenant's launch `job_id` unless it already ended; returns
+/// the launch with `cancel_requested` set.
+pub async fn cancel(
+    store: &Store,
+    tenant: &str,
+    job_id: &str,
+) -> Result<StoredLaunch, ManageError> {
+    let mut launch = launch(store, tenant, job_id).await?;
+    let state = current_state(&launch);
+    if state.is_terminal() {
+        return Err(ManageError::Refused(format!(
+            "launch {job_id} is already {}",
+            wire_name(state)
+        )));
+    }
+    store
+        .cancel(&LaunchCancellationRow {
+            job_id: job_id.to_owned(),
+            tenant: tenant.to_owned(),
+            at: split_time(Utc::now()).0,
+        })
+        .await?;
+    tracing::info!(job_id, tenant, "launch cancel requested");
+    launch.cancel_requested = true;
+    Ok(launch)
+}
+
+/// How long and how closely [`follow`] watches a launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Follow {
+    /// Stop once the launch runs (as well as at a final state).
+    pub until_running: bool,
+    /// Stop after this long in any case.
+    pub max_duration: std::time::Duration,
+    /// How often the transitions are read.
+    pub poll_interval: std::time::Duration,
+}
+
+/// The tenant's launch `job_id`'s transitions from the first on, as they are recorded, until a
+/// final state (or `running` with `until_running`), `max_duration`, a store error (sent last)
+/// or the receiver is dropped. The caller checks that the launch exists first ([`launch`]).
+pub fn follow(
+    store: Store,
+    tenant: String,
+    job_id: String,
+    how: Follow,
+) -> mpsc::Receiver<Result<LaunchEventRow, StoreError>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + how.max_duration;
+        let mut last: Option<u32> = None;
+        loop {
+            match store.events(&tenant, &job_id, last).await {
+                Ok(events) => {
+                    for e in events {
+                        last = Some(e.seq);
+                        let state = e.state;
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                        if state.is_terminal()
+                            || (how.until_running && state == LaunchState::Running)
+                        {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(how.poll_interval) => {}
+            }
+        }
+    });
+    rx
+}
+
+/// A heartbeat recorded at `at` for a launch in `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Beat {
+    /// When it was recorded.
+    pub at: DateTime<Utc>,
+    /// The launch's state (`running`).
+    pub state: LaunchState,
+}
+
+/// Records a heartbeat with `note` for the tenant's running launch `job_id`.
+pub async fn heartbeat(
+    store: &Store,
+    tenant: &str,
+    job_id: &str,
+    note: String,
+) -> Result<Beat, ManageError> {
+    let events = store.events(tenant, job_id, None).await?;
+    let Some(last) = events.last() else {
+        return Err(ManageError::NotFound(job_id.to_owned()));
+    };
+    if last.state != LaunchState::Running {
+        return Err(ManageError::Refused(format!(
+            "launch {job_id} is {}, not running",
+            wire_name(last.state)
+        )));
+    }
+    let now = Utc::now();
+    let (at, at_ms) = split_time(now);
+    store
+        .heartbeat(&LaunchActivityRow {
+            job_id: job_id.to_owned(),
+            tenant: tenant.to_owned(),
+            at,
+            at_ms,
+            note,
+        })
+        .await?;
+    tracing::debug!(job_id, tenant, "launch heartbeat");
+    Ok(Beat {
+        at: now,
+        state: last.state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_uuids_in_their_hyphenated_form() {
+        let id = "0190b2a4-7c3e-7d4e-9b1a-2f3c4d5e6f70";
+        assert_eq!(job_id("job_id", id).unwrap(), id);
+        assert_eq!(
+            job_id("job_id", "0190B2A47C3E7D4E9B1A2F3C4D5E6F70").unwrap(),
+            id
+        );
+        assert_eq!(job_id("job_id", "").unwrap_err().field(), "job_id");
+        assert!(job_id("job_id", "nope").is_err());
+    }
+}

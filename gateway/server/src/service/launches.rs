@@ -1,0 +1,185 @@
+//! `LaunchService`: converts and calls the launch core — [`Submit`] for `Launch`,
+//! [`manage`] for reading, watching, cancelling and heartbeating a launch.
+
+use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_launch::{manage, store::StoredLaunch, submit::Submit};
+use capsight_proto::{
+    domain::{CapacityKey, Market},
+    v1::{self, LaunchState, launch_service_server::LaunchService},
+};
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Api, Result, Stream_, secs_ms, ts};
+use crate::{GatewayError, validate::bounded};
+
+/// Longest heartbeat note, bytes.
+const MAX_HEARTBEAT_NOTE: usize = 256;
+
+/// The request's `job_id`, validated.
+fn job_id(text: &str) -> std::result::Result<String, GatewayError> {
+    Ok(manage::job_id("job_id", text)?)
+}
+
+/// A recorded transition as the client sees it.
+fn event_to_wire(e: &LaunchEventRow) -> v1::LaunchEvent {
+    let key = Market::parse("market", &e.market).ok().and_then(|m| {
+        CapacityKey::parse(&e.provider, &e.region, &e.zone_id, &e.instance_type, m).ok()
+    });
+    v1::LaunchEvent {
+        job_id: e.job_id.clone(),
+        seq: e.seq,
+        state: LaunchState::from(e.state).into(),
+        at: Some(ts(secs_ms(e.at, e.at_ms))),
+        key: key.as_ref().map(v1::CapacityKey::from),
+        instance_id: e.instance_id.clone(),
+        attempt: e.attempt,
+        error_class: capsight_proto::domain::ErrorClass::parse("error_class", &e.error_class)
+            .map_or(0, i32::from),
+        error_code: e.error_code.clone(),
+        detail: e.detail.clone(),
+    }
+}
+
+/// A launch with its transitions as the client sees it.
+fn status_to_wire(l: &StoredLaunch) -> v1::LaunchStatus {
+    let r = &l.request;
+    let key = Market::parse("market", &r.market).ok().and_then(|m| {
+        CapacityKey::parse(&r.provider, &r.region, &r.zone_id, &r.instance_type, m).ok()
+    });
+    let state = LaunchState::from(manage::current_state(l));
+    v1::LaunchStatus {
+        job_id: r.job_id.clone(),
+        state: state.into(),
+        spec: Some(v1::LaunchSpec {
+            key: key.as_ref().map(v1::CapacityKey::from),
+            count: r.count,
+            image_id: r.image_id.clone(),
+            subnet_id: r.subnet_id.clone(),
+            spot_max_price: r.spot_max_price,
+        }),
+        created_at: Some(ts(secs_ms(r.created_at, r.created_ms))),
+        events: l.events.iter().map(event_to_wire).collect(),
+        cancel_requested: l.cancel_requested,
+    }
+}
+
+#[tonic::async_trait]
+impl LaunchService for Api {
+    async fn launch(
+        &self,
+        request: Request<v1::LaunchRequest>,
+    ) -> Result<Response<v1::LaunchResponse>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let core = &self.core;
+        let submitted = Submit {
+            store: core.store.launches(),
+            queue: &core.jobs,
+            catalog: &core.catalog,
+            max_launch_count: core.settings.max_launch_count,
+        }
+        .submit(caller.id().as_str(), &caller.hash, request.into_inner())
+        .await
+        .map_err(GatewayError::from)?;
+        Ok(Response::new(v1::LaunchResponse {
+            job_id: submitted.job_id,
+            state: LaunchState::from(submitted.state).into(),
+        }))
+    }
+
+    async fn get_launch(
+        &self,
+        request: Request<v1::GetLaunchRequest>,
+    ) -> Result<Response<v1::LaunchStatus>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let id = job_id(&request.into_inner().job_id)?;
+        let launch = manage::launch(self.core.store.launches(), caller.id().as_str(), &id)
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(status_to_wire(&launch)))
+    }
+
+    type WatchLaunchStream = Stream_<v1::LaunchEvent>;
+
+    async fn watch_launch(
+        &self,
+        request: Request<v1::WatchLaunchRequest>,
+    ) -> Result<Response<Self::WatchLaunchStream>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let req = request.into_inner();
+        let id = job_id(&req.job_id)?;
+        let tenant = caller.id().to_string();
+        let store = self.core.store.launches();
+        manage::launch(store, &tenant, &id)
+            .await
+            .map_err(GatewayError::from)?;
+        let how = manage::Follow {
+            until_running: req.until_running,
+            max_duration: self.core.settings.watch_max_duration,
+            poll_interval: self.core.settings.watch_poll_interval,
+        };
+        let events = manage::follow(store.clone(), tenant, id, how);
+        let out = ReceiverStream::new(events).map(|e| match e {
+            Ok(e) => Ok(event_to_wire(&e)),
+            Err(e) => Err(Status::from(GatewayError::from(e))),
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn cancel_launch(
+        &self,
+        request: Request<v1::CancelLaunchRequest>,
+    ) -> Result<Response<v1::LaunchStatus>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let id = job_id(&request.into_inner().job_id)?;
+        let launch = manage::cancel(self.core.store.launches(), caller.id().as_str(), &id)
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(status_to_wire(&launch)))
+    }
+
+    async fn list_launches(
+        &self,
+        request: Request<v1::ListLaunchesRequest>,
+    ) -> Result<Response<v1::ListLaunchesResponse>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let limit = match request.into_inner().limit {
+            0 => 50,
+            n @ 1..=500 => n,
+            _ => return Err(GatewayError::invalid("limit", "must be 0..=500").into()),
+        };
+        let launches = self
+            .core
+            .store
+            .launches()
+            .list_launches(caller.id().as_str(), limit)
+            .await
+            .map_err(GatewayError::from)?;
+        Ok(Response::new(v1::ListLaunchesResponse {
+            launches: launches.iter().map(status_to_wire).collect(),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        let req = request.into_inner();
+        let id = job_id(&req.job_id)?;
+        bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
+        let beat = manage::heartbeat(
+            self.core.store.launches(),
+            caller.id().as_str(),
+            &id,
+            req.note,
+        )
+        .await
+        .map_err(GatewayError::from)?;
+        Ok(Response::new(v1::HeartbeatResponse {
+            at: Some(ts(beat.at)),
+            state: LaunchState::from(beat.state).into(),
+        }))
+    }
+}

@@ -1,0 +1,67 @@
+//! The tonic services. Each RPC: admit the caller (API key + rate limit), validate the request
+//! into domain values, call the use case, convert back. Errors are [`GatewayError`]s, turned
+//! into a `Status` by `From` in `error.rs` (the only mapping).
+//!
+//! One file per service: `scores.rs` (`ScoreService`), `preflight.rs` (`PreflightService`),
+//! `launches.rs` (`LaunchService`, over the launch core's `submit` and `manage`), `reports.rs`
+//! (`ReportService`).
+
+mod launches;
+mod preflight;
+mod reports;
+mod scores;
+
+use std::{pin::Pin, sync::Arc};
+
+use capsight_proto::domain::FieldError;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tonic::Status;
+
+use crate::{Core, GatewayError};
+
+type Result<T> = std::result::Result<T, Status>;
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'static>>;
+
+/// Every capsight gRPC service over one shared core.
+#[derive(Debug, Clone)]
+pub struct Api {
+    core: Arc<Core>,
+}
+
+impl Api {
+    /// Over `core`.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    fn ready(&self) -> std::result::Result<(), GatewayError> {
+        if self.core.view.is_ready() {
+            Ok(())
+        } else {
+            Err(GatewayError::NotReady)
+        }
+    }
+}
+
+/// Seconds/nanos to a protobuf timestamp.
+pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn from_ts(
+    field: &str,
+    t: &prost_types::Timestamp,
+) -> std::result::Result<DateTime<Utc>, FieldError> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|n| DateTime::from_timestamp(t.seconds, n))
+        .ok_or_else(|| FieldError::new(field, "is not a valid timestamp"))
+}
+
+fn secs_ms(secs: u32, ms: u16) -> DateTime<Utc> {
+    DateTime::from_timestamp(i64::from(secs), u32::from(ms) * 1_000_000).unwrap_or_default()
+}

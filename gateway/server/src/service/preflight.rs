@@ -1,0 +1,187 @@
+//! `PreflightService`: a preflight (checks, decision, logged in `preflight_log`) and the
+//! ranking of alternatives, both over the scores view.
+
+use capsight_clickhouse::rows::{PreflightLogRow, split_time};
+use capsight_proto::{
+    domain::CapacityKey,
+    v1::{self, CheckStatus, preflight_service_server::PreflightService},
+};
+use chrono::Utc;
+use tonic::{Request, Response};
+
+use super::{Api, Result};
+use crate::{Core, GatewayError, alternatives, preflight, validate};
+
+/// The launch spec and constraints of a preflight or alternatives request, validated.
+fn validated(
+    core: &Core,
+    spec: Option<v1::LaunchSpec>,
+    constraints: Option<v1::Constraints>,
+    need_image: bool,
+) -> std::result::Result<(validate::Spec, validate::Constraints), GatewayError> {
+    let spec = validate::spec(
+        "spec",
+        spec,
+        &core.catalog,
+        core.settings.max_launch_count,
+        need_image,
+    )?;
+    let constraints = validate::constraints("constraints", constraints, &spec)?;
+    Ok((spec, constraints))
+}
+
+/// A key as the five string columns of a row.
+fn key_row_parts(k: &CapacityKey) -> (String, String, String, String, String) {
+    (
+        k.provider.as_str().to_owned(),
+        k.region.as_str().to_owned(),
+        k.zone_str().to_owned(),
+        k.instance_type.as_str().to_owned(),
+        k.market.as_str().to_owned(),
+    )
+}
+
+/// The status of the check `name` as stored (`passed`, `failed`, ...), empty if absent.
+fn check_status_text(checks: &[v1::PreflightCheck], name: &str) -> String {
+    checks
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| match CheckStatus::try_from(c.status) {
+            Ok(CheckStatus::Passed) => "passed",
+            Ok(CheckStatus::Failed) => "failed",
+            Ok(CheckStatus::Warning) => "warning",
+            Ok(CheckStatus::Skipped) => "skipped",
+            _ => "",
+        })
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The decision as stored in `preflight_log.decision`.
+fn decision_text(decision: v1::Decision) -> &'static str {
+    match decision {
+        v1::Decision::CanLaunch => "can_launch",
+        v1::Decision::RetryWithAlternatives => "retry_with_alternatives",
+        v1::Decision::FixAccountIssue => "fix_account_issue",
+        v1::Decision::Unspecified => "unspecified",
+    }
+}
+
+/// The `preflight_log` row of one preflight.
+fn log_row(
+    preflight_id: &str,
+    tenant: &str,
+    spec: &validate::Spec,
+    outcome: &preflight::Outcome,
+) -> PreflightLogRow {
+    let (at, at_ms) = split_time(Utc::now());
+    let (provider, region, zone_id, instance_type, market) = key_row_parts(&spec.key);
+    PreflightLogRow {
+        preflight_id: preflight_id.to_owned(),
+        tenant: tenant.to_owned(),
+        at,
+        at_ms,
+        provider,
+        region,
+        zone_id,
+        instance_type,
+        market,
+        count: spec.count,
+        decision: decision_text(outcome.decision).into(),
+        permission: check_status_text(&outcome.checks, "permission"),
+        quota: check_status_text(&outcome.checks, "quota"),
+        capacity: check_status_text(&outcome.checks, "capacity"),
+        quota_headroom: outcome.quota_headroom.unwrap_or(0),
+        score: outcome.score.as_ref().map_or(-1, |s| i16::from(s.score)),
+        alternatives: u32::try_from(outcome.alternatives.len()).unwrap_or(0),
+        checks: serde_json::to_string(
+            &outcome
+                .checks
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "name": c.name, "status": check_status_text(std::slice::from_ref(c), &c.name),
+                        "reason": c.reason, "error_code": c.error_code,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default(),
+    }
+}
+
+/// The one-line summary of a preflight's decision.
+fn summary(spec: &validate::Spec, outcome: &preflight::Outcome) -> String {
+    match outcome.decision {
+        v1::Decision::CanLaunch => format!("can launch {} x{}", spec.key, spec.count),
+        v1::Decision::RetryWithAlternatives => format!(
+            "{} looks short of capacity; {} alternative(s) below",
+            spec.key,
+            outcome.alternatives.len()
+        ),
+        _ => {
+            let failed = outcome
+                .checks
+                .iter()
+                .find(|c| c.status == CheckStatus::Failed as i32)
+                .map_or("", |c| c.name.as_str());
+            format!("fix your account first ({failed} check failed); alternatives would not help")
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PreflightService for Api {
+    async fn preflight(
+        &self,
+        request: Request<v1::PreflightRequest>,
+    ) -> Result<Response<v1::PreflightResponse>> {
+        let caller = self.core.tenancy.admit(&request)?;
+        self.ready()?;
+        let req = request.into_inner();
+        let core = &self.core;
+        let (spec, constraints) = validated(core, req.spec, req.constraints, true)?;
+        let outcome = preflight::run(
+            &caller,
+            &spec,
+            &constraints,
+            req.live_probe,
+            preflight::Sources {
+                clouds: core.clouds.as_ref(),
+                view: &core.view,
+                catalog: &core.catalog,
+                timeout: core.settings.cloud_timeout,
+            },
+        )
+        .await?;
+        let preflight_id = uuid::Uuid::now_v7().to_string();
+        let row = log_row(&preflight_id, caller.id().as_str(), &spec, &outcome);
+        core.store.log_preflight(&row).await?;
+        let summary = summary(&spec, &outcome);
+        tracing::info!(preflight_id, tenant = %caller.id(), key = %spec.key, decision = decision_text(outcome.decision), "preflight");
+        Ok(Response::new(v1::PreflightResponse {
+            preflight_id,
+            decision: outcome.decision.into(),
+            checks: outcome.checks,
+            summary,
+            alternatives: outcome.alternatives,
+            score: outcome.score.as_ref().map(|s| v1::Score::from(s.as_ref())),
+            quota_headroom: outcome.quota_headroom.unwrap_or(0),
+        }))
+    }
+
+    async fn alternatives(
+        &self,
+        request: Request<v1::AlternativesRequest>,
+    ) -> Result<Response<v1::AlternativesResponse>> {
+        self.core.tenancy.admit(&request)?;
+        self.ready()?;
+        let req = request.into_inner();
+        let core = &self.core;
+        let (spec, constraints) = validated(core, req.spec, req.constraints, false)?;
+        let all = core.view.select(None, |_| true);
+        Ok(Response::new(v1::AlternativesResponse {
+            alternatives: alternatives::rank(&spec, &constraints, &all, &core.catalog),
+        }))
+    }
+}
