@@ -60,6 +60,12 @@ const TIME_SCALE: f64 = 10.0;
 /// sandbox's cloudsim (the standby scenario at [`TIME_SCALE`]) through its webhook with acme's
 /// key. The intake stops with the returned shutdown.
 async fn sandbox() -> (Sandbox, Shutdown) {
+    let (sandbox, shutdown, _) = sandbox_with_intake().await;
+    (sandbox, shutdown)
+}
+
+/// [`sandbox`], also returning the intake's events URL (`globex` has a key too, to attack).
+async fn sandbox_with_intake() -> (Sandbox, Shutdown, String) {
     let mut sandbox = launcher_world("standby")
         .scores(1)
         .profile("gateway")
@@ -68,7 +74,7 @@ async fn sandbox() -> (Sandbox, Shutdown) {
                 .name("Acme")
                 .role(ROLE_ACME, "ext-acme")
                 .with_key(),
-            tenant("globex").name("Globex"),
+            tenant("globex").name("Globex").with_key(),
         ])
         .start()
         .await;
@@ -108,7 +114,19 @@ async fn sandbox() -> (Sandbox, Shutdown) {
                 .webhook(&intake, &acme_key),
         )
         .await;
-    (sandbox, shutdown)
+    (sandbox, shutdown, intake)
+}
+
+/// A standby manager over the sandbox (its store, tenants' clouds, registry and tenant hasher).
+fn standby_manager(sb: &Sandbox, settings: StandbySettings) -> Standby {
+    let config: LauncherConfig = sb.config();
+    Standby::new(
+        Store::new(sb.client()),
+        sb.clouds(),
+        registry(sb),
+        settings,
+        TenantHasher::new(&config.tenancy.hash_secret),
+    )
 }
 
 /// The sandbox's registry as services share it (re-read every second).
@@ -366,7 +384,6 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     )
     .await;
 
-    let clouds: Arc<dyn TenantClouds> = sb.clouds();
     let cooldown = Duration::from_secs(4);
     let settings = StandbySettings {
         cooldown,
@@ -374,12 +391,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         consumer_group: format!("{}-standby", sb.group),
     };
     let first = Shutdown::new();
-    let manager = Standby::new(
-        Store::new(sb.client()),
-        Arc::clone(&clouds),
-        registry(&sb),
-        settings.clone(),
-    );
+    let manager = standby_manager(&sb, settings.clone());
     let task = tokio::spawn(manager.run(sb.kafka.clone(), first.clone()));
 
     // 1. the stopped on-demand clone
@@ -462,15 +474,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
     first.trigger();
     task.await.unwrap().unwrap();
     let second = Shutdown::new();
-    let task = tokio::spawn(
-        Standby::new(
-            Store::new(sb.client()),
-            Arc::clone(&clouds),
-            registry(&sb),
-            settings,
-        )
-        .run(sb.kafka.clone(), second.clone()),
-    );
+    let task = tokio::spawn(standby_manager(&sb, settings).run(sb.kafka.clone(), second.clone()));
     let stopped = wait_detail(&sb, &job_id, Duration::from_secs(60), "standby stopped").await;
     assert!(
         stopped.at >= replaced.at + u32::try_from(cooldown.as_secs()).unwrap(),
@@ -902,10 +906,8 @@ async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
         running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
     let shutdown = Shutdown::new();
     let task = tokio::spawn(
-        Standby::new(
-            Store::new(sb.client()),
-            sb.clouds(),
-            registry(&sb),
+        standby_manager(
+            &sb,
             StandbySettings {
                 cooldown: Duration::from_secs(600),
                 interval: Duration::from_millis(200),
@@ -934,6 +936,90 @@ async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
         Duration::from_secs(30),
     )
     .await;
+    shutdown.trigger();
+    task.await.unwrap().unwrap();
+    sb.cleanup().await;
+}
+
+/// Posts one EventBridge event to the intake with `key`: the HTTP status.
+async fn post_event(intake: &str, key: &str, event: &serde_json::Value) -> u16 {
+    let addr = intake
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1/events")
+        .parse()
+        .unwrap();
+    let auth = format!("Bearer {key}");
+    let (status, body) = capsight_testkit::cloud::http(
+        addr,
+        "POST",
+        "/v1/events",
+        &[
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ],
+        &event.to_string(),
+    )
+    .await;
+    assert!(status < 500, "{status} {body}");
+    status
+}
+
+/// Attack with one tenant key: globex, knowing an instance id of acme's spot job, "teaches" the
+/// intake that instance with a forged CloudTrail RunInstances and then sends an interruption
+/// warning for it. The intake accepts both (they are globex's own claims), but the launcher must
+/// not act on them: only acme's own event (cloudsim's, through acme's webhook) switches acme's
+/// job to its standby. Instance events of one partition are handled in order, so when acme's
+/// real rebalance recommendation has switched the job, globex's earlier warning was refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
+    let (sb, _intake, intake) = sandbox_with_intake().await;
+    let adapter = sb.tenant_adapter("acme").await;
+    let (job_id, spot) =
+        running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(
+        standby_manager(
+            &sb,
+            StandbySettings {
+                cooldown: Duration::from_secs(600),
+                interval: Duration::from_millis(200),
+                consumer_group: format!("{}-forged", sb.group),
+            },
+        )
+        .run(sb.kafka.clone(), shutdown.clone()),
+    );
+    let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let globex = sb.key("globex");
+    let forged_launch = serde_json::json!({"version": "0", "id": format!("forge-{job_id}"),
+        "detail-type": "AWS API Call via CloudTrail", "source": "aws.ec2",
+        "account": "222222222222", "time": now, "region": "us-east-1", "resources": [],
+        "detail": {"eventName": "RunInstances", "awsRegion": "us-east-1",
+            "requestParameters": {"instanceType": "g5.xlarge",
+                "instanceMarketOptions": {"marketType": "spot"}},
+            "responseElements": {"instancesSet": {"items": [{"instanceId": spot}]}}}});
+    assert_eq!(post_event(&intake, &globex, &forged_launch).await, 202);
+    let warning = serde_json::json!({"version": "0", "id": format!("warn-{job_id}"),
+        "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",
+        "account": "222222222222", "time": now, "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:222222222222:instance/{spot}")],
+        "detail": {"instance-id": spot, "instance-action": "terminate"}});
+    assert_eq!(post_event(&intake, &globex, &warning).await, 202);
+
+    // acme's own interruption, delivered by the cloud through acme's webhook, after globex's
+    let (active, _, _) = interrupt(&sb, &*adapter, &job_id, &spot, &standby_id).await;
+    assert!(
+        active.detail.contains("event=rebalance_recommendation"),
+        "switched on globex's forged warning: {}",
+        active.detail
+    );
+    let switches = events_of(&sb, &job_id)
+        .await
+        .into_iter()
+        .filter(|e| e.detail.starts_with("standby active"))
+        .count();
+    assert_eq!(switches, 1);
     shutdown.trigger();
     task.await.unwrap().unwrap();
     sb.cleanup().await;

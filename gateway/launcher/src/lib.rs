@@ -106,6 +106,7 @@ pub async fn run(
         Arc::clone(&clouds),
         registry.clone(),
         config.launcher.standby.clone(),
+        capsight_tenancy::TenantHasher::new(&config.tenancy.hash_secret),
     );
     let (standby_live, consuming) = standby.start(config.kafka.clone(), shutdown.clone())?;
     let standby = tokio::spawn({

@@ -1,6 +1,11 @@
 //! Matching cloud events to jobs: the consumer of `InstanceEvent` signals and the switch to
 //! the standby when an interruption warning or rebalance recommendation names a job's serving
 //! spot instance.
+//!
+//! Tenant boundary: an event acts only on a launch of the tenant that sent it — the signal's
+//! tenant hash (set by the intake from the authenticated key) must equal the hash of the
+//! job's tenant. An event without a sender, or naming another tenant's instance, is refused
+//! and logged; knowing another tenant's instance id is not enough to move its instances.
 
 use std::{
     sync::Arc,
@@ -15,7 +20,7 @@ use capsight_kafka::{
 };
 use capsight_proto::{
     codec,
-    domain::{InstanceEventKind, LaunchState, Payload},
+    domain::{InstanceEventKind, LaunchState, Payload, TenantHash},
 };
 use capsight_runtime::shutdown::Shutdown;
 use rdkafka::{
@@ -109,9 +114,13 @@ impl Standby {
         ) {
             return;
         }
+        let Some(sender) = &signal.tenant else {
+            tracing::warn!(instance = ev.instance_id, signal = %signal.id, "instance event without a sending tenant refused");
+            return;
+        };
         let mut attempt = 0u32;
         loop {
-            match self.on_interruption(&ev.instance_id, ev.kind).await {
+            match self.on_interruption(&ev.instance_id, ev.kind, sender).await {
                 Ok(_) => break,
                 Err(e) if attempt < 5 && !shutdown.is_triggered() => {
                     attempt += 1;
@@ -138,16 +147,32 @@ impl Standby {
         Ok(Arc::new(consumer))
     }
 
-    /// Handles an interruption warning or rebalance recommendation for `instance_id`: when it
-    /// serves a managed job, the standby is started and the switch recorded.
+    /// Handles an interruption warning or rebalance recommendation for `instance_id` sent by
+    /// the tenant whose hash is `sender`: when it serves a managed job *of that tenant*, the
+    /// standby is started and the switch recorded. Jobs of other tenants are never touched.
     pub async fn on_interruption(
         &self,
         instance_id: &str,
         kind: InstanceEventKind,
+        sender: &TenantHash,
     ) -> Result<Handled, StandbyError> {
         let received = Instant::now();
         let _guard = self.lock.lock().await;
         for (req, events) in self.managed().await? {
+            if !self.sent_by_owner(&req, sender) {
+                if events
+                    .last()
+                    .is_some_and(|e| split_ids(&e.instance_id).iter().any(|s| s == instance_id))
+                {
+                    tracing::warn!(
+                        job_id = req.job_id,
+                        instance_id,
+                        sender = sender.as_str(),
+                        "refused: an instance event about this job's instance was sent by another tenant"
+                    );
+                }
+                continue;
+            }
             let Some(start_ms) = self
                 .switch(&req, &events, instance_id, kind.as_str(), received)
                 .await?
@@ -165,6 +190,12 @@ impl Standby {
             });
         }
         Ok(Handled::Ignored)
+    }
+
+    /// Whether `sender` is the hash of the job's tenant.
+    fn sent_by_owner(&self, req: &LaunchRequestRow, sender: &TenantHash) -> bool {
+        capsight_tenancy::TenantId::parse(&req.tenant)
+            .is_ok_and(|t| self.hasher.hash(&t) == *sender)
     }
 
     /// When `instance_id` serves the job (armed, or a replacement in its cooldown), lets the

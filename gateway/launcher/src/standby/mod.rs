@@ -52,7 +52,7 @@ use capsight_kafka::{
     liveness::{Liveness, Membership, Watchdog},
 };
 use capsight_runtime::shutdown::Shutdown;
-use capsight_tenancy::SharedRegistry;
+use capsight_tenancy::{SharedRegistry, TenantHasher};
 use serde::Deserialize;
 
 use crate::{
@@ -123,6 +123,8 @@ pub struct Standby {
     clouds: Arc<dyn TenantClouds>,
     registry: SharedRegistry,
     settings: StandbySettings,
+    /// Hashes a job's tenant to compare it with the sender of an instance event.
+    hasher: TenantHasher,
     lock: Arc<tokio::sync::Mutex<()>>,
     cleaned: Arc<Mutex<HashSet<String>>>,
 }
@@ -142,18 +144,21 @@ pub enum Handled {
 }
 
 impl Standby {
-    /// A manager over the launcher's store, tenants' clouds and registry.
+    /// A manager over the launcher's store, tenants' clouds and registry; `hasher` (keyed with
+    /// `tenancy.hash_secret`, as the intake's) tells which tenant sent an instance event.
     pub fn new(
         store: Store,
         clouds: Arc<dyn TenantClouds>,
         registry: SharedRegistry,
         settings: StandbySettings,
+        hasher: TenantHasher,
     ) -> Self {
         Self {
             store,
             clouds,
             registry,
             settings,
+            hasher,
             lock: Arc::default(),
             cleaned: Arc::default(),
         }
