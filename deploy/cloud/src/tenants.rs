@@ -71,6 +71,44 @@ impl AwsClouds {
         }))
     }
 
+    /// Base adapters at `endpoint` (a cloudsim) acting as the long-term key `access_key_id`
+    /// (static credentials, any secret): the same adapter the services use, pointed at a given
+    /// endpoint without touching the process environment (`capsight-eval` runs several
+    /// cloudsims in one process).
+    pub fn at_endpoint(
+        endpoint: &str,
+        access_key_id: &str,
+        settings: CloudSettings,
+        catalog: Arc<Catalog>,
+    ) -> Self {
+        let endpoint = endpoint.to_owned();
+        let access_key_id = access_key_id.to_owned();
+        Self::with_base(Arc::new(move |region: Region| {
+            let settings = CloudSettings {
+                region: region.as_str().to_owned(),
+                ..settings.clone()
+            };
+            let catalog = Arc::clone(&catalog);
+            let endpoint = endpoint.clone();
+            let credentials = aws_sdk_ec2::config::Credentials::new(
+                access_key_id.clone(),
+                "cloudsim",
+                None,
+                None,
+                "capsight-static",
+            );
+            Box::pin(async move {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .endpoint_url(endpoint)
+                    .region(aws_config::Region::new(region.as_str().to_owned()))
+                    .credentials_provider(credentials)
+                    .load()
+                    .await;
+                AwsAdapter::from_sdk_config(sdk, settings, catalog)
+            })
+        }))
+    }
+
     /// Base adapters from `base` (tests point it at their cloudsim).
     pub fn with_base(base: BaseAdapter) -> Self {
         Self {

@@ -649,7 +649,7 @@ fn capacity_blocks(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), Ap
 }
 
 fn world_now(world: &World, elapsed: Duration) -> DateTime<Utc> {
-    world.truth().start + chrono::Duration::from_std(elapsed).unwrap_or_default()
+    world.time_at(elapsed)
 }
 
 fn type_offerings(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), ApiError> {

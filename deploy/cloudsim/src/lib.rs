@@ -81,6 +81,11 @@ pub struct CloudsimSettings {
     /// Real time between background market advances.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
+    /// Stamp the cloud's timestamps (spot prices, events, launch times, status) on the real
+    /// clock, compressed by `time_scale` (simulated time `e` after the start is stamped
+    /// `start + e / time_scale`), instead of simulated wall-clock time. For running capsight
+    /// against a fast clock with its durations divided by the time scale (`capsight-eval`).
+    pub wall_timestamps: bool,
 }
 
 impl Default for CloudsimSettings {
@@ -93,6 +98,7 @@ impl Default for CloudsimSettings {
             webhook_api_key: String::new(),
             webhook_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(250),
+            wall_timestamps: false,
         }
     }
 }
@@ -221,7 +227,10 @@ pub async fn start(
     let seed = seed.unwrap_or(scenario.seed);
     let start = chrono::Utc::now().with_nanosecond_zero();
     let name = scenario.name.clone();
-    let world = World::new(scenario, seed, type_table(), start);
+    let mut world = World::new(scenario, seed, type_table(), start);
+    if settings.wall_timestamps {
+        world.stamp_on_real_clock(settings.time_scale);
+    }
     let (tx, rx) = mpsc::channel(4096);
     let delivered = Arc::new(Mutex::new(VecDeque::new()));
     let sim = Arc::new(Sim {
@@ -401,8 +410,7 @@ fn dispatch(
 }
 
 async fn summary(State(sim): State<Arc<Sim>>) -> Response {
-    let now = sim.clock.now();
-    let body = sim.with_world(|w, _| status::summary(w, now));
+    let body = sim.with_world(|w, elapsed| status::summary(w, w.time_at(elapsed)));
     Json(body).into_response()
 }
 

@@ -68,6 +68,31 @@ fn same_seed_same_ground_truth_different_seed_different() {
 }
 
 #[test]
+fn wall_timestamps_compress_simulated_time_onto_the_real_clock() {
+    let mut w = world(DEFAULT_SCENARIO, 5);
+    let start = w.time_at(Duration::ZERO);
+    assert_eq!(
+        w.time_at(Duration::from_secs(600)) - start,
+        chrono::Duration::minutes(10)
+    );
+    w.stamp_on_real_clock(30.0);
+    assert_eq!(
+        w.time_at(Duration::from_secs(600)) - start,
+        chrono::Duration::seconds(20)
+    );
+    assert_eq!(
+        w.simulated_span(Duration::from_secs(20)),
+        Duration::from_secs(600)
+    );
+    w.stamp_on_real_clock(0.0);
+    assert_eq!(
+        w.simulated_span(Duration::from_secs(1)),
+        Duration::from_secs(30),
+        "0 is ignored"
+    );
+}
+
+#[test]
 fn advancing_in_pieces_equals_advancing_at_once() {
     let mut once = world(DEFAULT_SCENARIO, 5);
     once.advance(Duration::from_secs(7200));

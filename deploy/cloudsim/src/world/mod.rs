@@ -310,6 +310,9 @@ pub struct World {
     types: BTreeMap<String, TypeInfo>,
     rng: ChaCha8Rng,
     start: DateTime<Utc>,
+    /// Simulated seconds per second of the timestamps the world writes ([`World::time_at`]):
+    /// 1 = simulated wall-clock time; the clock's time scale = timestamps on the real clock.
+    stamp_scale: f64,
     steps_done: u64,
     next_event: usize,
     /// Completed repetitions of the timeline (`scenario.repeat`).
@@ -444,6 +447,7 @@ impl World {
             seed,
             types,
             start,
+            stamp_scale: 1.0,
             steps_done: 0,
             next_event: 0,
             cycle: 0,
@@ -482,9 +486,27 @@ impl World {
         self.scenario.step * u32::try_from(self.steps_done).unwrap_or(u32::MAX)
     }
 
-    /// The simulated wall-clock time `elapsed` after the start.
+    /// The timestamp of simulated time `elapsed` after the start: `start + elapsed`, or
+    /// `start + elapsed / scale` after [`World::stamp_on_real_clock`].
     pub fn time_at(&self, elapsed: Duration) -> DateTime<Utc> {
-        self.start + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+        let stamped = elapsed.div_f64(self.stamp_scale);
+        self.start + chrono::Duration::from_std(stamped).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// Simulated time covered by a span `span` of timestamps (the inverse of
+    /// [`World::time_at`] for durations).
+    pub fn simulated_span(&self, span: Duration) -> Duration {
+        span.mul_f64(self.stamp_scale)
+    }
+
+    /// Writes timestamps on the real clock of a world whose clock runs `scale` times faster
+    /// than real time (`cloudsim.wall_timestamps`): simulated time `e` after the start is
+    /// stamped `start + e / scale`, so services that compare the cloud's timestamps with their
+    /// own clock see a consistent, compressed world. `scale <= 0` is ignored.
+    pub fn stamp_on_real_clock(&mut self, scale: f64) {
+        if scale.is_finite() && scale > 0.0 {
+            self.stamp_scale = scale;
+        }
     }
 
     fn next_id(&mut self, prefix: &str, width: usize) -> String {

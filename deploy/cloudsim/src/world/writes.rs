@@ -523,7 +523,9 @@ impl World {
                     "The end date must be in the future.",
                 ));
             }
-            Some(end) => Some(elapsed + (end - now).to_std().unwrap_or_default()),
+            Some(end) => {
+                Some(elapsed + self.simulated_span((end - now).to_std().unwrap_or_default()))
+            }
             None => None,
         };
         if let Some(t) = &token

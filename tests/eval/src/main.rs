@@ -1,0 +1,126 @@
+//! `capsight-eval`: `run` one scenario + workload pair, or the whole `suite` of the library
+//! (`tests/eval/library`). See `docs/evaluation.md`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use capsight_eval::run::{self, RunOptions};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "capsight-eval",
+    about = "Measure capsight's verdicts and time-to-GPU against cloudsim's ground truth"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one scenario + workload pair.
+    Run {
+        /// cloudsim scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Workload file.
+        #[arg(long)]
+        workload: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run every pair of the library.
+    Suite {
+        /// Directory of `<pair>/{scenario,workload}.toml`.
+        #[arg(long)]
+        library: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Comma-separated arms: capsight, capsight-no-reports, capsight-no-probes,
+    /// blind-failover, ice-cache, placement-score, oracle (default: all).
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// Seed (default: the scenario's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 30.0)]
+    time_scale: f64,
+    /// Runs with the same seed, to measure the noise.
+    #[arg(long, default_value_t = 1)]
+    repeats: u32,
+    /// Output directory (default .capsight/eval/<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Do not run `deploy/local/stack up` first.
+    #[arg(long)]
+    no_stack_up: bool,
+}
+
+impl Common {
+    fn options(&self, scenario: PathBuf, workload: PathBuf) -> anyhow::Result<RunOptions> {
+        anyhow::ensure!(
+            self.time_scale.is_finite() && self.time_scale > 0.0,
+            "--time-scale must be above 0"
+        );
+        let out = self.out.clone().unwrap_or_else(|| {
+            run::repo_root()
+                .join(".capsight/eval")
+                .join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string())
+        });
+        Ok(RunOptions {
+            scenario,
+            workload,
+            arms: if self.strategies.is_empty() {
+                run::default_arms()
+            } else {
+                self.strategies.clone()
+            },
+            seed: self.seed,
+            time_scale: self.time_scale,
+            repeats: self.repeats.max(1),
+            out,
+            stack_up: !self.no_stack_up,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Run {
+            scenario,
+            workload,
+            common,
+        } => {
+            let opts = common.options(scenario, workload)?;
+            let report = run::run(&opts).await.context("evaluation run")?;
+            println!("{}", run::console_summary(&report));
+            println!("report: {}", opts.out.join("report.md").display());
+        }
+        Command::Suite { library, common } => {
+            let library = library.unwrap_or_else(|| run::repo_root().join("tests/eval/library"));
+            let opts = common.options(PathBuf::new(), PathBuf::new())?;
+            capsight_eval::suite::suite(&library, &opts)
+                .await
+                .context("evaluation suite")?;
+            println!("summary: {}", opts.out.join("summary.md").display());
+        }
+    }
+    Ok(())
+}
