@@ -37,6 +37,14 @@ pub struct ReportsSettings {
     /// How often the tenant registry file is checked for changes.
     #[serde(with = "humantime_serde")]
     pub registry_recheck: Duration,
+    /// Deadline of a whole request (body read, look-ups, publication); past it: 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long publication may wait for the broker's acknowledgement; past it: 503 with
+    /// `Retry-After` (the broker is away; the sender retries with the same signal ids, so a late
+    /// delivery of the first try is absorbed by downstream de-duplication).
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
 }
 
 /// Every section the intake reads besides `[telemetry]`.

@@ -3,8 +3,16 @@
 //!
 //! Contract: a `202` means every resulting signal was acknowledged by Kafka. `400`/`422` name
 //! the problem (field and reason) and are not worth retrying; `401` is a missing or bad key;
-//! `413` a body over `reports.max_body_bytes`; `429` carries `Retry-After`; `503` means
-//! publishing failed and the sender should retry (EventBridge API destinations do).
+//! `413` a body over `reports.max_body_bytes`; `429` carries `Retry-After`; `503` (with
+//! `Retry-After`) means publishing failed or did not finish within `reports.publish_timeout`
+//! (the broker is away), or the whole request exceeded `reports.request_timeout`, and the sender
+//! should retry (EventBridge API destinations do).
+//!
+//! Bounds against memory and time exhaustion: the key is checked *before* the body is read (an
+//! unauthenticated sender cannot make the intake buffer anything); every request, body read
+//! included, has a deadline; ids that end up in the de-duplication and instance memories are
+//! bounded in length ([`MAX_ID_LEN`], [`MAX_INSTANCE_ID_LEN`]), so those memories are bounded
+//! in bytes, not only in entries.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -13,7 +21,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -109,6 +117,11 @@ impl AppState {
     }
 }
 
+/// Longest accepted report or event id (bytes).
+pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted instance id (bytes; AWS ids are 19).
+pub const MAX_INSTANCE_ID_LEN: usize = 64;
+
 /// The router.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.settings.max_body_bytes;
@@ -198,19 +211,68 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<(TenantId, Reporter), 
     Ok((admitted.tenant.id, reporter))
 }
 
+/// A `503` the sender should retry after `secs`.
+fn unavailable(reason: &str, secs: u64) -> ApiError {
+    let mut err = error(StatusCode::SERVICE_UNAVAILABLE, "-", reason);
+    err.retry_after = Some(secs.max(1));
+    err
+}
+
 async fn publish_all(
     state: &AppState,
     signals: &[capsight_proto::domain::Signal],
 ) -> Result<(), ApiError> {
+    let limit = state.settings.publish_timeout;
     for s in signals {
-        state.publisher.publish(s).await.map_err(|e| {
-            tracing::error!(error = %e, "publishing a report failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "-",
-                "could not publish; retry later",
-            )
-        })?;
+        match tokio::time::timeout(limit, state.publisher.publish(s)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "publishing a report failed");
+                return Err(unavailable("could not publish; retry later", 5));
+            }
+            Err(_) => {
+                tracing::error!(timeout = ?limit, "publishing a report timed out; is the broker away?");
+                return Err(unavailable(
+                    "the signal bus did not acknowledge in time; retry later",
+                    limit.as_secs(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the body (after admission) within `reports.max_body_bytes`.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    let limit = state.settings.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "$",
+            &format!("the body is larger than {limit} bytes (or was cut off)"),
+        )
+    })
+}
+
+/// Runs a handler within `reports.request_timeout` (body read included).
+async fn within_deadline(state: &AppState, answer: impl Future<Output = Answer>) -> Answer {
+    let limit = state.settings.request_timeout;
+    tokio::time::timeout(limit, answer)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(timeout = ?limit, "a request exceeded its deadline");
+            Err(unavailable("the request took too long; retry later", 1))
+        })
+}
+
+/// Refuses an id longer than `max` bytes, naming the field.
+fn bounded_id(field: &str, id: &str, max: usize) -> Result<(), ApiError> {
+    if id.len() > max {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            field,
+            &format!("is {} bytes long; at most {max}", id.len()),
+        ));
     }
     Ok(())
 }
@@ -237,8 +299,13 @@ fn remember(state: &AppState, key: String) {
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
-async fn reports(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    let (tenant, reporter) = admit(&state, &headers)?;
+async fn reports(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Answer {
+    within_deadline(&state, accept_reports(&state, &headers, body)).await
+}
+
+async fn accept_reports(state: &AppState, headers: &HeaderMap, body: Body) -> Answer {
+    let (tenant, reporter) = admit(state, headers)?;
+    let body = read_body(state, body).await?;
     let value = parse_json(&body)?;
     let items = match value {
         Value::Array(items) => items,
@@ -276,8 +343,11 @@ async fn reports(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                 ));
             }
         };
+        if let Some(id) = &report.id {
+            bounded_id(&format!("[{i}].id"), id, MAX_ID_LEN)?;
+        }
         let dedup = report.id.as_ref().map(|id| format!("{tenant}/report/{id}"));
-        if dedup.as_deref().is_some_and(|k| seen(&state, k)) {
+        if dedup.as_deref().is_some_and(|k| seen(state, k)) {
             duplicates += 1;
             continue;
         }
@@ -290,16 +360,21 @@ async fn reports(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
         }
         keys.extend(dedup);
     }
-    publish_all(&state, &signals).await?;
-    keys.into_iter().for_each(|k| remember(&state, k));
+    publish_all(state, &signals).await?;
+    keys.into_iter().for_each(|k| remember(state, k));
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "accepted": signals.len(), "duplicates": duplicates })),
     ))
 }
 
-async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Answer {
-    let (tenant, reporter) = admit(&state, &headers)?;
+async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Answer {
+    within_deadline(&state, accept_event(&state, &headers, body)).await
+}
+
+async fn accept_event(state: &AppState, headers: &HeaderMap, body: Body) -> Answer {
+    let (tenant, reporter) = admit(state, headers)?;
+    let body = read_body(state, body).await?;
     let value = parse_json(&body)?;
     let Some(event_id) = value.get("id").and_then(Value::as_str) else {
         return Err(error(
@@ -308,8 +383,12 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
             "an EventBridge event has a string id",
         ));
     };
+    bounded_id("id", event_id, MAX_ID_LEN)?;
+    if let Some(instance) = value.pointer("/detail/instance-id").and_then(Value::as_str) {
+        bounded_id("detail.instance-id", instance, MAX_INSTANCE_ID_LEN)?;
+    }
     let dedup = format!("{tenant}/event/{event_id}");
-    if seen(&state, &dedup) {
+    if seen(state, &dedup) {
         return Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "accepted": 0, "duplicate": true })),
@@ -354,13 +433,13 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: By
     };
     let normalized = normalize::eventbridge(&value, &reporter, chrono::Utc::now(), &lookup)
         .map_err(|r| reject(&r))?;
-    publish_all(&state, &normalized.signals).await?;
+    publish_all(state, &normalized.signals).await?;
     if let Ok(mut m) = state.instances.lock() {
         for (instance, info) in normalized.learned {
             m.insert(format!("{tenant}/{instance}"), info);
         }
     }
-    remember(&state, dedup);
+    remember(state, dedup);
     if !normalized.unkeyed.is_empty() {
         tracing::info!(%tenant, instances = ?normalized.unkeyed, "instance event for an instance whose launch was never reported");
     }

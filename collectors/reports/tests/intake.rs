@@ -31,7 +31,15 @@ struct Intake {
 }
 
 async fn start() -> Intake {
-    let sandbox = Sandbox::builder("reports")
+    start_with(Sandbox::builder("reports"), |_| {}).await
+}
+
+/// The intake over `builder`'s sandbox, its settings adjusted by `adjust`.
+async fn start_with(
+    builder: capsight_testkit::sandbox::Builder,
+    adjust: impl FnOnce(&mut ReportsSettings),
+) -> Intake {
+    let sandbox = builder
         .signals(2)
         .tenants([
             tenant("acme")
@@ -49,6 +57,7 @@ async fn start() -> Intake {
     }
     let mut settings = sandbox.config::<Conf>().reports;
     settings.max_body_bytes = 16 * 1024;
+    adjust(&mut settings);
     let kafka = &sandbox.kafka;
     let publisher = Publisher::new(kafka, &PublisherSettings::default(), "test").unwrap();
     let state = Arc::new(AppState::new(
@@ -188,6 +197,41 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
         .post("/v1/reports", Some(&t.acme), "x".repeat(20_000))
         .await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // the key is checked before the body is read: without one, a large body is not buffered
+    let (s, _) = t.post("/v1/reports", None, "x".repeat(20_000)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // ids that would be remembered are bounded in length
+    let long = "i".repeat(200);
+    let (s, body) = t
+        .post(
+            "/v1/reports",
+            Some(&t.acme),
+            report("r9").replace("\"r9\"", &format!("\"{long}\"")),
+        )
+        .await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("[0].id")),
+        "{body}"
+    );
+    let (s, body) = t
+        .post("/v1/events", Some(&t.acme), cloudtrail(&long, None, None))
+        .await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id")),
+        "{body}"
+    );
+    let huge_instance = json!({"version": "0", "id": "ev-long", "detail-type": "EC2 Instance Rebalance Recommendation",
+        "source": "aws.ec2", "account": "1", "time": now(), "region": "us-east-1", "resources": [],
+        "detail": {"instance-id": format!("i-{long}")}}).to_string();
+    let (s, body) = t.post("/v1/events", Some(&t.acme), huge_instance).await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("detail.instance-id")),
+        "{body}"
+    );
 
     // EventBridge: a failed launch, a successful one, then an interruption of its instance
     let (s, body) = t
@@ -405,4 +449,58 @@ async fn a_rate_changed_in_the_registry_applies_without_a_restart() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, body) = t.post("/v1/reports", Some(&t.slow), report("a3")).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+}
+
+/// With the broker away (its process stopped), a report is answered 503 with `Retry-After`
+/// within `reports.publish_timeout` instead of hanging; once the broker is back, the same
+/// report is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_broker_away_a_report_gets_503_and_retry_after_instead_of_hanging() {
+    let broker = capsight_testkit::broker::PrivateBroker::start().await;
+    let t = start_with(
+        Sandbox::builder("reports_away").brokers(&broker.brokers()),
+        |s| s.publish_timeout = Duration::from_secs(2),
+    )
+    .await;
+    let (s, body) = t.post("/v1/reports", Some(&t.acme), report("w0")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+
+    broker.pause();
+    let t0 = std::time::Instant::now();
+    let resp = t
+        .http
+        .post(format!("{}/v1/reports", t.url))
+        .header("authorization", format!("Bearer {}", t.acme))
+        .body(report("w1"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let waited = t0.elapsed();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        resp.headers().contains_key("retry-after"),
+        "{:?}",
+        resp.headers()
+    );
+    println!(
+        "MEASURED: broker away -> 503 after {} ms",
+        waited.as_millis()
+    );
+
+    broker.resume();
+    let accepted = capsight_testkit::wait::eventually_every(
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+        "the report accepted once the broker is back",
+        || async {
+            let (s, body) = t.post("/v1/reports", Some(&t.acme), report("w1")).await;
+            (s == StatusCode::ACCEPTED).then_some(body).ok_or(s)
+        },
+    )
+    .await;
+    assert!(
+        accepted["accepted"] == json!(1) || accepted["duplicates"] == json!(1),
+        "{accepted}"
+    );
 }

@@ -467,7 +467,8 @@ pub fn eventbridge(
                         .map(Vec::as_slice)
                         .unwrap_or_default()
                     {
-                        if let Some(iid) = str_at(item, &["instanceId"]) {
+                        // instance ids are remembered: only bounded ones
+                        if let Some(iid) = str_at(item, &["instanceId"]).filter(|i| i.len() <= 64) {
                             let zone = resolve_zone(
                                 reporter,
                                 provider,
