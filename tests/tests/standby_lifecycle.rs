@@ -970,6 +970,7 @@ async fn post_event(intake: &str, key: &str, event: &serde_json::Value) -> u16 {
 /// not act on them: only acme's own event (cloudsim's, through acme's webhook) switches acme's
 /// job to its standby. Instance events of one partition are handled in order, so when acme's
 /// real rebalance recommendation has switched the job, globex's earlier warning was refused.
+/// An event under acme's own key but from another AWS account than acme's role is refused (403).
 #[tokio::test(flavor = "multi_thread")]
 async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
     let (sb, _intake, intake) = sandbox_with_intake().await;
@@ -1006,6 +1007,11 @@ async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
         "resources": [format!("arn:aws:ec2:us-east-1:222222222222:instance/{spot}")],
         "detail": {"instance-id": spot, "instance-action": "terminate"}});
     assert_eq!(post_event(&intake, &globex, &warning).await, 202);
+    // acme's key with an event of another AWS account than acme's registered role's: refused
+    let mut foreign = warning.clone();
+    foreign["id"] = serde_json::json!(format!("foreign-{job_id}"));
+    foreign["account"] = serde_json::json!("999999999999");
+    assert_eq!(post_event(&intake, &sb.key("acme"), &foreign).await, 403);
 
     // acme's own interruption, delivered by the cloud through acme's webhook, after globex's
     let (active, _, _) = interrupt(&sb, &*adapter, &job_id, &spot, &standby_id).await;

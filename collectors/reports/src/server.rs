@@ -8,6 +8,9 @@
 //! (the broker is away), or the whole request exceeded `reports.request_timeout`, and the sender
 //! should retry (EventBridge API destinations do).
 //!
+//! Events of a tenant with a registered AWS role must come from that role's account (`403`
+//! naming `account` otherwise).
+//!
 //! Bounds against memory and time exhaustion: the key is checked *before* the body is read (an
 //! unauthenticated sender cannot make the intake buffer anything); every request, body read
 //! included, has a deadline; ids that end up in the de-duplication and instance memories are
@@ -178,6 +181,14 @@ fn reject(r: &Rejection) -> ApiError {
 /// admission (`Authorization: Bearer <key>`, or `x-api-key: <key>` as EventBridge API
 /// destinations send it).
 fn admit(state: &AppState, headers: &HeaderMap) -> Result<(TenantId, Reporter), ApiError> {
+    admit_with_account(state, headers).map(|(tenant, reporter, _)| (tenant, reporter))
+}
+
+/// [`admit`], also returning the AWS account of the tenant's registered role, if any.
+fn admit_with_account(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(TenantId, Reporter, Option<String>), ApiError> {
     let key = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -203,12 +214,19 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<(TenantId, Reporter), 
         }
         Denied::Internal(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "-", &e),
     })?;
+    let account = admitted
+        .tenant
+        .aws_role
+        .as_ref()
+        .and_then(|r| r.role_arn.split(':').nth(4))
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned);
     let reporter = Reporter {
         hash: admitted.hash,
         zone_map: admitted.tenant.zone_map,
         catalog: Arc::clone(&state.catalog),
     };
-    Ok((admitted.tenant.id, reporter))
+    Ok((admitted.tenant.id, reporter, account))
 }
 
 /// A `503` the sender should retry after `secs`.
@@ -373,9 +391,20 @@ async fn events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
 }
 
 async fn accept_event(state: &AppState, headers: &HeaderMap, body: Body) -> Answer {
-    let (tenant, reporter) = admit(state, headers)?;
+    let (tenant, reporter, account) = admit_with_account(state, headers)?;
     let body = read_body(state, body).await?;
     let value = parse_json(&body)?;
+    // a tenant with a registered role forwards events of that account only
+    if let (Some(own), Some(sent)) = (&account, value.get("account").and_then(Value::as_str))
+        && own != sent
+    {
+        tracing::warn!(%tenant, account = sent, "refused: an event of another AWS account");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "account",
+            &format!("{sent:?} is not the AWS account of this tenant's registered role"),
+        ));
+    }
     let Some(event_id) = value.get("id").and_then(Value::as_str) else {
         return Err(error(
             StatusCode::BAD_REQUEST,
