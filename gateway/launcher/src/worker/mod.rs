@@ -160,11 +160,7 @@ fn set_key(row: &mut LaunchEventRow, key: &CapacityKey) {
 
 /// The client token of attempt `n` of `job_id`.
 pub fn client_token(job_id: &str, attempt: u32) -> String {
-    if attempt <= 1 {
-        job_id.to_owned()
-    } else {
-        format!("{job_id}-{attempt}")
-    }
+    capsight_launch::ids::attempt_token(job_id, attempt)
 }
 
 fn header_u32(props: &BasicProperties, name: &str) -> u32 {

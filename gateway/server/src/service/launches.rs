@@ -2,7 +2,7 @@
 //! [`manage`] for reading, watching, cancelling and heartbeating a launch.
 
 use capsight_clickhouse::rows::LaunchEventRow;
-use capsight_launch::{manage, store::StoredLaunch, submit::Submit};
+use capsight_launch::{JobId, manage, store::StoredLaunch, submit::Submit};
 use capsight_proto::{
     domain::{CapacityKey, Market},
     v1::{self, LaunchState, launch_service_server::LaunchService},
@@ -18,8 +18,8 @@ use crate::{GatewayError, validate::bounded};
 const MAX_HEARTBEAT_NOTE: usize = 256;
 
 /// The request's `job_id`, validated.
-fn job_id(text: &str) -> std::result::Result<String, GatewayError> {
-    Ok(manage::job_id("job_id", text)?)
+fn job_id(text: &str) -> std::result::Result<JobId, GatewayError> {
+    Ok(JobId::parse("job_id", text)?)
 }
 
 /// A recorded transition as the client sees it.
@@ -83,7 +83,7 @@ impl LaunchService for Api {
         .await
         .map_err(GatewayError::from)?;
         Ok(Response::new(v1::LaunchResponse {
-            job_id: submitted.job_id,
+            job_id: submitted.job_id.into_string(),
             state: LaunchState::from(submitted.state).into(),
         }))
     }
