@@ -37,13 +37,7 @@ impl Standby {
     pub(super) async fn managed(
         &self,
     ) -> Result<Vec<(LaunchRequestRow, Vec<LaunchEventRow>)>, StandbyError> {
-        let running: Vec<_> = self
-            .store
-            .live_launches(None)
-            .await?
-            .into_iter()
-            .filter(|l| l.state == LaunchState::Running)
-            .collect();
+        let running = self.store.running_launches().await?;
         let mut out = Vec::new();
         for l in running {
             let Some(req) = self.store.request(&l.tenant, &l.job_id).await? else {

@@ -71,7 +71,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
+        let (caller, req) = self.admit(request)?;
         let core = &self.core;
         let submitted = Submit {
             store: core.store.launches(),
@@ -79,7 +79,7 @@ impl LaunchService for Api {
             catalog: &core.catalog,
             max_launch_count: core.settings.max_launch_count,
         }
-        .submit(caller.id().as_str(), &caller.hash, request.into_inner())
+        .submit(caller.id().as_str(), &caller.hash, req)
         .await
         .map_err(GatewayError::from)?;
         Ok(Response::new(v1::LaunchResponse {
@@ -92,8 +92,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::GetLaunchRequest>,
     ) -> Result<Response<v1::LaunchStatus>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let id = job_id(&request.into_inner().job_id)?;
+        let (caller, req) = self.admit(request)?;
+        let id = job_id(&req.job_id)?;
         let launch = manage::launch(self.core.store.launches(), caller.id().as_str(), &id)
             .await
             .map_err(GatewayError::from)?;
@@ -106,8 +106,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::WatchLaunchRequest>,
     ) -> Result<Response<Self::WatchLaunchStream>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
+        let (caller, req) = self.admit(request)?;
         let id = job_id(&req.job_id)?;
         let tenant = caller.id().to_string();
         let store = self.core.store.launches();
@@ -131,8 +130,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::CancelLaunchRequest>,
     ) -> Result<Response<v1::LaunchStatus>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let id = job_id(&request.into_inner().job_id)?;
+        let (caller, req) = self.admit(request)?;
+        let id = job_id(&req.job_id)?;
         let launch = manage::cancel(self.core.store.launches(), caller.id().as_str(), &id)
             .await
             .map_err(GatewayError::from)?;
@@ -143,8 +142,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::ListLaunchesRequest>,
     ) -> Result<Response<v1::ListLaunchesResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let limit = match request.into_inner().limit {
+        let (caller, req) = self.admit(request)?;
+        let limit = match req.limit {
             0 => 50,
             n @ 1..=500 => n,
             _ => return Err(GatewayError::invalid("limit", "must be 0..=500").into()),
@@ -165,8 +164,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
+        let (caller, req) = self.admit(request)?;
         let id = job_id(&req.job_id)?;
         bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
         let beat = manage::heartbeat(
