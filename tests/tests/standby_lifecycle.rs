@@ -88,6 +88,7 @@ async fn sandbox() -> (Sandbox, Shutdown) {
             TenantHasher::new(&config.tenancy.hash_secret),
             reports,
             100_000,
+            capsight_testkit::cloud::catalog(),
         )
         .with_launched(LaunchedInstances::new(sandbox.client())),
     );

@@ -66,6 +66,9 @@ pub enum ReportsError {
     /// ClickHouse settings.
     #[error(transparent)]
     ClickHouse(#[from] capsight_clickhouse::ClickHouseError),
+    /// The GPU catalog built into the binary.
+    #[error(transparent)]
+    Catalog(#[from] capsight_catalog::CatalogError),
     /// The listen address could not be bound, or serving failed.
     #[error("{addr}: {source}")]
     Serve {
@@ -101,6 +104,7 @@ pub async fn start(
             hasher,
             config.reports,
             config.tenancy.default_rate_per_minute,
+            Arc::new(capsight_catalog::Catalog::embedded()?),
         )
         .with_launched(launched),
     );

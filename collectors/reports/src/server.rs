@@ -19,6 +19,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use capsight_catalog::Catalog;
 use capsight_publisher::Publisher;
 use capsight_tenancy::{
     SharedRegistry, TenantHasher, TenantId,
@@ -69,6 +70,7 @@ pub struct AppState {
     seen: Mutex<Bounded<()>>,
     instances: Mutex<Bounded<InstanceInfo>>,
     launched: Option<LaunchedInstances>,
+    catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -85,8 +87,10 @@ impl AppState {
         hasher: TenantHasher,
         settings: ReportsSettings,
         default_rate: u32,
+        catalog: Arc<Catalog>,
     ) -> Self {
         Self {
+            catalog,
             seen: Mutex::new(Bounded::new(settings.dedup_capacity)),
             instances: Mutex::new(Bounded::new(settings.instance_memory)),
             publisher,
@@ -189,6 +193,7 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<(TenantId, Reporter), 
     let reporter = Reporter {
         hash: admitted.hash,
         zone_map: admitted.tenant.zone_map,
+        catalog: Arc::clone(&state.catalog),
     };
     Ok((admitted.tenant.id, reporter))
 }

@@ -62,6 +62,7 @@ async fn start() -> Intake {
         TenantHasher::new(&"test-secret".to_owned().into()),
         settings,
         600,
+        capsight_testkit::cloud::catalog(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -252,6 +253,40 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
         StatusCode::UNPROCESSABLE_ENTITY
     );
 
+    // attack: invent keys (a zone, a type, a region the catalog does not list) by reporting
+    // successful launches there; each is refused with 422 naming the field and publishes nothing
+    for (i, (field, value, expect)) in [
+        ("zone_id", "use1-az99", "[0].zone_id"),
+        ("instance_type", "p9.mega", "[0].instance_type"),
+        ("region", "af-south-1", "[0].region"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut invented = json!({"id": format!("inv{i}"), "provider": "aws",
+            "region": "us-east-1", "instance_type": "p5.48xlarge", "outcome": "launch_succeeded"});
+        invented[field] = json!(value);
+        let (s, body) = t
+            .post("/v1/reports", Some(&t.acme), invented.to_string())
+            .await;
+        assert_eq!(
+            (s, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(expect)),
+            "{body}"
+        );
+    }
+    let forged =
+        cloudtrail("ev-6", None, Some("i-0aaaaaaaaaaaaaaa0")).replace("p5.48xlarge", "p9.mega");
+    let (s, body) = t.post("/v1/events", Some(&t.acme), forged).await;
+    assert_eq!(
+        (s, body["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("detail.requestParameters.instanceType")
+        ),
+        "{body}"
+    );
+
     // a tenant over its rate gets 429 with Retry-After
     let mut statuses = Vec::new();
     for i in 0..3 {
@@ -307,6 +342,12 @@ async fn intake_validates_dedups_limits_and_publishes_exactly_what_it_accepts() 
     for s in &got {
         let h = s.tenant.as_ref().unwrap().as_str().to_owned();
         assert!(!h.contains("acme") && !h.contains("slow"), "{s:?}");
+        let zone = s.key.zone.as_ref().map(|z| z.as_str().to_owned());
+        assert_ne!(
+            zone.as_deref(),
+            Some("use1-az99"),
+            "an invented key got through: {s:?}"
+        );
         assert!(s.id.as_str().starts_with("report-"), "{s:?}");
         assert_eq!(s.source, SignalSource::Report);
         *per_tenant.entry(h).or_default() += 1;

@@ -38,3 +38,19 @@ impl CatalogError {
         }
     }
 }
+
+/// A capacity key the catalog does not allow: the field and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct UnknownKey {
+    /// `instance_type`, `region` or `zone_id`.
+    pub field: &'static str,
+    /// What is unknown.
+    pub reason: String,
+}
+
+impl UnknownKey {
+    pub(crate) fn new(field: &'static str, reason: String) -> Self {
+        Self { field, reason }
+    }
+}

@@ -9,6 +9,9 @@
 //!   a [`Catalog`] in hand holds only checked entries, and a bad file is a [`CatalogError`]
 //!   naming the entry and field.
 //! * Prices are approximate list prices for estimates and ranking, never billing.
+//! * The `[[zones]]` table lists each provider's zones per region: [`Catalog::check_key`]
+//!   accepts only keys of a catalog type, offered in its region, in a listed zone — what every
+//!   door that takes keys from tenants checks, so nobody invents keys.
 //! * Used by quota headroom ([`GpuType::headroom_instances`]), probe cost estimates
 //!   ([`GpuType::on_demand_usd_per_hour`]) and alternatives ([`Catalog::substitutes`], which
 //!   never offers a smaller GPU).
@@ -33,10 +36,10 @@ mod quota;
 use std::collections::HashMap;
 use std::path::Path;
 
-use capsight_proto::domain::{InstanceType, Market, Provider, Region};
+use capsight_proto::domain::{CapacityKey, InstanceType, Market, Provider, Region, ZoneId};
 use chrono::NaiveDate;
 
-pub use error::CatalogError;
+pub use error::{CatalogError, UnknownKey};
 pub use quota::{QuotaCodes, QuotaUnit, aws_quota_codes};
 
 /// The catalog file shipped with the code.
@@ -141,6 +144,7 @@ fn fits(free: f64, per_instance: u32) -> u32 {
 pub struct Catalog {
     types: Vec<GpuType>,
     index: HashMap<(Provider, InstanceType), usize>,
+    zones: load::Zones,
 }
 
 impl Catalog {
@@ -165,13 +169,67 @@ impl Catalog {
 
     /// Validates catalog text.
     pub fn parse(toml: &str) -> Result<Catalog, CatalogError> {
-        let types = load::parse(toml)?;
+        let (types, zones) = load::parse(toml)?;
         let index = types
             .iter()
             .enumerate()
             .map(|(i, t)| ((t.provider, t.instance_type.clone()), i))
             .collect();
-        Ok(Self { types, index })
+        Ok(Self {
+            types,
+            index,
+            zones,
+        })
+    }
+
+    /// The provider's known zones in `region` (empty when the catalog lists none).
+    pub fn zones(&self, provider: Provider, region: &Region) -> &[ZoneId] {
+        self.zones
+            .get(&(provider, region.clone()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `zone` is a known zone of `provider` in `region`.
+    pub fn knows_zone(&self, provider: Provider, region: &Region, zone: &ZoneId) -> bool {
+        self.zones(provider, region).contains(zone)
+    }
+
+    /// Accepts a key only when its type is in the catalog, offered in its region, and its zone
+    /// (if any) is a known zone of that region. The error names the offending field
+    /// (`instance_type`, `region`, `zone_id`).
+    pub fn check_key(&self, key: &CapacityKey) -> Result<(), UnknownKey> {
+        let Some(t) = self.get(key.provider, &key.instance_type) else {
+            return Err(UnknownKey::new(
+                "instance_type",
+                format!(
+                    "{} is not a {} GPU instance type of the catalog",
+                    key.instance_type, key.provider
+                ),
+            ));
+        };
+        if !t.offered_in(&key.region) {
+            return Err(UnknownKey::new(
+                "region",
+                format!(
+                    "{} is not offered in {} per the catalog",
+                    key.instance_type, key.region
+                ),
+            ));
+        }
+        if let Some(zone) = &key.zone
+            && !self.knows_zone(key.provider, &key.region, zone)
+        {
+            return Err(UnknownKey::new(
+                "zone_id",
+                format!(
+                    "{} is not a known zone of {} {}",
+                    zone.as_str(),
+                    key.provider,
+                    key.region
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The entry for a provider's instance type.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use capsight_proto::domain::{FieldError, InstanceType, Provider, Region};
+use capsight_proto::domain::{FieldError, InstanceType, Provider, Region, ZoneId};
 use chrono::NaiveDate;
 use serde::Deserialize;
 
@@ -17,7 +17,20 @@ struct RawFile {
     model: Vec<RawModel>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+    #[serde(default)]
+    zones: Vec<RawZones>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZones {
+    provider: String,
+    region: String,
+    ids: Vec<String>,
+}
+
+/// A provider's zones per region.
+pub(crate) type Zones = HashMap<(Provider, Region), Vec<ZoneId>>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,9 +82,10 @@ impl Entry {
     }
 }
 
-/// Parses and validates catalog text into its entries, in file order.
-pub(crate) fn parse(text: &str) -> Result<Vec<GpuType>, CatalogError> {
+/// Parses and validates catalog text into its entries, in file order, and its zones.
+pub(crate) fn parse(text: &str) -> Result<(Vec<GpuType>, Zones), CatalogError> {
     let raw: RawFile = toml::from_str(text)?;
+    let zones = zones(raw.zones)?;
     let classes = models(&raw.model)?;
     if raw.instance.is_empty() {
         return Err(Entry("catalog".into()).err("instance", "has no entries"));
@@ -93,6 +107,36 @@ pub(crate) fn parse(text: &str) -> Result<Vec<GpuType>, CatalogError> {
         }
         seen.insert(key, i);
         out.push(gpu);
+    }
+    Ok((out, zones))
+}
+
+/// The `[[zones]]` table: each (provider, region) once, every id a valid zone of its region.
+fn zones(raw: Vec<RawZones>) -> Result<Zones, CatalogError> {
+    let mut out = Zones::new();
+    for (i, z) in raw.into_iter().enumerate() {
+        let entry = Entry(format!("zones[{i}] ({} {})", z.provider, z.region));
+        let provider =
+            Provider::parse("provider", &z.provider).map_err(|e| entry.field_error(&e))?;
+        let region =
+            Region::parse("region", provider, &z.region).map_err(|e| entry.field_error(&e))?;
+        if z.ids.is_empty() {
+            return Err(entry.err("ids", "must list at least one zone"));
+        }
+        let mut ids = Vec::with_capacity(z.ids.len());
+        for (j, text) in z.ids.iter().enumerate() {
+            let field = format!("ids[{j}]");
+            let id = ZoneId::parse_optional(&field, provider, &region, text)
+                .map_err(|e| entry.field_error(&e))?
+                .ok_or_else(|| entry.err(&field, "is empty"))?;
+            if ids.contains(&id) {
+                return Err(entry.err(&field, format!("{text:?} is listed twice")));
+            }
+            ids.push(id);
+        }
+        if out.insert((provider, region), ids).is_some() {
+            return Err(entry.err("region", "is listed twice for this provider"));
+        }
     }
     Ok(out)
 }

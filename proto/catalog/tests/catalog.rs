@@ -447,3 +447,54 @@ proptest! {
         let _ = Catalog::parse(&text);
     }
 }
+
+fn key(text: &str) -> capsight_proto::domain::CapacityKey {
+    text.parse().expect("a well-formed key")
+}
+
+#[test]
+fn check_key_accepts_catalog_keys_and_names_the_unknown_field() {
+    let c = embedded();
+    for ok in [
+        "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+        "aws/us-east-1//p5.48xlarge/spot",
+        "aws/us-west-2/usw2-lax1-az1/g5.xlarge/on_demand",
+        "gcp/us-central1/us-central1-a/a3-highgpu-8g/on_demand",
+    ] {
+        assert_eq!(c.check_key(&key(ok)), Ok(()), "{ok}");
+    }
+    for (bad, field) in [
+        ("aws/us-east-1/use1-az99/p5.48xlarge/on_demand", "zone_id"),
+        ("aws/us-east-1/usw2-az1/p5.48xlarge/on_demand", "zone_id"),
+        ("aws/us-east-1/use1-az4/m5.large/on_demand", "instance_type"),
+        ("aws/af-south-1//p5.48xlarge/on_demand", "region"),
+        (
+            "gcp/us-central1/us-central1-z/a3-highgpu-8g/on_demand",
+            "zone_id",
+        ),
+    ] {
+        let e = c.check_key(&key(bad)).expect_err(bad);
+        assert_eq!(e.field, field, "{bad}: {e}");
+    }
+}
+
+#[test]
+fn zones_table_is_validated() {
+    let text = format!(
+        "{}\n[[zones]]\nprovider = \"aws\"\nregion = \"us-east-1\"\nids = [\"use1-az1\"]\n",
+        capsight_catalog::EMBEDDED_TOML
+    );
+    let twice = Catalog::parse(&text).expect_err("a region listed twice");
+    assert_eq!(twice.field(), Some("region"), "{twice}");
+    let bad_id = capsight_catalog::EMBEDDED_TOML.replacen("\"use1-az1\",", "\"us-east-1a\",", 1);
+    let name = Catalog::parse(&bad_id).expect_err("an AZ name instead of an id");
+    assert_eq!(name.field(), Some("ids[0]"), "{name}");
+    assert!(name.to_string().contains("zones[0]"), "{name}");
+    let every_region_has_zones = embedded().iter().all(|t| {
+        t.provider == Provider::Lambda
+            || t.regions
+                .iter()
+                .all(|r| !embedded().zones(t.provider, r).is_empty())
+    });
+    assert!(every_region_has_zones, "a catalog region without zones");
+}

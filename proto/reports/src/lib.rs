@@ -1,12 +1,18 @@
 //! Report bodies to signals: capsight's own report schema and raw EventBridge events.
 //!
 //! Contract: pure functions. Input that cannot be turned into signals is a [`Rejection`] naming
-//! the field (answered with 4xx by the server). AWS AZ *names* are mapped to AZ IDs with the
+//! the field (answered with 4xx by the server). Every key must be one the GPU catalog allows
+//! (a catalog type offered in its region, a known zone): an unknown one is refused with 422
+//! naming the field, and zone hints outside the known zones are dropped, so a tenant cannot
+//! invent keys. AWS AZ *names* are mapped to AZ IDs with the
 //! tenant's zone map; an unmapped name makes the signal region-wide rather than wrong. Signal
 //! ids derive from (tenant hash, event id, index), so a re-delivered event produces the same
 //! ids and downstream de-duplication absorbs it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use capsight_catalog::{Catalog, UnknownKey};
 
 use capsight_classify::classify;
 use capsight_proto::domain::{
@@ -40,6 +46,17 @@ impl Rejection {
     }
 }
 
+impl From<UnknownKey> for Rejection {
+    /// A well-formed key the catalog does not know: 422.
+    fn from(e: UnknownKey) -> Self {
+        Self {
+            field: e.field.to_owned(),
+            reason: e.reason,
+            unsupported: true,
+        }
+    }
+}
+
 impl From<capsight_proto::domain::FieldError> for Rejection {
     fn from(e: capsight_proto::domain::FieldError) -> Self {
         Self::new(e.field(), e.reason())
@@ -53,6 +70,15 @@ pub struct Reporter {
     pub hash: TenantHash,
     /// The tenant's AWS AZ names -> AZ IDs.
     pub zone_map: BTreeMap<String, String>,
+    /// The GPU catalog: which keys exist.
+    pub catalog: Arc<Catalog>,
+}
+
+impl Reporter {
+    /// Refuses a key the catalog does not allow (422, naming the field).
+    fn check(&self, key: &CapacityKey) -> Result<(), Rejection> {
+        Ok(self.catalog.check_key(key)?)
+    }
 }
 
 /// What an instance is, learned from earlier events (RunInstances), to key later ones.
@@ -204,6 +230,7 @@ impl Report {
             zone,
             market,
         };
+        reporter.check(&key)?;
         let observed_at = check_time("observed_at", self.observed_at.unwrap_or(now), now)?;
         let code = self.error_code.unwrap_or_default();
         let message = self.error_message.unwrap_or_default();
@@ -302,6 +329,7 @@ fn map_hints(reporter: &Reporter, key: &CapacityKey, hints: &[String]) -> Vec<Zo
                 .ok()
                 .flatten()
         })
+        .filter(|z| reporter.catalog.knows_zone(key.provider, &key.region, z))
         .collect()
 }
 
@@ -397,6 +425,15 @@ pub fn eventbridge(
                 instance_type,
                 market,
             };
+            reporter.check(&key).map_err(|mut e| {
+                e.field = match e.field.as_str() {
+                    "instance_type" => "detail.requestParameters.instanceType",
+                    "zone_id" => "detail.requestParameters.placement.availabilityZone",
+                    _ => "detail.awsRegion",
+                }
+                .to_owned();
+                e
+            })?;
             let count = d
                 .pointer("/requestParameters/instancesSet/items/0/minCount")
                 .and_then(Value::as_u64)
@@ -440,6 +477,7 @@ pub fn eventbridge(
                             )
                             .ok()
                             .flatten()
+                            .filter(|z| reporter.catalog.knows_zone(provider, &key.region, z))
                             .or_else(|| key.zone.clone());
                             out.learned.push((
                                 iid.to_owned(),
@@ -535,6 +573,7 @@ mod tests {
         Reporter {
             hash: TenantHash::parse("t", "t-0123").unwrap(),
             zone_map: BTreeMap::new(),
+            catalog: Arc::new(Catalog::embedded().unwrap()),
         }
     }
 
@@ -556,6 +595,50 @@ mod tests {
         assert_eq!(err.field, "observed_at");
         let ok = serde_json::from_value::<Report>(json_report("launch_succeeded", None)).unwrap();
         assert!(ok.normalize(&reporter(), 0, now).is_ok());
+    }
+
+    #[test]
+    fn invented_keys_are_refused_with_422_and_invented_hints_dropped() {
+        let now = Utc::now();
+        let refuse = |field: &str, value: &str, expect: &str| {
+            let mut v = json_report("launch_succeeded", None);
+            v[field] = serde_json::json!(value);
+            let err = serde_json::from_value::<Report>(v)
+                .unwrap()
+                .normalize(&reporter(), 0, now)
+                .unwrap_err();
+            assert_eq!(err.field, expect, "{err}");
+            assert!(err.unsupported, "a well-formed unknown key is 422: {err}");
+        };
+        refuse("zone_id", "use1-az99", "zone_id");
+        refuse("instance_type", "m5.large", "instance_type");
+        refuse("region", "af-south-1", "region");
+
+        let mut v = json_report("launch_failed", Some("InsufficientInstanceCapacity"));
+        v["error_message"] = serde_json::json!(
+            "We currently do not have sufficient g5.xlarge capacity. You can currently get \
+             g5.xlarge capacity by choosing use1-az99, use1-az2."
+        );
+        let s = serde_json::from_value::<Report>(v)
+            .unwrap()
+            .normalize(&reporter(), 0, now)
+            .unwrap();
+        let Payload::LaunchAttempt(a) = s.payload else {
+            panic!("a launch attempt")
+        };
+        let hinted: Vec<&str> = a.hinted_zones.iter().map(ZoneId::as_str).collect();
+        assert!(!hinted.contains(&"use1-az99"), "{hinted:?}");
+
+        let forged = serde_json::json!({
+            "version": "0", "id": "e-1", "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.ec2", "account": "1", "time": now.to_rfc3339(), "region": "us-east-1",
+            "detail": {"eventName": "RunInstances", "awsRegion": "us-east-1",
+                "requestParameters": {"instanceType": "p9.mega"}}});
+        let err = eventbridge(&forged, &reporter(), now, &|_| None).unwrap_err();
+        assert!(
+            err.unsupported && err.field.contains("instanceType"),
+            "{err}"
+        );
     }
 
     fn json_report(outcome: &str, code: Option<&str>) -> Value {

@@ -1,5 +1,7 @@
 //! `ReportService`: a tenant's report, validated and normalised, published as a signal.
 
+use std::sync::Arc;
+
 use capsight_proto::{
     domain::Market,
     v1::{self, report_service_server::ReportService},
@@ -76,6 +78,7 @@ impl ReportService for Api {
         let reporter = Reporter {
             hash: caller.hash.clone(),
             zone_map: caller.tenant.zone_map.clone(),
+            catalog: Arc::clone(&self.core.catalog),
         };
         let signal = report
             .normalize(&reporter, 0, Utc::now())
