@@ -254,9 +254,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use capsight_proto::domain::{
-        ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, SignalId, SignalSource,
-    };
+    use capsight_proto::domain::{ErrorClass, LaunchAttempt, Payload, SignalId, SignalSource};
 
     use super::*;
 
@@ -269,25 +267,14 @@ mod tests {
             source: SignalSource::Probe,
             tenant: None,
             key: KEY.parse().unwrap(),
-            payload: Payload::LaunchAttempt(LaunchAttempt {
-                outcome: if ok {
-                    LaunchOutcome::Succeeded
-                } else {
-                    LaunchOutcome::Failed
-                },
-                error_class: if ok {
+            payload: Payload::LaunchAttempt(LaunchAttempt::with_class(
+                if ok {
                     ErrorClass::None
                 } else {
                     ErrorClass::Capacity
                 },
-                error_code: String::new(),
-                error_message: String::new(),
-                provisioning_ms: ok.then_some(60_000),
-                hinted_zones: vec![],
-                hinted_regions: vec![],
-                method: ProbeMethod::Launch,
-                count: 1,
-            }),
+                Some(60_000),
+            )),
         }
     }
 

@@ -10,8 +10,7 @@ use capsight_kafka::KafkaSettings;
 use capsight_proto::{
     codec,
     domain::{
-        ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Signal, SignalId,
-        SignalSource, SpotPrice,
+        ErrorClass, LaunchAttempt, Payload, ProbeMethod, Signal, SignalId, SignalSource, SpotPrice,
     },
 };
 use rdkafka::{
@@ -40,27 +39,20 @@ fn samples(run: &str) -> anyhow::Result<Vec<Signal>> {
             tenant: None,
             key,
             payload: Payload::LaunchAttempt(LaunchAttempt {
-                outcome: if ok {
-                    LaunchOutcome::Succeeded
-                } else {
-                    LaunchOutcome::Failed
-                },
-                error_class: if ok {
-                    ErrorClass::None
-                } else {
-                    ErrorClass::Capacity
-                },
                 error_code: if ok {
                     String::new()
                 } else {
                     "InsufficientInstanceCapacity".into()
                 },
-                error_message: String::new(),
-                provisioning_ms: ok.then_some(41_000),
-                hinted_zones: vec![],
-                hinted_regions: vec![],
                 method: ProbeMethod::CapacityReservation,
-                count: 1,
+                ..LaunchAttempt::with_class(
+                    if ok {
+                        ErrorClass::None
+                    } else {
+                        ErrorClass::Capacity
+                    },
+                    Some(41_000),
+                )
             }),
         });
     }

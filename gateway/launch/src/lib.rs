@@ -1,6 +1,7 @@
 //! `capsight-launch`: the launch core both the gateway (Preflight, Alternatives, Launch) and the
 //! launcher (fallbacks) stand on, with no gRPC server and no worker in it.
 //!
+//! * [`ids`]: typed job ids and the client tokens derived from them;
 //! * [`spec`]: a launch request (`LaunchSpec`, `Constraints`) to validated values, checked
 //!   against the GPU catalog, every rejection naming the field;
 //! * [`alternatives`]: the ranking of where else to launch (same or better GPU, allowed
@@ -17,9 +18,12 @@
 //! by name in ClickHouse `launch_events`.
 
 pub mod alternatives;
+pub mod ids;
 pub mod locks;
 pub mod manage;
 pub mod queue;
 pub mod spec;
 pub mod store;
 pub mod submit;
+
+pub use ids::JobId;

@@ -2,21 +2,21 @@
 //! `CancelLaunch` and `Heartbeat`.
 //!
 //! Contract: every call reads only the caller's own launch (tenant-scoped); a job id is a UUID
-//! in its hyphenated form ([`job_id`]). A cancel of a launch in a final state is refused;
+//! in its hyphenated form ([`JobId`]). A cancel of a launch in a final state is refused;
 //! otherwise the request is recorded in `launch_cancellations`, which the launcher honours before
 //! its next transition or, once running, by its sweep. A heartbeat is accepted only while the
 //! launch is `running` and is recorded in `launch_activity` (the reaper's idle TTL).
 
 use capsight_clickhouse::rows::LaunchEventRow;
 use capsight_clickhouse::rows::{LaunchActivityRow, LaunchCancellationRow, split_time};
-use capsight_proto::{
-    domain::{FieldError, LaunchState},
-    v1,
-};
+use capsight_proto::{domain::LaunchState, v1};
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::store::{Store, StoreError, StoredLaunch};
+use crate::{
+    JobId,
+    store::{Store, StoreError, StoredLaunch},
+};
 
 /// Why a launch could not be read or managed.
 #[derive(Debug, thiserror::Error)]
@@ -30,16 +30,6 @@ pub enum ManageError {
     /// ClickHouse failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The canonical (hyphenated) form of a launch job id sent in `field`.
-pub fn job_id(field: &str, text: &str) -> Result<String, FieldError> {
-    if text.is_empty() {
-        return Err(FieldError::missing(field));
-    }
-    uuid::Uuid::parse_str(text)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| FieldError::new(field, "is not a launch job id (a UUID)"))
 }
 
 /// The state a launch is in: its latest transition's (`queued` before any).
@@ -59,12 +49,12 @@ fn wire_name(state: LaunchState) -> &'static str {
 pub async fn launch(
     store: &Store,
     tenant: &str,
-    job_id: &str,
+    job_id: &JobId,
 ) -> Result<StoredLaunch, ManageError> {
     store
-        .launch(tenant, job_id)
+        .launch(tenant, job_id.as_str())
         .await?
-        .ok_or_else(|| ManageError::NotFound(job_id.to_owned()))
+        .ok_or_else(|| ManageError::NotFound(job_id.to_string()))
 }
 
 /// Records a cancel request for the tenant's launch `job_id` unless it already ended; returns
@@ -72,7 +62,7 @@ pub async fn launch(
 pub async fn cancel(
     store: &Store,
     tenant: &str,
-    job_id: &str,
+    job_id: &JobId,
 ) -> Result<StoredLaunch, ManageError> {
     let mut launch = launch(store, tenant, job_id).await?;
     let state = current_state(&launch);
@@ -84,12 +74,12 @@ pub async fn cancel(
     }
     store
         .cancel(&LaunchCancellationRow {
-            job_id: job_id.to_owned(),
+            job_id: job_id.to_string(),
             tenant: tenant.to_owned(),
             at: split_time(Utc::now()).0,
         })
         .await?;
-    tracing::info!(job_id, tenant, "launch cancel requested");
+    tracing::info!(%job_id, tenant, "launch cancel requested");
     launch.cancel_requested = true;
     Ok(launch)
 }
@@ -111,7 +101,7 @@ pub struct Follow {
 pub fn follow(
     store: Store,
     tenant: String,
-    job_id: String,
+    job_id: JobId,
     how: Follow,
 ) -> mpsc::Receiver<Result<LaunchEventRow, StoreError>> {
     let (tx, rx) = mpsc::channel(64);
@@ -119,7 +109,7 @@ pub fn follow(
         let deadline = tokio::time::Instant::now() + how.max_duration;
         let mut last: Option<u32> = None;
         loop {
-            match store.events(&tenant, &job_id, last).await {
+            match store.events(&tenant, job_id.as_str(), last).await {
                 Ok(events) => {
                     for e in events {
                         last = Some(e.seq);
@@ -164,12 +154,12 @@ pub struct Beat {
 pub async fn heartbeat(
     store: &Store,
     tenant: &str,
-    job_id: &str,
+    job_id: &JobId,
     note: String,
 ) -> Result<Beat, ManageError> {
-    let events = store.events(tenant, job_id, None).await?;
+    let events = store.events(tenant, job_id.as_str(), None).await?;
     let Some(last) = events.last() else {
-        return Err(ManageError::NotFound(job_id.to_owned()));
+        return Err(ManageError::NotFound(job_id.to_string()));
     };
     if last.state != LaunchState::Running {
         return Err(ManageError::Refused(format!(
@@ -181,33 +171,16 @@ pub async fn heartbeat(
     let (at, at_ms) = split_time(now);
     store
         .heartbeat(&LaunchActivityRow {
-            job_id: job_id.to_owned(),
+            job_id: job_id.to_string(),
             tenant: tenant.to_owned(),
             at,
             at_ms,
             note,
         })
         .await?;
-    tracing::debug!(job_id, tenant, "launch heartbeat");
+    tracing::debug!(%job_id, tenant, "launch heartbeat");
     Ok(Beat {
         at: now,
         state: last.state,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_are_uuids_in_their_hyphenated_form() {
-        let id = "0190b2a4-7c3e-7d4e-9b1a-2f3c4d5e6f70";
-        assert_eq!(job_id("job_id", id).unwrap(), id);
-        assert_eq!(
-            job_id("job_id", "0190B2A47C3E7D4E9B1A2F3C4D5E6F70").unwrap(),
-            id
-        );
-        assert_eq!(job_id("job_id", "").unwrap_err().field(), "job_id");
-        assert!(job_id("job_id", "nope").is_err());
-    }
 }

@@ -396,6 +396,13 @@ impl Store {
             .await?)
     }
 
+    /// Launches of every tenant whose latest state is `running`.
+    pub async fn running_launches(&self) -> Result<Vec<LiveLaunch>, StoreError> {
+        let mut live = self.live_launches(None).await?;
+        live.retain(|l| l.state == LaunchState::Running);
+        Ok(live)
+    }
+
     /// Jobs whose latest state is `running` and for which a cancel was requested.
     pub async fn running_cancelled(&self) -> Result<Vec<LiveLaunch>, StoreError> {
         let live = self.live_launches(None).await?;

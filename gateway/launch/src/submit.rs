@@ -17,6 +17,7 @@ use capsight_proto::{
 use chrono::{DateTime, Utc};
 
 use crate::{
+    JobId,
     queue::{JobPublisher, QueueError},
     spec,
     store::{Store, StoreError},
@@ -45,7 +46,7 @@ pub enum SubmitError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submitted {
     /// The job id.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Its state now.
     pub state: LaunchState,
 }
@@ -95,10 +96,10 @@ impl Submit<'_> {
             );
         }
         let job_id = if req.idempotency_key.is_empty() {
-            uuid::Uuid::now_v7().to_string()
+            JobId::generate()
         } else {
             let id = idempotent_job_id(tenant, &req.idempotency_key)?;
-            if let Some(existing) = self.store.launch(tenant, &id).await? {
+            if let Some(existing) = self.store.launch(tenant, id.as_str()).await? {
                 let state = existing
                     .events
                     .last()
@@ -110,7 +111,7 @@ impl Submit<'_> {
         let now = Utc::now();
         let (created_at, created_ms) = split_time(now);
         let request_row = LaunchRequestRow {
-            job_id: job_id.clone(),
+            job_id: job_id.to_string(),
             tenant: tenant.to_owned(),
             created_at,
             created_ms,
@@ -128,8 +129,9 @@ impl Submit<'_> {
             idle_ttl_secs: req.idle_ttl_seconds,
             max_fallbacks: req.max_fallbacks,
         };
-        let event =
-            |seq, state, detail: &str| transition(&job_id, tenant, &spec.key, seq, state, detail);
+        let event = |seq, state, detail: &str| {
+            transition(job_id.as_str(), tenant, &spec.key, seq, state, detail)
+        };
         self.store
             .record_launch(
                 &request_row,
@@ -137,7 +139,7 @@ impl Submit<'_> {
             )
             .await?;
         let job = v1::LaunchJob {
-            job_id: job_id.clone(),
+            job_id: job_id.to_string(),
             tenant: tenant.to_owned(),
             tenant_hash: tenant_hash.as_str().to_owned(),
             created_at: Some(timestamp(now)),
@@ -160,11 +162,11 @@ impl Submit<'_> {
                 )
             };
             if let Err(e2) = self.store.append(&failed).await {
-                tracing::error!(error = %e2, job_id, "cannot record the enqueue failure");
+                tracing::error!(error = %e2, %job_id, "cannot record the enqueue failure");
             }
             return Err(e.into());
         }
-        tracing::info!(job_id, tenant, key = %spec.key, count = spec.count, "launch job queued");
+        tracing::info!(%job_id, tenant, key = %spec.key, count = spec.count, "launch job queued");
         Ok(Submitted {
             job_id,
             state: LaunchState::Queued,
@@ -172,24 +174,9 @@ impl Submit<'_> {
     }
 }
 
-/// The job id of an idempotency key: a UUIDv5 of (tenant, key), so the same key of another
-/// tenant is another job.
-pub fn idempotent_job_id(tenant: &str, key: &str) -> Result<String, FieldError> {
-    if key.len() > 64
-        || !key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(FieldError::new(
-            "idempotency_key",
-            "must be 1..=64 of [A-Za-z0-9_-]",
-        ));
-    }
-    Ok(uuid::Uuid::new_v5(
-        &uuid::Uuid::NAMESPACE_OID,
-        format!("capsight-launch\u{1f}{tenant}\u{1f}{key}").as_bytes(),
-    )
-    .to_string())
+/// The job id of an idempotency key ([`JobId::idempotent`]).
+pub fn idempotent_job_id(tenant: &str, key: &str) -> Result<JobId, FieldError> {
+    JobId::idempotent(tenant, key)
 }
 
 /// A transition of a job at `key` written now, with no instance and no error.

@@ -192,6 +192,22 @@ struct JobLimits {
 
 type JobKey = (String, String);
 
+/// One time per job of `ids` from `sql` (selecting `tenant, job_id, t`, one `?` for the ids).
+async fn job_times(
+    client: &clickhouse::Client,
+    sql: &str,
+    ids: &[String],
+) -> Result<BTreeMap<JobKey, u32>, clickhouse::error::Error> {
+    Ok(client
+        .query(sql)
+        .bind(ids)
+        .fetch_all::<JobTime>()
+        .await?
+        .into_iter()
+        .map(|r| ((r.tenant, r.job_id), r.t))
+        .collect())
+}
+
 /// The reaper.
 #[derive(Debug, Clone)]
 pub struct Reaper {
@@ -234,40 +250,26 @@ impl Reaper {
 
     /// One sweep: the launches it terminated, with the reason.
     pub async fn sweep(&self) -> Result<Vec<(String, Reason)>, LifecycleError> {
-        let running: Vec<LiveLaunch> = self
-            .store
-            .live_launches(None)
-            .await?
-            .into_iter()
-            .filter(|l| l.state == LaunchState::Running)
-            .collect();
+        let running: Vec<LiveLaunch> = self.store.running_launches().await?;
         if running.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
         let client = self.store.client();
-        let since: BTreeMap<JobKey, u32> = client
-            .query(
-                "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
-                 WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
-            )
-            .bind(&ids)
-            .fetch_all::<JobTime>()
-            .await?
-            .into_iter()
-            .map(|r| ((r.tenant, r.job_id), r.t))
-            .collect();
-        let beats: BTreeMap<JobKey, u32> = client
-            .query(
-                "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
-                 WHERE has(?, job_id) GROUP BY tenant, job_id",
-            )
-            .bind(&ids)
-            .fetch_all::<JobTime>()
-            .await?
-            .into_iter()
-            .map(|r| ((r.tenant, r.job_id), r.t))
-            .collect();
+        let since = job_times(
+            client,
+            "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
+             WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
+            &ids,
+        )
+        .await?;
+        let beats = job_times(
+            client,
+            "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
+             WHERE has(?, job_id) GROUP BY tenant, job_id",
+            &ids,
+        )
+        .await?;
         let limits: BTreeMap<JobKey, (u64, u64)> = client
             .query(
                 "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \

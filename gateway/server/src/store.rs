@@ -28,24 +28,16 @@ pub struct HistoryRow {
 
 /// The gateway's ClickHouse client: score history and the preflight log here, launches in the
 /// launch core's store ([`Store::launches`]).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Store {
-    client: clickhouse::Client,
     launches: capsight_launch::store::Store,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Store")
-    }
 }
 
 impl Store {
     /// Over a client bound to the capsight database.
     pub fn new(client: clickhouse::Client) -> Self {
         Self {
-            launches: capsight_launch::store::Store::new(client.clone()),
-            client,
+            launches: capsight_launch::store::Store::new(client),
         }
     }
 
@@ -58,7 +50,7 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        let mut insert = self.client.insert::<R>(table).await?;
+        let mut insert = self.launches.client().insert::<R>(table).await?;
         for r in rows {
             insert.write(r).await?;
         }
@@ -75,7 +67,8 @@ impl Store {
         step: u32,
     ) -> Result<Vec<HistoryRow>, GatewayError> {
         Ok(self
-            .client
+            .launches
+            .client()
             .query(
                 "SELECT toUInt32(intDiv(toUInt32(updated_at), ?) * ?) AS t, max(score), \
                  avg(confidence), max(signal_count) FROM scores \

@@ -312,6 +312,28 @@ fn text(field: &str, value: String, max: usize) -> Result<String, FieldError> {
 }
 
 impl LaunchAttempt {
+    /// One instance launched (`ProbeMethod::Launch`): succeeded when `class` is
+    /// [`ErrorClass::None`] (with `provisioning_ms`), else failed with that class; no code,
+    /// message or hints.
+    pub fn with_class(class: ErrorClass, provisioning_ms: Option<u32>) -> Self {
+        let ok = class == ErrorClass::None;
+        Self {
+            outcome: if ok {
+                LaunchOutcome::Succeeded
+            } else {
+                LaunchOutcome::Failed
+            },
+            error_class: class,
+            error_code: String::new(),
+            error_message: String::new(),
+            provisioning_ms: provisioning_ms.filter(|_| ok),
+            hinted_zones: Vec::new(),
+            hinted_regions: Vec::new(),
+            method: ProbeMethod::Launch,
+            count: 1,
+        }
+    }
+
     fn from_wire(w: v1::LaunchAttempt, key: &CapacityKey) -> Result<Self, FieldError> {
         let outcome = LaunchOutcome::from_wire("outcome", w.outcome)?;
         let error_class = ErrorClass::from_wire("error_class", w.error_class)?;

@@ -17,8 +17,7 @@ use capsight_clickhouse::{ClickHouseSettings, migrate, rows::SignalRow};
 use capsight_kafka::{KafkaSettings, admin};
 use capsight_proto::codec;
 use capsight_proto::domain::{
-    ErrorClass, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod, Signal, SignalId, SignalSource,
-    SpotPrice,
+    ErrorClass, LaunchAttempt, Payload, Signal, SignalId, SignalSource, SpotPrice,
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_scorer::engine::Engine;
@@ -108,25 +107,13 @@ fn signals(n: usize, keys: usize, end: DateTime<Utc>, span: Duration) -> Vec<Sig
                 })
             } else {
                 let ok = i % 5 != 0;
-                Payload::LaunchAttempt(LaunchAttempt {
-                    outcome: if ok {
-                        LaunchOutcome::Succeeded
-                    } else {
-                        LaunchOutcome::Failed
-                    },
-                    error_class: if ok {
-                        ErrorClass::None
-                    } else {
-                        ErrorClass::Capacity
-                    },
-                    error_code: String::new(),
-                    error_message: String::new(),
-                    provisioning_ms: ok.then_some(40_000 + (i % 1000) as u32 * 50),
-                    hinted_zones: vec![],
-                    hinted_regions: vec![],
-                    method: ProbeMethod::Launch,
-                    count: 1,
-                })
+                let class = if ok {
+                    ErrorClass::None
+                } else {
+                    ErrorClass::Capacity
+                };
+                let provisioning_ms = 40_000 + (i % 1000) as u32 * 50;
+                Payload::LaunchAttempt(LaunchAttempt::with_class(class, Some(provisioning_ms)))
             };
             Signal {
                 id: SignalId::parse("id", &format!("bench-{i}"))

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use capsight_proto::domain::{
-    ErrorClass, Evidence, Feature, Label, LaunchAttempt, LaunchOutcome, Payload, ProbeMethod,
-    Score, Signal, SignalId, SignalSource, SpotPrice,
+    ErrorClass, Evidence, Feature, Label, LaunchAttempt, Payload, Score, Signal, SignalId,
+    SignalSource, SpotPrice,
 };
 use chrono::{DateTime, Utc};
 
@@ -19,23 +19,12 @@ pub fn launch(id: &str, key: &str, at: DateTime<Utc>, class: ErrorClass) -> Sign
         tenant: None,
         key: key.parse().unwrap(),
         payload: Payload::LaunchAttempt(LaunchAttempt {
-            outcome: if ok {
-                LaunchOutcome::Succeeded
-            } else {
-                LaunchOutcome::Failed
-            },
-            error_class: class,
             error_code: if ok {
                 String::new()
             } else {
                 format!("{class}Error")
             },
-            error_message: String::new(),
-            provisioning_ms: ok.then_some(60_000),
-            hinted_zones: vec![],
-            hinted_regions: vec![],
-            method: ProbeMethod::Launch,
-            count: 1,
+            ..LaunchAttempt::with_class(class, Some(60_000))
         }),
     }
 }

@@ -15,6 +15,8 @@ use super::{
     Standby, StandbyError,
     phase::{Phase, StandbyStep, phase},
 };
+use capsight_launch::ids::{replacement_token, standby_token};
+
 use crate::{
     lifecycle::{LifecycleError, adapter_for},
     store::follow_up,
@@ -35,13 +37,7 @@ impl Standby {
     pub(super) async fn managed(
         &self,
     ) -> Result<Vec<(LaunchRequestRow, Vec<LaunchEventRow>)>, StandbyError> {
-        let running: Vec<_> = self
-            .store
-            .live_launches(None)
-            .await?
-            .into_iter()
-            .filter(|l| l.state == LaunchState::Running)
-            .collect();
+        let running = self.store.running_launches().await?;
         let mut out = Vec::new();
         for l in running {
             let Some(req) = self.store.request(&l.tenant, &l.job_id).await? else {
@@ -179,12 +175,7 @@ impl Standby {
     ) -> Result<(), StandbyError> {
         let adapter = self.adapter(last).await?;
         let request = self
-            .request_for(
-                req,
-                last,
-                Some(&last.zone_id),
-                format!("{}-standby", req.job_id),
-            )?
+            .request_for(req, last, Some(&last.zone_id), standby_token(&req.job_id))?
             .tag("capsight:role", "standby");
         let instances = adapter.launch(&request).await?;
         let standby: Vec<String> = instances.iter().map(|i| i.id.as_str().to_owned()).collect();
@@ -223,7 +214,8 @@ impl Standby {
         switch: u32,
     ) -> Result<(), StandbyError> {
         let adapter = self.adapter(last).await?;
-        let mut request = self.request_for(req, last, None, format!("{}-r{switch}", req.job_id))?;
+        let mut request =
+            self.request_for(req, last, None, replacement_token(&req.job_id, switch))?;
         request = request
             .market(Market::Spot)
             .tag("capsight:role", "replacement");

@@ -160,11 +160,7 @@ fn set_key(row: &mut LaunchEventRow, key: &CapacityKey) {
 
 /// The client token of attempt `n` of `job_id`.
 pub fn client_token(job_id: &str, attempt: u32) -> String {
-    if attempt <= 1 {
-        job_id.to_owned()
-    } else {
-        format!("{job_id}-{attempt}")
-    }
+    capsight_launch::ids::attempt_token(job_id, attempt)
 }
 
 fn header_u32(props: &BasicProperties, name: &str) -> u32 {
@@ -357,27 +353,8 @@ impl Launcher {
                         AMQPValue::LongLongInt(i64::from(retries) + 1),
                     );
                     let topology = &self.amqp.launch;
-                    match confirm_publish(
-                        publish,
-                        &topology.exchange,
-                        &topology.retry_routing_key,
-                        &delivery.data,
-                        props,
-                    )
-                    .await
-                    {
-                        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "retry publish failed; requeueing the job");
-                            delivery
-                                .acker
-                                .nack(BasicNackOptions {
-                                    requeue: true,
-                                    ..BasicNackOptions::default()
-                                })
-                                .await
-                        }
-                    }
+                    let to = (&topology.exchange[..], &topology.retry_routing_key[..]);
+                    settle_by_forwarding(&delivery, publish, to, props, true).await
                 }
             }
             Err((Fail::Dead(reason), job)) => {
@@ -405,27 +382,8 @@ impl Launcher {
             DEAD_REASON_HEADER,
             AMQPValue::LongString(reason.into()),
         );
-        match confirm_publish(
-            publish,
-            &self.amqp.launch.dead_letter_exchange,
-            "",
-            &delivery.data,
-            props,
-        )
-        .await
-        {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the broker's dead-letter exchange");
-                delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: false,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-            }
-        }
+        let to = (&self.amqp.launch.dead_letter_exchange[..], "");
+        settle_by_forwarding(delivery, publish, to, props, false).await
     }
 
     /// Records `failed` after the job's latest transition (when it has one and is not settled).
@@ -486,6 +444,35 @@ impl Launcher {
             tenant,
             tenant_hash,
         })
+    }
+}
+
+/// Settles `delivery` by publishing a copy with `props` to `(exchange, routing key)`: acked
+/// once the broker confirmed the copy, else nacked — requeued (`requeue`, a retry) or
+/// rejected to the broker's dead-letter exchange.
+async fn settle_by_forwarding(
+    delivery: &Delivery,
+    publish: &Channel,
+    (exchange, routing_key): (&str, &str),
+    props: BasicProperties,
+    requeue: bool,
+) -> Result<bool, lapin::Error> {
+    match confirm_publish(publish, exchange, routing_key, &delivery.data, props).await {
+        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+        Err(e) => {
+            if requeue {
+                tracing::warn!(error = %e, "retry publish failed; requeueing the job");
+            } else {
+                tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the broker's dead-letter exchange");
+            }
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue,
+                    ..BasicNackOptions::default()
+                })
+                .await
+        }
     }
 }
 

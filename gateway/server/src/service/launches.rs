@@ -2,7 +2,7 @@
 //! [`manage`] for reading, watching, cancelling and heartbeating a launch.
 
 use capsight_clickhouse::rows::LaunchEventRow;
-use capsight_launch::{manage, store::StoredLaunch, submit::Submit};
+use capsight_launch::{JobId, manage, store::StoredLaunch, submit::Submit};
 use capsight_proto::{
     domain::{CapacityKey, Market},
     v1::{self, LaunchState, launch_service_server::LaunchService},
@@ -18,8 +18,8 @@ use crate::{GatewayError, validate::bounded};
 const MAX_HEARTBEAT_NOTE: usize = 256;
 
 /// The request's `job_id`, validated.
-fn job_id(text: &str) -> std::result::Result<String, GatewayError> {
-    Ok(manage::job_id("job_id", text)?)
+fn job_id(text: &str) -> std::result::Result<JobId, GatewayError> {
+    Ok(JobId::parse("job_id", text)?)
 }
 
 /// A recorded transition as the client sees it.
@@ -71,7 +71,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
+        let (caller, req) = self.admit(request)?;
         let core = &self.core;
         let submitted = Submit {
             store: core.store.launches(),
@@ -79,11 +79,11 @@ impl LaunchService for Api {
             catalog: &core.catalog,
             max_launch_count: core.settings.max_launch_count,
         }
-        .submit(caller.id().as_str(), &caller.hash, request.into_inner())
+        .submit(caller.id().as_str(), &caller.hash, req)
         .await
         .map_err(GatewayError::from)?;
         Ok(Response::new(v1::LaunchResponse {
-            job_id: submitted.job_id,
+            job_id: submitted.job_id.into_string(),
             state: LaunchState::from(submitted.state).into(),
         }))
     }
@@ -92,8 +92,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::GetLaunchRequest>,
     ) -> Result<Response<v1::LaunchStatus>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let id = job_id(&request.into_inner().job_id)?;
+        let (caller, req) = self.admit(request)?;
+        let id = job_id(&req.job_id)?;
         let launch = manage::launch(self.core.store.launches(), caller.id().as_str(), &id)
             .await
             .map_err(GatewayError::from)?;
@@ -106,8 +106,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::WatchLaunchRequest>,
     ) -> Result<Response<Self::WatchLaunchStream>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
+        let (caller, req) = self.admit(request)?;
         let id = job_id(&req.job_id)?;
         let tenant = caller.id().to_string();
         let store = self.core.store.launches();
@@ -131,8 +130,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::CancelLaunchRequest>,
     ) -> Result<Response<v1::LaunchStatus>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let id = job_id(&request.into_inner().job_id)?;
+        let (caller, req) = self.admit(request)?;
+        let id = job_id(&req.job_id)?;
         let launch = manage::cancel(self.core.store.launches(), caller.id().as_str(), &id)
             .await
             .map_err(GatewayError::from)?;
@@ -143,8 +142,8 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::ListLaunchesRequest>,
     ) -> Result<Response<v1::ListLaunchesResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let limit = match request.into_inner().limit {
+        let (caller, req) = self.admit(request)?;
+        let limit = match req.limit {
             0 => 50,
             n @ 1..=500 => n,
             _ => return Err(GatewayError::invalid("limit", "must be 0..=500").into()),
@@ -165,8 +164,7 @@ impl LaunchService for Api {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
+        let (caller, req) = self.admit(request)?;
         let id = job_id(&req.job_id)?;
         bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
         let beat = manage::heartbeat(

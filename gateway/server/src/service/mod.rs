@@ -16,9 +16,9 @@ use std::{pin::Pin, sync::Arc};
 use capsight_proto::domain::FieldError;
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tonic::Status;
+use tonic::{Request, Status};
 
-use crate::{Core, GatewayError};
+use crate::{Core, GatewayError, auth::Caller};
 
 type Result<T> = std::result::Result<T, Status>;
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T>> + Send + 'static>>;
@@ -35,9 +35,20 @@ impl Api {
         Self { core }
     }
 
-    fn ready(&self) -> std::result::Result<(), GatewayError> {
+    /// Admits the caller of `request` (API key, rate limit): the caller and the message.
+    fn admit<T>(&self, request: Request<T>) -> std::result::Result<(Caller, T), GatewayError> {
+        let caller = self.core.tenancy.admit(&request)?;
+        Ok((caller, request.into_inner()))
+    }
+
+    /// [`Api::admit`] for an RPC that reads the scores view: `UNAVAILABLE` until it is ready.
+    fn admit_ready<T>(
+        &self,
+        request: Request<T>,
+    ) -> std::result::Result<(Caller, T), GatewayError> {
+        let admitted = self.admit(request)?;
         if self.core.view.is_ready() {
-            Ok(())
+            Ok(admitted)
         } else {
             Err(GatewayError::NotReady)
         }

@@ -136,9 +136,7 @@ impl PreflightService for Api {
         &self,
         request: Request<v1::PreflightRequest>,
     ) -> Result<Response<v1::PreflightResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        self.ready()?;
-        let req = request.into_inner();
+        let (caller, req) = self.admit_ready(request)?;
         let core = &self.core;
         let (spec, constraints) = validated(core, req.spec, req.constraints, true)?;
         let outcome = preflight::run(
@@ -174,9 +172,7 @@ impl PreflightService for Api {
         &self,
         request: Request<v1::AlternativesRequest>,
     ) -> Result<Response<v1::AlternativesResponse>> {
-        self.core.tenancy.admit(&request)?;
-        self.ready()?;
-        let req = request.into_inner();
+        let (_, req) = self.admit_ready(request)?;
         let core = &self.core;
         let (spec, constraints) = validated(core, req.spec, req.constraints, false)?;
         let all = core.view.select(None, |_| true);

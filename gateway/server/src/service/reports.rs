@@ -73,8 +73,7 @@ impl ReportService for Api {
         &self,
         request: Request<v1::SubmitReportRequest>,
     ) -> Result<Response<v1::SubmitReportResponse>> {
-        let caller = self.core.tenancy.admit(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = self.admit(request)?;
         let report = report_from_wire(r)?;
         let reporter = Reporter {
             hash: caller.hash.clone(),

@@ -23,9 +23,8 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::GetScoreRequest>,
     ) -> Result<Response<v1::Score>> {
-        self.core.tenancy.admit(&request)?;
-        self.ready()?;
-        let key = validate::key("key", request.into_inner().key).map_err(GatewayError::from)?;
+        let (_, req) = self.admit_ready(request)?;
+        let key = validate::key("key", req.key).map_err(GatewayError::from)?;
         let score = self
             .core
             .view
@@ -38,9 +37,7 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::ListScoresRequest>,
     ) -> Result<Response<v1::ListScoresResponse>> {
-        self.core.tenancy.admit(&request)?;
-        self.ready()?;
-        let req = request.into_inner();
+        let (_, req) = self.admit_ready(request)?;
         let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
         let page_size = match req.page_size {
             0 => 100,
@@ -86,9 +83,8 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>> {
-        self.core.tenancy.admit(&request)?;
-        let filter = validate::score_filter("filter", request.into_inner().filter)
-            .map_err(GatewayError::from)?;
+        let (_, req) = self.admit(request)?;
+        let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
         let mut rx = self.core.view.subscribe();
         let (tx, out) = mpsc::channel(256);
         let core = Arc::clone(&self.core);
@@ -128,8 +124,7 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::GetHistoryRequest>,
     ) -> Result<Response<v1::GetHistoryResponse>> {
-        self.core.tenancy.admit(&request)?;
-        let req = request.into_inner();
+        let (_, req) = self.admit(request)?;
         let key = validate::key("key", req.key).map_err(GatewayError::from)?;
         let to = match &req.to {
             Some(t) => from_ts("to", t).map_err(GatewayError::from)?,
