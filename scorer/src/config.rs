@@ -64,6 +64,13 @@ pub struct ScorerSettings {
     pub retry_backoff: Duration,
     /// Where `GET /healthz` is served (port 0 = any free port, logged at start).
     pub health_listen: SocketAddr,
+    /// A key whose newest observation is older than this (wall clock) is evicted from memory
+    /// and tombstoned on the compacted scores topic, so gateways forget it too; `0s` = never.
+    #[serde(with = "humantime_serde")]
+    pub evict_after: Duration,
+    /// How often idle keys are looked for.
+    #[serde(with = "humantime_serde")]
+    pub evict_interval: Duration,
 }
 
 impl Default for ScorerSettings {
@@ -86,6 +93,8 @@ impl Default for ScorerSettings {
             produce_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
             health_listen: SocketAddr::from(([127, 0, 0, 1], 9471)),
+            evict_after: Duration::from_secs(7 * 24 * 3600),
+            evict_interval: Duration::from_secs(60),
         }
     }
 }

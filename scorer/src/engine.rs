@@ -7,6 +7,8 @@
 //! * [`Engine::apply`] returns, for every key the batch touched, the score to publish, and the
 //!   score-history and alert rows to write. Everything is computed in event time (the key's
 //!   newest observation is its "now"), so replaying the same signals gives the same scores;
+//! * [`Engine::evict_idle`] forgets keys whose newest observation is older than a horizon and
+//!   names them, so the pipeline can tombstone them on the scores topic;
 //! * [`Engine::drop_partitions`] forgets every key of the given partitions (revoked or newly
 //!   assigned): they are seeded again on next sight.
 
@@ -89,6 +91,22 @@ impl Engine {
     /// Keys tracked.
     pub fn key_count(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Forgets every key whose newest observation is older than `now - horizon` and returns
+    /// them (they are seeded again from storage if they are ever seen again).
+    pub fn evict_idle(&mut self, now: DateTime<Utc>, horizon: Duration) -> Vec<CapacityKey> {
+        let cutoff = now.timestamp_millis().saturating_sub(millis(horizon));
+        let idle: Vec<CapacityKey> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| s.window.newest_ms().is_none_or(|t| t < cutoff))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &idle {
+            self.keys.remove(k);
+        }
+        idle
     }
 
     /// Observations held over all keys.
@@ -365,5 +383,23 @@ mod tests {
         assert_eq!(e.unseeded(&batch).len(), 0);
         assert_eq!(e.drop_partitions(&BTreeSet::from([3])), 1);
         assert_eq!(e.unseeded(&batch).get(&key), Some(&batch[0].observed_at));
+    }
+
+    #[test]
+    fn idle_keys_are_evicted_after_the_horizon_only() {
+        let mut e = Engine::new(ScorerSettings::default());
+        let batch: Vec<Signal> = (0..5).map(|i| launch(i, i as i64, true)).collect();
+        e.apply(batch.iter().map(|s| (0, s)));
+        let newest = batch[4].observed_at;
+        let hour = Duration::from_secs(3600);
+        assert!(
+            e.evict_idle(newest + chrono::TimeDelta::minutes(59), hour)
+                .is_empty()
+        );
+        assert_eq!(e.key_count(), 1);
+        let evicted = e.evict_idle(newest + chrono::TimeDelta::minutes(61), hour);
+        assert_eq!(evicted, vec![KEY.parse::<CapacityKey>().unwrap()]);
+        assert_eq!(e.key_count(), 0);
+        assert_eq!(e.unseeded(&batch).len(), 1, "seeded again when seen again");
     }
 }

@@ -13,6 +13,11 @@
 //!   owner replays them) and so is the window state of their keys; on assignment, the assigned
 //!   partitions' keys are forgotten too, so each is rebuilt from ClickHouse before its first
 //!   score is published again;
+//! * idle keys: every `evict_interval`, keys whose newest observation is older than
+//!   `evict_after` are dropped from memory and a tombstone (the key with no payload) is produced
+//!   on the compacted scores topic, so compaction and every gateway's view forget them; a
+//!   tombstone that was not acknowledged is retried at the next sweep. A key seen again is
+//!   rebuilt from ClickHouse like any other;
 //! * the librdkafka calls that block (commit, flush, close) run on blocking threads;
 //! * liveness ([`capsight_kafka::liveness`]): a watchdog compares the topic's high watermarks
 //!   with the offsets stored here and the group's committed offsets. When the scorer has lag
@@ -303,11 +308,22 @@ impl Pipeline {
         let mut started: Option<Instant> = None;
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut evictions = tokio::time::interval(
+            self.settings
+                .evict_interval
+                .max(std::time::Duration::from_millis(100)),
+        );
+        evictions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tombstones: Vec<CapacityKey> = Vec::new();
         loop {
             let deadline = started.map(|s| s + self.settings.batch_max_interval);
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
+                _ = evictions.tick(), if !self.settings.evict_after.is_zero() => {
+                    tombstones.extend(self.engine.evict_idle(Utc::now(), self.settings.evict_after));
+                    tombstones = self.tombstone(tombstones).await;
+                }
                 _ = progress.tick() => {
                     if self.logged_messages != Some(self.stats.messages) {
                         self.logged_messages = Some(self.stats.messages);
@@ -555,6 +571,36 @@ impl Pipeline {
         dead: &[DeadLetter<'_>],
     ) -> Result<(), ScorerError> {
         tokio::try_join!(self.store.write(rows, outputs), self.produce(outputs, dead)).map(|_| ())
+    }
+
+    /// Produces a tombstone for each evicted key; returns the keys whose tombstone the broker
+    /// did not acknowledge (retried at the next sweep).
+    async fn tombstone(&self, keys: Vec<CapacityKey>) -> Vec<CapacityKey> {
+        if keys.is_empty() {
+            return keys;
+        }
+        let timeout = Timeout::After(self.settings.produce_timeout);
+        let names: Vec<String> = keys.iter().map(ToString::to_string).collect();
+        let sent = futures::future::join_all(names.iter().map(|k| {
+            self.producer.send(
+                FutureRecord::<str, [u8]>::to(&self.topics.scores).key(k.as_str()),
+                timeout,
+            )
+        }))
+        .await;
+        let mut failed = Vec::new();
+        for (key, r) in keys.into_iter().zip(sent) {
+            if let Err((e, _)) = r {
+                warn!(%key, error = %e, "tombstoning an idle key failed; retrying next sweep");
+                failed.push(key);
+            }
+        }
+        info!(
+            evicted = names.len() - failed.len(),
+            keys = self.engine.key_count(),
+            "idle keys evicted and tombstoned"
+        );
+        failed
     }
 
     /// Publishes the batch's scores and dead letters; returns when the broker acknowledged all.

@@ -339,3 +339,62 @@ async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
     }
     sandbox.cleanup().await;
 }
+
+/// Attack on memory: keys that nobody observes any more must not stay in every scorer and
+/// gateway forever. A key idle past `evict_after` is dropped and tombstoned on the compacted
+/// scores topic (the key with no payload, which gateways' views remove); seen again, it is
+/// rebuilt from ClickHouse, so nothing it had is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_key_is_evicted_and_tombstoned_then_rebuilt_when_seen_again() {
+    let (sandbox, mut config) = sandbox("scorer_evict", 1).await;
+    // the signals are dated in the past (t(..)): with a one-hour horizon they are idle at once
+    config.scorer.evict_after = Duration::from_secs(3600);
+    config.scorer.evict_interval = Duration::from_millis(200);
+    let first: Vec<Signal> = (0..4)
+        .map(|i| launch(&format!("e-ok-{i}"), A, t(i), ErrorClass::None))
+        .collect();
+    let (shutdown, task) = start(&config);
+    sandbox.publish(&first).await;
+    let topic = sandbox.kafka.topics.scores.clone();
+    let tombstoned = capsight_testkit::wait::eventually_every(
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+        "a score then a tombstone for the idle key",
+        || async {
+            let records: Vec<_> = sandbox
+                .read_topic(&topic)
+                .await
+                .into_iter()
+                .filter(|r| r.key == A)
+                .collect();
+            let scored = records.iter().any(|r| !r.payload.is_empty());
+            let last_is_tombstone = records.last().is_some_and(|r| r.payload.is_empty());
+            (scored && last_is_tombstone).then_some(records.len())
+        },
+    )
+    .await;
+    assert!(tombstoned >= 2);
+
+    // seen again: rebuilt from ClickHouse, the score counts the earlier signals too
+    sandbox
+        .publish(&[launch("e-ok-9", A, t(9), ErrorClass::None)])
+        .await;
+    let rebuilt = capsight_testkit::wait::eventually_every(
+        Duration::from_millis(300),
+        Duration::from_secs(60),
+        "a score for the key seen again",
+        || async {
+            sandbox
+                .read_topic(&topic)
+                .await
+                .into_iter()
+                .filter(|r| r.key == A && !r.payload.is_empty())
+                .map(|r| r.score())
+                .find(|s| s.updated_at == t(9))
+        },
+    )
+    .await;
+    assert_eq!(rebuilt.signal_count, 5, "{rebuilt:?}");
+    stop(shutdown, task).await;
+    sandbox.cleanup().await;
+}
