@@ -187,6 +187,31 @@ pub struct RequestResult {
 }
 
 impl RequestResult {
+    /// A request that arrived at `arrival` and has not got anywhere yet.
+    pub fn unserved(id: usize, tenant: String, arrival: f64) -> Self {
+        Self {
+            id,
+            tenant,
+            arrival,
+            satisfied: false,
+            minutes_to_running: None,
+            rounds: 0,
+            attempts: Vec::new(),
+            preflights: Vec::new(),
+            landed: None,
+            interrupted: false,
+            error: None,
+        }
+    }
+
+    /// A request that never got served, with the reason.
+    pub fn failed(id: usize, tenant: String, arrival: f64, why: String) -> Self {
+        Self {
+            error: Some(why),
+            ..Self::unserved(id, tenant, arrival)
+        }
+    }
+
     /// Attempts that did not run.
     pub fn failed_attempts(&self) -> usize {
         self.attempts
@@ -330,19 +355,7 @@ impl Ctx {
         let arrival = self.warmup + r.at.as_secs_f64();
         self.world.sleep_until(arrival).await;
         let offers = offers::allowed(r, &self.world.scenario, &self.catalog);
-        let mut result = RequestResult {
-            id: r.id,
-            tenant: r.tenant.clone(),
-            arrival,
-            satisfied: false,
-            minutes_to_running: None,
-            rounds: 0,
-            attempts: Vec::new(),
-            preflights: Vec::new(),
-            landed: None,
-            interrupted: false,
-            error: None,
-        };
+        let mut result = RequestResult::unserved(r.id, r.tenant.clone(), arrival);
         if offers.is_empty() {
             result.error = Some("no allowed offering in the scenario".into());
             return result;
@@ -966,19 +979,12 @@ pub async fn replay(setup: ArmSetup, workload: &Workload) -> Replayed {
     for (task, r) in tasks.into_iter().zip(expanded) {
         match task.await {
             Ok(res) => requests.push(res),
-            Err(e) => requests.push(RequestResult {
-                id: r.id,
-                tenant: r.tenant.clone(),
-                arrival: workload.warmup.as_secs_f64() + r.at.as_secs_f64(),
-                satisfied: false,
-                minutes_to_running: None,
-                rounds: 0,
-                attempts: Vec::new(),
-                preflights: Vec::new(),
-                landed: None,
-                interrupted: false,
-                error: Some(format!("request task failed: {e}")),
-            }),
+            Err(e) => requests.push(RequestResult::failed(
+                r.id,
+                r.tenant.clone(),
+                workload.warmup.as_secs_f64() + r.at.as_secs_f64(),
+                format!("request task failed: {e}"),
+            )),
         }
     }
     let _ = stop_tx.send(true);
