@@ -52,6 +52,26 @@ pub fn authed<T>(msg: T, key: &str) -> GrpcRequest<T> {
     r
 }
 
+/// An authenticated `GetLaunch` for `job`.
+fn get_launch_req(job: &str, key: &str) -> GrpcRequest<GetLaunchRequest> {
+    authed(
+        GetLaunchRequest {
+            job_id: job.to_owned(),
+        },
+        key,
+    )
+}
+
+/// An authenticated `CancelLaunch` for `job`.
+fn cancel_launch_req(job: &str, key: &str) -> GrpcRequest<CancelLaunchRequest> {
+    authed(
+        CancelLaunchRequest {
+            job_id: job.to_owned(),
+        },
+        key,
+    )
+}
+
 /// How an arm picks where to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -403,24 +423,11 @@ impl Ctx {
                 let key = gw.key(&r.tenant);
                 let mut client = LaunchServiceClient::new(gw.channel.clone());
                 let state = client
-                    .get_launch(authed(
-                        GetLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
+                    .get_launch(get_launch_req(job, &key))
                     .await
                     .map(|s| s.into_inner().state());
                 let alive = matches!(state, Ok(LaunchState::Running));
-                if let Err(e) = client
-                    .cancel_launch(authed(
-                        CancelLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
-                    .await
-                {
+                if let Err(e) = client.cancel_launch(cancel_launch_req(job, &key)).await {
                     tracing::debug!(error = %e, "CancelLaunch");
                 }
                 alive
@@ -653,14 +660,7 @@ impl Ctx {
         };
         // watch it
         let status = loop {
-            let s = launch_client
-                .get_launch(authed(
-                    GetLaunchRequest {
-                        job_id: job.clone(),
-                    },
-                    &key,
-                ))
-                .await;
+            let s = launch_client.get_launch(get_launch_req(&job, &key)).await;
             if let Ok(s) = s {
                 let s = s.into_inner();
                 if matches!(
@@ -675,12 +675,7 @@ impl Ctx {
             }
             if self.world.now() > deadline + 600.0 {
                 let _ = launch_client
-                    .cancel_launch(authed(
-                        CancelLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
+                    .cancel_launch(cancel_launch_req(&job, &key))
                     .await;
                 break None;
             }
