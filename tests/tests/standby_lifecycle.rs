@@ -129,6 +129,16 @@ fn standby_manager(sb: &Sandbox, settings: StandbySettings) -> Standby {
     )
 }
 
+/// Standby settings with a 10-minute cooldown and a 200 ms sweep, consuming as the sandbox's
+/// group with `suffix`.
+fn quick_sweep(sb: &Sandbox, suffix: &str) -> StandbySettings {
+    StandbySettings {
+        cooldown: Duration::from_secs(600),
+        interval: Duration::from_millis(200),
+        consumer_group: format!("{}-{suffix}", sb.group),
+    }
+}
+
 /// The sandbox's registry as services share it (re-read every second).
 fn registry(sandbox: &Sandbox) -> SharedRegistry {
     SharedRegistry::open(sandbox.registry().path().to_owned(), Duration::from_secs(1)).unwrap()
@@ -906,15 +916,7 @@ async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
         running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
     let shutdown = Shutdown::new();
     let task = tokio::spawn(
-        standby_manager(
-            &sb,
-            StandbySettings {
-                cooldown: Duration::from_secs(600),
-                interval: Duration::from_millis(200),
-                consumer_group: format!("{}-missed", sb.group),
-            },
-        )
-        .run(sb.kafka.clone(), shutdown.clone()),
+        standby_manager(&sb, quick_sweep(&sb, "missed")).run(sb.kafka.clone(), shutdown.clone()),
     );
     let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
     // the spot instance disappears without any interruption event (a terminate emits none)
@@ -979,15 +981,7 @@ async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
         running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
     let shutdown = Shutdown::new();
     let task = tokio::spawn(
-        standby_manager(
-            &sb,
-            StandbySettings {
-                cooldown: Duration::from_secs(600),
-                interval: Duration::from_millis(200),
-                consumer_group: format!("{}-forged", sb.group),
-            },
-        )
-        .run(sb.kafka.clone(), shutdown.clone()),
+        standby_manager(&sb, quick_sweep(&sb, "forged")).run(sb.kafka.clone(), shutdown.clone()),
     );
     let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
 

@@ -89,6 +89,20 @@ struct Attempt {
     leftover: Option<String>,
 }
 
+impl Attempt {
+    /// An attempt the cloud refused (or that could not be made): nothing held, nothing spent.
+    fn failed(method: Method, err: CloudError) -> Self {
+        Self {
+            method,
+            result: Err(err),
+            provisioning_ms: None,
+            actual_usd: 0.0,
+            resources: Vec::new(),
+            leftover: None,
+        }
+    }
+}
+
 /// Executes probes; shared by the prober's tasks.
 pub struct Prober {
     adapters: HashMap<Region, Arc<dyn CloudAdapter>>,
@@ -538,14 +552,10 @@ impl Prober {
     ) -> Attempt {
         let provider = key.provider.as_str();
         let Some(zone) = key.zone.clone() else {
-            return Attempt {
-                method: Method::CapacityReservation,
-                result: Err(CloudError::Invalid("a reservation needs a zone".into())),
-                provisioning_ms: None,
-                actual_usd: 0.0,
-                resources: Vec::new(),
-                leftover: None,
-            };
+            return Attempt::failed(
+                Method::CapacityReservation,
+                CloudError::Invalid("a reservation needs a zone".into()),
+            );
         };
         let now = Utc::now();
         let request = ReservationRequest {
@@ -591,14 +601,7 @@ impl Prober {
                     leftover,
                 }
             }
-            Err(e) => Attempt {
-                method: Method::CapacityReservation,
-                result: Err(e),
-                provisioning_ms: None,
-                actual_usd: 0.0,
-                resources: Vec::new(),
-                leftover: None,
-            },
+            Err(e) => Attempt::failed(Method::CapacityReservation, e),
         }
     }
 
@@ -655,14 +658,7 @@ impl Prober {
                     leftover,
                 }
             }
-            Err(e) => Attempt {
-                method: Method::Launch,
-                result: Err(e),
-                provisioning_ms: None,
-                actual_usd: 0.0,
-                resources: Vec::new(),
-                leftover: None,
-            },
+            Err(e) => Attempt::failed(Method::Launch, e),
         }
     }
 }

@@ -73,6 +73,15 @@ pub struct SpotReport {
 }
 
 impl SpotReport {
+    /// Counts one publish attempt: a success as published, a failure as an error.
+    fn count(&mut self, published: bool) {
+        if published {
+            self.published += 1;
+        } else {
+            self.errors += 1;
+        }
+    }
+
     fn add(&mut self, other: SpotReport) {
         self.published += other.published;
         self.errors += other.errors;
@@ -274,8 +283,8 @@ impl SpotCollector {
                         let bucket = now.timestamp()
                             / i64::try_from(self.settings.placement_interval.as_secs().max(1))
                                 .unwrap_or(1);
-                        if self
-                            .publish(
+                        report.count(
+                            self.publish(
                                 key,
                                 now,
                                 &["placement", &bucket.to_string()],
@@ -284,12 +293,8 @@ impl SpotCollector {
                                     target_capacity: query.target_capacity,
                                 }),
                             )
-                            .await
-                        {
-                            report.published += 1;
-                        } else {
-                            report.errors += 1;
-                        }
+                            .await,
+                        );
                     }
                 }
                 Err(e) => {
@@ -324,19 +329,15 @@ impl SpotCollector {
                                 t.clone(),
                                 market,
                             );
-                            if self
-                                .publish(
+                            report.count(
+                                self.publish(
                                     key,
                                     now,
                                     &["offering", &day],
                                     Payload::Offering(OfferingExposure { offered: true }),
                                 )
-                                .await
-                            {
-                                report.published += 1;
-                            } else {
-                                report.errors += 1;
-                            }
+                                .await,
+                            );
                         }
                     }
                 }
@@ -387,19 +388,15 @@ impl SpotCollector {
                             if end <= start || b.id.is_empty() {
                                 continue;
                             }
-                            if self
-                                .publish(
+                            report.count(
+                                self.publish(
                                     key,
                                     now,
                                     &["block", &b.id],
                                     Payload::CapacityBlockOffer(offer),
                                 )
-                                .await
-                            {
-                                report.published += 1;
-                            } else {
-                                report.errors += 1;
-                            }
+                                .await,
+                            );
                         }
                     }
                     Err(e) => {

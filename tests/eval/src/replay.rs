@@ -52,6 +52,26 @@ pub fn authed<T>(msg: T, key: &str) -> GrpcRequest<T> {
     r
 }
 
+/// An authenticated `GetLaunch` for `job`.
+fn get_launch_req(job: &str, key: &str) -> GrpcRequest<GetLaunchRequest> {
+    authed(
+        GetLaunchRequest {
+            job_id: job.to_owned(),
+        },
+        key,
+    )
+}
+
+/// An authenticated `CancelLaunch` for `job`.
+fn cancel_launch_req(job: &str, key: &str) -> GrpcRequest<CancelLaunchRequest> {
+    authed(
+        CancelLaunchRequest {
+            job_id: job.to_owned(),
+        },
+        key,
+    )
+}
+
 /// How an arm picks where to launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -187,6 +207,31 @@ pub struct RequestResult {
 }
 
 impl RequestResult {
+    /// A request that arrived at `arrival` and has not got anywhere yet.
+    pub fn unserved(id: usize, tenant: String, arrival: f64) -> Self {
+        Self {
+            id,
+            tenant,
+            arrival,
+            satisfied: false,
+            minutes_to_running: None,
+            rounds: 0,
+            attempts: Vec::new(),
+            preflights: Vec::new(),
+            landed: None,
+            interrupted: false,
+            error: None,
+        }
+    }
+
+    /// A request that never got served, with the reason.
+    pub fn failed(id: usize, tenant: String, arrival: f64, why: String) -> Self {
+        Self {
+            error: Some(why),
+            ..Self::unserved(id, tenant, arrival)
+        }
+    }
+
     /// Attempts that did not run.
     pub fn failed_attempts(&self) -> usize {
         self.attempts
@@ -330,19 +375,7 @@ impl Ctx {
         let arrival = self.warmup + r.at.as_secs_f64();
         self.world.sleep_until(arrival).await;
         let offers = offers::allowed(r, &self.world.scenario, &self.catalog);
-        let mut result = RequestResult {
-            id: r.id,
-            tenant: r.tenant.clone(),
-            arrival,
-            satisfied: false,
-            minutes_to_running: None,
-            rounds: 0,
-            attempts: Vec::new(),
-            preflights: Vec::new(),
-            landed: None,
-            interrupted: false,
-            error: None,
-        };
+        let mut result = RequestResult::unserved(r.id, r.tenant.clone(), arrival);
         if offers.is_empty() {
             result.error = Some("no allowed offering in the scenario".into());
             return result;
@@ -390,24 +423,11 @@ impl Ctx {
                 let key = gw.key(&r.tenant);
                 let mut client = LaunchServiceClient::new(gw.channel.clone());
                 let state = client
-                    .get_launch(authed(
-                        GetLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
+                    .get_launch(get_launch_req(job, &key))
                     .await
                     .map(|s| s.into_inner().state());
                 let alive = matches!(state, Ok(LaunchState::Running));
-                if let Err(e) = client
-                    .cancel_launch(authed(
-                        CancelLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
-                    .await
-                {
+                if let Err(e) = client.cancel_launch(cancel_launch_req(job, &key)).await {
                     tracing::debug!(error = %e, "CancelLaunch");
                 }
                 alive
@@ -640,14 +660,7 @@ impl Ctx {
         };
         // watch it
         let status = loop {
-            let s = launch_client
-                .get_launch(authed(
-                    GetLaunchRequest {
-                        job_id: job.clone(),
-                    },
-                    &key,
-                ))
-                .await;
+            let s = launch_client.get_launch(get_launch_req(&job, &key)).await;
             if let Ok(s) = s {
                 let s = s.into_inner();
                 if matches!(
@@ -662,12 +675,7 @@ impl Ctx {
             }
             if self.world.now() > deadline + 600.0 {
                 let _ = launch_client
-                    .cancel_launch(authed(
-                        CancelLaunchRequest {
-                            job_id: job.clone(),
-                        },
-                        &key,
-                    ))
+                    .cancel_launch(cancel_launch_req(&job, &key))
                     .await;
                 break None;
             }
@@ -966,19 +974,12 @@ pub async fn replay(setup: ArmSetup, workload: &Workload) -> Replayed {
     for (task, r) in tasks.into_iter().zip(expanded) {
         match task.await {
             Ok(res) => requests.push(res),
-            Err(e) => requests.push(RequestResult {
-                id: r.id,
-                tenant: r.tenant.clone(),
-                arrival: workload.warmup.as_secs_f64() + r.at.as_secs_f64(),
-                satisfied: false,
-                minutes_to_running: None,
-                rounds: 0,
-                attempts: Vec::new(),
-                preflights: Vec::new(),
-                landed: None,
-                interrupted: false,
-                error: Some(format!("request task failed: {e}")),
-            }),
+            Err(e) => requests.push(RequestResult::failed(
+                r.id,
+                r.tenant.clone(),
+                workload.warmup.as_secs_f64() + r.at.as_secs_f64(),
+                format!("request task failed: {e}"),
+            )),
         }
     }
     let _ = stop_tx.send(true);

@@ -197,19 +197,7 @@ fn failed_summary(arm: &Arm, workload: &Workload, why: &str) -> ArmSummary {
         requests: workload
             .expand()
             .into_iter()
-            .map(|r| replay::RequestResult {
-                id: r.id,
-                tenant: r.tenant,
-                arrival: 0.0,
-                satisfied: false,
-                minutes_to_running: None,
-                rounds: 0,
-                attempts: Vec::new(),
-                preflights: Vec::new(),
-                landed: None,
-                interrupted: false,
-                error: Some(why.to_owned()),
-            })
+            .map(|r| replay::RequestResult::failed(r.id, r.tenant, 0.0, why.to_owned()))
             .collect(),
         ..Replayed::default()
     };

@@ -175,32 +175,28 @@ impl CloudAdapter for AwsAdapter {
     ) -> Result<Vec<CapacityReservation>, CloudError> {
         let filter = Filter::builder().name("tag-key").values(tag_key).build();
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retrying("DescribeCapacityReservations", || async {
-                    self.ec2
-                        .describe_capacity_reservations()
-                        .filters(filter.clone())
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DescribeCapacityReservations", e))
-                })
-                .await?;
-            out.extend(
-                page.capacity_reservations()
-                    .iter()
-                    .map(|r| self.reservation_from(r)),
-            );
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let filter = &filter;
+        self.paged(
+            "DescribeCapacityReservations",
+            |token| async move {
+                self.ec2
+                    .describe_capacity_reservations()
+                    .filters(filter.clone())
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeCapacityReservations", e))
+            },
+            |page| page.next_token(),
+            |page| {
+                out.extend(
+                    page.capacity_reservations()
+                        .iter()
+                        .map(|r| self.reservation_from(r)),
+                );
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -219,34 +215,29 @@ impl CloudAdapter for AwsAdapter {
 
     async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retrying("ListServiceQuotas", || async {
-                    self.quotas
-                        .list_service_quotas()
-                        .service_code("ec2")
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("ListServiceQuotas", e))
-                })
-                .await?;
-            out.extend(page.quotas().iter().filter_map(|q| {
-                Some(QuotaValue {
-                    code: q.quota_code()?.to_owned(),
-                    name: q.quota_name().unwrap_or_default().to_owned(),
-                    value: q.value()?,
-                })
-            }));
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        self.paged(
+            "ListServiceQuotas",
+            |token| async move {
+                self.quotas
+                    .list_service_quotas()
+                    .service_code("ec2")
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("ListServiceQuotas", e))
+            },
+            |page| page.next_token(),
+            |page| {
+                out.extend(page.quotas().iter().filter_map(|q| {
+                    Some(QuotaValue {
+                        code: q.quota_code()?.to_owned(),
+                        name: q.quota_name().unwrap_or_default().to_owned(),
+                        value: q.value()?,
+                    })
+                }));
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -331,50 +322,46 @@ impl CloudAdapter for AwsAdapter {
             .map(|t| Ec2InstanceType::from(t.as_str()))
             .collect();
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retrying("DescribeSpotPriceHistory", || async {
-                    self.ec2
-                        .describe_spot_price_history()
-                        .set_instance_types((!types.is_empty()).then(|| types.clone()))
-                        .product_descriptions("Linux/UNIX")
-                        .start_time(to_aws(since))
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DescribeSpotPriceHistory", e))
-                })
-                .await?;
-            for p in page.spot_price_history() {
-                let (Some(price), Some(at)) = (
-                    p.spot_price().and_then(|s| s.parse::<f64>().ok()),
-                    p.timestamp().and_then(to_chrono),
-                ) else {
-                    continue;
-                };
-                let zone_name = p.availability_zone().unwrap_or_default().to_owned();
-                out.push(SpotPricePoint {
-                    instance_type: p
-                        .instance_type()
-                        .map(|t| t.as_str().to_owned())
-                        .unwrap_or_default(),
-                    zone: self
-                        .zone_id(p.availability_zone_id())
-                        .or_else(|| zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned())),
-                    zone_name,
-                    usd_per_hour: price,
-                    at,
-                });
-            }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let types = &types;
+        self.paged(
+            "DescribeSpotPriceHistory",
+            |token| async move {
+                self.ec2
+                    .describe_spot_price_history()
+                    .set_instance_types((!types.is_empty()).then(|| types.clone()))
+                    .product_descriptions("Linux/UNIX")
+                    .start_time(to_aws(since))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeSpotPriceHistory", e))
+            },
+            |page| page.next_token(),
+            |page| {
+                for p in page.spot_price_history() {
+                    let (Some(price), Some(at)) = (
+                        p.spot_price().and_then(|s| s.parse::<f64>().ok()),
+                        p.timestamp().and_then(to_chrono),
+                    ) else {
+                        continue;
+                    };
+                    let zone_name = p.availability_zone().unwrap_or_default().to_owned();
+                    out.push(SpotPricePoint {
+                        instance_type: p
+                            .instance_type()
+                            .map(|t| t.as_str().to_owned())
+                            .unwrap_or_default(),
+                        zone: self
+                            .zone_id(p.availability_zone_id())
+                            .or_else(|| zones.as_ref().and_then(|m| m.id_of(&zone_name).cloned())),
+                        zone_name,
+                        usd_per_hour: price,
+                        at,
+                    });
+                }
+            },
+        )
+        .await?;
         Ok(out)
     }
 
@@ -504,34 +491,30 @@ impl CloudAdapter for AwsAdapter {
             ]
         });
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retrying("DescribeInstanceTypeOfferings", || async {
-                    self.ec2
-                        .describe_instance_type_offerings()
-                        .location_type(LocationType::AvailabilityZoneId)
-                        .set_filters(filters.clone())
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DescribeInstanceTypeOfferings", e))
-                })
-                .await?;
-            out.extend(page.instance_type_offerings().iter().filter_map(|o| {
-                Some(Offering {
-                    instance_type: o.instance_type()?.as_str().to_owned(),
-                    zone: self.zone_id(o.location())?,
-                })
-            }));
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let filters = &filters;
+        self.paged(
+            "DescribeInstanceTypeOfferings",
+            |token| async move {
+                self.ec2
+                    .describe_instance_type_offerings()
+                    .location_type(LocationType::AvailabilityZoneId)
+                    .set_filters(filters.clone())
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeInstanceTypeOfferings", e))
+            },
+            |page| page.next_token(),
+            |page| {
+                out.extend(page.instance_type_offerings().iter().filter_map(|o| {
+                    Some(Offering {
+                        instance_type: o.instance_type()?.as_str().to_owned(),
+                        zone: self.zone_id(o.location())?,
+                    })
+                }));
+            },
+        )
+        .await?;
         out.sort();
         Ok(out)
     }

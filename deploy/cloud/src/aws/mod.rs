@@ -267,6 +267,31 @@ impl AwsAdapter {
             .await
     }
 
+    /// Walks a paged listing: `call` fetches the page after a continuation token (each
+    /// page retried like any call), `take` keeps what the page holds, and the walk stops
+    /// at the first page whose `next` token is missing or empty.
+    async fn paged<P, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut call: F,
+        next: impl Fn(&P) -> Option<&str>,
+        mut take: impl FnMut(P),
+    ) -> Result<(), CloudError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<P, CloudError>>,
+    {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.retrying(operation, || call(token.clone())).await?;
+            token = next(&page).filter(|t| !t.is_empty()).map(str::to_owned);
+            take(page);
+            if token.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     /// Adds AZ ID hints to a capacity error, using the account's zone map.
     async fn with_zone_ids(&self, err: CloudError) -> CloudError {
         match err {
@@ -483,38 +508,34 @@ impl AwsAdapter {
     ) -> Result<Vec<Instance>, CloudError> {
         let zones = self.zones().await.ok();
         let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retrying("DescribeInstances", || async {
-                    self.ec2
-                        .describe_instances()
-                        .set_instance_ids(
-                            (!ids.is_empty())
-                                .then(|| ids.iter().map(|i| i.as_str().to_owned()).collect()),
-                        )
-                        .set_filters((!filters.is_empty()).then(|| filters.clone()))
-                        .set_next_token(token.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("DescribeInstances", e))
-                })
-                .await?;
-            for r in page.reservations() {
-                out.extend(
-                    r.instances()
-                        .iter()
-                        .filter_map(|i| self.instance_from(i, zones.as_ref())),
-                );
-            }
-            token = page
-                .next_token()
-                .filter(|t| !t.is_empty())
-                .map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
+        let filters = &filters;
+        self.paged(
+            "DescribeInstances",
+            |token| async move {
+                self.ec2
+                    .describe_instances()
+                    .set_instance_ids(
+                        (!ids.is_empty())
+                            .then(|| ids.iter().map(|i| i.as_str().to_owned()).collect()),
+                    )
+                    .set_filters((!filters.is_empty()).then(|| filters.clone()))
+                    .set_next_token(token)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("DescribeInstances", e))
+            },
+            |page| page.next_token(),
+            |page| {
+                for r in page.reservations() {
+                    out.extend(
+                        r.instances()
+                            .iter()
+                            .filter_map(|i| self.instance_from(i, zones.as_ref())),
+                    );
+                }
+            },
+        )
+        .await?;
         Ok(out)
     }
 

@@ -29,6 +29,30 @@ impl World {
             .collect()
     }
 
+    /// Whether zone `zone_id` has a pool of `itype` in `market`.
+    fn has_pool(&self, zone_id: &str, itype: &str, market: PoolMarket) -> bool {
+        self.pools.contains_key(&PoolKey {
+            zone_id: zone_id.to_owned(),
+            instance_type: itype.to_owned(),
+            market,
+        })
+    }
+
+    /// Zones of the region, as (name, AZ ID) for `account`, that have a pool of `itype` in
+    /// `market`.
+    fn zones_with_pool(
+        &self,
+        account: &str,
+        region: &str,
+        itype: &str,
+        market: PoolMarket,
+    ) -> impl Iterator<Item = (String, String)> + '_ {
+        let itype = itype.to_owned();
+        self.zones(account, region)
+            .into_iter()
+            .filter(move |(_, id)| self.has_pool(id, &itype, market))
+    }
+
     pub(super) fn capacity_error(
         &self,
         account: &str,
@@ -96,15 +120,7 @@ impl World {
             return Ok((id.to_owned(), name));
         }
         let best = self
-            .zones(account, region)
-            .into_iter()
-            .filter(|(_, id)| {
-                self.pools.contains_key(&PoolKey {
-                    zone_id: id.clone(),
-                    instance_type: itype.to_owned(),
-                    market,
-                })
-            })
+            .zones_with_pool(account, region, itype, market)
             .max_by_key(|(_, id)| self.stock(id, itype, market));
         match best {
             Some((name, id)) => Ok((id, name)),
@@ -135,12 +151,7 @@ impl World {
             PoolMarket::OnDemand => PoolMarket::Spot,
             PoolMarket::Spot => PoolMarket::OnDemand,
         };
-        let offered = self.pools.contains_key(&PoolKey {
-            zone_id: zone_id.to_owned(),
-            instance_type: itype.to_owned(),
-            market: other,
-        });
-        if offered {
+        if self.has_pool(zone_id, itype, other) {
             self.capacity_error(account, region, itype, market, Some(zone_name), count)
         } else {
             self.not_offered(account, region, itype, market, Some(zone_name))
@@ -156,15 +167,7 @@ impl World {
         zone_name: Option<&str>,
     ) -> ApiError {
         let offered: Vec<String> = self
-            .zones(account, region)
-            .into_iter()
-            .filter(|(_, id)| {
-                self.pools.contains_key(&PoolKey {
-                    zone_id: id.clone(),
-                    instance_type: itype.to_owned(),
-                    market,
-                })
-            })
+            .zones_with_pool(account, region, itype, market)
             .map(|(n, _)| n)
             .collect();
         let mut message = match zone_name {
