@@ -327,7 +327,9 @@ impl<'a> Tally<'a> {
                 CrowdReportKind::Unavailable => -1.0,
                 CrowdReportKind::Interrupted => -0.5,
             },
-            Fact::Launch { succeeded: true, .. } => 1.0,
+            Fact::Launch {
+                succeeded: true, ..
+            } => 1.0,
             Fact::Launch { class, .. } if *class == ErrorClass::Capacity => -1.0,
             Fact::Instance(InstanceEventKind::InterruptionWarning) => -0.5,
             Fact::Instance(InstanceEventKind::RebalanceRecommendation) => -0.25,
