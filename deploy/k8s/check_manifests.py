@@ -6,7 +6,8 @@ deploy/local/checks/10-k8s-manifests on the rendered overlays:
   workload runs one of them;
 * the scorer never has more replicas than the signals topic has partitions;
 * the collectors that must not run twice are single-instance (1 replica, Recreate);
-* no credential is in a ConfigMap's environment;
+* no credential is in a ConfigMap's environment, and every `CAPSIGHT_*` variable the manifests
+  set names a key of deploy/config/capsight.toml (a misspelt key would crash-loop the pods);
 * every workload has CPU and memory requests and a memory limit, and its own NetworkPolicy
   (ingress and egress); every replicated service has a PodDisruptionBudget.
 
@@ -75,6 +76,35 @@ def image_binaries(root, metadata_path):
     return copied
 
 
+def names_a_key(defaults, variable):
+    """Whether CAPSIGHT_<SECTION>__<KEY> names a key of the defaults (free-form under
+    kafka.properties); CAPSIGHT_CONFIG is the config file's path."""
+    if variable == "CAPSIGHT_CONFIG":
+        return True
+    node = defaults
+    path = variable.removeprefix("CAPSIGHT_").lower().split("__")
+    for depth, part in enumerate(path):
+        if path[:depth] == ["kafka", "properties"]:
+            return True
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def env_variables(docs):
+    """(where, name) of every CAPSIGHT_* variable set by a ConfigMap, a Secret or a container."""
+    for d in docs:
+        where = f"{d['kind']} {d['metadata']['name']}"
+        if d["kind"] in ("ConfigMap", "Secret"):
+            for k in {**d.get("data", {}), **d.get("stringData", {})}:
+                yield where, k
+        if d["kind"] in ("Deployment", "Job"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env", []):
+                    yield where, e["name"]
+
+
 def workloads(docs):
     return [d for d in docs if d["kind"] in ("Deployment", "Job")]
 
@@ -93,7 +123,7 @@ def signals_partitions(docs):
     raise SystemExit("no capsight.toml ConfigMap rendered")
 
 
-def rendered(path, binaries):
+def rendered(path, binaries, defaults):
     docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
     label = Path(path).name
     by_kind = lambda kind: [d for d in docs if d["kind"] == kind]  # noqa: E731
@@ -112,6 +142,13 @@ def rendered(path, binaries):
     for d in by_kind("ConfigMap"):
         leaked = [k for k in d.get("data", {}) if CREDENTIAL_KEY.search(k)]
         check(not leaked, f"{label}: ConfigMap {d['metadata']['name']} holds no credentials {leaked or ''}")
+
+    unknown = [
+        f"{k} ({where})"
+        for where, k in env_variables(docs)
+        if k.startswith("CAPSIGHT_") and not names_a_key(defaults, k)
+    ]
+    check(not unknown, f"{label}: every CAPSIGHT_* variable names a configuration key {unknown or ''}")
 
     policies = by_kind("NetworkPolicy")
     budgets = by_kind("PodDisruptionBudget")
@@ -140,8 +177,9 @@ def main():
     root = Path(sys.argv[1])
     config_copy(root)
     binaries = image_binaries(root, sys.argv[2])
+    defaults = tomllib.loads((root / "deploy/config/capsight.toml").read_text())
     for path in sys.argv[3:]:
-        rendered(path, binaries)
+        rendered(path, binaries, defaults)
     print(f"check_manifests: {len(passed)} passed, {len(failures)} failed")
     if failures:
         sys.exit(1)
