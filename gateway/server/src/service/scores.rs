@@ -14,7 +14,9 @@ use tonic::{Request, Response};
 use super::{Api, Result, Stream_, from_ts, secs_ms, ts};
 use crate::{
     GatewayError,
+    streams::held,
     validate::{self, bounded},
+    view::TRANSITIONS_BUFFER,
 };
 
 #[tonic::async_trait]
@@ -83,15 +85,19 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>> {
-        let (_, req) = self.admit(request)?;
+        let (caller, req) = self.admit(request)?;
         let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
+        let slot = self.core.streams.open(&caller)?;
         let mut rx = self.core.view.subscribe();
         let (tx, out) = mpsc::channel(256);
         let core = Arc::clone(&self.core);
+        let deadline = tokio::time::Instant::now() + core.settings.watch_scores_max_duration;
         tokio::spawn(async move {
             loop {
                 let t = tokio::select! {
                     () = tx.closed() => break,
+                    // the stream's lifetime is over: end it cleanly, the client subscribes again
+                    () = tokio::time::sleep_until(deadline) => break,
                     t = rx.recv() => t,
                 };
                 match t {
@@ -107,17 +113,23 @@ impl ScoreService for Api {
                             break;
                         }
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(
-                            missed = n,
-                            "a WatchScores client lags; transitions dropped"
-                        );
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a WatchScores client lags; its stream ends");
+                        let lagged = GatewayError::Lagged {
+                            missed,
+                            buffer: TRANSITIONS_BUFFER,
+                        };
+                        let _ = tx.send(Err(lagged.into())).await;
+                        break;
                     }
                     Err(RecvError::Closed) => break,
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        Ok(Response::new(Box::pin(held(
+            ReceiverStream::new(out),
+            slot,
+        ))))
     }
 
     async fn get_history(
