@@ -183,19 +183,25 @@ mod tests {
         });
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(s.metadata().get("retry-after").unwrap(), "3");
-        let s = Status::from(GatewayError::TooManyStreams { limit: 16 });
-        assert_eq!(s.code(), Code::ResourceExhausted);
-        assert!(s.message().contains("16 open streams"), "{}", s.message());
-        let s = Status::from(GatewayError::Lagged {
-            missed: 7,
-            buffer: 4096,
-        });
-        assert_eq!(s.code(), Code::Aborted);
-        assert!(
-            s.message().contains("7 transitions behind"),
-            "{}",
-            s.message()
-        );
+        for (e, code, says) in [
+            (
+                GatewayError::TooManyStreams { limit: 16 },
+                Code::ResourceExhausted,
+                "16 open streams",
+            ),
+            (
+                GatewayError::Lagged {
+                    missed: 7,
+                    buffer: 4096,
+                },
+                Code::Aborted,
+                "7 transitions behind",
+            ),
+        ] {
+            let s = Status::from(e);
+            assert_eq!(s.code(), code);
+            assert!(s.message().contains(says), "{}", s.message());
+        }
         let s = Status::from(GatewayError::unavailable("clickhouse", "password=secret"));
         assert_eq!(s.code(), Code::Unavailable);
         assert!(!s.message().contains("secret"));

@@ -138,17 +138,7 @@ impl LaunchFeed {
             let sender = launches
                 .entry((tenant, job_id))
                 .or_insert_with(|| watch::channel(Arc::new(Known::default())).0);
-            sender.send_if_modified(|k| {
-                let mut next = Known {
-                    events: k.events.clone(),
-                    failed: None,
-                };
-                let grew = next.extend(known);
-                if grew {
-                    *k = Arc::new(next);
-                }
-                grew
-            });
+            publish(sender, known);
             sender.subscribe()
         };
         self.wake.notify_one();
@@ -207,6 +197,21 @@ impl Watcher {
     }
 }
 
+/// Adds `rows` newer than what `sender`'s watchers know, waking them when any was new.
+fn publish(sender: &watch::Sender<Arc<Known>>, rows: Vec<LaunchEventRow>) {
+    sender.send_if_modified(|k| {
+        let mut next = Known {
+            events: k.events.clone(),
+            failed: None,
+        };
+        let grew = next.extend(rows);
+        if grew {
+            *k = Arc::new(next);
+        }
+        grew
+    });
+}
+
 /// The feed's task: every `interval` while anything is watched, one read for all launches.
 async fn poll(inner: Weak<Inner>, wake: Arc<Notify>, interval: Duration) {
     loop {
@@ -250,17 +255,7 @@ async fn poll(inner: Weak<Inner>, wake: Arc<Notify>, interval: Duration) {
                     }
                     for (launch, rows) in by_launch {
                         if let Some(sender) = launches.get(&launch) {
-                            sender.send_if_modified(|k| {
-                                let mut next = Known {
-                                    events: k.events.clone(),
-                                    failed: None,
-                                };
-                                let grew = next.extend(rows);
-                                if grew {
-                                    *k = Arc::new(next);
-                                }
-                                grew
-                            });
+                            publish(sender, rows);
                         }
                     }
                 }
@@ -284,27 +279,16 @@ async fn poll(inner: Weak<Inner>, wake: Arc<Notify>, interval: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use capsight_testkit::launches;
+
     use super::*;
 
     fn row(seq: u32, state: LaunchState) -> LaunchEventRow {
-        LaunchEventRow {
-            job_id: "j".into(),
-            seq,
-            tenant: "acme".into(),
-            at: 0,
-            at_ms: 0,
-            state,
-            provider: String::new(),
-            region: String::new(),
-            zone_id: String::new(),
-            instance_type: String::new(),
-            market: String::new(),
-            instance_id: String::new(),
-            attempt: 0,
-            error_class: String::new(),
-            error_code: String::new(),
-            detail: String::new(),
-        }
+        let key = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let request = launches::request("j", "acme", &key, 1, chrono::Utc::now());
+        launches::event(&request, seq, state)
     }
 
     #[test]
