@@ -191,7 +191,7 @@ def same_rows(a, b):
     )
 
 
-def load(engine, name, plan, log):
+def load(engine, name, plan, now, log):
     """Schema and data on one engine; returns (statements run, errors)."""
     errors, ran = [], 0
     create_db, *setup = plan["setup"]
@@ -217,7 +217,6 @@ def load(engine, name, plan, log):
                 errors.append(f"{name}: migration {m['name']} statement {i}: {e}")
         applied.append(m)
     inserts = {i["table"]: i["columns"] for i in plan["inserts"]}
-    now = dt.datetime.utcnow().replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
     tables = {}
     for table, columns in inserts.items():
         if table == "schema_migrations":
@@ -257,6 +256,33 @@ def load(engine, name, plan, log):
     return ran, errors
 
 
+def compare_schemas(old, new, db, log):
+    """The column types of both engines: the same, except what the gated migrations improve
+    (LowCardinality); the current engine's TTLs are listed."""
+    sql = (f"SELECT table, name, type FROM system.columns WHERE database = '{db}' "
+           "ORDER BY table, name")
+    try:
+        a = {(t, c): ty for t, c, ty in parse_tsv(old.run(sql, "TSVWithNames"))[1]}
+        b = {(t, c): ty for t, c, ty in parse_tsv(new.run(sql, "TSVWithNames"))[1]}
+        ttl = new.run(f"SELECT name FROM system.tables WHERE database = '{db}' "
+                      "AND create_table_query LIKE '% TTL %' ORDER BY name").split()
+    except Failure as e:
+        return [f"reading the schemas: {e}"]
+    errors, better = [], []
+    zone = re.compile(r"DateTime\([^)]*\)")  # 18.16 spells out the (same) server time zone
+    for key in sorted(set(a) | set(b)):
+        x, y = (zone.sub("DateTime", t) if t else t for t in (a.get(key), b.get(key)))
+        if x == y:
+            continue
+        if x is not None and y == f"LowCardinality({x})":
+            better.append(".".join(key))
+        else:
+            errors.append(f"column {'.'.join(key)}: {x} on 18.16, {y} on the current engine")
+    log.append(f"  schemas: {len(a)} columns alike; current engine only: LowCardinality "
+               f"{', '.join(better) or 'none'}; TTL on {', '.join(ttl) or 'none'}")
+    return errors
+
+
 def main():
     url = os.environ.get("CAPSIGHT_CLICKHOUSE__URL", "http://127.0.0.1:8123")
     old = Server(url, os.environ.get("CAPSIGHT_CLICKHOUSE__USER", "default"),
@@ -270,15 +296,18 @@ def main():
         raise Failure(f"time zones differ ({zones[0]} vs {zones[1]}): results cannot be compared")
 
     db = f"compat_check_{uuid.uuid4().hex[:12]}"
+    # one shift for both engines: the newest fixture rows a minute old
+    now = dt.datetime.utcnow().replace(second=0, microsecond=0) - dt.timedelta(minutes=1)
     plans = {"old": catalog(old_version, db), "new": catalog(new_version, db)}
     log, errors = [], []
     try:
         for key, engine in (("old", old), ("new", new)):
-            ran, errs = load(engine, names[key], plans[key], log)
+            ran, errs = load(engine, names[key], plans[key], now, log)
             errors += errs
             log.append(f"  {names[key]}: {ran} set-up, migration and insert statements ran")
         gated = [m["name"] for m in plans["old"]["migrations"] if m["statements"] is None]
         log.append(f"  migrations only a current server gets: {', '.join(gated) or 'none'}")
+        errors += compare_schemas(old, new, db, log)
 
         queries = documented_queries() + [(f"sql: {q['name']}", q["sql"]) for q in plans["new"]["queries"]]
         old_sql = {f"sql: {q['name']}": q["sql"] for q in plans["old"]["queries"]}

@@ -1,8 +1,9 @@
 -- The analytics views of 0005_analytics.sql and 0032_gpu_hours.sql again, with an alias on
 -- every joined subquery: current ClickHouse releases reject a JOIN of subqueries without
 -- aliases (joined_subquery_requires_alias), 18.16 accepts both. Same columns and results;
--- the provisioning percentiles of an hour without a successful launch are 0 on every server
--- (current releases return nan for an empty quantile).
+-- the provisioning percentiles are whole milliseconds (UInt32, as 18.16 returns them) and 0 for
+-- an hour without a successful launch on every server (current releases return nan for an empty
+-- quantile and Float64 otherwise).
 -- The replaced statements are not run wherever this file runs (a fresh database gets only
 -- these); an existing database gets its views dropped and recreated (CREATE OR REPLACE VIEW
 -- does not exist on 18.16, nor DROP VIEW: DROP TABLE drops a view). Dependent views go first.
@@ -46,8 +47,8 @@ FROM
         uniqExactMerge(successes) AS successes,
         uniqExactMerge(capacity_errors) AS capacity_errors,
         quantilesMerge(0.5, 0.95)(provisioning_ms) AS q,
-        if(isNaN(q[1]), 0, q[1]) AS p50_provisioning_ms,
-        if(isNaN(q[2]), 0, q[2]) AS p95_provisioning_ms
+        toUInt32(if(isNaN(q[1]), 0, q[1])) AS p50_provisioning_ms,
+        toUInt32(if(isNaN(q[2]), 0, q[2])) AS p95_provisioning_ms
     FROM signals_hourly
     GROUP BY hour, provider, region, zone_id, instance_type, market
 ) AS rollup
@@ -94,8 +95,8 @@ FROM
         uniqExactMerge(successes) AS successes,
         uniqExactMerge(capacity_errors) AS capacity_errors,
         quantilesMerge(0.5, 0.95)(provisioning_ms) AS q,
-        if(isNaN(q[1]), 0, q[1]) AS p50_provisioning_ms,
-        if(isNaN(q[2]), 0, q[2]) AS p95_provisioning_ms
+        toUInt32(if(isNaN(q[1]), 0, q[1])) AS p50_provisioning_ms,
+        toUInt32(if(isNaN(q[2]), 0, q[2])) AS p95_provisioning_ms
     FROM signals_hourly
     GROUP BY day, provider, region, gpu_model
 ) AS rollup
