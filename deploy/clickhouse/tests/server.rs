@@ -42,7 +42,10 @@ async fn migrations_apply_once_and_record_what_they_applied() {
     m.version = 9999;
     future.push(m);
     let report = migrate::apply_migrations(&ch, &future).await.unwrap();
-    assert_eq!(report.skipped.last().map(String::as_str), Some("9999_future.sql"));
+    assert_eq!(
+        report.skipped.last().map(String::as_str),
+        Some("9999_future.sql")
+    );
     drop_database(&ch).await;
 }
 
