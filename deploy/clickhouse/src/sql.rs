@@ -24,6 +24,8 @@ pub enum Sample {
     Strs(&'static [&'static str]),
     /// An unsigned number.
     UInt(u64),
+    /// An array of unsigned numbers.
+    UInts(&'static [u32]),
 }
 
 /// One statement.
@@ -49,6 +51,7 @@ impl Statement {
                 Sample::Str(v) => q.bind(v),
                 Sample::Strs(v) => q.bind(v),
                 Sample::UInt(v) => q.bind(v),
+                Sample::UInts(v) => q.bind(v),
             };
         }
         let fields = self
@@ -131,6 +134,23 @@ pub const LAUNCH_EVENTS: Statement = Statement {
           AND seq >= ? ORDER BY seq",
     fields: LaunchEventRow::COLUMN_NAMES,
     samples: &[TENANT, JOB, Sample::UInt(0)],
+};
+
+/// New transitions of many watched launches in one query: job ids, their tenants, job ids,
+/// their first seqs, job ids.
+pub const LAUNCH_EVENTS_WATCHED: Statement = Statement {
+    name: "launch.events_watched",
+    sql: "SELECT ?fields FROM launch_events WHERE has(?, job_id) \
+          AND tenant = arrayElement(?, indexOf(?, job_id)) \
+          AND seq >= arrayElement(?, indexOf(?, job_id)) ORDER BY job_id, seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[
+        JOBS,
+        Sample::Strs(&["acme", "acme"]),
+        JOBS,
+        Sample::UInts(&[2, 0]),
+        JOBS,
+    ],
 };
 
 /// A tenant's newest launches: tenant, limit.
@@ -352,6 +372,7 @@ pub const ALL: &[Statement] = &[
     RESUME_ALERTS,
     SCORE_HISTORY,
     LAUNCH_EVENTS,
+    LAUNCH_EVENTS_WATCHED,
     LAUNCH_LIST,
     LAUNCH_EVENTS_OF_JOBS,
     LAUNCH_CANCELLED_OF_JOBS,
