@@ -51,6 +51,8 @@ pub struct ProbeConfig {
 pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
     use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
     let (config, catalog) = (&c.config, &c.catalog);
+    capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
+        .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
     let regions = watched_aws_regions(&config.probe.regions, catalog)
         .map_err(|e| CollectorError::setup("probe.regions", e))?;
     let adapters = aws_adapters(&config.cloud, Arc::clone(catalog), &regions)

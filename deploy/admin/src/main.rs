@@ -110,15 +110,16 @@ enum TenantCommand {
         /// `arn:aws:iam::<account>:role/<name>`.
         #[arg(long)]
         role_arn: String,
-        /// The external id agreed with the tenant.
+        /// Generate a new external id even if the tenant has one (the old one stops working
+        /// once the tenant's trust policy carries the new one).
         #[arg(long)]
-        external_id: String,
+        new_external_id: bool,
     },
-    /// Set the most GPUs the tenant's live launches may hold together (0 = no quota).
+    /// Set the most GPUs the tenant's live launches may hold together (0 = launcher.default_gpu_quota).
     Quota {
         /// Tenant id.
         id: String,
-        /// GPUs; 0 removes the quota.
+        /// GPUs; 0 removes the tenant's own quota (the default applies).
         gpus: u32,
     },
     /// List tenants and key ids.
@@ -255,18 +256,22 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
         TenantCommand::Role {
             id,
             role_arn,
-            external_id,
+            new_external_id,
         } => {
             let id = TenantId::parse(&id)?;
-            reg.set_aws_role(
-                &id,
-                Some(capsight_tenancy::CloudRole {
-                    role_arn,
-                    external_id,
-                }),
-            )?;
+            let fresh = reg.register_aws_role(&id, role_arn, new_external_id)?;
             reg.save(path)?;
-            println!("aws role of {id} set");
+            match fresh {
+                Some(external_id) => {
+                    // stdout carries only the id, for scripts; it is shown this once
+                    eprintln!(
+                        "aws role of {id} set; its external id (put it in the role's trust \
+                         policy as sts:ExternalId; shown once):"
+                    );
+                    println!("{external_id}");
+                }
+                None => eprintln!("aws role of {id} set; its external id is unchanged"),
+            }
         }
         TenantCommand::Quota { id, gpus } => {
             let id = TenantId::parse(&id)?;
@@ -275,7 +280,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             if gpus > 0 {
                 println!("GPU quota of {id} set to {gpus}");
             } else {
-                println!("GPU quota of {id} removed");
+                println!("GPU quota of {id} removed; launcher.default_gpu_quota applies");
             }
         }
         TenantCommand::List => {

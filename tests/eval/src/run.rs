@@ -26,7 +26,7 @@ use crate::{
     replay::{self, Arm, ArmSetup, Replayed, Strategy},
     report::{self, ArmSummary, Machine, ProbeSpend, Report},
     workload::Workload,
-    world::{Truth, World},
+    world::{Truth, WebhookTarget, World},
 };
 
 /// Why a run failed.
@@ -227,10 +227,10 @@ async fn run_arm(input: ArmInput) -> ArmRun {
     };
     let work = async {
         let webhook = match &pipeline {
-            Some(p) if !arm.ablation.no_reports => {
-                let key = p.keys.values().next().cloned().unwrap_or_default();
-                Some((format!("http://{}/v1/events", p.reports), key))
-            }
+            Some(p) if !arm.ablation.no_reports => Some(WebhookTarget {
+                url: format!("http://{}/v1/events", p.reports),
+                account_keys: p.account_keys.clone(),
+            }),
             _ => None,
         };
         let world = Arc::new(
