@@ -6,6 +6,8 @@
 //! * `check`   — connect to all three and report; exits non-zero if any is unreachable.
 //! * `scores`  — print the latest score per key from the compacted scores topic.
 //! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps.
+//! * `sql`     — print every statement capsight sends to a ClickHouse of a given version
+//!   (migration plan, queries, inserts) as JSON, without connecting.
 //! * `demo`    — push a few sample signals through Kafka into ClickHouse and print them: the
 //!   smallest pipeline that exists until the collectors and the scorer land.
 //!
@@ -14,6 +16,7 @@
 
 mod demo;
 mod scores;
+mod sql;
 
 use anyhow::Context;
 use capsight_amqp::AmqpSettings;
@@ -48,6 +51,16 @@ enum Command {
     Amqp,
     /// Check connectivity to Kafka, ClickHouse and RabbitMQ.
     Check,
+    /// Print, as JSON, every statement capsight would send to a ClickHouse server of the given
+    /// version (migration plan, queries with sample values, inserts); connects to nothing.
+    Sql {
+        /// The server's `MAJOR.MINOR`, e.g. `18.16` or `26.9`.
+        #[arg(long)]
+        server_version: String,
+        /// Cluster name, overriding `clickhouse.cluster` (`""` for one server).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// Push sample signals through Kafka into ClickHouse and print them.
     Demo,
     /// Print the latest score per key from the compacted scores topic.
@@ -138,6 +151,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config.clickhouse).await?,
         Command::Amqp => amqp(&config.amqp).await?,
         Command::Check => check(&config).await?,
+        Command::Sql {
+            server_version,
+            cluster,
+        } => sql::print(&config.clickhouse, &server_version, cluster.as_deref())?,
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
         Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
         Command::Scores => scores::run(&config.kafka).await?,

@@ -154,7 +154,7 @@ struct ArmRun {
 
 async fn probe_spend(p: &Pipeline, scale: f64, end_seconds: f64) -> Option<ProbeSpend> {
     let client = p.clickhouse()?;
-    let sql = "SELECT count(), uniqExact(concat(region, '/', zone_id, '/', instance_type, '/', market)), sum(actual_usd) FROM probe_audit WHERE phase = 'done' AND outcome != 'skipped'";
+    let sql = capsight_clickhouse::sql::PROBE_SPEND_TOTAL.sql;
     let bytes = client
         .query(sql)
         .fetch_bytes("TSV")
