@@ -554,27 +554,11 @@ fn catalog_types() -> BTreeMap<String, TypeInfo> {
 }
 
 #[cfg(test)]
+capsight_runtime::documented_defaults_test!("cloudsim", CloudsimSettings);
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct Sections {
-        cloudsim: CloudsimSettings,
-    }
-
-    #[test]
-    fn documented_defaults_match_the_code() {
-        let from_file = capsight_runtime::config::load_defaults::<Sections>()
-            .unwrap()
-            .cloudsim;
-        let code = CloudsimSettings::default();
-        assert_eq!(from_file.listen, code.listen);
-        assert_eq!(from_file.scenario, code.scenario);
-        assert_eq!(from_file.time_scale, code.time_scale);
-        assert_eq!(from_file.webhook_url, code.webhook_url);
-        assert_eq!(from_file.webhook_timeout, code.webhook_timeout);
-        assert_eq!(from_file.tick, code.tick);
-    }
 
     #[test]
     fn the_default_scenario_parses() {
