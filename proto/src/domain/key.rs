@@ -176,22 +176,21 @@ impl ZoneId {
                     return bad("is not an AWS AZ ID (e.g. use1-az4)".into());
                 }
             }
-            Provider::Gcp => {
+            // `<region>-<one letter>` (GCP) or `<region>-<one digit>` (Azure)
+            Provider::Gcp | Provider::Azure => {
+                let (suffix_ok, example): (fn(&str) -> bool, _) = if provider == Provider::Gcp {
+                    (all_letters, "a")
+                } else {
+                    (all_digits, "1")
+                };
                 let ok = text
                     .strip_prefix(region.as_str())
                     .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|z| z.len() == 1 && all_letters(z));
+                    .is_some_and(|z| z.len() == 1 && suffix_ok(z));
                 if !ok {
-                    return bad(format!("is not a zone of {region} (e.g. {region}-a)"));
-                }
-            }
-            Provider::Azure => {
-                let ok = text
-                    .strip_prefix(region.as_str())
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|z| z.len() == 1 && all_digits(z));
-                if !ok {
-                    return bad(format!("is not a zone of {region} (e.g. {region}-1)"));
+                    return bad(format!(
+                        "is not a zone of {region} (e.g. {region}-{example})"
+                    ));
                 }
             }
             Provider::Lambda => return bad(": lambda has no zones; leave zone_id empty".into()),

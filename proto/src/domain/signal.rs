@@ -38,13 +38,27 @@ text_newtype!(
     SignalId
 );
 
-impl SignalId {
-    /// Validates an id: 1-256 bytes of printable ASCII without spaces.
-    pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
-        token(field, text)?;
-        Ok(Self(text.to_owned()))
-    }
+text_newtype!(
+    /// The opaque keyed hash that stands for a tenant on the bus (never the tenant id itself).
+    TenantHash
+);
 
+/// Ids and hashes alike: 1-256 bytes of printable ASCII without spaces.
+macro_rules! token_parse {
+    ($($name:ident),+) => {
+        $(impl $name {
+            /// Validates the text: 1-256 bytes of printable ASCII without spaces.
+            pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
+                token(field, text)?;
+                Ok(Self(text.to_owned()))
+            }
+        })+
+    };
+}
+
+token_parse!(SignalId, TenantHash);
+
+impl SignalId {
     /// A new random (UUIDv7, time-ordered) id, for producers that have no natural one.
     pub fn random() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
@@ -62,19 +76,6 @@ impl SignalId {
             source.as_str(),
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes())
         ))
-    }
-}
-
-text_newtype!(
-    /// The opaque keyed hash that stands for a tenant on the bus (never the tenant id itself).
-    TenantHash
-);
-
-impl TenantHash {
-    /// Validates a tenant hash: 1-256 bytes of printable ASCII without spaces.
-    pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
-        token(field, text)?;
-        Ok(Self(text.to_owned()))
     }
 }
 
