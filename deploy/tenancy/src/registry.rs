@@ -146,6 +146,10 @@ pub struct Tenant {
     /// launcher refuses a launch over it. `None` = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_quota: Option<u32>,
+    /// Most gRPC server streams the tenant may hold open at once; the gateway's
+    /// `max_open_streams_per_tenant` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_open_streams: Option<u32>,
     /// API keys.
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
@@ -269,6 +273,7 @@ impl Registry {
             zone_map: BTreeMap::new(),
             aws_role: None,
             gpu_quota: None,
+            max_open_streams: None,
             keys: Vec::new(),
         });
         Ok(())

@@ -435,7 +435,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             scores.truncate(a.limit);
             out.scores(&scores);
         }
-        Command::Watch(a) => {
+        Command::Watch(a) => loop {
+            // the gateway ends a stream after its lifetime (cleanly) or when this reader fell
+            // behind (ABORTED): subscribe again
             let mut stream = c
                 .scores
                 .watch_scores(v1::WatchScoresRequest {
@@ -444,9 +446,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .into_inner();
             while let Some(t) = stream.next().await {
-                out.transition(&t?);
+                match t {
+                    Ok(t) => out.transition(&t),
+                    Err(s) if s.code() == tonic::Code::Aborted => {
+                        eprintln!("{}; watching again", s.message());
+                        break;
+                    }
+                    Err(s) => return Err(s.into()),
+                }
             }
-        }
+        },
         Command::History {
             key: k,
             since,

@@ -1,5 +1,6 @@
-//! Managing a submitted launch: the use cases behind `LaunchService.GetLaunch`, `WatchLaunch`,
-//! `CancelLaunch` and `Heartbeat`.
+//! Managing a submitted launch: the use cases behind `LaunchService.GetLaunch`, `CancelLaunch`
+//! and `Heartbeat` (and the ownership check of `WatchLaunch`, whose transitions come from the
+//! gateway's shared feed).
 //!
 //! Contract: every call reads only the caller's own launch (tenant-scoped); a job id is a UUID
 //! in its hyphenated form ([`JobId`]). A cancel of a launch in a final state is refused;
@@ -7,11 +8,9 @@
 //! its next transition or, once running, by its sweep. A heartbeat is accepted only while the
 //! launch is `running` and is recorded in `launch_activity` (the reaper's idle TTL).
 
-use capsight_clickhouse::rows::LaunchEventRow;
 use capsight_clickhouse::rows::{LaunchActivityRow, LaunchCancellationRow, split_time};
 use capsight_proto::{domain::LaunchState, v1};
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 
 use crate::{
     JobId,
@@ -82,63 +81,6 @@ pub async fn cancel(
     tracing::info!(%job_id, tenant, "launch cancel requested");
     launch.cancel_requested = true;
     Ok(launch)
-}
-
-/// How long and how closely [`follow`] watches a launch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Follow {
-    /// Stop once the launch runs (as well as at a final state).
-    pub until_running: bool,
-    /// Stop after this long in any case.
-    pub max_duration: std::time::Duration,
-    /// How often the transitions are read.
-    pub poll_interval: std::time::Duration,
-}
-
-/// The tenant's launch `job_id`'s transitions from the first on, as they are recorded, until a
-/// final state (or `running` with `until_running`), `max_duration`, a store error (sent last)
-/// or the receiver is dropped. The caller checks that the launch exists first ([`launch`]).
-pub fn follow(
-    store: Store,
-    tenant: String,
-    job_id: JobId,
-    how: Follow,
-) -> mpsc::Receiver<Result<LaunchEventRow, StoreError>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + how.max_duration;
-        let mut last: Option<u32> = None;
-        loop {
-            match store.events(&tenant, job_id.as_str(), last).await {
-                Ok(events) => {
-                    for e in events {
-                        last = Some(e.seq);
-                        let state = e.state;
-                        if tx.send(Ok(e)).await.is_err() {
-                            return;
-                        }
-                        if state.is_terminal()
-                            || (how.until_running && state == LaunchState::Running)
-                        {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::select! {
-                () = tx.closed() => return,
-                () = tokio::time::sleep(how.poll_interval) => {}
-            }
-        }
-    });
-    rx
 }
 
 /// A heartbeat recorded at `at` for a launch in `state`.

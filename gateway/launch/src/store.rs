@@ -263,6 +263,35 @@ impl Store {
         Ok(by_seq.into_values().collect())
     }
 
+    /// The new transitions of many launches in one query: for each `(tenant, job_id, from_seq)`
+    /// of `watched`, the job's transitions (of that tenant only) with seq >= `from_seq`, by job
+    /// and seq; unmerged duplicates may repeat a seq.
+    pub async fn events_of(
+        &self,
+        watched: &[(String, String, u32)],
+    ) -> Result<Vec<LaunchEventRow>, StoreError> {
+        if watched.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = watched.iter().map(|(_, j, _)| j.as_str()).collect();
+        let tenants: Vec<&str> = watched.iter().map(|(t, _, _)| t.as_str()).collect();
+        let from: Vec<u32> = watched.iter().map(|(_, _, s)| *s).collect();
+        Ok(self
+            .client
+            .query(
+                "SELECT ?fields FROM launch_events WHERE has(?, job_id) \
+                 AND tenant = arrayElement(?, indexOf(?, job_id)) \
+                 AND seq >= arrayElement(?, indexOf(?, job_id)) ORDER BY job_id, seq",
+            )
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(&from)
+            .bind(&ids)
+            .fetch_all::<LaunchEventRow>()
+            .await?)
+    }
+
     /// One of `tenant`'s launches: request, transitions, cancel requested.
     pub async fn launch(
         &self,

@@ -3,7 +3,9 @@
 //!
 //! Contract: `Invalid` -> `INVALID_ARGUMENT` with a message that starts with the field path
 //! (`spec.count: must be 1..=32`); `Unauthenticated` -> `UNAUTHENTICATED`; `RateLimited` ->
-//! `RESOURCE_EXHAUSTED` (with a `retry-after` metadata entry in seconds); `NotFound` ->
+//! `RESOURCE_EXHAUSTED` (with a `retry-after` metadata entry in seconds); `TooManyStreams` ->
+//! `RESOURCE_EXHAUSTED` naming the tenant's limit of open streams; `Lagged` -> `ABORTED` (the
+//! client re-reads and watches again); `NotFound` ->
 //! `NOT_FOUND`; `FailedPrecondition` -> `FAILED_PRECONDITION`; `NotReady` and every backing
 //! service failure -> `UNAVAILABLE` (retry with backoff); `Internal` -> `INTERNAL`. Backing
 //! service details are logged, not sent to the client.
@@ -27,6 +29,26 @@ pub enum GatewayError {
         per_minute: u32,
         /// When to retry.
         retry_after_secs: u64,
+    },
+    /// The tenant holds its limit of open server streams already.
+    #[error(
+        "this tenant already holds {limit} open streams (WatchScores + WatchLaunch), its limit; \
+         close one first"
+    )]
+    TooManyStreams {
+        /// The tenant's limit.
+        limit: u32,
+    },
+    /// A stream's reader fell further behind than the gateway buffers.
+    #[error(
+        "this stream fell {missed} transitions behind (the gateway buffers {buffer}); \
+         re-read the current state and watch again"
+    )]
+    Lagged {
+        /// Transitions the stream lost.
+        missed: u64,
+        /// How many the gateway buffers.
+        buffer: usize,
     },
     /// No such object for this tenant.
     #[error("{0} not found")]
@@ -122,6 +144,10 @@ impl From<GatewayError> for Status {
                 }
                 s
             }
+            GatewayError::TooManyStreams { .. } => {
+                Status::new(Code::ResourceExhausted, e.to_string())
+            }
+            GatewayError::Lagged { .. } => Status::new(Code::Aborted, e.to_string()),
             GatewayError::NotFound(_) => Status::new(Code::NotFound, e.to_string()),
             GatewayError::FailedPrecondition(_) => {
                 Status::new(Code::FailedPrecondition, e.to_string())
@@ -157,6 +183,25 @@ mod tests {
         });
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(s.metadata().get("retry-after").unwrap(), "3");
+        for (e, code, says) in [
+            (
+                GatewayError::TooManyStreams { limit: 16 },
+                Code::ResourceExhausted,
+                "16 open streams",
+            ),
+            (
+                GatewayError::Lagged {
+                    missed: 7,
+                    buffer: 4096,
+                },
+                Code::Aborted,
+                "7 transitions behind",
+            ),
+        ] {
+            let s = Status::from(e);
+            assert_eq!(s.code(), code);
+            assert!(s.message().contains(says), "{}", s.message());
+        }
         let s = Status::from(GatewayError::unavailable("clickhouse", "password=secret"));
         assert_eq!(s.code(), Code::Unavailable);
         assert!(!s.message().contains("secret"));

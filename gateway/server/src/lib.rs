@@ -18,6 +18,13 @@
 //! * **Errors**: one [`GatewayError`] type, mapped to `tonic::Status` in `error.rs` only.
 //! * **Stateless**: apart from the rebuildable scores view, all state is in Kafka, ClickHouse and
 //!   RabbitMQ; any number of gateways can run behind a load balancer.
+//! * **Streams**: one connection has at most `gateway.max_concurrent_streams` calls in flight
+//!   (HTTP/2 setting; the client queues the rest), idle connections are pinged
+//!   (`http2_keepalive_*`, TCP keepalive); a tenant holds at most its limit of open
+//!   `WatchScores` + `WatchLaunch` streams ([`streams`]); `WatchScores` ends after
+//!   `watch_scores_max_duration` (and with `ABORTED` when its reader falls behind the view's
+//!   buffer); every `WatchLaunch` reads the gateway's one launch [`feed`] (one ClickHouse query
+//!   per tick for all watched launches).
 //! * **Shutdown**: when the [`Shutdown`] fires the server stops accepting, finishes in-flight
 //!   calls (streams end), the view stops, and the signal publisher is flushed.
 
@@ -25,11 +32,13 @@ pub use capsight_launch::alternatives;
 pub mod auth;
 pub use capsight_cloud::tenants as clouds;
 mod error;
+pub mod feed;
 pub use capsight_launch::queue as jobs;
 pub mod preflight;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod streams;
 pub mod validate;
 pub mod view;
 
@@ -50,8 +59,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 use tonic_health::ServingStatus;
 
 use crate::{
-    auth::Tenancy, clouds::TenantClouds, jobs::JobPublisher, service::Api, store::Store,
-    view::ScoresView,
+    auth::Tenancy, clouds::TenantClouds, feed::LaunchFeed, jobs::JobPublisher, service::Api,
+    store::Store, streams::OpenStreams, view::ScoresView,
 };
 
 /// What every RPC shares.
@@ -73,6 +82,10 @@ pub struct Core {
     pub signals: Publisher,
     /// Tenants' cloud accounts.
     pub clouds: Arc<dyn TenantClouds>,
+    /// Open server streams per tenant.
+    pub streams: Arc<OpenStreams>,
+    /// The launch transitions every WatchLaunch reads.
+    pub feed: LaunchFeed,
 }
 
 /// A started gateway.
@@ -82,6 +95,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The scores view (tests wait on it).
     pub view: Arc<ScoresView>,
+    /// The shared launch feed (tests count its reads).
+    pub feed: LaunchFeed,
+    /// Open server streams per tenant.
+    pub streams: Arc<OpenStreams>,
     server: JoinHandle<Result<(), GatewayError>>,
     view_task: JoinHandle<Result<(), GatewayError>>,
 }
@@ -147,6 +164,8 @@ pub async fn start(
     let signals = Publisher::new(&config.kafka, &config.publisher, "gateway")
         .map_err(|e| startup("kafka publisher", &e))?;
     let view = ScoresView::new();
+    let feed = LaunchFeed::start(store.launches().clone(), config.gateway.watch_poll_interval);
+    let streams = OpenStreams::new(config.gateway.max_open_streams_per_tenant);
     let core = Arc::new(Core {
         settings: config.gateway.clone(),
         tenancy,
@@ -156,6 +175,8 @@ pub async fn start(
         jobs,
         signals,
         clouds,
+        streams: Arc::clone(&streams),
+        feed: feed.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -216,14 +237,17 @@ pub async fn start(
         .build_v1alpha()
         .map_err(|e| startup("reflection", &e))?;
 
-    let mut builder = Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)));
-    let tls = &config.gateway;
-    if !tls.tls_cert.as_os_str().is_empty() || !tls.tls_key.as_os_str().is_empty() {
+    let gw = &config.gateway;
+    let mut builder = Server::builder()
+        .max_concurrent_streams(gw.max_concurrent_streams)
+        .http2_keepalive_interval(Some(gw.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(gw.http2_keepalive_timeout));
+    if !gw.tls_cert.as_os_str().is_empty() || !gw.tls_key.as_os_str().is_empty() {
         // two rustls providers are compiled in (ring via tonic, aws-lc-rs via the AWS SDK):
         // choose one for the process; an already installed provider is fine too
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cert = std::fs::read(&tls.tls_cert).map_err(|e| startup("gateway.tls_cert", &e))?;
-        let key = std::fs::read(&tls.tls_key).map_err(|e| startup("gateway.tls_key", &e))?;
+        let cert = std::fs::read(&gw.tls_cert).map_err(|e| startup("gateway.tls_cert", &e))?;
+        let key = std::fs::read(&gw.tls_key).map_err(|e| startup("gateway.tls_key", &e))?;
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
             .map_err(|e| startup("tls", &e))?;
@@ -243,6 +267,7 @@ pub async fn start(
         .add_service(PreflightServiceServer::new(api.clone()))
         .add_service(LaunchServiceServer::new(api.clone()))
         .add_service(ReportServiceServer::new(api));
+    let tcp_keepalive = config.gateway.tcp_keepalive;
     tracing::info!(%addr, "capsight-gateway listening");
     let server = tokio::spawn(async move {
         let wait = shutdown.clone();
@@ -251,7 +276,9 @@ pub async fn start(
             // binds itself): without it, multi-segment answers such as a ListScores page wait
             // for the client's delayed ACK (~40 ms)
             .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(tcp_keepalive)),
                 async move {
                     wait.wait().await;
                 },
@@ -266,6 +293,8 @@ pub async fn start(
     Ok(Running {
         addr,
         view,
+        feed,
+        streams,
         server,
         view_task,
     })

@@ -28,12 +28,31 @@ pub struct GatewaySettings {
     pub registry_recheck: Duration,
     /// Largest instance count of one launch or preflight.
     pub max_launch_count: u32,
-    /// How often WatchLaunch polls ClickHouse for new transitions.
+    /// How often the gateway's one launch feed reads ClickHouse for new transitions of every
+    /// watched launch (one query per tick, whatever the number of WatchLaunch streams).
     #[serde(with = "humantime_serde")]
     pub watch_poll_interval: Duration,
     /// Longest a WatchLaunch stream stays open.
     #[serde(with = "humantime_serde")]
     pub watch_max_duration: Duration,
+    /// Longest a WatchScores stream stays open; then it ends cleanly (the client re-subscribes).
+    #[serde(with = "humantime_serde")]
+    pub watch_scores_max_duration: Duration,
+    /// Most server streams (WatchScores and WatchLaunch together) one tenant may hold open at
+    /// once, unless the registry sets the tenant's own `max_open_streams`.
+    pub max_open_streams_per_tenant: u32,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: most calls one connection may have in flight
+    /// (a client's further calls wait on its side until one ends).
+    pub max_concurrent_streams: u32,
+    /// How often an HTTP/2 ping checks an idle connection.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// TCP keepalive of accepted connections (dead peers are found by the OS too).
+    #[serde(with = "humantime_serde")]
+    pub tcp_keepalive: Duration,
     /// Deadline of the cloud calls of one preflight.
     #[serde(with = "humantime_serde")]
     pub cloud_timeout: Duration,
@@ -52,6 +71,12 @@ impl Default for GatewaySettings {
             max_launch_count: 32,
             watch_poll_interval: Duration::from_secs(1),
             watch_max_duration: Duration::from_secs(3600),
+            watch_scores_max_duration: Duration::from_secs(3600),
+            max_open_streams_per_tenant: 16,
+            max_concurrent_streams: 100,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Duration::from_secs(60),
             cloud_timeout: Duration::from_secs(20),
             publish_timeout: Duration::from_secs(10),
         }

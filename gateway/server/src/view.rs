@@ -9,8 +9,8 @@
 //!   compaction tombstone) removes the Kafka key. Undecodable or invalid records are logged and
 //!   skipped.
 //! * Every record whose label differs from the key's previous label (or whose key is new)
-//!   becomes a [`Transition`] on a broadcast channel; slow watchers lose the oldest transitions
-//!   (they are told how many) rather than slowing the view.
+//!   becomes a [`Transition`] on a broadcast channel of [`TRANSITIONS_BUFFER`]; a watcher that
+//!   falls further behind loses the oldest (and is told how many) rather than slowing the view.
 //! * Liveness: a watchdog ([`capsight_kafka::liveness`], `[kafka.consumer]`) compares the
 //!   records read with the high watermarks; a view that lags and does not progress for
 //!   `stall_after` turns unhealthy ([`ScoresView::watch_health`], the gateway's gRPC health
@@ -41,6 +41,9 @@ use tokio::sync::{broadcast, watch};
 
 use crate::GatewayError;
 
+/// Label transitions kept for slow watchers; one that falls further behind is ended.
+pub const TRANSITIONS_BUFFER: usize = 4096;
+
 /// A label change of one key.
 #[derive(Debug, Clone)]
 pub struct Transition {
@@ -66,7 +69,7 @@ impl ScoresView {
             scores: RwLock::default(),
             ready: watch::channel(false).0,
             health: watch::channel(Health::Starting).0,
-            transitions: broadcast::channel(4096).0,
+            transitions: broadcast::channel(TRANSITIONS_BUFFER).0,
         })
     }
 

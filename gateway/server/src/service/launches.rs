@@ -1,5 +1,6 @@
 //! `LaunchService`: converts and calls the launch core — [`Submit`] for `Launch`,
-//! [`manage`] for reading, watching, cancelling and heartbeating a launch.
+//! [`manage`] for reading, cancelling and heartbeating a launch; `WatchLaunch` reads the
+//! gateway's shared launch feed ([`crate::feed`]).
 
 use capsight_clickhouse::rows::LaunchEventRow;
 use capsight_launch::{JobId, manage, store::StoredLaunch, submit::Submit};
@@ -8,11 +9,10 @@ use capsight_proto::{
     v1::{self, LaunchState, launch_service_server::LaunchService},
 };
 use futures::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Api, Result, Stream_, secs_ms, ts};
-use crate::{GatewayError, validate::bounded};
+use crate::{GatewayError, feed::Follow, streams::held, validate::bounded};
 
 /// Longest heartbeat note, bytes.
 const MAX_HEARTBEAT_NOTE: usize = 256;
@@ -108,22 +108,25 @@ impl LaunchService for Api {
     ) -> Result<Response<Self::WatchLaunchStream>> {
         let (caller, req) = self.admit(request)?;
         let id = job_id(&req.job_id)?;
+        let slot = self.core.streams.open(&caller)?;
         let tenant = caller.id().to_string();
-        let store = self.core.store.launches();
-        manage::launch(store, &tenant, &id)
+        // only the tenant's own launch is watched (NOT_FOUND otherwise)
+        let launch = manage::launch(self.core.store.launches(), &tenant, &id)
             .await
             .map_err(GatewayError::from)?;
-        let how = manage::Follow {
+        let how = Follow {
             until_running: req.until_running,
             max_duration: self.core.settings.watch_max_duration,
-            poll_interval: self.core.settings.watch_poll_interval,
         };
-        let events = manage::follow(store.clone(), tenant, id, how);
-        let out = ReceiverStream::new(events).map(|e| match e {
-            Ok(e) => Ok(event_to_wire(&e)),
-            Err(e) => Err(Status::from(GatewayError::from(e))),
-        });
-        Ok(Response::new(Box::pin(out)))
+        let events = self
+            .core
+            .feed
+            .follow(tenant, id.into_string(), launch.events, how)
+            .map(|e| match e {
+                Ok(e) => Ok(event_to_wire(&e)),
+                Err(e) => Err(Status::from(e)),
+            });
+        Ok(Response::new(Box::pin(held(Box::pin(events), slot))))
     }
 
     async fn cancel_launch(

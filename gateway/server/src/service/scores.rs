@@ -2,19 +2,25 @@
 
 use std::sync::Arc;
 
+use capsight_catalog::Catalog;
 use capsight_proto::{
     domain::Label,
     v1::{self, score_service_server::ScoreService},
 };
 use chrono::{DateTime, Utc};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{
+    broadcast::{self, error::RecvError},
+    mpsc,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response};
 
 use super::{Api, Result, Stream_, from_ts, secs_ms, ts};
 use crate::{
     GatewayError,
-    validate::{self, bounded},
+    streams::held,
+    validate::{self, ScoreFilter, bounded},
+    view::{TRANSITIONS_BUFFER, Transition},
 };
 
 #[tonic::async_trait]
@@ -83,41 +89,23 @@ impl ScoreService for Api {
         &self,
         request: Request<v1::WatchScoresRequest>,
     ) -> Result<Response<Self::WatchScoresStream>> {
-        let (_, req) = self.admit(request)?;
+        let (caller, req) = self.admit(request)?;
         let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
-        let mut rx = self.core.view.subscribe();
+        let slot = self.core.streams.open(&caller)?;
+        let rx = self.core.view.subscribe();
         let (tx, out) = mpsc::channel(256);
-        let core = Arc::clone(&self.core);
-        tokio::spawn(async move {
-            loop {
-                let t = tokio::select! {
-                    () = tx.closed() => break,
-                    t = rx.recv() => t,
-                };
-                match t {
-                    Ok(t) => {
-                        if !filter.matches(&t.score, &core.catalog) {
-                            continue;
-                        }
-                        let msg = v1::ScoreTransition {
-                            score: Some(v1::Score::from(t.score.as_ref())),
-                            previous: t.previous.map_or(0, i32::from),
-                        };
-                        if tx.send(Ok(msg)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(
-                            missed = n,
-                            "a WatchScores client lags; transitions dropped"
-                        );
-                    }
-                    Err(RecvError::Closed) => break,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        let deadline = tokio::time::Instant::now() + self.core.settings.watch_scores_max_duration;
+        tokio::spawn(forward(
+            rx,
+            tx,
+            filter,
+            Arc::clone(&self.core.catalog),
+            deadline,
+        ));
+        Ok(Response::new(Box::pin(held(
+            ReceiverStream::new(out),
+            slot,
+        ))))
     }
 
     async fn get_history(
@@ -164,5 +152,109 @@ impl ScoreService for Api {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// Sends the transitions of `rx` that match `filter` to `tx` until the client goes away, the
+/// stream's `deadline` (a clean end) or the reader falls behind the view's buffer (`ABORTED`,
+/// sent last).
+async fn forward(
+    mut rx: broadcast::Receiver<Transition>,
+    tx: mpsc::Sender<Result<v1::ScoreTransition>>,
+    filter: ScoreFilter,
+    catalog: Arc<Catalog>,
+    deadline: tokio::time::Instant,
+) {
+    loop {
+        let t = tokio::select! {
+            () = tx.closed() => break,
+            // the stream's lifetime is over: end it cleanly, the client subscribes again
+            () = tokio::time::sleep_until(deadline) => break,
+            t = rx.recv() => t,
+        };
+        match t {
+            Ok(t) => {
+                if !filter.matches(&t.score, &catalog) {
+                    continue;
+                }
+                let msg = v1::ScoreTransition {
+                    score: Some(v1::Score::from(t.score.as_ref())),
+                    previous: t.previous.map_or(0, i32::from),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "a WatchScores client lags; its stream ends");
+                let lagged = GatewayError::Lagged {
+                    missed,
+                    buffer: TRANSITIONS_BUFFER,
+                };
+                let _ = tx.send(Err(lagged.into())).await;
+                break;
+            }
+            Err(RecvError::Closed) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use capsight_testkit::signals::score;
+    use tonic::Code;
+
+    use super::*;
+
+    fn all() -> (ScoreFilter, Arc<Catalog>) {
+        let filter = validate::score_filter("filter", None).unwrap_or_else(|e| panic!("{e}"));
+        let catalog = Catalog::embedded().unwrap_or_else(|e| panic!("{e}"));
+        (filter, Arc::new(catalog))
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_the_buffer_gets_aborted_after_what_it_was_sent() {
+        let (view, rx) = broadcast::channel(2);
+        let (tx, mut out) = mpsc::channel(1);
+        let (filter, catalog) = all();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        // 5 transitions while the reader does not read: the view's buffer holds 2 of them
+        for v in 0..5u8 {
+            let t = Transition {
+                score: Arc::new(score(
+                    "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+                    v,
+                    0.5,
+                )),
+                previous: None,
+            };
+            view.send(t).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let task = tokio::spawn(forward(rx, tx, filter, catalog, deadline));
+        let lagged = out.recv().await.unwrap_or_else(|| panic!("the status"));
+        let status = lagged
+            .err()
+            .unwrap_or_else(|| panic!("a status, not a transition"));
+        assert_eq!(status.code(), Code::Aborted);
+        assert!(
+            status.message().contains("3 transitions behind"),
+            "{}",
+            status.message()
+        );
+        assert!(out.recv().await.is_none(), "the stream ended");
+        task.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_cleanly_at_its_deadline() {
+        let (_view, rx) = broadcast::channel::<Transition>(2);
+        let (tx, mut out) = mpsc::channel(1);
+        let (filter, catalog) = all();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        tokio::spawn(forward(rx, tx, filter, catalog, deadline));
+        let end = tokio::time::timeout(Duration::from_secs(5), out.recv()).await;
+        assert!(matches!(end, Ok(None)), "ended cleanly: {end:?}");
     }
 }
