@@ -24,11 +24,16 @@
 //! / sum(weight)` over the features that have data: a missing feature is re-weighted away (and
 //! lowers the confidence), it does not pull the score. With no feature at all the base is 50.
 //!
-//! Crowd reports adjust the base additively: each tenant's decayed opinion (available +1,
-//! unavailable -1, interrupted -0.5) times its strength `1 - exp(-sum w)` times
-//! `tenant_cap_points`, clamped to +-`tenant_cap_points`; the sum over tenants is clamped to
-//! +-`crowd_max_points`. Clamps are 1-Lipschitz, so removing one tenant's reports moves the
-//! unrounded score by at most `tenant_cap_points`.
+//! Everything a tenant sends (source `report`: its reports, its own launches and forwarded
+//! instance events) is an *opinion*, never first-party evidence, and adjusts the base
+//! additively: each tenant's decayed opinion (available or launch success +1, unavailable or
+//! capacity error -1, interrupted or interruption warning -0.5, rebalance -0.25) times its
+//! strength `1 - exp(-sum w)` times `tenant_cap_points`, clamped to +-`tenant_cap_points`; the
+//! sum over tenants (any number of them) is clamped to +-`crowd_max_points`, and scaled by
+//! `1 - |v|` when it contradicts the first-party launch verdict `v` (probe and capsight launch
+//! success rate mapped to -1..=1, times `1 - exp(-attempts / 2)`). Clamps and scaling by at
+//! most 1 are 1-Lipschitz, so removing one tenant's reports moves the unrounded score by at
+//! most `tenant_cap_points`.
 //!
 //! Confidence = count * recency * diversity * coverage, each in 0..=1: `1 - exp(-n/4)` of the
 //! decayed count of capacity-relevant observations (crowd reports count a quarter), the newest
@@ -43,7 +48,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use capsight_proto::domain::{
-    CrowdReportKind, ErrorClass, Evidence, Feature, InstanceEventKind, Label, StatusSeverity,
+    CrowdReportKind, ErrorClass, Evidence, Feature, InstanceEventKind, Label, SignalSource,
+    StatusSeverity,
 };
 
 use crate::observation::{Fact, Observation};
@@ -147,7 +153,8 @@ pub fn assess<'a>(
     let present: f64 = terms.iter().map(|t| t.weight).sum();
     let mut evidence = term_evidence(&terms, present);
     let base = base_score(&terms, present);
-    let (crowd_sum, crowd_adj) = crowd_adjustment(&tally.crowd, params);
+    let (crowd_sum, crowd_adj) =
+        crowd_adjustment(&tally.crowd, tally.first_party_verdict(), params);
     if !tally.crowd.is_empty() {
         let reports: usize = tally.crowd.values().map(|c| c.reports).sum();
         evidence.push(Evidence {
@@ -232,6 +239,11 @@ impl<'a> Tally<'a> {
     /// Adds `o`'s fact to its feature's sums; its relevance to the confidence (1, or a quarter
     /// for a crowd report), `None` when it says nothing about stock.
     fn add_fact(&mut self, o: &'a Observation, w: f64) -> Option<f64> {
+        if o.source == SignalSource::Report {
+            // whatever a tenant sends (reports, forwarded launch and instance events) is an
+            // opinion, capped per tenant; never first-party evidence
+            return self.add_opinion(o, w);
+        }
         match &o.fact {
             Fact::Launch {
                 succeeded,
@@ -300,24 +312,45 @@ impl<'a> Tally<'a> {
                     .insert(incident.as_str(), (*severity, *resolved));
                 self.status_events += 1;
             }
-            Fact::Crowd { kind, class } => {
-                if !capacity_relevant(*class) {
-                    return None;
-                }
-                let opinion = match kind {
-                    CrowdReportKind::Available => 1.0,
-                    CrowdReportKind::Unavailable => -1.0,
-                    CrowdReportKind::Interrupted => -0.5,
-                };
-                let tenant = o.tenant.as_ref().map_or("", |t| t.as_str());
-                let e = self.crowd.entry(tenant).or_default();
-                e.opinion_w += w * opinion;
-                e.w += w;
-                e.reports += 1;
-                return Some(0.25);
-            }
+            Fact::Crowd { .. } => return self.add_opinion(o, w),
         }
         Some(1.0)
+    }
+
+    /// Adds a tenant-sourced observation to its tenant's opinion: a report, a tenant's own
+    /// launch (success +1, capacity error -1) or a forwarded interruption notice (-0.5,
+    /// rebalance -0.25). Facts that say nothing about stock are ignored; relevance a quarter.
+    fn add_opinion(&mut self, o: &'a Observation, w: f64) -> Option<f64> {
+        let opinion = match &o.fact {
+            Fact::Crowd { kind, class } if capacity_relevant(*class) => match kind {
+                CrowdReportKind::Available => 1.0,
+                CrowdReportKind::Unavailable => -1.0,
+                CrowdReportKind::Interrupted => -0.5,
+            },
+            Fact::Launch {
+                succeeded: true, ..
+            } => 1.0,
+            Fact::Launch { class, .. } if *class == ErrorClass::Capacity => -1.0,
+            Fact::Instance(InstanceEventKind::InterruptionWarning) => -0.5,
+            Fact::Instance(InstanceEventKind::RebalanceRecommendation) => -0.25,
+            _ => return None,
+        };
+        let tenant = o.tenant.as_ref().map_or("", |t| t.as_str());
+        let e = self.crowd.entry(tenant).or_default();
+        e.opinion_w += w * opinion;
+        e.w += w;
+        e.reports += 1;
+        Some(0.25)
+    }
+
+    /// The first-party launch verdict (probes and capsight's own launches): success rate mapped
+    /// to -1..=1, times how much evidence backs it (`1 - exp(-attempts / 2)`, decayed).
+    fn first_party_verdict(&self) -> f64 {
+        if self.attempts_w <= 0.0 {
+            return 0.0;
+        }
+        let v = 2.0 * self.succ_w / self.attempts_w - 1.0;
+        v * (1.0 - (-self.attempts_w / 2.0).exp())
     }
 
     /// The features that have data, in table order.
@@ -491,7 +524,15 @@ fn base_score(terms: &[Term], present: f64) -> f64 {
 }
 
 /// The crowd's sum of per-tenant capped opinions and that sum capped: (sum, adjustment).
-fn crowd_adjustment(crowd: &BTreeMap<&str, CrowdTally>, params: &ModelParams) -> (f64, f64) {
+/// A crowd that contradicts the first-party verdict (`-1..=1`, see
+/// [`Tally::first_party_verdict`]) is scaled down by `1 - |verdict|`: against strong probe
+/// evidence, however many tenants say otherwise count for little. Clamping and scaling by a
+/// factor of at most 1 keep the adjustment 1-Lipschitz in every tenant's opinion.
+fn crowd_adjustment(
+    crowd: &BTreeMap<&str, CrowdTally>,
+    first_party: f64,
+    params: &ModelParams,
+) -> (f64, f64) {
     let cap = params.tenant_cap_points.max(0.0);
     let crowd_sum: f64 = crowd
         .values()
@@ -503,7 +544,13 @@ fn crowd_adjustment(crowd: &BTreeMap<&str, CrowdTally>, params: &ModelParams) ->
         })
         .sum();
     let crowd_max = params.crowd_max_points.max(0.0);
-    (crowd_sum, crowd_sum.clamp(-crowd_max, crowd_max))
+    let capped = crowd_sum.clamp(-crowd_max, crowd_max);
+    let agreement = if capped * first_party < 0.0 {
+        1.0 - first_party.abs().min(1.0)
+    } else {
+        1.0
+    };
+    (crowd_sum, capped * agreement)
 }
 
 /// Sorts evidence by magnitude (then feature) and keeps the first `keep`.
@@ -519,7 +566,7 @@ fn strongest_first(evidence: &mut Vec<Evidence>, keep: usize) {
 
 #[cfg(test)]
 mod tests {
-    use capsight_proto::domain::{SignalSource, TenantHash};
+    use capsight_proto::domain::TenantHash;
     use proptest::prelude::*;
 
     use super::*;
@@ -548,14 +595,23 @@ mod tests {
     }
 
     fn crowd(at_ms: i64, tenant: &str, kind: CrowdReportKind) -> Observation {
+        from_tenant(
+            at_ms,
+            tenant,
+            Fact::Crowd {
+                kind,
+                class: ErrorClass::Capacity,
+            },
+        )
+    }
+
+    /// `fact` as a tenant sent it (a report or a forwarded event).
+    fn from_tenant(at_ms: i64, tenant: &str, fact: Fact) -> Observation {
         Observation {
             at_ms,
             source: SignalSource::Report,
             tenant: Some(TenantHash::parse("tenant", tenant).unwrap()),
-            fact: Fact::Crowd {
-                kind,
-                class: ErrorClass::Capacity,
-            },
+            fact,
         }
     }
 
@@ -715,6 +771,74 @@ mod tests {
         })
     }
 
+    /// A key in stock: probes succeeded every hour of the last six, offered.
+    fn in_stock() -> Vec<Observation> {
+        let mut v: Vec<_> = (0..6)
+            .map(|h| launch(NOW - h * HOUR, true, ErrorClass::None, Some(90_000)))
+            .collect();
+        v.push(obs(NOW - HOUR, Fact::Offered(true)));
+        v
+    }
+
+    fn false_failures(tenant: &str, n: i64) -> Vec<Observation> {
+        (0..n)
+            .map(|i| {
+                from_tenant(
+                    NOW - i * 1_000,
+                    tenant,
+                    Fact::Launch {
+                        succeeded: false,
+                        class: ErrorClass::Capacity,
+                        provisioning_ms: None,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tenants_false_launch_failures_count_as_a_capped_opinion_not_as_probes() {
+        let params = ModelParams::default();
+        let honest = assess(&sorted(in_stock()), NOW, &params);
+        let mut attacked = in_stock();
+        attacked.extend(false_failures("liar", 500));
+        let attacked = assess(&sorted(attacked), NOW, &params);
+        assert_eq!(honest.label, Label::Available, "{honest:?}");
+        assert_eq!(attacked.label, Label::Available, "{attacked:?}");
+        let moved = honest.raw - attacked.raw;
+        assert!(
+            (0.0..=params.tenant_cap_points).contains(&moved),
+            "moved {moved}"
+        );
+        // against six fresh probe successes the contrary opinion counts for almost nothing
+        assert!(moved < 0.5, "moved {moved}");
+    }
+
+    #[test]
+    fn many_tenants_together_move_a_score_at_most_the_crowd_bound() {
+        let params = ModelParams::default();
+        // no first-party evidence at all: the crowd bound is all that holds
+        let quiet = vec![obs(NOW - HOUR, Fact::Offered(true))];
+        let before = assess(&quiet, NOW, &params);
+        let mut sybil = quiet.clone();
+        for t in 0..50 {
+            sybil.extend(false_failures(&format!("sybil{t}"), 20));
+        }
+        let after = assess(&sorted(sybil), NOW, &params);
+        let moved = before.raw - after.raw;
+        assert!(moved > 0.0, "the crowd must still count for something");
+        assert!(moved <= params.crowd_max_points + 1e-9, "moved {moved}");
+        // against probe evidence the same crowd moves it less
+        let before = assess(&sorted(in_stock()), NOW, &params);
+        let mut sybil = in_stock();
+        for t in 0..50 {
+            sybil.extend(false_failures(&format!("sybil{t}"), 20));
+        }
+        let after = assess(&sorted(sybil), NOW, &params);
+        let moved = before.raw - after.raw;
+        assert!(moved <= 0.15 * params.crowd_max_points, "moved {moved}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(500))]
 
@@ -768,17 +892,17 @@ mod tests {
             prop_assert_eq!(a.confidence, 0.0);
         }
 
-        /// One tenant's reports cannot move a score by more than the cap.
+        /// One tenant's reports, launches and forwarded instance events cannot move a score by
+        /// more than the cap.
         #[test]
         fn one_tenant_cannot_move_a_score_beyond_the_cap(
             window in window_strategy(),
-            reports in prop::collection::vec(
-                (0i64..48 * HOUR, prop::sample::select(CrowdReportKind::ALL.to_vec())), 1..40),
+            reports in prop::collection::vec((0i64..48 * HOUR, fact_strategy()), 1..40),
             params in params_strategy(),
         ) {
             let without = assess(&window, NOW, &params);
             let mut with = window.clone();
-            with.extend(reports.iter().map(|(age, kind)| crowd(NOW - age, "loud-tenant", *kind)));
+            with.extend(reports.into_iter().map(|(age, fact)| from_tenant(NOW - age, "loud-tenant", fact)));
             let with = assess(&sorted(with), NOW, &params);
             let cap = params.tenant_cap_points;
             prop_assert!((with.raw - without.raw).abs() <= cap + 1e-9,

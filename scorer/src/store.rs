@@ -16,6 +16,7 @@ use std::time::Duration;
 use capsight_clickhouse::{
     ClickHouseSettings,
     rows::{AlertRow, ScoreRow, SignalRow, split_time},
+    sql,
 };
 use capsight_proto::domain::{CapacityKey, Label, Signal, SignalId};
 use chrono::{DateTime, Utc};
@@ -100,11 +101,7 @@ impl Store {
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
             let rows: Vec<SignalRow> = self
                 .client
-                .query(
-                    "SELECT ?fields FROM signals \
-                     WHERE observed_at >= ? \
-                     AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
-                )
+                .query(sql::SIGNAL_WINDOWS.sql)
                 .bind(since)
                 .bind(&names)
                 .fetch_all()
@@ -153,9 +150,6 @@ struct LastAlert {
     at_ms: u64,
 }
 
-const KEY_EXPR: &str =
-    "concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market)";
-
 impl Store {
     /// What the last run wrote for `keys`: the newest history row and the newest alert of each.
     pub async fn load_resume(
@@ -170,24 +164,14 @@ impl Store {
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
             let scores: Vec<LastScore> = self
                 .client
-                .query(&format!(
-                    "SELECT key, argMax(score, t) AS score, argMax(label, t) AS label, \
-                     argMax(confidence, t) AS confidence, max(t) AS at_ms FROM \
-                     (SELECT {KEY_EXPR} AS key, score, label, confidence, \
-                      toUInt64(updated_at) * 1000 + updated_ms AS t \
-                      FROM scores WHERE has(?, {KEY_EXPR})) GROUP BY key"
-                ))
+                .query(sql::RESUME_SCORES.sql)
                 .bind(&names)
                 .fetch_all()
                 .await
                 .map_err(query_err("resume from scores"))?;
             let alerts: Vec<LastAlert> = self
                 .client
-                .query(&format!(
-                    "SELECT key, argMax(to_label, t) AS label, max(t) AS at_ms FROM \
-                     (SELECT {KEY_EXPR} AS key, to_label, toUInt64(at) * 1000 + at_ms AS t \
-                      FROM alerts WHERE has(?, {KEY_EXPR})) GROUP BY key"
-                ))
+                .query(sql::RESUME_ALERTS.sql)
                 .bind(&names)
                 .fetch_all()
                 .await

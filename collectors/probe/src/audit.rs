@@ -87,14 +87,7 @@ impl Audit {
     /// without a `published` row, oldest first.
     pub async fn unpublished(&self, prober: &str) -> Result<Vec<Unpublished>, AuditError> {
         self.client
-            .query(
-                "SELECT probe_id, s AS signal FROM (\
-                   SELECT probe_id, anyIf(signal, phase = 'done') AS s, min(at) AS first \
-                   FROM probe_audit WHERE prober = ? AND day >= yesterday() \
-                   GROUP BY probe_id \
-                   HAVING countIf(phase = 'published') = 0 AND s != '') \
-                 ORDER BY first",
-            )
+            .query(capsight_clickhouse::sql::PROBE_UNPUBLISHED.sql)
             .bind(prober)
             .fetch_all::<Unpublished>()
             .await
@@ -107,12 +100,7 @@ impl Audit {
     /// What `prober` has spent (or has set aside for probes that never finished) on `day`.
     pub async fn spent_on(&self, prober: &str, day: NaiveDate) -> Result<f64, AuditError> {
         self.client
-            .query(
-                "SELECT toFloat64(sum(c)) FROM (\
-                   SELECT probe_id, if(countIf(phase = 'done') > 0, \
-                     sumIf(actual_usd, phase = 'done'), sumIf(estimated_usd, phase = 'reserved')) AS c \
-                   FROM probe_audit WHERE prober = ? AND day = toDate(?) GROUP BY probe_id)",
-            )
+            .query(capsight_clickhouse::sql::PROBE_SPENT.sql)
             .bind(prober)
             .bind(day.format("%Y-%m-%d").to_string())
             .fetch_one::<f64>()

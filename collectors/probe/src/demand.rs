@@ -39,11 +39,7 @@ pub async fn read(
     let since = now - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
     let since = u32::try_from(since.timestamp().max(0)).unwrap_or(0);
     client
-        .query(
-            "SELECT provider, region, zone_id, instance_type, market, count() AS n \
-             FROM preflight_log WHERE at >= toDateTime(?) \
-             GROUP BY provider, region, zone_id, instance_type, market",
-        )
+        .query(capsight_clickhouse::sql::PROBE_DEMAND.sql)
         .bind(since)
         .fetch_all::<DemandRow>()
         .await

@@ -51,6 +51,8 @@ pub struct ProbeConfig {
 pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
     use capsight_cloud::regional::watched_aws_adapters;
     let (config, catalog) = (&c.config, &c.catalog);
+    capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
+        .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
     let adapters = watched_aws_adapters(&config.cloud, catalog, &config.probe.regions)
         .await
         .map_err(|e| CollectorError::setup("probe", e))?;

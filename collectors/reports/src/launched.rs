@@ -48,12 +48,7 @@ impl LaunchedInstances {
     ) -> Result<Option<InstanceInfo>, clickhouse::error::Error> {
         let row = self
             .client
-            .query(
-                "SELECT provider, region, zone_id, instance_type, market FROM launch_events \
-                 WHERE tenant = ? AND instance_id != '' \
-                 AND has(splitByChar(',', replaceAll(instance_id, ' ', '')), ?) \
-                 ORDER BY seq DESC LIMIT 1",
-            )
+            .query(capsight_clickhouse::sql::LAUNCHED_INSTANCE.sql)
             .bind(tenant)
             .bind(instance_id)
             .fetch_optional::<KeyRow>()

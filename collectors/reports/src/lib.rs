@@ -71,6 +71,9 @@ pub enum ReportsError {
     /// The tenant registry.
     #[error(transparent)]
     Registry(#[from] capsight_tenancy::RegistryError),
+    /// The tenant-hash secret.
+    #[error(transparent)]
+    HashSecret(#[from] capsight_tenancy::HashSecretError),
     /// ClickHouse settings.
     #[error(transparent)]
     ClickHouse(#[from] capsight_clickhouse::ClickHouseError),
@@ -99,7 +102,7 @@ pub async fn start(
         config.tenancy.registry.clone(),
         config.reports.registry_recheck,
     )?;
-    let hasher = capsight_tenancy::TenantHasher::new(&config.tenancy.hash_secret);
+    let hasher = config.tenancy.hasher()?;
     let addr = config.reports.listen;
     let serve = |source| ReportsError::Serve { addr, source };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(serve)?;

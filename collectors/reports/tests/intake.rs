@@ -504,3 +504,34 @@ async fn with_the_broker_away_a_report_gets_503_and_retry_after_instead_of_hangi
         "{accepted}"
     );
 }
+
+/// A tenant's raw error message can carry its account id, role ARN and addresses: what reaches
+/// the shared signals topic is redacted, and still classifiable.
+#[tokio::test(flavor = "multi_thread")]
+async fn raw_error_messages_reach_the_shared_topic_redacted() {
+    let t = start().await;
+    let mut body: Value = serde_json::from_str(&report("leaky")).unwrap();
+    body["error_code"] = json!("UnauthorizedOperation");
+    body["error_message"] = json!(
+        "You are not authorized to perform this operation. User: \
+         arn:aws:sts::210987654321:assumed-role/ml-team/ci is not authorized to perform \
+         ec2:RunInstances (account 210987654321, from 198.51.100.7)"
+    );
+    let (status, answer) = t.post("/v1/reports", Some(&t.acme), body.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let kafka = &t.sandbox.kafka;
+    let got: Vec<Signal> = consume_all(kafka, &kafka.topics.signals).await;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    let Payload::LaunchAttempt(attempt) = &got[0].payload else {
+        panic!("{got:#?}")
+    };
+    for leaked in ["210987654321", "ml-team", "198.51.100.7"] {
+        assert!(
+            !attempt.error_message.contains(leaked),
+            "{leaked} reached the topic: {}",
+            attempt.error_message
+        );
+    }
+    assert!(attempt.error_message.contains("ec2:RunInstances"));
+    assert_eq!(attempt.error_class, ErrorClass::Permission);
+}

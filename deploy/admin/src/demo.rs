@@ -137,10 +137,7 @@ pub async fn run(kafka: &KafkaSettings, clickhouse: &ClickHouseSettings) -> anyh
         error_code: String,
     }
     let lines = client
-        .query(
-            "SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market), \
-             kind, outcome, error_code FROM signals WHERE startsWith(id, ?) ORDER BY id",
-        )
+        .query(capsight_clickhouse::sql::DEMO_SIGNALS.sql)
         .bind(format!("demo-{run}-"))
         .fetch_all::<Line>()
         .await?;

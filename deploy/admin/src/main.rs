@@ -6,6 +6,8 @@
 //! * `check`   — connect to all three and report; exits non-zero if any is unreachable.
 //! * `scores`  — print the latest score per key from the compacted scores topic.
 //! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps.
+//! * `sql`     — print every statement capsight sends to a ClickHouse of a given version
+//!   (migration plan, queries, inserts) as JSON, without connecting.
 //! * `demo`    — push a few sample signals through Kafka into ClickHouse and print them: the
 //!   smallest pipeline that exists until the collectors and the scorer land.
 //!
@@ -14,6 +16,7 @@
 
 mod demo;
 mod scores;
+mod sql;
 
 use anyhow::Context;
 use capsight_amqp::AmqpSettings;
@@ -48,6 +51,16 @@ enum Command {
     Amqp,
     /// Check connectivity to Kafka, ClickHouse and RabbitMQ.
     Check,
+    /// Print, as JSON, every statement capsight would send to a ClickHouse server of the given
+    /// version (migration plan, queries with sample values, inserts); connects to nothing.
+    Sql {
+        /// The server's `MAJOR.MINOR`, e.g. `18.16` or `26.9`.
+        #[arg(long)]
+        server_version: String,
+        /// Cluster name, overriding `clickhouse.cluster` (`""` for one server).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
     /// Push sample signals through Kafka into ClickHouse and print them.
     Demo,
     /// Print the latest score per key from the compacted scores topic.
@@ -97,15 +110,16 @@ enum TenantCommand {
         /// `arn:aws:iam::<account>:role/<name>`.
         #[arg(long)]
         role_arn: String,
-        /// The external id agreed with the tenant.
+        /// Generate a new external id even if the tenant has one (the old one stops working
+        /// once the tenant's trust policy carries the new one).
         #[arg(long)]
-        external_id: String,
+        new_external_id: bool,
     },
-    /// Set the most GPUs the tenant's live launches may hold together (0 = no quota).
+    /// Set the most GPUs the tenant's live launches may hold together (0 = launcher.default_gpu_quota).
     Quota {
         /// Tenant id.
         id: String,
-        /// GPUs; 0 removes the quota.
+        /// GPUs; 0 removes the tenant's own quota (the default applies).
         gpus: u32,
     },
     /// List tenants and key ids.
@@ -137,6 +151,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(&config.clickhouse).await?,
         Command::Amqp => amqp(&config.amqp).await?,
         Command::Check => check(&config).await?,
+        Command::Sql {
+            server_version,
+            cluster,
+        } => sql::print(&config.clickhouse, &server_version, cluster.as_deref())?,
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
         Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
         Command::Scores => scores::run(&config.kafka).await?,
@@ -238,18 +256,22 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
         TenantCommand::Role {
             id,
             role_arn,
-            external_id,
+            new_external_id,
         } => {
             let id = TenantId::parse(&id)?;
-            reg.set_aws_role(
-                &id,
-                Some(capsight_tenancy::CloudRole {
-                    role_arn,
-                    external_id,
-                }),
-            )?;
+            let fresh = reg.register_aws_role(&id, role_arn, new_external_id)?;
             reg.save(path)?;
-            println!("aws role of {id} set");
+            match fresh {
+                Some(external_id) => {
+                    // stdout carries only the id, for scripts; it is shown this once
+                    eprintln!(
+                        "aws role of {id} set; its external id (put it in the role's trust \
+                         policy as sts:ExternalId; shown once):"
+                    );
+                    println!("{external_id}");
+                }
+                None => eprintln!("aws role of {id} set; its external id is unchanged"),
+            }
         }
         TenantCommand::Quota { id, gpus } => {
             let id = TenantId::parse(&id)?;
@@ -258,7 +280,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             if gpus > 0 {
                 println!("GPU quota of {id} set to {gpus}");
             } else {
-                println!("GPU quota of {id} removed");
+                println!("GPU quota of {id} removed; launcher.default_gpu_quota applies");
             }
         }
         TenantCommand::List => {

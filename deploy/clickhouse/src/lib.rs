@@ -6,13 +6,17 @@
 //! * [`migrate`] applies the versioned SQL files under `deploy/clickhouse/migrations/`
 //!   (embedded at build time) and records them in `schema_migrations`, so re-running is a no-op.
 //! * [`rows`] holds the `Row` types and their conversions from domain values.
+//! * [`sql`] holds every statement capsight sends outside migrations, so a check can run each
+//!   one on every supported server; [`cluster`] rewrites migrations for a cluster.
 //!
 //! Compatibility: everything here works on ClickHouse 18.16 (the Debian package used locally
 //! and in CI) and on current releases. 18.16 lacks `RowBinaryWithNamesAndTypes`, so schema
 //! validation of rows is off by default (`validate_rows = false`); enable it on 24.x and later.
 
+pub mod cluster;
 pub mod migrate;
 pub mod rows;
+pub mod sql;
 
 use std::time::Duration;
 
@@ -75,6 +79,11 @@ pub struct ClickHouseSettings {
     /// Per-request timeout.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Cluster name (`remote_servers` in the servers' config) for a clustered ClickHouse:
+    /// migrations then run `ON CLUSTER` with `Replicated*` engines behind `Distributed` tables.
+    /// Empty for one server.
+    #[serde(default)]
+    pub cluster: String,
 }
 
 fn empty_secret() -> SecretString {
@@ -90,6 +99,7 @@ impl Default for ClickHouseSettings {
             password: empty_secret(),
             validate_rows: false,
             request_timeout: Duration::from_secs(30),
+            cluster: String::new(),
         }
     }
 }
@@ -112,11 +122,28 @@ impl ClickHouseSettings {
                 "max_execution_time",
                 self.request_timeout.as_secs().max(1).to_string(),
             );
+        if !self.cluster.is_empty() {
+            // an insert into a Distributed table returns once the shards have the rows, so
+            // "written" still means durable
+            client = client.with_setting("insert_distributed_sync", "1");
+        }
         let password = self.password.expose_secret();
         if !password.is_empty() {
             client = client.with_password(password);
         }
         client
+    }
+
+    /// Where migrations run: the database, on one server or on the configured cluster.
+    pub fn target(&self) -> Result<cluster::Target, ClickHouseError> {
+        ident("database", &self.database)?;
+        if !self.cluster.is_empty() {
+            ident("cluster", &self.cluster)?;
+        }
+        Ok(cluster::Target {
+            database: self.database.clone(),
+            cluster: (!self.cluster.is_empty()).then(|| self.cluster.clone()),
+        })
     }
 
     /// The same settings pointing at another database (tests use one database each).
@@ -149,7 +176,7 @@ pub(crate) fn ident(field: &'static str, value: &str) -> Result<(), ClickHouseEr
 /// The server's version as `(major, minor)`, e.g. `(18, 16)` or `(24, 8)`.
 pub async fn server_version(client: &clickhouse::Client) -> Result<(u32, u32), ClickHouseError> {
     let text: String = client
-        .query("SELECT version()")
+        .query(sql::SERVER_VERSION.sql)
         .fetch_one()
         .await
         .map_err(ClickHouseError::query("SELECT version()"))?;
@@ -159,7 +186,8 @@ pub async fn server_version(client: &clickhouse::Client) -> Result<(u32, u32), C
     })
 }
 
-fn parse_version(text: &str) -> Option<(u32, u32)> {
+/// Parses `MAJOR.MINOR[.…]`, e.g. `18.16.1` or `24.8`.
+pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.split('.');
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }

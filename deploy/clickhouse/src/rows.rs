@@ -345,6 +345,21 @@ pub struct LaunchActivityRow {
     pub note: String,
 }
 
+/// One row of `instance_gpus`.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct InstanceGpusRow {
+    /// `aws`, ...
+    pub provider: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// GPUs per instance.
+    pub gpus: u32,
+    /// GPU model, e.g. `H100`.
+    pub gpu_model: String,
+    /// When written, seconds (the newest row wins).
+    pub updated_at: u32,
+}
+
 /// One row of `preflight_log`.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct PreflightLogRow {

@@ -75,6 +75,10 @@ pub struct CloudsimSettings {
     /// Sent as the `x-api-key` header of every delivery when not empty, like an EventBridge
     /// API destination's API-key connection (e.g. a tenant key of the reports intake).
     pub webhook_api_key: String,
+    /// Account id -> the `x-api-key` of that account's deliveries (each tenant account has its
+    /// own API destination with its own tenant key); other accounts use `webhook_api_key`.
+    #[serde(default)]
+    pub webhook_api_keys: std::collections::BTreeMap<String, String>,
     /// Per-delivery timeout.
     #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
@@ -96,6 +100,7 @@ impl Default for CloudsimSettings {
             time_scale: 1.0,
             webhook_url: String::new(),
             webhook_api_key: String::new(),
+            webhook_api_keys: std::collections::BTreeMap::new(),
             webhook_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(250),
             wall_timestamps: false,
@@ -221,6 +226,7 @@ pub async fn start(
     let webhook = webhook::Webhook::new(
         &settings.webhook_url,
         &settings.webhook_api_key,
+        &settings.webhook_api_keys,
         settings.webhook_timeout,
     )
     .map_err(|_| CloudsimError::Webhook(settings.webhook_url.clone()))?;

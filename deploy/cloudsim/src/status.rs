@@ -53,7 +53,7 @@ pub fn summary(world: &World, now: DateTime<Utc>) -> Value {
         .enumerate()
         .map(|(n, (name, status))| {
             json!({
-                "id": format!("cmp{n:04}"),
+                "id": component_id(n),
                 "name": name,
                 "status": status,
                 "created_at": iso(world.truth().start),
@@ -72,7 +72,7 @@ pub fn summary(world: &World, now: DateTime<Utc>) -> Value {
         .incidents()
         .iter()
         .filter(|i| i.resolved_at.is_none())
-        .map(|i| incident(i, page_id))
+        .map(|i| incident(world, i, page_id))
         .collect();
     json!({
         "page": {
@@ -89,7 +89,12 @@ pub fn summary(world: &World, now: DateTime<Utc>) -> Value {
     })
 }
 
-fn incident(i: &crate::world::Incident, page_id: &str) -> Value {
+/// A component's Statuspage id: its position among the world's components.
+fn component_id(n: usize) -> String {
+    format!("cmp{n:04}")
+}
+
+fn incident(world: &World, i: &crate::world::Incident, page_id: &str) -> Value {
     let status = if i.resolved_at.is_some() {
         "resolved"
     } else {
@@ -127,7 +132,16 @@ fn incident(i: &crate::world::Incident, page_id: &str) -> Value {
         "started_at": iso(i.started_at),
         "page_id": page_id,
         "incident_updates": updates,
-        "components": [{ "name": i.component, "status": i.status }],
+        // as on a real Statuspage, the affected component with its id
+        "components": [{
+            "id": world
+                .components()
+                .keys()
+                .position(|c| *c == i.component)
+                .map_or_else(|| format!("cmp-{}", i.component), component_id),
+            "name": i.component,
+            "status": i.status,
+        }],
     })
 }
 

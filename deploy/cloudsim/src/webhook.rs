@@ -1,11 +1,12 @@
 //! Delivery of EventBridge-shaped events to the configured webhook.
 //!
 //! Contract: events are POSTed one by one, in the order the world produced them, as
-//! `application/json`; a failed delivery is retried with exponential backoff (3 tries) and then
+//! `application/json`, with the `x-api-key` of the event's account (each tenant account has its
+//! own API destination, as in EventBridge) or the default key; a failed delivery is retried with exponential backoff (3 tries) and then
 //! dropped with a warning. The last 1000 events and their outcome are kept for `/admin/events`.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -38,29 +39,44 @@ pub struct Delivery {
 pub struct Webhook {
     uri: Option<hyper::Uri>,
     api_key: String,
+    /// Account id -> its own key.
+    account_keys: BTreeMap<String, String>,
     timeout: Duration,
 }
 
 impl Webhook {
-    /// `url` empty = no webhook; `api_key` non-empty = sent as `x-api-key`.
-    pub fn new(url: &str, api_key: &str, timeout: Duration) -> Result<Self, ()> {
-        let api_key = api_key.to_owned();
-        if url.is_empty() {
-            return Ok(Self {
-                uri: None,
-                api_key,
-                timeout,
-            });
-        }
-        let uri: hyper::Uri = url.parse().map_err(|_| ())?;
-        if uri.scheme_str() != Some("http") {
-            return Err(());
-        }
+    /// `url` empty = no webhook; the event's account's key in `account_keys`, else `api_key`
+    /// when non-empty, is sent as `x-api-key`.
+    pub fn new(
+        url: &str,
+        api_key: &str,
+        account_keys: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<Self, ()> {
+        let uri = if url.is_empty() {
+            None
+        } else {
+            let uri: hyper::Uri = url.parse().map_err(|_| ())?;
+            if uri.scheme_str() != Some("http") {
+                return Err(());
+            }
+            Some(uri)
+        };
         Ok(Self {
-            uri: Some(uri),
-            api_key,
+            uri,
+            api_key: api_key.to_owned(),
+            account_keys: account_keys.clone(),
             timeout,
         })
+    }
+
+    /// The key for `event`: its account's own, else the default.
+    fn key_for(&self, event: &serde_json::Value) -> &str {
+        event
+            .get("account")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|a| self.account_keys.get(a))
+            .map_or(self.api_key.as_str(), String::as_str)
     }
 
     /// Delivers until shutdown.
@@ -103,11 +119,12 @@ impl Webhook {
         event: &serde_json::Value,
     ) -> Result<(), String> {
         let body = Bytes::from(event.to_string());
+        let key = self.key_for(event);
         let attempt = || async {
             let mut req =
                 hyper::Request::post(uri.clone()).header("content-type", "application/json");
-            if !self.api_key.is_empty() {
-                req = req.header("x-api-key", &self.api_key);
+            if !key.is_empty() {
+                req = req.header("x-api-key", key);
             }
             let req = req
                 .body(Full::new(body.clone()))
@@ -129,5 +146,26 @@ impl Webhook {
                     .with_max_times(2),
             )
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_account_gets_its_own_key_and_others_the_default() {
+        let keys = BTreeMap::from([("111111111111".to_owned(), "k-acme".to_owned())]);
+        let w = Webhook::new(
+            "http://127.0.0.1:1/v1/events",
+            "k-default",
+            &keys,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let event = |account: &str| serde_json::json!({"account": account});
+        assert_eq!(w.key_for(&event("111111111111")), "k-acme");
+        assert_eq!(w.key_for(&event("222222222222")), "k-default");
+        assert_eq!(w.key_for(&serde_json::json!({})), "k-default");
     }
 }

@@ -276,6 +276,12 @@ async fn status_page_and_rss_follow_the_scenario() {
         "Insufficient capacity for P5 instances"
     );
     assert_eq!(v["incidents"][0]["status"], "investigating");
+    // an incident names its components by the same id as the page's component list (the
+    // Statuspage shape the status collector parses)
+    assert_eq!(
+        v["incidents"][0]["components"][0]["id"],
+        v["components"][0]["id"]
+    );
     let (_, rss) = http(addr, "GET", "/rss/ec2-us-east-1.rss", &[], "").await;
     assert!(
         rss.contains("<rss version=\"2.0\">") && rss.contains("Insufficient capacity for P5"),

@@ -154,11 +154,15 @@ impl Publisher {
         })
     }
 
-    /// Publishes `signal` and waits for the broker's acknowledgement. Waits (never fails) while
+    /// Publishes `signal`, its free text redacted ([`Signal::redact`]), and waits for the
+    /// broker's acknowledgement. Waits (never fails) while
     /// the buffer is full; with the default infinite delivery timeout it also waits out a broker
     /// outage.
     pub async fn publish(&self, signal: &Signal) -> Result<(), PublishError> {
-        let payload = codec::encode_signal(signal);
+        // free text leaves the process only redacted: the topic and its table are shared
+        let mut redacted = signal.clone();
+        redacted.redact();
+        let payload = codec::encode_signal(&redacted);
         let key = signal.key.partition_key();
         let mut headers = OwnedHeaders::new().insert(Header {
             key: SIGNAL_ID_HEADER,

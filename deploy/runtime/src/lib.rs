@@ -2,6 +2,7 @@
 //!
 //! * [`config`]: layered configuration (embedded defaults < file < `CAPSIGHT_` environment);
 //! * [`telemetry`]: tracing initialisation from config;
+//! * [`failpoint`]: test failpoints, refused by release builds;
 //! * [`health`]: the `GET /healthz` endpoint supervisors probe;
 //! * [`periodic`]: run work now and then every interval until shutdown;
 //! * [`process`]: the start every binary shares (config, tracing, shutdown signal);
@@ -12,6 +13,7 @@
 //! `capsight-clickhouse`, `capsight-amqp`); a binary's config struct composes them.
 
 pub mod config;
+pub mod failpoint;
 pub mod health;
 pub mod periodic;
 pub mod process;

@@ -39,6 +39,39 @@ pub struct TenancySettings {
     pub hash_secret: SecretString,
     /// Default requests per minute per tenant, when the tenant sets none.
     pub default_rate_per_minute: u32,
+    /// Accept [`DEV_HASH_SECRET`]: only for a local demo (`deploy/local/stack demo` sets it).
+    /// Anywhere else a service refuses to start with the shipped secret, since anyone who knows
+    /// it can link tenant hashes on the bus to tenant ids.
+    pub allow_dev_secret: bool,
+}
+
+/// The tenant-hash secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HashSecretError {
+    /// The shipped development default outside a demo.
+    #[error(
+        "tenancy.hash_secret is the development default: set a secret of your own in \
+         CAPSIGHT_TENANCY__HASH_SECRET (tenancy.allow_dev_secret = true is for a local demo only)"
+    )]
+    DevDefault,
+    /// Empty.
+    #[error("tenancy.hash_secret is empty: set CAPSIGHT_TENANCY__HASH_SECRET")]
+    Empty,
+}
+
+impl TenancySettings {
+    /// The tenant hasher these settings key; refuses the development default unless
+    /// `allow_dev_secret`, and an empty secret always.
+    pub fn hasher(&self) -> Result<TenantHasher, HashSecretError> {
+        let secret = self.hash_secret.expose_secret();
+        if secret.is_empty() {
+            return Err(HashSecretError::Empty);
+        }
+        if secret == DEV_HASH_SECRET && !self.allow_dev_secret {
+            return Err(HashSecretError::DevDefault);
+        }
+        Ok(TenantHasher::new(&self.hash_secret))
+    }
 }
 
 /// The hash secret shipped in the defaults; services warn when it is still in use.
@@ -50,6 +83,7 @@ impl Default for TenancySettings {
             registry: ".capsight/tenants.toml".into(),
             hash_secret: SecretString::from(DEV_HASH_SECRET.to_owned()),
             default_rate_per_minute: 600,
+            allow_dev_secret: false,
         }
     }
 }
@@ -101,6 +135,21 @@ fn unreachable_hmac() -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dev_secret_is_refused_unless_allowed_and_an_empty_one_always() {
+        let mut s = TenancySettings::default();
+        assert!(matches!(s.hasher(), Err(HashSecretError::DevDefault)));
+        s.allow_dev_secret = true;
+        assert!(s.hasher().is_ok());
+        s.hash_secret = SecretString::from(String::new());
+        assert!(matches!(s.hasher(), Err(HashSecretError::Empty)));
+        let own = TenancySettings {
+            hash_secret: SecretString::from("a deployment's own".to_owned()),
+            ..TenancySettings::default()
+        };
+        assert!(own.hasher().is_ok());
+    }
 
     #[test]
     fn hashes_are_stable_keyed_and_opaque() {

@@ -161,8 +161,16 @@ pub struct Tenant {
 pub struct CloudRole {
     /// `arn:aws:iam::<account>:role/<name>`.
     pub role_arn: String,
-    /// The external id agreed with the tenant (confused-deputy protection).
+    /// The external id capsight generated for the tenant (confused-deputy protection).
     pub external_id: String,
+}
+
+/// A fresh external id: `capsight-` and 32 random hex digits, unique per tenant and not
+/// guessable, so no other customer of capsight can make capsight assume the tenant's role.
+fn new_external_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("capsight-{}", hex::encode(bytes))
 }
 
 /// The registry.
@@ -289,6 +297,31 @@ impl Registry {
         Ok(())
     }
 
+    /// Sets the AWS role capsight assumes in `tenant`'s account, keeping the external id
+    /// capsight generated for the tenant; a new one is generated when the tenant has none or
+    /// `rotate` is set. Returns the external id when it is new (show it to the tenant once:
+    /// it goes into the role's trust policy), `None` when it is kept.
+    pub fn register_aws_role(
+        &mut self,
+        tenant: &TenantId,
+        role_arn: String,
+        rotate: bool,
+    ) -> Result<Option<String>, RegistryError> {
+        let t = self.tenant_mut(tenant)?;
+        let kept = t
+            .aws_role
+            .as_ref()
+            .filter(|r| !rotate && !r.external_id.is_empty())
+            .map(|r| r.external_id.clone());
+        let fresh = kept.is_none().then(new_external_id);
+        let external_id = kept.or_else(|| fresh.clone()).unwrap_or_default();
+        t.aws_role = Some(CloudRole {
+            role_arn,
+            external_id,
+        });
+        Ok(fresh)
+    }
+
     /// Sets (or with `None` removes) `tenant`'s GPU quota.
     pub fn set_gpu_quota(
         &mut self,
@@ -408,6 +441,46 @@ mod tests {
             Err(RegistryError::DuplicateTenant(_))
         ));
         assert!(TenantId::parse("").is_err());
+    }
+
+    #[test]
+    fn external_ids_are_generated_unique_kept_and_rotated_on_request() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        reg.add_tenant(id("globex"), "Globex").unwrap();
+        let arn = "arn:aws:iam::123456789012:role/capsight".to_owned();
+        let first = reg
+            .register_aws_role(&id("acme"), arn.clone(), false)
+            .unwrap()
+            .unwrap();
+        assert!(
+            first.starts_with("capsight-") && first.len() == 41,
+            "{first}"
+        );
+        // re-registering (a new role name) keeps the id the tenant already trusts
+        let again = reg
+            .register_aws_role(&id("acme"), format!("{arn}2"), false)
+            .unwrap();
+        assert_eq!(again, None);
+        let role = reg.tenant(&id("acme")).unwrap().aws_role.clone().unwrap();
+        assert_eq!(
+            (role.role_arn, role.external_id.clone()),
+            (format!("{arn}2"), first.clone())
+        );
+        let rotated = reg
+            .register_aws_role(&id("acme"), arn.clone(), true)
+            .unwrap()
+            .unwrap();
+        assert_ne!(rotated, first);
+        let other = reg
+            .register_aws_role(&id("globex"), arn, false)
+            .unwrap()
+            .unwrap();
+        assert_ne!(other, rotated);
+        assert!(
+            reg.register_aws_role(&id("nobody"), String::new(), false)
+                .is_err()
+        );
     }
 
     #[test]

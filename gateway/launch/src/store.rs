@@ -22,6 +22,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use capsight_clickhouse::rows::{
     LaunchActivityRow, LaunchCancellationRow, LaunchEventRow, LaunchRequestRow, split_time,
 };
+use capsight_clickhouse::sql;
 use capsight_proto::domain::{CapacityKey, Label, LaunchState, Score};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
@@ -250,10 +251,7 @@ impl Store {
     ) -> Result<Vec<LaunchEventRow>, StoreError> {
         let rows = self
             .client
-            .query(
-                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
-                 AND seq >= ? ORDER BY seq",
-            )
+            .query(sql::LAUNCH_EVENTS.sql)
             .bind(tenant)
             .bind(job_id)
             .bind(after.map_or(0, |a| a.saturating_add(1)))
@@ -278,11 +276,7 @@ impl Store {
         let from: Vec<u32> = watched.iter().map(|(_, _, s)| *s).collect();
         Ok(self
             .client
-            .query(
-                "SELECT ?fields FROM launch_events WHERE has(?, job_id) \
-                 AND tenant = arrayElement(?, indexOf(?, job_id)) \
-                 AND seq >= arrayElement(?, indexOf(?, job_id)) ORDER BY job_id, seq",
-            )
+            .query(sql::LAUNCH_EVENTS_WATCHED.sql)
             .bind(&ids)
             .bind(&tenants)
             .bind(&ids)
@@ -318,10 +312,7 @@ impl Store {
     ) -> Result<Vec<StoredLaunch>, StoreError> {
         let requests = self
             .client
-            .query(
-                "SELECT ?fields FROM launch_requests WHERE tenant = ? \
-                 ORDER BY created_at DESC, created_ms DESC, job_id LIMIT 1 BY job_id LIMIT ?",
-            )
+            .query(sql::LAUNCH_LIST.sql)
             .bind(tenant)
             .bind(limit)
             .fetch_all::<LaunchRequestRow>()
@@ -332,14 +323,14 @@ impl Store {
         let ids: Vec<&str> = requests.iter().map(|r| r.job_id.as_str()).collect();
         let events = self
             .client
-            .query("SELECT ?fields FROM launch_events WHERE tenant = ? AND has(?, job_id) ORDER BY seq")
+            .query(sql::LAUNCH_EVENTS_OF_JOBS.sql)
             .bind(tenant)
             .bind(&ids)
             .fetch_all::<LaunchEventRow>()
             .await?;
         let cancelled: Vec<String> = self
             .client
-            .query("SELECT job_id FROM launch_cancellations WHERE tenant = ? AND has(?, job_id)")
+            .query(sql::LAUNCH_CANCELLED_OF_JOBS.sql)
             .bind(tenant)
             .bind(&ids)
             .fetch_all::<String>()
@@ -369,10 +360,7 @@ impl Store {
     ) -> Result<Option<LaunchEventRow>, StoreError> {
         Ok(self
             .client
-            .query(
-                "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
-                 ORDER BY seq DESC LIMIT 1",
-            )
+            .query(sql::LAUNCH_LATEST.sql)
             .bind(tenant)
             .bind(job_id)
             .fetch_optional::<LaunchEventRow>()
@@ -387,7 +375,7 @@ impl Store {
     ) -> Result<Option<LaunchRequestRow>, StoreError> {
         Ok(self
             .client
-            .query("SELECT ?fields FROM launch_requests WHERE tenant = ? AND job_id = ? LIMIT 1")
+            .query(sql::LAUNCH_REQUEST.sql)
             .bind(tenant)
             .bind(job_id)
             .fetch_optional::<LaunchRequestRow>()
@@ -398,7 +386,7 @@ impl Store {
     pub async fn cancel_requested(&self, tenant: &str, job_id: &str) -> Result<bool, StoreError> {
         let n: u64 = self
             .client
-            .query("SELECT count() FROM launch_cancellations WHERE tenant = ? AND job_id = ?")
+            .query(sql::LAUNCH_CANCEL_REQUESTED.sql)
             .bind(tenant)
             .bind(job_id)
             .fetch_one()
@@ -411,14 +399,7 @@ impl Store {
     pub async fn live_launches(&self, tenant: Option<&str>) -> Result<Vec<LiveLaunch>, StoreError> {
         Ok(self
             .client
-            .query(
-                "SELECT job_id, tenant, max(seq) AS last_seq, argMax(state, seq) AS last_state, \
-                 argMax(provider, seq), argMax(region, seq), argMax(zone_id, seq), \
-                 argMax(instance_type, seq), argMax(market, seq), argMax(instance_id, seq), \
-                 argMax(attempt, seq), toUInt32(argMax(at, seq)) \
-                 FROM launch_events WHERE (? = '' OR tenant = ?) GROUP BY tenant, job_id \
-                 HAVING last_state IN ('provisioning', 'running') ORDER BY tenant, job_id",
-            )
+            .query(sql::LAUNCH_LIVE.sql)
             .bind(tenant.unwrap_or(""))
             .bind(tenant.unwrap_or(""))
             .fetch_all::<LiveLaunch>()
@@ -457,7 +438,7 @@ impl Store {
         }
         let rows = self
             .client
-            .query("SELECT job_id, count FROM launch_requests WHERE tenant = ? AND has(?, job_id)")
+            .query(sql::LAUNCH_COUNTS.sql)
             .bind(tenant)
             .bind(job_ids)
             .fetch_all::<JobCount>()
@@ -471,14 +452,7 @@ impl Store {
             Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
         let rows = self
             .client
-            .query(
-                "SELECT provider, region, zone_id, instance_type, market, \
-                 toUInt32(max(updated_at)), argMax(score, updated_at), argMax(label, updated_at), \
-                 argMax(confidence, updated_at), argMax(window_secs, updated_at), \
-                 argMax(signal_count, updated_at) FROM scores \
-                 WHERE updated_at >= toDateTime(?) \
-                 GROUP BY provider, region, zone_id, instance_type, market",
-            )
+            .query(sql::LATEST_SCORES.sql)
             .bind(u32::try_from(since.timestamp()).unwrap_or(0))
             .fetch_all::<ScoreLatest>()
             .await?;

@@ -45,6 +45,12 @@ pub enum StartError {
     /// The tenant registry.
     #[error(transparent)]
     Registry(#[from] capsight_tenancy::RegistryError),
+    /// The tenant-hash secret.
+    #[error(transparent)]
+    HashSecret(#[from] capsight_tenancy::HashSecretError),
+    /// A test failpoint in a release build.
+    #[error(transparent)]
+    Failpoint(#[from] capsight_runtime::failpoint::FailpointRefused),
     /// The signal publisher.
     #[error(transparent)]
     Publisher(#[from] capsight_publisher::PublishError),
@@ -87,6 +93,8 @@ pub async fn run(
     clouds: Arc<dyn TenantClouds>,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    capsight_runtime::failpoint::check("launcher.crash_after", &config.launcher.crash_after)?;
+    let hasher = config.tenancy.hasher()?;
     let store = store::Store::new(config.clickhouse.client()?);
     let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
     let signals = Publisher::new(&config.kafka, &config.publisher, "launcher")?;
@@ -106,7 +114,7 @@ pub async fn run(
         Arc::clone(&clouds),
         registry.clone(),
         config.launcher.standby.clone(),
-        capsight_tenancy::TenantHasher::new(&config.tenancy.hash_secret),
+        hasher,
     );
     let (standby_live, consuming) = standby.start(config.kafka.clone(), shutdown.clone())?;
     let standby = tokio::spawn({

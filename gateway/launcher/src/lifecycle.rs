@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use capsight_clickhouse::rows::LaunchEventRow;
+use capsight_clickhouse::{rows::LaunchEventRow, sql};
 use capsight_cloud::tenants::{AccountError, TenantClouds};
 use capsight_cloud::{CloudAdapter, CloudError, InstanceId, Provider, Region};
 use capsight_runtime::shutdown::Shutdown;
@@ -256,25 +256,10 @@ impl Reaper {
         }
         let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
         let client = self.store.client();
-        let since = job_times(
-            client,
-            "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
-             WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
-            &ids,
-        )
-        .await?;
-        let beats = job_times(
-            client,
-            "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
-             WHERE has(?, job_id) GROUP BY tenant, job_id",
-            &ids,
-        )
-        .await?;
+        let since = job_times(client, sql::RUNNING_SINCE.sql, &ids).await?;
+        let beats = job_times(client, sql::LAST_HEARTBEATS.sql, &ids).await?;
         let limits: BTreeMap<JobKey, (u64, u64)> = client
-            .query(
-                "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \
-                 FROM launch_requests WHERE has(?, job_id) GROUP BY tenant, job_id",
-            )
+            .query(sql::JOB_LIMITS.sql)
             .bind(&ids)
             .fetch_all::<JobLimits>()
             .await?

@@ -1,7 +1,7 @@
 //! Tenant GPU quota, the preflight step of a launch.
 //!
-//! Contract: a tenant with a `gpu_quota` in the registry (`capsight-admin tenant quota`) may
-//! hold at most that many GPUs in live launches (latest state `provisioning` or `running` in
+//! Contract: a tenant with a `gpu_quota` in the registry (`capsight-admin tenant quota`), or
+//! else `launcher.default_gpu_quota` (unless 0), may hold at most that many GPUs in live launches (latest state `provisioning` or `running` in
 //! `launch_events`, GPUs = instance count x GPUs per instance of the attempt's instance type per
 //! the catalog). A launch whose GPUs, added to those in use by the tenant's *other* live
 //! launches, exceed the quota is refused with a reason starting `tenant GPU quota exceeded:`.

@@ -17,6 +17,13 @@ use serde::Deserialize;
 pub struct LauncherSettings {
     /// Unacknowledged jobs per worker (RabbitMQ prefetch), i.e. jobs handled concurrently.
     pub prefetch: u16,
+    /// Most jobs of one tenant this launcher handles at once (of `prefetch`); a tenant's
+    /// further jobs wait a `retry_delay` in the retry queue, so one tenant cannot take every
+    /// worker. 0 = no limit.
+    pub tenant_share: u16,
+    /// GPUs a tenant's live launches may hold together when the registry sets no `gpu_quota`
+    /// for it. 0 = no default quota.
+    pub default_gpu_quota: u32,
     /// Delayed retries of a job after transient failures before it fails for good.
     pub max_retries: u32,
     /// How often a provisioning instance is described until it runs.
@@ -56,6 +63,8 @@ impl Default for LauncherSettings {
     fn default() -> Self {
         Self {
             prefetch: 4,
+            tenant_share: 2,
+            default_gpu_quota: 256,
             max_retries: 5,
             poll_interval: Duration::from_secs(2),
             provisioning_timeout: Duration::from_secs(600),

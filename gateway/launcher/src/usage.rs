@@ -10,24 +10,11 @@
 
 use capsight_catalog::Catalog;
 use chrono::{NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::store::StoreError;
 
-/// One row of `instance_gpus`.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
-pub struct InstanceGpusRow {
-    /// `aws`, ...
-    pub provider: String,
-    /// Instance type.
-    pub instance_type: String,
-    /// GPUs per instance.
-    pub gpus: u32,
-    /// GPU model, e.g. `H100`.
-    pub gpu_model: String,
-    /// When written, seconds (the newest row wins).
-    pub updated_at: u32,
-}
+pub use capsight_clickhouse::rows::InstanceGpusRow;
 
 /// GPU-hours of one tenant on one market in one month.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
@@ -79,12 +66,7 @@ pub async fn monthly(
     tenant: Option<&str>,
 ) -> Result<Vec<MonthlyUsage>, StoreError> {
     Ok(client
-        .query(
-            "SELECT month, tenant, market, gpu_hours, launches, any_still_running \
-             FROM tenant_gpu_hours_monthly \
-             WHERE month >= toDate(?) AND (? = '' OR tenant = ?) \
-             ORDER BY month DESC, tenant, market",
-        )
+        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
         .bind(from.format("%Y-%m-%d").to_string())
         .bind(tenant.unwrap_or(""))
         .bind(tenant.unwrap_or(""))

@@ -1,6 +1,6 @@
 //! The launcher in-process against the real local stack and cloudsim: happy path, capacity
 //! fallback with launch-attempt signals, cancel (before provisioning and while running),
-//! poison dead-lettering, tenant GPU quota.
+//! poison dead-lettering, tenant GPU quota, fair share of the workers between tenants.
 
 #![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
@@ -354,6 +354,61 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
             .sum();
     assert_eq!(instances, 1);
 
+    h.finish().await;
+}
+
+/// A tenant without a GPU quota of its own gets the default one: no tenant is unlimited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_without_a_quota_gets_the_default_gpu_quota() {
+    let mut h = Harness::start("60s").await;
+    h.config.launcher.default_gpu_quota = 8;
+    h.start_launcher();
+    let first = h.launch(ACME, P5_AZ4, 1, 0).await;
+    h.wait_state(ACME, &first.job_id, "running", LIMIT).await;
+    let second = h.launch(ACME, P5_AZ4, 1, 0).await;
+    let events = h.wait_state(ACME, &second.job_id, "failed", LIMIT).await;
+    let failed = events.last().unwrap();
+    assert_eq!(failed.error_class, "quota");
+    assert!(failed.detail.contains("> quota 8"), "{}", failed.detail);
+    assert!(h.instances_of(&second.job_id).await.is_empty());
+    h.finish().await;
+}
+
+/// Fairness: a tenant that queued many jobs first takes at most its share of the launcher's
+/// workers (`tenant_share` 2 of `prefetch` 4); another tenant's job queued behind them starts
+/// at once instead of waiting for the first tenant's slow launches, and the first tenant's
+/// jobs still all run (they waited in the retry queue, nothing lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_tenants_queued_jobs_take_only_its_share_of_the_launcher() {
+    // acme's launches stay pending 10 minutes (10 s at 60x)
+    let mut h = Harness::start("600s").await;
+    assert_eq!(
+        (h.config.launcher.prefetch, h.config.launcher.tenant_share),
+        (4, 2)
+    );
+    let greedy: Vec<_> = (0..4).map(|_| launches::job(ACME, P5_AZ6, 1, 0)).collect();
+    for job in &greedy {
+        h.submit(job).await;
+    }
+    let other = launches::job(CAPPED, P5_AZ4, 1, 0);
+    h.submit(&other).await;
+    h.start_launcher();
+
+    h.wait_state(CAPPED, &other.job_id, "running", LIMIT).await;
+    let mut started = 0;
+    for job in &greedy {
+        if h.events(ACME, &job.job_id).await.len() > 1 {
+            started += 1;
+        }
+    }
+    assert!(
+        started <= 2,
+        "{started} of acme's jobs were taken before the other tenant's job ran"
+    );
+    for job in &greedy {
+        h.wait_state(ACME, &job.job_id, "running", LIMIT).await;
+        assert_eq!(h.instances_of(&job.job_id).await.len(), 1);
+    }
     h.finish().await;
 }
 

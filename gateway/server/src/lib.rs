@@ -51,7 +51,7 @@ use capsight_proto::v1::{
 };
 use capsight_publisher::Publisher;
 use capsight_runtime::shutdown::Shutdown;
-use capsight_tenancy::{SharedRegistry, TenantHasher};
+use capsight_tenancy::SharedRegistry;
 pub use error::GatewayError;
 pub use settings::{GatewayConfig, GatewaySettings};
 use tokio::task::JoinHandle;
@@ -148,7 +148,10 @@ pub async fn start(
     .map_err(|e| startup("tenant registry", &e))?;
     let tenancy = Tenancy::new(
         registry,
-        TenantHasher::new(&config.tenancy.hash_secret),
+        config
+            .tenancy
+            .hasher()
+            .map_err(|e| startup("tenancy", &e))?,
         config.tenancy.default_rate_per_minute,
     );
     let store = Store::new(

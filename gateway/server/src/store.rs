@@ -69,13 +69,7 @@ impl Store {
         Ok(self
             .launches
             .client()
-            .query(
-                "SELECT toUInt32(intDiv(toUInt32(updated_at), ?) * ?) AS t, max(score), \
-                 avg(confidence), max(signal_count) FROM scores \
-                 WHERE provider = ? AND region = ? AND zone_id = ? AND instance_type = ? \
-                 AND market = ? AND updated_at >= toDateTime(?) AND updated_at < toDateTime(?) \
-                 GROUP BY t ORDER BY t",
-            )
+            .query(capsight_clickhouse::sql::SCORE_HISTORY.sql)
             .bind(step)
             .bind(step)
             .bind(key.provider.as_str())

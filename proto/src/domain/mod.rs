@@ -27,6 +27,7 @@ macro_rules! text_newtype {
 mod enums;
 mod error;
 mod key;
+mod redact;
 mod score;
 mod signal;
 mod time;
@@ -37,6 +38,7 @@ pub use enums::{
 };
 pub use error::FieldError;
 pub use key::{CapacityKey, InstanceType, Provider, Region, ZoneId};
+pub use redact::redact;
 pub use score::{Evidence, Score};
 pub use signal::{
     CapacityBlockOffer, CrowdReport, InstanceEvent, LaunchAttempt, OfferingExposure, Payload,

@@ -318,6 +318,8 @@ pub struct Pipeline {
     pub reports: SocketAddr,
     /// API key per tenant id.
     pub keys: BTreeMap<String, String>,
+    /// Tenant account id -> that tenant's API key (its EventBridge forwarding).
+    pub account_keys: BTreeMap<String, String>,
     /// The arm's config file.
     pub config: PathBuf,
     dir: PathBuf,
@@ -377,12 +379,18 @@ impl Pipeline {
             .iter()
             .map(|t| (t.id.clone(), sandbox.key(&t.id)))
             .collect();
+        let account_keys = workload
+            .tenants
+            .iter()
+            .filter_map(|t| Some((role_account(&t.role)?.to_owned(), sandbox.key(&t.id))))
+            .collect();
         Self {
             sandbox,
             procs: Vec::new(),
             gateway: SocketAddr::from(([127, 0, 0, 1], free_port())),
             reports: SocketAddr::from(([127, 0, 0, 1], free_port())),
             keys,
+            account_keys,
             config: dir.join("capsight.toml"),
             dir: dir.to_path_buf(),
         }
@@ -533,4 +541,9 @@ impl Pipeline {
         self.sandbox.cleanup().await;
         unclean
     }
+}
+
+/// The account id of an IAM role ARN (`arn:aws:iam::<account>:role/<name>`).
+fn role_account(arn: &str) -> Option<&str> {
+    arn.split(':').nth(4).filter(|a| !a.is_empty())
 }

@@ -26,7 +26,7 @@ use crate::{
     replay::{self, Arm, ArmSetup, Replayed, Strategy},
     report::{self, ArmSummary, Machine, ProbeSpend, Report},
     workload::Workload,
-    world::{Truth, World},
+    world::{Truth, WebhookTarget, World},
 };
 
 /// Why a run failed.
@@ -154,7 +154,7 @@ struct ArmRun {
 
 async fn probe_spend(p: &Pipeline, scale: f64, end_seconds: f64) -> Option<ProbeSpend> {
     let client = p.clickhouse()?;
-    let sql = "SELECT count(), uniqExact(concat(region, '/', zone_id, '/', instance_type, '/', market)), sum(actual_usd) FROM probe_audit WHERE phase = 'done' AND outcome != 'skipped'";
+    let sql = capsight_clickhouse::sql::PROBE_SPEND_TOTAL.sql;
     let bytes = client
         .query(sql)
         .fetch_bytes("TSV")
@@ -227,10 +227,10 @@ async fn run_arm(input: ArmInput) -> ArmRun {
     };
     let work = async {
         let webhook = match &pipeline {
-            Some(p) if !arm.ablation.no_reports => {
-                let key = p.keys.values().next().cloned().unwrap_or_default();
-                Some((format!("http://{}/v1/events", p.reports), key))
-            }
+            Some(p) if !arm.ablation.no_reports => Some(WebhookTarget {
+                url: format!("http://{}/v1/events", p.reports),
+                account_keys: p.account_keys.clone(),
+            }),
             _ => None,
         };
         let world = Arc::new(

@@ -91,6 +91,16 @@ impl Drop for World {
     }
 }
 
+/// Where cloudsim forwards the tenants' EventBridge events: the reports intake, each tenant
+/// account with its own tenant's key (one API destination per account).
+#[derive(Debug, Clone)]
+pub struct WebhookTarget {
+    /// The intake's `/v1/events`.
+    pub url: String,
+    /// Account id -> the key of the tenant whose account it is.
+    pub account_keys: std::collections::BTreeMap<String, String>,
+}
+
 impl World {
     /// Starts cloudsim for `scenario` with `seed` at `scale`, POSTing events to `webhook`
     /// (url, API key) when given.
@@ -98,7 +108,7 @@ impl World {
         scenario: Scenario,
         seed: u64,
         scale: f64,
-        webhook: Option<(String, String)>,
+        webhook: Option<WebhookTarget>,
     ) -> Result<Self, WorldError> {
         let mut settings = CloudsimSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -107,9 +117,9 @@ impl World {
             wall_timestamps: true,
             ..CloudsimSettings::default()
         };
-        if let Some((url, key)) = webhook {
-            settings.webhook_url = url;
-            settings.webhook_api_key = key;
+        if let Some(target) = webhook {
+            settings.webhook_url = target.url;
+            settings.webhook_api_keys = target.account_keys;
         }
         let shutdown = Shutdown::new();
         let running =

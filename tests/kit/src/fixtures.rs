@@ -1,5 +1,6 @@
 //! Files the tests share, kept out of test code: cloudsim scenarios
-//! (`tests/fixtures/scenarios/`, so a reader finds every simulated world in one place), config
+//! (`tests/fixtures/scenarios/`, so a reader finds every simulated world in one place), tenants'
+//! reports (`tests/fixtures/reports/`), config
 //! fragments a [`crate::Sandbox`] layers over the defaults (`tests/fixtures/config/`), the SQL
 //! documented in `docs/`, sandboxes for a launcher and for a gateway in its world (its
 //! scenario, its tenants).
@@ -30,6 +31,13 @@ pub fn dir() -> PathBuf {
 
 fn read(path: PathBuf) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// `tests/fixtures/reports/<name>.json`: a tenant's report as the intake takes it.
+pub fn report(name: &str) -> serde_json::Value {
+    let path = dir().join("reports").join(format!("{name}.json"));
+    serde_json::from_str(&read(path.clone()))
+        .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
 /// The text of `tests/fixtures/scenarios/<name>.toml`; panics naming the file when it is

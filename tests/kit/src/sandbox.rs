@@ -521,12 +521,12 @@ fn names(
             section(vec![("consumer_group", s(&format!("{group}-standby")))]),
         )]),
     );
+    // a secret of the sandbox's own: services refuse the shipped development default
+    let mut tenancy = vec![("hash_secret", s(&format!("secret-{group}")))];
     if let Some(tenants) = tenants {
-        table.insert(
-            "tenancy".into(),
-            section(vec![("registry", s(&tenants.path().display().to_string()))]),
-        );
+        tenancy.push(("registry", s(&tenants.path().display().to_string())));
     }
+    table.insert("tenancy".into(), section(tenancy));
     table
 }
 

@@ -95,12 +95,7 @@ impl Standby {
         let ended = self
             .store
             .client()
-            .query(
-                "SELECT tenant, job_id FROM launch_events \
-                 WHERE at >= now() - 3600 GROUP BY tenant, job_id \
-                 HAVING argMax(state, seq) IN ('terminated', 'failed', 'cancelled') \
-                 AND countIf(detail LIKE 'standby ready%') > 0",
-            )
+            .query(capsight_clickhouse::sql::ENDED_WITH_STANDBY.sql)
             .fetch_all::<Ended>()
             .await?;
         for e in ended {

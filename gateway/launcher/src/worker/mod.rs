@@ -1,6 +1,8 @@
 //! The job consumer and the launch state machine.
 //!
 //! Contract:
+//! * Fair share: one tenant holds at most `launcher.tenant_share` of this process's workers; a
+//!   job of a tenant at its share goes through the retry queue (not counted as a retry).
 //! * [`Launcher::run`] consumes `amqp.launch.jobs_queue` with manual acks and a prefetch of
 //!   `launcher.prefetch` (jobs handled concurrently), reconnecting after broker failures until
 //!   the shutdown fires; in-flight jobs get 10 s to finish, then are abandoned unacknowledged
@@ -77,6 +79,8 @@ pub const DEAD_REASON_HEADER: &str = "capsight-dead-reason";
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Header counting the delayed retries of a job.
 pub const RETRIES_HEADER: &str = "capsight-retries";
+/// Header counting how often a job waited because its tenant was at its share.
+pub const DEFERRALS_HEADER: &str = "capsight-deferrals";
 
 /// Why a job could not be finished now.
 #[derive(Debug)]
@@ -128,6 +132,8 @@ pub struct Launcher {
     signals: Publisher,
     /// One GPU-quota decision per tenant at a time.
     quota_gate: KeyedLocks,
+    /// Jobs in progress here, per tenant (`launcher.tenant_share`).
+    shares: Arc<TenantShares>,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -215,6 +221,7 @@ impl Launcher {
             clouds,
             signals,
             quota_gate: KeyedLocks::default(),
+            shares: Arc::default(),
         }
     }
 
@@ -320,6 +327,12 @@ impl Launcher {
         let retries = header_u32(&delivery.properties, RETRIES_HEADER);
         let outcome = match self.decode(&delivery.data) {
             Ok(job) => {
+                let Some(_slot) =
+                    TenantShares::take(&self.shares, &job.wire.tenant, self.settings.tenant_share)
+                else {
+                    self.defer(&delivery, publish, &job).await;
+                    return;
+                };
                 let span = tracing::info_span!("launch_job", job_id = %job.wire.job_id, tenant = %job.wire.tenant);
                 let ids = (job.wire.tenant.clone(), job.wire.job_id.clone());
                 self.process(&job)
@@ -367,6 +380,29 @@ impl Launcher {
         };
         if let Err(e) = acked {
             tracing::warn!(error = %e, "could not settle a launch job; the broker will redeliver it");
+        }
+    }
+
+    /// Sends a job of a tenant already at its share of this launcher through the retry queue
+    /// (back after `retry_delay`), without counting a retry.
+    async fn defer(&self, delivery: &Delivery, publish: &Channel, job: &Job) {
+        let deferrals = header_u32(&delivery.properties, DEFERRALS_HEADER);
+        tracing::info!(
+            job_id = %job.wire.job_id,
+            tenant = %job.wire.tenant,
+            deferrals,
+            share = self.settings.tenant_share,
+            "tenant at its share of this launcher; the job waits in the retry queue"
+        );
+        let props = with_header(
+            &delivery.properties,
+            DEFERRALS_HEADER,
+            AMQPValue::LongLongInt(i64::from(deferrals) + 1),
+        );
+        let topology = &self.amqp.launch;
+        let to = (&topology.exchange[..], &topology.retry_routing_key[..]);
+        if let Err(e) = settle_by_forwarding(delivery, publish, to, props, true).await {
+            tracing::warn!(error = %e, "could not defer a launch job; the broker will redeliver it");
         }
     }
 
@@ -428,10 +464,15 @@ impl Launcher {
     fn validate(&self, wire: v1::LaunchJob) -> Result<Job, String> {
         let tenant_id = TenantId::parse(&wire.tenant)
             .map_err(|e| format!("tenant {:?} is invalid: {e}", wire.tenant))?;
-        let tenant = self
+        let mut tenant = self
             .registry
             .tenant(&tenant_id)
             .ok_or_else(|| format!("tenant {tenant_id} is not in the registry"))?;
+        // a tenant without a quota of its own gets the default one
+        let default_quota = self.settings.default_gpu_quota;
+        tenant.gpu_quota = tenant
+            .gpu_quota
+            .or((default_quota > 0).then_some(default_quota));
         let spec = validate::spec("spec", wire.spec.clone(), &self.catalog, 1000, true)
             .map_err(|e| format!("invalid job: {e}"))?;
         let constraints = validate::constraints("constraints", wire.constraints.clone(), &spec)
@@ -444,6 +485,52 @@ impl Launcher {
             tenant,
             tenant_hash,
         })
+    }
+}
+
+/// Jobs in progress in this process per tenant: a tenant gets at most its share of the
+/// workers (`launcher.tenant_share`).
+#[derive(Debug, Default)]
+struct TenantShares(std::sync::Mutex<std::collections::HashMap<String, u16>>);
+
+/// One of a tenant's slots, given back when dropped.
+struct ShareSlot {
+    shares: Arc<TenantShares>,
+    tenant: String,
+}
+
+impl TenantShares {
+    /// A slot for `tenant` when it holds fewer than `share` (0 = no limit).
+    fn take(shares: &Arc<Self>, tenant: &str, share: u16) -> Option<ShareSlot> {
+        let mut held = shares
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.entry(tenant.to_owned()).or_default();
+        if share > 0 && *n >= share {
+            return None;
+        }
+        *n += 1;
+        Some(ShareSlot {
+            shares: Arc::clone(shares),
+            tenant: tenant.to_owned(),
+        })
+    }
+}
+
+impl Drop for ShareSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .shares
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.tenant);
+            }
+        }
     }
 }
 
@@ -512,6 +599,22 @@ async fn confirm_publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_holds_at_most_its_share_and_dropped_slots_return() {
+        let shares = Arc::new(TenantShares::default());
+        let a1 = TenantShares::take(&shares, "a", 2).unwrap();
+        let _a2 = TenantShares::take(&shares, "a", 2).unwrap();
+        assert!(TenantShares::take(&shares, "a", 2).is_none());
+        let _b = TenantShares::take(&shares, "b", 2).unwrap();
+        drop(a1);
+        assert!(TenantShares::take(&shares, "a", 2).is_some());
+        // 0: no limit
+        let held: Vec<_> = (0..10)
+            .filter_map(|_| TenantShares::take(&shares, "c", 0))
+            .collect();
+        assert_eq!(held.len(), 10);
+    }
 
     #[test]
     fn client_tokens_per_attempt() {

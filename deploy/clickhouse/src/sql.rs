@@ -1,0 +1,459 @@
+//! Every statement capsight sends to ClickHouse outside migrations, in one place.
+//!
+//! Call sites use [`Statement::sql`] (with the `clickhouse` crate's `?` binding and `?fields`);
+//! [`ALL`] lists them, each with sample values for its `?`s, so `capsight-admin sql` can print
+//! each one bound and `deploy/local/checks/20-current-clickhouse` can run it on ClickHouse 18.16
+//! and on a current release. Inserts are described by [`INSERTS`] (table and columns, as the
+//! `clickhouse` crate sends them).
+
+use clickhouse::Row;
+
+use crate::migrate::Applied;
+
+use crate::rows::{
+    AlertRow, InstanceGpusRow, LaunchActivityRow, LaunchCancellationRow, LaunchEventRow,
+    LaunchRequestRow, PreflightLogRow, ProbeAuditRow, ScoreRow, SignalRow,
+};
+
+/// A sample value bound to a `?` when the statement is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// A string.
+    Str(&'static str),
+    /// An array of strings.
+    Strs(&'static [&'static str]),
+    /// An unsigned number.
+    UInt(u64),
+    /// An array of unsigned numbers.
+    UInts(&'static [u32]),
+}
+
+/// One statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statement {
+    /// `area.what`, stable (the check reports by it).
+    pub name: &'static str,
+    /// The SQL, with `?` for bound values and `?fields` for a row type's columns.
+    pub sql: &'static str,
+    /// The columns `?fields` stands for (empty when it has none).
+    pub fields: &'static [&'static str],
+    /// One sample value per `?`, in order.
+    pub samples: &'static [Sample],
+}
+
+impl Statement {
+    /// The statement with `?fields` expanded and the samples bound, as the `clickhouse` crate
+    /// would send it.
+    pub fn bound(&self) -> String {
+        let mut q = clickhouse::Client::default().query(self.sql);
+        for s in self.samples {
+            q = match *s {
+                Sample::Str(v) => q.bind(v),
+                Sample::Strs(v) => q.bind(v),
+                Sample::UInt(v) => q.bind(v),
+                Sample::UInts(v) => q.bind(v),
+            };
+        }
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(",");
+        q.sql_display().to_string().replace("?fields", &fields)
+    }
+}
+
+const KEY: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+const TENANT: Sample = Sample::Str("acme");
+const JOB: Sample = Sample::Str("job-1");
+const JOBS: Sample = Sample::Strs(&["job-1", "job-2"]);
+
+/// The scorer rebuilds windows from stored signals: since (unix seconds), key names.
+pub const SIGNAL_WINDOWS: Statement = Statement {
+    name: "scorer.signal_windows",
+    sql: "SELECT ?fields FROM signals \
+          WHERE observed_at >= ? \
+          AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
+    fields: SignalRow::COLUMN_NAMES,
+    samples: &[Sample::UInt(0), Sample::Strs(&[KEY])],
+};
+
+/// The scorer resumes from the newest score row per key: key names.
+pub const RESUME_SCORES: Statement = Statement {
+    name: "scorer.resume_scores",
+    sql: "SELECT key, argMax(score, t) AS score, argMax(label, t) AS label, \
+          argMax(confidence, t) AS confidence, max(t) AS at_ms FROM \
+          (SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market) AS key, \
+           score, label, confidence, toUInt64(updated_at) * 1000 + updated_ms AS t \
+           FROM scores WHERE has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))) \
+          GROUP BY key",
+    fields: &[],
+    samples: &[Sample::Strs(&[KEY])],
+};
+
+/// The scorer resumes from the newest alert per key: key names.
+pub const RESUME_ALERTS: Statement = Statement {
+    name: "scorer.resume_alerts",
+    sql: "SELECT key, argMax(to_label, t) AS label, max(t) AS at_ms FROM \
+          (SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market) AS key, \
+           to_label, toUInt64(at) * 1000 + at_ms AS t \
+           FROM alerts WHERE has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))) \
+          GROUP BY key",
+    fields: &[],
+    samples: &[Sample::Strs(&[KEY])],
+};
+
+/// The gateway's score history of one key: step, step, provider, region, zone, type, market,
+/// from, to (unix seconds).
+pub const SCORE_HISTORY: Statement = Statement {
+    name: "gateway.score_history",
+    sql: "SELECT toUInt32(intDiv(toUInt32(updated_at), ?) * ?) AS t, max(score), \
+          avg(confidence), max(signal_count) FROM scores \
+          WHERE provider = ? AND region = ? AND zone_id = ? AND instance_type = ? \
+          AND market = ? AND updated_at >= toDateTime(?) AND updated_at < toDateTime(?) \
+          GROUP BY t ORDER BY t",
+    fields: &[],
+    samples: &[
+        Sample::UInt(3600),
+        Sample::UInt(3600),
+        Sample::Str("aws"),
+        Sample::Str("us-east-1"),
+        Sample::Str("use1-az4"),
+        Sample::Str("p5.48xlarge"),
+        Sample::Str("on_demand"),
+        Sample::UInt(0),
+        Sample::UInt(4_000_000_000),
+    ],
+};
+
+/// A job's transitions from a seq on: tenant, job, first seq.
+pub const LAUNCH_EVENTS: Statement = Statement {
+    name: "launch.events",
+    sql: "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
+          AND seq >= ? ORDER BY seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[TENANT, JOB, Sample::UInt(0)],
+};
+
+/// New transitions of many watched launches in one query: job ids, their tenants, job ids,
+/// their first seqs, job ids.
+pub const LAUNCH_EVENTS_WATCHED: Statement = Statement {
+    name: "launch.events_watched",
+    sql: "SELECT ?fields FROM launch_events WHERE has(?, job_id) \
+          AND tenant = arrayElement(?, indexOf(?, job_id)) \
+          AND seq >= arrayElement(?, indexOf(?, job_id)) ORDER BY job_id, seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[
+        JOBS,
+        Sample::Strs(&["acme", "acme"]),
+        JOBS,
+        Sample::UInts(&[2, 0]),
+        JOBS,
+    ],
+};
+
+/// A tenant's newest launches: tenant, limit.
+pub const LAUNCH_LIST: Statement = Statement {
+    name: "launch.list",
+    sql: "SELECT ?fields FROM launch_requests WHERE tenant = ? \
+          ORDER BY created_at DESC, created_ms DESC, job_id LIMIT 1 BY job_id LIMIT ?",
+    fields: LaunchRequestRow::COLUMN_NAMES,
+    samples: &[TENANT, Sample::UInt(20)],
+};
+
+/// Transitions of several jobs of a tenant: tenant, job ids.
+pub const LAUNCH_EVENTS_OF_JOBS: Statement = Statement {
+    name: "launch.events_of_jobs",
+    sql: "SELECT ?fields FROM launch_events WHERE tenant = ? AND has(?, job_id) ORDER BY seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[TENANT, JOBS],
+};
+
+/// Which of several jobs of a tenant have a cancel request: tenant, job ids.
+pub const LAUNCH_CANCELLED_OF_JOBS: Statement = Statement {
+    name: "launch.cancelled_of_jobs",
+    sql: "SELECT job_id FROM launch_cancellations WHERE tenant = ? AND has(?, job_id)",
+    fields: &[],
+    samples: &[TENANT, JOBS],
+};
+
+/// A job's latest transition: tenant, job.
+pub const LAUNCH_LATEST: Statement = Statement {
+    name: "launch.latest",
+    sql: "SELECT ?fields FROM launch_events WHERE tenant = ? AND job_id = ? \
+          ORDER BY seq DESC LIMIT 1",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[TENANT, JOB],
+};
+
+/// A job as accepted: tenant, job.
+pub const LAUNCH_REQUEST: Statement = Statement {
+    name: "launch.request",
+    sql: "SELECT ?fields FROM launch_requests WHERE tenant = ? AND job_id = ? LIMIT 1",
+    fields: LaunchRequestRow::COLUMN_NAMES,
+    samples: &[TENANT, JOB],
+};
+
+/// Cancel requests of a job: tenant, job.
+pub const LAUNCH_CANCEL_REQUESTED: Statement = Statement {
+    name: "launch.cancel_requested",
+    sql: "SELECT count() FROM launch_cancellations WHERE tenant = ? AND job_id = ?",
+    fields: &[],
+    samples: &[TENANT, JOB],
+};
+
+/// Launches whose latest state is provisioning or running: tenant or '' (twice).
+pub const LAUNCH_LIVE: Statement = Statement {
+    name: "launch.live",
+    sql: "SELECT job_id, tenant, max(seq) AS last_seq, argMax(state, seq) AS last_state, \
+          argMax(provider, seq), argMax(region, seq), argMax(zone_id, seq), \
+          argMax(instance_type, seq), argMax(market, seq), argMax(instance_id, seq), \
+          argMax(attempt, seq), toUInt32(argMax(at, seq)) \
+          FROM launch_events WHERE (? = '' OR tenant = ?) GROUP BY tenant, job_id \
+          HAVING last_state IN ('provisioning', 'running') ORDER BY tenant, job_id",
+    fields: &[],
+    samples: &[Sample::Str(""), Sample::Str("")],
+};
+
+/// Instance counts of a tenant's jobs: tenant, job ids.
+pub const LAUNCH_COUNTS: Statement = Statement {
+    name: "launch.counts",
+    sql: "SELECT job_id, count FROM launch_requests WHERE tenant = ? AND has(?, job_id)",
+    fields: &[],
+    samples: &[TENANT, JOBS],
+};
+
+/// The latest score of every key updated since (unix seconds).
+pub const LATEST_SCORES: Statement = Statement {
+    name: "launch.latest_scores",
+    sql: "SELECT provider, region, zone_id, instance_type, market, \
+          toUInt32(max(updated_at)), argMax(score, updated_at), argMax(label, updated_at), \
+          argMax(confidence, updated_at), argMax(window_secs, updated_at), \
+          argMax(signal_count, updated_at) FROM scores \
+          WHERE updated_at >= toDateTime(?) \
+          GROUP BY provider, region, zone_id, instance_type, market",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// Jobs that ended within the hour and had a warm standby.
+pub const ENDED_WITH_STANDBY: Statement = Statement {
+    name: "launcher.ended_with_standby",
+    sql: "SELECT tenant, job_id FROM launch_events \
+          WHERE at >= now() - 3600 GROUP BY tenant, job_id \
+          HAVING argMax(state, seq) IN ('terminated', 'failed', 'cancelled') \
+          AND countIf(detail LIKE 'standby ready%') > 0",
+    fields: &[],
+    samples: &[],
+};
+
+/// GPU-hours per month from a day (`YYYY-MM-DD`), tenant or '' (twice).
+pub const GPU_HOURS_MONTHLY: Statement = Statement {
+    name: "launcher.gpu_hours_monthly",
+    sql: "SELECT month, tenant, market, gpu_hours, launches, any_still_running \
+          FROM tenant_gpu_hours_monthly \
+          WHERE month >= toDate(?) AND (? = '' OR tenant = ?) \
+          ORDER BY month DESC, tenant, market",
+    fields: &[],
+    samples: &[Sample::Str("2000-01-01"), TENANT, TENANT],
+};
+
+/// When each of the jobs started running: job ids.
+pub const RUNNING_SINCE: Statement = Statement {
+    name: "launcher.running_since",
+    sql: "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
+          WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
+    fields: &[],
+    samples: &[JOBS],
+};
+
+/// The latest heartbeat of each of the jobs: job ids.
+pub const LAST_HEARTBEATS: Statement = Statement {
+    name: "launcher.last_heartbeats",
+    sql: "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
+          WHERE has(?, job_id) GROUP BY tenant, job_id",
+    fields: &[],
+    samples: &[JOBS],
+};
+
+/// Lifetime and idle limits of the jobs: job ids.
+pub const JOB_LIMITS: Statement = Statement {
+    name: "launcher.job_limits",
+    sql: "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \
+          FROM launch_requests WHERE has(?, job_id) GROUP BY tenant, job_id",
+    fields: &[],
+    samples: &[JOBS],
+};
+
+/// Preflight demand per key since (unix seconds).
+pub const PROBE_DEMAND: Statement = Statement {
+    name: "probe.demand",
+    sql: "SELECT provider, region, zone_id, instance_type, market, count() AS n \
+          FROM preflight_log WHERE at >= toDateTime(?) \
+          GROUP BY provider, region, zone_id, instance_type, market",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// The prober's outbox: prober.
+pub const PROBE_UNPUBLISHED: Statement = Statement {
+    name: "probe.unpublished",
+    sql: "SELECT probe_id, s AS signal FROM (\
+            SELECT probe_id, anyIf(signal, phase = 'done') AS s, min(at) AS first \
+            FROM probe_audit WHERE prober = ? AND day >= yesterday() \
+            GROUP BY probe_id \
+            HAVING countIf(phase = 'published') = 0 AND s != '') \
+          ORDER BY first",
+    fields: &[],
+    samples: &[Sample::Str("probe-1")],
+};
+
+/// What a prober spent on a day: prober, day (`YYYY-MM-DD`).
+pub const PROBE_SPENT: Statement = Statement {
+    name: "probe.spent",
+    sql: "SELECT toFloat64(sum(c)) FROM (\
+            SELECT probe_id, if(countIf(phase = 'done') > 0, \
+              sumIf(actual_usd, phase = 'done'), sumIf(estimated_usd, phase = 'reserved')) AS c \
+            FROM probe_audit WHERE prober = ? AND day = toDate(?) GROUP BY probe_id)",
+    fields: &[],
+    samples: &[Sample::Str("probe-1"), Sample::Str("2000-01-01")],
+};
+
+/// The key of an instance capsight launched for a tenant: tenant, instance id.
+pub const LAUNCHED_INSTANCE: Statement = Statement {
+    name: "reports.launched_instance",
+    sql: "SELECT provider, region, zone_id, instance_type, market FROM launch_events \
+          WHERE tenant = ? AND instance_id != '' \
+          AND has(splitByChar(',', replaceAll(instance_id, ' ', '')), ?) \
+          ORDER BY seq DESC LIMIT 1",
+    fields: &[],
+    samples: &[TENANT, Sample::Str("i-0a1b2c3d")],
+};
+
+/// The demo's signals read back: id prefix.
+pub const DEMO_SIGNALS: Statement = Statement {
+    name: "admin.demo_signals",
+    sql: "SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market), \
+          kind, outcome, error_code FROM signals WHERE startsWith(id, ?) ORDER BY id",
+    fields: &[],
+    samples: &[Sample::Str("demo-")],
+};
+
+/// Probes run and their cost (the evaluation's report).
+pub const PROBE_SPEND_TOTAL: Statement = Statement {
+    name: "eval.probe_spend",
+    sql: "SELECT count(), uniqExact(concat(region, '/', zone_id, '/', instance_type, '/', market)), \
+          sum(actual_usd) FROM probe_audit WHERE phase = 'done' AND outcome != 'skipped'",
+    fields: &[],
+    samples: &[],
+};
+
+/// The migration runner's record of applied files.
+pub const APPLIED_MIGRATIONS: Statement = Statement {
+    name: "migrate.applied",
+    sql: "SELECT version, name, checksum, toUInt32(applied_at) FROM schema_migrations",
+    fields: &[],
+    samples: &[],
+};
+
+/// The server's version.
+pub const SERVER_VERSION: Statement = Statement {
+    name: "server.version",
+    sql: "SELECT version()",
+    fields: &[],
+    samples: &[],
+};
+
+/// Every statement above.
+pub const ALL: &[Statement] = &[
+    SIGNAL_WINDOWS,
+    RESUME_SCORES,
+    RESUME_ALERTS,
+    SCORE_HISTORY,
+    LAUNCH_EVENTS,
+    LAUNCH_EVENTS_WATCHED,
+    LAUNCH_LIST,
+    LAUNCH_EVENTS_OF_JOBS,
+    LAUNCH_CANCELLED_OF_JOBS,
+    LAUNCH_LATEST,
+    LAUNCH_REQUEST,
+    LAUNCH_CANCEL_REQUESTED,
+    LAUNCH_LIVE,
+    LAUNCH_COUNTS,
+    LATEST_SCORES,
+    ENDED_WITH_STANDBY,
+    GPU_HOURS_MONTHLY,
+    RUNNING_SINCE,
+    LAST_HEARTBEATS,
+    JOB_LIMITS,
+    PROBE_DEMAND,
+    PROBE_UNPUBLISHED,
+    PROBE_SPENT,
+    LAUNCHED_INSTANCE,
+    DEMO_SIGNALS,
+    PROBE_SPEND_TOTAL,
+    APPLIED_MIGRATIONS,
+    SERVER_VERSION,
+];
+
+/// Every table capsight inserts into, with the columns it sends.
+pub const INSERTS: &[(&str, &[&str])] = &[
+    ("signals", SignalRow::COLUMN_NAMES),
+    ("scores", ScoreRow::COLUMN_NAMES),
+    ("alerts", AlertRow::COLUMN_NAMES),
+    ("launch_events", LaunchEventRow::COLUMN_NAMES),
+    ("launch_requests", LaunchRequestRow::COLUMN_NAMES),
+    ("launch_cancellations", LaunchCancellationRow::COLUMN_NAMES),
+    ("launch_activity", LaunchActivityRow::COLUMN_NAMES),
+    ("preflight_log", PreflightLogRow::COLUMN_NAMES),
+    ("probe_audit", ProbeAuditRow::COLUMN_NAMES),
+    ("instance_gpus", InstanceGpusRow::COLUMN_NAMES),
+    ("schema_migrations", Applied::COLUMN_NAMES),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_has_a_sample_and_names_are_unique() {
+        for s in ALL {
+            let marks = s.sql.matches('?').count() - s.sql.matches("?fields").count();
+            assert_eq!(marks, s.samples.len(), "{}", s.name);
+            assert_eq!(
+                s.sql.contains("?fields"),
+                !s.fields.is_empty(),
+                "{}",
+                s.name
+            );
+            let bound = s.bound();
+            assert!(!bound.contains('?'), "{}: {bound}", s.name);
+        }
+        let mut names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+    }
+
+    #[test]
+    fn binding_quotes_strings_and_expands_fields() {
+        assert_eq!(
+            LAUNCH_LATEST.bound(),
+            format!(
+                "SELECT {} FROM launch_events WHERE tenant = 'acme' AND job_id = 'job-1' \
+                 ORDER BY seq DESC LIMIT 1",
+                LaunchEventRow::COLUMN_NAMES
+                    .iter()
+                    .map(|c| format!("`{c}`"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        );
+        assert!(
+            LAUNCH_COUNTS
+                .bound()
+                .contains("has(['job-1','job-2'], job_id)")
+        );
+    }
+}

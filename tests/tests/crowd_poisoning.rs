@@ -1,0 +1,125 @@
+//! Score poisoning through a tenant's launch reports, performed on the real stack: the reports
+//! intake and the scorer binaries, the broker and ClickHouse. A tenant that sends 500 false
+//! `launch_failed` reports for a key that probes find in stock must not move its score beyond
+//! the per-tenant cap: a tenant's launches are an opinion, not first-party evidence.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::time::Duration;
+
+use capsight_e2e::bin;
+use capsight_proto::domain::{ErrorClass, Label};
+use capsight_testkit::{
+    Sandbox, fixtures::report, process::free_port, signals::launch, tenants::tenant,
+};
+use chrono::Utc;
+
+const KEY: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+/// `[scorer.model] tenant_cap_points` in the defaults.
+const TENANT_CAP_POINTS: u8 = 3;
+const REQUESTS: usize = 5;
+const REPORTS_PER_REQUEST: usize = 100;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
+    let sandbox = Sandbox::builder("poison")
+        .topics(1)
+        .database()
+        .profile("scorer")
+        .tenants([tenant("mallory").with_key()])
+        .start()
+        .await;
+    let _scorer = sandbox.spawn(
+        "capsight-scorer",
+        sandbox.command(bin("capsight-scorer")).env(
+            "CAPSIGHT_SCORER__HEALTH_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+    );
+    let intake_addr = format!("127.0.0.1:{}", free_port());
+    let _intake = sandbox.spawn(
+        "capsight-reports",
+        sandbox
+            .command(bin("capsight-reports"))
+            .env("CAPSIGHT_REPORTS__LISTEN", &intake_addr),
+    );
+
+    // what capsight itself saw: a probe success every hour of the last six
+    let now = Utc::now();
+    let probes: Vec<_> = (0..6)
+        .map(|h| {
+            launch(
+                &format!("probe-{h}"),
+                KEY,
+                now - chrono::Duration::hours(h),
+                ErrorClass::None,
+            )
+        })
+        .collect();
+    sandbox.publish(&probes).await;
+    let honest = score_with(&sandbox, 6).await;
+    assert_eq!(honest.label, Label::Available, "{honest:?}");
+
+    // the attack: 5 requests of 100 false capacity errors, all accepted
+    let http = reqwest::Client::new();
+    let key = sandbox.key("mallory");
+    for r in 0..REQUESTS {
+        let batch: Vec<_> = (0..REPORTS_PER_REQUEST)
+            .map(|i| {
+                let mut rep = report("false-launch-failure");
+                rep["id"] = format!("lie-{r}-{i}").into();
+                rep
+            })
+            .collect();
+        let resp = wait_for_intake(&http, &intake_addr, &key, &batch).await;
+        assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    }
+
+    let attacked = score_with(&sandbox, 6 + (REQUESTS * REPORTS_PER_REQUEST) as u64).await;
+    assert_eq!(attacked.label, Label::Available, "{attacked:?}");
+    assert!(
+        honest.score.abs_diff(attacked.score) <= TENANT_CAP_POINTS,
+        "{} -> {}",
+        honest.score,
+        attacked.score
+    );
+    sandbox.cleanup().await;
+}
+
+/// The key's score once it counts `signals` signals.
+async fn score_with(sandbox: &Sandbox, signals: u64) -> capsight_proto::domain::Score {
+    let scores = sandbox
+        .wait_for_scores(Duration::from_secs(90), |s| {
+            s.get(KEY).is_some_and(|s| s.signal_count >= signals)
+        })
+        .await;
+    scores[KEY].clone()
+}
+
+/// Posts `batch`, retrying while the intake is still starting.
+async fn wait_for_intake(
+    http: &reqwest::Client,
+    addr: &str,
+    key: &str,
+    batch: &[serde_json::Value],
+) -> reqwest::Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match http
+            .post(format!("http://{addr}/v1/reports"))
+            .bearer_auth(key)
+            .json(batch)
+            .send()
+            .await
+        {
+            Ok(resp) => return resp,
+            Err(e) if tokio::time::Instant::now() < deadline && e.is_connect() => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the intake at {addr} did not answer: {e}"),
+        }
+    }
+}
