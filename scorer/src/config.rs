@@ -182,12 +182,8 @@ mod tests {
     fn embedded_defaults_parse_validate_and_match_default() {
         let c: Conf = capsight_runtime::config::load_defaults().unwrap();
         c.scorer.validate().unwrap();
-        let d = ScorerSettings::default();
-        assert_eq!(c.scorer.window, d.window);
-        assert_eq!(c.scorer.half_life, d.half_life);
-        assert_eq!(c.scorer.batch_max_rows, d.batch_max_rows);
-        assert_eq!(c.scorer.alert_cooldown, d.alert_cooldown);
-        assert_eq!(c.scorer.group_id, d.group_id);
+        capsight_runtime::config::defaults_match("scorer", &ScorerSettings::default())
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

@@ -914,35 +914,64 @@ async fn a_spot_job_with_warm_standby_through_the_real_binary() {
 async fn a_missed_interruption_is_caught_when_the_spot_instance_is_gone() {
     let (sb, _intake) = sandbox().await;
     let adapter = sb.tenant_adapter("acme").await;
-    let (job_id, spot) =
-        running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(
-        standby_manager(&sb, quick_sweep(&sb, "missed")).run(sb.kafka.clone(), shutdown.clone()),
-    );
-    let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
+    let armed = armed_spot_job(&sb, &*adapter, "missed").await;
+    let (job_id, spot, standby_id) = (&armed.job_id, armed.spot.as_str(), &armed.standby_id);
     // the spot instance disappears without any interruption event (a terminate emits none)
     adapter
-        .terminate(&[InstanceId::new(&spot).unwrap()])
+        .terminate(&[InstanceId::new(spot).unwrap()])
         .await
         .unwrap();
-    let active = wait_detail(&sb, &job_id, Duration::from_secs(20), "standby active").await;
+    let active = wait_detail(&sb, job_id, Duration::from_secs(20), "standby active").await;
     assert!(
         active.detail.contains("event=instance_gone"),
         "{}",
         active.detail
     );
-    assert_eq!(active.instance_id, standby_id);
+    assert_eq!(&active.instance_id, standby_id);
     wait_instance(
         &*adapter,
-        &standby_id,
+        standby_id,
         &[InstanceState::Running],
         Duration::from_secs(30),
     )
     .await;
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
+    armed.stop().await;
     sb.cleanup().await;
+}
+
+/// A running spot job of acme's with its stopped standby, watched by a standby manager that
+/// consumes as the sandbox's group with `suffix`.
+struct Armed {
+    job_id: String,
+    spot: String,
+    standby_id: String,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), capsight_launcher::standby::StandbyError>>,
+}
+
+impl Armed {
+    /// Stops the standby manager; it must end cleanly.
+    async fn stop(self) {
+        self.shutdown.trigger();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn armed_spot_job(sb: &Sandbox, adapter: &dyn CloudAdapter, suffix: &str) -> Armed {
+    let (job_id, spot) =
+        running_launch(sb, adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
+    let shutdown = Shutdown::new();
+    let task = tokio::spawn(
+        standby_manager(sb, quick_sweep(sb, suffix)).run(sb.kafka.clone(), shutdown.clone()),
+    );
+    let (_, standby_id) = stopped_standby(sb, adapter, &job_id).await;
+    Armed {
+        job_id,
+        spot,
+        standby_id,
+        shutdown,
+        task,
+    }
 }
 
 /// Posts one EventBridge event to the intake with `key`: the HTTP status.
@@ -979,13 +1008,8 @@ async fn post_event(intake: &str, key: &str, event: &serde_json::Value) -> u16 {
 async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
     let (sb, _intake, intake) = sandbox_with_intake().await;
     let adapter = sb.tenant_adapter("acme").await;
-    let (job_id, spot) =
-        running_launch(&sb, &*adapter, Market::Spot, Duration::ZERO, (0, 0), true).await;
-    let shutdown = Shutdown::new();
-    let task = tokio::spawn(
-        standby_manager(&sb, quick_sweep(&sb, "forged")).run(sb.kafka.clone(), shutdown.clone()),
-    );
-    let (_, standby_id) = stopped_standby(&sb, &*adapter, &job_id).await;
+    let armed = armed_spot_job(&sb, &*adapter, "forged").await;
+    let (job_id, spot, standby_id) = (&armed.job_id, armed.spot.as_str(), &armed.standby_id);
 
     let now = chrono::Utc::now().to_rfc3339();
     let globex = sb.key("globex");
@@ -1010,19 +1034,18 @@ async fn another_tenants_forged_events_cannot_move_a_tenants_instances() {
     assert_eq!(post_event(&intake, &sb.key("acme"), &foreign).await, 403);
 
     // acme's own interruption, delivered by the cloud through acme's webhook, after globex's
-    let (active, _, _) = interrupt(&sb, &*adapter, &job_id, &spot, &standby_id).await;
+    let (active, _, _) = interrupt(&sb, &*adapter, job_id, spot, standby_id).await;
     assert!(
         active.detail.contains("event=rebalance_recommendation"),
         "switched on globex's forged warning: {}",
         active.detail
     );
-    let switches = events_of(&sb, &job_id)
+    let switches = events_of(&sb, job_id)
         .await
         .into_iter()
         .filter(|e| e.detail.starts_with("standby active"))
         .count();
     assert_eq!(switches, 1);
-    shutdown.trigger();
-    task.await.unwrap().unwrap();
+    armed.stop().await;
     sb.cleanup().await;
 }

@@ -49,15 +49,13 @@ pub struct ProbeConfig {
 /// restart must not reset the budget), then sweeps and probes on schedule (`once`: sweep, one
 /// planning pass, wait for its probes) until the shutdown fires.
 pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
-    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    use capsight_cloud::regional::watched_aws_adapters;
     let (config, catalog) = (&c.config, &c.catalog);
     capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
         .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
-    let regions = watched_aws_regions(&config.probe.regions, catalog)
-        .map_err(|e| CollectorError::setup("probe.regions", e))?;
-    let adapters = aws_adapters(&config.cloud, Arc::clone(catalog), &regions)
+    let adapters = watched_aws_adapters(&config.cloud, catalog, &config.probe.regions)
         .await
-        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
+        .map_err(|e| CollectorError::setup("probe", e))?;
     let account = account(config, catalog).await;
     let audit =
         audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;
@@ -72,7 +70,7 @@ pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), Collector
             )
         })?;
     let budget = budget::Budget::with_spent(config.probe.daily_budget_usd, spent, now);
-    tracing::info!(prober = %config.probe.instance, %account, regions = regions.len(),
+    tracing::info!(prober = %config.probe.instance, %account, regions = adapters.len(),
         spent_today_usd = spent, limit_usd = budget.limit(), "prober starting");
     let prober = Arc::new(Prober::new(
         adapters,

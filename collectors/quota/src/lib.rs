@@ -195,15 +195,13 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<QuotaConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    use capsight_cloud::regional::watched_aws_adapters;
     use capsight_collector_kit::CollectorError;
     let config = &c.config;
-    let regions = watched_aws_regions(&config.quota.regions, &c.catalog)
-        .map_err(|e| CollectorError::setup("quota.regions", e))?;
-    let adapters = aws_adapters(&config.cloud, Arc::clone(&c.catalog), &regions)
+    let adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.quota.regions)
         .await
-        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
-    tracing::info!(regions = regions.len(), interval = ?config.quota.interval, "quota collector starting");
+        .map_err(|e| CollectorError::setup("quota", e))?;
+    tracing::info!(regions = adapters.len(), interval = ?config.quota.interval, "quota collector starting");
     let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
         adapters,
         Arc::clone(&c.catalog),

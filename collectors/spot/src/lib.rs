@@ -499,15 +499,14 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<SpotConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::{aws_adapters, watched_aws_regions};
+    use capsight_cloud::regional::watched_aws_adapters;
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    let regions = watched_aws_regions(&config.spot.regions, &c.catalog)
-        .map_err(|e| CollectorError::setup("spot.regions", e))?;
-    let adapters = aws_adapters(&config.cloud, Arc::clone(&c.catalog), &regions)
+    let adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.spot.regions)
         .await
-        .map_err(|e| CollectorError::setup("cloud adapters", e))?;
+        .map_err(|e| CollectorError::setup("spot", e))?;
+    let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(
             adapters,
@@ -517,38 +516,31 @@ pub async fn run(
         )
         .map_err(|e| CollectorError::setup("spot collector", e))?,
     );
-    tracing::info!(regions = regions.len(), "spot collector starting");
+    tracing::info!(regions, "spot collector starting");
     if once {
         let r = collector.lock().await.all_once(Utc::now()).await;
         tracing::info!(published = r.published, errors = r.errors, "spot pass done");
         return Ok(());
     }
     let (s, col, sd) = (&config.spot, &collector, &c.shutdown);
+    // Each signal family: its pass on its own cadence, logged under `what`.
+    macro_rules! every_pass {
+        ($interval:ident, $pass:ident, $what:literal) => {
+            every(s.$interval, false, sd, || async move {
+                let r = col.lock().await.$pass(Utc::now()).await;
+                tracing::info!(published = r.published, errors = r.errors, $what);
+            })
+        };
+    }
     tokio::join!(
-        every(s.price_interval, false, sd, || async move {
-            let r = col.lock().await.prices(Utc::now()).await;
-            tracing::info!(published = r.published, errors = r.errors, "spot prices");
-        }),
-        every(s.placement_interval, false, sd, || async move {
-            let r = col.lock().await.placement(Utc::now()).await;
-            tracing::info!(
-                published = r.published,
-                errors = r.errors,
-                "placement scores"
-            );
-        }),
-        every(s.offerings_interval, false, sd, || async move {
-            let r = col.lock().await.offerings(Utc::now()).await;
-            tracing::info!(
-                published = r.published,
-                errors = r.errors,
-                "offerings and capacity blocks"
-            );
-        }),
-        every(s.advisor_interval, false, sd, || async move {
-            let r = col.lock().await.advisor(Utc::now()).await;
-            tracing::info!(published = r.published, errors = r.errors, "spot advisor");
-        }),
+        every_pass!(price_interval, prices, "spot prices"),
+        every_pass!(placement_interval, placement, "placement scores"),
+        every_pass!(
+            offerings_interval,
+            offerings,
+            "offerings and capacity blocks"
+        ),
+        every_pass!(advisor_interval, advisor, "spot advisor"),
     );
     Ok(())
 }

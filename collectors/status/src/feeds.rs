@@ -28,7 +28,6 @@ pub struct FeedConfig {
     /// Provider the feed reports on (`aws`, `gcp`, `azure`, `lambda`).
     pub provider: String,
     /// The region of a single-region feed (AWS per-region RSS).
-    #[serde(default)]
     pub region: Option<String>,
     /// Text found in component names / incident text -> region id.
     #[serde(default)]
@@ -262,7 +261,6 @@ struct SpIncident {
     status: String,
     #[serde(default)]
     impact: String,
-    #[serde(default)]
     shortlink: Option<String>,
     #[serde(default)]
     components: Vec<SpComponent>,
@@ -334,7 +332,6 @@ fn statuspage(feed: &Feed, body: &str) -> Result<Vec<Incident>, FeedError> {
 #[derive(Deserialize)]
 struct GcpIncident {
     id: String,
-    #[serde(default)]
     end: Option<String>,
     #[serde(default)]
     severity: String,

@@ -7,6 +7,27 @@ use capsight_catalog::Catalog;
 
 use crate::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
 
+/// Why the adapters of the watched regions could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// A configured region is not an AWS region.
+    #[error(transparent)]
+    Regions(#[from] capsight_proto::domain::FieldError),
+    /// An adapter could not be built.
+    #[error("cloud adapters: {0}")]
+    Adapters(#[from] CloudError),
+}
+
+/// One adapter per watched region ([`watched_aws_regions`] of the `regions` setting).
+pub async fn watched_aws_adapters(
+    settings: &CloudSettings,
+    catalog: &Arc<Catalog>,
+    configured: &[String],
+) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
+    let regions = watched_aws_regions(configured, catalog)?;
+    Ok(aws_adapters(settings, Arc::clone(catalog), &regions).await?)
+}
+
 /// Loads the AWS configuration chain once and builds an adapter for each of `regions`.
 pub async fn aws_adapters(
     settings: &CloudSettings,

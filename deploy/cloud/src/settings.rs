@@ -40,25 +40,4 @@ impl Default for CloudSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct Sections {
-        cloud: CloudSettings,
-    }
-
-    #[test]
-    fn documented_defaults_match_the_code() {
-        let from_file = capsight_runtime::config::load_defaults::<Sections>()
-            .unwrap()
-            .cloud;
-        let code = CloudSettings::default();
-        assert_eq!(from_file.region, code.region);
-        assert_eq!(from_file.max_attempts, code.max_attempts);
-        assert_eq!(from_file.retry_min_delay, code.retry_min_delay);
-        assert_eq!(from_file.retry_max_delay, code.retry_max_delay);
-        assert_eq!(from_file.operation_timeout, code.operation_timeout);
-        assert_eq!(from_file.role_session_name, code.role_session_name);
-    }
-}
+capsight_runtime::documented_defaults_test!("cloud", CloudSettings);

@@ -78,6 +78,18 @@ fn class(e: &CloudError) -> ErrorClass {
     e.class()
 }
 
+/// A g5.xlarge launch request in `z` (image `ami-1`).
+fn g5(z: &str, token: &str) -> LaunchRequest {
+    LaunchRequest::new(it("g5.xlarge"), Some(zone(z)), "ami-1", token)
+}
+
+/// Asserts the error's provider code and its class.
+#[track_caller]
+fn assert_refused(err: &CloudError, code: &str, expected: ErrorClass) {
+    assert_eq!(err.code(), Some(code), "{err}");
+    assert_eq!(class(err), expected, "{err}");
+}
+
 #[tokio::test]
 async fn zones_map_names_to_ids_per_account() {
     let sim = sim().await;
@@ -110,12 +122,10 @@ async fn assume_role_with_a_wrong_external_id_is_a_permission_error() {
         .for_tenant("arn:aws:iam::222222222222:role/capsight", "wrong")
         .await
         .unwrap_err();
-    assert_eq!(class(&err), ErrorClass::Permission, "{err}");
-    assert_eq!(err.code(), Some("AccessDenied"));
+    assert_refused(&err, "AccessDenied", ErrorClass::Permission);
     let unknown = adapter(&sim, "AKIANOBODY").await;
     let err = unknown.zones().await.unwrap_err();
-    assert_eq!(err.code(), Some("AuthFailure"));
-    assert_eq!(class(&err), ErrorClass::Permission);
+    assert_refused(&err, "AuthFailure", ErrorClass::Permission);
 }
 
 #[tokio::test]
@@ -212,12 +222,10 @@ async fn dry_run_answers_permission_only() {
     assert!(op.describe(&[]).await.unwrap().is_empty());
     // Service Quotas without servicequotas:* permission.
     let err = ro.list_quotas().await.unwrap_err();
-    assert_eq!(err.code(), Some("AccessDeniedException"));
-    assert_eq!(class(&err), ErrorClass::Permission);
+    assert_refused(&err, "AccessDeniedException", ErrorClass::Permission);
     // A real launch without permission: class permission.
     let err = ro.launch(&p5("use1-az4", "ro-1")).await.unwrap_err();
-    assert_eq!(err.code(), Some("UnauthorizedOperation"));
-    assert_eq!(class(&err), ErrorClass::Permission);
+    assert_refused(&err, "UnauthorizedOperation", ErrorClass::Permission);
 }
 
 #[tokio::test]
@@ -225,8 +233,7 @@ async fn capacity_error_names_zones_with_stock_as_ids() {
     let sim = sim().await;
     let op = adapter(&sim, OPERATOR).await;
     let err = op.launch(&p5("use1-az6", "ice-1")).await.unwrap_err();
-    assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
-    assert_eq!(err.code(), Some("InsufficientInstanceCapacity"));
+    assert_refused(&err, "InsufficientInstanceCapacity", ErrorClass::Capacity);
     let c = err.classified().unwrap();
     assert_eq!(c.zone_hints, ["us-east-1a", "us-east-1b"]);
     assert_eq!(err.zone_id_hints(), [zone("use1-az1"), zone("use1-az4")]);
@@ -315,19 +322,13 @@ async fn quota_headroom_and_quota_errors() {
         .launch(&LaunchRequest::new(it("p5.48xlarge"), None, "ami-1", "t-1").count(2))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some("VcpuLimitExceeded"));
-    assert_eq!(class(&err), ErrorClass::Quota);
+    assert_refused(&err, "VcpuLimitExceeded", ErrorClass::Quota);
     // Spot G quota of the operator: 32 vCPUs = 8 g5.xlarge (stock is 10); 9 is too many.
     let err = op
-        .launch(
-            &LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az1")), "ami-1", "s-q")
-                .market(Market::Spot)
-                .count(9),
-        )
+        .launch(&g5("use1-az1", "s-q").market(Market::Spot).count(9))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some("MaxSpotInstanceCountExceeded"));
-    assert_eq!(class(&err), ErrorClass::Quota);
+    assert_refused(&err, "MaxSpotInstanceCountExceeded", ErrorClass::Quota);
     let sh = op
         .quota_headroom(&it("g5.xlarge"), Market::Spot)
         .await
@@ -344,42 +345,23 @@ async fn not_offered_price_throttled_transient_and_unknown() {
     let op = adapter(&sim, OPERATOR).await;
 
     // Not offered: g5.xlarge has no pool in any market in use1-az6.
-    let err = op
-        .launch(&LaunchRequest::new(
-            it("g5.xlarge"),
-            Some(zone("use1-az6")),
-            "ami-1",
-            "no-1",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some("Unsupported"));
-    assert_eq!(class(&err), ErrorClass::NotOffered, "{err}");
+    let err = op.launch(&g5("use1-az6", "no-1")).await.unwrap_err();
+    assert_refused(&err, "Unsupported", ErrorClass::NotOffered);
 
     // Offered but not in this market (only a spot pool in use1-az4): out of capacity, as on AWS.
-    let err = op
-        .launch(&LaunchRequest::new(
-            it("g5.xlarge"),
-            Some(zone("use1-az4")),
-            "ami-1",
-            "no-2",
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Some("InsufficientInstanceCapacity"));
-    assert_eq!(class(&err), ErrorClass::Capacity, "{err}");
+    let err = op.launch(&g5("use1-az4", "no-2")).await.unwrap_err();
+    assert_refused(&err, "InsufficientInstanceCapacity", ErrorClass::Capacity);
 
     // Price: a spot max price below the market.
     let err = op
         .launch(
-            &LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az1")), "ami-1", "price-1")
+            &g5("use1-az1", "price-1")
                 .market(Market::Spot)
                 .spot_max_price(0.01),
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some("SpotMaxPriceTooLow"));
-    assert_eq!(class(&err), ErrorClass::Price);
+    assert_refused(&err, "SpotMaxPriceTooLow", ErrorClass::Price);
 
     // Throttled twice, then success: retried within max_attempts = 3.
     sim.fault("DescribeInstances", "RequestLimitExceeded", 2)
@@ -410,8 +392,7 @@ async fn not_offered_price_throttled_transient_and_unknown() {
         .spot_placement_scores(&g5_placement(1, true))
         .await
         .unwrap_err();
-    assert_eq!(class(&err), ErrorClass::Unknown);
-    assert_eq!(err.code(), Some("SomethingNobodyKnows"));
+    assert_refused(&err, "SomethingNobodyKnows", ErrorClass::Unknown);
     // One fault left: not retried means the second is still there.
     let again = op
         .spot_placement_scores(&g5_placement(1, true))
@@ -562,10 +543,7 @@ async fn interruptions_and_rebalance_recommendations_reach_the_webhook() {
         .await;
     let op = adapter(&sim, OPERATOR).await;
     let spot = op
-        .launch(
-            &LaunchRequest::new(it("g5.xlarge"), Some(zone("use1-az1")), "ami-1", "spot-1")
-                .market(Market::Spot),
-        )
+        .launch(&g5("use1-az1", "spot-1").market(Market::Spot))
         .await
         .unwrap();
     assert_eq!(spot[0].market, Market::Spot);

@@ -208,16 +208,28 @@ fn instance_xml(world: &World, i: &Instance, x: &mut Xml) {
         .close("item");
 }
 
+/// AWS's answer to a describe call naming an id the account does not have: `code`, "The
+/// `what` '<id>' does not exist".
+fn all_known(
+    ids: &[String],
+    code: &'static str,
+    what: &str,
+    known: impl Fn(&str) -> bool,
+) -> Result<(), ApiError> {
+    match ids.iter().find(|id| !known(id)) {
+        Some(id) => Err(ApiError::bad_request(
+            code,
+            format!("The {what} '{id}' does not exist"),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn describe_instances(world: &mut World, call: &Call<'_>, x: &mut Xml) -> Result<(), ApiError> {
     let ids = call.params.list("InstanceId");
-    for id in &ids {
-        if world.instance(&call.who.account, id).is_none() {
-            return Err(ApiError::bad_request(
-                "InvalidInstanceID.NotFound",
-                format!("The instance ID '{id}' does not exist"),
-            ));
-        }
-    }
+    all_known(&ids, "InvalidInstanceID.NotFound", "instance ID", |id| {
+        world.instance(&call.who.account, id).is_some()
+    })?;
     let filters = call.params.filters();
     let matches = |i: &Instance| -> bool {
         (ids.is_empty() || ids.contains(&i.id))
@@ -385,14 +397,12 @@ fn reservation_xml(world: &World, r: &Reservation, x: &mut Xml) {
 /// `availability-zone`, `availability-zone-id`, `tag:K`, `tag-key`. No pagination.
 fn describe_reservations(world: &World, call: &Call<'_>, x: &mut Xml) -> Result<(), ApiError> {
     let ids = call.params.list("CapacityReservationId");
-    for id in &ids {
-        if world.reservation(&call.who.account, id).is_none() {
-            return Err(ApiError::bad_request(
-                "InvalidCapacityReservationId.NotFound",
-                format!("The capacity reservation ID '{id}' does not exist"),
-            ));
-        }
-    }
+    all_known(
+        &ids,
+        "InvalidCapacityReservationId.NotFound",
+        "capacity reservation ID",
+        |id| world.reservation(&call.who.account, id).is_some(),
+    )?;
     let filters = call.params.filters();
     x.open("capacityReservationSet");
     for r in world.reservations(&call.who.account) {

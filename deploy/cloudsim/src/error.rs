@@ -97,7 +97,14 @@ impl ApiError {
     }
 }
 
-fn with_request_id(mut resp: Response, request_id: &str) -> Response {
+/// A response of `content_type` carrying the AWS request id header.
+fn typed_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    request_id: &str,
+) -> Response {
+    let mut resp = (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-amzn-requestid", v);
     }
@@ -106,22 +113,10 @@ fn with_request_id(mut resp: Response, request_id: &str) -> Response {
 
 /// An XML response.
 pub fn xml_response(status: StatusCode, body: String, request_id: &str) -> Response {
-    let resp = (
-        status,
-        [(header::CONTENT_TYPE, "text/xml;charset=UTF-8")],
-        body,
-    )
-        .into_response();
-    with_request_id(resp, request_id)
+    typed_response(status, "text/xml;charset=UTF-8", body, request_id)
 }
 
 /// A JSON 1.1 response.
 pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Response {
-    let resp = (
-        status,
-        [(header::CONTENT_TYPE, "application/x-amz-json-1.1")],
-        body,
-    )
-        .into_response();
-    with_request_id(resp, request_id)
+    typed_response(status, "application/x-amz-json-1.1", body, request_id)
 }

@@ -475,9 +475,19 @@ struct Advance {
     seconds: f64,
 }
 
+/// An admin request body, or `400` with the shape it should have had.
+fn admin_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &'static str,
+) -> Result<T, (StatusCode, String)> {
+    serde_json::from_slice(body)
+        .map_err(|_| (StatusCode::BAD_REQUEST, format!("expected {expected}")))
+}
+
 async fn admin_advance(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<Advance>(&body) else {
-        return (StatusCode::BAD_REQUEST, "expected {\"seconds\": N}").into_response();
+    let req: Advance = match admin_body(&body, "{\"seconds\": N}") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
     };
     // At most ~30 years at a time: keeps every simulated timestamp representable.
     if !(req.seconds.is_finite() && (0.0..=1e9).contains(&req.seconds)) {
@@ -489,12 +499,12 @@ async fn admin_advance(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 }
 
 async fn admin_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let Ok(fault) = serde_json::from_slice::<Fault>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "expected {\"action\": A, \"code\": C, \"count\": N, \"message\"?: M}",
-        )
-            .into_response();
+    let fault: Fault = match admin_body(
+        &body,
+        "{\"action\": A, \"code\": C, \"count\": N, \"message\"?: M}",
+    ) {
+        Ok(fault) => fault,
+        Err(bad) => return bad.into_response(),
     };
     sim.with_world(|w, _| w.add_fault(fault));
     StatusCode::NO_CONTENT.into_response()
@@ -506,12 +516,9 @@ struct InterruptBody {
 }
 
 async fn admin_interrupt(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let Ok(req) = serde_json::from_slice::<InterruptBody>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "expected {\"instance_id\": \"i-...\"}",
-        )
-            .into_response();
+    let req: InterruptBody = match admin_body(&body, "{\"instance_id\": \"i-...\"}") {
+        Ok(req) => req,
+        Err(bad) => return bad.into_response(),
     };
     match sim.with_world(|w, elapsed| w.interrupt(&req.instance_id, elapsed)) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -560,27 +567,11 @@ fn catalog_types() -> BTreeMap<String, TypeInfo> {
 }
 
 #[cfg(test)]
+capsight_runtime::documented_defaults_test!("cloudsim", CloudsimSettings);
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct Sections {
-        cloudsim: CloudsimSettings,
-    }
-
-    #[test]
-    fn documented_defaults_match_the_code() {
-        let from_file = capsight_runtime::config::load_defaults::<Sections>()
-            .unwrap()
-            .cloudsim;
-        let code = CloudsimSettings::default();
-        assert_eq!(from_file.listen, code.listen);
-        assert_eq!(from_file.scenario, code.scenario);
-        assert_eq!(from_file.time_scale, code.time_scale);
-        assert_eq!(from_file.webhook_url, code.webhook_url);
-        assert_eq!(from_file.webhook_timeout, code.webhook_timeout);
-        assert_eq!(from_file.tick, code.tick);
-    }
 
     #[test]
     fn the_default_scenario_parses() {

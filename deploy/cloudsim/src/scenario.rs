@@ -194,7 +194,6 @@ pub struct Role {
     /// `arn:aws:iam::<account>:role/<name>`.
     pub arn: String,
     /// Required `ExternalId`, if any.
-    #[serde(default)]
     pub external_id: Option<String>,
     /// Accounts whose principals may assume it.
     pub trusted_accounts: Vec<String>,
@@ -240,7 +239,6 @@ pub struct Pool {
     pub provisioning: Option<Duration>,
     /// Spot pools: base price in USD/hour (default: catalog on-demand price x
     /// `defaults.spot_discount`).
-    #[serde(default)]
     pub spot_price: Option<f64>,
     /// Spot pools: per-step relative price noise.
     #[serde(default = "default_volatility")]
@@ -329,7 +327,6 @@ pub enum EventKind {
     /// Spot prices of a type (in one zone, or all) multiply by `factor` for `duration`.
     PriceSpike {
         /// AZ ID; all zones when absent.
-        #[serde(default)]
         zone: Option<String>,
         /// Instance type.
         instance_type: String,
@@ -343,10 +340,8 @@ pub enum EventKind {
     /// recommendation, then an interruption warning, then are terminated.
     InterruptionStorm {
         /// AZ ID filter.
-        #[serde(default)]
         zone: Option<String>,
         /// Instance type filter.
-        #[serde(default)]
         instance_type: Option<String>,
         /// Fraction in 0..=1 of matching instances.
         fraction: f64,
@@ -383,7 +378,6 @@ pub enum EventKind {
         /// How many calls.
         count: u32,
         /// Message; a generic one when absent.
-        #[serde(default)]
         message: Option<String>,
     },
 }

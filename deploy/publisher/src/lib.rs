@@ -240,20 +240,4 @@ impl Publisher {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Deserialize)]
-    struct Conf {
-        publisher: PublisherSettings,
-    }
-
-    #[test]
-    fn reference_config_matches_code_defaults() {
-        let c: Conf = capsight_runtime::config::load_defaults().unwrap();
-        assert_eq!(
-            format!("{:?}", c.publisher),
-            format!("{:?}", PublisherSettings::default())
-        );
-    }
-}
+capsight_runtime::documented_defaults_test!("publisher", PublisherSettings);

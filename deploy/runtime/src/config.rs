@@ -74,6 +74,47 @@ pub fn load_defaults<T: DeserializeOwned>() -> Result<T, ConfigError> {
         .map_err(|e| ConfigError::Defaults(flatten(&e)))
 }
 
+/// The `[section]` of [`DEFAULTS`] alone. Drift tests compare it with the section's Rust
+/// `Default`, through [`defaults_match`].
+pub fn load_default_section<T: DeserializeOwned>(section: &str) -> Result<T, ConfigError> {
+    Figment::from(Toml::string(DEFAULTS))
+        .extract_inner(section)
+        .map_err(|e| ConfigError::Defaults(flatten(&e)))
+}
+
+/// Whether `[section]` of [`DEFAULTS`] loads and equals `code` in every field (compared
+/// through `Debug`); the error names the section and shows both sides.
+pub fn defaults_match<T: DeserializeOwned + std::fmt::Debug>(
+    section: &str,
+    code: &T,
+) -> Result<(), String> {
+    let file: T = load_default_section(section).map_err(|e| format!("[{section}]: {e}"))?;
+    let (file, code) = (format!("{file:?}"), format!("{code:?}"));
+    if file == code {
+        Ok(())
+    } else {
+        Err(format!(
+            "[{section}] drifted:\n file: {file}\n code: {code}"
+        ))
+    }
+}
+
+/// Declares the drift test of one config section: `[section]` of [`DEFAULTS`] equals the
+/// settings type's `Default` in every field (see [`defaults_match`]). Invoke it under
+/// `#[cfg(test)]`.
+#[macro_export]
+macro_rules! documented_defaults_test {
+    ($section:literal, $settings:ty) => {
+        #[test]
+        fn documented_defaults_match_the_code() {
+            let code = <$settings as ::std::default::Default>::default();
+            if let Err(drift) = $crate::config::defaults_match($section, &code) {
+                panic!("{drift}");
+            }
+        }
+    };
+}
+
 /// Builds the layered figment.
 fn figment(defaults: &str, file: Option<&Path>) -> Result<Figment, ConfigError> {
     let base = Figment::from(Toml::string(defaults));

@@ -11,6 +11,29 @@ use crate::{
     telemetry::{TelemetryError, TelemetrySettings},
 };
 
+/// The `main` of a service that takes no flag but `--config`: parses [`ConfigArgs`] (with
+/// `about` as the help), starts the [`Process`] named `name` reading `Config`, and runs
+/// `run(config, shutdown)` to its end. The binary depends on `clap`, `tokio` and `anyhow`.
+#[macro_export]
+macro_rules! service_main {
+    ($name:literal, $about:literal, $config:ty, $run:path) => {
+        #[derive(Debug, clap::Parser)]
+        #[command(version, about = $about)]
+        struct Cli {
+            #[command(flatten)]
+            config: $crate::config::ConfigArgs,
+        }
+
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let cli = <Cli as clap::Parser>::parse();
+            let p = $crate::process::Process::<$config>::start($name, &cli.config)?;
+            $run(p.config, p.shutdown).await?;
+            Ok(())
+        }
+    };
+}
+
 /// Why a process could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {

@@ -102,39 +102,4 @@ pub struct LauncherConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct Sections {
-        launcher: LauncherSettings,
-    }
-
-    #[test]
-    fn documented_defaults_match_the_code() {
-        let file = capsight_runtime::config::load_defaults::<Sections>()
-            .unwrap()
-            .launcher;
-        let code = LauncherSettings::default();
-        assert_eq!(file.prefetch, code.prefetch);
-        assert_eq!(file.tenant_share, code.tenant_share);
-        assert_eq!(file.default_gpu_quota, code.default_gpu_quota);
-        assert_eq!(file.max_retries, code.max_retries);
-        assert_eq!(file.poll_interval, code.poll_interval);
-        assert_eq!(file.provisioning_timeout, code.provisioning_timeout);
-        assert_eq!(file.cloud_timeout, code.cloud_timeout);
-        assert_eq!(file.reconnect_delay, code.reconnect_delay);
-        assert_eq!(file.cancel_sweep_interval, code.cancel_sweep_interval);
-        assert_eq!(file.scores_max_age, code.scores_max_age);
-        assert_eq!(file.crash_after, code.crash_after);
-        assert_eq!(file.lifecycle.interval, code.lifecycle.interval);
-        assert_eq!(
-            file.lifecycle.default_max_lifetime,
-            code.lifecycle.default_max_lifetime
-        );
-        assert_eq!(file.standby.cooldown, code.standby.cooldown);
-        assert_eq!(file.standby.interval, code.standby.interval);
-        assert_eq!(file.standby.consumer_group, code.standby.consumer_group);
-    }
-}
+capsight_runtime::documented_defaults_test!("launcher", LauncherSettings);

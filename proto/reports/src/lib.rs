@@ -147,42 +147,32 @@ fn resolve_zone(
 #[serde(deny_unknown_fields)]
 pub struct Report {
     /// Client-chosen id, for de-duplication of retries.
-    #[serde(default)]
     pub id: Option<String>,
     /// When it happened (default: now).
-    #[serde(default)]
     pub observed_at: Option<DateTime<Utc>>,
     /// `aws`, `gcp`, `azure`, `lambda`.
     pub provider: String,
     /// Region.
     pub region: String,
     /// Zone ID (preferred).
-    #[serde(default)]
     pub zone_id: Option<String>,
     /// AWS AZ name, mapped with the tenant's zone map.
-    #[serde(default)]
     pub zone_name: Option<String>,
     /// Instance type.
     pub instance_type: String,
     /// `on_demand` (default), `spot`, `capacity_block`.
-    #[serde(default)]
     pub market: Option<String>,
     /// What happened.
     pub outcome: ReportOutcome,
     /// Raw provider error code (launch_failed).
-    #[serde(default)]
     pub error_code: Option<String>,
     /// Raw provider error message (launch_failed).
-    #[serde(default)]
     pub error_message: Option<String>,
     /// Request -> running (launch_succeeded).
-    #[serde(default)]
     pub provisioning_ms: Option<u32>,
     /// Instances requested (default 1).
-    #[serde(default)]
     pub count: Option<u32>,
     /// Free text.
-    #[serde(default)]
     pub note: Option<String>,
 }
 

@@ -81,9 +81,10 @@ fn all_letters(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase())
 }
 
-/// A provider region such as `us-east-1`, `europe-west4` or `eastus`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Region(String);
+text_newtype!(
+    /// A provider region such as `us-east-1`, `europe-west4` or `eastus`.
+    Region
+);
 
 impl Region {
     /// Validates `text` as a region of `provider`.
@@ -129,23 +130,13 @@ impl Region {
         }
         Ok(Self(text.to_owned()))
     }
-
-    /// The region name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A zone *ID*: the same physical zone for every account (AWS `use1-az4`, GCP `us-central1-a`,
-/// Azure `eastus-1`). AWS AZ *names* (`us-east-1a`) are rejected: they differ per account.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct ZoneId(String);
+text_newtype!(
+    /// A zone *ID*: the same physical zone for every account (AWS `use1-az4`, GCP `us-central1-a`,
+    /// Azure `eastus-1`). AWS AZ *names* (`us-east-1a`) are rejected: they differ per account.
+    ZoneId
+);
 
 impl ZoneId {
     /// Validates `text` as a zone id of `provider` in `region`; empty text means region-wide.
@@ -185,45 +176,34 @@ impl ZoneId {
                     return bad("is not an AWS AZ ID (e.g. use1-az4)".into());
                 }
             }
-            Provider::Gcp => {
+            // `<region>-<one letter>` (GCP) or `<region>-<one digit>` (Azure)
+            Provider::Gcp | Provider::Azure => {
+                let (suffix_ok, example): (fn(&str) -> bool, _) = if provider == Provider::Gcp {
+                    (all_letters, "a")
+                } else {
+                    (all_digits, "1")
+                };
                 let ok = text
                     .strip_prefix(region.as_str())
                     .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|z| z.len() == 1 && all_letters(z));
+                    .is_some_and(|z| z.len() == 1 && suffix_ok(z));
                 if !ok {
-                    return bad(format!("is not a zone of {region} (e.g. {region}-a)"));
-                }
-            }
-            Provider::Azure => {
-                let ok = text
-                    .strip_prefix(region.as_str())
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|z| z.len() == 1 && all_digits(z));
-                if !ok {
-                    return bad(format!("is not a zone of {region} (e.g. {region}-1)"));
+                    return bad(format!(
+                        "is not a zone of {region} (e.g. {region}-{example})"
+                    ));
                 }
             }
             Provider::Lambda => return bad(": lambda has no zones; leave zone_id empty".into()),
         }
         Ok(Some(Self(text.to_owned())))
     }
-
-    /// The zone id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-impl fmt::Display for ZoneId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A provider instance type such as `p5.48xlarge`, `a3-highgpu-8g`, `Standard_ND96isr_H100_v5`
-/// or `gpu_8x_h100_sxm5`. Well formed for its provider; whether it exists is the catalog's call.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct InstanceType(String);
+text_newtype!(
+    /// A provider instance type such as `p5.48xlarge`, `a3-highgpu-8g`, `Standard_ND96isr_H100_v5`
+    /// or `gpu_8x_h100_sxm5`. Well formed for its provider; whether it exists is the catalog's call.
+    InstanceType
+);
 
 impl InstanceType {
     /// Validates `text` as an instance type name of `provider`.
@@ -277,17 +257,6 @@ impl InstanceType {
             ));
         }
         Ok(Self(text.to_owned()))
-    }
-
-    /// The instance type name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for InstanceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

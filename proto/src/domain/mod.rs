@@ -1,6 +1,29 @@
 //! Validated domain types. Every value here has passed the checks of its `TryFrom` conversion
 //! from the wire type, so code that holds one never re-validates it.
 
+/// Declares a validated text newtype (serialized as its text) with `as_str` and `Display`;
+/// values are made only by the type's own checks (`parse`, ...).
+macro_rules! text_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 mod enums;
 mod error;
 mod key;

@@ -33,17 +33,32 @@ fn token(field: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// A signal id: unique, stable across retries, the de-duplication key downstream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct SignalId(String);
+text_newtype!(
+    /// A signal id: unique, stable across retries, the de-duplication key downstream.
+    SignalId
+);
+
+text_newtype!(
+    /// The opaque keyed hash that stands for a tenant on the bus (never the tenant id itself).
+    TenantHash
+);
+
+/// Ids and hashes alike: 1-256 bytes of printable ASCII without spaces.
+macro_rules! token_parse {
+    ($($name:ident),+) => {
+        $(impl $name {
+            /// Validates the text: 1-256 bytes of printable ASCII without spaces.
+            pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
+                token(field, text)?;
+                Ok(Self(text.to_owned()))
+            }
+        })+
+    };
+}
+
+token_parse!(SignalId, TenantHash);
 
 impl SignalId {
-    /// Validates an id: 1-256 bytes of printable ASCII without spaces.
-    pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
-        token(field, text)?;
-        Ok(Self(text.to_owned()))
-    }
-
     /// A new random (UUIDv7, time-ordered) id, for producers that have no natural one.
     pub fn random() -> Self {
         Self(uuid::Uuid::now_v7().to_string())
@@ -61,34 +76,6 @@ impl SignalId {
             source.as_str(),
             uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes())
         ))
-    }
-
-    /// The id text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for SignalId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The opaque keyed hash that stands for a tenant on the bus (never the tenant id itself).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct TenantHash(String);
-
-impl TenantHash {
-    /// Validates a tenant hash: 1-256 bytes of printable ASCII without spaces.
-    pub fn parse(field: &str, text: &str) -> Result<Self, FieldError> {
-        token(field, text)?;
-        Ok(Self(text.to_owned()))
-    }
-
-    /// The hash text.
-    pub fn as_str(&self) -> &str {
-        &self.0
     }
 }
 

@@ -69,7 +69,6 @@ pub struct Workload {
     pub retry_after: Duration,
     /// The operator's access key in the scenario (capsight's own account: collectors and the
     /// assumption of tenants' roles); default: the scenario's first principal.
-    #[serde(default)]
     pub operator: Option<String>,
     /// Machine image of every launch.
     #[serde(default = "default_image")]
@@ -100,10 +99,8 @@ pub struct TenantDef {
     /// The scenario role capsight assumes for it (`arn:aws:iam::...:role/...`).
     pub role: String,
     /// The role's external id, when the scenario sets one.
-    #[serde(default)]
     pub external_id: Option<String>,
     /// GPU quota in capsight's registry (`capsight-admin tenant quota`); default none.
-    #[serde(default)]
     pub gpu_quota: Option<u32>,
 }
 
@@ -157,7 +154,6 @@ pub struct RequestDef {
     #[serde(default, with = "humantime_serde")]
     pub retry_after: Option<Duration>,
     /// Copies of this request.
-    #[serde(default)]
     pub repeat: Option<Repeat>,
 }
 

@@ -17,12 +17,8 @@ impl CloudAdapter for AwsAdapter {
         self.zones
             .get_or_try_init(|| async {
                 let out = self
-                    .retrying("DescribeAvailabilityZones", || async {
-                        self.ec2
-                            .describe_availability_zones()
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error("DescribeAvailabilityZones", e))
+                    .sdk_call("DescribeAvailabilityZones", || {
+                        self.ec2.describe_availability_zones().send()
                     })
                     .await?;
                 let pairs = out.availability_zones().iter().filter_map(|z| {
@@ -47,16 +43,7 @@ impl CloudAdapter for AwsAdapter {
         &self,
         request: &LaunchRequest,
     ) -> Result<Permission, CloudError> {
-        let zone = self.launch_zone(request).await?;
-        let result = self
-            .retrying("RunInstances", || async {
-                self.run_instances(request, zone.clone(), true)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("RunInstances", e))
-            })
-            .await;
-        match result {
+        match self.run_instances(request, true).await {
             Ok(_) => Err(CloudError::Response {
                 operation: "RunInstances",
                 message: "a DryRun request launched instances".into(),
@@ -74,16 +61,7 @@ impl CloudAdapter for AwsAdapter {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-        let zone = self.launch_zone(request).await?;
-        let result = self
-            .retrying("RunInstances", || async {
-                self.run_instances(request, zone.clone(), false)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("RunInstances", e))
-            })
-            .await;
-        match result {
+        match self.run_instances(request, false).await {
             Ok(out) => {
                 let zones = self.zones().await.ok();
                 Ok(out
@@ -119,7 +97,7 @@ impl CloudAdapter for AwsAdapter {
         let zone_name = self.zone_name(&request.zone).await?;
         let count = i32::try_from(request.count).unwrap_or(i32::MAX);
         let result = self
-            .retrying("CreateCapacityReservation", || async {
+            .sdk_call("CreateCapacityReservation", || {
                 self.ec2
                     .create_capacity_reservation()
                     .instance_type(request.instance_type.as_str())
@@ -137,8 +115,6 @@ impl CloudAdapter for AwsAdapter {
                         tag_spec(ResourceType::CapacityReservation, &request.tags).map(|t| vec![t]),
                     )
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("CreateCapacityReservation", e))
             })
             .await;
         let out = match result {
@@ -174,21 +150,16 @@ impl CloudAdapter for AwsAdapter {
         tag_key: &str,
     ) -> Result<Vec<CapacityReservation>, CloudError> {
         let filter = Filter::builder().name("tag-key").values(tag_key).build();
-        let mut out = Vec::new();
-        let filter = &filter;
         self.paged(
             "DescribeCapacityReservations",
-            |token| async move {
+            |token| {
                 self.ec2
                     .describe_capacity_reservations()
                     .filters(filter.clone())
                     .set_next_token(token)
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeCapacityReservations", e))
             },
-            |page| page.next_token(),
-            |page| {
+            |page, out| {
                 out.extend(
                     page.capacity_reservations()
                         .iter()
@@ -196,38 +167,31 @@ impl CloudAdapter for AwsAdapter {
                 );
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError> {
-        self.retrying("CancelCapacityReservation", || async {
+        self.sdk_call("CancelCapacityReservation", || {
             self.ec2
                 .cancel_capacity_reservation()
                 .capacity_reservation_id(id)
                 .send()
-                .await
-                .map_err(|e| sdk_error("CancelCapacityReservation", e))
         })
         .await?;
         Ok(())
     }
 
     async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
-        let mut out = Vec::new();
         self.paged(
             "ListServiceQuotas",
-            |token| async move {
+            |token| {
                 self.quotas
                     .list_service_quotas()
                     .service_code("ec2")
                     .set_next_token(token)
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("ListServiceQuotas", e))
             },
-            |page| page.next_token(),
-            |page| {
+            |page, out| {
                 out.extend(page.quotas().iter().filter_map(|q| {
                     Some(QuotaValue {
                         code: q.quota_code()?.to_owned(),
@@ -237,8 +201,7 @@ impl CloudAdapter for AwsAdapter {
                 }));
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     async fn quota_headroom(
@@ -259,14 +222,12 @@ impl CloudAdapter for AwsAdapter {
             })?
             .to_owned();
         let quota = self
-            .retrying("GetServiceQuota", || async {
+            .sdk_call("GetServiceQuota", || {
                 self.quotas
                     .get_service_quota()
                     .service_code("ec2")
                     .quota_code(&code)
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("GetServiceQuota", e))
             })
             .await?;
         let limit = quota
@@ -316,16 +277,14 @@ impl CloudAdapter for AwsAdapter {
         instance_types: &[InstanceType],
         since: DateTime<Utc>,
     ) -> Result<Vec<SpotPricePoint>, CloudError> {
-        let zones = self.zones().await.ok();
         let types: Vec<Ec2InstanceType> = instance_types
             .iter()
             .map(|t| Ec2InstanceType::from(t.as_str()))
             .collect();
-        let mut out = Vec::new();
-        let types = &types;
+        let zones = self.zones().await.ok();
         self.paged(
             "DescribeSpotPriceHistory",
-            |token| async move {
+            |token| {
                 self.ec2
                     .describe_spot_price_history()
                     .set_instance_types((!types.is_empty()).then(|| types.clone()))
@@ -333,11 +292,8 @@ impl CloudAdapter for AwsAdapter {
                     .start_time(to_aws(since))
                     .set_next_token(token)
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeSpotPriceHistory", e))
             },
-            |page| page.next_token(),
-            |page| {
+            |page, out| {
                 for p in page.spot_price_history() {
                     let (Some(price), Some(at)) = (
                         p.spot_price().and_then(|s| s.parse::<f64>().ok()),
@@ -361,8 +317,7 @@ impl CloudAdapter for AwsAdapter {
                 }
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     async fn spot_placement_scores(
@@ -380,7 +335,7 @@ impl CloudAdapter for AwsAdapter {
         };
         let target = i32::try_from(query.target_capacity).unwrap_or(i32::MAX);
         let out = self
-            .retrying("GetSpotPlacementScores", || async {
+            .sdk_call("GetSpotPlacementScores", || {
                 self.ec2
                     .get_spot_placement_scores()
                     .set_instance_types(Some(
@@ -395,26 +350,18 @@ impl CloudAdapter for AwsAdapter {
                     .single_availability_zone(query.single_zone)
                     .set_region_names(Some(regions.clone()))
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("GetSpotPlacementScores", e))
             })
             .await?;
         Ok(out
             .spot_placement_scores()
             .iter()
             .map(|s| {
-                let region = s.region().unwrap_or_default().to_owned();
-                let zone = s.availability_zone_id().and_then(|z| {
-                    Region::parse("region", Provider::Aws, &region)
-                        .ok()
-                        .and_then(|r| {
-                            ZoneId::parse_optional("zone", Provider::Aws, &r, z)
-                                .ok()
-                                .flatten()
-                        })
-                });
+                let region = s.region().unwrap_or_default();
+                let zone = Region::parse("region", Provider::Aws, region)
+                    .ok()
+                    .and_then(|r| zone_id_in(&r, s.availability_zone_id()));
                 PlacementScoreEntry {
-                    region,
+                    region: region.to_owned(),
                     zone,
                     score: s.score().and_then(|v| u8::try_from(v).ok()).unwrap_or(0),
                 }
@@ -428,7 +375,7 @@ impl CloudAdapter for AwsAdapter {
     ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
         let zones = self.zones().await.ok();
         let out = self
-            .retrying("DescribeCapacityBlockOfferings", || async {
+            .sdk_call("DescribeCapacityBlockOfferings", || {
                 self.ec2
                     .describe_capacity_block_offerings()
                     .instance_type(query.instance_type.as_str())
@@ -439,8 +386,6 @@ impl CloudAdapter for AwsAdapter {
                     .set_start_date_range(query.start_after.map(to_aws))
                     .set_end_date_range(query.end_before.map(to_aws))
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeCapacityBlockOfferings", e))
             })
             .await?;
         Ok(out
@@ -490,31 +435,27 @@ impl CloudAdapter for AwsAdapter {
                     .build(),
             ]
         });
-        let mut out = Vec::new();
-        let filters = &filters;
-        self.paged(
-            "DescribeInstanceTypeOfferings",
-            |token| async move {
-                self.ec2
-                    .describe_instance_type_offerings()
-                    .location_type(LocationType::AvailabilityZoneId)
-                    .set_filters(filters.clone())
-                    .set_next_token(token)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeInstanceTypeOfferings", e))
-            },
-            |page| page.next_token(),
-            |page| {
-                out.extend(page.instance_type_offerings().iter().filter_map(|o| {
-                    Some(Offering {
-                        instance_type: o.instance_type()?.as_str().to_owned(),
-                        zone: self.zone_id(o.location())?,
-                    })
-                }));
-            },
-        )
-        .await?;
+        let mut out = self
+            .paged(
+                "DescribeInstanceTypeOfferings",
+                |token| {
+                    self.ec2
+                        .describe_instance_type_offerings()
+                        .location_type(LocationType::AvailabilityZoneId)
+                        .set_filters(filters.clone())
+                        .set_next_token(token)
+                        .send()
+                },
+                |page, out| {
+                    out.extend(page.instance_type_offerings().iter().filter_map(|o| {
+                        Some(Offering {
+                            instance_type: o.instance_type()?.as_str().to_owned(),
+                            zone: self.zone_id(o.location())?,
+                        })
+                    }));
+                },
+            )
+            .await?;
         out.sort();
         Ok(out)
     }

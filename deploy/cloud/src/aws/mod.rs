@@ -75,6 +75,29 @@ pub struct AwsAdapter {
     zones: Arc<OnceCell<ZoneMap>>,
 }
 
+/// A page of a listing, continued by its `next_token`.
+trait Page {
+    fn next_token(&self) -> Option<&str>;
+}
+
+macro_rules! pages {
+    ($($output:ty),+ $(,)?) => {
+        $(impl Page for $output {
+            fn next_token(&self) -> Option<&str> {
+                <$output>::next_token(self)
+            }
+        })+
+    };
+}
+
+pages!(
+    aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput,
+    aws_sdk_ec2::operation::describe_capacity_reservations::DescribeCapacityReservationsOutput,
+    aws_sdk_ec2::operation::describe_spot_price_history::DescribeSpotPriceHistoryOutput,
+    aws_sdk_ec2::operation::describe_instance_type_offerings::DescribeInstanceTypeOfferingsOutput,
+    aws_sdk_servicequotas::operation::list_service_quotas::ListServiceQuotasOutput,
+);
+
 /// Builds a [`CloudError`] from any SDK error.
 fn sdk_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> CloudError
 where
@@ -115,6 +138,20 @@ fn to_chrono(t: &AwsDateTime) -> Option<DateTime<Utc>> {
 
 fn to_aws(t: DateTime<Utc>) -> AwsDateTime {
     AwsDateTime::from_secs(t.timestamp())
+}
+
+/// A well-formed AZ ID of `region`, if `text` is one.
+fn zone_id_in(region: &Region, text: Option<&str>) -> Option<ZoneId> {
+    ZoneId::parse_optional("zone", Provider::Aws, region, text?)
+        .ok()
+        .flatten()
+}
+
+/// The key/value pairs of EC2 tags (a tag without a key is dropped).
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+        .collect()
 }
 
 fn tag_spec(resource: ResourceType, tags: &BTreeMap<String, String>) -> Option<TagSpecification> {
@@ -166,26 +203,23 @@ impl AwsAdapter {
         let timeouts = TimeoutConfig::builder()
             .operation_attempt_timeout(settings.operation_timeout)
             .build();
-        let ec2 = aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(&sdk)
-                .region(aws_region.clone())
-                .retry_config(RetryConfig::disabled())
-                .timeout_config(timeouts.clone())
-                .build(),
-        );
-        let quotas = aws_sdk_servicequotas::Client::from_conf(
-            aws_sdk_servicequotas::config::Builder::from(&sdk)
-                .region(aws_region.clone())
-                .retry_config(RetryConfig::disabled())
-                .timeout_config(timeouts.clone())
-                .build(),
-        );
-        let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&sdk)
-                .region(aws_region)
-                .retry_config(RetryConfig::disabled())
-                .timeout_config(timeouts)
-                .build(),
+        // Every client: the region, the per-attempt timeout, and no SDK retries (`retrying`
+        // retries, with the class of the error known).
+        macro_rules! client {
+            ($service:ident) => {
+                $service::Client::from_conf(
+                    $service::config::Builder::from(&sdk)
+                        .region(aws_region.clone())
+                        .retry_config(RetryConfig::disabled())
+                        .timeout_config(timeouts.clone())
+                        .build(),
+                )
+            };
+        }
+        let (ec2, quotas, sts) = (
+            client!(aws_sdk_ec2),
+            client!(aws_sdk_servicequotas),
+            client!(aws_sdk_sts),
         );
         Ok(Self {
             sdk,
@@ -204,15 +238,13 @@ impl AwsAdapter {
     /// the session credentials before they expire.
     pub async fn for_tenant(&self, role_arn: &str, external_id: &str) -> Result<Self, CloudError> {
         let session = self.settings.role_session_name.clone();
-        self.retrying("AssumeRole", || async {
+        self.sdk_call("AssumeRole", || {
             self.sts
                 .assume_role()
                 .role_arn(role_arn)
                 .role_session_name(&session)
                 .external_id(external_id)
                 .send()
-                .await
-                .map_err(|e| sdk_error("AssumeRole", e))
         })
         .await?;
         let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
@@ -234,12 +266,8 @@ impl AwsAdapter {
     /// The caller's account id and ARN (STS GetCallerIdentity).
     pub async fn caller_identity(&self) -> Result<(String, String), CloudError> {
         let out = self
-            .retrying("GetCallerIdentity", || async {
-                self.sts
-                    .get_caller_identity()
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("GetCallerIdentity", e))
+            .sdk_call("GetCallerIdentity", || {
+                self.sts.get_caller_identity().send()
             })
             .await?;
         Ok((
@@ -267,27 +295,53 @@ impl AwsAdapter {
             .await
     }
 
-    /// Walks a paged listing: `call` fetches the page after a continuation token (each
-    /// page retried like any call), `take` keeps what the page holds, and the walk stops
-    /// at the first page whose `next` token is missing or empty.
-    async fn paged<P, F, Fut>(
+    /// Sends the SDK request `send` builds (afresh for every attempt), retried like
+    /// [`Self::retrying`], its failure classified by [`sdk_error`].
+    async fn sdk_call<T, E, R, F, Fut>(
         &self,
         operation: &'static str,
-        mut call: F,
-        next: impl Fn(&P) -> Option<&str>,
-        mut take: impl FnMut(P),
-    ) -> Result<(), CloudError>
+        mut send: F,
+    ) -> Result<T, CloudError>
     where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        self.retrying(operation, || {
+            let sent = send();
+            async move { sent.await.map_err(|e| sdk_error(operation, e)) }
+        })
+        .await
+    }
+
+    /// Walks a paged listing: `send` requests the page after a continuation token (each
+    /// page sent like [`Self::sdk_call`]), `take` adds what the page holds to the result,
+    /// and the walk stops at the first page whose `next` token is missing or empty.
+    async fn paged<T, P, E, R, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut send: F,
+        mut take: impl FnMut(P, &mut Vec<T>),
+    ) -> Result<Vec<T>, CloudError>
+    where
+        P: Page,
         F: FnMut(Option<String>) -> Fut,
-        Fut: Future<Output = Result<P, CloudError>>,
+        Fut: Future<Output = Result<P, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
     {
         let mut token: Option<String> = None;
+        let mut out = Vec::new();
         loop {
-            let page = self.retrying(operation, || call(token.clone())).await?;
-            token = next(&page).filter(|t| !t.is_empty()).map(str::to_owned);
-            take(page);
+            let page = self.sdk_call(operation, || send(token.clone())).await?;
+            token = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned);
+            take(page, &mut out);
             if token.is_none() {
-                return Ok(());
+                return Ok(out);
             }
         }
     }
@@ -369,11 +423,7 @@ impl AwsAdapter {
             ),
             market,
             launch_time: i.launch_time().and_then(to_chrono),
-            tags: i
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
-                .collect(),
+            tags: tag_map(i.tags()),
             client_token: i
                 .client_token()
                 .filter(|t| !t.is_empty())
@@ -401,7 +451,7 @@ impl AwsAdapter {
             .collect()
     }
 
-    fn run_instances(
+    fn run_instances_request(
         &self,
         request: &LaunchRequest,
         zone_name: Option<String>,
@@ -439,6 +489,21 @@ impl AwsAdapter {
         call
     }
 
+    /// Validates `request`, resolves its zone and sends RunInstances (a `dry_run` checks the
+    /// permission only); a failure is returned as is, without zone id hints.
+    async fn run_instances(
+        &self,
+        request: &LaunchRequest,
+        dry_run: bool,
+    ) -> Result<aws_sdk_ec2::operation::run_instances::RunInstancesOutput, CloudError> {
+        let zone = self.launch_zone(request).await?;
+        self.sdk_call("RunInstances", || {
+            self.run_instances_request(request, zone.clone(), dry_run)
+                .send()
+        })
+        .await
+    }
+
     async fn launch_zone(&self, request: &LaunchRequest) -> Result<Option<String>, CloudError> {
         if request.market == Market::CapacityBlock {
             return Err(CloudError::Invalid(
@@ -464,37 +529,28 @@ impl AwsAdapter {
         }
         let operation = op.operation();
         let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
-        let changes = self
-            .retrying(operation, || async {
-                let ids = Some(ids.clone());
-                match op {
-                    StateOp::Terminate => self
-                        .ec2
-                        .terminate_instances()
-                        .set_instance_ids(ids)
-                        .send()
-                        .await
-                        .map(|o| Self::state_changes(o.terminating_instances()))
-                        .map_err(|e| sdk_error(operation, e)),
-                    StateOp::Start => self
-                        .ec2
-                        .start_instances()
-                        .set_instance_ids(ids)
-                        .send()
-                        .await
-                        .map(|o| Self::state_changes(o.starting_instances()))
-                        .map_err(|e| sdk_error(operation, e)),
-                    StateOp::Stop => self
-                        .ec2
-                        .stop_instances()
-                        .set_instance_ids(ids)
-                        .send()
-                        .await
-                        .map(|o| Self::state_changes(o.stopping_instances()))
-                        .map_err(|e| sdk_error(operation, e)),
-                }
-            })
-            .await;
+        let ids = || Some(ids.clone());
+        let ec2 = &self.ec2;
+        let changes = match op {
+            StateOp::Terminate => self
+                .sdk_call(operation, || {
+                    ec2.terminate_instances().set_instance_ids(ids()).send()
+                })
+                .await
+                .map(|o| Self::state_changes(o.terminating_instances())),
+            StateOp::Start => self
+                .sdk_call(operation, || {
+                    ec2.start_instances().set_instance_ids(ids()).send()
+                })
+                .await
+                .map(|o| Self::state_changes(o.starting_instances())),
+            StateOp::Stop => self
+                .sdk_call(operation, || {
+                    ec2.stop_instances().set_instance_ids(ids()).send()
+                })
+                .await
+                .map(|o| Self::state_changes(o.stopping_instances())),
+        };
         match changes {
             Ok(c) => Ok(c),
             Err(e) => Err(self.with_zone_ids(e).await),
@@ -507,11 +563,9 @@ impl AwsAdapter {
         filters: Vec<Filter>,
     ) -> Result<Vec<Instance>, CloudError> {
         let zones = self.zones().await.ok();
-        let mut out = Vec::new();
-        let filters = &filters;
         self.paged(
             "DescribeInstances",
-            |token| async move {
+            |token| {
                 self.ec2
                     .describe_instances()
                     .set_instance_ids(
@@ -521,11 +575,8 @@ impl AwsAdapter {
                     .set_filters((!filters.is_empty()).then(|| filters.clone()))
                     .set_next_token(token)
                     .send()
-                    .await
-                    .map_err(|e| sdk_error("DescribeInstances", e))
             },
-            |page| page.next_token(),
-            |page| {
+            |page, out| {
                 for r in page.reservations() {
                     out.extend(
                         r.instances()
@@ -535,8 +586,7 @@ impl AwsAdapter {
                 }
             },
         )
-        .await?;
-        Ok(out)
+        .await
     }
 
     fn reservation_from(&self, r: &aws_sdk_ec2::types::CapacityReservation) -> CapacityReservation {
@@ -550,19 +600,11 @@ impl AwsAdapter {
                 .unwrap_or(0),
             state: r.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
             created_at: r.create_date().and_then(to_chrono),
-            tags: r
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
-                .collect(),
+            tags: tag_map(r.tags()),
         }
     }
 
     fn zone_id(&self, text: Option<&str>) -> Option<ZoneId> {
-        text.and_then(|z| {
-            ZoneId::parse_optional("zone", Provider::Aws, &self.region, z)
-                .ok()
-                .flatten()
-        })
+        zone_id_in(&self.region, text)
     }
 }

@@ -226,7 +226,6 @@ pub struct Fault {
     /// Calls left.
     pub count: u32,
     /// Message.
-    #[serde(default)]
     pub message: Option<String>,
 }
 

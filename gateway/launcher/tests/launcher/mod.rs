@@ -35,8 +35,9 @@ pub const P5_AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 pub const P5_AZ6: &str = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
 
 /// The states of `events`, in order.
-pub fn states(events: &[LaunchEventRow]) -> Vec<&str> {
-    events.iter().map(|e| e.state.as_str()).collect()
+pub fn states(events: &[LaunchEventRow]) -> String {
+    let names: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+    names.join(" ")
 }
 
 /// p5.48xlarge on-demand: no stock in use1-az1, stock in use1-az4 and use1-az6; g5.xlarge
