@@ -360,14 +360,8 @@ impl Launcher {
                     self.dead_letter(&delivery, publish, &reason).await
                 } else {
                     tracing::warn!(retries, %reason, "launch job will be retried");
-                    let props = with_header(
-                        &delivery.properties,
-                        RETRIES_HEADER,
-                        AMQPValue::LongLongInt(i64::from(retries) + 1),
-                    );
-                    let topology = &self.amqp.launch;
-                    let to = (&topology.exchange[..], &topology.retry_routing_key[..]);
-                    settle_by_forwarding(&delivery, publish, to, props, true).await
+                    self.via_retry_queue(&delivery, publish, RETRIES_HEADER, retries)
+                        .await
                 }
             }
             Err((Fail::Dead(reason), job)) => {
@@ -394,16 +388,31 @@ impl Launcher {
             share = self.settings.tenant_share,
             "tenant at its share of this launcher; the job waits in the retry queue"
         );
+        let deferred = self
+            .via_retry_queue(delivery, publish, DEFERRALS_HEADER, deferrals)
+            .await;
+        if let Err(e) = deferred {
+            tracing::warn!(error = %e, "could not defer a launch job; the broker will redeliver it");
+        }
+    }
+
+    /// Settles `delivery` by sending it through the retry queue (back after `retry_delay`),
+    /// its counter `header` (now `count`) incremented.
+    async fn via_retry_queue(
+        &self,
+        delivery: &Delivery,
+        publish: &Channel,
+        header: &str,
+        count: u32,
+    ) -> Result<bool, lapin::Error> {
         let props = with_header(
             &delivery.properties,
-            DEFERRALS_HEADER,
-            AMQPValue::LongLongInt(i64::from(deferrals) + 1),
+            header,
+            AMQPValue::LongLongInt(i64::from(count) + 1),
         );
         let topology = &self.amqp.launch;
         let to = (&topology.exchange[..], &topology.retry_routing_key[..]);
-        if let Err(e) = settle_by_forwarding(delivery, publish, to, props, true).await {
-            tracing::warn!(error = %e, "could not defer a launch job; the broker will redeliver it");
-        }
+        settle_by_forwarding(delivery, publish, to, props, true).await
     }
 
     async fn dead_letter(
