@@ -48,7 +48,7 @@ page.on('console', (m) => {
 });
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
 const step = (name) => console.log(`STEP ${name}`);
-const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`) });
+const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 const cell = (key) => `.cell[data-key="${key}"]`;
 
 async function signIn(key) {
