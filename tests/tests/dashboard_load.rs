@@ -26,7 +26,8 @@ use serde_json::Value;
 
 const KEYS: usize = 5000;
 
-/// `n` distinct AWS keys: catalog types x their regions x four zones x two markets.
+/// `n` distinct AWS keys: catalog types x their regions x up to eleven zones x three markets
+/// (the catalog's 157 type-region pairs need that many to reach 5,000).
 fn keys(n: usize) -> Vec<CapacityKey> {
     let mut out = Vec::new();
     for t in catalog().iter() {
@@ -36,8 +37,8 @@ fn keys(n: usize) -> Vec<CapacityKey> {
                 continue;
             };
             let prefix = format!("{a}{}{c}", b.chars().next().unwrap_or('x'));
-            for az in 1..=4 {
-                for market in [Market::OnDemand, Market::Spot] {
+            for az in 1..=11 {
+                for market in [Market::OnDemand, Market::Spot, Market::CapacityBlock] {
                     if let Ok(k) = CapacityKey::parse(
                         t.provider.as_str(),
                         region.as_str(),
