@@ -5,7 +5,8 @@
 // error and a `failure.png` screenshot (exit 1).
 //
 // Environment: DASHBOARD_URL, KEY_A (a tenant that may launch), KEY_B (another tenant),
-// STOCKOUT_KEY (the key the caller stocks out), SCREENSHOTS (folder for the PNGs),
+// STOCKOUT_KEY (the key the caller stocks out), OPERATOR_KEY (the operator credential),
+// SCREENSHOTS (folder for the PNGs),
 // CHROMIUM (default /usr/bin/chromium).
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -172,6 +173,24 @@ try {
     [keyB, result.job_id],
   );
   result.no_key_status = await page.evaluate(async () => (await fetch('/api/scores')).status);
+
+  step('operator view');
+  await page.goto(new URL('operator.html', url).href);
+  await page.fill('#op-key', keyA);
+  await page.press('#op-key', 'Enter');
+  await page.waitForFunction(() => document.querySelector('#signin-error').textContent.includes('Refused'));
+  result.operator_with_tenant_key = await page.textContent('#signin-error');
+  await page.fill('#op-key', need('OPERATOR_KEY'));
+  await page.press('#op-key', 'Enter');
+  await page.waitForSelector('#app:not([hidden])');
+  await page.waitForSelector('#queries li');
+  result.operator_usage = await page.textContent('#usage');
+  result.operator_queries = await page.locator('#queries li').count();
+  const download = page.waitForEvent('download');
+  await page.click('#queries li:first-child button');
+  const csv = await download;
+  result.operator_csv_name = csv.suggestedFilename();
+  await shot('operator');
   result.console_errors = consoleErrors;
   console.log(`RESULT ${JSON.stringify(result)}`);
 } catch (e) {

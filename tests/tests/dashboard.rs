@@ -9,7 +9,8 @@
 //! fails there and the cell turns Unavailable without a reload; its explanation and history
 //! open from the keyboard; its preflight offers alternatives; one is launched, reaches running
 //! and is cancelled; the launch is listed with this month's GPU-hours; tenant globex does not
-//! see it (not listed, 404 on read and cancel). Screenshots of each view go to the sandbox, or
+//! see it (not listed, 404 on read and cancel); the operator view refuses acme's key and opens
+//! with the operator key, listing usage and downloading a documented query as CSV. Screenshots of each view go to the sandbox, or
 //! to `$CAPSIGHT_SCREENSHOTS` (e.g. `docs/dashboard`) when set.
 
 #![allow(
@@ -41,6 +42,10 @@ const STOCKOUT: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 const IN_STOCK: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 /// The scenario's stockout, simulated seconds after its start.
 const STOCKOUT_AT: u64 = 24 * 3600;
+const OPERATOR_KEY: &str = "op-test-3f9a1c0e8b7d4a2f";
+/// `printf %s op-test-3f9a1c0e8b7d4a2f | sha256sum`
+const OPERATOR_KEY_SHA256: &str =
+    "18d4e8dbc92a94fab67d075f416d095b708b8a8c40b45c5b424e503bba98719e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chromium() {
@@ -85,7 +90,9 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
             .env("CAPSIGHT_PROBE__LIMITS__PER_ACCOUNT_PER_MINUTE", "0"),
     );
     let shutdown = Shutdown::new();
-    let gateway = capsight_gateway::start(sandbox.config(), sandbox.clouds(), shutdown.clone())
+    let mut config: capsight_gateway::GatewayConfig = sandbox.config();
+    config.gateway.web_operator_key_sha256 = OPERATOR_KEY_SHA256.to_owned();
+    let gateway = capsight_gateway::start(config, sandbox.clouds(), shutdown.clone())
         .await
         .unwrap();
     let web = gateway
@@ -126,6 +133,7 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
             .env("KEY_A", sandbox.key("acme"))
             .env("KEY_B", sandbox.key("globex"))
             .env("STOCKOUT_KEY", STOCKOUT)
+            .env("OPERATOR_KEY", OPERATOR_KEY)
             .env("SCREENSHOTS", &shots)
             .env("FAILURE_DIR", sandbox.config_file().parent().unwrap())
             .stdout(Stdio::piped())
@@ -225,6 +233,11 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert_eq!(r["b_sees_launch_in_list"], false, "{r}");
     assert_eq!(r["b_get_launch_status"], 404, "{r}");
     assert_eq!(r["b_cancel_status"], 404, "{r}");
+    // the operator view: a tenant key is refused, the operator key opens it
+    assert!(text("operator_with_tenant_key").contains("Refused"), "{r}");
+    assert!(text("operator_usage").contains("acme"), "{r}");
+    assert!(r["operator_queries"].as_u64().unwrap() >= 10, "{r}");
+    assert_eq!(text("operator_csv_name"), "capsight-query-0.csv", "{r}");
     // no script errors (failed requests the test provoked are logged by the browser as such)
     let errors: Vec<&str> = r["console_errors"]
         .as_array()
@@ -242,6 +255,7 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
         "preflight",
         "launch",
         "launches",
+        "operator",
     ] {
         let png = shots.join(format!("{view}.png"));
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));

@@ -21,6 +21,10 @@ pub struct GatewaySettings {
     /// empty = no dashboard.
     #[serde(default, deserialize_with = "crate::web::optional_addr")]
     pub web_listen: Option<SocketAddr>,
+    /// SHA-256 (hex) of the operator's dashboard key (operator and analyst views); empty = no
+    /// operator view.
+    #[serde(default)]
+    pub web_operator_key_sha256: String,
     /// PEM certificate chain; empty = plaintext (loopback only!).
     #[serde(default)]
     pub tls_cert: PathBuf,
@@ -70,6 +74,7 @@ impl Default for GatewaySettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             web_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+            web_operator_key_sha256: String::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             registry_recheck: Duration::from_secs(5),

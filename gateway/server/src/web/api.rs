@@ -63,6 +63,11 @@ impl Web {
             shutdown,
         }
     }
+
+    /// The core the services run over.
+    pub(super) fn core(&self) -> &Core {
+        &self.core
+    }
 }
 
 /// The API routes.
@@ -83,7 +88,7 @@ pub fn router(web: Web) -> Router {
 }
 
 /// A gRPC request carrying the browser's `Authorization` header as its metadata.
-fn grpc<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
+pub(super) fn grpc<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     if let Some(v) = headers
         .get(AUTHORIZATION)

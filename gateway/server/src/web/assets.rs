@@ -67,7 +67,13 @@ mod tests {
 
     #[test]
     fn the_app_is_embedded() {
-        for f in ["index.html", "app.js", "app.css"] {
+        for f in [
+            "index.html",
+            "app.js",
+            "app.css",
+            "operator.html",
+            "operator.js",
+        ] {
             assert!(ASSETS.get_file(f).is_some(), "{f} embedded");
         }
         assert_eq!(content_type("app.js"), "text/javascript; charset=utf-8");

@@ -12,6 +12,9 @@
 //! has no RPC (GPU-hours of this month) is admitted by the same [`crate::auth::Tenancy`] and
 //! filtered on the admitted tenant in SQL. The key is never read from a URL.
 //!
+//! The operator's and analysts' routes ([`operator`]) need the operator credential, never a
+//! tenant key.
+//!
 //! Assets ([`assets`]) are compiled into the binary from `gateway/server/web/`: no CDN, no build
 //! step, the dashboard works offline.
 
@@ -19,6 +22,7 @@ mod api;
 mod assets;
 mod error;
 mod json;
+mod operator;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -40,7 +44,10 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Internal(format!("web dashboard address: {e}")))?;
-    let router = api::router(api::Web::new(api, core, shutdown.clone())).merge(assets::router());
+    let web = api::Web::new(api, core, shutdown.clone());
+    let router = api::router(web.clone())
+        .merge(operator::router(web))
+        .merge(assets::router());
     tracing::info!(%addr, "capsight web dashboard listening");
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
