@@ -91,6 +91,12 @@ async fn only_the_operator_key_opens_the_operator_view_and_queries_download_as_c
         .unwrap();
     assert!(overview["scores_view"]["keys"].is_u64(), "{overview}");
     assert!(overview["usage"].is_array(), "{overview}");
+    let tenants = overview["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 1, "{overview}");
+    assert_eq!(tenants[0]["id"], "acme", "{overview}");
+    // the gateway profile's default rate; no own limit in the registry
+    assert_eq!(tenants[0]["rate_per_minute"], 100_000, "{overview}");
+    assert_eq!(tenants[0]["active_keys"], 1, "{overview}");
 
     let listed: serde_json::Value = get("/api/operator/queries", Some(OPERATOR_KEY))
         .await

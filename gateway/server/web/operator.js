@@ -28,6 +28,9 @@ async function signIn(k) {
     $('who').hidden = false;
     const v = overview.scores_view;
     $('health').textContent = `${v.keys} keys; ${v.ready ? 'ready' : 'still loading'}; ${v.healthy ? 'following the scores topic' : 'STALLED: not following the scores topic'}`;
+    $('tenants').innerHTML = overview.tenants
+      .map((t) => `<tr><td>${esc(t.id)}${t.name ? ` <small>${esc(t.name)}</small>` : ''}</td><td>${t.rate_per_minute}</td><td>${t.gpu_quota ?? 'none'}</td><td>${t.open_streams} / ${t.max_open_streams}</td><td>${t.active_keys}</td><td>${t.cloud_role ? 'registered' : 'none'}</td></tr>`)
+      .join('');
     $('usage').innerHTML =
       overview.usage.map((u) => `<tr><td>${esc(u.tenant)}</td><td>${esc(u.market)}</td><td>${u.gpu_hours.toFixed(2)}</td><td>${u.launches}${u.still_running ? ' (running)' : ''}</td></tr>`).join('') ||
       `<tr><td colspan="4">No GPU-hours in ${esc(overview.month)}.</td></tr>`;

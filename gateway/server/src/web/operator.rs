@@ -4,8 +4,9 @@
 //! `gateway.web_operator_key_sha256` — a key of its own, never a tenant key, compared in
 //! constant time. Without a bearer key: 401; a tenant's key (admitted as a tenant): 403; any
 //! other key: 401; no operator key configured: 403 for everyone. Routes:
-//! * `GET /api/operator/overview`: the scores view (ready, healthy, keys) and GPU-hours of this
-//!   month per tenant and market (`tenant_gpu_hours_monthly`);
+//! * `GET /api/operator/overview`: the scores view (ready, healthy, keys), the tenants (rate
+//!   limit, GPU quota, stream limit and streams open now, active keys, cloud role) and GPU-hours
+//!   of this month per tenant and market (`tenant_gpu_hours_monthly`);
 //! * `GET /api/operator/queries`: the documented analyst queries of `docs/analytics.md`
 //!   (compiled in), `GET /api/operator/queries/{n}`: query `n` run on ClickHouse as CSV with a
 //!   header row, as a download.
@@ -134,12 +135,32 @@ async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Val
         .await
         .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
     let healthy = core.view.watch_health().borrow().is_healthy();
+    let default_rate = core.tenancy.default_rate();
+    let tenants: Vec<Value> = core
+        .tenancy
+        .registry()
+        .tenants()
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id.as_str(),
+                "name": t.name,
+                "rate_per_minute": t.rate_per_minute.unwrap_or(default_rate),
+                "gpu_quota": t.gpu_quota,
+                "max_open_streams": t.max_open_streams.unwrap_or(core.settings.max_open_streams_per_tenant),
+                "open_streams": core.streams.held(&t.id),
+                "active_keys": t.keys.iter().filter(|k| !k.revoked).count(),
+                "cloud_role": t.aws_role.is_some(),
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "scores_view": {
             "ready": core.view.is_ready(),
             "healthy": healthy,
             "keys": core.view.len(),
         },
+        "tenants": tenants,
         "month": month.format("%Y-%m").to_string(),
         "usage": usage.iter().filter(|u| u.month == month).map(|u| json!({
             "tenant": u.tenant,
