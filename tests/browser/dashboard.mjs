@@ -122,6 +122,10 @@ try {
   await page.waitForSelector('.ranges button[data-range="1h"][aria-pressed="true"]');
   await page.waitForSelector('#history svg');
   result.history_points = await page.evaluate(() => document.querySelector('#history polyline')?.getAttribute('points').split(' ').length ?? 0);
+  await page.click('#explain-watch');
+  result.watching = await page.getAttribute('#explain-watch', 'aria-pressed');
+  await page.check('#changes-watched');
+  result.watched_alerts = await page.locator('#changes li:not([hidden])').count();
   await shot('explain');
 
   step('preflight');

@@ -204,6 +204,9 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert!(text("explain_facts").contains("Unavailable"), "{r}");
     assert!(r["evidence_rows"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["history_points"].as_u64().unwrap() >= 1, "{r}");
+    // alerts: the watched key's label change stays listed under "only keys I watch"
+    assert_eq!(text("watching"), "true", "{r}");
+    assert!(r["watched_alerts"].as_u64().unwrap() >= 1, "{r}");
     // preflight -> alternatives -> launch -> running -> cancelled
     assert!(text("decision").contains("retry with alternatives"), "{r}");
     assert!(r["alternatives"].as_u64().unwrap() >= 1, "{r}");

@@ -13,7 +13,10 @@ const LABELS = {
 const MARKETS = ['on_demand', 'spot', 'capacity_block'];
 const FINAL = new Set(['terminated', 'failed', 'cancelled']);
 
+const WATCH_STORE = 'capsight.watched';
 const $ = (id) => document.getElementById(id);
+/** Keys the user watches (not secret: kept in localStorage across sessions). */
+const watched = new Set(JSON.parse(localStorage.getItem(WATCH_STORE) || '[]'));
 const state = {
   key: sessionStorage.getItem(KEY_STORE) || '',
   scores: new Map(), // key text -> score
@@ -235,6 +238,8 @@ function onTransition(t) {
   const prev = labelOf(t.previous === 'unspecified' && old ? old.label : t.previous);
   if (t.previous !== 'unspecified' || old) {
     const li = document.createElement('li');
+    li.dataset.key = s.key.text;
+    li.hidden = $('changes-watched').checked && !watched.has(s.key.text);
     li.innerHTML = `${new Date().toLocaleTimeString()} <span class="mono">${esc(s.key.text)}</span>: ${labelHtml(prev)} → ${labelHtml(s.label)} (score ${s.score})`;
     $('changes').prepend(li);
     while ($('changes').children.length > 50) $('changes').lastChild.remove();
@@ -334,7 +339,7 @@ function renderGrids(flashKey = '') {
         html.push(
           `<td><button type="button" class="cell ${l}${k === flashKey ? ' flash' : ''}" data-key="${esc(k)}" data-label="${l}" aria-pressed="${k === state.selected}" ` +
             `aria-label="${esc(`${t} in ${z}: ${LABELS[l].text}, score ${s.score}, confidence ${pct(s.confidence)}`)}">` +
-            `<span><span aria-hidden="true">${LABELS[l].icon}</span> ${LABELS[l].text}</span><span class="n" aria-hidden="true">${s.score}</span></button></td>`,
+            `<span><span aria-hidden="true">${LABELS[l].icon}</span> ${LABELS[l].text}</span><span class="n" aria-hidden="true">${watched.has(k) ? '<span class="star" title="watched">★</span> ' : ''}${s.score}</span></button></td>`,
         );
       }
       html.push('</tr>');
@@ -383,8 +388,32 @@ const FEATURE_UNITS = {
   provisioning_latency: (v) => `${Math.round(v)} ms`,
 };
 
+function renderWatch() {
+  const on = watched.has(state.selected);
+  $('explain-watch').setAttribute('aria-pressed', String(on));
+  $('explain-watch').textContent = on ? '★ Watching this key' : '☆ Watch this key';
+  $('watched-count').textContent = String(watched.size);
+}
+
+function toggleWatch() {
+  const k = state.selected;
+  if (!k) return;
+  if (watched.has(k)) watched.delete(k);
+  else watched.add(k);
+  localStorage.setItem(WATCH_STORE, JSON.stringify([...watched]));
+  renderWatch();
+  renderGrids();
+  filterChanges();
+}
+
+function filterChanges() {
+  const only = $('changes-watched').checked;
+  for (const li of $('changes').children) li.hidden = only && !watched.has(li.dataset.key);
+}
+
 function renderExplain(s) {
   $('explain-key').textContent = s.key.text;
+  renderWatch();
   const gpu = s.gpu ? `${s.gpu.gpu_count}× ${s.gpu.gpu_model} · $${s.gpu.usd_per_gpu_hour.toFixed(2)}/GPU-hour on-demand` : 'not in the catalog';
   $('explain-facts').innerHTML = `
     <dt>Label</dt><dd>${labelHtml(s.label)}</dd>
@@ -436,6 +465,7 @@ function chart(h) {
   parts.push(`<text x="${L}" y="${H - 4}">${esc(new Date(h.from).toLocaleString())}</text><text x="${W - R}" y="${H - 4}" text-anchor="end">now</text>`);
   if (pts.length) {
     parts.push(`<polyline class="line" points="${pts.map((p) => `${x(p.at).toFixed(1)},${y(p.score).toFixed(1)}`).join(' ')}"/>`);
+    for (const p of pts) parts.push(`<circle class="dot" cx="${x(p.at).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="2.5"><title>${esc(when(p.at))}: score ${p.score}</title></circle>`);
     let prev = null;
     for (const p of pts) {
       if (prev && p.signal_count !== prev.signal_count) {
@@ -626,6 +656,9 @@ function wire() {
     });
   }
   $('explain-preflight').addEventListener('click', () => prefill(state.selected));
+  $('explain-watch').addEventListener('click', toggleWatch);
+  $('changes-watched').addEventListener('change', filterChanges);
+  $('watched-count').textContent = String(watched.size);
   $('pf-region').addEventListener('change', fillZones);
   $('pf-form').addEventListener('submit', runPreflight);
   $('pf-result').addEventListener('click', (ev) => {
