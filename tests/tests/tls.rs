@@ -104,7 +104,7 @@ async fn kafka_clickhouse_and_rabbitmq_clients_speak_tls_and_refuse_another_ca()
         .execute()
         .await
         .unwrap_err();
-    assert!(ch_tls.stats().refused > refused, "{err}");
+    assert!(refused_since(&ch_tls, refused).await, "{err}");
 
     // Kafka: a private tansu advertising the forwarder, so every connection (bootstrap and
     // broker) goes through TLS
@@ -155,7 +155,7 @@ async fn kafka_clickhouse_and_rabbitmq_clients_speak_tls_and_refuse_another_ca()
             .await
             .is_err()
     );
-    assert!(kafka_tls.stats().refused > refused);
+    assert!(refused_since(&kafka_tls, refused).await);
 
     // RabbitMQ: amqps to the forwarder, plain AMQP from it to the stack's broker
     let mq_tls = ca.forward(upstream(plain.amqp_url())).await;
@@ -210,7 +210,7 @@ async fn kafka_clickhouse_and_rabbitmq_clients_speak_tls_and_refuse_another_ca()
         ..amqp.clone()
     };
     assert!(untrusting.connect().await.is_err());
-    assert!(mq_tls.stats().refused > refused);
+    assert!(refused_since(&mq_tls, refused).await);
 
     // the binary: `capsight-admin check` over TLS to all three, then trusting another CA
     let ok = admin_check(&sandbox, &kafka, &clickhouse, &amqp, &ca.ca_pem());
@@ -240,6 +240,18 @@ impl Sections {
     fn amqp_url(&self) -> &str {
         secrecy::ExposeSecret::expose_secret(&self.amqp.url)
     }
+}
+
+/// Whether the forwarder refused a handshake after `before` (its side of a failed handshake
+/// may end a moment after the client's).
+async fn refused_since(tls: &TlsForwarder, before: u64) -> bool {
+    for _ in 0..50 {
+        if tls.stats().refused > before {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// The forwarder completed a handshake and moved bytes both ways.
