@@ -56,12 +56,13 @@ fn prometheus_bin() -> PathBuf {
     path
 }
 
-/// One instant query; the result vector's (labels, value) pairs.
+/// One instant query; the result vector's (labels, value) pairs; `None` while Prometheus does
+/// not answer yet (starting).
 async fn query(
     http: &reqwest::Client,
     prometheus: SocketAddr,
     promql: &str,
-) -> Vec<(serde_json::Value, f64)> {
+) -> Option<Vec<(serde_json::Value, f64)>> {
     let encoded: String = promql
         .bytes()
         .map(|b| match b {
@@ -71,16 +72,17 @@ async fn query(
             _ => format!("%{b:02X}"),
         })
         .collect();
-    let body: serde_json::Value = http
+    let response = http
         .get(format!("http://{prometheus}/api/v1/query?query={encoded}"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .ok()?;
+    if response.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "success", "{promql}: {body}");
-    body["data"]["result"]
+    let result = body["data"]["result"]
         .as_array()
         .unwrap()
         .iter()
@@ -88,7 +90,8 @@ async fn query(
             let value = r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
             (r["metric"].clone(), value)
         })
-        .collect()
+        .collect();
+    Some(result)
 }
 
 /// Waits until `promql` returns a result `accept` takes; panics with the last result after
@@ -102,7 +105,7 @@ async fn wait_for(
 ) -> Vec<(serde_json::Value, f64)> {
     let deadline = Instant::now() + limit;
     loop {
-        let result = query(http, prometheus, promql).await;
+        let result = query(http, prometheus, promql).await.unwrap_or_default();
         if accept(&result) {
             return result;
         }
@@ -201,7 +204,10 @@ async fn prometheus_finds_every_binarys_series() {
                 "--config.file={}",
                 dir.join("prometheus.yml").display()
             ))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={prometheus}")),
     );
     let http = reqwest::Client::new();
