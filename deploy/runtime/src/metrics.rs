@@ -200,7 +200,7 @@ pub const PROCESS_UP: Metric = Metric::gauge(
 pub const HTTP_REQUESTS_TOTAL: Metric = Metric::counter(
     "capsight_http_requests_total",
     &["route", "status"],
-    "HTTP requests served (reports intake, cloudsim), by route pattern and status code",
+    "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code",
 );
 /// HTTP request latency, by route.
 pub const HTTP_REQUEST_SECONDS: Metric = Metric::histogram(
