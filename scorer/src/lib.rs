@@ -28,6 +28,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod observation;
 pub mod pipeline;

@@ -33,6 +33,7 @@ pub mod auth;
 pub use capsight_cloud::tenants as clouds;
 mod error;
 pub mod feed;
+pub mod metrics;
 pub use capsight_launch::queue as jobs;
 pub mod preflight;
 pub mod service;
@@ -271,6 +272,7 @@ pub async fn start(
         .local_addr()
         .map_err(|e| startup("local address", &e))?;
     let router = builder
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

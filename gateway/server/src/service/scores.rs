@@ -36,6 +36,7 @@ impl ScoreService for Api {
             .view
             .get(&key.to_string())
             .ok_or_else(|| GatewayError::NotFound(format!("score of {key}")))?;
+        crate::metrics::served(&score);
         Ok(Response::new(v1::Score::from(score.as_ref())))
     }
 
@@ -58,7 +59,10 @@ impl ScoreService for Api {
         let page: Vec<v1::Score> = matches
             .iter()
             .take(page_size)
-            .map(|s| v1::Score::from(s.as_ref()))
+            .map(|s| {
+                crate::metrics::served(s);
+                v1::Score::from(s.as_ref())
+            })
             .collect();
         let next_page_token = if total_after > page_size {
             matches

@@ -47,7 +47,10 @@ pub async fn serve(
     let web = api::Web::new(api, core, shutdown.clone());
     let router = api::router(web.clone())
         .merge(operator::router(web))
-        .merge(assets::router());
+        .merge(assets::router())
+        .layer(axum::middleware::from_fn(
+            capsight_runtime::metrics::track_http,
+        ));
     tracing::info!(%addr, "capsight web dashboard listening");
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
