@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod observation;
 pub mod pipeline;

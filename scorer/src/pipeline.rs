@@ -207,7 +207,7 @@ fn kafka_err(op: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Sco
 /// kept failing. While it fails, `$liveness` is told the consumer is blocked on a sink. (A macro
 /// rather than a function taking an async closure: those futures are not provably `Send`.)
 macro_rules! retry {
-    ($what:expr, $backoff:expr, $shutdown:expr, $liveness:expr, $op:expr) => {{
+    ($what:expr, $stage:expr, $backoff:expr, $shutdown:expr, $liveness:expr, $op:expr) => {{
         let mut attempt: u32 = 0;
         let outcome = loop {
             match $op.await {
@@ -215,6 +215,8 @@ macro_rules! retry {
                 Err(e) => {
                     $liveness.set_blocked(true);
                     attempt += 1;
+                    metrics::counter!(crate::metrics::RETRIES_TOTAL.name, "stage" => $stage)
+                        .increment(1);
                     warn!(error = %e, attempt, "{} failed; retrying", $what);
                     if $shutdown.is_triggered() {
                         break None;
@@ -455,12 +457,19 @@ impl Pipeline {
         if !unseeded.is_empty() {
             let store = self.store.clone();
             let window = self.settings.window;
-            let loaded = retry!("window rebuild", backoff, shutdown, liveness, async {
-                tokio::try_join!(
-                    store.load_windows(&unseeded, window),
-                    store.load_resume(&unseeded)
-                )
-            });
+            let loaded = retry!(
+                "window rebuild",
+                "window_rebuild",
+                backoff,
+                shutdown,
+                liveness,
+                async {
+                    tokio::try_join!(
+                        store.load_windows(&unseeded, window),
+                        store.load_resume(&unseeded)
+                    )
+                }
+            );
             let Some((loaded, mut resume)) = loaded else {
                 warn!("shutdown during window rebuild: batch left for replay");
                 return;
@@ -510,8 +519,10 @@ impl Pipeline {
 
         // 3. write (idempotent), retried until durable; a stall meanwhile is the sink's, not
         // the consumer's
+        let write_start = std::time::Instant::now();
         let written: Option<()> = retry!(
             "batch write",
+            "batch_write",
             backoff,
             shutdown,
             liveness,
@@ -548,6 +559,24 @@ impl Pipeline {
             }
         }
 
+        {
+            use crate::metrics as m;
+            metrics::histogram!(m::BATCH_WRITE_SECONDS.name).record(write_start.elapsed());
+            #[allow(clippy::cast_precision_loss, reason = "batch sizes are small")]
+            metrics::histogram!(m::BATCH_ROWS.name).record(items.len() as f64);
+            metrics::counter!(m::MESSAGES_TOTAL.name, "outcome" => "valid")
+                .increment(valid.len() as u64);
+            metrics::counter!(m::MESSAGES_TOTAL.name, "outcome" => "dead_letter")
+                .increment(dead.len() as u64);
+            metrics::counter!(m::SCORES_PUBLISHED_TOTAL.name)
+                .increment(outputs.scores.len() as u64);
+            metrics::counter!(m::ALERTS_TOTAL.name).increment(outputs.alerts.len() as u64);
+            #[allow(clippy::cast_precision_loss, reason = "a gauge")]
+            metrics::gauge!(m::KEYS.name).set(self.engine.key_count() as f64);
+            #[allow(clippy::cast_precision_loss, reason = "a timestamp gauge")]
+            metrics::gauge!(m::LAST_BATCH_TIMESTAMP.name)
+                .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
         self.stats.batches += 1;
         self.stats.messages += items.len() as u64;
         self.stats.dead_letters += dead.len() as u64;
@@ -642,9 +671,17 @@ impl Pipeline {
             }
             self.producer.send(record, timeout)
         });
+        let start = std::time::Instant::now();
         let (scores_sent, dead_sent) = tokio::join!(
             futures::future::join_all(score_sends),
             futures::future::join_all(dead_sends)
+        );
+        let failed = scores_sent.iter().chain(&dead_sent).any(Result::is_err);
+        capsight_runtime::metrics::dependency_call(
+            "kafka",
+            "produce",
+            start,
+            failed.then_some("produce"),
         );
         for r in scores_sent {
             r.map_err(|(source, _)| ScorerError::Produce {

@@ -56,15 +56,15 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut insert = self
-            .client
-            .insert::<R>(table)
-            .await
-            .map_err(query_err(table))?;
-        for row in rows {
-            insert.write(row).await.map_err(query_err(table))?;
-        }
-        insert.end().await.map_err(query_err(table))
+        capsight_clickhouse::observed(table, async {
+            let mut insert = self.client.insert::<R>(table).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        })
+        .await
+        .map_err(query_err(table))
     }
 
     /// Inserts a batch's rows; durable when it returns `Ok`.

@@ -50,6 +50,7 @@ async fn services_refuse_the_development_hash_secret_outside_a_demo() {
 fn ports(mut cmd: Command) -> Command {
     for var in [
         "CAPSIGHT_GATEWAY__LISTEN",
+        "CAPSIGHT_GATEWAY__WEB_LISTEN",
         "CAPSIGHT_LAUNCHER__HEALTH_LISTEN",
         "CAPSIGHT_REPORTS__LISTEN",
     ] {

@@ -20,6 +20,7 @@ pub mod budget;
 pub mod cost;
 pub mod demand;
 pub mod limits;
+pub mod metrics;
 pub mod plan;
 pub mod prober;
 pub mod schedule;

@@ -51,6 +51,17 @@ pub enum Outcome {
     Skipped,
 }
 
+impl Outcome {
+    /// `success`, `failure` or `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     next_due: DateTime<Utc>,

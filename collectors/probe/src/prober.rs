@@ -334,7 +334,16 @@ impl Prober {
     }
 
     /// Probes `planned.key` once (see the module contract).
+    /// Runs one probe of `planned` (see the crate doc) and records it: probes by outcome, the
+    /// day's spend against the budget.
     pub async fn probe(&self, planned: &Planned) -> ProbeReport {
+        let report = self.probe_once(planned).await;
+        let now = Utc::now();
+        crate::metrics::probed(report.outcome, self.budget.spent(now), self.budget.limit());
+        report
+    }
+
+    async fn probe_once(&self, planned: &Planned) -> ProbeReport {
         let probe_id = format!("probe-{}", uuid::Uuid::now_v7().simple());
         let key = &planned.key;
         let provider = key.provider.as_str();

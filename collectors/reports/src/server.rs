@@ -133,6 +133,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/events", post(events))
         .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(
+            capsight_runtime::metrics::track_http,
+        ))
         .with_state(state)
 }
 

@@ -8,6 +8,7 @@
 //! * [`rows`] holds the `Row` types and their conversions from domain values.
 //! * [`sql`] holds every statement capsight sends outside migrations, so a check can run each
 //!   one on every supported server; [`cluster`] rewrites migrations for a cluster.
+//! * [`observed`] times a call as the `clickhouse` dependency (latency, errors by class).
 //!
 //! Compatibility: everything here works on ClickHouse 18.16 (the Debian package used locally
 //! and in CI) and on current releases. 18.16 lacks `RowBinaryWithNamesAndTypes`, so schema
@@ -18,10 +19,37 @@ pub mod migrate;
 pub mod rows;
 pub mod sql;
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+/// Runs one ClickHouse call, recording its latency and failure (by error class) as the
+/// `clickhouse` dependency under `operation`: the table for an insert (`signals`), the
+/// statement's name for a query (`scores.history`, [`sql::Statement::name`]).
+pub async fn observed<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, clickhouse::error::Error> {
+    let start = std::time::Instant::now();
+    let result = call.await;
+    let class = result.as_ref().err().map(error_class);
+    capsight_runtime::metrics::dependency_call("clickhouse", operation, start, class);
+    result
+}
+
+/// A bounded name for a client error (its kind, never its message).
+pub fn error_class(e: &clickhouse::error::Error) -> &'static str {
+    use clickhouse::error::Error as E;
+    match e {
+        E::Network(_) => "network",
+        E::TimedOut => "timed_out",
+        E::BadResponse(_) => "server",
+        E::SchemaMismatch(_) | E::InvalidColumnsHeader(_) => "schema",
+        E::RowNotFound => "not_found",
+        _ => "client",
+    }
+}
 
 /// Errors talking to ClickHouse.
 #[derive(Debug, thiserror::Error)]

@@ -306,6 +306,9 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/admin/interrupt", post(admin_interrupt))
         .route("/admin/events", get(admin_events))
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn(
+            capsight_runtime::metrics::track_http,
+        ))
         .with_state(sim)
 }
 

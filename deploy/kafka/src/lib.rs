@@ -59,3 +59,7 @@ pub enum KafkaError {
     #[error("kafka worker thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
+
+/// The metrics of this crate (consumer liveness).
+pub const METRICS: &[capsight_runtime::metrics::Metric] =
+    &[liveness::CONSUMER_LAG, liveness::CONSUMER_STALLED];

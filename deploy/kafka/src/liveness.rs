@@ -39,6 +39,8 @@ use tokio::{
     time::Instant,
 };
 
+use capsight_runtime::metrics::Metric;
+
 use crate::KafkaSettings;
 
 /// How the consumer gets its partitions.
@@ -212,22 +214,10 @@ impl StallDetector {
         processed: &BTreeMap<i32, i64>,
     ) -> Verdict {
         self.last_observed = now;
-        let relevant: Vec<i32> = if obs.assigned.is_empty() && self.group {
-            obs.high.keys().copied().collect()
-        } else {
-            obs.assigned.iter().copied().collect()
-        };
         let mut lag = 0;
         let mut lagging = BTreeSet::new();
         let mut marks = BTreeMap::new();
-        for p in relevant {
-            let high = obs.high.get(&p).copied().unwrap_or(0);
-            let done = processed
-                .get(&p)
-                .copied()
-                .max(obs.committed.get(&p).copied())
-                .max(obs.low.get(&p).copied())
-                .unwrap_or(0);
+        for (p, (high, done)) in positions(obs, processed, self.group) {
             if high > done {
                 lag += high - done;
                 lagging.insert(p);
@@ -260,6 +250,70 @@ impl StallDetector {
         let idle = now.saturating_duration_since(self.last_observed);
         (idle >= self.stall_after).then_some(Verdict::Unobservable { error, idle })
     }
+}
+
+/// The relevant partitions' (high watermark, next offset done) — done being the furthest of
+/// processed, committed and the low watermark (see the module contract). A group member with no
+/// partitions watches them all.
+pub fn positions(
+    obs: &Observation,
+    processed: &BTreeMap<i32, i64>,
+    group: bool,
+) -> BTreeMap<i32, (i64, i64)> {
+    let relevant: Vec<i32> = if obs.assigned.is_empty() && group {
+        obs.high.keys().copied().collect()
+    } else {
+        obs.assigned.iter().copied().collect()
+    };
+    relevant
+        .into_iter()
+        .map(|p| {
+            let high = obs.high.get(&p).copied().unwrap_or(0);
+            let done = processed
+                .get(&p)
+                .copied()
+                .max(obs.committed.get(&p).copied())
+                .max(obs.low.get(&p).copied())
+                .unwrap_or(0);
+            (p, (high, done))
+        })
+        .collect()
+}
+
+/// Messages behind per partition, by consumer (its watchdog's name) and partition.
+pub const CONSUMER_LAG: Metric = Metric::gauge(
+    "capsight_consumer_lag_messages",
+    &["consumer", "partition"],
+    "Messages behind the high watermark per partition the consumer is responsible for",
+);
+/// 1 while the watchdog judges the consumer stalled.
+pub const CONSUMER_STALLED: Metric = Metric::gauge(
+    "capsight_consumer_stalled",
+    &["consumer"],
+    "1 while the consumer is stalled (lag and no progress for kafka.consumer.stall_after)",
+);
+
+/// Sets [`CONSUMER_LAG`] for the partitions in `lags` and 0 for those `reported` before that
+/// are no longer the consumer's; returns the partitions reported now.
+fn report_lag(
+    name: &'static str,
+    lags: &BTreeMap<i32, (i64, i64)>,
+    reported: &BTreeSet<i32>,
+) -> BTreeSet<i32> {
+    for p in reported.iter().filter(|p| !lags.contains_key(p)) {
+        metrics::gauge!(CONSUMER_LAG.name, "consumer" => name, "partition" => p.to_string())
+            .set(0.0);
+    }
+    for (p, (high, done)) in lags {
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "a gauge; lags are far below 2^52"
+        )]
+        let lag = (high - done).max(0) as f64;
+        metrics::gauge!(CONSUMER_LAG.name, "consumer" => name, "partition" => p.to_string())
+            .set(lag);
+    }
+    lags.keys().copied().collect()
 }
 
 /// Something the watchdog can observe: the owner's current client.
@@ -406,6 +460,8 @@ impl Watchdog {
                 StallDetector::new(settings.stall_after, &membership, Instant::now());
             let mut rejoins = 0u32;
             let mut committed = BTreeMap::new();
+            let mut reported = BTreeSet::new();
+            let stalled = metrics::gauge!(CONSUMER_STALLED.name, "consumer" => name);
             let mut timer = tokio::time::interval(settings.check_interval);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tokio::pin!(stop);
@@ -427,6 +483,8 @@ impl Watchdog {
                 let verdict = match observed {
                     Ok(Ok(obs)) => {
                         committed.clone_from(&obs.committed);
+                        let lags = positions(&obs, &processed, membership.is_group());
+                        reported = report_lag(name, &lags, &reported);
                         Some(detector.judge(now, &obs, &processed))
                     }
                     Ok(Err(e)) => detector.failed(now, e.to_string()),
@@ -525,6 +583,11 @@ impl Watchdog {
                         });
                     }
                 }
+                stalled.set(if health_tx.borrow().is_healthy() {
+                    0.0
+                } else {
+                    1.0
+                });
             }
         });
         live

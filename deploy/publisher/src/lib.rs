@@ -16,6 +16,8 @@
 //!   are logged, counted in [`PublisherStats::failed`] and returned to the caller.
 //! * **Ids**: the caller sets [`Signal::id`] — unique, and the same for every retry of the same
 //!   observation (`SignalId::derived`) — so downstream sinks de-duplicate.
+//! * **Metrics**: signals published and failed by role and source, produce latency and errors
+//!   (as the `kafka` dependency), the buffer depth (see [`METRICS`]).
 //! * **Shutdown**: [`Publisher::flush`] waits, up to a deadline, until the buffer is empty and
 //!   reports what it could not deliver.
 
@@ -29,6 +31,7 @@ use std::{
 
 use capsight_kafka::{KafkaSettings, TRACEPARENT_HEADER};
 use capsight_proto::{codec, domain::Signal};
+use capsight_runtime::metrics::{Metric, dependency_call};
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
@@ -39,6 +42,31 @@ use serde::Deserialize;
 
 /// The header carrying the signal id (for tracing and DLQ inspection without decoding).
 pub const SIGNAL_ID_HEADER: &str = "capsight-signal-id";
+
+/// Signals the broker acknowledged, by publisher role (the process) and signal source.
+pub const SIGNALS_PUBLISHED_TOTAL: Metric = Metric::counter(
+    "capsight_signals_published_total",
+    &["role", "source"],
+    "Signals the broker acknowledged, by publishing process (role) and signal source",
+);
+/// Signals refused or timed out.
+pub const SIGNALS_FAILED_TOTAL: Metric = Metric::counter(
+    "capsight_signals_failed_total",
+    &["role", "source"],
+    "Signals the broker refused or that outlived the delivery timeout",
+);
+/// The producer's buffer.
+pub const PUBLISHER_BUFFERED: Metric = Metric::gauge(
+    "capsight_publisher_buffered_signals",
+    &["role"],
+    "Signals held in the producer's buffer (queued or in flight)",
+);
+/// The metrics of this crate.
+pub const METRICS: &[Metric] = &[
+    SIGNALS_PUBLISHED_TOTAL,
+    SIGNALS_FAILED_TOTAL,
+    PUBLISHER_BUFFERED,
+];
 
 /// The `[publisher]` config section.
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +142,8 @@ pub struct Publisher {
     producer: FutureProducer,
     topic: String,
     counters: Arc<Counters>,
+    /// The role, as a metric label (a fixed name per binary).
+    role: metrics::SharedString,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -151,6 +181,7 @@ impl Publisher {
             producer,
             topic: kafka.topics.signals.clone(),
             counters: Arc::default(),
+            role: role.to_owned().into(),
         })
     }
 
@@ -179,12 +210,21 @@ impl Publisher {
             .key(&key)
             .payload(&payload)
             .headers(headers);
+        let start = std::time::Instant::now();
+        let labels = [
+            ("role", self.role.clone()),
+            ("source", signal.source.as_str().into()),
+        ];
         match self.producer.send(record, Timeout::Never).await {
             Ok(_) => {
+                dependency_call("kafka", "produce", start, None);
+                metrics::counter!(SIGNALS_PUBLISHED_TOTAL.name, &labels).increment(1);
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Err((source, _)) => {
+                dependency_call("kafka", "produce", start, Some(kafka_error_class(&source)));
+                metrics::counter!(SIGNALS_FAILED_TOTAL.name, &labels).increment(1);
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(signal = %signal.id, key = %signal.key, error = %source, "signal not delivered");
                 Err(PublishError::Delivery {
@@ -204,14 +244,17 @@ impl Publisher {
         }
     }
 
-    /// Logs the buffer every `interval` while it holds messages, until `shutdown` fires.
+    /// Logs the buffer every `interval` while it holds messages (and sets its gauge every
+    /// `interval`), until `shutdown` fires.
     pub async fn report(&self, interval: Duration, shutdown: capsight_runtime::shutdown::Shutdown) {
         let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        let buffered = metrics::gauge!(PUBLISHER_BUFFERED.name, "role" => self.role.clone());
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return,
                 _ = tick.tick() => {
                     let s = self.stats();
+                    buffered.set(f64::from(s.buffered));
                     if s.buffered > 0 {
                         tracing::warn!(buffered = s.buffered, delivered = s.delivered, failed = s.failed,
                             "signals waiting for the broker");
@@ -236,6 +279,17 @@ impl Publisher {
             });
         }
         Ok(())
+    }
+}
+
+/// A bounded name for a produce error (the librdkafka error code, not its message).
+fn kafka_error_class(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(rdkafka::types::RDKafkaErrorCode::MessageTimedOut) => "timed_out",
+        Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => "queue_full",
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) => "too_large",
+        Some(_) => "broker",
+        None => "client",
     }
 }
 

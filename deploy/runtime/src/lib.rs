@@ -4,6 +4,8 @@
 //! * [`telemetry`]: tracing initialisation from config;
 //! * [`failpoint`]: test failpoints, refused by release builds;
 //! * [`health`]: the `GET /healthz` endpoint supervisors probe;
+//! * [`metrics`]: Prometheus metrics (`GET /metrics`), the catalog type every crate declares
+//!   its metrics with;
 //! * [`periodic`]: run work now and then every interval until shutdown;
 //! * [`process`]: the start every binary shares (config, tracing, shutdown signal);
 //! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
@@ -15,6 +17,7 @@
 pub mod config;
 pub mod failpoint;
 pub mod health;
+pub mod metrics;
 pub mod periodic;
 pub mod process;
 pub mod shutdown;

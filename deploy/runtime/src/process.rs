@@ -1,5 +1,5 @@
 //! The start of every capsight binary: load the layered configuration, start tracing, create the
-//! shutdown signal listening for SIGINT/SIGTERM. A `main.rs` parses its flags (flattening
+//! shutdown signal listening for SIGINT/SIGTERM, serve Prometheus metrics (`[metrics]`). A `main.rs` parses its flags (flattening
 //! [`ConfigArgs`]), calls [`Process::start`] and hands `config` and `shutdown` to its library's
 //! `run`/`start`; tests call the same library function with a config and a shutdown of their own.
 
@@ -7,6 +7,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::{
     config::{ConfigArgs, ConfigError},
+    metrics::{MetricsError, MetricsSettings},
     shutdown::Shutdown,
     telemetry::{TelemetryError, TelemetrySettings},
 };
@@ -43,12 +44,16 @@ pub enum ProcessError {
     /// Tracing could not be initialised.
     #[error(transparent)]
     Telemetry(#[from] TelemetryError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
-/// The `[telemetry]` section, read next to a binary's own sections.
+/// The `[telemetry]` and `[metrics]` sections, read next to a binary's own sections.
 #[derive(Debug, Deserialize)]
 struct Telemetry {
     telemetry: TelemetrySettings,
+    metrics: MetricsSettings,
 }
 
 /// A started process: its configuration and its shutdown signal.
@@ -62,8 +67,8 @@ pub struct Process<C> {
 
 impl<C: DeserializeOwned> Process<C> {
     /// Loads `C` from defaults < `--config` < environment, starts tracing for `name` from
-    /// `[telemetry]` and creates the shutdown signal (listening for SIGINT/SIGTERM: call inside
-    /// the tokio runtime).
+    /// `[telemetry]`, creates the shutdown signal (listening for SIGINT/SIGTERM: call inside
+    /// the tokio runtime) and serves `GET /metrics` on `name`'s `[metrics.listen]` address.
     pub fn start(name: &'static str, args: &ConfigArgs) -> Result<Self, ProcessError> {
         Self::start_with(name, args, |_| {})
     }
@@ -78,10 +83,11 @@ impl<C: DeserializeOwned> Process<C> {
         let file = args.config.as_deref();
         let mut config: C = crate::config::load(file)?;
         adjust(&mut config);
-        let Telemetry { telemetry } = crate::config::load(file)?;
+        let Telemetry { telemetry, metrics } = crate::config::load(file)?;
         crate::telemetry::init(name, &telemetry)?;
         let shutdown = Shutdown::new();
         shutdown.listen_for_signals();
+        crate::metrics::serve(name, &metrics, shutdown.clone())?;
         Ok(Self { config, shutdown })
     }
 }

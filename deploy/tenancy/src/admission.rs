@@ -85,6 +85,11 @@ impl Admission {
         }
     }
 
+    /// Requests per minute of a tenant whose registry entry sets none.
+    pub fn default_rate(&self) -> u32 {
+        self.default_rate
+    }
+
     /// The registry (doors look up more than the caller, e.g. zone maps).
     pub fn registry(&self) -> &SharedRegistry {
         &self.registry

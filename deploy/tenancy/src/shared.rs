@@ -75,6 +75,15 @@ impl SharedRegistry {
         }
     }
 
+    /// Every tenant, as the registry holds them now (the operator's view).
+    pub fn tenants(&self) -> Vec<Tenant> {
+        self.refresh();
+        self.inner
+            .read()
+            .map(|i| i.registry.tenants.clone())
+            .unwrap_or_default()
+    }
+
     /// Checks an API key against the current registry.
     pub fn authenticate(&self, api_key: &str) -> Option<Authenticated> {
         self.refresh();

@@ -12,7 +12,8 @@
 //! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
 //! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
 //!   enqueue);
-//! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch.
+//! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch;
+//! * [`metrics`]: transitions, time in state and fallbacks, recorded by the store.
 //!
 //! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
 //! by name in ClickHouse `launch_events`.
@@ -21,6 +22,7 @@ pub mod alternatives;
 pub mod ids;
 pub mod locks;
 pub mod manage;
+pub mod metrics;
 pub mod queue;
 pub mod spec;
 pub mod store;

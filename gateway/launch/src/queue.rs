@@ -80,6 +80,7 @@ impl JobPublisher {
     /// Publishes `job` and waits for the broker's confirm.
     pub async fn publish(&self, job: &v1::LaunchJob) -> Result<(), QueueError> {
         let mut guard = self.channel.lock().await;
+        let start = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, async {
             if guard.as_ref().is_none_or(|(_, c)| !c.status().connected()) {
                 *guard = Some(self.open().await?);
@@ -126,6 +127,8 @@ impl JobPublisher {
         })
         .await
         .unwrap_or_else(|_| Err(amqp(format!("no confirm within {:?}", self.timeout))));
+        let failed = result.is_err().then_some("publish");
+        capsight_runtime::metrics::dependency_call("rabbitmq", "publish", start, failed);
         if result.is_err() {
             *guard = None;
         }

@@ -138,6 +138,8 @@ pub struct Store {
     client: clickhouse::Client,
     /// Serialises the writers of a running job ([`Store::append_next`]), by tenant and job.
     writers: KeyedLocks,
+    /// The latest transitions this process saw, for the time-in-state metric.
+    transitions: std::sync::Arc<crate::metrics::Transitions>,
 }
 
 impl std::fmt::Debug for Store {
@@ -152,6 +154,7 @@ impl Store {
         Self {
             client,
             writers: KeyedLocks::default(),
+            transitions: std::sync::Arc::default(),
         }
     }
 
@@ -162,12 +165,16 @@ impl Store {
 
     /// Appends one transition as given (its seq included).
     pub async fn append(&self, event: &LaunchEventRow) -> Result<(), StoreError> {
-        let mut insert = self
-            .client
-            .insert::<LaunchEventRow>("launch_events")
-            .await?;
-        insert.write(event).await?;
-        insert.end().await?;
+        capsight_clickhouse::observed("launch_events", async {
+            let mut insert = self
+                .client
+                .insert::<LaunchEventRow>("launch_events")
+                .await?;
+            insert.write(event).await?;
+            insert.end().await
+        })
+        .await?;
+        self.transitions.written(event);
         Ok(())
     }
 
@@ -358,13 +365,17 @@ impl Store {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
-        Ok(self
+        let latest = self
             .client
             .query(sql::LAUNCH_LATEST.sql)
             .bind(tenant)
             .bind(job_id)
             .fetch_optional::<LaunchEventRow>()
-            .await?)
+            .await?;
+        if let Some(row) = &latest {
+            self.transitions.seen(row);
+        }
+        Ok(latest)
     }
 
     /// The job as the gateway accepted it.

@@ -18,6 +18,7 @@
 //!   the `capsight-dead-reason` header; the worker carries on.
 
 pub mod lifecycle;
+pub mod metrics;
 pub use capsight_launch::locks;
 pub mod quota;
 pub mod settings;

@@ -121,6 +121,16 @@ pub enum Reason {
     },
 }
 
+impl Reason {
+    /// `max_lifetime` or `idle`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::MaxLifetime { .. } => "max_lifetime",
+            Self::Idle { .. } => "idle",
+        }
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -288,7 +298,10 @@ impl Reaper {
                 continue;
             };
             match self.reap(&l.tenant, &l.job_id, &reason).await {
-                Ok(true) => reaped.push((l.job_id.clone(), reason)),
+                Ok(true) => {
+                    crate::metrics::reaped(reason.metric_label());
+                    reaped.push((l.job_id.clone(), reason));
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(job_id = l.job_id, tenant = l.tenant, error = %e, "cannot terminate an expired launch; retrying next sweep");

@@ -26,6 +26,16 @@ impl Tenancy {
         Self(Admission::new(registry, hasher, default_rate))
     }
 
+    /// The tenant registry (the operator's view lists it).
+    pub fn registry(&self) -> &SharedRegistry {
+        self.0.registry()
+    }
+
+    /// Requests per minute of a tenant whose registry entry sets none.
+    pub fn default_rate(&self) -> u32 {
+        self.0.default_rate()
+    }
+
     /// Authenticates and rate-limits a request.
     pub fn admit<T>(&self, request: &tonic::Request<T>) -> Result<Caller, GatewayError> {
         let key = request

@@ -33,6 +33,7 @@ pub mod auth;
 pub use capsight_cloud::tenants as clouds;
 mod error;
 pub mod feed;
+pub mod metrics;
 pub use capsight_launch::queue as jobs;
 pub mod preflight;
 pub mod service;
@@ -41,6 +42,7 @@ pub mod store;
 pub mod streams;
 pub mod validate;
 pub mod view;
+pub mod web;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -99,6 +101,8 @@ pub struct Running {
     pub feed: LaunchFeed,
     /// Open server streams per tenant.
     pub streams: Arc<OpenStreams>,
+    /// The bound address of the web dashboard, when `gateway.web_listen` is set.
+    pub web_addr: Option<SocketAddr>,
     server: JoinHandle<Result<(), GatewayError>>,
     view_task: JoinHandle<Result<(), GatewayError>>,
 }
@@ -256,6 +260,12 @@ pub async fn start(
             .map_err(|e| startup("tls", &e))?;
     }
     let api = Api::new(Arc::clone(&core));
+    let web_addr = match config.gateway.web_listen {
+        Some(listen) => {
+            Some(web::serve(api.clone(), Arc::clone(&core), listen, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)
         .await
         .map_err(|e| startup(&format!("bind {}", config.gateway.listen), &e))?;
@@ -263,6 +273,7 @@ pub async fn start(
         .local_addr()
         .map_err(|e| startup("local address", &e))?;
     let router = builder
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -298,6 +309,7 @@ pub async fn start(
         view,
         feed,
         streams,
+        web_addr,
         server,
         view_task,
     })

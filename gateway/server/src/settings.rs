@@ -17,6 +17,14 @@ use serde::Deserialize;
 pub struct GatewaySettings {
     /// gRPC listen address.
     pub listen: SocketAddr,
+    /// The web dashboard's HTTP listener (static app + JSON/SSE API over the same services);
+    /// empty = no dashboard.
+    #[serde(default, deserialize_with = "crate::web::optional_addr")]
+    pub web_listen: Option<SocketAddr>,
+    /// SHA-256 (hex) of the operator's dashboard key (operator and analyst views); empty = no
+    /// operator view.
+    #[serde(default)]
+    pub web_operator_key_sha256: String,
     /// PEM certificate chain; empty = plaintext (loopback only!).
     #[serde(default)]
     pub tls_cert: PathBuf,
@@ -65,6 +73,8 @@ impl Default for GatewaySettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            web_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8090))),
+            web_operator_key_sha256: String::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             registry_recheck: Duration::from_secs(5),

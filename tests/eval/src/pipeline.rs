@@ -164,6 +164,7 @@ retry_max_delay = "200ms"
 
 [gateway]
 listen = "{gateway}"
+web_listen = ""
 watch_poll_interval = "200ms"
 registry_recheck = "500ms"
 

@@ -527,6 +527,19 @@ fn names(
         tenancy.push(("registry", s(&tenants.path().display().to_string())));
     }
     table.insert("tenancy".into(), section(tenancy));
+    // processes of parallel tests must not collide on the default metrics ports: any free port
+    // (a test that scrapes one sets its address with CAPSIGHT_METRICS__LISTEN__<BINARY>)
+    let any = || s("127.0.0.1:0");
+    let listen = [
+        "scorer", "gateway", "launcher", "reports", "probe", "quota", "spot", "status", "cloudsim",
+    ];
+    table.insert(
+        "metrics".into(),
+        section(vec![(
+            "listen",
+            section(listen.iter().map(|b| (*b, any())).collect()),
+        )]),
+    );
     table
 }
 

@@ -276,12 +276,27 @@ impl AwsAdapter {
         ))
     }
 
-    /// Runs `call`, retrying throttled/transient failures with exponential backoff.
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
+    /// Runs `call`, retrying throttled/transient failures with exponential backoff. Every
+    /// attempt is timed as the `cloud` dependency under `operation` (failures by error class).
+    async fn retrying<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut call: F,
+    ) -> Result<T, CloudError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
+        let call = || {
+            let attempt = call();
+            async move {
+                let start = std::time::Instant::now();
+                let result = attempt.await;
+                let class = result.as_ref().err().map(|e| e.class().as_str());
+                capsight_runtime::metrics::dependency_call("cloud", operation, start, class);
+                result
+            }
+        };
         let backoff = ExponentialBuilder::default()
             .with_min_delay(self.settings.retry_min_delay)
             .with_max_delay(self.settings.retry_max_delay)

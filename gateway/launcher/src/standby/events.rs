@@ -210,6 +210,22 @@ impl Standby {
         cause: &str,
         received: Instant,
     ) -> Result<Option<u64>, StandbyError> {
+        let switched = self
+            .switch_now(req, events, instance_id, cause, received)
+            .await;
+        let outcome = switched.as_ref().map(Option::is_some).map_err(|_| ());
+        crate::metrics::standby_switch(cause, outcome, received);
+        switched
+    }
+
+    async fn switch_now(
+        &self,
+        req: &LaunchRequestRow,
+        events: &[LaunchEventRow],
+        instance_id: &str,
+        cause: &str,
+        received: Instant,
+    ) -> Result<Option<u64>, StandbyError> {
         let Some(last) = events.last() else {
             return Ok(None);
         };

@@ -14,6 +14,10 @@ impl Launcher {
             if let Err(e) = self.sweep_once().await {
                 tracing::warn!(error = %e, "cancel sweep failed");
             }
+            match self.store.live_launches(None).await {
+                Ok(live) => crate::metrics::live(&live, chrono::Utc::now().timestamp()),
+                Err(e) => tracing::debug!(error = %e, "live launches not read for metrics"),
+            }
         }
     }
 

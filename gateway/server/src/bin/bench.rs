@@ -431,6 +431,8 @@ async fn run(
             .env("CAPSIGHT_KAFKA__TOPICS__SCORES", &topic)
             .env("CAPSIGHT_TENANCY__REGISTRY", &registry)
             .env("CAPSIGHT_TELEMETRY__LOG_FILTER", "warn")
+            // not measured here; and the default metrics port may be taken
+            .env("CAPSIGHT_METRICS__ENABLED", "false")
             .stdout(Stdio::null())
             .kill_on_drop(true)
             .spawn()

@@ -36,6 +36,7 @@ impl ScoreService for Api {
             .view
             .get(&key.to_string())
             .ok_or_else(|| GatewayError::NotFound(format!("score of {key}")))?;
+        crate::metrics::served(&score);
         Ok(Response::new(v1::Score::from(score.as_ref())))
     }
 
@@ -69,7 +70,10 @@ impl ScoreService for Api {
         let page: Vec<v1::Score> = page
             .scores
             .iter()
-            .map(|s| v1::Score::from(s.as_ref()))
+            .map(|s| {
+                crate::metrics::served(s);
+                v1::Score::from(s.as_ref())
+            })
             .collect();
         Ok(Response::new(v1::ListScoresResponse {
             scores: page,

@@ -1,0 +1,188 @@
+//! The gateway's metrics (Prometheus, see `capsight_runtime::metrics`): every gRPC call through
+//! [`GrpcMetricsLayer`] (a tower layer on the server: requests by method and code, latency),
+//! and the scores served (by label, with the age of what was served).
+//!
+//! The `method` label is the gRPC path (`/capsight.v1.ScoreService/GetScore`) of a served
+//! method; a call the server does not implement is counted as `unknown`, so a client cannot
+//! grow the label set. For a server stream the latency is the time to its first response
+//! headers, and its code the one known then (`OK` for a stream that started).
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use capsight_proto::domain::Score;
+use capsight_runtime::metrics::Metric;
+use tonic::{
+    Code,
+    codegen::http::{Request, Response},
+};
+
+/// gRPC calls, by method and status code.
+pub const GRPC_REQUESTS_TOTAL: Metric = Metric::counter(
+    "capsight_grpc_requests_total",
+    &["method", "code"],
+    "gRPC calls the gateway answered, by method and status code",
+);
+/// gRPC call latency, by method.
+pub const GRPC_REQUEST_SECONDS: Metric = Metric::histogram(
+    "capsight_grpc_request_seconds",
+    &["method"],
+    "Time to answer a gRPC call (to the first response headers for a stream)",
+);
+/// Scores served, by label.
+pub const SCORES_SERVED_TOTAL: Metric = Metric::counter(
+    "capsight_gateway_scores_served_total",
+    &["label"],
+    "Scores served by GetScore and ListScores, by label",
+);
+/// Age of the scores served.
+pub const SCORE_AGE_SECONDS: Metric = Metric::histogram(
+    "capsight_gateway_score_age_seconds",
+    &[],
+    "Age of each score served (now - the time the scorer computed it from its evidence)",
+);
+
+/// The metrics of this crate.
+pub const METRICS: &[Metric] = &[
+    GRPC_REQUESTS_TOTAL,
+    GRPC_REQUEST_SECONDS,
+    SCORES_SERVED_TOTAL,
+    SCORE_AGE_SECONDS,
+];
+
+/// Counts one score served.
+pub fn served(score: &Score) {
+    metrics::counter!(SCORES_SERVED_TOTAL.name, "label" => score.label.as_str()).increment(1);
+    let age = chrono::Utc::now()
+        .signed_duration_since(score.updated_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!(SCORE_AGE_SECONDS.name).record(age);
+}
+
+/// The canonical name of a gRPC status code (as in the gRPC spec: `OK`, `NOT_FOUND`, ...).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// The status a response carries in its headers (a trailers-only error answer); `OK` when it
+/// carries none (the status follows in the trailers of a started answer).
+fn response_code<B>(response: &Response<B>) -> Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(Code::Ok, Code::from)
+}
+
+/// Records [`GRPC_REQUESTS_TOTAL`] and [`GRPC_REQUEST_SECONDS`] for every call (see the
+/// module doc).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+/// The service [`GrpcMetricsLayer`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B, RB> tower_service::Service<Request<B>> for GrpcMetrics<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let start = Instant::now();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let result = answer.await;
+            let code = match &result {
+                Ok(response) => response_code(response),
+                Err(_) => Code::Internal,
+            };
+            let method = if code == Code::Unimplemented {
+                "unknown".to_owned()
+            } else {
+                method
+            };
+            metrics::histogram!(GRPC_REQUEST_SECONDS.name, "method" => method.clone())
+                .record(start.elapsed());
+            metrics::counter!(
+                GRPC_REQUESTS_TOTAL.name,
+                "method" => method,
+                "code" => code_name(code),
+            )
+            .increment(1);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trailers_only_error_is_read_from_the_headers() {
+        let error = Response::builder()
+            .header("grpc-status", "5")
+            .body(())
+            .unwrap_or_default();
+        assert_eq!(response_code(&error), Code::NotFound);
+        assert_eq!(
+            response_code(&Response::new(())),
+            Code::Ok,
+            "a started answer"
+        );
+        assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    }
+
+    #[test]
+    fn the_gateway_metrics_follow_the_conventions() {
+        for m in METRICS {
+            assert_eq!(m.convention_error(), None);
+        }
+    }
+}

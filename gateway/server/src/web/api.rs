@@ -1,0 +1,415 @@
+//! The dashboard's API routes, each mapped onto one gRPC method of [`Api`] (called in-process
+//! with the browser's bearer key as metadata), and the two SSE streams.
+//!
+//! | route | gRPC |
+//! |---|---|
+//! | `GET /api/whoami` | admission only ([`crate::auth::Tenancy::admit`]) |
+//! | `GET /api/scores?region=&market=&gpu_model=&min_gpus=&min_confidence=&page_token=` | `ListScores` |
+//! | `GET /api/scores/watch?<same filters>` (SSE `transition`) | `WatchScores` |
+//! | `GET /api/score?key=` | `GetScore` |
+//! | `GET /api/history?key=&range=1h\|24h\|7d` | `GetHistory` |
+//! | `POST /api/preflight` | `Preflight` |
+//! | `POST /api/launches`, `GET /api/launches` | `Launch`, `ListLaunches` |
+//! | `GET /api/launches/{id}`, `POST /api/launches/{id}/cancel` | `GetLaunch`, `CancelLaunch` |
+//! | `GET /api/launches/{id}/watch` (SSE `launch`) | `WatchLaunch` |
+//! | `GET /api/usage` | admission, then `tenant_gpu_hours_monthly` for the admitted tenant |
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::{HeaderMap, header::AUTHORIZATION},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use capsight_proto::v1::{
+    self, launch_service_server::LaunchService, preflight_service_server::PreflightService,
+    score_service_server::ScoreService,
+};
+use capsight_runtime::shutdown::Shutdown;
+use chrono::{Datelike, NaiveDate, Utc};
+use futures::{Stream, StreamExt, stream};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tonic::metadata::MetadataValue;
+
+use super::{
+    error::{self, WebError},
+    json::{self as wire, SpecBody},
+};
+use crate::{Core, GatewayError, service::Api};
+
+type ApiResult = Result<Json<Value>, WebError>;
+
+/// What every route shares: the gRPC services and the core they run over.
+#[derive(Debug, Clone)]
+pub struct Web {
+    api: Api,
+    core: Arc<Core>,
+    shutdown: Shutdown,
+}
+
+impl Web {
+    /// Over the gateway's services.
+    pub fn new(api: Api, core: Arc<Core>, shutdown: Shutdown) -> Self {
+        Self {
+            api,
+            core,
+            shutdown,
+        }
+    }
+
+    /// The core the services run over.
+    pub(super) fn core(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// The API routes.
+pub fn router(web: Web) -> Router {
+    Router::new()
+        .route("/api/whoami", get(whoami))
+        .route("/api/scores", get(list_scores))
+        .route("/api/scores/watch", get(watch_scores))
+        .route("/api/score", get(get_score))
+        .route("/api/history", get(history))
+        .route("/api/preflight", post(preflight))
+        .route("/api/launches", get(list_launches).post(launch))
+        .route("/api/launches/{id}", get(get_launch))
+        .route("/api/launches/{id}/cancel", post(cancel_launch))
+        .route("/api/launches/{id}/watch", get(watch_launch))
+        .route("/api/usage", get(usage))
+        .with_state(web)
+}
+
+/// A gRPC request carrying the browser's `Authorization` header as its metadata.
+pub(super) fn grpc<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Some(v) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| MetadataValue::try_from(v).ok())
+    {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, WebError> {
+    serde_json::from_slice(bytes).map_err(|e| WebError::bad_request(format!("body: {e}")))
+}
+
+fn key(text: &str) -> Result<v1::CapacityKey, WebError> {
+    wire::parse_key(text).ok_or_else(|| {
+        WebError::bad_request("key: must be provider/region/zone/instance_type/market")
+    })
+}
+
+async fn whoami(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let caller = web.core.tenancy.admit(&grpc(&headers, ()))?;
+    Ok(Json(json!({
+        "tenant": caller.id().as_str(),
+        "name": caller.tenant.name,
+    })))
+}
+
+/// The filters of the scores views (`ScoreFilter`), all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FilterQuery {
+    provider: String,
+    region: String,
+    zone_id: String,
+    instance_type: String,
+    gpu_model: String,
+    min_gpus: u32,
+    market: String,
+    min_label: String,
+    min_confidence: f64,
+    page_size: u32,
+    page_token: String,
+}
+
+impl FilterQuery {
+    fn filter(&self) -> v1::ScoreFilter {
+        v1::ScoreFilter {
+            provider: self.provider.clone(),
+            region: self.region.clone(),
+            zone_id: self.zone_id.clone(),
+            gpu_model: self.gpu_model.clone(),
+            min_gpus: self.min_gpus,
+            market: if self.market.is_empty() {
+                0
+            } else {
+                wire::market_value(&self.market)
+            },
+            min_label: wire::label_value(&self.min_label),
+            min_confidence: self.min_confidence,
+            instance_type: self.instance_type.clone(),
+        }
+    }
+}
+
+async fn list_scores(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<FilterQuery>,
+) -> ApiResult {
+    let req = v1::ListScoresRequest {
+        filter: Some(q.filter()),
+        page_size: q.page_size,
+        page_token: q.page_token.clone(),
+    };
+    let resp = web.api.list_scores(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(json!({
+        "scores": resp.scores.iter().map(|s| wire::score(s, &web.core.catalog)).collect::<Vec<_>>(),
+        "next_page_token": resp.next_page_token,
+        "total": resp.total,
+    })))
+}
+
+/// An SSE response over `events`, opened by an `open` event, ended by the gateway's shutdown.
+fn sse(
+    shutdown: Shutdown,
+    events: impl Stream<Item = Event> + Send + 'static,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let opened = stream::once(async { Event::default().event("open").data("{}") });
+    let events = opened
+        .chain(events)
+        .take_until(Box::pin(async move { shutdown.wait().await }))
+        .map(Ok);
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// A stream's error as its last event.
+fn error_event(status: &tonic::Status) -> Event {
+    Event::default()
+        .event("error")
+        .data(error::body(status).to_string())
+}
+
+/// Items of a gRPC stream as events, ending after the first error (sent as an `error` event).
+fn events<T, S>(
+    items: S,
+    name: &'static str,
+    to_json: impl Fn(&T) -> Value + Send + 'static,
+) -> impl Stream<Item = Event> + Send + 'static
+where
+    S: Stream<Item = Result<T, tonic::Status>> + Send + 'static,
+{
+    items
+        .scan(false, move |failed, item| {
+            let out = if *failed {
+                None
+            } else {
+                Some(match item {
+                    Ok(t) => Event::default().event(name).data(to_json(&t).to_string()),
+                    Err(s) => {
+                        *failed = true;
+                        error_event(&s)
+                    }
+                })
+            };
+            std::future::ready(out)
+        })
+        .boxed()
+}
+
+async fn watch_scores(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<FilterQuery>,
+) -> Result<Response, WebError> {
+    let req = v1::WatchScoresRequest {
+        filter: Some(q.filter()),
+    };
+    let transitions = web
+        .api
+        .watch_scores(grpc(&headers, req))
+        .await?
+        .into_inner();
+    let catalog = Arc::clone(&web.core.catalog);
+    let events = events(transitions, "transition", move |t: &v1::ScoreTransition| {
+        json!({
+            "score": t.score.as_ref().map(|s| wire::score(s, &catalog)),
+            "previous": wire::label(t.previous),
+        })
+    });
+    Ok(sse(web.shutdown.clone(), events).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyQuery {
+    key: String,
+    #[serde(default)]
+    range: String,
+}
+
+async fn get_score(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> ApiResult {
+    let req = v1::GetScoreRequest {
+        key: Some(key(&q.key)?),
+    };
+    let s = web.api.get_score(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(wire::score(&s, &web.core.catalog)))
+}
+
+/// The span and bucket width of a history range (`1h`, `24h`, `7d`).
+fn range(text: &str) -> Result<(i64, u32), WebError> {
+    match text {
+        "1h" => Ok((3600, 60)),
+        "" | "24h" => Ok((86_400, 900)),
+        "7d" => Ok((7 * 86_400, 3600)),
+        _ => Err(WebError::bad_request("range: must be 1h, 24h or 7d")),
+    }
+}
+
+async fn history(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<KeyQuery>,
+) -> ApiResult {
+    let (span, step) = range(&q.range)?;
+    let now = Utc::now();
+    let req = v1::GetHistoryRequest {
+        key: Some(key(&q.key)?),
+        from: Some(crate::service::ts(now - chrono::TimeDelta::seconds(span))),
+        to: Some(crate::service::ts(now)),
+        step_seconds: step,
+    };
+    let resp = web.api.get_history(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(json!({
+        "from": (now.timestamp() - span) * 1000,
+        "to": now.timestamp() * 1000,
+        "step_secs": step,
+        "points": resp.points.iter().map(wire::history_point).collect::<Vec<_>>(),
+    })))
+}
+
+async fn preflight(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
+    let spec: SpecBody = body(&raw)?;
+    let req = spec.preflight().ok_or_else(|| {
+        WebError::bad_request("key: must be provider/region/zone/instance_type/market")
+    })?;
+    let resp = web.api.preflight(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(wire::preflight(&resp, &web.core.catalog)))
+}
+
+async fn launch(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
+    let spec: SpecBody = body(&raw)?;
+    let req = spec.launch().ok_or_else(|| {
+        WebError::bad_request("key: must be provider/region/zone/instance_type/market")
+    })?;
+    let resp = web.api.launch(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(json!({
+        "job_id": resp.job_id,
+        "state": wire::state(resp.state),
+    })))
+}
+
+async fn list_launches(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let req = v1::ListLaunchesRequest { limit: 50 };
+    let resp = web
+        .api
+        .list_launches(grpc(&headers, req))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "launches": resp.launches.iter().map(wire::launch_status).collect::<Vec<_>>(),
+    })))
+}
+
+async fn get_launch(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> ApiResult {
+    let req = v1::GetLaunchRequest { job_id };
+    let resp = web.api.get_launch(grpc(&headers, req)).await?.into_inner();
+    Ok(Json(wire::launch_status(&resp)))
+}
+
+async fn cancel_launch(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> ApiResult {
+    let req = v1::CancelLaunchRequest { job_id };
+    let resp = web
+        .api
+        .cancel_launch(grpc(&headers, req))
+        .await?
+        .into_inner();
+    Ok(Json(wire::launch_status(&resp)))
+}
+
+async fn watch_launch(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(job_id): Path<String>,
+) -> Result<Response, WebError> {
+    let req = v1::WatchLaunchRequest {
+        job_id,
+        until_running: false,
+    };
+    let transitions = web
+        .api
+        .watch_launch(grpc(&headers, req))
+        .await?
+        .into_inner();
+    let events = events(transitions, "launch", wire::launch_event);
+    Ok(sse(web.shutdown.clone(), events).into_response())
+}
+
+/// GPU-hours of one market in one month (`tenant_gpu_hours_monthly`).
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MonthlyUsage {
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    month: NaiveDate,
+    tenant: String,
+    market: String,
+    gpu_hours: f64,
+    launches: u64,
+    any_still_running: u8,
+}
+
+async fn usage(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let caller = web.core.tenancy.admit(&grpc(&headers, ()))?;
+    let today = Utc::now().date_naive();
+    let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+    let tenant = caller.id().as_str();
+    let rows = web
+        .core
+        .store
+        .launches()
+        .client()
+        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
+        .bind(month.format("%Y-%m-%d").to_string())
+        .bind(tenant)
+        .bind(tenant)
+        .fetch_all::<MonthlyUsage>()
+        .await
+        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let rows: Vec<&MonthlyUsage> = rows
+        .iter()
+        .filter(|r| r.month == month && r.tenant == tenant)
+        .collect();
+    Ok(Json(json!({
+        "month": month.format("%Y-%m").to_string(),
+        "gpu_hours": rows.iter().map(|r| r.gpu_hours).sum::<f64>(),
+        "by_market": rows.iter().map(|r| json!({
+            "market": r.market,
+            "gpu_hours": r.gpu_hours,
+            "launches": r.launches,
+            "still_running": r.any_still_running == 1,
+        })).collect::<Vec<_>>(),
+    })))
+}

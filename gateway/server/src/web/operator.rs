@@ -1,0 +1,235 @@
+//! The operator's and analysts' routes of the dashboard, behind the operator credential.
+//!
+//! Contract: the operator credential is a bearer key whose SHA-256 (hex) is
+//! `gateway.web_operator_key_sha256` — a key of its own, never a tenant key, compared in
+//! constant time. Without a bearer key: 401; a tenant's key (admitted as a tenant): 403; any
+//! other key: 401; no operator key configured: 403 for everyone. Routes:
+//! * `GET /api/operator/overview`: the scores view (ready, healthy, keys), the tenants (rate
+//!   limit, GPU quota, stream limit and streams open now, active keys, cloud role) and GPU-hours
+//!   of this month per tenant and market (`tenant_gpu_hours_monthly`);
+//! * `GET /api/operator/queries`: the documented analyst queries of `docs/analytics.md`
+//!   (compiled in), `GET /api/operator/queries/{n}`: query `n` run on ClickHouse as CSV with a
+//!   header row, as a download.
+
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::{Datelike, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tonic::Status;
+
+use super::{api::Web, error::WebError};
+use crate::GatewayError;
+
+/// The analysts' page, whose `sql` blocks are the documented queries.
+const ANALYTICS: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/analytics.md"
+));
+
+/// A documented query: the heading above it and its SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Documented {
+    /// The `## ` heading it stands under.
+    pub title: String,
+    /// The SQL, verbatim.
+    pub sql: String,
+}
+
+/// The `sql` blocks of a markdown text with their headings, in order.
+pub fn documented(markdown: &str) -> Vec<Documented> {
+    let (mut out, mut title, mut block) = (Vec::new(), String::new(), None::<String>);
+    for line in markdown.lines() {
+        match (&mut block, line.trim()) {
+            (None, "```sql") => block = Some(String::new()),
+            (Some(sql), "```") => {
+                out.push(Documented {
+                    title: title.clone(),
+                    sql: std::mem::take(sql),
+                });
+                block = None;
+            }
+            (Some(sql), _) => {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+            (None, l) => {
+                if let Some(h) = l.strip_prefix("## ") {
+                    h.clone_into(&mut title);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The operator routes.
+pub fn router(web: Web) -> Router {
+    Router::new()
+        .route("/api/operator/overview", get(overview))
+        .route("/api/operator/queries", get(queries))
+        .route("/api/operator/queries/{n}", get(run_query))
+        .with_state(web)
+}
+
+/// Admits the operator: the bearer key's SHA-256 matches the configured one.
+fn operator(web: &Web, headers: &HeaderMap) -> Result<(), WebError> {
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(capsight_tenancy::admission::bearer)
+        .ok_or_else(|| WebError(Status::unauthenticated("an operator key is required")))?;
+    let want = web.core().settings.web_operator_key_sha256.trim();
+    let got = hex::encode(Sha256::digest(key.as_bytes()));
+    if !want.is_empty() && bool::from(got.as_bytes().ct_eq(want.as_bytes())) {
+        return Ok(());
+    }
+    let req = super::api::grpc(headers, ());
+    match web.core().tenancy.admit(&req) {
+        Ok(_) => Err(WebError(Status::permission_denied(
+            "a tenant key cannot open the operator view; sign in with the operator key",
+        ))),
+        Err(GatewayError::RateLimited { .. }) => Err(WebError(Status::permission_denied(
+            "a tenant key cannot open the operator view",
+        ))),
+        Err(_) if want.is_empty() => Err(WebError(Status::permission_denied(
+            "the operator view is off (gateway.web_operator_key_sha256 is empty)",
+        ))),
+        Err(_) => Err(WebError(Status::unauthenticated("unknown operator key"))),
+    }
+}
+
+/// GPU-hours of one tenant on one market in one month.
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct MonthlyUsage {
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    month: NaiveDate,
+    tenant: String,
+    market: String,
+    gpu_hours: f64,
+    launches: u64,
+    any_still_running: u8,
+}
+
+async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
+    operator(&web, &headers)?;
+    let core = web.core();
+    let today = Utc::now().date_naive();
+    let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+    let usage = core
+        .store
+        .launches()
+        .client()
+        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
+        .bind(month.format("%Y-%m-%d").to_string())
+        .bind("")
+        .bind("")
+        .fetch_all::<MonthlyUsage>()
+        .await
+        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let healthy = core.view.watch_health().borrow().is_healthy();
+    let default_rate = core.tenancy.default_rate();
+    let tenants: Vec<Value> = core
+        .tenancy
+        .registry()
+        .tenants()
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id.as_str(),
+                "name": t.name,
+                "rate_per_minute": t.rate_per_minute.unwrap_or(default_rate),
+                "gpu_quota": t.gpu_quota,
+                "max_open_streams": t.max_open_streams.unwrap_or(core.settings.max_open_streams_per_tenant),
+                "open_streams": core.streams.held(&t.id),
+                "active_keys": t.keys.iter().filter(|k| !k.revoked).count(),
+                "cloud_role": t.aws_role.is_some(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "scores_view": {
+            "ready": core.view.is_ready(),
+            "healthy": healthy,
+            "keys": core.view.len(),
+        },
+        "tenants": tenants,
+        "month": month.format("%Y-%m").to_string(),
+        "usage": usage.iter().filter(|u| u.month == month).map(|u| json!({
+            "tenant": u.tenant,
+            "market": u.market,
+            "gpu_hours": u.gpu_hours,
+            "launches": u.launches,
+            "still_running": u.any_still_running == 1,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+async fn queries(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
+    operator(&web, &headers)?;
+    Ok(Json(json!({
+        "queries": documented(ANALYTICS).iter().enumerate().map(|(n, q)| json!({
+            "id": n,
+            "title": q.title,
+            "sql": q.sql,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+async fn run_query(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(n): Path<usize>,
+) -> Result<Response, WebError> {
+    operator(&web, &headers)?;
+    let q = documented(ANALYTICS)
+        .into_iter()
+        .nth(n)
+        .ok_or_else(|| WebError(Status::not_found(format!("query {n}"))))?;
+    let csv = web
+        .core()
+        .store
+        .launches()
+        .client()
+        .query(q.sql.trim().trim_end_matches(';'))
+        .fetch_bytes("CSVWithNames")
+        .map_err(|e| GatewayError::unavailable("clickhouse", e))?
+        .collect()
+        .await
+        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let mut resp = csv.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("attachment; filename=\"capsight-query-{n}.csv\""))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_query_is_found_with_its_heading() {
+        let qs = documented(ANALYTICS);
+        assert!(qs.len() >= 10, "{}", qs.len());
+        assert_eq!(qs[0].title, "The current score of every key");
+        assert!(
+            qs.iter()
+                .all(|q| q.sql.to_ascii_uppercase().contains("SELECT"))
+        );
+    }
+}

@@ -1,0 +1,208 @@
+// The dashboard in a real browser: Debian's Chromium driven by playwright-core (no bundled
+// browser). Run by tests/tests/dashboard.rs against a live gateway, scorer, launcher and
+// cloudsim; it prints `WAITING stockout` when the capacity map is up, expects the caller to
+// stock the key out in cloudsim then, and ends with one `RESULT {json}` line (exit 0) or an
+// error and a `failure.png` screenshot (exit 1).
+//
+// Environment: DASHBOARD_URL, KEY_A (a tenant that may launch), KEY_B (another tenant),
+// STOCKOUT_KEY (the key the caller stocks out), OPERATOR_KEY (the operator credential),
+// SCREENSHOTS (folder for the PNGs),
+// CHROMIUM (default /usr/bin/chromium).
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set`);
+  return v;
+}
+
+const url = need('DASHBOARD_URL');
+const keyA = need('KEY_A');
+const keyB = need('KEY_B');
+const stockoutKey = need('STOCKOUT_KEY');
+const shots = need('SCREENSHOTS');
+mkdirSync(shots, { recursive: true });
+
+const profile = mkdtempSync(join(tmpdir(), 'capsight-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+  viewport: { width: 1440, height: 900 },
+});
+const page = context.pages()[0] ?? (await context.newPage());
+const consoleErrors = [];
+page.on('console', (m) => {
+  if (m.type() === 'error') consoleErrors.push(m.text());
+});
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+const step = (name) => console.log(`STEP ${name}`);
+const shot = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+const cell = (key) => `.cell[data-key="${key}"]`;
+
+async function signIn(key) {
+  await page.fill('#api-key', key);
+  await page.press('#api-key', 'Enter');
+}
+
+async function signOut() {
+  await page.click('#sign-out');
+  await page.waitForSelector('#signin:not([hidden])');
+}
+
+/** An API call from the page with `key` as bearer: the HTTP status. */
+async function statusWith(key, path) {
+  return page.evaluate(
+    async ([k, p]) => (await fetch(p, { headers: { Authorization: `Bearer ${k}` } })).status,
+    [key, path],
+  );
+}
+
+const result = {};
+try {
+  step('open');
+  await page.goto(url);
+  await page.waitForSelector('#signin:not([hidden])');
+
+  step('a wrong key is refused');
+  await signIn('not-a-valid-key');
+  await page.waitForFunction(() => document.querySelector('#signin-error').textContent.includes('refused'));
+  result.wrong_key_message = await page.textContent('#signin-error');
+  result.wrong_key_app_hidden = await page.isHidden('#app');
+  await shot('signin-refused');
+
+  step('sign in');
+  await signIn(keyA);
+  await page.waitForSelector('#app:not([hidden])');
+  result.tenant_a = await page.textContent('#tenant-name');
+  result.key_in_url = page.url().includes(keyA);
+  await page.waitForSelector(cell(stockoutKey), { timeout: 60_000 });
+  await page.waitForFunction(() => document.querySelector('#live').classList.contains('on'));
+  result.label_before = await page.getAttribute(cell(stockoutKey), 'data-label');
+  // a marker that a reload would lose
+  await page.evaluate(() => {
+    window.__sameDocument = true;
+  });
+  await shot('capacity');
+
+  step('filters');
+  await page.selectOption('#f-market', 'on_demand');
+  await page.selectOption('#f-count', '8');
+  result.cells_with_8_gpus = await page.locator('.cell').count();
+  await page.selectOption('#f-count', '0');
+  result.cells_all = await page.locator('.cell').count();
+
+  step('stockout');
+  console.log('WAITING stockout');
+  await page.waitForSelector(`${cell(stockoutKey)}[data-label="unavailable"]`, { timeout: 240_000 });
+  result.same_document = await page.evaluate(() => window.__sameDocument === true);
+  result.change_listed = (await page.textContent('#changes')).includes(stockoutKey);
+  await shot('capacity-stockout');
+
+  step('why this score (keyboard)');
+  await page.focus(cell(stockoutKey));
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#explain:not([hidden])');
+  await page.waitForSelector('#history svg');
+  result.explain_facts = await page.textContent('#explain-facts');
+  result.evidence_rows = await page.locator('#explain-evidence tr').count();
+  await page.click('.ranges button[data-range="1h"]');
+  await page.waitForSelector('.ranges button[data-range="1h"][aria-pressed="true"]');
+  await page.waitForSelector('#history svg');
+  result.history_points = await page.evaluate(() => document.querySelector('#history polyline')?.getAttribute('points').split(' ').length ?? 0);
+  await page.click('#explain-watch');
+  result.watching = await page.getAttribute('#explain-watch', 'aria-pressed');
+  await page.check('#changes-watched');
+  result.watched_alerts = await page.locator('#changes li:not([hidden])').count();
+  await shot('explain');
+
+  step('preflight');
+  await page.click('#explain-preflight');
+  await page.waitForSelector('#view-preflight:not([hidden])');
+  await page.click('#pf-form button[type=submit]');
+  await page.waitForSelector('#pf-result:not([hidden])', { timeout: 60_000 });
+  result.decision = await page.textContent('#pf-decision');
+  result.checks = await page.textContent('#pf-checks');
+  result.alternatives = await page.locator('#pf-alts tr').count();
+  result.first_alternative = await page.textContent('#pf-alts tr:first-child td.mono');
+  await shot('preflight');
+
+  step('launch an alternative');
+  await page.click('#pf-alts tr:first-child button[data-launch]');
+  await page.waitForSelector('#job:not([hidden])');
+  await page.waitForFunction(() => document.querySelector('#job-state').textContent === 'running', null, { timeout: 120_000 });
+  result.job_id = await page.textContent('#job-id');
+  result.job_states = await page.$$eval('#job-events li', (lis) => lis.map((li) => li.dataset.state));
+  await shot('launch');
+
+  step('cancel');
+  await page.click('#job-cancel');
+  await page.waitForFunction(() => document.querySelector('#job-state').textContent === 'cancelled', null, { timeout: 120_000 });
+  result.job_states_after_cancel = await page.$$eval('#job-events li', (lis) => lis.map((li) => li.dataset.state));
+  result.cancel_disabled = await page.isDisabled('#job-cancel');
+
+  step('launches');
+  await page.click('#tab-launches');
+  await page.waitForSelector(`#launches tr[data-job="${result.job_id}"]`);
+  await page.waitForFunction(() => document.querySelector('#usage').textContent.includes('GPU-hours'));
+  result.usage = await page.textContent('#usage');
+  result.own_launch_status = await statusWith(keyA, `/api/launches/${result.job_id}`);
+  await shot('launches');
+
+  step('tenant B');
+  await signOut();
+  result.key_cleared = await page.evaluate(() => sessionStorage.getItem('capsight.key') === null);
+  await signIn(keyB);
+  await page.waitForSelector('#app:not([hidden])');
+  result.tenant_b = await page.textContent('#tenant-name');
+  await page.click('#tab-launches');
+  await page.waitForFunction(() => !document.querySelector('#launches').textContent.includes('loading'));
+  await page.waitForSelector('#launches tr');
+  result.b_sees_launch_in_list = (await page.locator(`#launches tr[data-job="${result.job_id}"]`).count()) > 0;
+  result.b_get_launch_status = await statusWith(keyB, `/api/launches/${result.job_id}`);
+  result.b_cancel_status = await page.evaluate(
+    async ([k, id]) => (await fetch(`/api/launches/${id}/cancel`, { method: 'POST', headers: { Authorization: `Bearer ${k}` } })).status,
+    [keyB, result.job_id],
+  );
+  result.no_key_status = await page.evaluate(async () => (await fetch('/api/scores')).status);
+
+  step('operator view');
+  await page.goto(new URL('operator.html', url).href);
+  await page.fill('#op-key', keyA);
+  await page.press('#op-key', 'Enter');
+  await page.waitForFunction(() => document.querySelector('#signin-error').textContent.includes('Refused'));
+  result.operator_with_tenant_key = await page.textContent('#signin-error');
+  await page.fill('#op-key', need('OPERATOR_KEY'));
+  await page.press('#op-key', 'Enter');
+  await page.waitForSelector('#app:not([hidden])');
+  await page.waitForSelector('#queries li');
+  result.operator_usage = await page.textContent('#usage');
+  result.operator_queries = await page.locator('#queries li').count();
+  const download = page.waitForEvent('download');
+  await page.click('#queries li:first-child button');
+  const csv = await download;
+  result.operator_csv_name = csv.suggestedFilename();
+  await shot('operator');
+  result.console_errors = consoleErrors;
+  console.log(`RESULT ${JSON.stringify(result)}`);
+} catch (e) {
+  console.error(`dashboard test failed: ${e.stack || e}`);
+  console.error(`so far: ${JSON.stringify(result)}`);
+  await page.screenshot({ path: join(process.env.FAILURE_DIR || shots, 'failure.png') }).catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}

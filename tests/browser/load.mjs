@@ -1,0 +1,47 @@
+// Load time of the dashboard's capacity map with many keys, in Debian's Chromium (run by
+// tests/tests/dashboard_load.rs; figures in docs/benchmarks.md). For each of RUNS sign-ins:
+// the time from submitting the key to the map showing every key (all EXPECTED cells
+// rendered). Prints one `RESULT {json}` line.
+//
+// Environment: DASHBOARD_URL, KEY, EXPECTED (keys), RUNS (default 5), CHROMIUM.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const url = process.env.DASHBOARD_URL;
+const key = process.env.KEY;
+const expected = Number(process.env.EXPECTED);
+const runs = Number(process.env.RUNS || 5);
+const profile = mkdtempSync(join(tmpdir(), 'capsight-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  viewport: { width: 1440, height: 900 },
+});
+const page = context.pages()[0] ?? (await context.newPage());
+const times = [];
+let cells = 0;
+try {
+  for (let i = 0; i < runs; i++) {
+    await page.goto(url);
+    await page.evaluate(() => sessionStorage.clear());
+    await page.reload();
+    await page.fill('#api-key', key);
+    const t0 = Date.now();
+    await page.press('#api-key', 'Enter');
+    await page.waitForFunction((n) => document.querySelectorAll('.cell').length >= n, expected, { timeout: 60_000, polling: 'raf' });
+    times.push(Date.now() - t0);
+    cells = await page.evaluate(() => document.querySelectorAll('.cell').length);
+  }
+  const sorted = [...times].sort((a, b) => a - b);
+  console.log(`RESULT ${JSON.stringify({ cells, times_ms: times, median_ms: sorted[Math.floor(sorted.length / 2)], max_ms: sorted[sorted.length - 1] })}`);
+} catch (e) {
+  console.error(`load test failed: ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
