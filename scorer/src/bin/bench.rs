@@ -185,7 +185,7 @@ fn realistic(n: usize, i: usize, key: &CapacityKey, at: DateTime<Utc>) -> Signal
                 headroom_instances: 12 - (i % 12) as u32,
             }),
         ),
-        _ if i % 5 == 0 => {
+        _ if i.is_multiple_of(5) => {
             let mut a = LaunchAttempt::with_class(ErrorClass::Capacity, None);
             a.error_code = "InsufficientInstanceCapacity".into();
             a.error_message = format!(

@@ -548,7 +548,7 @@ fn synthetic_key(k: usize) -> Option<CapacityKey> {
     ];
     let (region, prefix) = REGIONS[k % 4];
     let zone = format!("{prefix}-az{}", k / 4 % 4 + 1);
-    let market = if k / 16 % 2 == 0 {
+    let market = if (k / 16).is_multiple_of(2) {
         Market::OnDemand
     } else {
         Market::Spot
