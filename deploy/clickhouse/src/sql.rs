@@ -69,12 +69,15 @@ const TENANT: Sample = Sample::Str("acme");
 const JOB: Sample = Sample::Str("job-1");
 const JOBS: Sample = Sample::Strs(&["job-1", "job-2"]);
 
-/// The scorer rebuilds windows from stored signals: since (unix seconds), key names.
+/// The scorer rebuilds windows from stored signals: since (unix seconds), key names. The keys
+/// become a set of sorting-key tuples, so ClickHouse reads only their granules (not a scan of
+/// every key's rows in the window per query; docs/benchmarks.md).
 pub const SIGNAL_WINDOWS: Statement = Statement {
     name: "scorer.signal_windows",
     sql: "SELECT ?fields FROM signals \
           WHERE observed_at >= ? \
-          AND has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))",
+          AND (provider, region, instance_type, market, zone_id) IN \
+          (SELECT p[1], p[2], p[4], p[5], p[3] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p))",
     fields: SignalRow::COLUMN_NAMES,
     samples: &[Sample::UInt(0), Sample::Strs(&[KEY])],
 };
@@ -86,7 +89,8 @@ pub const RESUME_SCORES: Statement = Statement {
           argMax(confidence, t) AS confidence, max(t) AS at_ms FROM \
           (SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market) AS key, \
            score, label, confidence, toUInt64(updated_at) * 1000 + updated_ms AS t \
-           FROM scores WHERE has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))) \
+           FROM scores WHERE (provider, region, instance_type, market, zone_id) IN \
+           (SELECT p[1], p[2], p[4], p[5], p[3] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p))) \
           GROUP BY key",
     fields: &[],
     samples: &[Sample::Strs(&[KEY])],
@@ -98,7 +102,8 @@ pub const RESUME_ALERTS: Statement = Statement {
     sql: "SELECT key, argMax(to_label, t) AS label, max(t) AS at_ms FROM \
           (SELECT concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market) AS key, \
            to_label, toUInt64(at) * 1000 + at_ms AS t \
-           FROM alerts WHERE has(?, concat(provider, '/', region, '/', zone_id, '/', instance_type, '/', market))) \
+           FROM alerts WHERE (provider, region, instance_type, market, zone_id) IN \
+           (SELECT p[1], p[2], p[4], p[5], p[3] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p))) \
           GROUP BY key",
     fields: &[],
     samples: &[Sample::Strs(&[KEY])],

@@ -80,6 +80,38 @@ pub fn score_filter(field: &str, wire: Option<v1::ScoreFilter>) -> Result<ScoreF
 }
 
 impl ScoreFilter {
+    /// True when the filter lets every score through.
+    pub fn is_everything(&self) -> bool {
+        self.provider.is_none()
+            && self.region.is_none()
+            && self.zone_id.is_none()
+            && self.instance_type.is_none()
+            && self.gpu_model.is_none()
+            && self.min_gpus == 0
+            && self.market.is_none()
+            && self.min_label.is_none()
+            && self.min_confidence <= 0.0
+    }
+
+    /// The start every matching key's string form (`provider/region/zone/type/market`) shares:
+    /// the provider, region and zone as far as the filter fixes them, `""` when it fixes no
+    /// provider. Keys outside it never match.
+    pub fn key_prefix(&self) -> String {
+        let Some(provider) = self.provider else {
+            return String::new();
+        };
+        let mut prefix = format!("{provider}/");
+        if let Some(region) = &self.region {
+            prefix.push_str(region);
+            prefix.push('/');
+            if let Some(zone) = &self.zone_id {
+                prefix.push_str(zone);
+                prefix.push('/');
+            }
+        }
+        prefix
+    }
+
     /// Whether `score` passes every set filter.
     pub fn matches(&self, score: &capsight_proto::domain::Score, catalog: &Catalog) -> bool {
         let k = &score.key;
@@ -121,6 +153,41 @@ impl ScoreFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_prefix_is_what_the_filter_fixes_from_the_provider_on() {
+        let prefix = |provider: &str, region: &str, zone: &str| {
+            let wire = v1::ScoreFilter {
+                provider: provider.into(),
+                region: region.into(),
+                zone_id: zone.into(),
+                ..Default::default()
+            };
+            score_filter("filter", Some(wire)).unwrap().key_prefix()
+        };
+        assert_eq!(prefix("", "", ""), "");
+        assert_eq!(
+            prefix("", "us-east-1", "use1-az4"),
+            "",
+            "no provider, no prefix"
+        );
+        assert_eq!(
+            prefix("aws", "", "use1-az4"),
+            "aws/",
+            "no region, no zone in it"
+        );
+        assert_eq!(prefix("aws", "us-east-1", ""), "aws/us-east-1/");
+        assert_eq!(
+            prefix("aws", "us-east-1", "use1-az4"),
+            "aws/us-east-1/use1-az4/"
+        );
+        assert!(score_filter("filter", None).unwrap().is_everything());
+        let some = v1::ScoreFilter {
+            min_confidence: 0.5,
+            ..Default::default()
+        };
+        assert!(!score_filter("filter", Some(some)).unwrap().is_everything());
+    }
 
     #[test]
     fn filters_reject_out_of_range_values() {

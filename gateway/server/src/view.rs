@@ -53,6 +53,17 @@ pub struct Transition {
     pub previous: Option<Label>,
 }
 
+/// One page of [`ScoresView::page`].
+#[derive(Debug, Default)]
+pub struct Page {
+    /// At most the page size scores, in key order.
+    pub scores: Vec<Arc<Score>>,
+    /// True when more matching scores follow the page.
+    pub more: bool,
+    /// Matching scores across all pages.
+    pub total: usize,
+}
+
 /// The latest score per key.
 #[derive(Debug)]
 pub struct ScoresView {
@@ -111,6 +122,53 @@ impl ScoresView {
             .filter(|(_, s)| keep(s))
             .map(|(_, s)| Arc::clone(s))
             .collect()
+    }
+
+    /// One page of the scores whose key (string form) starts with `prefix` and, when `keep` is
+    /// given, pass it: at most `size` of them in key order after `after` (exclusive), whether
+    /// more follow, and how many match in all. One pass over the keys under `prefix`, cloning
+    /// only the page; with no `prefix` and no `keep` it reads only the page (the total is the
+    /// view's size).
+    pub fn page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        size: usize,
+        keep: Option<&dyn Fn(&Score) -> bool>,
+    ) -> Page {
+        let Ok(scores) = self.scores.read() else {
+            return Page::default();
+        };
+        let mut page = Page::default();
+        if prefix.is_empty() && keep.is_none() {
+            let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let mut rest = scores.range::<str, _>((start, Bound::Unbounded));
+            page.scores = rest
+                .by_ref()
+                .take(size)
+                .map(|(_, s)| Arc::clone(s))
+                .collect();
+            page.more = rest.next().is_some();
+            page.total = scores.len();
+            return page;
+        }
+        for (key, score) in scores.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if keep.is_some_and(|keep| !keep(score)) {
+                continue;
+            }
+            page.total += 1;
+            if after.is_none_or(|a| key.as_str() > a) {
+                if page.scores.len() < size {
+                    page.scores.push(Arc::clone(score));
+                } else {
+                    page.more = true;
+                }
+            }
+        }
+        page
     }
 
     /// Keys in the view.
@@ -309,4 +367,86 @@ fn assign_all(
     }
     consumer.assign(&tpl)?;
     Ok(Some(highs))
+}
+
+#[cfg(test)]
+mod tests {
+    use capsight_testkit::signals::score;
+
+    use super::*;
+
+    /// Walks every page of `prefix`/`keep` with page size `size`.
+    fn walk(
+        view: &ScoresView,
+        prefix: &str,
+        size: usize,
+        keep: Option<&dyn Fn(&Score) -> bool>,
+    ) -> (Vec<String>, Vec<usize>) {
+        let (mut keys, mut totals) = (Vec::new(), Vec::new());
+        let mut after: Option<String> = None;
+        loop {
+            let page = view.page(prefix, after.as_deref(), size, keep);
+            assert!(page.scores.len() <= size);
+            totals.push(page.total);
+            keys.extend(page.scores.iter().map(|s| s.key.to_string()));
+            if !page.more {
+                return (keys, totals);
+            }
+            after = page.scores.last().map(|s| s.key.to_string());
+        }
+    }
+
+    #[test]
+    fn pages_hold_every_match_once_in_key_order_with_the_total_on_each() {
+        let view = ScoresView::new();
+        let mut n = 0u8;
+        for region in [("us-east-1", "use1"), ("us-east-2", "use2")] {
+            for zone in ["", "-az1", "-az4"] {
+                let zone = if zone.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}{zone}", region.1)
+                };
+                for it in ["g5.xlarge", "p5.48xlarge"] {
+                    for market in ["on_demand", "spot"] {
+                        let key = format!("aws/{}/{zone}/{it}/{market}", region.0);
+                        view.apply(&key, Some(score(&key, n * 4 % 101, 0.5)));
+                        n += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(view.len(), 24);
+        let good = |s: &Score| s.label != Label::Unavailable;
+        for prefix in [
+            "",
+            "aws/",
+            "aws/us-east-1/",
+            "aws/us-east-1/use1-az4/",
+            "gcp/",
+        ] {
+            for keep in [None, Some(&good as &dyn Fn(&Score) -> bool)] {
+                let expected: Vec<String> = view
+                    .select(None, |s| {
+                        s.key.to_string().starts_with(prefix) && keep.is_none_or(|k| k(s))
+                    })
+                    .iter()
+                    .map(|s| s.key.to_string())
+                    .collect();
+                for size in [1, 3, 5, 100] {
+                    let (keys, totals) = walk(&view, prefix, size, keep);
+                    assert_eq!(keys, expected, "prefix {prefix:?}, size {size}");
+                    assert!(totals.iter().all(|t| *t == expected.len()), "{totals:?}");
+                }
+            }
+        }
+        // a page after the last key is empty and says so
+        let last = view
+            .select(None, |_| true)
+            .last()
+            .map(|s| s.key.to_string());
+        let page = view.page("", last.as_deref(), 10, None);
+        assert!(page.scores.is_empty() && !page.more);
+        assert_eq!(page.total, 24);
+    }
 }

@@ -5,7 +5,12 @@
 //! * `e2e`       — against the running stack: the scorer's end-to-end rate over a topic as a
 //!   ratio of a raw rdkafka consume of the same topic in the same run;
 //! * `restart`   — against the running stack: time from start to every key's score published
-//!   with 1M signals in the window (the rebuild from ClickHouse).
+//!   with 1M signals in the window (the rebuild from ClickHouse);
+//! * `scale`     — in-process: resident memory of up to 1M keys' windows, then the time to
+//!   re-score every key once and to sweep all keys for eviction;
+//! * `storage`   — against the running ClickHouse: realistic signals (and the score history and
+//!   alerts the engine derives from them) inserted with the real row types, then the bytes each
+//!   table and rollup holds after merges (`system.parts`).
 //!
 //! Build with `--release`; the stack commands need `deploy/local/stack up`. Each stack run uses
 //! its own topics, group and database and drops the database afterwards.
@@ -13,11 +18,15 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use capsight_clickhouse::{ClickHouseSettings, migrate, rows::SignalRow};
+use capsight_clickhouse::{
+    ClickHouseSettings, migrate,
+    rows::{AlertRow, ScoreRow, SignalRow},
+};
 use capsight_kafka::{KafkaSettings, admin};
 use capsight_proto::codec;
 use capsight_proto::domain::{
-    ErrorClass, LaunchAttempt, Payload, Signal, SignalId, SignalSource, SpotPrice,
+    CapacityKey, ErrorClass, LaunchAttempt, Market, Payload, PlacementScore, QuotaReading, Signal,
+    SignalId, SignalSource, SpotPrice,
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_scorer::engine::Engine;
@@ -66,6 +75,24 @@ enum Cmd {
         signals: usize,
         #[arg(long, default_value_t = 1_000)]
         keys: usize,
+    },
+    /// Memory of `keys` windows of `per_key` realistic observations, then the cost of
+    /// re-scoring every key once and of one eviction sweep over all keys.
+    Scale {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 10)]
+        per_key: usize,
+    },
+    /// ClickHouse bytes per table for `signals` realistic signals over `keys` keys in one day.
+    Storage {
+        #[arg(long, default_value_t = 1_000_000)]
+        signals: usize,
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Keep the database afterwards (to copy its rows elsewhere).
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -129,6 +156,65 @@ fn signals(n: usize, keys: usize, end: DateTime<Utc>, span: Duration) -> Vec<Sig
         .collect()
 }
 
+/// Realistic signal `n` (unique), the `i`th of `key`, at `at`, as the collectors publish them:
+/// spot keys get spot prices and placement scores, on-demand keys probe launches (one in five a
+/// capacity error with the provider's message) and quota readings; ids derived as the
+/// collectors do.
+fn realistic(n: usize, i: usize, key: &CapacityKey, at: DateTime<Utc>) -> Signal {
+    let n = n.to_string();
+    let (source, payload) = match (key.market, i % 4) {
+        (Market::Spot, 0 | 2) => (
+            SignalSource::Spot,
+            Payload::SpotPrice(SpotPrice {
+                price_per_hour: 30.0 + (i % 100) as f64 / 10.0,
+                currency: "USD".into(),
+            }),
+        ),
+        (Market::Spot, _) => (
+            SignalSource::Spot,
+            Payload::PlacementScore(PlacementScore {
+                score: (i % 10) as u8 + 1,
+                target_capacity: 1,
+            }),
+        ),
+        (_, 3) => (
+            SignalSource::Quota,
+            Payload::Quota(QuotaReading {
+                quota_code: "L-417A185B".into(),
+                limit: 1152.0,
+                used: (i % 12) as f64 * 96.0,
+                headroom_instances: 12 - (i % 12) as u32,
+            }),
+        ),
+        _ if i.is_multiple_of(5) => {
+            let mut a = LaunchAttempt::with_class(ErrorClass::Capacity, None);
+            a.error_code = "InsufficientInstanceCapacity".into();
+            a.error_message = format!(
+                "We currently do not have sufficient {} capacity in the Availability Zone you \
+                 requested ({}). Our system will be working on provisioning additional capacity.",
+                key.instance_type.as_str(),
+                key.zone_str()
+            );
+            (SignalSource::Probe, Payload::LaunchAttempt(a))
+        }
+        _ => (
+            SignalSource::Probe,
+            Payload::LaunchAttempt(LaunchAttempt::with_class(
+                ErrorClass::None,
+                Some(40_000 + (i % 1000) as u32 * 50),
+            )),
+        ),
+    };
+    Signal {
+        id: SignalId::derived(source, &[&key.to_string(), &n]),
+        observed_at: at,
+        source,
+        tenant: None,
+        key: key.clone(),
+        payload,
+    }
+}
+
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -185,6 +271,200 @@ fn memory(keys: usize, per_key: usize) {
         per_key_bytes,
         per_key_bytes / per_key as f64
     );
+}
+
+/// Fills an engine round by round (one realistic signal per key per round, rounds evenly
+/// spread over 20 h, batches of 50 000 as in production), then times one more round (every key
+/// re-scored once with its full window) and an eviction sweep that evicts nothing.
+fn scale(n: usize, per_key: usize) {
+    let keys: Vec<CapacityKey> = (0..n)
+        .map(|k| key_name(k).parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let end = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
+    let step = chrono::Duration::seconds(20 * 3600 / per_key.max(1) as i64);
+    let start = end - step * per_key as i32;
+    let mut engine = Engine::new(ScorerSettings::default());
+    let round = |engine: &mut Engine, r: usize| {
+        let at = start + step * r as i32;
+        let mut out = (0usize, 0usize, 0usize, 0usize, 0usize);
+        for (c, chunk) in keys.chunks(50_000).enumerate() {
+            let batch: Vec<Signal> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, k)| realistic(r * n + c * 50_000 + j, r, k, at))
+                .collect();
+            let o = engine.apply(batch.iter().map(|s| (0, s)));
+            out.0 += o.scores.len();
+            out.1 += o.history.len();
+            out.2 += o.alerts.len();
+            out.3 += o.scores.iter().map(|s| s.evidence.len()).sum::<usize>();
+            out.4 += o
+                .scores
+                .iter()
+                .map(|s| codec::encode_score(s).len())
+                .sum::<usize>();
+        }
+        out
+    };
+    let before = rss_bytes();
+    let t = Instant::now();
+    let mut history = 0usize;
+    for r in 0..per_key {
+        history += round(&mut engine, r).1;
+    }
+    let fill = t.elapsed().as_secs_f64();
+    let after = rss_bytes();
+    let held = engine.observation_count();
+    let grown = after.saturating_sub(before) as f64;
+    println!(
+        "scale: {n} keys x {per_key} observations ({held} held) in {fill:.1} s: RSS +{:.1} MiB = \
+         {:.0} bytes per key, {:.0} bytes per observation; {history} history rows while filling",
+        grown / 1_048_576.0,
+        grown / n as f64,
+        grown / held.max(1) as f64
+    );
+    let t = Instant::now();
+    let (scores, history, alerts, evidence, bytes) = round(&mut engine, per_key);
+    let rescore = t.elapsed().as_secs_f64();
+    println!(
+        "scale: one more signal for every key = {scores} keys re-scored in {rescore:.2} s = \
+         {:.2} us per key ({:.0} keys/s on one core, windows of {} observations); {history} \
+         history rows, {alerts} alerts; {:.1} evidence entries and {:.0} bytes per encoded score",
+        rescore * 1e6 / scores.max(1) as f64,
+        scores as f64 / rescore,
+        per_key + 1,
+        evidence as f64 / scores.max(1) as f64,
+        bytes as f64 / scores.max(1) as f64
+    );
+    let t = Instant::now();
+    let evicted = engine.evict_idle(end, Duration::from_secs(48 * 3600)).len();
+    let sweep = t.elapsed().as_secs_f64();
+    println!(
+        "scale: eviction sweep over {} keys ({evicted} evicted): {:.1} ms = {:.0} ns per key",
+        engine.key_count(),
+        sweep * 1e3,
+        sweep * 1e9 / engine.key_count().max(1) as f64
+    );
+    println!(
+        "scale: peak RSS {:.1} MiB",
+        peak_rss_bytes() as f64 / 1_048_576.0
+    );
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct PartBytes {
+    table: String,
+    rows: u64,
+    on_disk: u64,
+    compressed: u64,
+    uncompressed: u64,
+}
+
+/// Realistic signals for one day through the engine into a fresh database, merged, measured.
+async fn storage(n: usize, keys: usize, keep: bool) -> anyhow::Result<()> {
+    let conf: Conf = capsight_runtime::config::load(None)?;
+    let run = format!("storage_{}", Utc::now().timestamp_millis());
+    let ch = conf.clickhouse.with_database(&format!("bench_{run}"));
+    migrate::apply(&ch).await?;
+    let client = ch.client()?;
+    let all: Vec<CapacityKey> = (0..keys)
+        .map(|k| key_name(k).parse().unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let end = Utc::now();
+    let step_ms = 24 * 3600 * 1000 / (n / keys.max(1)).max(1) as i64;
+    let start = end - chrono::Duration::hours(24);
+    let mut engine = Engine::new(ScorerSettings::default());
+    let (mut history, mut alerts) = (0usize, 0usize);
+    let t = Instant::now();
+    let signals: Vec<Signal> = (0..n)
+        .map(|i| {
+            let at = start + chrono::Duration::milliseconds(step_ms * (i / keys) as i64);
+            realistic(i, i / keys, &all[i % keys], at)
+        })
+        .collect();
+    for chunk in signals.chunks(50_000) {
+        let out = engine.apply(chunk.iter().map(|s| (0, s)));
+        let mut insert = client.insert::<SignalRow>("signals").await?;
+        for s in chunk {
+            insert.write(&SignalRow::new(s, end)).await?;
+        }
+        insert.end().await?;
+        let mut insert = client.insert::<ScoreRow>("scores").await?;
+        for s in &out.history {
+            insert.write(&ScoreRow::new(s)).await?;
+        }
+        insert.end().await?;
+        if !out.alerts.is_empty() {
+            let mut insert = client.insert::<AlertRow>("alerts").await?;
+            for a in &out.alerts {
+                insert
+                    .write(&AlertRow::new(&a.score, a.from, a.low_confidence))
+                    .await?;
+            }
+            insert.end().await?;
+        }
+        history += out.history.len();
+        alerts += out.alerts.len();
+    }
+    println!(
+        "storage: {n} signals over {keys} keys (one day) -> {history} history rows, {alerts} \
+         alerts, inserted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // steady state: everything merged, as ClickHouse does in the background
+    for table in [
+        "signals",
+        "scores",
+        "alerts",
+        "signals_hourly",
+        "scores_hourly",
+    ] {
+        client
+            .query(&format!("OPTIMIZE TABLE {table} FINAL"))
+            .execute()
+            .await?;
+    }
+    let parts: Vec<PartBytes> = client
+        .query(
+            "SELECT table, sum(rows), sum(bytes_on_disk), sum(data_compressed_bytes), \
+             sum(data_uncompressed_bytes) FROM system.parts \
+             WHERE database = currentDatabase() AND active GROUP BY table ORDER BY table",
+        )
+        .fetch_all()
+        .await?;
+    println!("| table | rows | on disk | compressed | uncompressed | on disk per 1M signals |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    for p in &parts {
+        println!(
+            "| {} | {} | {:.2} MiB | {:.2} MiB | {:.2} MiB | {:.2} MiB |",
+            p.table,
+            p.rows,
+            mib(p.on_disk),
+            mib(p.compressed),
+            mib(p.uncompressed),
+            mib(p.on_disk) * 1e6 / n as f64
+        );
+    }
+    if keep {
+        println!("storage: kept database {}", ch.database);
+        Ok(())
+    } else {
+        drop_db(&ch).await
+    }
 }
 
 async fn sandbox(run: &str) -> anyhow::Result<ScorerConfig> {
@@ -391,6 +671,12 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Memory { keys, per_key } => memory(keys, per_key),
         Cmd::E2e { signals, keys } => e2e(signals, keys).await?,
         Cmd::Restart { signals, keys } => restart(signals, keys).await?,
+        Cmd::Scale { keys, per_key } => scale(keys, per_key),
+        Cmd::Storage {
+            signals,
+            keys,
+            keep,
+        } => storage(signals, keys, keep).await?,
     }
     Ok(())
 }

@@ -12,6 +12,18 @@
 //!    percentiles as a Markdown table.
 //!
 //! Needs the local stack's Kafka (configuration as for every capsight binary).
+//!
+//! `capsight-gateway-bench view` (in process, no stack): resident memory of a [`ScoresView`]
+//! holding `--keys` scores, and the cost of a `GetScore` lookup and of a `ListScores` page at
+//! that size, the page both as the handler computes it ([`ScoresView::page`]) and as it did
+//! before (every match after the token collected, plus a second full pass for the total).
+//!
+//! `capsight-gateway-bench tenants` (in process): the admission every RPC goes through (API key
+//! check against the tenant registry, rate limiter, tenant hash) with 100 to 10 000 tenants.
+//!
+//! `capsight-gateway-bench amqp` (the stack's RabbitMQ): launch jobs published through the
+//! gateway's [`JobPublisher`] (confirms, `mandatory`, the job size of a real `LaunchJob`), one
+//! publisher and several, then consumed with the launcher's manual acks and prefetch.
 
 #![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
 
@@ -24,6 +36,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use capsight_gateway::{jobs::JobPublisher, view::ScoresView};
 use capsight_kafka::{KafkaSettings, TopicSpec, admin};
 use capsight_proto::{
     codec,
@@ -70,6 +83,36 @@ enum Cmd {
         /// ListScores page size.
         #[arg(long, default_value_t = 50)]
         page_size: u32,
+    },
+    /// Scores-view memory and lookup/page cost at `keys` keys (in process).
+    View {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Evidence entries per score (the scorer's `scale` bench prints the mean).
+        #[arg(long, default_value_t = 4)]
+        evidence: usize,
+        /// ListScores page size.
+        #[arg(long, default_value_t = 100)]
+        page_size: usize,
+    },
+    /// Admission cost per request against registries of these sizes (in process).
+    Tenants {
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        tenants: Vec<usize>,
+        /// API keys per tenant.
+        #[arg(long, default_value_t = 2)]
+        keys_per_tenant: usize,
+    },
+    /// Launch-job throughput through RabbitMQ: publish with confirms, consume with acks.
+    Amqp {
+        #[arg(long, default_value_t = 5_000)]
+        jobs: usize,
+        /// Concurrent publishers (each its own connection, as separate gateway replicas).
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Consumer prefetch (the launcher's `launcher.prefetch`).
+        #[arg(long, default_value_t = 4)]
+        prefetch: u16,
     },
 }
 
@@ -482,6 +525,338 @@ async fn run(
     Ok(())
 }
 
+fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Key `k` of a synthetic set as large as asked: real regions and zones, numbered sizes.
+fn synthetic_key(k: usize) -> Option<CapacityKey> {
+    const REGIONS: [(&str, &str); 4] = [
+        ("us-east-1", "use1"),
+        ("us-west-2", "usw2"),
+        ("eu-west-1", "euw1"),
+        ("ap-northeast-1", "apne1"),
+    ];
+    let (region, prefix) = REGIONS[k % 4];
+    let zone = format!("{prefix}-az{}", k / 4 % 4 + 1);
+    let market = if (k / 16).is_multiple_of(2) {
+        Market::OnDemand
+    } else {
+        Market::Spot
+    };
+    let it = format!("p5e.{}xlarge", k / 32);
+    CapacityKey::parse("aws", region, &zone, &it, market).ok()
+}
+
+fn evidence_score(key: CapacityKey, value: u8, evidence: usize) -> Score {
+    let features = [
+        Feature::LaunchSuccessRate,
+        Feature::CapacityErrorRatio,
+        Feature::ProvisioningLatency,
+        Feature::SpotStability,
+        Feature::ReservableSupply,
+        Feature::CatalogExposure,
+    ];
+    let mut s = sample_score(key, value);
+    s.evidence = (0..evidence)
+        .map(|i| Evidence {
+            feature: features[i % features.len()],
+            value: 0.5 + i as f64 / 10.0,
+            contribution: 10.0 - i as f64,
+            samples: 40,
+        })
+        .collect();
+    s
+}
+
+/// The ListScores page as the handler computed it before [`ScoresView::page`]: every match
+/// after the token collected, and for a later page a second full pass for the total.
+fn old_page(
+    view: &ScoresView,
+    after: Option<&str>,
+    size: usize,
+    keep: impl Fn(&Score) -> bool,
+) -> (usize, usize) {
+    let matches = view.select(after, &keep);
+    let page = matches.iter().take(size).count();
+    let total = if after.is_none() {
+        matches.len()
+    } else {
+        view.select(None, &keep).len()
+    };
+    (page, total)
+}
+
+/// Mean time of `f` over `runs` runs, in ms.
+fn mean_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    for _ in 0..runs {
+        f();
+    }
+    t.elapsed().as_secs_f64() * 1e3 / runs as f64
+}
+
+fn view_bench(n: usize, evidence: usize, page_size: usize) -> anyhow::Result<()> {
+    let before = proc_status_bytes("VmRSS:");
+    let view = ScoresView::new();
+    let t = Instant::now();
+    let mut names = Vec::with_capacity(1000);
+    for k in 0..n {
+        let key = synthetic_key(k).context("synthetic key")?;
+        if k % (n / 1000).max(1) == 0 {
+            names.push(key.to_string());
+        }
+        let name = key.to_string();
+        view.apply(&name, Some(evidence_score(key, (k % 101) as u8, evidence)));
+    }
+    let fill = t.elapsed().as_secs_f64();
+    let after = proc_status_bytes("VmRSS:");
+    anyhow::ensure!(view.len() == n, "view holds {} of {n} keys", view.len());
+    let grown = after.saturating_sub(before) as f64;
+    println!(
+        "view: {n} scores with {evidence} evidence entries each, applied in {fill:.1} s: RSS +{:.1} MiB = {:.0} bytes per key",
+        grown / 1_048_576.0,
+        grown / n as f64
+    );
+    let lookups = 1_000_000;
+    let t = Instant::now();
+    let mut found = 0usize;
+    for i in 0..lookups {
+        found += usize::from(view.get(&names[i % names.len()]).is_some());
+    }
+    println!(
+        "view: GetScore lookup: {:.0} ns ({found} of {lookups} found)",
+        t.elapsed().as_secs_f64() * 1e9 / lookups as f64
+    );
+    let middle = names.get(names.len() / 2).map(String::as_str);
+    let everything = |_: &Score| true;
+    let one_region = |s: &Score| s.key.region.as_str() == "us-west-2";
+    println!("| ListScores page ({page_size}) | before: select | after: page |");
+    println!("|---|---:|---:|");
+    for (what, after, prefix, keep) in [
+        ("no filter, first page", None, "", None),
+        ("no filter, a middle page", middle, "", None),
+        (
+            "region filter, first page",
+            None,
+            "aws/us-west-2/",
+            Some(&one_region as &dyn Fn(&Score) -> bool),
+        ),
+    ] {
+        let old_keep = |s: &Score| keep.is_none_or(|k| k(s)) && everything(s);
+        let runs = 5;
+        let mut old = (0, 0);
+        let before = mean_ms(runs, || old = old_page(&view, after, page_size, old_keep));
+        let mut new = (0, 0);
+        let now = mean_ms(runs, || {
+            let p = view.page(prefix, after, page_size, keep);
+            new = (p.scores.len(), p.total);
+        });
+        anyhow::ensure!(
+            old == new,
+            "{what}: page/total {old:?} before, {new:?} after"
+        );
+        println!(
+            "| {what} (total {}) | {before:.2} ms | {now:.3} ms |",
+            new.1
+        );
+    }
+    println!(
+        "view: peak RSS {:.1} MiB",
+        proc_status_bytes("VmHWM:") as f64 / 1_048_576.0
+    );
+    Ok(())
+}
+
+fn tenants_bench(sizes: &[usize], keys_per_tenant: usize) -> anyhow::Result<()> {
+    use capsight_tenancy::{SharedRegistry, TenantHasher, admission::Admission};
+    let dir = std::env::temp_dir().join(format!("capsight-bench-tenants-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "| tenants | keys | registry file | admit (key check + limiter + hash) | lookups/s on one core |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for &n in sizes {
+        let path = dir.join(format!("tenants-{n}.toml"));
+        let mut reg = Registry::default();
+        let mut keys = Vec::new();
+        for t in 0..n {
+            let id = TenantId::parse(&format!("tenant-{t:05}"))?;
+            reg.add_tenant(id.clone(), &format!("Tenant {t}"))?;
+            for _ in 0..keys_per_tenant {
+                keys.push(reg.issue_key(&id)?.key);
+            }
+        }
+        for t in &mut reg.tenants {
+            t.rate_per_minute = Some(u32::MAX);
+        }
+        reg.save(&path)?;
+        let file = std::fs::metadata(&path)?.len();
+        let shared = SharedRegistry::open(path, Duration::from_secs(3600))?;
+        let admission = Admission::new(
+            shared,
+            TenantHasher::new(&"bench-secret".to_owned().into()),
+            600,
+        );
+        // keys spread over the registry, each admitted many times
+        let runs = 200_000;
+        let t = Instant::now();
+        for i in 0..runs {
+            let key = &keys[(i * 7919) % keys.len()];
+            admission
+                .admit(Some(key))
+                .map_err(|d| anyhow::anyhow!("{d:?}"))?;
+        }
+        let per = t.elapsed().as_secs_f64() / runs as f64;
+        println!(
+            "| {n} | {} | {:.0} KiB | {:.2} us | {:.0} |",
+            keys.len(),
+            file as f64 / 1024.0,
+            per * 1e6,
+            1.0 / per
+        );
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AmqpConf {
+    amqp: capsight_amqp::AmqpSettings,
+}
+
+/// A launch job as the gateway builds it, with every field a real one carries.
+fn launch_job(i: usize) -> v1::LaunchJob {
+    let key = synthetic_key(i % 1000).map(|k| v1::CapacityKey::from(&k));
+    v1::LaunchJob {
+        job_id: uuid::Uuid::now_v7().to_string(),
+        tenant: "tenant-0042".into(),
+        tenant_hash: "3f9a2c4e8b7d6a5f1e0d9c8b7a6f5e4d".into(),
+        created_at: Some(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp(),
+            nanos: 0,
+        }),
+        spec: Some(v1::LaunchSpec {
+            key,
+            count: 2,
+            image_id: "ami-0123456789abcdef0".into(),
+            subnet_id: "subnet-0a1b2c3d4e5f67890".into(),
+            spot_max_price: 0.0,
+        }),
+        constraints: Some(v1::Constraints {
+            allowed_regions: vec!["us-east-1".into(), "us-west-2".into()],
+            max_usd_per_gpu_hour: 12.5,
+            markets: vec![],
+            interruptible: false,
+            allow_substitutes: true,
+            allow_other_providers: false,
+            min_label: 0,
+            limit: 3,
+        }),
+        max_fallbacks: 3,
+        warm_standby: false,
+        max_lifetime_seconds: 86_400,
+        idle_ttl_seconds: 3_600,
+        preflight_decision: 1,
+    }
+}
+
+async fn amqp_bench(jobs: usize, publishers: usize, prefetch: u16) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    use prost::Message;
+
+    let conf: AmqpConf = capsight_runtime::config::load(None)?;
+    let mut settings = conf.amqp;
+    settings.launch = settings
+        .launch
+        .prefixed(&format!("bench{}", chrono::Utc::now().timestamp_millis()));
+    let size = launch_job(0).encode_to_vec().len();
+    // one publisher, one job at a time: a gateway replica (its publisher holds one channel)
+    let one = JobPublisher::new(settings.clone(), Duration::from_secs(30));
+    one.connect().await?;
+    let single = jobs / 4;
+    let t = Instant::now();
+    for i in 0..single {
+        one.publish(&launch_job(i)).await?;
+    }
+    let one_secs = t.elapsed().as_secs_f64();
+    println!(
+        "amqp: {single} jobs of {size} bytes, one publisher (confirm per job): {one_secs:.2} s = {:.0} jobs/s, {:.2} ms per job",
+        single as f64 / one_secs,
+        one_secs * 1e3 / single as f64
+    );
+    // several publishers at once: several gateway replicas
+    let many: Vec<Arc<JobPublisher>> = (0..publishers)
+        .map(|_| Arc::new(JobPublisher::new(settings.clone(), Duration::from_secs(30))))
+        .collect();
+    for p in &many {
+        p.connect().await?;
+    }
+    let rest = jobs - single;
+    let t = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (w, p) in many.iter().enumerate() {
+        let p = Arc::clone(p);
+        let share = rest / publishers + usize::from(w < rest % publishers);
+        tasks.spawn(async move {
+            for i in 0..share {
+                p.publish(&launch_job(i)).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let many_secs = t.elapsed().as_secs_f64();
+    println!(
+        "amqp: {rest} jobs, {publishers} publishers at once: {many_secs:.2} s = {:.0} jobs/s",
+        rest as f64 / many_secs
+    );
+    // consume everything with manual acks and the launcher's prefetch
+    let conn = settings.connect().await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            settings.launch.jobs_queue.as_str().into(),
+            "bench".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let t = Instant::now();
+    let mut got = 0usize;
+    while got < jobs {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .context("no delivery within 30 s")?
+            .context("consumer ended")??;
+        v1::LaunchJob::decode(delivery.data.as_slice())?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        got += 1;
+    }
+    let consume_secs = t.elapsed().as_secs_f64();
+    println!(
+        "amqp: consumed and acked {got} jobs with prefetch {prefetch}: {consume_secs:.2} s = {:.0} jobs/s",
+        got as f64 / consume_secs
+    );
+    settings.launch.delete(&channel).await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
@@ -493,5 +868,19 @@ async fn main() -> anyhow::Result<()> {
             duration,
             page_size,
         } => run(keys, concurrency, connections, duration, page_size).await,
+        Cmd::View {
+            keys,
+            evidence,
+            page_size,
+        } => view_bench(keys, evidence, page_size),
+        Cmd::Tenants {
+            tenants,
+            keys_per_tenant,
+        } => tenants_bench(&tenants, keys_per_tenant),
+        Cmd::Amqp {
+            jobs,
+            publishers,
+            prefetch,
+        } => amqp_bench(jobs, publishers, prefetch).await,
     }
 }

@@ -54,32 +54,27 @@ impl ScoreService for Api {
         bounded("page_token", &req.page_token, 300).map_err(GatewayError::from)?;
         let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
         let catalog = &self.core.catalog;
-        let matches = self.core.view.select(after, |s| filter.matches(s, catalog));
-        let total_after = matches.len();
-        let page: Vec<v1::Score> = matches
+        // one pass over the keys the filter's prefix allows; none at all without a filter
+        let keep = |s: &capsight_proto::domain::Score| filter.matches(s, catalog);
+        let keep: Option<&dyn Fn(&capsight_proto::domain::Score) -> bool> =
+            (!filter.is_everything()).then_some(&keep);
+        let page = self
+            .core
+            .view
+            .page(&filter.key_prefix(), after, page_size, keep);
+        let next_page_token = match page.scores.last() {
+            Some(last) if page.more => last.key.to_string(),
+            _ => String::new(),
+        };
+        let total = page.total;
+        let page: Vec<v1::Score> = page
+            .scores
             .iter()
-            .take(page_size)
             .map(|s| {
                 crate::metrics::served(s);
                 v1::Score::from(s.as_ref())
             })
             .collect();
-        let next_page_token = if total_after > page_size {
-            matches
-                .get(page_size - 1)
-                .map(|s| s.key.to_string())
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
-        let total = if after.is_none() {
-            total_after
-        } else {
-            self.core
-                .view
-                .select(None, |s| filter.matches(s, catalog))
-                .len()
-        };
         Ok(Response::new(v1::ListScoresResponse {
             scores: page,
             next_page_token,
