@@ -10,6 +10,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::KafkaSettings;
+use capsight_tenancy::trust::TrustSettings;
 use serde::Deserialize;
 
 use crate::ScorerError;
@@ -167,6 +168,8 @@ pub struct ScorerConfig {
     pub clickhouse: ClickHouseSettings,
     /// `[scorer]`.
     pub scorer: ScorerSettings,
+    /// `[trust]`: how tenants' reports are checked and weighted.
+    pub trust: TrustSettings,
 }
 
 #[cfg(test)]
@@ -176,14 +179,17 @@ mod tests {
     #[derive(Debug, Deserialize)]
     struct Conf {
         scorer: ScorerSettings,
+        trust: TrustSettings,
     }
 
     #[test]
     fn embedded_defaults_parse_validate_and_match_default() {
         let c: Conf = capsight_runtime::config::load_defaults().unwrap();
         c.scorer.validate().unwrap();
+        c.trust.validate().unwrap();
         capsight_runtime::config::defaults_match("scorer", &ScorerSettings::default())
             .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.trust, TrustSettings::default());
     }
 
     #[test]

@@ -10,16 +10,22 @@
 //! * [`Engine::evict_idle`] forgets keys whose newest observation is older than a horizon and
 //!   names them, so the pipeline can tombstone them on the scores topic;
 //! * [`Engine::drop_partitions`] forgets every key of the given partitions (revoked or newly
-//!   assigned): they are seeded again on next sight.
+//!   assigned): they are seeded again on next sight;
+//! * tenant trust: keys are scored with the [`Trust`] last given to [`Engine::set_trust`]
+//!   (tenants it does not name: the trust of a fresh tenant). Every tenant report a batch adds
+//!   to a window (new to it: a replayed or rebuilt one is not new) with a plain capacity
+//!   opinion is checked once against its key's first-party verdict after the batch, when that
+//!   verdict is at least `trust.min_verdict` strong: [`Outputs::checks`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use capsight_proto::domain::{CapacityKey, Label, Score, Signal};
+use capsight_proto::domain::{CapacityKey, Label, Score, Signal, SignalId, TenantHash};
+use capsight_tenancy::trust::TrustSettings;
 use chrono::{DateTime, Utc};
 
 use crate::config::ScorerSettings;
-use crate::model::{self, ModelParams};
+use crate::model::{self, ModelParams, Trust};
 use crate::observation::Observation;
 use crate::window::KeyWindow;
 
@@ -43,6 +49,41 @@ pub struct Outputs {
     pub history: Vec<Score>,
     /// Label transitions past the cooldown (for ClickHouse `alerts`).
     pub alerts: Vec<Alert>,
+    /// Tenant reports checked against first-party verdicts (for ClickHouse `tenant_checks`).
+    pub checks: Vec<TrustCheck>,
+}
+
+/// A tenant's report checked against its key's first-party launch verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustCheck {
+    /// Who sent it.
+    pub tenant: TenantHash,
+    /// The report's signal id (a report is checked once).
+    pub report: SignalId,
+    /// Its key.
+    pub key: CapacityKey,
+    /// Its observation time, ms.
+    pub at_ms: i64,
+    /// What it said: +1 in stock, -1 not.
+    pub opinion: f64,
+    /// The first-party verdict it was checked against, -1..=1.
+    pub verdict: f64,
+}
+
+impl TrustCheck {
+    /// True when the report said what capsight's own evidence says.
+    pub fn agrees(&self) -> bool {
+        self.opinion * self.verdict > 0.0
+    }
+}
+
+/// A report new to its window with a plain capacity opinion, awaiting its check.
+#[derive(Debug)]
+struct Unchecked {
+    tenant: TenantHash,
+    report: SignalId,
+    at_ms: i64,
+    opinion: f64,
 }
 
 /// What a key's last run wrote, read back from ClickHouse when its state is rebuilt, so history
@@ -72,6 +113,8 @@ pub struct Engine {
     settings: ScorerSettings,
     params: ModelParams,
     keys: HashMap<CapacityKey, KeyState>,
+    trust: Trust,
+    min_verdict: f64,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -81,11 +124,23 @@ fn millis(d: Duration) -> i64 {
 impl Engine {
     /// An engine with no keys.
     pub fn new(settings: ScorerSettings) -> Self {
+        Self::with_trust_settings(settings, &TrustSettings::default())
+    }
+
+    /// An engine with no keys that checks reports and treats unknown tenants as `trust` says.
+    pub fn with_trust_settings(settings: ScorerSettings, trust: &TrustSettings) -> Self {
         Self {
             params: settings.model_params(),
             settings,
             keys: HashMap::new(),
+            trust: Trust::new(trust.fresh(), HashMap::new()),
+            min_verdict: trust.min_verdict,
         }
+    }
+
+    /// Scores from now on with `trust` (keys are rescored when their next signal arrives).
+    pub fn set_trust(&mut self, trust: Trust) {
+        self.trust = trust;
     }
 
     /// Keys tracked.
@@ -180,22 +235,31 @@ impl Engine {
     /// Adds a batch of `(partition, signal)` and scores every key it touched. Keys that were
     /// not seeded are seeded empty (callers seed them from storage first).
     pub fn apply<'a>(&mut self, batch: impl IntoIterator<Item = (i32, &'a Signal)>) -> Outputs {
-        let mut touched: BTreeSet<CapacityKey> = BTreeSet::new();
+        let mut touched: BTreeMap<CapacityKey, Vec<Unchecked>> = BTreeMap::new();
         for (partition, s) in batch {
             if !self.keys.contains_key(&s.key) {
                 self.seed(s.key.clone(), partition, [], Resume::default());
             }
             if let Some(state) = self.keys.get_mut(&s.key) {
                 state.partition = partition;
-                state
-                    .window
-                    .insert(s.id.clone(), Observation::from_signal(s));
-                touched.insert(s.key.clone());
+                let obs = Observation::from_signal(s);
+                let opinion = model::checkable_opinion(&obs);
+                let at_ms = obs.at_ms;
+                let new = state.window.insert(s.id.clone(), obs);
+                let unchecked = touched.entry(s.key.clone()).or_default();
+                if let (true, Some(opinion), Some(tenant)) = (new, opinion, &s.tenant) {
+                    unchecked.push(Unchecked {
+                        tenant: tenant.clone(),
+                        report: s.id.clone(),
+                        at_ms,
+                        opinion,
+                    });
+                }
             }
         }
         let mut out = Outputs::default();
-        for key in touched {
-            if let Some(score) = self.rescore(&key, &mut out) {
+        for (key, unchecked) in touched {
+            if let Some(score) = self.rescore(&key, unchecked, &mut out) {
                 out.scores.push(score);
             }
         }
@@ -205,13 +269,19 @@ impl Engine {
     /// The current score of `key`, if it is tracked.
     pub fn score(&self, key: &CapacityKey) -> Option<Score> {
         let state = self.keys.get(key)?;
-        Some(self.compute(key, state))
+        Some(self.compute(key, state).0)
     }
 
-    fn compute(&self, key: &CapacityKey, state: &KeyState) -> Score {
+    /// The key's score and its first-party launch verdict.
+    fn compute(&self, key: &CapacityKey, state: &KeyState) -> (Score, f64) {
         let now_ms = state.window.newest_ms().unwrap_or(0);
-        let a = model::assess(state.window.observations(), now_ms, &self.params);
-        Score {
+        let a = model::assess(
+            state.window.observations(),
+            now_ms,
+            &self.params,
+            &self.trust,
+        );
+        let score = Score {
             key: key.clone(),
             score: a.score,
             label: a.label,
@@ -220,12 +290,28 @@ impl Engine {
             window: self.settings.window,
             updated_at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
             signal_count: state.window.len() as u64,
-        }
+        };
+        (score, a.first_party)
     }
 
-    fn rescore(&mut self, key: &CapacityKey, out: &mut Outputs) -> Option<Score> {
+    fn rescore(
+        &mut self,
+        key: &CapacityKey,
+        unchecked: Vec<Unchecked>,
+        out: &mut Outputs,
+    ) -> Option<Score> {
         let state = self.keys.get(key)?;
-        let score = self.compute(key, state);
+        let (score, verdict) = self.compute(key, state);
+        if verdict.abs() >= self.min_verdict && verdict != 0.0 {
+            out.checks.extend(unchecked.into_iter().map(|u| TrustCheck {
+                tenant: u.tenant,
+                report: u.report,
+                key: key.clone(),
+                at_ms: u.at_ms,
+                opinion: u.opinion,
+                verdict,
+            }));
+        }
         let now_ms = score.updated_at.timestamp_millis();
         let heartbeat = millis(self.settings.score_heartbeat);
         let cooldown = millis(self.settings.alert_cooldown);
@@ -272,7 +358,9 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use capsight_proto::domain::{ErrorClass, LaunchAttempt, Payload, SignalId, SignalSource};
+    use capsight_proto::domain::{
+        CrowdReport, CrowdReportKind, ErrorClass, LaunchAttempt, Payload, SignalId, SignalSource,
+    };
 
     use super::*;
 
@@ -383,6 +471,70 @@ mod tests {
         assert_eq!(e.unseeded(&batch).len(), 0);
         assert_eq!(e.drop_partitions(&BTreeSet::from([3])), 1);
         assert_eq!(e.unseeded(&batch).get(&key), Some(&batch[0].observed_at));
+    }
+
+    fn report(i: usize, key: &str, minute: i64, tenant: &str, kind: CrowdReportKind) -> Signal {
+        Signal {
+            id: SignalId::parse("id", &format!("r-{tenant}-{i}")).unwrap(),
+            observed_at: DateTime::from_timestamp(1_795_000_000 + minute * 60, 0).unwrap(),
+            source: SignalSource::Report,
+            tenant: Some(TenantHash::parse("tenant", tenant).unwrap()),
+            key: key.parse().unwrap(),
+            payload: Payload::CrowdReport(CrowdReport {
+                kind,
+                error_class: ErrorClass::Capacity,
+                error_code: String::new(),
+                note: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn reports_are_checked_once_against_a_clear_first_party_verdict() {
+        let mut e = Engine::new(ScorerSettings::default());
+        // a report before any probe: nothing to check it against
+        let early = [report(0, KEY, 0, "liar", CrowdReportKind::Unavailable)];
+        assert!(e.apply(early.iter().map(|s| (0, s))).checks.is_empty());
+        // probes find stock; the liar says otherwise, an honest tenant agrees
+        let mut batch: Vec<Signal> = (0..4).map(|i| launch(i, 1 + i as i64, true)).collect();
+        batch.push(report(1, KEY, 5, "liar", CrowdReportKind::Unavailable));
+        batch.push(report(2, KEY, 5, "honest", CrowdReportKind::Available));
+        let out = e.apply(batch.iter().map(|s| (0, s)));
+        let verdicts: Vec<(&str, bool)> = out
+            .checks
+            .iter()
+            .map(|c| (c.tenant.as_str(), c.agrees()))
+            .collect();
+        assert_eq!(verdicts, vec![("liar", false), ("honest", true)]);
+        assert!(out.checks.iter().all(|c| c.verdict > 0.5));
+        // the same batch again: nothing new to check
+        assert!(e.apply(batch.iter().map(|s| (0, s))).checks.is_empty());
+        // a key without first-party launches: not checked
+        let other = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+        let lone = [report(3, other, 6, "liar", CrowdReportKind::Unavailable)];
+        assert!(e.apply(lone.iter().map(|s| (0, s))).checks.is_empty());
+    }
+
+    #[test]
+    fn a_distrusted_tenant_moves_scores_less_everywhere() {
+        let other = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+        let lies: Vec<Signal> = (0..10)
+            .map(|i| report(i, other, i as i64, "liar", CrowdReportKind::Unavailable))
+            .collect();
+        let trusted = Engine::new(ScorerSettings::default())
+            .apply(lies.iter().map(|s| (0, s)))
+            .scores;
+        let mut e = Engine::new(ScorerSettings::default());
+        let hash = TenantHash::parse("tenant", "liar").unwrap();
+        e.set_trust(Trust::new(
+            0.8,
+            [(hash.as_str().to_owned(), 0.1)].into_iter().collect(),
+        ));
+        let distrusted = e.apply(lies.iter().map(|s| (0, s))).scores;
+        assert!(
+            distrusted[0].score > trusted[0].score,
+            "{distrusted:?} vs {trusted:?}"
+        );
     }
 
     #[test]

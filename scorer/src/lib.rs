@@ -3,7 +3,9 @@
 //! A consumer group on `capsight.signals.v1` keeps a sliding window per capacity key, scores it
 //! with the pure [`model`], and writes:
 //! * every valid signal to ClickHouse `signals`, score history to `scores` (material change or
-//!   heartbeat) and label transitions to `alerts` ([`store`]);
+//!   heartbeat), label transitions to `alerts` and tenant reports checked against first-party
+//!   verdicts to `tenant_checks` ([`store`]); every `trust.refresh_interval` it reloads all
+//!   tenants' trust from `tenant_checks` and scales their reports' weight by it ([`model`]);
 //! * the latest score of every touched key to the compacted `capsight.scores.v1` (Kafka key =
 //!   the key's string form, value = `codec::encode_score`);
 //! * undecodable or invalid messages, unchanged, to `capsight.signals.dlq.v1` with the reason in
@@ -78,6 +80,9 @@ pub enum ScorerError {
     /// A blocking librdkafka call could not be run.
     #[error("kafka worker thread failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A `[trust]` value is out of range.
+    #[error(transparent)]
+    Trust(#[from] capsight_tenancy::trust::TrustSettingsError),
     /// The `[kafka.consumer]` section is inconsistent.
     #[error("invalid {0}")]
     ConsumerConfig(String),
@@ -111,6 +116,7 @@ impl ScorerError {
 /// stalled). Returns [`ScorerError::Stalled`] when the consumer stalled for good.
 pub async fn run(config: ScorerConfig, shutdown: Shutdown) -> Result<(), ScorerError> {
     config.scorer.validate()?;
+    config.trust.validate()?;
     config
         .kafka
         .consumer

@@ -35,6 +35,14 @@
 //! most 1 are 1-Lipschitz, so removing one tenant's reports moves the unrounded score by at
 //! most `tenant_cap_points`.
 //!
+//! Each tenant's cap is scaled by its [`Trust`] (0..=1, how far its past reports agreed with
+//! first-party verdicts on any key; `capsight_tenancy::trust`): its term is clamped to
+//! `+-trust * tenant_cap_points`, so a tenant that keeps contradicting probes loses weight on
+//! every key, also on keys no probe looks at. Trust 1 for everyone is the model without trust;
+//! trust never exceeds 1, so the per-tenant cap and the crowd bound (sybil) hold as before.
+//! [`checkable_opinion`] and [`Assessment::first_party`] are what the scorer checks reports
+//! against.
+//!
 //! Confidence = count * recency * diversity * coverage, each in 0..=1: `1 - exp(-n/4)` of the
 //! decayed count of capacity-relevant observations (crowd reports count a quarter), the newest
 //! one's decay at twice the half life, 0.75 for one source kind and 1 for two or more, and
@@ -44,7 +52,7 @@
 //! (`100 * weight * (goodness - 0.5) / present weight`, so contributions plus 50 add up to the
 //! base), plus the crowd adjustment; the `evidence_items` largest by magnitude.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use capsight_proto::domain::{
@@ -91,6 +99,70 @@ pub struct Assessment {
     pub confidence: f64,
     /// Largest contribution first.
     pub evidence: Vec<Evidence>,
+    /// The first-party launch verdict (probes and capsight's own launches), -1..=1: the
+    /// success rate mapped to -1..=1 times how much evidence backs it; 0 without any.
+    pub first_party: f64,
+}
+
+/// Every tenant's trust, 0..=1 (see the module doc). Tenants it does not name get `default`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trust {
+    default: f64,
+    tenants: HashMap<String, f64>,
+}
+
+impl Trust {
+    /// Everyone fully trusted: the model without trust.
+    pub fn full() -> Self {
+        Self::new(1.0, HashMap::new())
+    }
+
+    /// `tenants` (by tenant hash) and `default` for the rest; values are clamped to 0..=1 (NaN
+    /// counts as 0).
+    pub fn new(default: f64, tenants: HashMap<String, f64>) -> Self {
+        let clamp = |t: f64| if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+        Self {
+            default: clamp(default),
+            tenants: tenants.into_iter().map(|(k, v)| (k, clamp(v))).collect(),
+        }
+    }
+
+    /// The trust of tenant `hash` (`""`: a report without a tenant).
+    pub fn of(&self, hash: &str) -> f64 {
+        self.tenants.get(hash).copied().unwrap_or(self.default)
+    }
+
+    /// Tenants named.
+    pub fn len(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// True when no tenant is named.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty()
+    }
+}
+
+/// A tenant-sourced observation's plain capacity opinion, when it has one: +1 for an
+/// available report or a launch that succeeded, -1 for an unavailable report or a capacity
+/// error. These are what a tenant is checked on; interruption notices, first-party
+/// observations and facts that say nothing about stock give `None`.
+pub fn checkable_opinion(o: &Observation) -> Option<f64> {
+    if o.source != SignalSource::Report {
+        return None;
+    }
+    match &o.fact {
+        Fact::Crowd { kind, class } if capacity_relevant(*class) => match kind {
+            CrowdReportKind::Available => Some(1.0),
+            CrowdReportKind::Unavailable => Some(-1.0),
+            CrowdReportKind::Interrupted => None,
+        },
+        Fact::Launch {
+            succeeded: true, ..
+        } => Some(1.0),
+        Fact::Launch { class, .. } if *class == ErrorClass::Capacity => Some(-1.0),
+        _ => None,
+    }
 }
 
 /// Feature weights (points out of 100 when every feature has data).
@@ -142,6 +214,7 @@ pub fn assess<'a>(
     observations: impl IntoIterator<Item = &'a Observation>,
     now_ms: i64,
     params: &ModelParams,
+    trust: &Trust,
 ) -> Assessment {
     let half_life_ms = (params.half_life.as_millis() as f64).max(1.0);
     let mut tally = Tally::default();
@@ -153,8 +226,8 @@ pub fn assess<'a>(
     let present: f64 = terms.iter().map(|t| t.weight).sum();
     let mut evidence = term_evidence(&terms, present);
     let base = base_score(&terms, present);
-    let (crowd_sum, crowd_adj) =
-        crowd_adjustment(&tally.crowd, tally.first_party_verdict(), params);
+    let first_party = tally.first_party_verdict();
+    let (crowd_sum, crowd_adj) = crowd_adjustment(&tally.crowd, first_party, params, trust);
     if !tally.crowd.is_empty() {
         let reports: usize = tally.crowd.values().map(|c| c.reports).sum();
         evidence.push(Evidence {
@@ -175,6 +248,7 @@ pub fn assess<'a>(
         label: Label::for_score(score),
         confidence,
         evidence,
+        first_party,
     }
 }
 
@@ -524,20 +598,23 @@ fn base_score(terms: &[Term], present: f64) -> f64 {
 }
 
 /// The crowd's sum of per-tenant capped opinions and that sum capped: (sum, adjustment).
-/// A crowd that contradicts the first-party verdict (`-1..=1`, see
-/// [`Tally::first_party_verdict`]) is scaled down by `1 - |verdict|`: against strong probe
-/// evidence, however many tenants say otherwise count for little. Clamping and scaling by a
-/// factor of at most 1 keep the adjustment 1-Lipschitz in every tenant's opinion.
+/// Each tenant's cap is `tenant_cap_points` times its trust. A crowd that contradicts the
+/// first-party verdict (`-1..=1`, see [`Tally::first_party_verdict`]) is scaled down by
+/// `1 - |verdict|`: against strong probe evidence, however many tenants say otherwise count
+/// for little. Clamping and scaling by a factor of at most 1 keep the adjustment 1-Lipschitz
+/// in every tenant's opinion.
 fn crowd_adjustment(
     crowd: &BTreeMap<&str, CrowdTally>,
     first_party: f64,
     params: &ModelParams,
+    trust: &Trust,
 ) -> (f64, f64) {
     let cap = params.tenant_cap_points.max(0.0);
     let crowd_sum: f64 = crowd
-        .values()
-        .filter(|c| c.w > 0.0)
-        .map(|c| {
+        .iter()
+        .filter(|(_, c)| c.w > 0.0)
+        .map(|(tenant, c)| {
+            let cap = cap * trust.of(tenant);
             let opinion = c.opinion_w / c.w;
             let strength = 1.0 - (-c.w).exp();
             (cap * opinion * strength).clamp(-cap, cap)
@@ -633,7 +710,7 @@ mod tests {
             }
         }
         v.push(obs(NOW - HOUR, Fact::Offered(true)));
-        let a = assess(&sorted(v), NOW, &ModelParams::default());
+        let a = assess(&sorted(v), NOW, &ModelParams::default(), &Trust::full());
         assert!((50..80).contains(&a.score), "{a:?}");
         assert_eq!(a.label, Label::Limited);
         assert!(
@@ -649,12 +726,12 @@ mod tests {
         let ok: Vec<_> = (0..6)
             .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
             .collect();
-        let a = assess(&sorted(ok), NOW, &ModelParams::default());
+        let a = assess(&sorted(ok), NOW, &ModelParams::default(), &Trust::full());
         assert_eq!((a.score, a.label), (100, Label::Available));
         let bad: Vec<_> = (0..6)
             .map(|i| launch(NOW - i * HOUR, false, ErrorClass::Capacity, None))
             .collect();
-        let a = assess(&sorted(bad), NOW, &ModelParams::default());
+        let a = assess(&sorted(bad), NOW, &ModelParams::default(), &Trust::full());
         assert_eq!((a.score, a.label), (0, Label::Unavailable));
         assert_eq!(a.evidence[0].feature, Feature::LaunchSuccessRate);
         assert_eq!(a.evidence[1].feature, Feature::CapacityErrorRatio);
@@ -663,7 +740,7 @@ mod tests {
 
     #[test]
     fn no_data_is_neutral_with_zero_confidence() {
-        let a = assess(&[], NOW, &ModelParams::default());
+        let a = assess(&[], NOW, &ModelParams::default(), &Trust::full());
         assert_eq!((a.score, a.confidence), (50, 0.0));
         assert!(a.evidence.is_empty());
     }
@@ -673,7 +750,12 @@ mod tests {
         let mut v: Vec<_> = (2..10)
             .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
             .collect();
-        let steady = assess(&sorted(v.clone()), NOW, &ModelParams::default());
+        let steady = assess(
+            &sorted(v.clone()),
+            NOW,
+            &ModelParams::default(),
+            &Trust::full(),
+        );
         v.push(launch(NOW, true, ErrorClass::None, Some(600_000)));
         v.push(launch(
             NOW - HOUR / 2,
@@ -681,7 +763,7 @@ mod tests {
             ErrorClass::None,
             Some(600_000),
         ));
-        let slow = assess(&sorted(v), NOW, &ModelParams::default());
+        let slow = assess(&sorted(v), NOW, &ModelParams::default(), &Trust::full());
         assert!(slow.raw < steady.raw, "{slow:?} vs {steady:?}");
         assert!(
             slow.evidence
@@ -799,10 +881,10 @@ mod tests {
     #[test]
     fn a_tenants_false_launch_failures_count_as_a_capped_opinion_not_as_probes() {
         let params = ModelParams::default();
-        let honest = assess(&sorted(in_stock()), NOW, &params);
+        let honest = assess(&sorted(in_stock()), NOW, &params, &Trust::full());
         let mut attacked = in_stock();
         attacked.extend(false_failures("liar", 500));
-        let attacked = assess(&sorted(attacked), NOW, &params);
+        let attacked = assess(&sorted(attacked), NOW, &params, &Trust::full());
         assert_eq!(honest.label, Label::Available, "{honest:?}");
         assert_eq!(attacked.label, Label::Available, "{attacked:?}");
         let moved = honest.raw - attacked.raw;
@@ -819,24 +901,108 @@ mod tests {
         let params = ModelParams::default();
         // no first-party evidence at all: the crowd bound is all that holds
         let quiet = vec![obs(NOW - HOUR, Fact::Offered(true))];
-        let before = assess(&quiet, NOW, &params);
+        let before = assess(&quiet, NOW, &params, &Trust::full());
         let mut sybil = quiet.clone();
         for t in 0..50 {
             sybil.extend(false_failures(&format!("sybil{t}"), 20));
         }
-        let after = assess(&sorted(sybil), NOW, &params);
+        let after = assess(&sorted(sybil), NOW, &params, &Trust::full());
         let moved = before.raw - after.raw;
         assert!(moved > 0.0, "the crowd must still count for something");
         assert!(moved <= params.crowd_max_points + 1e-9, "moved {moved}");
         // against probe evidence the same crowd moves it less
-        let before = assess(&sorted(in_stock()), NOW, &params);
+        let before = assess(&sorted(in_stock()), NOW, &params, &Trust::full());
         let mut sybil = in_stock();
         for t in 0..50 {
             sybil.extend(false_failures(&format!("sybil{t}"), 20));
         }
-        let after = assess(&sorted(sybil), NOW, &params);
+        let after = assess(&sorted(sybil), NOW, &params, &Trust::full());
         let moved = before.raw - after.raw;
         assert!(moved <= 0.15 * params.crowd_max_points, "moved {moved}");
+    }
+
+    fn trusting(pairs: &[(&str, f64)]) -> Trust {
+        Trust::new(
+            1.0,
+            pairs
+                .iter()
+                .map(|(t, v)| {
+                    (
+                        TenantHash::parse("tenant", t).unwrap().as_str().to_owned(),
+                        *v,
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_tenants_trust_scales_how_far_its_reports_move_a_score() {
+        // only the catalog: nothing first-party to contradict, the crowd term is all there is
+        let params = ModelParams::default();
+        let quiet = vec![obs(NOW - HOUR, Fact::Offered(true))];
+        let before = assess(&quiet, NOW, &params, &Trust::full());
+        let mut reported = quiet.clone();
+        reported.extend(false_failures("reporter", 20));
+        let reported = sorted(reported);
+        let moved = |trust: f64| {
+            before.raw - assess(&reported, NOW, &params, &trusting(&[("reporter", trust)])).raw
+        };
+        let full = moved(1.0);
+        assert!(full > 0.9 * params.tenant_cap_points, "moved {full}");
+        assert!((moved(0.25) - 0.25 * full).abs() < 1e-9, "{}", moved(0.25));
+        assert!(moved(0.0).abs() < 1e-12);
+        // the same reports from another tenant are not touched by the reporter's trust
+        let mut other = quiet;
+        other.extend(false_failures("someone-else", 20));
+        let other = assess(
+            &sorted(other),
+            NOW,
+            &params,
+            &trusting(&[("reporter", 0.0)]),
+        );
+        assert!((before.raw - other.raw - full).abs() < 1e-9);
+    }
+
+    #[test]
+    fn only_plain_capacity_opinions_of_tenants_are_checked() {
+        let report = |kind| crowd(NOW, "t", kind);
+        assert_eq!(
+            checkable_opinion(&report(CrowdReportKind::Available)),
+            Some(1.0)
+        );
+        assert_eq!(
+            checkable_opinion(&report(CrowdReportKind::Unavailable)),
+            Some(-1.0)
+        );
+        assert_eq!(
+            checkable_opinion(&report(CrowdReportKind::Interrupted)),
+            None
+        );
+        assert_eq!(checkable_opinion(&false_failures("t", 1)[0]), Some(-1.0));
+        let quota = from_tenant(
+            NOW,
+            "t",
+            Fact::Launch {
+                succeeded: false,
+                class: ErrorClass::Quota,
+                provisioning_ms: None,
+            },
+        );
+        assert_eq!(checkable_opinion(&quota), None);
+        // a probe is first-party evidence, not an opinion
+        assert_eq!(
+            checkable_opinion(&launch(NOW, true, ErrorClass::None, None)),
+            None
+        );
+        // and the assessment exposes the verdict reports are checked against
+        let a = assess(
+            &sorted(in_stock()),
+            NOW,
+            &ModelParams::default(),
+            &Trust::full(),
+        );
+        assert!(a.first_party > 0.85, "{a:?}");
     }
 
     proptest! {
@@ -849,10 +1015,10 @@ mod tests {
             extra in prop::collection::vec(0i64..48 * HOUR, 1..10),
             params in params_strategy(),
         ) {
-            let before = assess(&window, NOW, &params);
+            let before = assess(&window, NOW, &params, &Trust::full());
             let mut more = window.clone();
             more.extend(extra.iter().map(|age| launch(NOW - age, false, ErrorClass::Capacity, None)));
-            let after = assess(&sorted(more), NOW, &params);
+            let after = assess(&sorted(more), NOW, &params, &Trust::full());
             prop_assert!(after.raw <= before.raw + 1e-9, "{} > {}", after.raw, before.raw);
             prop_assert!(after.score <= before.score);
         }
@@ -866,7 +1032,7 @@ mod tests {
                 1..10),
             params in params_strategy(),
         ) {
-            let before = assess(&window, NOW, &params);
+            let before = assess(&window, NOW, &params, &Trust::full());
             let mut more = window.clone();
             for (age, class, as_report, headroom) in extra {
                 more.push(launch(NOW - age, false, class, None));
@@ -877,7 +1043,7 @@ mod tests {
                     more.push(r);
                 }
             }
-            let after = assess(&sorted(more), NOW, &params);
+            let after = assess(&sorted(more), NOW, &params, &Trust::full());
             prop_assert_eq!(after, before);
         }
 
@@ -888,7 +1054,7 @@ mod tests {
             params in params_strategy(),
         ) {
             let v: Vec<_> = quota.into_iter().map(|(age, h)| obs(NOW - age, Fact::Quota { headroom: h })).collect();
-            let a = assess(&sorted(v), NOW, &params);
+            let a = assess(&sorted(v), NOW, &params, &Trust::full());
             prop_assert_eq!(a.confidence, 0.0);
         }
 
@@ -900,20 +1066,68 @@ mod tests {
             reports in prop::collection::vec((0i64..48 * HOUR, fact_strategy()), 1..40),
             params in params_strategy(),
         ) {
-            let without = assess(&window, NOW, &params);
+            let without = assess(&window, NOW, &params, &Trust::full());
             let mut with = window.clone();
             with.extend(reports.into_iter().map(|(age, fact)| from_tenant(NOW - age, "loud-tenant", fact)));
-            let with = assess(&sorted(with), NOW, &params);
+            let with = assess(&sorted(with), NOW, &params, &Trust::full());
             let cap = params.tenant_cap_points;
             prop_assert!((with.raw - without.raw).abs() <= cap + 1e-9,
                 "moved {} > cap {}", (with.raw - without.raw).abs(), cap);
             prop_assert!(f64::from(with.score.abs_diff(without.score)) <= cap.ceil());
         }
 
+        /// A tenant of trust t moves a score at most t times the cap; trust 1 for everyone
+        /// (named or by default) is exactly the model without trust.
+        #[test]
+        fn trust_scales_the_cap_and_full_trust_changes_nothing(
+            window in window_strategy(),
+            reports in prop::collection::vec((0i64..48 * HOUR, fact_strategy()), 1..40),
+            params in params_strategy(),
+            trust in 0.0f64..=1.0,
+        ) {
+            let without = assess(&window, NOW, &params, &Trust::full());
+            let mut with = window.clone();
+            with.extend(reports.into_iter().map(|(age, fact)| from_tenant(NOW - age, "loud-tenant", fact)));
+            let with = sorted(with);
+            let scaled = assess(&with, NOW, &params, &trusting(&[("loud-tenant", trust)]));
+            let bound = trust * params.tenant_cap_points;
+            prop_assert!((scaled.raw - without.raw).abs() <= bound + 1e-9,
+                "moved {} > {}", (scaled.raw - without.raw).abs(), bound);
+            let named = trusting(&[("loud-tenant", 1.0), ("t0", 1.0), ("t1", 1.0)]);
+            prop_assert_eq!(
+                assess(&with, NOW, &params, &named),
+                assess(&with, NOW, &params, &Trust::full())
+            );
+        }
+
+        /// However many tenants, at whatever trust, the crowd moves a score at most the crowd
+        /// bound (sybils gain nothing from being fresh).
+        #[test]
+        fn many_tenants_at_any_trust_stay_within_the_crowd_bound(
+            window in window_strategy(),
+            tenants in 1usize..30,
+            trust in 0.0f64..=1.0,
+            params in params_strategy(),
+        ) {
+            // the window without any crowd term: the bound is on what the crowd adds
+            let window: Vec<Observation> = window
+                .into_iter()
+                .filter(|o| o.source != SignalSource::Report && !matches!(o.fact, Fact::Crowd { .. }))
+                .collect();
+            let fresh = Trust::new(trust, HashMap::new());
+            let without = assess(&window, NOW, &params, &fresh);
+            let mut with = window.clone();
+            for t in 0..tenants {
+                with.extend(false_failures(&format!("sybil{t}"), 5));
+            }
+            let with = assess(&sorted(with), NOW, &params, &fresh);
+            prop_assert!((with.raw - without.raw).abs() <= params.crowd_max_points + 1e-9);
+        }
+
         /// Whatever the input, the output is well formed.
         #[test]
         fn output_is_always_well_formed(window in window_strategy(), params in params_strategy()) {
-            let a = assess(&window, NOW, &params);
+            let a = assess(&window, NOW, &params, &Trust::full());
             prop_assert!((0.0..=100.0).contains(&a.raw));
             prop_assert!(a.score <= 100);
             prop_assert_eq!(a.label, Label::for_score(a.score));

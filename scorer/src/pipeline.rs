@@ -18,6 +18,9 @@
 //!   on the compacted scores topic, so compaction and every gateway's view forget them; a
 //!   tombstone that was not acknowledged is retried at the next sweep. A key seen again is
 //!   rebuilt from ClickHouse like any other;
+//! * tenant trust: at start and every `trust.refresh_interval`, all tenants' trust is reloaded
+//!   from ClickHouse (every instance sees every tenant's checks, whichever instance made them);
+//!   when that fails the previous trust stays and the next tick tries again;
 //! * the librdkafka calls that block (commit, flush, close) run on blocking threads;
 //! * liveness ([`capsight_kafka::liveness`]): a watchdog compares the topic's high watermarks
 //!   with the offsets stored here and the group's committed offsets. When the scorer has lag
@@ -45,6 +48,8 @@ use rdkafka::{
 };
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use capsight_tenancy::trust::TrustSettings;
 
 use crate::ScorerError;
 use crate::config::{ScorerConfig, ScorerSettings};
@@ -177,6 +182,7 @@ struct Stats {
 /// The running scorer.
 pub struct Pipeline {
     settings: ScorerSettings,
+    trust: TrustSettings,
     kafka: KafkaSettings,
     topics: TopicNames,
     consumer: Arc<StreamConsumer<ScorerContext>>,
@@ -242,7 +248,8 @@ impl Pipeline {
         let consumer = consumer(&config.kafka, &settings, &events)?;
         let producer = producer(&config.kafka, &settings)?;
         Ok(Self {
-            engine: Engine::new(settings.clone()),
+            engine: Engine::with_trust_settings(settings.clone(), &config.trust),
+            trust: config.trust.clone(),
             settings,
             kafka: config.kafka.clone(),
             topics: config.kafka.topics.clone(),
@@ -316,12 +323,16 @@ impl Pipeline {
                 .max(std::time::Duration::from_millis(100)),
         );
         evictions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // the first tick is immediate: trust is loaded before the first batch is scored
+        let mut trust_reloads = tokio::time::interval(self.trust.refresh_interval);
+        trust_reloads.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tombstones: Vec<CapacityKey> = Vec::new();
         loop {
             let deadline = started.map(|s| s + self.settings.batch_max_interval);
             tokio::select! {
                 biased;
                 () = shutdown.wait() => break,
+                _ = trust_reloads.tick() => self.reload_trust().await,
                 _ = evictions.tick(), if !self.settings.evict_after.is_zero() => {
                     tombstones.extend(self.engine.evict_idle(Utc::now(), self.settings.evict_after));
                     tombstones = self.tombstone(tombstones).await;
@@ -396,6 +407,17 @@ impl Pipeline {
         let Self { consumer, .. } = self;
         tokio::task::spawn_blocking(move || drop(consumer)).await?;
         Ok(())
+    }
+
+    /// Reloads every tenant's trust; keeps the previous one when ClickHouse does not answer.
+    async fn reload_trust(&mut self) {
+        match self.store.load_trust(&self.trust, Utc::now()).await {
+            Ok(trust) => {
+                debug!(tenants = trust.len(), "tenant trust reloaded");
+                self.engine.set_trust(trust);
+            }
+            Err(e) => warn!(error = %e, "reloading tenant trust failed; keeping the previous"),
+        }
     }
 
     /// One line with the counters since start.
@@ -587,6 +609,7 @@ impl Pipeline {
             scores = outputs.scores.len(),
             history = outputs.history.len(),
             alerts = outputs.alerts.len(),
+            checks = outputs.checks.len(),
             keys = self.engine.key_count(),
             "batch written"
         );

@@ -9,20 +9,24 @@
 //! * [`Store::load_windows`] reads back, for each key, every stored signal observed at or after
 //!   one window before the given time: enough to rebuild the key's window exactly (rows may be
 //!   repeated; the window de-duplicates by signal id).
+//! * [`Store::load_trust`] reads every tenant's agreements and contradictions (one per checked
+//!   report) within the trust horizon and turns them into the model's [`Trust`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capsight_clickhouse::{
     ClickHouseSettings,
-    rows::{AlertRow, ScoreRow, SignalRow, split_time},
+    rows::{AlertRow, ScoreRow, SignalRow, TenantCheckRow, TenantTrustRow, split_time},
     sql,
 };
 use capsight_proto::domain::{CapacityKey, Label, Signal, SignalId};
+use capsight_tenancy::trust::TrustSettings;
 use chrono::{DateTime, Utc};
 
 use crate::ScorerError;
-use crate::engine::{Outputs, Resume};
+use crate::engine::{Outputs, Resume, TrustCheck};
+use crate::model::Trust;
 use crate::observation::Observation;
 
 /// The scorer's ClickHouse tables.
@@ -67,8 +71,17 @@ impl Store {
         .map_err(query_err(table))
     }
 
-    /// Inserts a batch's rows; durable when it returns `Ok`.
+    /// Inserts a batch's rows; durable when it returns `Ok`. Checks go first: a report whose
+    /// signal is stored is never checked again (a rebuilt window holds it already), while a
+    /// check written twice collapses.
     pub async fn write(&self, signals: &[SignalRow], outputs: &Outputs) -> Result<(), ScorerError> {
+        let checked_at = split_time(Utc::now()).0;
+        let checks: Vec<TenantCheckRow> = outputs
+            .checks
+            .iter()
+            .map(|c| check_row(c, checked_at))
+            .collect();
+        self.insert("tenant_checks", &checks).await?;
         self.insert("signals", signals).await?;
         let history: Vec<ScoreRow> = outputs.history.iter().map(ScoreRow::new).collect();
         self.insert("scores", &history).await?;
@@ -194,6 +207,53 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Every tenant's trust from its checks of reports observed within `settings.horizon`
+    /// before `now`; tenants without checks get the fresh tenant's trust.
+    pub async fn load_trust(
+        &self,
+        settings: &TrustSettings,
+        now: DateTime<Utc>,
+    ) -> Result<Trust, ScorerError> {
+        let horizon = chrono::Duration::from_std(settings.horizon).unwrap_or(chrono::Duration::MAX);
+        let since = now.checked_sub_signed(horizon).unwrap_or_default();
+        let rows: Vec<TenantTrustRow> = self
+            .client
+            .query(sql::TENANT_TRUST.sql)
+            .bind(split_time(since).0)
+            .fetch_all()
+            .await
+            .map_err(query_err("load tenant trust"))?;
+        Ok(Trust::new(
+            settings.fresh(),
+            rows.into_iter()
+                .map(|r| (r.tenant, settings.trust(r.agreements, r.contradictions)))
+                .collect(),
+        ))
+    }
+}
+
+/// The `tenant_checks` row of a check made at `checked_at` (unix seconds).
+fn check_row(c: &TrustCheck, checked_at: u32) -> TenantCheckRow {
+    let at = DateTime::from_timestamp_millis(c.at_ms).unwrap_or_default();
+    let (at, at_ms) = split_time(at);
+    TenantCheckRow {
+        tenant: c.tenant.as_str().to_owned(),
+        report_id: c.report.as_str().to_owned(),
+        provider: c.key.provider.as_str().to_owned(),
+        region: c.key.region.as_str().to_owned(),
+        zone_id: c.key.zone_str().to_owned(),
+        instance_type: c.key.instance_type.as_str().to_owned(),
+        market: c.key.market.as_str().to_owned(),
+        at,
+        at_ms,
+        opinion: if c.opinion > 0.0 { 1 } else { -1 },
+        verdict: c.verdict,
+        agrees: u8::from(c.agrees()),
+        checked_at,
     }
 }
 

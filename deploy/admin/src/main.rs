@@ -5,7 +5,8 @@
 //! * `topics`, `migrate`, `amqp` — one of those steps.
 //! * `check`   — connect to all three and report; exits non-zero if any is unreachable.
 //! * `scores`  — print the latest score per key from the compacted scores topic.
-//! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps.
+//! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps; `tenant
+//!   trust` shows how far each tenant's reports agree with capsight's own probes.
 //! * `sql`     — print every statement capsight sends to a ClickHouse of a given version
 //!   (migration plan, queries, inserts) as JSON, without connecting.
 //! * `demo`    — push a few sample signals through Kafka into ClickHouse and print them: the
@@ -17,13 +18,14 @@
 mod demo;
 mod scores;
 mod sql;
+mod trust;
 
 use anyhow::Context;
 use capsight_amqp::AmqpSettings;
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::{KafkaSettings, admin::TopicOutcome};
 use capsight_runtime::{config::ConfigArgs, telemetry::TelemetrySettings};
-use capsight_tenancy::{Registry, TenancySettings, TenantId};
+use capsight_tenancy::{Registry, TenancySettings, TenantId, trust::TrustSettings};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
@@ -124,6 +126,13 @@ enum TenantCommand {
     },
     /// List tenants and key ids.
     List,
+    /// Every tenant's reports checked against capsight's own probes and launches: checks,
+    /// contradictions and the trust its reports are weighted by, least trusted first.
+    Trust {
+        /// `table` for people, `json` for machines.
+        #[arg(long, value_enum, default_value = "table")]
+        output: trust::Format,
+    },
 }
 
 /// The sections this tool reads.
@@ -134,10 +143,12 @@ struct AdminConfig {
     clickhouse: ClickHouseSettings,
     amqp: AmqpSettings,
     tenancy: TenancySettings,
+    trust: TrustSettings,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    capsight_runtime::tls::install_crypto_provider();
     let cli = Cli::parse();
     let config: AdminConfig = capsight_runtime::config::load(cli.config.config.as_deref())?;
     capsight_runtime::telemetry::init("capsight-admin", &config.telemetry)?;
@@ -156,6 +167,9 @@ async fn main() -> anyhow::Result<()> {
             cluster,
         } => sql::print(&config.clickhouse, &server_version, cluster.as_deref())?,
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
+        Command::Tenant(TenantCommand::Trust { output }) => {
+            trust::run(&config.clickhouse, &config.tenancy, &config.trust, output).await?;
+        }
         Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
         Command::Scores => scores::run(&config.kafka).await?,
     }
@@ -283,6 +297,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 println!("GPU quota of {id} removed; launcher.default_gpu_quota applies");
             }
         }
+        TenantCommand::Trust { .. } => anyhow::bail!("tenant trust reads ClickHouse: run async"),
         TenantCommand::List => {
             for t in &reg.tenants {
                 let keys: Vec<String> = t
@@ -307,7 +322,7 @@ async fn check(config: &AdminConfig) -> anyhow::Result<()> {
         &mut failed,
     );
     let ch = async {
-        let client = config.clickhouse.server_client();
+        let client = config.clickhouse.server_client()?;
         capsight_clickhouse::server_version(&client).await
     }
     .await;
@@ -356,5 +371,6 @@ mod tests {
         defaults_match("clickhouse", &ClickHouseSettings::default())
             .unwrap_or_else(|e| panic!("{e}"));
         defaults_match("amqp", &AmqpSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+        defaults_match("trust", &TrustSettings::default()).unwrap_or_else(|e| panic!("{e}"));
     }
 }

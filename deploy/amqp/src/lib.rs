@@ -42,6 +42,14 @@ pub enum AmqpError {
         /// lapin's error.
         source: lapin::Error,
     },
+    /// `amqp.tls_ca` cannot be read.
+    #[error("amqp.tls_ca {path}: {reason}")]
+    TlsCa {
+        /// The configured file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The broker did not answer in time.
     #[error("amqp {op}: timed out after {timeout:?}")]
     Timeout {
@@ -67,6 +75,10 @@ pub struct AmqpSettings {
     /// How long to wait for the connection handshake.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// PEM file of the CA(s) that sign the broker's certificate, for an `amqps://` url signed by
+    /// a private CA; empty: the platform's trust store.
+    #[serde(default)]
+    pub tls_ca: std::path::PathBuf,
     /// Names and limits of the launch-job topology.
     pub launch: LaunchTopology,
 }
@@ -76,16 +88,32 @@ impl Default for AmqpSettings {
         Self {
             url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             connect_timeout: Duration::from_secs(10),
+            tls_ca: std::path::PathBuf::new(),
             launch: LaunchTopology::default(),
         }
     }
 }
 
 impl AmqpSettings {
-    /// Opens a connection (heartbeats and I/O on the tokio runtime).
+    /// Opens a connection (heartbeats and I/O on the tokio runtime); over TLS for an
+    /// `amqps://` url, trusting `tls_ca` when it is set (with the process's rustls provider,
+    /// `capsight_runtime::tls`).
     pub async fn connect(&self) -> Result<Connection, AmqpError> {
-        let connecting =
-            Connection::connect(self.url.expose_secret(), ConnectionProperties::default());
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if !self.tls_ca.as_os_str().is_empty() {
+            let pem = std::fs::read_to_string(&self.tls_ca).map_err(|e| AmqpError::TlsCa {
+                path: self.tls_ca.clone(),
+                reason: e.to_string(),
+            })?;
+            tls.cert_chain = Some(pem);
+        }
+        let runtime = lapin::runtime::default_runtime().map_err(broker("runtime"))?;
+        let connecting = Connection::connect_with_config(
+            self.url.expose_secret(),
+            ConnectionProperties::default(),
+            tls,
+            runtime,
+        );
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| AmqpError::Timeout {

@@ -2,7 +2,8 @@
 //! the `capsight` database.
 //!
 //! * [`ClickHouseSettings`] is the `[clickhouse]` config section; [`ClickHouseSettings::client`]
-//!   builds a client bound to the configured database.
+//!   builds a client bound to the configured database (over TLS with a private CA when
+//!   `tls_ca` is set).
 //! * [`migrate`] applies the versioned SQL files under `deploy/clickhouse/migrations/`
 //!   (embedded at build time) and records them in `schema_migrations`, so re-running is a no-op.
 //! * [`rows`] holds the `Row` types and their conversions from domain values.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod migrate;
 pub mod rows;
 pub mod sql;
+mod tls;
 
 use std::{future::Future, time::Duration};
 
@@ -70,6 +72,14 @@ pub enum ClickHouseError {
         /// Its value.
         value: String,
     },
+    /// `clickhouse.tls_ca` cannot be read or holds no usable certificate.
+    #[error("clickhouse.tls_ca {path}: {reason}")]
+    TlsCa {
+        /// The configured file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A migration file is malformed or was changed after being applied.
     #[error("migration {name}: {reason}")]
     Migration {
@@ -112,6 +122,10 @@ pub struct ClickHouseSettings {
     /// Empty for one server.
     #[serde(default)]
     pub cluster: String,
+    /// PEM file of the CA(s) that sign the server's certificate, for an `https://` url signed
+    /// by a private CA; empty: the public web PKI roots (webpki-roots).
+    #[serde(default)]
+    pub tls_ca: std::path::PathBuf,
 }
 
 fn empty_secret() -> SecretString {
@@ -128,6 +142,7 @@ impl Default for ClickHouseSettings {
             validate_rows: false,
             request_timeout: Duration::from_secs(30),
             cluster: String::new(),
+            tls_ca: std::path::PathBuf::new(),
         }
     }
 }
@@ -136,12 +151,18 @@ impl ClickHouseSettings {
     /// A client bound to the configured database.
     pub fn client(&self) -> Result<clickhouse::Client, ClickHouseError> {
         ident("database", &self.database)?;
-        Ok(self.server_client().with_database(&self.database))
+        Ok(self.server_client()?.with_database(&self.database))
     }
 
-    /// A client not bound to a database (for `CREATE DATABASE`).
-    pub fn server_client(&self) -> clickhouse::Client {
-        let mut client = clickhouse::Client::default()
+    /// A client not bound to a database (for `CREATE DATABASE`). Fails only when `tls_ca` is
+    /// set and unusable.
+    pub fn server_client(&self) -> Result<clickhouse::Client, ClickHouseError> {
+        let base = if self.tls_ca.as_os_str().is_empty() {
+            clickhouse::Client::default()
+        } else {
+            tls::client(&self.tls_ca)?
+        };
+        let mut client = base
             .with_url(&self.url)
             .with_user(&self.user)
             .with_validation(self.validate_rows)
@@ -159,7 +180,7 @@ impl ClickHouseSettings {
         if !password.is_empty() {
             client = client.with_password(password);
         }
-        client
+        Ok(client)
     }
 
     /// Where migrations run: the database, on one server or on the configured cluster.

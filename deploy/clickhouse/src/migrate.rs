@@ -266,7 +266,7 @@ pub async fn apply_migrations(
     migrations: &[Migration],
 ) -> Result<MigrationReport, ClickHouseError> {
     let target = settings.target()?;
-    let server = settings.server_client();
+    let server = settings.server_client()?;
     let create_db = target.create_database();
     server
         .query(&create_db)

@@ -455,3 +455,48 @@ pub struct ProbeAuditRow {
     /// re-publishes from after a crash (migration 0033).
     pub signal: String,
 }
+
+/// One row of `tenant_checks`: a tenant's report checked against its key's first-party launch
+/// verdict (migration 0050). `tenant` is the tenant hash.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct TenantCheckRow {
+    /// Tenant hash of the sender.
+    pub tenant: String,
+    /// The report's signal id.
+    pub report_id: String,
+    /// Key: provider.
+    pub provider: String,
+    /// Key: region.
+    pub region: String,
+    /// Key: zone id or empty.
+    pub zone_id: String,
+    /// Key: instance type.
+    pub instance_type: String,
+    /// Key: market.
+    pub market: String,
+    /// The report's observation time, seconds.
+    pub at: u32,
+    /// Millisecond part.
+    pub at_ms: u16,
+    /// What the report said: 1 in stock, -1 not.
+    pub opinion: i8,
+    /// The first-party verdict, -1..=1.
+    pub verdict: f64,
+    /// 1 when the report agreed with the verdict.
+    pub agrees: u8,
+    /// When the scorer checked it (wall clock), seconds: the newest row of a report wins.
+    pub checked_at: u32,
+}
+
+/// One tenant's agreements and contradictions since a time (query `TENANT_TRUST`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct TenantTrustRow {
+    /// Tenant hash.
+    pub tenant: String,
+    /// Reports that agreed.
+    pub agreements: u64,
+    /// Reports that contradicted.
+    pub contradictions: u64,
+    /// The newest checked report's time, seconds.
+    pub last_at: u32,
+}

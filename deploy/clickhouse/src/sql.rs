@@ -12,7 +12,7 @@ use crate::migrate::Applied;
 
 use crate::rows::{
     AlertRow, InstanceGpusRow, LaunchActivityRow, LaunchCancellationRow, LaunchEventRow,
-    LaunchRequestRow, PreflightLogRow, ProbeAuditRow, ScoreRow, SignalRow,
+    LaunchRequestRow, PreflightLogRow, ProbeAuditRow, ScoreRow, SignalRow, TenantCheckRow,
 };
 
 /// A sample value bound to a `?` when the statement is checked.
@@ -107,6 +107,19 @@ pub const RESUME_ALERTS: Statement = Statement {
           GROUP BY key",
     fields: &[],
     samples: &[Sample::Strs(&[KEY])],
+};
+
+/// Every tenant's agreements and contradictions with first-party verdicts, one per checked
+/// report (the newest check of a report wins), over reports since (unix seconds).
+pub const TENANT_TRUST: Statement = Statement {
+    name: "scorer.tenant_trust",
+    sql: "SELECT tenant, toUInt64(countIf(a = 1)) AS agreements, \
+          toUInt64(countIf(a = 0)) AS contradictions, toUInt32(max(t)) AS last_at FROM \
+          (SELECT tenant, report_id, argMax(agrees, checked_at) AS a, max(at) AS t \
+           FROM tenant_checks WHERE at >= toDateTime(?) GROUP BY tenant, report_id) \
+          GROUP BY tenant ORDER BY tenant",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
 };
 
 /// The gateway's score history of one key: step, step, provider, region, zone, type, market,
@@ -375,6 +388,7 @@ pub const ALL: &[Statement] = &[
     SIGNAL_WINDOWS,
     RESUME_SCORES,
     RESUME_ALERTS,
+    TENANT_TRUST,
     SCORE_HISTORY,
     LAUNCH_EVENTS,
     LAUNCH_EVENTS_WATCHED,
@@ -407,6 +421,7 @@ pub const INSERTS: &[(&str, &[&str])] = &[
     ("signals", SignalRow::COLUMN_NAMES),
     ("scores", ScoreRow::COLUMN_NAMES),
     ("alerts", AlertRow::COLUMN_NAMES),
+    ("tenant_checks", TenantCheckRow::COLUMN_NAMES),
     ("launch_events", LaunchEventRow::COLUMN_NAMES),
     ("launch_requests", LaunchRequestRow::COLUMN_NAMES),
     ("launch_cancellations", LaunchCancellationRow::COLUMN_NAMES),

@@ -9,7 +9,8 @@
 //! * [`periodic`]: run work now and then every interval until shutdown;
 //! * [`process`]: the start every binary shares (config, tracing, shutdown signal);
 //! * [`shutdown`]: one cancellation signal, fired by SIGINT/SIGTERM or by code, that every task
-//!   of a process watches.
+//!   of a process watches;
+//! * [`tls`]: the process's rustls crypto provider, installed once at start.
 //!
 //! Connection settings for the infrastructure live with their clients (`capsight-kafka`,
 //! `capsight-clickhouse`, `capsight-amqp`); a binary's config struct composes them.
@@ -22,3 +23,4 @@ pub mod periodic;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;

@@ -1,5 +1,6 @@
-//! The start of every capsight binary: load the layered configuration, start tracing, create the
-//! shutdown signal listening for SIGINT/SIGTERM, serve Prometheus metrics (`[metrics]`). A `main.rs` parses its flags (flattening
+//! The start of every capsight binary: install the TLS crypto provider, load the layered
+//! configuration, start tracing, create the shutdown signal listening for SIGINT/SIGTERM, serve
+//! Prometheus metrics (`[metrics]`). A `main.rs` parses its flags (flattening
 //! [`ConfigArgs`]), calls [`Process::start`] and hands `config` and `shutdown` to its library's
 //! `run`/`start`; tests call the same library function with a config and a shutdown of their own.
 
@@ -80,6 +81,8 @@ impl<C: DeserializeOwned> Process<C> {
         args: &ConfigArgs,
         adjust: impl FnOnce(&mut C),
     ) -> Result<Self, ProcessError> {
+        // before any client or server builds a TLS config
+        crate::tls::install_crypto_provider();
         let file = args.config.as_deref();
         let mut config: C = crate::config::load(file)?;
         adjust(&mut config);

@@ -11,10 +11,13 @@
 //!   contributed.
 //! * **Admission** ([`admission::Admission`]): API key -> tenant -> rate limit, the one
 //!   implementation every door (gRPC, the reports intake) calls.
+//! * **Trust** ([`trust`]): how far a tenant's reports agree with capsight's own probes; the
+//!   scorer scales the tenant's weight by it, `capsight-admin tenant trust` shows it.
 
 pub mod admission;
 mod registry;
 mod shared;
+pub mod trust;
 
 pub use registry::{
     ApiKeyRecord, Authenticated, CloudRole, IssuedKey, Registry, RegistryError, Tenant, TenantId,

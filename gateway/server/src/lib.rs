@@ -250,9 +250,8 @@ pub async fn start(
         .http2_keepalive_interval(Some(gw.http2_keepalive_interval))
         .http2_keepalive_timeout(Some(gw.http2_keepalive_timeout));
     if !gw.tls_cert.as_os_str().is_empty() || !gw.tls_key.as_os_str().is_empty() {
-        // two rustls providers are compiled in (ring via tonic, aws-lc-rs via the AWS SDK):
-        // choose one for the process; an already installed provider is fine too
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // installed at process start; again here for callers that start the library directly
+        capsight_runtime::tls::install_crypto_provider();
         let cert = std::fs::read(&gw.tls_cert).map_err(|e| startup("gateway.tls_cert", &e))?;
         let key = std::fs::read(&gw.tls_key).map_err(|e| startup("gateway.tls_key", &e))?;
         builder = builder

@@ -101,6 +101,7 @@ struct Conf {
     kafka: KafkaSettings,
     clickhouse: ClickHouseSettings,
     scorer: ScorerSettings,
+    trust: capsight_tenancy::trust::TrustSettings,
 }
 
 fn key_name(k: usize) -> String {
@@ -485,6 +486,7 @@ async fn sandbox(run: &str) -> anyhow::Result<ScorerConfig> {
             health_listen: "127.0.0.1:0".parse()?,
             ..conf.scorer
         },
+        trust: conf.trust,
     })
 }
 
@@ -651,7 +653,7 @@ async fn restart(n: usize, keys: usize) -> anyhow::Result<()> {
 }
 
 async fn drop_db(ch: &ClickHouseSettings) -> anyhow::Result<()> {
-    ch.server_client()
+    ch.server_client()?
         .query(&format!("DROP DATABASE IF EXISTS {}", ch.database))
         .execute()
         .await?;

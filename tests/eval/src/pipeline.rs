@@ -181,6 +181,9 @@ batch_max_interval = "200ms"
 retry_backoff = "200ms"
 health_listen = "127.0.0.1:0"
 
+[trust]
+refresh_interval = "{trust_refresh}"
+
 [amqp.launch]
 retry_delay = "{retry}"
 
@@ -218,6 +221,7 @@ provider = "aws"
         prov_timeout = r(10.0 * m),
         standby_cooldown = r(10.0 * m),
         status_poll = r(5.0 * m),
+        trust_refresh = r(m),
     );
     for region in &regions {
         let _ = write!(

@@ -86,6 +86,20 @@ impl PrivateBroker {
         b
     }
 
+    /// A broker listening on `port` that advertises `advertised` as its address (something in
+    /// front of it that forwards to `port`, e.g. a [`crate::tls::TlsForwarder`]).
+    pub async fn start_advertising(port: u16, advertised: SocketAddr) -> Self {
+        let mut b = Self {
+            process: None,
+            dir: std::env::temp_dir().join(unique("capsight-tansu")),
+            listen_port: port,
+            advertised,
+            proxy: None,
+        };
+        b.restart().await;
+        b
+    }
+
     /// A broker that advertises a [`KafkaProxy`] in front of it as its address.
     pub async fn start_behind_proxy() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -21,6 +21,7 @@ pub fn named(prefix: &str) -> ClickHouseSettings {
 pub async fn drop_database(settings: &ClickHouseSettings) {
     settings
         .server_client()
+        .unwrap()
         .query(&format!("DROP DATABASE IF EXISTS {}", settings.database))
         .execute()
         .await

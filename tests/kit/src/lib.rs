@@ -15,7 +15,8 @@
 //! * [`broker`]: a private Kafka-protocol broker (tansu) a test may pause (`SIGSTOP`), kill and
 //!   restart without disturbing other tests, optionally behind a [`broker::KafkaProxy`] that
 //!   sees every request's API key (to inject a fault at an exact protocol step, e.g. during an
-//!   offset commit); [`rabbit`]: a private RabbitMQ node to restart.
+//!   offset commit); [`rabbit`]: a private RabbitMQ node to restart;
+//! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service.
 //!
 //! Tests that need a service fail loudly when it is missing; nothing here skips a test.
 
@@ -38,6 +39,7 @@ pub mod rabbit;
 pub mod sandbox;
 pub mod signals;
 pub mod tenants;
+pub mod tls;
 pub mod wait;
 
 pub use sandbox::Sandbox;
