@@ -21,14 +21,15 @@ const context = await chromium.launchPersistentContext(profile, {
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   viewport: { width: 1440, height: 900 },
 });
-const page = context.pages()[0] ?? (await context.newPage());
 const times = [];
 let cells = 0;
 try {
   for (let i = 0; i < runs; i++) {
+    // A fresh tab each run: the key lives in a tab's sessionStorage, so a new tab always
+    // starts signed out (clearing and reloading one tab raced with its own sign-in).
+    const page = await context.newPage();
+    for (const old of context.pages()) if (old !== page) await old.close();
     await page.goto(url);
-    await page.evaluate(() => sessionStorage.clear());
-    await page.reload();
     await page.fill('#api-key', key);
     const t0 = Date.now();
     await page.press('#api-key', 'Enter');
