@@ -137,12 +137,18 @@ fn signals(run: &str) -> Vec<Signal> {
 /// Shortened for test time, not for production (45 s / 2 min there): a killed member must leave
 /// the group within seconds, and a member that lost the group must notice and rejoin within a
 /// test's patience; stored offsets are committed every second, so a kill finds some committed.
-const CONSUMER_ENV: [(&str, &str); 5] = [
+/// Fast group liveness; and tenant trust held at its prior (no report is ever checked: a
+/// first-party verdict never reaches 1). Trust is an input reloaded on a wall-clock interval,
+/// so two runs would score the last batch of a key under different trust snapshots; this test
+/// compares what crashes do to signal processing with that input fixed (trust itself:
+/// `tests/tests/tenant_trust.rs`).
+const CONSUMER_ENV: [(&str, &str); 6] = [
     ("CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT", "6s"),
     ("CAPSIGHT_KAFKA__CONSUMER__HEARTBEAT_INTERVAL", "1s"),
     ("CAPSIGHT_KAFKA__CONSUMER__STALL_AFTER", "20s"),
     ("CAPSIGHT_KAFKA__CONSUMER__CHECK_INTERVAL", "2s"),
     ("CAPSIGHT_KAFKA__CONSUMER__COMMIT_INTERVAL", "1s"),
+    ("CAPSIGHT_TRUST__MIN_VERDICT", "1"),
 ];
 
 fn spawn_scorer(sandbox: &Sandbox, log: &str) -> ChildGuard {
