@@ -1,8 +1,9 @@
 //! The `[scorer]` config section and the process config the scorer runs with.
 //!
 //! Contract: [`ScorerSettings::validate`] is called once by [`crate::run`] before anything
-//! connects; every other module may assume the invariants it checks (window in (0, 72h], half
-//! life in (0, window], batch bounds > 0, caps >= 0 and finite). Durations are event time
+//! connects; every other module may assume the invariants it checks (window in (0, 72h], batch
+//! bounds > 0, caps >= 0 and finite); [`ScorerConfig::validate`] adds the `[verdict]` section
+//! (half life in (0, window]). Durations are event time
 //! except `batch_max_interval`, `max_clock_skew`, `produce_timeout` and `retry_backoff`, which
 //! are wall clock.
 
@@ -10,6 +11,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::KafkaSettings;
+use capsight_proto::domain::VerdictPolicy;
 use capsight_tenancy::trust::TrustSettings;
 use serde::Deserialize;
 
@@ -28,9 +30,6 @@ pub struct ScorerSettings {
     /// Sliding window per key, at most [`MAX_WINDOW`].
     #[serde(with = "humantime_serde")]
     pub window: Duration,
-    /// Recency decay half life.
-    #[serde(with = "humantime_serde")]
-    pub half_life: Duration,
     /// Messages per ClickHouse batch, at most.
     pub batch_max_rows: usize,
     /// Time from a batch's first message to its flush, at most.
@@ -79,7 +78,6 @@ impl Default for ScorerSettings {
         Self {
             group_id: "capsight-scorer".into(),
             window: Duration::from_secs(24 * 3600),
-            half_life: Duration::from_secs(6 * 3600),
             batch_max_rows: 50_000,
             batch_max_interval: Duration::from_secs(1),
             material_change_points: 5,
@@ -108,12 +106,6 @@ impl ScorerSettings {
             return bad(
                 "window",
                 format!("{:?} must be > 0 and at most 72h", self.window),
-            );
-        }
-        if self.half_life.is_zero() || self.half_life > self.window {
-            return bad(
-                "half_life",
-                format!("{:?} must be > 0 and at most the window", self.half_life),
             );
         }
         if self.batch_max_rows == 0 {
@@ -147,10 +139,10 @@ impl ScorerSettings {
         Ok(())
     }
 
-    /// The scoring model's parameters.
-    pub fn model_params(&self) -> ModelParams {
+    /// The scoring model's parameters under `verdict`.
+    pub fn model_params(&self, verdict: &VerdictPolicy) -> ModelParams {
         ModelParams {
-            half_life: self.half_life,
+            verdict: verdict.clone(),
             tenant_cap_points: self.tenant_cap_points,
             crowd_max_points: self.crowd_max_points,
             evidence_items: self.evidence_items,
@@ -170,6 +162,30 @@ pub struct ScorerConfig {
     pub scorer: ScorerSettings,
     /// `[trust]`: how tenants' reports are checked and weighted.
     pub trust: TrustSettings,
+    /// `[verdict]`: recency half life, prior and the unknown threshold.
+    #[serde(default)]
+    pub verdict: VerdictPolicy,
+}
+
+impl ScorerConfig {
+    /// Checks every section the scorer reads; the error names the field.
+    pub fn validate(&self) -> Result<(), ScorerError> {
+        self.scorer.validate()?;
+        self.trust.validate()?;
+        self.verdict.validate().map_err(ScorerError::Verdict)?;
+        if self.verdict.half_life > self.scorer.window {
+            return Err(ScorerError::Verdict(
+                capsight_proto::domain::FieldError::new(
+                    "verdict.half_life",
+                    format!(
+                        "{:?} must be at most scorer.window ({:?})",
+                        self.verdict.half_life, self.scorer.window
+                    ),
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +196,7 @@ mod tests {
     struct Conf {
         scorer: ScorerSettings,
         trust: TrustSettings,
+        verdict: VerdictPolicy,
     }
 
     #[test]
@@ -187,13 +204,15 @@ mod tests {
         let c: Conf = capsight_runtime::config::load_defaults().unwrap();
         c.scorer.validate().unwrap();
         c.trust.validate().unwrap();
+        c.verdict.validate().unwrap();
+        assert_eq!(c.verdict, VerdictPolicy::default());
         capsight_runtime::config::defaults_match("scorer", &ScorerSettings::default())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.trust, TrustSettings::default());
     }
 
     #[test]
-    fn window_over_72h_and_bad_half_life_are_rejected() {
+    fn window_over_72h_and_bad_caps_are_rejected() {
         let mut s = ScorerSettings {
             window: Duration::from_secs(73 * 3600),
             ..ScorerSettings::default()
@@ -201,9 +220,6 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("window"));
         s.window = MAX_WINDOW;
         s.validate().unwrap();
-        s.half_life = Duration::ZERO;
-        assert!(s.validate().unwrap_err().to_string().contains("half_life"));
-        s.half_life = Duration::from_secs(3600);
         s.tenant_cap_points = f64::NAN;
         assert!(
             s.validate()

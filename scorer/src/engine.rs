@@ -20,7 +20,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use capsight_proto::domain::{CapacityKey, Label, Score, Signal, SignalId, TenantHash};
+use capsight_proto::domain::{
+    CapacityKey, Label, Score, Signal, SignalId, TenantHash, VerdictPolicy,
+};
 use capsight_tenancy::trust::TrustSettings;
 use chrono::{DateTime, Utc};
 
@@ -122,15 +124,19 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl Engine {
-    /// An engine with no keys.
-    pub fn new(settings: ScorerSettings) -> Self {
-        Self::with_trust_settings(settings, &TrustSettings::default())
+    /// An engine with no keys, scoring under `verdict`.
+    pub fn new(settings: ScorerSettings, verdict: &VerdictPolicy) -> Self {
+        Self::with_trust_settings(settings, verdict, &TrustSettings::default())
     }
 
     /// An engine with no keys that checks reports and treats unknown tenants as `trust` says.
-    pub fn with_trust_settings(settings: ScorerSettings, trust: &TrustSettings) -> Self {
+    pub fn with_trust_settings(
+        settings: ScorerSettings,
+        verdict: &VerdictPolicy,
+        trust: &TrustSettings,
+    ) -> Self {
         Self {
-            params: settings.model_params(),
+            params: settings.model_params(verdict),
             settings,
             keys: HashMap::new(),
             trust: Trust::new(trust.fresh(), HashMap::new()),
@@ -386,7 +392,7 @@ mod tests {
 
     #[test]
     fn a_label_flip_alerts_once_per_cooldown() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let ok: Vec<Signal> = (0..5).map(|i| launch(i, i as i64, true)).collect();
         let out = e.apply(ok.iter().map(|s| (0, s)));
         assert_eq!(out.scores.len(), 1);
@@ -416,7 +422,7 @@ mod tests {
 
     #[test]
     fn a_rebuilt_key_continues_history_and_alerts_where_they_left_off() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let key: CapacityKey = KEY.parse().unwrap();
         let at = |minute: i64| launch(0, minute, true).observed_at.timestamp_millis();
         // the last run wrote an Available row at minute 0 and alerted (to Available) at minute 0
@@ -447,7 +453,7 @@ mod tests {
 
     #[test]
     fn history_is_written_on_material_change_or_heartbeat_only() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let first = [launch(0, 0, true)];
         assert_eq!(e.apply(first.iter().map(|s| (0, s))).history.len(), 1);
         // same verdict a minute later: nothing material, no heartbeat yet
@@ -462,7 +468,7 @@ mod tests {
 
     #[test]
     fn replaying_a_batch_changes_nothing_and_dropped_partitions_are_forgotten() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let batch: Vec<Signal> = (0..20).map(|i| launch(i, i as i64, i % 3 != 0)).collect();
         let first = e.apply(batch.iter().map(|s| (3, s)));
         let again = e.apply(batch.iter().map(|s| (3, s)));
@@ -491,7 +497,7 @@ mod tests {
 
     #[test]
     fn reports_are_checked_once_against_a_clear_first_party_verdict() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         // a report before any probe: nothing to check it against
         let early = [report(0, KEY, 0, "liar", CrowdReportKind::Unavailable)];
         assert!(e.apply(early.iter().map(|s| (0, s))).checks.is_empty());
@@ -521,10 +527,10 @@ mod tests {
         let lies: Vec<Signal> = (0..10)
             .map(|i| report(i, other, i as i64, "liar", CrowdReportKind::Unavailable))
             .collect();
-        let trusted = Engine::new(ScorerSettings::default())
+        let trusted = Engine::new(ScorerSettings::default(), &VerdictPolicy::default())
             .apply(lies.iter().map(|s| (0, s)))
             .scores;
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let hash = TenantHash::parse("tenant", "liar").unwrap();
         e.set_trust(Trust::new(
             0.8,
@@ -539,7 +545,7 @@ mod tests {
 
     #[test]
     fn idle_keys_are_evicted_after_the_horizon_only() {
-        let mut e = Engine::new(ScorerSettings::default());
+        let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
         let batch: Vec<Signal> = (0..5).map(|i| launch(i, i as i64, true)).collect();
         e.apply(batch.iter().map(|s| (0, s)));
         let newest = batch[4].observed_at;

@@ -50,6 +50,9 @@ pub enum ScorerError {
         /// What is wrong.
         reason: String,
     },
+    /// A `[verdict]` value is out of range.
+    #[error("invalid {0}")]
+    Verdict(#[source] capsight_proto::domain::FieldError),
     /// A Kafka client could not be created or refused an operation (fatal at start).
     #[error("kafka {op}: {source}")]
     Kafka {
@@ -115,8 +118,7 @@ impl ScorerError {
 /// Serves `GET /healthz` on `scorer.health_listen` meanwhile (unhealthy while the consumer is
 /// stalled). Returns [`ScorerError::Stalled`] when the consumer stalled for good.
 pub async fn run(config: ScorerConfig, shutdown: Shutdown) -> Result<(), ScorerError> {
-    config.scorer.validate()?;
-    config.trust.validate()?;
+    config.validate()?;
     config
         .kafka
         .consumer

@@ -18,11 +18,22 @@
 //! | catalog exposure | 10 | the latest offering signal: offered 1, not offered 0 |
 //! | status incidents | 10 | 1 - impact of the worst open incident |
 //!
-//! Capacity-relevant attempts are all launch attempts except those failing with an *account or
-//! transient* class (quota, permission, throttled, transient): those say nothing about stock and
-//! are ignored entirely, as are quota readings. The base score is `100 * sum(weight * goodness)
-//! / sum(weight)` over the features that have data: a missing feature is re-weighted away (and
-//! lowers the confidence), it does not pull the score. With no feature at all the base is 50.
+//! Capacity-relevant attempts are launches that succeeded or failed for lack of capacity; every
+//! other failure (quota, permission, throttled, transient, price, a code nobody classified)
+//! says nothing about stock and is ignored entirely, as are quota readings. A launch that
+//! failed because the type is not offered there, or a latest offering signal that says "not
+//! offered", is a *withdrawal*: the key cannot be launched at all and scores at most
+//! [`WITHDRAWN_MAX`] until an offering or a success says otherwise. The base score is `100 *
+//! sum(weight * goodness) / sum(weight)` over the features that have data: a missing feature is
+//! re-weighted away (and lowers the confidence), it does not pull the score. With no feature at
+//! all the base is the prior.
+//!
+//! Thin evidence stays near an honest prior ([`VerdictPolicy::shrink`]): the base is pulled
+//! toward `verdict.prior_score` as if `verdict.prior_weight` neutral observations were added to
+//! the decayed count of first-party observations behind it (an offering or a spot price counts
+//! a quarter: it says a type exists or what it costs, little about stock). One probe success
+//! reads about 67, not 100; one open incident about 43, not 0. Evidence contributions are
+//! scaled by the same factor, so with the default prior of 50 they still add up to the score.
 //!
 //! Everything a tenant sends (source `report`: its reports, its own launches and forwarded
 //! instance events) is an *opinion*, never first-party evidence, and adjusts the base
@@ -44,29 +55,33 @@
 //! against.
 //!
 //! Confidence = count * recency * diversity * coverage, each in 0..=1: `1 - exp(-n/4)` of the
-//! decayed count of capacity-relevant observations (crowd reports count a quarter), the newest
-//! one's decay at twice the half life, 0.75 for one source kind and 1 for two or more, and
-//! `0.4 + 0.6 * present feature weight / total weight`. No relevant data gives 0.
+//! decayed count of capacity-relevant observations (crowd reports, offerings and spot prices
+//! count a quarter), the newest one's decay at twice the half life, 0.75 for one source kind
+//! and 1 for two or more, and `0.4 + 0.6 * present feature weight / total weight`. No relevant
+//! data gives 0. Below `verdict.unknown_below` the label is [`Label::Unknown`], whatever the
+//! score.
 //!
 //! Evidence: each present feature's contribution in points relative to the neutral 50
 //! (`100 * weight * (goodness - 0.5) / present weight`, so contributions plus 50 add up to the
 //! base), plus the crowd adjustment; the `evidence_items` largest by magnitude.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
 use capsight_proto::domain::{
     CrowdReportKind, ErrorClass, Evidence, Feature, InstanceEventKind, Label, SignalSource,
-    StatusSeverity,
+    StatusSeverity, VerdictPolicy,
 };
 
 use crate::observation::{Fact, Observation};
 
+/// The highest score of a withdrawn key (see the module doc).
+pub const WITHDRAWN_MAX: f64 = 5.0;
+
 /// Tunable parameters of the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelParams {
-    /// Recency decay half life.
-    pub half_life: Duration,
+    /// Recency decay half life, the prior, the unknown threshold (`[verdict]`).
+    pub verdict: VerdictPolicy,
     /// Most points one tenant's crowd reports can move a score.
     pub tenant_cap_points: f64,
     /// Most points all crowd reports together can move a score.
@@ -78,7 +93,7 @@ pub struct ModelParams {
 impl Default for ModelParams {
     fn default() -> Self {
         Self {
-            half_life: Duration::from_secs(6 * 3600),
+            verdict: VerdictPolicy::default(),
             tenant_cap_points: 3.0,
             crowd_max_points: 10.0,
             evidence_items: 4,
@@ -93,7 +108,7 @@ pub struct Assessment {
     pub raw: f64,
     /// `raw` rounded.
     pub score: u8,
-    /// `Label::for_score(score)`.
+    /// `verdict.label(score, confidence)`.
     pub label: Label,
     /// 0..=1.
     pub confidence: f64,
@@ -188,9 +203,28 @@ struct Term {
     samples: u32,
 }
 
-/// True when a launch error class says something about stock (or it is a success).
+/// True when a crowd report's error class may say something about stock (or there is none).
 fn capacity_relevant(class: ErrorClass) -> bool {
     !class.is_account_or_transient()
+}
+
+/// What a first-party launch outcome says about stock.
+enum LaunchVerdict {
+    /// A capacity-relevant attempt: success or a capacity error.
+    Attempt,
+    /// The type is not offered there.
+    Withdrawn,
+    /// Nothing (account, transient, price, unclassified).
+    Silent,
+}
+
+fn launch_verdict(succeeded: bool, class: ErrorClass) -> LaunchVerdict {
+    match class {
+        _ if succeeded => LaunchVerdict::Attempt,
+        ErrorClass::Capacity => LaunchVerdict::Attempt,
+        ErrorClass::NotOffered => LaunchVerdict::Withdrawn,
+        _ => LaunchVerdict::Silent,
+    }
 }
 
 fn severity_impact(s: StatusSeverity) -> f64 {
@@ -216,7 +250,7 @@ pub fn assess<'a>(
     params: &ModelParams,
     trust: &Trust,
 ) -> Assessment {
-    let half_life_ms = (params.half_life.as_millis() as f64).max(1.0);
+    let half_life_ms = (params.verdict.half_life.as_millis() as f64).max(1.0);
     let mut tally = Tally::default();
     for o in observations {
         let age = (now_ms - o.at_ms).max(0) as f64;
@@ -224,8 +258,21 @@ pub fn assess<'a>(
     }
     let terms = tally.terms();
     let present: f64 = terms.iter().map(|t| t.weight).sum();
-    let mut evidence = term_evidence(&terms, present);
-    let base = base_score(&terms, present);
+    let prior = params.verdict.prior_score;
+    let base = params
+        .verdict
+        .shrink(base_score(&terms, present, prior), tally.first_party_w);
+    let kept = if tally.first_party_w + params.verdict.prior_weight > 0.0 {
+        tally.first_party_w / (tally.first_party_w + params.verdict.prior_weight)
+    } else {
+        1.0
+    };
+    let mut evidence = term_evidence(&terms, present, kept);
+    let base = if tally.withdrawn() {
+        base.min(WITHDRAWN_MAX)
+    } else {
+        base
+    };
     let first_party = tally.first_party_verdict();
     let (crowd_sum, crowd_adj) = crowd_adjustment(&tally.crowd, first_party, params, trust);
     if !tally.crowd.is_empty() {
@@ -245,7 +292,7 @@ pub fn assess<'a>(
     Assessment {
         raw,
         score,
-        label: Label::for_score(score),
+        label: params.verdict.label(score, confidence),
         confidence,
         evidence,
         first_party,
@@ -294,8 +341,13 @@ struct Tally<'a> {
     status_events: usize,
     /// Tenant -> its reports.
     crowd: BTreeMap<&'a str, CrowdTally>,
-    /// Decayed count of capacity-relevant observations (crowd reports a quarter).
+    /// Decayed count of capacity-relevant observations (crowd reports, offerings and spot
+    /// prices a quarter).
     relevant_w: f64,
+    /// The same count over first-party observations only: what the prior is weighed against.
+    first_party_w: f64,
+    /// The latest offering signal or first-party launch outcome said "not offered".
+    not_offered: bool,
     newest_relevant: Option<i64>,
     sources: BTreeSet<capsight_proto::domain::SignalSource>,
 }
@@ -305,13 +357,17 @@ impl<'a> Tally<'a> {
     fn add(&mut self, o: &'a Observation, w: f64) {
         if let Some(relevance) = self.add_fact(o, w) {
             self.relevant_w += relevance * w;
+            if o.source != SignalSource::Report {
+                self.first_party_w += relevance * w;
+            }
             self.newest_relevant = Some(self.newest_relevant.map_or(o.at_ms, |n| n.max(o.at_ms)));
             self.sources.insert(o.source);
         }
     }
 
     /// Adds `o`'s fact to its feature's sums; its relevance to the confidence (1, or a quarter
-    /// for a crowd report), `None` when it says nothing about stock.
+    /// for a crowd report, an offering or a spot price), `None` when it says nothing about
+    /// stock.
     fn add_fact(&mut self, o: &'a Observation, w: f64) -> Option<f64> {
         if o.source == SignalSource::Report {
             // whatever a tenant sends (reports, forwarded launch and instance events) is an
@@ -324,8 +380,13 @@ impl<'a> Tally<'a> {
                 class,
                 provisioning_ms,
             } => {
-                if !capacity_relevant(*class) {
-                    return None;
+                match launch_verdict(*succeeded, *class) {
+                    LaunchVerdict::Silent => return None,
+                    LaunchVerdict::Withdrawn => {
+                        self.not_offered = true;
+                        return Some(1.0);
+                    }
+                    LaunchVerdict::Attempt => self.not_offered = false,
                 }
                 self.attempts_w += w;
                 self.attempts += 1;
@@ -344,6 +405,7 @@ impl<'a> Tally<'a> {
                 self.price_sum += w * p;
                 self.price_sq += w * p * p;
                 self.prices += 1;
+                return Some(0.25);
             }
             Fact::Placement(p) => {
                 self.place_w += w;
@@ -376,6 +438,8 @@ impl<'a> Tally<'a> {
                 // observations come in time order: the last one is the latest
                 self.offered = Some(*yes);
                 self.offerings += 1;
+                self.not_offered = !*yes;
+                return Some(0.25);
             }
             Fact::Status {
                 incident,
@@ -415,6 +479,12 @@ impl<'a> Tally<'a> {
         e.w += w;
         e.reports += 1;
         Some(0.25)
+    }
+
+    /// True when the type cannot be launched here: the latest offering signal or first-party
+    /// launch outcome says it is not offered.
+    fn withdrawn(&self) -> bool {
+        self.not_offered
     }
 
     /// The first-party launch verdict (probes and capsight's own launches): success rate mapped
@@ -575,25 +645,26 @@ impl<'a> Tally<'a> {
     }
 }
 
-/// Each present feature's contribution in points relative to the neutral 50.
-fn term_evidence(terms: &[Term], present: f64) -> Vec<Evidence> {
+/// Each present feature's contribution in points relative to the neutral 50, times `kept`
+/// (the share of the score the evidence keeps against the prior).
+fn term_evidence(terms: &[Term], present: f64, kept: f64) -> Vec<Evidence> {
     terms
         .iter()
         .map(|t| Evidence {
             feature: t.feature,
             value: t.value,
-            contribution: 100.0 * t.weight * (t.goodness - 0.5) / present,
+            contribution: kept * 100.0 * t.weight * (t.goodness - 0.5) / present,
             samples: t.samples,
         })
         .collect()
 }
 
-/// The weighted mean goodness of the present features in points; 50 with none.
-fn base_score(terms: &[Term], present: f64) -> f64 {
+/// The weighted mean goodness of the present features in points; `prior` with none.
+fn base_score(terms: &[Term], present: f64, prior: f64) -> f64 {
     if present > 0.0 {
         100.0 * terms.iter().map(|t| t.weight * t.goodness).sum::<f64>() / present
     } else {
-        50.0
+        prior
     }
 }
 
@@ -727,15 +798,93 @@ mod tests {
             .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
             .collect();
         let a = assess(&sorted(ok), NOW, &ModelParams::default(), &Trust::full());
-        assert_eq!((a.score, a.label), (100, Label::Available));
+        // six hours of successes: Available, held short of 100 by the prior
+        assert_eq!(a.label, Label::Available, "{a:?}");
+        assert!((80..100).contains(&a.score), "{a:?}");
         let bad: Vec<_> = (0..6)
             .map(|i| launch(NOW - i * HOUR, false, ErrorClass::Capacity, None))
             .collect();
         let a = assess(&sorted(bad), NOW, &ModelParams::default(), &Trust::full());
-        assert_eq!((a.score, a.label), (0, Label::Unavailable));
+        assert_eq!(a.label, Label::Unavailable, "{a:?}");
+        assert!(a.score <= 20, "{a:?}");
         assert_eq!(a.evidence[0].feature, Feature::LaunchSuccessRate);
         assert_eq!(a.evidence[1].feature, Feature::CapacityErrorRatio);
         assert!((a.evidence[1].value - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_signal_stays_near_the_prior_and_is_labelled_unknown() {
+        let p = ModelParams::default();
+        let one = |o: Observation| assess(&[o], NOW, &p, &Trust::full());
+        // one probe success: not 100
+        let a = one(launch(NOW, true, ErrorClass::None, Some(60_000)));
+        assert!((55..80).contains(&a.score), "{a:?}");
+        assert_eq!(a.label, Label::Unknown, "{a:?}");
+        // one offering (on a spot key, say): it exists, nothing more
+        let a = one(obs(NOW, Fact::Offered(true)));
+        assert!((50..60).contains(&a.score), "{a:?}");
+        assert_eq!(a.label, Label::Unknown, "{a:?}");
+        // one open incident: not 0
+        let a = one(obs(
+            NOW,
+            Fact::Status {
+                incident: "inc-1".into(),
+                severity: StatusSeverity::Major,
+                resolved: false,
+            },
+        ));
+        assert!((30..50).contains(&a.score), "{a:?}");
+        assert_eq!(a.label, Label::Unknown, "{a:?}");
+        // one small capacity-block offer: not 22 Unavailable
+        let a = one(obs(NOW, Fact::CapacityBlock { instances: 1 }));
+        assert!(a.score >= 30, "{a:?}");
+        assert_eq!(a.label, Label::Unknown, "{a:?}");
+        // without shrinkage the same signal reads 100
+        let raw = ModelParams {
+            verdict: VerdictPolicy {
+                prior_weight: 0.0,
+                ..VerdictPolicy::default()
+            },
+            ..ModelParams::default()
+        };
+        let a = assess(
+            &[launch(NOW, true, ErrorClass::None, Some(60_000))],
+            NOW,
+            &raw,
+            &Trust::full(),
+        );
+        assert_eq!(a.score, 100);
+    }
+
+    #[test]
+    fn a_type_not_offered_scores_near_zero_until_offered_again() {
+        let p = ModelParams::default();
+        let mut v: Vec<_> = (1..6)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        v.push(launch(NOW, false, ErrorClass::NotOffered, None));
+        let a = assess(&sorted(v.clone()), NOW, &p, &Trust::full());
+        assert!(f64::from(a.score) <= WITHDRAWN_MAX, "{a:?}");
+        v.push(obs(NOW + 1, Fact::Offered(true)));
+        let a = assess(&sorted(v), NOW + 1, &p, &Trust::full());
+        assert!(a.score >= 80, "{a:?}");
+        let a = assess(&[obs(NOW, Fact::Offered(false))], NOW, &p, &Trust::full());
+        assert!(f64::from(a.score) <= WITHDRAWN_MAX, "{a:?}");
+    }
+
+    #[test]
+    fn failures_that_say_nothing_about_stock_are_not_attempts() {
+        let p = ModelParams::default();
+        let ok: Vec<_> = (0..6)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        let base = assess(&sorted(ok.clone()), NOW, &p, &Trust::full());
+        for class in [ErrorClass::Price, ErrorClass::Unknown, ErrorClass::Quota] {
+            let mut v = ok.clone();
+            v.extend((0..6).map(|i| launch(NOW - i * HOUR - 1, false, class, None)));
+            let a = assess(&sorted(v), NOW, &p, &Trust::full());
+            assert_eq!(a.score, base.score, "{class}: {a:?}");
+        }
     }
 
     #[test]
@@ -845,11 +994,18 @@ mod tests {
     }
 
     fn params_strategy() -> impl Strategy<Value = ModelParams> {
-        (1u64..48, 0.0f64..10.0, 0.0f64..25.0).prop_map(|(h, cap, max)| ModelParams {
-            half_life: Duration::from_secs(h * 3600),
-            tenant_cap_points: cap,
-            crowd_max_points: max,
-            evidence_items: 4,
+        (1u64..48, 0.0f64..10.0, 0.0f64..25.0, 0.0f64..8.0).prop_map(|(h, cap, max, k)| {
+            ModelParams {
+                verdict: VerdictPolicy {
+                    half_life: std::time::Duration::from_secs(h * 3600),
+                    stale_after: std::time::Duration::from_secs(2 * h * 3600),
+                    prior_weight: k,
+                    ..VerdictPolicy::default()
+                },
+                tenant_cap_points: cap,
+                crowd_max_points: max,
+                evidence_items: 4,
+            }
         })
     }
 
@@ -1130,7 +1286,7 @@ mod tests {
             let a = assess(&window, NOW, &params, &Trust::full());
             prop_assert!((0.0..=100.0).contains(&a.raw));
             prop_assert!(a.score <= 100);
-            prop_assert_eq!(a.label, Label::for_score(a.score));
+            prop_assert_eq!(a.label, params.verdict.label(a.score, a.confidence));
             prop_assert!((0.0..=1.0).contains(&a.confidence));
             prop_assert!(a.evidence.len() <= params.evidence_items);
             for e in &a.evidence {

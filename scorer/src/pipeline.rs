@@ -248,7 +248,7 @@ impl Pipeline {
         let consumer = consumer(&config.kafka, &settings, &events)?;
         let producer = producer(&config.kafka, &settings)?;
         Ok(Self {
-            engine: Engine::with_trust_settings(settings.clone(), &config.trust),
+            engine: Engine::with_trust_settings(settings.clone(), &config.verdict, &config.trust),
             trust: config.trust.clone(),
             settings,
             kafka: config.kafka.clone(),

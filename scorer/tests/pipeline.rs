@@ -155,7 +155,7 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
     );
 
     // the same scores as the engine computes in process from the same signals
-    let mut engine = Engine::new(config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone(), &config.verdict);
     engine.apply(phase1.iter().chain(&phase2).map(|s| (0, s)));
     assert_eq!(&engine.score(&A.parse().unwrap()).unwrap(), &scores[A]);
     assert_eq!(&engine.score(&B.parse().unwrap()).unwrap(), b);
@@ -260,7 +260,7 @@ async fn a_restarted_scorer_rebuilds_windows_from_clickhouse_before_publishing()
         .await;
     stop(shutdown, task).await;
     assert_eq!(scores[A].signal_count, 9, "{:?}", scores[A]);
-    let mut engine = Engine::new(config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone(), &config.verdict);
     engine.apply(first.iter().chain(&second).map(|s| (0, s)));
     assert_eq!(engine.score(&A.parse().unwrap()).unwrap(), scores[A]);
     // no score was published from a partial window: every published A score after the first
@@ -332,7 +332,7 @@ async fn two_instances_share_the_partitions_and_agree_with_a_single_one() {
     stop(stop_y, y).await;
     stop(stop_x, x).await;
 
-    let mut engine = Engine::new(config.scorer.clone());
+    let mut engine = Engine::new(config.scorer.clone(), &config.verdict);
     engine.apply(first.iter().chain(&second).map(|s| (0, s)));
     for k in &keys {
         assert_eq!(engine.score(&k.parse().unwrap()).unwrap(), scores[k], "{k}");

@@ -132,7 +132,7 @@ struct FilterArgs {
     /// on_demand, spot, capacity_block.
     #[arg(long)]
     market: Option<String>,
-    /// available or limited.
+    /// available, limited or unknown (unknown keys pass limited and unknown).
     #[arg(long)]
     min_label: Option<String>,
     #[arg(long, default_value_t = 0.0)]
@@ -149,6 +149,9 @@ struct ScoresArgs {
     /// Most rows.
     #[arg(long, default_value_t = 1000)]
     limit: usize,
+    /// Also list keys labelled unknown (not enough recent evidence), hidden by default.
+    #[arg(long)]
+    all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -432,8 +435,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                     break;
                 }
             }
+            let before = scores.len();
+            if !a.all {
+                scores.retain(|s| s.label != i32::from(Label::Unknown));
+            }
+            let hidden = before - scores.len();
             scores.truncate(a.limit);
             out.scores(&scores);
+            if hidden > 0 && !out.json {
+                println!("{hidden} keys with unknown capacity hidden (--all lists them)");
+            }
         }
         Command::Watch(a) => loop {
             // the gateway ends a stream after its lifetime (cleanly) or when this reader fell

@@ -30,6 +30,7 @@ impl Style {
             Ok(Label::Available) => self.paint("32", &padded),
             Ok(Label::Limited) => self.paint("33", &padded),
             Ok(Label::Unavailable) => self.paint("31", &padded),
+            Ok(Label::Unknown) => self.paint("2", &padded),
             Err(_) => padded,
         }
     }

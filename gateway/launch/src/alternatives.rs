@@ -5,24 +5,28 @@
 //!   same-or-better GPU (class and memory per GPU) and at least as many GPUs per instance,
 //!   never a smaller GPU;
 //! * are of the same provider unless `allow_other_providers`; in an allowed region; in an
-//!   allowed market (spot only for interruptible work: it can be taken back at two minutes' notice); offered in that region per
-//!   the catalog; labelled at least `min_label`; within the price cap ($/GPU-hour, catalog
-//!   on-demand price).
+//!   allowed market (spot only for interruptible work: it can be taken back at two minutes'
+//!   notice); offered in that region per the catalog; labelled at least `min_label`
+//!   ([`Label::meets`]: an unknown key passes a Limited minimum, not an Available one); within
+//!   the price cap ($/GPU-hour, catalog on-demand price).
 //!
-//! Order: better label first, then the same instance type before substitutes, the same market
-//! before others (launchable now, same purchase terms), the same region before others, higher
-//! score, lower $/GPU-hour, key. Each
-//! candidate carries the reason it is proposed and purchase-option advice for its market.
+//! Order, by expected success first: known launchable keys (Available, Limited) before unknown
+//! ones, unknown before Unavailable ones; within a tier the expected success
+//! ([`expected_success`]: the score pulled toward 50 by the lack of confidence) less
+//! [`MISMATCH_POINTS`] for each way the candidate differs from the request (another instance
+//! type, market or region), so a near-equal closer match wins; then the expected success
+//! itself, lower $/GPU-hour, key. Each candidate carries the reason it is proposed and
+//! purchase-option advice for its market.
 
 use std::sync::Arc;
 
 use capsight_catalog::Catalog;
 use capsight_proto::{
-    domain::{CapacityKey, Market, Score},
+    domain::{CapacityKey, Label, Market, Score},
     v1,
 };
 
-use crate::spec::{Constraints, Spec, label_rank};
+use crate::spec::{Constraints, Spec};
 
 /// Purchase-option advice per market.
 pub fn advice(market: Market, interruptible: bool) -> &'static str {
@@ -79,6 +83,25 @@ fn reason(want: &CapacityKey, got: &CapacityKey, catalog: &Catalog) -> String {
     parts.join(", ")
 }
 
+/// Expected-success points a candidate gives up for each way it differs from the request.
+pub const MISMATCH_POINTS: f64 = 5.0;
+
+/// The points a launch on `s` is expected to score: its score where its confidence is full,
+/// the neutral 50 where it is nil.
+pub fn expected_success(s: &Score) -> f64 {
+    let c = s.confidence.clamp(0.0, 1.0);
+    c * f64::from(s.score) + (1.0 - c) * 50.0
+}
+
+/// The tier of a label: launchable known (0), unknown (1), unavailable (2).
+fn tier(label: Label) -> u8 {
+    match label {
+        Label::Available | Label::Limited => 0,
+        Label::Unknown => 1,
+        Label::Unavailable => 2,
+    }
+}
+
 /// Ranked alternatives for `spec` under `constraints` among `scores`.
 pub fn rank(
     spec: &Spec,
@@ -120,7 +143,7 @@ pub fn rank(
             if !constraints.markets.contains(&k.market) {
                 return None;
             }
-            if label_rank(s.label) > label_rank(constraints.min_label) {
+            if !s.label.meets(constraints.min_label) {
                 return None;
             }
             let gpu = catalog.get(k.provider, &k.instance_type)?;
@@ -141,17 +164,21 @@ pub fn rank(
         })
         .collect();
     found.sort_by(|(a, pa, _), (b, pb, _)| {
-        let key = |s: &Score| {
-            (
-                label_rank(s.label),
+        let utility = |s: &Score| {
+            let mismatches = [
                 s.key.instance_type != want.instance_type,
                 s.key.market != want.market,
                 s.key.region != want.region,
-            )
+            ]
+            .into_iter()
+            .filter(|m| *m)
+            .count();
+            expected_success(s) - MISMATCH_POINTS * mismatches as f64
         };
-        key(a)
-            .cmp(&key(b))
-            .then_with(|| b.score.cmp(&a.score))
+        tier(a.label)
+            .cmp(&tier(b.label))
+            .then_with(|| utility(b).total_cmp(&utility(a)))
+            .then_with(|| expected_success(b).total_cmp(&expected_success(a)))
             .then_with(|| pa.total_cmp(pb))
             .then_with(|| a.key.cmp(&b.key))
     });
@@ -275,5 +302,57 @@ mod tests {
         let alts = rank(&s, &c, &scores, &catalog);
         assert_eq!(alts.len(), 1);
         assert!(alts[0].advice.starts_with("spot"), "{}", alts[0].advice);
+    }
+
+    fn scored(key: &str, value: u8, confidence: f64, label: Label) -> Arc<Score> {
+        let mut s = (*score(key, value)).clone();
+        s.confidence = confidence;
+        s.label = label;
+        Arc::new(s)
+    }
+
+    fn keys(alts: &[v1::Alternative]) -> Vec<String> {
+        alts.iter()
+            .map(|a| {
+                CapacityKey::try_from(a.key.clone().unwrap())
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn expected_success_orders_candidates_and_unknown_never_outranks_a_known_good_key() {
+        let catalog = Catalog::embedded().unwrap();
+        let s = spec("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", &catalog);
+        let c = validate::constraints("c", None, &s).unwrap();
+        let thin_available = "aws/us-east-1/use1-az2/p5.48xlarge/on_demand";
+        let solid_limited = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+        let unknown_perfect = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
+        let scores = vec![
+            scored(thin_available, 85, 0.25, Label::Available),
+            scored(solid_limited, 75, 0.9, Label::Limited),
+            scored(unknown_perfect, 100, 0.1, Label::Unknown),
+        ];
+        // 75 at confidence 0.9 is likelier (72.5) than 85 at 0.25 (58.75); the unknown key
+        // comes last however high its score
+        assert_eq!(
+            keys(&rank(&s, &c, &scores, &catalog)),
+            vec![solid_limited, thin_available, unknown_perfect]
+        );
+        // a minimum of Available admits only known Available keys
+        let strict = validate::constraints(
+            "c",
+            Some(v1::Constraints {
+                min_label: v1::Label::Available.into(),
+                ..Default::default()
+            }),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(
+            keys(&rank(&s, &strict, &scores, &catalog)),
+            vec![thin_available]
+        );
     }
 }

@@ -75,13 +75,9 @@ pub fn bounded(field: &str, text: &str, max: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// 0 best (Available), 2 worst.
+/// 0 best (Available), 3 worst (Unavailable); unknown ranks between Limited and Unavailable.
 pub fn label_rank(label: Label) -> u8 {
-    match label {
-        Label::Available => 0,
-        Label::Limited => 1,
-        Label::Unavailable => 2,
-    }
+    label.rank()
 }
 
 /// A required capacity key.

@@ -61,6 +61,9 @@ pub enum StartError {
     /// The GPU catalog (`--catalog`).
     #[error(transparent)]
     Catalog(#[from] capsight_catalog::CatalogError),
+    /// A `[verdict]` value is out of range.
+    #[error("invalid {0}")]
+    Verdict(#[source] capsight_proto::domain::FieldError),
     /// The health endpoint could not be bound.
     #[error("health endpoint {addr}: {source}")]
     Health {
@@ -95,6 +98,7 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     capsight_runtime::failpoint::check("launcher.crash_after", &config.launcher.crash_after)?;
+    config.verdict.validate().map_err(StartError::Verdict)?;
     let hasher = config.tenancy.hasher()?;
     let store = store::Store::new(config.clickhouse.client()?);
     let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
@@ -135,15 +139,18 @@ pub async fn run(
     capsight_runtime::health::serve(addr, vec![("standby-events", check)], shutdown.clone())
         .await
         .map_err(|source| StartError::Health { addr, source })?;
-    let launcher = Arc::new(worker::Launcher::new(
-        config.launcher.clone(),
-        config.amqp.clone(),
-        store,
-        catalog,
-        registry,
-        clouds,
-        signals.clone(),
-    ));
+    let launcher = Arc::new(
+        worker::Launcher::new(
+            config.launcher.clone(),
+            config.amqp.clone(),
+            store,
+            catalog,
+            registry,
+            clouds,
+            signals.clone(),
+        )
+        .with_verdict(config.verdict.clone()),
+    );
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
     let _ = reaper.await;

@@ -99,6 +99,9 @@ pub struct LauncherConfig {
     pub cloud: CloudSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
+    /// `[verdict]`: how stored scores are aged before a fallback is chosen.
+    #[serde(default)]
+    pub verdict: capsight_proto::domain::VerdictPolicy,
 }
 
 #[cfg(test)]

@@ -170,7 +170,37 @@ pub async fn start(
     }
     let signals = Publisher::new(&config.kafka, &config.publisher, "gateway")
         .map_err(|e| startup("kafka publisher", &e))?;
-    let view = ScoresView::new();
+    config
+        .verdict
+        .validate()
+        .map_err(|e| startup("configuration", &e))?;
+    if config.gateway.ageing_interval.is_zero() {
+        return Err(startup(
+            "configuration",
+            &"gateway.ageing_interval must be > 0",
+        ));
+    }
+    let view = ScoresView::with_policy(config.verdict.clone());
+    {
+        // served scores age with the clock, also when no record arrives
+        let view = Arc::clone(&view);
+        let every = config.gateway.ageing_interval;
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    _ = tick.tick() => {}
+                }
+                let changed = view.age(chrono::Utc::now());
+                if changed > 0 {
+                    tracing::debug!(changed, "served labels changed with age");
+                }
+            }
+        });
+    }
     let feed = LaunchFeed::start(store.launches().clone(), config.gateway.watch_poll_interval);
     let streams = OpenStreams::new(config.gateway.max_open_streams_per_tenant);
     let core = Arc::new(Core {

@@ -3,12 +3,14 @@
 //! Contract: permission is a DryRun `RunInstances` with the tenant's own
 //! credentials (it checks neither capacity nor quota); quota is the tenant's headroom in
 //! instances for the type's quota family and market vs the requested count; capacity is the
-//! latest score of the key (zonal key, or for a region-wide request the region-wide key, else
-//! the best zone). Decision:
+//! latest score of the key as served (aged: see [`crate::view`]) — the zonal key, or for a
+//! region-wide request the region-wide key, else the zone likeliest to launch (known labels
+//! before unknown, then [`alternatives::expected_success`]). Decision:
 //! * permission or quota failed -> `FIX_ACCOUNT_ISSUE` (never alternatives: another zone will
 //!   not fix the tenant's account);
 //! * only capacity failed (label Unavailable) -> `RETRY_WITH_ALTERNATIVES`, alternatives inline;
-//! * otherwise `CAN_LAUNCH` (Limited and "no data" pass with a warning).
+//! * otherwise `CAN_LAUNCH`; Limited, `UNKNOWN` (confidence too low or evidence too old) and
+//!   "no data" pass with a warning that says so and suggests `live_probe` where it applies.
 //!
 //! With `live_probe` (on-demand, zonal requests) the capacity step also reserves one instance
 //! with the tenant's credentials and cancels the reservation at once: a capacity error fails the
@@ -104,7 +106,15 @@ pub fn capacity_score(view: &ScoresView, spec: &Spec) -> Option<Arc<Score>> {
             && s.key.market == k.market
     })
     .into_iter()
-    .max_by_key(|s| s.score)
+    .max_by(|a, b| {
+        b.label
+            .rank()
+            .min(2)
+            .cmp(&a.label.rank().min(2))
+            .then_with(|| {
+                alternatives::expected_success(a).total_cmp(&alternatives::expected_success(b))
+            })
+    })
 }
 
 /// What a preflight consults besides the request.
@@ -408,7 +418,11 @@ fn capacity_check(
         (Some((false, reason)), _) => short(reason, "InsufficientInstanceCapacity"),
         (None, None) => can(
             CheckStatus::Warning,
-            format!("no recent evidence for {}: capacity unknown", spec.key),
+            format!(
+                "no recent evidence for {}: capacity unknown{}",
+                spec.key,
+                probe_hint(spec)
+            ),
         ),
         (None, Some(s)) => {
             let what = format!(
@@ -422,8 +436,25 @@ fn capacity_check(
                     format!("{what}: capacity is limited; a launch may fail"),
                 ),
                 Label::Unavailable => short(format!("{what}: little or no capacity"), ""),
+                Label::Unknown => can(
+                    CheckStatus::Warning,
+                    format!(
+                        "{what}: low confidence, not enough recent evidence to say; a launch \
+                         may fail{}",
+                        probe_hint(spec)
+                    ),
+                ),
             }
         }
+    }
+}
+
+/// How the caller can get a decided answer when the score cannot give one.
+fn probe_hint(spec: &Spec) -> &'static str {
+    if spec.key.zone.is_some() && spec.key.market == Market::OnDemand {
+        "; ask again with live_probe to let a reservation decide"
+    } else {
+        ""
     }
 }
 

@@ -67,6 +67,9 @@ pub struct GatewaySettings {
     /// Deadline of one RabbitMQ publish (until the broker's confirm) or Kafka publish.
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// How often every served score is re-aged (labels turning unknown are announced then).
+    #[serde(with = "humantime_serde")]
+    pub ageing_interval: Duration,
 }
 
 impl Default for GatewaySettings {
@@ -89,6 +92,7 @@ impl Default for GatewaySettings {
             tcp_keepalive: Duration::from_secs(60),
             cloud_timeout: Duration::from_secs(20),
             publish_timeout: Duration::from_secs(10),
+            ageing_interval: Duration::from_secs(30),
         }
     }
 }
@@ -112,4 +116,7 @@ pub struct GatewayConfig {
     pub cloud: CloudSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
+    /// How scores are served as they age.
+    #[serde(default)]
+    pub verdict: capsight_proto::domain::VerdictPolicy,
 }

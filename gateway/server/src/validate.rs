@@ -126,9 +126,7 @@ impl ScoreFilter {
                 .as_deref()
                 .is_some_and(|t| t != k.instance_type.as_str())
             || self.market.is_some_and(|m| m != k.market)
-            || self
-                .min_label
-                .is_some_and(|m| label_rank(score.label) > label_rank(m))
+            || self.min_label.is_some_and(|m| !score.label.meets(m))
             || score.confidence < self.min_confidence
         {
             return false;

@@ -8,8 +8,14 @@
 //! * The view key is the decoded score's key string form; a record with an empty value (a
 //!   compaction tombstone) removes the Kafka key. Undecodable or invalid records are logged and
 //!   skipped.
-//! * Every record whose label differs from the key's previous label (or whose key is new)
-//!   becomes a [`Transition`] on a broadcast channel of [`TRANSITIONS_BUFFER`]; a watcher that
+//! * Scores are served as they age ([`VerdictPolicy::served`]): the view keeps each key's
+//!   published score and the score it serves, whose confidence falls with the wall-clock age
+//!   of its evidence and whose label turns `UNKNOWN` when that confidence is too low or the
+//!   evidence older than `verdict.stale_after`. Every read (get, select, page) returns the
+//!   served score; [`ScoresView::age`] (run every `gateway.ageing_interval` by the gateway)
+//!   re-serves every key, so a served score is at most one interval behind the clock.
+//! * Every record or ageing step whose served label differs from the key's previous served
+//!   label (or whose key is new) becomes a [`Transition`] on a broadcast channel of [`TRANSITIONS_BUFFER`]; a watcher that
 //!   falls further behind loses the oldest (and is told how many) rather than slowing the view.
 //! * Liveness: a watchdog ([`capsight_kafka::liveness`], `[kafka.consumer]`) compares the
 //!   records read with the high watermarks; a view that lags and does not progress for
@@ -30,7 +36,7 @@ use capsight_kafka::{
 };
 use capsight_proto::{
     codec,
-    domain::{Label, Score},
+    domain::{Label, Score, VerdictPolicy},
 };
 use capsight_runtime::shutdown::Shutdown;
 use rdkafka::{
@@ -64,19 +70,36 @@ pub struct Page {
     pub total: usize,
 }
 
+/// Served confidence moves smaller than this do not replace a served score.
+const CONFIDENCE_STEP: f64 = 0.005;
+
+/// One key: the score as published and as served now.
+#[derive(Debug)]
+struct Entry {
+    published: Arc<Score>,
+    served: Arc<Score>,
+}
+
 /// The latest score per key.
 #[derive(Debug)]
 pub struct ScoresView {
-    scores: RwLock<BTreeMap<String, Arc<Score>>>,
+    policy: VerdictPolicy,
+    scores: RwLock<BTreeMap<String, Entry>>,
     ready: watch::Sender<bool>,
     health: watch::Sender<Health>,
     transitions: broadcast::Sender<Transition>,
 }
 
 impl ScoresView {
-    /// An empty, not-ready view.
+    /// An empty, not-ready view serving under the default `[verdict]` policy.
     pub fn new() -> Arc<Self> {
+        Self::with_policy(VerdictPolicy::default())
+    }
+
+    /// An empty, not-ready view serving scores under `policy`.
+    pub fn with_policy(policy: VerdictPolicy) -> Arc<Self> {
         Arc::new(Self {
+            policy,
             scores: RwLock::default(),
             ready: watch::channel(false).0,
             health: watch::channel(Health::Starting).0,
@@ -95,20 +118,81 @@ impl ScoresView {
             }
             Some(score) => {
                 let key = score.key.to_string();
-                let score = Arc::new(score);
-                let previous = scores.insert(key, Arc::clone(&score)).map(|s| s.label);
+                let published = Arc::new(score);
+                let served = self.serve(&published, chrono::Utc::now());
+                let entry = Entry {
+                    published,
+                    served: Arc::clone(&served),
+                };
+                let previous = scores.insert(key, entry).map(|e| e.served.label);
                 drop(scores);
-                if previous != Some(score.label) {
+                if previous != Some(served.label) {
                     // no receivers is fine
-                    let _ = self.transitions.send(Transition { score, previous });
+                    let _ = self.transitions.send(Transition {
+                        score: served,
+                        previous,
+                    });
                 }
             }
         }
     }
 
-    /// The score of `key` (string form).
+    /// `published` as served at `now` (the same allocation when ageing changes nothing).
+    fn serve(&self, published: &Arc<Score>, now: chrono::DateTime<chrono::Utc>) -> Arc<Score> {
+        let (confidence, label) = self.policy.served_verdict(published, now);
+        if label == published.label && (confidence - published.confidence).abs() < f64::EPSILON {
+            Arc::clone(published)
+        } else {
+            Arc::new(self.policy.served(published, now))
+        }
+    }
+
+    /// Re-serves every key as of `now`: a key whose served label changes is announced as a
+    /// [`Transition`]; one whose confidence moved by at least half a hundredth is replaced.
+    /// Returns how many labels changed.
+    pub fn age(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
+        let mut changed = Vec::new();
+        {
+            let Ok(mut scores) = self.scores.write() else {
+                return 0;
+            };
+            for entry in scores.values_mut() {
+                let (confidence, label) = self.policy.served_verdict(&entry.published, now);
+                let before = &entry.served;
+                if label == before.label && (confidence - before.confidence).abs() < CONFIDENCE_STEP
+                {
+                    continue;
+                }
+                let previous = before.label;
+                entry.served = self.serve(&entry.published, now);
+                if previous != label {
+                    changed.push(Transition {
+                        score: Arc::clone(&entry.served),
+                        previous: Some(previous),
+                    });
+                }
+            }
+        }
+        let n = changed.len();
+        for t in changed {
+            // no receivers is fine
+            let _ = self.transitions.send(t);
+        }
+        n
+    }
+
+    /// The `[verdict]` policy scores are served under.
+    pub fn policy(&self) -> &VerdictPolicy {
+        &self.policy
+    }
+
+    /// The score of `key` (string form), as served.
     pub fn get(&self, key: &str) -> Option<Arc<Score>> {
-        self.scores.read().ok()?.get(key).cloned()
+        self.scores
+            .read()
+            .ok()?
+            .get(key)
+            .map(|e| Arc::clone(&e.served))
     }
 
     /// Every score with `keep(score)`, in key order, starting after `after` (exclusive).
@@ -119,8 +203,8 @@ impl ScoresView {
         let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
         scores
             .range((start, Bound::Unbounded))
-            .filter(|(_, s)| keep(s))
-            .map(|(_, s)| Arc::clone(s))
+            .filter(|(_, e)| keep(&e.served))
+            .map(|(_, e)| Arc::clone(&e.served))
             .collect()
     }
 
@@ -146,16 +230,17 @@ impl ScoresView {
             page.scores = rest
                 .by_ref()
                 .take(size)
-                .map(|(_, s)| Arc::clone(s))
+                .map(|(_, e)| Arc::clone(&e.served))
                 .collect();
             page.more = rest.next().is_some();
             page.total = scores.len();
             return page;
         }
-        for (key, score) in scores.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)) {
+        for (key, entry) in scores.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)) {
             if !key.starts_with(prefix) {
                 break;
             }
+            let score = &entry.served;
             if keep.is_some_and(|keep| !keep(score)) {
                 continue;
             }
@@ -448,5 +533,59 @@ mod tests {
         let page = view.page("", last.as_deref(), 10, None);
         assert!(page.scores.is_empty() && !page.more);
         assert_eq!(page.total, 24);
+    }
+
+    #[test]
+    fn scores_are_served_aged_and_go_unknown_when_their_evidence_is_too_old() {
+        let view = ScoresView::new();
+        let mut transitions = view.subscribe();
+        let now = chrono::Utc::now();
+        let fresh = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+        let old = "aws/us-east-1/use1-az2/p5.48xlarge/on_demand";
+        let ancient = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
+        view.apply(fresh, Some(score(fresh, 95, 0.9)));
+        let mut s = score(old, 95, 0.9);
+        s.updated_at = now - chrono::Duration::hours(11);
+        view.apply(old, Some(s));
+        let mut s = score(ancient, 95, 0.9);
+        s.updated_at = now - chrono::Duration::hours(30);
+        view.apply(ancient, Some(s));
+
+        let served = |k: &str| view.get(k).unwrap();
+        assert_eq!(served(fresh).label, Label::Available);
+        assert!(served(fresh).confidence > 0.89);
+        // eleven hours old: still Available, but the confidence has aged
+        assert_eq!(served(old).label, Label::Available);
+        assert!(served(old).confidence < 0.5, "{:?}", served(old));
+        assert_eq!(served(old).score, 95, "the score itself is kept");
+        // past the horizon: unknown, whatever it said
+        assert_eq!(
+            (served(ancient).label, served(ancient).confidence),
+            (Label::Unknown, 0.0)
+        );
+        // pages and selections serve the same
+        let unknown = view.select(None, |s| !s.label.is_known());
+        assert_eq!(unknown.len(), 1);
+        assert_eq!(unknown[0].key.to_string(), ancient);
+        let page = view.page("", None, 10, None);
+        assert_eq!(page.scores[1].label, Label::Available);
+        assert!(page.scores[1].confidence < 0.5);
+        for _ in 0..3 {
+            transitions.try_recv().unwrap();
+        }
+
+        // two hours on: the eleven-hour-old key crosses the horizon and is announced once
+        assert_eq!(view.age(now + chrono::Duration::hours(2)), 1);
+        assert_eq!(served(old).label, Label::Unknown);
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.score.key.to_string().as_str(), t.previous, t.score.label),
+            (old, Some(Label::Available), Label::Unknown)
+        );
+        assert_eq!(view.age(now + chrono::Duration::hours(2)), 0);
+        assert!(transitions.try_recv().is_err());
+        // fresh evidence brings it back at once
+        view.apply(old, Some(score(old, 95, 0.9)));
+        assert_eq!(served(old).label, Label::Available);
     }
 }

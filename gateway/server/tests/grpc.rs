@@ -424,21 +424,22 @@ async fn alternatives_honour_constraints() {
     fn key_of(s: &str) -> Option<v1::CapacityKey> {
         key(s)
     }
-    // default: no spot (not interruptible), capacity blocks allowed, limit 3
+    // default: no spot (not interruptible), capacity blocks allowed, limit 3; likeliest
+    // first: 99 at confidence 0.9 (94.1 expected), 91 at 0.7 (78.7), 70 at 0.8 (66)
     let d = alts(v1::Constraints::default()).await;
     let names: Vec<String> = d.iter().map(key_name).collect();
     assert_eq!(
         names,
         vec![
-            WEST.to_owned(),
             "aws/us-east-1/use1-az4/p5.48xlarge/capacity_block".to_owned(),
+            WEST.to_owned(),
             AZ4.to_owned()
         ]
     );
     assert!(
-        d[1].advice.contains("cannot be cancelled"),
+        d[0].advice.contains("cannot be cancelled"),
         "{}",
-        d[1].advice
+        d[0].advice
     );
     // region-locked and interruptible: spot appears, us-west-2 does not
     let r = alts(v1::Constraints {
@@ -953,6 +954,96 @@ async fn a_live_probe_overrides_a_stale_score() {
         stocked.checks[2].reason.contains("released"),
         "{}",
         stocked.checks[2].reason
+    );
+    h.sandbox.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_keys() {
+    // AZ4 was excellent 13 hours ago (past the 12h horizon); AZ6 rests on one signal
+    // (confidence 0.1); WEST is known Limited; AZ1, the request, is known Unavailable
+    let mut stale = score(AZ4, 95, 0.9);
+    stale.updated_at = chrono::Utc::now() - chrono::Duration::hours(13);
+    let h = Gateway::start(&[
+        score(AZ1, 15, 0.9),
+        stale,
+        score(AZ6, 100, 0.1),
+        score(WEST, 62, 0.6),
+    ])
+    .await;
+    h.wait_ready().await;
+    let key = h.key("acme");
+    let mut scores = h.scores();
+    let get = |k: &'static str| {
+        let mut c = scores.clone();
+        let key = key.clone();
+        async move {
+            c.get_score(authed(v1::GetScoreRequest { key: self::key(k) }, &key))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let old = get(AZ4).await;
+    assert_eq!(
+        (old.label, old.confidence, old.score),
+        (v1::Label::Unknown as i32, 0.0, 95),
+        "{old:#?}"
+    );
+    let thin = get(AZ6).await;
+    assert_eq!(thin.label, v1::Label::Unknown as i32, "{thin:#?}");
+    assert_eq!(get(WEST).await.label, v1::Label::Limited as i32);
+    let listed = scores
+        .list_scores(authed(v1::ListScoresRequest::default(), &key))
+        .await
+        .unwrap()
+        .into_inner();
+    let unknown = listed
+        .scores
+        .iter()
+        .filter(|s| s.label == v1::Label::Unknown as i32)
+        .count();
+    assert_eq!(unknown, 2, "{listed:#?}");
+
+    // alternatives to AZ1: the known Limited key before both unknown ones, however high
+    // their last scores were
+    let mut c = h.preflight();
+    let alts = c
+        .alternatives(authed(
+            v1::AlternativesRequest {
+                spec: spec(AZ1, 1),
+                constraints: None,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .alternatives;
+    let names: Vec<String> = alts.iter().map(key_name).collect();
+    assert_eq!(names.first().map(String::as_str), Some(WEST), "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+
+    // a preflight on the thin key passes with a warning that says so and points to a probe
+    let p = c
+        .preflight(authed(
+            v1::PreflightRequest {
+                spec: spec(AZ6, 1),
+                constraints: None,
+                live_probe: false,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.decision, Decision::CanLaunch as i32, "{p:#?}");
+    let capacity = p.checks.last().unwrap();
+    assert_eq!(capacity.status, CheckStatus::Warning as i32, "{p:#?}");
+    assert!(
+        capacity.reason.contains("low confidence") && capacity.reason.contains("live_probe"),
+        "{}",
+        capacity.reason
     );
     h.sandbox.cleanup().await;
 }

@@ -159,6 +159,9 @@ domain_enum!(
         Limited = "limited",
         /// score < 50
         Unavailable = "unavailable",
+        /// Not enough data: confidence too low or evidence too old to say (see
+        /// [`crate::domain::VerdictPolicy`]).
+        Unknown = "unknown",
     }
 );
 
@@ -184,6 +187,35 @@ impl Label {
             50..=79 => Self::Limited,
             _ => Self::Unavailable,
         }
+    }
+
+    /// False for [`Label::Unknown`]: the label says something about stock.
+    pub fn is_known(self) -> bool {
+        self != Self::Unknown
+    }
+
+    /// Rank for ordering, 0 best: Available, Limited, Unknown, Unavailable. An unknown key is
+    /// never ranked above a known Available or Limited one, and never below a known
+    /// Unavailable one.
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Available => 0,
+            Self::Limited => 1,
+            Self::Unknown => 2,
+            Self::Unavailable => 3,
+        }
+    }
+
+    /// True when a key labelled `self` passes a "labelled at least `min`" filter. Unknown
+    /// passes a Limited (or looser) minimum, not an Available one: it may be launchable, but
+    /// nobody can say it is.
+    pub fn meets(self, min: Label) -> bool {
+        matches!(
+            (self, min),
+            (_, Self::Unavailable)
+                | (Self::Available, _)
+                | (Self::Limited | Self::Unknown, Self::Limited | Self::Unknown)
+        )
     }
 }
 

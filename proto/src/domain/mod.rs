@@ -31,6 +31,7 @@ mod redact;
 mod score;
 mod signal;
 mod time;
+mod verdict;
 
 pub use enums::{
     CrowdReportKind, ErrorClass, Feature, InstanceEventKind, Label, LaunchOutcome, LaunchState,
@@ -45,3 +46,4 @@ pub use signal::{
     PlacementScore, QuotaReading, Signal, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
     TenantHash,
 };
+pub use verdict::VerdictPolicy;

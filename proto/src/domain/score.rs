@@ -28,7 +28,8 @@ pub struct Score {
     pub key: CapacityKey,
     /// 0..=100.
     pub score: u8,
-    /// Always `Label::for_score(score)`.
+    /// `Label::for_score(score)`, or `Label::Unknown` when the confidence is too low or the
+    /// evidence too old to say (see [`super::VerdictPolicy`]).
     pub label: Label,
     /// 0..=1.
     pub confidence: f64,
@@ -53,7 +54,7 @@ impl TryFrom<v1::Score> for Score {
             .filter(|s| *s <= 100)
             .ok_or_else(|| FieldError::new("score", "must be 0..=100"))?;
         let label = Label::from_wire("label", w.label)?;
-        if label != Label::for_score(score) {
+        if label != Label::for_score(score) && label != Label::Unknown {
             return Err(FieldError::new(
                 "label",
                 format!("{label} does not match score {score}"),

@@ -26,7 +26,7 @@ use capsight_kafka::{KafkaSettings, admin};
 use capsight_proto::codec;
 use capsight_proto::domain::{
     CapacityKey, ErrorClass, LaunchAttempt, Market, Payload, PlacementScore, QuotaReading, Signal,
-    SignalId, SignalSource, SpotPrice,
+    SignalId, SignalSource, SpotPrice, VerdictPolicy,
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_scorer::engine::Engine;
@@ -102,6 +102,8 @@ struct Conf {
     clickhouse: ClickHouseSettings,
     scorer: ScorerSettings,
     trust: capsight_tenancy::trust::TrustSettings,
+    #[serde(default)]
+    verdict: VerdictPolicy,
 }
 
 fn key_name(k: usize) -> String {
@@ -234,7 +236,7 @@ fn aggregate(n: usize, keys: usize, batch: usize) {
         .iter()
         .map(codec::encode_signal)
         .collect();
-    let mut engine = Engine::new(ScorerSettings::default());
+    let mut engine = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
     let started = Instant::now();
     let mut scores = 0usize;
     for chunk in encoded.chunks(batch) {
@@ -258,7 +260,7 @@ fn memory(keys: usize, per_key: usize) {
     let end = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
     let all = signals(keys * per_key, keys, end, Duration::from_secs(20 * 3600));
     let before = rss_bytes();
-    let mut engine = Engine::new(ScorerSettings::default());
+    let mut engine = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
     for chunk in all.chunks(50_000) {
         engine.apply(chunk.iter().map(|s| (0, s)));
     }
@@ -283,7 +285,7 @@ fn scale(n: usize, per_key: usize) {
     let end = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
     let step = chrono::Duration::seconds(20 * 3600 / per_key.max(1) as i64);
     let start = end - step * per_key as i32;
-    let mut engine = Engine::new(ScorerSettings::default());
+    let mut engine = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
     let round = |engine: &mut Engine, r: usize| {
         let at = start + step * r as i32;
         let mut out = (0usize, 0usize, 0usize, 0usize, 0usize);
@@ -386,7 +388,7 @@ async fn storage(n: usize, keys: usize, keep: bool) -> anyhow::Result<()> {
     let end = Utc::now();
     let step_ms = 24 * 3600 * 1000 / (n / keys.max(1)).max(1) as i64;
     let start = end - chrono::Duration::hours(24);
-    let mut engine = Engine::new(ScorerSettings::default());
+    let mut engine = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
     let (mut history, mut alerts) = (0usize, 0usize);
     let t = Instant::now();
     let signals: Vec<Signal> = (0..n)
@@ -487,6 +489,7 @@ async fn sandbox(run: &str) -> anyhow::Result<ScorerConfig> {
             ..conf.scorer
         },
         trust: conf.trust,
+        verdict: conf.verdict,
     })
 }
 

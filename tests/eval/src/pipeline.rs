@@ -165,6 +165,7 @@ retry_max_delay = "200ms"
 [gateway]
 listen = "{gateway}"
 web_listen = ""
+ageing_interval = "{ageing}"
 watch_poll_interval = "200ms"
 registry_recheck = "500ms"
 
@@ -172,9 +173,12 @@ registry_recheck = "500ms"
 listen = "{reports}"
 registry_recheck = "500ms"
 
+[verdict]
+half_life = "{half_life}"
+stale_after = "{stale_after}"
+
 [scorer]
 window = "{window}"
-half_life = "{half_life}"
 score_heartbeat = "{heartbeat}"
 alert_cooldown = "{cooldown}"
 batch_max_interval = "200ms"
@@ -215,6 +219,8 @@ provider = "aws"
 "#,
         window = r(24.0 * h),
         half_life = r(6.0 * h),
+        stale_after = r(12.0 * h),
+        ageing = r(m),
         heartbeat = r(15.0 * m),
         cooldown = r(30.0 * m),
         retry = r(30.0),

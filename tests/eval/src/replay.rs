@@ -306,6 +306,7 @@ fn label_name(l: i32) -> String {
         Ok(v1::Label::Available) => "available",
         Ok(v1::Label::Limited) => "limited",
         Ok(v1::Label::Unavailable) => "unavailable",
+        Ok(v1::Label::Unknown) => "unknown",
         _ => "none",
     }
     .to_owned()

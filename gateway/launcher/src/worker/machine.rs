@@ -469,6 +469,12 @@ impl Launcher {
             .store
             .latest_scores(self.settings.scores_max_age)
             .await?;
+        // ranked as the gateway serves them: aged, unknown when too old or too thin
+        let now = chrono::Utc::now();
+        let scores: Vec<_> = scores
+            .iter()
+            .map(|s| Arc::new(self.verdict.served(s, now)))
+            .collect();
         let mut constraints = job.constraints.clone();
         constraints.limit = usize::MAX;
         let ranked = alternatives::rank(&job.spec, &constraints, &scores, &self.catalog);

@@ -124,6 +124,8 @@ struct Job {
 /// Everything a worker shares.
 pub struct Launcher {
     settings: LauncherSettings,
+    /// How stored scores are served (aged) before a fallback is ranked.
+    verdict: capsight_proto::domain::VerdictPolicy,
     amqp: AmqpSettings,
     store: Store,
     catalog: Arc<Catalog>,
@@ -214,6 +216,7 @@ impl Launcher {
     ) -> Self {
         Self {
             settings,
+            verdict: capsight_proto::domain::VerdictPolicy::default(),
             amqp,
             store,
             catalog,
@@ -223,6 +226,13 @@ impl Launcher {
             quota_gate: KeyedLocks::default(),
             shares: Arc::default(),
         }
+    }
+
+    /// Ages stored scores under `verdict` (default: the `[verdict]` defaults).
+    #[must_use]
+    pub fn with_verdict(mut self, verdict: capsight_proto::domain::VerdictPolicy) -> Self {
+        self.verdict = verdict;
+        self
     }
 
     /// The store.

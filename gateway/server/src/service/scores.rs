@@ -3,10 +3,7 @@
 use std::sync::Arc;
 
 use capsight_catalog::Catalog;
-use capsight_proto::{
-    domain::Label,
-    v1::{self, score_service_server::ScoreService},
-};
+use capsight_proto::v1::{self, score_service_server::ScoreService};
 use chrono::{DateTime, Utc};
 use tokio::sync::{
     broadcast::{self, error::RecvError},
@@ -145,7 +142,12 @@ impl ScoreService for Api {
                 .map(|r| v1::HistoryPoint {
                     at: Some(ts(secs_ms(r.t, 0))),
                     score: u32::from(r.score),
-                    label: Label::for_score(r.score.min(100)).into(),
+                    label: self
+                        .core
+                        .view
+                        .policy()
+                        .label(r.score.min(100), r.confidence)
+                        .into(),
                     confidence: r.confidence,
                     signal_count: r.signal_count,
                 })

@@ -1,0 +1,203 @@
+//! How a verdict is made honest about its evidence: the `[verdict]` config section shared by the
+//! scorer (shrinking thin evidence toward a prior, the unknown label) and by everything that
+//! serves or acts on scores (the gateway's view, preflight, alternatives and the launcher's
+//! fallback choice), which age a published score with wall-clock time.
+//!
+//! Contract:
+//! * [`VerdictPolicy::label`]: [`Label::Unknown`] below `unknown_below` confidence, else
+//!   [`Label::for_score`];
+//! * [`VerdictPolicy::shrink`]: a score backed by `n` (decayed) first-party observations is
+//!   pulled toward `prior_score` as if `prior_weight` neutral observations were added, so one
+//!   signal never reads 0 or 100;
+//! * [`VerdictPolicy::served`]: a score published at `updated_at` (the time of its newest
+//!   evidence) and served at `now` keeps its score but loses confidence as its evidence ages,
+//!   `confidence * 0.5 ^ (age / (2 * half_life))` (the scorer's own recency factor, continued
+//!   past the last signal), and is labelled by [`VerdictPolicy::label`]; evidence older than
+//!   `stale_after` is served as [`Label::Unknown`] with confidence 0 whatever it said. A score
+//!   dated in the future (clock skew) is served as of its own time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::{FieldError, Label, Score};
+
+/// The `[verdict]` section (documented with its defaults in `deploy/config/capsight.toml`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerdictPolicy {
+    /// Recency decay: an observation's weight halves every `half_life` of age (the scorer), and
+    /// a served score's confidence halves every two (the serving side).
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
+    /// Below this confidence a score is labelled unknown.
+    pub unknown_below: f64,
+    /// Evidence older than this is served as unknown; at least `half_life`.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// The score a key has with no evidence, 0..=100.
+    pub prior_score: f64,
+    /// How many first-party observations the prior is worth (>= 0; 0 = no shrinkage).
+    pub prior_weight: f64,
+}
+
+impl Default for VerdictPolicy {
+    fn default() -> Self {
+        Self {
+            half_life: Duration::from_secs(6 * 3600),
+            unknown_below: 0.2,
+            stale_after: Duration::from_secs(12 * 3600),
+            prior_score: 50.0,
+            prior_weight: 2.0,
+        }
+    }
+}
+
+impl VerdictPolicy {
+    /// Checks the section; the error names the offending field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.half_life.is_zero() {
+            return Err(FieldError::new("verdict.half_life", "must be > 0"));
+        }
+        if !(0.0..=1.0).contains(&self.unknown_below) {
+            return Err(FieldError::new("verdict.unknown_below", "must be 0..=1"));
+        }
+        if self.stale_after < self.half_life {
+            return Err(FieldError::new(
+                "verdict.stale_after",
+                "must be at least verdict.half_life",
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.prior_score) {
+            return Err(FieldError::new("verdict.prior_score", "must be 0..=100"));
+        }
+        if !(self.prior_weight.is_finite() && self.prior_weight >= 0.0) {
+            return Err(FieldError::new(
+                "verdict.prior_weight",
+                "must be finite and >= 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The label of a score with this confidence.
+    pub fn label(&self, score: u8, confidence: f64) -> Label {
+        if confidence < self.unknown_below {
+            Label::Unknown
+        } else {
+            Label::for_score(score)
+        }
+    }
+
+    /// `raw` (0..=100) backed by `n` decayed first-party observations, pulled toward the prior.
+    pub fn shrink(&self, raw: f64, n: f64) -> f64 {
+        let n = n.max(0.0);
+        if n + self.prior_weight <= 0.0 {
+            return raw;
+        }
+        (n * raw + self.prior_weight * self.prior_score) / (n + self.prior_weight)
+    }
+
+    /// The confidence and label of `score` served at `now` (see the module contract).
+    pub fn served_verdict(&self, score: &Score, now: DateTime<Utc>) -> (f64, Label) {
+        let age = (now - score.updated_at).to_std().unwrap_or_default();
+        if age > self.stale_after {
+            return (0.0, Label::Unknown);
+        }
+        let half = 2.0 * self.half_life.as_secs_f64();
+        let factor = 0.5_f64.powf(age.as_secs_f64() / half);
+        // four decimals, as the scorer publishes it
+        let confidence =
+            ((score.confidence * factor * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0);
+        (confidence, self.label(score.score, confidence))
+    }
+
+    /// `score` as served at `now`: its confidence aged and its label from that.
+    pub fn served(&self, score: &Score, now: DateTime<Utc>) -> Score {
+        let (confidence, label) = self.served_verdict(score, now);
+        Score {
+            confidence,
+            label,
+            ..score.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(value: u8, confidence: f64, updated_at: DateTime<Utc>) -> Score {
+        Score {
+            key: "aws/us-east-1/use1-az1/p5.48xlarge/on_demand"
+                .parse()
+                .unwrap(),
+            score: value,
+            label: Label::for_score(value),
+            confidence,
+            evidence: vec![],
+            window: Duration::from_secs(3600),
+            updated_at,
+            signal_count: 3,
+        }
+    }
+
+    #[test]
+    fn low_confidence_is_unknown_whatever_the_score() {
+        let p = VerdictPolicy::default();
+        assert_eq!(p.label(100, 0.1), Label::Unknown);
+        assert_eq!(p.label(0, 0.1), Label::Unknown);
+        assert_eq!(p.label(100, 0.2), Label::Available);
+        assert_eq!(p.label(10, 0.9), Label::Unavailable);
+    }
+
+    #[test]
+    fn one_observation_is_pulled_toward_the_prior_and_many_are_not() {
+        let p = VerdictPolicy::default();
+        assert!((p.shrink(100.0, 0.0) - 50.0).abs() < 1e-9);
+        let one = p.shrink(100.0, 1.0);
+        assert!(one > 50.0 && one < 80.0, "{one}");
+        let many = p.shrink(100.0, 50.0);
+        assert!(many > 95.0, "{many}");
+        let off = VerdictPolicy {
+            prior_weight: 0.0,
+            ..p
+        };
+        assert!((off.shrink(100.0, 1.0) - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn served_scores_lose_confidence_with_age_and_go_unknown_past_the_horizon() {
+        let p = VerdictPolicy::default();
+        let now = Utc::now();
+        let fresh = score(95, 0.8, now);
+        assert_eq!(p.served_verdict(&fresh, now), (0.8, Label::Available));
+        let day_old = score(95, 0.8, now - chrono::Duration::hours(11));
+        let (c, l) = p.served_verdict(&day_old, now);
+        assert!(c < 0.8 * 0.6 && c > 0.2, "{c}");
+        assert_eq!(l, Label::Available);
+        let stale = score(95, 0.9, now - chrono::Duration::hours(13));
+        assert_eq!(p.served_verdict(&stale, now), (0.0, Label::Unknown));
+        // from the future: served as of its own time
+        let ahead = score(95, 0.8, now + chrono::Duration::minutes(5));
+        assert_eq!(p.served_verdict(&ahead, now), (0.8, Label::Available));
+        // ageing below the threshold turns the label unknown before the horizon
+        let weak = score(95, 0.3, now - chrono::Duration::hours(8));
+        assert_eq!(p.served_verdict(&weak, now).1, Label::Unknown);
+    }
+
+    #[test]
+    fn bad_sections_name_their_field() {
+        let bad = |f: fn(&mut VerdictPolicy)| {
+            let mut p = VerdictPolicy::default();
+            f(&mut p);
+            p.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|p| p.unknown_below = 1.5).contains("verdict.unknown_below"));
+        assert!(bad(|p| p.stale_after = Duration::from_secs(60)).contains("verdict.stale_after"));
+        assert!(bad(|p| p.prior_weight = f64::NAN).contains("verdict.prior_weight"));
+        assert!(bad(|p| p.half_life = Duration::ZERO).contains("verdict.half_life"));
+        VerdictPolicy::default().validate().unwrap();
+    }
+}
