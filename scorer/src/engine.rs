@@ -454,15 +454,16 @@ mod tests {
     #[test]
     fn history_is_written_on_material_change_or_heartbeat_only() {
         let mut e = Engine::new(ScorerSettings::default(), &VerdictPolicy::default());
-        let first = [launch(0, 0, true)];
+        // ten successes: past the thin-evidence range where each signal still moves the score
+        let first: Vec<_> = (0..10).map(|i| launch(i, 0, true)).collect();
         assert_eq!(e.apply(first.iter().map(|s| (0, s))).history.len(), 1);
         // same verdict a minute later: nothing material, no heartbeat yet
-        let same = [launch(1, 1, true)];
+        let same = [launch(10, 1, true)];
         let out = e.apply(same.iter().map(|s| (0, s)));
         assert_eq!(out.scores.len(), 1);
         assert_eq!(out.history.len(), 0);
         // 20 minutes later: the 15 min heartbeat
-        let beat = [launch(2, 21, true)];
+        let beat = [launch(11, 21, true)];
         assert_eq!(e.apply(beat.iter().map(|s| (0, s))).history.len(), 1);
     }
 

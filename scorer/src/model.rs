@@ -19,11 +19,11 @@
 //! | status incidents | 10 | 1 - impact of the worst open incident |
 //!
 //! Capacity-relevant attempts are launches that succeeded or failed for lack of capacity; every
-//! other failure (quota, permission, throttled, transient, price, a code nobody classified)
-//! says nothing about stock and is ignored entirely, as are quota readings. A launch that
-//! failed because the type is not offered there, or a latest offering signal that says "not
-//! offered", is a *withdrawal*: the key cannot be launched at all and scores at most
-//! [`WITHDRAWN_MAX`] until an offering or a success says otherwise. The base score is `100 *
+//! other failure (quota, permission, throttled, transient, price too low, not offered, a code
+//! nobody classified) says nothing about stock and is ignored entirely, as are quota readings.
+//! A latest offering signal that says "not offered" (an instance type withdrawn from a zone) is
+//! a *withdrawal*: the key cannot be launched at all and scores at most [`WITHDRAWN_MAX`] until
+//! an offering or a success says otherwise. The base score is `100 *
 //! sum(weight * goodness) / sum(weight)` over the features that have data: a missing feature is
 //! re-weighted away (and lowers the confidence), it does not pull the score. With no feature at
 //! all the base is the prior.
@@ -208,23 +208,10 @@ fn capacity_relevant(class: ErrorClass) -> bool {
     !class.is_account_or_transient()
 }
 
-/// What a first-party launch outcome says about stock.
-enum LaunchVerdict {
-    /// A capacity-relevant attempt: success or a capacity error.
-    Attempt,
-    /// The type is not offered there.
-    Withdrawn,
-    /// Nothing (account, transient, price, unclassified).
-    Silent,
-}
-
-fn launch_verdict(succeeded: bool, class: ErrorClass) -> LaunchVerdict {
-    match class {
-        _ if succeeded => LaunchVerdict::Attempt,
-        ErrorClass::Capacity => LaunchVerdict::Attempt,
-        ErrorClass::NotOffered => LaunchVerdict::Withdrawn,
-        _ => LaunchVerdict::Silent,
-    }
+/// True when a first-party launch outcome says something about stock: a success or a
+/// capacity error (account, transient, price, not-offered and unclassified failures do not).
+fn is_attempt(succeeded: bool, class: ErrorClass) -> bool {
+    succeeded || class == ErrorClass::Capacity
 }
 
 fn severity_impact(s: StatusSeverity) -> f64 {
@@ -346,7 +333,7 @@ struct Tally<'a> {
     relevant_w: f64,
     /// The same count over first-party observations only: what the prior is weighed against.
     first_party_w: f64,
-    /// The latest offering signal or first-party launch outcome said "not offered".
+    /// The latest offering signal said "not offered" (no successful launch since).
     not_offered: bool,
     newest_relevant: Option<i64>,
     sources: BTreeSet<capsight_proto::domain::SignalSource>,
@@ -380,13 +367,12 @@ impl<'a> Tally<'a> {
                 class,
                 provisioning_ms,
             } => {
-                match launch_verdict(*succeeded, *class) {
-                    LaunchVerdict::Silent => return None,
-                    LaunchVerdict::Withdrawn => {
-                        self.not_offered = true;
-                        return Some(1.0);
-                    }
-                    LaunchVerdict::Attempt => self.not_offered = false,
+                if !is_attempt(*succeeded, *class) {
+                    return None;
+                }
+                if *succeeded {
+                    // it launched: offered after all
+                    self.not_offered = false;
                 }
                 self.attempts_w += w;
                 self.attempts += 1;
@@ -481,8 +467,8 @@ impl<'a> Tally<'a> {
         Some(0.25)
     }
 
-    /// True when the type cannot be launched here: the latest offering signal or first-party
-    /// launch outcome says it is not offered.
+    /// True when the type cannot be launched here: the latest offering signal says it is not
+    /// offered and no launch succeeded since.
     fn withdrawn(&self) -> bool {
         self.not_offered
     }
@@ -789,7 +775,8 @@ mod tests {
                 .iter()
                 .any(|e| e.feature == Feature::CapacityErrorRatio && e.value > 0.2)
         );
-        assert!(a.confidence > 0.5 && a.confidence < 1.0, "{a:?}");
+        // ten launches and one offering (a quarter of an observation) over ten hours
+        assert!(a.confidence > 0.4 && a.confidence < 1.0, "{a:?}");
     }
 
     #[test]
@@ -862,7 +849,8 @@ mod tests {
         let mut v: Vec<_> = (1..6)
             .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
             .collect();
-        v.push(launch(NOW, false, ErrorClass::NotOffered, None));
+        v.push(obs(NOW - 5 * HOUR - 1, Fact::Offered(true)));
+        v.push(obs(NOW, Fact::Offered(false)));
         let a = assess(&sorted(v.clone()), NOW, &p, &Trust::full());
         assert!(f64::from(a.score) <= WITHDRAWN_MAX, "{a:?}");
         v.push(obs(NOW + 1, Fact::Offered(true)));
@@ -879,7 +867,12 @@ mod tests {
             .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
             .collect();
         let base = assess(&sorted(ok.clone()), NOW, &p, &Trust::full());
-        for class in [ErrorClass::Price, ErrorClass::Unknown, ErrorClass::Quota] {
+        for class in [
+            ErrorClass::Price,
+            ErrorClass::NotOffered,
+            ErrorClass::Unknown,
+            ErrorClass::Quota,
+        ] {
             let mut v = ok.clone();
             v.extend((0..6).map(|i| launch(NOW - i * HOUR - 1, false, class, None)));
             let a = assess(&sorted(v), NOW, &p, &Trust::full());

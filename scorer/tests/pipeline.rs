@@ -125,10 +125,11 @@ async fn a_known_sequence_gives_the_expected_scores_alerts_and_dead_letters() {
                 && s.get(A).is_some_and(|a| a.signal_count == 10)
         })
         .await;
-    assert_eq!(scores[A].score, 100);
+    // ten successes: Available, held a little short of 100 by the prior
+    assert!(scores[A].score >= 90, "{:?}", scores[A]);
     assert_eq!(scores[A].label, Label::Available);
     assert_eq!(
-        scores[B].score, 100,
+        scores[B].score, scores[A].score,
         "quota/permission errors moved B: {:?}",
         scores[B]
     );

@@ -67,7 +67,7 @@ fn calibrate(rows: &[(String, u32, bool)]) -> Calibration {
     let scores: Vec<(u32, bool)> = rows.iter().map(|(_, s, y)| (*s, *y)).collect();
     Calibration {
         n: rows.len(),
-        by_label: metrics::by_group(rows, &["available", "limited", "unavailable"]),
+        by_label: metrics::by_group(rows, &["available", "limited", "unknown", "unavailable"]),
         by_decile: metrics::by_decile(&scores),
         brier: metrics::brier(&probs),
         auc: metrics::roc_auc(&probs),
