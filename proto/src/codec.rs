@@ -161,6 +161,8 @@ mod tests {
             window: std::time::Duration::from_secs(86_400),
             updated_at: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
             signal_count: 40,
+
+            market_usd_per_hour: None,
         };
         assert_eq!(decode_score(&encode_score(&score)).unwrap(), score);
         let mut wire = v1::Score::from(&score);

@@ -296,6 +296,7 @@ impl Engine {
             window: self.settings.window,
             updated_at: DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
             signal_count: state.window.len() as u64,
+            market_usd_per_hour: a.market_usd_per_hour,
         };
         (score, a.first_party)
     }

@@ -117,6 +117,8 @@ pub struct Assessment {
     /// The first-party launch verdict (probes and capsight's own launches), -1..=1: the
     /// success rate mapped to -1..=1 times how much evidence backs it; 0 without any.
     pub first_party: f64,
+    /// The latest spot price in the window (USD per instance-hour), if any.
+    pub market_usd_per_hour: Option<f64>,
 }
 
 /// Every tenant's trust, 0..=1 (see the module doc). Tenants it does not name get `default`.
@@ -283,6 +285,7 @@ pub fn assess<'a>(
         confidence,
         evidence,
         first_party,
+        market_usd_per_hour: tally.last_price,
     }
 }
 
@@ -310,6 +313,8 @@ struct Tally<'a> {
     price_sum: f64,
     price_sq: f64,
     prices: usize,
+    /// The latest spot price (observations come in time order).
+    last_price: Option<f64>,
     place_w: f64,
     place_sum: f64,
     places: usize,
@@ -391,6 +396,9 @@ impl<'a> Tally<'a> {
                 self.price_sum += w * p;
                 self.price_sq += w * p * p;
                 self.prices += 1;
+                if p.is_finite() && *p > 0.0 {
+                    self.last_price = Some(*p);
+                }
                 return Some(0.25);
             }
             Fact::Placement(p) => {

@@ -8,13 +8,15 @@
 //!   allowed market (spot only for interruptible work: it can be taken back at two minutes'
 //!   notice); offered in that region per the catalog; labelled at least `min_label`
 //!   ([`Label::meets`]: an unknown key passes a Limited minimum, not an Available one); within
-//!   the price cap ($/GPU-hour, catalog on-demand price).
+//!   the price cap in $/GPU-hour at the market's price ([`usd_per_gpu_hour`]: the latest spot
+//!   price the scorer saw for a spot key, else the catalog's on-demand price).
 //!
 //! Order, by expected success first: known launchable keys (Available, Limited) before unknown
 //! ones, unknown before Unavailable ones; within a tier the expected success
 //! ([`expected_success`]: the score pulled toward 50 by the lack of confidence) less
-//! [`MISMATCH_POINTS`] for each way the candidate differs from the request (another instance
-//! type, market or region), so a near-equal closer match wins; then the expected success
+//! [`MISMATCH_POINTS`] for each way the candidate differs from the request (another GPU model,
+//! provider, instance type, market or region), so among near-equal candidates the same GPU
+//! model, then the same provider, then the closer match wins; then the expected success
 //! itself, lower $/GPU-hour, key. Each candidate carries the reason it is proposed and
 //! purchase-option advice for its market.
 
@@ -93,6 +95,17 @@ pub fn expected_success(s: &Score) -> f64 {
     c * f64::from(s.score) + (1.0 - c) * 50.0
 }
 
+/// The price of one GPU-hour on `s`'s key: its market's latest observed price when the scorer
+/// saw one (spot), else the catalog's on-demand price.
+pub fn usd_per_gpu_hour(s: &Score, gpu: &capsight_catalog::GpuType) -> f64 {
+    match s.market_usd_per_hour {
+        Some(p) if s.key.market == Market::Spot && gpu.gpu_count > 0 => {
+            p / f64::from(gpu.gpu_count)
+        }
+        _ => gpu.usd_per_gpu_hour(),
+    }
+}
+
 /// The tier of a label: launchable known (0), unknown (1), unavailable (2).
 fn tier(label: Label) -> u8 {
     match label {
@@ -153,7 +166,7 @@ pub fn rank(
             if k.market == Market::CapacityBlock && !gpu.capacity_blocks {
                 return None;
             }
-            let price = gpu.usd_per_gpu_hour();
+            let price = usd_per_gpu_hour(s, gpu);
             if constraints
                 .max_usd_per_gpu_hour
                 .is_some_and(|max| price > max)
@@ -163,9 +176,11 @@ pub fn rank(
             Some((Arc::clone(s), price, gpu.gpu_model.clone()))
         })
         .collect();
-    found.sort_by(|(a, pa, _), (b, pb, _)| {
-        let utility = |s: &Score| {
+    found.sort_by(|(a, pa, ma), (b, pb, mb)| {
+        let utility = |s: &Score, model: &str| {
             let mismatches = [
+                model != spec.gpu.gpu_model,
+                s.key.provider != want.provider,
                 s.key.instance_type != want.instance_type,
                 s.key.market != want.market,
                 s.key.region != want.region,
@@ -177,7 +192,7 @@ pub fn rank(
         };
         tier(a.label)
             .cmp(&tier(b.label))
-            .then_with(|| utility(b).total_cmp(&utility(a)))
+            .then_with(|| utility(b, mb).total_cmp(&utility(a, ma)))
             .then_with(|| expected_success(b).total_cmp(&expected_success(a)))
             .then_with(|| pa.total_cmp(pb))
             .then_with(|| a.key.cmp(&b.key))
@@ -224,6 +239,8 @@ mod tests {
             window: std::time::Duration::from_secs(3600),
             updated_at: Utc::now(),
             signal_count: 10,
+
+            market_usd_per_hour: None,
         })
     }
 
@@ -257,16 +274,8 @@ mod tests {
             score("aws/us-east-1/use1-az4/p5.48xlarge/spot", 95),
         ];
         let alts = rank(&s, &c, &scores, &catalog);
-        let keys: Vec<String> = alts
-            .iter()
-            .map(|a| {
-                CapacityKey::try_from(a.key.clone().unwrap())
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
         assert_eq!(
-            keys,
+            keys(&alts),
             vec![
                 "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
                 "aws/us-west-2/usw2-az1/p5.48xlarge/on_demand"
@@ -354,5 +363,69 @@ mod tests {
             keys(&rank(&s, &strict, &scores, &catalog)),
             vec![thin_available]
         );
+    }
+
+    #[test]
+    fn spot_candidates_are_priced_at_the_observed_spot_price() {
+        let catalog = Catalog::embedded().unwrap();
+        let s = spec("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", &catalog);
+        let c = validate::constraints(
+            "c",
+            Some(v1::Constraints {
+                interruptible: true,
+                markets: vec![v1::Market::OnDemand.into(), v1::Market::Spot.into()],
+                ..Default::default()
+            }),
+            &s,
+        )
+        .unwrap();
+        let spot = "aws/us-east-1/use1-az4/p5.48xlarge/spot";
+        let mut seen = (*score(spot, 90)).clone();
+        seen.market_usd_per_hour = Some(20.0);
+        let unseen = score("aws/us-east-1/use1-az6/p5.48xlarge/spot", 90);
+        let alts = rank(&s, &c, &[Arc::new(seen), unseen], &catalog);
+        let on_demand = catalog
+            .get(s.key.provider, &s.key.instance_type)
+            .unwrap()
+            .usd_per_gpu_hour();
+        let price = |k: &str| {
+            alts.iter()
+                .find(|a| keys(std::slice::from_ref(a))[0] == k)
+                .unwrap()
+                .usd_per_gpu_hour
+        };
+        // 8 GPUs at $20 an hour: $2.50 per GPU-hour, not the on-demand list price
+        assert!((price(spot) - 2.5).abs() < 1e-9, "{alts:#?}");
+        let list = (on_demand * 100.0).round() / 100.0;
+        assert!(
+            (price("aws/us-east-1/use1-az6/p5.48xlarge/spot") - list).abs() < 1e-9,
+            "{alts:#?}"
+        );
+        // equal expected success: the cheaper one first
+        assert_eq!(keys(&alts)[0], spot);
+        // and a price cap between the two keeps only the observed spot price
+        let capped = validate::constraints(
+            "c",
+            Some(v1::Constraints {
+                interruptible: true,
+                markets: vec![v1::Market::OnDemand.into(), v1::Market::Spot.into()],
+                max_usd_per_gpu_hour: 3.0,
+                ..Default::default()
+            }),
+            &s,
+        )
+        .unwrap();
+        let mut seen = (*score(spot, 90)).clone();
+        seen.market_usd_per_hour = Some(20.0);
+        let only = rank(
+            &s,
+            &capped,
+            &[
+                Arc::new(seen),
+                score("aws/us-east-1/use1-az6/p5.48xlarge/spot", 90),
+            ],
+            &catalog,
+        );
+        assert_eq!(keys(&only), vec![spot]);
     }
 }

@@ -492,6 +492,8 @@ fn score_of(r: ScoreLatest) -> Option<Score> {
         window: Duration::from_secs(u64::from(r.window_secs)),
         updated_at,
         signal_count: r.signal_count,
+
+        market_usd_per_hour: None,
     })
 }
 

@@ -41,6 +41,8 @@ pub struct Score {
     pub updated_at: DateTime<Utc>,
     /// Signals in the window.
     pub signal_count: u64,
+    /// The market's latest observed price per instance-hour (spot keys), when one was seen.
+    pub market_usd_per_hour: Option<f64>,
 }
 
 impl TryFrom<v1::Score> for Score {
@@ -92,6 +94,16 @@ impl TryFrom<v1::Score> for Score {
             window: duration("window", w.window)?,
             updated_at: timestamp("updated_at", w.updated_at)?,
             signal_count: w.signal_count,
+            market_usd_per_hour: match w.market_usd_per_hour {
+                p if p == 0.0 => None,
+                p if p.is_finite() && p > 0.0 => Some(p),
+                _ => {
+                    return Err(FieldError::new(
+                        "market_usd_per_hour",
+                        "must be finite and >= 0",
+                    ));
+                }
+            },
         })
     }
 }
@@ -116,6 +128,7 @@ impl From<&Score> for v1::Score {
             window: Some(to_duration(s.window)),
             updated_at: Some(to_timestamp(s.updated_at)),
             signal_count: s.signal_count,
+            market_usd_per_hour: s.market_usd_per_hour.unwrap_or(0.0),
         }
     }
 }

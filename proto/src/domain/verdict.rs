@@ -140,6 +140,8 @@ mod tests {
             window: Duration::from_secs(3600),
             updated_at,
             signal_count: 3,
+
+            market_usd_per_hour: None,
         }
     }
 

@@ -61,5 +61,7 @@ pub fn score(key: &str, value: u8, confidence: f64) -> Score {
         window: Duration::from_secs(86_400),
         updated_at: Utc::now(),
         signal_count: 12,
+
+        market_usd_per_hour: None,
     }
 }

@@ -139,6 +139,8 @@ fn sample_score(key: CapacityKey, value: u8) -> Score {
         window: Duration::from_secs(86_400),
         updated_at: chrono::Utc::now(),
         signal_count: 40,
+
+        market_usd_per_hour: None,
     }
 }
 
