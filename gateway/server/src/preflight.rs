@@ -9,8 +9,10 @@
 //! * permission or quota failed -> `FIX_ACCOUNT_ISSUE` (never alternatives: another zone will
 //!   not fix the tenant's account);
 //! * only capacity failed (label Unavailable) -> `RETRY_WITH_ALTERNATIVES`, alternatives inline;
-//! * otherwise `CAN_LAUNCH`; Limited, `UNKNOWN` (confidence too low or evidence too old) and
-//!   "no data" pass with a warning that says so and suggests `live_probe` where it applies.
+//! * `UNKNOWN` (confidence too low or evidence too old) whose score still leans to no capacity
+//!   (below 50) -> `RETRY_WITH_ALTERNATIVES` as well, the reason saying the evidence is thin;
+//! * otherwise `CAN_LAUNCH`; Limited, other `UNKNOWN` keys and "no data" pass with a warning
+//!   that says so and suggests `live_probe` where it applies.
 //!
 //! With `live_probe` (on-demand, zonal requests) the capacity step also reserves one instance
 //! with the tenant's credentials and cancels the reservation at once: a capacity error fails the
@@ -436,6 +438,16 @@ fn capacity_check(
                     format!("{what}: capacity is limited; a launch may fail"),
                 ),
                 Label::Unavailable => short(format!("{what}: little or no capacity"), ""),
+                // thin or old evidence that still leans to no capacity: a launch there is
+                // less likely to succeed than not, so the known alternatives come first
+                Label::Unknown if s.score < 50 => short(
+                    format!(
+                        "{what}: low confidence, but what evidence there is leans to no \
+                         capacity{}",
+                        probe_hint(spec)
+                    ),
+                    "",
+                ),
                 Label::Unknown => can(
                     CheckStatus::Warning,
                     format!(

@@ -960,9 +960,9 @@ async fn a_live_probe_overrides_a_stale_score() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_keys() {
-    // AZ4 was excellent 13 hours ago (past the 12h horizon); AZ6 rests on one signal
-    // (confidence 0.1); WEST is known Limited; AZ1, the request, is known Unavailable
-    let mut stale = score(AZ4, 95, 0.9);
+    // AZ4 was short 13 hours ago (past the 12h horizon); AZ6 rests on one signal (confidence
+    // 0.1); WEST is known Limited; AZ1, the request, is known Unavailable
+    let mut stale = score(AZ4, 30, 0.9);
     stale.updated_at = chrono::Utc::now() - chrono::Duration::hours(13);
     let h = Gateway::start(&[
         score(AZ1, 15, 0.9),
@@ -987,7 +987,7 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
     let old = get(AZ4).await;
     assert_eq!(
         (old.label, old.confidence, old.score),
-        (v1::Label::Unknown as i32, 0.0, 95),
+        (v1::Label::Unknown as i32, 0.0, 30),
         "{old:#?}"
     );
     let thin = get(AZ6).await;
@@ -1022,7 +1022,7 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
         .alternatives;
     let names: Vec<String> = alts.iter().map(key_name).collect();
     assert_eq!(names.first().map(String::as_str), Some(WEST), "{names:?}");
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 3, "the default limit: {names:?}");
 
     // a preflight on the thin key passes with a warning that says so and points to a probe
     let p = c
@@ -1044,6 +1044,26 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
         capacity.reason.contains("low confidence") && capacity.reason.contains("live_probe"),
         "{}",
         capacity.reason
+    );
+
+    // an unknown key whose evidence leans to no capacity sends the caller to alternatives
+    let p = c
+        .preflight(authed(
+            v1::PreflightRequest {
+                spec: spec(AZ4, 1),
+                constraints: None,
+                live_probe: false,
+            },
+            &key,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.decision, Decision::RetryWithAlternatives as i32, "{p:#?}");
+    assert_eq!(
+        p.alternatives.first().map(key_name).as_deref(),
+        Some(WEST),
+        "{p:#?}"
     );
     h.sandbox.cleanup().await;
 }
