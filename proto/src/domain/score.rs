@@ -94,15 +94,15 @@ impl TryFrom<v1::Score> for Score {
             window: duration("window", w.window)?,
             updated_at: timestamp("updated_at", w.updated_at)?,
             signal_count: w.signal_count,
-            market_usd_per_hour: match w.market_usd_per_hour {
-                p if p == 0.0 => None,
-                p if p.is_finite() && p > 0.0 => Some(p),
-                _ => {
+            market_usd_per_hour: {
+                let p = w.market_usd_per_hour;
+                if !(p.is_finite() && p >= 0.0) {
                     return Err(FieldError::new(
                         "market_usd_per_hour",
                         "must be finite and >= 0",
                     ));
                 }
+                (p > 0.0).then_some(p)
             },
         })
     }
