@@ -1024,19 +1024,25 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
     assert_eq!(names.first().map(String::as_str), Some(WEST), "{names:?}");
     assert_eq!(names.len(), 3, "the default limit: {names:?}");
 
+    let preflight = |k: &'static str| {
+        let mut c = c.clone();
+        let key = key.clone();
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, 1),
+                    constraints: None,
+                    live_probe: false,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
     // a preflight on the thin key passes with a warning that says so and points to a probe
-    let p = c
-        .preflight(authed(
-            v1::PreflightRequest {
-                spec: spec(AZ6, 1),
-                constraints: None,
-                live_probe: false,
-            },
-            &key,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let p = preflight(AZ6).await;
     assert_eq!(p.decision, Decision::CanLaunch as i32, "{p:#?}");
     let capacity = p.checks.last().unwrap();
     assert_eq!(capacity.status, CheckStatus::Warning as i32, "{p:#?}");
@@ -1047,18 +1053,7 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
     );
 
     // an unknown key whose evidence leans to no capacity sends the caller to alternatives
-    let p = c
-        .preflight(authed(
-            v1::PreflightRequest {
-                spec: spec(AZ4, 1),
-                constraints: None,
-                live_probe: false,
-            },
-            &key,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let p = preflight(AZ4).await;
     assert_eq!(p.decision, Decision::RetryWithAlternatives as i32, "{p:#?}");
     assert_eq!(
         p.alternatives.first().map(key_name).as_deref(),
