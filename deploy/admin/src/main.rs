@@ -5,8 +5,9 @@
 //! * `topics`, `migrate`, `amqp` — one of those steps.
 //! * `check`   — connect to all three and report; exits non-zero if any is unreachable.
 //! * `scores`  — print the latest score per key from the compacted scores topic.
-//! * `tenant`  — add tenants, issue and revoke their API keys, set their AZ maps; `tenant
-//!   trust` shows how far each tenant's reports agree with capsight's own probes.
+//! * `tenant`  — add tenants, issue and revoke their API keys, register their roles, derive
+//!   their AZ maps from their accounts (`tenant zones`); `tenant trust` shows how far each
+//!   tenant's reports agree with capsight's own probes.
 //! * `sql`     — print every statement capsight sends to a ClickHouse of a given version
 //!   (migration plan, queries, inserts) as JSON, without connecting.
 //! * `demo`    — push a few sample signals through Kafka into ClickHouse and print them: the
@@ -19,6 +20,7 @@ mod demo;
 mod scores;
 mod sql;
 mod trust;
+mod zones;
 
 use anyhow::Context;
 use capsight_amqp::AmqpSettings;
@@ -97,7 +99,17 @@ enum TenantCommand {
         /// The key id (the part after `csk_`).
         key_id: String,
     },
-    /// Map the tenant's AWS AZ names to AZ IDs (`us-east-1a=use1-az4` ...).
+    /// Derive tenants' AWS AZ name -> AZ ID maps from their own accounts (their registered
+    /// role, DescribeAvailabilityZones); run after `tenant role` and periodically.
+    Zones {
+        /// Tenant ids; none = every tenant with a role.
+        ids: Vec<String>,
+        /// Regions; none = every AWS region of the GPU catalog.
+        #[arg(long)]
+        region: Vec<String>,
+    },
+    /// Map the tenant's AWS AZ names to AZ IDs by hand (`us-east-1a=use1-az4` ...); `tenant
+    /// zones` derives them from the tenant's account instead.
     ZoneMap {
         /// Tenant id.
         id: String,
@@ -117,7 +129,7 @@ enum TenantCommand {
         #[arg(long)]
         new_external_id: bool,
     },
-    /// Set the most GPUs the tenant's live launches may hold together (0 = launcher.default_gpu_quota).
+    /// Set the most GPUs the tenant's live launches may hold together (0 = tenancy.default_gpu_quota).
     Quota {
         /// Tenant id.
         id: String,
@@ -144,6 +156,9 @@ struct AdminConfig {
     amqp: AmqpSettings,
     tenancy: TenancySettings,
     trust: TrustSettings,
+    /// `[cloud]` (tenant zone maps).
+    #[serde(default)]
+    cloud: capsight_cloud::CloudSettings,
 }
 
 #[tokio::main]
@@ -169,6 +184,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(&config.kafka, &config.clickhouse).await?,
         Command::Tenant(TenantCommand::Trust { output }) => {
             trust::run(&config.clickhouse, &config.tenancy, &config.trust, output).await?;
+        }
+        Command::Tenant(TenantCommand::Zones { ids, region }) => {
+            zones::refresh(&config.tenancy, &config.cloud, &ids, &region).await?;
         }
         Command::Tenant(cmd) => tenant(&config.tenancy, cmd)?,
         Command::Scores => scores::run(&config.kafka).await?,
@@ -294,10 +312,12 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             if gpus > 0 {
                 println!("GPU quota of {id} set to {gpus}");
             } else {
-                println!("GPU quota of {id} removed; launcher.default_gpu_quota applies");
+                println!("GPU quota of {id} removed; tenancy.default_gpu_quota applies");
             }
         }
-        TenantCommand::Trust { .. } => anyhow::bail!("tenant trust reads ClickHouse: run async"),
+        TenantCommand::Trust { .. } | TenantCommand::Zones { .. } => {
+            anyhow::bail!("this tenant command calls out: run async")
+        }
         TenantCommand::List => {
             for t in &reg.tenants {
                 let keys: Vec<String> = t

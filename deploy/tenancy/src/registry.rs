@@ -142,8 +142,9 @@ pub struct Tenant {
     /// (preflight permission and quota) and launches; never the operator's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_role: Option<CloudRole>,
-    /// Most GPUs the tenant's live launches (provisioning or running) may hold together; the
-    /// launcher refuses a launch over it. `None` = unlimited.
+    /// Most GPUs the tenant's live launches (provisioning or running) may hold together;
+    /// preflight and the launcher refuse a launch over it. `None` = `tenancy.default_gpu_quota`
+    /// ([`Tenant::gpu_quota_or`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_quota: Option<u32>,
     /// Most gRPC server streams the tenant may hold open at once; the gateway's
@@ -153,6 +154,22 @@ pub struct Tenant {
     /// API keys.
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
+}
+
+/// Whether `suffix` is what follows the region in an AWS AZ name (`a`, or `-bos-1a` for a
+/// Local Zone).
+fn is_zone_suffix(suffix: &str) -> bool {
+    !suffix.is_empty()
+        && suffix
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+impl Tenant {
+    /// The GPU quota that applies: the tenant's own, else `default` (0 = no quota: `None`).
+    pub fn gpu_quota_or(&self, default: u32) -> Option<u32> {
+        self.gpu_quota.or((default > 0).then_some(default))
+    }
 }
 
 /// An AWS IAM role in a tenant's account, assumed with an external id.
@@ -322,6 +339,22 @@ impl Registry {
         Ok(fresh)
     }
 
+    /// Replaces `tenant`'s AZ names of `region` (names are `<region><letter>`) with `names`
+    /// (AZ name -> AZ ID, as the tenant's account's DescribeAvailabilityZones lists them); the
+    /// names of other regions are kept. Returns whether anything changed.
+    pub fn set_zone_names(
+        &mut self,
+        tenant: &TenantId,
+        region: &str,
+        names: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<bool, RegistryError> {
+        let map = &mut self.tenant_mut(tenant)?.zone_map;
+        let before = map.clone();
+        map.retain(|name, _| !name.strip_prefix(region).is_some_and(is_zone_suffix));
+        map.extend(names);
+        Ok(*map != before)
+    }
+
     /// Sets (or with `None` removes) `tenant`'s GPU quota.
     pub fn set_gpu_quota(
         &mut self,
@@ -481,6 +514,65 @@ mod tests {
             reg.register_aws_role(&id("nobody"), String::new(), false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn discovered_zone_names_replace_only_their_regions_names() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(n, z)| ((*n).to_owned(), (*z).to_owned()))
+                .collect()
+        };
+        reg.set_zone_names(
+            &id("acme"),
+            "us-west-2",
+            pairs(&[("us-west-2a", "usw2-az2")]),
+        )
+        .unwrap();
+        // a stale typed entry of us-east-1 goes, us-west-2's stays
+        reg.set_zone_names(
+            &id("acme"),
+            "us-east-1",
+            pairs(&[("us-east-1a", "use1-az9")]),
+        )
+        .unwrap();
+        let changed = reg
+            .set_zone_names(
+                &id("acme"),
+                "us-east-1",
+                pairs(&[
+                    ("us-east-1b", "use1-az4"),
+                    ("us-east-1-bos-1a", "use1-bos1-az1"),
+                ]),
+            )
+            .unwrap();
+        assert!(changed);
+        let map = &reg.tenant(&id("acme")).unwrap().zone_map;
+        assert_eq!(
+            map.iter()
+                .map(|(n, z)| (n.as_str(), z.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("us-east-1-bos-1a", "use1-bos1-az1"),
+                ("us-east-1b", "use1-az4"),
+                ("us-west-2a", "usw2-az2")
+            ]
+        );
+        // the same names again change nothing
+        assert!(
+            !reg.set_zone_names(
+                &id("acme"),
+                "us-east-1",
+                pairs(&[
+                    ("us-east-1b", "use1-az4"),
+                    ("us-east-1-bos-1a", "use1-bos1-az1")
+                ]),
+            )
+            .unwrap()
+        );
+        assert!(reg.set_zone_names(&id("nobody"), "us-east-1", []).is_err());
     }
 
     #[test]

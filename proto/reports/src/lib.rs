@@ -4,8 +4,9 @@
 //! the field (answered with 4xx by the server). Every key must be one the GPU catalog allows
 //! (a catalog type offered in its region, a known zone): an unknown one is refused with 422
 //! naming the field, and zone hints outside the known zones are dropped, so a tenant cannot
-//! invent keys. AWS AZ *names* are mapped to AZ IDs with the
-//! tenant's zone map; an unmapped name makes the signal region-wide rather than wrong. Signal
+//! invent keys. AWS AZ *names* are mapped to AZ IDs with the tenant's zone map (derived from
+//! the tenant's own account by `capsight-admin tenant zones`); a name the map lacks is refused
+//! naming the field, so a zone-level fact is never counted region-wide. Signal
 //! ids derive from (tenant hash, event id, index), so a re-delivered event produces the same
 //! ids and downstream de-duplication absorbs it.
 
@@ -121,25 +122,39 @@ fn check_time(
     Ok(t)
 }
 
+/// The zone of a report or event: its zone id, else its AZ name (the field `name_field`)
+/// mapped with the tenant's zone map. A name the map lacks is refused (422 naming the field):
+/// a zone-level fact is never counted region-wide.
 fn resolve_zone(
     reporter: &Reporter,
     provider: Provider,
     region: &Region,
     zone_id: Option<&str>,
-    zone_name: Option<&str>,
+    zone_name: Option<(&str, &str)>,
 ) -> Result<Option<ZoneId>, Rejection> {
     if let Some(id) = zone_id {
         return Ok(ZoneId::parse_optional("zone_id", provider, region, id)?);
     }
-    let Some(name) = zone_name else {
+    let Some((field, name)) = zone_name.filter(|(_, name)| !name.is_empty()) else {
         return Ok(None);
     };
-    // unmapped names (or a map entry that is not a valid id) fall back to region-wide
-    Ok(reporter.zone_map.get(name).and_then(|id| {
-        ZoneId::parse_optional("zone_name", provider, region, id)
+    let mapped = reporter.zone_map.get(name).and_then(|id| {
+        ZoneId::parse_optional(field, provider, region, id)
             .ok()
             .flatten()
-    }))
+    });
+    match mapped {
+        Some(zone) => Ok(Some(zone)),
+        None => Err(Rejection::new(
+            field,
+            format!(
+                "AZ name {:?} is not in your account's zone map: send the zone id instead, or \
+                 ask the operator to derive the map from your registered role \
+                 (capsight-admin tenant zones)",
+                name.chars().take(64).collect::<String>()
+            ),
+        )),
+    }
 }
 
 /// capsight's own report schema (`POST /v1/reports`), one object.
@@ -207,7 +222,7 @@ impl Report {
             provider,
             &region,
             self.zone_id.as_deref(),
-            self.zone_name.as_deref(),
+            self.zone_name.as_deref().map(|n| ("zone_name", n)),
         )?;
         let market = match self.market.as_deref() {
             None => Market::OnDemand,
@@ -406,7 +421,8 @@ pub fn eventbridge(
                 provider,
                 &region,
                 None,
-                str_at(d, &["requestParameters", "placement", "availabilityZone"]),
+                str_at(d, &["requestParameters", "placement", "availabilityZone"])
+                    .map(|n| ("detail.requestParameters.placement.availabilityZone", n)),
             )?;
             let key = CapacityKey {
                 provider,
@@ -464,7 +480,8 @@ pub fn eventbridge(
                                 provider,
                                 &key.region,
                                 None,
-                                str_at(item, &["placement", "availabilityZone"]),
+                                str_at(item, &["placement", "availabilityZone"])
+                                    .map(|n| ("placement.availabilityZone", n)),
                             )
                             .ok()
                             .flatten()
@@ -629,6 +646,40 @@ mod tests {
         assert!(
             err.unsupported && err.field.contains("instanceType"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn az_names_map_through_the_tenants_map_and_an_unmapped_one_is_refused() {
+        let now = Utc::now();
+        let mut who = reporter();
+        who.zone_map
+            .insert("us-east-1b".to_owned(), "use1-az4".to_owned());
+        let named = |name: &str| {
+            let mut v = json_report("launch_failed", Some("InsufficientInstanceCapacity"));
+            v["zone_name"] = serde_json::json!(name);
+            serde_json::from_value::<Report>(v).unwrap()
+        };
+        let signal = named("us-east-1b").normalize(&who, 0, now).unwrap();
+        assert_eq!(signal.key.zone_str(), "use1-az4");
+        // never counted region-wide: refused, naming the field
+        let err = named("us-east-1a").normalize(&who, 0, now).unwrap_err();
+        assert_eq!(err.field, "zone_name");
+        assert!(err.reason.contains("zone map"), "{}", err.reason);
+        // the same in a CloudTrail event's placement
+        let event = serde_json::json!({
+            "version": "0", "id": "e-1", "source": "aws.ec2",
+            "detail-type": "AWS API Call via CloudTrail",
+            "account": "111111111111", "region": "us-east-1", "time": now.to_rfc3339(),
+            "detail": {"eventName": "RunInstances", "awsRegion": "us-east-1",
+                "errorCode": "Server.InsufficientInstanceCapacity", "errorMessage": "no capacity",
+                "requestParameters": {"instanceType": "g5.xlarge",
+                    "placement": {"availabilityZone": "us-east-1c"}}}
+        });
+        let err = eventbridge(&event, &who, now, &|_| None).unwrap_err();
+        assert_eq!(
+            err.field,
+            "detail.requestParameters.placement.availabilityZone"
         );
     }
 
