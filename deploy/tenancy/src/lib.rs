@@ -46,6 +46,16 @@ pub struct TenancySettings {
     /// Anywhere else a service refuses to start with the shipped secret, since anyone who knows
     /// it can link tenant hashes on the bus to tenant ids.
     pub allow_dev_secret: bool,
+    /// GPUs a tenant's live launches may hold together when the registry gives it no
+    /// `gpu_quota`; 0 = no default quota ([`Tenant::gpu_quota_or`]). Preflight, Launch and the
+    /// launcher all apply it.
+    #[serde(default = "default_gpu_quota")]
+    pub default_gpu_quota: u32,
+}
+
+/// 256 GPUs = 32 p5.48xlarge.
+const fn default_gpu_quota() -> u32 {
+    256
 }
 
 /// The tenant-hash secret cannot be used.
@@ -87,6 +97,7 @@ impl Default for TenancySettings {
             hash_secret: SecretString::from(DEV_HASH_SECRET.to_owned()),
             default_rate_per_minute: 600,
             allow_dev_secret: false,
+            default_gpu_quota: default_gpu_quota(),
         }
     }
 }

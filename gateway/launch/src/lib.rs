@@ -10,6 +10,8 @@
 //!   `launch_cancellations`, `launch_activity`) the gateway records and reads them with and the
 //!   launcher drives them with ([`locks`] serialises one job's writers in a process);
 //! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
+//! * [`quota`]: the tenant GPU quota, decided the same way by Preflight, Launch and the
+//!   launcher;
 //! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
 //!   enqueue);
 //! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch;
@@ -24,6 +26,7 @@ pub mod locks;
 pub mod manage;
 pub mod metrics;
 pub mod queue;
+pub mod quota;
 pub mod spec;
 pub mod store;
 pub mod submit;

@@ -1,20 +1,24 @@
-//! Tenant GPU quota, the preflight step of a launch.
+//! Tenant GPU quota: the one decision the gateway's Preflight and Launch and the launcher's
+//! preflight step all make.
 //!
 //! Contract: a tenant with a `gpu_quota` in the registry (`capsight-admin tenant quota`), or
-//! else `launcher.default_gpu_quota` (unless 0), may hold at most that many GPUs in live launches (latest state `provisioning` or `running` in
+//! else `tenancy.default_gpu_quota` (unless 0; `Tenant::gpu_quota_or` in the tenancy crate),
+//! may hold at most that many GPUs in live launches (latest state `provisioning` or `running` in
 //! `launch_events`, GPUs = instance count x GPUs per instance of the attempt's instance type per
 //! the catalog). A launch whose GPUs, added to those in use by the tenant's *other* live
-//! launches, exceed the quota is refused with a reason starting `tenant GPU quota exceeded:`.
+//! launches, exceed the quota is refused with a reason starting `tenant GPU quota exceeded:`
+//! ([`check`] computes both numbers and the verdict).
 //!
-//! The worker serialises the check per tenant inside one process (the `provisioning` row of a
-//! job that passed is written before the tenant's next job is checked). Limit: several launcher
-//! processes are not serialised, so two jobs of one tenant in preflight at the same moment on
-//! two launchers may both pass and together exceed the quota by one launch. Fallback
+//! The gateway's answer is advisory (a launch may end before the job runs); the launcher's is
+//! binding. The worker serialises the check per tenant inside one process (the `provisioning`
+//! row of a job that passed is written before the tenant's next job is checked). Limit: several
+//! launcher processes are not serialised, so two jobs of one tenant in preflight at the same
+//! moment on two launchers may both pass and together exceed the quota by one launch. Fallback
 //! alternatives are checked the same way (an alternative type with more GPUs than the tenant has
 //! room for is skipped).
 
 use capsight_catalog::Catalog;
-use capsight_proto::domain::{InstanceType, Provider};
+use capsight_proto::domain::{CapacityKey, InstanceType, Provider};
 
 use crate::store::{Store, StoreError};
 
@@ -41,6 +45,51 @@ pub fn exceeded(quota: Option<u32>, in_use: u32, requested: u32) -> Option<Strin
             "tenant GPU quota exceeded: {in_use} GPUs in use + {requested} requested = {total} > \
              quota {quota}"
         )
+    })
+}
+
+/// A tenant GPU quota decision: what is asked, what is held, and the refusal if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// GPUs the launch asks for.
+    pub requested: u32,
+    /// GPUs the tenant's other live launches hold.
+    pub in_use: u32,
+    /// The quota (`None` = no quota).
+    pub quota: Option<u32>,
+    /// Why the launch is refused; `None` = it fits.
+    pub refused: Option<String>,
+}
+
+/// The error code recorded when the tenant GPU quota refuses a launch.
+pub const EXCEEDED_CODE: &str = "TenantGpuQuotaExceeded";
+
+/// The tenant GPU quota decision for `count` instances at `key` of `tenant` under `quota`, not
+/// counting the launch `except_job` (the job being decided, when it is already recorded).
+pub async fn check(
+    store: &Store,
+    catalog: &Catalog,
+    tenant: &str,
+    except_job: &str,
+    quota: Option<u32>,
+    key: &CapacityKey,
+    count: u32,
+) -> Result<Decision, StoreError> {
+    let requested = gpus(
+        catalog,
+        key.provider.as_str(),
+        key.instance_type.as_str(),
+        count,
+    );
+    let in_use = match quota {
+        Some(_) => in_use(store, catalog, tenant, except_job).await?,
+        None => 0,
+    };
+    Ok(Decision {
+        requested,
+        in_use,
+        quota,
+        refused: exceeded(quota, in_use, requested),
     })
 }
 

@@ -1,6 +1,9 @@
 //! Submitting a launch: the use case behind `LaunchService.Launch`.
 //!
-//! Contract: [`Submit::submit`] validates the request (spec against the catalog, constraints,
+//! Contract: [`Submit::validate`] checks a request without side effects and
+//! [`Submit::existing`] finds the job of an idempotency key, so that a caller (the gateway, which
+//! runs the preflight first) can answer retries and refuse bad requests before deciding;
+//! [`Submit::submit`] validates the request (spec against the catalog, constraints,
 //! standby, lifetimes, fallbacks: every rejection names its field), derives the job id (a new
 //! UUIDv7, or, with an idempotency key, a UUIDv5 of (tenant, key) — a retry with the same key
 //! answers the job's recorded state and submits nothing), records the request and its
@@ -19,7 +22,7 @@ use chrono::{DateTime, Utc};
 use crate::{
     JobId,
     queue::{JobPublisher, QueueError},
-    spec,
+    spec::{self, Constraints, Spec},
     store::{Store, StoreError},
 };
 
@@ -65,18 +68,40 @@ pub struct Submit<'a> {
 }
 
 impl Submit<'_> {
-    /// Submits `req` for `tenant` (see the module contract).
-    pub async fn submit(
+    /// The job `tenant` already submitted with `idempotency_key`, with its state now; `None`
+    /// when there is none (or the key is empty). Callers that check a request before submitting
+    /// it (the gateway's preflight) answer a retry with this first.
+    pub async fn existing(
         &self,
         tenant: &str,
-        tenant_hash: &TenantHash,
-        req: v1::LaunchRequest,
-    ) -> Result<Submitted, SubmitError> {
-        let spec = spec::spec("spec", req.spec, self.catalog, self.max_launch_count, true)?;
-        let constraints_wire = req.constraints.clone().unwrap_or_default();
-        spec::constraints("constraints", req.constraints, &spec)?;
+        idempotency_key: &str,
+    ) -> Result<Option<Submitted>, SubmitError> {
+        if idempotency_key.is_empty() {
+            return Ok(None);
+        }
+        let id = idempotent_job_id(tenant, idempotency_key)?;
+        Ok(self.store.launch(tenant, id.as_str()).await?.map(|known| {
+            let state = known.events.last().map_or(LaunchState::Queued, |e| e.state);
+            Submitted { job_id: id, state }
+        }))
+    }
+
+    /// The request's spec and constraints, validated with every other field (each rejection
+    /// names its field); [`Submit::submit`] runs this first.
+    pub fn validate(&self, req: &v1::LaunchRequest) -> Result<(Spec, Constraints), FieldError> {
+        let spec = spec::spec(
+            "spec",
+            req.spec.clone(),
+            self.catalog,
+            self.max_launch_count,
+            true,
+        )?;
+        let constraints = spec::constraints("constraints", req.constraints.clone(), &spec)?;
         if req.warm_standby && spec.key.market != Market::Spot {
-            return Err(FieldError::new("warm_standby", "applies to spot launches only").into());
+            return Err(FieldError::new(
+                "warm_standby",
+                "applies to spot launches only",
+            ));
         }
         for (field, v) in [
             ("max_lifetime_seconds", req.max_lifetime_seconds),
@@ -86,27 +111,34 @@ impl Submit<'_> {
                 return Err(FieldError::new(
                     field,
                     format!("must be 0..={MAX_TTL_SECS} (30 days)"),
-                )
-                .into());
+                ));
             }
         }
         if req.max_fallbacks > MAX_FALLBACKS {
-            return Err(
-                FieldError::new("max_fallbacks", format!("must be 0..={MAX_FALLBACKS}")).into(),
-            );
+            return Err(FieldError::new(
+                "max_fallbacks",
+                format!("must be 0..={MAX_FALLBACKS}"),
+            ));
         }
+        Ok((spec, constraints))
+    }
+
+    /// Submits `req` for `tenant` (see the module contract).
+    pub async fn submit(
+        &self,
+        tenant: &str,
+        tenant_hash: &TenantHash,
+        req: v1::LaunchRequest,
+    ) -> Result<Submitted, SubmitError> {
+        let (spec, _) = self.validate(&req)?;
+        let constraints_wire = req.constraints.clone().unwrap_or_default();
         let job_id = if req.idempotency_key.is_empty() {
             JobId::generate()
         } else {
-            let id = idempotent_job_id(tenant, &req.idempotency_key)?;
-            if let Some(existing) = self.store.launch(tenant, id.as_str()).await? {
-                let state = existing
-                    .events
-                    .last()
-                    .map_or(LaunchState::Queued, |e| e.state);
-                return Ok(Submitted { job_id: id, state });
+            if let Some(known) = self.existing(tenant, &req.idempotency_key).await? {
+                return Ok(known);
             }
-            id
+            idempotent_job_id(tenant, &req.idempotency_key)?
         };
         let now = Utc::now();
         let (created_at, created_ms) = split_time(now);

@@ -20,10 +20,9 @@
 pub mod lifecycle;
 pub mod metrics;
 pub use capsight_launch::locks;
-pub mod quota;
 pub mod settings;
 pub mod standby;
-pub use capsight_launch::store;
+pub use capsight_launch::{quota, store};
 pub mod usage;
 pub mod worker;
 
@@ -149,7 +148,8 @@ pub async fn run(
             clouds,
             signals.clone(),
         )
-        .with_verdict(config.verdict.clone()),
+        .with_verdict(config.verdict.clone())
+        .with_default_gpu_quota(config.tenancy.default_gpu_quota),
     );
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;

@@ -21,9 +21,6 @@ pub struct LauncherSettings {
     /// further jobs wait a `retry_delay` in the retry queue, so one tenant cannot take every
     /// worker. 0 = no limit.
     pub tenant_share: u16,
-    /// GPUs a tenant's live launches may hold together when the registry sets no `gpu_quota`
-    /// for it. 0 = no default quota.
-    pub default_gpu_quota: u32,
     /// Delayed retries of a job after transient failures before it fails for good.
     pub max_retries: u32,
     /// How often a provisioning instance is described until it runs.
@@ -64,7 +61,6 @@ impl Default for LauncherSettings {
         Self {
             prefetch: 4,
             tenant_share: 2,
-            default_gpu_quota: 256,
             max_retries: 5,
             poll_interval: Duration::from_secs(2),
             provisioning_timeout: Duration::from_secs(600),

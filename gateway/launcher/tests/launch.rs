@@ -361,7 +361,7 @@ async fn concurrent_launches_of_a_tenant_do_not_overrun_its_gpu_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_without_a_quota_gets_the_default_gpu_quota() {
     let mut h = Harness::start("60s").await;
-    h.config.launcher.default_gpu_quota = 8;
+    h.config.tenancy.default_gpu_quota = 8;
     h.start_launcher();
     let first = h.launch(ACME, P5_AZ4, 1, 0).await;
     h.wait_state(ACME, &first.job_id, "running", LIMIT).await;

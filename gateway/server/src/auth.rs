@@ -18,22 +18,41 @@ pub use capsight_tenancy::admission::Admitted as Caller;
 
 /// API keys and per-tenant rate limits, for gRPC requests.
 #[derive(Debug)]
-pub struct Tenancy(Admission);
+pub struct Tenancy {
+    admission: Admission,
+    /// `tenancy.default_gpu_quota` (0 = none).
+    default_gpu_quota: u32,
+}
 
 impl Tenancy {
     /// Over a registry, a hasher and the default per-minute rate.
     pub fn new(registry: SharedRegistry, hasher: TenantHasher, default_rate: u32) -> Self {
-        Self(Admission::new(registry, hasher, default_rate))
+        Self {
+            admission: Admission::new(registry, hasher, default_rate),
+            default_gpu_quota: 0,
+        }
+    }
+
+    /// Gives tenants without a GPU quota of their own `quota` GPUs (0 = no quota).
+    #[must_use]
+    pub fn with_default_gpu_quota(mut self, quota: u32) -> Self {
+        self.default_gpu_quota = quota;
+        self
+    }
+
+    /// The GPU quota of an admitted caller: its own, else the default (`None` = no quota).
+    pub fn gpu_quota(&self, caller: &Caller) -> Option<u32> {
+        caller.tenant.gpu_quota_or(self.default_gpu_quota)
     }
 
     /// The tenant registry (the operator's view lists it).
     pub fn registry(&self) -> &SharedRegistry {
-        self.0.registry()
+        self.admission.registry()
     }
 
     /// Requests per minute of a tenant whose registry entry sets none.
     pub fn default_rate(&self) -> u32 {
-        self.0.default_rate()
+        self.admission.default_rate()
     }
 
     /// Authenticates and rate-limits a request.
@@ -43,7 +62,7 @@ impl Tenancy {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(bearer);
-        self.0.admit(key).map_err(|denied| match denied {
+        self.admission.admit(key).map_err(|denied| match denied {
             Denied::MissingKey | Denied::BadKey => GatewayError::Unauthenticated,
             Denied::RateLimited {
                 per_minute,

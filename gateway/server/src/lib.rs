@@ -157,7 +157,8 @@ pub async fn start(
             .hasher()
             .map_err(|e| startup("tenancy", &e))?,
         config.tenancy.default_rate_per_minute,
-    );
+    )
+    .with_default_gpu_quota(config.tenancy.default_gpu_quota);
     let store = Store::new(
         config
             .clickhouse

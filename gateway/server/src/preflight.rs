@@ -2,10 +2,12 @@
 //!
 //! Contract: permission is a DryRun `RunInstances` with the tenant's own
 //! credentials (it checks neither capacity nor quota); quota is the tenant's headroom in
-//! instances for the type's quota family and market vs the requested count; capacity is the
+//! instances for the type's quota family and market vs the requested count, and the tenant's
+//! capsight GPU quota ([`capsight_launch::quota`], the same decision the launcher makes) vs the
+//! GPUs its live launches hold (both must have room); capacity is the
 //! latest score of the key as served (aged: see [`crate::view`]) — the zonal key, or for a
-//! region-wide request the region-wide key, else the zone likeliest to launch (known labels
-//! before unknown, then [`alternatives::expected_success`]). Decision:
+//! region-wide request the best zone of the region the tenant may use, named in the answer, with
+//! the region-wide key's evidence when it is worse ([`capacity_score`]). Decision:
 //! * permission or quota failed -> `FIX_ACCOUNT_ISSUE` (never alternatives: another zone will
 //!   not fix the tenant's account);
 //! * only capacity failed (label Unavailable) -> `RETRY_WITH_ALTERNATIVES`, alternatives inline;
@@ -29,6 +31,8 @@ use capsight_proto::{
     domain::{Label, Market, Provider, Score},
     v1::{self, CheckStatus, Decision},
 };
+
+use capsight_launch::quota;
 
 use crate::{
     GatewayError, alternatives,
@@ -92,31 +96,65 @@ fn account_failure(
     ))
 }
 
-/// The latest score for the spec's key (see the module contract).
-pub fn capacity_score(view: &ScoresView, spec: &Spec) -> Option<Arc<Score>> {
-    if let Some(s) = view.get(&spec.key.to_string()) {
-        return Some(s);
-    }
+/// What the capacity step decides on.
+#[derive(Debug, Clone)]
+pub struct Capacity {
+    /// The score of the decision.
+    pub score: Arc<Score>,
+    /// A region-wide request's best zone (its score), when one is known: the zone to use.
+    pub zone: Option<Arc<Score>>,
+}
+
+/// The served score for the spec's key (see the module contract). A zonal request reads its
+/// key. A region-wide request reads the region's zones of the same type and market (the zones
+/// in the tenant's zone map when it has one): the best (known labels first, then
+/// [`alternatives::expected_success`]) is the zone to use and decides, unless the region-wide
+/// key's own evidence is known and worse (a regional incident, region-wide capacity errors),
+/// which then decides; with no zone evidence the region-wide key decides alone.
+pub fn capacity_score(
+    view: &ScoresView,
+    spec: &Spec,
+    tenant_zones: &std::collections::BTreeMap<String, String>,
+) -> Option<Capacity> {
+    let own = view.get(&spec.key.to_string());
     if spec.key.zone.is_some() {
-        return None;
+        return own.map(|score| Capacity { score, zone: None });
     }
     let k = &spec.key;
-    view.select(None, |s| {
-        s.key.provider == k.provider
-            && s.key.region == k.region
-            && s.key.instance_type == k.instance_type
-            && s.key.market == k.market
-    })
-    .into_iter()
-    .max_by(|a, b| {
-        b.label
-            .rank()
-            .min(2)
-            .cmp(&a.label.rank().min(2))
-            .then_with(|| {
-                alternatives::expected_success(a).total_cmp(&alternatives::expected_success(b))
+    let allowed = |zone: &str| tenant_zones.is_empty() || tenant_zones.values().any(|z| z == zone);
+    let best = view
+        .select(None, |s| {
+            s.key.provider == k.provider
+                && s.key.region == k.region
+                && s.key.instance_type == k.instance_type
+                && s.key.market == k.market
+                && s.key.zone.as_ref().is_some_and(|z| allowed(z.as_str()))
+        })
+        .into_iter()
+        .max_by(|a, b| {
+            b.label
+                .rank()
+                .min(2)
+                .cmp(&a.label.rank().min(2))
+                .then_with(|| {
+                    alternatives::expected_success(a).total_cmp(&alternatives::expected_success(b))
+                })
+        });
+    match (best, own) {
+        (Some(zone), Some(region))
+            if region.label.is_known() && region.label.rank() > zone.label.rank() =>
+        {
+            Some(Capacity {
+                score: region,
+                zone: Some(zone),
             })
-    })
+        }
+        (Some(zone), _) => Some(Capacity {
+            score: Arc::clone(&zone),
+            zone: Some(zone),
+        }),
+        (None, region) => region.map(|score| Capacity { score, zone: None }),
+    }
 }
 
 /// What a preflight consults besides the request.
@@ -130,6 +168,10 @@ pub struct Sources<'a> {
     pub catalog: &'a capsight_catalog::Catalog,
     /// Deadline of each cloud call.
     pub timeout: std::time::Duration,
+    /// The launches (GPUs the caller's live launches hold).
+    pub launches: &'a capsight_launch::store::Store,
+    /// The caller's GPU quota (`None` = none).
+    pub gpu_quota: Option<u32>,
 }
 
 /// Runs the preflight of `spec` for `caller`: the account steps (permission, quota), then,
@@ -151,6 +193,7 @@ pub async fn run(
     } else {
         Account::unchecked(spec)
     };
+    let ok = ok && gpu_quota_check(caller, spec, &sources, &mut checks).await?;
     if !ok {
         checks.push(skipped("capacity", "skipped: fix the account issue first"));
         return Ok(Outcome {
@@ -161,7 +204,7 @@ pub async fn run(
             alternatives: Vec::new(),
         });
     }
-    let score = capacity_score(sources.view, spec);
+    let capacity = capacity_score(sources.view, spec, &caller.tenant.zone_map);
     let probed = if live_probe {
         probe(spec, adapter.as_deref(), sources.timeout).await?
     } else {
@@ -171,8 +214,9 @@ pub async fn run(
         let all = sources.view.select(None, |_| true);
         alternatives::rank(spec, constraints, &all, sources.catalog)
     };
-    let (decision, capacity, alternatives) = capacity_check(spec, probed, score.as_deref(), rank);
-    checks.push(capacity);
+    let (decision, check, alternatives) = capacity_check(spec, probed, capacity.as_ref(), rank);
+    checks.push(check);
+    let score = capacity.map(|c| c.score);
     Ok(Outcome {
         decision,
         checks,
@@ -391,12 +435,64 @@ async fn quota_check(
     Ok((quota, Some(q.headroom_instances)))
 }
 
+/// The tenant's capsight GPU quota, folded into the quota check (appended when there is none):
+/// `false` when it refuses the launch.
+async fn gpu_quota_check(
+    caller: &Caller,
+    spec: &Spec,
+    sources: &Sources<'_>,
+    checks: &mut Vec<v1::PreflightCheck>,
+) -> Result<bool, GatewayError> {
+    let decided = quota::check(
+        sources.launches,
+        sources.catalog,
+        caller.id().as_str(),
+        "",
+        sources.gpu_quota,
+        &spec.key,
+        spec.count,
+    )
+    .await?;
+    let Some(limit) = decided.quota else {
+        return Ok(true);
+    };
+    let at = checks.iter().position(|c| c.name == "quota");
+    let (status, text, code) = match &decided.refused {
+        Some(refused) => (
+            CheckStatus::Failed,
+            format!(
+                "{refused}: wait for your live launches to end or ask the operator to raise                  it (capsight-admin tenant quota)"
+            ),
+            quota::EXCEEDED_CODE,
+        ),
+        None => (
+            CheckStatus::Passed,
+            format!(
+                "capsight GPU quota {limit}: {} GPUs in use + {} requested",
+                decided.in_use, decided.requested
+            ),
+            "",
+        ),
+    };
+    match at.map(|i| &mut checks[i]) {
+        Some(c) => {
+            c.reason = format!("{}; {text}", c.reason);
+            if status == CheckStatus::Failed {
+                c.status = status.into();
+                c.error_code = code.to_owned();
+            }
+        }
+        None => checks.push(check("quota", status, text, code)),
+    }
+    Ok(decided.refused.is_none())
+}
+
 /// The capacity step from the live probe (when it ran) or the key's score, with the decision
 /// and, when capacity is short, the ranked alternatives (`rank`).
 fn capacity_check(
     spec: &Spec,
     probed: Option<(bool, String)>,
-    score: Option<&Score>,
+    capacity: Option<&Capacity>,
     rank: impl FnOnce() -> Vec<v1::Alternative>,
 ) -> (Decision, v1::PreflightCheck, Vec<v1::Alternative>) {
     let short = |reason: String, code: &str| {
@@ -415,7 +511,7 @@ fn capacity_check(
             Vec::new(),
         )
     };
-    match (probed, score) {
+    match (probed, capacity) {
         (Some((true, reason)), _) => can(CheckStatus::Passed, reason),
         (Some((false, reason)), _) => short(reason, "InsufficientInstanceCapacity"),
         (None, None) => can(
@@ -426,11 +522,28 @@ fn capacity_check(
                 probe_hint(spec)
             ),
         ),
-        (None, Some(s)) => {
-            let what = format!(
+        (None, Some(Capacity { score: s, zone })) => {
+            let mut what = format!(
                 "{} scores {} ({}, confidence {:.2}, {} signals)",
                 s.key, s.score, s.label, s.confidence, s.signal_count
             );
+            match zone {
+                Some(z) if z.key == s.key => {
+                    what = format!(
+                        "{what}; the best zone of the region: use {}",
+                        z.key.zone_str()
+                    );
+                }
+                Some(z) => {
+                    what = format!(
+                        "{what}: the region-wide evidence is worse than its best zone {} ({} {})",
+                        z.key.zone_str(),
+                        z.score,
+                        z.label
+                    );
+                }
+                None => {}
+            }
             match s.label {
                 Label::Available => can(CheckStatus::Passed, what),
                 Label::Limited => can(
@@ -520,5 +633,94 @@ async fn probe(
             tracing::warn!(error = %e, "live probe inconclusive");
             Ok(None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use std::collections::BTreeMap;
+
+    use capsight_testkit::signals::score;
+
+    use super::*;
+
+    const REGION: &str = "aws/us-east-1//p5.48xlarge/on_demand";
+
+    fn spec_of(key: &str) -> Spec {
+        let catalog = capsight_catalog::Catalog::embedded().unwrap();
+        let wire = v1::LaunchSpec {
+            key: Some((&key.parse::<capsight_proto::domain::CapacityKey>().unwrap()).into()),
+            count: 1,
+            ..Default::default()
+        };
+        crate::validate::spec("spec", Some(wire), &catalog, 32, false).unwrap()
+    }
+
+    fn view_of(scores: &[(&str, u8, f64)]) -> Arc<ScoresView> {
+        let view = ScoresView::new();
+        for (k, v, c) in scores {
+            view.apply(k, Some(score(k, *v, *c)));
+        }
+        view
+    }
+
+    fn zone(c: &Capacity) -> Option<String> {
+        c.zone.as_ref().map(|z| z.key.zone_str().to_owned())
+    }
+
+    #[test]
+    fn a_region_wide_request_is_answered_from_its_best_zone_and_names_it() {
+        // the region-wide key has only thin evidence (a quota reading): the zones decide
+        let view = view_of(&[
+            ("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", 15, 0.9),
+            ("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 88, 0.8),
+            ("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 62, 0.6),
+            ("aws/us-east-1/use1-az4/p5.48xlarge/spot", 99, 0.9),
+            (REGION, 50, 0.05),
+        ]);
+        let c = capacity_score(&view, &spec_of(REGION), &BTreeMap::new()).unwrap();
+        assert_eq!(c.score.key.zone_str(), "use1-az4");
+        assert_eq!(zone(&c).as_deref(), Some("use1-az4"));
+        let (decision, check, _) = capacity_check(&spec_of(REGION), None, Some(&c), Vec::new);
+        assert_eq!(decision, Decision::CanLaunch);
+        assert!(check.reason.contains("use use1-az4"), "{}", check.reason);
+    }
+
+    #[test]
+    fn known_bad_region_wide_evidence_outweighs_a_good_zone() {
+        let view = view_of(&[
+            ("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 88, 0.8),
+            (REGION, 10, 0.9),
+        ]);
+        let c = capacity_score(&view, &spec_of(REGION), &BTreeMap::new()).unwrap();
+        assert_eq!(c.score.key.to_string(), REGION);
+        assert_eq!(zone(&c).as_deref(), Some("use1-az4"));
+        let (decision, check, _) = capacity_check(&spec_of(REGION), None, Some(&c), Vec::new);
+        assert_eq!(decision, Decision::RetryWithAlternatives);
+        assert!(
+            check.reason.contains("region-wide evidence"),
+            "{}",
+            check.reason
+        );
+    }
+
+    #[test]
+    fn only_zones_in_the_tenants_zone_map_are_recommended_and_zonal_requests_read_their_key() {
+        let view = view_of(&[
+            ("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 88, 0.8),
+            ("aws/us-east-1/use1-az6/p5.48xlarge/on_demand", 62, 0.6),
+        ]);
+        let map = BTreeMap::from([("us-east-1a".to_owned(), "use1-az6".to_owned())]);
+        let c = capacity_score(&view, &spec_of(REGION), &map).unwrap();
+        assert_eq!(zone(&c).as_deref(), Some("use1-az6"));
+        // no zone and no region-wide evidence: nothing to decide on
+        let map = BTreeMap::from([("us-east-1b".to_owned(), "use1-az2".to_owned())]);
+        assert!(capacity_score(&view, &spec_of(REGION), &map).is_none());
+        // a zonal request reads its own key, whatever the zones around it say
+        let az6 = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
+        let c = capacity_score(&view, &spec_of(az6), &BTreeMap::new()).unwrap();
+        assert_eq!(c.score.key.to_string(), az6);
+        assert!(c.zone.is_none());
     }
 }

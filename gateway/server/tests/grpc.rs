@@ -472,6 +472,7 @@ async fn alternatives_honour_constraints() {
 #[tokio::test(flavor = "multi_thread")]
 async fn launch_publishes_a_confirmed_job_and_tenants_see_only_their_own() {
     let h = Gateway::start(&[]).await;
+    h.wait_ready().await;
     let (acme, globex) = (h.key("acme"), h.key("globex"));
     let mut launch = h.launch();
     let req = v1::LaunchRequest {
@@ -1060,5 +1061,121 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
         Some(WEST),
         "{p:#?}"
     );
+    h.sandbox.cleanup().await;
+}
+
+/// `Launch` runs the same preflight as `Preflight` (logged, with the tenant GPU quota) and queues
+/// only what it allows: an account issue and, without fallbacks, a capacity shortfall are
+/// `FAILED_PRECONDITION` saying why; nothing refused reaches the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_runs_the_preflight_and_queues_only_what_it_allows() {
+    let mut g = Gateway::prepare(true).await;
+    for s in [score(AZ1, 15, 0.9), score(AZ4, 88, 0.8)] {
+        g.sandbox.publish_score(&s).await;
+    }
+    // 8 GPUs: one p5.48xlarge fits, two p4d.24xlarge (16 GPUs, 192 vCPUs) do not
+    g.config.tenancy.default_gpu_quota = 8;
+    let h = g.launch_gateway().await;
+    h.wait_ready().await;
+    let acme = h.key("acme");
+    let p4d = "aws/us-east-1/use1-az4/p4d.24xlarge/on_demand";
+
+    // Preflight says the tenant GPU quota is short, in the quota check
+    let over = h
+        .preflight()
+        .preflight(authed(
+            v1::PreflightRequest {
+                spec: spec(p4d, 2),
+                constraints: None,
+                live_probe: false,
+            },
+            &acme,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(over.decision, Decision::FixAccountIssue as i32, "{over:#?}");
+    let quota = over.checks.iter().find(|c| c.name == "quota").unwrap();
+    assert_eq!(quota.status, CheckStatus::Failed as i32, "{quota:#?}");
+    assert_eq!(quota.error_code, "TenantGpuQuotaExceeded");
+    assert!(
+        quota.reason.contains("16 requested"),
+        "names the numbers: {}",
+        quota.reason
+    );
+
+    let launch = |k: &'static str, count: u32, fallbacks: u32, api_key: String| {
+        let mut c = h.launch();
+        async move {
+            c.launch(authed(
+                v1::LaunchRequest {
+                    spec: spec(k, count),
+                    max_fallbacks: fallbacks,
+                    ..Default::default()
+                },
+                &api_key,
+            ))
+            .await
+        }
+    };
+    // the same decision refuses the launch
+    let refused = launch(p4d, 2, 0, acme.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(
+        refused.message().contains("quota check")
+            && refused.message().contains("tenant GPU quota exceeded"),
+        "{}",
+        refused.message()
+    );
+    // the tenant's role may not launch: refused, naming the permission check
+    let denied = launch(AZ4, 1, 0, h.key("readonly")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::FailedPrecondition, "{denied:?}");
+    assert!(
+        denied.message().contains("permission check"),
+        "{}",
+        denied.message()
+    );
+    // AZ1 is short of capacity: without fallbacks the answer names where to launch instead
+    let short = launch(AZ1, 1, 0, acme.clone()).await.unwrap_err();
+    assert_eq!(short.code(), Code::FailedPrecondition, "{short:?}");
+    assert!(
+        short.message().contains("capacity check") && short.message().contains(AZ4),
+        "{}",
+        short.message()
+    );
+    // with fallbacks the launcher may try it and then the alternatives: queued
+    let with_fallbacks = launch(AZ1, 1, 2, acme.clone()).await.unwrap().into_inner();
+    assert_eq!(with_fallbacks.state, LaunchState::Queued as i32);
+    let fine = launch(AZ4, 1, 0, acme.clone()).await.unwrap().into_inner();
+    assert_eq!(fine.state, LaunchState::Queued as i32);
+
+    // exactly the two allowed jobs reached the queue
+    let conn = h.config.amqp.connect().await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut queued = Vec::new();
+    while let Some(got) = ch
+        .basic_get(
+            h.config.amqp.launch.jobs_queue.as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+    {
+        queued.push(v1::LaunchJob::decode(got.data.as_slice()).unwrap().job_id);
+        got.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    queued.sort();
+    let mut expected = vec![with_fallbacks.job_id, fine.job_id];
+    expected.sort();
+    assert_eq!(queued, expected);
+    // every launch's preflight is logged (plus the Preflight call)
+    let logged: u64 = h
+        .sandbox
+        .client()
+        .query("SELECT count() FROM preflight_log")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(logged, 6);
     h.sandbox.cleanup().await;
 }

@@ -161,17 +161,20 @@ impl Launcher {
                     // one quota decision per tenant at a time in this process: the next job
                     // of the tenant sees this one as live (provisioning) once it passes
                     let _quota_gate = self.quota_gate.lock(tenant.to_owned()).await;
-                    let requested = quota::gpus(
+                    let decided = quota::check(
+                        &self.store,
                         &self.catalog,
-                        job.spec.key.provider.as_str(),
-                        job.spec.key.instance_type.as_str(),
+                        tenant,
+                        job_id,
+                        job.tenant.gpu_quota,
+                        &job.spec.key,
                         job.spec.count,
-                    );
-                    let in_use = quota::in_use(&self.store, &self.catalog, tenant, job_id).await?;
-                    if let Some(reason) = quota::exceeded(job.tenant.gpu_quota, in_use, requested) {
+                    )
+                    .await?;
+                    if let Some(reason) = decided.refused {
                         let mut row = follow_up(&prev, LaunchState::Failed, reason);
                         row.error_class = "quota".into();
-                        row.error_code = "TenantGpuQuotaExceeded".into();
+                        row.error_code = quota::EXCEEDED_CODE.into();
                         return self.append(&row).await;
                     }
                     let mut row = follow_up(

@@ -134,6 +134,8 @@ pub struct Launcher {
     signals: Publisher,
     /// One GPU-quota decision per tenant at a time.
     quota_gate: KeyedLocks,
+    /// `tenancy.default_gpu_quota`: the quota of a tenant without one of its own (0 = none).
+    default_gpu_quota: u32,
     /// Jobs in progress here, per tenant (`launcher.tenant_share`).
     shares: Arc<TenantShares>,
 }
@@ -224,8 +226,17 @@ impl Launcher {
             clouds,
             signals,
             quota_gate: KeyedLocks::default(),
+            default_gpu_quota: capsight_tenancy::TenancySettings::default().default_gpu_quota,
             shares: Arc::default(),
         }
+    }
+
+    /// Gives tenants without a GPU quota of their own `quota` GPUs (0 = no quota; default:
+    /// the `[tenancy]` default).
+    #[must_use]
+    pub fn with_default_gpu_quota(mut self, quota: u32) -> Self {
+        self.default_gpu_quota = quota;
+        self
     }
 
     /// Ages stored scores under `verdict` (default: the `[verdict]` defaults).
@@ -488,10 +499,7 @@ impl Launcher {
             .tenant(&tenant_id)
             .ok_or_else(|| format!("tenant {tenant_id} is not in the registry"))?;
         // a tenant without a quota of its own gets the default one
-        let default_quota = self.settings.default_gpu_quota;
-        tenant.gpu_quota = tenant
-            .gpu_quota
-            .or((default_quota > 0).then_some(default_quota));
+        tenant.gpu_quota = tenant.gpu_quota_or(self.default_gpu_quota);
         let spec = validate::spec("spec", wire.spec.clone(), &self.catalog, 1000, true)
             .map_err(|e| format!("invalid job: {e}"))?;
         let constraints = validate::constraints("constraints", wire.constraints.clone(), &spec)

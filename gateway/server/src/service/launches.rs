@@ -1,4 +1,7 @@
-//! `LaunchService`: converts and calls the launch core — [`Submit`] for `Launch`,
+//! `LaunchService`: converts and calls the launch core — [`Submit`] for `Launch`, after the
+//! same preflight `Preflight` runs (permission, quota with the tenant GPU quota, capacity;
+//! logged): a launch it refuses is answered `FAILED_PRECONDITION` and never queued (a capacity
+//! shortfall is queued when the request allows fallbacks);
 //! [`manage`] for reading, cancelling and heartbeating a launch; `WatchLaunch` reads the
 //! gateway's shared launch feed ([`crate::feed`]).
 
@@ -11,7 +14,11 @@ use capsight_proto::{
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
-use super::{Api, Result, Stream_, secs_ms, ts};
+use super::{
+    Api, Result, Stream_,
+    preflight::{Preflighted, preflighted},
+    secs_ms, ts,
+};
 use crate::{GatewayError, feed::Follow, streams::held, validate::bounded};
 
 /// Longest heartbeat note, bytes.
@@ -65,23 +72,85 @@ fn status_to_wire(l: &StoredLaunch) -> v1::LaunchStatus {
     }
 }
 
+/// Whether a launch whose preflight decided `checked` is queued: `CAN_LAUNCH` is; a capacity
+/// shortfall is when the request allows fallbacks (the launcher tries the key, then the
+/// alternatives); anything else is refused with `FAILED_PRECONDITION` saying which check
+/// failed, why, and (for capacity) where to launch instead.
+fn may_queue(checked: &Preflighted, max_fallbacks: u32) -> std::result::Result<(), GatewayError> {
+    let outcome = &checked.outcome;
+    let failed = outcome
+        .checks
+        .iter()
+        .find(|c| c.status == v1::CheckStatus::Failed as i32);
+    let why = failed.map_or_else(String::new, |c| format!(": {} check: {}", c.name, c.reason));
+    match outcome.decision {
+        v1::Decision::CanLaunch => Ok(()),
+        v1::Decision::RetryWithAlternatives if max_fallbacks > 0 => {
+            tracing::info!(
+                preflight_id = checked.id,
+                "capacity looks short; queued with fallbacks"
+            );
+            Ok(())
+        }
+        v1::Decision::RetryWithAlternatives => {
+            let keys: Vec<String> = outcome
+                .alternatives
+                .iter()
+                .filter_map(|a| a.key.clone())
+                .filter_map(|k| CapacityKey::try_from(k).ok())
+                .map(|k| k.to_string())
+                .collect();
+            Err(GatewayError::FailedPrecondition(format!(
+                "preflight {} refused the launch{why}; launch one of the alternatives ({}) or                  allow fallbacks (max_fallbacks)",
+                checked.id,
+                if keys.is_empty() {
+                    "none found".to_owned()
+                } else {
+                    keys.join(", ")
+                }
+            )))
+        }
+        v1::Decision::FixAccountIssue | v1::Decision::Unspecified => {
+            Err(GatewayError::FailedPrecondition(format!(
+                "preflight {} refused the launch{why}",
+                checked.id
+            )))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl LaunchService for Api {
     async fn launch(
         &self,
         request: Request<v1::LaunchRequest>,
     ) -> Result<Response<v1::LaunchResponse>> {
-        let (caller, req) = self.admit(request)?;
+        let (caller, req) = self.admit_ready(request)?;
         let core = &self.core;
-        let submitted = Submit {
+        let submit = Submit {
             store: core.store.launches(),
             queue: &core.jobs,
             catalog: &core.catalog,
             max_launch_count: core.settings.max_launch_count,
-        }
-        .submit(caller.id().as_str(), &caller.hash, req)
-        .await
-        .map_err(GatewayError::from)?;
+        };
+        let tenant = caller.id().as_str();
+        // a retry answers the job it already submitted, whatever a preflight would say now
+        let known = submit
+            .existing(tenant, &req.idempotency_key)
+            .await
+            .map_err(GatewayError::from)?;
+        let submitted = match known {
+            Some(known) => known,
+            None => {
+                let (spec, constraints) = submit.validate(&req).map_err(GatewayError::from)?;
+                let checked = preflighted(&self.core, &caller, &spec, &constraints, false).await?;
+                may_queue(&checked, req.max_fallbacks)?;
+                submit
+                    .submit(tenant, &caller.hash, req)
+                    .await
+                    .map_err(GatewayError::from)?
+            }
+        };
         Ok(Response::new(v1::LaunchResponse {
             job_id: submitted.job_id.into_string(),
             state: LaunchState::from(submitted.state).into(),

@@ -1,5 +1,6 @@
 //! `PreflightService`: a preflight (checks, decision, logged in `preflight_log`) and the
-//! ranking of alternatives, both over the scores view.
+//! ranking of alternatives, both over the scores view. [`preflighted`] is the one decision
+//! path: `Preflight` answers with it and `Launch` runs it before a job is queued.
 
 use capsight_clickhouse::rows::{PreflightLogRow, split_time};
 use capsight_proto::{
@@ -10,10 +11,10 @@ use chrono::Utc;
 use tonic::{Request, Response};
 
 use super::{Api, Result};
-use crate::{Core, GatewayError, alternatives, preflight, validate};
+use crate::{Core, GatewayError, alternatives, auth::Caller, preflight, validate};
 
-/// The launch spec and constraints of a preflight or alternatives request, validated.
-fn validated(
+/// The launch spec and constraints of a preflight, launch or alternatives request, validated.
+pub(super) fn validated(
     core: &Core,
     spec: Option<v1::LaunchSpec>,
     constraints: Option<v1::Constraints>,
@@ -130,6 +131,53 @@ fn summary(spec: &validate::Spec, outcome: &preflight::Outcome) -> String {
     }
 }
 
+/// A preflight that ran and was logged.
+#[derive(Debug)]
+pub(super) struct Preflighted {
+    /// Its id in `preflight_log`.
+    pub id: String,
+    /// The decision, checks and alternatives.
+    pub outcome: preflight::Outcome,
+    /// The one-line summary.
+    pub summary: String,
+}
+
+/// Runs the preflight of `spec` for `caller` and logs it in `preflight_log`: the one decision
+/// path of `Preflight` and `Launch`.
+pub(super) async fn preflighted(
+    core: &Core,
+    caller: &Caller,
+    spec: &validate::Spec,
+    constraints: &validate::Constraints,
+    live_probe: bool,
+) -> std::result::Result<Preflighted, GatewayError> {
+    let outcome = preflight::run(
+        caller,
+        spec,
+        constraints,
+        live_probe,
+        preflight::Sources {
+            clouds: core.clouds.as_ref(),
+            view: &core.view,
+            catalog: &core.catalog,
+            timeout: core.settings.cloud_timeout,
+            launches: core.store.launches(),
+            gpu_quota: core.tenancy.gpu_quota(caller),
+        },
+    )
+    .await?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let row = log_row(&id, caller.id().as_str(), spec, &outcome);
+    core.store.log_preflight(&row).await?;
+    let summary = summary(spec, &outcome);
+    tracing::info!(preflight_id = id, tenant = %caller.id(), key = %spec.key, decision = decision_text(outcome.decision), "preflight");
+    Ok(Preflighted {
+        id,
+        outcome,
+        summary,
+    })
+}
+
 #[tonic::async_trait]
 impl PreflightService for Api {
     async fn preflight(
@@ -139,24 +187,11 @@ impl PreflightService for Api {
         let (caller, req) = self.admit_ready(request)?;
         let core = &self.core;
         let (spec, constraints) = validated(core, req.spec, req.constraints, true)?;
-        let outcome = preflight::run(
-            &caller,
-            &spec,
-            &constraints,
-            req.live_probe,
-            preflight::Sources {
-                clouds: core.clouds.as_ref(),
-                view: &core.view,
-                catalog: &core.catalog,
-                timeout: core.settings.cloud_timeout,
-            },
-        )
-        .await?;
-        let preflight_id = uuid::Uuid::now_v7().to_string();
-        let row = log_row(&preflight_id, caller.id().as_str(), &spec, &outcome);
-        core.store.log_preflight(&row).await?;
-        let summary = summary(&spec, &outcome);
-        tracing::info!(preflight_id, tenant = %caller.id(), key = %spec.key, decision = decision_text(outcome.decision), "preflight");
+        let Preflighted {
+            id: preflight_id,
+            outcome,
+            summary,
+        } = preflighted(core, &caller, &spec, &constraints, req.live_probe).await?;
         Ok(Response::new(v1::PreflightResponse {
             preflight_id,
             decision: outcome.decision.into(),
