@@ -47,7 +47,11 @@ async fn start_with(
                 .zone("us-east-1b", "use1-az6")
                 .zone("us-east-1a", "use1-az4")
                 .with_key(),
-            tenant("slow").name("Slow").rate(2).with_key(),
+            tenant("slow")
+                .name("Slow")
+                .rate(2)
+                .zone("us-east-1a", "use1-az4")
+                .with_key(),
         ])
         .start()
         .await;

@@ -123,7 +123,7 @@ fn check_time(
 }
 
 /// The zone of a report or event: its zone id, else its AZ name (the field `name_field`)
-/// mapped with the tenant's zone map. A name the map lacks is refused (422 naming the field):
+/// mapped with the tenant's zone map. A name the map lacks is refused (naming the field):
 /// a zone-level fact is never counted region-wide.
 fn resolve_zone(
     reporter: &Reporter,
