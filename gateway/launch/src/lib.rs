@@ -12,6 +12,8 @@
 //! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
 //! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
 //!   enqueue);
+//! * [`outbox`]: accepted jobs reach the queue exactly once in effect (the gateway's dispatch,
+//!   the launchers' sweep of undispatched jobs);
 //! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch;
 //! * [`metrics`]: transitions, time in state and fallbacks, recorded by the store.
 //!
@@ -23,6 +25,7 @@ pub mod ids;
 pub mod locks;
 pub mod manage;
 pub mod metrics;
+pub mod outbox;
 pub mod queue;
 pub mod spec;
 pub mod store;
