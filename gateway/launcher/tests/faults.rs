@@ -438,6 +438,25 @@ async fn a_clickhouse_outage_loses_nothing_and_reaps_no_heartbeating_launch() {
     ch.resume();
     ch.stop().await;
     h.publish_raw(&delivered).await;
+    // a launch now is refused (UNAVAILABLE upstream): nothing accepted, nothing queued
+    let queue = JobPublisher::new(h.config.amqp.clone(), Duration::from_secs(5));
+    let catalog = catalog();
+    let refused = Submit {
+        store: &store,
+        queue: &queue,
+        catalog: &catalog,
+        max_launch_count: 8,
+    }
+    .submit(
+        ACME,
+        &TenantHash::parse("tenant_hash", "hash-acme").unwrap(),
+        request(P5_AZ4, "during-the-outage"),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(capsight_launch::submit::SubmitError::Store(_))),
+        "{refused:?}"
+    );
     tokio::time::sleep(Duration::from_secs(60)).await;
     ch.start().await;
     // the tenant's agent gets through again a few seconds after the recovery
