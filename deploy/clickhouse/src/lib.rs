@@ -114,9 +114,16 @@ pub struct ClickHouseSettings {
     /// must be false on 18.16.
     #[serde(default)]
     pub validate_rows: bool,
-    /// Per-request timeout.
+    /// Per-request timeout (the server aborts queries that run longer).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Client side: the longest wait to connect to the server.
+    #[serde(with = "humantime_serde", default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Client side: the longest a call waits for the server to read or send a byte; then it
+    /// fails (a hung or partitioned server never blocks a caller for longer).
+    #[serde(with = "humantime_serde", default = "default_io_timeout")]
+    pub io_timeout: Duration,
     /// Cluster name (`remote_servers` in the servers' config) for a clustered ClickHouse:
     /// migrations then run `ON CLUSTER` with `Replicated*` engines behind `Distributed` tables.
     /// Empty for one server.
@@ -126,6 +133,14 @@ pub struct ClickHouseSettings {
     /// by a private CA; empty: the public web PKI roots (webpki-roots).
     #[serde(default)]
     pub tls_ca: std::path::PathBuf,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(40)
 }
 
 fn empty_secret() -> SecretString {
@@ -141,6 +156,8 @@ impl Default for ClickHouseSettings {
             password: empty_secret(),
             validate_rows: false,
             request_timeout: Duration::from_secs(30),
+            connect_timeout: default_connect_timeout(),
+            io_timeout: default_io_timeout(),
             cluster: String::new(),
             tls_ca: std::path::PathBuf::new(),
         }
@@ -154,14 +171,11 @@ impl ClickHouseSettings {
         Ok(self.server_client()?.with_database(&self.database))
     }
 
-    /// A client not bound to a database (for `CREATE DATABASE`). Fails only when `tls_ca` is
-    /// set and unusable.
+    /// A client not bound to a database (for `CREATE DATABASE`), with the client-side
+    /// timeouts. Fails only when `tls_ca` is set and unusable.
     pub fn server_client(&self) -> Result<clickhouse::Client, ClickHouseError> {
-        let base = if self.tls_ca.as_os_str().is_empty() {
-            clickhouse::Client::default()
-        } else {
-            tls::client(&self.tls_ca)?
-        };
+        let ca = (!self.tls_ca.as_os_str().is_empty()).then_some(self.tls_ca.as_path());
+        let base = tls::client(ca, self.connect_timeout, self.io_timeout)?;
         let mut client = base
             .with_url(&self.url)
             .with_user(&self.user)

@@ -319,6 +319,22 @@ pub struct LaunchRequestRow {
     pub max_fallbacks: u32,
 }
 
+/// One row of `launch_outbox`: a job as published to the launchers, and whether RabbitMQ
+/// confirmed it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LaunchOutboxRow {
+    /// The job id.
+    pub job_id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Accepted at, seconds (the job's `created_at`; the dispatched row repeats it).
+    pub created_at: u32,
+    /// The encoded `capsight.v1.LaunchJob`, hex.
+    pub job: String,
+    /// 1 once the broker confirmed the job.
+    pub dispatched: u8,
+}
+
 /// One row of `launch_cancellations`.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct LaunchCancellationRow {

@@ -234,6 +234,58 @@ pub const LAUNCH_LIVE: Statement = Statement {
     samples: &[Sample::Str(""), Sample::Str("")],
 };
 
+/// Outbox jobs to (re-)publish: accepted within the look-back (since, unix seconds) but
+/// before the grace (until, unix seconds), never confirmed by the broker, recorded in
+/// `launch_requests` and not picked up by a launcher (no transition past seq 0); at most
+/// `limit`, oldest first.
+pub const LAUNCH_OUTBOX_PENDING: Statement = Statement {
+    name: "launch.outbox_pending",
+    sql: "SELECT job_id, tenant, min(created_at) AS c, argMax(job, dispatched), \
+          max(dispatched) AS d FROM launch_outbox \
+          WHERE created_at >= toDateTime(?) AND created_at <= toDateTime(?) \
+          AND (tenant, job_id) IN (SELECT tenant, job_id FROM launch_requests \
+          WHERE created_at >= toDateTime(?)) \
+          AND (tenant, job_id) NOT IN (SELECT tenant, job_id FROM launch_events \
+          WHERE at >= toDateTime(?) AND seq > 0) \
+          GROUP BY tenant, job_id HAVING d = 0 ORDER BY c LIMIT ?",
+    fields: &[],
+    samples: &[
+        Sample::UInt(0),
+        Sample::UInt(0),
+        Sample::UInt(0),
+        Sample::UInt(0),
+        Sample::UInt(100),
+    ],
+};
+
+/// One job's outbox state: tenant, job; `(job hex, dispatched)` when it has a row.
+pub const LAUNCH_OUTBOX_JOB: Statement = Statement {
+    name: "launch.outbox_job",
+    sql: "SELECT argMax(job, dispatched), max(dispatched) FROM launch_outbox \
+          WHERE tenant = ? AND job_id = ? GROUP BY tenant, job_id",
+    fields: &[],
+    samples: &[TENANT, JOB],
+};
+
+/// Tenants and regions launches touched since (unix seconds): where the reconciler looks for
+/// instances tagged with a job.
+pub const RECONCILE_SCOPES: Statement = Statement {
+    name: "launch.reconcile_scopes",
+    sql: "SELECT DISTINCT tenant, region FROM launch_events \
+          WHERE at >= toDateTime(?) AND region != '' ORDER BY tenant, region",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// The latest transition of each of a tenant's jobs: tenant, job ids.
+pub const LAUNCH_LATEST_OF_JOBS: Statement = Statement {
+    name: "launch.latest_of_jobs",
+    sql: "SELECT job_id, argMax(state, seq) FROM launch_events \
+          WHERE tenant = ? AND has(?, job_id) GROUP BY job_id",
+    fields: &[],
+    samples: &[TENANT, JOBS],
+};
+
 /// Instance counts of a tenant's jobs: tenant, job ids.
 pub const LAUNCH_COUNTS: Statement = Statement {
     name: "launch.counts",
@@ -400,6 +452,10 @@ pub const ALL: &[Statement] = &[
     LAUNCH_CANCEL_REQUESTED,
     LAUNCH_LIVE,
     LAUNCH_COUNTS,
+    LAUNCH_OUTBOX_PENDING,
+    LAUNCH_OUTBOX_JOB,
+    RECONCILE_SCOPES,
+    LAUNCH_LATEST_OF_JOBS,
     LATEST_SCORES,
     ENDED_WITH_STANDBY,
     GPU_HOURS_MONTHLY,

@@ -14,6 +14,8 @@
 //!   launcher;
 //! * [`submit`]: the use case behind `LaunchService.Launch` (validate, idempotency, record,
 //!   enqueue);
+//! * [`outbox`]: accepted jobs reach the queue exactly once in effect (the gateway's dispatch,
+//!   the launchers' sweep of undispatched jobs);
 //! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch;
 //! * [`metrics`]: transitions, time in state and fallbacks, recorded by the store.
 //!
@@ -25,6 +27,7 @@ pub mod ids;
 pub mod locks;
 pub mod manage;
 pub mod metrics;
+pub mod outbox;
 pub mod queue;
 pub mod quota;
 pub mod spec;

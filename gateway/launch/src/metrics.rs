@@ -33,8 +33,25 @@ pub const FALLBACKS_TOTAL: Metric = Metric::counter(
     "Provisioning attempts on an alternative key after a capacity error (attempt > 1)",
 );
 
+/// Jobs published by the outbox sweep.
+pub const OUTBOX_PUBLISHED_TOTAL: Metric = Metric::counter(
+    "capsight_launch_outbox_published_total",
+    &[],
+    "Accepted launch jobs the outbox sweep published because the gateway never dispatched them",
+);
+
 /// The metrics of this crate.
-pub const METRICS: &[Metric] = &[TRANSITIONS_TOTAL, STATE_SECONDS, FALLBACKS_TOTAL];
+pub const METRICS: &[Metric] = &[
+    TRANSITIONS_TOTAL,
+    STATE_SECONDS,
+    FALLBACKS_TOTAL,
+    OUTBOX_PUBLISHED_TOTAL,
+];
+
+/// Counts a job the outbox sweep published.
+pub fn outbox_published() {
+    metrics::counter!(OUTBOX_PUBLISHED_TOTAL.name).increment(1);
+}
 
 /// Most jobs whose latest transition a process remembers (beyond it, it forgets them all:
 /// their next time in state is not observed).

@@ -5,11 +5,14 @@
 //! runs the preflight first) can answer retries and refuse bad requests before deciding;
 //! [`Submit::submit`] validates the request (spec against the catalog, constraints,
 //! standby, lifetimes, fallbacks: every rejection names its field), derives the job id (a new
-//! UUIDv7, or, with an idempotency key, a UUIDv5 of (tenant, key) — a retry with the same key
-//! answers the job's recorded state and submits nothing), records the request and its
-//! `queued` transition (seq 0), then publishes the job with publisher confirms. If the queue
-//! refuses, the job never reached a launcher, so seq 1 (`failed`, transient) is written here and
-//! the error returned.
+//! UUIDv7, or, with an idempotency key, a UUIDv5 of (tenant, key)), writes the job to the
+//! outbox ([`crate::outbox`]), records the request and its `queued` transition (seq 0), then
+//! publishes the job with publisher confirms and marks it dispatched. Once recorded the job is
+//! accepted: a publish that fails or times out is logged, not returned — the launchers' outbox
+//! sweep publishes it — and the gateway never writes past seq 0 (the launcher may be writing
+//! seq 1 already), so the client is never told to submit again and nothing launches twice.
+//! A retry with the same idempotency key submits nothing: it answers the job's recorded state
+//! and, when the job is still queued and was never dispatched, publishes it now.
 
 use capsight_catalog::Catalog;
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
@@ -21,7 +24,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     JobId,
-    queue::{JobPublisher, QueueError},
+    outbox::{self, Outbox},
+    queue::JobPublisher,
     spec::{self, Constraints, Spec},
     store::{Store, StoreError},
 };
@@ -37,12 +41,9 @@ pub enum SubmitError {
     /// A request field is invalid (named).
     #[error(transparent)]
     Invalid(#[from] FieldError),
-    /// ClickHouse failed.
+    /// ClickHouse failed before the job was recorded (nothing accepted; safe to retry).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// RabbitMQ refused or did not confirm; the job is recorded `failed` and may be resubmitted.
-    #[error(transparent)]
-    Queue(#[from] QueueError),
 }
 
 /// An accepted (or, with an idempotency key, already known) launch.
@@ -80,10 +81,21 @@ impl Submit<'_> {
             return Ok(None);
         }
         let id = idempotent_job_id(tenant, idempotency_key)?;
-        Ok(self.store.launch(tenant, id.as_str()).await?.map(|known| {
-            let state = known.events.last().map_or(LaunchState::Queued, |e| e.state);
-            Submitted { job_id: id, state }
-        }))
+        let Some(known) = self.store.launch(tenant, id.as_str()).await? else {
+            return Ok(None);
+        };
+        let state = known.events.last().map_or(LaunchState::Queued, |e| e.state);
+        if known.events.iter().all(|e| e.seq == 0) {
+            // accepted, never picked up: publish it unless it was dispatched
+            let outbox = Outbox {
+                store: self.store,
+                queue: self.queue,
+            };
+            if let Err(e) = outbox.redispatch(tenant, id.as_str()).await {
+                tracing::warn!(error = %e, job_id = %id, "retried job not re-published now; the outbox sweep will");
+            }
+        }
+        Ok(Some(Submitted { job_id: id, state }))
     }
 
     /// The request's spec and constraints, validated with every other field (each rejection
@@ -161,15 +173,6 @@ impl Submit<'_> {
             idle_ttl_secs: req.idle_ttl_seconds,
             max_fallbacks: req.max_fallbacks,
         };
-        let event = |seq, state, detail: &str| {
-            transition(job_id.as_str(), tenant, &spec.key, seq, state, detail)
-        };
-        self.store
-            .record_launch(
-                &request_row,
-                &event(0, LaunchState::Queued, "accepted by the gateway"),
-            )
-            .await?;
         let job = v1::LaunchJob {
             job_id: job_id.to_string(),
             tenant: tenant.to_owned(),
@@ -183,20 +186,33 @@ impl Submit<'_> {
             idle_ttl_seconds: req.idle_ttl_seconds,
             preflight_decision: 0,
         };
-        if let Err(e) = self.queue.publish(&job).await {
-            // the job never reached the launcher, so seq 1 is ours to write
-            let failed = LaunchEventRow {
-                error_class: "transient".into(),
-                ..event(
-                    1,
-                    LaunchState::Failed,
-                    "could not enqueue the job (RabbitMQ unavailable); submit again",
-                )
-            };
-            if let Err(e2) = self.store.append(&failed).await {
-                tracing::error!(error = %e2, %job_id, "cannot record the enqueue failure");
-            }
-            return Err(e.into());
+        // the outbox row first: a recorded request always has its job to publish
+        let pending = outbox::row(&job, now, false);
+        self.store.record_outbox(&pending).await?;
+        self.store
+            .record_launch(
+                &request_row,
+                &transition(
+                    job_id.as_str(),
+                    tenant,
+                    &spec.key,
+                    0,
+                    LaunchState::Queued,
+                    "accepted by the gateway",
+                ),
+            )
+            .await?;
+        let outbox = Outbox {
+            store: self.store,
+            queue: self.queue,
+        };
+        if let Err(e) = outbox.dispatch(&job, &pending).await {
+            // accepted all the same: the launchers' outbox sweep publishes it
+            tracing::warn!(error = %e, %job_id, tenant, "launch job recorded but not published; the outbox sweep will publish it");
+            return Ok(Submitted {
+                job_id,
+                state: LaunchState::Queued,
+            });
         }
         tracing::info!(%job_id, tenant, key = %spec.key, count = spec.count, "launch job queued");
         Ok(Submitted {

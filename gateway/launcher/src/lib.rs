@@ -20,6 +20,7 @@
 pub mod lifecycle;
 pub mod metrics;
 pub use capsight_launch::locks;
+pub mod reconcile;
 pub mod settings;
 pub mod standby;
 pub use capsight_launch::{quota, store};
@@ -88,6 +89,29 @@ pub async fn run_on_aws(
     run(config, catalog, clouds, shutdown).await
 }
 
+/// Publishes, every `settings.interval` until `shutdown`, the accepted jobs the gateway never
+/// dispatched ([`capsight_launch::outbox`]).
+async fn sweep_outbox(
+    store: store::Store,
+    amqp: capsight_amqp::AmqpSettings,
+    settings: capsight_launch::outbox::OutboxSettings,
+    shutdown: Shutdown,
+) {
+    let queue = capsight_launch::queue::JobPublisher::new(amqp, settings.publish_timeout);
+    let outbox = capsight_launch::outbox::Outbox {
+        store: &store,
+        queue: &queue,
+    };
+    capsight_runtime::periodic::every(settings.interval, false, &shutdown, || async {
+        match outbox.sweep(chrono::Utc::now(), &settings).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "outbox sweep published undispatched jobs"),
+            Err(e) => tracing::warn!(error = %e, "outbox sweep failed; retrying next time"),
+        }
+    })
+    .await;
+}
+
 /// Builds the worker from `config` and runs it until `shutdown` fires; then flushes the
 /// launch-attempt signals.
 pub async fn run(
@@ -113,6 +137,20 @@ pub async fn run(
         config.launcher.lifecycle.clone(),
     );
     let reaper = tokio::spawn(reaper.run(false, shutdown.clone()));
+    let reconciler = reconcile::Reconciler::new(
+        store.clone(),
+        Arc::clone(&clouds),
+        registry.clone(),
+        config.launcher.reconcile.clone(),
+        config.launcher.crash_after.clone(),
+    );
+    let reconciler = tokio::spawn(reconciler.run(shutdown.clone()));
+    let outbox = tokio::spawn(sweep_outbox(
+        store.clone(),
+        config.amqp.clone(),
+        config.launcher.outbox.clone(),
+        shutdown.clone(),
+    ));
     let standby = standby::Standby::new(
         store.clone(),
         Arc::clone(&clouds),
@@ -154,6 +192,8 @@ pub async fn run(
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
     let _ = reaper.await;
+    let _ = reconciler.await;
+    let _ = outbox.await;
     let standby = standby.await;
     signals.flush(Duration::from_secs(30)).await?;
     if let Ok(Err(e)) = standby {

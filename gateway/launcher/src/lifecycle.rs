@@ -14,6 +14,10 @@
 //!   retries; terminating an instance twice is harmless, so a crash between the two steps is too.
 //! * Every replica may run the reaper; two replicas reaping the same job terminate the same
 //!   instances and write the same next seq, which `ReplacingMergeTree` collapses.
+//! * Heartbeats capsight failed to record never make a launch idle: idleness also counts from
+//!   the moment this reaper could last have missed one — its start (it does not know what
+//!   happened before) and the end of the latest ClickHouse outage it saw (a sweep failed, then
+//!   one succeeded) — so after an outage every launch gets a whole idle TTL to heartbeat again.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -159,6 +163,8 @@ pub struct Facts {
     pub max_lifetime_secs: u64,
     /// Idle TTL, seconds; 0 = never.
     pub idle_ttl_secs: u64,
+    /// Since when capsight could record every heartbeat (see the module contract).
+    pub heard_since: u64,
 }
 
 /// Whether a launch with `facts` must end at `now` (pure). The lifetime wins over idleness
@@ -173,7 +179,8 @@ pub fn verdict(now: u64, facts: &Facts) -> Option<Reason> {
     if facts.idle_ttl_secs > 0 {
         let active = facts
             .last_heartbeat
-            .map_or(facts.running_since, |h| h.max(facts.running_since));
+            .map_or(facts.running_since, |h| h.max(facts.running_since))
+            .max(facts.heard_since);
         let idle = now.saturating_sub(active);
         if idle >= facts.idle_ttl_secs {
             return Some(Reason::Idle {
@@ -202,6 +209,14 @@ struct JobLimits {
 
 type JobKey = (String, String);
 
+/// Running launches, their running times, latest heartbeats and (lifetime, idle TTL).
+type Read = (
+    Vec<LiveLaunch>,
+    BTreeMap<JobKey, u32>,
+    BTreeMap<JobKey, u32>,
+    BTreeMap<JobKey, (u64, u64)>,
+);
+
 /// One time per job of `ids` from `sql` (selecting `tenant, job_id, t`, one `?` for the ids).
 async fn job_times(
     client: &clickhouse::Client,
@@ -218,6 +233,15 @@ async fn job_times(
         .collect())
 }
 
+/// Whether the store could be read, as the reaper saw it.
+#[derive(Debug)]
+struct Hearing {
+    /// Since when (unix seconds) no outage was seen.
+    since: u64,
+    /// The latest sweep failed.
+    failing: bool,
+}
+
 /// The reaper.
 #[derive(Debug, Clone)]
 pub struct Reaper {
@@ -225,6 +249,11 @@ pub struct Reaper {
     clouds: Arc<dyn TenantClouds>,
     registry: SharedRegistry,
     settings: LifecycleSettings,
+    hearing: Arc<std::sync::Mutex<Hearing>>,
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }
 
 impl Reaper {
@@ -240,7 +269,29 @@ impl Reaper {
             clouds,
             registry,
             settings,
+            hearing: Arc::new(std::sync::Mutex::new(Hearing {
+                since: unix_now(),
+                failing: false,
+            })),
         }
+    }
+
+    /// Notes the outcome of reading the store at `now`; returns since when no outage was seen.
+    fn heard(&self, ok: bool, now: u64) -> u64 {
+        let mut h = self
+            .hearing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !ok {
+            h.failing = true;
+        } else if h.failing {
+            h.failing = false;
+            h.since = now;
+            tracing::info!(
+                "ClickHouse readable again: idle launches get a whole idle TTL from now"
+            );
+        }
+        h.since
     }
 
     /// Sweeps every `interval` until `shutdown` (one sweep with `once`).
@@ -260,23 +311,12 @@ impl Reaper {
 
     /// One sweep: the launches it terminated, with the reason.
     pub async fn sweep(&self) -> Result<Vec<(String, Reason)>, LifecycleError> {
-        let running: Vec<LiveLaunch> = self.store.running_launches().await?;
-        if running.is_empty() {
+        let now = unix_now();
+        let read = self.read().await;
+        let heard_since = self.heard(read.is_ok(), now);
+        let Some((running, since, beats, limits)) = read? else {
             return Ok(Vec::new());
-        }
-        let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
-        let client = self.store.client();
-        let since = job_times(client, sql::RUNNING_SINCE.sql, &ids).await?;
-        let beats = job_times(client, sql::LAST_HEARTBEATS.sql, &ids).await?;
-        let limits: BTreeMap<JobKey, (u64, u64)> = client
-            .query(sql::JOB_LIMITS.sql)
-            .bind(&ids)
-            .fetch_all::<JobLimits>()
-            .await?
-            .into_iter()
-            .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
-            .collect();
-        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        };
         let mut reaped = Vec::new();
         for l in running {
             let key = (l.tenant.clone(), l.job_id.clone());
@@ -293,6 +333,7 @@ impl Reaper {
                     self.settings.default_max_lifetime.as_secs()
                 },
                 idle_ttl_secs: idle_ttl,
+                heard_since,
             };
             let Some(reason) = verdict(now, &facts) else {
                 continue;
@@ -309,6 +350,28 @@ impl Reaper {
             }
         }
         Ok(reaped)
+    }
+
+    /// The running launches with their running times, latest heartbeats and limits; `None`
+    /// when none runs.
+    async fn read(&self) -> Result<Option<Read>, LifecycleError> {
+        let running: Vec<LiveLaunch> = self.store.running_launches().await?;
+        if running.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
+        let client = self.store.client();
+        let since = job_times(client, sql::RUNNING_SINCE.sql, &ids).await?;
+        let beats = job_times(client, sql::LAST_HEARTBEATS.sql, &ids).await?;
+        let limits: BTreeMap<JobKey, (u64, u64)> = client
+            .query(sql::JOB_LIMITS.sql)
+            .bind(&ids)
+            .fetch_all::<JobLimits>()
+            .await?
+            .into_iter()
+            .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
+            .collect();
+        Ok(Some((running, since, beats, limits)))
     }
 
     /// Terminates every instance of the job and records `terminated`; false when the job is
@@ -393,6 +456,7 @@ mod tests {
             last_heartbeat: beat,
             max_lifetime_secs: max,
             idle_ttl_secs: idle,
+            heard_since: 0,
         }
     }
 
@@ -425,6 +489,28 @@ mod tests {
         // lifetime wins when both apply
         assert!(matches!(
             verdict(2_000, &facts(500, 300, None)),
+            Some(Reason::MaxLifetime { .. })
+        ));
+    }
+
+    #[test]
+    fn an_outage_on_capsight_side_restarts_the_idle_clock() {
+        // no heartbeat since 1_200, TTL 300: idle at 1_500 ...
+        assert!(verdict(1_500, &facts(0, 300, Some(1_200))).is_some());
+        // ... unless capsight could not record heartbeats until 1_400
+        let after_outage = Facts {
+            heard_since: 1_400,
+            ..facts(0, 300, Some(1_200))
+        };
+        assert_eq!(verdict(1_500, &after_outage), None);
+        assert!(verdict(1_700, &after_outage).is_some());
+        // the lifetime is not extended
+        let capped = Facts {
+            heard_since: 1_400,
+            ..facts(500, 300, Some(1_200))
+        };
+        assert!(matches!(
+            verdict(1_500, &capped),
             Some(Reason::MaxLifetime { .. })
         ));
     }

@@ -40,6 +40,12 @@ pub const REAPER_TERMINATIONS_TOTAL: Metric = Metric::counter(
     &["reason"],
     "Launches the lifecycle reaper terminated, by reason (max_lifetime, idle)",
 );
+/// What the reconciler fixed.
+pub const RECONCILED_TOTAL: Metric = Metric::counter(
+    "capsight_launcher_reconciled_total",
+    &["kind"],
+    "Differences the reconciler fixed: leaked (an instance terminated because its job ended or is unknown), vanished (a running launch ended because its instances are gone)",
+);
 
 /// The metrics of this crate.
 pub const METRICS: &[Metric] = &[
@@ -48,7 +54,13 @@ pub const METRICS: &[Metric] = &[
     STANDBY_SWITCHES_TOTAL,
     STANDBY_SWITCH_SECONDS,
     REAPER_TERMINATIONS_TOTAL,
+    RECONCILED_TOTAL,
 ];
+
+/// Counts a difference the reconciler fixed (`leaked`, `vanished`).
+pub fn reconciled(kind: &'static str) {
+    metrics::counter!(RECONCILED_TOTAL.name, "kind" => kind).increment(1);
+}
 
 /// Sets [`JOBS`] and [`OLDEST_PROVISIONING_SECONDS`] from the live launches at `now` (unix
 /// seconds).

@@ -54,6 +54,12 @@ pub struct LauncherSettings {
     /// `[launcher.standby]`: warm standby for spot work.
     #[serde(default)]
     pub standby: crate::standby::StandbySettings,
+    /// `[launcher.outbox]`: publishing accepted jobs the gateway never dispatched.
+    #[serde(default)]
+    pub outbox: capsight_launch::outbox::OutboxSettings,
+    /// `[launcher.reconcile]`: the cloud's tagged instances against the jobs.
+    #[serde(default)]
+    pub reconcile: crate::reconcile::ReconcileSettings,
 }
 
 impl Default for LauncherSettings {
@@ -72,6 +78,8 @@ impl Default for LauncherSettings {
             health_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9472)),
             lifecycle: crate::lifecycle::LifecycleSettings::default(),
             standby: crate::standby::StandbySettings::default(),
+            outbox: capsight_launch::outbox::OutboxSettings::default(),
+            reconcile: crate::reconcile::ReconcileSettings::default(),
         }
     }
 }

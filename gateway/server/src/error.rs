@@ -111,7 +111,6 @@ impl From<capsight_launch::submit::SubmitError> for GatewayError {
         match e {
             SubmitError::Invalid(f) => Self::Invalid(f),
             SubmitError::Store(s) => s.into(),
-            SubmitError::Queue(q) => q.into(),
         }
     }
 }

@@ -15,7 +15,8 @@
 //! * [`broker`]: a private Kafka-protocol broker (tansu) a test may pause (`SIGSTOP`), kill and
 //!   restart without disturbing other tests, optionally behind a [`broker::KafkaProxy`] that
 //!   sees every request's API key (to inject a fault at an exact protocol step, e.g. during an
-//!   offset commit); [`rabbit`]: a private RabbitMQ node to restart;
+//!   offset commit); [`rabbit`]: a private RabbitMQ node to restart; [`private_clickhouse`]: a
+//!   private ClickHouse server to stop (kill) and restart;
 //! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service.
 //!
 //! Tests that need a service fail loudly when it is missing; nothing here skips a test.
@@ -34,6 +35,7 @@ pub mod fixtures;
 pub mod grpc;
 pub mod kafka;
 pub mod launches;
+pub mod private_clickhouse;
 pub mod process;
 pub mod rabbit;
 pub mod sandbox;

@@ -159,7 +159,8 @@ impl Standby {
         };
         let mut r = LaunchRequest::new(itype, zone, req.image_id.clone(), token)
             .count(req.count.max(1))
-            .tag("capsight:job", last.job_id.clone());
+            .tag("capsight:job", last.job_id.clone())
+            .tag("capsight:tenant", last.tenant.clone());
         if !req.subnet_id.is_empty() {
             r.subnet_id = Some(req.subnet_id.clone());
         }

@@ -22,6 +22,8 @@
 //!   keys not yet tried, never capacity blocks) up to `max_fallbacks`; throttled and transient
 //!   errors are retried through the retry queue, at most `launcher.max_retries` times; other
 //!   cloud errors (quota, permission, ...) fail the job with the cloud's class and code.
+//! * ClickHouse (the launch store) unavailable: the job goes through the retry queue without
+//!   counting a retry (header `capsight-store-waits`), however long the outage lasts.
 //! * Poison (undecodable or invalid job) is published to the dead-letter exchange with the
 //!   reason in the `capsight-dead-reason` header, then acknowledged.
 
@@ -81,19 +83,24 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub const RETRIES_HEADER: &str = "capsight-retries";
 /// Header counting how often a job waited because its tenant was at its share.
 pub const DEFERRALS_HEADER: &str = "capsight-deferrals";
+/// Header counting how often a job waited because ClickHouse was unavailable.
+pub const STORE_WAITS_HEADER: &str = "capsight-store-waits";
 
 /// Why a job could not be finished now.
 #[derive(Debug)]
 enum Fail {
-    /// Try again later (retry queue).
+    /// Try again later (retry queue), counted against `launcher.max_retries`.
     Retry(String),
+    /// capsight's own store is unavailable: try again later (retry queue) without counting a
+    /// retry, so a ClickHouse outage of any length never fails (or loses) a job.
+    Unavailable(String),
     /// Never processable: dead-letter with this reason.
     Dead(String),
 }
 
 impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
-        Self::Retry(e.to_string())
+        Self::Unavailable(e.to_string())
     }
 }
 
@@ -384,6 +391,12 @@ impl Launcher {
                     self.via_retry_queue(&delivery, publish, RETRIES_HEADER, retries)
                         .await
                 }
+            }
+            Err((Fail::Unavailable(reason), _)) => {
+                let waits = header_u32(&delivery.properties, STORE_WAITS_HEADER);
+                tracing::warn!(waits, %reason, "the launch store is unavailable; the job waits in the retry queue");
+                self.via_retry_queue(&delivery, publish, STORE_WAITS_HEADER, waits)
+                    .await
             }
             Err((Fail::Dead(reason), job)) => {
                 if let Some((tenant, job_id)) = &job {

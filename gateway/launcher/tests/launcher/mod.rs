@@ -64,12 +64,17 @@ pub struct Harness {
 impl Harness {
     /// The sandbox with [`scenario`]`(slow_provisioning)` at 60 simulated seconds a second.
     pub async fn start(slow_provisioning: &str) -> Self {
+        Self::start_with(scenario(slow_provisioning)).await
+    }
+
+    /// The sandbox with `scenario` at 60 simulated seconds a second.
+    pub async fn start_with(scenario: Scenario) -> Self {
         let sandbox = fixtures::launcher_world("launcher")
             .tenants([
                 tenant(ACME).role(ROLE_ACME, "ext-acme"),
                 tenant(CAPPED).role(ROLE_ACME, "ext-acme").gpu_quota(8),
             ])
-            .cloudsim(Sim::builder(scenario(slow_provisioning)).time_scale(60.0))
+            .cloudsim(Sim::builder(scenario).time_scale(60.0))
             .start()
             .await;
         Self {

@@ -1,0 +1,387 @@
+//! The reconciler: no instance outlives its job, and no job runs without an instance.
+//!
+//! Every `launcher.reconcile.interval` it compares, per tenant account and region that launches
+//! touched within `launcher.reconcile.lookback` (plus the regions of running launches), the
+//! cloud's instances tagged `capsight:job` with the jobs' recorded states, and fixes what
+//! differs:
+//! * **Leaked instances**: a live instance (pending, running, stopping, stopped) tagged with this
+//!   tenant (`capsight:tenant`) whose job is `failed`, `cancelled` or `terminated` — or that no
+//!   job of the tenant knows, once older than `orphan_grace` — is terminated (e.g. retries ran
+//!   out after `RunInstances` succeeded). Instances tagged with another tenant (an account two
+//!   tenants share) are left to that tenant's pass; `provisioning` and `running` jobs own theirs.
+//! * **Vanished instances**: a `running` job none of whose tagged instances is live any more
+//!   (a spot interruption with no warm standby, an instance terminated outside capsight), whose
+//!   latest transition is older than `gone_grace` (so a warm standby switching over is never
+//!   overtaken), ends `terminated` with the reason, so its GPU-hours stop counting. Anything the
+//!   job still names is terminated first.
+//!
+//! Crash and replica safety: the cloud call comes first and is idempotent (terminating a gone
+//! instance is harmless), the transition is appended with [`Store::append_next`] (nothing after
+//! a final state; two replicas writing the same next seq collapse in `ReplacingMergeTree`), so a
+//! crash at any point, or several launchers reconciling at once, converges to the same result.
+//!
+//! Cost: one `DescribeInstances` (tag filter) per (tenant, region) in scope and one
+//! `launch_events` read bound to the job ids found, per sweep; the running launches come from
+//! the same query the lifecycle reaper uses.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use capsight_clickhouse::sql;
+use capsight_cloud::{Instance, InstanceId, InstanceState, tenants::TenantClouds};
+use capsight_proto::domain::LaunchState;
+use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::SharedRegistry;
+use chrono::Utc;
+use serde::Deserialize;
+
+use crate::{
+    lifecycle::{LifecycleError, adapter_for, terminate_all},
+    store::{LiveLaunch, Store, follow_up},
+};
+
+/// The tag naming an instance's job.
+pub const JOB_TAG: &str = "capsight:job";
+/// The tag naming an instance's tenant.
+pub const TENANT_TAG: &str = "capsight:tenant";
+
+/// `[launcher.reconcile]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// How often the cloud's tagged instances are compared with the jobs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How far back launches count to choose the (tenant, region) pairs looked at.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// How long a running job's latest transition must be old before its vanished instances
+    /// end it (longer than a warm standby takes to switch over).
+    #[serde(with = "humantime_serde")]
+    pub gone_grace: Duration,
+    /// How old an instance tagged with a job no one knows must be before it is terminated.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(60),
+            lookback: Duration::from_secs(7 * 86_400),
+            gone_grace: Duration::from_secs(300),
+            orphan_grace: Duration::from_secs(900),
+        }
+    }
+}
+
+/// What one sweep fixed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Leaked instances terminated, with their job.
+    pub leaked: Vec<(String, String)>,
+    /// Running jobs ended because their instances vanished.
+    pub vanished: Vec<String>,
+}
+
+/// What the reconciler does about one tagged, live instance of the tenant (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its job owns it (queued .. running, or unknown but young).
+    Keep,
+    /// Terminate it: its job ended, or no job knows it.
+    Terminate,
+}
+
+/// The verdict on a live instance of a job whose latest state is `state` (`None`: the tenant
+/// has no such job), launched `age` ago.
+pub fn verdict(state: Option<LaunchState>, age: Duration, orphan_grace: Duration) -> Verdict {
+    match state {
+        Some(s) if s.is_terminal() => Verdict::Terminate,
+        Some(_) => Verdict::Keep,
+        None if age >= orphan_grace => Verdict::Terminate,
+        None => Verdict::Keep,
+    }
+}
+
+/// Whether an instance in `state` still runs or can run again.
+pub fn is_live(state: &InstanceState) -> bool {
+    !matches!(
+        state,
+        InstanceState::Terminated | InstanceState::ShuttingDown
+    )
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Scope {
+    tenant: String,
+    region: String,
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct Latest {
+    job_id: String,
+    #[serde(with = "capsight_proto::domain::launch_state_text")]
+    state: LaunchState,
+}
+
+/// The reconciler.
+#[derive(Debug, Clone)]
+pub struct Reconciler {
+    store: Store,
+    clouds: Arc<dyn TenantClouds>,
+    registry: SharedRegistry,
+    settings: ReconcileSettings,
+    /// `launcher.crash_after`: `reconciled` kills the process after the cloud call, before the
+    /// transition is recorded (tests).
+    crash_after: String,
+}
+
+impl Reconciler {
+    /// A reconciler over the launcher's store, tenants' clouds and registry.
+    pub fn new(
+        store: Store,
+        clouds: Arc<dyn TenantClouds>,
+        registry: SharedRegistry,
+        settings: ReconcileSettings,
+        crash_after: String,
+    ) -> Self {
+        Self {
+            store,
+            clouds,
+            registry,
+            settings,
+            crash_after,
+        }
+    }
+
+    /// Sweeps every `interval` until `shutdown`.
+    pub async fn run(self, shutdown: Shutdown) {
+        capsight_runtime::periodic::every(self.settings.interval, false, &shutdown, || async {
+            match self.sweep().await {
+                Ok(r) if r != Reconciled::default() => {
+                    tracing::info!(
+                        leaked = r.leaked.len(),
+                        vanished = r.vanished.len(),
+                        "reconciled launches with the cloud"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reconcile sweep failed; retrying next time"),
+            }
+        })
+        .await;
+    }
+
+    /// One sweep over every (tenant, region) in scope; a scope that fails is logged and skipped.
+    pub async fn sweep(&self) -> Result<Reconciled, LifecycleError> {
+        let since = Utc::now()
+            - chrono::Duration::from_std(self.settings.lookback)
+                .unwrap_or(chrono::Duration::days(7));
+        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> = self
+            .store
+            .client()
+            .query(sql::RECONCILE_SCOPES.sql)
+            .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
+            .fetch_all::<Scope>()
+            .await?
+            .into_iter()
+            .map(|s| ((s.tenant, s.region), Vec::new()))
+            .collect();
+        for l in self.store.running_launches().await? {
+            scopes
+                .entry((l.tenant.clone(), l.region.clone()))
+                .or_default()
+                .push(l);
+        }
+        let mut done = Reconciled::default();
+        for ((tenant, region), running) in scopes {
+            if let Err(e) = self.scope(&tenant, &region, &running, &mut done).await {
+                tracing::warn!(tenant, region, error = %e, "cannot reconcile a tenant's region; next sweep");
+            }
+        }
+        Ok(done)
+    }
+
+    async fn scope(
+        &self,
+        tenant: &str,
+        region: &str,
+        running: &[LiveLaunch],
+        done: &mut Reconciled,
+    ) -> Result<(), LifecycleError> {
+        let adapter = adapter_for(&self.registry, self.clouds.as_ref(), tenant, region, "").await?;
+        let tagged = adapter.describe_tagged(JOB_TAG).await?;
+        let mut by_job: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
+        for i in &tagged {
+            if let Some(job) = i.tags.get(JOB_TAG) {
+                by_job.entry(job.clone()).or_default().push(i);
+            }
+        }
+        // leaked: live instances of this tenant whose job ended or is unknown
+        let mine: Vec<String> = by_job
+            .iter()
+            .filter(|(_, is)| {
+                is.iter().any(|i| {
+                    is_live(&i.state) && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
+                })
+            })
+            .map(|(j, _)| j.clone())
+            .collect();
+        let states: BTreeMap<String, Latest> = if mine.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.store
+                .client()
+                .query(sql::LAUNCH_LATEST_OF_JOBS.sql)
+                .bind(tenant)
+                .bind(&mine)
+                .fetch_all::<Latest>()
+                .await?
+                .into_iter()
+                .map(|l| (l.job_id.clone(), l))
+                .collect()
+        };
+        let now = Utc::now();
+        for job in &mine {
+            let state = states.get(job).map(|l| l.state);
+            let leaked: Vec<InstanceId> = by_job[job]
+                .iter()
+                .filter(|i| {
+                    is_live(&i.state) && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
+                })
+                .filter(|i| {
+                    let age = i
+                        .launch_time
+                        .map_or(Duration::MAX, |t| (now - t).to_std().unwrap_or_default());
+                    verdict(state, age, self.settings.orphan_grace) == Verdict::Terminate
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            if leaked.is_empty() {
+                continue;
+            }
+            match adapter.terminate(&leaked).await {
+                Ok(_) => {
+                    let what = state.map_or("unknown", |s| s.as_str());
+                    for id in &leaked {
+                        tracing::warn!(job_id = job, tenant, instance = %id, job_state = what, "terminated an instance that outlived its job");
+                        crate::metrics::reconciled("leaked");
+                        done.leaked.push((job.clone(), id.as_str().to_owned()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = job, tenant, error = %e, "cannot terminate leaked instances; next sweep");
+                }
+            }
+        }
+        // vanished: running jobs none of whose tagged instances is live
+        for l in running {
+            let live = by_job
+                .get(&l.job_id)
+                .is_some_and(|is| is.iter().any(|i| is_live(&i.state)));
+            let quiet = now.timestamp() - i64::from(l.at)
+                >= i64::try_from(self.settings.gone_grace.as_secs()).unwrap_or(i64::MAX);
+            if live || !quiet {
+                continue;
+            }
+            let why = by_job
+                .get(&l.job_id)
+                .and_then(|is| is.iter().find_map(|i| i.state_reason.clone()))
+                .unwrap_or_else(|| "no longer listed by the cloud".to_owned());
+            match self.end_vanished(tenant, &l.job_id, &why).await {
+                Ok(true) => done.vanished.push(l.job_id.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = l.job_id, tenant, error = %e, "cannot end a launch whose instances vanished; next sweep");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Terminates what the job still names, then records `terminated`; false when the job is
+    /// no longer running.
+    async fn end_vanished(
+        &self,
+        tenant: &str,
+        job_id: &str,
+        why: &str,
+    ) -> Result<bool, LifecycleError> {
+        let events = self.store.events(tenant, job_id, None).await?;
+        let Some(last) = events.last() else {
+            return Ok(false);
+        };
+        if last.state != LaunchState::Running {
+            return Ok(false);
+        }
+        terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
+        if self.crash_after == "reconciled" {
+            tracing::warn!("crash_after failpoint: killing this process with SIGKILL");
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &std::process::id().to_string()])
+                .status();
+            std::process::abort();
+        }
+        let ids: BTreeSet<String> = crate::lifecycle::instances_by_region(&events)
+            .into_values()
+            .flatten()
+            .collect();
+        let detail = format!(
+            "instances gone in the cloud ({}): {why}",
+            ids.into_iter().collect::<Vec<_>>().join(",")
+        );
+        let row = follow_up(last, LaunchState::Terminated, detail);
+        if self.store.append_next(row).await?.is_none() {
+            return Ok(false);
+        }
+        crate::metrics::reconciled("vanished");
+        tracing::warn!(
+            job_id,
+            tenant,
+            why,
+            "running launch ended: its instances are gone"
+        );
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_jobs_lose_their_instances_and_unknown_ones_after_the_grace() {
+        let grace = Duration::from_secs(600);
+        let young = Duration::from_secs(10);
+        let old = Duration::from_secs(601);
+        for s in [
+            LaunchState::Failed,
+            LaunchState::Cancelled,
+            LaunchState::Terminated,
+        ] {
+            assert_eq!(verdict(Some(s), young, grace), Verdict::Terminate, "{s}");
+        }
+        for s in [
+            LaunchState::Queued,
+            LaunchState::Preflight,
+            LaunchState::Provisioning,
+            LaunchState::Running,
+        ] {
+            assert_eq!(verdict(Some(s), old, grace), Verdict::Keep, "{s}");
+        }
+        assert_eq!(verdict(None, young, grace), Verdict::Keep);
+        assert_eq!(verdict(None, old, grace), Verdict::Terminate);
+    }
+
+    #[test]
+    fn only_shutting_down_and_terminated_are_gone() {
+        assert!(is_live(&InstanceState::Pending));
+        assert!(is_live(&InstanceState::Stopped));
+        assert!(!is_live(&InstanceState::ShuttingDown));
+        assert!(!is_live(&InstanceState::Terminated));
+    }
+}
