@@ -189,7 +189,12 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert_eq!(r["key_in_url"], false, "{r}");
     assert_eq!(r["no_key_status"], 401, "{r}");
     // the capacity map and its filters
-    assert_eq!(text("label_before"), "available", "{r}");
+    // in stock before the stockout: Available, or Limited while the thin evidence of a few
+    // probes is still pulled towards the prior (the probes keep moving it between the two)
+    assert!(
+        ["available", "limited"].contains(&text("label_before").as_str()),
+        "{r}"
+    );
     let (all, eight) = (
         r["cells_all"].as_u64().unwrap(),
         r["cells_with_8_gpus"].as_u64().unwrap(),

@@ -142,6 +142,13 @@ function signOut(message = '') {
   state.watch?.abort();
   state.job?.abort.abort();
   state.scores.clear();
+  state.job = null;
+  state.lastSpec = null;
+  state.selected = '';
+  // nothing of this tenant stays on the page for the next one
+  for (const id of ['grids', 'changes', 'launches', 'usage', 'job-events', 'pf-checks', 'pf-alts', 'pf-launch-self']) $(id).innerHTML = '';
+  for (const id of ['job', 'pf-result', 'explain']) $(id).hidden = true;
+  document.querySelector('.capacity-layout').classList.remove('with-explain');
   $('app').hidden = true;
   $('who').hidden = true;
   $('signin').hidden = false;
@@ -712,6 +719,7 @@ async function cancelJob() {
 
 async function loadLaunches() {
   $('launches-error').textContent = '';
+  $('launches').innerHTML = '<tr><td colspan="5">loading…</td></tr>';
   try {
     const [list, usage] = await Promise.all([api('/api/launches'), api('/api/usage')]);
     $('launches').innerHTML =
