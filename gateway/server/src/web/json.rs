@@ -396,6 +396,29 @@ mod tests {
     }
 
     #[test]
+    fn fallbacks_and_standby_switches_are_named_on_their_transitions() {
+        let event = |state: v1::LaunchState, attempt: u32, detail: &str| {
+            launch_event(&v1::LaunchEvent {
+                state: state.into(),
+                attempt,
+                detail: detail.into(),
+                ..Default::default()
+            })
+        };
+        let fallback = event(v1::LaunchState::Provisioning, 2, "falling back to ...");
+        assert_eq!(fallback["step"], "fallback");
+        assert_eq!(fallback["switch"], false);
+        let first = event(v1::LaunchState::Provisioning, 1, "launching (attempt 1)");
+        assert!(first["step"].is_null());
+        let active = event(v1::LaunchState::Running, 1, "standby active: standby=i-1");
+        assert_eq!(active["step"], "standby_active");
+        assert_eq!(active["switch"], true);
+        let ready = event(v1::LaunchState::Running, 1, "standby ready: standby=i-1 stopped");
+        assert_eq!(ready["step"], "standby_ready");
+        assert_eq!(ready["switch"], false);
+    }
+
+    #[test]
     fn keys_round_trip_through_their_text() {
         let text = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
         let k = parse_key(text).unwrap_or_else(|| panic!("five parts"));
