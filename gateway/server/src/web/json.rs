@@ -413,7 +413,11 @@ mod tests {
         let active = event(v1::LaunchState::Running, 1, "standby active: standby=i-1");
         assert_eq!(active["step"], "standby_active");
         assert_eq!(active["switch"], true);
-        let ready = event(v1::LaunchState::Running, 1, "standby ready: standby=i-1 stopped");
+        let ready = event(
+            v1::LaunchState::Running,
+            1,
+            "standby ready: standby=i-1 stopped",
+        );
         assert_eq!(ready["step"], "standby_ready");
         assert_eq!(ready["switch"], false);
     }
