@@ -106,12 +106,15 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
         shutdown.clone(),
     ));
 
-    // the probes' first verdicts: both p5 zones in stock
+    // the probes' first verdicts: both p5 zones in stock — Available, or Limited while a few
+    // successful probes are still pulled towards the prior (scores hover around 75-85 then)
     sandbox
         .wait_for_scores(Duration::from_secs(120), |s| {
-            [STOCKOUT, IN_STOCK]
-                .iter()
-                .all(|k| s.get(*k).is_some_and(|s| s.label == Label::Available))
+            [STOCKOUT, IN_STOCK].iter().all(|k| {
+                s.get(*k).is_some_and(|s| {
+                    matches!(s.label, Label::Available | Label::Limited) && s.score >= 60
+                })
+            })
         })
         .await;
 
