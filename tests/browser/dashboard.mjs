@@ -118,9 +118,21 @@ try {
   await page.waitForSelector('#history svg');
   result.explain_facts = await page.textContent('#explain-facts');
   result.evidence_rows = await page.locator('#explain-evidence tr').count();
-  await page.click('.ranges button[data-range="1h"]');
-  await page.waitForSelector('.ranges button[data-range="1h"][aria-pressed="true"]');
-  await page.waitForSelector('#history svg');
+  // the signals that moved the score, marked on the time axis of each range
+  result.history_marks = {};
+  for (const range of ['7d', '24h', '1h']) {
+    await page.click(`.ranges button[data-range="${range}"]`);
+    await page.waitForSelector(`.ranges button[data-range="${range}"][aria-pressed="true"]`);
+    await page.waitForSelector('#history svg .mark-legend, #history .mark-legend');
+    result.history_marks[range] = await page.evaluate(() => ({
+      probe: document.querySelectorAll('#history .mark[data-kind="probe"]').length,
+      failed_probe: document.querySelectorAll('#history .mark.probe.negative').length,
+      lanes: document.querySelectorAll('#history .lane').length,
+      legend: document.querySelector('#history .mark-legend')?.textContent ?? '',
+      title: document.querySelector('#history svg title')?.textContent ?? '',
+      mark_title: document.querySelector('#history .mark.probe.negative title')?.textContent ?? '',
+    }));
+  }
   result.history_points = await page.evaluate(() => document.querySelector('#history polyline')?.getAttribute('points').split(' ').length ?? 0);
   await page.click('#explain-watch');
   result.watching = await page.getAttribute('#explain-watch', 'aria-pressed');
@@ -131,6 +143,20 @@ try {
   step('preflight');
   await page.click('#explain-preflight');
   await page.waitForSelector('#view-preflight:not([hidden])');
+  // launch options: the warm standby is for spot only, fallbacks are up to 10
+  result.standby_disabled_on_demand = await page.isDisabled('#pf-standby');
+  await page.selectOption('#pf-market', 'spot');
+  result.standby_enabled_on_spot = await page.isEnabled('#pf-standby');
+  await page.selectOption('#pf-market', 'on_demand');
+  await page.fill('#pf-fallbacks', '2');
+  result.standby_refused_on_demand = await page.evaluate(async ([k, key]) => {
+    const r = await fetch('/api/launches', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${k}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ key, count: 1, image_id: 'ami-0123456789abcdef0', warm_standby: true }),
+    });
+    return { status: r.status, body: await r.json() };
+  }, [keyA, stockoutKey]);
   await page.click('#pf-form button[type=submit]');
   await page.waitForSelector('#pf-result:not([hidden])', { timeout: 60_000 });
   result.decision = await page.textContent('#pf-decision');
@@ -152,6 +178,20 @@ try {
   await page.waitForFunction(() => document.querySelector('#job-state').textContent === 'cancelled', null, { timeout: 120_000 });
   result.job_states_after_cancel = await page.$$eval('#job-events li', (lis) => lis.map((li) => li.dataset.state));
   result.cancel_disabled = await page.isDisabled('#job-cancel');
+
+  step('launch the stocked-out key anyway: the launcher falls back');
+  await page.click('#pf-launch-anyway');
+  await page.waitForFunction((id) => document.querySelector('#job-id').textContent !== id, result.job_id);
+  await page.waitForSelector('#job-events li[data-step="fallback"]', { timeout: 120_000 });
+  await page.waitForFunction(() => document.querySelector('#job-state').textContent === 'running', null, { timeout: 120_000 });
+  result.fallback_job_id = await page.textContent('#job-id');
+  result.fallback_options = await page.textContent('#job-options');
+  result.fallback_count = await page.textContent('#job-fallbacks');
+  result.fallback_event = await page.textContent('#job-events li[data-step="fallback"]');
+  result.fallback_states = await page.$$eval('#job-events li', (lis) => lis.map((li) => `${li.dataset.state}${li.dataset.step ? `:${li.dataset.step}` : ''}`));
+  await shot('launch-fallback');
+  await page.click('#job-cancel');
+  await page.waitForFunction(() => document.querySelector('#job-state').textContent === 'cancelled', null, { timeout: 120_000 });
 
   step('launches');
   await page.click('#tab-launches');
@@ -177,6 +217,7 @@ try {
     [keyB, result.job_id],
   );
   result.no_key_status = await page.evaluate(async () => (await fetch('/api/scores')).status);
+  result.b_pipeline_status = await statusWith(keyB, '/api/operator/pipeline');
 
   step('operator view');
   await page.goto(new URL('operator.html', url).href);
@@ -188,7 +229,15 @@ try {
   await page.press('#op-key', 'Enter');
   await page.waitForSelector('#app:not([hidden])');
   await page.waitForSelector('#queries li');
+  await page.waitForSelector('#pipeline li');
   result.operator_usage = await page.textContent('#usage');
+  result.operator_trust_acme = await page.textContent('#trust tr[data-tenant="acme"]');
+  result.operator_tenant_trust = await page.textContent('#tenants tr[data-tenant="acme"] td.trust');
+  result.operator_pipeline = await page.$$eval('#pipeline li', (lis) => lis.map((li) => ({ id: li.dataset.health, ok: li.dataset.ok, text: li.textContent })));
+  result.operator_dlq = await page.textContent('#dlq-count');
+  result.operator_collectors = await page.$$eval('#collectors tr[data-source]', (trs) => trs.map((tr) => tr.dataset.source));
+  result.operator_probers = await page.$$eval('#probers tr[data-prober]', (trs) => trs.map((tr) => ({ prober: tr.dataset.prober, text: tr.textContent })));
+  result.operator_probe_spent = await page.textContent('#probe-spent');
   result.operator_queries = await page.locator('#queries li').count();
   const download = page.waitForEvent('download');
   await page.click('#queries li:first-child button');

@@ -8,7 +8,8 @@
 //! test moves cloudsim's clock to p5.48xlarge's stockout in use1-az4, the prober's next probe
 //! fails there and the cell turns Unavailable without a reload; its explanation and history
 //! open from the keyboard; its preflight offers alternatives; one is launched, reaches running
-//! and is cancelled; the launch is listed with this month's GPU-hours; tenant globex does not
+//! and is cancelled; the stocked-out key launched anyway with fallbacks falls back live; the
+//! history marks the probes per range; the launch is listed with this month's GPU-hours; tenant globex does not
 //! see it (not listed, 404 on read and cancel); the operator view refuses acme's key and opens
 //! with the operator key, listing usage and downloading a documented query as CSV. Screenshots of each view go to the sandbox, or
 //! to `$CAPSIGHT_SCREENSHOTS` (e.g. `docs/dashboard`) when set.
@@ -105,12 +106,15 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
         shutdown.clone(),
     ));
 
-    // the probes' first verdicts: both p5 zones in stock
+    // the probes' first verdicts: both p5 zones in stock — Available, or Limited while a few
+    // successful probes are still pulled towards the prior (scores hover around 75-85 then)
     sandbox
         .wait_for_scores(Duration::from_secs(120), |s| {
-            [STOCKOUT, IN_STOCK]
-                .iter()
-                .all(|k| s.get(*k).is_some_and(|s| s.label == Label::Available))
+            [STOCKOUT, IN_STOCK].iter().all(|k| {
+                s.get(*k).is_some_and(|s| {
+                    matches!(s.label, Label::Available | Label::Limited) && s.score >= 60
+                })
+            })
         })
         .await;
 
@@ -188,7 +192,12 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert_eq!(r["key_in_url"], false, "{r}");
     assert_eq!(r["no_key_status"], 401, "{r}");
     // the capacity map and its filters
-    assert_eq!(text("label_before"), "available", "{r}");
+    // in stock before the stockout: Available, or Limited while the thin evidence of a few
+    // probes is still pulled towards the prior (the probes keep moving it between the two)
+    assert!(
+        ["available", "limited"].contains(&text("label_before").as_str()),
+        "{r}"
+    );
     let (all, eight) = (
         r["cells_all"].as_u64().unwrap(),
         r["cells_with_8_gpus"].as_u64().unwrap(),
@@ -204,6 +213,25 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert!(text("explain_facts").contains("Unavailable"), "{r}");
     assert!(r["evidence_rows"].as_u64().unwrap() >= 1, "{r}");
     assert!(r["history_points"].as_u64().unwrap() >= 1, "{r}");
+    // the probes that moved it are marked on the time axis of each range, the failed ones
+    // (the stockout) told apart by icon and words, not colour alone
+    for range in ["1h", "24h", "7d"] {
+        let m = &r["history_marks"][range];
+        assert!(m["probe"].as_u64().unwrap() >= 1, "{range}: {r}");
+        assert!(m["failed_probe"].as_u64().unwrap() >= 1, "{range}: {r}");
+        assert_eq!(m["lanes"], 5, "{range}: {r}");
+        assert!(
+            m["title"].as_str().unwrap().contains("probe"),
+            "{range}: {r}"
+        );
+        assert!(
+            m["mark_title"].as_str().unwrap().contains("failed"),
+            "{range}: {r}"
+        );
+        for kind in ["probe", "capacity error", "price", "status", "crowd"] {
+            assert!(m["legend"].as_str().unwrap().contains(kind), "{range}: {r}");
+        }
+    }
     // alerts: the watched key's label change stays listed under "only keys I watch"
     assert_eq!(text("watching"), "true", "{r}");
     assert!(r["watched_alerts"].as_u64().unwrap() >= 1, "{r}");
@@ -228,6 +256,37 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
         .collect();
     assert_eq!(after.last(), Some(&"cancelled"), "{r}");
     assert_eq!(r["cancel_disabled"], true, "{r}");
+    // launch options: the warm standby follows the market and the service refuses it off spot
+    assert_eq!(r["standby_disabled_on_demand"], true, "{r}");
+    assert_eq!(r["standby_enabled_on_spot"], true, "{r}");
+    assert_eq!(r["standby_refused_on_demand"]["status"], 400, "{r}");
+    assert!(
+        r["standby_refused_on_demand"]["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warm_standby"),
+        "{r}"
+    );
+    // the stocked-out key launched anyway with 2 fallbacks: its capacity error falls back to
+    // an alternative, shown live as a fallback transition, and the job runs
+    assert_ne!(r["fallback_job_id"], r["job_id"], "{r}");
+    assert!(
+        text("fallback_options").contains("Up to 2 fallbacks"),
+        "{r}"
+    );
+    assert_eq!(text("fallback_count"), "1", "{r}");
+    assert!(
+        text("fallback_event").contains("Fallback (attempt 2)"),
+        "{r}"
+    );
+    let fallback: Vec<&str> = r["fallback_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(fallback.contains(&"provisioning:fallback"), "{r}");
+    assert_eq!(fallback.last(), Some(&"running"), "{r}");
     assert!(text("usage").contains("GPU-hours"), "{r}");
     assert_eq!(r["own_launch_status"], 200, "{r}");
     // tenancy: globex sees nothing of acme's launch
@@ -240,6 +299,39 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert!(text("operator_with_tenant_key").contains("Refused"), "{r}");
     assert!(text("operator_usage").contains("acme"), "{r}");
     assert!(r["operator_queries"].as_u64().unwrap() >= 10, "{r}");
+    assert_eq!(r["b_pipeline_status"], 403, "{r}");
+    // report trust per tenant, as a share with the reports it rests on
+    for k in ["operator_trust_acme", "operator_tenant_trust"] {
+        assert!(
+            text(k).contains('%') && text(k).contains("checked"),
+            "{k}: {r}"
+        );
+    }
+    // pipeline health: the scorer's lag and output, the dead letters, collector freshness
+    let health: Vec<&str> = r["operator_pipeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["id"].as_str())
+        .collect();
+    assert_eq!(health, ["scorer-lag", "scorer-output", "dlq"], "{r}");
+    assert_eq!(text("operator_dlq"), "0", "{r}");
+    let sources: Vec<&str> = r["operator_collectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(sources.contains(&"probe"), "{r}");
+    // probe spend of today against the daily budget, per prober
+    let probers = r["operator_probers"].as_array().unwrap();
+    assert!(
+        probers.iter().any(
+            |p| p["prober"] == "probe-dashboard" && p["text"].as_str().unwrap().contains("/ $")
+        ),
+        "{r}"
+    );
+    assert!(text("operator_probe_spent").starts_with('$'), "{r}");
     assert_eq!(text("operator_csv_name"), "capsight-query-0.csv", "{r}");
     // no script errors (failed requests the test provoked are logged by the browser as such)
     let errors: Vec<&str> = r["console_errors"]
@@ -257,6 +349,7 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
         "explain",
         "preflight",
         "launch",
+        "launch-fallback",
         "launches",
         "operator",
     ] {

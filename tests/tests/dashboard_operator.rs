@@ -1,21 +1,29 @@
 //! The dashboard's operator and analyst routes over HTTP against a live gateway: only the
 //! operator credential (a key of its own, configured as its SHA-256) opens them — no key is
 //! 401, a tenant's key 403, an unknown key 401 — and the documented queries of
-//! `docs/analytics.md` download as CSV from ClickHouse.
+//! `docs/analytics.md` download as CSV from ClickHouse. The pipeline view and the tenants' report
+//! trust show exactly what was put in the broker and ClickHouse: unprocessed signals as the
+//! scorer's lag, dead letters, today's probe audit rows as spend against the budget, a
+//! tenant's checked reports as its trust.
 
 #![allow(
     clippy::unwrap_used,
     reason = "a panic in a test is a failed assertion"
 )]
 
+use std::time::Duration;
+
+use capsight_clickhouse::rows::{ProbeAuditRow, TenantCheckRow};
 use capsight_gateway::GatewayConfig;
 use capsight_runtime::shutdown::Shutdown;
+use capsight_tenancy::{TenantHasher, TenantId};
 use capsight_testkit::{
     Sandbox,
     cloud::Sim,
     fixtures::{documented_queries, scenario},
     tenants::tenant,
 };
+use chrono::{NaiveDate, Utc};
 
 const OPERATOR_KEY: &str = "op-test-3f9a1c0e8b7d4a2f";
 /// `printf %s op-test-3f9a1c0e8b7d4a2f | sha256sum`
@@ -27,6 +35,7 @@ async fn only_the_operator_key_opens_the_operator_view_and_queries_download_as_c
     let sandbox = Sandbox::builder("dashboard_op")
         .signals(1)
         .scores(1)
+        .dlq()
         .database()
         .profile("gateway")
         .tenants([tenant("acme").with_key()])
@@ -49,9 +58,96 @@ async fn only_the_operator_key_opens_the_operator_view_and_queries_download_as_c
         req.send()
     };
 
+    // what the pipeline view must show: 3 signals no scorer has read, 2 dead letters, one
+    // settled and one reserved probe of a prober today, acme's 3 checked reports (1 contradicted)
+    let kafka = &sandbox.config::<GatewayConfig>().kafka;
+    let producer = capsight_testkit::kafka::producer(kafka, Duration::from_secs(10));
+    for (topic, n) in [(&kafka.topics.signals, 3), (&kafka.topics.signals_dlq, 2)] {
+        for i in 0..n {
+            capsight_testkit::kafka::send(
+                &producer,
+                topic,
+                &format!("k{i}"),
+                b"x",
+                Duration::from_secs(10),
+            )
+            .await;
+        }
+    }
+    let now = Utc::now();
+    let secs = u32::try_from(now.timestamp()).unwrap();
+    let day = u16::try_from(
+        now.date_naive()
+            .signed_duration_since(NaiveDate::default())
+            .num_days(),
+    )
+    .unwrap();
+    let audit =
+        |probe: &str, phase: &str, estimated: f64, actual: f64, outcome: &str| ProbeAuditRow {
+            probe_id: probe.into(),
+            phase: phase.into(),
+            day,
+            at: secs,
+            at_ms: 0,
+            prober: "probe-op".into(),
+            account: "123456789012".into(),
+            provider: "aws".into(),
+            region: "us-east-1".into(),
+            zone_id: "use1-az4".into(),
+            instance_type: "p5.48xlarge".into(),
+            market: "on_demand".into(),
+            method: "capacity_reservation".into(),
+            priority: 0,
+            demand: 0.0,
+            reason: "due".into(),
+            estimated_usd: estimated,
+            actual_usd: actual,
+            outcome: outcome.into(),
+            error_class: "none".into(),
+            error_code: String::new(),
+            provisioning_ms: 0,
+            resources: String::new(),
+            signal: String::new(),
+        };
+    let db = sandbox.client();
+    let mut insert = db.insert::<ProbeAuditRow>("probe_audit").await.unwrap();
+    for row in [
+        audit("p-1", "reserved", 2.0, 0.0, ""),
+        audit("p-1", "done", 2.0, 1.25, "failed"),
+        audit("p-2", "reserved", 0.5, 0.0, ""),
+    ] {
+        insert.write(&row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let hash = TenantHasher::new(&sandbox.config::<GatewayConfig>().tenancy.hash_secret)
+        .hash(&TenantId::parse("acme").unwrap());
+    let mut insert = db.insert::<TenantCheckRow>("tenant_checks").await.unwrap();
+    for (i, agrees) in [1u8, 1, 0].into_iter().enumerate() {
+        insert
+            .write(&TenantCheckRow {
+                tenant: hash.as_str().to_owned(),
+                report_id: format!("r-{i}"),
+                provider: "aws".into(),
+                region: "us-east-1".into(),
+                zone_id: "use1-az4".into(),
+                instance_type: "p5.48xlarge".into(),
+                market: "on_demand".into(),
+                at: secs,
+                at_ms: 0,
+                opinion: -1,
+                verdict: 0.9,
+                agrees,
+                checked_at: secs,
+            })
+            .await
+            .unwrap();
+    }
+    insert.end().await.unwrap();
+
     let tenant_key = sandbox.key("acme");
     for path in [
         "/api/operator/overview",
+        "/api/operator/pipeline",
         "/api/operator/queries",
         "/api/operator/queries/0",
     ] {
@@ -97,6 +193,42 @@ async fn only_the_operator_key_opens_the_operator_view_and_queries_download_as_c
     // the gateway profile's default rate; no own limit in the registry
     assert_eq!(tenants[0]["rate_per_minute"], 100_000, "{overview}");
     assert_eq!(tenants[0]["active_keys"], 1, "{overview}");
+    // trust = (4 + 2) / (4 + 1 + 3), the scorer's formula over acme's checks
+    assert_eq!(tenants[0]["checks"], 3, "{overview}");
+    assert_eq!(tenants[0]["contradictions"], 1, "{overview}");
+    assert!(
+        (tenants[0]["trust"].as_f64().unwrap() - 0.75).abs() < 1e-9,
+        "{overview}"
+    );
+    assert_eq!(overview["trust"][0]["tenant"], "acme", "{overview}");
+
+    let pipeline: serde_json::Value = get("/api/operator/pipeline", Some(OPERATOR_KEY))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pipeline["scorer"]["lag"], 3, "{pipeline}");
+    assert_eq!(pipeline["dlq"]["messages"], 2, "{pipeline}");
+    assert!(pipeline["collectors"].is_array(), "{pipeline}");
+    let probes = &pipeline["probes"];
+    // p-1 settled at its actual cost, p-2 not settled: its reservation
+    assert!(
+        (probes["spent_usd"].as_f64().unwrap() - 1.75).abs() < 1e-9,
+        "{pipeline}"
+    );
+    let prober = &probes["probers"][0];
+    assert_eq!(prober["prober"], "probe-op", "{pipeline}");
+    assert_eq!(prober["probes"], 1, "{pipeline}");
+    assert_eq!(prober["failed"], 1, "{pipeline}");
+    let budget = sandbox
+        .config::<capsight_probe::ProbeConfig>()
+        .probe
+        .daily_budget_usd;
+    assert!(
+        (prober["budget_usd"].as_f64().unwrap() - budget).abs() < 1e-9,
+        "{pipeline}"
+    );
 
     let listed: serde_json::Value = get("/api/operator/queries", Some(OPERATOR_KEY))
         .await

@@ -145,6 +145,69 @@ pub const SCORE_HISTORY: Statement = Statement {
     ],
 };
 
+/// The signals that moved a key's score, per history bucket: step, step, provider, region,
+/// zone (the key's own; region-wide signals match too), type, market, from, to (unix seconds).
+/// Counts are of distinct signal ids (replays collapse only on merges).
+pub const SIGNAL_MARKS: Statement = Statement {
+    name: "gateway.signal_marks",
+    sql: "SELECT toUInt32(intDiv(toUInt32(observed_at), ?) * ?) AS t, source, kind, outcome, \
+          error_class, toUInt64(uniqExact(id)) AS n, toUInt64(uniqExactIf(id, value > 0)) AS valued, \
+          max(value) AS max_value FROM signals \
+          WHERE provider = ? AND region = ? AND zone_id IN (?, '') AND instance_type = ? \
+          AND market = ? AND observed_at >= toDateTime(?) AND observed_at < toDateTime(?) \
+          AND kind IN ('launch_attempt', 'spot_price', 'status', 'crowd_report') \
+          GROUP BY t, source, kind, outcome, error_class ORDER BY t",
+    fields: &[],
+    samples: &[
+        Sample::UInt(3600),
+        Sample::UInt(3600),
+        Sample::Str("aws"),
+        Sample::Str("us-east-1"),
+        Sample::Str("use1-az4"),
+        Sample::Str("p5.48xlarge"),
+        Sample::Str("on_demand"),
+        Sample::UInt(0),
+        Sample::UInt(4_000_000_000),
+    ],
+};
+
+/// The operator view's collector freshness: the newest signal per source observed since
+/// (unix seconds), and how many arrived since then.
+pub const COLLECTOR_FRESHNESS: Statement = Statement {
+    name: "gateway.collector_freshness",
+    sql: "SELECT source, toUInt32(max(observed_at)) AS last_observed, \
+          toUInt32(max(ingested_at)) AS last_ingested, toUInt64(count()) AS signals \
+          FROM signals WHERE observed_at >= toDateTime(?) GROUP BY source ORDER BY source",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// The operator view's scorer output: the newest score row written since (unix seconds), 0
+/// when none.
+pub const SCORES_LAST_WRITTEN: Statement = Statement {
+    name: "gateway.scores_last_written",
+    sql: "SELECT toUInt32(max(updated_at)) FROM scores WHERE updated_at >= toDateTime(?)",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// What every prober spent on a day (the same per-probe cost as [`PROBE_SPENT`]: a settled
+/// probe's actual cost, else its reservation), with its probes run and failed: day
+/// (`YYYY-MM-DD`).
+pub const PROBE_SPEND_BY_PROBER: Statement = Statement {
+    name: "gateway.probe_spend",
+    sql: "SELECT prober, toFloat64(sum(c)) AS spent_usd, \
+          toUInt64(countIf(o != '' AND o != 'skipped')) AS probes, \
+          toUInt64(countIf(o = 'failed')) AS failed, toUInt32(max(t)) AS last_at FROM (\
+            SELECT prober, probe_id, if(countIf(phase = 'done') > 0, \
+              sumIf(actual_usd, phase = 'done'), sumIf(estimated_usd, phase = 'reserved')) AS c, \
+              anyIf(outcome, phase = 'done') AS o, max(at) AS t \
+            FROM probe_audit WHERE day = toDate(?) GROUP BY prober, probe_id) \
+          GROUP BY prober ORDER BY prober",
+    fields: &[],
+    samples: &[Sample::Str("2000-01-01")],
+};
+
 /// A job's transitions from a seq on: tenant, job, first seq.
 pub const LAUNCH_EVENTS: Statement = Statement {
     name: "launch.events",
@@ -442,6 +505,10 @@ pub const ALL: &[Statement] = &[
     RESUME_ALERTS,
     TENANT_TRUST,
     SCORE_HISTORY,
+    SIGNAL_MARKS,
+    COLLECTOR_FRESHNESS,
+    SCORES_LAST_WRITTEN,
+    PROBE_SPEND_BY_PROBER,
     LAUNCH_EVENTS,
     LAUNCH_EVENTS_WATCHED,
     LAUNCH_LIST,

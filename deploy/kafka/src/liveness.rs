@@ -280,6 +280,51 @@ pub fn positions(
         .collect()
 }
 
+/// A consumer group's backlog on a topic, seen from outside the group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Messages the group has yet to process: high watermark less the furthest of its
+    /// committed offset and the low watermark, summed over partitions ([`positions`], as the
+    /// group's own watchdog reckons it).
+    pub lag: i64,
+    /// Messages the topic holds now (high less low watermark, summed).
+    pub held: i64,
+    /// Partitions of the topic.
+    pub partitions: usize,
+}
+
+/// The [`Backlog`] of `group` on `topic`, through a short-lived client that carries the
+/// group's id but never joins it (blocking broker calls; run it on a blocking thread).
+pub fn backlog(
+    settings: &KafkaSettings,
+    role: &str,
+    topic: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<Backlog, rdkafka::error::KafkaError> {
+    let consumer: StreamConsumer = settings.consumer_config(role, group).create()?;
+    let obs = observe(
+        &consumer,
+        topic,
+        &Membership::Group(group.to_owned()),
+        timeout,
+    )?;
+    let lag = positions(&obs, &BTreeMap::new(), true)
+        .values()
+        .map(|(high, done)| (high - done).max(0))
+        .sum();
+    let held = obs
+        .high
+        .iter()
+        .map(|(p, high)| (high - obs.low.get(p).copied().unwrap_or(0)).max(0))
+        .sum();
+    Ok(Backlog {
+        lag,
+        held,
+        partitions: obs.high.len(),
+    })
+}
+
 /// Messages behind per partition, by consumer (its watchdog's name) and partition.
 pub const CONSUMER_LAG: Metric = Metric::gauge(
     "capsight_consumer_lag_messages",

@@ -90,6 +90,11 @@ impl Admission {
         self.default_rate
     }
 
+    /// The tenant hasher (signals and checks carry tenant hashes, never ids).
+    pub fn hasher(&self) -> &TenantHasher {
+        &self.hasher
+    }
+
     /// The registry (doors look up more than the caller, e.g. zone maps).
     pub fn registry(&self) -> &SharedRegistry {
         &self.registry

@@ -11,11 +11,18 @@
 //! prior_contradictions)` (0.8 with the defaults 4 and 1), a few contradictions lower it gently
 //! (3 of 3: 0.5) and a tenant that keeps contradicting probes tends to 0 (0 of 40: 0.09).
 //! The scorer scales the tenant's cap by it; `capsight-admin tenant trust` shows it. Both
-//! use [`TrustSettings::trust`], so operators see the figure the scorer applies.
+//! use [`TrustSettings::trust`], so operators see the figure the scorer applies; the admin
+//! command and the dashboard's operator view build their table with [`TrustSettings::table`].
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Tenant, TenantHasher};
 
 /// The `[trust]` config section (documented with its defaults in `deploy/config/capsight.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -111,6 +118,98 @@ impl TrustRecord {
     /// Checks in all.
     pub fn checks(&self) -> u64 {
         self.agreements.saturating_add(self.contradictions)
+    }
+}
+
+/// One tenant hash's checked reports, as `sql::TENANT_TRUST` returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashChecks {
+    /// The tenant hash its signals carry.
+    pub hash: String,
+    /// Reports that agreed.
+    pub agreements: u64,
+    /// Reports that contradicted.
+    pub contradictions: u64,
+    /// The newest checked report's time, seconds.
+    pub last_at: u32,
+}
+
+/// One tenant's line of the trust table (`capsight-admin tenant trust`, the operator view).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantTrust {
+    /// Tenant id, `-` for a hash no registered tenant has.
+    pub tenant: String,
+    /// The tenant hash its signals carry.
+    pub hash: String,
+    /// Reports checked.
+    pub checks: u64,
+    /// Reports that agreed with the first-party verdict.
+    pub agreements: u64,
+    /// Reports that contradicted it.
+    pub contradictions: u64,
+    /// 0..=1: the scale of the tenant's cap.
+    pub trust: f64,
+    /// The newest checked report's time (RFC 3339), absent without checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<String>,
+}
+
+impl TrustSettings {
+    /// The start of the horizon at `now`, unix seconds (the `TENANT_TRUST` query's bound).
+    pub fn since(&self, now: DateTime<Utc>) -> u32 {
+        let horizon = chrono::Duration::from_std(self.horizon).unwrap_or(chrono::Duration::MAX);
+        let since = now.checked_sub_signed(horizon).unwrap_or_default();
+        u32::try_from(since.timestamp().max(0)).unwrap_or(0)
+    }
+
+    /// Every tenant's trust, least trusted first: the hashes with checks, named from
+    /// `tenants` (`-` for a hash no registered tenant has), and the registered tenants without
+    /// checks at the fresh tenant's trust.
+    pub fn table(
+        &self,
+        checks: impl IntoIterator<Item = HashChecks>,
+        tenants: &[Tenant],
+        hasher: &TenantHasher,
+    ) -> Vec<TenantTrust> {
+        let named: BTreeMap<String, String> = tenants
+            .iter()
+            .map(|t| (hasher.hash(&t.id).as_str().to_owned(), t.id.to_string()))
+            .collect();
+        let mut out: Vec<TenantTrust> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for r in checks {
+            seen.insert(r.hash.clone());
+            out.push(TenantTrust {
+                tenant: named.get(&r.hash).cloned().unwrap_or_else(|| "-".into()),
+                checks: r.agreements.saturating_add(r.contradictions),
+                agreements: r.agreements,
+                contradictions: r.contradictions,
+                trust: self.trust(r.agreements, r.contradictions),
+                last_check: DateTime::<Utc>::from_timestamp(i64::from(r.last_at), 0)
+                    .map(|t| t.to_rfc3339()),
+                hash: r.hash,
+            });
+        }
+        for (hash, tenant) in named {
+            if !seen.contains(&hash) {
+                out.push(TenantTrust {
+                    tenant,
+                    hash,
+                    checks: 0,
+                    agreements: 0,
+                    contradictions: 0,
+                    trust: self.fresh(),
+                    last_check: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            a.trust
+                .total_cmp(&b.trust)
+                .then_with(|| a.tenant.cmp(&b.tenant))
+                .then_with(|| a.hash.cmp(&b.hash))
+        });
+        out
     }
 }
 

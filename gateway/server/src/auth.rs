@@ -50,6 +50,11 @@ impl Tenancy {
         self.admission.registry()
     }
 
+    /// The tenant hasher (the operator's trust table names hashes with it).
+    pub fn hasher(&self) -> &TenantHasher {
+        self.0.hasher()
+    }
+
     /// Requests per minute of a tenant whose registry entry sets none.
     pub fn default_rate(&self) -> u32 {
         self.admission.default_rate()

@@ -291,9 +291,16 @@ pub async fn start(
     }
     let api = Api::new(Arc::clone(&core));
     let web_addr = match config.gateway.web_listen {
-        Some(listen) => {
-            Some(web::serve(api.clone(), Arc::clone(&core), listen, shutdown.clone()).await?)
-        }
+        Some(listen) => Some(
+            web::serve(
+                api.clone(),
+                Arc::clone(&core),
+                web::OperatorSources::of(&config),
+                listen,
+                shutdown.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.gateway.listen)

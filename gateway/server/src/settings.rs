@@ -119,4 +119,45 @@ pub struct GatewayConfig {
     /// How scores are served as they age.
     #[serde(default)]
     pub verdict: capsight_proto::domain::VerdictPolicy,
+    /// Tenant trust: the operator view shows it as the scorer applies it.
+    #[serde(default)]
+    pub trust: capsight_tenancy::trust::TrustSettings,
+    /// The prober's section, of which the operator view reads the daily budget.
+    #[serde(default)]
+    pub probe: ProbeBudget,
+    /// The scorer's section, of which the operator view reads the consumer group.
+    #[serde(default)]
+    pub scorer: ScorerGroup,
+}
+
+/// What the operator view reads of `[probe]`: the budget each prober spends per UTC day.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProbeBudget {
+    /// `probe.daily_budget_usd`.
+    pub daily_budget_usd: f64,
+}
+
+impl Default for ProbeBudget {
+    /// The prober's own default.
+    fn default() -> Self {
+        Self {
+            daily_budget_usd: 50.0,
+        }
+    }
+}
+
+/// What the operator view reads of `[scorer]`: the consumer group whose lag it shows.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScorerGroup {
+    /// `scorer.group_id`.
+    pub group_id: String,
+}
+
+impl Default for ScorerGroup {
+    /// The scorer's own default.
+    fn default() -> Self {
+        Self {
+            group_id: "capsight-scorer".into(),
+        }
+    }
 }

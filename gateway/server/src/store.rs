@@ -1,4 +1,5 @@
-//! ClickHouse access of the gateway: score history and the preflight log; launch records,
+//! ClickHouse access of the gateway: score history with the signals that moved it, the
+//! preflight log and the operator view's pipeline reads; launch records,
 //! transitions, cancellations and heartbeats go through the launch core's store
 //! ([`capsight_launch::store`]).
 //!
@@ -24,6 +25,56 @@ pub struct HistoryRow {
     pub confidence: f64,
     /// Largest signal count.
     pub signal_count: u64,
+}
+
+/// The signals of one (source, kind, outcome, error class) in one history bucket
+/// (`sql::SIGNAL_MARKS`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct MarkRow {
+    /// Bucket start, seconds.
+    pub t: u32,
+    /// `probe`, `launch`, `report`, ...
+    pub source: String,
+    /// `launch_attempt`, `spot_price`, `status`, `crowd_report`.
+    pub kind: String,
+    /// Launch outcome, report kind or status severity.
+    pub outcome: String,
+    /// Error class or empty.
+    pub error_class: String,
+    /// Distinct signals.
+    pub n: u64,
+    /// Of those, the ones whose value is above 0 (an open status incident).
+    pub valued: u64,
+    /// Highest value (a price).
+    pub max_value: f64,
+}
+
+/// The newest signal of one source (`sql::COLLECTOR_FRESHNESS`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct FreshnessRow {
+    /// `probe`, `quota`, `spot`, ...
+    pub source: String,
+    /// Newest observation, seconds.
+    pub last_observed: u32,
+    /// Newest write, seconds.
+    pub last_ingested: u32,
+    /// Signals since the query's start.
+    pub signals: u64,
+}
+
+/// What one prober spent today (`sql::PROBE_SPEND_BY_PROBER`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ProbeSpendRow {
+    /// The prober instance.
+    pub prober: String,
+    /// USD spent (settled) or set aside (not settled yet).
+    pub spent_usd: f64,
+    /// Probes run (not skipped).
+    pub probes: u64,
+    /// Of those, failed.
+    pub failed: u64,
+    /// Newest audit row, seconds.
+    pub last_at: u32,
 }
 
 /// The gateway's ClickHouse client: score history and the preflight log here, launches in the
@@ -80,6 +131,79 @@ impl Store {
             .bind(from)
             .bind(to)
             .fetch_all::<HistoryRow>()
+            .await?)
+    }
+
+    /// The signals that moved `key`'s score in `[from, to)`, bucketed by `step` seconds.
+    pub async fn marks(
+        &self,
+        key: &CapacityKey,
+        from: u32,
+        to: u32,
+        step: u32,
+    ) -> Result<Vec<MarkRow>, GatewayError> {
+        Ok(self
+            .launches
+            .client()
+            .query(capsight_clickhouse::sql::SIGNAL_MARKS.sql)
+            .bind(step)
+            .bind(step)
+            .bind(key.provider.as_str())
+            .bind(key.region.as_str())
+            .bind(key.zone_str())
+            .bind(key.instance_type.as_str())
+            .bind(key.market.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all::<MarkRow>()
+            .await?)
+    }
+
+    /// The newest signal per source observed since `since` (unix seconds).
+    pub async fn freshness(&self, since: u32) -> Result<Vec<FreshnessRow>, GatewayError> {
+        Ok(self
+            .launches
+            .client()
+            .query(capsight_clickhouse::sql::COLLECTOR_FRESHNESS.sql)
+            .bind(since)
+            .fetch_all::<FreshnessRow>()
+            .await?)
+    }
+
+    /// The newest score row written since `since` (unix seconds); 0 when none.
+    pub async fn scores_last_written(&self, since: u32) -> Result<u32, GatewayError> {
+        Ok(self
+            .launches
+            .client()
+            .query(capsight_clickhouse::sql::SCORES_LAST_WRITTEN.sql)
+            .bind(since)
+            .fetch_one::<u32>()
+            .await?)
+    }
+
+    /// What every prober spent on `day` (`YYYY-MM-DD`).
+    pub async fn probe_spend(&self, day: &str) -> Result<Vec<ProbeSpendRow>, GatewayError> {
+        Ok(self
+            .launches
+            .client()
+            .query(capsight_clickhouse::sql::PROBE_SPEND_BY_PROBER.sql)
+            .bind(day)
+            .fetch_all::<ProbeSpendRow>()
+            .await?)
+    }
+
+    /// Every tenant's checked reports over `horizon` (`sql::TENANT_TRUST`, the scorer's own
+    /// query).
+    pub async fn tenant_trust(
+        &self,
+        since: u32,
+    ) -> Result<Vec<capsight_clickhouse::rows::TenantTrustRow>, GatewayError> {
+        Ok(self
+            .launches
+            .client()
+            .query(capsight_clickhouse::sql::TENANT_TRUST.sql)
+            .bind(since)
+            .fetch_all()
             .await?)
     }
 

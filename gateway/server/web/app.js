@@ -126,7 +126,7 @@ async function signIn(key) {
     $('app').hidden = false;
     $('signin-error').textContent = '';
     startScores();
-    loadLaunches();
+    // the launches and usage load when their tab opens, not while the map loads
     selectTab('tab-capacity', false);
   } catch (e) {
     state.key = '';
@@ -142,6 +142,13 @@ function signOut(message = '') {
   state.watch?.abort();
   state.job?.abort.abort();
   state.scores.clear();
+  state.job = null;
+  state.lastSpec = null;
+  state.selected = '';
+  // nothing of this tenant stays on the page for the next one
+  for (const id of ['grids', 'changes', 'launches', 'usage', 'job-events', 'pf-checks', 'pf-alts', 'pf-launch-self']) $(id).innerHTML = '';
+  for (const id of ['job', 'pf-result', 'explain']) $(id).hidden = true;
+  document.querySelector('.capacity-layout').classList.remove('with-explain');
   $('app').hidden = true;
   $('who').hidden = true;
   $('signin').hidden = false;
@@ -175,14 +182,32 @@ function tabKeys(ev) {
 
 // ------------------------------------------------------------------------------ capacity map
 
-async function loadScores() {
-  const all = new Map();
+/** Every page of the scores the query selects, into `into`; the filter's total. */
+async function loadPages(query, into) {
   let token = '';
+  let total = 0;
   do {
-    const page = await api(`/api/scores?page_size=1000&page_token=${encodeURIComponent(token)}`);
-    for (const s of page.scores) all.set(s.key.text, s);
+    const page = await api(`/api/scores?${query}page_size=1000&page_token=${encodeURIComponent(token)}`);
+    for (const s of page.scores) into.set(s.key.text, s);
     token = page.next_page_token;
+    total = page.total;
   } while (token);
+  return total;
+}
+
+/** The full list: one page chain per market, side by side (pages of one chain follow each
+ * other by token); if the markets do not add up to every key (a market this page does not
+ * know), one chain over everything. */
+async function loadScores() {
+  let all = new Map();
+  const [everything, ...perMarket] = await Promise.all([
+    api('/api/scores?page_size=1').then((p) => p.total),
+    ...MARKETS.map((m) => loadPages(`market=${m}&`, all)),
+  ]);
+  if (perMarket.reduce((a, b) => a + b, 0) < everything) {
+    all = new Map();
+    await loadPages('', all);
+  }
   state.scores = all;
   fillFilterOptions();
   renderGrids();
@@ -244,7 +269,7 @@ function onTransition(t) {
     $('changes').prepend(li);
     while ($('changes').children.length > 50) $('changes').lastChild.remove();
   }
-  renderGrids(s.key.text);
+  if (!renderCell(s, old)) renderGrids(s.key.text);
   if (state.selected === s.key.text) renderExplain(s);
 }
 
@@ -277,6 +302,7 @@ function fillFilterOptions() {
   setOptions($('pf-region'), uniq((s) => s.key.region), null);
   setOptions($('pf-market'), MARKETS.map((m) => ({ value: m, text: m.replace('_', '-') })), null);
   fillZones();
+  syncStandby();
 }
 
 function fillZones() {
@@ -295,7 +321,35 @@ function visible(s, f) {
   );
 }
 
-/** One table per (region, market): zones down, GPU types across. */
+/** The button of one map cell: icon and words (not colour alone), the score, a star when
+ * watched. */
+function cellHtml(s, flash = false) {
+  const l = labelOf(s.label);
+  const k = s.key.text;
+  const z = s.key.zone_id || '(region-wide)';
+  return (
+    `<button type="button" class="cell ${l}${flash ? ' flash' : ''}" data-key="${esc(k)}" data-label="${l}" aria-pressed="${k === state.selected}" ` +
+    `aria-label="${esc(`${s.key.instance_type} in ${z}: ${LABELS[l].text}, score ${s.score}, confidence ${pct(s.confidence)}`)}">` +
+    `<span><span aria-hidden="true">${LABELS[l].icon}</span> ${LABELS[l].text}</span><span class="n" aria-hidden="true">${watched.has(k) ? '<span class="star" title="watched">★</span> ' : ''}${s.score}</span></button>`
+  );
+}
+
+/** Redraws one key's cell in place; false when the whole map must be drawn again (a new
+ * key, or one the filters now show or hide). */
+function renderCell(s, old) {
+  const f = filters();
+  if (!old || visible(s, f) !== visible(old, f)) return false;
+  if (!visible(s, f)) return true;
+  const el = document.querySelector(`.cell[data-key="${CSS.escape(s.key.text)}"]`);
+  if (!el) return false;
+  const focused = document.activeElement === el;
+  el.parentElement.innerHTML = cellHtml(s, true);
+  if (focused) document.querySelector(`.cell[data-key="${CSS.escape(s.key.text)}"]`)?.focus();
+  return true;
+}
+
+/** One table per (region, market): zones down, GPU types across; each in a box the browser
+ * lays out only when it is near the screen (`content-visibility`). */
 function renderGrids(flashKey = '') {
   const f = filters();
   $('f-conf-out').textContent = pct(f.conf);
@@ -320,7 +374,7 @@ function renderGrids(flashKey = '') {
       return (ga.gpu_model || '').localeCompare(gb.gpu_model || '') || a.localeCompare(b);
     });
     const zones = [...grp.zones].sort();
-    html.push(`<table class="grid"><caption>${esc(grp.key.provider)} ${esc(grp.key.region)} · ${esc(grp.key.market.replace('_', '-'))}</caption><thead><tr><th scope="col">Zone</th>`);
+    html.push(`<div class="grid-box"><table class="grid"><caption>${esc(grp.key.provider)} ${esc(grp.key.region)} · ${esc(grp.key.market.replace('_', '-'))}</caption><thead><tr><th scope="col">Zone</th>`);
     for (const t of types) {
       const gpu = grp.types.get(t);
       html.push(`<th scope="col">${esc(t)}<small>${gpu ? `${gpu.gpu_count}× ${esc(gpu.gpu_model)}` : ''}</small></th>`);
@@ -330,21 +384,11 @@ function renderGrids(flashKey = '') {
       html.push(`<tr><th scope="row" class="mono">${esc(z)}</th>`);
       for (const t of types) {
         const s = grp.cells.get(`${z}|${t}`);
-        if (!s) {
-          html.push('<td class="empty" aria-label="not scored">—</td>');
-          continue;
-        }
-        const l = labelOf(s.label);
-        const k = s.key.text;
-        html.push(
-          `<td><button type="button" class="cell ${l}${k === flashKey ? ' flash' : ''}" data-key="${esc(k)}" data-label="${l}" aria-pressed="${k === state.selected}" ` +
-            `aria-label="${esc(`${t} in ${z}: ${LABELS[l].text}, score ${s.score}, confidence ${pct(s.confidence)}`)}">` +
-            `<span><span aria-hidden="true">${LABELS[l].icon}</span> ${LABELS[l].text}</span><span class="n" aria-hidden="true">${watched.has(k) ? '<span class="star" title="watched">★</span> ' : ''}${s.score}</span></button></td>`,
-        );
+        html.push(s ? `<td>${cellHtml(s, s.key.text === flashKey)}</td>` : '<td class="empty" aria-label="not scored">—</td>');
       }
       html.push('</tr>');
     }
-    html.push('</tbody></table>');
+    html.push('</tbody></table></div>');
   }
   if (!html.length) html.push('<p class="empty">No scores match these filters yet.</p>');
   const focused = document.activeElement?.dataset?.key;
@@ -422,6 +466,11 @@ function renderExplain(s) {
     <dt>Evidence age</dt><dd>${ago(s.updated_at)} <small>(${when(s.updated_at)})</small></dd>
     <dt>Window</dt><dd>${Math.round(s.window_secs / 3600)} h, ${s.signal_count} signals</dd>
     <dt>GPU</dt><dd>${esc(gpu)}</dd>`;
+  if (!s.evidence) {
+    // the map's list carries no evidence: the key's own score (fetched now) does
+    $('explain-evidence').innerHTML = '<tr><td colspan="4">loading…</td></tr>';
+    return;
+  }
   const max = Math.max(1, ...s.evidence.map((e) => Math.abs(e.contribution)));
   $('explain-evidence').innerHTML =
     s.evidence
@@ -449,35 +498,55 @@ async function loadHistory() {
   }
 }
 
-/** An inline SVG line chart of the score with the Limited/Available bands and the buckets
- * where new signals arrived marked on the time axis. */
+/** The signal kinds marked on the history's time axis: a lane each, told apart by lane, icon
+ * and name (not colour alone). */
+const MARKS = [
+  { kind: 'probe', icon: '◆', name: 'probe', text: (m) => `${m.count} probe${m.count === 1 ? '' : 's'}, ${m.negative} failed` },
+  { kind: 'capacity_error', icon: '✖', name: 'capacity error', text: (m) => `${m.count} launch attempt${m.count === 1 ? '' : 's'} hit a capacity error` },
+  { kind: 'price', icon: '$', name: 'price', text: (m) => `${m.count} spot price${m.count === 1 ? '' : 's'}, up to $${m.max_value.toFixed(2)}/h` },
+  { kind: 'status_incident', icon: '⚠', name: 'status', text: (m) => `${m.count} status event${m.count === 1 ? '' : 's'}, ${m.negative} open incident${m.negative === 1 ? '' : 's'}` },
+  { kind: 'crowd_report', icon: '☰', name: 'crowd', text: (m) => `${m.count} crowd report${m.count === 1 ? '' : 's'}, ${m.negative} saying no capacity` },
+];
+
+/** An inline SVG line chart of the score with the Limited/Available bands, and below the time
+ * axis one lane per signal kind with a mark at each bucket where such signals arrived. */
 function chart(h) {
-  const W = 400, H = 170, L = 28, R = 8, T = 8, B = 30;
+  const lane = 12;
+  const W = 400, L = 28, R = 8, T = 8, PLOT = 132, AXIS = 16;
+  const marks = h.marks || [];
+  const H = T + PLOT + AXIS + MARKS.length * lane + 4;
   const x = (t) => L + ((t - h.from) / (h.to - h.from)) * (W - L - R);
-  const y = (v) => T + (1 - v / 100) * (H - T - B);
+  const y = (v) => T + (1 - v / 100) * PLOT;
   const pts = h.points;
-  const parts = [`<svg viewBox="0 0 ${W} ${H}" role="img" aria-labelledby="hist-desc"><title id="hist-desc">Score over the last ${esc(state.range)}: ${pts.length} points${pts.length ? `, latest ${pts[pts.length - 1].score}` : ''}</title>`];
+  const counts = MARKS.map((k) => [k, marks.filter((m) => m.kind === k.kind).reduce((n, m) => n + m.count, 0)]).filter(([, n]) => n);
+  const summary = counts.length ? `; signals marked: ${counts.map(([k, n]) => `${n} ${k.name}`).join(', ')}` : '; no signals marked';
+  const parts = [`<svg viewBox="0 0 ${W} ${H}" role="img" aria-labelledby="hist-desc"><title id="hist-desc">Score over the last ${esc(state.range)}: ${pts.length} points${pts.length ? `, latest ${pts[pts.length - 1].score}` : ''}${esc(summary)}</title>`];
   parts.push(`<line class="axis" x1="${L}" y1="${y(0)}" x2="${W - R}" y2="${y(0)}"/><line class="axis" x1="${L}" y1="${T}" x2="${L}" y2="${y(0)}"/>`);
   for (const [v, name] of [[80, 'Available'], [50, 'Limited']]) {
     parts.push(`<line class="band" x1="${L}" y1="${y(v)}" x2="${W - R}" y2="${y(v)}"/><text x="${L + 2}" y="${y(v) - 2}">${name} ≥ ${v}</text>`);
   }
   for (const v of [0, 50, 100]) parts.push(`<text x="2" y="${y(v) + 3}">${v}</text>`);
-  parts.push(`<text x="${L}" y="${H - 4}">${esc(new Date(h.from).toLocaleString())}</text><text x="${W - R}" y="${H - 4}" text-anchor="end">now</text>`);
+  parts.push(`<text x="${L}" y="${y(0) + 12}">${esc(new Date(h.from).toLocaleString())}</text><text x="${W - R}" y="${y(0) + 12}" text-anchor="end">now</text>`);
   if (pts.length) {
     parts.push(`<polyline class="line" points="${pts.map((p) => `${x(p.at).toFixed(1)},${y(p.score).toFixed(1)}`).join(' ')}"/>`);
     for (const p of pts) parts.push(`<circle class="dot" cx="${x(p.at).toFixed(1)}" cy="${y(p.score).toFixed(1)}" r="2.5"><title>${esc(when(p.at))}: score ${p.score}</title></circle>`);
-    let prev = null;
-    for (const p of pts) {
-      if (prev && p.signal_count !== prev.signal_count) {
-        parts.push(`<rect class="mark" x="${x(p.at).toFixed(1) - 1.5}" y="${y(0) + 2}" width="3" height="6"><title>${esc(when(p.at))}: ${p.signal_count} signals in the window, score ${p.score}</title></rect>`);
-      }
-      prev = p;
-    }
   } else {
-    parts.push(`<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no history in this range</text>`);
+    parts.push(`<text x="${W / 2}" y="${T + PLOT / 2}" text-anchor="middle">no history in this range</text>`);
   }
+  MARKS.forEach((k, i) => {
+    const ly = T + PLOT + AXIS + i * lane + lane / 2;
+    parts.push(`<line class="lane" x1="${L}" y1="${ly}" x2="${W - R}" y2="${ly}"/><text class="lane-name" x="${L - 2}" y="${ly + 3}" text-anchor="end">${esc(k.icon)}</text>`);
+    for (const m of marks.filter((m) => m.kind === k.kind)) {
+      const mx = Math.min(W - R, Math.max(L, x(m.at + (h.step_secs * 1000) / 2)));
+      parts.push(
+        `<g class="mark ${k.kind}${m.negative ? ' negative' : ''}" data-kind="${k.kind}" data-at="${m.at}"><title>${esc(when(m.at))}: ${esc(k.text(m))}</title>` +
+          `<text x="${mx.toFixed(1)}" y="${ly + 4}" text-anchor="middle">${esc(k.icon)}</text></g>`,
+      );
+    }
+  });
   parts.push('</svg>');
-  return parts.join('');
+  const legend = MARKS.map((k) => `<li data-kind="${k.kind}"><span aria-hidden="true" class="mark-icon ${k.kind}">${esc(k.icon)}</span> ${esc(k.name)} <small>(${counts.find(([c]) => c === k)?.[1] ?? 0})</small></li>`).join('');
+  return `${parts.join('')}<ul class="mark-legend" aria-label="Signals marked on the time axis">${legend}</ul>`;
 }
 
 // ------------------------------------------------------------------------ preflight & launch
@@ -489,6 +558,7 @@ function prefill(key) {
   fillZones();
   $('pf-zone').value = zone;
   $('pf-market').value = market;
+  syncStandby();
   selectTab('tab-preflight', false);
   $('pf-type').focus();
 }
@@ -502,7 +572,16 @@ function specFromForm() {
     interruptible: $('pf-interruptible').checked,
     allow_substitutes: $('pf-substitutes').checked,
     max_usd_per_gpu_hour: Number($('pf-maxprice').value) || 0,
+    max_fallbacks: Math.max(0, Math.min(10, Math.trunc(Number($('pf-fallbacks').value) || 0))),
+    warm_standby: $('pf-standby').checked,
   };
+}
+
+/** The warm standby is for spot launches only: the option follows the form's market. */
+function syncStandby() {
+  const spot = $('pf-market').value === 'spot';
+  $('pf-standby').disabled = !spot;
+  if (!spot) $('pf-standby').checked = false;
 }
 
 async function runPreflight(ev) {
@@ -532,7 +611,11 @@ function renderPreflight(r, spec) {
     .map((c) => `<li><span aria-hidden="true">${CHECK_ICONS[c.status] || '?'}</span> <strong>${esc(c.name)}</strong> ${esc(c.status)} — ${esc(c.reason)}${c.error_code ? ` <code>${esc(c.error_code)}</code>` : ''}</li>`)
     .join('');
   $('pf-launch-self').innerHTML =
-    r.decision === 'can_launch' ? `<button type="button" data-launch="${esc(spec.key)}">Launch ${esc(spec.key)} ×${spec.count}</button>` : '';
+    r.decision === 'can_launch'
+      ? `<button type="button" data-launch="${esc(spec.key)}">Launch ${esc(spec.key)} ×${spec.count}</button>`
+      : r.decision === 'retry_with_alternatives' && spec.max_fallbacks > 0
+        ? `<button type="button" class="secondary" data-launch="${esc(spec.key)}" id="pf-launch-anyway">Launch ${esc(spec.key)} anyway, falling back to up to ${spec.max_fallbacks} alternative${spec.max_fallbacks === 1 ? '' : 's'}</button>`
+        : '';
   $('pf-alts').innerHTML = r.alternatives
     .map(
       (a) => `<tr><td>${a.rank}</td><td class="mono">${esc(a.key.text)}</td><td>${a.gpu_count}× ${esc(a.gpu_model)}</td>
@@ -548,10 +631,16 @@ function renderPreflight(r, spec) {
 
 async function launch(key) {
   const spec = { ...(state.lastSpec || specFromForm()), key, idempotency_key: `web-${crypto.randomUUID()}` };
+  // the standby applies to spot only: an alternative on another market launches without it
+  const standbyDropped = spec.warm_standby && !key.endsWith('/spot');
+  if (standbyDropped) spec.warm_standby = false;
   $('job-error').textContent = '';
   try {
     const r = await api('/api/launches', { method: 'POST', body: JSON.stringify(spec) });
     watchJob(r.job_id);
+    $('job-options').textContent =
+      `Up to ${spec.max_fallbacks} fallback${spec.max_fallbacks === 1 ? '' : 's'}; warm standby ${spec.warm_standby ? 'on' : 'off'}` +
+      (standbyDropped ? ' (not for this non-spot key)' : '');
   } catch (e) {
     $('pf-error').textContent = `Launch refused: ${e.message}`;
   }
@@ -563,13 +652,26 @@ function renderJobState(s) {
   $('job-cancel').disabled = FINAL.has(s);
 }
 
+const STEPS = {
+  fallback: { cls: 'fallback', icon: '↪', text: 'Fallback' },
+  standby_ready: { cls: 'standby', icon: '◌', text: 'Standby ready' },
+  standby_active: { cls: 'standby', icon: '⇄', text: 'Switched to standby' },
+  replacement_running: { cls: 'standby', icon: '⇄', text: 'Switched back to spot' },
+  standby_stopped: { cls: 'standby', icon: '◌', text: 'Standby stopped' },
+};
+
 function addJobEvent(e) {
   const list = $('job-events');
   if (list.querySelector(`[data-seq="${e.seq}"]`)) return;
   const li = document.createElement('li');
   li.dataset.seq = e.seq;
   li.dataset.state = e.state;
-  li.innerHTML = `<strong>${esc(e.state)}</strong> ${esc(new Date(e.at).toLocaleTimeString())}${e.key?.text ? ` <span class="mono">${esc(e.key.text)}</span>` : ''}${e.instance_id ? ` ${esc(e.instance_id)}` : ''}${e.detail ? ` — ${esc(e.detail)}` : ''}${e.error_code ? ` <code>${esc(e.error_code)}</code>` : ''}`;
+  const step = STEPS[e.step];
+  if (step) li.dataset.step = e.step;
+  const badge = step ? `<span class="step-badge ${step.cls}"><span aria-hidden="true">${step.icon}</span> ${esc(step.text)}${e.step === 'fallback' ? ` (attempt ${e.attempt})` : ''}</span>` : '';
+  if (e.step === 'fallback') $('job-fallbacks').textContent = String(Number($('job-fallbacks').textContent) + 1);
+  if (e.switch) $('job-switches').textContent = String(Number($('job-switches').textContent) + 1);
+  li.innerHTML = `${badge}<strong>${esc(e.state)}</strong> ${esc(new Date(e.at).toLocaleTimeString())}${e.key?.text ? ` <span class="mono">${esc(e.key.text)}</span>` : ''}${e.instance_id ? ` ${esc(e.instance_id)}` : ''}${e.detail ? ` — ${esc(e.detail)}` : ''}${e.error_code ? ` <code>${esc(e.error_code)}</code>` : ''}`;
   list.append(li);
   renderJobState(e.state);
 }
@@ -582,6 +684,9 @@ async function watchJob(jobId) {
   $('job').hidden = false;
   $('job-id').textContent = jobId;
   $('job-events').innerHTML = '';
+  $('job-options').textContent = '';
+  $('job-fallbacks').textContent = '0';
+  $('job-switches').textContent = '0';
   renderJobState('queued');
   $('job-title').focus();
   try {
@@ -614,6 +719,7 @@ async function cancelJob() {
 
 async function loadLaunches() {
   $('launches-error').textContent = '';
+  $('launches').innerHTML = '<tr><td colspan="5">loading…</td></tr>';
   try {
     const [list, usage] = await Promise.all([api('/api/launches'), api('/api/usage')]);
     $('launches').innerHTML =
@@ -660,6 +766,7 @@ function wire() {
   $('changes-watched').addEventListener('change', filterChanges);
   $('watched-count').textContent = String(watched.size);
   $('pf-region').addEventListener('change', fillZones);
+  $('pf-market').addEventListener('change', syncStandby);
   $('pf-form').addEventListener('submit', runPreflight);
   $('pf-result').addEventListener('click', (ev) => {
     const b = ev.target.closest('[data-launch]');

@@ -30,6 +30,7 @@ mod key;
 mod redact;
 mod score;
 mod signal;
+mod step;
 mod time;
 mod verdict;
 
@@ -46,4 +47,5 @@ pub use signal::{
     PlacementScore, QuotaReading, Signal, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
     TenantHash,
 };
+pub use step::{LaunchStep, StandbyStep};
 pub use verdict::VerdictPolicy;

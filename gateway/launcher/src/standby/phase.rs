@@ -7,46 +7,8 @@ use capsight_proto::domain::LaunchState;
 
 use crate::store::split_ids;
 
-/// A step of the warm standby, recorded as the prefix of a `running` transition's detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StandbyStep {
-    /// The stopped clone exists.
-    Ready,
-    /// The standby was started and serves.
-    Active,
-    /// A replacement spot instance runs; the standby stops after the cooldown.
-    Replaced,
-    /// The standby was stopped again (armed).
-    Stopped,
-}
-
-impl StandbyStep {
-    /// Every step.
-    pub const ALL: [Self; 4] = [Self::Ready, Self::Active, Self::Replaced, Self::Stopped];
-
-    /// The detail prefix that records this step.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Self::Ready => "standby ready",
-            Self::Active => "standby active",
-            Self::Replaced => "replacement running",
-            Self::Stopped => "standby stopped",
-        }
-    }
-
-    /// The step a transition's detail records, if any.
-    pub fn of(detail: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|s| detail.starts_with(s.prefix()))
-    }
-}
-
-impl std::fmt::Display for StandbyStep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.prefix())
-    }
-}
+/// The standby steps are shared with the dashboard, which shows them as they happen.
+pub use capsight_proto::domain::StandbyStep;
 
 fn token(detail: &str, name: &str) -> Vec<String> {
     detail

@@ -15,6 +15,7 @@ use tonic::{Request, Response};
 use super::{Api, Result, Stream_, from_ts, secs_ms, ts};
 use crate::{
     GatewayError,
+    store::MarkRow,
     streams::held,
     validate::{self, ScoreFilter, bounded},
     view::{TRANSITIONS_BUFFER, Transition},
@@ -135,8 +136,12 @@ impl ScoreService for Api {
             )
             .into());
         }
-        let rows = self.core.store.history(&key, from_s, to_s, step).await?;
+        let (rows, marks) = tokio::try_join!(
+            self.core.store.history(&key, from_s, to_s, step),
+            self.core.store.marks(&key, from_s, to_s, step),
+        )?;
         Ok(Response::new(v1::GetHistoryResponse {
+            marks: history_marks(&marks),
             points: rows
                 .into_iter()
                 .map(|r| v1::HistoryPoint {
@@ -154,6 +159,51 @@ impl ScoreService for Api {
                 .collect(),
         }))
     }
+}
+
+/// The history marks of the signal rows of a key (`sql::SIGNAL_MARKS`), summed per bucket
+/// and mark kind, oldest first; signal kinds that are none of the marked ones are left out.
+/// * `probe`: capsight's probes (negative: failed);
+/// * `capacity error`: other launch attempts that failed on capacity (all negative);
+/// * `price`: spot prices (`max_value`: the highest);
+/// * `status incident`: status events (negative: open incidents of some severity);
+/// * `crowd report`: tenants' reports, counted only (negative: unavailable or interrupted).
+pub fn history_marks(rows: &[MarkRow]) -> Vec<v1::HistoryMark> {
+    use v1::HistoryMarkKind as K;
+    let mut out: std::collections::BTreeMap<(u32, i32), v1::HistoryMark> = Default::default();
+    for r in rows {
+        let (kind, negative) = match (r.kind.as_str(), r.source.as_str()) {
+            ("crowd_report", _) | (_, "report") => (
+                K::CrowdReport,
+                matches!(r.outcome.as_str(), "unavailable" | "interrupted"),
+            ),
+            ("launch_attempt", "probe") => (K::Probe, r.outcome == "failed"),
+            ("launch_attempt", _) if r.error_class == "capacity" => (K::CapacityError, true),
+            ("spot_price", _) => (K::Price, false),
+            ("status", _) => (K::StatusIncident, false),
+            _ => continue,
+        };
+        let negative = if kind == K::StatusIncident {
+            if r.outcome == "none" { 0 } else { r.valued }
+        } else if negative {
+            r.n
+        } else {
+            0
+        };
+        let m = out
+            .entry((r.t, i32::from(kind)))
+            .or_insert_with(|| v1::HistoryMark {
+                at: Some(ts(secs_ms(r.t, 0))),
+                kind: kind.into(),
+                ..Default::default()
+            });
+        m.count += r.n;
+        m.negative += negative;
+        if kind == K::Price {
+            m.max_value = m.max_value.max(r.max_value);
+        }
+    }
+    out.into_values().collect()
 }
 
 /// Sends the transitions of `rx` that match `filter` to `tx` until the client goes away, the
@@ -213,6 +263,58 @@ mod tests {
         let filter = validate::score_filter("filter", None).unwrap_or_else(|e| panic!("{e}"));
         let catalog = Catalog::embedded().unwrap_or_else(|e| panic!("{e}"));
         (filter, Arc::new(catalog))
+    }
+
+    fn row(t: u32, source: &str, kind: &str, outcome: &str, class: &str, n: u64) -> MarkRow {
+        MarkRow {
+            t,
+            source: source.into(),
+            kind: kind.into(),
+            outcome: outcome.into(),
+            error_class: class.into(),
+            n,
+            valued: n,
+            max_value: 4.5,
+        }
+    }
+
+    #[test]
+    fn signals_become_marks_by_kind_and_bucket() {
+        use v1::HistoryMarkKind as K;
+        let marks = history_marks(&[
+            row(60, "probe", "launch_attempt", "succeeded", "none", 2),
+            row(60, "probe", "launch_attempt", "failed", "capacity", 1),
+            row(60, "launch", "launch_attempt", "failed", "capacity", 3),
+            row(60, "launch", "launch_attempt", "succeeded", "none", 5),
+            row(120, "spot", "spot_price", "", "", 4),
+            row(120, "status", "status", "major", "", 1),
+            row(120, "status", "status", "none", "", 1),
+            row(120, "report", "crowd_report", "unavailable", "capacity", 2),
+            row(120, "report", "crowd_report", "available", "", 1),
+            row(120, "quota", "quota", "", "", 9),
+        ]);
+        let got: Vec<(i64, K, u64, u64)> = marks
+            .iter()
+            .map(|m| {
+                (
+                    m.at.as_ref().map_or(0, |t| t.seconds),
+                    m.kind(),
+                    m.count,
+                    m.negative,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (60, K::Probe, 3, 1),
+                (60, K::CapacityError, 3, 3),
+                (120, K::Price, 4, 0),
+                (120, K::StatusIncident, 2, 1),
+                (120, K::CrowdReport, 3, 2),
+            ]
+        );
+        assert!((marks[2].max_value - 4.5).abs() < 1e-9);
     }
 
     #[tokio::test]

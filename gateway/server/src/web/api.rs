@@ -4,7 +4,7 @@
 //! | route | gRPC |
 //! |---|---|
 //! | `GET /api/whoami` | admission only ([`crate::auth::Tenancy::admit`]) |
-//! | `GET /api/scores?region=&market=&gpu_model=&min_gpus=&min_confidence=&page_token=` | `ListScores` |
+//! | `GET /api/scores?region=&market=&gpu_model=&min_gpus=&min_confidence=&page_token=` | `ListScores` (scores without evidence) |
 //! | `GET /api/scores/watch?<same filters>` (SSE `transition`) | `WatchScores` |
 //! | `GET /api/score?key=` | `GetScore` |
 //! | `GET /api/history?key=&range=1h\|24h\|7d` | `GetHistory` |
@@ -20,7 +20,10 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{Path, Query, State},
-    http::{HeaderMap, header::AUTHORIZATION},
+    http::{
+        HeaderMap,
+        header::{AUTHORIZATION, CONTENT_TYPE},
+    },
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -39,6 +42,7 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 
 use super::{
+    OperatorSources,
     error::{self, WebError},
     json::{self as wire, SpecBody},
 };
@@ -51,15 +55,17 @@ type ApiResult = Result<Json<Value>, WebError>;
 pub struct Web {
     api: Api,
     core: Arc<Core>,
+    sources: Arc<OperatorSources>,
     shutdown: Shutdown,
 }
 
 impl Web {
     /// Over the gateway's services.
-    pub fn new(api: Api, core: Arc<Core>, shutdown: Shutdown) -> Self {
+    pub fn new(api: Api, core: Arc<Core>, sources: OperatorSources, shutdown: Shutdown) -> Self {
         Self {
             api,
             core,
+            sources: Arc::new(sources),
             shutdown,
         }
     }
@@ -67,6 +73,11 @@ impl Web {
     /// The core the services run over.
     pub(super) fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// Where the operator view reads the pipeline's health.
+    pub(super) fn sources(&self) -> &OperatorSources {
+        &self.sources
     }
 }
 
@@ -159,18 +170,36 @@ async fn list_scores(
     State(web): State<Web>,
     headers: HeaderMap,
     Query(q): Query<FilterQuery>,
-) -> ApiResult {
+) -> Result<Response, WebError> {
     let req = v1::ListScoresRequest {
         filter: Some(q.filter()),
         page_size: q.page_size,
         page_token: q.page_token.clone(),
     };
     let resp = web.api.list_scores(grpc(&headers, req)).await?.into_inner();
-    Ok(Json(json!({
-        "scores": resp.scores.iter().map(|s| wire::score(s, &web.core.catalog)).collect::<Vec<_>>(),
-        "next_page_token": resp.next_page_token,
-        "total": resp.total,
-    })))
+    let catalog = &web.core.catalog;
+    let page = ScoresPage {
+        scores: resp
+            .scores
+            .iter()
+            .map(|s| wire::ScoreJson::of(s, catalog, false))
+            .collect(),
+        next_page_token: &resp.next_page_token,
+        total: resp.total,
+    };
+    // straight to bytes: the map's list is the dashboard's largest answer
+    let body = serde_json::to_vec(&page)
+        .map_err(|e| GatewayError::Internal(format!("encode scores: {e}")))?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A page of the capacity map's list: scores without their evidence (the explanation reads
+/// the key's own score).
+#[derive(Debug, serde::Serialize)]
+struct ScoresPage<'a> {
+    scores: Vec<wire::ScoreJson<'a>>,
+    next_page_token: &'a str,
+    total: u32,
 }
 
 /// An SSE response over `events`, opened by an `open` event, ended by the gateway's shutdown.
@@ -291,6 +320,7 @@ async fn history(
         "to": now.timestamp() * 1000,
         "step_secs": step,
         "points": resp.points.iter().map(wire::history_point).collect::<Vec<_>>(),
+        "marks": resp.marks.iter().map(wire::history_mark).collect::<Vec<_>>(),
     })))
 }
 

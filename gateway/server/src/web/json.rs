@@ -6,8 +6,11 @@
 //! as wire messages (not validated here: the services validate them).
 
 use capsight_catalog::Catalog;
-use capsight_proto::{domain::CapacityKey, v1};
-use serde::Deserialize;
+use capsight_proto::{
+    domain::{CapacityKey, LaunchState, LaunchStep},
+    v1,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The lower-case name of an enum value without its prefix; `"unknown"` for a value this build
@@ -98,38 +101,114 @@ pub fn label_value(text: &str) -> i32 {
     v1::Label::from_str_name(&format!("LABEL_{}", text.to_ascii_uppercase())).map_or(0, i32::from)
 }
 
-fn catalog_facts(k: Option<&v1::CapacityKey>, catalog: &Catalog) -> Value {
-    let t = k
-        .and_then(|k| CapacityKey::try_from(k.clone()).ok())
-        .and_then(|k| catalog.get(k.provider, &k.instance_type).cloned());
-    t.map_or(Value::Null, |t| {
-        json!({
-            "gpu_model": t.gpu_model,
-            "gpu_count": t.gpu_count,
-            "gpu_memory_gib": t.gpu_memory_gib,
-            "usd_per_gpu_hour": t.usd_per_gpu_hour(),
-        })
+/// A key's parts, as the dashboard reads them.
+#[derive(Debug, Serialize)]
+struct KeyJson<'a> {
+    text: String,
+    provider: &'a str,
+    region: &'a str,
+    zone_id: &'a str,
+    instance_type: &'a str,
+    market: String,
+}
+
+impl<'a> KeyJson<'a> {
+    fn of(k: &'a v1::CapacityKey) -> Self {
+        Self {
+            text: key_text(Some(k)),
+            provider: &k.provider,
+            region: &k.region,
+            zone_id: &k.zone_id,
+            instance_type: &k.instance_type,
+            market: market(k.market),
+        }
+    }
+}
+
+/// The catalog's facts of a key's instance type.
+#[derive(Debug, Serialize)]
+struct GpuJson<'a> {
+    gpu_model: &'a str,
+    gpu_count: u32,
+    gpu_memory_gib: u32,
+    usd_per_gpu_hour: f64,
+}
+
+fn catalog_facts<'c>(k: Option<&v1::CapacityKey>, catalog: &'c Catalog) -> Option<GpuJson<'c>> {
+    let k = CapacityKey::try_from(k?.clone()).ok()?;
+    let t = catalog.get(k.provider, &k.instance_type)?;
+    Some(GpuJson {
+        gpu_model: &t.gpu_model,
+        gpu_count: t.gpu_count,
+        gpu_memory_gib: t.gpu_memory_gib,
+        usd_per_gpu_hour: t.usd_per_gpu_hour(),
     })
+}
+
+/// One evidence item.
+#[derive(Debug, Serialize)]
+struct EvidenceJson {
+    feature: String,
+    value: f64,
+    contribution: f64,
+    samples: u64,
+}
+
+/// A score as the dashboard reads it, serialized straight to JSON (the capacity map's list is
+/// its largest answer: no intermediate `Value` tree).
+#[derive(Debug, Serialize)]
+pub struct ScoreJson<'a> {
+    key: Option<KeyJson<'a>>,
+    score: u32,
+    label: String,
+    confidence: f64,
+    updated_at: Option<i64>,
+    window_secs: i64,
+    signal_count: u64,
+    /// Absent in the capacity map's list (the explanation reads the key's own score).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<Vec<EvidenceJson>>,
+    gpu: Option<GpuJson<'a>>,
+}
+
+impl<'a> ScoreJson<'a> {
+    /// A score with its evidence (`with_evidence`) and the catalog's facts of its type.
+    pub fn of(s: &'a v1::Score, catalog: &'a Catalog, with_evidence: bool) -> Self {
+        Self {
+            key: s.key.as_ref().map(KeyJson::of),
+            score: s.score,
+            label: label(s.label),
+            confidence: s.confidence,
+            updated_at: s
+                .updated_at
+                .as_ref()
+                .map(|t| t.seconds * 1000 + i64::from(t.nanos / 1_000_000)),
+            window_secs: s.window.as_ref().map_or(0, |w| w.seconds),
+            signal_count: s.signal_count,
+            evidence: with_evidence.then(|| {
+                s.evidence
+                    .iter()
+                    .map(|e| EvidenceJson {
+                        feature: name(
+                            v1::Feature::try_from(e.feature)
+                                .ok()
+                                .map(|f| f.as_str_name()),
+                            "FEATURE_",
+                        ),
+                        value: e.value,
+                        contribution: e.contribution,
+                        samples: u64::from(e.samples),
+                    })
+                    .collect()
+            }),
+            gpu: catalog_facts(s.key.as_ref(), catalog),
+        }
+    }
 }
 
 /// A score with its evidence and the catalog's facts of its type.
 pub fn score(s: &v1::Score, catalog: &Catalog) -> Value {
-    json!({
-        "key": key_parts(s.key.as_ref()),
-        "score": s.score,
-        "label": label(s.label),
-        "confidence": s.confidence,
-        "updated_at": millis(s.updated_at.as_ref()),
-        "window_secs": s.window.as_ref().map_or(0, |w| w.seconds),
-        "signal_count": s.signal_count,
-        "evidence": s.evidence.iter().map(|e| json!({
-            "feature": name(v1::Feature::try_from(e.feature).ok().map(|f| f.as_str_name()), "FEATURE_"),
-            "value": e.value,
-            "contribution": e.contribution,
-            "samples": e.samples,
-        })).collect::<Vec<_>>(),
-        "gpu": catalog_facts(s.key.as_ref(), catalog),
-    })
+    serde_json::to_value(ScoreJson::of(s, catalog, true)).unwrap_or(Value::Null)
 }
 
 /// A history bucket.
@@ -140,6 +219,18 @@ pub fn history_point(p: &v1::HistoryPoint) -> Value {
         "label": label(p.label),
         "confidence": p.confidence,
         "signal_count": p.signal_count,
+    })
+}
+
+/// A history mark: the signals of one kind in one bucket (`probe`, `capacity_error`, `price`,
+/// `status_incident`, `crowd_report`).
+pub fn history_mark(m: &v1::HistoryMark) -> Value {
+    json!({
+        "at": millis(m.at.as_ref()),
+        "kind": name(v1::HistoryMarkKind::try_from(m.kind).ok().map(|k| k.as_str_name()), "HISTORY_MARK_KIND_"),
+        "count": m.count,
+        "negative": m.negative,
+        "max_value": m.max_value,
     })
 }
 
@@ -183,9 +274,15 @@ pub fn preflight(r: &v1::PreflightResponse, catalog: &Catalog) -> Value {
     })
 }
 
-/// One launch transition.
+/// One launch transition, with its step (`fallback`, `standby_active`, ...; see
+/// [`LaunchStep::as_str`]) or `null`.
 pub fn launch_event(e: &v1::LaunchEvent) -> Value {
+    let step = LaunchState::from_wire("state", e.state)
+        .ok()
+        .and_then(|s| LaunchStep::of(s, e.attempt, &e.detail));
     json!({
+        "step": step.map(LaunchStep::as_str),
+        "switch": matches!(step, Some(LaunchStep::Standby(s)) if s.is_switch()),
         "job_id": e.job_id,
         "seq": e.seq,
         "state": state(e.state),
@@ -237,6 +334,8 @@ pub struct SpecBody {
     pub min_label: String,
     /// Launch only: alternatives the launcher may walk on a capacity error.
     pub max_fallbacks: u32,
+    /// Launch only, spot only: keep a stopped on-demand clone as a warm standby.
+    pub warm_standby: bool,
     /// Launch only: client idempotency key.
     pub idempotency_key: String,
 }
@@ -278,6 +377,7 @@ impl SpecBody {
             spec: Some(self.spec()?),
             constraints: Some(self.constraints()),
             max_fallbacks: self.max_fallbacks,
+            warm_standby: self.warm_standby,
             idempotency_key: self.idempotency_key.clone(),
             ..Default::default()
         })
@@ -293,6 +393,33 @@ mod tests {
         assert_eq!(label(v1::Label::Unavailable.into()), "unavailable");
         assert_eq!(label(v1::Label::Available.into()), "available");
         assert_eq!(label(99), "unknown");
+    }
+
+    #[test]
+    fn fallbacks_and_standby_switches_are_named_on_their_transitions() {
+        let event = |state: v1::LaunchState, attempt: u32, detail: &str| {
+            launch_event(&v1::LaunchEvent {
+                state: state.into(),
+                attempt,
+                detail: detail.into(),
+                ..Default::default()
+            })
+        };
+        let fallback = event(v1::LaunchState::Provisioning, 2, "falling back to ...");
+        assert_eq!(fallback["step"], "fallback");
+        assert_eq!(fallback["switch"], false);
+        let first = event(v1::LaunchState::Provisioning, 1, "launching (attempt 1)");
+        assert!(first["step"].is_null());
+        let active = event(v1::LaunchState::Running, 1, "standby active: standby=i-1");
+        assert_eq!(active["step"], "standby_active");
+        assert_eq!(active["switch"], true);
+        let ready = event(
+            v1::LaunchState::Running,
+            1,
+            "standby ready: standby=i-1 stopped",
+        );
+        assert_eq!(ready["step"], "standby_ready");
+        assert_eq!(ready["switch"], false);
     }
 
     #[test]

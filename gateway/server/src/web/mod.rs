@@ -13,7 +13,8 @@
 //! filtered on the admitted tenant in SQL. The key is never read from a URL.
 //!
 //! The operator's and analysts' routes ([`operator`]) need the operator credential, never a
-//! tenant key.
+//! tenant key; they read the pipeline's health from ClickHouse and the broker with the
+//! statements and the lag reckoning the services themselves use.
 //!
 //! Assets ([`assets`]) are compiled into the binary from `gateway/server/web/`: no CDN, no build
 //! step, the dashboard works offline.
@@ -31,10 +32,13 @@ use serde::{Deserialize, Deserializer};
 
 use crate::{Core, GatewayError, service::Api};
 
+pub use operator::OperatorSources;
+
 /// Binds `listen` and serves the dashboard until `shutdown` fires; the bound address.
 pub async fn serve(
     api: Api,
     core: Arc<Core>,
+    sources: OperatorSources,
     listen: SocketAddr,
     shutdown: Shutdown,
 ) -> Result<SocketAddr, GatewayError> {
@@ -44,7 +48,7 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| GatewayError::Internal(format!("web dashboard address: {e}")))?;
-    let web = api::Web::new(api, core, shutdown.clone());
+    let web = api::Web::new(api, core, sources, shutdown.clone());
     let router = api::router(web.clone())
         .merge(operator::router(web))
         .merge(assets::router())

@@ -7,6 +7,15 @@
 //! * `GET /api/operator/overview`: the scores view (ready, healthy, keys), the tenants (rate
 //!   limit, GPU quota, stream limit and streams open now, active keys, cloud role) and GPU-hours
 //!   of this month per tenant and market (`tenant_gpu_hours_monthly`);
+//!   and each tenant's report trust (`trust`: the scorer's `TENANT_TRUST` query over
+//!   `trust.horizon` and its formula, [`TrustSettings::table`] as `capsight-admin tenant trust`);
+//! * `GET /api/operator/pipeline`: the pipeline's health — collector freshness (the newest
+//!   signal per source in ClickHouse over the last day), the scorer (its consumer group's lag on
+//!   the signals topic, reckoned as its own watchdog does, and the newest score row written),
+//!   the dead-letter topic's messages, and probe spend of this UTC day per prober
+//!   (`probe_audit`, each probe's settled cost or else its reservation, as the prober recovers
+//!   its budget) against `probe.daily_budget_usd`. A part that cannot be read answers with its
+//!   `error`, the others still answer;
 //! * `GET /api/operator/queries`: the documented analyst queries of `docs/analytics.md`
 //!   (compiled in), `GET /api/operator/queries/{n}`: query `n` run on ClickHouse as CSV with a
 //!   header row, as a download.
@@ -26,7 +35,35 @@ use subtle::ConstantTimeEq;
 use tonic::Status;
 
 use super::{api::Web, error::WebError};
-use crate::GatewayError;
+use crate::{GatewayConfig, GatewayError};
+use capsight_kafka::{KafkaSettings, liveness};
+use capsight_tenancy::trust::{HashChecks, TrustSettings};
+
+/// Where the operator view reads the pipeline's health: the sections of the shared
+/// configuration the other services run with.
+#[derive(Debug, Clone)]
+pub struct OperatorSources {
+    /// The broker and its topic names.
+    pub kafka: KafkaSettings,
+    /// `[trust]`.
+    pub trust: TrustSettings,
+    /// `probe.daily_budget_usd`.
+    pub probe_budget_usd: f64,
+    /// `scorer.group_id`.
+    pub scorer_group: String,
+}
+
+impl OperatorSources {
+    /// From the gateway's configuration.
+    pub fn of(config: &GatewayConfig) -> Self {
+        Self {
+            kafka: config.kafka.clone(),
+            trust: config.trust.clone(),
+            probe_budget_usd: config.probe.daily_budget_usd,
+            scorer_group: config.scorer.group_id.clone(),
+        }
+    }
+}
 
 /// The analysts' page, whose `sql` blocks are the documented queries.
 const ANALYTICS: &str = include_str!(concat!(
@@ -74,6 +111,7 @@ pub fn documented(markdown: &str) -> Vec<Documented> {
 pub fn router(web: Web) -> Router {
     Router::new()
         .route("/api/operator/overview", get(overview))
+        .route("/api/operator/pipeline", get(pipeline))
         .route("/api/operator/queries", get(queries))
         .route("/api/operator/queries/{n}", get(run_query))
         .with_state(web)
@@ -134,15 +172,32 @@ async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Val
         .fetch_all::<MonthlyUsage>()
         .await
         .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let sources = web.sources();
+    let checks = core
+        .store
+        .tenant_trust(sources.trust.since(Utc::now()))
+        .await?;
+    let registered = core.tenancy.registry().tenants();
+    let trust = sources.trust.table(
+        checks.into_iter().map(|r| HashChecks {
+            hash: r.tenant,
+            agreements: r.agreements,
+            contradictions: r.contradictions,
+            last_at: r.last_at,
+        }),
+        &registered,
+        core.tenancy.hasher(),
+    );
     let healthy = core.view.watch_health().borrow().is_healthy();
     let default_rate = core.tenancy.default_rate();
-    let tenants: Vec<Value> = core
-        .tenancy
-        .registry()
-        .tenants()
+    let tenants: Vec<Value> = registered
         .iter()
         .map(|t| {
+            let trusted = trust.iter().find(|r| r.tenant == t.id.as_str());
             json!({
+                "trust": trusted.map(|r| r.trust),
+                "checks": trusted.map_or(0, |r| r.checks),
+                "contradictions": trusted.map_or(0, |r| r.contradictions),
                 "id": t.id.as_str(),
                 "name": t.name,
                 "rate_per_minute": t.rate_per_minute.unwrap_or(default_rate),
@@ -161,6 +216,8 @@ async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Val
             "keys": core.view.len(),
         },
         "tenants": tenants,
+        "trust": trust,
+        "trust_fresh": sources.trust.fresh(),
         "month": month.format("%Y-%m").to_string(),
         "usage": usage.iter().filter(|u| u.month == month).map(|u| json!({
             "tenant": u.tenant,
@@ -169,6 +226,93 @@ async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Val
             "launches": u.launches,
             "still_running": u.any_still_running == 1,
         })).collect::<Vec<_>>(),
+    })))
+}
+
+/// A part of the pipeline view, or its error (the other parts still answer).
+fn part(result: Result<Value, String>) -> Value {
+    result.unwrap_or_else(|error| json!({ "error": error }))
+}
+
+/// A consumer group's backlog on a topic, asked of the broker on a blocking thread.
+async fn backlog(
+    kafka: &KafkaSettings,
+    topic: &str,
+    group: &str,
+) -> Result<liveness::Backlog, String> {
+    let (kafka, topic, group) = (kafka.clone(), topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let timeout = kafka.request_timeout;
+        liveness::backlog(&kafka, "gateway-operator", &topic, &group, timeout)
+    })
+    .await
+    .map_err(|e| format!("broker check: {e}"))?
+    .map_err(|e| format!("broker: {e}"))
+}
+
+async fn pipeline(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
+    operator(&web, &headers)?;
+    let core = web.core();
+    let sources = web.sources();
+    let now = Utc::now();
+    let now_s = u32::try_from(now.timestamp().max(0)).unwrap_or(u32::MAX);
+    let day_ago = now_s.saturating_sub(86_400);
+    let today = now.date_naive().format("%Y-%m-%d").to_string();
+    let topics = &sources.kafka.topics;
+    let (freshness, last_score, spend, scorer_lag, dlq) = tokio::join!(
+        core.store.freshness(day_ago),
+        core.store.scores_last_written(day_ago),
+        core.store.probe_spend(&today),
+        backlog(&sources.kafka, &topics.signals, &sources.scorer_group),
+        backlog(&sources.kafka, &topics.signals_dlq, &sources.scorer_group),
+    );
+    let age = |t: u32| (t > 0).then(|| now_s.saturating_sub(t));
+    let collectors = freshness.map_err(|e| e.to_string()).map(|rows| {
+        json!(
+            rows.iter()
+                .map(|r| json!({
+                    "source": r.source,
+                    "last_observed": u64::from(r.last_observed) * 1000,
+                    "age_secs": age(r.last_observed),
+                    "signals_24h": r.signals,
+                }))
+                .collect::<Vec<_>>()
+        )
+    });
+    let scorer = match (scorer_lag, last_score) {
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.to_string()),
+        (Ok(b), Ok(last)) => Ok(json!({
+            "group": sources.scorer_group,
+            "topic": topics.signals,
+            "lag": b.lag,
+            "last_score_written": (last > 0).then(|| u64::from(last) * 1000),
+            "last_score_age_secs": age(last),
+        })),
+    };
+    let dlq = dlq.map(|b| json!({ "topic": topics.signals_dlq, "messages": b.held }));
+    let probes = spend.map_err(|e| e.to_string()).map(|rows| {
+        json!({
+            "day": today,
+            "budget_usd_per_prober": sources.probe_budget_usd,
+            "spent_usd": rows.iter().map(|r| r.spent_usd).sum::<f64>(),
+            "probers": rows.iter().map(|r| json!({
+                "prober": r.prober,
+                "spent_usd": r.spent_usd,
+                "budget_usd": sources.probe_budget_usd,
+                "share": if sources.probe_budget_usd > 0.0 { r.spent_usd / sources.probe_budget_usd } else { 0.0 },
+                "probes": r.probes,
+                "failed": r.failed,
+                "last_at": u64::from(r.last_at) * 1000,
+            })).collect::<Vec<_>>(),
+        })
+    });
+    Ok(Json(json!({
+        "at": now.timestamp_millis(),
+        "collectors": part(collectors),
+        "scorer": part(scorer),
+        "dlq": part(dlq),
+        "probes": part(probes),
     })))
 }
 
