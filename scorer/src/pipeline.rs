@@ -30,11 +30,11 @@
 //!   committed offsets, idempotently). When rejoining does not help, [`Pipeline::run`] returns
 //!   [`ScorerError::Stalled`] and the process exits non-zero for its supervisor.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use capsight_kafka::liveness::{Liveness, Membership, Recovery, Watchdog};
-use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TopicNames};
+use capsight_kafka::{DLQ_REASON_HEADER, KafkaSettings, TRACEPARENT_HEADER, TopicNames};
 use capsight_proto::codec;
 use capsight_proto::domain::{CapacityKey, Signal};
 use capsight_runtime::shutdown::Shutdown;
@@ -42,7 +42,7 @@ use chrono::{DateTime, Utc};
 use rdkafka::{
     ClientContext, Message, Offset, TopicPartitionList,
     consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer},
-    message::{Header, OwnedHeaders},
+    message::{Header, Headers, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
     util::Timeout,
 };
@@ -123,6 +123,8 @@ struct Item {
     partition: i32,
     offset: i64,
     body: Body,
+    /// The producer's trace context (`traceparent`), empty when the message carries none.
+    trace: HashMap<String, String>,
 }
 
 impl Item {
@@ -151,11 +153,50 @@ impl Item {
             Ok(s) => Body::Valid(s),
             Err(e) => invalid(e.reason()),
         };
+        let trace = m
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .filter(|h| h.key == TRACEPARENT_HEADER)
+                    .filter_map(|h| {
+                        let value = std::str::from_utf8(h.value?).ok()?;
+                        Some((h.key.to_owned(), value.to_owned()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             partition: m.partition(),
             offset: m.offset(),
             body,
+            trace,
         }
+    }
+
+    /// The span of a traced valid signal in the batch being scored: a child of the producer's
+    /// `kafka.produce` span (so a probe's or a launch's trace reaches the scorer); `None` for
+    /// a message without trace context.
+    fn span(&self) -> Option<(CapacityKey, tracing::Span)> {
+        let Body::Valid(signal) = &self.body else {
+            return None;
+        };
+        if self.trace.is_empty() {
+            return None;
+        }
+        let span = tracing::info_span!(
+            parent: None,
+            "scorer.signal",
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.kafka.partition = self.partition,
+            messaging.kafka.offset = self.offset,
+            signal_id = %signal.id,
+            source = signal.source.as_str(),
+            key = %signal.key,
+        );
+        capsight_runtime::telemetry::extract(&span, &self.trace);
+        Some((signal.key.clone(), span))
     }
 }
 
@@ -465,6 +506,9 @@ impl Pipeline {
             return;
         }
         let items = std::mem::take(batch);
+        // traced signals get a span each, open until the batch is durable
+        let traced: Vec<(CapacityKey, tracing::Span)> =
+            items.iter().filter_map(Item::span).collect();
         let backoff = self.settings.retry_backoff;
         let valid: Vec<(i32, &Signal)> = items
             .iter()
@@ -520,6 +564,21 @@ impl Pipeline {
 
         // 2. score
         let outputs = self.engine.apply(valid.iter().copied());
+        // the score each traced signal moved, as a child span covering its durable write
+        let moved: Vec<tracing::Span> = traced
+            .iter()
+            .filter_map(|(key, parent)| {
+                let score = outputs.scores.iter().find(|s| &s.key == key)?;
+                Some(tracing::info_span!(
+                    parent: parent,
+                    "scorer.score",
+                    key = %key,
+                    score = score.score,
+                    label = score.label.as_str(),
+                    confidence = score.confidence,
+                ))
+            })
+            .collect();
         let rows = signal_rows(valid.iter().map(|(_, s)| *s), chrono::Utc::now());
         let dead: Vec<DeadLetter<'_>> = items
             .iter()
@@ -581,6 +640,8 @@ impl Pipeline {
             }
         }
 
+        drop(moved);
+        drop(traced);
         {
             use crate::metrics as m;
             metrics::histogram!(m::BATCH_WRITE_SECONDS.name).record(write_start.elapsed());

@@ -381,6 +381,40 @@ async fn prometheus_finds_every_binarys_series() {
     .await;
     assert!(jobs.iter().all(|(_, v)| *v == 0.0), "{jobs:?}");
 
+    // every publisher reports its buffer depth, the collectors' and the services' alike
+    let buffered = wait_for(
+        &http,
+        prometheus,
+        "capsight_publisher_buffered_signals",
+        Duration::from_secs(60),
+        |r| r.len() == 7,
+    )
+    .await;
+    for role in [
+        "probe", "quota", "spot", "status", "reports", "gateway", "launcher",
+    ] {
+        assert!(
+            buffered.iter().any(|(m, v)| m["role"] == role && *v >= 0.0),
+            "{role}: {buffered:?}"
+        );
+    }
+    // ClickHouse reads and the launcher's RabbitMQ subscription are timed like every other call
+    for (component, dependency, operation) in [
+        ("capsight-launcher", "rabbitmq", "consume"),
+        ("capsight-launcher", "clickhouse", "launch.live"),
+        ("capsight-scorer", "clickhouse", "scorer.tenant_trust"),
+    ] {
+        positive(
+            &http,
+            prometheus,
+            &format!(
+                "sum(capsight_dependency_call_seconds_count{{component=\"{component}\",dependency=\"{dependency}\",operation=\"{operation}\"}})"
+            ),
+            0.0,
+        )
+        .await;
+    }
+
     for child in children.into_iter().rev() {
         child.stop(Duration::from_secs(60)).await;
     }

@@ -76,8 +76,11 @@ macro_rules! collector_main {
         async fn main() -> anyhow::Result<()> {
             let Cli { args } = <Cli as clap::Parser>::parse();
             let c = $crate::Collector::start($name, $role, &args.config, args.catalog.as_deref())?;
-            $run(&c, args.once).await?;
-            c.finish().await?;
+            let ran = $run(&c, args.once).await;
+            let flushed = c.finish().await;
+            capsight_runtime::telemetry::finish().await;
+            ran?;
+            flushed?;
             Ok(())
         }
     };
@@ -141,11 +144,7 @@ impl<S: DeserializeOwned> Collector<S> {
         let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
         let publisher = Publisher::new(&sections.kafka, &sections.publisher, role)
             .map_err(CollectorError::Publisher)?;
-        tokio::spawn({
-            let (p, s) = (publisher.clone(), shutdown.clone());
-            let every = sections.publisher.report_interval;
-            async move { p.report(every, s).await }
-        });
+        publisher.spawn_report(sections.publisher.report_interval, shutdown.clone());
         Ok(Self {
             config: sections.own,
             kafka: sections.kafka,

@@ -38,6 +38,7 @@ use capsight_proto::domain::{
 };
 use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
+use tracing::Instrument;
 
 use crate::{
     audit::{
@@ -336,8 +337,17 @@ impl Prober {
     /// Probes `planned.key` once (see the module contract).
     /// Runs one probe of `planned` (see the crate doc) and records it: probes by outcome, the
     /// day's spend against the budget.
+    /// One trace per probe: its `probe` span holds the cloud calls and the publication,
+    /// which carries the trace to the scorer.
     pub async fn probe(&self, planned: &Planned) -> ProbeReport {
-        let report = self.probe_once(planned).await;
+        let span = tracing::info_span!(
+            parent: None,
+            "probe",
+            key = %planned.key,
+            probe.outcome = tracing::field::Empty,
+        );
+        let report = self.probe_once(planned).instrument(span.clone()).await;
+        span.record("probe.outcome", report.outcome.as_str());
         let now = Utc::now();
         crate::metrics::probed(report.outcome, self.budget.spent(now), self.budget.limit());
         report
@@ -538,12 +548,15 @@ impl Prober {
         if self.settings.crash_after == "done" {
             crash_now(&probe_id);
         }
-        self.publishing.spawn(publish_and_mark(
-            self.publisher.clone(),
-            self.audit.clone(),
-            signal.clone(),
-            row.clone(),
-        ));
+        self.publishing.spawn(
+            publish_and_mark(
+                self.publisher.clone(),
+                self.audit.clone(),
+                signal.clone(),
+                row.clone(),
+            )
+            .in_current_span(),
+        );
         ProbeReport {
             probe_id,
             outcome: planner_outcome,

@@ -98,6 +98,7 @@ pub async fn start(
 ) -> Result<(), ReportsError> {
     let publisher =
         capsight_publisher::Publisher::new(&config.kafka, &config.publisher, "reports")?;
+    publisher.spawn_report(config.publisher.report_interval, shutdown.clone());
     let registry = capsight_tenancy::SharedRegistry::open(
         config.tenancy.registry.clone(),
         config.reports.registry_recheck,

@@ -167,7 +167,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: AdminConfig = capsight_runtime::config::load(cli.config.config.as_deref())?;
     capsight_runtime::telemetry::init("capsight-admin", &config.telemetry)?;
-    match cli.command {
+    let ran = command(cli.command, &config).await;
+    capsight_runtime::telemetry::finish().await;
+    ran
+}
+
+/// Runs one admin command.
+async fn command(command: Command, config: &AdminConfig) -> anyhow::Result<()> {
+    match command {
         Command::Setup => {
             topics(&config.kafka).await?;
             migrate(&config.clickhouse).await?;
@@ -176,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Topics => topics(&config.kafka).await?,
         Command::Migrate => migrate(&config.clickhouse).await?,
         Command::Amqp => amqp(&config.amqp).await?,
-        Command::Check => check(&config).await?,
+        Command::Check => check(config).await?,
         Command::Sql {
             server_version,
             cluster,

@@ -28,14 +28,29 @@ use serde::Deserialize;
 
 /// Runs one ClickHouse call, recording its latency and failure (by error class) as the
 /// `clickhouse` dependency under `operation`: the table for an insert (`signals`), the
-/// statement's name for a query (`scores.history`, [`sql::Statement::name`]).
+/// statement's name for a query (`scores.history`, [`sql::Statement::name`]). The call is a
+/// `clickhouse` span named by `operation` in the caller's trace.
 pub async fn observed<T>(
     operation: &'static str,
     call: impl Future<Output = Result<T, clickhouse::error::Error>>,
 ) -> Result<T, clickhouse::error::Error> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "clickhouse",
+        otel.name = operation,
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system = "clickhouse",
+        db.operation.name = operation,
+        error.type = tracing::field::Empty,
+    );
     let start = std::time::Instant::now();
-    let result = call.await;
+    let result = call.instrument(span.clone()).await;
     let class = result.as_ref().err().map(error_class);
+    if let Some(class) = class {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", class);
+    }
     capsight_runtime::metrics::dependency_call("clickhouse", operation, start, class);
     result
 }
@@ -238,11 +253,12 @@ pub(crate) fn ident(field: &'static str, value: &str) -> Result<(), ClickHouseEr
 
 /// The server's version as `(major, minor)`, e.g. `(18, 16)` or `(24, 8)`.
 pub async fn server_version(client: &clickhouse::Client) -> Result<(u32, u32), ClickHouseError> {
-    let text: String = client
-        .query(sql::SERVER_VERSION.sql)
-        .fetch_one()
-        .await
-        .map_err(ClickHouseError::query("SELECT version()"))?;
+    let text: String = crate::observed(
+        sql::SERVER_VERSION.name,
+        client.query(sql::SERVER_VERSION.sql).fetch_one(),
+    )
+    .await
+    .map_err(ClickHouseError::query("SELECT version()"))?;
     parse_version(&text).ok_or_else(|| ClickHouseError::Migration {
         name: "-".into(),
         reason: format!("cannot parse server version {text:?}"),

@@ -50,6 +50,8 @@ async fn main() -> anyhow::Result<()> {
         }
     })?;
     let scenario = cli.scenario.as_deref();
-    capsight_cloudsim::run(&p.config.cloudsim, scenario, cli.seed, p.shutdown).await?;
+    let ran = capsight_cloudsim::run(&p.config.cloudsim, scenario, cli.seed, p.shutdown).await;
+    capsight_runtime::telemetry::finish().await;
+    ran?;
     Ok(())
 }

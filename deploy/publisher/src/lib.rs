@@ -3,7 +3,8 @@
 //! Contract:
 //! * **Wire form**: key = `CapacityKey::partition_key()` (`provider/region/instance_type`), so one
 //!   key's signals stay ordered on one partition; value = `capsight.v1.Signal` protobuf; headers
-//!   `traceparent` (the caller's trace context) and `capsight-signal-id`.
+//!   `traceparent` (the context of a `kafka.produce` span, a child of the caller's span) and
+//!   `capsight-signal-id`.
 //! * **Delivery**: an idempotent producer (`acks=all`, `enable.idempotence=true`): librdkafka
 //!   retries without duplicating or reordering. [`Publisher::publish`] resolves only when the
 //!   broker has acknowledged the signal, so a caller that answers its own client after it (the
@@ -17,7 +18,8 @@
 //! * **Ids**: the caller sets [`Signal::id`] — unique, and the same for every retry of the same
 //!   observation (`SignalId::derived`) — so downstream sinks de-duplicate.
 //! * **Metrics**: signals published and failed by role and source, produce latency and errors
-//!   (as the `kafka` dependency), the buffer depth (see [`METRICS`]).
+//!   (as the `kafka` dependency), the buffer depth ([`Publisher::spawn_report`], which every
+//!   publishing process runs; see [`METRICS`]).
 //! * **Shutdown**: [`Publisher::flush`] waits, up to a deadline, until the buffer is empty and
 //!   reports what it could not deliver.
 
@@ -39,6 +41,7 @@ use rdkafka::{
     util::Timeout,
 };
 use serde::Deserialize;
+use tracing::Instrument;
 
 /// The header carrying the signal id (for tracing and DLQ inspection without decoding).
 pub const SIGNAL_ID_HEADER: &str = "capsight-signal-id";
@@ -199,7 +202,22 @@ impl Publisher {
             key: SIGNAL_ID_HEADER,
             value: Some(signal.id.as_str()),
         });
-        let trace = capsight_runtime::telemetry::inject();
+        // inside a caller's span, a produce span is the parent the consumer's span continues
+        // from; a signal published outside any span starts no trace
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "kafka.produce",
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                messaging.system = "kafka",
+                messaging.destination.name = %self.topic,
+                signal_id = %signal.id,
+                source = signal.source.as_str(),
+            )
+        };
+        let trace = span.in_scope(capsight_runtime::telemetry::inject);
         if let Some(tp) = trace.get(TRACEPARENT_HEADER) {
             headers = headers.insert(Header {
                 key: TRACEPARENT_HEADER,
@@ -215,7 +233,12 @@ impl Publisher {
             ("role", self.role.clone()),
             ("source", signal.source.as_str().into()),
         ];
-        match self.producer.send(record, Timeout::Never).await {
+        let sent = self
+            .producer
+            .send(record, Timeout::Never)
+            .instrument(span.clone())
+            .await;
+        match sent {
             Ok(_) => {
                 dependency_call("kafka", "produce", start, None);
                 metrics::counter!(SIGNALS_PUBLISHED_TOTAL.name, &labels).increment(1);
@@ -223,6 +246,7 @@ impl Publisher {
                 Ok(())
             }
             Err((source, _)) => {
+                span.record("otel.status_code", "ERROR");
                 dependency_call("kafka", "produce", start, Some(kafka_error_class(&source)));
                 metrics::counter!(SIGNALS_FAILED_TOTAL.name, &labels).increment(1);
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -262,6 +286,17 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Runs [`Publisher::report`] in a task of its own: every publishing process (collectors,
+    /// reports intake, gateway, launcher) reports its buffer depth this way.
+    pub fn spawn_report(
+        &self,
+        interval: Duration,
+        shutdown: capsight_runtime::shutdown::Shutdown,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.report(interval, shutdown).await })
     }
 
     /// Waits up to `deadline` for every buffered signal to be acknowledged.

@@ -1,7 +1,8 @@
 //! What every capsight process does at start and stop, and nothing else:
 //!
 //! * [`config`]: layered configuration (embedded defaults < file < `CAPSIGHT_` environment);
-//! * [`telemetry`]: tracing initialisation from config;
+//! * [`telemetry`]: tracing initialisation from config, OTLP span export from the `OTEL_*`
+//!   environment, trace context in message headers;
 //! * [`failpoint`]: test failpoints, refused by release builds;
 //! * [`health`]: the `GET /healthz` endpoint supervisors probe;
 //! * [`metrics`]: Prometheus metrics (`GET /metrics`), the catalog type every crate declares

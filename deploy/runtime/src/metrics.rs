@@ -22,6 +22,7 @@ use std::{
 use axum::{Router, routing::get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
+use tracing::Instrument;
 
 use crate::shutdown::Shutdown;
 
@@ -219,7 +220,8 @@ pub const METRICS: &[Metric] = &[
 ];
 
 /// An axum middleware (`axum::middleware::from_fn(track_http)`, as a router's `layer`)
-/// recording [`HTTP_REQUESTS_TOTAL`] and [`HTTP_REQUEST_SECONDS`]. The `route` label is the
+/// recording [`HTTP_REQUESTS_TOTAL`] and [`HTTP_REQUEST_SECONDS`], each request in an
+/// `http.request` trace span named by method and route. The `route` label is the
 /// matched route pattern (`/v1/reports`), `unmatched` for anything else: clients cannot grow
 /// the label set.
 pub async fn track_http(
@@ -230,8 +232,30 @@ pub async fn track_http(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // one span per request, a child of the caller's trace when it sends a `traceparent`
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    crate::telemetry::extract(&span, &carrier);
     let start = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     ::metrics::histogram!(HTTP_REQUEST_SECONDS.name, "route" => route.clone())
         .record(start.elapsed());
     ::metrics::counter!(

@@ -15,7 +15,8 @@ use crate::{
 
 /// The `main` of a service that takes no flag but `--config`: parses [`ConfigArgs`] (with
 /// `about` as the help), starts the [`Process`] named `name` reading `Config`, and runs
-/// `run(config, shutdown)` to its end. The binary depends on `clap`, `tokio` and `anyhow`.
+/// `run(config, shutdown)` to its end, then exports the spans still buffered
+/// ([`crate::telemetry::finish`]). The binary depends on `clap`, `tokio` and `anyhow`.
 #[macro_export]
 macro_rules! service_main {
     ($name:literal, $about:literal, $config:ty, $run:path) => {
@@ -30,7 +31,9 @@ macro_rules! service_main {
         async fn main() -> anyhow::Result<()> {
             let cli = <Cli as clap::Parser>::parse();
             let p = $crate::process::Process::<$config>::start($name, &cli.config)?;
-            $run(p.config, p.shutdown).await?;
+            let ran = $run(p.config, p.shutdown).await;
+            $crate::telemetry::finish().await;
+            ran?;
             Ok(())
         }
     };

@@ -19,6 +19,7 @@ use lapin::{
 };
 use prost::Message;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 /// RabbitMQ refused or did not confirm (the job may be retried).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,8 +78,25 @@ impl JobPublisher {
         Ok(())
     }
 
-    /// Publishes `job` and waits for the broker's confirm.
+    /// Publishes `job` and waits for the broker's confirm, in an `amqp.publish` span whose
+    /// context the message's `traceparent` header carries to the launcher.
     pub async fn publish(&self, job: &v1::LaunchJob) -> Result<(), QueueError> {
+        let span = tracing::info_span!(
+            "amqp.publish",
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %self.settings.launch.exchange,
+            messaging.message.id = %job.job_id,
+        );
+        let result = self.publish_in_span(job).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        result
+    }
+
+    async fn publish_in_span(&self, job: &v1::LaunchJob) -> Result<(), QueueError> {
         let mut guard = self.channel.lock().await;
         let start = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, async {

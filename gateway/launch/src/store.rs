@@ -219,13 +219,16 @@ impl Store {
         Ok(Some(row))
     }
 
-    async fn insert<R>(&self, table: &str, row: &R) -> Result<(), StoreError>
+    async fn insert<R>(&self, table: &'static str, row: &R) -> Result<(), StoreError>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        let mut insert = self.client.insert::<R>(table).await?;
-        insert.write(row).await?;
-        insert.end().await?;
+        capsight_clickhouse::observed(table, async {
+            let mut insert = self.client.insert::<R>(table).await?;
+            insert.write(row).await?;
+            insert.end().await
+        })
+        .await?;
         Ok(())
     }
 
@@ -256,14 +259,16 @@ impl Store {
         job_id: &str,
         after: Option<u32>,
     ) -> Result<Vec<LaunchEventRow>, StoreError> {
-        let rows = self
-            .client
-            .query(sql::LAUNCH_EVENTS.sql)
-            .bind(tenant)
-            .bind(job_id)
-            .bind(after.map_or(0, |a| a.saturating_add(1)))
-            .fetch_all::<LaunchEventRow>()
-            .await?;
+        let rows = capsight_clickhouse::observed(
+            sql::LAUNCH_EVENTS.name,
+            self.client
+                .query(sql::LAUNCH_EVENTS.sql)
+                .bind(tenant)
+                .bind(job_id)
+                .bind(after.map_or(0, |a| a.saturating_add(1)))
+                .fetch_all::<LaunchEventRow>(),
+        )
+        .await?;
         let by_seq: BTreeMap<u32, LaunchEventRow> = rows.into_iter().map(|r| (r.seq, r)).collect();
         Ok(by_seq.into_values().collect())
     }
@@ -281,16 +286,18 @@ impl Store {
         let ids: Vec<&str> = watched.iter().map(|(_, j, _)| j.as_str()).collect();
         let tenants: Vec<&str> = watched.iter().map(|(t, _, _)| t.as_str()).collect();
         let from: Vec<u32> = watched.iter().map(|(_, _, s)| *s).collect();
-        Ok(self
-            .client
-            .query(sql::LAUNCH_EVENTS_WATCHED.sql)
-            .bind(&ids)
-            .bind(&tenants)
-            .bind(&ids)
-            .bind(&from)
-            .bind(&ids)
-            .fetch_all::<LaunchEventRow>()
-            .await?)
+        Ok(capsight_clickhouse::observed(
+            sql::LAUNCH_EVENTS_WATCHED.name,
+            self.client
+                .query(sql::LAUNCH_EVENTS_WATCHED.sql)
+                .bind(&ids)
+                .bind(&tenants)
+                .bind(&ids)
+                .bind(&from)
+                .bind(&ids)
+                .fetch_all::<LaunchEventRow>(),
+        )
+        .await?)
     }
 
     /// One of `tenant`'s launches: request, transitions, cancel requested.
@@ -317,31 +324,37 @@ impl Store {
         tenant: &str,
         limit: u32,
     ) -> Result<Vec<StoredLaunch>, StoreError> {
-        let requests = self
-            .client
-            .query(sql::LAUNCH_LIST.sql)
-            .bind(tenant)
-            .bind(limit)
-            .fetch_all::<LaunchRequestRow>()
-            .await?;
+        let requests = capsight_clickhouse::observed(
+            sql::LAUNCH_LIST.name,
+            self.client
+                .query(sql::LAUNCH_LIST.sql)
+                .bind(tenant)
+                .bind(limit)
+                .fetch_all::<LaunchRequestRow>(),
+        )
+        .await?;
         if requests.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = requests.iter().map(|r| r.job_id.as_str()).collect();
-        let events = self
-            .client
-            .query(sql::LAUNCH_EVENTS_OF_JOBS.sql)
-            .bind(tenant)
-            .bind(&ids)
-            .fetch_all::<LaunchEventRow>()
-            .await?;
-        let cancelled: Vec<String> = self
-            .client
-            .query(sql::LAUNCH_CANCELLED_OF_JOBS.sql)
-            .bind(tenant)
-            .bind(&ids)
-            .fetch_all::<String>()
-            .await?;
+        let events = capsight_clickhouse::observed(
+            sql::LAUNCH_EVENTS_OF_JOBS.name,
+            self.client
+                .query(sql::LAUNCH_EVENTS_OF_JOBS.sql)
+                .bind(tenant)
+                .bind(&ids)
+                .fetch_all::<LaunchEventRow>(),
+        )
+        .await?;
+        let cancelled: Vec<String> = capsight_clickhouse::observed(
+            sql::LAUNCH_CANCELLED_OF_JOBS.name,
+            self.client
+                .query(sql::LAUNCH_CANCELLED_OF_JOBS.sql)
+                .bind(tenant)
+                .bind(&ids)
+                .fetch_all::<String>(),
+        )
+        .await?;
         let mut by_job: BTreeMap<String, BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
         for e in events {
             by_job.entry(e.job_id.clone()).or_default().insert(e.seq, e);
@@ -365,13 +378,15 @@ impl Store {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
-        let latest = self
-            .client
-            .query(sql::LAUNCH_LATEST.sql)
-            .bind(tenant)
-            .bind(job_id)
-            .fetch_optional::<LaunchEventRow>()
-            .await?;
+        let latest = capsight_clickhouse::observed(
+            sql::LAUNCH_LATEST.name,
+            self.client
+                .query(sql::LAUNCH_LATEST.sql)
+                .bind(tenant)
+                .bind(job_id)
+                .fetch_optional::<LaunchEventRow>(),
+        )
+        .await?;
         if let Some(row) = &latest {
             self.transitions.seen(row);
         }
@@ -384,37 +399,43 @@ impl Store {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<LaunchRequestRow>, StoreError> {
-        Ok(self
-            .client
-            .query(sql::LAUNCH_REQUEST.sql)
-            .bind(tenant)
-            .bind(job_id)
-            .fetch_optional::<LaunchRequestRow>()
-            .await?)
+        Ok(capsight_clickhouse::observed(
+            sql::LAUNCH_REQUEST.name,
+            self.client
+                .query(sql::LAUNCH_REQUEST.sql)
+                .bind(tenant)
+                .bind(job_id)
+                .fetch_optional::<LaunchRequestRow>(),
+        )
+        .await?)
     }
 
     /// Whether a cancel was requested for the job.
     pub async fn cancel_requested(&self, tenant: &str, job_id: &str) -> Result<bool, StoreError> {
-        let n: u64 = self
-            .client
-            .query(sql::LAUNCH_CANCEL_REQUESTED.sql)
-            .bind(tenant)
-            .bind(job_id)
-            .fetch_one()
-            .await?;
+        let n: u64 = capsight_clickhouse::observed(
+            sql::LAUNCH_CANCEL_REQUESTED.name,
+            self.client
+                .query(sql::LAUNCH_CANCEL_REQUESTED.sql)
+                .bind(tenant)
+                .bind(job_id)
+                .fetch_one(),
+        )
+        .await?;
         Ok(n > 0)
     }
 
     /// Launches whose latest state is `provisioning` or `running`: of `tenant`, or of every
     /// tenant when `tenant` is `None`.
     pub async fn live_launches(&self, tenant: Option<&str>) -> Result<Vec<LiveLaunch>, StoreError> {
-        Ok(self
-            .client
-            .query(sql::LAUNCH_LIVE.sql)
-            .bind(tenant.unwrap_or(""))
-            .bind(tenant.unwrap_or(""))
-            .fetch_all::<LiveLaunch>()
-            .await?)
+        Ok(capsight_clickhouse::observed(
+            sql::LAUNCH_LIVE.name,
+            self.client
+                .query(sql::LAUNCH_LIVE.sql)
+                .bind(tenant.unwrap_or(""))
+                .bind(tenant.unwrap_or(""))
+                .fetch_all::<LiveLaunch>(),
+        )
+        .await?)
     }
 
     /// Launches of every tenant whose latest state is `running`.
@@ -447,13 +468,15 @@ impl Store {
         if job_ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let rows = self
-            .client
-            .query(sql::LAUNCH_COUNTS.sql)
-            .bind(tenant)
-            .bind(job_ids)
-            .fetch_all::<JobCount>()
-            .await?;
+        let rows = capsight_clickhouse::observed(
+            sql::LAUNCH_COUNTS.name,
+            self.client
+                .query(sql::LAUNCH_COUNTS.sql)
+                .bind(tenant)
+                .bind(job_ids)
+                .fetch_all::<JobCount>(),
+        )
+        .await?;
         Ok(rows.into_iter().map(|r| (r.job_id, r.count)).collect())
     }
 
@@ -461,12 +484,14 @@ impl Store {
     pub async fn latest_scores(&self, max_age: Duration) -> Result<Vec<Arc<Score>>, StoreError> {
         let since =
             Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
-        let rows = self
-            .client
-            .query(sql::LATEST_SCORES.sql)
-            .bind(u32::try_from(since.timestamp()).unwrap_or(0))
-            .fetch_all::<ScoreLatest>()
-            .await?;
+        let rows = capsight_clickhouse::observed(
+            sql::LATEST_SCORES.name,
+            self.client
+                .query(sql::LATEST_SCORES.sql)
+                .bind(u32::try_from(since.timestamp()).unwrap_or(0))
+                .fetch_all::<ScoreLatest>(),
+        )
+        .await?;
         Ok(rows
             .into_iter()
             .filter_map(score_of)

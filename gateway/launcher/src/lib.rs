@@ -126,6 +126,7 @@ pub async fn run(
     let store = store::Store::new(config.clickhouse.client()?);
     let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
     let signals = Publisher::new(&config.kafka, &config.publisher, "launcher")?;
+    signals.spawn_report(config.publisher.report_interval, shutdown.clone());
     // GPUs per instance type for the GPU-hours views (usage)
     if let Err(e) = usage::sync_catalog(store.client(), &catalog).await {
         tracing::warn!(error = %e, "cannot write instance_gpus; GPU-hours lack new types until the next start");

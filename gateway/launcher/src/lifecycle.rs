@@ -217,20 +217,21 @@ type Read = (
     BTreeMap<JobKey, (u64, u64)>,
 );
 
-/// One time per job of `ids` from `sql` (selecting `tenant, job_id, t`, one `?` for the ids).
+/// One time per job of `ids` from `statement` (selecting `tenant, job_id, t`, one `?` for the
+/// ids).
 async fn job_times(
     client: &clickhouse::Client,
-    sql: &str,
+    statement: sql::Statement,
     ids: &[String],
 ) -> Result<BTreeMap<JobKey, u32>, clickhouse::error::Error> {
-    Ok(client
-        .query(sql)
-        .bind(ids)
-        .fetch_all::<JobTime>()
-        .await?
-        .into_iter()
-        .map(|r| ((r.tenant, r.job_id), r.t))
-        .collect())
+    Ok(capsight_clickhouse::observed(
+        statement.name,
+        client.query(statement.sql).bind(ids).fetch_all::<JobTime>(),
+    )
+    .await?
+    .into_iter()
+    .map(|r| ((r.tenant, r.job_id), r.t))
+    .collect())
 }
 
 /// Whether the store could be read, as the reaper saw it.
@@ -361,15 +362,18 @@ impl Reaper {
         }
         let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
         let client = self.store.client();
-        let since = job_times(client, sql::RUNNING_SINCE.sql, &ids).await?;
-        let beats = job_times(client, sql::LAST_HEARTBEATS.sql, &ids).await?;
-        let limits: BTreeMap<JobKey, (u64, u64)> = client
-            .query(sql::JOB_LIMITS.sql)
-            .bind(&ids)
-            .fetch_all::<JobLimits>()
-            .await?
-            .into_iter()
-            .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
+        let since = job_times(client, sql::RUNNING_SINCE, &ids).await?;
+        let beats = job_times(client, sql::LAST_HEARTBEATS, &ids).await?;
+        let limits: BTreeMap<JobKey, (u64, u64)> = capsight_clickhouse::observed(
+            sql::JOB_LIMITS.name,
+            client
+                .query(sql::JOB_LIMITS.sql)
+                .bind(&ids)
+                .fetch_all::<JobLimits>(),
+        )
+        .await?
+        .into_iter()
+        .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
             .collect();
         Ok(Some((running, since, beats, limits)))
     }

@@ -24,6 +24,8 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let p: Process<LauncherConfig> = Process::start("capsight-launcher", &cli.config)?;
-    capsight_launcher::run_on_aws(p.config, cli.catalog.as_deref(), p.shutdown).await?;
+    let ran = capsight_launcher::run_on_aws(p.config, cli.catalog.as_deref(), p.shutdown).await;
+    capsight_runtime::telemetry::finish().await;
+    ran?;
     Ok(())
 }

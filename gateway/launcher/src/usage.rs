@@ -40,21 +40,25 @@ pub async fn sync_catalog(
     catalog: &Catalog,
 ) -> Result<usize, StoreError> {
     let now = capsight_clickhouse::rows::split_time(Utc::now()).0;
-    let mut insert = client.insert::<InstanceGpusRow>("instance_gpus").await?;
-    let mut n = 0;
-    for t in catalog.iter() {
-        insert
-            .write(&InstanceGpusRow {
-                provider: t.provider.as_str().to_owned(),
-                instance_type: t.instance_type.as_str().to_owned(),
-                gpus: t.gpu_count,
-                gpu_model: t.gpu_model.clone(),
-                updated_at: now,
-            })
-            .await?;
-        n += 1;
-    }
-    insert.end().await?;
+    let n = capsight_clickhouse::observed("instance_gpus", async {
+        let mut insert = client.insert::<InstanceGpusRow>("instance_gpus").await?;
+        let mut n = 0;
+        for t in catalog.iter() {
+            insert
+                .write(&InstanceGpusRow {
+                    provider: t.provider.as_str().to_owned(),
+                    instance_type: t.instance_type.as_str().to_owned(),
+                    gpus: t.gpu_count,
+                    gpu_model: t.gpu_model.clone(),
+                    updated_at: now,
+                })
+                .await?;
+            n += 1;
+        }
+        insert.end().await?;
+        Ok(n)
+    })
+    .await?;
     Ok(n)
 }
 
@@ -65,11 +69,14 @@ pub async fn monthly(
     from: NaiveDate,
     tenant: Option<&str>,
 ) -> Result<Vec<MonthlyUsage>, StoreError> {
-    Ok(client
-        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
-        .bind(from.format("%Y-%m-%d").to_string())
-        .bind(tenant.unwrap_or(""))
-        .bind(tenant.unwrap_or(""))
-        .fetch_all::<MonthlyUsage>()
-        .await?)
+    Ok(capsight_clickhouse::observed(
+        capsight_clickhouse::sql::GPU_HOURS_MONTHLY.name,
+        client
+            .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
+            .bind(from.format("%Y-%m-%d").to_string())
+            .bind(tenant.unwrap_or(""))
+            .bind(tenant.unwrap_or(""))
+            .fetch_all::<MonthlyUsage>(),
+    )
+    .await?)
 }

@@ -171,6 +171,7 @@ pub async fn start(
     }
     let signals = Publisher::new(&config.kafka, &config.publisher, "gateway")
         .map_err(|e| startup("kafka publisher", &e))?;
+    signals.spawn_report(config.publisher.report_interval, shutdown.clone());
     config
         .verdict
         .validate()

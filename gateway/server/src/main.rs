@@ -23,6 +23,8 @@ async fn main() -> anyhow::Result<()> {
             c.gateway.listen = listen;
         }
     })?;
-    capsight_gateway::run(p.config, p.shutdown).await?;
+    let ran = capsight_gateway::run(p.config, p.shutdown).await;
+    capsight_runtime::telemetry::finish().await;
+    ran?;
     Ok(())
 }

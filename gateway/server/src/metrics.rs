@@ -6,6 +6,10 @@
 //! method; a call the server does not implement is counted as `unknown`, so a client cannot
 //! grow the label set. For a server stream the latency is the time to its first response
 //! headers, and its code the one known then (`OK` for a stream that started).
+//!
+//! The same layer opens each call's trace span (`grpc.request`, named by the method), a child
+//! of the caller's `traceparent` metadata when it sends one: what the handler does (a launch
+//! job published to RabbitMQ, a signal to Kafka) carries that trace on.
 
 use std::{
     future::Future,
@@ -20,6 +24,7 @@ use tonic::{
     Code,
     codegen::http::{Request, Response},
 };
+use tracing::Instrument;
 
 /// gRPC calls, by method and status code.
 pub const GRPC_REQUESTS_TOTAL: Metric = Metric::counter(
@@ -135,29 +140,71 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let method = request.uri().path().to_owned();
         let start = Instant::now();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let result = answer.await;
-            let code = match &result {
-                Ok(response) => response_code(response),
-                Err(_) => Code::Internal,
-            };
-            let method = if code == Code::Unimplemented {
-                "unknown".to_owned()
-            } else {
-                method
-            };
-            metrics::histogram!(GRPC_REQUEST_SECONDS.name, "method" => method.clone())
-                .record(start.elapsed());
-            metrics::counter!(
-                GRPC_REQUESTS_TOTAL.name,
-                "method" => method,
-                "code" => code_name(code),
-            )
-            .increment(1);
-            result
-        })
+        let span = request_span(&request);
+        let answer = span.in_scope(|| self.inner.call(request));
+        let recorded = span.clone();
+        Box::pin(
+            async move {
+                let result = answer.await;
+                let code = match &result {
+                    Ok(response) => response_code(response),
+                    Err(_) => Code::Internal,
+                };
+                recorded.record("rpc.grpc.status_code", i32::from(code));
+                if code != Code::Ok {
+                    recorded.record("otel.status_code", "ERROR");
+                }
+                record(method, code, start);
+                result
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The span of one call: a child of the caller's trace when its metadata carries a
+/// `traceparent`, else a new trace. Named by the method when the server implements it (a
+/// bounded set), `grpc.request` otherwise.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "grpc.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.method = path,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    if path.starts_with("/capsight.v1.") && path.len() <= 96 {
+        span.record("otel.name", path.trim_start_matches('/'));
+    }
+    let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = request.headers().get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    capsight_runtime::telemetry::extract(&span, &carrier);
+    span
+}
+
+/// Counts one answered call.
+fn record(method: String, code: Code, start: Instant) {
+    let method = if code == Code::Unimplemented {
+        "unknown".to_owned()
+    } else {
+        method
+    };
+    metrics::histogram!(GRPC_REQUEST_SECONDS.name, "method" => method.clone())
+        .record(start.elapsed());
+    metrics::counter!(
+        GRPC_REQUESTS_TOTAL.name,
+        "method" => method,
+        "code" => code_name(code),
+    )
+    .increment(1);
 }
 
 #[cfg(test)]

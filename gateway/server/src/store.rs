@@ -97,15 +97,18 @@ impl Store {
         &self.launches
     }
 
-    async fn insert<R>(&self, table: &str, rows: &[R]) -> Result<(), GatewayError>
+    async fn insert<R>(&self, table: &'static str, rows: &[R]) -> Result<(), GatewayError>
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        let mut insert = self.launches.client().insert::<R>(table).await?;
-        for r in rows {
-            insert.write(r).await?;
-        }
-        insert.end().await?;
+        capsight_clickhouse::observed(table, async {
+            let mut insert = self.launches.client().insert::<R>(table).await?;
+            for r in rows {
+                insert.write(r).await?;
+            }
+            insert.end().await
+        })
+        .await?;
         Ok(())
     }
 
@@ -117,21 +120,23 @@ impl Store {
         to: u32,
         step: u32,
     ) -> Result<Vec<HistoryRow>, GatewayError> {
-        Ok(self
-            .launches
-            .client()
-            .query(capsight_clickhouse::sql::SCORE_HISTORY.sql)
-            .bind(step)
-            .bind(step)
-            .bind(key.provider.as_str())
-            .bind(key.region.as_str())
-            .bind(key.zone_str())
-            .bind(key.instance_type.as_str())
-            .bind(key.market.as_str())
-            .bind(from)
-            .bind(to)
-            .fetch_all::<HistoryRow>()
-            .await?)
+        Ok(capsight_clickhouse::observed(
+            capsight_clickhouse::sql::SCORE_HISTORY.name,
+            self.launches
+                .client()
+                .query(capsight_clickhouse::sql::SCORE_HISTORY.sql)
+                .bind(step)
+                .bind(step)
+                .bind(key.provider.as_str())
+                .bind(key.region.as_str())
+                .bind(key.zone_str())
+                .bind(key.instance_type.as_str())
+                .bind(key.market.as_str())
+                .bind(from)
+                .bind(to)
+                .fetch_all::<HistoryRow>(),
+        )
+        .await?)
     }
 
     /// The signals that moved `key`'s score in `[from, to)`, bucketed by `step` seconds.

@@ -17,7 +17,8 @@
 //!   sees every request's API key (to inject a fault at an exact protocol step, e.g. during an
 //!   offset commit); [`rabbit`]: a private RabbitMQ node to restart; [`private_clickhouse`]: a
 //!   private ClickHouse server to stop (kill) and restart;
-//! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service.
+//! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service;
+//! * [`otlp`]: an OTLP trace receiver (HTTP and gRPC) that keeps the spans processes export.
 //!
 //! Tests that need a service fail loudly when it is missing; nothing here skips a test.
 
@@ -35,6 +36,7 @@ pub mod fixtures;
 pub mod grpc;
 pub mod kafka;
 pub mod launches;
+pub mod otlp;
 pub mod private_clickhouse;
 pub mod process;
 pub mod rabbit;

@@ -10,7 +10,8 @@
 //!
 //! Retries: the SDK's retry layer is disabled; [`AwsAdapter`] retries throttled/transient errors
 //! itself with `backon`'s exponential backoff so the classification decides, not the HTTP status
-//! (EC2 sends `InsufficientInstanceCapacity` as HTTP 500, which the SDK would retry).
+//! (EC2 sends `InsufficientInstanceCapacity` as HTTP 500, which the SDK would retry). Every
+//! attempt is a `cloud.call` span (named by the API action) in the caller's trace.
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
@@ -31,6 +32,7 @@ use capsight_classify::classify;
 use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
@@ -288,11 +290,24 @@ impl AwsAdapter {
         Fut: Future<Output = Result<T, CloudError>>,
     {
         let call = || {
-            let attempt = call();
+            let span = tracing::info_span!(
+                "cloud.call",
+                otel.name = operation,
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                rpc.system = "aws-api",
+                rpc.method = operation,
+                error.type = tracing::field::Empty,
+            );
+            let attempt = span.in_scope(&mut call);
             async move {
                 let start = std::time::Instant::now();
-                let result = attempt.await;
+                let result = attempt.instrument(span.clone()).await;
                 let class = result.as_ref().err().map(|e| e.class().as_str());
+                if let Some(class) = class {
+                    span.record("otel.status_code", "ERROR");
+                    span.record("error.type", class);
+                }
                 capsight_runtime::metrics::dependency_call("cloud", operation, start, class);
                 result
             }

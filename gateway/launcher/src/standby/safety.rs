@@ -92,12 +92,14 @@ impl Standby {
             tenant: String,
             job_id: String,
         }
-        let ended = self
-            .store
-            .client()
-            .query(capsight_clickhouse::sql::ENDED_WITH_STANDBY.sql)
-            .fetch_all::<Ended>()
-            .await?;
+        let ended = capsight_clickhouse::observed(
+            capsight_clickhouse::sql::ENDED_WITH_STANDBY.name,
+            self.store
+                .client()
+                .query(capsight_clickhouse::sql::ENDED_WITH_STANDBY.sql)
+                .fetch_all::<Ended>(),
+        )
+        .await?;
         for e in ended {
             let done = self.cleaned.lock().is_ok_and(|c| c.contains(&e.job_id));
             if done {

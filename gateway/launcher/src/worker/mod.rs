@@ -194,6 +194,24 @@ fn header_u32(props: &BasicProperties, name: &str) -> u32 {
     }
 }
 
+/// The W3C trace context (`traceparent`, `tracestate`) a job's headers carry.
+fn trace_headers(props: &BasicProperties) -> std::collections::HashMap<String, String> {
+    let Some(headers) = props.headers() else {
+        return std::collections::HashMap::new();
+    };
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = match headers.inner().get(name)? {
+                AMQPValue::LongString(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                AMQPValue::ShortString(v) => v.as_str().to_owned(),
+                _ => return None,
+            };
+            Some((name.to_owned(), value))
+        })
+        .collect()
+}
+
 fn with_header(props: &BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(ShortString::from(name), value);
@@ -285,25 +303,38 @@ impl Launcher {
 
     async fn consume(self: Arc<Self>, shutdown: &Shutdown) -> Result<(), WorkerError> {
         let topology = &self.amqp.launch;
-        let conn = self.amqp.connect().await?;
-        let channel = conn.create_channel().await?;
-        topology.declare(&channel).await?;
-        channel
-            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
-            .await?;
-        let publish = conn.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        // connecting, declaring and subscribing: the `consume` call of the rabbitmq dependency
+        let start = std::time::Instant::now();
+        let subscribed = async {
+            let conn = self.amqp.connect().await?;
+            let channel = conn.create_channel().await?;
+            topology.declare(&channel).await?;
+            channel
+                .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+                .await?;
+            let publish = conn.create_channel().await?;
+            publish
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    topology.jobs_queue.as_str().into(),
+                    "capsight-launcher".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, WorkerError>((conn, publish, consumer))
+        }
+        .await;
+        capsight_runtime::metrics::dependency_call(
+            "rabbitmq",
+            "consume",
+            start,
+            subscribed.is_err().then_some("consume"),
+        );
+        let (conn, publish, mut consumer) = subscribed?;
         let publish = Arc::new(publish);
-        let mut consumer = channel
-            .basic_consume(
-                topology.jobs_queue.as_str().into(),
-                "capsight-launcher".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
         tracing::info!(queue = %topology.jobs_queue, prefetch = self.settings.prefetch, "consuming launch jobs");
         let mut tasks = JoinSet::new();
         let result = loop {
@@ -361,7 +392,15 @@ impl Launcher {
                     self.defer(&delivery, publish, &job).await;
                     return;
                 };
-                let span = tracing::info_span!("launch_job", job_id = %job.wire.job_id, tenant = %job.wire.tenant);
+                let span = tracing::info_span!(
+                    "launch_job",
+                    otel.kind = "consumer",
+                    messaging.system = "rabbitmq",
+                    job_id = %job.wire.job_id,
+                    tenant = %job.wire.tenant,
+                );
+                // the gateway's trace continues here (its amqp.publish span is the parent)
+                capsight_runtime::telemetry::extract(&span, &trace_headers(&delivery.properties));
                 let ids = (job.wire.tenant.clone(), job.wire.job_id.clone());
                 self.process(&job)
                     .instrument(span)
@@ -371,7 +410,7 @@ impl Launcher {
             Err((reason, ids)) => Err((Fail::Dead(reason), ids)),
         };
         let acked = match outcome {
-            Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+            Ok(()) => timed_ack(delivery.acker.ack(BasicAckOptions::default())).await,
             Err((Fail::Retry(reason), job)) => {
                 if retries >= self.settings.max_retries {
                     let reason = format!("gave up after {retries} retries: {reason}");
@@ -584,23 +623,36 @@ async fn settle_by_forwarding(
     props: BasicProperties,
     requeue: bool,
 ) -> Result<bool, lapin::Error> {
-    match confirm_publish(publish, exchange, routing_key, &delivery.data, props).await {
-        Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+    let start = std::time::Instant::now();
+    let forwarded = confirm_publish(publish, exchange, routing_key, &delivery.data, props).await;
+    let failed = forwarded.is_err().then_some("publish");
+    capsight_runtime::metrics::dependency_call("rabbitmq", "publish", start, failed);
+    match forwarded {
+        Ok(()) => timed_ack(delivery.acker.ack(BasicAckOptions::default())).await,
         Err(e) => {
             if requeue {
                 tracing::warn!(error = %e, "retry publish failed; requeueing the job");
             } else {
                 tracing::warn!(error = %e, "dead-letter publish failed; rejecting to the broker's dead-letter exchange");
             }
-            delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue,
-                    ..BasicNackOptions::default()
-                })
-                .await
+            timed_ack(delivery.acker.nack(BasicNackOptions {
+                requeue,
+                ..BasicNackOptions::default()
+            }))
+            .await
         }
     }
+}
+
+/// Settles a delivery (ack or nack), timed as the `ack` call of the rabbitmq dependency.
+async fn timed_ack(
+    settle: impl std::future::Future<Output = Result<bool, lapin::Error>>,
+) -> Result<bool, lapin::Error> {
+    let start = std::time::Instant::now();
+    let settled = settle.await;
+    let failed = settled.is_err().then_some("ack");
+    capsight_runtime::metrics::dependency_call("rabbitmq", "ack", start, failed);
+    settled
 }
 
 async fn confirm_publish(

@@ -416,18 +416,21 @@ async fn usage(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
     let today = Utc::now().date_naive();
     let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
     let tenant = caller.id().as_str();
-    let rows = web
-        .core
-        .store
-        .launches()
-        .client()
-        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
-        .bind(month.format("%Y-%m-%d").to_string())
-        .bind(tenant)
-        .bind(tenant)
-        .fetch_all::<MonthlyUsage>()
-        .await
-        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let statement = capsight_clickhouse::sql::GPU_HOURS_MONTHLY;
+    let rows = capsight_clickhouse::observed(
+        statement.name,
+        web.core
+            .store
+            .launches()
+            .client()
+            .query(statement.sql)
+            .bind(month.format("%Y-%m-%d").to_string())
+            .bind(tenant)
+            .bind(tenant)
+            .fetch_all::<MonthlyUsage>(),
+    )
+    .await
+    .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
     let rows: Vec<&MonthlyUsage> = rows
         .iter()
         .filter(|r| r.month == month && r.tenant == tenant)

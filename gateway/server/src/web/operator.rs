@@ -161,17 +161,20 @@ async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Val
     let core = web.core();
     let today = Utc::now().date_naive();
     let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
-    let usage = core
-        .store
-        .launches()
-        .client()
-        .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
-        .bind(month.format("%Y-%m-%d").to_string())
-        .bind("")
-        .bind("")
-        .fetch_all::<MonthlyUsage>()
-        .await
-        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let statement = capsight_clickhouse::sql::GPU_HOURS_MONTHLY;
+    let usage = capsight_clickhouse::observed(
+        statement.name,
+        core.store
+            .launches()
+            .client()
+            .query(statement.sql)
+            .bind(month.format("%Y-%m-%d").to_string())
+            .bind("")
+            .bind("")
+            .fetch_all::<MonthlyUsage>(),
+    )
+    .await
+    .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
     let sources = web.sources();
     let checks = core
         .store
@@ -337,17 +340,18 @@ async fn run_query(
         .into_iter()
         .nth(n)
         .ok_or_else(|| WebError(Status::not_found(format!("query {n}"))))?;
-    let csv = web
-        .core()
-        .store
-        .launches()
-        .client()
-        .query(q.sql.trim().trim_end_matches(';'))
-        .fetch_bytes("CSVWithNames")
-        .map_err(|e| GatewayError::unavailable("clickhouse", e))?
-        .collect()
-        .await
-        .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let csv = capsight_clickhouse::observed("analytics.documented", async {
+        web.core()
+            .store
+            .launches()
+            .client()
+            .query(q.sql.trim().trim_end_matches(';'))
+            .fetch_bytes("CSVWithNames")?
+            .collect()
+            .await
+    })
+    .await
+    .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
     let mut resp = csv.into_response();
     let h = resp.headers_mut();
     h.insert(
