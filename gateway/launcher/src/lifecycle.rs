@@ -374,7 +374,7 @@ impl Reaper {
         .await?
         .into_iter()
         .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
-            .collect();
+        .collect();
         Ok(Some((running, since, beats, limits)))
     }
 

@@ -52,7 +52,7 @@ impl Tenancy {
 
     /// The tenant hasher (the operator's trust table names hashes with it).
     pub fn hasher(&self) -> &TenantHasher {
-        self.0.hasher()
+        self.admission.hasher()
     }
 
     /// Requests per minute of a tenant whose registry entry sets none.
