@@ -386,21 +386,40 @@ impl Reaper {
         job_id: &str,
         reason: &Reason,
     ) -> Result<bool, LifecycleError> {
-        let events = self.store.events(tenant, job_id, None).await?;
-        let Some(last) = events.last() else {
-            return Ok(false);
-        };
-        if last.state != LaunchState::Running {
-            return Ok(false);
+        let ended = terminate_running(
+            (&self.store, &self.registry, self.clouds.as_ref()),
+            (tenant, job_id),
+            || {},
+            |_| reason.to_string(),
+        )
+        .await?;
+        if ended {
+            tracing::info!(job_id, tenant, reason = %reason, "launch terminated by its lifecycle");
         }
-        terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
-        let row = follow_up(last, LaunchState::Terminated, reason.to_string());
-        if self.store.append_next(row).await?.is_none() {
-            return Ok(false); // ended meanwhile by another task (cancel)
-        }
-        tracing::info!(job_id, tenant, reason = %reason, "launch terminated by its lifecycle");
-        Ok(true)
+        Ok(ended)
     }
+}
+
+/// Terminates every instance a `running` job names, runs `terminated` (a test failpoint), then
+/// records `terminated` with the detail `detail` makes of the job's transitions. False when the
+/// job is not running, or ended meanwhile by another task (a cancel).
+pub(crate) async fn terminate_running(
+    (store, registry, clouds): (&Store, &SharedRegistry, &dyn TenantClouds),
+    (tenant, job_id): (&str, &str),
+    terminated: impl FnOnce(),
+    detail: impl FnOnce(&[LaunchEventRow]) -> String,
+) -> Result<bool, LifecycleError> {
+    let events = store.events(tenant, job_id, None).await?;
+    let Some(last) = events.last() else {
+        return Ok(false);
+    };
+    if last.state != LaunchState::Running {
+        return Ok(false);
+    }
+    terminate_all(registry, clouds, &events).await?;
+    terminated();
+    let row = follow_up(last, LaunchState::Terminated, detail(&events));
+    Ok(store.append_next(row).await?.is_some())
 }
 
 /// Every instance id the job's transitions name (instance ids and `standby=` ids in

@@ -39,8 +39,8 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::{
-    lifecycle::{LifecycleError, adapter_for, terminate_all},
-    store::{LiveLaunch, Store, follow_up},
+    lifecycle::{LifecycleError, adapter_for},
+    store::{LiveLaunch, Store},
 };
 
 /// The tag naming an instance's job.
@@ -311,31 +311,32 @@ impl Reconciler {
         job_id: &str,
         why: &str,
     ) -> Result<bool, LifecycleError> {
-        let events = self.store.events(tenant, job_id, None).await?;
-        let Some(last) = events.last() else {
-            return Ok(false);
-        };
-        if last.state != LaunchState::Running {
-            return Ok(false);
-        }
-        terminate_all(&self.registry, self.clouds.as_ref(), &events).await?;
-        if self.crash_after == "reconciled" {
-            tracing::warn!("crash_after failpoint: killing this process with SIGKILL");
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &std::process::id().to_string()])
-                .status();
-            std::process::abort();
-        }
-        let ids: BTreeSet<String> = crate::lifecycle::instances_by_region(&events)
-            .into_values()
-            .flatten()
-            .collect();
-        let detail = format!(
-            "instances gone in the cloud ({}): {why}",
-            ids.into_iter().collect::<Vec<_>>().join(",")
-        );
-        let row = follow_up(last, LaunchState::Terminated, detail);
-        if self.store.append_next(row).await?.is_none() {
+        let crash = self.crash_after == "reconciled";
+        let ended = crate::lifecycle::terminate_running(
+            (&self.store, &self.registry, self.clouds.as_ref()),
+            (tenant, job_id),
+            || {
+                if crash {
+                    tracing::warn!("crash_after failpoint: killing this process with SIGKILL");
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &std::process::id().to_string()])
+                        .status();
+                    std::process::abort();
+                }
+            },
+            |events| {
+                let ids: BTreeSet<String> = crate::lifecycle::instances_by_region(events)
+                    .into_values()
+                    .flatten()
+                    .collect();
+                format!(
+                    "instances gone in the cloud ({}): {why}",
+                    ids.into_iter().collect::<Vec<_>>().join(",")
+                )
+            },
+        )
+        .await?;
+        if !ended {
             return Ok(false);
         }
         crate::metrics::reconciled("vanished");

@@ -112,19 +112,22 @@ impl Store {
         Ok(())
     }
 
-    /// Score history of `key` in `[from, to)`, bucketed by `step` seconds.
-    pub async fn history(
+    /// The rows of `statement` for `key` in `[from, to)`, bucketed by `step` seconds (its
+    /// binds: step, step, the key's five columns, from, to).
+    async fn bucketed<R>(
         &self,
+        statement: capsight_clickhouse::sql::Statement,
         key: &CapacityKey,
-        from: u32,
-        to: u32,
-        step: u32,
-    ) -> Result<Vec<HistoryRow>, GatewayError> {
+        (from, to, step): (u32, u32, u32),
+    ) -> Result<Vec<R>, GatewayError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
         Ok(capsight_clickhouse::observed(
-            capsight_clickhouse::sql::SCORE_HISTORY.name,
+            statement.name,
             self.launches
                 .client()
-                .query(capsight_clickhouse::sql::SCORE_HISTORY.sql)
+                .query(statement.sql)
                 .bind(step)
                 .bind(step)
                 .bind(key.provider.as_str())
@@ -134,9 +137,21 @@ impl Store {
                 .bind(key.market.as_str())
                 .bind(from)
                 .bind(to)
-                .fetch_all::<HistoryRow>(),
+                .fetch_all::<R>(),
         )
         .await?)
+    }
+
+    /// Score history of `key` in `[from, to)`, bucketed by `step` seconds.
+    pub async fn history(
+        &self,
+        key: &CapacityKey,
+        from: u32,
+        to: u32,
+        step: u32,
+    ) -> Result<Vec<HistoryRow>, GatewayError> {
+        self.bucketed(capsight_clickhouse::sql::SCORE_HISTORY, key, (from, to, step))
+            .await
     }
 
     /// The signals that moved `key`'s score in `[from, to)`, bucketed by `step` seconds.
@@ -147,21 +162,8 @@ impl Store {
         to: u32,
         step: u32,
     ) -> Result<Vec<MarkRow>, GatewayError> {
-        Ok(self
-            .launches
-            .client()
-            .query(capsight_clickhouse::sql::SIGNAL_MARKS.sql)
-            .bind(step)
-            .bind(step)
-            .bind(key.provider.as_str())
-            .bind(key.region.as_str())
-            .bind(key.zone_str())
-            .bind(key.instance_type.as_str())
-            .bind(key.market.as_str())
-            .bind(from)
-            .bind(to)
-            .fetch_all::<MarkRow>()
-            .await?)
+        self.bucketed(capsight_clickhouse::sql::SIGNAL_MARKS, key, (from, to, step))
+            .await
     }
 
     /// The newest signal per source observed since `since` (unix seconds).
