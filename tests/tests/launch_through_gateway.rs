@@ -45,6 +45,10 @@ async fn launch_through_the_gateway_runs_and_get_launch_shows_every_transition()
         shutdown.clone(),
     ));
 
+    // Launch decides with the scores view (its preflight): it answers UNAVAILABLE until built
+    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
+        .await
+        .expect("scores view ready within 30 s");
     let want: CapacityKey = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
         .parse()
         .unwrap();

@@ -150,8 +150,12 @@ impl Store {
         to: u32,
         step: u32,
     ) -> Result<Vec<HistoryRow>, GatewayError> {
-        self.bucketed(capsight_clickhouse::sql::SCORE_HISTORY, key, (from, to, step))
-            .await
+        self.bucketed(
+            capsight_clickhouse::sql::SCORE_HISTORY,
+            key,
+            (from, to, step),
+        )
+        .await
     }
 
     /// The signals that moved `key`'s score in `[from, to)`, bucketed by `step` seconds.
@@ -162,8 +166,12 @@ impl Store {
         to: u32,
         step: u32,
     ) -> Result<Vec<MarkRow>, GatewayError> {
-        self.bucketed(capsight_clickhouse::sql::SIGNAL_MARKS, key, (from, to, step))
-            .await
+        self.bucketed(
+            capsight_clickhouse::sql::SIGNAL_MARKS,
+            key,
+            (from, to, step),
+        )
+        .await
     }
 
     /// The newest signal per source observed since `since` (unix seconds).
