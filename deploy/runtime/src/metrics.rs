@@ -242,14 +242,7 @@ pub async fn track_http(
         http.route = %route,
         http.response.status_code = tracing::field::Empty,
     );
-    let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|name| {
-            let value = request.headers().get(name)?.to_str().ok()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect();
-    crate::telemetry::extract(&span, &carrier);
+    crate::telemetry::extract_http(&span, request.headers());
     let start = std::time::Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
     span.record("http.response.status_code", response.status().as_u16());

@@ -285,6 +285,19 @@ pub fn extract(span: &tracing::Span, headers: &HashMap<String, String>) {
     let _ = span.set_parent(cx);
 }
 
+/// [`extract`] from HTTP headers (`traceparent`, `tracestate`): the HTTP servers' and the gRPC
+/// server's incoming requests.
+pub fn extract_http(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    extract(span, &carrier);
+}
+
 #[cfg(test)]
 mod tests {
     use opentelemetry::trace::TraceContextExt;

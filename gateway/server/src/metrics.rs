@@ -179,14 +179,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
     if path.starts_with("/capsight.v1.") && path.len() <= 96 {
         span.record("otel.name", path.trim_start_matches('/'));
     }
-    let carrier: std::collections::HashMap<String, String> = ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|name| {
-            let value = request.headers().get(name)?.to_str().ok()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect();
-    capsight_runtime::telemetry::extract(&span, &carrier);
+    capsight_runtime::telemetry::extract_http(&span, request.headers());
     span
 }
 
