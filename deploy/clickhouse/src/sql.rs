@@ -122,6 +122,19 @@ pub const TENANT_TRUST: Statement = Statement {
     samples: &[Sample::UInt(0)],
 };
 
+/// Sample binds of a per-key bucketed read: step, step, the key's five columns, from, to.
+const KEY_BUCKETS_SAMPLES: &[Sample] = &[
+    Sample::UInt(3600),
+    Sample::UInt(3600),
+    Sample::Str("aws"),
+    Sample::Str("us-east-1"),
+    Sample::Str("use1-az4"),
+    Sample::Str("p5.48xlarge"),
+    Sample::Str("on_demand"),
+    Sample::UInt(0),
+    Sample::UInt(4_000_000_000),
+];
+
 /// The gateway's score history of one key: step, step, provider, region, zone, type, market,
 /// from, to (unix seconds).
 pub const SCORE_HISTORY: Statement = Statement {
@@ -132,17 +145,7 @@ pub const SCORE_HISTORY: Statement = Statement {
           AND market = ? AND updated_at >= toDateTime(?) AND updated_at < toDateTime(?) \
           GROUP BY t ORDER BY t",
     fields: &[],
-    samples: &[
-        Sample::UInt(3600),
-        Sample::UInt(3600),
-        Sample::Str("aws"),
-        Sample::Str("us-east-1"),
-        Sample::Str("use1-az4"),
-        Sample::Str("p5.48xlarge"),
-        Sample::Str("on_demand"),
-        Sample::UInt(0),
-        Sample::UInt(4_000_000_000),
-    ],
+    samples: KEY_BUCKETS_SAMPLES,
 };
 
 /// The signals that moved a key's score, per history bucket: step, step, provider, region,
@@ -158,17 +161,7 @@ pub const SIGNAL_MARKS: Statement = Statement {
           AND kind IN ('launch_attempt', 'spot_price', 'status', 'crowd_report') \
           GROUP BY t, source, kind, outcome, error_class ORDER BY t",
     fields: &[],
-    samples: &[
-        Sample::UInt(3600),
-        Sample::UInt(3600),
-        Sample::Str("aws"),
-        Sample::Str("us-east-1"),
-        Sample::Str("use1-az4"),
-        Sample::Str("p5.48xlarge"),
-        Sample::Str("on_demand"),
-        Sample::UInt(0),
-        Sample::UInt(4_000_000_000),
-    ],
+    samples: KEY_BUCKETS_SAMPLES,
 };
 
 /// The operator view's collector freshness: the newest signal per source observed since
