@@ -16,7 +16,7 @@ use capsight_tenancy::trust::TrustSettings;
 use serde::Deserialize;
 
 use crate::ScorerError;
-use crate::model::ModelParams;
+use crate::model::{FeatureWeights, ModelParams};
 
 /// The longest window a key may aggregate over.
 pub const MAX_WINDOW: Duration = Duration::from_secs(72 * 3600);
@@ -71,6 +71,9 @@ pub struct ScorerSettings {
     /// How often idle keys are looked for.
     #[serde(with = "humantime_serde")]
     pub evict_interval: Duration,
+    /// `[scorer.weights]`: the model's feature weights (defaults: the first version).
+    #[serde(default)]
+    pub weights: FeatureWeights,
 }
 
 impl Default for ScorerSettings {
@@ -94,6 +97,7 @@ impl Default for ScorerSettings {
             health_listen: SocketAddr::from(([127, 0, 0, 1], 9471)),
             evict_after: Duration::from_secs(7 * 24 * 3600),
             evict_interval: Duration::from_secs(60),
+            weights: FeatureWeights::default(),
         }
     }
 }
@@ -136,6 +140,9 @@ impl ScorerSettings {
                 return bad(field, format!("{v} must be within 0..=100"));
             }
         }
+        if let Err(e) = self.weights.validate() {
+            return bad("weights", e.to_string());
+        }
         Ok(())
     }
 
@@ -146,6 +153,7 @@ impl ScorerSettings {
             tenant_cap_points: self.tenant_cap_points,
             crowd_max_points: self.crowd_max_points,
             evidence_items: self.evidence_items,
+            weights: self.weights,
         }
     }
 }

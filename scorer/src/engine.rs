@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use capsight_proto::domain::{
-    CapacityKey, Label, Score, Signal, SignalId, TenantHash, VerdictPolicy,
+    CapacityKey, Label, Market, Score, Signal, SignalId, TenantHash, VerdictPolicy,
 };
 use capsight_tenancy::trust::TrustSettings;
 use chrono::{DateTime, Utc};
@@ -113,7 +113,10 @@ struct KeyState {
 #[derive(Debug)]
 pub struct Engine {
     settings: ScorerSettings,
+    /// The model's parameters.
     params: ModelParams,
+    /// The same per market, each with its market's prior.
+    market_params: BTreeMap<Market, ModelParams>,
     keys: HashMap<CapacityKey, KeyState>,
     trust: Trust,
     min_verdict: f64,
@@ -137,6 +140,10 @@ impl Engine {
     ) -> Self {
         Self {
             params: settings.model_params(verdict),
+            market_params: Market::ALL
+                .iter()
+                .map(|m| (*m, settings.model_params(&verdict.for_market(*m))))
+                .collect(),
             settings,
             keys: HashMap::new(),
             trust: Trust::new(trust.fresh(), HashMap::new()),
@@ -281,12 +288,8 @@ impl Engine {
     /// The key's score and its first-party launch verdict.
     fn compute(&self, key: &CapacityKey, state: &KeyState) -> (Score, f64) {
         let now_ms = state.window.newest_ms().unwrap_or(0);
-        let a = model::assess(
-            state.window.observations(),
-            now_ms,
-            &self.params,
-            &self.trust,
-        );
+        let params = self.market_params.get(&key.market).unwrap_or(&self.params);
+        let a = model::assess(state.window.observations(), now_ms, params, &self.trust);
         let score = Score {
             key: key.clone(),
             score: a.score,

@@ -6,7 +6,8 @@
 //!
 //! # The model
 //! Every observation gets a recency weight `w = 0.5 ^ (age / half_life)`. Features, each a
-//! "goodness" in 0..=1 with a weight (the source document's example weights):
+//! "goodness" in 0..=1 with a weight ([`FeatureWeights`], `[scorer.weights]`; the defaults
+//! below are the source document's example weights, a feature weighted 0 is left out):
 //!
 //! | feature | weight | goodness |
 //! |---|---|---|
@@ -88,6 +89,8 @@ pub struct ModelParams {
     pub crowd_max_points: f64,
     /// Evidence items kept.
     pub evidence_items: usize,
+    /// Feature weights.
+    pub weights: FeatureWeights,
 }
 
 impl Default for ModelParams {
@@ -97,6 +100,7 @@ impl Default for ModelParams {
             tenant_cap_points: 3.0,
             crowd_max_points: 10.0,
             evidence_items: 4,
+            weights: FeatureWeights::default(),
         }
     }
 }
@@ -182,16 +186,81 @@ pub fn checkable_opinion(o: &Observation) -> Option<f64> {
     }
 }
 
-/// Feature weights (points out of 100 when every feature has data).
-const W_SUCCESS: f64 = 40.0;
-const W_CAPACITY_ERRORS: f64 = 20.0;
-const W_LATENCY: f64 = 15.0;
-const W_SPOT: f64 = 15.0;
-const W_RESERVABLE: f64 = 10.0;
-const W_CATALOG: f64 = 10.0;
-const W_STATUS: f64 = 10.0;
-const W_TOTAL: f64 =
-    W_SUCCESS + W_CAPACITY_ERRORS + W_LATENCY + W_SPOT + W_RESERVABLE + W_CATALOG + W_STATUS;
+/// Feature weights (`[scorer.weights]`): each present feature's share of the base score is its
+/// weight over the sum of the present features' weights. The defaults are the source
+/// document's first version (points out of 100 when every feature has data); the evaluation
+/// harness fits an alternative on the scenario library (`docs/evaluation.md`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureWeights {
+    /// Launch success rate.
+    pub success: f64,
+    /// Capacity error ratio.
+    pub capacity_errors: f64,
+    /// Provisioning latency.
+    pub latency: f64,
+    /// Spot stability.
+    pub spot: f64,
+    /// Reservable supply.
+    pub reservable: f64,
+    /// Catalog exposure.
+    pub catalog: f64,
+    /// Status incidents.
+    pub status: f64,
+}
+
+impl Default for FeatureWeights {
+    fn default() -> Self {
+        Self {
+            success: 40.0,
+            capacity_errors: 20.0,
+            latency: 15.0,
+            spot: 15.0,
+            reservable: 10.0,
+            catalog: 10.0,
+            status: 10.0,
+        }
+    }
+}
+
+impl FeatureWeights {
+    /// Every weight with its config name, in table order.
+    pub fn named(&self) -> [(&'static str, f64); 7] {
+        [
+            ("success", self.success),
+            ("capacity_errors", self.capacity_errors),
+            ("latency", self.latency),
+            ("spot", self.spot),
+            ("reservable", self.reservable),
+            ("catalog", self.catalog),
+            ("status", self.status),
+        ]
+    }
+
+    /// The sum of the weights.
+    pub fn total(&self) -> f64 {
+        self.named().iter().map(|(_, w)| w).sum()
+    }
+
+    /// Checks every weight is finite and >= 0 and one is above 0; the error names the field.
+    pub fn validate(&self) -> Result<(), capsight_proto::domain::FieldError> {
+        for (name, w) in self.named() {
+            if !(w.is_finite() && w >= 0.0) {
+                return Err(capsight_proto::domain::FieldError::new(
+                    format!("scorer.weights.{name}"),
+                    "must be finite and >= 0",
+                ));
+            }
+        }
+        if self.total() <= 0.0 {
+            return Err(capsight_proto::domain::FieldError::new(
+                "scorer.weights",
+                "at least one weight must be above 0",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Timed successes needed before latency is judged.
 const MIN_LATENCY_SAMPLES: usize = 3;
@@ -245,7 +314,7 @@ pub fn assess<'a>(
         let age = (now_ms - o.at_ms).max(0) as f64;
         tally.add(o, 0.5_f64.powf(age / half_life_ms));
     }
-    let terms = tally.terms();
+    let terms = tally.terms(&params.weights);
     let present: f64 = terms.iter().map(|t| t.weight).sum();
     let prior = params.verdict.prior_score;
     let base = params
@@ -276,7 +345,7 @@ pub fn assess<'a>(
     let raw = (base + crowd_adj).clamp(0.0, 100.0);
     // raw is within 0..=100, so the cast cannot truncate
     let score = raw.round() as u8;
-    let confidence = tally.confidence(now_ms, half_life_ms, present);
+    let confidence = tally.confidence(now_ms, half_life_ms, present / params.weights.total());
     strongest_first(&mut evidence, params.evidence_items);
     Assessment {
         raw,
@@ -492,18 +561,19 @@ impl<'a> Tally<'a> {
     }
 
     /// The features that have data, in table order.
-    fn terms(&self) -> Vec<Term> {
-        let mut terms = self.launch_terms();
-        terms.extend(self.latency_term());
-        terms.extend(self.spot_term());
-        terms.extend(self.reservable_term());
-        terms.extend(self.catalog_term());
-        terms.extend(self.status_term());
+    fn terms(&self, w: &FeatureWeights) -> Vec<Term> {
+        let mut terms = self.launch_terms(w);
+        terms.extend(self.latency_term(w));
+        terms.extend(self.spot_term(w));
+        terms.extend(self.reservable_term(w));
+        terms.extend(self.catalog_term(w));
+        terms.extend(self.status_term(w));
+        terms.retain(|t| t.weight > 0.0);
         terms
     }
 
     /// Launch success rate and capacity error ratio.
-    fn launch_terms(&self) -> Vec<Term> {
+    fn launch_terms(&self, w: &FeatureWeights) -> Vec<Term> {
         if !(self.attempts > 0 && self.attempts_w > 0.0) {
             return Vec::new();
         }
@@ -512,14 +582,14 @@ impl<'a> Tally<'a> {
         vec![
             Term {
                 feature: Feature::LaunchSuccessRate,
-                weight: W_SUCCESS,
+                weight: w.success,
                 goodness: success_rate * success_rate,
                 value: success_rate,
                 samples: count(self.attempts),
             },
             Term {
                 feature: Feature::CapacityErrorRatio,
-                weight: W_CAPACITY_ERRORS,
+                weight: w.capacity_errors,
                 goodness: (1.0 - 2.0 * capacity_ratio).max(0.0),
                 value: capacity_ratio,
                 samples: count(self.attempts),
@@ -528,7 +598,7 @@ impl<'a> Tally<'a> {
     }
 
     /// Recent provisioning time against the key's own median.
-    fn latency_term(&self) -> Option<Term> {
+    fn latency_term(&self, w: &FeatureWeights) -> Option<Term> {
         if self.timed.len() < MIN_LATENCY_SAMPLES {
             return None;
         }
@@ -540,7 +610,7 @@ impl<'a> Tally<'a> {
             let recent = self.timed.iter().map(|(ms, w)| ms * w).sum::<f64>() / tw;
             Term {
                 feature: Feature::ProvisioningLatency,
-                weight: W_LATENCY,
+                weight: w.latency,
                 goodness: (2.0 - recent / median).clamp(0.0, 1.0),
                 value: recent,
                 samples: count(self.timed.len()),
@@ -549,7 +619,7 @@ impl<'a> Tally<'a> {
     }
 
     /// Price steadiness, placement scores, advisor buckets and interruptions, averaged.
-    fn spot_term(&self) -> Option<Term> {
+    fn spot_term(&self, w: &FeatureWeights) -> Option<Term> {
         let spot_samples = self.prices + self.places + self.advs + self.interrupts;
         if spot_samples == 0 {
             return None;
@@ -571,7 +641,7 @@ impl<'a> Tally<'a> {
         let g = parts.iter().sum::<f64>() / parts.len() as f64;
         Some(Term {
             feature: Feature::SpotStability,
-            weight: W_SPOT,
+            weight: w.spot,
             goodness: g,
             value: g,
             samples: count(spot_samples),
@@ -579,10 +649,10 @@ impl<'a> Tally<'a> {
     }
 
     /// Offered capacity-block instances.
-    fn reservable_term(&self) -> Option<Term> {
+    fn reservable_term(&self, w: &FeatureWeights) -> Option<Term> {
         (self.blocks > 0).then(|| Term {
             feature: Feature::ReservableSupply,
-            weight: W_RESERVABLE,
+            weight: w.reservable,
             goodness: 1.0 - (-self.block_supply / 4.0).exp(),
             value: self.block_supply,
             samples: count(self.blocks),
@@ -590,10 +660,10 @@ impl<'a> Tally<'a> {
     }
 
     /// The latest offering signal.
-    fn catalog_term(&self) -> Option<Term> {
+    fn catalog_term(&self, w: &FeatureWeights) -> Option<Term> {
         self.offered.map(|yes| Term {
             feature: Feature::CatalogExposure,
-            weight: W_CATALOG,
+            weight: w.catalog,
             goodness: if yes { 1.0 } else { 0.0 },
             value: if yes { 1.0 } else { 0.0 },
             samples: count(self.offerings),
@@ -601,7 +671,7 @@ impl<'a> Tally<'a> {
     }
 
     /// The worst open incident.
-    fn status_term(&self) -> Option<Term> {
+    fn status_term(&self, w: &FeatureWeights) -> Option<Term> {
         if self.status_events == 0 {
             return None;
         }
@@ -614,7 +684,7 @@ impl<'a> Tally<'a> {
         let worst = open.iter().copied().fold(0.0, f64::max);
         Some(Term {
             feature: Feature::StatusIncidents,
-            weight: W_STATUS,
+            weight: w.status,
             goodness: 1.0 - worst,
             value: open.len() as f64,
             samples: count(self.status_events),
@@ -622,14 +692,15 @@ impl<'a> Tally<'a> {
     }
 
     /// Count * recency * diversity * coverage, to four decimals; 0 without relevant data.
-    fn confidence(&self, now_ms: i64, half_life_ms: f64, present: f64) -> f64 {
+    /// `coverage` is the present features' share of the total weight.
+    fn confidence(&self, now_ms: i64, half_life_ms: f64, coverage: f64) -> f64 {
         match self.newest_relevant {
             Some(newest) if self.relevant_w > 0.0 => {
                 let f_count = 1.0 - (-self.relevant_w / 4.0).exp();
                 let age = (now_ms - newest).max(0) as f64;
                 let f_recency = 0.5_f64.powf(age / (2.0 * half_life_ms));
                 let f_diversity = if self.sources.len() >= 2 { 1.0 } else { 0.75 };
-                let f_coverage = 0.4 + 0.6 * present / W_TOTAL;
+                let f_coverage = 0.4 + 0.6 * coverage;
                 let c = f_count * f_recency * f_diversity * f_coverage;
                 // four decimals: stable across platforms' last-bit differences in exp/powf
                 ((c * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0)
@@ -1006,6 +1077,7 @@ mod tests {
                 tenant_cap_points: cap,
                 crowd_max_points: max,
                 evidence_items: 4,
+                weights: FeatureWeights::default(),
             }
         })
     }

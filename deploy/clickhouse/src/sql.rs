@@ -475,6 +475,14 @@ pub const PROBE_SPEND_TOTAL: Statement = Statement {
     samples: &[],
 };
 
+/// Every stored signal, de-duplicated, in time order (the evaluation's fitting data set).
+pub const ALL_SIGNALS: Statement = Statement {
+    name: "eval.all_signals",
+    sql: "SELECT ?fields FROM signals FINAL ORDER BY observed_at, observed_ms, id",
+    fields: SignalRow::COLUMN_NAMES,
+    samples: &[],
+};
+
 /// The migration runner's record of applied files.
 pub const APPLIED_MIGRATIONS: Statement = Statement {
     name: "migrate.applied",
@@ -528,6 +536,7 @@ pub const ALL: &[Statement] = &[
     LAUNCHED_INSTANCE,
     DEMO_SIGNALS,
     PROBE_SPEND_TOTAL,
+    ALL_SIGNALS,
     APPLIED_MIGRATIONS,
     SERVER_VERSION,
 ];

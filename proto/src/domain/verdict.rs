@@ -8,7 +8,8 @@
 //!   [`Label::for_score`];
 //! * [`VerdictPolicy::shrink`]: a score backed by `n` (decayed) first-party observations is
 //!   pulled toward `prior_score` as if `prior_weight` neutral observations were added, so one
-//!   signal never reads 0 or 100;
+//!   signal never reads 0 or 100; [`VerdictPolicy::for_market`] is the policy of one market,
+//!   whose prior is its `market_prior` entry when the config sets one;
 //! * [`VerdictPolicy::served`]: a score published at `updated_at` (the time of its newest
 //!   evidence) and served at `now` keeps its score but loses confidence as its evidence ages,
 //!   `confidence * 0.5 ^ (age / (2 * half_life))` (the scorer's own recency factor, continued
@@ -16,12 +17,13 @@
 //!   `stale_after` is served as [`Label::Unknown`] with confidence 0 whatever it said. A score
 //!   dated in the future (clock skew) is served as of its own time.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::{FieldError, Label, Score};
+use super::{FieldError, Label, Market, Score};
 
 /// The `[verdict]` section (documented with its defaults in `deploy/config/capsight.toml`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -40,6 +42,9 @@ pub struct VerdictPolicy {
     pub prior_score: f64,
     /// How many first-party observations the prior is worth (>= 0; 0 = no shrinkage).
     pub prior_weight: f64,
+    /// The prior of one market's keys, 0..=100, where it differs from `prior_score` (the
+    /// evaluation fits a base rate per market).
+    pub market_prior: BTreeMap<Market, f64>,
 }
 
 impl Default for VerdictPolicy {
@@ -50,6 +55,7 @@ impl Default for VerdictPolicy {
             stale_after: Duration::from_secs(12 * 3600),
             prior_score: 50.0,
             prior_weight: 2.0,
+            market_prior: BTreeMap::new(),
         }
     }
 }
@@ -72,6 +78,14 @@ impl VerdictPolicy {
         if !(0.0..=100.0).contains(&self.prior_score) {
             return Err(FieldError::new("verdict.prior_score", "must be 0..=100"));
         }
+        for (market, prior) in &self.market_prior {
+            if !(0.0..=100.0).contains(prior) {
+                return Err(FieldError::new(
+                    format!("verdict.market_prior.{market}"),
+                    "must be 0..=100",
+                ));
+            }
+        }
         if !(self.prior_weight.is_finite() && self.prior_weight >= 0.0) {
             return Err(FieldError::new(
                 "verdict.prior_weight",
@@ -79,6 +93,18 @@ impl VerdictPolicy {
             ));
         }
         Ok(())
+    }
+
+    /// The policy of `market`'s keys: `prior_score` is the market's prior.
+    pub fn for_market(&self, market: Market) -> Self {
+        Self {
+            prior_score: self
+                .market_prior
+                .get(&market)
+                .copied()
+                .unwrap_or(self.prior_score),
+            ..self.clone()
+        }
     }
 
     /// The label of a score with this confidence.
@@ -167,6 +193,25 @@ mod tests {
             ..p
         };
         assert!((off.shrink(100.0, 1.0) - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_market_prior_replaces_the_prior_of_that_market_only() {
+        let p = VerdictPolicy {
+            market_prior: [(Market::Spot, 80.0)].into_iter().collect(),
+            ..VerdictPolicy::default()
+        };
+        assert!((p.for_market(Market::Spot).shrink(0.0, 2.0) - 40.0).abs() < 1e-9);
+        assert!((p.for_market(Market::OnDemand).shrink(0.0, 2.0) - 25.0).abs() < 1e-9);
+        let bad = VerdictPolicy {
+            market_prior: [(Market::Spot, 101.0)].into_iter().collect(),
+            ..VerdictPolicy::default()
+        };
+        let err = bad.validate().expect_err("out of range");
+        assert!(
+            err.to_string().contains("verdict.market_prior.spot"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,13 +5,14 @@
 //! with the same scenario and seed, and measures time-to-GPU and, for capsight, the quality of
 //! its verdicts against the ground truth.
 //!
-//! Module map: [`workload`] (the workload format), [`metrics`] (pure statistics), [`world`]
+//! Module map: [`workload`] (the workload format), [`fit`] (fitting the model on the library), [`metrics`] (pure statistics), [`world`]
 //! (one arm's cloudsim and simulated clock), [`offers`] (a request's allowed offerings),
 //! [`cloud`] (launches in the tenants' accounts through capsight's AWS adapter), [`pipeline`]
 //! (capsight's services for one arm), [`replay`] (the strategies), [`report`] (figures and
 //! files), [`run`] (one scenario + workload), [`suite`] (the library).
 
 pub mod cloud;
+pub mod fit;
 pub mod metrics;
 pub mod offers;
 pub mod pipeline;

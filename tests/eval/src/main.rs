@@ -1,5 +1,5 @@
-//! `capsight-eval`: `run` one scenario + workload pair, or the whole `suite` of the library
-//! (`tests/eval/library`). See `docs/evaluation.md`.
+//! `capsight-eval`: `run` one scenario + workload pair, the whole `suite` of the library
+//! (`tests/eval/library`), or `fit` the model on runs already made. See `docs/evaluation.md`.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,17 @@ enum Command {
         workload: PathBuf,
         #[command(flatten)]
         common: Common,
+    },
+    /// Fit the model's priors and feature weights on the signals and samples that earlier
+    /// runs exported (every capsight arm under the given directories), with leave-one-pair-out
+    /// cross-validation; writes `fit.md` and `fitted.toml` into `--out`.
+    Fit {
+        /// Run or suite output directories.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write the report and the fitted config.
+        #[arg(long, default_value = ".capsight/eval/fit")]
+        out: PathBuf,
     },
     /// Run every pair of the library.
     Suite {
@@ -112,6 +123,24 @@ async fn main() -> anyhow::Result<()> {
             let report = run::run(&opts).await.context("evaluation run")?;
             println!("{}", run::console_summary(&report));
             println!("report: {}", opts.out.join("report.md").display());
+        }
+        Command::Fit { runs, out } => {
+            use capsight_eval::fit;
+            let data = fit::Dataset::load(&runs).context("fitting data")?;
+            eprintln!(
+                "fitting on {} pairs ({} sample points); leave-one-pair-out first",
+                data.pairs.len(),
+                data.pairs.iter().map(fit::Pair::points).sum::<usize>()
+            );
+            let folds = fit::cross_validate(&data).context("cross-validation")?;
+            let all: Vec<&fit::Pair> = data.pairs.iter().collect();
+            let (fitted, objective) = fit::fit(&all);
+            std::fs::create_dir_all(&out).with_context(|| format!("{}", out.display()))?;
+            let report = fit::report(&data, &folds, &fitted);
+            std::fs::write(out.join("fit.md"), &report).context("fit.md")?;
+            std::fs::write(out.join("fitted.toml"), fitted.to_toml()).context("fitted.toml")?;
+            println!("{report}");
+            println!("mean Brier {objective:.4}; written to {}", out.display());
         }
         Command::Suite { library, common } => {
             let library = library.unwrap_or_else(|| run::repo_root().join("tests/eval/library"));

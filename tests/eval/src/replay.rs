@@ -242,7 +242,7 @@ impl RequestResult {
 }
 
 /// A served score and the truth at that moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Sample {
     /// Simulated seconds.
     pub t: f64,

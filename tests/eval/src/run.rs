@@ -178,6 +178,35 @@ async fn probe_spend(p: &Pipeline, scale: f64, end_seconds: f64) -> Option<Probe
     })
 }
 
+/// Writes every signal the arm's pipeline stored to `path`, one JSON line each, with its
+/// observation time in simulated seconds (the data set `capsight-eval fit` replays).
+async fn export_signals(p: &Pipeline, world: &World, path: &Path) -> Result<usize, String> {
+    use std::io::Write as _;
+    let client = p.clickhouse().ok_or("no ClickHouse client")?;
+    let rows: Vec<capsight_clickhouse::rows::SignalRow> = client
+        .query(capsight_clickhouse::sql::ALL_SIGNALS.sql)
+        .fetch_all()
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+    let mut out = std::io::BufWriter::new(file);
+    for row in &rows {
+        let at = chrono::DateTime::from_timestamp(
+            i64::from(row.observed_at),
+            u32::from(row.observed_ms) * 1_000_000,
+        )
+        .unwrap_or_default();
+        let line = crate::fit::FitSignal {
+            t: world.sim_at(at),
+            row: row.clone(),
+        };
+        serde_json::to_writer(&mut out, &line).map_err(|e| e.to_string())?;
+        out.write_all(b"\n").map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(rows.len())
+}
+
 struct ArmInput {
     arm: Arm,
     scenario: Scenario,
@@ -274,11 +303,20 @@ async fn run_arm(input: ArmInput) -> ArmRun {
         _ = cancel.changed() => None,
     };
     let mut summary = match result {
-        Some(Ok((replayed, truth, end, _world))) => {
+        Some(Ok((replayed, truth, end, world))) => {
             let probes = match &pipeline {
                 Some(p) => probe_spend(p, scale, end).await,
                 None => None,
             };
+            if let Some(p) = &pipeline {
+                match export_signals(p, &world, &dir.join(crate::fit::SIGNALS_FILE)).await {
+                    Ok(n) => tracing::info!(arm = %arm.name, signals = n, "fitting data exported"),
+                    Err(e) => eprintln!("arm {}: signals not exported: {e}", arm.name),
+                }
+                if let Ok(json) = serde_json::to_string(&replayed.samples) {
+                    let _ = std::fs::write(dir.join(crate::fit::SAMPLES_FILE), json);
+                }
+            }
             if let Ok(json) = serde_json::to_string_pretty(&replayed.requests) {
                 let _ = std::fs::write(dir.join("requests.json"), json);
             }
