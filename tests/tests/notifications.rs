@@ -39,8 +39,7 @@ use capsight_testkit::{
     clickhouse::insert,
     cloud::{ROLE_ACME, Sim, wait_instance},
     fixtures::{launcher_world, scenario},
-    grpc,
-    launches,
+    grpc, launches,
     tenants::tenant,
     wait::eventually,
     webhook::{Received, Receiver},
@@ -166,7 +165,13 @@ async fn running_spot_launch(sb: &Sandbox, adapter: &dyn CloudAdapter) -> (Strin
         .id
         .as_str()
         .to_owned();
-    wait_instance(adapter, &spot, &[InstanceState::Running], Duration::from_secs(30)).await;
+    wait_instance(
+        adapter,
+        &spot,
+        &[InstanceState::Running],
+        Duration::from_secs(30),
+    )
+    .await;
     let key: CapacityKey = "aws/us-east-1/use1-az1/g5.xlarge/spot".parse().unwrap();
     let now = chrono::Utc::now();
     let request = LaunchRequestRow {
@@ -174,9 +179,18 @@ async fn running_spot_launch(sb: &Sandbox, adapter: &dyn CloudAdapter) -> (Strin
         warm_standby: 1,
         ..launches::request(&job_id, "acme", &key, 1, now)
     };
-    insert(&sb.client(), "launch_requests", std::slice::from_ref(&request)).await;
+    insert(
+        &sb.client(),
+        "launch_requests",
+        std::slice::from_ref(&request),
+    )
+    .await;
     let store = Store::new(sb.client());
-    for (seq, state, ids) in [(0, "queued", ""), (1, "provisioning", spot.as_str()), (2, "running", spot.as_str())] {
+    for (seq, state, ids) in [
+        (0, "queued", ""),
+        (1, "provisioning", spot.as_str()),
+        (2, "running", spot.as_str()),
+    ] {
         let (at, at_ms) = split_time(chrono::Utc::now());
         store
             .append(&LaunchEventRow {
@@ -235,7 +249,12 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
     )
     .await;
     // ... and the standby start to a receiver that always fails, as Slack
-    let (sub_b, _) = create(&mut c, &acme, subscribe(&failing.url(), F::Slack, &[E::StandbyStarted])).await;
+    let (sub_b, _) = create(
+        &mut c,
+        &acme,
+        subscribe(&failing.url(), F::Slack, &[E::StandbyStarted]),
+    )
+    .await;
     // globex subscribes to every launch event: acme's launch is none of its business
     let (sub_c, _) = create(
         &mut c,
@@ -243,7 +262,13 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
         subscribe(
             &other.url(),
             F::Json,
-            &[E::Fallback, E::InterruptionWarning, E::StandbyStarted, E::StandbyStopped, E::Reaped],
+            &[
+                E::Fallback,
+                E::InterruptionWarning,
+                E::StandbyStarted,
+                E::StandbyStopped,
+                E::Reaped,
+            ],
         ),
     )
     .await;
@@ -275,7 +300,13 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
         .find_map(|w| w.strip_prefix("standby="))
         .unwrap()
         .to_owned();
-    wait_instance(&*adapter, &standby_id, &[InstanceState::Stopped], Duration::from_secs(30)).await;
+    wait_instance(
+        &*adapter,
+        &standby_id,
+        &[InstanceState::Stopped],
+        Duration::from_secs(30),
+    )
+    .await;
 
     // the cloud interrupts the spot instance
     assert_eq!(sb.sim().interrupt(&spot).await, 204);
@@ -305,12 +336,19 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
     assert_eq!(dead.len(), 1, "{dead:#?}");
     assert_eq!(dead[0].subscription_id, sub_b);
     assert_eq!(dead[0].event, E::StandbyStarted as i32);
-    assert_eq!(dead[0].attempts, 3, "notify.max_attempts in the test config");
+    assert_eq!(
+        dead[0].attempts, 3,
+        "notify.max_attempts in the test config"
+    );
     assert_eq!(dead[0].last_status, 500);
     let tries = failing.received();
     assert_eq!(tries.len(), 3, "three attempts, then the dead-letter store");
     for (n, t) in tries.iter().enumerate() {
-        assert_eq!(t.header("idempotency-key"), dead[0].id, "one id across retries");
+        assert_eq!(
+            t.header("idempotency-key"),
+            dead[0].id,
+            "one id across retries"
+        );
         assert_eq!(t.header("capsight-delivery-attempt"), (n + 1).to_string());
         assert!(
             t.json()["text"].as_str().unwrap().contains("warm standby"),
@@ -358,7 +396,10 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
         assert_eq!(r.header("capsight-event"), body["type"].as_str().unwrap());
         assert_eq!(body["subscription_id"], sub_a.as_str());
         assert_eq!(body["launch"]["job_id"], job_id.as_str());
-        assert!(ids.insert(body["id"].as_str().unwrap().to_owned()), "ids are unique");
+        assert!(
+            ids.insert(body["id"].as_str().unwrap().to_owned()),
+            "ids are unique"
+        );
     }
     assert_eq!(all[0].json()["launch"]["seq"], active.seq);
     assert!(
@@ -375,9 +416,15 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
         .unwrap()
         .into_inner()
         .subscriptions;
-    assert_eq!(theirs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [sub_c.as_str()]);
+    assert_eq!(
+        theirs.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [sub_c.as_str()]
+    );
     let their_dead = c
-        .list_dead_letters(grpc::authed(v1::ListDeadLettersRequest { limit: 0 }, &globex))
+        .list_dead_letters(grpc::authed(
+            v1::ListDeadLettersRequest { limit: 0 },
+            &globex,
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -394,15 +441,16 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_tenant_key_cannot_reach_others_subscriptions_exceed_limits_or_aim_at_private_networks()
- {
+{
     let (sb, shutdown, mut c) = world().await;
     let (acme, globex) = (sb.key("acme"), sb.key("globex"));
     use v1::{NotificationEvent as E, WebhookFormat as F};
     let ok = |url: &str| subscribe(url, F::Json, &[E::StandbyStarted]);
-    let code_and_message = |r: Result<tonic::Response<v1::CreateSubscriptionResponse>, tonic::Status>| {
-        let s = r.unwrap_err();
-        (s.code(), s.message().to_owned())
-    };
+    let code_and_message =
+        |r: Result<tonic::Response<v1::CreateSubscriptionResponse>, tonic::Status>| {
+            let s = r.unwrap_err();
+            (s.code(), s.message().to_owned())
+        };
 
     // no key, no call
     let anon = c
@@ -421,7 +469,9 @@ async fn one_tenant_key_cannot_reach_others_subscriptions_exceed_limits_or_aim_a
     assert!(listed.subscriptions.is_empty());
     let del = c
         .delete_subscription(grpc::authed(
-            v1::DeleteSubscriptionRequest { id: acme_sub.clone() },
+            v1::DeleteSubscriptionRequest {
+                id: acme_sub.clone(),
+            },
             &globex,
         ))
         .await
@@ -443,7 +493,8 @@ async fn one_tenant_key_cannot_reach_others_subscriptions_exceed_limits_or_aim_a
         ("http://169.254.169.254/latest/meta-data/", "private"),
         ("http://[fd00::1]/hook", "private"),
     ] {
-        let (code, msg) = code_and_message(c.create_subscription(grpc::authed(ok(url), &acme)).await);
+        let (code, msg) =
+            code_and_message(c.create_subscription(grpc::authed(ok(url), &acme)).await);
         assert_eq!(code, Code::InvalidArgument, "{url}");
         assert!(msg.starts_with("url:"), "{url}: {msg}");
         assert!(msg.contains(why), "{url}: {msg}");
@@ -490,7 +541,9 @@ async fn one_tenant_key_cannot_reach_others_subscriptions_exceed_limits_or_aim_a
 
     // acme deletes its own; then it may create again
     c.delete_subscription(grpc::authed(
-        v1::DeleteSubscriptionRequest { id: acme_sub.clone() },
+        v1::DeleteSubscriptionRequest {
+            id: acme_sub.clone(),
+        },
         &acme,
     ))
     .await

@@ -190,10 +190,22 @@ mod tests {
         assert_ne!(a.hash(&acme), b.hash(&acme));
         assert_ne!(a.hash(&acme), a.hash(&TenantId::parse("globex").unwrap()));
         let globex = TenantId::parse("globex").unwrap();
-        assert_eq!(a.webhook_secret(&acme, "s-1"), a.webhook_secret(&acme, "s-1"));
-        assert_ne!(a.webhook_secret(&acme, "s-1"), b.webhook_secret(&acme, "s-1"));
-        assert_ne!(a.webhook_secret(&acme, "s-1"), a.webhook_secret(&globex, "s-1"));
-        assert_ne!(a.webhook_secret(&acme, "s-1"), a.webhook_secret(&acme, "s-2"));
+        assert_eq!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&acme, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            b.webhook_secret(&acme, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&globex, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&acme, "s-2")
+        );
         assert!(!a.hash(&acme).as_str().contains("acme"));
     }
 }

@@ -18,8 +18,8 @@ use capsight_proto::{
     domain::{CapacityKey, Label, Market},
     v1::{
         self, launch_service_client::LaunchServiceClient,
-        preflight_service_client::PreflightServiceClient,
         notification_service_client::NotificationServiceClient,
+        preflight_service_client::PreflightServiceClient,
         report_service_client::ReportServiceClient, score_service_client::ScoreServiceClient,
     },
 };
@@ -465,7 +465,13 @@ fn webhook_format(text: &str) -> anyhow::Result<i32> {
 
 /// `provider/region/instance_type/market` (`*` = any) or `gpu:MODEL[@region]`.
 fn key_selector(text: &str) -> anyhow::Result<v1::KeySelector> {
-    let any = |s: &str| if s == "*" { String::new() } else { s.to_owned() };
+    let any = |s: &str| {
+        if s == "*" {
+            String::new()
+        } else {
+            s.to_owned()
+        }
+    };
     if let Some(gpu) = text.strip_prefix("gpu:") {
         let (model, region) = gpu.split_once('@').unwrap_or((gpu, ""));
         return Ok(v1::KeySelector {
@@ -476,14 +482,20 @@ fn key_selector(text: &str) -> anyhow::Result<v1::KeySelector> {
     }
     let parts: Vec<&str> = text.split('/').collect();
     let [provider, region, instance_type, m] = parts[..] else {
-        bail!("--key {text:?}: use provider/region/instance_type/market (* = any) or gpu:MODEL[@region]");
+        bail!(
+            "--key {text:?}: use provider/region/instance_type/market (* = any) or gpu:MODEL[@region]"
+        );
     };
     Ok(v1::KeySelector {
         provider: any(provider),
         region: any(region),
         instance_type: any(instance_type),
         gpu_model: String::new(),
-        market: if m == "*" { 0 } else { market("--key market", m)? },
+        market: if m == "*" {
+            0
+        } else {
+            market("--key market", m)?
+        },
     })
 }
 

@@ -408,7 +408,10 @@ impl Out {
             println!("no subscriptions");
             return;
         }
-        println!("{:<38} {:<8} {:>8}  {:<50} URL", "ID", "FORMAT", "COOLDOWN", "EVENTS");
+        println!(
+            "{:<38} {:<8} {:>8}  {:<50} URL",
+            "ID", "FORMAT", "COOLDOWN", "EVENTS"
+        );
         for s in subs {
             let v = subscription_json(s);
             println!(
@@ -418,7 +421,11 @@ impl Out {
                 s.cooldown_seconds,
                 v["events"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
                     .unwrap_or_default(),
                 s.url
             );
@@ -449,7 +456,10 @@ impl Out {
             println!("no dead letters");
             return;
         }
-        println!("{:<38} {:<22} {:>8}  {:<20} LAST ERROR", "ID", "EVENT", "ATTEMPTS", "FAILED");
+        println!(
+            "{:<38} {:<22} {:>8}  {:<20} LAST ERROR",
+            "ID", "EVENT", "ATTEMPTS", "FAILED"
+        );
         for x in d {
             println!(
                 "{:<38} {:<22} {:>8}  {:<20} {}",

@@ -116,7 +116,13 @@ fn token<'a>(detail: &'a str, name: &str) -> Option<&'a str> {
 /// termination.
 pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
     let at_ms = u64::from(e.at) * 1000 + u64::from(e.at_ms);
-    let key = key_of(&e.provider, &e.region, &e.zone_id, &e.instance_type, &e.market);
+    let key = key_of(
+        &e.provider,
+        &e.region,
+        &e.zone_id,
+        &e.instance_type,
+        &e.market,
+    );
     let facts = LaunchFacts {
         job_id: e.job_id.clone(),
         seq: e.seq,
@@ -131,7 +137,10 @@ pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
     match LaunchStep::of(e.state, e.attempt, &e.detail) {
         Some(LaunchStep::Fallback) => out.push((
             EventKind::Fallback,
-            format!("launch {job}: falling back to {key} (attempt {})", e.attempt),
+            format!(
+                "launch {job}: falling back to {key} (attempt {})",
+                e.attempt
+            ),
         )),
         Some(LaunchStep::Standby(StandbyStep::Active)) => {
             let interrupted = token(&e.detail, "interrupted=").unwrap_or("?");
@@ -139,7 +148,9 @@ pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
             // the replacement's own interruption during the cooldown: the standby still runs
             out.push((
                 EventKind::InterruptionWarning,
-                format!("launch {job}: the cloud is taking back spot instance {interrupted} ({cause})"),
+                format!(
+                    "launch {job}: the cloud is taking back spot instance {interrupted} ({cause})"
+                ),
             ));
             out.push((
                 EventKind::StandbyStarted,
@@ -161,7 +172,11 @@ pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
     if let Some(cause) = ReapCause::of(e.state, &e.detail) {
         out.push((
             EventKind::Reaped,
-            format!("launch {job}: terminated by its lifecycle ({}): {}", cause.as_str(), e.detail),
+            format!(
+                "launch {job}: terminated by its lifecycle ({}): {}",
+                cause.as_str(),
+                e.detail
+            ),
         ));
     }
     out.into_iter()
@@ -191,7 +206,13 @@ fn capsight_clickhouse_ids(text: &str) -> Vec<String> {
 /// The label change of an alert row.
 pub fn alert_happening(a: &AlertRow) -> Happening {
     let at_ms = u64::from(a.at) * 1000 + u64::from(a.at_ms);
-    let key = key_of(&a.provider, &a.region, &a.zone_id, &a.instance_type, &a.market);
+    let key = key_of(
+        &a.provider,
+        &a.region,
+        &a.zone_id,
+        &a.instance_type,
+        &a.market,
+    );
     Happening {
         source: Source {
             id: format!("alert/{key}/{at_ms}"),
@@ -222,7 +243,12 @@ pub fn alert_happening(a: &AlertRow) -> Happening {
 
 /// Whether `sub` wants `h` (tenant boundary, kinds, key selectors, confidence, and nothing
 /// from before the subscription existed).
-pub fn wants(sub: &Subscription, h: &Happening, alert: Option<&AlertRow>, catalog: &Catalog) -> bool {
+pub fn wants(
+    sub: &Subscription,
+    h: &Happening,
+    alert: Option<&AlertRow>,
+    catalog: &Catalog,
+) -> bool {
     if !sub.kinds.contains(&h.kind) {
         return false;
     }
@@ -322,10 +348,16 @@ impl Memory {
         if self.seen.contains(&id) {
             return Decision::Seen;
         }
-        let k = (sub.id.clone(), h.kind.as_str().to_owned(), h.source.subject.clone());
+        let k = (
+            sub.id.clone(),
+            h.kind.as_str().to_owned(),
+            h.source.subject.clone(),
+        );
         let cooldown = u64::try_from(sub.cooldown.as_millis()).unwrap_or(u64::MAX);
         match self.last.get(&k) {
-            Some(last) if h.source.at_ms < last.saturating_add(cooldown) && h.source.at_ms >= *last => {
+            Some(last)
+                if h.source.at_ms < last.saturating_add(cooldown) && h.source.at_ms >= *last =>
+            {
                 Decision::Cooldown
             }
             _ => Decision::Queue,
@@ -357,7 +389,10 @@ impl Memory {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a panic in a test is a failed assertion")]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a panic in a test is a failed assertion"
+    )]
 
     use std::{collections::BTreeSet, time::Duration};
 
@@ -366,7 +401,13 @@ mod tests {
     use super::*;
     use crate::model::Format;
 
-    fn row(tenant: &str, seq: u32, state: LaunchState, attempt: u32, detail: &str) -> LaunchEventRow {
+    fn row(
+        tenant: &str,
+        seq: u32,
+        state: LaunchState,
+        attempt: u32,
+        detail: &str,
+    ) -> LaunchEventRow {
         LaunchEventRow {
             job_id: "job-1".into(),
             seq,
@@ -411,17 +452,41 @@ mod tests {
             "standby active: standby=i-sb interrupted=i-1 event=interruption_warning started_in_ms=5",
         );
         let kinds: Vec<EventKind> = launch_happenings(&active).iter().map(|h| h.kind).collect();
-        assert_eq!(kinds, [EventKind::InterruptionWarning, EventKind::StandbyStarted]);
-        let stopped = row("acme", 6, LaunchState::Running, 1, "standby stopped: standby=i-sb after the 4s cooldown");
-        assert_eq!(launch_happenings(&stopped)[0].kind, EventKind::StandbyStopped);
+        assert_eq!(
+            kinds,
+            [EventKind::InterruptionWarning, EventKind::StandbyStarted]
+        );
+        let stopped = row(
+            "acme",
+            6,
+            LaunchState::Running,
+            1,
+            "standby stopped: standby=i-sb after the 4s cooldown",
+        );
+        assert_eq!(
+            launch_happenings(&stopped)[0].kind,
+            EventKind::StandbyStopped
+        );
         let fallback = row("acme", 3, LaunchState::Provisioning, 2, "falling back");
         assert_eq!(launch_happenings(&fallback)[0].kind, EventKind::Fallback);
-        let reaped = row("acme", 7, LaunchState::Terminated, 1, "idle TTL reached: no activity heartbeat for 61s (idle TTL 60s)");
+        let reaped = row(
+            "acme",
+            7,
+            LaunchState::Terminated,
+            1,
+            "idle TTL reached: no activity heartbeat for 61s (idle TTL 60s)",
+        );
         assert_eq!(launch_happenings(&reaped)[0].kind, EventKind::Reaped);
         for quiet in [
             row("acme", 1, LaunchState::Provisioning, 1, "launching"),
             row("acme", 2, LaunchState::Running, 1, "running"),
-            row("acme", 5, LaunchState::Running, 1, "replacement running: standby=i-sb replacement=i-2"),
+            row(
+                "acme",
+                5,
+                LaunchState::Running,
+                1,
+                "replacement running: standby=i-sb replacement=i-2",
+            ),
             row("acme", 7, LaunchState::Terminated, 1, "gone: i-1"),
         ] {
             assert!(launch_happenings(&quiet).is_empty(), "{}", quiet.detail);
@@ -431,22 +496,40 @@ mod tests {
     #[test]
     fn launch_events_reach_only_their_tenant_and_the_kinds_asked_for() {
         let c = Catalog::embedded().unwrap();
-        let active = row("acme", 4, LaunchState::Running, 1, "standby active: standby=i-sb interrupted=i-1 event=x");
+        let active = row(
+            "acme",
+            4,
+            LaunchState::Running,
+            1,
+            "standby active: standby=i-sb interrupted=i-1 event=x",
+        );
         let hs = launch_happenings(&active);
         let acme = sub("acme", &[EventKind::StandbyStarted], 0);
         let globex = sub("globex", &EventKind::ALL, 0);
         assert!(!wants(&acme, &hs[0], None, &c));
         assert!(wants(&acme, &hs[1], None, &c));
         assert!(hs.iter().all(|h| !wants(&globex, h, None, &c)));
-        let later = Subscription { created_at: 2_000, ..acme };
-        assert!(!wants(&later, &hs[1], None, &c), "nothing from before the subscription");
+        let later = Subscription {
+            created_at: 2_000,
+            ..acme
+        };
+        assert!(
+            !wants(&later, &hs[1], None, &c),
+            "nothing from before the subscription"
+        );
     }
 
     #[test]
     fn ids_are_stable_and_the_memory_dedupes_and_cools_down() {
         let s = sub("acme", &[EventKind::StandbyStarted], 60);
         let h = |seq: u32, secs: u32| {
-            let mut r = row("acme", seq, LaunchState::Running, 1, "standby active: standby=i-sb interrupted=i-1");
+            let mut r = row(
+                "acme",
+                seq,
+                LaunchState::Running,
+                1,
+                "standby active: standby=i-sb interrupted=i-1",
+            );
             r.at = secs;
             launch_happenings(&r).remove(1)
         };

@@ -77,9 +77,8 @@ pub struct Deps {
 impl Deps {
     /// From the configuration: ClickHouse client, embedded catalog, tenant hasher.
     pub fn from_config(config: &NotifierConfig) -> Result<Self, NotifyError> {
-        let startup = |what: &str, e: &dyn std::fmt::Display| {
-            NotifyError::Startup(format!("{what}: {e}"))
-        };
+        let startup =
+            |what: &str, e: &dyn std::fmt::Display| NotifyError::Startup(format!("{what}: {e}"));
         Ok(Self {
             store: NotifyStore::new(
                 config
@@ -263,7 +262,8 @@ impl Notifier {
             match src {
                 SourceTable::LaunchEvents => {
                     for e in self.deps.store.launch_events(from, to).await? {
-                        happenings.extend(events::launch_happenings(&e).into_iter().map(|h| (h, None)));
+                        happenings
+                            .extend(events::launch_happenings(&e).into_iter().map(|h| (h, None)));
                     }
                 }
                 SourceTable::Alerts => {
@@ -294,7 +294,11 @@ impl Notifier {
             }
             if !rows.is_empty() {
                 self.deps.store.enqueue(&rows).await?;
-                tracing::info!(source = src.as_str(), queued = rows.len(), "notifications queued");
+                tracing::info!(
+                    source = src.as_str(),
+                    queued = rows.len(),
+                    "notifications queued"
+                );
             }
             self.deps.store.save_cursor(src, to).await?;
             self.cursors.insert(src.as_str(), to);
@@ -310,15 +314,22 @@ impl Notifier {
         let pending = self
             .deps
             .store
-            .pending(u32::try_from(since.max(0)).unwrap_or(0), self.settings.batch)
+            .pending(
+                u32::try_from(since.max(0)).unwrap_or(0),
+                self.settings.batch,
+            )
             .await?;
         metrics::pending(pending.len());
         let mut by_sub: BTreeMap<String, Vec<(NotifyOutboxRow, Option<Event>)>> = BTreeMap::new();
         for r in pending {
             let event = serde_json::from_str::<Event>(&r.event).ok();
-            by_sub.entry(r.subscription_id.clone()).or_default().push((r, event));
+            by_sub
+                .entry(r.subscription_id.clone())
+                .or_default()
+                .push((r, event));
         }
-        let served: HashMap<&str, &Subscription> = subs.iter().map(|s| (s.id.as_str(), s)).collect();
+        let served: HashMap<&str, &Subscription> =
+            subs.iter().map(|s| (s.id.as_str(), s)).collect();
         for (sub_id, mut queue) in by_sub {
             if self.busy_now(&sub_id) {
                 continue;
@@ -341,12 +352,17 @@ impl Notifier {
                     r.at,
                     r.at_ms,
                     r.subject.clone(),
-                    e.as_ref().and_then(|e| e.launch.as_ref()).map_or(0, |l| l.seq),
+                    e.as_ref()
+                        .and_then(|e| e.launch.as_ref())
+                        .map_or(0, |l| l.seq),
                     e.as_ref().map_or(0, |e| e.kind.rank()),
                 )
             });
             let Ok(tenant) = TenantId::parse(&sub.tenant) else {
-                tracing::warn!(tenant = sub.tenant, "subscription of an invalid tenant id; skipped");
+                tracing::warn!(
+                    tenant = sub.tenant,
+                    "subscription of an invalid tenant id; skipped"
+                );
                 continue;
             };
             let secret = self.deps.hasher.webhook_secret(&tenant, &sub.id);
@@ -431,7 +447,13 @@ impl Delivery {
                         status,
                         error,
                     } => {
-                        tracing::warn!(id = row.id, subscription = row.subscription_id, attempts, error, "notification dead-lettered");
+                        tracing::warn!(
+                            id = row.id,
+                            subscription = row.subscription_id,
+                            attempts,
+                            error,
+                            "notification dead-lettered"
+                        );
                         outcome_row(row, now(), "dead", attempts, status, &error)
                     }
                     Outcome::Interrupted => break,
@@ -442,7 +464,11 @@ impl Delivery {
                 tracing::warn!(id = row.id, error = %e, "recording a notification's outcome failed");
                 break;
             }
-            let outcome = if record.outcome == "delivered" { "delivered" } else { "dead" };
+            let outcome = if record.outcome == "delivered" {
+                "delivered"
+            } else {
+                "dead"
+            };
             metrics::outcome(format, outcome);
         }
         drop(permit);

@@ -101,7 +101,11 @@ impl Subscriptions {
         let version = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         self.store.put_subscription(&sub.row(version)).await?;
         let secret = self.hasher.webhook_secret(tenant, &sub.id);
-        tracing::info!(tenant = tenant.as_str(), id = sub.id, "subscription created");
+        tracing::info!(
+            tenant = tenant.as_str(),
+            id = sub.id,
+            "subscription created"
+        );
         Ok((sub, secret))
     }
 

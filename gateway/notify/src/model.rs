@@ -74,7 +74,10 @@ impl EventKind {
             Ok(W::StandbyStopped) => Ok(Self::StandbyStopped),
             Ok(W::Reaped) => Ok(Self::Reaped),
             Ok(W::Unspecified) => Err(FieldError::new(field, "must be set")),
-            Err(_) => Err(FieldError::new(field, format!("unknown enum value {value}"))),
+            Err(_) => Err(FieldError::new(
+                field,
+                format!("unknown enum value {value}"),
+            )),
         }
     }
 
@@ -147,7 +150,10 @@ impl Format {
             Ok(W::Unspecified | W::Json) => Ok(Self::Json),
             Ok(W::Slack) => Ok(Self::Slack),
             Ok(W::Discord) => Ok(Self::Discord),
-            Err(_) => Err(FieldError::new(field, format!("unknown enum value {value}"))),
+            Err(_) => Err(FieldError::new(
+                field,
+                format!("unknown enum value {value}"),
+            )),
         }
     }
 
@@ -197,7 +203,8 @@ impl KeySelector {
         };
         if let Some(region) = some(&w.region) {
             // the region's shape per provider when it is named; any provider's otherwise
-            let providers: Vec<Provider> = provider.map_or_else(|| Provider::ALL.to_vec(), |p| vec![p]);
+            let providers: Vec<Provider> =
+                provider.map_or_else(|| Provider::ALL.to_vec(), |p| vec![p]);
             if !providers
                 .iter()
                 .any(|p| Region::parse(&f("region"), *p, &region).is_ok())
@@ -209,7 +216,8 @@ impl KeySelector {
             }
         }
         if let Some(t) = some(&w.instance_type) {
-            let providers: Vec<Provider> = provider.map_or_else(|| Provider::ALL.to_vec(), |p| vec![p]);
+            let providers: Vec<Provider> =
+                provider.map_or_else(|| Provider::ALL.to_vec(), |p| vec![p]);
             if !providers
                 .iter()
                 .any(|p| InstanceType::parse(&f("instance_type"), *p, &t).is_ok())
@@ -254,7 +262,10 @@ impl KeySelector {
     /// To the wire.
     pub fn to_wire(&self) -> v1::KeySelector {
         v1::KeySelector {
-            provider: self.provider.map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            provider: self
+                .provider
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
             region: self.region.clone().unwrap_or_default(),
             instance_type: self.instance_type.clone().unwrap_or_default(),
             gpu_model: self.gpu_model.clone().unwrap_or_default(),
@@ -404,8 +415,8 @@ impl WebhookUrl {
                 format!("is longer than {max_len} bytes"),
             ));
         }
-        let url =
-            url::Url::parse(text).map_err(|e| FieldError::new(field, format!("is not a URL: {e}")))?;
+        let url = url::Url::parse(text)
+            .map_err(|e| FieldError::new(field, format!("is not a URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(FieldError::new(
                 field,
@@ -641,7 +652,10 @@ pub fn prost_ts(secs: u32) -> prost_types::Timestamp {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a panic in a test is a failed assertion")]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a panic in a test is a failed assertion"
+    )]
 
     use super::*;
 
@@ -662,7 +676,7 @@ mod tests {
     }
 
     fn field_of(e: FieldError) -> String {
-        e.to_string().split(':').next().unwrap().to_owned()
+        e.field().to_owned()
     }
 
     #[test]
@@ -699,10 +713,18 @@ mod tests {
         assert!(n.contains("10.200.1.1".parse().unwrap()));
         assert!(!n.contains("11.0.0.1".parse().unwrap()));
         assert!(!n.contains("::1".parse().unwrap()));
-        assert!(Network::parse("n", "::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(
+            Network::parse("n", "::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
         assert!(Network::parse("n", "10.0.0.0/33").is_err());
         assert!(Network::parse("n", "banana").is_err());
-        assert!(Network::parse("n", "0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Network::parse("n", "0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert!(is_public("8.8.8.8".parse().unwrap()));
         assert!(!is_public("100.64.0.1".parse().unwrap()));
         assert!(!is_public("fd00::1".parse().unwrap()));
@@ -722,19 +744,31 @@ mod tests {
         };
         let mut r = request("https://example.com/");
         r.events = vec![v1::NotificationEvent::LabelChanged as i32];
-        assert_eq!(field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()), "keys");
+        assert_eq!(
+            field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()),
+            "keys"
+        );
         r.keys = vec![sel("H100"), sel("A100"), sel("H100")];
-        assert_eq!(field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()), "keys");
+        assert_eq!(
+            field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()),
+            "keys"
+        );
         r.keys = vec![sel("H100"), sel("NOPE")];
         assert_eq!(
             field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()),
             "keys[1].gpu_model"
         );
         r.keys = vec![sel("H100"), v1::KeySelector::default()];
-        assert_eq!(field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()), "keys[1]");
+        assert_eq!(
+            field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()),
+            "keys[1]"
+        );
         r.keys = vec![sel("H100")];
         r.events = vec![99];
-        assert_eq!(field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()), "events[0]");
+        assert_eq!(
+            field_of(Spec::from_wire(&r, &s, &p, &c).unwrap_err()),
+            "events[0]"
+        );
         r.events = vec![v1::NotificationEvent::LabelChanged as i32];
         r.cooldown_seconds = 10 * 86_400;
         assert_eq!(

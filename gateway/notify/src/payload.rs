@@ -70,7 +70,10 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, reason = "a panic in a test is a failed assertion")]
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a panic in a test is a failed assertion"
+    )]
 
     use super::*;
     use crate::model::EventKind;
@@ -93,7 +96,11 @@ mod tests {
         let h = signature("whsec_a", 1_700_000_000, &b);
         assert!(verify("whsec_a", &h, &b));
         assert!(!verify("whsec_b", &h, &b));
-        assert!(!verify("whsec_a", &h.replace("t=1700000000", "t=1700000001"), &b));
+        assert!(!verify(
+            "whsec_a",
+            &h.replace("t=1700000000", "t=1700000001"),
+            &b
+        ));
         let mut tampered = b.clone();
         tampered.push(b' ');
         assert!(!verify("whsec_a", &h, &tampered));
@@ -102,15 +109,20 @@ mod tests {
 
     #[test]
     fn formats_shape_the_body() {
-        let json: serde_json::Value = serde_json::from_slice(&body(&event(), Format::Json)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&body(&event(), Format::Json)).unwrap();
         assert_eq!(json["type"], "standby_started");
         assert_eq!(json["id"], "n-1");
-        let slack: serde_json::Value = serde_json::from_slice(&body(&event(), Format::Slack)).unwrap();
+        let slack: serde_json::Value =
+            serde_json::from_slice(&body(&event(), Format::Slack)).unwrap();
         assert!(slack["text"].as_str().unwrap().contains("warm standby"));
         let mut long = event();
         long.summary = "x".repeat(5000);
         let discord: serde_json::Value =
             serde_json::from_slice(&body(&long, Format::Discord)).unwrap();
-        assert_eq!(discord["content"].as_str().unwrap().chars().count(), DISCORD_MAX);
+        assert_eq!(
+            discord["content"].as_str().unwrap().chars().count(),
+            DISCORD_MAX
+        );
     }
 }

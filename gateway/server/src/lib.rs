@@ -51,8 +51,8 @@ use capsight_catalog::Catalog;
 use capsight_proto::v1::{
     launch_service_server::LaunchServiceServer,
     notification_service_server::NotificationServiceServer,
-    preflight_service_server::PreflightServiceServer,
-    report_service_server::ReportServiceServer, score_service_server::ScoreServiceServer,
+    preflight_service_server::PreflightServiceServer, report_service_server::ReportServiceServer,
+    score_service_server::ScoreServiceServer,
 };
 use capsight_publisher::Publisher;
 use capsight_runtime::shutdown::Shutdown;

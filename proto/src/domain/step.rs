@@ -113,7 +113,9 @@ impl ReapCause {
         if state != LaunchState::Terminated {
             return None;
         }
-        Self::ALL.into_iter().find(|c| detail.starts_with(c.prefix()))
+        Self::ALL
+            .into_iter()
+            .find(|c| detail.starts_with(c.prefix()))
     }
 
     /// `max_lifetime` or `idle`.

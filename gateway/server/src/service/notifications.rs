@@ -15,7 +15,12 @@ impl NotificationService for Api {
         request: Request<v1::CreateSubscriptionRequest>,
     ) -> Result<Response<v1::CreateSubscriptionResponse>> {
         let (caller, req) = self.admit(request)?;
-        let (sub, secret) = self.core.notify.create(caller.id(), &req).await.map_err(GatewayError::from)?;
+        let (sub, secret) = self
+            .core
+            .notify
+            .create(caller.id(), &req)
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(v1::CreateSubscriptionResponse {
             subscription: Some(sub.to_wire()),
             secret,
@@ -27,7 +32,12 @@ impl NotificationService for Api {
         request: Request<v1::ListSubscriptionsRequest>,
     ) -> Result<Response<v1::ListSubscriptionsResponse>> {
         let (caller, _) = self.admit(request)?;
-        let subs = self.core.notify.list(caller.id()).await.map_err(GatewayError::from)?;
+        let subs = self
+            .core
+            .notify
+            .list(caller.id())
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(v1::ListSubscriptionsResponse {
             subscriptions: subs.iter().map(|s| s.to_wire()).collect(),
         }))
@@ -38,7 +48,11 @@ impl NotificationService for Api {
         request: Request<v1::DeleteSubscriptionRequest>,
     ) -> Result<Response<v1::DeleteSubscriptionResponse>> {
         let (caller, req) = self.admit(request)?;
-        self.core.notify.delete(caller.id(), &req.id).await.map_err(GatewayError::from)?;
+        self.core
+            .notify
+            .delete(caller.id(), &req.id)
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(v1::DeleteSubscriptionResponse {}))
     }
 
@@ -47,7 +61,12 @@ impl NotificationService for Api {
         request: Request<v1::ListDeadLettersRequest>,
     ) -> Result<Response<v1::ListDeadLettersResponse>> {
         let (caller, req) = self.admit(request)?;
-        let dead_letters = self.core.notify.dead_letters(caller.id(), req.limit).await.map_err(GatewayError::from)?;
+        let dead_letters = self
+            .core
+            .notify
+            .dead_letters(caller.id(), req.limit)
+            .await
+            .map_err(GatewayError::from)?;
         Ok(Response::new(v1::ListDeadLettersResponse { dead_letters }))
     }
 }
