@@ -33,8 +33,7 @@ use axum::{
     routing::{get, post},
 };
 use capsight_proto::v1::{
-    self, launch_service_server::LaunchService,
-    notification_service_server::NotificationService,
+    self, launch_service_server::LaunchService, notification_service_server::NotificationService,
     preflight_service_server::PreflightService, score_service_server::ScoreService,
 };
 use capsight_runtime::shutdown::Shutdown;
@@ -588,7 +587,10 @@ async fn delete_subscription(
     Path(id): Path<String>,
 ) -> ApiResult {
     web.api
-        .delete_subscription(grpc(&headers, v1::DeleteSubscriptionRequest { id: id.clone() }))
+        .delete_subscription(grpc(
+            &headers,
+            v1::DeleteSubscriptionRequest { id: id.clone() },
+        ))
         .await?;
     Ok(Json(json!({ "deleted": id })))
 }
