@@ -145,7 +145,7 @@ pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
         Some(LaunchStep::Standby(StandbyStep::Active)) => {
             let interrupted = token(&e.detail, "interrupted=").unwrap_or("?");
             let cause = token(&e.detail, "event=").unwrap_or("interruption");
-            // the replacement's own interruption during the cooldown: the standby still runs
+            // also a replacement interrupted during the cooldown (the standby still ran)
             out.push((
                 EventKind::InterruptionWarning,
                 format!(
