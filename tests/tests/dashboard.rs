@@ -298,7 +298,10 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     // notifications: acme subscribes from the launches view (secret shown once), a private
     // address is refused naming the field; globex sees none and cannot delete acme's
     assert_eq!(r["subscription_rows"], 1, "{r}");
-    assert!(text("subscription_text").contains("hooks.example.com"), "{r}");
+    assert!(
+        text("subscription_text").contains("hooks.example.com"),
+        "{r}"
+    );
     assert!(text("subscription_text").contains("slack"), "{r}");
     assert_eq!(r["secret_shown"], true, "{r}");
     assert!(text("private_url_error").contains("url"), "{r}");
