@@ -560,3 +560,133 @@ async fn one_tenant_key_cannot_reach_others_subscriptions_exceed_limits_or_aim_a
     shutdown.trigger();
     sb.cleanup().await;
 }
+
+/// Label changes (the scorer's `alerts` rows) reach every tenant watching the key's GPU model,
+/// once per key within the cooldown, low-confidence ones only on request, as Discord payloads.
+#[tokio::test(flavor = "multi_thread")]
+async fn label_changes_of_watched_gpu_models_reach_every_watching_tenant_within_the_cooldown() {
+    let (sb, shutdown, mut c) = world().await;
+    use v1::{NotificationEvent as E, WebhookFormat as F};
+    let h100_in_use1 = || {
+        let mut r = subscribe("", F::Discord, &[E::LabelChanged]);
+        r.keys = vec![v1::KeySelector {
+            gpu_model: "H100".into(),
+            region: "us-east-1".into(),
+            ..Default::default()
+        }];
+        r.cooldown_seconds = 600;
+        r
+    };
+    let (acme_rx, globex_rx) = (Receiver::start(200).await, Receiver::start(200).await);
+    for (key, rx) in [(sb.key("acme"), &acme_rx), (sb.key("globex"), &globex_rx)] {
+        let mut r = h100_in_use1();
+        r.url = rx.url();
+        create(&mut c, &key, r).await;
+    }
+    let stop = Shutdown::new();
+    let notifier = notifier(&sb, &stop).await;
+
+    let t0 = chrono::Utc::now();
+    let alert = |key: &str, secs: i64, from: &str, to: &str, low: u8| {
+        let k: Vec<&str> = key.split('/').collect();
+        let (at, at_ms) = split_time(t0 + chrono::Duration::seconds(secs));
+        capsight_clickhouse::rows::AlertRow {
+            provider: k[0].into(),
+            region: k[1].into(),
+            zone_id: k[2].into(),
+            instance_type: k[3].into(),
+            market: k[4].into(),
+            at,
+            at_ms,
+            from_label: from.into(),
+            to_label: to.into(),
+            score: 20,
+            confidence: if low == 1 { 0.1 } else { 0.9 },
+            low_confidence: low,
+            evidence: "[]".into(),
+        }
+    };
+    let rows = [
+        // watched: sent
+        alert(
+            "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+            0,
+            "available",
+            "unavailable",
+            0,
+        ),
+        // the same key again within the cooldown: suppressed
+        alert(
+            "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+            1,
+            "unavailable",
+            "limited",
+            0,
+        ),
+        // another GPU model, another region, a low-confidence change: not watched
+        alert(
+            "aws/us-east-1/use1-az1/g5.xlarge/on_demand",
+            1,
+            "available",
+            "unavailable",
+            0,
+        ),
+        alert(
+            "aws/us-west-2/usw2-az1/p5.48xlarge/on_demand",
+            1,
+            "available",
+            "unavailable",
+            0,
+        ),
+        alert(
+            "aws/us-east-1/use1-az1/p5.48xlarge/on_demand",
+            1,
+            "available",
+            "unavailable",
+            1,
+        ),
+        // another watched key: sent
+        alert(
+            "aws/us-east-1/use1-az2/p5.48xlarge/spot",
+            2,
+            "limited",
+            "available",
+            0,
+        ),
+    ];
+    insert(&sb.client(), "alerts", &rows).await;
+
+    for rx in [&acme_rx, &globex_rx] {
+        let got = got(rx, 2, Duration::from_secs(30)).await;
+        let texts: Vec<String> = got
+            .iter()
+            .map(|r| r.json()["content"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            texts[0].contains("use1-az4/p5.48xlarge/on_demand: available -> unavailable"),
+            "{texts:?}"
+        );
+        assert!(
+            texts[1].contains("use1-az2/p5.48xlarge/spot: limited -> available"),
+            "{texts:?}"
+        );
+        for r in &got {
+            assert_eq!(r.header("capsight-event"), "label_changed");
+            assert!(!r.header("idempotency-key").is_empty());
+        }
+    }
+    // a few more ticks: nothing else (cooldown, filters, confidence)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(acme_rx.received().len(), 2);
+    assert_eq!(globex_rx.received().len(), 2);
+    assert_ne!(
+        acme_rx.received()[0].header("idempotency-key"),
+        globex_rx.received()[0].header("idempotency-key"),
+        "one notification per subscription"
+    );
+
+    stop.trigger();
+    notifier.join().await.unwrap();
+    shutdown.trigger();
+    sb.cleanup().await;
+}
