@@ -1,6 +1,7 @@
 //! Tenant notifications on the real local stack: subscriptions through the gateway's
-//! `NotificationService` (in-process), the notifier (`capsight_notify::start`, in-process, as
-//! its binary runs it) reading ClickHouse, and real HTTP receivers on loopback. The
+//! `NotificationService` (in-process), the notifier (its binary, killed with SIGKILL, and
+//! `capsight_notify::start` in-process, as the binary runs it) reading ClickHouse, and real HTTP
+//! receivers on loopback. The
 //! interruption -> warm standby flow runs as in `standby_lifecycle.rs`: cloudsim's webhook ->
 //! the reports intake -> Kafka -> the launcher's standby manager -> `launch_events`.
 //!
@@ -40,6 +41,7 @@ use capsight_testkit::{
     cloud::{ROLE_ACME, Sim, wait_instance},
     fixtures::{launcher_world, scenario},
     grpc, launches,
+    process::bin,
     tenants::tenant,
     wait::eventually,
     webhook::{Received, Receiver},
@@ -229,7 +231,7 @@ async fn got(rx: &Receiver, n: usize, within: Duration) -> Vec<Received> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order_signed_and_survives_a_restart()
+async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order_signed_and_survives_a_kill()
  {
     let (sb, shutdown, mut c) = world().await;
     let (acme, globex) = (sb.key("acme"), sb.key("globex"));
@@ -273,8 +275,11 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
     )
     .await;
 
-    let first = Shutdown::new();
-    let n1 = notifier(&sb, &first).await;
+    // the first notifier is the binary, killed with SIGKILL below
+    let n1 = sb.spawn(
+        "capsight-notifier",
+        &mut sb.command(bin("capsight-notifier")),
+    );
 
     // acme's spot launch with a warm standby, managed by the standby manager (cooldown 4 s)
     let adapter = sb.tenant_adapter("acme").await;
@@ -328,9 +333,27 @@ async fn interruption_to_standby_notifies_exactly_the_subscribed_events_in_order
         }
     })
     .await;
-    // the notifier stops (the standby stop happens while it is down)
-    first.trigger();
-    n1.join().await.unwrap();
+    // once both deliveries are recorded, the notifier is killed (SIGKILL); the standby stop
+    // happens while none runs
+    eventually(
+        Duration::from_secs(30),
+        "both deliveries recorded",
+        || async {
+            let n = sb
+                .client()
+                .query(
+                    "SELECT count() FROM notify_deliveries WHERE subscription_id = ? \
+                 AND outcome = 'delivered'",
+                )
+                .bind(&sub_a)
+                .fetch_one::<u64>()
+                .await
+                .unwrap();
+            (n == 2).then_some(())
+        },
+    )
+    .await;
+    n1.kill();
     assert_eq!(two.len(), 2, "nothing else yet");
 
     assert_eq!(dead.len(), 1, "{dead:#?}");
