@@ -713,3 +713,105 @@ async fn label_changes_of_watched_gpu_models_reach_every_watching_tenant_within_
     shutdown.trigger();
     sb.cleanup().await;
 }
+
+/// A notification whose receiver is down when the notifier is killed (SIGKILL, between
+/// attempts) is delivered by the next notifier with the same idempotency id, at least once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_notification_survives_a_kill_and_is_delivered_with_the_same_id() {
+    let (sb, shutdown, mut c) = world().await;
+    use v1::{NotificationEvent as E, WebhookFormat as F};
+    let rx = Receiver::start(503).await;
+    let mut r = subscribe(&rx.url(), F::Json, &[E::LabelChanged]);
+    r.keys = vec![v1::KeySelector {
+        instance_type: "p5.48xlarge".into(),
+        ..Default::default()
+    }];
+    let (sub, secret) = create(&mut c, &sb.key("acme"), r).await;
+    // the binary, retrying for long
+    let killed = sb.spawn(
+        "capsight-notifier",
+        sb.command(bin("capsight-notifier"))
+            .env("CAPSIGHT_NOTIFY__MAX_ATTEMPTS", "1000")
+            .env("CAPSIGHT_NOTIFY__BACKOFF_INITIAL", "200ms")
+            .env("CAPSIGHT_NOTIFY__BACKOFF_MAX", "200ms"),
+    );
+    let (at, at_ms) = split_time(chrono::Utc::now());
+    insert(
+        &sb.client(),
+        "alerts",
+        &[capsight_clickhouse::rows::AlertRow {
+            provider: "aws".into(),
+            region: "us-east-1".into(),
+            zone_id: "use1-az4".into(),
+            instance_type: "p5.48xlarge".into(),
+            market: "on_demand".into(),
+            at,
+            at_ms,
+            from_label: "available".into(),
+            to_label: "unavailable".into(),
+            score: 12,
+            confidence: 0.9,
+            low_confidence: 0,
+            evidence: "[]".into(),
+        }],
+    )
+    .await;
+    let refused = got(&rx, 2, Duration::from_secs(30)).await;
+    killed.kill();
+    let id = refused[0].header("idempotency-key");
+    assert!(refused.iter().all(|r| r.header("idempotency-key") == id));
+
+    // the receiver recovers; a new notifier delivers the pending notification
+    rx.answer(200);
+    let stop = Shutdown::new();
+    let n = notifier(&sb, &stop).await;
+    let outcome = eventually(Duration::from_secs(30), "the delivered outcome", || async {
+        sb.client()
+            .query(
+                "SELECT outcome, attempts FROM notify_deliveries WHERE subscription_id = ? \
+                 AND id = ?",
+            )
+            .bind(&sub)
+            .bind(&id)
+            .fetch_optional::<(String, u32)>()
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(
+        outcome,
+        ("delivered".to_owned(), 1),
+        "delivered on the new notifier's first attempt"
+    );
+    let all = rx.received();
+    let last = all.last().unwrap();
+    assert_eq!(
+        last.header("idempotency-key"),
+        id,
+        "the same id after the kill"
+    );
+    assert!(payload::verify(
+        &secret,
+        &last.header("capsight-signature"),
+        &last.body
+    ));
+    assert!(
+        all.iter().all(|r| r.header("idempotency-key") == id),
+        "one notification"
+    );
+    let dead = c
+        .list_dead_letters(grpc::authed(
+            v1::ListDeadLettersRequest { limit: 0 },
+            &sb.key("acme"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert!(dead.is_empty(), "{dead:?}");
+
+    stop.trigger();
+    n.join().await.unwrap();
+    shutdown.trigger();
+    sb.cleanup().await;
+}
