@@ -23,7 +23,13 @@ from pathlib import Path
 import yaml
 
 # Two of these would double-probe or double-publish (deploy/k8s/base/<name>.yaml says why).
-SINGLE_INSTANCE = {"capsight-quota", "capsight-spot", "capsight-status", "capsight-probe"}
+SINGLE_INSTANCE = {
+    "capsight-quota",
+    "capsight-spot",
+    "capsight-status",
+    "capsight-probe",
+    "capsight-notifier",
+}
 # Environment keys that carry credentials: they belong in Secrets.
 CREDENTIAL_KEY = re.compile(r"PASSWORD|SECRET|SASL_USERNAME|AMQP__URL|AWS_ACCESS_KEY")
 NAME = "app.kubernetes.io/name"

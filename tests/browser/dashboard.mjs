@@ -201,6 +201,23 @@ try {
   result.own_launch_status = await statusWith(keyA, `/api/launches/${result.job_id}`);
   await shot('launches');
 
+  step('notifications');
+  await page.waitForFunction(() => !document.querySelector('#subscriptions').textContent.includes('loading'));
+  await page.fill('#n-url', 'https://hooks.example.com/capsight');
+  await page.selectOption('#n-format', 'slack');
+  await page.click('#notify-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#notify-secret').textContent.includes('whsec_'));
+  await page.waitForSelector('#subscriptions button[data-unsubscribe]');
+  result.subscription_rows = await page.locator('#subscriptions button[data-unsubscribe]').count();
+  result.subscription_text = await page.textContent('#subscriptions');
+  result.subscription_id = await page.getAttribute('#subscriptions button[data-unsubscribe]', 'data-unsubscribe');
+  result.secret_shown = (await page.textContent('#notify-secret')).includes('whsec_');
+  // a private address is refused, naming the field
+  await page.fill('#n-url', 'http://10.0.0.1/hook');
+  await page.click('#notify-form button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#notify-error').textContent.length > 0);
+  result.private_url_error = await page.textContent('#notify-error');
+
   step('tenant B');
   await signOut();
   result.key_cleared = await page.evaluate(() => sessionStorage.getItem('capsight.key') === null);
@@ -215,6 +232,14 @@ try {
   result.b_cancel_status = await page.evaluate(
     async ([k, id]) => (await fetch(`/api/launches/${id}/cancel`, { method: 'POST', headers: { Authorization: `Bearer ${k}` } })).status,
     [keyB, result.job_id],
+  );
+  result.b_subscriptions = await page.evaluate(
+    async (k) => (await (await fetch('/api/notifications', { headers: { Authorization: `Bearer ${k}` } })).json()).subscriptions.length,
+    keyB,
+  );
+  result.b_delete_subscription_status = await page.evaluate(
+    async ([k, id]) => (await fetch(`/api/notifications/${id}/delete`, { method: 'POST', headers: { Authorization: `Bearer ${k}` } })).status,
+    [keyB, result.subscription_id],
   );
   result.no_key_status = await page.evaluate(async () => (await fetch('/api/scores')).status);
   result.b_pipeline_status = await statusWith(keyB, '/api/operator/pipeline');

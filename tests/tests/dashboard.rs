@@ -295,6 +295,18 @@ async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chro
     assert_eq!(r["b_sees_launch_in_list"], false, "{r}");
     assert_eq!(r["b_get_launch_status"], 404, "{r}");
     assert_eq!(r["b_cancel_status"], 404, "{r}");
+    // notifications: acme subscribes from the launches view (secret shown once), a private
+    // address is refused naming the field; globex sees none and cannot delete acme's
+    assert_eq!(r["subscription_rows"], 1, "{r}");
+    assert!(
+        text("subscription_text").contains("hooks.example.com"),
+        "{r}"
+    );
+    assert!(text("subscription_text").contains("slack"), "{r}");
+    assert_eq!(r["secret_shown"], true, "{r}");
+    assert!(text("private_url_error").contains("url"), "{r}");
+    assert_eq!(r["b_subscriptions"], 0, "{r}");
+    assert_eq!(r["b_delete_subscription_status"], 404, "{r}");
     // the operator view: a tenant key is refused, the operator key opens it
     assert!(text("operator_with_tenant_key").contains("Refused"), "{r}");
     assert!(text("operator_usage").contains("acme"), "{r}");

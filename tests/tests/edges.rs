@@ -1,4 +1,5 @@
-//! Secrets and edges: the gateway, the launcher and the reports intake refuse to start on the
+//! Secrets and edges: the gateway, the launcher, the reports intake and the notifier (whose
+//! webhook secrets derive from it) refuse to start on the
 //! shipped development tenant-hash secret (anyone who knows it can link the tenant hashes on the
 //! bus and in shared tables to tenant ids); a local demo opts in explicitly.
 
@@ -26,7 +27,12 @@ async fn services_refuse_the_development_hash_secret_outside_a_demo() {
         .tenants([tenant("acme").with_key()])
         .start()
         .await;
-    for service in ["capsight-gateway", "capsight-launcher", "capsight-reports"] {
+    for service in [
+        "capsight-gateway",
+        "capsight-launcher",
+        "capsight-reports",
+        "capsight-notifier",
+    ] {
         let mut cmd = ports(sandbox.command(bin(service)));
         cmd.env("CAPSIGHT_TENANCY__HASH_SECRET", DEV_HASH_SECRET);
         let (code, stderr) = run_for(&mut cmd, Duration::from_secs(30));

@@ -23,6 +23,7 @@ fn declared() -> Vec<Metric> {
         capsight_launch::metrics::METRICS,
         capsight_launcher::metrics::METRICS,
         capsight_probe::metrics::METRICS,
+        capsight_notify::metrics::METRICS,
     ]
     .concat()
 }

@@ -30,7 +30,7 @@ use capsight_testkit::{
 };
 
 /// The binaries and the `[metrics.listen]` field of each.
-const BINARIES: [(&str, &str); 9] = [
+const BINARIES: [(&str, &str); 10] = [
     ("cloudsim", "cloudsim"),
     ("capsight-scorer", "scorer"),
     ("capsight-gateway", "gateway"),
@@ -40,6 +40,7 @@ const BINARIES: [(&str, &str); 9] = [
     ("capsight-spot", "spot"),
     ("capsight-status", "status"),
     ("capsight-probe", "probe"),
+    ("capsight-notifier", "notifier"),
 ];
 
 fn local(port: u16) -> SocketAddr {

@@ -516,3 +516,90 @@ pub struct TenantTrustRow {
     /// The newest checked report's time, seconds.
     pub last_at: u32,
 }
+
+/// One row of `notify_subscriptions`: a tenant's webhook subscription as created, or its
+/// deletion (`deleted = 1`, a higher `version`).
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct NotifySubscriptionRow {
+    /// Tenant id.
+    pub tenant: String,
+    /// Subscription id.
+    pub id: String,
+    /// Milliseconds since the epoch of this change (the newest wins).
+    pub version: u64,
+    /// When the subscription was created, seconds.
+    pub created_at: u32,
+    /// 1 = deleted.
+    pub deleted: u8,
+    /// The webhook URL.
+    pub url: String,
+    /// `json`, `slack` or `discord`.
+    pub format: String,
+    /// Event kinds, comma-separated.
+    pub kinds: String,
+    /// Key selectors, JSON.
+    pub keys: String,
+    /// Cooldown, seconds.
+    pub cooldown_secs: u32,
+    /// 1 = also label changes at low confidence.
+    pub low_confidence: u8,
+}
+
+/// One row of `notify_outbox`: a notification to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct NotifyOutboxRow {
+    /// Notification id (the idempotency id).
+    pub id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Event kind.
+    pub kind: String,
+    /// What the cooldown is kept per: a capacity key or a job id.
+    pub subject: String,
+    /// Event time, seconds.
+    pub at: u32,
+    /// Millisecond part.
+    pub at_ms: u16,
+    /// When the row was written, seconds.
+    pub created_at: u32,
+    /// The event, JSON.
+    pub event: String,
+}
+
+/// One row of `notify_deliveries`: a notification's final outcome.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct NotifyDeliveryRow {
+    /// Notification id.
+    pub id: String,
+    /// Tenant id.
+    pub tenant: String,
+    /// Subscription id.
+    pub subscription_id: String,
+    /// Event kind.
+    pub kind: String,
+    /// When the outcome was recorded, seconds.
+    pub at: u32,
+    /// `delivered` or `dead`.
+    pub outcome: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The receiver's last HTTP status (0 = no answer).
+    pub status: u16,
+    /// The last error, empty when delivered.
+    pub error: String,
+    /// The event, JSON.
+    pub event: String,
+}
+
+/// One row of `notify_cursors`.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, Serialize, Deserialize)]
+pub struct NotifyCursorRow {
+    /// `launch_events` or `alerts`.
+    pub source: String,
+    /// Event time read up to, milliseconds.
+    pub position: u64,
+    /// When written, seconds.
+    pub at: u32,
+}

@@ -12,7 +12,8 @@ use crate::migrate::Applied;
 
 use crate::rows::{
     AlertRow, InstanceGpusRow, LaunchActivityRow, LaunchCancellationRow, LaunchEventRow,
-    LaunchRequestRow, PreflightLogRow, ProbeAuditRow, ScoreRow, SignalRow, TenantCheckRow,
+    LaunchRequestRow, NotifyCursorRow, NotifyDeliveryRow, NotifyOutboxRow, NotifySubscriptionRow,
+    PreflightLogRow, ProbeAuditRow, ScoreRow, SignalRow, TenantCheckRow,
 };
 
 /// A sample value bound to a `?` when the statement is checked.
@@ -483,6 +484,90 @@ pub const ALL_SIGNALS: Statement = Statement {
     samples: &[],
 };
 
+/// A tenant's live subscriptions (the newest row of each wins; deleted ones left out): tenant.
+pub const NOTIFY_SUBSCRIPTIONS_OF_TENANT: Statement = Statement {
+    name: "notify.subscriptions_of_tenant",
+    sql: "SELECT tenant, id, max(version) AS v, argMax(created_at, version) AS c, \
+          argMax(deleted, version) AS d, argMax(url, version), argMax(format, version), \
+          argMax(kinds, version), argMax(keys, version), argMax(cooldown_secs, version), \
+          argMax(low_confidence, version) \
+          FROM notify_subscriptions WHERE tenant = ? GROUP BY tenant, id \
+          HAVING d = 0 ORDER BY c, id",
+    fields: &[],
+    samples: &[TENANT],
+};
+
+/// Every tenant's live subscriptions (the notifier).
+pub const NOTIFY_SUBSCRIPTIONS_ALL: Statement = Statement {
+    name: "notify.subscriptions_all",
+    sql: "SELECT tenant, id, max(version) AS v, argMax(created_at, version) AS c, \
+          argMax(deleted, version) AS d, argMax(url, version), argMax(format, version), \
+          argMax(kinds, version), argMax(keys, version), argMax(cooldown_secs, version), \
+          argMax(low_confidence, version) \
+          FROM notify_subscriptions GROUP BY tenant, id \
+          HAVING d = 0 ORDER BY tenant, c, id",
+    fields: &[],
+    samples: &[],
+};
+
+/// Where the notifier stopped reading a source: source.
+pub const NOTIFY_CURSOR: Statement = Statement {
+    name: "notify.cursor",
+    sql: "SELECT max(position) FROM notify_cursors WHERE source = ?",
+    fields: &[],
+    samples: &[Sample::Str("launch_events")],
+};
+
+/// Launch transitions of every tenant in an event-time window: from ms, to ms.
+pub const NOTIFY_LAUNCH_EVENTS: Statement = Statement {
+    name: "notify.launch_events",
+    sql: "SELECT ?fields FROM launch_events \
+          WHERE at >= toDateTime(intDiv(?, 1000)) AND toUInt64(at) * 1000 + at_ms <= ? \
+          ORDER BY at, at_ms, tenant, job_id, seq LIMIT 1 BY tenant, job_id, seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[Sample::UInt(0), Sample::UInt(1_000)],
+};
+
+/// Label transitions in an event-time window: from ms, to ms.
+pub const NOTIFY_ALERTS: Statement = Statement {
+    name: "notify.alerts",
+    sql: "SELECT ?fields FROM alerts \
+          WHERE at >= toDateTime(intDiv(?, 1000)) AND toUInt64(at) * 1000 + at_ms <= ? \
+          ORDER BY at, at_ms, provider, region, zone_id, instance_type, market \
+          LIMIT 1 BY provider, region, zone_id, instance_type, market, at, at_ms",
+    fields: AlertRow::COLUMN_NAMES,
+    samples: &[Sample::UInt(0), Sample::UInt(1_000)],
+};
+
+/// Notifications written since (unix seconds): what the notifier already fanned out (its
+/// de-duplication and cooldown memory at start).
+pub const NOTIFY_OUTBOX_RECENT: Statement = Statement {
+    name: "notify.outbox_recent",
+    sql: "SELECT ?fields FROM notify_outbox WHERE created_at >= toDateTime(?) \
+          ORDER BY at, at_ms, id LIMIT 1 BY id",
+    fields: NotifyOutboxRow::COLUMN_NAMES,
+    samples: &[Sample::UInt(0)],
+};
+
+/// Notifications written since (unix seconds) without an outcome, oldest event first.
+pub const NOTIFY_PENDING: Statement = Statement {
+    name: "notify.pending",
+    sql: "SELECT ?fields FROM notify_outbox WHERE created_at >= toDateTime(?) \
+          AND id NOT IN (SELECT id FROM notify_deliveries WHERE at >= toDateTime(?)) \
+          ORDER BY at, at_ms, id LIMIT 1 BY id LIMIT ?",
+    fields: NotifyOutboxRow::COLUMN_NAMES,
+    samples: &[Sample::UInt(0), Sample::UInt(0), Sample::UInt(1_000)],
+};
+
+/// A tenant's dead letters, newest first: tenant, limit.
+pub const NOTIFY_DEAD_LETTERS: Statement = Statement {
+    name: "notify.dead_letters",
+    sql: "SELECT ?fields FROM notify_deliveries WHERE tenant = ? AND outcome = 'dead' \
+          ORDER BY at DESC, id LIMIT 1 BY id LIMIT ?",
+    fields: NotifyDeliveryRow::COLUMN_NAMES,
+    samples: &[TENANT, Sample::UInt(100)],
+};
+
 /// The migration runner's record of applied files.
 pub const APPLIED_MIGRATIONS: Statement = Statement {
     name: "migrate.applied",
@@ -537,6 +622,14 @@ pub const ALL: &[Statement] = &[
     DEMO_SIGNALS,
     PROBE_SPEND_TOTAL,
     ALL_SIGNALS,
+    NOTIFY_SUBSCRIPTIONS_OF_TENANT,
+    NOTIFY_SUBSCRIPTIONS_ALL,
+    NOTIFY_CURSOR,
+    NOTIFY_LAUNCH_EVENTS,
+    NOTIFY_ALERTS,
+    NOTIFY_OUTBOX_RECENT,
+    NOTIFY_PENDING,
+    NOTIFY_DEAD_LETTERS,
     APPLIED_MIGRATIONS,
     SERVER_VERSION,
 ];
@@ -554,6 +647,10 @@ pub const INSERTS: &[(&str, &[&str])] = &[
     ("preflight_log", PreflightLogRow::COLUMN_NAMES),
     ("probe_audit", ProbeAuditRow::COLUMN_NAMES),
     ("instance_gpus", InstanceGpusRow::COLUMN_NAMES),
+    ("notify_subscriptions", NotifySubscriptionRow::COLUMN_NAMES),
+    ("notify_outbox", NotifyOutboxRow::COLUMN_NAMES),
+    ("notify_deliveries", NotifyDeliveryRow::COLUMN_NAMES),
+    ("notify_cursors", NotifyCursorRow::COLUMN_NAMES),
     ("schema_migrations", Applied::COLUMN_NAMES),
 ];
 

@@ -285,6 +285,7 @@ pub struct MetricsListen {
     pub spot: SocketAddr,
     pub status: SocketAddr,
     pub cloudsim: SocketAddr,
+    pub notifier: SocketAddr,
 }
 
 impl MetricsListen {
@@ -301,6 +302,7 @@ impl MetricsListen {
             "spot" => self.spot,
             "status" => self.status,
             "cloudsim" => self.cloudsim,
+            "notifier" => self.notifier,
             _ => return None,
         })
     }
@@ -321,6 +323,7 @@ impl Default for MetricsSettings {
                 spot: at(9487),
                 status: at(9488),
                 cloudsim: at(9489),
+                notifier: at(9490),
             },
         }
     }

@@ -140,6 +140,22 @@ impl TenantHasher {
     }
 }
 
+impl TenantHasher {
+    /// The signing secret of a tenant's webhook subscription: HMAC-SHA256 of the hash secret
+    /// over a domain-separated label and the subscription's tenant and id, hex. Nothing stores
+    /// it: the gateway returns it once when the subscription is created and the notifier
+    /// derives it again to sign each delivery (rotating `tenancy.hash_secret` rotates it).
+    pub fn webhook_secret(&self, tenant: &TenantId, subscription_id: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac());
+        mac.update(b"capsight/webhook-secret/v1\0");
+        mac.update(tenant.as_str().as_bytes());
+        mac.update(b"\0");
+        mac.update(subscription_id.as_bytes());
+        format!("whsec_{}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
 #[cold]
 fn unreachable_hmac() -> ! {
     // HMAC-SHA256 takes keys of any length and the hex text is always valid; this cannot run
@@ -173,6 +189,23 @@ mod tests {
         assert_eq!(a.hash(&acme), a.hash(&acme));
         assert_ne!(a.hash(&acme), b.hash(&acme));
         assert_ne!(a.hash(&acme), a.hash(&TenantId::parse("globex").unwrap()));
+        let globex = TenantId::parse("globex").unwrap();
+        assert_eq!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&acme, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            b.webhook_secret(&acme, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&globex, "s-1")
+        );
+        assert_ne!(
+            a.webhook_secret(&acme, "s-1"),
+            a.webhook_secret(&acme, "s-2")
+        );
         assert!(!a.hash(&acme).as_str().contains("acme"));
     }
 }

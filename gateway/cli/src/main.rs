@@ -18,6 +18,7 @@ use capsight_proto::{
     domain::{CapacityKey, Label, Market},
     v1::{
         self, launch_service_client::LaunchServiceClient,
+        notification_service_client::NotificationServiceClient,
         preflight_service_client::PreflightServiceClient,
         report_service_client::ReportServiceClient, score_service_client::ScoreServiceClient,
     },
@@ -111,6 +112,52 @@ enum Command {
     },
     /// Report what you saw (a failed or successful launch, an interruption...).
     Report(ReportArgs),
+    /// Webhook notifications: subscribe, list, delete, dead letters (docs/notifications.md).
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Subscribe a webhook; prints the signing secret once.
+    Subscribe(SubscribeArgs),
+    /// Your subscriptions.
+    List,
+    /// Delete one of your subscriptions.
+    Delete {
+        /// Subscription id.
+        id: String,
+    },
+    /// Notifications your webhooks never accepted after every retry, newest first.
+    DeadLetters {
+        /// Most entries (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+struct SubscribeArgs {
+    /// The webhook (http:// or https://).
+    #[arg(long)]
+    url: String,
+    /// json (signed), slack or discord.
+    #[arg(long, default_value = "json")]
+    format: String,
+    /// Events (repeat): label_changed, fallback, interruption_warning, standby_started,
+    /// standby_stopped, reaped.
+    #[arg(long = "event", required = true)]
+    events: Vec<String>,
+    /// Label changes of these keys (repeat): `provider/region/instance_type/market` with `*`
+    /// for any part, or `gpu:<MODEL>` (e.g. `gpu:H100`), optionally `gpu:<MODEL>@<region>`.
+    #[arg(long = "key")]
+    keys: Vec<String>,
+    /// Same event about the same key or launch not re-sent within it (default: the server's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    cooldown: Option<Duration>,
+    /// Also label changes scored at low confidence.
+    #[arg(long)]
+    include_low_confidence: bool,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +328,7 @@ struct Clients {
     preflight: PreflightServiceClient<Authed>,
     launch: LaunchServiceClient<Authed>,
     report: ReportServiceClient<Authed>,
+    notify: NotificationServiceClient<Authed>,
 }
 
 async fn connect(cli: &Cli) -> anyhow::Result<Clients> {
@@ -319,7 +367,8 @@ async fn connect(cli: &Cli) -> anyhow::Result<Clients> {
         scores: ScoreServiceClient::with_interceptor(channel.clone(), auth.clone()),
         preflight: PreflightServiceClient::with_interceptor(channel.clone(), auth.clone()),
         launch: LaunchServiceClient::with_interceptor(channel.clone(), auth.clone()),
-        report: ReportServiceClient::with_interceptor(channel, auth),
+        report: ReportServiceClient::with_interceptor(channel.clone(), auth.clone()),
+        notify: NotificationServiceClient::with_interceptor(channel, auth),
     })
 }
 
@@ -388,6 +437,66 @@ fn spec(a: &SpecArgs) -> anyhow::Result<(v1::LaunchSpec, v1::Constraints)> {
             limit: a.alternatives,
         },
     ))
+}
+
+fn notification_event(text: &str) -> anyhow::Result<i32> {
+    use v1::NotificationEvent as E;
+    Ok(match text {
+        "label_changed" => E::LabelChanged,
+        "fallback" => E::Fallback,
+        "interruption_warning" => E::InterruptionWarning,
+        "standby_started" => E::StandbyStarted,
+        "standby_stopped" => E::StandbyStopped,
+        "reaped" => E::Reaped,
+        other => bail!(
+            "--event {other:?}: use label_changed, fallback, interruption_warning, standby_started, standby_stopped or reaped"
+        ),
+    } as i32)
+}
+
+fn webhook_format(text: &str) -> anyhow::Result<i32> {
+    Ok(match text {
+        "json" => v1::WebhookFormat::Json,
+        "slack" => v1::WebhookFormat::Slack,
+        "discord" => v1::WebhookFormat::Discord,
+        other => bail!("--format {other:?}: use json, slack or discord"),
+    } as i32)
+}
+
+/// `provider/region/instance_type/market` (`*` = any) or `gpu:MODEL[@region]`.
+fn key_selector(text: &str) -> anyhow::Result<v1::KeySelector> {
+    let any = |s: &str| {
+        if s == "*" {
+            String::new()
+        } else {
+            s.to_owned()
+        }
+    };
+    if let Some(gpu) = text.strip_prefix("gpu:") {
+        let (model, region) = gpu.split_once('@').unwrap_or((gpu, ""));
+        return Ok(v1::KeySelector {
+            gpu_model: model.to_owned(),
+            region: region.to_owned(),
+            ..v1::KeySelector::default()
+        });
+    }
+    let parts: Vec<&str> = text.split('/').collect();
+    let [provider, region, instance_type, m] = parts[..] else {
+        bail!(
+            "--key {text:?}: use provider/region/instance_type/market (* = any) or gpu:MODEL[@region]"
+        );
+    };
+    Ok(v1::KeySelector {
+        provider: any(provider),
+        region: any(region),
+        instance_type: any(instance_type),
+        gpu_model: String::new(),
+        market: if m == "*" {
+            0
+        } else {
+            market("--key market", m)?
+        },
+    })
 }
 
 fn outcome(text: &str) -> anyhow::Result<i32> {
@@ -591,6 +700,51 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .into_inner();
             out.launches(&l.launches);
+        }
+        Command::Notify(NotifyCommand::Subscribe(a)) => {
+            let req = v1::CreateSubscriptionRequest {
+                url: a.url.clone(),
+                format: webhook_format(&a.format)?,
+                events: a
+                    .events
+                    .iter()
+                    .map(|e| notification_event(e))
+                    .collect::<anyhow::Result<_>>()?,
+                keys: a
+                    .keys
+                    .iter()
+                    .map(|k| key_selector(k))
+                    .collect::<anyhow::Result<_>>()?,
+                cooldown_seconds: a
+                    .cooldown
+                    .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                    .unwrap_or(0),
+                include_low_confidence: a.include_low_confidence,
+            };
+            let r = c.notify.create_subscription(req).await?.into_inner();
+            out.subscribed(&r);
+        }
+        Command::Notify(NotifyCommand::List) => {
+            let r = c
+                .notify
+                .list_subscriptions(v1::ListSubscriptionsRequest {})
+                .await?
+                .into_inner();
+            out.subscriptions(&r.subscriptions);
+        }
+        Command::Notify(NotifyCommand::Delete { id }) => {
+            c.notify
+                .delete_subscription(v1::DeleteSubscriptionRequest { id: id.clone() })
+                .await?;
+            out.deleted(id);
+        }
+        Command::Notify(NotifyCommand::DeadLetters { limit }) => {
+            let r = c
+                .notify
+                .list_dead_letters(v1::ListDeadLettersRequest { limit: *limit })
+                .await?
+                .into_inner();
+            out.dead_letters(&r.dead_letters);
         }
         Command::Report(a) => {
             let k = key(&a.key)?;

@@ -382,4 +382,120 @@ impl Out {
         }
         println!("report accepted as signal {}", r.signal_id);
     }
+
+    pub fn subscribed(&self, r: &v1::CreateSubscriptionResponse) {
+        let sub = r.subscription.as_ref();
+        if self.json {
+            return print(&json!({
+                "subscription": sub.map(subscription_json),
+                "secret": r.secret,
+            }));
+        }
+        println!(
+            "subscription {} created; its signing secret (shown only now): {}",
+            sub.map_or("?", |s| s.id.as_str()),
+            r.secret
+        );
+    }
+
+    pub fn subscriptions(&self, subs: &[v1::Subscription]) {
+        if self.json {
+            return print(
+                &json!({ "subscriptions": subs.iter().map(subscription_json).collect::<Vec<_>>() }),
+            );
+        }
+        if subs.is_empty() {
+            println!("no subscriptions");
+            return;
+        }
+        println!(
+            "{:<38} {:<8} {:>8}  {:<50} URL",
+            "ID", "FORMAT", "COOLDOWN", "EVENTS"
+        );
+        for s in subs {
+            let v = subscription_json(s);
+            println!(
+                "{:<38} {:<8} {:>7}s  {:<50} {}",
+                s.id,
+                v["format"].as_str().unwrap_or("-"),
+                s.cooldown_seconds,
+                v["events"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","))
+                    .unwrap_or_default(),
+                s.url
+            );
+        }
+    }
+
+    pub fn deleted(&self, id: &str) {
+        if self.json {
+            return print(&json!({ "deleted": id }));
+        }
+        println!("subscription {id} deleted");
+    }
+
+    pub fn dead_letters(&self, d: &[v1::DeadLetter]) {
+        if self.json {
+            return print(&json!({ "dead_letters": d.iter().map(|x| json!({
+                "id": x.id,
+                "subscription_id": x.subscription_id,
+                "event": notification_event_name(x.event),
+                "attempts": x.attempts,
+                "last_status": x.last_status,
+                "last_error": x.last_error,
+                "failed_at": time(x.failed_at.as_ref()),
+                "payload": serde_json::from_str::<Value>(&x.payload).unwrap_or(Value::Null),
+            })).collect::<Vec<_>>() }));
+        }
+        if d.is_empty() {
+            println!("no dead letters");
+            return;
+        }
+        println!(
+            "{:<38} {:<22} {:>8}  {:<20} LAST ERROR",
+            "ID", "EVENT", "ATTEMPTS", "FAILED"
+        );
+        for x in d {
+            println!(
+                "{:<38} {:<22} {:>8}  {:<20} {}",
+                x.id,
+                notification_event_name(x.event),
+                x.attempts,
+                time(x.failed_at.as_ref()),
+                x.last_error
+            );
+        }
+    }
+}
+
+fn notification_event_name(e: i32) -> String {
+    v1::NotificationEvent::try_from(e).map_or_else(
+        |_| "-".into(),
+        |e| enum_name(e.as_str_name(), "NOTIFICATION_EVENT_"),
+    )
+}
+
+fn subscription_json(s: &v1::Subscription) -> Value {
+    json!({
+        "id": s.id,
+        "url": s.url,
+        "format": v1::WebhookFormat::try_from(s.format)
+            .map_or_else(|_| "-".into(), |f| enum_name(f.as_str_name(), "WEBHOOK_FORMAT_")),
+        "events": s.events.iter().map(|e| notification_event_name(*e)).collect::<Vec<_>>(),
+        "keys": s.keys.iter().map(|k| json!({
+            "provider": k.provider,
+            "region": k.region,
+            "instance_type": k.instance_type,
+            "gpu_model": k.gpu_model,
+            "market": k.market,
+        })).collect::<Vec<_>>(),
+        "cooldown_seconds": s.cooldown_seconds,
+        "include_low_confidence": s.include_low_confidence,
+        "created_at": time(s.created_at.as_ref()),
+    })
 }

@@ -175,3 +175,120 @@ async fn the_cli_drives_every_command() {
     shutdown.trigger();
     sandbox.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_manages_notification_subscriptions() {
+    let sandbox = gateway_world("cli_notify").scores(1).start().await;
+    let shutdown = Shutdown::new();
+    let gateway = capsight_gateway::start(sandbox.config(), sandbox.clouds(), shutdown.clone())
+        .await
+        .unwrap();
+    let h = Cli {
+        sandbox: &sandbox,
+        addr: gateway.addr,
+    };
+    let key = sandbox.key("acme");
+    let created = json(&capsight(
+        &h,
+        &key,
+        &[
+            "notify",
+            "subscribe",
+            "--url",
+            "https://hooks.example.com/capsight",
+            "--format",
+            "slack",
+            "--event",
+            "label_changed",
+            "--event",
+            "standby_started",
+            "--key",
+            "gpu:H100@us-east-1",
+            "--key",
+            "aws/*/p5.48xlarge/spot",
+            "--cooldown",
+            "30m",
+            "--output",
+            "json",
+        ],
+    ));
+    let id = created["subscription"]["id"].as_str().unwrap().to_owned();
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(created["subscription"]["format"], "slack");
+    assert_eq!(created["subscription"]["cooldown_seconds"], 1800);
+    assert_eq!(created["subscription"]["keys"][0]["gpu_model"], "H100");
+    assert_eq!(
+        created["subscription"]["keys"][1]["instance_type"],
+        "p5.48xlarge"
+    );
+
+    let listed = json(&capsight(&h, &key, &["notify", "list", "--output", "json"]));
+    assert_eq!(listed["subscriptions"][0]["id"], id.as_str());
+    assert_eq!(
+        listed["subscriptions"][0]["events"],
+        serde_json::json!(["label_changed", "standby_started"])
+    );
+    assert!(
+        listed["subscriptions"][0].get("secret").is_none(),
+        "the secret is shown only at creation"
+    );
+    let table = capsight(&h, &key, &["notify", "list"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains(&id));
+    // another tenant sees none of it
+    let theirs = json(&capsight(
+        &h,
+        &sandbox.key("globex"),
+        &["notify", "list", "--output", "json"],
+    ));
+    assert_eq!(theirs["subscriptions"], serde_json::json!([]));
+
+    // a bad event is refused by the CLI, a private address by the gateway (field first)
+    let bad = capsight(
+        &h,
+        &key,
+        &[
+            "notify",
+            "subscribe",
+            "--url",
+            "https://x.example/",
+            "--event",
+            "everything",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--event"));
+    let private = capsight(
+        &h,
+        &key,
+        &[
+            "notify",
+            "subscribe",
+            "--url",
+            "http://10.1.2.3/",
+            "--event",
+            "reaped",
+        ],
+    );
+    assert_eq!(private.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&private.stderr).contains("url:"),
+        "{}",
+        String::from_utf8_lossy(&private.stderr)
+    );
+
+    let dead = json(&capsight(
+        &h,
+        &key,
+        &["notify", "dead-letters", "--output", "json"],
+    ));
+    assert_eq!(dead["dead_letters"], serde_json::json!([]));
+    let deleted = capsight(&h, &key, &["notify", "delete", &id]);
+    assert!(deleted.status.success());
+    let again = capsight(&h, &key, &["notify", "delete", &id]);
+    assert_eq!(again.status.code(), Some(1), "deleted: not found");
+    let listed = json(&capsight(&h, &key, &["notify", "list", "--output", "json"]));
+    assert_eq!(listed["subscriptions"], serde_json::json!([]));
+
+    shutdown.trigger();
+    sandbox.cleanup().await;
+}

@@ -34,7 +34,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use crate::store::{LiveLaunch, Store, StoreError, follow_up, split_ids};
-use capsight_proto::domain::LaunchState;
+use capsight_proto::domain::{LaunchState, ReapCause};
 
 /// `[launcher.lifecycle]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -138,15 +138,17 @@ impl Reason {
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            // the prefixes are the proto's ReapCause: the notifier classifies by them
             Self::MaxLifetime { limit_secs } => {
-                write!(f, "max lifetime reached ({limit_secs}s)")
+                write!(f, "{} ({limit_secs}s)", ReapCause::MaxLifetime.prefix())
             }
             Self::Idle {
                 ttl_secs,
                 idle_secs,
             } => write!(
                 f,
-                "idle TTL reached: no activity heartbeat for {idle_secs}s (idle TTL {ttl_secs}s)"
+                "{}: no activity heartbeat for {idle_secs}s (idle TTL {ttl_secs}s)",
+                ReapCause::Idle.prefix()
             ),
         }
     }

@@ -4,7 +4,8 @@
 //! Contract: `Invalid` -> `INVALID_ARGUMENT` with a message that starts with the field path
 //! (`spec.count: must be 1..=32`); `Unauthenticated` -> `UNAUTHENTICATED`; `RateLimited` ->
 //! `RESOURCE_EXHAUSTED` (with a `retry-after` metadata entry in seconds); `TooManyStreams` ->
-//! `RESOURCE_EXHAUSTED` naming the tenant's limit of open streams; `Lagged` -> `ABORTED` (the
+//! `RESOURCE_EXHAUSTED` naming the tenant's limit of open streams (`TooManySubscriptions`: of
+//! notification subscriptions); `Lagged` -> `ABORTED` (the
 //! client re-reads and watches again); `NotFound` ->
 //! `NOT_FOUND`; `FailedPrecondition` -> `FAILED_PRECONDITION`; `NotReady` and every backing
 //! service failure -> `UNAVAILABLE` (retry with backoff); `Internal` -> `INTERNAL`. Backing
@@ -49,6 +50,12 @@ pub enum GatewayError {
         missed: u64,
         /// How many the gateway buffers.
         buffer: usize,
+    },
+    /// The tenant holds its limit of notification subscriptions.
+    #[error("this tenant already holds {limit} subscriptions, its limit; delete one first")]
+    TooManySubscriptions {
+        /// The limit (`notify.max_subscriptions_per_tenant`).
+        limit: u32,
     },
     /// No such object for this tenant.
     #[error("{0} not found")]
@@ -99,6 +106,18 @@ impl From<capsight_launch::store::StoreError> for GatewayError {
     }
 }
 
+impl From<capsight_notify::manage::ManageError> for GatewayError {
+    fn from(e: capsight_notify::manage::ManageError) -> Self {
+        use capsight_notify::manage::ManageError;
+        match e {
+            ManageError::Invalid(f) => Self::Invalid(f),
+            ManageError::TooMany { limit } => Self::TooManySubscriptions { limit },
+            ManageError::NotFound(id) => Self::NotFound(format!("subscription {id}")),
+            ManageError::Store(s) => Self::unavailable("clickhouse", s),
+        }
+    }
+}
+
 impl From<capsight_launch::queue::QueueError> for GatewayError {
     fn from(e: capsight_launch::queue::QueueError) -> Self {
         Self::unavailable("rabbitmq", e)
@@ -143,7 +162,7 @@ impl From<GatewayError> for Status {
                 }
                 s
             }
-            GatewayError::TooManyStreams { .. } => {
+            GatewayError::TooManyStreams { .. } | GatewayError::TooManySubscriptions { .. } => {
                 Status::new(Code::ResourceExhausted, e.to_string())
             }
             GatewayError::Lagged { .. } => Status::new(Code::Aborted, e.to_string()),

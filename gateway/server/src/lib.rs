@@ -4,7 +4,8 @@
 //! Services: `ScoreService` (latest scores from the in-memory [`view`], history from
 //! ClickHouse), `PreflightService` (permission -> quota -> capacity -> decision, and
 //! alternatives), `LaunchService` (jobs to RabbitMQ, state from ClickHouse `launch_events`),
-//! `ReportService` (tenant reports as signals), plus `grpc.health.v1` and server reflection.
+//! `ReportService` (tenant reports as signals), `NotificationService` (webhook subscriptions
+//! and dead letters, `capsight_notify`), plus `grpc.health.v1` and server reflection.
 //!
 //! Contracts:
 //! * **Ready**: health is `NOT_SERVING` (overall and per service) until the scores view has read
@@ -48,8 +49,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use capsight_catalog::Catalog;
 use capsight_proto::v1::{
-    launch_service_server::LaunchServiceServer, preflight_service_server::PreflightServiceServer,
-    report_service_server::ReportServiceServer, score_service_server::ScoreServiceServer,
+    launch_service_server::LaunchServiceServer,
+    notification_service_server::NotificationServiceServer,
+    preflight_service_server::PreflightServiceServer, report_service_server::ReportServiceServer,
+    score_service_server::ScoreServiceServer,
 };
 use capsight_publisher::Publisher;
 use capsight_runtime::shutdown::Shutdown;
@@ -88,6 +91,8 @@ pub struct Core {
     pub streams: Arc<OpenStreams>,
     /// The launch transitions every WatchLaunch reads.
     pub feed: LaunchFeed,
+    /// Tenants' notification subscriptions.
+    pub notify: capsight_notify::manage::Subscriptions,
 }
 
 /// A started gateway.
@@ -117,11 +122,12 @@ impl Running {
     }
 }
 
-const SERVICES: [&str; 4] = [
+const SERVICES: [&str; 5] = [
     "capsight.v1.ScoreService",
     "capsight.v1.PreflightService",
     "capsight.v1.LaunchService",
     "capsight.v1.ReportService",
+    "capsight.v1.NotificationService",
 ];
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
@@ -204,6 +210,18 @@ pub async fn start(
         });
     }
     let feed = LaunchFeed::start(store.launches().clone(), config.gateway.watch_poll_interval);
+    let notify = capsight_notify::manage::Subscriptions::new(
+        capsight_notify::store::NotifyStore::new(
+            config
+                .clickhouse
+                .client()
+                .map_err(|e| startup("clickhouse", &e))?,
+        ),
+        config.notify.clone(),
+        tenancy.hasher().clone(),
+        Arc::clone(&catalog),
+    )
+    .map_err(|e| startup("configuration", &e))?;
     let streams = OpenStreams::new(config.gateway.max_open_streams_per_tenant);
     let core = Arc::new(Core {
         settings: config.gateway.clone(),
@@ -216,6 +234,7 @@ pub async fn start(
         clouds,
         streams: Arc::clone(&streams),
         feed: feed.clone(),
+        notify,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -318,6 +337,7 @@ pub async fn start(
         .add_service(ScoreServiceServer::new(api.clone()))
         .add_service(PreflightServiceServer::new(api.clone()))
         .add_service(LaunchServiceServer::new(api.clone()))
+        .add_service(NotificationServiceServer::new(api.clone()))
         .add_service(ReportServiceServer::new(api));
     let tcp_keepalive = config.gateway.tcp_keepalive;
     tracing::info!(%addr, "capsight-gateway listening");

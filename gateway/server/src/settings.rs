@@ -128,6 +128,9 @@ pub struct GatewayConfig {
     /// The scorer's section, of which the operator view reads the consumer group.
     #[serde(default)]
     pub scorer: ScorerGroup,
+    /// Tenant notifications: the limits subscriptions are validated with.
+    #[serde(default)]
+    pub notify: capsight_notify::NotifySettings,
 }
 
 /// What the operator view reads of `[probe]`: the budget each prober spends per UTC day.

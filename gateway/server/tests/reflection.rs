@@ -60,6 +60,7 @@ async fn a_reflection_client_lists_describes_and_calls_the_services() {
         "capsight.v1.PreflightService",
         "capsight.v1.LaunchService",
         "capsight.v1.ReportService",
+        "capsight.v1.NotificationService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.contains(&s), "{s} missing from {names:?}");

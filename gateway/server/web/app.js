@@ -167,7 +167,10 @@ function selectTab(id, focus = true) {
     $(tab.getAttribute('aria-controls')).hidden = !on;
     if (on && focus) tab.focus();
   }
-  if (id === 'tab-launches') loadLaunches();
+  if (id === 'tab-launches') {
+    loadLaunches();
+    loadNotifications();
+  }
 }
 
 function tabKeys(ev) {
@@ -736,6 +739,59 @@ async function loadLaunches() {
   }
 }
 
+// ---------------------------------------------------------------------------- notifications
+
+async function loadNotifications() {
+  $('notify-error').textContent = '';
+  try {
+    const n = await api('/api/notifications');
+    $('subscriptions').innerHTML =
+      n.subscriptions
+        .map(
+          (s) => `<tr><td class="mono">${esc(s.id)}</td><td class="mono">${esc(s.url)}</td><td>${esc(s.format)}</td>
+            <td>${esc(s.events.join(', '))}${s.keys.length ? ` (${esc(s.keys.map((k) => [k.gpu_model, k.region].filter(Boolean).join(' in ')).join('; '))})` : ''}</td>
+            <td><button type="button" data-unsubscribe="${esc(s.id)}">Delete</button></td></tr>`,
+        )
+        .join('') || '<tr><td colspan="5">No subscriptions.</td></tr>';
+    $('dead-letters').innerHTML =
+      n.dead_letters
+        .map((d) => `<tr><td>${esc(when(d.failed_at))}</td><td>${esc(d.event)}</td><td>${d.attempts}</td><td>${esc(d.last_error)}</td></tr>`)
+        .join('') || '<tr><td colspan="4">None.</td></tr>';
+  } catch (e) {
+    $('notify-error').textContent = e.message;
+  }
+}
+
+async function subscribe(ev) {
+  ev.preventDefault();
+  $('notify-error').textContent = '';
+  $('notify-secret').textContent = '';
+  const body = {
+    url: $('n-url').value.trim(),
+    format: $('n-format').value,
+    events: [...document.querySelectorAll('input[name=n-event]:checked')].map((i) => i.value),
+    gpu_model: $('n-gpu').value.trim(),
+    region: $('n-region').value.trim(),
+    cooldown_seconds: Number($('n-cooldown').value || 0) * 60,
+  };
+  try {
+    const r = await api('/api/notifications', { method: 'POST', body: JSON.stringify(body) });
+    $('notify-secret').textContent = `Subscribed. Signing secret (shown only now): ${r.secret}`;
+    loadNotifications();
+  } catch (e) {
+    $('notify-error').textContent = e.message;
+  }
+}
+
+async function unsubscribe(id) {
+  try {
+    await api(`/api/notifications/${encodeURIComponent(id)}/delete`, { method: 'POST' });
+    loadNotifications();
+  } catch (e) {
+    $('notify-error').textContent = e.message;
+  }
+}
+
 // ------------------------------------------------------------------------------------ wiring
 
 function wire() {
@@ -774,6 +830,11 @@ function wire() {
   });
   $('job-cancel').addEventListener('click', cancelJob);
   $('launches-refresh').addEventListener('click', loadLaunches);
+  $('notify-form').addEventListener('submit', subscribe);
+  $('subscriptions').addEventListener('click', (ev) => {
+    const b = ev.target.closest('[data-unsubscribe]');
+    if (b) unsubscribe(b.dataset.unsubscribe);
+  });
   const openRow = (ev) => {
     const row = ev.target.closest('tr[data-job]');
     if (row && (ev.type === 'click' || ev.key === 'Enter' || ev.key === ' ')) {

@@ -47,5 +47,5 @@ pub use signal::{
     PlacementScore, QuotaReading, Signal, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
     TenantHash,
 };
-pub use step::{LaunchStep, StandbyStep};
+pub use step::{LaunchStep, ReapCause, StandbyStep};
 pub use verdict::VerdictPolicy;

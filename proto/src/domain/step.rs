@@ -86,6 +86,47 @@ impl LaunchStep {
     }
 }
 
+/// Why the lifecycle reaper ended a launch, recorded as the prefix of its `terminated`
+/// transition's detail (readers such as the tenant notifier classify with [`ReapCause::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapCause {
+    /// The launch reached its maximum lifetime.
+    MaxLifetime,
+    /// No activity heartbeat within the idle TTL.
+    Idle,
+}
+
+impl ReapCause {
+    /// Every cause.
+    pub const ALL: [Self; 2] = [Self::MaxLifetime, Self::Idle];
+
+    /// The detail prefix that records this cause.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::MaxLifetime => "max lifetime reached",
+            Self::Idle => "idle TTL reached",
+        }
+    }
+
+    /// The cause a transition records, if it is a reaper's `terminated`.
+    pub fn of(state: LaunchState, detail: &str) -> Option<Self> {
+        if state != LaunchState::Terminated {
+            return None;
+        }
+        Self::ALL
+            .into_iter()
+            .find(|c| detail.starts_with(c.prefix()))
+    }
+
+    /// `max_lifetime` or `idle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxLifetime => "max_lifetime",
+            Self::Idle => "idle",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +157,14 @@ mod tests {
         );
         assert!(StandbyStep::Active.is_switch() && !StandbyStep::Ready.is_switch());
         assert_eq!(LaunchStep::Fallback.as_str(), "fallback");
+        assert_eq!(
+            ReapCause::of(LaunchState::Terminated, "idle TTL reached: no activity"),
+            Some(ReapCause::Idle)
+        );
+        assert_eq!(
+            ReapCause::of(LaunchState::Running, "max lifetime reached (60s)"),
+            None
+        );
+        assert_eq!(ReapCause::of(LaunchState::Terminated, "gone: i-1"), None);
     }
 }

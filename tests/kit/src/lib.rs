@@ -18,7 +18,8 @@
 //!   offset commit); [`rabbit`]: a private RabbitMQ node to restart; [`private_clickhouse`]: a
 //!   private ClickHouse server to stop (kill) and restart;
 //! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service;
-//! * [`otlp`]: an OTLP trace receiver (HTTP and gRPC) that keeps the spans processes export.
+//! * [`otlp`]: an OTLP trace receiver (HTTP and gRPC) that keeps the spans processes export;
+//! * [`webhook`]: a webhook receiver on loopback that keeps what the notifier sends.
 //!
 //! Tests that need a service fail loudly when it is missing; nothing here skips a test.
 
@@ -45,5 +46,6 @@ pub mod signals;
 pub mod tenants;
 pub mod tls;
 pub mod wait;
+pub mod webhook;
 
 pub use sandbox::Sandbox;

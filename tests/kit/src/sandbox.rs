@@ -534,6 +534,7 @@ fn names(
     let any = || s("127.0.0.1:0");
     let listen = [
         "scorer", "gateway", "launcher", "reports", "probe", "quota", "spot", "status", "cloudsim",
+        "notifier",
     ];
     table.insert(
         "metrics".into(),

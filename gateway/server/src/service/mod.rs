@@ -4,9 +4,10 @@
 //!
 //! One file per service: `scores.rs` (`ScoreService`), `preflight.rs` (`PreflightService`),
 //! `launches.rs` (`LaunchService`, over the launch core's `submit` and `manage`), `reports.rs`
-//! (`ReportService`).
+//! (`ReportService`), `notifications.rs` (`NotificationService`, over `capsight_notify::manage`).
 
 mod launches;
+mod notifications;
 mod preflight;
 mod reports;
 mod scores;

@@ -13,6 +13,8 @@
 //! | `GET /api/launches/{id}`, `POST /api/launches/{id}/cancel` | `GetLaunch`, `CancelLaunch` |
 //! | `GET /api/launches/{id}/watch` (SSE `launch`) | `WatchLaunch` |
 //! | `GET /api/usage` | admission, then `tenant_gpu_hours_monthly` for the admitted tenant |
+//! | `GET /api/notifications` | `ListSubscriptions` and `ListDeadLetters` |
+//! | `POST /api/notifications`, `POST /api/notifications/{id}/delete` | `CreateSubscription`, `DeleteSubscription` |
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -31,8 +33,8 @@ use axum::{
     routing::{get, post},
 };
 use capsight_proto::v1::{
-    self, launch_service_server::LaunchService, preflight_service_server::PreflightService,
-    score_service_server::ScoreService,
+    self, launch_service_server::LaunchService, notification_service_server::NotificationService,
+    preflight_service_server::PreflightService, score_service_server::ScoreService,
 };
 use capsight_runtime::shutdown::Shutdown;
 use chrono::{Datelike, NaiveDate, Utc};
@@ -95,6 +97,11 @@ pub fn router(web: Web) -> Router {
         .route("/api/launches/{id}/cancel", post(cancel_launch))
         .route("/api/launches/{id}/watch", get(watch_launch))
         .route("/api/usage", get(usage))
+        .route(
+            "/api/notifications",
+            get(list_notifications).post(create_subscription),
+        )
+        .route("/api/notifications/{id}/delete", post(delete_subscription))
         .with_state(web)
 }
 
@@ -445,4 +452,145 @@ async fn usage(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
             "still_running": r.any_still_running == 1,
         })).collect::<Vec<_>>(),
     })))
+}
+
+// ---------------------------------------------------------------------------- notifications
+
+fn event_name(e: i32) -> String {
+    v1::NotificationEvent::try_from(e).map_or_else(
+        |_| String::new(),
+        |e| {
+            e.as_str_name()
+                .trim_start_matches("NOTIFICATION_EVENT_")
+                .to_ascii_lowercase()
+        },
+    )
+}
+
+fn subscription_json(s: &v1::Subscription) -> Value {
+    json!({
+        "id": s.id,
+        "url": s.url,
+        "format": v1::WebhookFormat::try_from(s.format).map_or_else(
+            |_| String::new(),
+            |f| f.as_str_name().trim_start_matches("WEBHOOK_FORMAT_").to_ascii_lowercase(),
+        ),
+        "events": s.events.iter().map(|e| event_name(*e)).collect::<Vec<_>>(),
+        "keys": s.keys.iter().map(|k| json!({
+            "provider": k.provider,
+            "region": k.region,
+            "instance_type": k.instance_type,
+            "gpu_model": k.gpu_model,
+        })).collect::<Vec<_>>(),
+        "cooldown_seconds": s.cooldown_seconds,
+        "created_at": s.created_at.as_ref().map_or(0, |t| t.seconds.saturating_mul(1000)),
+    })
+}
+
+async fn list_notifications(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let subs = web
+        .api
+        .list_subscriptions(grpc(&headers, v1::ListSubscriptionsRequest {}))
+        .await?
+        .into_inner();
+    let dead = web
+        .api
+        .list_dead_letters(grpc(&headers, v1::ListDeadLettersRequest { limit: 20 }))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "subscriptions": subs.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
+        "dead_letters": dead.dead_letters.iter().map(|d| json!({
+            "id": d.id,
+            "subscription_id": d.subscription_id,
+            "event": event_name(d.event),
+            "attempts": d.attempts,
+            "last_status": d.last_status,
+            "last_error": d.last_error,
+            "failed_at": d.failed_at.as_ref().map_or(0, |t| t.seconds.saturating_mul(1000)),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// The dashboard's subscription form: events by name, one optional GPU-model selector.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct SubscriptionBody {
+    url: String,
+    format: String,
+    events: Vec<String>,
+    gpu_model: String,
+    region: String,
+    cooldown_seconds: u32,
+}
+
+async fn create_subscription(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> ApiResult {
+    let b: SubscriptionBody = body(&bytes)?;
+    let format = match b.format.as_str() {
+        "" | "json" => v1::WebhookFormat::Json,
+        "slack" => v1::WebhookFormat::Slack,
+        "discord" => v1::WebhookFormat::Discord,
+        other => {
+            return Err(WebError::bad_request(format!(
+                "format: {other:?} is not json, slack or discord"
+            )));
+        }
+    };
+    let events = b
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            v1::NotificationEvent::from_str_name(&format!(
+                "NOTIFICATION_EVENT_{}",
+                e.to_ascii_uppercase()
+            ))
+            .map(|e| e as i32)
+            .ok_or_else(|| WebError::bad_request(format!("events[{i}]: {e:?} is not an event")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let keys = if b.gpu_model.is_empty() && b.region.is_empty() {
+        Vec::new()
+    } else {
+        vec![v1::KeySelector {
+            gpu_model: b.gpu_model,
+            region: b.region,
+            ..v1::KeySelector::default()
+        }]
+    };
+    let req = v1::CreateSubscriptionRequest {
+        url: b.url,
+        format: format as i32,
+        events,
+        keys,
+        cooldown_seconds: b.cooldown_seconds,
+        include_low_confidence: false,
+    };
+    let resp = web
+        .api
+        .create_subscription(grpc(&headers, req))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "subscription": resp.subscription.as_ref().map(subscription_json),
+        "secret": resp.secret,
+    })))
+}
+
+async fn delete_subscription(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    web.api
+        .delete_subscription(grpc(
+            &headers,
+            v1::DeleteSubscriptionRequest { id: id.clone() },
+        ))
+        .await?;
+    Ok(Json(json!({ "deleted": id })))
 }
