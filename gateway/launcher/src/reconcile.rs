@@ -138,6 +138,8 @@ pub struct Reconciler {
     /// `launcher.crash_after`: `reconciled` kills the process after the cloud call, before the
     /// transition is recorded (tests).
     crash_after: String,
+    /// Sweeps run only while this replica leads.
+    leader: capsight_launch::lease::Leader,
 }
 
 impl Reconciler {
@@ -155,12 +157,23 @@ impl Reconciler {
             registry,
             settings,
             crash_after,
+            leader: capsight_launch::lease::Leader::always(),
         }
     }
 
-    /// Sweeps every `interval` until `shutdown`.
+    /// Sweeps (in [`Reconciler::run`]) only while `leader` leads.
+    #[must_use]
+    pub fn with_leader(mut self, leader: capsight_launch::lease::Leader) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    /// Sweeps every `interval` until `shutdown`, while this replica leads.
     pub async fn run(self, shutdown: Shutdown) {
         capsight_runtime::periodic::every(self.settings.interval, false, &shutdown, || async {
+            if !self.leader.is_leader() {
+                return;
+            }
             match self.sweep().await {
                 Ok(r) if r != Reconciled::default() => {
                     tracing::info!(
