@@ -513,7 +513,8 @@ impl Store {
 
     /// The start of the live-launch index's window, unix seconds.
     fn live_since(&self) -> u32 {
-        let window = chrono::Duration::from_std(self.live.window).unwrap_or(chrono::Duration::days(1));
+        let window =
+            chrono::Duration::from_std(self.live.window).unwrap_or(chrono::Duration::days(1));
         u32::try_from((Utc::now() - window).timestamp().max(0)).unwrap_or(0)
     }
 
@@ -561,7 +562,11 @@ impl Store {
         if running.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = job_keys(running.iter().map(|l| (l.tenant.as_str(), l.job_id.as_str())));
+        let keys = job_keys(
+            running
+                .iter()
+                .map(|l| (l.tenant.as_str(), l.job_id.as_str())),
+        );
         let cancelled: std::collections::BTreeSet<(String, String)> =
             capsight_clickhouse::observed(
                 sql::LAUNCH_CANCELLED_OF_KEYS.name,
@@ -616,8 +621,7 @@ impl Store {
                 .fetch_all::<LaunchEventRow>(),
         )
         .await?;
-        let mut by_job: BTreeMap<(String, String), BTreeMap<u32, LaunchEventRow>> =
-            BTreeMap::new();
+        let mut by_job: BTreeMap<(String, String), BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
         for r in rows {
             by_job
                 .entry((r.tenant.clone(), r.job_id.clone()))

@@ -167,8 +167,10 @@ pub async fn run(
     let hasher = config.tenancy.hasher()?;
     // several replicas: a job's writers and a tenant's quota decision are serialised by
     // leases on RabbitMQ, and one replica (the leader) runs the sweeps
-    let leases = capsight_launch::lease::Leases::new(config.amqp.clone(), config.launcher.leases.clone());
-    let (leader, campaign) = capsight_launch::lease::Leader::campaign(leases.clone(), shutdown.clone());
+    let leases =
+        capsight_launch::lease::Leases::new(config.amqp.clone(), config.launcher.leases.clone());
+    let (leader, campaign) =
+        capsight_launch::lease::Leader::campaign(leases.clone(), shutdown.clone());
     let store = store::Store::new(config.clickhouse.client()?)
         .with_leases(leases.clone())
         .with_live(config.launcher.live.clone());

@@ -376,7 +376,11 @@ impl Reaper {
         if running.is_empty() {
             return Ok(None);
         }
-        let ids = crate::store::job_keys(running.iter().map(|l| (l.tenant.as_str(), l.job_id.as_str())));
+        let ids = crate::store::job_keys(
+            running
+                .iter()
+                .map(|l| (l.tenant.as_str(), l.job_id.as_str())),
+        );
         let client = self.store.client();
         let since = job_times(client, sql::RUNNING_SINCE, &ids).await?;
         let beats = job_times(client, sql::LAST_HEARTBEATS, &ids).await?;

@@ -261,8 +261,8 @@ impl Reconciler {
             )
             .await?
             .into_iter()
-                .map(|l| (l.job_id.clone(), l))
-                .collect()
+            .map(|l| (l.job_id.clone(), l))
+            .collect()
         };
         let now = Utc::now();
         for job in &mine {

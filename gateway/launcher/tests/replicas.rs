@@ -227,10 +227,10 @@ async fn three_launchers_one_killed_repeatedly_launch_each_attempt_once_within_t
     // no leaked instance: each live one is the running instance of its job
     let mut serving = Vec::new();
     for job in acme.iter().chain(&capped) {
-        if let Some(last) = h.events(&job.tenant, &job.job_id).await.last() {
-            if last.state == LaunchState::Running {
-                serving.push(last.instance_id.clone());
-            }
+        if let Some(last) = h.events(&job.tenant, &job.job_id).await.last()
+            && last.state == LaunchState::Running
+        {
+            serving.push(last.instance_id.clone());
         }
     }
     for tenant in [ACME, CAPPED] {

@@ -232,7 +232,10 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let conf: Conf = capsight_runtime::config::load(None)?;
-    let db = format!("capsight_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let db = format!(
+        "capsight_bench_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let settings = conf.clickhouse.with_database(&db);
     capsight_clickhouse::migrate::apply(&settings).await?;
     let client = settings.client()?;
@@ -330,9 +333,14 @@ async fn bench(args: &Args, client: &clickhouse::Client) -> anyhow::Result<()> {
         Ok(n)
     })
     .await?;
-    let (new_cancel, new_n) =
-        median(runs, || async { Ok(store.running_cancelled().await?.len()) }).await?;
-    anyhow::ensure!(old_n == new_n, "cancel sweep: before {old_n}, after {new_n}");
+    let (new_cancel, new_n) = median(runs, || async {
+        Ok(store.running_cancelled().await?.len())
+    })
+    .await?;
+    anyhow::ensure!(
+        old_n == new_n,
+        "cancel sweep: before {old_n}, after {new_n}"
+    );
 
     // the standby's read of its managed jobs, on every sweep and every interruption warning
     let fields = LaunchRequestRow::COLUMN_NAMES
@@ -442,7 +450,13 @@ async fn bench(args: &Args, client: &clickhouse::Client) -> anyhow::Result<()> {
         ms(old_ended),
         ms(new_ended)
     );
-    println!("index upkeep (leader, every launcher.live.refresh) | - | {}", ms(refresh));
-    println!("index rebuild from the whole history (once, after the upgrade) | - | {}", ms(rebuild));
+    println!(
+        "index upkeep (leader, every launcher.live.refresh) | - | {}",
+        ms(refresh)
+    );
+    println!(
+        "index rebuild from the whole history (once, after the upgrade) | - | {}",
+        ms(rebuild)
+    );
     Ok(())
 }
