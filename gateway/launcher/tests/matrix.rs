@@ -248,7 +248,13 @@ async fn fault_matrix_of_the_launch_path() {
             fault: fault.name(),
             ..Row::default()
         };
-        let key = |i: usize| if (n + i) % 2 == 0 { P5_AZ4 } else { P5_AZ6 };
+        let key = |i: usize| {
+            if (n + i).is_multiple_of(2) {
+                P5_AZ4
+            } else {
+                P5_AZ6
+            }
+        };
         let mut jobs = Vec::new();
         for i in 0..BEFORE {
             let (job, refused) = submit(&w.store, &w.queue, key(i), &format!("m-{n}-{i}")).await;
