@@ -469,7 +469,8 @@ pub const RUNNING_SINCE: Statement = Statement {
     name: "launcher.running_since",
     sql: "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
           WHERE (tenant, job_id) IN \
-          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) AND state = 'running' GROUP BY tenant, job_id",
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          AND state = 'running' GROUP BY tenant, job_id",
     fields: &[],
     samples: &[KEYS],
 };
@@ -479,7 +480,8 @@ pub const LAST_HEARTBEATS: Statement = Statement {
     name: "launcher.last_heartbeats",
     sql: "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
           WHERE (tenant, job_id) IN \
-          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) GROUP BY tenant, job_id",
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          GROUP BY tenant, job_id",
     fields: &[],
     samples: &[KEYS],
 };
@@ -489,7 +491,8 @@ pub const JOB_LIMITS: Statement = Statement {
     name: "launcher.job_limits",
     sql: "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \
           FROM launch_requests WHERE (tenant, job_id) IN \
-          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) GROUP BY tenant, job_id",
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          GROUP BY tenant, job_id",
     fields: &[],
     samples: &[KEYS],
 };

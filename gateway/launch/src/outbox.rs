@@ -8,10 +8,10 @@
 //!   recorded; a publish that fails or times out after that is not an error for the client —
 //!   the job is in the outbox, and nothing is ever written into its `launch_events` sequence
 //!   by the gateway after seq 0 (the launcher may be writing seq 1 already).
-//! * [`Outbox::sweep`] (run by the leading launcher every `launcher.outbox.interval`) re-publishes
-//!   the jobs accepted within the look-back that are still undispatched after the grace, are
-//!   recorded in `launch_requests` and that no launcher picked up (no transition past seq 0),
-//!   then marks them dispatched. A job whose outbox row exists but whose request does not (the
+//! * [`Outbox::sweep`] (run by the leading launcher every `launcher.outbox.interval`)
+//!   re-publishes the jobs accepted within the look-back that are still undispatched after
+//!   the grace, are recorded in `launch_requests` and that no launcher picked up (no
+//!   transition past seq 0), then marks them dispatched. A job whose outbox row exists but whose request does not (the
 //!   gateway died in between, the client got no job id) is never published.
 //! * Publishing twice is safe: the launcher resumes a job from its recorded state and launches
 //!   with the job's client token, so a duplicate delivery changes nothing. Several launchers
