@@ -11,8 +11,9 @@
 //! * [`Outbox::sweep`] (run by the leading launcher every `launcher.outbox.interval`)
 //!   re-publishes the jobs accepted within the look-back that are still undispatched after
 //!   the grace, are recorded in `launch_requests` and that no launcher picked up (no
-//!   transition past seq 0), then marks them dispatched. A job whose outbox row exists but whose request does not (the
-//!   gateway died in between, the client got no job id) is never published.
+//!   transition past seq 0), then marks them dispatched. A job whose outbox row exists but
+//!   whose request does not (the gateway died in between, the client got no job id) is never
+//!   published.
 //! * Publishing twice is safe: the launcher resumes a job from its recorded state and launches
 //!   with the job's client token, so a duplicate delivery changes nothing. Several launchers
 //!   sweeping at once may each publish a stuck job once.
