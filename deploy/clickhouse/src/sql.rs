@@ -69,6 +69,7 @@ const KEY: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 const TENANT: Sample = Sample::Str("acme");
 const JOB: Sample = Sample::Str("job-1");
 const JOBS: Sample = Sample::Strs(&["job-1", "job-2"]);
+const KEYS: Sample = Sample::Strs(&["acme/job-1", "acme/job-2"]);
 
 /// The scorer rebuilds windows from stored signals: since (unix seconds), key names. The keys
 /// become a set of sorting-key tuples, so ClickHouse reads only their granules (not a scan of
@@ -285,10 +286,88 @@ pub const LAUNCH_LIVE: Statement = Statement {
           argMax(provider, seq), argMax(region, seq), argMax(zone_id, seq), \
           argMax(instance_type, seq), argMax(market, seq), argMax(instance_id, seq), \
           argMax(attempt, seq), toUInt32(argMax(at, seq)) \
-          FROM launch_events WHERE (? = '' OR tenant = ?) GROUP BY tenant, job_id \
+          FROM launch_live WHERE seen >= toDateTime(?) AND (? = '' OR tenant = ?) \
+          GROUP BY tenant, job_id \
           HAVING last_state IN ('provisioning', 'running') ORDER BY tenant, job_id",
     fields: &[],
-    samples: &[Sample::Str(""), Sample::Str("")],
+    samples: &[Sample::UInt(0), Sample::Str(""), Sample::Str("")],
+};
+
+/// The live-launch index's freshness: the newest `seen` within the window (since, unix
+/// seconds); 0 when none.
+pub const LIVE_LAST_SEEN: Statement = Statement {
+    name: "launch.live_last_seen",
+    sql: "SELECT toUInt32(max(seen)) FROM launch_live WHERE seen >= toDateTime(?)",
+    fields: &[],
+    // a window starting in 2100: the same answer (0) on both engines of the check
+    samples: &[Sample::UInt(4_102_444_800)],
+};
+
+/// Re-writes, seen now, the latest row of every job not ended among those seen within the
+/// window (since, unix seconds), plus a marker row: one server-side statement.
+pub const LIVE_REFRESH: Statement = Statement {
+    name: "launch.live_refresh",
+    sql: "INSERT INTO launch_live SELECT tenant, job_id, last_seq, last_at, last_state, p, r, z, \
+          t, m, i, a, now() FROM (SELECT tenant, job_id, max(seq) AS last_seq, \
+          argMax(at, seq) AS last_at, argMax(state, seq) AS last_state, \
+          argMax(provider, seq) AS p, argMax(region, seq) AS r, argMax(zone_id, seq) AS z, \
+          argMax(instance_type, seq) AS t, argMax(market, seq) AS m, \
+          argMax(instance_id, seq) AS i, argMax(attempt, seq) AS a \
+          FROM launch_live WHERE seen >= toDateTime(?) GROUP BY tenant, job_id \
+          HAVING last_state NOT IN ('failed', 'cancelled', 'terminated', 'marker') \
+          UNION ALL SELECT '', '', toUInt32(0), now(), 'marker', '', '', '', '', '', '', \
+          toUInt32(0))",
+    fields: &[],
+    samples: &[Sample::UInt(0)],
+};
+
+/// Rebuilds the live-launch index from the whole history (a fresh index, or one not refreshed
+/// for half its window): the latest row of every job not ended, seen now. Rare: it reads every
+/// transition.
+pub const LIVE_REBUILD: Statement = Statement {
+    name: "launch.live_rebuild",
+    sql: "INSERT INTO launch_live SELECT tenant, job_id, last_seq, last_at, last_state, p, r, z, \
+          t, m, i, a, now() FROM (SELECT tenant, job_id, max(seq) AS last_seq, \
+          argMax(at, seq) AS last_at, CAST(argMax(state, seq) AS String) AS last_state, \
+          argMax(provider, seq) AS p, argMax(region, seq) AS r, argMax(zone_id, seq) AS z, \
+          argMax(instance_type, seq) AS t, argMax(market, seq) AS m, \
+          argMax(instance_id, seq) AS i, argMax(attempt, seq) AS a \
+          FROM launch_events GROUP BY tenant, job_id \
+          HAVING last_state NOT IN ('failed', 'cancelled', 'terminated') \
+          UNION ALL SELECT '', '', toUInt32(0), now(), 'marker', '', '', '', '', '', '', \
+          toUInt32(0))",
+    fields: &[],
+    samples: &[],
+};
+
+/// Jobs among `tenant/job_id` keys with a cancel request (the keys become a set of sorting-key
+/// tuples: only their granules are read).
+pub const LAUNCH_CANCELLED_OF_KEYS: Statement = Statement {
+    name: "launch.cancelled_of_keys",
+    sql: "SELECT DISTINCT tenant, job_id FROM launch_cancellations WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p))",
+    fields: &[],
+    samples: &[KEYS],
+};
+
+/// The requests of `tenant/job_id` keys.
+pub const LAUNCH_REQUESTS_OF_KEYS: Statement = Statement {
+    name: "launch.requests_of_keys",
+    sql: "SELECT ?fields FROM launch_requests WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p))",
+    fields: LaunchRequestRow::COLUMN_NAMES,
+    samples: &[KEYS],
+};
+
+/// The transitions of `tenant/job_id` keys, by job and seq (unmerged duplicates may repeat a
+/// seq).
+pub const LAUNCH_EVENTS_OF_KEYS: Statement = Statement {
+    name: "launch.events_of_keys",
+    sql: "SELECT ?fields FROM launch_events WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          ORDER BY tenant, job_id, seq",
+    fields: LaunchEventRow::COLUMN_NAMES,
+    samples: &[KEYS],
 };
 
 /// Outbox jobs to (re-)publish: accepted within the look-back (since, unix seconds) but
@@ -364,13 +443,13 @@ pub const LATEST_SCORES: Statement = Statement {
     samples: &[Sample::UInt(0)],
 };
 
-/// Jobs that ended within the hour and had a warm standby.
+/// Jobs that ended within the hour (from the live-launch index; the caller keeps those that
+/// asked for a warm standby).
 pub const ENDED_WITH_STANDBY: Statement = Statement {
     name: "launcher.ended_with_standby",
-    sql: "SELECT tenant, job_id FROM launch_events \
-          WHERE at >= now() - 3600 GROUP BY tenant, job_id \
-          HAVING argMax(state, seq) IN ('terminated', 'failed', 'cancelled') \
-          AND countIf(detail LIKE 'standby ready%') > 0",
+    sql: "SELECT tenant, job_id FROM launch_live \
+          WHERE seen >= now() - 3600 GROUP BY tenant, job_id \
+          HAVING argMax(state, seq) IN ('terminated', 'failed', 'cancelled')",
     fields: &[],
     samples: &[],
 };
@@ -386,31 +465,37 @@ pub const GPU_HOURS_MONTHLY: Statement = Statement {
     samples: &[Sample::Str("2000-01-01"), TENANT, TENANT],
 };
 
-/// When each of the jobs started running: job ids.
+/// When each of the jobs started running: `tenant/job_id` keys (only their granules are read).
 pub const RUNNING_SINCE: Statement = Statement {
     name: "launcher.running_since",
     sql: "SELECT tenant, job_id, toUInt32(min(at)) AS t FROM launch_events \
-          WHERE has(?, job_id) AND state = 'running' GROUP BY tenant, job_id",
+          WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          AND state = 'running' GROUP BY tenant, job_id",
     fields: &[],
-    samples: &[JOBS],
+    samples: &[KEYS],
 };
 
-/// The latest heartbeat of each of the jobs: job ids.
+/// The latest heartbeat of each of the jobs: `tenant/job_id` keys.
 pub const LAST_HEARTBEATS: Statement = Statement {
     name: "launcher.last_heartbeats",
     sql: "SELECT tenant, job_id, toUInt32(max(at)) AS t FROM launch_activity \
-          WHERE has(?, job_id) GROUP BY tenant, job_id",
+          WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          GROUP BY tenant, job_id",
     fields: &[],
-    samples: &[JOBS],
+    samples: &[KEYS],
 };
 
-/// Lifetime and idle limits of the jobs: job ids.
+/// Lifetime and idle limits of the jobs: `tenant/job_id` keys.
 pub const JOB_LIMITS: Statement = Statement {
     name: "launcher.job_limits",
     sql: "SELECT tenant, job_id, any(max_lifetime_secs), any(idle_ttl_secs) \
-          FROM launch_requests WHERE has(?, job_id) GROUP BY tenant, job_id",
+          FROM launch_requests WHERE (tenant, job_id) IN \
+          (SELECT p[1], p[2] FROM (SELECT splitByChar('/', arrayJoin(?)) AS p)) \
+          GROUP BY tenant, job_id",
     fields: &[],
-    samples: &[JOBS],
+    samples: &[KEYS],
 };
 
 /// Preflight demand per key since (unix seconds).
@@ -604,6 +689,12 @@ pub const ALL: &[Statement] = &[
     LAUNCH_REQUEST,
     LAUNCH_CANCEL_REQUESTED,
     LAUNCH_LIVE,
+    LIVE_LAST_SEEN,
+    LIVE_REFRESH,
+    LIVE_REBUILD,
+    LAUNCH_CANCELLED_OF_KEYS,
+    LAUNCH_REQUESTS_OF_KEYS,
+    LAUNCH_EVENTS_OF_KEYS,
     LAUNCH_COUNTS,
     LAUNCH_OUTBOX_PENDING,
     LAUNCH_OUTBOX_JOB,

@@ -8,7 +8,8 @@
 //!   markets and regions, label and price), pure;
 //! * [`store`]: the one store of launches in ClickHouse (`launch_requests`, `launch_events`,
 //!   `launch_cancellations`, `launch_activity`) the gateway records and reads them with and the
-//!   launcher drives them with ([`locks`] serialises one job's writers in a process);
+//!   launcher drives them with ([`locks`] serialises one job's writers in a process,
+//!   [`lease`] across launcher replicas);
 //! * [`queue`]: the confirm-mode publisher of launch jobs to RabbitMQ;
 //! * [`quota`]: the tenant GPU quota, decided the same way by Preflight, Launch and the
 //!   launcher;
@@ -24,6 +25,7 @@
 
 pub mod alternatives;
 pub mod ids;
+pub mod lease;
 pub mod locks;
 pub mod manage;
 pub mod metrics;

@@ -2,8 +2,8 @@
 //! tenant, without holding a lock per key forever (an entry lives while someone holds or waits
 //! for it).
 //!
-//! Limit: in-process only. Several launcher processes are serialised by the queue (a job is
-//! delivered to one worker at a time), not by these locks.
+//! In-process only: several launcher processes are serialised by [`crate::lease`], which
+//! takes one of these locks before its broker-side lease.
 
 use std::{
     collections::HashMap,

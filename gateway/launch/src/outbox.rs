@@ -8,11 +8,12 @@
 //!   recorded; a publish that fails or times out after that is not an error for the client —
 //!   the job is in the outbox, and nothing is ever written into its `launch_events` sequence
 //!   by the gateway after seq 0 (the launcher may be writing seq 1 already).
-//! * [`Outbox::sweep`] (run by every launcher every `launcher.outbox.interval`) re-publishes
-//!   the jobs accepted within the look-back that are still undispatched after the grace, are
-//!   recorded in `launch_requests` and that no launcher picked up (no transition past seq 0),
-//!   then marks them dispatched. A job whose outbox row exists but whose request does not (the
-//!   gateway died in between, the client got no job id) is never published.
+//! * [`Outbox::sweep`] (run by the leading launcher every `launcher.outbox.interval`)
+//!   re-publishes the jobs accepted within the look-back that are still undispatched after
+//!   the grace, are recorded in `launch_requests` and that no launcher picked up (no
+//!   transition past seq 0), then marks them dispatched. A job whose outbox row exists but
+//!   whose request does not (the gateway died in between, the client got no job id) is never
+//!   published.
 //! * Publishing twice is safe: the launcher resumes a job from its recorded state and launches
 //!   with the job's client token, so a duplicate delivery changes nothing. Several launchers
 //!   sweeping at once may each publish a stuck job once.
@@ -213,13 +214,15 @@ impl Store {
             job: String,
             dispatched: u8,
         }
-        let one = self
-            .client()
-            .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB.sql)
-            .bind(tenant)
-            .bind(job_id)
-            .fetch_optional::<One>()
-            .await?;
+        let one = capsight_clickhouse::observed(
+            capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB.name,
+            self.client()
+                .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB.sql)
+                .bind(tenant)
+                .bind(job_id)
+                .fetch_optional::<One>(),
+        )
+        .await?;
         Ok(one.map(|o| LaunchOutboxRow {
             job_id: job_id.to_owned(),
             tenant: tenant.to_owned(),
@@ -235,16 +238,18 @@ impl Store {
         until: u32,
         limit: u32,
     ) -> Result<Vec<Pending>, StoreError> {
-        Ok(self
-            .client()
-            .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING.sql)
-            .bind(since)
-            .bind(until)
-            .bind(since)
-            .bind(since)
-            .bind(limit)
-            .fetch_all::<Pending>()
-            .await?)
+        Ok(capsight_clickhouse::observed(
+            capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING.name,
+            self.client()
+                .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING.sql)
+                .bind(since)
+                .bind(until)
+                .bind(since)
+                .bind(since)
+                .bind(limit)
+                .fetch_all::<Pending>(),
+        )
+        .await?)
     }
 }
 

@@ -11,8 +11,10 @@
 //!   collapses.
 //! * Once a job runs, several tasks of one launcher may write to it (cancel sweep, lifecycle
 //!   reaper, warm standby). They append with [`Store::append_next`], which serialises the
-//!   writers of a job inside the process, re-reads the latest row and never writes after a final
-//!   state, so two concurrent transitions cannot take the same seq (and one of them vanish).
+//!   writers of a job — inside the process, and across launcher replicas with the job's lease
+//!   ([`crate::lease`], when the store has [`Store::with_leases`]) — re-reads the latest row
+//!   and never writes after a final state, so two concurrent transitions cannot take the same
+//!   seq (and one of them vanish).
 //! * Reads de-duplicate by `seq` (unmerged duplicates) and, for one tenant's launches, always
 //!   filter on the tenant id in SQL: a tenant never sees another's launches.
 //! * Values are bound as parameters, never spliced.
@@ -40,10 +42,16 @@ pub struct StoredLaunch {
     pub cancel_requested: bool,
 }
 
-/// ClickHouse failed.
+/// ClickHouse failed, or a job's lease could not be taken.
 #[derive(Debug, thiserror::Error)]
-#[error("clickhouse: {0}")]
-pub struct StoreError(#[from] clickhouse::error::Error);
+pub enum StoreError {
+    /// ClickHouse failed.
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    /// The job's lease (another replica writing to it, or RabbitMQ unavailable).
+    #[error("job lease: {0}")]
+    Lease(String),
+}
 
 /// A launch whose latest state is `provisioning` or `running`.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
@@ -79,6 +87,34 @@ impl LiveLaunch {
     /// The instance ids.
     pub fn instance_ids(&self) -> Vec<String> {
         split_ids(&self.instance_id)
+    }
+}
+
+/// `tenant/job_id` keys, as the `*_OF_KEYS` statements bind them (a tenant id has no `/`).
+pub fn job_keys<'a>(jobs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    jobs.into_iter().map(|(t, j)| format!("{t}/{j}")).collect()
+}
+
+/// `[launcher.live]`: the live-launch index (ClickHouse `launch_live`) the sweeps and the GPU
+/// quota read instead of the whole history.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSettings {
+    /// How often the leading launcher re-writes the latest row of every job not ended.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// Rows seen within this window are read (keep it well above `refresh`: the index
+    /// survives launchers down for half of it; beyond, it is rebuilt from the history).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(600),
+            window: Duration::from_secs(86_400),
+        }
     }
 }
 
@@ -138,6 +174,10 @@ pub struct Store {
     client: clickhouse::Client,
     /// Serialises the writers of a running job ([`Store::append_next`]), by tenant and job.
     writers: KeyedLocks,
+    /// Serialises them across launcher replicas too, when set.
+    leases: Option<crate::lease::Leases>,
+    /// The live-launch index's window.
+    live: LiveSettings,
     /// The latest transitions this process saw, for the time-in-state metric.
     transitions: std::sync::Arc<crate::metrics::Transitions>,
 }
@@ -154,8 +194,24 @@ impl Store {
         Self {
             client,
             writers: KeyedLocks::default(),
+            leases: None,
+            live: LiveSettings::default(),
             transitions: std::sync::Arc::default(),
         }
+    }
+
+    /// The same store reading the live-launch index with `live`.
+    #[must_use]
+    pub fn with_live(mut self, live: LiveSettings) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// The same store, serialising a job's writers across processes with `leases`.
+    #[must_use]
+    pub fn with_leases(mut self, leases: crate::lease::Leases) -> Self {
+        self.leases = Some(leases);
+        self
     }
 
     /// The underlying client (for the lifecycle and usage tables).
@@ -179,17 +235,32 @@ impl Store {
     }
 
     /// Appends `row` as the job's next transition on behalf of one of the tasks that write to
-    /// running jobs. Under a per-job lock it re-reads the latest transition: when that is final
-    /// (another task ended the job meanwhile) nothing is written and `None` returned; otherwise
-    /// the row goes right after it (its seq moved up when another task appended first).
+    /// running jobs. Under the job's lock (its lease across replicas, with
+    /// [`Store::with_leases`]) it re-reads the latest transition: when that is final (another
+    /// task ended the job meanwhile) nothing is written and `None` returned; otherwise the row
+    /// goes right after it (its seq moved up when another task appended first).
     pub async fn append_next(
+        &self,
+        row: LaunchEventRow,
+    ) -> Result<Option<LaunchEventRow>, StoreError> {
+        let key = format!("{}/{}", row.tenant, row.job_id);
+        let Some(leases) = &self.leases else {
+            let _writer = self.writers.lock(key).await;
+            return self.append_after_latest(row).await;
+        };
+        let lease = leases
+            .acquire(crate::lease::LeaseKind::Job, &key)
+            .await
+            .map_err(|e| StoreError::Lease(e.to_string()))?;
+        let appended = self.append_after_latest(row).await;
+        lease.release().await;
+        appended
+    }
+
+    async fn append_after_latest(
         &self,
         mut row: LaunchEventRow,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
-        let _writer = self
-            .writers
-            .lock(format!("{}/{}", row.tenant, row.job_id))
-            .await;
         match self.latest(&row.tenant, &row.job_id).await? {
             Some(latest) if latest.state.is_terminal() => Ok(None),
             latest => {
@@ -425,17 +496,56 @@ impl Store {
     }
 
     /// Launches whose latest state is `provisioning` or `running`: of `tenant`, or of every
-    /// tenant when `tenant` is `None`.
+    /// tenant when `tenant` is `None` (from the live-launch index, [`LiveSettings`]: what it
+    /// costs grows with the launches of the window, not with the history).
     pub async fn live_launches(&self, tenant: Option<&str>) -> Result<Vec<LiveLaunch>, StoreError> {
         Ok(capsight_clickhouse::observed(
             sql::LAUNCH_LIVE.name,
             self.client
                 .query(sql::LAUNCH_LIVE.sql)
+                .bind(self.live_since())
                 .bind(tenant.unwrap_or(""))
                 .bind(tenant.unwrap_or(""))
                 .fetch_all::<LiveLaunch>(),
         )
         .await?)
+    }
+
+    /// The start of the live-launch index's window, unix seconds.
+    fn live_since(&self) -> u32 {
+        let window =
+            chrono::Duration::from_std(self.live.window).unwrap_or(chrono::Duration::days(1));
+        u32::try_from((Utc::now() - window).timestamp().max(0)).unwrap_or(0)
+    }
+
+    /// One upkeep of the live-launch index (the leading launcher, every `live.refresh`):
+    /// re-writes the latest row of every job not ended so that it stays within the window —
+    /// or, when no upkeep happened within half the window (a fresh index, launchers down for
+    /// long), rebuilds it from the whole history. Returns whether it rebuilt.
+    pub async fn refresh_live(&self) -> Result<bool, StoreError> {
+        let since = self.live_since();
+        let last: u32 = capsight_clickhouse::observed(
+            sql::LIVE_LAST_SEEN.name,
+            self.client
+                .query(sql::LIVE_LAST_SEEN.sql)
+                .bind(since)
+                .fetch_one(),
+        )
+        .await?;
+        let half = u32::try_from(self.live.window.as_secs() / 2).unwrap_or(u32::MAX);
+        let now = u32::try_from(Utc::now().timestamp().max(0)).unwrap_or(0);
+        let stale = now.saturating_sub(last) > half;
+        let statement = if stale {
+            sql::LIVE_REBUILD
+        } else {
+            sql::LIVE_REFRESH
+        };
+        let mut query = self.client.query(statement.sql);
+        if !stale {
+            query = query.bind(since);
+        }
+        capsight_clickhouse::observed(statement.name, query.execute()).await?;
+        Ok(stale)
     }
 
     /// Launches of every tenant whose latest state is `running`.
@@ -445,18 +555,83 @@ impl Store {
         Ok(live)
     }
 
-    /// Jobs whose latest state is `running` and for which a cancel was requested.
+    /// Jobs whose latest state is `running` and for which a cancel was requested (two queries
+    /// whatever the number of jobs).
     pub async fn running_cancelled(&self) -> Result<Vec<LiveLaunch>, StoreError> {
-        let live = self.live_launches(None).await?;
-        let mut out = Vec::new();
-        for l in live {
-            if l.state == LaunchState::Running
-                && self.cancel_requested(&l.tenant, &l.job_id).await?
-            {
-                out.push(l);
-            }
+        let running = self.running_launches().await?;
+        if running.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let keys = job_keys(
+            running
+                .iter()
+                .map(|l| (l.tenant.as_str(), l.job_id.as_str())),
+        );
+        let cancelled: std::collections::BTreeSet<(String, String)> =
+            capsight_clickhouse::observed(
+                sql::LAUNCH_CANCELLED_OF_KEYS.name,
+                self.client
+                    .query(sql::LAUNCH_CANCELLED_OF_KEYS.sql)
+                    .bind(&keys)
+                    .fetch_all::<(String, String)>(),
+            )
+            .await?
+            .into_iter()
+            .collect();
+        Ok(running
+            .into_iter()
+            .filter(|l| cancelled.contains(&(l.tenant.clone(), l.job_id.clone())))
+            .collect())
+    }
+
+    /// The requests of many jobs `(tenant, job_id)` in one query.
+    pub async fn requests_of(
+        &self,
+        jobs: &[(String, String)],
+    ) -> Result<Vec<LaunchRequestRow>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = job_keys(jobs.iter().map(|(t, j)| (t.as_str(), j.as_str())));
+        Ok(capsight_clickhouse::observed(
+            sql::LAUNCH_REQUESTS_OF_KEYS.name,
+            self.client
+                .query(sql::LAUNCH_REQUESTS_OF_KEYS.sql)
+                .bind(&keys)
+                .fetch_all::<LaunchRequestRow>(),
+        )
+        .await?)
+    }
+
+    /// The transitions of many jobs `(tenant, job_id)` in one query, by job, de-duplicated by
+    /// seq.
+    pub async fn events_by_job(
+        &self,
+        jobs: &[(String, String)],
+    ) -> Result<BTreeMap<(String, String), Vec<LaunchEventRow>>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let keys = job_keys(jobs.iter().map(|(t, j)| (t.as_str(), j.as_str())));
+        let rows = capsight_clickhouse::observed(
+            sql::LAUNCH_EVENTS_OF_KEYS.name,
+            self.client
+                .query(sql::LAUNCH_EVENTS_OF_KEYS.sql)
+                .bind(&keys)
+                .fetch_all::<LaunchEventRow>(),
+        )
+        .await?;
+        let mut by_job: BTreeMap<(String, String), BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
+        for r in rows {
+            by_job
+                .entry((r.tenant.clone(), r.job_id.clone()))
+                .or_default()
+                .insert(r.seq, r);
+        }
+        Ok(by_job
+            .into_iter()
+            .map(|(k, v)| (k, v.into_values().collect()))
+            .collect())
     }
 
     /// Instance counts of `tenant`'s jobs (from `launch_requests`).

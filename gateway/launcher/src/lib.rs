@@ -13,6 +13,10 @@
 //!   allow, ranked at that moment by the gateway's ranking ([`capsight_launch::alternatives`])
 //!   over the latest scores, up to `max_fallbacks`. Every attempt is published as a
 //!   launch-attempt signal (source `launch`).
+//! * **Several replicas**: a job is handled under its lease, a tenant's GPU quota decided
+//!   under the tenant's, both RabbitMQ exclusive queues released when the holder's connection
+//!   dies ([`capsight_launch::lease`]); the sweeps (reaper, reconciler, outbox, cancel,
+//!   standby) run on one replica, the holder of the leadership lease.
 //! * **Errors**: transient failures go to the delayed-retry queue (bounded by
 //!   `launcher.max_retries`); undecodable or invalid jobs are dead-lettered with the reason in
 //!   the `capsight-dead-reason` header; the worker carries on.
@@ -89,12 +93,13 @@ pub async fn run_on_aws(
     run(config, catalog, clouds, shutdown).await
 }
 
-/// Publishes, every `settings.interval` until `shutdown`, the accepted jobs the gateway never
+/// Publishes, every `settings.interval` until `shutdown` while this replica leads, the accepted jobs the gateway never
 /// dispatched ([`capsight_launch::outbox`]).
 async fn sweep_outbox(
     store: store::Store,
     amqp: capsight_amqp::AmqpSettings,
     settings: capsight_launch::outbox::OutboxSettings,
+    leader: capsight_launch::lease::Leader,
     shutdown: Shutdown,
 ) {
     let queue = capsight_launch::queue::JobPublisher::new(amqp, settings.publish_timeout);
@@ -103,6 +108,9 @@ async fn sweep_outbox(
         queue: &queue,
     };
     capsight_runtime::periodic::every(settings.interval, false, &shutdown, || async {
+        if !leader.is_leader() {
+            return;
+        }
         match outbox.sweep(chrono::Utc::now(), &settings).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "outbox sweep published undispatched jobs"),
@@ -110,6 +118,40 @@ async fn sweep_outbox(
         }
     })
     .await;
+}
+
+/// Keeps the live-launch index ([`store::LiveSettings`]) within its window: every `refresh`
+/// (and at once when this replica becomes the leader) while this replica leads.
+async fn keep_live_index(
+    store: store::Store,
+    refresh: Duration,
+    leader: capsight_launch::lease::Leader,
+    shutdown: Shutdown,
+) {
+    let mut last: Option<tokio::time::Instant> = None;
+    let mut led = false;
+    // checked every second so that a new leader refreshes (or rebuilds) at once
+    let tick = refresh.min(Duration::from_secs(1));
+    loop {
+        let leads = leader.is_leader();
+        let due = leads && (!led || last.is_none_or(|t| t.elapsed() >= refresh));
+        led = leads;
+        if due {
+            match store.refresh_live().await {
+                Ok(rebuilt) => {
+                    if rebuilt {
+                        tracing::info!("live-launch index rebuilt from the launch history");
+                    }
+                    last = Some(tokio::time::Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "live-launch index upkeep failed; retrying"),
+            }
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+    }
 }
 
 /// Builds the worker from `config` and runs it until `shutdown` fires; then flushes the
@@ -123,7 +165,21 @@ pub async fn run(
     capsight_runtime::failpoint::check("launcher.crash_after", &config.launcher.crash_after)?;
     config.verdict.validate().map_err(StartError::Verdict)?;
     let hasher = config.tenancy.hasher()?;
-    let store = store::Store::new(config.clickhouse.client()?);
+    // several replicas: a job's writers and a tenant's quota decision are serialised by
+    // leases on RabbitMQ, and one replica (the leader) runs the sweeps
+    let leases =
+        capsight_launch::lease::Leases::new(config.amqp.clone(), config.launcher.leases.clone());
+    let (leader, campaign) =
+        capsight_launch::lease::Leader::campaign(leases.clone(), shutdown.clone());
+    let store = store::Store::new(config.clickhouse.client()?)
+        .with_leases(leases.clone())
+        .with_live(config.launcher.live.clone());
+    let live_upkeep = tokio::spawn(keep_live_index(
+        store.clone(),
+        config.launcher.live.refresh,
+        leader.clone(),
+        shutdown.clone(),
+    ));
     let registry = SharedRegistry::open(config.tenancy.registry.clone(), Duration::from_secs(5))?;
     let signals = Publisher::new(&config.kafka, &config.publisher, "launcher")?;
     signals.spawn_report(config.publisher.report_interval, shutdown.clone());
@@ -136,7 +192,8 @@ pub async fn run(
         Arc::clone(&clouds),
         registry.clone(),
         config.launcher.lifecycle.clone(),
-    );
+    )
+    .with_leader(leader.clone());
     let reaper = tokio::spawn(reaper.run(false, shutdown.clone()));
     let reconciler = reconcile::Reconciler::new(
         store.clone(),
@@ -144,12 +201,14 @@ pub async fn run(
         registry.clone(),
         config.launcher.reconcile.clone(),
         config.launcher.crash_after.clone(),
-    );
+    )
+    .with_leader(leader.clone());
     let reconciler = tokio::spawn(reconciler.run(shutdown.clone()));
     let outbox = tokio::spawn(sweep_outbox(
         store.clone(),
         config.amqp.clone(),
         config.launcher.outbox.clone(),
+        leader.clone(),
         shutdown.clone(),
     ));
     let standby = standby::Standby::new(
@@ -158,7 +217,8 @@ pub async fn run(
         registry.clone(),
         config.launcher.standby.clone(),
         hasher,
-    );
+    )
+    .with_leader(leader.clone());
     let (standby_live, consuming) = standby.start(config.kafka.clone(), shutdown.clone())?;
     let standby = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -188,13 +248,16 @@ pub async fn run(
             signals.clone(),
         )
         .with_verdict(config.verdict.clone())
-        .with_default_gpu_quota(config.tenancy.default_gpu_quota),
+        .with_default_gpu_quota(config.tenancy.default_gpu_quota)
+        .with_leases(leases, leader),
     );
     tracing::info!(queue = %config.amqp.launch.jobs_queue, "launcher starting");
     launcher.run(shutdown).await;
     let _ = reaper.await;
     let _ = reconciler.await;
     let _ = outbox.await;
+    let _ = campaign.await;
+    let _ = live_upkeep.await;
     let standby = standby.await;
     signals.flush(Duration::from_secs(30)).await?;
     if let Ok(Err(e)) = standby {

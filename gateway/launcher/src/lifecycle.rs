@@ -12,8 +12,10 @@
 //!   interrupted spot, a warm standby, a replacement), then appends `terminated` with the reason
 //!   in `detail`. The cloud call comes first: if it fails, nothing is recorded and the next sweep
 //!   retries; terminating an instance twice is harmless, so a crash between the two steps is too.
-//! * Every replica may run the reaper; two replicas reaping the same job terminate the same
-//!   instances and write the same next seq, which `ReplacingMergeTree` collapses.
+//! * With several replicas only the leader (the holder of the leadership lease,
+//!   [`capsight_launch::lease::Leader`]) sweeps; should two ever overlap (a leader cut off from
+//!   the broker finishing its sweep), they terminate the same instances and the job's lease in
+//!   `append_next` lets only the first `terminated` through (nothing after a final state).
 //! * Heartbeats capsight failed to record never make a launch idle: idleness also counts from
 //!   the moment this reaper could last have missed one — its start (it does not know what
 //!   happened before) and the end of the latest ClickHouse outage it saw (a sweep failed, then
@@ -219,8 +221,8 @@ type Read = (
     BTreeMap<JobKey, (u64, u64)>,
 );
 
-/// One time per job of `ids` from `statement` (selecting `tenant, job_id, t`, one `?` for the
-/// ids).
+/// One time per job of `ids` (`tenant/job_id` keys) from `statement` (selecting `tenant,
+/// job_id, t`, one `?` for the keys).
 async fn job_times(
     client: &clickhouse::Client,
     statement: sql::Statement,
@@ -253,6 +255,8 @@ pub struct Reaper {
     registry: SharedRegistry,
     settings: LifecycleSettings,
     hearing: Arc<std::sync::Mutex<Hearing>>,
+    /// Sweeps run only while this replica leads.
+    leader: capsight_launch::lease::Leader,
 }
 
 fn unix_now() -> u64 {
@@ -276,7 +280,15 @@ impl Reaper {
                 since: unix_now(),
                 failing: false,
             })),
+            leader: capsight_launch::lease::Leader::always(),
         }
+    }
+
+    /// Sweeps (in [`Reaper::run`]) only while `leader` leads.
+    #[must_use]
+    pub fn with_leader(mut self, leader: capsight_launch::lease::Leader) -> Self {
+        self.leader = leader;
+        self
     }
 
     /// Notes the outcome of reading the store at `now`; returns since when no outage was seen.
@@ -297,10 +309,14 @@ impl Reaper {
         h.since
     }
 
-    /// Sweeps every `interval` until `shutdown` (one sweep with `once`).
+    /// Sweeps every `interval` until `shutdown` (one sweep with `once`), while this replica
+    /// leads.
     pub async fn run(self, once: bool, shutdown: Shutdown) {
         let interval = self.settings.interval;
         capsight_runtime::periodic::every(interval, once, &shutdown, || async {
+            if !self.leader.is_leader() {
+                return;
+            }
             match self.sweep().await {
                 Ok(reaped) if !reaped.is_empty() => {
                     tracing::info!(count = reaped.len(), "lifecycle sweep terminated launches");
@@ -362,7 +378,11 @@ impl Reaper {
         if running.is_empty() {
             return Ok(None);
         }
-        let ids: Vec<String> = running.iter().map(|l| l.job_id.clone()).collect();
+        let ids = crate::store::job_keys(
+            running
+                .iter()
+                .map(|l| (l.tenant.as_str(), l.job_id.as_str())),
+        );
         let client = self.store.client();
         let since = job_times(client, sql::RUNNING_SINCE, &ids).await?;
         let beats = job_times(client, sql::LAST_HEARTBEATS, &ids).await?;

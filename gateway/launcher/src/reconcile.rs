@@ -138,6 +138,8 @@ pub struct Reconciler {
     /// `launcher.crash_after`: `reconciled` kills the process after the cloud call, before the
     /// transition is recorded (tests).
     crash_after: String,
+    /// Sweeps run only while this replica leads.
+    leader: capsight_launch::lease::Leader,
 }
 
 impl Reconciler {
@@ -155,12 +157,23 @@ impl Reconciler {
             registry,
             settings,
             crash_after,
+            leader: capsight_launch::lease::Leader::always(),
         }
     }
 
-    /// Sweeps every `interval` until `shutdown`.
+    /// Sweeps (in [`Reconciler::run`]) only while `leader` leads.
+    #[must_use]
+    pub fn with_leader(mut self, leader: capsight_launch::lease::Leader) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    /// Sweeps every `interval` until `shutdown`, while this replica leads.
     pub async fn run(self, shutdown: Shutdown) {
         capsight_runtime::periodic::every(self.settings.interval, false, &shutdown, || async {
+            if !self.leader.is_leader() {
+                return;
+            }
             match self.sweep().await {
                 Ok(r) if r != Reconciled::default() => {
                     tracing::info!(
@@ -181,12 +194,15 @@ impl Reconciler {
         let since = Utc::now()
             - chrono::Duration::from_std(self.settings.lookback)
                 .unwrap_or(chrono::Duration::days(7));
-        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> = self
-            .store
-            .client()
-            .query(sql::RECONCILE_SCOPES.sql)
-            .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
-            .fetch_all::<Scope>()
+        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> =
+            capsight_clickhouse::observed(
+                sql::RECONCILE_SCOPES.name,
+                self.store
+                    .client()
+                    .query(sql::RECONCILE_SCOPES.sql)
+                    .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
+                    .fetch_all::<Scope>(),
+            )
             .await?
             .into_iter()
             .map(|s| ((s.tenant, s.region), Vec::new()))
@@ -234,16 +250,19 @@ impl Reconciler {
         let states: BTreeMap<String, Latest> = if mine.is_empty() {
             BTreeMap::new()
         } else {
-            self.store
-                .client()
-                .query(sql::LAUNCH_LATEST_OF_JOBS.sql)
-                .bind(tenant)
-                .bind(&mine)
-                .fetch_all::<Latest>()
-                .await?
-                .into_iter()
-                .map(|l| (l.job_id.clone(), l))
-                .collect()
+            capsight_clickhouse::observed(
+                sql::LAUNCH_LATEST_OF_JOBS.name,
+                self.store
+                    .client()
+                    .query(sql::LAUNCH_LATEST_OF_JOBS.sql)
+                    .bind(tenant)
+                    .bind(&mine)
+                    .fetch_all::<Latest>(),
+            )
+            .await?
+            .into_iter()
+            .map(|l| (l.job_id.clone(), l))
+            .collect()
         };
         let now = Utc::now();
         for job in &mine {

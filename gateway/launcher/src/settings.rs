@@ -60,6 +60,12 @@ pub struct LauncherSettings {
     /// `[launcher.reconcile]`: the cloud's tagged instances against the jobs.
     #[serde(default)]
     pub reconcile: crate::reconcile::ReconcileSettings,
+    /// `[launcher.leases]`: serialising several replicas.
+    #[serde(default)]
+    pub leases: capsight_launch::lease::LeaseSettings,
+    /// `[launcher.live]`: the live-launch index the sweeps read.
+    #[serde(default)]
+    pub live: capsight_launch::store::LiveSettings,
 }
 
 impl Default for LauncherSettings {
@@ -80,6 +86,8 @@ impl Default for LauncherSettings {
             standby: crate::standby::StandbySettings::default(),
             outbox: capsight_launch::outbox::OutboxSettings::default(),
             reconcile: crate::reconcile::ReconcileSettings::default(),
+            leases: capsight_launch::lease::LeaseSettings::default(),
+            live: capsight_launch::store::LiveSettings::default(),
         }
     }
 }

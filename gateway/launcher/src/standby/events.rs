@@ -54,6 +54,9 @@ impl Standby {
                 false,
                 &sweep_shutdown,
                 || async {
+                    if !sweeper.leader.is_leader() {
+                        return;
+                    }
                     if let Err(e) = sweeper.sweep().await {
                         tracing::warn!(error = %e, "standby sweep failed; retrying next time");
                     }

@@ -33,23 +33,42 @@ fn all_in(instances: &[Instance], want: &InstanceState) -> bool {
 }
 
 impl Standby {
-    /// Running jobs that asked for a standby, with their request and transitions.
+    /// Running jobs that asked for a standby, with their request and transitions: three
+    /// queries, whatever the number of running jobs (an interruption warning is acted on in
+    /// the same time with a long history).
     pub(super) async fn managed(
         &self,
     ) -> Result<Vec<(LaunchRequestRow, Vec<LaunchEventRow>)>, StandbyError> {
-        let running = self.store.running_launches().await?;
-        let mut out = Vec::new();
-        for l in running {
-            let Some(req) = self.store.request(&l.tenant, &l.job_id).await? else {
-                continue;
-            };
-            if req.warm_standby == 0 {
-                continue;
-            }
-            let events = self.store.events(&l.tenant, &l.job_id, None).await?;
-            out.push((req, events));
-        }
-        Ok(out)
+        let running: Vec<(String, String)> = self
+            .store
+            .running_launches()
+            .await?
+            .into_iter()
+            .map(|l| (l.tenant, l.job_id))
+            .collect();
+        let mut requests: Vec<LaunchRequestRow> = self
+            .store
+            .requests_of(&running)
+            .await?
+            .into_iter()
+            .filter(|r| r.warm_standby != 0)
+            .collect();
+        requests.sort_by(|a, b| (&a.tenant, &a.job_id).cmp(&(&b.tenant, &b.job_id)));
+        requests.dedup_by(|a, b| a.tenant == b.tenant && a.job_id == b.job_id);
+        let managed: Vec<(String, String)> = requests
+            .iter()
+            .map(|r| (r.tenant.clone(), r.job_id.clone()))
+            .collect();
+        let mut events = self.store.events_by_job(&managed).await?;
+        Ok(requests
+            .into_iter()
+            .map(|r| {
+                let e = events
+                    .remove(&(r.tenant.clone(), r.job_id.clone()))
+                    .unwrap_or_default();
+                (r, e)
+            })
+            .collect())
     }
 
     /// One pass over managed jobs: create standbys, finish replacements, stop standbys after

@@ -25,8 +25,9 @@
 //! * When a managed job ends (terminated, failed, cancelled) its standby and replacement are
 //!   terminated too (every instance its transitions name, and any live instance tagged
 //!   `capsight:job=<job_id>`, e.g. a replacement still booting).
-//! * One lock serialises the sweep and event handling inside a process; across replicas the
-//!   idempotent calls and `ReplacingMergeTree` (same seq) keep a double action harmless.
+//! * One lock serialises the sweep and event handling inside a process. Across replicas the
+//!   sweep runs on the leader only, an event on the replica that owns its partition, and a
+//!   job's writes go through its lease (`Store::append_next`); the cloud calls are idempotent.
 //!
 //! Modules: [`phase`] (the typed phase rebuilt from the transitions), [`events`] (matching
 //! cloud events to jobs), [`machine`] (the sweep's steps), [`safety`] (missed events and ended
@@ -127,6 +128,9 @@ pub struct Standby {
     hasher: TenantHasher,
     lock: Arc<tokio::sync::Mutex<()>>,
     cleaned: Arc<Mutex<HashSet<String>>>,
+    /// The periodic sweep runs only while this replica leads (events are handled by the
+    /// replica the consumer group gives their partition to).
+    leader: capsight_launch::lease::Leader,
 }
 
 /// What handling one instance event did.
@@ -161,7 +165,15 @@ impl Standby {
             hasher,
             lock: Arc::default(),
             cleaned: Arc::default(),
+            leader: capsight_launch::lease::Leader::always(),
         }
+    }
+
+    /// Sweeps only while `leader` leads.
+    #[must_use]
+    pub fn with_leader(mut self, leader: capsight_launch::lease::Leader) -> Self {
+        self.leader = leader;
+        self
     }
 
     /// Consumes instance events and advances managed jobs every `interval` until `shutdown`.

@@ -100,11 +100,21 @@ impl Standby {
                 .fetch_all::<Ended>(),
         )
         .await?;
-        for e in ended {
-            let done = self.cleaned.lock().is_ok_and(|c| c.contains(&e.job_id));
-            if done {
-                continue;
-            }
+        let fresh: Vec<(String, String)> = ended
+            .into_iter()
+            .filter(|e| !self.cleaned.lock().is_ok_and(|c| c.contains(&e.job_id)))
+            .map(|e| (e.tenant, e.job_id))
+            .collect();
+        let with_standby = self
+            .store
+            .requests_of(&fresh)
+            .await?
+            .into_iter()
+            .filter(|r| r.warm_standby != 0)
+            .map(|r| (r.tenant, r.job_id));
+        let ended: std::collections::BTreeSet<(String, String)> = with_standby.collect();
+        for (tenant, job_id) in ended {
+            let e = Ended { tenant, job_id };
             let events = self.store.events(&e.tenant, &e.job_id, None).await?;
             match self.terminate_everything(&events).await {
                 Ok(()) => {

@@ -3,13 +3,16 @@
 use super::*;
 
 impl Launcher {
-    /// Every `cancel_sweep_interval`: running launches with a cancel request are terminated and
-    /// recorded `cancelled`.
+    /// Every `cancel_sweep_interval`, on the replica that leads: running launches with a
+    /// cancel request are terminated and recorded `cancelled`.
     pub(super) async fn sweep_cancels(&self, shutdown: Shutdown) {
         loop {
             tokio::select! {
                 () = shutdown.wait() => return,
                 () = tokio::time::sleep(self.settings.cancel_sweep_interval) => {}
+            }
+            if !self.leader.is_leader() {
+                continue;
             }
             if let Err(e) = self.sweep_once().await {
                 tracing::warn!(error = %e, "cancel sweep failed");

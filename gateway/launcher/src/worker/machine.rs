@@ -55,6 +55,12 @@ impl Launcher {
     }
 
     pub(super) async fn append(&self, row: &LaunchEventRow) -> Result<(), Fail> {
+        if !fence_held() {
+            // another replica may own the job now: it resumes from what is recorded
+            return Err(Fail::Unavailable(
+                "the job's lease was lost with the broker connection".into(),
+            ));
+        }
         self.store.append(row).await?;
         tracing::info!(seq = row.seq, state = %row.state, attempt = row.attempt, detail = %row.detail, "launch transition");
         Ok(())
@@ -158,9 +164,10 @@ impl Launcher {
                     if cancelled {
                         return self.cancel(&prev, None, &[]).await;
                     }
-                    // one quota decision per tenant at a time in this process: the next job
-                    // of the tenant sees this one as live (provisioning) once it passes
-                    let _quota_gate = self.quota_gate.lock(tenant.to_owned()).await;
+                    // one quota decision per tenant at a time (across replicas with leases):
+                    // the next job of the tenant sees this one as live (provisioning) once it
+                    // passes
+                    let _quota_gate = self.quota_gate(tenant).await?;
                     let decided = quota::check(
                         &self.store,
                         &self.catalog,
@@ -400,7 +407,7 @@ impl Launcher {
         );
         let fallbacks_used = attempt - 1;
         // the alternative is checked against the tenant's GPU quota like the first attempt
-        let _quota_gate = self.quota_gate.lock(job.wire.tenant.clone()).await;
+        let _quota_gate = self.quota_gate(&job.wire.tenant).await?;
         let next = if fallbacks_used < job.wire.max_fallbacks {
             self.next_alternative(job).await?
         } else {

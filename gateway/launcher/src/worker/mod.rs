@@ -139,8 +139,12 @@ pub struct Launcher {
     registry: SharedRegistry,
     clouds: Arc<dyn TenantClouds>,
     signals: Publisher,
-    /// One GPU-quota decision per tenant at a time.
+    /// One GPU-quota decision per tenant at a time (in this process without leases).
     quota_gate: KeyedLocks,
+    /// Cross-replica leases: a job's, a tenant's quota decision (`None`: one process).
+    leases: Option<capsight_launch::lease::Leases>,
+    /// Whether this replica runs the cancel sweep.
+    leader: capsight_launch::lease::Leader,
     /// `tenancy.default_gpu_quota`: the quota of a tenant without one of its own (0 = none).
     default_gpu_quota: u32,
     /// Jobs in progress here, per tenant (`launcher.tenant_share`).
@@ -251,6 +255,8 @@ impl Launcher {
             clouds,
             signals,
             quota_gate: KeyedLocks::default(),
+            leases: None,
+            leader: capsight_launch::lease::Leader::always(),
             default_gpu_quota: capsight_tenancy::TenancySettings::default().default_gpu_quota,
             shares: Arc::default(),
         }
@@ -261,6 +267,19 @@ impl Launcher {
     #[must_use]
     pub fn with_default_gpu_quota(mut self, quota: u32) -> Self {
         self.default_gpu_quota = quota;
+        self
+    }
+
+    /// Serialises a job's handling and a tenant's quota decision across launcher replicas with
+    /// `leases`; the cancel sweep runs only while `leader` leads.
+    #[must_use]
+    pub fn with_leases(
+        mut self,
+        leases: capsight_launch::lease::Leases,
+        leader: capsight_launch::lease::Leader,
+    ) -> Self {
+        self.leases = Some(leases);
+        self.leader = leader;
         self
     }
 
@@ -392,6 +411,17 @@ impl Launcher {
                     self.defer(&delivery, publish, &job).await;
                     return;
                 };
+                // one replica at a time handles a job (a job published twice, by the outbox
+                // sweep and a late gateway, may be delivered to two replicas at once)
+                let lease = match self.job_lease(&job).await {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        tracing::info!(job_id = %job.wire.job_id, error = %e, "job lease not taken; the job waits in the retry queue");
+                        self.defer(&delivery, publish, &job).await;
+                        return;
+                    }
+                };
+                let fence = lease.as_ref().map(capsight_launch::lease::Lease::fence);
                 let span = tracing::info_span!(
                     "launch_job",
                     otel.kind = "consumer",
@@ -402,13 +432,16 @@ impl Launcher {
                 // the gateway's trace continues here (its amqp.publish span is the parent)
                 capsight_runtime::telemetry::extract(&span, &trace_headers(&delivery.properties));
                 let ids = (job.wire.tenant.clone(), job.wire.job_id.clone());
-                self.process(&job)
-                    .instrument(span)
+                let processed = FENCE
+                    .scope(fence, self.process(&job).instrument(span))
                     .await
-                    .map_err(|f| (f, Some(ids)))
+                    .map_err(|f| (f, Some(ids)));
+                (processed, lease)
             }
-            Err((reason, ids)) => Err((Fail::Dead(reason), ids)),
+            Err((reason, ids)) => (Err((Fail::Dead(reason), ids)), None),
         };
+        // the lease is held until the job is settled (failure recorded, acked or forwarded)
+        let (outcome, lease) = outcome;
         let acked = match outcome {
             Ok(()) => timed_ack(delivery.acker.ack(BasicAckOptions::default())).await,
             Err((Fail::Retry(reason), job)) => {
@@ -447,6 +480,40 @@ impl Launcher {
         };
         if let Err(e) = acked {
             tracing::warn!(error = %e, "could not settle a launch job; the broker will redeliver it");
+        }
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
+    }
+
+    /// The job's lease across replicas (`None` without leases).
+    async fn job_lease(
+        &self,
+        job: &Job,
+    ) -> Result<Option<capsight_launch::lease::Lease>, capsight_launch::lease::LeaseError> {
+        let Some(leases) = &self.leases else {
+            return Ok(None);
+        };
+        let key = format!("{}/{}", job.wire.tenant, job.wire.job_id);
+        leases
+            .acquire(capsight_launch::lease::LeaseKind::Job, &key)
+            .await
+            .map(Some)
+    }
+
+    /// The tenant's GPU quota decision gate: its lease across replicas, else an in-process
+    /// lock. Held until the decision is recorded (the next job of the tenant, on any replica,
+    /// then counts this one).
+    async fn quota_gate(&self, tenant: &str) -> Result<QuotaGate, Fail> {
+        match &self.leases {
+            None => Ok(QuotaGate::Local(
+                self.quota_gate.lock(tenant.to_owned()).await,
+            )),
+            Some(leases) => leases
+                .acquire(capsight_launch::lease::LeaseKind::Quota, tenant)
+                .await
+                .map(QuotaGate::Lease)
+                .map_err(|e| Fail::Unavailable(e.to_string())),
         }
     }
 
@@ -565,6 +632,28 @@ impl Launcher {
             tenant_hash,
         })
     }
+}
+
+tokio::task_local! {
+    /// The lease of the job the current task handles; writes stop once it is lost.
+    static FENCE: Option<capsight_launch::lease::Fence>;
+}
+
+/// Whether the current task may still write its job (true outside a leased job).
+fn fence_held() -> bool {
+    FENCE
+        .try_with(|f| f.as_ref().is_none_or(capsight_launch::lease::Fence::held))
+        .unwrap_or(true)
+}
+
+/// A held tenant quota gate (dropping it releases it).
+#[derive(Debug)]
+#[allow(dead_code, reason = "held for its drop")]
+enum QuotaGate {
+    /// In-process lock.
+    Local(capsight_launch::locks::KeyedGuard),
+    /// Cross-replica lease.
+    Lease(capsight_launch::lease::Lease),
 }
 
 /// Jobs in progress in this process per tenant: a tenant gets at most its share of the
