@@ -3,12 +3,66 @@
 //! A [`ChildGuard`] owns a spawned process and kills it (SIGKILL, then reaps it) when dropped:
 //! at the end of the test, and during unwinding when an assertion fails. A failing test must not
 //! leave a consumer behind that loads the broker for every test after it.
+//!
+//! A test binary that hangs must not hang the suite: the first guard starts a [`watchdog`] that,
+//! once the binary has run longer than `CAPSIGHT_TEST_WATCHDOG_SECS` (default 900 s), kills
+//! every process the binary's guards still own and aborts it, so `cargo test --no-fail-fast`
+//! reports it failed and goes on with the next binary.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
+
+/// How long a test binary may run before [`watchdog`] aborts it, unless
+/// `CAPSIGHT_TEST_WATCHDOG_SECS` says otherwise.
+pub const WATCHDOG_DEFAULT: Duration = Duration::from_secs(900);
+
+/// Processes the guards of this binary own: pid -> kill its whole group.
+static LIVE: Mutex<BTreeMap<u32, bool>> = Mutex::new(BTreeMap::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeMap<u32, bool>> {
+    LIVE.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Starts (once per test binary) a thread that, when the binary has run longer than
+/// `CAPSIGHT_TEST_WATCHDOG_SECS` (default [`WATCHDOG_DEFAULT`]), prints which limit was hit,
+/// kills every process a [`ChildGuard`] still owns and aborts the binary. Called by every guard
+/// and by the sandbox, so every integration test is covered.
+pub fn watchdog() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let limit = std::env::var("CAPSIGHT_TEST_WATCHDOG_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(WATCHDOG_DEFAULT, Duration::from_secs);
+        std::thread::Builder::new()
+            .name("capsight-test-watchdog".into())
+            .spawn(move || {
+                std::thread::sleep(limit);
+                let exe = std::env::current_exe().unwrap_or_default();
+                eprintln!(
+                    "capsight test watchdog: {} ran longer than {limit:?} \
+                     (CAPSIGHT_TEST_WATCHDOG_SECS); killing its processes and aborting it",
+                    exe.display()
+                );
+                for (pid, group) in live().iter() {
+                    let target = if *group {
+                        format!("-{pid}")
+                    } else {
+                        pid.to_string()
+                    };
+                    let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
+                }
+                std::process::abort();
+            })
+            .expect("spawn the test watchdog");
+    });
+}
 
 /// A spawned process that is killed when the guard is dropped.
 #[derive(Debug)]
@@ -26,11 +80,7 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
-        Self {
-            child: Some(child),
-            name,
-            group: false,
-        }
+        Self::adopt(name, child)
     }
 
     /// Spawns `cmd` with its standard output discarded and its standard error appended to
@@ -53,6 +103,7 @@ impl ChildGuard {
         use std::os::unix::process::CommandExt;
         let mut guard = Self::spawn(name, cmd.process_group(0));
         guard.group = true;
+        live().insert(guard.id(), true);
         guard
     }
 
@@ -70,6 +121,8 @@ impl ChildGuard {
 
     /// Guards an already spawned process.
     pub fn adopt(name: impl Into<String>, child: Child) -> Self {
+        watchdog();
+        live().insert(child.id(), false);
         Self {
             child: Some(child),
             name: name.into(),
@@ -111,6 +164,7 @@ impl ChildGuard {
         let child = self.child.as_mut()?;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                live().remove(&child.id());
                 self.child = None;
                 return Some(status);
             }
@@ -158,6 +212,7 @@ impl ChildGuard {
             }
             let _ = child.kill();
             let _ = child.wait();
+            live().remove(&child.id());
         }
     }
 }
@@ -248,5 +303,60 @@ mod tests {
         }));
         assert!(panicked.is_err());
         assert!(!alive(pid), "process {pid} outlived its panicking test");
+    }
+
+    /// Run in a copy of this binary (`CAPSIGHT_WATCHDOG_SELFTEST` set): owns a process, prints
+    /// its pid and hangs; in the suite: runs that copy with a one-second watchdog.
+    #[test]
+    fn the_watchdog_aborts_a_hanging_binary_and_kills_its_processes() {
+        const HANG: &str = "CAPSIGHT_WATCHDOG_SELFTEST";
+        const NAME: &str =
+            "process::tests::the_watchdog_aborts_a_hanging_binary_and_kills_its_processes";
+        if std::env::var_os(HANG).is_some() {
+            let guard = ChildGuard::spawn("sleep", Command::new("sleep").arg("600"));
+            println!("owned pid {}", guard.id());
+            std::thread::sleep(Duration::from_secs(600));
+            return;
+        }
+        let started = Instant::now();
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(HANG, "1")
+            .env("CAPSIGHT_TEST_WATCHDOG_SECS", "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "the hanging copy exited {}",
+            out.status
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the watchdog took {:?}",
+            started.elapsed()
+        );
+        assert!(stderr.contains("capsight test watchdog"), "{stderr}");
+        let pid: u32 = stdout
+            .lines()
+            .find_map(|l| l.split("owned pid ").nth(1))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {stdout}"));
+        // killed: gone, or a zombie nobody reaped yet (its parent, the copy, was aborted)
+        let running = || {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let live = state
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|s| s != "Z");
+            live.then_some(state)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(running(), None, "process {pid} outlived the aborted binary");
     }
 }

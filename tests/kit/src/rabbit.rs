@@ -17,6 +17,8 @@ use crate::{
 #[derive(Debug)]
 pub struct PrivateRabbit {
     env: Vec<(String, String)>,
+    /// Its state directory, also its working directory (crash dumps land there).
+    base: PathBuf,
     node: String,
     child: Option<ChildGuard>,
     port: u16,
@@ -60,12 +62,14 @@ impl PrivateRabbit {
                 "-kernel inet_dist_use_interface {127,0,0,1}".to_owned(),
             ),
             ("ERL_EPMD_ADDRESS", "127.0.0.1".to_owned()),
+            ("ERL_CRASH_DUMP", b("erl_crash.dump")),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         Self {
             env,
+            base,
             node,
             child: None,
             port,
@@ -82,6 +86,7 @@ impl PrivateRabbit {
         self.child = Some(ChildGuard::spawn(
             "private rabbitmq-server",
             Command::new(rabbit_bin("rabbitmq-server"))
+                .current_dir(&self.base)
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
@@ -98,8 +103,13 @@ impl PrivateRabbit {
         .await;
     }
 
+    /// `rabbitmqctl stop`, given at most 60 s (`timeout(1)`): a node that cannot be reached
+    /// must fail the test, not hang it.
     fn ctl_stop(&self) -> std::io::Result<std::process::ExitStatus> {
-        Command::new(rabbit_bin("rabbitmqctl"))
+        Command::new("timeout")
+            .arg("60")
+            .arg(rabbit_bin("rabbitmqctl"))
+            .current_dir(&self.base)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["-n", &self.node, "stop"])
             .stdout(Stdio::null())

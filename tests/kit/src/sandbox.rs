@@ -121,6 +121,7 @@ impl Builder {
 
     /// Creates it all.
     pub async fn start(mut self) -> Sandbox {
+        crate::process::watchdog();
         // services started in-process build TLS configs from the process provider, as binaries do
         capsight_runtime::tls::install_crypto_provider();
         let id = uuid::Uuid::new_v4().simple().to_string();

@@ -71,7 +71,8 @@ where
 }
 
 /// Tries `check` every `every` until it succeeds (its value) or `limit` passed after a try
-/// (why the last try failed).
+/// (why the last try failed). A try that is still pending when `limit` has passed is abandoned
+/// (a connection attempt to a service that accepts but never answers must not hang the test).
 async fn retry<A, F, Fut>(
     every: Duration,
     limit: Duration,
@@ -84,9 +85,16 @@ where
 {
     let deadline = Instant::now() + limit;
     loop {
-        let why = match check().await.settle() {
-            Ok(v) => return Ok(v),
-            Err(why) => why,
+        // a try gets at least a second, even when it starts just before the deadline
+        let budget = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let why = match tokio::time::timeout(budget, check()).await {
+            Ok(attempt) => match attempt.settle() {
+                Ok(v) => return Ok(v),
+                Err(why) => why,
+            },
+            Err(_) => format!("a try still pending after {budget:?}"),
         };
         if Instant::now() >= deadline {
             return Err(why);
