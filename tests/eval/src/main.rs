@@ -72,6 +72,10 @@ struct Common {
     /// Do not run `deploy/local/stack up` first.
     #[arg(long)]
     no_stack_up: bool,
+    /// A model profile merged into every capsight arm's config (e.g. `capsight-eval fit`'s
+    /// `fitted.toml`, or `deploy/config/model-fitted.toml`); default: the shipped defaults.
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 impl Common {
@@ -80,6 +84,17 @@ impl Common {
             self.time_scale.is_finite() && self.time_scale > 0.0,
             "--time-scale must be above 0"
         );
+        let model = match &self.model {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--model {}", path.display()))?;
+                Some(
+                    text.parse::<toml::Table>()
+                        .with_context(|| format!("--model {}: not TOML", path.display()))?,
+                )
+            }
+        };
         let out = self.out.clone().unwrap_or_else(|| {
             run::repo_root()
                 .join(".capsight/eval")
@@ -98,6 +113,7 @@ impl Common {
             repeats: self.repeats.max(1),
             out,
             stack_up: !self.no_stack_up,
+            model,
             command: std::env::args().collect::<Vec<_>>().join(" "),
         })
     }

@@ -412,8 +412,9 @@ impl Pipeline {
         &self.sandbox.name
     }
 
-    /// Writes the config and starts the processes against the cloudsim at `cloudsim`, acting
-    /// as `operator`; returns once the gateway answers.
+    /// Writes the config (the run's overlay, then the `model` profile when given) and starts
+    /// the processes against the cloudsim at `cloudsim`, acting as `operator`; returns once the
+    /// gateway answers.
     pub async fn spawn(
         &mut self,
         scenario: &Scenario,
@@ -421,6 +422,7 @@ impl Pipeline {
         cloudsim: &str,
         operator: &str,
         ablation: Ablation,
+        model: Option<&toml::Table>,
     ) -> Result<(), PipelineError> {
         let base_path = self.sandbox.config_file().to_path_buf();
         let file_err = |path: &Path, e: &dyn std::fmt::Display| PipelineError::File {
@@ -434,6 +436,9 @@ impl Pipeline {
             .parse()
             .map_err(|e| file_err(&self.config, &e))?;
         merge(&mut table, over);
+        if let Some(model) = model {
+            merge(&mut table, model.clone());
+        }
         let text = toml::to_string(&table).map_err(|e| file_err(&self.config, &e))?;
         std::fs::write(&self.config, text).map_err(|e| file_err(&self.config, &e))?;
 

@@ -92,6 +92,9 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Run `deploy/local/stack up` first.
     pub stack_up: bool,
+    /// A model profile (a config fragment such as `capsight-eval fit`'s `fitted.toml`) merged
+    /// into every capsight arm's config; `None` runs the shipped defaults.
+    pub model: Option<toml::Table>,
     /// The command line, for the report.
     pub command: String,
 }
@@ -213,6 +216,7 @@ struct ArmInput {
     workload: Workload,
     seed: u64,
     scale: f64,
+    model: Option<toml::Table>,
     dir: PathBuf,
     catalog: Arc<Catalog>,
     operator: String,
@@ -240,6 +244,7 @@ async fn run_arm(input: ArmInput) -> ArmRun {
         workload,
         seed,
         scale,
+        model,
         dir,
         catalog,
         operator,
@@ -272,9 +277,16 @@ async fn run_arm(input: ArmInput) -> ArmRun {
         }
         let mut gateway = None;
         if let Some(p) = pipeline.as_mut() {
-            p.spawn(&scenario, scale, &world.url(), &operator, arm.ablation)
-                .await
-                .map_err(|e| e.to_string())?;
+            p.spawn(
+                &scenario,
+                scale,
+                &world.url(),
+                &operator,
+                arm.ablation,
+                model.as_ref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             gateway = Some((p.channel(), p.keys.clone()));
         }
         let hands = Hands::new(
@@ -408,6 +420,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, RunError> {
                 workload: workload.clone(),
                 seed,
                 scale: opts.time_scale,
+                model: opts.model.clone(),
                 dir,
                 catalog: Arc::clone(&catalog),
                 operator: operator.clone(),

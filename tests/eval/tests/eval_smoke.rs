@@ -28,6 +28,7 @@ async fn smoke_pair_accounts_for_every_request_and_the_oracle_is_the_bound() {
         repeats: 1,
         out: out.clone(),
         stack_up: false,
+        model: None,
         command: "eval_smoke".into(),
     };
     let report = run::run(&opts).await.unwrap();
