@@ -74,6 +74,13 @@ pub struct ScorerSettings {
     /// `[scorer.weights]`: the model's feature weights (defaults: the first version).
     #[serde(default)]
     pub weights: FeatureWeights,
+    /// Half life of the recent-outcome feature's weight (event time).
+    #[serde(with = "humantime_serde", default = "default_recent_half_life")]
+    pub recent_half_life: Duration,
+}
+
+fn default_recent_half_life() -> Duration {
+    crate::model::DEFAULT_RECENT_HALF_LIFE
 }
 
 impl Default for ScorerSettings {
@@ -98,6 +105,7 @@ impl Default for ScorerSettings {
             evict_after: Duration::from_secs(7 * 24 * 3600),
             evict_interval: Duration::from_secs(60),
             weights: FeatureWeights::default(),
+            recent_half_life: crate::model::DEFAULT_RECENT_HALF_LIFE,
         }
     }
 }
@@ -143,6 +151,9 @@ impl ScorerSettings {
         if let Err(e) = self.weights.validate() {
             return bad("weights", e.to_string());
         }
+        if self.recent_half_life.is_zero() {
+            return bad("recent_half_life", "must be > 0".into());
+        }
         Ok(())
     }
 
@@ -154,6 +165,7 @@ impl ScorerSettings {
             crowd_max_points: self.crowd_max_points,
             evidence_items: self.evidence_items,
             weights: self.weights,
+            recent_half_life: self.recent_half_life,
         }
     }
 }

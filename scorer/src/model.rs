@@ -18,6 +18,13 @@
 //! | reservable supply | 10 | 1 - exp(-offered block instances / 4) |
 //! | catalog exposure | 10 | the latest offering signal: offered 1, not offered 0 |
 //! | status incidents | 10 | 1 - impact of the worst open incident |
+//! | recent outcome | 0 (off) | the newest capacity-relevant first-party attempt: 1 succeeded, 0 capacity error; its weight decays with `recent_half_life` of its age |
+//!
+//! The recent outcome is what an unavailable-offerings cache knows: stock changes abruptly, and
+//! the newest attempt says more about it than a day of decayed averages. Its weight is
+//! `weight * 0.5 ^ (age / recent_half_life)`, so a capacity error a minute ago outweighs hours of
+//! successes and fades within a few half lives. Off by default (the first-version weights); the
+//! fitted profile (`deploy/config/model-fitted.toml`) turns it on.
 //!
 //! Capacity-relevant attempts are launches that succeeded or failed for lack of capacity; every
 //! other failure (quota, permission, throttled, transient, price too low, not offered, a code
@@ -58,7 +65,8 @@
 //! Confidence = count * recency * diversity * coverage, each in 0..=1: `1 - exp(-n/4)` of the
 //! decayed count of capacity-relevant observations (crowd reports, offerings and spot prices
 //! count a quarter), the newest one's decay at twice the half life, 0.75 for one source kind
-//! and 1 for two or more, and `0.4 + 0.6 * present feature weight / total weight`. No relevant
+//! and 1 for two or more, and `0.4 + 0.6 * present feature weight / total weight` (the recent
+//! outcome left out of both: it restates the launch attempts). No relevant
 //! data gives 0. Below `verdict.unknown_below` the label is [`Label::Unknown`], whatever the
 //! score.
 //!
@@ -91,6 +99,8 @@ pub struct ModelParams {
     pub evidence_items: usize,
     /// Feature weights.
     pub weights: FeatureWeights,
+    /// Half life of the recent-outcome feature's weight (`[scorer] recent_half_life`).
+    pub recent_half_life: std::time::Duration,
 }
 
 impl Default for ModelParams {
@@ -101,9 +111,13 @@ impl Default for ModelParams {
             crowd_max_points: 10.0,
             evidence_items: 4,
             weights: FeatureWeights::default(),
+            recent_half_life: DEFAULT_RECENT_HALF_LIFE,
         }
     }
 }
+
+/// The default half life of the recent-outcome feature's weight.
+pub const DEFAULT_RECENT_HALF_LIFE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The model's verdict for one key.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,6 +221,8 @@ pub struct FeatureWeights {
     pub catalog: f64,
     /// Status incidents.
     pub status: f64,
+    /// The newest capacity-relevant attempt's outcome (0: off, the first version).
+    pub recent_outcome: f64,
 }
 
 impl Default for FeatureWeights {
@@ -219,13 +235,14 @@ impl Default for FeatureWeights {
             reservable: 10.0,
             catalog: 10.0,
             status: 10.0,
+            recent_outcome: 0.0,
         }
     }
 }
 
 impl FeatureWeights {
     /// Every weight with its config name, in table order.
-    pub fn named(&self) -> [(&'static str, f64); 7] {
+    pub fn named(&self) -> [(&'static str, f64); 8] {
         [
             ("success", self.success),
             ("capacity_errors", self.capacity_errors),
@@ -234,6 +251,7 @@ impl FeatureWeights {
             ("reservable", self.reservable),
             ("catalog", self.catalog),
             ("status", self.status),
+            ("recent_outcome", self.recent_outcome),
         ]
     }
 
@@ -314,7 +332,11 @@ pub fn assess<'a>(
         let age = (now_ms - o.at_ms).max(0) as f64;
         tally.add(o, 0.5_f64.powf(age / half_life_ms));
     }
-    let terms = tally.terms(&params.weights);
+    let terms = tally.terms(
+        &params.weights,
+        now_ms,
+        params.recent_half_life.as_millis() as f64,
+    );
     let present: f64 = terms.iter().map(|t| t.weight).sum();
     let prior = params.verdict.prior_score;
     let base = params
@@ -345,7 +367,14 @@ pub fn assess<'a>(
     let raw = (base + crowd_adj).clamp(0.0, 100.0);
     // raw is within 0..=100, so the cast cannot truncate
     let score = raw.round() as u8;
-    let confidence = tally.confidence(now_ms, half_life_ms, present / params.weights.total());
+    // the recent outcome restates the launch attempts: it adds no coverage of its own
+    let recent: f64 = terms
+        .iter()
+        .filter(|t| t.feature == Feature::RecentOutcome)
+        .map(|t| t.weight)
+        .sum();
+    let covered = (params.weights.total() - params.weights.recent_outcome).max(f64::MIN_POSITIVE);
+    let confidence = tally.confidence(now_ms, half_life_ms, (present - recent) / covered);
     strongest_first(&mut evidence, params.evidence_items);
     Assessment {
         raw,
@@ -410,6 +439,8 @@ struct Tally<'a> {
     /// The latest offering signal said "not offered" (no successful launch since).
     not_offered: bool,
     newest_relevant: Option<i64>,
+    /// The newest capacity-relevant first-party attempt: (time, succeeded).
+    latest_attempt: Option<(i64, bool)>,
     sources: BTreeSet<capsight_proto::domain::SignalSource>,
 }
 
@@ -450,6 +481,8 @@ impl<'a> Tally<'a> {
                 }
                 self.attempts_w += w;
                 self.attempts += 1;
+                // observations come in time order: the last one is the newest
+                self.latest_attempt = Some((o.at_ms, *succeeded));
                 if *succeeded {
                     self.succ_w += w;
                     if let Some(ms) = provisioning_ms {
@@ -560,14 +593,15 @@ impl<'a> Tally<'a> {
         v * (1.0 - (-self.attempts_w / 2.0).exp())
     }
 
-    /// The features that have data, in table order.
-    fn terms(&self, w: &FeatureWeights) -> Vec<Term> {
+    /// The features that have data, in table order, as of `now_ms`.
+    fn terms(&self, w: &FeatureWeights, now_ms: i64, recent_half_life_ms: f64) -> Vec<Term> {
         let mut terms = self.launch_terms(w);
         terms.extend(self.latency_term(w));
         terms.extend(self.spot_term(w));
         terms.extend(self.reservable_term(w));
         terms.extend(self.catalog_term(w));
         terms.extend(self.status_term(w));
+        terms.extend(self.recent_term(w, now_ms, recent_half_life_ms));
         terms.retain(|t| t.weight > 0.0);
         terms
     }
@@ -688,6 +722,20 @@ impl<'a> Tally<'a> {
             goodness: 1.0 - worst,
             value: open.len() as f64,
             samples: count(self.status_events),
+        })
+    }
+
+    /// The newest capacity-relevant attempt, its weight decayed by its age.
+    fn recent_term(&self, w: &FeatureWeights, now_ms: i64, half_life_ms: f64) -> Option<Term> {
+        let (at_ms, succeeded) = self.latest_attempt?;
+        let age = (now_ms - at_ms).max(0) as f64;
+        let good = if succeeded { 1.0 } else { 0.0 };
+        Some(Term {
+            feature: Feature::RecentOutcome,
+            weight: w.recent_outcome * 0.5_f64.powf(age / half_life_ms.max(1.0)),
+            goodness: good,
+            value: good,
+            samples: 1,
         })
     }
 
@@ -876,6 +924,48 @@ mod tests {
         assert_eq!(a.evidence[0].feature, Feature::LaunchSuccessRate);
         assert_eq!(a.evidence[1].feature, Feature::CapacityErrorRatio);
         assert!((a.evidence[1].value - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_fresh_capacity_error_outweighs_hours_of_successes_only_with_the_recent_outcome_on() {
+        // six hours of hourly successes, then a capacity error a minute ago: the stock just ran out
+        let mut obs: Vec<_> = (1..=6)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        obs.push(launch(NOW - 60_000, false, ErrorClass::Capacity, None));
+        let obs = sorted(obs);
+        let off = ModelParams::default();
+        let before = assess(&obs, NOW, &off, &Trust::full());
+        // the first version averages it away
+        assert!(before.score >= 60, "{before:?}");
+        assert!(
+            !before
+                .evidence
+                .iter()
+                .any(|e| e.feature == Feature::RecentOutcome)
+        );
+        let on = ModelParams {
+            weights: FeatureWeights {
+                recent_outcome: 80.0,
+                ..FeatureWeights::default()
+            },
+            ..ModelParams::default()
+        };
+        let now = assess(&obs, NOW, &on, &Trust::full());
+        assert_eq!(now.label, Label::Unavailable, "{now:?}");
+        assert!(
+            now.evidence
+                .iter()
+                .any(|e| e.feature == Feature::RecentOutcome && e.contribution < 0.0)
+        );
+        // the error fades: four half lives later (no new evidence) the averages speak again
+        let later = assess(&obs, NOW + 2 * HOUR, &on, &Trust::full());
+        assert!(later.score > now.score + 20, "{later:?} vs {now:?}");
+        // and a success after the error lifts the key at once
+        let mut recovered = obs.clone();
+        recovered.push(launch(NOW, true, ErrorClass::None, Some(60_000)));
+        let up = assess(&sorted(recovered), NOW, &on, &Trust::full());
+        assert!(up.score >= 75 && up.label != Label::Unavailable, "{up:?}");
     }
 
     #[test]
@@ -1078,6 +1168,7 @@ mod tests {
                 crowd_max_points: max,
                 evidence_items: 4,
                 weights: FeatureWeights::default(),
+                recent_half_life: DEFAULT_RECENT_HALF_LIFE,
             }
         })
     }

@@ -176,6 +176,7 @@ domain_enum!(
         CatalogExposure = "catalog_exposure",
         StatusIncidents = "status_incidents",
         CrowdReports = "crowd_reports",
+        RecentOutcome = "recent_outcome",
     }
 );
 

@@ -256,6 +256,8 @@ pub struct Candidate {
     pub prior_weight: f64,
     /// Feature weights.
     pub weights: FeatureWeights,
+    /// Half life of the recent-outcome feature's weight (simulated time).
+    pub recent_half_life: Duration,
 }
 
 impl Default for Candidate {
@@ -267,6 +269,7 @@ impl Default for Candidate {
             prior_spot: v.prior_score,
             prior_weight: v.prior_weight,
             weights: FeatureWeights::default(),
+            recent_half_life: model::DEFAULT_RECENT_HALF_LIFE,
         }
     }
 }
@@ -286,11 +289,15 @@ impl Candidate {
         }
     }
 
-    /// The candidate as a config file layered over the defaults.
+    /// The candidate as a config file layered over the defaults (durations are production
+    /// time: the harness divides them by its time scale).
     pub fn to_toml(&self) -> String {
         let mut out = format!(
-            "[verdict]\nprior_weight = {}\n\n[verdict.market_prior]\non_demand = {}\nspot = {}\n\n[scorer.weights]\n",
-            self.prior_weight, self.prior_on_demand, self.prior_spot
+            "[verdict]\nprior_weight = {}\n\n[verdict.market_prior]\non_demand = {}\nspot = {}\n\n[scorer]\nrecent_half_life = \"{}\"\n\n[scorer.weights]\n",
+            self.prior_weight,
+            self.prior_on_demand,
+            self.prior_spot,
+            humantime_serde::re::humantime::format_duration(self.recent_half_life)
         );
         for (name, w) in self.weights.named() {
             out.push_str(&format!("{name} = {w}\n"));
@@ -301,6 +308,7 @@ impl Candidate {
     fn params(&self) -> BTreeMap<Market, ModelParams> {
         let settings = ScorerSettings {
             weights: self.weights,
+            recent_half_life: self.recent_half_life,
             ..ScorerSettings::default()
         };
         let verdict = self.verdict();
@@ -415,6 +423,7 @@ enum Coord {
     PriorOnDemand,
     PriorSpot,
     PriorWeight,
+    RecentHalfLife,
     Weight(usize),
 }
 
@@ -422,14 +431,19 @@ const PRIOR_GRID: &[f64] = &[
     20.0, 30.0, 40.0, 50.0, 55.0, 60.0, 65.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0,
 ];
 const PRIOR_WEIGHT_GRID: &[f64] = &[0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0];
-const WEIGHT_GRID: &[f64] = &[0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0];
+const WEIGHT_GRID: &[f64] = &[
+    0.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 160.0,
+];
+/// Recent-outcome half lives, in simulated minutes.
+const RECENT_HALF_LIFE_GRID: &[f64] = &[5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 240.0];
 /// Most passes over every coordinate.
 const MAX_PASSES: usize = 4;
 
 impl Coord {
     fn all() -> Vec<Self> {
         let mut v = vec![Self::PriorOnDemand, Self::PriorSpot, Self::PriorWeight];
-        v.extend((0..7).map(Self::Weight));
+        v.extend((0..8).map(Self::Weight));
+        v.push(Self::RecentHalfLife);
         v
     }
 
@@ -437,6 +451,7 @@ impl Coord {
         match self {
             Self::PriorOnDemand | Self::PriorSpot => PRIOR_GRID,
             Self::PriorWeight => PRIOR_WEIGHT_GRID,
+            Self::RecentHalfLife => RECENT_HALF_LIFE_GRID,
             Self::Weight(_) => WEIGHT_GRID,
         }
     }
@@ -447,6 +462,7 @@ impl Coord {
             Self::PriorOnDemand => c.prior_on_demand = v,
             Self::PriorSpot => c.prior_spot = v,
             Self::PriorWeight => c.prior_weight = v,
+            Self::RecentHalfLife => c.recent_half_life = Duration::from_secs_f64(v * 60.0),
             Self::Weight(i) => {
                 let w = &mut c.weights;
                 let slot = match i {
@@ -456,7 +472,8 @@ impl Coord {
                     3 => &mut w.spot,
                     4 => &mut w.reservable,
                     5 => &mut w.catalog,
-                    _ => &mut w.status,
+                    6 => &mut w.status,
+                    _ => &mut w.recent_outcome,
                 };
                 *slot = v;
             }
@@ -601,8 +618,10 @@ mod tests {
             prior_weight: 3.0,
             weights: FeatureWeights {
                 latency: 0.0,
+                recent_outcome: 40.0,
                 ..FeatureWeights::default()
             },
+            recent_half_life: Duration::from_secs(600),
         };
         let table: toml::Table = c.to_toml().parse().expect("toml");
         let verdict: VerdictPolicy = table["verdict"].clone().try_into().expect("verdict");
@@ -613,6 +632,13 @@ mod tests {
             .try_into()
             .expect("weights");
         assert_eq!(weights, c.weights);
+        let half_life = table["scorer"]["recent_half_life"]
+            .as_str()
+            .expect("recent_half_life");
+        assert_eq!(
+            humantime_serde::re::humantime::parse_duration(half_life).expect("duration"),
+            c.recent_half_life
+        );
     }
 
     /// Keys with nothing but an "offered" signal that always had stock: the fit must raise

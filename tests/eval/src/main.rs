@@ -73,7 +73,8 @@ struct Common {
     #[arg(long)]
     no_stack_up: bool,
     /// A model profile merged into every capsight arm's config (e.g. `capsight-eval fit`'s
-    /// `fitted.toml`, or `deploy/config/model-fitted.toml`); default: the shipped defaults.
+    /// `fitted.toml`, or `deploy/config/model-fitted.toml`); its durations are production time,
+    /// divided by `--time-scale` like every cadence. Default: the shipped defaults.
     #[arg(long)]
     model: Option<PathBuf>,
 }

@@ -123,6 +123,27 @@ fn free_port() -> u16 {
         .map_or(0, |a| a.port())
 }
 
+/// `profile` with every duration string (production time, e.g. `recent_half_life = "30m"`)
+/// divided by `scale` like the overlay's cadences; other values as they are.
+fn scaled_durations(profile: &toml::Table, scale: f64) -> toml::Table {
+    fn walk(v: &toml::Value, scale: f64) -> toml::Value {
+        match v {
+            toml::Value::String(text) => humantime_serde::re::humantime::parse_duration(text)
+                .map_or_else(
+                    |_| v.clone(),
+                    |d| toml::Value::String(real(d.as_secs_f64(), scale)),
+                ),
+            toml::Value::Table(t) => toml::Value::Table(scaled_durations(t, scale)),
+            toml::Value::Array(a) => toml::Value::Array(a.iter().map(|x| walk(x, scale)).collect()),
+            other => other.clone(),
+        }
+    }
+    profile
+        .iter()
+        .map(|(k, v)| (k.clone(), walk(v, scale)))
+        .collect()
+}
+
 /// The config overlay of a capsight arm: production cadences divided by `scale`.
 fn overlay(
     scenario: &Scenario,
@@ -437,7 +458,7 @@ impl Pipeline {
             .map_err(|e| file_err(&self.config, &e))?;
         merge(&mut table, over);
         if let Some(model) = model {
-            merge(&mut table, model.clone());
+            merge(&mut table, scaled_durations(model, scale));
         }
         let text = toml::to_string(&table).map_err(|e| file_err(&self.config, &e))?;
         std::fs::write(&self.config, text).map_err(|e| file_err(&self.config, &e))?;
@@ -562,4 +583,29 @@ impl Pipeline {
 /// The account id of an IAM role ARN (`arn:aws:iam::<account>:role/<name>`).
 fn role_account(arn: &str) -> Option<&str> {
     arn.split(':').nth(4).filter(|a| !a.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_profiles_durations_are_scaled_and_its_numbers_kept() {
+        let profile: toml::Table = "[scorer]\nrecent_half_life = \"30m\"\n[scorer.weights]\nrecent_outcome = 40.0\n[verdict.market_prior]\nspot = 60.0\n"
+            .parse()
+            .expect("toml");
+        let scaled = scaled_durations(&profile, 30.0);
+        assert_eq!(
+            scaled["scorer"]["recent_half_life"].as_str(),
+            Some("60000ms")
+        );
+        assert_eq!(
+            scaled["scorer"]["weights"]["recent_outcome"].as_float(),
+            Some(40.0)
+        );
+        assert_eq!(
+            scaled["verdict"]["market_prior"]["spot"].as_float(),
+            Some(60.0)
+        );
+    }
 }
