@@ -122,6 +122,8 @@ impl Common {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // a suite runs for most of an hour: the test kit's watchdog is for test binaries
+    capsight_testkit::process::no_watchdog();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

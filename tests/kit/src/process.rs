@@ -21,6 +21,15 @@ use std::{
 /// `CAPSIGHT_TEST_WATCHDOG_SECS` says otherwise.
 pub const WATCHDOG_DEFAULT: Duration = Duration::from_secs(900);
 
+/// Set by [`no_watchdog`]: this binary is a long-running tool, not a test.
+static NO_WATCHDOG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the [`watchdog`] off for this binary, before anything starts it: for tools built on
+/// the test kit that run for as long as their work takes (the evaluation harness), not for tests.
+pub fn no_watchdog() {
+    NO_WATCHDOG.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Processes the guards of this binary own: pid -> kill its whole group.
 static LIVE: Mutex<BTreeMap<u32, bool>> = Mutex::new(BTreeMap::new());
 
@@ -32,8 +41,11 @@ fn live() -> std::sync::MutexGuard<'static, BTreeMap<u32, bool>> {
 /// Starts (once per test binary) a thread that, when the binary has run longer than
 /// `CAPSIGHT_TEST_WATCHDOG_SECS` (default [`WATCHDOG_DEFAULT`]), prints which limit was hit,
 /// kills every process a [`ChildGuard`] still owns and aborts the binary. Called by every guard
-/// and by the sandbox, so every integration test is covered.
+/// and by the sandbox, so every integration test is covered; [`no_watchdog`] turns it off.
 pub fn watchdog() {
+    if NO_WATCHDOG.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     static STARTED: OnceLock<()> = OnceLock::new();
     STARTED.get_or_init(|| {
         let limit = std::env::var("CAPSIGHT_TEST_WATCHDOG_SECS")
