@@ -641,6 +641,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_shipped_fitted_profile_is_a_valid_config() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/model-fitted.toml");
+        let text = std::fs::read_to_string(&path).expect("deploy/config/model-fitted.toml");
+        let table: toml::Table = text.parse().expect("toml");
+        let verdict: VerdictPolicy = table["verdict"].clone().try_into().expect("[verdict]");
+        verdict.validate().expect("verdict");
+        let weights: FeatureWeights = table["scorer"]["weights"]
+            .clone()
+            .try_into()
+            .expect("[scorer.weights]");
+        weights.validate().expect("weights");
+        assert!(weights.recent_outcome > 0.0, "{weights:?}");
+        let half_life = table["scorer"]["recent_half_life"]
+            .as_str()
+            .expect("half life");
+        humantime_serde::re::humantime::parse_duration(half_life).expect("duration");
+    }
+
     /// Keys with nothing but an "offered" signal that always had stock: the fit must raise
     /// the on-demand prior above the default's even chance and lower the Brier score.
     #[test]

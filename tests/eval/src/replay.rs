@@ -616,8 +616,19 @@ impl Ctx {
                             let k = key_string(a.key.as_ref()?);
                             offers.iter().find(|o| o.key() == k).cloned()
                         });
-                        if let Some(alt) = alt {
-                            primary = alt;
+                        match alt {
+                            Some(alt) => primary = alt,
+                            // no allowed offering can launch now and the asked-about one is
+                            // known to be out: a tenant following the verdict waits a round
+                            None if served(&primary.key())
+                                .is_some_and(|(_, label)| label == "unavailable") =>
+                            {
+                                if let Some(rec) = record {
+                                    result.preflights.push(rec);
+                                }
+                                return None;
+                            }
+                            None => {}
                         }
                     }
                     Decision::FixAccountIssue => {
