@@ -60,6 +60,30 @@ impl Kind {
     }
 }
 
+/// Declares a crate's metrics: one `pub const` [`Metric`] per entry (its doc comment kept) and
+/// the crate's `METRICS` table listing them all, in order, so a metric cannot be declared and
+/// left out of the table the operations guide is checked against.
+///
+/// ```
+/// capsight_runtime::declare_metrics! {
+///     /// Things done.
+///     DONE_TOTAL = counter("capsight_example_done_total", ["outcome"], "Things done, by outcome");
+/// }
+/// assert_eq!(METRICS, &[DONE_TOTAL]);
+/// ```
+#[macro_export]
+macro_rules! declare_metrics {
+    ($($(#[$doc:meta])* $name:ident = $kind:ident($metric:literal, [$($label:literal),*], $help:literal);)*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: $crate::metrics::Metric =
+                $crate::metrics::Metric::$kind($metric, &[$($label),*], $help);
+        )*
+        /// The metrics of this crate.
+        pub const METRICS: &[$crate::metrics::Metric] = &[$($name),*];
+    };
+}
+
 /// One metric a crate emits: its name, kind, label names and meaning. Declared as a `const`
 /// next to the code that records it and listed in the crate's `METRICS` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,47 +201,19 @@ pub fn dependency_call(
     }
 }
 
-/// Latency of outbound calls, by dependency and operation.
-pub const DEPENDENCY_CALL_SECONDS: Metric = Metric::histogram(
-    "capsight_dependency_call_seconds",
-    &["dependency", "operation"],
-    "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs",
-);
-/// Failed outbound calls.
-pub const DEPENDENCY_ERRORS_TOTAL: Metric = Metric::counter(
-    "capsight_dependency_errors_total",
-    &["dependency", "operation", "error"],
-    "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class",
-);
-/// Set to 1 by every process serving metrics, labelled with its binary: a scrape target's
-/// identity, and `absent()` alerts.
-pub const PROCESS_UP: Metric = Metric::gauge(
-    "capsight_process_up",
-    &["binary"],
-    "1 while the process runs (labelled with its binary)",
-);
-
-/// HTTP requests served, by route and status.
-pub const HTTP_REQUESTS_TOTAL: Metric = Metric::counter(
-    "capsight_http_requests_total",
-    &["route", "status"],
-    "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code",
-);
-/// HTTP request latency, by route.
-pub const HTTP_REQUEST_SECONDS: Metric = Metric::histogram(
-    "capsight_http_request_seconds",
-    &["route"],
-    "Time to answer an HTTP request, by route pattern",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    DEPENDENCY_CALL_SECONDS,
-    DEPENDENCY_ERRORS_TOTAL,
-    PROCESS_UP,
-    HTTP_REQUESTS_TOTAL,
-    HTTP_REQUEST_SECONDS,
-];
+crate::declare_metrics! {
+    /// Latency of outbound calls, by dependency and operation.
+    DEPENDENCY_CALL_SECONDS = histogram("capsight_dependency_call_seconds", ["dependency", "operation"], "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs");
+    /// Failed outbound calls.
+    DEPENDENCY_ERRORS_TOTAL = counter("capsight_dependency_errors_total", ["dependency", "operation", "error"], "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class");
+    /// Set to 1 by every process serving metrics, labelled with its binary: a scrape target's
+    /// identity, and `absent()` alerts.
+    PROCESS_UP = gauge("capsight_process_up", ["binary"], "1 while the process runs (labelled with its binary)");
+    /// HTTP requests served, by route and status.
+    HTTP_REQUESTS_TOTAL = counter("capsight_http_requests_total", ["route", "status"], "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code");
+    /// HTTP request latency, by route.
+    HTTP_REQUEST_SECONDS = histogram("capsight_http_request_seconds", ["route"], "Time to answer an HTTP request, by route pattern");
+}
 
 /// An axum middleware (`axum::middleware::from_fn(track_http)`, as a router's `layer`)
 /// recording [`HTTP_REQUESTS_TOTAL`] and [`HTTP_REQUEST_SECONDS`], each request in an
