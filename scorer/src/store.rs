@@ -57,18 +57,9 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.client.insert::<R>(table).await?;
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        })
-        .await
-        .map_err(query_err(table))
+        capsight_clickhouse::insert_rows(&self.client, table, rows)
+            .await
+            .map_err(query_err(table))
     }
 
     /// Inserts a batch's rows; durable when it returns `Ok`. Checks go first: a report whose

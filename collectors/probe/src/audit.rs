@@ -73,16 +73,12 @@ impl Audit {
 
     /// Appends one row; resolves once ClickHouse has it.
     pub async fn write(&self, row: &ProbeAuditRow) -> Result<(), AuditError> {
-        capsight_clickhouse::observed("probe_audit", async {
-            let mut insert = self.client.insert::<ProbeAuditRow>("probe_audit").await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await
-        .map_err(|source| AuditError::Query {
-            op: "insert",
-            source,
-        })
+        capsight_clickhouse::insert_rows(&self.client, "probe_audit", std::slice::from_ref(row))
+            .await
+            .map_err(|source| AuditError::Query {
+                op: "insert",
+                source,
+            })
     }
 
     /// The outbox: signals (protobuf, hex) of `prober`'s done probes of the last two days

@@ -191,15 +191,8 @@ impl Outbox<'_> {
 impl Store {
     /// Writes an outbox row.
     pub async fn record_outbox(&self, row: &LaunchOutboxRow) -> Result<(), StoreError> {
-        capsight_clickhouse::observed("launch_outbox", async {
-            let mut insert = self
-                .client()
-                .insert::<LaunchOutboxRow>("launch_outbox")
-                .await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(self.client(), "launch_outbox", std::slice::from_ref(row))
+            .await?;
         Ok(())
     }
 

@@ -221,15 +221,7 @@ impl Store {
 
     /// Appends one transition as given (its seq included).
     pub async fn append(&self, event: &LaunchEventRow) -> Result<(), StoreError> {
-        capsight_clickhouse::observed("launch_events", async {
-            let mut insert = self
-                .client
-                .insert::<LaunchEventRow>("launch_events")
-                .await?;
-            insert.write(event).await?;
-            insert.end().await
-        })
-        .await?;
+        self.insert("launch_events", event).await?;
         self.transitions.written(event);
         Ok(())
     }
@@ -294,12 +286,7 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.client.insert::<R>(table).await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(&self.client, table, std::slice::from_ref(row)).await?;
         Ok(())
     }
 

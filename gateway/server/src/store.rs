@@ -101,14 +101,7 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.launches.client().insert::<R>(table).await?;
-            for r in rows {
-                insert.write(r).await?;
-            }
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(self.launches.client(), table, rows).await?;
         Ok(())
     }
 
