@@ -6,11 +6,11 @@ use crate::plan::Outcome;
 
 capsight_runtime::declare_metrics! {
     /// Probes, by outcome.
-    PROBES_TOTAL = counter("capsight_probe_probes_total", ["outcome"], "Probes run, by outcome: success (capacity granted), failure (refused), skipped (not run)");
+    PROBES_TOTAL = Counter("capsight_probe_probes_total", ["outcome"], "Probes run, by outcome: success (capacity granted), failure (refused), skipped (not run)");
     /// The day's spend.
-    SPENT_USD = gauge("capsight_probe_spent_usd", [], "Probe spend of the current UTC day (reservations included), USD");
+    SPENT_USD = Gauge("capsight_probe_spent_usd", [], "Probe spend of the current UTC day (reservations included), USD");
     /// The daily budget.
-    BUDGET_USD = gauge("capsight_probe_budget_usd", [], "The prober's daily budget (probe.daily_budget_usd), USD");
+    BUDGET_USD = Gauge("capsight_probe_budget_usd", [], "The prober's daily budget (probe.daily_budget_usd), USD");
 }
 
 /// Records one probe's outcome and the budget after it.

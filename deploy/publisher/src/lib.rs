@@ -48,11 +48,11 @@ pub const SIGNAL_ID_HEADER: &str = "capsight-signal-id";
 
 capsight_runtime::declare_metrics! {
     /// Signals the broker acknowledged, by publisher role (the process) and signal source.
-    SIGNALS_PUBLISHED_TOTAL = counter("capsight_signals_published_total", ["role", "source"], "Signals the broker acknowledged, by publishing process (role) and signal source");
+    SIGNALS_PUBLISHED_TOTAL = Counter("capsight_signals_published_total", ["role", "source"], "Signals the broker acknowledged, by publishing process (role) and signal source");
     /// Signals refused or timed out.
-    SIGNALS_FAILED_TOTAL = counter("capsight_signals_failed_total", ["role", "source"], "Signals the broker refused or that outlived the delivery timeout");
+    SIGNALS_FAILED_TOTAL = Counter("capsight_signals_failed_total", ["role", "source"], "Signals the broker refused or that outlived the delivery timeout");
     /// The producer's buffer.
-    PUBLISHER_BUFFERED = gauge("capsight_publisher_buffered_signals", ["role"], "Signals held in the producer's buffer (queued or in flight)");
+    PUBLISHER_BUFFERED = Gauge("capsight_publisher_buffered_signals", ["role"], "Signals held in the producer's buffer (queued or in flight)");
 }
 
 /// The `[publisher]` config section.

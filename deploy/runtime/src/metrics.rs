@@ -67,7 +67,7 @@ impl Kind {
 /// ```
 /// capsight_runtime::declare_metrics! {
 ///     /// Things done.
-///     DONE_TOTAL = counter("capsight_example_done_total", ["outcome"], "Things done, by outcome");
+///     DONE_TOTAL = Counter("capsight_example_done_total", ["outcome"], "Things done, by outcome");
 /// }
 /// assert_eq!(METRICS, &[DONE_TOTAL]);
 /// ```
@@ -76,8 +76,12 @@ macro_rules! declare_metrics {
     ($($(#[$doc:meta])* $name:ident = $kind:ident($metric:literal, [$($label:literal),*], $help:literal);)*) => {
         $(
             $(#[$doc])*
-            pub const $name: $crate::metrics::Metric =
-                $crate::metrics::Metric::$kind($metric, &[$($label),*], $help);
+            pub const $name: $crate::metrics::Metric = $crate::metrics::Metric::new(
+                $crate::metrics::Kind::$kind,
+                $metric,
+                &[$($label),*],
+                $help,
+            );
         )*
         /// The metrics of this crate.
         pub const METRICS: &[$crate::metrics::Metric] = &[$($name),*];
@@ -99,43 +103,16 @@ pub struct Metric {
 }
 
 impl Metric {
-    /// A counter.
-    pub const fn counter(
+    /// A metric of `kind` (see [`declare_metrics!`], which declares them).
+    pub const fn new(
+        kind: Kind,
         name: &'static str,
         labels: &'static [&'static str],
         help: &'static str,
     ) -> Self {
         Self {
             name,
-            kind: Kind::Counter,
-            labels,
-            help,
-        }
-    }
-
-    /// A gauge.
-    pub const fn gauge(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            kind: Kind::Gauge,
-            labels,
-            help,
-        }
-    }
-
-    /// A histogram.
-    pub const fn histogram(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            kind: Kind::Histogram,
+            kind,
             labels,
             help,
         }
@@ -203,16 +180,16 @@ pub fn dependency_call(
 
 crate::declare_metrics! {
     /// Latency of outbound calls, by dependency and operation.
-    DEPENDENCY_CALL_SECONDS = histogram("capsight_dependency_call_seconds", ["dependency", "operation"], "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs");
+    DEPENDENCY_CALL_SECONDS = Histogram("capsight_dependency_call_seconds", ["dependency", "operation"], "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs");
     /// Failed outbound calls.
-    DEPENDENCY_ERRORS_TOTAL = counter("capsight_dependency_errors_total", ["dependency", "operation", "error"], "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class");
+    DEPENDENCY_ERRORS_TOTAL = Counter("capsight_dependency_errors_total", ["dependency", "operation", "error"], "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class");
     /// Set to 1 by every process serving metrics, labelled with its binary: a scrape target's
     /// identity, and `absent()` alerts.
-    PROCESS_UP = gauge("capsight_process_up", ["binary"], "1 while the process runs (labelled with its binary)");
+    PROCESS_UP = Gauge("capsight_process_up", ["binary"], "1 while the process runs (labelled with its binary)");
     /// HTTP requests served, by route and status.
-    HTTP_REQUESTS_TOTAL = counter("capsight_http_requests_total", ["route", "status"], "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code");
+    HTTP_REQUESTS_TOTAL = Counter("capsight_http_requests_total", ["route", "status"], "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code");
     /// HTTP request latency, by route.
-    HTTP_REQUEST_SECONDS = histogram("capsight_http_request_seconds", ["route"], "Time to answer an HTTP request, by route pattern");
+    HTTP_REQUEST_SECONDS = Histogram("capsight_http_request_seconds", ["route"], "Time to answer an HTTP request, by route pattern");
 }
 
 /// An axum middleware (`axum::middleware::from_fn(track_http)`, as a router's `layer`)
@@ -502,9 +479,9 @@ mod tests {
         for m in METRICS {
             assert_eq!(m.convention_error(), None);
         }
-        let bad = Metric::counter("capsight_things", &[], "");
+        let bad = Metric::new(Kind::Counter, "capsight_things", &[], "");
         assert!(bad.convention_error().is_some());
-        let bad = Metric::histogram("capsight_call_ms", &[], "");
+        let bad = Metric::new(Kind::Histogram, "capsight_call_ms", &[], "");
         assert!(bad.convention_error().is_some());
     }
 }

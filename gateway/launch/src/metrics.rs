@@ -15,13 +15,13 @@ use capsight_proto::domain::LaunchState;
 
 capsight_runtime::declare_metrics! {
     /// Transitions written, by state.
-    TRANSITIONS_TOTAL = counter("capsight_launch_transitions_total", ["state"], "Launch transitions written, by the state entered");
+    TRANSITIONS_TOTAL = Counter("capsight_launch_transitions_total", ["state"], "Launch transitions written, by the state entered");
     /// Time in a state.
-    STATE_SECONDS = histogram("capsight_launch_state_seconds", ["state"], "Time a launch spent in a state, observed when it leaves it");
+    STATE_SECONDS = Histogram("capsight_launch_state_seconds", ["state"], "Time a launch spent in a state, observed when it leaves it");
     /// Fallback attempts.
-    FALLBACKS_TOTAL = counter("capsight_launch_fallbacks_total", [], "Provisioning attempts on an alternative key after a capacity error (attempt > 1)");
+    FALLBACKS_TOTAL = Counter("capsight_launch_fallbacks_total", [], "Provisioning attempts on an alternative key after a capacity error (attempt > 1)");
     /// Jobs published by the outbox sweep.
-    OUTBOX_PUBLISHED_TOTAL = counter("capsight_launch_outbox_published_total", [], "Accepted launch jobs the outbox sweep published because the gateway never dispatched them");
+    OUTBOX_PUBLISHED_TOTAL = Counter("capsight_launch_outbox_published_total", [], "Accepted launch jobs the outbox sweep published because the gateway never dispatched them");
 }
 
 /// Counts a job the outbox sweep published.

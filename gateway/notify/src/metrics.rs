@@ -10,15 +10,15 @@ use crate::model::{EventKind, Format};
 
 capsight_runtime::declare_metrics! {
     /// Notifications the fan-out decided on.
-    NOTIFICATIONS_TOTAL = counter("capsight_notify_notifications_total", ["kind", "decision"], "Notifications by event kind and fan-out decision (queued, cooldown)");
+    NOTIFICATIONS_TOTAL = Counter("capsight_notify_notifications_total", ["kind", "decision"], "Notifications by event kind and fan-out decision (queued, cooldown)");
     /// Webhook calls.
-    ATTEMPTS_TOTAL = counter("capsight_notify_attempts_total", ["format", "result"], "Webhook calls by payload format and result (ok, http_error, timeout, refused, network)");
+    ATTEMPTS_TOTAL = Counter("capsight_notify_attempts_total", ["format", "result"], "Webhook calls by payload format and result (ok, http_error, timeout, refused, network)");
     /// Webhook call latency.
-    ATTEMPT_SECONDS = histogram("capsight_notify_attempt_seconds", ["format"], "Latency of one webhook call (connect to answer), by payload format");
+    ATTEMPT_SECONDS = Histogram("capsight_notify_attempt_seconds", ["format"], "Latency of one webhook call (connect to answer), by payload format");
     /// Final outcomes.
-    DELIVERIES_TOTAL = counter("capsight_notify_deliveries_total", ["format", "outcome"], "Notifications by final outcome: delivered, dead (dead-letter store), dropped (subscription deleted)");
+    DELIVERIES_TOTAL = Counter("capsight_notify_deliveries_total", ["format", "outcome"], "Notifications by final outcome: delivered, dead (dead-letter store), dropped (subscription deleted)");
     /// Waiting notifications.
-    PENDING = gauge("capsight_notify_pending", [], "Notifications without an outcome at the notifier's latest read");
+    PENDING = Gauge("capsight_notify_pending", [], "Notifications without an outcome at the notifier's latest read");
 }
 
 /// A fan-out decision.

@@ -27,13 +27,13 @@ use tracing::Instrument;
 
 capsight_runtime::declare_metrics! {
     /// gRPC calls, by method and status code.
-    GRPC_REQUESTS_TOTAL = counter("capsight_grpc_requests_total", ["method", "code"], "gRPC calls the gateway answered, by method and status code");
+    GRPC_REQUESTS_TOTAL = Counter("capsight_grpc_requests_total", ["method", "code"], "gRPC calls the gateway answered, by method and status code");
     /// gRPC call latency, by method.
-    GRPC_REQUEST_SECONDS = histogram("capsight_grpc_request_seconds", ["method"], "Time to answer a gRPC call (to the first response headers for a stream)");
+    GRPC_REQUEST_SECONDS = Histogram("capsight_grpc_request_seconds", ["method"], "Time to answer a gRPC call (to the first response headers for a stream)");
     /// Scores served, by label.
-    SCORES_SERVED_TOTAL = counter("capsight_gateway_scores_served_total", ["label"], "Scores served by GetScore and ListScores, by label");
+    SCORES_SERVED_TOTAL = Counter("capsight_gateway_scores_served_total", ["label"], "Scores served by GetScore and ListScores, by label");
     /// Age of the scores served.
-    SCORE_AGE_SECONDS = histogram("capsight_gateway_score_age_seconds", [], "Age of each score served (now - the time the scorer computed it from its evidence)");
+    SCORE_AGE_SECONDS = Histogram("capsight_gateway_score_age_seconds", [], "Age of each score served (now - the time the scorer computed it from its evidence)");
 }
 
 /// Counts one score served.
