@@ -9,7 +9,9 @@
 //! `job_id`). Values are bound as parameters, never spliced.
 
 use capsight_clickhouse::rows::PreflightLogRow;
+use capsight_launch::usage::MonthlyUsage;
 use capsight_proto::domain::CapacityKey;
+use chrono::{Datelike, NaiveDate, Utc};
 use serde::Deserialize;
 
 use crate::GatewayError;
@@ -213,6 +215,19 @@ impl Store {
             .bind(since)
             .fetch_all()
             .await?)
+    }
+
+    /// The first day of this month (UTC) and the GPU-hours from it on, of `tenant`, or of every
+    /// tenant when `tenant` is empty; a failure is the `clickhouse` dependency unavailable.
+    pub async fn gpu_hours_this_month(
+        &self,
+        tenant: &str,
+    ) -> Result<(NaiveDate, Vec<MonthlyUsage>), GatewayError> {
+        let today = Utc::now().date_naive();
+        let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+        let tenant = (!tenant.is_empty()).then_some(tenant);
+        let rows = capsight_launch::usage::monthly(self.launches.client(), month, tenant).await?;
+        Ok((month, rows))
     }
 
     /// Appends a preflight to the log.
