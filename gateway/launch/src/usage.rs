@@ -32,14 +32,11 @@ pub async fn monthly(
     from: NaiveDate,
     tenant: Option<&str>,
 ) -> Result<Vec<MonthlyUsage>, StoreError> {
-    Ok(capsight_clickhouse::observed(
-        capsight_clickhouse::sql::GPU_HOURS_MONTHLY.name,
-        client
-            .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
-            .bind(from.format("%Y-%m-%d").to_string())
-            .bind(tenant.unwrap_or(""))
-            .bind(tenant.unwrap_or(""))
-            .fetch_all::<MonthlyUsage>(),
-    )
-    .await?)
+    Ok(capsight_clickhouse::sql::GPU_HOURS_MONTHLY
+        .query(client)
+        .bind(from.format("%Y-%m-%d").to_string())
+        .bind(tenant.unwrap_or(""))
+        .bind(tenant.unwrap_or(""))
+        .fetch_all::<MonthlyUsage>()
+        .await?)
 }

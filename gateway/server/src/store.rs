@@ -118,23 +118,19 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        Ok(capsight_clickhouse::observed(
-            statement.name,
-            self.launches
-                .client()
-                .query(statement.sql)
-                .bind(step)
-                .bind(step)
-                .bind(key.provider.as_str())
-                .bind(key.region.as_str())
-                .bind(key.zone_str())
-                .bind(key.instance_type.as_str())
-                .bind(key.market.as_str())
-                .bind(from)
-                .bind(to)
-                .fetch_all::<R>(),
-        )
-        .await?)
+        Ok(statement
+            .query(self.launches.client())
+            .bind(step)
+            .bind(step)
+            .bind(key.provider.as_str())
+            .bind(key.region.as_str())
+            .bind(key.zone_str())
+            .bind(key.instance_type.as_str())
+            .bind(key.market.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all::<R>()
+            .await?)
     }
 
     /// Score history of `key` in `[from, to)`, bucketed by `step` seconds.
