@@ -370,15 +370,7 @@ pub fn serve(
             }
         }
     });
-    tokio::spawn(async move {
-        let stop = async move { shutdown.wait().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "metrics endpoint stopped");
-        }
-    });
+    crate::health::spawn_server(listener, app, shutdown, "metrics");
     tracing::info!(addr = %bound, "metrics endpoint: GET /metrics");
     Ok(Some(bound))
 }
