@@ -11,8 +11,9 @@
 //! `_total`, durations are `_seconds` histograms, sizes `_rows` histograms; the bucket set is
 //! chosen by that suffix ([`LATENCY_BUCKETS`], [`SIZE_BUCKETS`]). Label values come from
 //! bounded sets (enums, configured names, error classes), never a tenant id, an API key or a
-//! capacity key. Each crate lists its metrics as [`Metric`] constants in one `METRICS` table; the
-//! operations guide documents every one (a test compares the two).
+//! capacity key. Each crate declares its metrics with [`declare_metrics!`](crate::declare_metrics)
+//! ([`Metric`] constants and the one `METRICS` table listing them); the operations guide
+//! documents every one (a test compares the two).
 
 use std::{
     net::{SocketAddr, TcpListener},
