@@ -57,18 +57,9 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.client.insert::<R>(table).await?;
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        })
-        .await
-        .map_err(query_err(table))
+        capsight_clickhouse::insert_rows(&self.client, table, rows)
+            .await
+            .map_err(query_err(table))
     }
 
     /// Inserts a batch's rows; durable when it returns `Ok`. Checks go first: a report whose
@@ -112,16 +103,13 @@ impl Store {
             let by_name: BTreeMap<String, &CapacityKey> =
                 chunk.iter().map(|(k, _)| (k.to_string(), *k)).collect();
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
-            let rows: Vec<SignalRow> = capsight_clickhouse::observed(
-                sql::SIGNAL_WINDOWS.name,
-                self.client
-                    .query(sql::SIGNAL_WINDOWS.sql)
-                    .bind(since)
-                    .bind(&names)
-                    .fetch_all(),
-            )
-            .await
-            .map_err(query_err("rebuild windows from signals"))?;
+            let rows: Vec<SignalRow> = sql::SIGNAL_WINDOWS
+                .query(&self.client)
+                .bind(since)
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("rebuild windows from signals"))?;
             for row in rows {
                 let name = format!(
                     "{}/{}/{}/{}/{}",
@@ -177,24 +165,18 @@ impl Store {
             let by_name: BTreeMap<String, &CapacityKey> =
                 chunk.iter().map(|k| (k.to_string(), *k)).collect();
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
-            let scores: Vec<LastScore> = capsight_clickhouse::observed(
-                sql::RESUME_SCORES.name,
-                self.client
-                    .query(sql::RESUME_SCORES.sql)
-                    .bind(&names)
-                    .fetch_all(),
-            )
-            .await
-            .map_err(query_err("resume from scores"))?;
-            let alerts: Vec<LastAlert> = capsight_clickhouse::observed(
-                sql::RESUME_ALERTS.name,
-                self.client
-                    .query(sql::RESUME_ALERTS.sql)
-                    .bind(&names)
-                    .fetch_all(),
-            )
-            .await
-            .map_err(query_err("resume from alerts"))?;
+            let scores: Vec<LastScore> = sql::RESUME_SCORES
+                .query(&self.client)
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from scores"))?;
+            let alerts: Vec<LastAlert> = sql::RESUME_ALERTS
+                .query(&self.client)
+                .bind(&names)
+                .fetch_all()
+                .await
+                .map_err(query_err("resume from alerts"))?;
             let ms = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
             for s in scores {
                 if let (Some(key), Ok(label)) =
@@ -226,15 +208,12 @@ impl Store {
     ) -> Result<Trust, ScorerError> {
         let horizon = chrono::Duration::from_std(settings.horizon).unwrap_or(chrono::Duration::MAX);
         let since = now.checked_sub_signed(horizon).unwrap_or_default();
-        let rows: Vec<TenantTrustRow> = capsight_clickhouse::observed(
-            sql::TENANT_TRUST.name,
-            self.client
-                .query(sql::TENANT_TRUST.sql)
-                .bind(split_time(since).0)
-                .fetch_all(),
-        )
-        .await
-        .map_err(query_err("load tenant trust"))?;
+        let rows: Vec<TenantTrustRow> = sql::TENANT_TRUST
+            .query(&self.client)
+            .bind(split_time(since).0)
+            .fetch_all()
+            .await
+            .map_err(query_err("load tenant trust"))?;
         Ok(Trust::new(
             settings.fresh(),
             rows.into_iter()

@@ -73,52 +73,42 @@ impl Audit {
 
     /// Appends one row; resolves once ClickHouse has it.
     pub async fn write(&self, row: &ProbeAuditRow) -> Result<(), AuditError> {
-        capsight_clickhouse::observed("probe_audit", async {
-            let mut insert = self.client.insert::<ProbeAuditRow>("probe_audit").await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await
-        .map_err(|source| AuditError::Query {
-            op: "insert",
-            source,
-        })
+        capsight_clickhouse::insert_rows(&self.client, "probe_audit", std::slice::from_ref(row))
+            .await
+            .map_err(|source| AuditError::Query {
+                op: "insert",
+                source,
+            })
     }
 
     /// The outbox: signals (protobuf, hex) of `prober`'s done probes of the last two days
     /// without a `published` row, oldest first.
     pub async fn unpublished(&self, prober: &str) -> Result<Vec<Unpublished>, AuditError> {
         let statement = capsight_clickhouse::sql::PROBE_UNPUBLISHED;
-        capsight_clickhouse::observed(
-            statement.name,
-            self.client
-                .query(statement.sql)
-                .bind(prober)
-                .fetch_all::<Unpublished>(),
-        )
-        .await
-        .map_err(|source| AuditError::Query {
-            op: "read the outbox",
-            source,
-        })
+        statement
+            .query(&self.client)
+            .bind(prober)
+            .fetch_all::<Unpublished>()
+            .await
+            .map_err(|source| AuditError::Query {
+                op: "read the outbox",
+                source,
+            })
     }
 
     /// What `prober` has spent (or has set aside for probes that never finished) on `day`.
     pub async fn spent_on(&self, prober: &str, day: NaiveDate) -> Result<f64, AuditError> {
         let statement = capsight_clickhouse::sql::PROBE_SPENT;
-        capsight_clickhouse::observed(
-            statement.name,
-            self.client
-                .query(statement.sql)
-                .bind(prober)
-                .bind(day.format("%Y-%m-%d").to_string())
-                .fetch_one::<f64>(),
-        )
-        .await
-        .map_err(|source| AuditError::Query {
-            op: "recover spend",
-            source,
-        })
+        statement
+            .query(&self.client)
+            .bind(prober)
+            .bind(day.format("%Y-%m-%d").to_string())
+            .fetch_one::<f64>()
+            .await
+            .map_err(|source| AuditError::Query {
+                op: "recover spend",
+                source,
+            })
     }
 }
 

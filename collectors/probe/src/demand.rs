@@ -39,18 +39,15 @@ pub async fn read(
     let since = now - chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::days(1));
     let since = u32::try_from(since.timestamp().max(0)).unwrap_or(0);
     let statement = capsight_clickhouse::sql::PROBE_DEMAND;
-    capsight_clickhouse::observed(
-        statement.name,
-        client
-            .query(statement.sql)
-            .bind(since)
-            .fetch_all::<DemandRow>(),
-    )
-    .await
-    .map_err(|source| AuditError::Query {
-        op: "read demand",
-        source,
-    })
+    statement
+        .query(client)
+        .bind(since)
+        .fetch_all::<DemandRow>()
+        .await
+        .map_err(|source| AuditError::Query {
+            op: "read demand",
+            source,
+        })
 }
 
 /// Requests per day for each of `keys`.

@@ -2,31 +2,16 @@
 //! the day's spend against the budget. Its cloud calls are timed as the `cloud` dependency and
 //! its signals counted by the publisher.
 
-use capsight_runtime::metrics::Metric;
-
 use crate::plan::Outcome;
 
-/// Probes, by outcome.
-pub const PROBES_TOTAL: Metric = Metric::counter(
-    "capsight_probe_probes_total",
-    &["outcome"],
-    "Probes run, by outcome: success (capacity granted), failure (refused), skipped (not run)",
-);
-/// The day's spend.
-pub const SPENT_USD: Metric = Metric::gauge(
-    "capsight_probe_spent_usd",
-    &[],
-    "Probe spend of the current UTC day (reservations included), USD",
-);
-/// The daily budget.
-pub const BUDGET_USD: Metric = Metric::gauge(
-    "capsight_probe_budget_usd",
-    &[],
-    "The prober's daily budget (probe.daily_budget_usd), USD",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[PROBES_TOTAL, SPENT_USD, BUDGET_USD];
+capsight_runtime::declare_metrics! {
+    /// Probes, by outcome.
+    PROBES_TOTAL = Counter("capsight_probe_probes_total", ["outcome"], "Probes run, by outcome: success (capacity granted), failure (refused), skipped (not run)");
+    /// The day's spend.
+    SPENT_USD = Gauge("capsight_probe_spent_usd", [], "Probe spend of the current UTC day (reservations included), USD");
+    /// The daily budget.
+    BUDGET_USD = Gauge("capsight_probe_budget_usd", [], "The prober's daily budget (probe.daily_budget_usd), USD");
+}
 
 /// Records one probe's outcome and the budget after it.
 pub fn probed(outcome: Outcome, spent_usd: f64, budget_usd: f64) {

@@ -47,15 +47,12 @@ impl LaunchedInstances {
         instance_id: &str,
     ) -> Result<Option<InstanceInfo>, clickhouse::error::Error> {
         let statement = capsight_clickhouse::sql::LAUNCHED_INSTANCE;
-        let row = capsight_clickhouse::observed(
-            statement.name,
-            self.client
-                .query(statement.sql)
-                .bind(tenant)
-                .bind(instance_id)
-                .fetch_optional::<KeyRow>(),
-        )
-        .await?;
+        let row = statement
+            .query(&self.client)
+            .bind(tenant)
+            .bind(instance_id)
+            .fetch_optional::<KeyRow>()
+            .await?;
         Ok(row.and_then(|r| {
             let market = Market::parse("market", &r.market).ok()?;
             CapacityKey::parse(&r.provider, &r.region, &r.zone_id, &r.instance_type, market)

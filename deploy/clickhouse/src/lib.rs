@@ -55,6 +55,29 @@ pub async fn observed<T>(
     result
 }
 
+/// Inserts `rows` into `table` as one INSERT, [`observed`] under the table's name; sends nothing
+/// when `rows` is empty.
+pub async fn insert_rows<R>(
+    client: &clickhouse::Client,
+    table: &'static str,
+    rows: &[R],
+) -> Result<(), clickhouse::error::Error>
+where
+    R: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    observed(table, async {
+        let mut insert = client.insert::<R>(table).await?;
+        for row in rows {
+            insert.write(row).await?;
+        }
+        insert.end().await
+    })
+    .await
+}
+
 /// A bounded name for a client error (its kind, never its message).
 pub fn error_class(e: &clickhouse::error::Error) -> &'static str {
     use clickhouse::error::Error as E;

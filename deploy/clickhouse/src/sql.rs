@@ -1,6 +1,7 @@
 //! Every statement capsight sends to ClickHouse outside migrations, in one place.
 //!
-//! Call sites use [`Statement::sql`] (with the `clickhouse` crate's `?` binding and `?fields`);
+//! Call sites run a statement with [`Statement::query`] (its fetch observed under its name) or use
+//! [`Statement::sql`] directly (with the `clickhouse` crate's `?` binding and `?fields`);
 //! [`ALL`] lists them, each with sample values for its `?`s, so `capsight-admin sql` can print
 //! each one bound and `deploy/local/checks/20-current-clickhouse` can run it on ClickHouse 18.16
 //! and on a current release. Inserts are described by [`INSERTS`] (table and columns, as the
@@ -43,6 +44,15 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// The statement as a query on `client`: bind its `?`s in order, then fetch; the fetch is
+    /// [`crate::observed`] under [`Statement::name`].
+    pub fn query(self, client: &clickhouse::Client) -> ObservedQuery {
+        ObservedQuery {
+            name: self.name,
+            query: client.query(self.sql),
+        }
+    }
+
     /// The statement with `?fields` expanded and the samples bound, as the `clickhouse` crate
     /// would send it.
     pub fn bound(&self) -> String {
@@ -62,6 +72,55 @@ impl Statement {
             .collect::<Vec<_>>()
             .join(",");
         q.sql_display().to_string().replace("?fields", &fields)
+    }
+}
+
+/// A [`Statement`] on a client, its fetch observed (see [`Statement::query`]).
+#[must_use]
+pub struct ObservedQuery {
+    name: &'static str,
+    query: clickhouse::query::Query,
+}
+
+impl std::fmt::Debug for ObservedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObservedQuery")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObservedQuery {
+    /// Binds the next `?`.
+    pub fn bind(self, value: impl clickhouse::sql::Bind) -> Self {
+        Self {
+            query: self.query.bind(value),
+            ..self
+        }
+    }
+
+    /// Every row.
+    pub async fn fetch_all<R>(self) -> Result<Vec<R>, clickhouse::error::Error>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        crate::observed(self.name, self.query.fetch_all()).await
+    }
+
+    /// The one row (an error when there is none).
+    pub async fn fetch_one<R>(self) -> Result<R, clickhouse::error::Error>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        crate::observed(self.name, self.query.fetch_one()).await
+    }
+
+    /// The first row, if any.
+    pub async fn fetch_optional<R>(self) -> Result<Option<R>, clickhouse::error::Error>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        crate::observed(self.name, self.query.fetch_optional()).await
     }
 }
 

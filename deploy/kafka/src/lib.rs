@@ -61,5 +61,4 @@ pub enum KafkaError {
 }
 
 /// The metrics of this crate (consumer liveness).
-pub const METRICS: &[capsight_runtime::metrics::Metric] =
-    &[liveness::CONSUMER_LAG, liveness::CONSUMER_STALLED];
+pub use liveness::METRICS;

@@ -39,8 +39,6 @@ use tokio::{
     time::Instant,
 };
 
-use capsight_runtime::metrics::Metric;
-
 use crate::KafkaSettings;
 
 /// How the consumer gets its partitions.
@@ -325,18 +323,12 @@ pub fn backlog(
     })
 }
 
-/// Messages behind per partition, by consumer (its watchdog's name) and partition.
-pub const CONSUMER_LAG: Metric = Metric::gauge(
-    "capsight_consumer_lag_messages",
-    &["consumer", "partition"],
-    "Messages behind the high watermark per partition the consumer is responsible for",
-);
-/// 1 while the watchdog judges the consumer stalled.
-pub const CONSUMER_STALLED: Metric = Metric::gauge(
-    "capsight_consumer_stalled",
-    &["consumer"],
-    "1 while the consumer is stalled (lag and no progress for kafka.consumer.stall_after)",
-);
+capsight_runtime::declare_metrics! {
+    /// Messages behind per partition, by consumer (its watchdog's name) and partition.
+    CONSUMER_LAG = Gauge("capsight_consumer_lag_messages", ["consumer", "partition"], "Messages behind the high watermark per partition the consumer is responsible for");
+    /// 1 while the watchdog judges the consumer stalled.
+    CONSUMER_STALLED = Gauge("capsight_consumer_stalled", ["consumer"], "1 while the consumer is stalled (lag and no progress for kafka.consumer.stall_after)");
+}
 
 /// Sets [`CONSUMER_LAG`] for the partitions in `lags` and 0 for those `reported` before that
 /// are no longer the consumer's; returns the partitions reported now.

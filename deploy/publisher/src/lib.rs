@@ -33,7 +33,7 @@ use std::{
 
 use capsight_kafka::{KafkaSettings, TRACEPARENT_HEADER};
 use capsight_proto::{codec, domain::Signal};
-use capsight_runtime::metrics::{Metric, dependency_call};
+use capsight_runtime::metrics::dependency_call;
 use rdkafka::{
     error::KafkaError,
     message::{Header, OwnedHeaders},
@@ -46,30 +46,14 @@ use tracing::Instrument;
 /// The header carrying the signal id (for tracing and DLQ inspection without decoding).
 pub const SIGNAL_ID_HEADER: &str = "capsight-signal-id";
 
-/// Signals the broker acknowledged, by publisher role (the process) and signal source.
-pub const SIGNALS_PUBLISHED_TOTAL: Metric = Metric::counter(
-    "capsight_signals_published_total",
-    &["role", "source"],
-    "Signals the broker acknowledged, by publishing process (role) and signal source",
-);
-/// Signals refused or timed out.
-pub const SIGNALS_FAILED_TOTAL: Metric = Metric::counter(
-    "capsight_signals_failed_total",
-    &["role", "source"],
-    "Signals the broker refused or that outlived the delivery timeout",
-);
-/// The producer's buffer.
-pub const PUBLISHER_BUFFERED: Metric = Metric::gauge(
-    "capsight_publisher_buffered_signals",
-    &["role"],
-    "Signals held in the producer's buffer (queued or in flight)",
-);
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    SIGNALS_PUBLISHED_TOTAL,
-    SIGNALS_FAILED_TOTAL,
-    PUBLISHER_BUFFERED,
-];
+capsight_runtime::declare_metrics! {
+    /// Signals the broker acknowledged, by publisher role (the process) and signal source.
+    SIGNALS_PUBLISHED_TOTAL = Counter("capsight_signals_published_total", ["role", "source"], "Signals the broker acknowledged, by publishing process (role) and signal source");
+    /// Signals refused or timed out.
+    SIGNALS_FAILED_TOTAL = Counter("capsight_signals_failed_total", ["role", "source"], "Signals the broker refused or that outlived the delivery timeout");
+    /// The producer's buffer.
+    PUBLISHER_BUFFERED = Gauge("capsight_publisher_buffered_signals", ["role"], "Signals held in the producer's buffer (queued or in flight)");
+}
 
 /// The `[publisher]` config section.
 #[derive(Debug, Clone, Deserialize)]

@@ -23,6 +23,25 @@ pub fn failures(checks: &[(&'static str, Check)]) -> Vec<String> {
         .collect()
 }
 
+/// Serves `app` on `listener` in a background task until `shutdown` fires; a server error is
+/// logged as `"{what} endpoint stopped"`.
+pub(crate) fn spawn_server(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+    what: &'static str,
+) {
+    tokio::spawn(async move {
+        let stop = async move { shutdown.wait().await };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(error = %e, "{what} endpoint stopped");
+        }
+    });
+}
+
 async fn healthz(State(checks): State<Arc<Vec<(&'static str, Check)>>>) -> (StatusCode, String) {
     let failed = failures(&checks);
     if failed.is_empty() {
@@ -44,15 +63,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(healthz))
         .with_state(Arc::new(checks));
-    tokio::spawn(async move {
-        let stop = async move { shutdown.wait().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "health endpoint stopped");
-        }
-    });
+    spawn_server(listener, app, shutdown, "health");
     tracing::info!(%addr, "health endpoint: GET /healthz");
     Ok(addr)
 }

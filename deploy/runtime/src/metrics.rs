@@ -11,8 +11,9 @@
 //! `_total`, durations are `_seconds` histograms, sizes `_rows` histograms; the bucket set is
 //! chosen by that suffix ([`LATENCY_BUCKETS`], [`SIZE_BUCKETS`]). Label values come from
 //! bounded sets (enums, configured names, error classes), never a tenant id, an API key or a
-//! capacity key. Each crate lists its metrics as [`Metric`] constants in one `METRICS` table; the
-//! operations guide documents every one (a test compares the two).
+//! capacity key. Each crate declares its metrics with [`declare_metrics!`](crate::declare_metrics)
+//! ([`Metric`] constants and the one `METRICS` table listing them); the operations guide
+//! documents every one (a test compares the two).
 
 use std::{
     net::{SocketAddr, TcpListener},
@@ -60,6 +61,34 @@ impl Kind {
     }
 }
 
+/// Declares a crate's metrics: one `pub const` [`Metric`] per entry (its doc comment kept) and
+/// the crate's `METRICS` table listing them all, in order, so a metric cannot be declared and
+/// left out of the table the operations guide is checked against.
+///
+/// ```
+/// capsight_runtime::declare_metrics! {
+///     /// Things done.
+///     DONE_TOTAL = Counter("capsight_example_done_total", ["outcome"], "Things done, by outcome");
+/// }
+/// assert_eq!(METRICS, &[DONE_TOTAL]);
+/// ```
+#[macro_export]
+macro_rules! declare_metrics {
+    ($($(#[$doc:meta])* $name:ident = $kind:ident($metric:literal, [$($label:literal),*], $help:literal);)*) => {
+        $(
+            $(#[$doc])*
+            pub const $name: $crate::metrics::Metric = $crate::metrics::Metric::new(
+                $crate::metrics::Kind::$kind,
+                $metric,
+                &[$($label),*],
+                $help,
+            );
+        )*
+        /// The metrics of this crate.
+        pub const METRICS: &[$crate::metrics::Metric] = &[$($name),*];
+    };
+}
+
 /// One metric a crate emits: its name, kind, label names and meaning. Declared as a `const`
 /// next to the code that records it and listed in the crate's `METRICS` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,43 +104,16 @@ pub struct Metric {
 }
 
 impl Metric {
-    /// A counter.
-    pub const fn counter(
+    /// A metric of `kind` (see [`declare_metrics!`], which declares them).
+    pub const fn new(
+        kind: Kind,
         name: &'static str,
         labels: &'static [&'static str],
         help: &'static str,
     ) -> Self {
         Self {
             name,
-            kind: Kind::Counter,
-            labels,
-            help,
-        }
-    }
-
-    /// A gauge.
-    pub const fn gauge(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            kind: Kind::Gauge,
-            labels,
-            help,
-        }
-    }
-
-    /// A histogram.
-    pub const fn histogram(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Self {
-        Self {
-            name,
-            kind: Kind::Histogram,
+            kind,
             labels,
             help,
         }
@@ -177,47 +179,19 @@ pub fn dependency_call(
     }
 }
 
-/// Latency of outbound calls, by dependency and operation.
-pub const DEPENDENCY_CALL_SECONDS: Metric = Metric::histogram(
-    "capsight_dependency_call_seconds",
-    &["dependency", "operation"],
-    "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs",
-);
-/// Failed outbound calls.
-pub const DEPENDENCY_ERRORS_TOTAL: Metric = Metric::counter(
-    "capsight_dependency_errors_total",
-    &["dependency", "operation", "error"],
-    "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class",
-);
-/// Set to 1 by every process serving metrics, labelled with its binary: a scrape target's
-/// identity, and `absent()` alerts.
-pub const PROCESS_UP: Metric = Metric::gauge(
-    "capsight_process_up",
-    &["binary"],
-    "1 while the process runs (labelled with its binary)",
-);
-
-/// HTTP requests served, by route and status.
-pub const HTTP_REQUESTS_TOTAL: Metric = Metric::counter(
-    "capsight_http_requests_total",
-    &["route", "status"],
-    "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code",
-);
-/// HTTP request latency, by route.
-pub const HTTP_REQUEST_SECONDS: Metric = Metric::histogram(
-    "capsight_http_request_seconds",
-    &["route"],
-    "Time to answer an HTTP request, by route pattern",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    DEPENDENCY_CALL_SECONDS,
-    DEPENDENCY_ERRORS_TOTAL,
-    PROCESS_UP,
-    HTTP_REQUESTS_TOTAL,
-    HTTP_REQUEST_SECONDS,
-];
+crate::declare_metrics! {
+    /// Latency of outbound calls, by dependency and operation.
+    DEPENDENCY_CALL_SECONDS = Histogram("capsight_dependency_call_seconds", ["dependency", "operation"], "Latency of calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs");
+    /// Failed outbound calls.
+    DEPENDENCY_ERRORS_TOTAL = Counter("capsight_dependency_errors_total", ["dependency", "operation", "error"], "Failed calls to Kafka, ClickHouse, RabbitMQ and the cloud APIs, by error class");
+    /// Set to 1 by every process serving metrics, labelled with its binary: a scrape target's
+    /// identity, and `absent()` alerts.
+    PROCESS_UP = Gauge("capsight_process_up", ["binary"], "1 while the process runs (labelled with its binary)");
+    /// HTTP requests served, by route and status.
+    HTTP_REQUESTS_TOTAL = Counter("capsight_http_requests_total", ["route", "status"], "HTTP requests served (reports intake, cloudsim, the gateway's web dashboard), by route pattern and status code");
+    /// HTTP request latency, by route.
+    HTTP_REQUEST_SECONDS = Histogram("capsight_http_request_seconds", ["route"], "Time to answer an HTTP request, by route pattern");
+}
 
 /// An axum middleware (`axum::middleware::from_fn(track_http)`, as a router's `layer`)
 /// recording [`HTTP_REQUESTS_TOTAL`] and [`HTTP_REQUEST_SECONDS`], each request in an
@@ -397,15 +371,7 @@ pub fn serve(
             }
         }
     });
-    tokio::spawn(async move {
-        let stop = async move { shutdown.wait().await };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-        {
-            tracing::warn!(error = %e, "metrics endpoint stopped");
-        }
-    });
+    crate::health::spawn_server(listener, app, shutdown, "metrics");
     tracing::info!(addr = %bound, "metrics endpoint: GET /metrics");
     Ok(Some(bound))
 }
@@ -506,9 +472,9 @@ mod tests {
         for m in METRICS {
             assert_eq!(m.convention_error(), None);
         }
-        let bad = Metric::counter("capsight_things", &[], "");
+        let bad = Metric::new(Kind::Counter, "capsight_things", &[], "");
         assert!(bad.convention_error().is_some());
-        let bad = Metric::histogram("capsight_call_ms", &[], "");
+        let bad = Metric::new(Kind::Histogram, "capsight_call_ms", &[], "");
         assert!(bad.convention_error().is_some());
     }
 }

@@ -133,12 +133,30 @@ fn print(v: &Value) {
 }
 
 impl Out {
-    pub fn scores(&self, scores: &[v1::Score]) {
+    /// Prints `items` as `{"<name>": [...]}` in JSON mode, or the line `none` when there are
+    /// none; true when the caller is to print them as a table.
+    fn listed<T>(
+        &self,
+        name: &str,
+        items: &[T],
+        to_json: impl Fn(&T) -> Value,
+        none: &str,
+    ) -> bool {
         if self.json {
-            return print(&json!({ "scores": scores.iter().map(score_json).collect::<Vec<_>>() }));
+            let mut object = serde_json::Map::new();
+            object.insert(name.to_owned(), items.iter().map(to_json).collect());
+            print(&Value::Object(object));
+            return false;
         }
-        if scores.is_empty() {
-            println!("no scores match");
+        if items.is_empty() {
+            println!("{none}");
+            return false;
+        }
+        true
+    }
+
+    pub fn scores(&self, scores: &[v1::Score]) {
+        if !self.listed("scores", scores, score_json, "no scores match") {
             return;
         }
         println!(
@@ -268,13 +286,12 @@ impl Out {
     }
 
     pub fn alternatives(&self, alts: &[v1::Alternative]) {
-        if self.json {
-            return print(
-                &json!({ "alternatives": alts.iter().map(alternative_json).collect::<Vec<_>>() }),
-            );
-        }
-        if alts.is_empty() {
-            println!("no alternatives match the constraints");
+        if !self.listed(
+            "alternatives",
+            alts,
+            alternative_json,
+            "no alternatives match the constraints",
+        ) {
             return;
         }
         println!(
@@ -340,11 +357,7 @@ impl Out {
     }
 
     pub fn launches(&self, l: &[v1::LaunchStatus]) {
-        if self.json {
-            return print(&json!({ "launches": l.iter().map(status_json).collect::<Vec<_>>() }));
-        }
-        if l.is_empty() {
-            println!("no launches");
+        if !self.listed("launches", l, status_json, "no launches") {
             return;
         }
         println!(
@@ -399,13 +412,7 @@ impl Out {
     }
 
     pub fn subscriptions(&self, subs: &[v1::Subscription]) {
-        if self.json {
-            return print(
-                &json!({ "subscriptions": subs.iter().map(subscription_json).collect::<Vec<_>>() }),
-            );
-        }
-        if subs.is_empty() {
-            println!("no subscriptions");
+        if !self.listed("subscriptions", subs, subscription_json, "no subscriptions") {
             return;
         }
         println!(
@@ -440,8 +447,8 @@ impl Out {
     }
 
     pub fn dead_letters(&self, d: &[v1::DeadLetter]) {
-        if self.json {
-            return print(&json!({ "dead_letters": d.iter().map(|x| json!({
+        let json = |x: &v1::DeadLetter| {
+            json!({
                 "id": x.id,
                 "subscription_id": x.subscription_id,
                 "event": notification_event_name(x.event),
@@ -450,10 +457,9 @@ impl Out {
                 "last_error": x.last_error,
                 "failed_at": time(x.failed_at.as_ref()),
                 "payload": serde_json::from_str::<Value>(&x.payload).unwrap_or(Value::Null),
-            })).collect::<Vec<_>>() }));
-        }
-        if d.is_empty() {
-            println!("no dead letters");
+            })
+        };
+        if !self.listed("dead_letters", d, json, "no dead letters") {
             return;
         }
         println!(

@@ -18,6 +18,7 @@
 //! * [`outbox`]: accepted jobs reach the queue exactly once in effect (the gateway's dispatch,
 //!   the launchers' sweep of undispatched jobs);
 //! * [`manage`]: the use cases behind reading, cancelling and heartbeating a launch;
+//! * [`usage`]: GPU-hours per tenant and market by month;
 //! * [`metrics`]: transitions, time in state and fallbacks, recorded by the store.
 //!
 //! The launch state itself is a domain type ([`capsight_proto::domain::LaunchState`]), stored
@@ -35,5 +36,6 @@ pub mod quota;
 pub mod spec;
 pub mod store;
 pub mod submit;
+pub mod usage;
 
 pub use ids::JobId;

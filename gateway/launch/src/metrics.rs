@@ -12,41 +12,17 @@ use std::{collections::HashMap, sync::Mutex};
 
 use capsight_clickhouse::rows::LaunchEventRow;
 use capsight_proto::domain::LaunchState;
-use capsight_runtime::metrics::Metric;
 
-/// Transitions written, by state.
-pub const TRANSITIONS_TOTAL: Metric = Metric::counter(
-    "capsight_launch_transitions_total",
-    &["state"],
-    "Launch transitions written, by the state entered",
-);
-/// Time in a state.
-pub const STATE_SECONDS: Metric = Metric::histogram(
-    "capsight_launch_state_seconds",
-    &["state"],
-    "Time a launch spent in a state, observed when it leaves it",
-);
-/// Fallback attempts.
-pub const FALLBACKS_TOTAL: Metric = Metric::counter(
-    "capsight_launch_fallbacks_total",
-    &[],
-    "Provisioning attempts on an alternative key after a capacity error (attempt > 1)",
-);
-
-/// Jobs published by the outbox sweep.
-pub const OUTBOX_PUBLISHED_TOTAL: Metric = Metric::counter(
-    "capsight_launch_outbox_published_total",
-    &[],
-    "Accepted launch jobs the outbox sweep published because the gateway never dispatched them",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    TRANSITIONS_TOTAL,
-    STATE_SECONDS,
-    FALLBACKS_TOTAL,
-    OUTBOX_PUBLISHED_TOTAL,
-];
+capsight_runtime::declare_metrics! {
+    /// Transitions written, by state.
+    TRANSITIONS_TOTAL = Counter("capsight_launch_transitions_total", ["state"], "Launch transitions written, by the state entered");
+    /// Time in a state.
+    STATE_SECONDS = Histogram("capsight_launch_state_seconds", ["state"], "Time a launch spent in a state, observed when it leaves it");
+    /// Fallback attempts.
+    FALLBACKS_TOTAL = Counter("capsight_launch_fallbacks_total", [], "Provisioning attempts on an alternative key after a capacity error (attempt > 1)");
+    /// Jobs published by the outbox sweep.
+    OUTBOX_PUBLISHED_TOTAL = Counter("capsight_launch_outbox_published_total", [], "Accepted launch jobs the outbox sweep published because the gateway never dispatched them");
+}
 
 /// Counts a job the outbox sweep published.
 pub fn outbox_published() {

@@ -191,15 +191,8 @@ impl Outbox<'_> {
 impl Store {
     /// Writes an outbox row.
     pub async fn record_outbox(&self, row: &LaunchOutboxRow) -> Result<(), StoreError> {
-        capsight_clickhouse::observed("launch_outbox", async {
-            let mut insert = self
-                .client()
-                .insert::<LaunchOutboxRow>("launch_outbox")
-                .await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(self.client(), "launch_outbox", std::slice::from_ref(row))
+            .await?;
         Ok(())
     }
 
@@ -214,15 +207,12 @@ impl Store {
             job: String,
             dispatched: u8,
         }
-        let one = capsight_clickhouse::observed(
-            capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB.name,
-            self.client()
-                .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB.sql)
-                .bind(tenant)
-                .bind(job_id)
-                .fetch_optional::<One>(),
-        )
-        .await?;
+        let one = capsight_clickhouse::sql::LAUNCH_OUTBOX_JOB
+            .query(self.client())
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_optional::<One>()
+            .await?;
         Ok(one.map(|o| LaunchOutboxRow {
             job_id: job_id.to_owned(),
             tenant: tenant.to_owned(),
@@ -238,18 +228,15 @@ impl Store {
         until: u32,
         limit: u32,
     ) -> Result<Vec<Pending>, StoreError> {
-        Ok(capsight_clickhouse::observed(
-            capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING.name,
-            self.client()
-                .query(capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING.sql)
-                .bind(since)
-                .bind(until)
-                .bind(since)
-                .bind(since)
-                .bind(limit)
-                .fetch_all::<Pending>(),
-        )
-        .await?)
+        Ok(capsight_clickhouse::sql::LAUNCH_OUTBOX_PENDING
+            .query(self.client())
+            .bind(since)
+            .bind(until)
+            .bind(since)
+            .bind(since)
+            .bind(limit)
+            .fetch_all::<Pending>()
+            .await?)
     }
 }
 

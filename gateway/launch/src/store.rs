@@ -221,15 +221,7 @@ impl Store {
 
     /// Appends one transition as given (its seq included).
     pub async fn append(&self, event: &LaunchEventRow) -> Result<(), StoreError> {
-        capsight_clickhouse::observed("launch_events", async {
-            let mut insert = self
-                .client
-                .insert::<LaunchEventRow>("launch_events")
-                .await?;
-            insert.write(event).await?;
-            insert.end().await
-        })
-        .await?;
+        self.insert("launch_events", event).await?;
         self.transitions.written(event);
         Ok(())
     }
@@ -294,12 +286,7 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.client.insert::<R>(table).await?;
-            insert.write(row).await?;
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(&self.client, table, std::slice::from_ref(row)).await?;
         Ok(())
     }
 
@@ -330,16 +317,13 @@ impl Store {
         job_id: &str,
         after: Option<u32>,
     ) -> Result<Vec<LaunchEventRow>, StoreError> {
-        let rows = capsight_clickhouse::observed(
-            sql::LAUNCH_EVENTS.name,
-            self.client
-                .query(sql::LAUNCH_EVENTS.sql)
-                .bind(tenant)
-                .bind(job_id)
-                .bind(after.map_or(0, |a| a.saturating_add(1)))
-                .fetch_all::<LaunchEventRow>(),
-        )
-        .await?;
+        let rows = sql::LAUNCH_EVENTS
+            .query(&self.client)
+            .bind(tenant)
+            .bind(job_id)
+            .bind(after.map_or(0, |a| a.saturating_add(1)))
+            .fetch_all::<LaunchEventRow>()
+            .await?;
         let by_seq: BTreeMap<u32, LaunchEventRow> = rows.into_iter().map(|r| (r.seq, r)).collect();
         Ok(by_seq.into_values().collect())
     }
@@ -357,18 +341,15 @@ impl Store {
         let ids: Vec<&str> = watched.iter().map(|(_, j, _)| j.as_str()).collect();
         let tenants: Vec<&str> = watched.iter().map(|(t, _, _)| t.as_str()).collect();
         let from: Vec<u32> = watched.iter().map(|(_, _, s)| *s).collect();
-        Ok(capsight_clickhouse::observed(
-            sql::LAUNCH_EVENTS_WATCHED.name,
-            self.client
-                .query(sql::LAUNCH_EVENTS_WATCHED.sql)
-                .bind(&ids)
-                .bind(&tenants)
-                .bind(&ids)
-                .bind(&from)
-                .bind(&ids)
-                .fetch_all::<LaunchEventRow>(),
-        )
-        .await?)
+        Ok(sql::LAUNCH_EVENTS_WATCHED
+            .query(&self.client)
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&ids)
+            .bind(&from)
+            .bind(&ids)
+            .fetch_all::<LaunchEventRow>()
+            .await?)
     }
 
     /// One of `tenant`'s launches: request, transitions, cancel requested.
@@ -395,37 +376,28 @@ impl Store {
         tenant: &str,
         limit: u32,
     ) -> Result<Vec<StoredLaunch>, StoreError> {
-        let requests = capsight_clickhouse::observed(
-            sql::LAUNCH_LIST.name,
-            self.client
-                .query(sql::LAUNCH_LIST.sql)
-                .bind(tenant)
-                .bind(limit)
-                .fetch_all::<LaunchRequestRow>(),
-        )
-        .await?;
+        let requests = sql::LAUNCH_LIST
+            .query(&self.client)
+            .bind(tenant)
+            .bind(limit)
+            .fetch_all::<LaunchRequestRow>()
+            .await?;
         if requests.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = requests.iter().map(|r| r.job_id.as_str()).collect();
-        let events = capsight_clickhouse::observed(
-            sql::LAUNCH_EVENTS_OF_JOBS.name,
-            self.client
-                .query(sql::LAUNCH_EVENTS_OF_JOBS.sql)
-                .bind(tenant)
-                .bind(&ids)
-                .fetch_all::<LaunchEventRow>(),
-        )
-        .await?;
-        let cancelled: Vec<String> = capsight_clickhouse::observed(
-            sql::LAUNCH_CANCELLED_OF_JOBS.name,
-            self.client
-                .query(sql::LAUNCH_CANCELLED_OF_JOBS.sql)
-                .bind(tenant)
-                .bind(&ids)
-                .fetch_all::<String>(),
-        )
-        .await?;
+        let events = sql::LAUNCH_EVENTS_OF_JOBS
+            .query(&self.client)
+            .bind(tenant)
+            .bind(&ids)
+            .fetch_all::<LaunchEventRow>()
+            .await?;
+        let cancelled: Vec<String> = sql::LAUNCH_CANCELLED_OF_JOBS
+            .query(&self.client)
+            .bind(tenant)
+            .bind(&ids)
+            .fetch_all::<String>()
+            .await?;
         let mut by_job: BTreeMap<String, BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
         for e in events {
             by_job.entry(e.job_id.clone()).or_default().insert(e.seq, e);
@@ -449,15 +421,12 @@ impl Store {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<LaunchEventRow>, StoreError> {
-        let latest = capsight_clickhouse::observed(
-            sql::LAUNCH_LATEST.name,
-            self.client
-                .query(sql::LAUNCH_LATEST.sql)
-                .bind(tenant)
-                .bind(job_id)
-                .fetch_optional::<LaunchEventRow>(),
-        )
-        .await?;
+        let latest = sql::LAUNCH_LATEST
+            .query(&self.client)
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_optional::<LaunchEventRow>()
+            .await?;
         if let Some(row) = &latest {
             self.transitions.seen(row);
         }
@@ -470,28 +439,22 @@ impl Store {
         tenant: &str,
         job_id: &str,
     ) -> Result<Option<LaunchRequestRow>, StoreError> {
-        Ok(capsight_clickhouse::observed(
-            sql::LAUNCH_REQUEST.name,
-            self.client
-                .query(sql::LAUNCH_REQUEST.sql)
-                .bind(tenant)
-                .bind(job_id)
-                .fetch_optional::<LaunchRequestRow>(),
-        )
-        .await?)
+        Ok(sql::LAUNCH_REQUEST
+            .query(&self.client)
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_optional::<LaunchRequestRow>()
+            .await?)
     }
 
     /// Whether a cancel was requested for the job.
     pub async fn cancel_requested(&self, tenant: &str, job_id: &str) -> Result<bool, StoreError> {
-        let n: u64 = capsight_clickhouse::observed(
-            sql::LAUNCH_CANCEL_REQUESTED.name,
-            self.client
-                .query(sql::LAUNCH_CANCEL_REQUESTED.sql)
-                .bind(tenant)
-                .bind(job_id)
-                .fetch_one(),
-        )
-        .await?;
+        let n: u64 = sql::LAUNCH_CANCEL_REQUESTED
+            .query(&self.client)
+            .bind(tenant)
+            .bind(job_id)
+            .fetch_one()
+            .await?;
         Ok(n > 0)
     }
 
@@ -499,16 +462,13 @@ impl Store {
     /// tenant when `tenant` is `None` (from the live-launch index, [`LiveSettings`]: what it
     /// costs grows with the launches of the window, not with the history).
     pub async fn live_launches(&self, tenant: Option<&str>) -> Result<Vec<LiveLaunch>, StoreError> {
-        Ok(capsight_clickhouse::observed(
-            sql::LAUNCH_LIVE.name,
-            self.client
-                .query(sql::LAUNCH_LIVE.sql)
-                .bind(self.live_since())
-                .bind(tenant.unwrap_or(""))
-                .bind(tenant.unwrap_or(""))
-                .fetch_all::<LiveLaunch>(),
-        )
-        .await?)
+        Ok(sql::LAUNCH_LIVE
+            .query(&self.client)
+            .bind(self.live_since())
+            .bind(tenant.unwrap_or(""))
+            .bind(tenant.unwrap_or(""))
+            .fetch_all::<LiveLaunch>()
+            .await?)
     }
 
     /// The start of the live-launch index's window, unix seconds.
@@ -524,14 +484,11 @@ impl Store {
     /// long), rebuilds it from the whole history. Returns whether it rebuilt.
     pub async fn refresh_live(&self) -> Result<bool, StoreError> {
         let since = self.live_since();
-        let last: u32 = capsight_clickhouse::observed(
-            sql::LIVE_LAST_SEEN.name,
-            self.client
-                .query(sql::LIVE_LAST_SEEN.sql)
-                .bind(since)
-                .fetch_one(),
-        )
-        .await?;
+        let last: u32 = sql::LIVE_LAST_SEEN
+            .query(&self.client)
+            .bind(since)
+            .fetch_one()
+            .await?;
         let half = u32::try_from(self.live.window.as_secs() / 2).unwrap_or(u32::MAX);
         let now = u32::try_from(Utc::now().timestamp().max(0)).unwrap_or(0);
         let stale = now.saturating_sub(last) > half;
@@ -567,14 +524,10 @@ impl Store {
                 .iter()
                 .map(|l| (l.tenant.as_str(), l.job_id.as_str())),
         );
-        let cancelled: std::collections::BTreeSet<(String, String)> =
-            capsight_clickhouse::observed(
-                sql::LAUNCH_CANCELLED_OF_KEYS.name,
-                self.client
-                    .query(sql::LAUNCH_CANCELLED_OF_KEYS.sql)
-                    .bind(&keys)
-                    .fetch_all::<(String, String)>(),
-            )
+        let cancelled: std::collections::BTreeSet<(String, String)> = sql::LAUNCH_CANCELLED_OF_KEYS
+            .query(&self.client)
+            .bind(&keys)
+            .fetch_all::<(String, String)>()
             .await?
             .into_iter()
             .collect();
@@ -593,14 +546,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let keys = job_keys(jobs.iter().map(|(t, j)| (t.as_str(), j.as_str())));
-        Ok(capsight_clickhouse::observed(
-            sql::LAUNCH_REQUESTS_OF_KEYS.name,
-            self.client
-                .query(sql::LAUNCH_REQUESTS_OF_KEYS.sql)
-                .bind(&keys)
-                .fetch_all::<LaunchRequestRow>(),
-        )
-        .await?)
+        Ok(sql::LAUNCH_REQUESTS_OF_KEYS
+            .query(&self.client)
+            .bind(&keys)
+            .fetch_all::<LaunchRequestRow>()
+            .await?)
     }
 
     /// The transitions of many jobs `(tenant, job_id)` in one query, by job, de-duplicated by
@@ -613,14 +563,11 @@ impl Store {
             return Ok(BTreeMap::new());
         }
         let keys = job_keys(jobs.iter().map(|(t, j)| (t.as_str(), j.as_str())));
-        let rows = capsight_clickhouse::observed(
-            sql::LAUNCH_EVENTS_OF_KEYS.name,
-            self.client
-                .query(sql::LAUNCH_EVENTS_OF_KEYS.sql)
-                .bind(&keys)
-                .fetch_all::<LaunchEventRow>(),
-        )
-        .await?;
+        let rows = sql::LAUNCH_EVENTS_OF_KEYS
+            .query(&self.client)
+            .bind(&keys)
+            .fetch_all::<LaunchEventRow>()
+            .await?;
         let mut by_job: BTreeMap<(String, String), BTreeMap<u32, LaunchEventRow>> = BTreeMap::new();
         for r in rows {
             by_job
@@ -643,15 +590,12 @@ impl Store {
         if job_ids.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let rows = capsight_clickhouse::observed(
-            sql::LAUNCH_COUNTS.name,
-            self.client
-                .query(sql::LAUNCH_COUNTS.sql)
-                .bind(tenant)
-                .bind(job_ids)
-                .fetch_all::<JobCount>(),
-        )
-        .await?;
+        let rows = sql::LAUNCH_COUNTS
+            .query(&self.client)
+            .bind(tenant)
+            .bind(job_ids)
+            .fetch_all::<JobCount>()
+            .await?;
         Ok(rows.into_iter().map(|r| (r.job_id, r.count)).collect())
     }
 
@@ -659,14 +603,11 @@ impl Store {
     pub async fn latest_scores(&self, max_age: Duration) -> Result<Vec<Arc<Score>>, StoreError> {
         let since =
             Utc::now() - chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::days(1));
-        let rows = capsight_clickhouse::observed(
-            sql::LATEST_SCORES.name,
-            self.client
-                .query(sql::LATEST_SCORES.sql)
-                .bind(u32::try_from(since.timestamp()).unwrap_or(0))
-                .fetch_all::<ScoreLatest>(),
-        )
-        .await?;
+        let rows = sql::LATEST_SCORES
+            .query(&self.client)
+            .bind(u32::try_from(since.timestamp()).unwrap_or(0))
+            .fetch_all::<ScoreLatest>()
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(score_of)

@@ -228,14 +228,14 @@ async fn job_times(
     statement: sql::Statement,
     ids: &[String],
 ) -> Result<BTreeMap<JobKey, u32>, clickhouse::error::Error> {
-    Ok(capsight_clickhouse::observed(
-        statement.name,
-        client.query(statement.sql).bind(ids).fetch_all::<JobTime>(),
-    )
-    .await?
-    .into_iter()
-    .map(|r| ((r.tenant, r.job_id), r.t))
-    .collect())
+    Ok(statement
+        .query(client)
+        .bind(ids)
+        .fetch_all::<JobTime>()
+        .await?
+        .into_iter()
+        .map(|r| ((r.tenant, r.job_id), r.t))
+        .collect())
 }
 
 /// Whether the store could be read, as the reaper saw it.
@@ -386,17 +386,14 @@ impl Reaper {
         let client = self.store.client();
         let since = job_times(client, sql::RUNNING_SINCE, &ids).await?;
         let beats = job_times(client, sql::LAST_HEARTBEATS, &ids).await?;
-        let limits: BTreeMap<JobKey, (u64, u64)> = capsight_clickhouse::observed(
-            sql::JOB_LIMITS.name,
-            client
-                .query(sql::JOB_LIMITS.sql)
-                .bind(&ids)
-                .fetch_all::<JobLimits>(),
-        )
-        .await?
-        .into_iter()
-        .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
-        .collect();
+        let limits: BTreeMap<JobKey, (u64, u64)> = sql::JOB_LIMITS
+            .query(client)
+            .bind(&ids)
+            .fetch_all::<JobLimits>()
+            .await?
+            .into_iter()
+            .map(|r| ((r.tenant, r.job_id), (r.max_lifetime_secs, r.idle_ttl_secs)))
+            .collect();
         Ok(Some((running, since, beats, limits)))
     }
 

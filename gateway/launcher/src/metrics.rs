@@ -8,54 +8,21 @@ use std::time::Instant;
 
 use capsight_launch::store::LiveLaunch;
 use capsight_proto::domain::LaunchState;
-use capsight_runtime::metrics::Metric;
 
-/// Live launches by state.
-pub const JOBS: Metric = Metric::gauge(
-    "capsight_launcher_jobs",
-    &["state"],
-    "Launches whose latest state is provisioning or running (all tenants)",
-);
-/// How long the oldest provisioning launch has been provisioning.
-pub const OLDEST_PROVISIONING_SECONDS: Metric = Metric::gauge(
-    "capsight_launcher_oldest_provisioning_seconds",
-    &[],
-    "Age of the oldest launch still provisioning (0 when none)",
-);
-/// Standby switches.
-pub const STANDBY_SWITCHES_TOTAL: Metric = Metric::counter(
-    "capsight_launcher_standby_switches_total",
-    &["cause", "outcome"],
-    "Warm standby switches, by cause (interruption_warning, rebalance_recommendation, instance_gone) and outcome (switched, failed)",
-);
-/// Time from the event to the standby serving.
-pub const STANDBY_SWITCH_SECONDS: Metric = Metric::histogram(
-    "capsight_launcher_standby_switch_seconds",
-    &[],
-    "Time from an interruption event to the standby recorded as serving",
-);
-/// Launches the reaper ended.
-pub const REAPER_TERMINATIONS_TOTAL: Metric = Metric::counter(
-    "capsight_launcher_reaper_terminations_total",
-    &["reason"],
-    "Launches the lifecycle reaper terminated, by reason (max_lifetime, idle)",
-);
-/// What the reconciler fixed.
-pub const RECONCILED_TOTAL: Metric = Metric::counter(
-    "capsight_launcher_reconciled_total",
-    &["kind"],
-    "Differences the reconciler fixed: leaked (an instance terminated because its job ended or is unknown), vanished (a running launch ended because its instances are gone)",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    JOBS,
-    OLDEST_PROVISIONING_SECONDS,
-    STANDBY_SWITCHES_TOTAL,
-    STANDBY_SWITCH_SECONDS,
-    REAPER_TERMINATIONS_TOTAL,
-    RECONCILED_TOTAL,
-];
+capsight_runtime::declare_metrics! {
+    /// Live launches by state.
+    JOBS = Gauge("capsight_launcher_jobs", ["state"], "Launches whose latest state is provisioning or running (all tenants)");
+    /// How long the oldest provisioning launch has been provisioning.
+    OLDEST_PROVISIONING_SECONDS = Gauge("capsight_launcher_oldest_provisioning_seconds", [], "Age of the oldest launch still provisioning (0 when none)");
+    /// Standby switches.
+    STANDBY_SWITCHES_TOTAL = Counter("capsight_launcher_standby_switches_total", ["cause", "outcome"], "Warm standby switches, by cause (interruption_warning, rebalance_recommendation, instance_gone) and outcome (switched, failed)");
+    /// Time from the event to the standby serving.
+    STANDBY_SWITCH_SECONDS = Histogram("capsight_launcher_standby_switch_seconds", [], "Time from an interruption event to the standby recorded as serving");
+    /// Launches the reaper ended.
+    REAPER_TERMINATIONS_TOTAL = Counter("capsight_launcher_reaper_terminations_total", ["reason"], "Launches the lifecycle reaper terminated, by reason (max_lifetime, idle)");
+    /// What the reconciler fixed.
+    RECONCILED_TOTAL = Counter("capsight_launcher_reconciled_total", ["kind"], "Differences the reconciler fixed: leaked (an instance terminated because its job ended or is unknown), vanished (a running launch ended because its instances are gone)");
+}
 
 /// Counts a difference the reconciler fixed (`leaked`, `vanished`).
 pub fn reconciled(kind: &'static str) {

@@ -194,15 +194,10 @@ impl Reconciler {
         let since = Utc::now()
             - chrono::Duration::from_std(self.settings.lookback)
                 .unwrap_or(chrono::Duration::days(7));
-        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> =
-            capsight_clickhouse::observed(
-                sql::RECONCILE_SCOPES.name,
-                self.store
-                    .client()
-                    .query(sql::RECONCILE_SCOPES.sql)
-                    .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
-                    .fetch_all::<Scope>(),
-            )
+        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> = sql::RECONCILE_SCOPES
+            .query(self.store.client())
+            .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
+            .fetch_all::<Scope>()
             .await?
             .into_iter()
             .map(|s| ((s.tenant, s.region), Vec::new()))
@@ -250,19 +245,15 @@ impl Reconciler {
         let states: BTreeMap<String, Latest> = if mine.is_empty() {
             BTreeMap::new()
         } else {
-            capsight_clickhouse::observed(
-                sql::LAUNCH_LATEST_OF_JOBS.name,
-                self.store
-                    .client()
-                    .query(sql::LAUNCH_LATEST_OF_JOBS.sql)
-                    .bind(tenant)
-                    .bind(&mine)
-                    .fetch_all::<Latest>(),
-            )
-            .await?
-            .into_iter()
-            .map(|l| (l.job_id.clone(), l))
-            .collect()
+            sql::LAUNCH_LATEST_OF_JOBS
+                .query(self.store.client())
+                .bind(tenant)
+                .bind(&mine)
+                .fetch_all::<Latest>()
+                .await?
+                .into_iter()
+                .map(|l| (l.job_id.clone(), l))
+                .collect()
         };
         let now = Utc::now();
         for job in &mine {

@@ -9,30 +9,12 @@
 //! `docs/analytics.md` documents.
 
 use capsight_catalog::Catalog;
-use chrono::{NaiveDate, Utc};
-use serde::Deserialize;
+use chrono::Utc;
 
 use crate::store::StoreError;
 
 pub use capsight_clickhouse::rows::InstanceGpusRow;
-
-/// GPU-hours of one tenant on one market in one month.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct MonthlyUsage {
-    /// First day of the month (server time zone).
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    pub month: NaiveDate,
-    /// Tenant id.
-    pub tenant: String,
-    /// `on_demand`, `spot`, `capacity_block`.
-    pub market: String,
-    /// GPU-hours in the month.
-    pub gpu_hours: f64,
-    /// Distinct launches that ran on the market in the month.
-    pub launches: u64,
-    /// 1 when one of them is still running (its hours grow until it ends).
-    pub any_still_running: u8,
-}
+pub use capsight_launch::usage::{MonthlyUsage, monthly};
 
 /// Writes GPUs per instance type from `catalog` to `instance_gpus`; returns the rows written.
 pub async fn sync_catalog(
@@ -60,23 +42,4 @@ pub async fn sync_catalog(
     })
     .await?;
     Ok(n)
-}
-
-/// GPU-hours per tenant and market for months starting at or after `from` (first day of a
-/// month), newest month first; `tenant` restricts to one tenant.
-pub async fn monthly(
-    client: &clickhouse::Client,
-    from: NaiveDate,
-    tenant: Option<&str>,
-) -> Result<Vec<MonthlyUsage>, StoreError> {
-    Ok(capsight_clickhouse::observed(
-        capsight_clickhouse::sql::GPU_HOURS_MONTHLY.name,
-        client
-            .query(capsight_clickhouse::sql::GPU_HOURS_MONTHLY.sql)
-            .bind(from.format("%Y-%m-%d").to_string())
-            .bind(tenant.unwrap_or(""))
-            .bind(tenant.unwrap_or(""))
-            .fetch_all::<MonthlyUsage>(),
-    )
-    .await?)
 }

@@ -103,8 +103,18 @@ pub struct Happening {
     pub label: Option<LabelFacts>,
 }
 
-fn key_of(provider: &str, region: &str, zone: &str, itype: &str, market: &str) -> String {
-    format!("{provider}/{region}/{zone}/{itype}/{market}")
+/// `(unix ms, capacity key)` of a row carrying the split time (`at`, `at_ms`) and the key
+/// columns (`provider`, `region`, `zone_id`, `instance_type`, `market`).
+macro_rules! when_and_key {
+    ($row:expr) => {
+        (
+            u64::from($row.at) * 1000 + u64::from($row.at_ms),
+            format!(
+                "{}/{}/{}/{}/{}",
+                $row.provider, $row.region, $row.zone_id, $row.instance_type, $row.market
+            ),
+        )
+    };
 }
 
 fn token<'a>(detail: &'a str, name: &str) -> Option<&'a str> {
@@ -115,14 +125,7 @@ fn token<'a>(detail: &'a str, name: &str) -> Option<&'a str> {
 /// warning and the standby start of a `standby active` switch; a standby stop; a reaper's
 /// termination.
 pub fn launch_happenings(e: &LaunchEventRow) -> Vec<Happening> {
-    let at_ms = u64::from(e.at) * 1000 + u64::from(e.at_ms);
-    let key = key_of(
-        &e.provider,
-        &e.region,
-        &e.zone_id,
-        &e.instance_type,
-        &e.market,
-    );
+    let (at_ms, key) = when_and_key!(e);
     let facts = LaunchFacts {
         job_id: e.job_id.clone(),
         seq: e.seq,
@@ -205,14 +208,7 @@ fn capsight_clickhouse_ids(text: &str) -> Vec<String> {
 
 /// The label change of an alert row.
 pub fn alert_happening(a: &AlertRow) -> Happening {
-    let at_ms = u64::from(a.at) * 1000 + u64::from(a.at_ms);
-    let key = key_of(
-        &a.provider,
-        &a.region,
-        &a.zone_id,
-        &a.instance_type,
-        &a.market,
-    );
+    let (at_ms, key) = when_and_key!(a);
     Happening {
         source: Source {
             id: format!("alert/{key}/{at_ms}"),

@@ -4,49 +4,22 @@
 
 use std::time::Instant;
 
-use capsight_runtime::metrics::{Metric, seconds_since};
+use capsight_runtime::metrics::seconds_since;
 
 use crate::model::{EventKind, Format};
 
-/// Notifications the fan-out decided on.
-pub const NOTIFICATIONS_TOTAL: Metric = Metric::counter(
-    "capsight_notify_notifications_total",
-    &["kind", "decision"],
-    "Notifications by event kind and fan-out decision (queued, cooldown)",
-);
-/// Webhook calls.
-pub const ATTEMPTS_TOTAL: Metric = Metric::counter(
-    "capsight_notify_attempts_total",
-    &["format", "result"],
-    "Webhook calls by payload format and result (ok, http_error, timeout, refused, network)",
-);
-/// Webhook call latency.
-pub const ATTEMPT_SECONDS: Metric = Metric::histogram(
-    "capsight_notify_attempt_seconds",
-    &["format"],
-    "Latency of one webhook call (connect to answer), by payload format",
-);
-/// Final outcomes.
-pub const DELIVERIES_TOTAL: Metric = Metric::counter(
-    "capsight_notify_deliveries_total",
-    &["format", "outcome"],
-    "Notifications by final outcome: delivered, dead (dead-letter store), dropped (subscription deleted)",
-);
-/// Waiting notifications.
-pub const PENDING: Metric = Metric::gauge(
-    "capsight_notify_pending",
-    &[],
-    "Notifications without an outcome at the notifier's latest read",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    NOTIFICATIONS_TOTAL,
-    ATTEMPTS_TOTAL,
-    ATTEMPT_SECONDS,
-    DELIVERIES_TOTAL,
-    PENDING,
-];
+capsight_runtime::declare_metrics! {
+    /// Notifications the fan-out decided on.
+    NOTIFICATIONS_TOTAL = Counter("capsight_notify_notifications_total", ["kind", "decision"], "Notifications by event kind and fan-out decision (queued, cooldown)");
+    /// Webhook calls.
+    ATTEMPTS_TOTAL = Counter("capsight_notify_attempts_total", ["format", "result"], "Webhook calls by payload format and result (ok, http_error, timeout, refused, network)");
+    /// Webhook call latency.
+    ATTEMPT_SECONDS = Histogram("capsight_notify_attempt_seconds", ["format"], "Latency of one webhook call (connect to answer), by payload format");
+    /// Final outcomes.
+    DELIVERIES_TOTAL = Counter("capsight_notify_deliveries_total", ["format", "outcome"], "Notifications by final outcome: delivered, dead (dead-letter store), dropped (subscription deleted)");
+    /// Waiting notifications.
+    PENDING = Gauge("capsight_notify_pending", [], "Notifications without an outcome at the notifier's latest read");
+}
 
 /// A fan-out decision.
 pub fn decided(kind: EventKind, decision: &'static str) {

@@ -65,17 +65,7 @@ impl NotifyStore {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.client.insert::<R>(table).await?;
-            for r in rows {
-                insert.write(r).await?;
-            }
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(&self.client, table, rows).await?;
         Ok(())
     }
 

@@ -19,45 +19,22 @@ use std::{
 };
 
 use capsight_proto::domain::Score;
-use capsight_runtime::metrics::Metric;
 use tonic::{
     Code,
     codegen::http::{Request, Response},
 };
 use tracing::Instrument;
 
-/// gRPC calls, by method and status code.
-pub const GRPC_REQUESTS_TOTAL: Metric = Metric::counter(
-    "capsight_grpc_requests_total",
-    &["method", "code"],
-    "gRPC calls the gateway answered, by method and status code",
-);
-/// gRPC call latency, by method.
-pub const GRPC_REQUEST_SECONDS: Metric = Metric::histogram(
-    "capsight_grpc_request_seconds",
-    &["method"],
-    "Time to answer a gRPC call (to the first response headers for a stream)",
-);
-/// Scores served, by label.
-pub const SCORES_SERVED_TOTAL: Metric = Metric::counter(
-    "capsight_gateway_scores_served_total",
-    &["label"],
-    "Scores served by GetScore and ListScores, by label",
-);
-/// Age of the scores served.
-pub const SCORE_AGE_SECONDS: Metric = Metric::histogram(
-    "capsight_gateway_score_age_seconds",
-    &[],
-    "Age of each score served (now - the time the scorer computed it from its evidence)",
-);
-
-/// The metrics of this crate.
-pub const METRICS: &[Metric] = &[
-    GRPC_REQUESTS_TOTAL,
-    GRPC_REQUEST_SECONDS,
-    SCORES_SERVED_TOTAL,
-    SCORE_AGE_SECONDS,
-];
+capsight_runtime::declare_metrics! {
+    /// gRPC calls, by method and status code.
+    GRPC_REQUESTS_TOTAL = Counter("capsight_grpc_requests_total", ["method", "code"], "gRPC calls the gateway answered, by method and status code");
+    /// gRPC call latency, by method.
+    GRPC_REQUEST_SECONDS = Histogram("capsight_grpc_request_seconds", ["method"], "Time to answer a gRPC call (to the first response headers for a stream)");
+    /// Scores served, by label.
+    SCORES_SERVED_TOTAL = Counter("capsight_gateway_scores_served_total", ["label"], "Scores served by GetScore and ListScores, by label");
+    /// Age of the scores served.
+    SCORE_AGE_SECONDS = Histogram("capsight_gateway_score_age_seconds", [], "Age of each score served (now - the time the scorer computed it from its evidence)");
+}
 
 /// Counts one score served.
 pub fn served(score: &Score) {

@@ -9,7 +9,9 @@
 //! `job_id`). Values are bound as parameters, never spliced.
 
 use capsight_clickhouse::rows::PreflightLogRow;
+use capsight_launch::usage::MonthlyUsage;
 use capsight_proto::domain::CapacityKey;
+use chrono::{Datelike, NaiveDate, Utc};
 use serde::Deserialize;
 
 use crate::GatewayError;
@@ -101,14 +103,7 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        capsight_clickhouse::observed(table, async {
-            let mut insert = self.launches.client().insert::<R>(table).await?;
-            for r in rows {
-                insert.write(r).await?;
-            }
-            insert.end().await
-        })
-        .await?;
+        capsight_clickhouse::insert_rows(self.launches.client(), table, rows).await?;
         Ok(())
     }
 
@@ -123,23 +118,19 @@ impl Store {
     where
         R: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        Ok(capsight_clickhouse::observed(
-            statement.name,
-            self.launches
-                .client()
-                .query(statement.sql)
-                .bind(step)
-                .bind(step)
-                .bind(key.provider.as_str())
-                .bind(key.region.as_str())
-                .bind(key.zone_str())
-                .bind(key.instance_type.as_str())
-                .bind(key.market.as_str())
-                .bind(from)
-                .bind(to)
-                .fetch_all::<R>(),
-        )
-        .await?)
+        Ok(statement
+            .query(self.launches.client())
+            .bind(step)
+            .bind(step)
+            .bind(key.provider.as_str())
+            .bind(key.region.as_str())
+            .bind(key.zone_str())
+            .bind(key.instance_type.as_str())
+            .bind(key.market.as_str())
+            .bind(from)
+            .bind(to)
+            .fetch_all::<R>()
+            .await?)
     }
 
     /// Score history of `key` in `[from, to)`, bucketed by `step` seconds.
@@ -220,6 +211,19 @@ impl Store {
             .bind(since)
             .fetch_all()
             .await?)
+    }
+
+    /// The first day of this month (UTC) and the GPU-hours from it on, of `tenant`, or of every
+    /// tenant when `tenant` is empty; a failure is the `clickhouse` dependency unavailable.
+    pub async fn gpu_hours_this_month(
+        &self,
+        tenant: &str,
+    ) -> Result<(NaiveDate, Vec<MonthlyUsage>), GatewayError> {
+        let today = Utc::now().date_naive();
+        let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
+        let tenant = (!tenant.is_empty()).then_some(tenant);
+        let rows = capsight_launch::usage::monthly(self.launches.client(), month, tenant).await?;
+        Ok((month, rows))
     }
 
     /// Appends a preflight to the log.

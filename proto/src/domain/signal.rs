@@ -282,6 +282,24 @@ fn finite(field: &str, v: f64) -> Result<f64, FieldError> {
     }
 }
 
+/// `value` as a `u8` within `range`, or an error naming `field` ("must be 1..=10").
+fn small<T: TryInto<u8>>(
+    field: &str,
+    value: T,
+    range: std::ops::RangeInclusive<u8>,
+) -> Result<u8, FieldError> {
+    value
+        .try_into()
+        .ok()
+        .filter(|v| range.contains(v))
+        .ok_or_else(|| {
+            FieldError::new(
+                field,
+                format!("must be {}..={}", range.start(), range.end()),
+            )
+        })
+}
+
 fn currency(field: &str, c: &str) -> Result<String, FieldError> {
     if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_uppercase()) {
         Ok(c.to_owned())
@@ -408,25 +426,20 @@ impl Payload {
                 .map_err(|e: FieldError| e.within("spot_price"))?,
             ),
             W::PlacementScore(w) => Self::PlacementScore(PlacementScore {
-                score: u8::try_from(w.score)
-                    .ok()
-                    .filter(|s| (1..=10).contains(s))
-                    .ok_or_else(|| FieldError::new("placement_score.score", "must be 1..=10"))?,
+                score: small("placement_score.score", w.score, 1..=10)?,
                 target_capacity: w.target_capacity,
             }),
             W::SpotAdvisory(w) => Self::SpotAdvisory(SpotAdvisory {
-                interruption_bucket: u8::try_from(w.interruption_bucket)
-                    .ok()
-                    .filter(|b| *b <= 4)
-                    .ok_or_else(|| {
-                        FieldError::new("spot_advisory.interruption_bucket", "must be 0..=4")
-                    })?,
-                savings_percent: u8::try_from(w.savings_percent)
-                    .ok()
-                    .filter(|s| *s <= 100)
-                    .ok_or_else(|| {
-                        FieldError::new("spot_advisory.savings_percent", "must be 0..=100")
-                    })?,
+                interruption_bucket: small(
+                    "spot_advisory.interruption_bucket",
+                    w.interruption_bucket,
+                    0..=4,
+                )?,
+                savings_percent: small(
+                    "spot_advisory.savings_percent",
+                    w.savings_percent,
+                    0..=100,
+                )?,
             }),
             W::InstanceEvent(w) => Self::InstanceEvent(
                 (|| {

@@ -97,6 +97,29 @@ fn event(tenant: &str, job: &str, seq: u32, state: LaunchState, at: u32) -> Laun
     }
 }
 
+/// A launch's transitions from queued to terminated (a live one stops at running).
+const RUN_TO_END: [LaunchState; 5] = [
+    LaunchState::Queued,
+    LaunchState::Preflight,
+    LaunchState::Provisioning,
+    LaunchState::Running,
+    LaunchState::Terminated,
+];
+
+/// Appends `job`'s transitions through `states` (seq 0, 1, ...) at `at`.
+fn push_run(
+    events: &mut Vec<LaunchEventRow>,
+    tenant: &str,
+    job: &str,
+    states: &[LaunchState],
+    at: u32,
+) -> anyhow::Result<()> {
+    for (seq, state) in states.iter().enumerate() {
+        events.push(event(tenant, job, u32::try_from(seq)?, *state, at));
+    }
+    Ok(())
+}
+
 fn request(tenant: &str, job: &str, at: u32, standby: bool) -> LaunchRequestRow {
     LaunchRequestRow {
         job_id: job.to_owned(),
@@ -117,6 +140,25 @@ fn request(tenant: &str, job: &str, at: u32, standby: bool) -> LaunchRequestRow 
         idle_ttl_secs: 0,
         max_fallbacks: 0,
     }
+}
+
+/// Every live launch, the way the launcher read them before the live index.
+async fn live_before(client: &clickhouse::Client) -> anyhow::Result<Vec<Live>> {
+    Ok(client
+        .query(before::LIVE)
+        .bind("")
+        .bind("")
+        .fetch_all()
+        .await?)
+}
+
+/// Column names as a `?fields` list.
+fn quoted(columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|f| format!("`{f}`"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 async fn insert<R>(client: &clickhouse::Client, table: &str, rows: &[R]) -> anyhow::Result<()>
@@ -142,18 +184,7 @@ async fn fill(client: &clickhouse::Client, history: usize, live: usize) -> anyho
         let tenant = format!("t{}", n % TENANTS);
         let job = uuid::Uuid::new_v4().to_string();
         let at = now - 3600 - u32::try_from(n % (90 * 86_400))?;
-        for (seq, state) in [
-            LaunchState::Queued,
-            LaunchState::Preflight,
-            LaunchState::Provisioning,
-            LaunchState::Running,
-            LaunchState::Terminated,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            events.push(event(&tenant, &job, u32::try_from(seq)?, state, at));
-        }
+        push_run(&mut events, &tenant, &job, &RUN_TO_END, at)?;
         requests.push(request(&tenant, &job, at, n % 10 == 0));
     }
     insert(client, "launch_events", &events).await?;
@@ -165,17 +196,7 @@ async fn fill(client: &clickhouse::Client, history: usize, live: usize) -> anyho
         let tenant = format!("t{}", n % TENANTS);
         let job = uuid::Uuid::new_v4().to_string();
         let at = now - 600;
-        for (seq, state) in [
-            LaunchState::Queued,
-            LaunchState::Preflight,
-            LaunchState::Provisioning,
-            LaunchState::Running,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            events.push(event(&tenant, &job, u32::try_from(seq)?, state, at));
-        }
+        push_run(&mut events, &tenant, &job, &RUN_TO_END[..4], at)?;
         requests.push(request(&tenant, &job, at, n % 10 == 0));
         if n % 20 == 0 {
             cancels.push(LaunchCancellationRow {
@@ -314,12 +335,7 @@ async fn bench(args: &Args, client: &clickhouse::Client) -> anyhow::Result<()> {
 
     // cancel sweep: live launches, then one query per job (before) / one for all (after)
     let (old_cancel, old_n) = median(runs, || async {
-        let live: Vec<Live> = client
-            .query(before::LIVE)
-            .bind("")
-            .bind("")
-            .fetch_all()
-            .await?;
+        let live = live_before(client).await?;
         let mut n = 0;
         for l in &live {
             let c: u64 = client
@@ -343,25 +359,10 @@ async fn bench(args: &Args, client: &clickhouse::Client) -> anyhow::Result<()> {
     );
 
     // the standby's read of its managed jobs, on every sweep and every interruption warning
-    let fields = LaunchRequestRow::COLUMN_NAMES
-        .iter()
-        .map(|f| format!("`{f}`"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let event_fields = LaunchEventRow::COLUMN_NAMES
-        .iter()
-        .map(|f| format!("`{f}`"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let request_sql = before::REQUEST.replace("?fields", &fields);
-    let events_sql = before::EVENTS.replace("?fields", &event_fields);
+    let request_sql = before::REQUEST.replace("?fields", &quoted(LaunchRequestRow::COLUMN_NAMES));
+    let events_sql = before::EVENTS.replace("?fields", &quoted(LaunchEventRow::COLUMN_NAMES));
     let (old_managed, old_m) = median(runs, || async {
-        let live: Vec<Live> = client
-            .query(before::LIVE)
-            .bind("")
-            .bind("")
-            .fetch_all()
-            .await?;
+        let live = live_before(client).await?;
         let mut n = 0;
         for l in &live {
             let Some(r) = client

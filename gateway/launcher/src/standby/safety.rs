@@ -92,14 +92,10 @@ impl Standby {
             tenant: String,
             job_id: String,
         }
-        let ended = capsight_clickhouse::observed(
-            capsight_clickhouse::sql::ENDED_WITH_STANDBY.name,
-            self.store
-                .client()
-                .query(capsight_clickhouse::sql::ENDED_WITH_STANDBY.sql)
-                .fetch_all::<Ended>(),
-        )
-        .await?;
+        let ended = capsight_clickhouse::sql::ENDED_WITH_STANDBY
+            .query(self.store.client())
+            .fetch_all::<Ended>()
+            .await?;
         let fresh: Vec<(String, String)> = ended
             .into_iter()
             .filter(|e| !self.cleaned.lock().is_ok_and(|c| c.contains(&e.job_id)))

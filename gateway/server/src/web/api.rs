@@ -32,12 +32,13 @@ use axum::{
     },
     routing::{get, post},
 };
+use capsight_launch::usage::MonthlyUsage;
 use capsight_proto::v1::{
     self, launch_service_server::LaunchService, notification_service_server::NotificationService,
     preflight_service_server::PreflightService, score_service_server::ScoreService,
 };
 use capsight_runtime::shutdown::Shutdown;
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::Utc;
 use futures::{Stream, StreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -406,38 +407,10 @@ async fn watch_launch(
     Ok(sse(web.shutdown.clone(), events).into_response())
 }
 
-/// GPU-hours of one market in one month (`tenant_gpu_hours_monthly`).
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct MonthlyUsage {
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    month: NaiveDate,
-    tenant: String,
-    market: String,
-    gpu_hours: f64,
-    launches: u64,
-    any_still_running: u8,
-}
-
 async fn usage(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
     let caller = web.core.tenancy.admit(&grpc(&headers, ()))?;
-    let today = Utc::now().date_naive();
-    let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
     let tenant = caller.id().as_str();
-    let statement = capsight_clickhouse::sql::GPU_HOURS_MONTHLY;
-    let rows = capsight_clickhouse::observed(
-        statement.name,
-        web.core
-            .store
-            .launches()
-            .client()
-            .query(statement.sql)
-            .bind(month.format("%Y-%m-%d").to_string())
-            .bind(tenant)
-            .bind(tenant)
-            .fetch_all::<MonthlyUsage>(),
-    )
-    .await
-    .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let (month, rows) = web.core.store.gpu_hours_this_month(tenant).await?;
     let rows: Vec<&MonthlyUsage> = rows
         .iter()
         .filter(|r| r.month == month && r.tenant == tenant)

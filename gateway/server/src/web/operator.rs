@@ -27,8 +27,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chrono::{Datelike, NaiveDate, Utc};
-use serde::Deserialize;
+use chrono::Utc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -144,37 +143,10 @@ fn operator(web: &Web, headers: &HeaderMap) -> Result<(), WebError> {
     }
 }
 
-/// GPU-hours of one tenant on one market in one month.
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct MonthlyUsage {
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    month: NaiveDate,
-    tenant: String,
-    market: String,
-    gpu_hours: f64,
-    launches: u64,
-    any_still_running: u8,
-}
-
 async fn overview(State(web): State<Web>, headers: HeaderMap) -> Result<Json<Value>, WebError> {
     operator(&web, &headers)?;
     let core = web.core();
-    let today = Utc::now().date_naive();
-    let month = NaiveDate::from_ymd_opt(today.year(), today.month(), 1).unwrap_or(today);
-    let statement = capsight_clickhouse::sql::GPU_HOURS_MONTHLY;
-    let usage = capsight_clickhouse::observed(
-        statement.name,
-        core.store
-            .launches()
-            .client()
-            .query(statement.sql)
-            .bind(month.format("%Y-%m-%d").to_string())
-            .bind("")
-            .bind("")
-            .fetch_all::<MonthlyUsage>(),
-    )
-    .await
-    .map_err(|e| GatewayError::unavailable("clickhouse", e))?;
+    let (month, usage) = core.store.gpu_hours_this_month("").await?;
     let sources = web.sources();
     let checks = core
         .store
