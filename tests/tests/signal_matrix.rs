@@ -526,7 +526,7 @@ async fn fault_matrix_of_the_signal_path() {
         miscounted.len()
     );
     for r in &rows {
-        assert_eq!((r.lost, r.duplicated), (0, 0), "{r:?}");
+        assert_eq!((r.lost, r.duplicated, r.republished), (0, 0, 0), "{r:?}");
         assert!(r.published > 0, "no signal flowed during {r:?}");
     }
     assert!(miscounted.is_empty(), "{miscounted:#?}");

@@ -13,8 +13,10 @@
 //! * **Spot Advisor** (`spot.advisor_source`, a URL or a file; off when empty): interruption
 //!   buckets and savings per region and type (`SpotAdvisory`).
 //!
-//! Signal ids derive from what was observed (key + price point time, offer id, day...), so a
-//! restart or retry republishes the same ids. A region or source that fails is logged and
+//! A signal id derives from what was observed and when (key, what — price point, placement
+//! bucket, offering, block offer, advisor entry — and the observation time), so a retried
+//! publish keeps its id and one id is never seen with two times: every poll, also the first
+//! after a restart, is an observation of its own, stored and counted once. A region or source that fails is logged and
 //! skipped; the others carry on.
 
 pub mod advisor;
@@ -149,8 +151,12 @@ impl SpotCollector {
         payload: Payload,
     ) -> bool {
         let key_text = key.to_string();
+        let at_text = at.to_rfc3339();
         let mut parts = vec![key_text.as_str()];
         parts.extend_from_slice(id_parts);
+        // the id names the observation, time included: the same id at two times would be
+        // stored and counted twice downstream (both key signals by time and id)
+        parts.push(at_text.as_str());
         let signal = Signal {
             id: SignalId::derived(SignalSource::Spot, &parts),
             observed_at: at,
