@@ -1,18 +1,22 @@
 //! The signal path's fault matrix, on private services (a Kafka broker, ClickHouse: never the
-//! shared stack) with real binaries: the spot collector (`capsight-spot`) polling cloudsim every
-//! 2 s, the reports intake (`capsight-reports`) fed one tenant report every 250 ms by a client
-//! that retries a refused report unchanged (same id, same `observed_at`), and the scorer
-//! (`capsight-scorer`) writing to ClickHouse. One fault at a time: the collector `kill -9`ed and
-//! restarted twice, the scorer likewise, the broker killed (`SIGKILL`) for 4 s, ClickHouse
-//! killed for 5 s. Per fault it prints: signals published (distinct ids the broker accepted
-//! while the row ran), reports accepted by the intake (202) and refused (client retried),
-//! signals lost (on the broker but never stored, or a 202 report never on the broker),
-//! duplicated (a signal id stored twice after de-duplication, or one report published under
-//! two ids), replays (rows written again and merged away by id: the at-least-once the design
-//! allows), scores written and the recovery time (fault over -> every signal the broker held
-//! at that moment stored). After the last row every key's latest score must count each of its
-//! stored signals once. Fails on a lost signal, a duplicate or a miscounted score. Results:
-//! `docs/reliability.md`. Needs the workspace binaries (`cargo build --workspace --bins`).
+//! shared stack) with every real binary of the path against cloudsim (scenario
+//! `signal-matrix`): the spot, quota and status collectors and the prober (`capsight-spot`,
+//! `-quota`, `-status`, `-probe`) polling every 1-2 s, the reports intake (`capsight-reports`)
+//! fed one tenant report every 250 ms by a client that retries a refused report unchanged (same
+//! id, same `observed_at`), and the scorer (`capsight-scorer`) writing to ClickHouse. One fault
+//! at a time: each process `kill -9`ed and restarted twice, the broker killed (`SIGKILL`) for
+//! 4 s, ClickHouse killed for 5 s. Per fault it prints: signals published (distinct ids the
+//! broker accepted while the row ran), reports accepted by the intake (202) and refused (client
+//! retried), signals lost (on the broker but never stored, or a 202 report never on the
+//! broker), duplicated (a signal id stored twice after de-duplication, or one report published
+//! under two ids), ids re-published at a new observation time, replays (rows written again and
+//! merged away by id: the at-least-once the design allows), scores written, probe reservations
+//! or instances a killed prober left for longer than the sweeper allows, and the recovery time
+//! (fault over -> every signal the broker held at that moment stored, no probe leftover). After
+//! the last row every key's latest score must count each of its stored signals once. Fails on a
+//! lost signal, a duplicate, a re-published id, a probe leftover or a miscounted score.
+//! Results: `docs/reliability.md`. Needs the workspace binaries (`cargo build --workspace
+//! --bins`).
 
 #![allow(
     clippy::unwrap_used,
@@ -28,11 +32,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_proto::domain::{Payload, Signal, SignalSource};
+use capsight_cloud::{CloudAdapter, InstanceState};
+use capsight_probe::{PROBE_TAG, prober::probe_age};
+use capsight_proto::{
+    codec,
+    domain::{Payload, Signal, SignalSource},
+};
 use capsight_testkit::{
     Sandbox,
     broker::PrivateBroker,
-    cloud::Sim,
+    cloud::{Sim, quick_retries},
     fixtures::scenario,
     kafka::read_to_end,
     private_clickhouse::PrivateClickHouse,
@@ -45,29 +54,80 @@ use serde_json::json;
 const LIMIT: Duration = Duration::from_secs(90);
 /// Workload before each fault.
 const STEADY: Duration = Duration::from_secs(3);
+/// The collectors' credentials in the scenario.
+const ACCESS_KEY: &str = "AKIATESTMATRIX";
+/// A probe reservation or instance older than this is a leak: the sweeper (every 2 s, after
+/// 5 s: `tests/fixtures/config/signal-matrix.toml`) should have removed it.
+const PROBE_STALE: Duration = Duration::from_secs(20);
+
+/// A capsight process of the signal path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Proc {
+    Spot,
+    Probe,
+    Quota,
+    Status,
+    Reports,
+    Scorer,
+}
+
+impl Proc {
+    const ALL: [Self; 6] = [
+        Self::Scorer,
+        Self::Spot,
+        Self::Probe,
+        Self::Quota,
+        Self::Status,
+        Self::Reports,
+    ];
+
+    fn binary(self) -> &'static str {
+        match self {
+            Self::Spot => "capsight-spot",
+            Self::Probe => "capsight-probe",
+            Self::Quota => "capsight-quota",
+            Self::Status => "capsight-status",
+            Self::Reports => "capsight-reports",
+            Self::Scorer => "capsight-scorer",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Spot => "spot collector",
+            Self::Probe => "prober",
+            Self::Quota => "quota collector",
+            Self::Status => "status collector",
+            Self::Reports => "reports intake",
+            Self::Scorer => "scorer",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Fault {
-    CollectorKill9,
-    ScorerKill9,
+    /// The process `kill -9`ed and restarted, twice.
+    Kill9(Proc),
     BrokerKilled,
     ClickHouseKilled,
 }
 
 impl Fault {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Self::CollectorKill9 => "spot collector kill -9 (x2)",
-            Self::ScorerKill9 => "scorer kill -9 (x2)",
-            Self::BrokerKilled => "Kafka broker killed 4 s",
-            Self::ClickHouseKilled => "ClickHouse killed 5 s",
+            Self::Kill9(Proc::Probe) => {
+                "prober kill -9 (x2), then SIGKILL between audit and publish".into()
+            }
+            Self::Kill9(p) => format!("{} kill -9 (x2)", p.name()),
+            Self::BrokerKilled => "Kafka broker killed 4 s".into(),
+            Self::ClickHouseKilled => "ClickHouse killed 5 s".into(),
         }
     }
 }
 
 #[derive(Debug, Default, Clone)]
 struct Row {
-    fault: &'static str,
+    fault: String,
     published: usize,
     reports: usize,
     refused: u32,
@@ -76,6 +136,7 @@ struct Row {
     republished: usize,
     replays: u64,
     scores: u64,
+    probe_leftovers: usize,
     restarts: usize,
     recovery: Duration,
 }
@@ -96,85 +157,90 @@ struct World {
     ch: PrivateClickHouse,
     db: clickhouse::Client,
     intake_port: u16,
-    spot: Option<ChildGuard>,
-    scorer: Option<ChildGuard>,
-    intake: Option<ChildGuard>,
+    procs: BTreeMap<Proc, ChildGuard>,
     spawned: usize,
+    /// The next prober started crashes itself (`SIGKILL`) right after its first probe's outcome
+    /// is in the audit table, before its signal is published: the worst point for a lost probe.
+    crash_next_probe: bool,
 }
 
 impl World {
-    fn spawn(&mut self, binary: &str) -> ChildGuard {
+    fn spawn(&mut self, proc: Proc) {
         self.spawned += 1;
-        let mut cmd = self.sandbox.command(bin(binary));
+        let mut cmd = self.sandbox.command(bin(proc.binary()));
         cmd.env("CAPSIGHT_CLICKHOUSE__URL", self.ch.url());
-        match binary {
-            "capsight-spot" => {
-                cmd.envs(self.sandbox.sim().aws_env("AKIATESTSPOT"));
+        match proc {
+            Proc::Spot | Proc::Quota => {
+                cmd.envs(self.sandbox.sim().aws_env(ACCESS_KEY));
             }
-            "capsight-reports" => {
+            Proc::Probe => {
+                cmd.envs(self.sandbox.sim().aws_env(ACCESS_KEY));
+                if std::mem::take(&mut self.crash_next_probe) {
+                    cmd.env("CAPSIGHT_PROBE__CRASH_AFTER", "done");
+                }
+            }
+            Proc::Status => {
+                cmd.env(
+                    "CAPSIGHT_STATUS__FEEDS",
+                    format!(
+                        "[{{name=\"cloudsim-statuspage\",kind=\"statuspage\",url=\"{}/api/v2/summary.json\",provider=\"aws\"}}]",
+                        self.sandbox.sim().url()
+                    ),
+                );
+            }
+            Proc::Reports => {
                 cmd.env(
                     "CAPSIGHT_REPORTS__LISTEN",
                     format!("127.0.0.1:{}", self.intake_port),
                 );
             }
-            _ => {}
+            Proc::Scorer => {}
         }
-        self.sandbox
-            .spawn(&format!("{binary}-{}", self.spawned), &mut cmd)
+        let child = self
+            .sandbox
+            .spawn(&format!("{}-{}", proc.binary(), self.spawned), &mut cmd);
+        self.procs.insert(proc, child);
     }
 
     /// Restarts a process that exited by itself (what systemd / Kubernetes do); how many.
     fn supervise(&mut self) -> usize {
-        let mut restarted = 0;
-        for binary in ["capsight-spot", "capsight-scorer", "capsight-reports"] {
-            let slot = match binary {
-                "capsight-spot" => &mut self.spot,
-                "capsight-scorer" => &mut self.scorer,
-                _ => &mut self.intake,
-            };
-            if slot
-                .as_mut()
-                .and_then(|c| c.wait_for(Duration::ZERO))
-                .is_some()
-            {
-                eprintln!("supervisor: {binary} exited; restarting it");
-                let fresh = self.spawn(binary);
-                match binary {
-                    "capsight-spot" => self.spot = Some(fresh),
-                    "capsight-scorer" => self.scorer = Some(fresh),
-                    _ => self.intake = Some(fresh),
-                }
-                restarted += 1;
-            }
+        let exited: Vec<Proc> = self
+            .procs
+            .iter_mut()
+            .filter_map(|(p, c)| c.wait_for(Duration::ZERO).map(|_| *p))
+            .collect();
+        for p in &exited {
+            eprintln!("supervisor: {} exited; restarting it", p.binary());
+            self.spawn(*p);
         }
-        restarted
+        exited.len()
     }
 
     async fn inject(&mut self, fault: Fault) {
         match fault {
-            Fault::CollectorKill9 | Fault::ScorerKill9 => {
-                let binary = if matches!(fault, Fault::CollectorKill9) {
-                    "capsight-spot"
-                } else {
-                    "capsight-scorer"
-                };
+            Fault::Kill9(proc) => {
                 for _ in 0..2 {
-                    let victim = if matches!(fault, Fault::CollectorKill9) {
-                        self.spot.take()
-                    } else {
-                        self.scorer.take()
-                    };
-                    if let Some(v) = victim {
+                    if let Some(v) = self.procs.remove(&proc) {
                         v.kill();
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let fresh = self.spawn(binary);
-                    if matches!(fault, Fault::CollectorKill9) {
-                        self.spot = Some(fresh);
-                    } else {
-                        self.scorer = Some(fresh);
-                    }
+                    self.spawn(proc);
                     tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                if proc == Proc::Probe {
+                    // a third death at the worst point: after an outcome is audited, before
+                    // its signal is published (the restarted prober publishes it from the audit)
+                    if let Some(v) = self.procs.remove(&proc) {
+                        v.kill();
+                    }
+                    self.crash_next_probe = true;
+                    self.spawn(proc);
+                    let crashed = self
+                        .procs
+                        .get_mut(&proc)
+                        .and_then(|c| c.wait_for(Duration::from_secs(30)));
+                    assert!(crashed.is_some(), "the prober did not reach its failpoint");
+                    self.spawn(proc);
                 }
             }
             Fault::BrokerKilled => {
@@ -188,6 +254,40 @@ impl World {
                 self.ch.start().await;
             }
         }
+    }
+
+    /// Probe reservations and instances still live when the sweeper should have removed them
+    /// (older than [`PROBE_STALE`]): what a killed prober leaked.
+    async fn probe_leftovers(&self) -> usize {
+        let adapter = self
+            .sandbox
+            .sim()
+            .adapter(ACCESS_KEY, quick_retries(2))
+            .await;
+        let now = chrono::Utc::now();
+        let stale = |tags: &BTreeMap<String, String>, created| {
+            probe_age(tags, created, now).is_some_and(|age| age > PROBE_STALE)
+        };
+        let reservations = adapter
+            .describe_tagged_reservations(PROBE_TAG)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.state == "active" && stale(&r.tags, r.created_at))
+            .count();
+        let instances = adapter
+            .describe_tagged(PROBE_TAG)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| {
+                !matches!(
+                    i.state,
+                    InstanceState::Terminated | InstanceState::ShuttingDown
+                ) && stale(&i.tags, i.launch_time)
+            })
+            .count();
+        reservations + instances
     }
 
     /// Every signal on the broker, by [`identity`] (with how many records carry it).
@@ -224,9 +324,25 @@ impl World {
         Ok(rows.into_iter().map(|c| (c.k, c.n)).collect())
     }
 
+    /// Probe outcomes in the prober's audit table (its outbox) by [`identity`] of their signal.
+    async fn audited_probes(&self) -> BTreeSet<String> {
+        let rows: Vec<String> = self
+            .db
+            .query("SELECT signal FROM probe_audit WHERE phase = 'done' AND signal != ''")
+            .fetch_all()
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|hex| {
+                let s = codec::decode_signal(&hex::decode(hex).unwrap()).unwrap();
+                identity(s.id.as_str(), s.observed_at.timestamp_millis())
+            })
+            .collect()
+    }
+
     async fn scores_written(&self) -> u64 {
         self.db
-            .query("SELECT count() FROM scores")
+            .query("SELECT count() FROM scores FINAL")
             .fetch_one::<u64>()
             .await
             .unwrap()
@@ -308,7 +424,7 @@ async fn fault_matrix_of_the_signal_path() {
         .profile("scorer")
         .profile("signal-matrix")
         .tenants([tenant("acme").name("Acme").rate(100_000).with_key()])
-        .cloudsim(Sim::builder(scenario("spot")))
+        .cloudsim(Sim::builder(scenario("signal-matrix")))
         .start()
         .await;
     let mut ch = PrivateClickHouse::new(&sandbox.dir);
@@ -324,14 +440,13 @@ async fn fault_matrix_of_the_signal_path() {
         ch,
         db,
         intake_port: free_port(),
-        spot: None,
-        scorer: None,
-        intake: None,
+        procs: BTreeMap::new(),
         spawned: 0,
+        crash_next_probe: false,
     };
-    w.scorer = Some(w.spawn("capsight-scorer"));
-    w.spot = Some(w.spawn("capsight-spot"));
-    w.intake = Some(w.spawn("capsight-reports"));
+    for p in Proc::ALL {
+        w.spawn(p);
+    }
 
     let client = Arc::new(Client::default());
     let reports = tokio::spawn(report_client(
@@ -340,12 +455,10 @@ async fn fault_matrix_of_the_signal_path() {
         Arc::clone(&client),
     ));
 
-    let faults = [
-        Fault::CollectorKill9,
-        Fault::ScorerKill9,
-        Fault::BrokerKilled,
-        Fault::ClickHouseKilled,
-    ];
+    let faults = Proc::ALL
+        .into_iter()
+        .map(Fault::Kill9)
+        .chain([Fault::BrokerKilled, Fault::ClickHouseKilled]);
     let mut rows: Vec<Row> = Vec::new();
     // ids on the broker at the end of each row (a signal belongs to the first row that saw it)
     let mut seen_by_row: Vec<BTreeSet<String>> = Vec::new();
@@ -373,10 +486,13 @@ async fn fault_matrix_of_the_signal_path() {
             let stored = w.stored(false).await.unwrap_or_default();
             let on_broker = w.on_broker().await;
             let notes: BTreeSet<&str> = on_broker.values().filter_map(|(s, _)| note(s)).collect();
+            let leftovers = w.probe_leftovers().await;
             let caught_up = held.iter().all(|id| stored.contains_key(id))
-                && accepted.iter().all(|id| notes.contains(id.as_str()));
+                && accepted.iter().all(|id| notes.contains(id.as_str()))
+                && leftovers == 0;
             if caught_up || over.elapsed() >= LIMIT {
                 row.recovery = over.elapsed();
+                row.probe_leftovers = leftovers;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -391,8 +507,10 @@ async fn fault_matrix_of_the_signal_path() {
     // stop the workload, let the pipeline drain, then count
     client.stop.store(true, Ordering::SeqCst);
     reports.await.unwrap();
-    if let Some(spot) = w.spot.take() {
-        spot.kill();
+    for p in [Proc::Spot, Proc::Probe, Proc::Quota, Proc::Status] {
+        if let Some(c) = w.procs.remove(&p) {
+            c.kill();
+        }
     }
     let deadline = Instant::now() + LIMIT;
     loop {
@@ -471,6 +589,31 @@ async fn fault_matrix_of_the_signal_path() {
     for (row, n) in client.refused.lock().unwrap().iter() {
         rows[*row].refused = *n;
     }
+    // every probe outcome the prober audited reached the broker (the crashed prober's too)
+    let prober_row = rows
+        .iter()
+        .position(|r| r.fault == Fault::Kill9(Proc::Probe).name())
+        .unwrap();
+    for probe in w.audited_probes().await {
+        if !on_broker.contains_key(&probe) {
+            eprintln!("probe outcome audited but never published: {probe}");
+            rows[prober_row].lost += 1;
+        }
+    }
+    // the workload really ran every collector
+    let sources: BTreeSet<SignalSource> = on_broker.values().map(|(s, _)| s.source).collect();
+    for source in [
+        SignalSource::Spot,
+        SignalSource::Probe,
+        SignalSource::Quota,
+        SignalSource::Status,
+        SignalSource::Report,
+    ] {
+        assert!(
+            sources.contains(&source),
+            "no {source:?} signal: {sources:?}"
+        );
+    }
 
     // every key's latest score counts each of its stored signals (within the window) once
     let window = chrono::Duration::hours(24);
@@ -502,12 +645,13 @@ async fn fault_matrix_of_the_signal_path() {
     println!(
         "| fault | signals published | reports accepted (202) | reports refused (client \
          retried) | signals lost | signals duplicated | ids re-published with a new time | \
-         replay rows (unmerged, a lower bound) | scores written | restarts by the supervisor | recovery |"
+         replay rows (unmerged, a lower bound) | scores written | probe leftovers | restarts by the \
+         supervisor | recovery |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
             r.fault,
             r.published,
             r.reports,
@@ -517,6 +661,7 @@ async fn fault_matrix_of_the_signal_path() {
             r.republished,
             r.replays,
             r.scores,
+            r.probe_leftovers,
             r.restarts,
             r.recovery.as_secs_f64()
         );
@@ -526,7 +671,11 @@ async fn fault_matrix_of_the_signal_path() {
         miscounted.len()
     );
     for r in &rows {
-        assert_eq!((r.lost, r.duplicated, r.republished), (0, 0, 0), "{r:?}");
+        assert_eq!(
+            (r.lost, r.duplicated, r.republished, r.probe_leftovers),
+            (0, 0, 0, 0),
+            "{r:?}"
+        );
         assert!(r.published > 0, "no signal flowed during {r:?}");
     }
     assert!(miscounted.is_empty(), "{miscounted:#?}");

@@ -7,8 +7,10 @@
 //!   the vCPUs of running instances of the family);
 //! * a reading is published when it differs from the last one published for its key, and again
 //!   every `quota.heartbeat` even when unchanged, so the scorer knows it is still current;
-//! * signal ids derive from (key, reading, heartbeat period): a retry or a restart inside the
-//!   same period republishes the same id;
+//! * signal ids derive from (key, reading, observation time): every reading is one observation
+//!   with an id of its own (a retried publish keeps it); a restart reads again and publishes new
+//!   observations, never one id at two observation times (which `signals` and the scorer's
+//!   window, keyed by time and id, would keep and count twice);
 //! * a region whose quotas cannot be read (permission, outage) is logged and skipped; the others
 //!   carry on. Quota says nothing about stock: the scorer uses it to tell "no quota" from "no
 //!   capacity", never to lower a capacity score.
@@ -92,11 +94,6 @@ impl QuotaCollector {
         }
     }
 
-    fn period(&self, now: DateTime<Utc>) -> i64 {
-        let secs = i64::try_from(self.settings.heartbeat.as_secs().max(1)).unwrap_or(i64::MAX);
-        now.timestamp().div_euclid(secs)
-    }
-
     /// Reads every quota once and publishes what changed or is due for a heartbeat.
     pub async fn poll_once(&mut self, now: DateTime<Utc>) -> QuotaReport {
         let mut report = QuotaReport::default();
@@ -148,7 +145,7 @@ impl QuotaCollector {
                                 &reading.quota_code,
                                 &reading.limit.to_string(),
                                 &reading.used.to_string(),
-                                &self.period(now).to_string(),
+                                &now.timestamp_millis().to_string(),
                             ],
                         ),
                         observed_at: now,

@@ -27,7 +27,7 @@ fn run_once(sandbox: &Sandbox) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn quotas_become_headroom_signals_with_stable_ids() {
+async fn quotas_become_headroom_signals_one_id_per_observation() {
     let sandbox = Sandbox::builder("quota")
         .signals(2)
         .cloudsim(Sim::builder(scenario("quota")))
@@ -39,7 +39,7 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
         run_once(&sandbox);
     }
 
-    let mut ids: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ids: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
     let mut headroom: BTreeMap<String, u32> = BTreeMap::new();
     let mut readings = BTreeMap::new();
     // each keyed by its partition key
@@ -63,7 +63,7 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
         readings.insert(s.key.instance_type.to_string(), q.clone());
         ids.entry(s.key.to_string())
             .or_default()
-            .push(s.id.to_string());
+            .push((s.id.to_string(), s.observed_at.timestamp_millis()));
     }
     // 1152 vCPUs of P quota: 6 x p5.48xlarge (192 vCPUs); 64 vCPUs of G quota: 16 x g5.xlarge
     assert_eq!(headroom.get("p5.48xlarge"), Some(&6), "{headroom:?}");
@@ -86,10 +86,12 @@ async fn quotas_become_headroom_signals_with_stable_ids() {
             headroom_instances: 16,
         }
     );
-    // two runs in the same heartbeat period publish the same ids: downstream dedup absorbs them
+    // two runs (a restart) are two observations of each key, each under an id of its own: one
+    // id at two observation times would be stored and counted as two observations of one id
     assert!(!ids.is_empty());
     for (key, v) in &ids {
         assert_eq!(v.len(), 2, "{key}: {v:?}");
-        assert_eq!(v[0], v[1], "{key}");
+        assert_ne!(v[0].0, v[1].0, "{key}: {v:?}");
+        assert_ne!(v[0].1, v[1].1, "{key}: {v:?}");
     }
 }

@@ -8,8 +8,10 @@
 //!   last known state is kept;
 //! * a region-wide incident fans out to every key of the region ([`KeyUniverse`]: each offered
 //!   GPU instance type x each configured market), so every scorer partition sees it;
-//! * signal ids derive from (feed, incident, severity, resolved, key): re-polling after a restart
-//!   republishes the same ids, which downstream de-duplication absorbs;
+//! * signal ids derive from (feed, incident, severity, resolved, key, observation time): a
+//!   restart forgets the feeds' state and announces their open incidents again as new
+//!   observations, never one id at two observation times (which `signals` and the scorer's
+//!   window, keyed by time and id, would keep and count twice);
 //! * if publishing fails, the feed's state is forgotten so the next poll publishes it again.
 
 pub mod feeds;
@@ -226,6 +228,7 @@ impl Collector {
                                 inc.severity.as_str(),
                                 if inc.resolved { "resolved" } else { "open" },
                                 &key_text,
+                                &now.timestamp_millis().to_string(),
                             ],
                         ),
                         observed_at: now,
