@@ -709,11 +709,8 @@ fn elapsed_ms(since: Instant) -> u32 {
 /// The `crash_after` failpoint (tests only): SIGKILL, as an operator's `kill -9` or the OOM
 /// killer would.
 fn crash_now(probe_id: &str) -> ! {
-    tracing::warn!(probe = %probe_id, "crash_after failpoint: killing this process with SIGKILL");
-    let _ = std::process::Command::new("kill")
-        .args(["-9", &std::process::id().to_string()])
-        .status();
-    std::process::abort();
+    tracing::warn!(probe = %probe_id, "crash_after failpoint reached");
+    capsight_runtime::failpoint::kill_self("probe.crash_after", "done");
 }
 
 /// How long ago `tags` say the prober created a resource, else `fallback` (the cloud's time).

@@ -36,6 +36,16 @@ pub fn check(field: &'static str, value: &str) -> Result<(), FailpointRefused> {
     check_for(Build::current(), field, value)
 }
 
+/// Kills this process with `SIGKILL` at failpoint `field` = `point`, as an operator's `kill -9`
+/// or the OOM killer would: nothing runs after it (no destructor, no flush, no shutdown hook).
+pub fn kill_self(field: &'static str, point: &str) -> ! {
+    tracing::warn!(field, point, "failpoint: killing this process with SIGKILL");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &std::process::id().to_string()])
+        .status();
+    std::process::abort();
+}
+
 /// Checks the failpoint setting `field` for a binary of build `build`.
 pub fn check_for(build: Build, field: &'static str, value: &str) -> Result<(), FailpointRefused> {
     if build == Build::Release && !value.is_empty() {

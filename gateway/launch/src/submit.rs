@@ -66,6 +66,10 @@ pub struct Submit<'a> {
     pub catalog: &'a Catalog,
     /// The most instances one launch may ask for.
     pub max_launch_count: u32,
+    /// TESTING ONLY (empty in production; release builds refuse it at start): `recorded` kills
+    /// the process with SIGKILL once a job is recorded (outbox, request, `queued`), before it is
+    /// published and answered — a gateway crash at the worst point.
+    pub crash_after: &'a str,
 }
 
 impl Submit<'_> {
@@ -202,6 +206,9 @@ impl Submit<'_> {
                 ),
             )
             .await?;
+        if self.crash_after == "recorded" {
+            capsight_runtime::failpoint::kill_self("gateway.crash_after", "recorded");
+        }
         let outbox = Outbox {
             store: self.store,
             queue: self.queue,

@@ -327,11 +327,7 @@ impl Reconciler {
             (tenant, job_id),
             || {
                 if crash {
-                    tracing::warn!("crash_after failpoint: killing this process with SIGKILL");
-                    let _ = std::process::Command::new("kill")
-                        .args(["-9", &std::process::id().to_string()])
-                        .status();
-                    std::process::abort();
+                    capsight_runtime::failpoint::kill_self("launcher.crash_after", "reconciled");
                 }
             },
             |events| {

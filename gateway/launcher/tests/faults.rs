@@ -71,6 +71,7 @@ async fn submit(
         queue,
         catalog: &catalog,
         max_launch_count: 8,
+        crash_after: "",
     }
     .submit(
         ACME,
@@ -446,6 +447,7 @@ async fn a_clickhouse_outage_loses_nothing_and_reaps_no_heartbeating_launch() {
         queue: &queue,
         catalog: &catalog,
         max_launch_count: 8,
+        crash_after: "",
     }
     .submit(
         ACME,

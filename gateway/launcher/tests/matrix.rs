@@ -113,6 +113,7 @@ async fn submit(
             queue,
             catalog: &catalog,
             max_launch_count: 8,
+            crash_after: "",
         }
         .submit(
             ACME,

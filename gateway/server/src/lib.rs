@@ -182,6 +182,8 @@ pub async fn start(
         .verdict
         .validate()
         .map_err(|e| startup("configuration", &e))?;
+    capsight_runtime::failpoint::check("gateway.crash_after", &config.gateway.crash_after)
+        .map_err(|e| startup("configuration", &e))?;
     if config.gateway.ageing_interval.is_zero() {
         return Err(startup(
             "configuration",

@@ -70,6 +70,10 @@ pub struct GatewaySettings {
     /// How often every served score is re-aged (labels turning unknown are announced then).
     #[serde(with = "humantime_serde")]
     pub ageing_interval: Duration,
+    /// TESTING ONLY, empty in production (release builds refuse to start with it): `recorded`
+    /// kills the process with SIGKILL after a job is recorded and before it is published and
+    /// answered.
+    pub crash_after: String,
 }
 
 impl Default for GatewaySettings {
@@ -93,6 +97,7 @@ impl Default for GatewaySettings {
             cloud_timeout: Duration::from_secs(20),
             publish_timeout: Duration::from_secs(10),
             ageing_interval: Duration::from_secs(30),
+            crash_after: String::new(),
         }
     }
 }

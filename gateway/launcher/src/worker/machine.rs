@@ -43,14 +43,7 @@ impl Launcher {
 
     pub(super) fn crash_point(&self, step: &str) {
         if !self.settings.crash_after.is_empty() && self.settings.crash_after == step {
-            tracing::warn!(
-                step,
-                "crash_after failpoint: killing this process with SIGKILL"
-            );
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &std::process::id().to_string()])
-                .status();
-            std::process::abort();
+            capsight_runtime::failpoint::kill_self("launcher.crash_after", step);
         }
     }
 

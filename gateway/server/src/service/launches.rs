@@ -132,6 +132,7 @@ impl LaunchService for Api {
             queue: &core.jobs,
             catalog: &core.catalog,
             max_launch_count: core.settings.max_launch_count,
+            crash_after: &core.settings.crash_after,
         };
         let tenant = caller.id().as_str();
         // a retry answers the job it already submitted, whatever a preflight would say now
