@@ -5,7 +5,7 @@
 //! fed one tenant report every 250 ms by a client that retries a refused report unchanged (same
 //! id, same `observed_at`), and the scorer (`capsight-scorer`) writing to ClickHouse. One fault
 //! at a time: each process `kill -9`ed and restarted twice, the broker killed (`SIGKILL`) for
-//! 4 s, ClickHouse killed for 5 s. Per fault it prints: signals published (distinct ids the
+//! 4 s twice, ClickHouse killed for 5 s twice. Per fault it prints: signals published (distinct ids the
 //! broker accepted while the row ran), reports accepted by the intake (202) and refused (client
 //! retried), signals lost (on the broker but never stored, or a 202 report never on the
 //! broker), duplicated (a signal id stored twice after de-duplication, or one report published
@@ -119,8 +119,8 @@ impl Fault {
                 "prober kill -9 (x2), then SIGKILL between audit and publish".into()
             }
             Self::Kill9(p) => format!("{} kill -9 (x2)", p.name()),
-            Self::BrokerKilled => "Kafka broker killed 4 s".into(),
-            Self::ClickHouseKilled => "ClickHouse killed 5 s".into(),
+            Self::BrokerKilled => "Kafka broker killed 4 s (x2)".into(),
+            Self::ClickHouseKilled => "ClickHouse killed 5 s (x2)".into(),
         }
     }
 }
@@ -244,14 +244,24 @@ impl World {
                 }
             }
             Fault::BrokerKilled => {
-                self.broker.kill9();
-                tokio::time::sleep(Duration::from_secs(4)).await;
-                self.broker.restart().await;
+                for n in 0..2 {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
+                    self.broker.kill9();
+                    tokio::time::sleep(Duration::from_secs(4)).await;
+                    self.broker.restart().await;
+                }
             }
             Fault::ClickHouseKilled => {
-                self.ch.stop().await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                self.ch.start().await;
+                for n in 0..2 {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
+                    self.ch.stop().await;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    self.ch.start().await;
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
 //! The launch path's fault matrix, on private services (RabbitMQ, ClickHouse, a Kafka broker:
 //! never the shared stack) with two real `capsight-launcher` binaries: a steady workload of
 //! launches submitted as the gateway's `Launch` does it (outbox, idempotency key, retried by
-//! the client while refused), and one fault at a time — a launcher `kill -9`ed twice, RabbitMQ
-//! stopped, ClickHouse killed, the Kafka broker killed. Per fault it prints and checks: jobs
+//! the client while refused), and one fault at a time, each twice — a launcher `kill -9`ed,
+//! RabbitMQ stopped, ClickHouse killed, the Kafka broker killed. Per fault it prints and checks: jobs
 //! lost, double launches (instances per client token), leaked instances, launch-attempt
 //! signals lost or duplicated on Kafka, and the recovery time (fault over -> every job of the
 //! row running). Needs `cargo build -p capsight-launcher --bins`. Results table:
@@ -37,7 +37,7 @@ use launcher::{ACME, Harness, P5_AZ4, P5_AZ6};
 const LIMIT: Duration = Duration::from_secs(120);
 /// Jobs submitted before each fault, and at most during it (one every 1.5 s).
 const BEFORE: usize = 2;
-const DURING: usize = 3;
+const DURING: usize = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
@@ -51,9 +51,9 @@ impl Fault {
     fn name(self) -> &'static str {
         match self {
             Self::LauncherKill9 => "launcher kill -9 (x2)",
-            Self::RabbitMqStopped => "RabbitMQ stopped 5 s",
-            Self::ClickHouseKilled => "ClickHouse killed 5 s",
-            Self::KafkaBrokerKilled => "Kafka broker killed 3 s",
+            Self::RabbitMqStopped => "RabbitMQ stopped 5 s (x2)",
+            Self::ClickHouseKilled => "ClickHouse killed 5 s (x2)",
+            Self::KafkaBrokerKilled => "Kafka broker killed 3 s (x2)",
         }
     }
 }
@@ -145,19 +145,34 @@ async fn inject(w: &mut World, fault: Fault) {
             }
         }
         Fault::RabbitMqStopped => {
-            w.rabbit.stop().await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            w.rabbit.start().await;
+            for n in 0..2 {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                w.rabbit.stop().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                w.rabbit.start().await;
+            }
         }
         Fault::ClickHouseKilled => {
-            w.ch.stop().await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            w.ch.start().await;
+            for n in 0..2 {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                w.ch.stop().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                w.ch.start().await;
+            }
         }
         Fault::KafkaBrokerKilled => {
-            w.broker.kill9();
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            w.broker.restart().await;
+            for n in 0..2 {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                w.broker.kill9();
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                w.broker.restart().await;
+            }
         }
     }
 }
