@@ -33,12 +33,11 @@ use capsight_proto::{
 };
 use capsight_testkit::{
     Sandbox,
-    cloud::{JOB_TAG, OPERATOR, ROLE_ACME, Sim},
-    fixtures::{launcher_world, scenario},
+    cloud::{JOB_TAG, OPERATOR},
+    fixtures::gateway_launcher_world,
     grpc::{self, authed},
     launches::IMAGE,
     process::{ChildGuard, bin, free_port},
-    tenants::tenant,
 };
 use tonic::transport::Channel;
 
@@ -175,13 +174,7 @@ async fn answers(channel: &Channel, key: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_gateway_loses_no_launch_and_launches_none_twice() {
-    let sandbox = launcher_world("gw_matrix")
-        .scores(1)
-        .profile("gateway")
-        .tenants([tenant("acme").role(ROLE_ACME, "ext-acme").with_key()])
-        .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
-        .start()
-        .await;
+    let sandbox = gateway_launcher_world("gw_matrix").start().await;
     let key = sandbox.key("acme");
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut spawned = 1;

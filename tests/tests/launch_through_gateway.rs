@@ -14,22 +14,15 @@ use capsight_proto::{
 };
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
-    cloud::{ROLE_ACME, Sim, catalog, instances_of},
-    fixtures::{launcher_world, scenario},
+    cloud::{catalog, instances_of},
+    fixtures::gateway_launcher_world,
     grpc::{self, authed},
-    tenants::tenant,
     wait::eventually,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn launch_through_the_gateway_runs_and_get_launch_shows_every_transition() {
-    let sandbox = launcher_world("launch_gw")
-        .scores(1)
-        .profile("gateway")
-        .tenants([tenant("acme").role(ROLE_ACME, "ext-acme").with_key()])
-        .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
-        .start()
-        .await;
+    let sandbox = gateway_launcher_world("launch_gw").start().await;
     let key = sandbox.key("acme");
     let shutdown = Shutdown::new();
     let gateway: GatewayConfig = sandbox.config();

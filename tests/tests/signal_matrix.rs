@@ -44,6 +44,7 @@ use capsight_testkit::{
     cloud::{Sim, quick_retries},
     fixtures::scenario,
     kafka::read_to_end,
+    outage::outages,
     private_clickhouse::PrivateClickHouse,
     process::{ChildGuard, bin, free_port},
     tenants::tenant,
@@ -244,24 +245,22 @@ impl World {
                 }
             }
             Fault::BrokerKilled => {
-                for n in 0..2 {
-                    if n > 0 {
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                    }
-                    self.broker.kill9();
-                    tokio::time::sleep(Duration::from_secs(4)).await;
-                    self.broker.restart().await;
-                }
+                outages(
+                    &mut self.broker,
+                    2,
+                    Duration::from_secs(4),
+                    Duration::from_secs(3),
+                )
+                .await;
             }
             Fault::ClickHouseKilled => {
-                for n in 0..2 {
-                    if n > 0 {
-                        tokio::time::sleep(Duration::from_secs(3)).await;
-                    }
-                    self.ch.stop().await;
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    self.ch.start().await;
-                }
+                outages(
+                    &mut self.ch,
+                    2,
+                    Duration::from_secs(5),
+                    Duration::from_secs(3),
+                )
+                .await;
             }
         }
     }

@@ -29,8 +29,8 @@ use capsight_proto::{
     v1,
 };
 use capsight_testkit::{
-    broker::PrivateBroker, cloud::catalog, kafka, launches, private_clickhouse::PrivateClickHouse,
-    process::ChildGuard, rabbit::PrivateRabbit,
+    broker::PrivateBroker, cloud::catalog, kafka, launches, outage::outages,
+    private_clickhouse::PrivateClickHouse, process::ChildGuard, rabbit::PrivateRabbit,
 };
 use launcher::{ACME, Harness, P5_AZ4, P5_AZ6};
 
@@ -132,6 +132,10 @@ async fn submit(
     }
 }
 
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 async fn inject(w: &mut World, fault: Fault) {
     match fault {
         Fault::LauncherKill9 => {
@@ -144,36 +148,9 @@ async fn inject(w: &mut World, fault: Fault) {
                 tokio::time::sleep(Duration::from_millis(1200)).await;
             }
         }
-        Fault::RabbitMqStopped => {
-            for n in 0..2 {
-                if n > 0 {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                w.rabbit.stop().await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                w.rabbit.start().await;
-            }
-        }
-        Fault::ClickHouseKilled => {
-            for n in 0..2 {
-                if n > 0 {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                w.ch.stop().await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                w.ch.start().await;
-            }
-        }
-        Fault::KafkaBrokerKilled => {
-            for n in 0..2 {
-                if n > 0 {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
-                }
-                w.broker.kill9();
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                w.broker.restart().await;
-            }
-        }
+        Fault::RabbitMqStopped => outages(&mut w.rabbit, 2, secs(5), secs(2)).await,
+        Fault::ClickHouseKilled => outages(&mut w.ch, 2, secs(5), secs(2)).await,
+        Fault::KafkaBrokerKilled => outages(&mut w.broker, 2, secs(3), secs(2)).await,
     }
 }
 

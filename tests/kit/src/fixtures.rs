@@ -123,6 +123,18 @@ pub fn launcher_world(prefix: &str) -> Builder {
         .profile("cloud")
 }
 
+/// A sandbox where launches go through the gateway to a launcher: [`launcher_world`] with a
+/// scores topic (1 partition, the gateway's view), the `gateway` config fragment, tenant `acme`
+/// with [`ROLE_ACME`] and a key, and cloudsim running the `launcher` scenario at 60 simulated
+/// seconds a second.
+pub fn gateway_launcher_world(prefix: &str) -> Builder {
+    launcher_world(prefix)
+        .scores(1)
+        .profile("gateway")
+        .tenants([tenant("acme").role(ROLE_ACME, "ext-acme").with_key()])
+        .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
+}
+
 /// A sandbox for a gateway in its world: a signals topic (1 partition, for report signals), a
 /// migrated database, the launch topology, [`gateway_tenants`], the gateway's scenario in a
 /// cloudsim with a frozen clock, and the `gateway` and `cloud` config fragments. The scores

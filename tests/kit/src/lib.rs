@@ -16,7 +16,8 @@
 //!   restart without disturbing other tests, optionally behind a [`broker::KafkaProxy`] that
 //!   sees every request's API key (to inject a fault at an exact protocol step, e.g. during an
 //!   offset commit); [`rabbit`]: a private RabbitMQ node to restart; [`private_clickhouse`]: a
-//!   private ClickHouse server to stop (kill) and restart;
+//!   private ClickHouse server to stop (kill) and restart; [`outage`]: one way to take any of
+//!   them down and back, repeatedly;
 //! * [`tls`]: a CA made for one test and a TLS-terminating forwarder in front of a real service;
 //! * [`otlp`]: an OTLP trace receiver (HTTP and gRPC) that keeps the spans processes export;
 //! * [`webhook`]: a webhook receiver on loopback that keeps what the notifier sends.
@@ -38,6 +39,7 @@ pub mod grpc;
 pub mod kafka;
 pub mod launches;
 pub mod otlp;
+pub mod outage;
 pub mod private_clickhouse;
 pub mod process;
 pub mod rabbit;
