@@ -2,7 +2,15 @@
 //!
 //! The tests in `tests/tests/` spawn the workspace's binaries from the cargo target directory;
 //! `deploy/local/stack test` builds them and brings the stack up first. Helpers here find the
-//! binaries and the repository.
+//! binaries and the repository; [`standby`] is the warm-standby world several tests share.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    reason = "test support: a failed set-up is a failed test, with the panic as its message"
+)]
+
+pub mod standby;
 
 use std::path::PathBuf;
 

@@ -22,6 +22,7 @@ use capsight_cloud::{
     CloudAdapter, InstanceState, InstanceType, LaunchRequest, Market, Provider, Region, ZoneId,
     tenants::TenantClouds,
 };
+use capsight_e2e::standby::{self, registry};
 use capsight_gateway::GatewayConfig;
 use capsight_launcher::{
     LauncherConfig,
@@ -31,25 +32,18 @@ use capsight_launcher::{
 use capsight_notify::{Deps, NotifierConfig, payload};
 use capsight_proto::domain::{CapacityKey, LaunchState};
 use capsight_proto::v1::{self, notification_service_client::NotificationServiceClient};
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_reports::{ReportsSettings, launched::LaunchedInstances, server::AppState};
 use capsight_runtime::shutdown::Shutdown;
-use capsight_tenancy::{SharedRegistry, TenantHasher};
+use capsight_tenancy::TenantHasher;
 use capsight_testkit::{
     Sandbox,
     clickhouse::insert,
-    cloud::{ROLE_ACME, Sim, wait_instance},
-    fixtures::{launcher_world, scenario},
+    cloud::wait_instance,
     grpc, launches,
     process::bin,
-    tenants::tenant,
     wait::eventually,
     webhook::{Received, Receiver},
 };
 use tonic::{Code, transport::Channel};
-
-/// Simulated seconds per real second (provisioning 10 s -> 1 s, stop 20 s -> 2 s).
-const TIME_SCALE: f64 = 10.0;
 
 type Client = NotificationServiceClient<Channel>;
 
@@ -57,55 +51,7 @@ type Client = NotificationServiceClient<Channel>;
 /// reports intake in-process fed by cloudsim's webhook with acme's key, and the gateway
 /// in-process: (sandbox, shutdown of both, a NotificationService client).
 async fn world() -> (Sandbox, Shutdown, Client) {
-    let mut sandbox = launcher_world("notify")
-        .scores(1)
-        .profile("gateway")
-        .profile("notify")
-        .tenants([
-            tenant("acme")
-                .name("Acme")
-                .role(ROLE_ACME, "ext-acme")
-                .with_key(),
-            tenant("globex").name("Globex").with_key(),
-        ])
-        .start()
-        .await;
-    let shutdown = Shutdown::new();
-    let config: LauncherConfig = sandbox.config();
-    let publisher = Publisher::new(&config.kafka, &PublisherSettings::default(), "test").unwrap();
-    #[derive(serde::Deserialize)]
-    struct Reports {
-        reports: ReportsSettings,
-    }
-    let mut reports = sandbox.config::<Reports>().reports;
-    reports.listen = "127.0.0.1:0".parse().unwrap();
-    let state = Arc::new(
-        AppState::new(
-            publisher.clone(),
-            registry(&sandbox),
-            TenantHasher::new(&config.tenancy.hash_secret),
-            reports,
-            100_000,
-            capsight_testkit::cloud::catalog(),
-        )
-        .with_launched(LaunchedInstances::new(sandbox.client())),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let intake = format!("http://{}/v1/events", listener.local_addr().unwrap());
-    tokio::spawn(capsight_reports::run(
-        state,
-        listener,
-        publisher,
-        shutdown.clone(),
-    ));
-    let acme_key = sandbox.key("acme");
-    sandbox
-        .start_cloudsim(
-            Sim::builder(scenario("standby"))
-                .time_scale(TIME_SCALE)
-                .webhook(&intake, &acme_key),
-        )
-        .await;
+    let (sandbox, shutdown, _) = standby::world("notify", &["notify"]).await;
     let clouds: Arc<dyn TenantClouds> = sandbox.clouds();
     let gw: GatewayConfig = sandbox.config();
     let running = capsight_gateway::start(gw, clouds, shutdown.clone())
@@ -113,10 +59,6 @@ async fn world() -> (Sandbox, Shutdown, Client) {
         .unwrap();
     let client = NotificationServiceClient::new(grpc::channel(running.addr));
     (sandbox, shutdown, client)
-}
-
-fn registry(sandbox: &Sandbox) -> SharedRegistry {
-    SharedRegistry::open(sandbox.registry().path().to_owned(), Duration::from_secs(1)).unwrap()
 }
 
 /// The notifier over the sandbox, started.

@@ -22,6 +22,7 @@ use capsight_cloud::{
     CloudAdapter, InstanceId, InstanceState, InstanceType, LaunchRequest, Market, Provider, Region,
     ZoneId, tenants::TenantClouds,
 };
+use capsight_e2e::standby::{self, TIME_SCALE, registry};
 use capsight_gateway::{GatewayConfig, jobs::JobPublisher};
 use capsight_launcher::{
     LauncherConfig,
@@ -32,27 +33,20 @@ use capsight_launcher::{
 };
 use capsight_proto::domain::{CapacityKey, LaunchState};
 use capsight_proto::v1::{self, launch_service_client::LaunchServiceClient};
-use capsight_publisher::{Publisher, PublisherSettings};
-use capsight_reports::{ReportsSettings, launched::LaunchedInstances, server::AppState};
 use capsight_runtime::shutdown::Shutdown;
-use capsight_tenancy::{SharedRegistry, TenantHasher};
+use capsight_tenancy::TenantHasher;
 use capsight_testkit::{
     Sandbox,
     clickhouse::{insert, tsv},
-    cloud::{OPERATOR, ROLE_ACME, Sim, catalog, instance_state, wait_instance},
-    fixtures::{documented_queries, launcher_world, scenario},
+    cloud::{OPERATOR, catalog, instance_state, wait_instance},
+    fixtures::documented_queries,
     grpc,
     launches::{self, job_request, queued},
     process::bin,
-    tenants::tenant,
     wait::eventually_every,
 };
 use chrono::Datelike;
 use tonic::Code;
-
-/// Simulated seconds per real second: provisioning 10 s -> 1 s, stop 20 s -> 2 s, rebalance
-/// lead 30 s -> 3 s.
-const TIME_SCALE: f64 = 10.0;
 
 /// The test's sandbox (signals and compacted scores topics, database, launch topology, tenants
 /// `acme` with a role and a key and `globex`, the launcher and gateway at test pace) with the
@@ -66,55 +60,7 @@ async fn sandbox() -> (Sandbox, Shutdown) {
 
 /// [`sandbox`], also returning the intake's events URL (`globex` has a key too, to attack).
 async fn sandbox_with_intake() -> (Sandbox, Shutdown, String) {
-    let mut sandbox = launcher_world("standby")
-        .scores(1)
-        .profile("gateway")
-        .tenants([
-            tenant("acme")
-                .name("Acme")
-                .role(ROLE_ACME, "ext-acme")
-                .with_key(),
-            tenant("globex").name("Globex").with_key(),
-        ])
-        .start()
-        .await;
-    let shutdown = Shutdown::new();
-    let config: LauncherConfig = sandbox.config();
-    let publisher = Publisher::new(&config.kafka, &PublisherSettings::default(), "test").unwrap();
-    #[derive(serde::Deserialize)]
-    struct Reports {
-        reports: ReportsSettings,
-    }
-    let mut reports = sandbox.config::<Reports>().reports;
-    reports.listen = "127.0.0.1:0".parse().unwrap();
-    let state = Arc::new(
-        AppState::new(
-            publisher.clone(),
-            registry(&sandbox),
-            TenantHasher::new(&config.tenancy.hash_secret),
-            reports,
-            100_000,
-            capsight_testkit::cloud::catalog(),
-        )
-        .with_launched(LaunchedInstances::new(sandbox.client())),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let intake = format!("http://{}/v1/events", listener.local_addr().unwrap());
-    tokio::spawn(capsight_reports::run(
-        state,
-        listener,
-        publisher,
-        shutdown.clone(),
-    ));
-    let acme_key = sandbox.key("acme");
-    sandbox
-        .start_cloudsim(
-            Sim::builder(scenario("standby"))
-                .time_scale(TIME_SCALE)
-                .webhook(&intake, &acme_key),
-        )
-        .await;
-    (sandbox, shutdown, intake)
+    standby::world("standby", &[]).await
 }
 
 /// A standby manager over the sandbox (its store, tenants' clouds, registry and tenant hasher).
@@ -137,11 +83,6 @@ fn quick_sweep(sb: &Sandbox, suffix: &str) -> StandbySettings {
         interval: Duration::from_millis(200),
         consumer_group: format!("{}-{suffix}", sb.group),
     }
-}
-
-/// The sandbox's registry as services share it (re-read every second).
-fn registry(sandbox: &Sandbox) -> SharedRegistry {
-    SharedRegistry::open(sandbox.registry().path().to_owned(), Duration::from_secs(1)).unwrap()
 }
 
 /// Launches one g5.xlarge in use1-az1 with `token` and waits until it runs.
