@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use capsight_e2e::bin;
-use capsight_proto::domain::{ErrorClass, Label};
+use capsight_proto::domain::Label;
 use capsight_testkit::{
-    Sandbox, fixtures::report, process::free_port, signals::launch, tenants::tenant,
+    Sandbox, fixtures::report, process::free_port, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -39,27 +39,12 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
             format!("127.0.0.1:{}", free_port()),
         ),
     );
-    let intake_addr = format!("127.0.0.1:{}", free_port());
-    let _intake = sandbox.spawn(
-        "capsight-reports",
-        sandbox
-            .command(bin("capsight-reports"))
-            .env("CAPSIGHT_REPORTS__LISTEN", &intake_addr),
-    );
+    let (_intake, intake_addr) = sandbox.spawn_intake();
 
     // what capsight itself saw: a probe success every hour of the last six
-    let now = Utc::now();
-    let probes: Vec<_> = (0..6)
-        .map(|h| {
-            launch(
-                &format!("probe-{h}"),
-                KEY,
-                now - chrono::Duration::hours(h),
-                ErrorClass::None,
-            )
-        })
-        .collect();
-    sandbox.publish(&probes).await;
+    sandbox
+        .publish(&hourly_probe_successes(KEY, 6, Utc::now()))
+        .await;
     let honest = score_with(&sandbox, 6).await;
     assert_eq!(honest.label, Label::Available, "{honest:?}");
 

@@ -13,9 +13,9 @@
 use std::time::Duration;
 
 use capsight_e2e::{admin_bin, bin};
-use capsight_proto::domain::{ErrorClass, Score};
+use capsight_proto::domain::Score;
 use capsight_testkit::{
-    Sandbox, fixtures::report, process::free_port, signals::launch, tenants::tenant,
+    Sandbox, fixtures::report, process::free_port, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -49,27 +49,13 @@ async fn a_tenant_that_contradicts_probes_loses_weight_on_other_keys() {
             .env("CAPSIGHT_SCORER__CROWD_MAX_POINTS", "40")
             .env("CAPSIGHT_TRUST__REFRESH_INTERVAL", "1s"),
     );
-    let intake = format!("127.0.0.1:{}", free_port());
-    let _intake = sandbox.spawn(
-        "capsight-reports",
-        sandbox
-            .command(bin("capsight-reports"))
-            .env("CAPSIGHT_REPORTS__LISTEN", &intake),
-    );
+    let (_intake, intake) = sandbox.spawn_intake();
 
     // capsight's own probes find stock on PROBED every hour of the last six
     let now = Utc::now();
-    let probes: Vec<_> = (0..6)
-        .map(|h| {
-            launch(
-                &format!("probe-{h}"),
-                PROBED,
-                now - chrono::Duration::hours(h),
-                ErrorClass::None,
-            )
-        })
-        .collect();
-    sandbox.publish(&probes).await;
+    sandbox
+        .publish(&hourly_probe_successes(PROBED, 6, now))
+        .await;
     score_with(&sandbox, PROBED, 6).await;
 
     // mallory lies about PROBED: every report contradicts the probes

@@ -323,6 +323,18 @@ impl Sandbox {
         ChildGuard::spawn_logged(log, cmd, &self.dir.join(format!("{log}.log")))
     }
 
+    /// The reports intake binary (`capsight-reports`) on a free loopback port: its guard and
+    /// its `host:port`.
+    pub fn spawn_intake(&self) -> (ChildGuard, String) {
+        let addr = format!("127.0.0.1:{}", crate::process::free_port());
+        let guard = self.spawn(
+            "capsight-reports",
+            self.command(crate::process::bin("capsight-reports"))
+                .env("CAPSIGHT_REPORTS__LISTEN", &addr),
+        );
+        (guard, addr)
+    }
+
     /// The tenant registry (panics when the test asked for none).
     pub fn registry(&self) -> &Tenants {
         self.tenants

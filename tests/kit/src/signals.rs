@@ -29,6 +29,21 @@ pub fn launch(id: &str, key: &str, at: DateTime<Utc>, class: ErrorClass) -> Sign
     }
 }
 
+/// A successful probe of `key` every hour of the last `hours` before `now` (ids `probe-<h>`):
+/// what capsight itself saw of a key in stock.
+pub fn hourly_probe_successes(key: &str, hours: i64, now: DateTime<Utc>) -> Vec<Signal> {
+    (0..hours)
+        .map(|h| {
+            launch(
+                &format!("probe-{h}"),
+                key,
+                now - chrono::Duration::hours(h),
+                ErrorClass::None,
+            )
+        })
+        .collect()
+}
+
 /// A spot price of `price` USD per hour on `key` (string form), observed now.
 pub fn spot_price(id: SignalId, key: &str, price: f64) -> Signal {
     Signal {
