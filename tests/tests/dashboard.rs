@@ -30,9 +30,8 @@ use capsight_e2e::{bin, repo_root};
 use capsight_proto::domain::Label;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
-    Sandbox,
     cloud::{OPERATOR, ROLE_ACME, Sim, catalog},
-    fixtures::scenario,
+    fixtures::{pipeline_world, scenario},
     process::ChildGuard,
     tenants::tenant,
 };
@@ -50,14 +49,7 @@ const OPERATOR_KEY_SHA256: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chromium() {
-    let sandbox = Sandbox::builder("dashboard")
-        .topics(1)
-        .database()
-        .amqp()
-        .profile("scorer")
-        .profile("launcher")
-        .profile("gateway")
-        .profile("cloud")
+    let sandbox = pipeline_world("dashboard")
         .tenants([
             tenant("acme").role(ROLE_ACME, "ext-acme").with_key(),
             tenant("globex").with_key(),

@@ -25,9 +25,8 @@ use capsight_proto::{
     v1::{self, LaunchState, launch_service_client::LaunchServiceClient},
 };
 use capsight_testkit::{
-    Sandbox,
     cloud::{OPERATOR, ROLE_ACME, Sim},
-    fixtures::scenario,
+    fixtures::{pipeline_world, scenario},
     grpc::{authed, channel},
     otlp::{ReceivedSpan, Receiver},
     process::free_port,
@@ -62,14 +61,7 @@ fn child_of(child: &ReceivedSpan, parent: &ReceivedSpan) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_launch_and_a_probe_are_each_one_trace_across_the_processes() {
     let otlp = Receiver::start().await;
-    let sandbox = Sandbox::builder("traces")
-        .topics(1)
-        .database()
-        .amqp()
-        .profile("scorer")
-        .profile("launcher")
-        .profile("gateway")
-        .profile("cloud")
+    let sandbox = pipeline_world("traces")
         .tenants([tenant("acme").role(ROLE_ACME, "ext-acme").with_key()])
         .cloudsim(Sim::builder(scenario("dashboard")).time_scale(60.0))
         .start()

@@ -123,6 +123,21 @@ pub fn launcher_world(prefix: &str) -> Builder {
         .profile("cloud")
 }
 
+/// A sandbox for the whole pipeline in one test (scorer, launcher, gateway): signals and scores
+/// topics (1 partition each), a migrated database, the launch topology and the `scorer`,
+/// `launcher`, `gateway` and `cloud` config fragments; tenants and a cloudsim are the test's to
+/// add.
+pub fn pipeline_world(prefix: &str) -> Builder {
+    Sandbox::builder(prefix)
+        .topics(1)
+        .database()
+        .amqp()
+        .profile("scorer")
+        .profile("launcher")
+        .profile("gateway")
+        .profile("cloud")
+}
+
 /// A sandbox where launches go through the gateway to a launcher: [`launcher_world`] with a
 /// scores topic (1 partition, the gateway's view), the `gateway` config fragment, tenant `acme`
 /// with [`ROLE_ACME`] and a key, and cloudsim running the `launcher` scenario at 60 simulated
