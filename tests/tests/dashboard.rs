@@ -31,7 +31,7 @@ use capsight_proto::domain::Label;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
     cloud::{OPERATOR, ROLE_ACME, Sim, catalog},
-    fixtures::{pipeline_world, scenario},
+    fixtures::{OPERATOR_KEY, OPERATOR_KEY_SHA256, pipeline_world, scenario},
     process::ChildGuard,
     tenants::tenant,
 };
@@ -42,10 +42,6 @@ const STOCKOUT: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 const IN_STOCK: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 /// The scenario's stockout, simulated seconds after its start.
 const STOCKOUT_AT: u64 = 24 * 3600;
-const OPERATOR_KEY: &str = "op-test-3f9a1c0e8b7d4a2f";
-/// `printf %s op-test-3f9a1c0e8b7d4a2f | sha256sum`
-const OPERATOR_KEY_SHA256: &str =
-    "18d4e8dbc92a94fab67d075f416d095b708b8a8c40b45c5b424e503bba98719e";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_shows_a_stockout_live_and_launches_an_alternative_in_chromium() {

@@ -15,12 +15,7 @@ use capsight_e2e::repo_root;
 use capsight_proto::domain::{CapacityKey, Market};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
-    Sandbox,
-    cloud::{Sim, catalog},
-    fixtures::scenario,
-    signals::score,
-    tenants::tenant,
-    wait::eventually,
+    cloud::catalog, fixtures::dashboard_world, signals::score, wait::eventually,
 };
 use serde_json::Value;
 
@@ -60,15 +55,7 @@ fn keys(n: usize) -> Vec<CapacityKey> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_capacity_map_shows_5000_keys_in_chromium() {
-    let sandbox = Sandbox::builder("dashboard_load")
-        .signals(1)
-        .scores(1)
-        .database()
-        .profile("gateway")
-        .tenants([tenant("acme").with_key()])
-        .cloudsim(Sim::builder(scenario("dashboard")))
-        .start()
-        .await;
+    let sandbox = dashboard_world("dashboard_load").start().await;
     let keys = keys(KEYS);
     assert_eq!(keys.len(), KEYS, "the catalog yields {} keys", keys.len());
     for (i, k) in keys.iter().enumerate() {

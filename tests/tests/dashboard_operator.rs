@@ -17,31 +17,14 @@ use capsight_clickhouse::rows::{ProbeAuditRow, TenantCheckRow};
 use capsight_gateway::GatewayConfig;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::{TenantHasher, TenantId};
-use capsight_testkit::{
-    Sandbox,
-    cloud::Sim,
-    fixtures::{documented_queries, scenario},
-    tenants::tenant,
+use capsight_testkit::fixtures::{
+    OPERATOR_KEY, OPERATOR_KEY_SHA256, dashboard_world, documented_queries,
 };
 use chrono::{NaiveDate, Utc};
 
-const OPERATOR_KEY: &str = "op-test-3f9a1c0e8b7d4a2f";
-/// `printf %s op-test-3f9a1c0e8b7d4a2f | sha256sum`
-const OPERATOR_KEY_SHA256: &str =
-    "18d4e8dbc92a94fab67d075f416d095b708b8a8c40b45c5b424e503bba98719e";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_operator_key_opens_the_operator_view_and_queries_download_as_csv() {
-    let sandbox = Sandbox::builder("dashboard_op")
-        .signals(1)
-        .scores(1)
-        .dlq()
-        .database()
-        .profile("gateway")
-        .tenants([tenant("acme").with_key()])
-        .cloudsim(Sim::builder(scenario("dashboard")))
-        .start()
-        .await;
+    let sandbox = dashboard_world("dashboard_op").dlq().start().await;
     let mut config: GatewayConfig = sandbox.config();
     config.gateway.web_operator_key_sha256 = OPERATOR_KEY_SHA256.to_owned();
     let shutdown = Shutdown::new();

@@ -123,6 +123,25 @@ pub fn launcher_world(prefix: &str) -> Builder {
         .profile("cloud")
 }
 
+/// The dashboard operator's key in tests.
+pub const OPERATOR_KEY: &str = "op-test-3f9a1c0e8b7d4a2f";
+/// `printf %s op-test-3f9a1c0e8b7d4a2f | sha256sum`: what `gateway.web_operator_key_sha256` holds.
+pub const OPERATOR_KEY_SHA256: &str =
+    "18d4e8dbc92a94fab67d075f416d095b708b8a8c40b45c5b424e503bba98719e";
+
+/// A sandbox for the gateway's dashboard: signals and scores topics (1 partition each), a
+/// migrated database, the `gateway` config fragment, tenant `acme` with a key, and cloudsim
+/// with the `dashboard` scenario (frozen clock).
+pub fn dashboard_world(prefix: &str) -> Builder {
+    Sandbox::builder(prefix)
+        .signals(1)
+        .scores(1)
+        .database()
+        .profile("gateway")
+        .tenants([tenant("acme").with_key()])
+        .cloudsim(Sim::builder(scenario("dashboard")))
+}
+
 /// A sandbox for the whole pipeline in one test (scorer, launcher, gateway): signals and scores
 /// topics (1 partition each), a migrated database, the launch topology and the `scorer`,
 /// `launcher`, `gateway` and `cloud` config fragments; tenants and a cloudsim are the test's to
