@@ -1110,7 +1110,14 @@ mod tests {
         // the listed-availability weight never reaches a key without availability signals:
         // neither its base nor its confidence moves, whatever the weight
         let mut v: Vec<_> = (0..6)
-            .map(|i| launch(NOW - i * HOUR, i % 3 != 0, ErrorClass::Capacity, Some(60_000)))
+            .map(|i| {
+                launch(
+                    NOW - i * HOUR,
+                    i % 3 != 0,
+                    ErrorClass::Capacity,
+                    Some(60_000),
+                )
+            })
             .collect();
         v.push(obs(NOW - HOUR, Fact::Offered(true)));
         v.push(obs(NOW - 2 * HOUR, Fact::SpotPrice(3.2)));
