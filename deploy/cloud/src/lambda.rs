@@ -244,6 +244,18 @@ impl LambdaAdapter {
             .collect())
     }
 
+    /// How many instances the account holds (booting, active or unhealthy), in every region:
+    /// what counts against its instance limit.
+    pub async fn instances_in_use(&self) -> Result<u32, CloudError> {
+        let n = self
+            .list()
+            .await?
+            .iter()
+            .filter(|w| w.status != "terminated")
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
     /// The account's instances (not terminated), in every region.
     async fn list(&self) -> Result<Vec<WireInstance>, CloudError> {
         self.get("instances", "/api/v1/instances").await

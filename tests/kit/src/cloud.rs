@@ -17,7 +17,7 @@ use capsight_cloud::{
     CloudAdapter, CloudSettings, Instance, InstanceId, InstanceState, Provider, Region,
     aws::AwsAdapter,
     lambda::{LambdaAdapter, LambdaSettings},
-    tenants::{AwsClouds, TenantClouds},
+    tenants::{AwsClouds, LambdaClouds, TenantClouds},
 };
 use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_runtime::shutdown::Shutdown;
@@ -164,6 +164,23 @@ impl Sim {
             Region::parse("region", Provider::Lambda, region).unwrap(),
         )
         .unwrap()
+    }
+
+    /// Tenants' Lambda clouds at this cloudsim: `keys` maps the environment variable names
+    /// tenants' registrations give to API keys (no process environment is touched).
+    pub fn lambda_clouds(&self, keys: &[(&str, &str)], settings: CloudSettings) -> LambdaClouds {
+        let keys: std::collections::BTreeMap<String, String> = keys
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        LambdaClouds::with_keys(
+            LambdaSettings {
+                endpoint: self.url(),
+                ..LambdaSettings::default()
+            },
+            settings,
+            Arc::new(move |name: &str| keys.get(name).cloned()),
+        )
     }
 
     /// The environment that points a binary's Lambda adapter at this cloudsim with `api_key`.
