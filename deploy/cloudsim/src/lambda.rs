@@ -71,6 +71,11 @@ fn types() -> &'static BTreeMap<String, LambdaType> {
     })
 }
 
+/// The Lambda instance types cloudsim serves (the GPU catalog's), in name order.
+pub fn type_names() -> Vec<String> {
+    types().keys().cloned().collect()
+}
+
 /// The API key of a request: `Bearer <key>`, or basic auth whose user is the key.
 fn api_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get("authorization")?.to_str().ok()?.trim();
