@@ -26,12 +26,13 @@ import yaml
 SINGLE_INSTANCE = {
     "capsight-quota",
     "capsight-spot",
+    "capsight-gpuclouds",
     "capsight-status",
     "capsight-probe",
     "capsight-notifier",
 }
 # Environment keys that carry credentials: they belong in Secrets.
-CREDENTIAL_KEY = re.compile(r"PASSWORD|SECRET|SASL_USERNAME|AMQP__URL|AWS_ACCESS_KEY")
+CREDENTIAL_KEY = re.compile(r"PASSWORD|SECRET|SASL_USERNAME|AMQP__URL|AWS_ACCESS_KEY|API_KEY")
 NAME = "app.kubernetes.io/name"
 
 failures = []

@@ -19,6 +19,13 @@
 //! | catalog exposure | 10 | the latest offering signal: offered 1, not offered 0 |
 //! | status incidents | 10 | 1 - impact of the worst open incident |
 //! | recent outcome | 0 (off) | the newest capacity-relevant first-party attempt: 1 succeeded, 0 capacity error; its weight decays with `recent_half_life` of its age |
+//! | listed availability | 40 | the provider's own latest "capacity available now" listing (Lambda Cloud's `regions_with_capacity_available`): available 1, not available 0 |
+//!
+//! Listed availability exists only for keys with `availability` signals (Lambda Cloud today):
+//! it is a direct statement by the provider, as strong as the launch success rate, and each
+//! poll counts as one first-party observation. A key without such signals is scored exactly as
+//! without the feature: its weight is in neither the present nor the covered weight of the
+//! confidence, bit for bit (AWS keys never have it).
 //!
 //! The recent outcome is what an unavailable-offerings cache knows: stock changes abruptly, and
 //! the newest attempt says more about it than a day of decayed averages. Its weight is
@@ -223,6 +230,8 @@ pub struct FeatureWeights {
     pub status: f64,
     /// The newest capacity-relevant attempt's outcome (0: off, the first version).
     pub recent_outcome: f64,
+    /// The provider's own availability listing (keys with `availability` signals only).
+    pub availability: f64,
 }
 
 impl Default for FeatureWeights {
@@ -236,13 +245,14 @@ impl Default for FeatureWeights {
             catalog: 10.0,
             status: 10.0,
             recent_outcome: 0.0,
+            availability: 40.0,
         }
     }
 }
 
 impl FeatureWeights {
     /// Every weight with its config name, in table order.
-    pub fn named(&self) -> [(&'static str, f64); 8] {
+    pub fn named(&self) -> [(&'static str, f64); 9] {
         [
             ("success", self.success),
             ("capacity_errors", self.capacity_errors),
@@ -252,12 +262,24 @@ impl FeatureWeights {
             ("catalog", self.catalog),
             ("status", self.status),
             ("recent_outcome", self.recent_outcome),
+            ("availability", self.availability),
         ]
     }
 
     /// The sum of the weights.
     pub fn total(&self) -> f64 {
         self.named().iter().map(|(_, w)| w).sum()
+    }
+
+    /// The sum of the weights every key may have: all but the listed availability, which
+    /// only keys with `availability` signals have (summed in the same order as before that
+    /// feature existed, so other keys' confidence is unchanged to the last bit).
+    fn total_without_listed(&self) -> f64 {
+        self.named()
+            .iter()
+            .filter(|(name, _)| *name != "availability")
+            .map(|(_, w)| w)
+            .sum()
     }
 
     /// Checks every weight is finite and >= 0 and one is above 0; the error names the field.
@@ -373,7 +395,17 @@ pub fn assess<'a>(
         .filter(|t| t.feature == Feature::RecentOutcome)
         .map(|t| t.weight)
         .sum();
-    let covered = (params.weights.total() - params.weights.recent_outcome).max(f64::MIN_POSITIVE);
+    // the listed availability is covered only where it exists (keys with availability signals)
+    let listed = terms
+        .iter()
+        .any(|t| t.feature == Feature::ListedAvailability);
+    let covered = if listed {
+        params.weights.total_without_listed() - params.weights.recent_outcome
+            + params.weights.availability
+    } else {
+        params.weights.total_without_listed() - params.weights.recent_outcome
+    }
+    .max(f64::MIN_POSITIVE);
     let confidence = tally.confidence(now_ms, half_life_ms, (present - recent) / covered);
     strongest_first(&mut evidence, params.evidence_items);
     Assessment {
@@ -425,6 +457,9 @@ struct Tally<'a> {
     blocks: usize,
     /// The latest offering signal (observations come in time order).
     offered: Option<bool>,
+    /// The latest availability listing (observations come in time order).
+    listed: Option<bool>,
+    listings: usize,
     offerings: usize,
     /// Incident -> its latest (severity, resolved).
     incidents: BTreeMap<&'a str, (StatusSeverity, bool)>,
@@ -537,6 +572,11 @@ impl<'a> Tally<'a> {
                 self.not_offered = !*yes;
                 return Some(0.25);
             }
+            Fact::Available(yes) => {
+                // a direct statement by the provider: one first-party observation per poll
+                self.listed = Some(*yes);
+                self.listings += 1;
+            }
             Fact::Status {
                 incident,
                 severity,
@@ -602,6 +642,7 @@ impl<'a> Tally<'a> {
         terms.extend(self.catalog_term(w));
         terms.extend(self.status_term(w));
         terms.extend(self.recent_term(w, now_ms, recent_half_life_ms));
+        terms.extend(self.listed_term(w));
         terms.retain(|t| t.weight > 0.0);
         terms
     }
@@ -701,6 +742,17 @@ impl<'a> Tally<'a> {
             goodness: if yes { 1.0 } else { 0.0 },
             value: if yes { 1.0 } else { 0.0 },
             samples: count(self.offerings),
+        })
+    }
+
+    /// The provider's latest availability listing.
+    fn listed_term(&self, w: &FeatureWeights) -> Option<Term> {
+        self.listed.map(|yes| Term {
+            feature: Feature::ListedAvailability,
+            weight: w.availability,
+            goodness: if yes { 1.0 } else { 0.0 },
+            value: if yes { 1.0 } else { 0.0 },
+            samples: count(self.listings),
         })
     }
 
@@ -1027,6 +1079,66 @@ mod tests {
         assert!(a.score >= 80, "{a:?}");
         let a = assess(&[obs(NOW, Fact::Offered(false))], NOW, &p, &Trust::full());
         assert!(f64::from(a.score) <= WITHDRAWN_MAX, "{a:?}");
+    }
+
+    #[test]
+    fn a_providers_listing_is_strong_evidence_either_way_and_the_latest_decides() {
+        let p = ModelParams::default();
+        // a poll every 5 minutes for an hour
+        let polls = |available: bool| -> Vec<Observation> {
+            (0..12)
+                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Available(available)))
+                .collect()
+        };
+        let with = assess(&sorted(polls(true)), NOW, &p, &Trust::full());
+        let without = assess(&sorted(polls(false)), NOW, &p, &Trust::full());
+        assert_eq!(with.label, Label::Available, "{with:?}");
+        assert_eq!(without.label, Label::Unavailable, "{without:?}");
+        // one source and one feature: known, not certain
+        assert!(with.confidence > p.verdict.unknown_below, "{with:?}");
+        assert_eq!(with.evidence[0].feature, Feature::ListedAvailability);
+        assert!(with.evidence[0].contribution > 0.0 && without.evidence[0].contribution < 0.0);
+        // the capacity went: the newest listing says so and the score drops at once
+        let mut gone = polls(true);
+        gone.push(obs(NOW + 1, Fact::Available(false)));
+        let after = assess(&sorted(gone), NOW + 1, &p, &Trust::full());
+        assert!(after.score < 50, "{after:?}");
+    }
+
+    #[test]
+    fn keys_without_listings_score_bit_for_bit_as_before_the_feature() {
+        // the listed-availability weight never reaches a key without availability signals:
+        // neither its base nor its confidence moves, whatever the weight
+        let mut v: Vec<_> = (0..6)
+            .map(|i| {
+                launch(
+                    NOW - i * HOUR,
+                    i % 3 != 0,
+                    ErrorClass::Capacity,
+                    Some(60_000),
+                )
+            })
+            .collect();
+        v.push(obs(NOW - HOUR, Fact::Offered(true)));
+        v.push(obs(NOW - 2 * HOUR, Fact::SpotPrice(3.2)));
+        let v = sorted(v);
+        let base = assess(&v, NOW, &ModelParams::default(), &Trust::full());
+        for weight in [0.0, 1.0, 40.0, 1e6] {
+            let mut p = ModelParams::default();
+            p.weights.availability = weight;
+            assert_eq!(assess(&v, NOW, &p, &Trust::full()), base, "weight {weight}");
+        }
+        // the covered weight is the old total (sum of the eight others, in order)
+        let w = FeatureWeights::default();
+        let old = w.success
+            + w.capacity_errors
+            + w.latency
+            + w.spot
+            + w.reservable
+            + w.catalog
+            + w.status
+            + w.recent_outcome;
+        assert_eq!(w.total_without_listed().to_bits(), old.to_bits());
     }
 
     #[test]

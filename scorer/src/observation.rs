@@ -57,6 +57,8 @@ pub enum Fact {
     },
     /// Offered in the catalog or not.
     Offered(bool),
+    /// The provider's own listing says capacity is available now, or not.
+    Available(bool),
     /// A status-feed event.
     Status {
         /// `feed/incident_id`.
@@ -105,6 +107,7 @@ impl Observation {
                 instances: o.instance_count,
             },
             Payload::Offering(o) => Fact::Offered(o.offered),
+            Payload::Availability(a) => Fact::Available(a.available),
             Payload::Status(st) => Fact::Status {
                 incident: format!("{}/{}", st.feed, st.incident_id),
                 severity: st.severity,
@@ -151,6 +154,7 @@ impl Observation {
                 instances: to_u32(row.value),
             },
             "offering" => Fact::Offered(row.value > 0.5),
+            "availability" => Fact::Available(row.value > 0.5),
             "status" => {
                 let payload: serde_json::Value =
                     serde_json::from_str(&row.payload).map_err(|e| err(e.to_string()))?;
@@ -206,8 +210,9 @@ fn to_u8(v: f64) -> u8 {
 #[cfg(test)]
 pub(crate) mod tests {
     use capsight_proto::domain::{
-        CapacityBlockOffer, CrowdReport, InstanceEvent, LaunchAttempt, OfferingExposure,
-        PlacementScore, ProbeMethod, QuotaReading, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
+        Availability, CapacityBlockOffer, CrowdReport, InstanceEvent, LaunchAttempt,
+        OfferingExposure, PlacementScore, ProbeMethod, QuotaReading, SignalId, SpotAdvisory,
+        SpotPrice, StatusEvent,
     };
     use chrono::{DateTime, Utc};
 
@@ -277,6 +282,14 @@ pub(crate) mod tests {
                 currency: "USD".into(),
             }),
             Payload::Offering(OfferingExposure { offered: true }),
+            Payload::Availability(Availability {
+                available: true,
+                listed_usd_per_hour: Some(23.92),
+            }),
+            Payload::Availability(Availability {
+                available: false,
+                listed_usd_per_hour: None,
+            }),
             Payload::Status(StatusEvent {
                 feed: "aws-rss".into(),
                 incident_id: "inc-9".into(),

@@ -129,6 +129,23 @@ enum TenantCommand {
         #[arg(long)]
         new_external_id: bool,
     },
+    /// Register the tenant's Lambda Cloud account (preflight permission and quota on Lambda):
+    /// the name of the environment variable that holds its API key on the gateway (never the
+    /// key itself) and the account's instance limit.
+    Lambda {
+        /// Tenant id.
+        id: String,
+        /// The environment variable with the tenant's Lambda API key, e.g.
+        /// `CAPSIGHT_LAMBDA_KEY_ACME`.
+        #[arg(long, required_unless_present = "remove")]
+        api_key_env: Option<String>,
+        /// The account's instance limit (Lambda has no quota API).
+        #[arg(long, required_unless_present = "remove")]
+        instance_limit: Option<u32>,
+        /// Remove the registration.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set the most GPUs the tenant's live launches may hold together (0 = tenancy.default_gpu_quota).
     Quota {
         /// Tenant id.
@@ -310,6 +327,32 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                     println!("{external_id}");
                 }
                 None => eprintln!("aws role of {id} set; its external id is unchanged"),
+            }
+        }
+        TenantCommand::Lambda {
+            id,
+            api_key_env,
+            instance_limit,
+            remove,
+        } => {
+            let id = TenantId::parse(&id)?;
+            let account = match (remove, api_key_env, instance_limit) {
+                (true, _, _) => None,
+                (false, Some(api_key_env), Some(instance_limit)) => {
+                    Some(capsight_tenancy::LambdaAccount {
+                        api_key_env,
+                        instance_limit,
+                    })
+                }
+                _ => anyhow::bail!("--api-key-env and --instance-limit are required"),
+            };
+            let set = account.is_some();
+            reg.set_lambda_account(&id, account)?;
+            reg.save(path)?;
+            if set {
+                println!("lambda account of {id} set");
+            } else {
+                println!("lambda account of {id} removed");
             }
         }
         TenantCommand::Quota { id, gpus } => {

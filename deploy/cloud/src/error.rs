@@ -36,6 +36,15 @@ pub enum CloudError {
         /// What was wrong.
         message: String,
     },
+    /// The provider's API has no such operation (Lambda Cloud has no DryRun, quotas, spot
+    /// market, reservations or stop/start).
+    #[error("{provider} does not support {operation}")]
+    Unsupported {
+        /// The provider.
+        provider: capsight_proto::domain::Provider,
+        /// The operation, with why when useful.
+        operation: &'static str,
+    },
     /// The request cannot be made as asked (a zone the account does not have, a market the
     /// operation does not support, missing configuration).
     #[error("invalid request: {0}")]
@@ -49,7 +58,9 @@ impl CloudError {
         match self {
             Self::Api { classified, .. } => classified.class,
             Self::Transport { .. } => ErrorClass::Transient,
-            Self::Response { .. } | Self::Invalid(_) => ErrorClass::Unknown,
+            Self::Response { .. } | Self::Invalid(_) | Self::Unsupported { .. } => {
+                ErrorClass::Unknown
+            }
         }
     }
 
@@ -58,7 +69,7 @@ impl CloudError {
         match self {
             Self::Api { classified, .. } => classified.is_retryable(),
             Self::Transport { .. } => true,
-            Self::Response { .. } | Self::Invalid(_) => false,
+            Self::Response { .. } | Self::Invalid(_) | Self::Unsupported { .. } => false,
         }
     }
 

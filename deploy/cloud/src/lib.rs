@@ -14,11 +14,14 @@
 //! * Launches and reservations are idempotent by their client token.
 //! * Endpoint and credentials come only from the standard AWS configuration chain, so
 //!   `AWS_ENDPOINT_URL=http://127.0.0.1:5599` points the same code at `cloudsim`.
+//! * [`lambda`]: Lambda Cloud over its REST API (`reqwest`), keyed by region (no zones), with
+//!   its availability listing; operations Lambda lacks are [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
 pub mod aws;
 mod error;
+pub mod lambda;
 pub mod regional;
 mod settings;
 pub mod tenants;

@@ -6,10 +6,18 @@
 //! chain — never with the operator's own permissions. A tenant without a role gets
 //! [`AccountError::NoRole`]. Adapters are cached per (tenant, region, role, external id) and
 //! refresh their session credentials themselves.
+//!
+//! Lambda Cloud ([`LambdaClouds`], offered by [`TenantClouds::lambda_clouds`]): the tenant's
+//! own API key, read from the environment variable its registration names (never stored in
+//! the registry); a tenant without a Lambda registration has no Lambda adapter.
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
+use crate::{
+    CloudAdapter, CloudError, CloudSettings, Region,
+    aws::AwsAdapter,
+    lambda::{LambdaAdapter, LambdaSettings},
+};
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
 use capsight_tenancy::Tenant;
@@ -35,6 +43,99 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         tenant: &Tenant,
         region: &Region,
     ) -> Result<Arc<dyn CloudAdapter>, AccountError>;
+
+    /// Tenants' Lambda Cloud adapters, when these clouds include Lambda.
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        None
+    }
+}
+
+/// Looks a tenant's Lambda API key up by the environment variable name its registration gives.
+pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Lambda Cloud adapters acting with tenants' own API keys.
+pub struct LambdaClouds {
+    lambda: LambdaSettings,
+    cloud: CloudSettings,
+    keys: KeyLookup,
+}
+
+impl std::fmt::Debug for LambdaClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LambdaClouds")
+            .field("endpoint", &self.lambda.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LambdaClouds {
+    /// Keys from the process environment.
+    pub fn from_env(lambda: LambdaSettings, cloud: CloudSettings) -> Self {
+        Self::with_keys(
+            lambda,
+            cloud,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )
+    }
+
+    /// Keys from `keys` (tests: no process environment is touched).
+    pub fn with_keys(lambda: LambdaSettings, cloud: CloudSettings, keys: KeyLookup) -> Self {
+        Self {
+            lambda,
+            cloud,
+            keys,
+        }
+    }
+
+    /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Lambda account,
+    /// [`CloudError::Invalid`] when the variable its registration names is not set.
+    pub fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<LambdaAdapter>, CloudError> {
+        let Some(account) = &tenant.lambda else {
+            return Ok(None);
+        };
+        let key = (self.keys)(&account.api_key_env)
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                CloudError::Invalid(format!(
+                    "the Lambda API key of tenant {} ({}) is not set on this service",
+                    tenant.id, account.api_key_env
+                ))
+            })?;
+        LambdaAdapter::new(self.lambda.clone(), self.cloud.clone(), key, region.clone()).map(Some)
+    }
+}
+
+/// Other tenant clouds plus Lambda Cloud.
+#[derive(Debug)]
+pub struct WithLambda {
+    inner: Arc<dyn TenantClouds>,
+    lambda: LambdaClouds,
+}
+
+impl WithLambda {
+    /// `inner` for `adapter`, `lambda` for Lambda.
+    pub fn new(inner: Arc<dyn TenantClouds>, lambda: LambdaClouds) -> Self {
+        Self { inner, lambda }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for WithLambda {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        self.inner.adapter(tenant, region).await
+    }
+
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        Some(&self.lambda)
+    }
 }
 
 /// Builds the operator's base adapter for a region.

@@ -5,6 +5,7 @@
 //!   responses and `<Response><Errors>` errors;
 //! * Service Quotas JSON 1.1 ([`quotas`]) and STS `AssumeRole`/`GetCallerIdentity` ([`sts`]);
 //! * a Statuspage `summary.json` and AWS-style RSS feeds ([`status`]);
+//! * Lambda Cloud's REST API subset under `/api/v1` ([`lambda`]), API keys as callers;
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod clock;
 pub mod ec2;
 pub mod error;
+pub mod lambda;
 pub mod params;
 pub mod quotas;
 pub mod scenario;
@@ -295,6 +297,14 @@ fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/", post(aws_entry))
         .route("/api/v2/summary.json", get(summary))
+        .route("/api/v1/instance-types", get(lambda::instance_types))
+        .route("/api/v1/instance-operations/launch", post(lambda::launch))
+        .route(
+            "/api/v1/instance-operations/terminate",
+            post(lambda::terminate),
+        )
+        .route("/api/v1/instances", get(lambda::instances))
+        .route("/api/v1/instances/{id}", get(lambda::instance))
         .route("/rss/{feed}", get(rss))
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
@@ -461,6 +471,15 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
                         .then(|| w.spot_price(&k.zone_id, &k.instance_type)).flatten(),
                 })
             })
+            .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
+                serde_json::json!({
+                    "key": format!("lambda/{region}//{itype}/on_demand"),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": null,
+                })
+            }))
             .collect();
         serde_json::json!({
             "scenario": w.scenario().name,

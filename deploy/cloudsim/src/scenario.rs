@@ -51,6 +51,34 @@ impl PoolMarket {
     }
 }
 
+/// Which cloud a pool, account or principal belongs to. `aws` (the default) is keyed by zone;
+/// `lambda` (Lambda Cloud) has no zones and is keyed by region, as in capacity keys
+/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SimProvider {
+    /// Amazon Web Services (EC2 Query API, SigV4 access keys).
+    #[default]
+    Aws,
+    /// Lambda Cloud (its REST API under `/api/v1`, API keys).
+    Lambda,
+}
+
+impl SimProvider {
+    /// `aws` / `lambda`, as in capacity keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aws => "aws",
+            Self::Lambda => "lambda",
+        }
+    }
+}
+
+/// The Lambda account instance limit's quota code (the GPU catalog's name for it).
+pub const LAMBDA_INSTANCE_QUOTA: &str = "lambda-account-instances";
+
 /// The whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +100,8 @@ pub struct Scenario {
     /// Defaults for everything below.
     #[serde(default)]
     pub defaults: Defaults,
-    /// Availability zones.
+    /// Availability zones (AWS; Lambda has none).
+    #[serde(default)]
     pub zones: Vec<Zone>,
     /// Accounts and their quotas.
     #[serde(default)]
@@ -127,6 +156,9 @@ pub struct Defaults {
     pub api_requests_per_second: f64,
     /// Token bucket size for `api_requests_per_second`.
     pub api_burst: u32,
+    /// Lambda accounts: instances an account may hold (booting or active) when it does not
+    /// set the `lambda-account-instances` quota.
+    pub lambda_instance_limit: u32,
 }
 
 impl Default for Defaults {
@@ -140,6 +172,7 @@ impl Default for Defaults {
             spot_discount: 0.4,
             api_requests_per_second: 0.0,
             api_burst: 20,
+            lambda_instance_limit: 10,
         }
     }
 }
@@ -160,13 +193,20 @@ pub struct Zone {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
-    /// 12-digit account id.
+    /// 12-digit account id (AWS); any name (Lambda).
     pub id: String,
+    /// The cloud (`aws` unless `lambda`).
+    #[serde(default)]
+    pub provider: SimProvider,
+    /// Lambda: the account is deactivated; every call answers 403 `global/account-inactive`.
+    #[serde(default)]
+    pub inactive: bool,
     /// Rotates this account's AZ names over the region's zone ids (AWS shuffles names per
     /// account): name i maps to id (i + shift) mod n.
     #[serde(default)]
     pub zone_shift: usize,
-    /// Quota code -> value in vCPUs (Service Quotas, service `ec2`).
+    /// Quota code -> value in vCPUs (Service Quotas, service `ec2`); Lambda:
+    /// `lambda-account-instances` -> instances the account may hold.
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
 }
@@ -175,8 +215,15 @@ pub struct Account {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Principal {
-    /// The access key id the SDK signs with.
+    /// The cloud (`aws` unless `lambda`).
+    #[serde(default)]
+    pub provider: SimProvider,
+    /// The access key id the SDK signs with (AWS).
+    #[serde(default)]
     pub access_key_id: String,
+    /// The API key (Lambda): `Authorization: Bearer <key>` or basic auth with the key as user.
+    #[serde(default)]
+    pub api_key: String,
     /// The account.
     pub account: String,
     /// IAM user name, for ARNs in messages.
@@ -218,9 +265,16 @@ impl Role {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pool {
-    /// AZ ID.
+    /// The cloud (`aws` unless `lambda`).
+    #[serde(default)]
+    pub provider: SimProvider,
+    /// AZ ID (AWS); empty for Lambda, which has no zones.
+    #[serde(default)]
     pub zone: String,
-    /// Instance type (must be in the GPU catalog).
+    /// Region (Lambda only; an AWS pool's region is its zone's).
+    #[serde(default)]
+    pub region: String,
+    /// Instance type (must be in the GPU catalog for the pool's provider).
     pub instance_type: String,
     /// Market.
     pub market: PoolMarket,
@@ -303,8 +357,15 @@ pub struct Event {
 pub enum EventKind {
     /// The pool empties and stops refilling until a `recover`.
     Stockout {
-        /// AZ ID.
+        /// The pool's cloud (`aws` unless `lambda`).
+        #[serde(default)]
+        provider: SimProvider,
+        /// AZ ID (AWS).
+        #[serde(default)]
         zone: String,
+        /// Region (Lambda).
+        #[serde(default)]
+        region: String,
         /// Instance type.
         instance_type: String,
         /// Market.
@@ -315,8 +376,15 @@ pub enum EventKind {
     },
     /// The pool gets `stock` instances and refills again.
     Recover {
-        /// AZ ID.
+        /// The pool's cloud (`aws` unless `lambda`).
+        #[serde(default)]
+        provider: SimProvider,
+        /// AZ ID (AWS).
+        #[serde(default)]
         zone: String,
+        /// Region (Lambda).
+        #[serde(default)]
+        region: String,
         /// Instance type.
         instance_type: String,
         /// Market.
@@ -422,7 +490,42 @@ impl Scenario {
         }
         let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
+        let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
+        let lambda_pool = |region: &str, instance_type: &str| {
+            self.pools.iter().any(|p| {
+                p.provider == SimProvider::Lambda
+                    && p.region == region
+                    && p.instance_type == instance_type
+            })
+        };
         for p in &self.pools {
+            if p.provider == SimProvider::Lambda {
+                if !p.zone.is_empty() || p.region.is_empty() {
+                    return bad(format!(
+                        "lambda pool {}: Lambda has no zones; give region, not zone",
+                        p.instance_type
+                    ));
+                }
+                if p.market != PoolMarket::OnDemand {
+                    return bad(format!(
+                        "lambda pool {}/{}: Lambda sells on-demand only",
+                        p.region, p.instance_type
+                    ));
+                }
+                if p.stock > p.capacity {
+                    return bad(format!(
+                        "pool {}/{}: stock > capacity",
+                        p.region, p.instance_type
+                    ));
+                }
+                continue;
+            }
+            if !p.region.is_empty() {
+                return bad(format!(
+                    "pool {}/{}: an AWS pool's region is its zone's; leave region out",
+                    p.zone, p.instance_type
+                ));
+            }
             if !zone(&p.zone) {
                 return bad(format!(
                     "pool {} in undeclared zone {}",
@@ -442,11 +545,32 @@ impl Scenario {
             }
         }
         for p in &self.principals {
-            if !account(&p.account) {
+            let (name, key) = match p.provider {
+                SimProvider::Aws => ("access_key_id", &p.access_key_id),
+                SimProvider::Lambda => ("api_key", &p.api_key),
+            };
+            if key.is_empty() {
                 return bad(format!(
-                    "principal {} in undeclared account {}",
-                    p.access_key_id, p.account
+                    "{} principal {}: {name} is required",
+                    p.provider.as_str(),
+                    p.user
                 ));
+            }
+            match account_of(&p.account) {
+                Some(a) if a.provider == p.provider => {}
+                Some(_) => {
+                    return bad(format!(
+                        "principal {key}: account {} is not a {} account",
+                        p.account,
+                        p.provider.as_str()
+                    ));
+                }
+                None => {
+                    return bad(format!(
+                        "principal {key} in undeclared account {}",
+                        p.account
+                    ));
+                }
             }
         }
         for r in &self.roles {
@@ -457,9 +581,33 @@ impl Scenario {
         }
         for e in &self.events {
             match &e.kind {
-                EventKind::Stockout { zone: z, .. } | EventKind::Recover { zone: z, .. }
-                    if !zone(z) =>
-                {
+                EventKind::Stockout {
+                    provider: SimProvider::Lambda,
+                    region,
+                    instance_type,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::Lambda,
+                    region,
+                    instance_type,
+                    ..
+                } if !lambda_pool(region, instance_type) => {
+                    return bad(format!(
+                        "event at {:?}: no lambda pool {region}/{instance_type}",
+                        e.at
+                    ));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::Aws,
+                    zone: z,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::Aws,
+                    zone: z,
+                    ..
+                } if !zone(z) => {
                     return bad(format!("event at {:?}: undeclared zone {z}", e.at));
                 }
                 EventKind::Quota { account: a, .. } if !account(a) => {
@@ -522,6 +670,60 @@ mod tests {
                 "zone = \"use1-az9\"\n            instance_type"
             ))
             .is_err()
+        );
+    }
+
+    #[test]
+    fn lambda_pools_have_regions_not_zones_and_principals_match_their_accounts() {
+        let ok = r#"
+            name = "t"
+            [[accounts]]
+            id = "acme"
+            provider = "lambda"
+            [[principals]]
+            provider = "lambda"
+            api_key = "secret"
+            account = "acme"
+            user = "acme"
+            [[pools]]
+            provider = "lambda"
+            region = "us-south-2"
+            instance_type = "gpu_8x_h100_sxm5"
+            market = "on_demand"
+            capacity = 2
+            stock = 1
+            [[events]]
+            at = "1m"
+            kind = "stockout"
+            provider = "lambda"
+            region = "us-south-2"
+            instance_type = "gpu_8x_h100_sxm5"
+            market = "on_demand"
+        "#;
+        let s = Scenario::parse(ok).unwrap();
+        assert_eq!(s.pools[0].provider, SimProvider::Lambda);
+        assert!(s.zones.is_empty());
+        let bad = |from: &str, to: &str| {
+            let text = ok.replacen(from, to, 1);
+            assert!(Scenario::parse(&text).is_err(), "{to}");
+        };
+        // a zone, a spot market, no key, an AWS account, an event for a pool that is not there
+        bad(
+            "region = \"us-south-2\"\n            instance_type",
+            "zone = \"x\"\n            instance_type",
+        );
+        bad(
+            "market = \"on_demand\"\n            capacity",
+            "market = \"spot\"\n            capacity",
+        );
+        bad("api_key = \"secret\"", "api_key = \"\"");
+        bad(
+            "id = \"acme\"\n            provider = \"lambda\"",
+            "id = \"acme\"",
+        );
+        bad(
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"lambda\"\n            region = \"us-south-2\"",
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"lambda\"\n            region = \"us-west-3\"",
         );
     }
 }

@@ -260,6 +260,7 @@ pub struct MetricsListen {
     pub status: SocketAddr,
     pub cloudsim: SocketAddr,
     pub notifier: SocketAddr,
+    pub gpuclouds: SocketAddr,
 }
 
 impl MetricsListen {
@@ -277,6 +278,7 @@ impl MetricsListen {
             "status" => self.status,
             "cloudsim" => self.cloudsim,
             "notifier" => self.notifier,
+            "gpuclouds" => self.gpuclouds,
             _ => return None,
         })
     }
@@ -298,6 +300,7 @@ impl Default for MetricsSettings {
                 status: at(9488),
                 cloudsim: at(9489),
                 notifier: at(9490),
+                gpuclouds: at(9491),
             },
         }
     }

@@ -98,6 +98,9 @@ pub enum RegistryError {
     /// The tenant exists already.
     #[error("tenant {0} exists already")]
     DuplicateTenant(String),
+    /// A registered value is malformed (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
     /// No such key.
     #[error("tenant {tenant} has no key {key_id}")]
     UnknownKey {
@@ -142,6 +145,10 @@ pub struct Tenant {
     /// (preflight permission and quota) and launches; never the operator's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_role: Option<CloudRole>,
+    /// The tenant's Lambda Cloud account: where capsight finds the tenant's API key and the
+    /// account's instance limit (preflight permission and quota on Lambda).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<LambdaAccount>,
     /// Most GPUs the tenant's live launches (provisioning or running) may hold together;
     /// preflight and the launcher refuse a launch over it. `None` = `tenancy.default_gpu_quota`
     /// ([`Tenant::gpu_quota_or`]).
@@ -180,6 +187,40 @@ pub struct CloudRole {
     pub role_arn: String,
     /// The external id capsight generated for the tenant (confused-deputy protection).
     pub external_id: String,
+}
+
+/// A tenant's Lambda Cloud account. The API key itself is never in the registry: it is the
+/// value of the environment variable `api_key_env` of the services that act for the tenant
+/// (a Kubernetes Secret), so the registry file holds no cloud credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaAccount {
+    /// The environment variable holding the tenant's Lambda API key, e.g.
+    /// `CAPSIGHT_LAMBDA_KEY_ACME`: uppercase letters, digits and `_`.
+    pub api_key_env: String,
+    /// The account's instance limit (Lambda has no quota API: the tenant states it, from its
+    /// Lambda dashboard or support).
+    pub instance_limit: u32,
+}
+
+impl LambdaAccount {
+    /// Checks `api_key_env` names an environment variable (`[A-Z_][A-Z0-9_]*`, at most 64).
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let name = &self.api_key_env;
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(RegistryError::Invalid(format!(
+                "lambda.api_key_env {name:?} must be an environment variable name ([A-Z_][A-Z0-9_]*)"
+            )))
+        }
+    }
 }
 
 /// A fresh external id: `capsight-` and 32 random hex digits, unique per tenant and not
@@ -247,6 +288,12 @@ impl Registry {
                     reason: format!("tenant {} appears twice", t.id),
                 });
             }
+            if let Some(Err(e)) = t.lambda.as_ref().map(LambdaAccount::validate) {
+                return Err(RegistryError::Parse {
+                    path: path.to_owned(),
+                    reason: format!("tenant {}: {e}", t.id),
+                });
+            }
         }
         Ok(reg)
     }
@@ -297,6 +344,7 @@ impl Registry {
             rate_per_minute: None,
             zone_map: BTreeMap::new(),
             aws_role: None,
+            lambda: None,
             gpu_quota: None,
             max_open_streams: None,
             keys: Vec::new(),
@@ -311,6 +359,19 @@ impl Registry {
         role: Option<CloudRole>,
     ) -> Result<(), RegistryError> {
         self.tenant_mut(tenant)?.aws_role = role;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) `tenant`'s Lambda Cloud account.
+    pub fn set_lambda_account(
+        &mut self,
+        tenant: &TenantId,
+        account: Option<LambdaAccount>,
+    ) -> Result<(), RegistryError> {
+        if let Some(a) = &account {
+            a.validate()?;
+        }
+        self.tenant_mut(tenant)?.lambda = account;
         Ok(())
     }
 
@@ -430,6 +491,40 @@ mod tests {
 
     fn id(s: &str) -> TenantId {
         TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_lambda_account_names_an_environment_variable_never_a_key() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let account = |env: &str| {
+            Some(LambdaAccount {
+                api_key_env: env.into(),
+                instance_limit: 4,
+            })
+        };
+        for bad in ["", "lower", "1ABC", "WITH SPACE", "secret_abc123"] {
+            assert!(
+                reg.set_lambda_account(&id("acme"), account(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        reg.set_lambda_account(&id("acme"), account("CAPSIGHT_LAMBDA_KEY_ACME"))
+            .unwrap();
+        let text = toml::to_string(&reg).unwrap();
+        let back = Registry::parse(Path::new("t.toml"), &text).unwrap();
+        assert_eq!(
+            back.tenant(&id("acme"))
+                .unwrap()
+                .lambda
+                .as_ref()
+                .unwrap()
+                .instance_limit,
+            4
+        );
+        // a file with a malformed name is refused at load
+        let broken = text.replace("CAPSIGHT_LAMBDA_KEY_ACME", "not a name");
+        assert!(Registry::parse(Path::new("t.toml"), &broken).is_err());
     }
 
     #[test]

@@ -21,8 +21,12 @@
 //! step (-> alternatives) whatever the score says; a success passes it.
 //!
 //! After a failed step the later steps are `SKIPPED`. A throttled/transient cloud failure is
-//! not an answer about the account: the call fails with `UNAVAILABLE` instead. Providers
-//! without an adapter (anything but AWS today) skip the account steps with a warning.
+//! not an answer about the account: the call fails with `UNAVAILABLE` instead. On Lambda Cloud
+//! the account steps use the tenant's own API key (registered as the name of an environment
+//! variable of the gateway): permission = the key is valid and the account active, quota = the
+//! registered instance limit against the instances held in every region; capacity is the
+//! key's score, made of Lambda's own availability listing. Providers without an adapter (GCP,
+//! Azure today) skip the account steps with a warning.
 
 use std::sync::Arc;
 
@@ -188,10 +192,12 @@ pub async fn run(
         quota_headroom,
         ok,
         adapter,
-    } = if spec.key.provider == Provider::Aws {
-        account_checks(caller, spec, sources.clouds, sources.timeout).await?
-    } else {
-        Account::unchecked(spec)
+    } = match (spec.key.provider, sources.clouds.lambda_clouds()) {
+        (Provider::Aws, _) => account_checks(caller, spec, sources.clouds, sources.timeout).await?,
+        (Provider::Lambda, Some(lambda)) => {
+            lambda_account_checks(caller, spec, lambda, sources.timeout).await?
+        }
+        _ => Account::unchecked(spec),
     };
     let ok = ok && gpu_quota_check(caller, spec, &sources, &mut checks).await?;
     if !ok {
@@ -306,6 +312,123 @@ async fn account_checks(
         account.checks.push(quota);
     }
     Ok(account)
+}
+
+/// Lambda Cloud, with the tenant's own API key: permission = the key is valid and the account
+/// active; quota = the account's registered instance limit against the instances it holds in
+/// every region. Lambda has no DryRun and no quota API.
+async fn lambda_account_checks(
+    caller: &Caller,
+    spec: &Spec,
+    lambda: &crate::clouds::LambdaClouds,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
+    let failed = |checks: Vec<v1::PreflightCheck>| Account {
+        checks,
+        quota_headroom: None,
+        ok: false,
+        adapter: None,
+    };
+    let adapter = match lambda.adapter(&caller.tenant, &spec.key.region) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return Ok(failed(vec![
+                check(
+                    "permission",
+                    CheckStatus::Failed,
+                    format!(
+                        "no Lambda Cloud account is registered for tenant {}: capsight checks                          permission and quota with your own API key; register it                          (capsight-admin tenant lambda)",
+                        caller.tenant.id
+                    ),
+                    "",
+                ),
+                skipped("quota", "skipped: permission failed"),
+            ]));
+        }
+        Err(e) => {
+            return Ok(failed(vec![
+                account_failure("permission", "your Lambda API key is not usable", &e)?,
+                skipped("quota", "skipped: permission failed"),
+            ]));
+        }
+    };
+    let request = LaunchRequest::new(
+        spec.key.instance_type.clone(),
+        None,
+        String::new(),
+        format!("preflight-{}", uuid::Uuid::new_v4().simple()),
+    );
+    let permission =
+        match tokio::time::timeout(timeout, adapter.check_launch_permission(&request)).await {
+            Err(_) => {
+                return Err(GatewayError::unavailable(
+                    "cloud",
+                    "lambda key check timed out",
+                ));
+            }
+            Ok(Ok(Permission::Allowed)) => check(
+                "permission",
+                CheckStatus::Passed,
+                "your Lambda API key is valid and its account active (Lambda keys are not scoped)",
+                "",
+            ),
+            Ok(Ok(Permission::Denied { code, message })) => check(
+                "permission",
+                CheckStatus::Failed,
+                format!(
+                    "your Lambda account may not launch {}: {message}",
+                    spec.key.instance_type
+                ),
+                &code,
+            ),
+            Ok(Err(e)) => account_failure("permission", "the Lambda key check failed", &e)?,
+        };
+    if permission.status == CheckStatus::Failed as i32 {
+        return Ok(failed(vec![
+            permission,
+            skipped("quota", "skipped: permission failed"),
+        ]));
+    }
+    let limit = caller
+        .tenant
+        .lambda
+        .as_ref()
+        .map_or(0, |a| a.instance_limit);
+    let used = match tokio::time::timeout(timeout, adapter.instances_in_use()).await {
+        Err(_) => {
+            return Err(GatewayError::unavailable(
+                "cloud",
+                "lambda instance list timed out",
+            ));
+        }
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            let quota = account_failure("quota", "listing your Lambda instances failed", &e)?;
+            return Ok(failed(vec![permission, quota]));
+        }
+    };
+    let headroom = limit.saturating_sub(used);
+    let detail = format!(
+        "Lambda account instance limit {limit} (as registered), {used} instance(s) held in          every region -> room for {headroom}, {} requested",
+        spec.count
+    );
+    let quota = if headroom >= spec.count {
+        check("quota", CheckStatus::Passed, detail, "")
+    } else {
+        check(
+            "quota",
+            CheckStatus::Failed,
+            format!("{detail}; terminate instances or ask Lambda support to raise the limit"),
+            "global/quota-exceeded",
+        )
+    };
+    Ok(Account {
+        ok: quota.status != CheckStatus::Failed as i32,
+        checks: vec![permission, quota],
+        quota_headroom: Some(headroom),
+        // no live probe on Lambda (no reservations): capacity is the latest listing's score
+        adapter: None,
+    })
 }
 
 /// The tenant's adapter in the key's region, or the failed permission check saying why not.

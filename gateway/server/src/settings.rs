@@ -119,6 +119,10 @@ pub struct GatewayConfig {
     pub tenancy: TenancySettings,
     /// Cloud calls (tenants' roles are assumed from the operator's AWS chain).
     pub cloud: CloudSettings,
+    /// Lambda Cloud's endpoint (tenants' API keys come from the variables their registrations
+    /// name).
+    #[serde(default)]
+    pub lambda: capsight_cloud::lambda::LambdaSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.

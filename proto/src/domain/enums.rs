@@ -100,6 +100,8 @@ domain_enum!(
         Status = "status",
         Report = "report",
         Launch = "launch",
+        /// A provider's own availability listing.
+        Availability = "availability",
     }
 );
 
@@ -177,6 +179,7 @@ domain_enum!(
         StatusIncidents = "status_incidents",
         CrowdReports = "crowd_reports",
         RecentOutcome = "recent_outcome",
+        ListedAvailability = "listed_availability",
     }
 );
 

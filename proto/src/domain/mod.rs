@@ -43,8 +43,8 @@ pub use key::{CapacityKey, InstanceType, Provider, Region, ZoneId};
 pub use redact::redact;
 pub use score::{Evidence, Score};
 pub use signal::{
-    CapacityBlockOffer, CrowdReport, InstanceEvent, LaunchAttempt, OfferingExposure, Payload,
-    PlacementScore, QuotaReading, Signal, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
+    Availability, CapacityBlockOffer, CrowdReport, InstanceEvent, LaunchAttempt, OfferingExposure,
+    Payload, PlacementScore, QuotaReading, Signal, SignalId, SpotAdvisory, SpotPrice, StatusEvent,
     TenantHash,
 };
 pub use step::{LaunchStep, ReapCause, StandbyStep};

@@ -120,6 +120,8 @@ pub enum Payload {
     CrowdReport(CrowdReport),
     /// Spot Instance Advisor data.
     SpotAdvisory(SpotAdvisory),
+    /// A provider's "capacity available right now" listing.
+    Availability(Availability),
 }
 
 impl Payload {
@@ -136,6 +138,7 @@ impl Payload {
             Self::Status(_) => "status",
             Self::CrowdReport(_) => "crowd_report",
             Self::SpotAdvisory(_) => "spot_advisory",
+            Self::Availability(_) => "availability",
         }
     }
 }
@@ -235,6 +238,16 @@ pub struct CapacityBlockOffer {
     pub upfront_fee: f64,
     /// ISO 4217 code.
     pub currency: String,
+}
+
+/// A provider's direct availability listing for the key (Lambda Cloud's
+/// `regions_with_capacity_available`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Availability {
+    /// The provider lists capacity for the key right now.
+    pub available: bool,
+    /// The listed price per instance-hour (USD), when the listing gave one.
+    pub listed_usd_per_hour: Option<f64>,
 }
 
 /// Whether the instance type is offered where the key says.
@@ -478,6 +491,13 @@ impl Payload {
                 .map_err(|e: FieldError| e.within("capacity_block_offer"))?,
             ),
             W::Offering(w) => Self::Offering(OfferingExposure { offered: w.offered }),
+            W::Availability(w) => Self::Availability(Availability {
+                available: w.available,
+                listed_usd_per_hour: {
+                    let p = finite("availability.listed_usd_per_hour", w.listed_usd_per_hour)?;
+                    (p > 0.0).then_some(p)
+                },
+            }),
             W::Status(w) => Self::Status(
                 (|| {
                     token("feed", &w.feed)?;
@@ -564,6 +584,10 @@ impl Payload {
                 currency: o.currency.clone(),
             }),
             Self::Offering(o) => W::Offering(v1::OfferingExposure { offered: o.offered }),
+            Self::Availability(a) => W::Availability(v1::Availability {
+                available: a.available,
+                listed_usd_per_hour: a.listed_usd_per_hour.unwrap_or(0.0),
+            }),
             Self::Status(s) => W::Status(v1::StatusEvent {
                 feed: s.feed.clone(),
                 incident_id: s.incident_id.clone(),

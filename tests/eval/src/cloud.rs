@@ -99,6 +99,7 @@ impl Hands {
                         role_arn: t.role.clone(),
                         external_id: t.external_id.clone().unwrap_or_default(),
                     }),
+                    lambda: None,
                     gpu_quota: t.gpu_quota,
                     max_open_streams: None,
                     keys: Vec::new(),

@@ -2,7 +2,8 @@
 //! frozen clock unless a test asks for a running one) and stops it on drop; its admin API
 //! ([`Sim::advance`], [`Sim::fault`], [`Sim::stock`], [`Sim::interrupt`]); AWS adapters and
 //! tenant clouds with the real AWS SDK pointed at it ([`Sim::adapter`], [`Sim::clouds`]); the
-//! environment that points a binary at it ([`Sim::aws_env`]); and reads of instances.
+//! environment that points a binary at it ([`Sim::aws_env`], [`Sim::lambda_env`]); Lambda
+//! Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]); and reads of instances.
 //!
 //! Credentials, region and endpoint go to the SDK config builder; the process environment is
 //! never touched.
@@ -15,7 +16,8 @@ use capsight_catalog::Catalog;
 use capsight_cloud::{
     CloudAdapter, CloudSettings, Instance, InstanceId, InstanceState, Provider, Region,
     aws::AwsAdapter,
-    tenants::{AwsClouds, TenantClouds},
+    lambda::{LambdaAdapter, LambdaSettings},
+    tenants::{AwsClouds, LambdaClouds, TenantClouds},
 };
 use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_runtime::shutdown::Shutdown;
@@ -142,6 +144,51 @@ impl Sim {
 
     async fn sdk(&self, access_key: &str, region: &str) -> aws_config::SdkConfig {
         sdk(self.url(), access_key, region).await
+    }
+
+    /// A Lambda Cloud adapter with `api_key` in `region` (a scenario's Lambda principal),
+    /// through the same HTTP client production uses, pointed at this cloudsim.
+    pub fn lambda_adapter(
+        &self,
+        api_key: &str,
+        region: &str,
+        settings: CloudSettings,
+    ) -> LambdaAdapter {
+        LambdaAdapter::new(
+            LambdaSettings {
+                endpoint: self.url(),
+                ..LambdaSettings::default()
+            },
+            settings,
+            api_key,
+            Region::parse("region", Provider::Lambda, region).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Tenants' Lambda clouds at this cloudsim: `keys` maps the environment variable names
+    /// tenants' registrations give to API keys (no process environment is touched).
+    pub fn lambda_clouds(&self, keys: &[(&str, &str)], settings: CloudSettings) -> LambdaClouds {
+        let keys: std::collections::BTreeMap<String, String> = keys
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        LambdaClouds::with_keys(
+            LambdaSettings {
+                endpoint: self.url(),
+                ..LambdaSettings::default()
+            },
+            settings,
+            Arc::new(move |name: &str| keys.get(name).cloned()),
+        )
+    }
+
+    /// The environment that points a binary's Lambda adapter at this cloudsim with `api_key`.
+    pub fn lambda_env(&self, api_key: &str) -> [(&'static str, String); 2] {
+        [
+            ("CAPSIGHT_LAMBDA__ENDPOINT", self.url()),
+            ("LAMBDA_API_KEY", api_key.to_owned()),
+        ]
     }
 
     /// An adapter acting as `access_key` in `us-east-1`.

@@ -546,8 +546,17 @@ fn names(
     // (a test that scrapes one sets its address with CAPSIGHT_METRICS__LISTEN__<BINARY>)
     let any = || s("127.0.0.1:0");
     let listen = [
-        "scorer", "gateway", "launcher", "reports", "probe", "quota", "spot", "status", "cloudsim",
+        "scorer",
+        "gateway",
+        "launcher",
+        "reports",
+        "probe",
+        "quota",
+        "spot",
+        "status",
+        "cloudsim",
         "notifier",
+        "gpuclouds",
     ];
     table.insert(
         "metrics".into(),

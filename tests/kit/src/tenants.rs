@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use capsight_tenancy::{CloudRole, Registry, Tenant, TenantId};
+use capsight_tenancy::{CloudRole, LambdaAccount, Registry, Tenant, TenantId};
 
 /// One tenant of a test registry.
 #[derive(Debug, Clone)]
@@ -12,6 +12,7 @@ pub struct TenantSpec {
     id: String,
     name: String,
     role: Option<CloudRole>,
+    lambda: Option<LambdaAccount>,
     gpu_quota: Option<u32>,
     rate: Option<u32>,
     zones: Vec<(String, String)>,
@@ -24,6 +25,7 @@ pub fn tenant(id: &str) -> TenantSpec {
         id: id.to_owned(),
         name: id.to_owned(),
         role: None,
+        lambda: None,
         gpu_quota: None,
         rate: None,
         zones: Vec::new(),
@@ -45,6 +47,17 @@ impl TenantSpec {
         self.role = Some(CloudRole {
             role_arn: arn.into(),
             external_id: external_id.into(),
+        });
+        self
+    }
+
+    /// Its Lambda Cloud account: the API key in the environment variable `api_key_env`, and
+    /// the account's instance limit.
+    #[must_use]
+    pub fn lambda(mut self, api_key_env: &str, instance_limit: u32) -> Self {
+        self.lambda = Some(LambdaAccount {
+            api_key_env: api_key_env.into(),
+            instance_limit,
         });
         self
     }
@@ -95,6 +108,7 @@ impl Tenants {
             let id = TenantId::parse(&spec.id).unwrap();
             registry.add_tenant(id.clone(), &spec.name).unwrap();
             registry.set_aws_role(&id, spec.role).unwrap();
+            registry.set_lambda_account(&id, spec.lambda).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;

@@ -26,9 +26,10 @@ use serde::Serialize;
 
 use crate::{
     error::ApiError,
-    scenario::{EventKind, PoolMarket, Scenario},
+    scenario::{EventKind, PoolMarket, Scenario, SimProvider},
 };
 
+pub mod lambda;
 mod reads;
 mod step;
 mod writes;
@@ -317,6 +318,10 @@ pub struct World {
     /// Completed repetitions of the timeline (`scenario.repeat`).
     cycle: u32,
     pools: BTreeMap<PoolKey, PoolState>,
+    /// Lambda pools by (region, instance type): Lambda has no zones.
+    lambda_pools: BTreeMap<(String, String), PoolState>,
+    /// Lambda instances by id (terminated ones stay, answering `GET /instances/{id}`).
+    lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -386,7 +391,30 @@ impl World {
     ) -> Self {
         let mut pools = BTreeMap::new();
         let mut prices = BTreeMap::new();
-        for p in &scenario.pools {
+        let mut lambda_pools = BTreeMap::new();
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::Lambda)
+        {
+            lambda_pools.insert(
+                (p.region.clone(), p.instance_type.clone()),
+                PoolState {
+                    region: p.region.clone(),
+                    capacity: p.capacity,
+                    stock: p.stock,
+                    refill_per_hour: p.refill_per_hour,
+                    demand_per_hour: p.demand_per_hour,
+                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
+                    stocked_out: false,
+                },
+            );
+        }
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::Aws)
+        {
             let region = scenario
                 .zones
                 .iter()
@@ -451,6 +479,8 @@ impl World {
             next_event: 0,
             cycle: 0,
             pools,
+            lambda_pools,
+            lambda_instances: BTreeMap::new(),
             prices,
             quotas,
             instances: BTreeMap::new(),

@@ -105,11 +105,9 @@ impl World {
         if let Some(s) = self.sessions.get(access_key_id) {
             return Some(s.clone());
         }
-        let p = self
-            .scenario
-            .principals
-            .iter()
-            .find(|p| p.access_key_id == access_key_id)?;
+        let p = self.scenario.principals.iter().find(|p| {
+            p.provider == crate::scenario::SimProvider::Aws && p.access_key_id == access_key_id
+        })?;
         Some(Identity {
             account: p.account.clone(),
             arn: format!("arn:aws:iam::{}:user/{}", p.account, p.user),

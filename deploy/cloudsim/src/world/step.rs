@@ -54,10 +54,35 @@ impl World {
     pub(super) fn apply_event(&mut self, kind: EventKind, now: Duration) {
         match kind {
             EventKind::Stockout {
+                provider: SimProvider::Lambda,
+                region,
+                instance_type,
+                ..
+            } => {
+                if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
+                    pool.stock = 0;
+                    pool.stocked_out = true;
+                }
+            }
+            EventKind::Recover {
+                provider: SimProvider::Lambda,
+                region,
+                instance_type,
+                stock,
+                ..
+            } => {
+                if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
+                    pool.stocked_out = false;
+                    pool.stock = stock.min(pool.capacity);
+                }
+            }
+            EventKind::Stockout {
+                provider: SimProvider::Aws,
                 zone,
                 instance_type,
                 market,
                 interrupt,
+                ..
             } => {
                 let key = PoolKey {
                     zone_id: zone.clone(),
@@ -84,10 +109,12 @@ impl World {
                 }
             }
             EventKind::Recover {
+                provider: SimProvider::Aws,
                 zone,
                 instance_type,
                 market,
                 stock,
+                ..
             } => {
                 let key = PoolKey {
                     zone_id: zone,
@@ -285,6 +312,17 @@ impl World {
                 }
             }
         }
+        // Lambda pools draw after every AWS draw: a scenario without them keeps its randomness.
+        for pool in self.lambda_pools.values_mut() {
+            let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
+            let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
+            if pool.stocked_out {
+                pool.stock = 0;
+                continue;
+            }
+            let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
+            pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
+        }
     }
 
     pub(super) fn record(&mut self, secs: u64) {
@@ -296,6 +334,13 @@ impl World {
                 key.instance_type,
                 key.market.as_str()
             );
+            let series = self.truth.entry(name).or_default();
+            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
+                series.push((secs, pool.stock));
+            }
+        }
+        for ((region, itype), pool) in &self.lambda_pools {
+            let name = format!("lambda/{region}//{itype}/on_demand");
             let series = self.truth.entry(name).or_default();
             if series.last().is_none_or(|(_, s)| *s != pool.stock) {
                 series.push((secs, pool.stock));
@@ -314,6 +359,7 @@ impl World {
         for id in expired {
             self.release_reservation(&id, "expired");
         }
+        self.settle_lambda(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed

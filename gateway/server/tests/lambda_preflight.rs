@@ -1,0 +1,185 @@
+//! Preflight of Lambda Cloud keys through the gateway (in-process, real broker, ClickHouse,
+//! RabbitMQ) with tenants' own Lambda API keys against cloudsim's Lambda API (scenario
+//! `lambda`): permission = the key is valid and the account active, quota = the registered
+//! instance limit against the instances held, capacity = the key's latest score.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{sync::Arc, time::Duration};
+
+use capsight_cloud::{
+    InstanceType, LaunchRequest, Provider,
+    tenants::{TenantClouds, WithLambda},
+};
+use capsight_proto::v1::{self, CheckStatus, Decision};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{
+    Sandbox,
+    cloud::{Sim, quick_retries},
+    fixtures::scenario,
+    grpc::{authed, channel},
+    signals::score,
+    tenants::tenant,
+};
+
+const STOCKED: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
+const EMPTY: &str = "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand";
+const A100: &str = "lambda/us-east-1//gpu_1x_a100_sxm4/on_demand";
+
+fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
+    Some(v1::LaunchSpec {
+        key: Some(v1::CapacityKey::from(
+            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
+        )),
+        count,
+        image_id: "lambda-stack".into(),
+        ..Default::default()
+    })
+}
+
+fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
+    r.checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_score() {
+    let sandbox = Sandbox::builder("gwlambda")
+        .signals(1)
+        .scores(1)
+        .database()
+        .amqp()
+        .profile("gateway")
+        .profile("cloud")
+        .tenants([
+            tenant("acme").with_key().lambda("LAMBDA_KEY_ACME", 3),
+            tenant("small").with_key().lambda("LAMBDA_KEY_SMALL", 1),
+            tenant("closed").with_key().lambda("LAMBDA_KEY_CLOSED", 3),
+            tenant("unset").with_key().lambda("LAMBDA_KEY_UNSET", 3),
+            tenant("nolambda").with_key(),
+        ])
+        .cloudsim(Sim::builder(scenario("lambda")))
+        .start()
+        .await;
+    for s in [
+        score(STOCKED, 91, 0.4),
+        score(EMPTY, 25, 0.4),
+        score(A100, 90, 0.4),
+    ] {
+        sandbox.publish_score(&s).await;
+    }
+    let lambda = sandbox.sim().lambda_clouds(
+        &[
+            ("LAMBDA_KEY_ACME", "secret_ops_0123456789"),
+            ("LAMBDA_KEY_SMALL", "secret_small_0123456789"),
+            ("LAMBDA_KEY_CLOSED", "secret_closed_0123456789"),
+        ],
+        quick_retries(1),
+    );
+    let clouds: Arc<dyn TenantClouds> = Arc::new(WithLambda::new(sandbox.clouds(), lambda));
+    let shutdown = Shutdown::new();
+    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
+        .await
+        .unwrap();
+    let ch = channel(running.addr);
+    let preflight = |k: &'static str, count: u32, tenant: &str| {
+        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
+        let key = sandbox.key(tenant);
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, count),
+                    constraints: None,
+                    live_probe: false,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let passed = CheckStatus::Passed as i32;
+    let failed = CheckStatus::Failed as i32;
+    let skipped = CheckStatus::Skipped as i32;
+
+    // a valid key, room for 3, the listing says available
+    let ok = preflight(STOCKED, 1, "acme").await;
+    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
+    assert_eq!(
+        statuses(&ok),
+        [
+            ("permission", passed),
+            ("quota", passed),
+            ("capacity", passed)
+        ]
+    );
+    assert_eq!(ok.quota_headroom, 3);
+
+    // no capacity listed there: alternatives
+    let short = preflight(EMPTY, 1, "acme").await;
+    assert_eq!(
+        short.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{short:#?}"
+    );
+    assert_eq!(short.checks[2].status, failed);
+
+    // more than the instance limit: the account's issue
+    let over = preflight(STOCKED, 4, "acme").await;
+    assert_eq!(over.decision, Decision::FixAccountIssue as i32, "{over:#?}");
+    assert_eq!(over.checks[1].status, failed);
+    assert!(over.checks[1].reason.contains("limit 3"), "{over:#?}");
+
+    // the small account holds its one instance: no room left
+    let small =
+        sandbox
+            .sim()
+            .lambda_adapter("secret_small_0123456789", "us-east-1", quick_retries(1));
+    let a100 = InstanceType::parse("t", Provider::Lambda, "gpu_1x_a100_sxm4").unwrap();
+    capsight_cloud::CloudAdapter::launch(&small, &LaunchRequest::new(a100, None, "", "held-1"))
+        .await
+        .unwrap();
+    let full = preflight(A100, 1, "small").await;
+    assert_eq!(full.decision, Decision::FixAccountIssue as i32, "{full:#?}");
+    assert_eq!(full.quota_headroom, 0);
+    assert!(
+        full.checks[1].reason.contains("1 instance(s) held"),
+        "{full:#?}"
+    );
+
+    // an inactive account, a key the gateway does not have, no Lambda registration at all
+    let closed = preflight(STOCKED, 1, "closed").await;
+    assert_eq!(closed.decision, Decision::FixAccountIssue as i32);
+    assert_eq!(
+        (
+            closed.checks[0].status,
+            closed.checks[0].error_code.as_str()
+        ),
+        (failed, "global/account-inactive")
+    );
+    assert_eq!(closed.checks[1].status, skipped);
+    let unset = preflight(STOCKED, 1, "unset").await;
+    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        unset.checks[0].reason.contains("LAMBDA_KEY_UNSET"),
+        "{unset:#?}"
+    );
+    let none = preflight(STOCKED, 1, "nolambda").await;
+    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        none.checks[0].reason.contains("no Lambda Cloud account"),
+        "{none:#?}"
+    );
+
+    shutdown.trigger();
+    sandbox.cleanup().await;
+}
