@@ -30,7 +30,7 @@ use capsight_testkit::{
 };
 
 /// The binaries and the `[metrics.listen]` field of each.
-const BINARIES: [(&str, &str); 10] = [
+const BINARIES: [(&str, &str); 11] = [
     ("cloudsim", "cloudsim"),
     ("capsight-scorer", "scorer"),
     ("capsight-gateway", "gateway"),
@@ -41,6 +41,7 @@ const BINARIES: [(&str, &str); 10] = [
     ("capsight-status", "status"),
     ("capsight-probe", "probe"),
     ("capsight-notifier", "notifier"),
+    ("capsight-gpuclouds", "gpuclouds"),
 ];
 
 fn local(port: u16) -> SocketAddr {
@@ -166,7 +167,10 @@ async fn prometheus_finds_every_binarys_series() {
         .env("CAPSIGHT_CLOUDSIM__LISTEN", cloudsim.to_string())
         .env("CAPSIGHT_GATEWAY__LISTEN", gateway.to_string())
         .env("CAPSIGHT_REPORTS__LISTEN", intake.to_string())
-        .env("CAPSIGHT_STATUS__FEEDS", &feeds);
+        .env("CAPSIGHT_STATUS__FEEDS", &feeds)
+        // the demo scenario's Lambda account, on cloudsim's Lambda API
+        .env("CAPSIGHT_LAMBDA__ENDPOINT", format!("http://{cloudsim}"))
+        .env("LAMBDA_API_KEY", "secret_capsight_demo_lambda");
         children.push(sb.spawn(binary, &mut cmd));
         if *binary == "cloudsim" {
             // the collectors' first calls must find it
@@ -238,7 +242,7 @@ async fn prometheus_finds_every_binarys_series() {
     }
 
     // collectors: signals published per role, the cloud calls behind them, the prober's budget
-    for role in ["quota", "spot"] {
+    for role in ["quota", "spot", "gpuclouds"] {
         positive(
             &http,
             prometheus,
@@ -388,11 +392,18 @@ async fn prometheus_finds_every_binarys_series() {
         prometheus,
         "capsight_publisher_buffered_signals",
         Duration::from_secs(60),
-        |r| r.len() == 7,
+        |r| r.len() == 8,
     )
     .await;
     for role in [
-        "probe", "quota", "spot", "status", "reports", "gateway", "launcher",
+        "probe",
+        "quota",
+        "spot",
+        "status",
+        "reports",
+        "gateway",
+        "launcher",
+        "gpuclouds",
     ] {
         assert!(
             buffered.iter().any(|(m, v)| m["role"] == role && *v >= 0.0),
