@@ -408,6 +408,25 @@ fn table(s: &mut String, header: &str, rows: impl IntoIterator<Item = Vec<String
     }
 }
 
+/// A section only capsight arms fill: "none" without one, else `intro` and a table with a
+/// row for each capsight arm that has one.
+fn capsight_table(
+    s: &mut String,
+    caps: &[&ArmSummary],
+    intro: Option<&str>,
+    header: &str,
+    row: impl Fn(&ArmSummary) -> Option<Vec<String>>,
+) {
+    if caps.is_empty() {
+        let _ = writeln!(s, "{NO_CAPSIGHT}");
+        return;
+    }
+    if let Some(intro) = intro {
+        let _ = writeln!(s, "{intro}");
+    }
+    table(s, header, caps.iter().filter_map(|a| row(a)));
+}
+
 fn f(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
@@ -554,75 +573,67 @@ impl Report {
             }
         }
         let _ = writeln!(s, "## Preflight\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "{NO_CAPSIGHT}");
-        } else {
-            table(
-                &mut s,
-                "arm | preflights | CAN_LAUNCH | ... then capacity error | RETRY_WITH_ALTERNATIVES | ... while stock existed | FIX_ACCOUNT_ISSUE",
-                caps.iter().filter_map(|a| {
-                    let p = a.preflight.as_ref()?;
-                    Some(cells![
-                        a.arm,
-                        p.total,
-                        p.can_launch,
-                        p.can_launch_then_capacity_error,
-                        p.retry_with_alternatives,
-                        p.retry_while_stock,
-                        p.fix_account_issue,
-                    ])
-                }),
-            );
-        }
+        capsight_table(
+            &mut s,
+            &caps,
+            None,
+            "arm | preflights | CAN_LAUNCH | ... then capacity error | RETRY_WITH_ALTERNATIVES | ... while stock existed | FIX_ACCOUNT_ISSUE",
+            |a| {
+                let p = a.preflight.as_ref()?;
+                Some(cells![
+                    a.arm,
+                    p.total,
+                    p.can_launch,
+                    p.can_launch_then_capacity_error,
+                    p.retry_with_alternatives,
+                    p.retry_while_stock,
+                    p.fix_account_issue,
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Detection\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "{NO_CAPSIGHT}");
-        } else {
-            let _ = writeln!(
-                s,
+        capsight_table(
+            &mut s,
+            &caps,
+            Some(
                 "A stockout is detected when the served label turns `unavailable`, a recovery when \
-                 it leaves `unavailable` (scores sampled every 2 simulated minutes).\n"
-            );
-            table(
-                &mut s,
-                "arm | stockouts | detected | median delay min | recoveries | detected | median delay min | staleness p50 / p90 / max min",
-                caps.iter().filter_map(|a| {
-                    let d = a.detection.as_ref()?;
-                    let (p50, p90, max) = d.staleness_minutes;
-                    Some(cells![
-                        a.arm,
-                        d.stockouts.0,
-                        d.stockouts.1,
-                        f(d.stockouts.2),
-                        d.recoveries.0,
-                        d.recoveries.1,
-                        f(d.recoveries.2),
-                        format!("{} / {} / {}", f(p50), f(p90), f(max)),
-                    ])
-                }),
-            );
-        }
+                 it leaves `unavailable` (scores sampled every 2 simulated minutes).\n",
+            ),
+            "arm | stockouts | detected | median delay min | recoveries | detected | median delay min | staleness p50 / p90 / max min",
+            |a| {
+                let d = a.detection.as_ref()?;
+                let (p50, p90, max) = d.staleness_minutes;
+                Some(cells![
+                    a.arm,
+                    d.stockouts.0,
+                    d.stockouts.1,
+                    f(d.stockouts.2),
+                    d.recoveries.0,
+                    d.recoveries.1,
+                    f(d.recoveries.2),
+                    format!("{} / {} / {}", f(p50), f(p90), f(max)),
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Cost of knowing\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "{NO_CAPSIGHT}");
-        } else {
-            table(
-                &mut s,
-                "arm | probes | keys probed | probe USD (x time scale) | USD per key-day | crowd reports | median stockout detection min",
-                caps.iter().map(|a| {
-                    let p = a.probes.clone().unwrap_or_default();
-                    cells![
-                        a.arm,
-                        p.probes,
-                        p.keys,
-                        format!("{:.2}", p.usd),
-                        f2(p.usd_per_key_day),
-                        a.reports,
-                        f(a.detection.as_ref().and_then(|d| d.stockouts.2)),
-                    ]
-                }),
-            );
-        }
+        capsight_table(
+            &mut s,
+            &caps,
+            None,
+            "arm | probes | keys probed | probe USD (x time scale) | USD per key-day | crowd reports | median stockout detection min",
+            |a| {
+                let p = a.probes.clone().unwrap_or_default();
+                Some(cells![
+                    a.arm,
+                    p.probes,
+                    p.keys,
+                    format!("{:.2}", p.usd),
+                    f2(p.usd_per_key_day),
+                    a.reports,
+                    f(a.detection.as_ref().and_then(|d| d.stockouts.2)),
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Noise\n");
         if self.repeats.len() < 2 {
             let _ = writeln!(
