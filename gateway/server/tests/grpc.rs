@@ -824,35 +824,24 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
     let mut bad_image = spec(AZ4, 1).unwrap();
     bad_image.image_id = "my-image".into();
     cases.push((launch_with(Some(bad_image), |_| {}).await, "spec.image_id"));
-    cases.push((
-        h.scores()
-            .list_scores(authed(
-                v1::ListScoresRequest {
-                    page_size: 5000,
-                    ..Default::default()
-                },
-                &k,
-            ))
-            .await
-            .unwrap_err(),
-        "page_size",
-    ));
-    cases.push((
-        h.scores()
-            .list_scores(authed(
-                v1::ListScoresRequest {
-                    filter: Some(v1::ScoreFilter {
-                        min_confidence: 2.0,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                &k,
-            ))
-            .await
-            .unwrap_err(),
-        "filter.min_confidence",
-    ));
+    let list_refused = |req: v1::ListScoresRequest| {
+        let mut c = h.scores();
+        let k = k.clone();
+        async move { c.list_scores(authed(req, &k)).await.unwrap_err() }
+    };
+    let too_many = v1::ListScoresRequest {
+        page_size: 5000,
+        ..Default::default()
+    };
+    cases.push((list_refused(too_many).await, "page_size"));
+    let over_sure = v1::ListScoresRequest {
+        filter: Some(v1::ScoreFilter {
+            min_confidence: 2.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cases.push((list_refused(over_sure).await, "filter.min_confidence"));
     cases.push((
         h.scores()
             .get_history(authed(
