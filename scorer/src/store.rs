@@ -154,6 +154,24 @@ struct LastAlert {
 }
 
 impl Store {
+    /// The rows `statement` selects for the keys named `names` (its one bound value).
+    async fn of_keys<R>(
+        &self,
+        statement: sql::Statement,
+        names: &[&str],
+        op: &'static str,
+    ) -> Result<Vec<R>, ScorerError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        statement
+            .query(&self.client)
+            .bind(names)
+            .fetch_all()
+            .await
+            .map_err(query_err(op))
+    }
+
     /// What the last run wrote for `keys`: the newest history row and the newest alert of each.
     pub async fn load_resume(
         &self,
@@ -165,18 +183,12 @@ impl Store {
             let by_name: BTreeMap<String, &CapacityKey> =
                 chunk.iter().map(|k| (k.to_string(), *k)).collect();
             let names: Vec<&str> = by_name.keys().map(String::as_str).collect();
-            let scores: Vec<LastScore> = sql::RESUME_SCORES
-                .query(&self.client)
-                .bind(&names)
-                .fetch_all()
-                .await
-                .map_err(query_err("resume from scores"))?;
-            let alerts: Vec<LastAlert> = sql::RESUME_ALERTS
-                .query(&self.client)
-                .bind(&names)
-                .fetch_all()
-                .await
-                .map_err(query_err("resume from alerts"))?;
+            let scores: Vec<LastScore> = self
+                .of_keys(sql::RESUME_SCORES, &names, "resume from scores")
+                .await?;
+            let alerts: Vec<LastAlert> = self
+                .of_keys(sql::RESUME_ALERTS, &names, "resume from alerts")
+                .await?;
             let ms = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
             for s in scores {
                 if let (Some(key), Ok(label)) =

@@ -94,16 +94,21 @@ impl GatewayError {
     }
 }
 
-impl From<clickhouse::error::Error> for GatewayError {
-    fn from(e: clickhouse::error::Error) -> Self {
-        Self::unavailable("clickhouse", e)
-    }
+/// A backing service's own error becomes [`GatewayError::Unavailable`] naming the service.
+macro_rules! unavailable_from {
+    ($($error:ty => $service:literal),* $(,)?) => {$(
+        impl From<$error> for GatewayError {
+            fn from(e: $error) -> Self {
+                Self::unavailable($service, e)
+            }
+        }
+    )*};
 }
 
-impl From<capsight_launch::store::StoreError> for GatewayError {
-    fn from(e: capsight_launch::store::StoreError) -> Self {
-        Self::unavailable("clickhouse", e)
-    }
+unavailable_from! {
+    clickhouse::error::Error => "clickhouse",
+    capsight_launch::store::StoreError => "clickhouse",
+    capsight_launch::queue::QueueError => "rabbitmq",
 }
 
 impl From<capsight_notify::manage::ManageError> for GatewayError {
@@ -115,12 +120,6 @@ impl From<capsight_notify::manage::ManageError> for GatewayError {
             ManageError::NotFound(id) => Self::NotFound(format!("subscription {id}")),
             ManageError::Store(s) => Self::unavailable("clickhouse", s),
         }
-    }
-}
-
-impl From<capsight_launch::queue::QueueError> for GatewayError {
-    fn from(e: capsight_launch::queue::QueueError) -> Self {
-        Self::unavailable("rabbitmq", e)
     }
 }
 

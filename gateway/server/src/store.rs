@@ -16,6 +16,17 @@ use serde::Deserialize;
 
 use crate::GatewayError;
 
+/// `[from, to)` in unix seconds, cut into buckets of `step` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    /// First second.
+    pub from: u32,
+    /// End, exclusive.
+    pub to: u32,
+    /// Bucket width, seconds.
+    pub step: u32,
+}
+
 /// One history bucket.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct HistoryRow {
@@ -107,13 +118,13 @@ impl Store {
         Ok(())
     }
 
-    /// The rows of `statement` for `key` in `[from, to)`, bucketed by `step` seconds (its
-    /// binds: step, step, the key's five columns, from, to).
+    /// The rows of `statement` for `key` in `buckets` (its binds: step, step, the key's five
+    /// columns, from, to).
     async fn bucketed<R>(
         &self,
         statement: capsight_clickhouse::sql::Statement,
         key: &CapacityKey,
-        (from, to, step): (u32, u32, u32),
+        Buckets { from, to, step }: Buckets,
     ) -> Result<Vec<R>, GatewayError>
     where
         R: clickhouse::RowOwned + clickhouse::RowRead,
@@ -133,47 +144,44 @@ impl Store {
             .await?)
     }
 
-    /// Score history of `key` in `[from, to)`, bucketed by `step` seconds.
+    /// The rows of `statement`, its one `?` bound to `value`.
+    async fn rows_of<R>(
+        &self,
+        statement: capsight_clickhouse::sql::Statement,
+        value: impl clickhouse::sql::Bind,
+    ) -> Result<Vec<R>, GatewayError>
+    where
+        R: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        Ok(self
+            .launches
+            .client()
+            .query(statement.sql)
+            .bind(value)
+            .fetch_all::<R>()
+            .await?)
+    }
+
+    /// Score history of `key`, one row per bucket.
     pub async fn history(
         &self,
         key: &CapacityKey,
-        from: u32,
-        to: u32,
-        step: u32,
+        b: Buckets,
     ) -> Result<Vec<HistoryRow>, GatewayError> {
-        self.bucketed(
-            capsight_clickhouse::sql::SCORE_HISTORY,
-            key,
-            (from, to, step),
-        )
-        .await
+        self.bucketed(capsight_clickhouse::sql::SCORE_HISTORY, key, b)
+            .await
     }
 
-    /// The signals that moved `key`'s score in `[from, to)`, bucketed by `step` seconds.
-    pub async fn marks(
-        &self,
-        key: &CapacityKey,
-        from: u32,
-        to: u32,
-        step: u32,
-    ) -> Result<Vec<MarkRow>, GatewayError> {
-        self.bucketed(
-            capsight_clickhouse::sql::SIGNAL_MARKS,
-            key,
-            (from, to, step),
-        )
-        .await
+    /// The signals that moved `key`'s score, per bucket.
+    pub async fn marks(&self, key: &CapacityKey, b: Buckets) -> Result<Vec<MarkRow>, GatewayError> {
+        self.bucketed(capsight_clickhouse::sql::SIGNAL_MARKS, key, b)
+            .await
     }
 
     /// The newest signal per source observed since `since` (unix seconds).
     pub async fn freshness(&self, since: u32) -> Result<Vec<FreshnessRow>, GatewayError> {
-        Ok(self
-            .launches
-            .client()
-            .query(capsight_clickhouse::sql::COLLECTOR_FRESHNESS.sql)
-            .bind(since)
-            .fetch_all::<FreshnessRow>()
-            .await?)
+        self.rows_of(capsight_clickhouse::sql::COLLECTOR_FRESHNESS, since)
+            .await
     }
 
     /// The newest score row written since `since` (unix seconds); 0 when none.
@@ -189,13 +197,8 @@ impl Store {
 
     /// What every prober spent on `day` (`YYYY-MM-DD`).
     pub async fn probe_spend(&self, day: &str) -> Result<Vec<ProbeSpendRow>, GatewayError> {
-        Ok(self
-            .launches
-            .client()
-            .query(capsight_clickhouse::sql::PROBE_SPEND_BY_PROBER.sql)
-            .bind(day)
-            .fetch_all::<ProbeSpendRow>()
-            .await?)
+        self.rows_of(capsight_clickhouse::sql::PROBE_SPEND_BY_PROBER, day)
+            .await
     }
 
     /// Every tenant's checked reports over `horizon` (`sql::TENANT_TRUST`, the scorer's own
@@ -204,13 +207,8 @@ impl Store {
         &self,
         since: u32,
     ) -> Result<Vec<capsight_clickhouse::rows::TenantTrustRow>, GatewayError> {
-        Ok(self
-            .launches
-            .client()
-            .query(capsight_clickhouse::sql::TENANT_TRUST.sql)
-            .bind(since)
-            .fetch_all()
-            .await?)
+        self.rows_of(capsight_clickhouse::sql::TENANT_TRUST, since)
+            .await
     }
 
     /// The first day of this month (UTC) and the GPU-hours from it on, of `tenant`, or of every

@@ -31,6 +31,12 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
+/// `text` holds every one of `parts`.
+#[track_caller]
+fn says(text: &str, parts: &[&str]) {
+    assert!(parts.iter().all(|p| text.contains(p)), "{text}");
+}
+
 fn key(s: &str) -> Option<v1::CapacityKey> {
     let k: capsight_proto::domain::CapacityKey = s.parse().unwrap();
     Some(v1::CapacityKey::from(&k))
@@ -260,6 +266,32 @@ async fn history_comes_from_clickhouse_bucketed_by_step() {
     h.sandbox.cleanup().await;
 }
 
+/// The answer to a preflight of `count` instances of key `k` by the tenant of `api_key`.
+async fn preflighted(
+    h: &Gateway,
+    k: &str,
+    count: u32,
+    live_probe: bool,
+    api_key: &str,
+) -> v1::PreflightResponse {
+    let req = v1::PreflightRequest {
+        spec: spec(k, count),
+        constraints: None,
+        live_probe,
+    };
+    h.preflight()
+        .preflight(authed(req, api_key))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The preflight answered `decision` (the whole answer shown otherwise).
+#[track_caller]
+fn decided(r: &v1::PreflightResponse, decision: Decision) {
+    assert_eq!(r.decision, decision as i32, "{r:#?}");
+}
+
 fn statuses(r: &v1::PreflightResponse) -> Vec<(String, i32)> {
     r.checks
         .iter()
@@ -277,26 +309,10 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     ])
     .await;
     h.wait_ready().await;
-    let preflight = |k: &'static str, count: u32, api_key: String| {
-        let mut c = h.preflight();
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, count),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &api_key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
 
     // OK: allowed, quota for 1 (192 vCPUs), Available
-    let ok = preflight(AZ4, 1, h.key("acme")).await;
-    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
+    let ok = preflighted(&h, AZ4, 1, false, &h.key("acme")).await;
+    decided(&ok, Decision::CanLaunch);
     assert_eq!(
         statuses(&ok),
         vec![
@@ -309,48 +325,28 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert!(ok.alternatives.is_empty());
 
     // quota short: 2 x 192 vCPUs > 192 — an account issue, never alternatives
-    let quota = preflight(AZ1, 2, h.key("acme")).await;
-    assert_eq!(
-        quota.decision,
-        Decision::FixAccountIssue as i32,
-        "{quota:#?}"
-    );
+    let quota = preflighted(&h, AZ1, 2, false, &h.key("acme")).await;
+    decided(&quota, Decision::FixAccountIssue);
     assert_eq!(quota.checks[1].status, CheckStatus::Failed as i32);
-    assert!(
-        quota.checks[1].reason.contains("L-417A185B"),
-        "{}",
-        quota.checks[1].reason
-    );
+    says(&quota.checks[1].reason, &["L-417A185B"]);
     assert_eq!(quota.checks[2].status, CheckStatus::Skipped as i32);
     assert!(quota.alternatives.is_empty());
 
     // permission denied: the tenant's role may not RunInstances
-    let denied = preflight(AZ4, 1, h.key("readonly")).await;
-    assert_eq!(
-        denied.decision,
-        Decision::FixAccountIssue as i32,
-        "{denied:#?}"
-    );
+    let denied = preflighted(&h, AZ4, 1, false, &h.key("readonly")).await;
+    decided(&denied, Decision::FixAccountIssue);
     assert_eq!(denied.checks[0].status, CheckStatus::Failed as i32);
     assert_eq!(denied.checks[0].error_code, "UnauthorizedOperation");
     assert!(denied.alternatives.is_empty());
 
     // no role registered at all: also the account's issue
-    let norole = preflight(AZ4, 1, h.key("globex")).await;
-    assert_eq!(norole.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        norole.checks[0].reason.contains("no AWS role"),
-        "{}",
-        norole.checks[0].reason
-    );
+    let norole = preflighted(&h, AZ4, 1, false, &h.key("globex")).await;
+    decided(&norole, Decision::FixAccountIssue);
+    says(&norole.checks[0].reason, &["no AWS role"]);
 
     // capacity short: AZ1 scores 15 -> alternatives inline, same type other zone first
-    let short = preflight(AZ1, 1, h.key("acme")).await;
-    assert_eq!(
-        short.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{short:#?}"
-    );
+    let short = preflighted(&h, AZ1, 1, false, &h.key("acme")).await;
+    decided(&short, Decision::RetryWithAlternatives);
     assert_eq!(short.checks[2].status, CheckStatus::Failed as i32);
     let alt_keys: Vec<String> = short.alternatives.iter().map(key_name).collect();
     assert_eq!(alt_keys, vec![AZ4, WEST, AZ6]);
@@ -358,8 +354,8 @@ async fn preflight_branches_and_every_preflight_is_logged() {
     assert!(!short.alternatives[0].reason.is_empty());
 
     // limited capacity passes with a warning
-    let limited = preflight(AZ6, 1, h.key("acme")).await;
-    assert_eq!(limited.decision, Decision::CanLaunch as i32);
+    let limited = preflighted(&h, AZ6, 1, false, &h.key("acme")).await;
+    decided(&limited, Decision::CanLaunch);
     assert_eq!(limited.checks[2].status, CheckStatus::Warning as i32);
 
     // every preflight logged, with the tenant id
@@ -436,11 +432,7 @@ async fn alternatives_honour_constraints() {
             AZ4.to_owned()
         ]
     );
-    assert!(
-        d[0].advice.contains("cannot be cancelled"),
-        "{}",
-        d[0].advice
-    );
+    says(&d[0].advice, &["cannot be cancelled"]);
     // region-locked and interruptible: spot appears, us-west-2 does not
     let r = alts(v1::Constraints {
         allowed_regions: vec!["us-east-1".into()],
@@ -832,35 +824,24 @@ async fn bad_inputs_are_invalid_argument_naming_the_field() {
     let mut bad_image = spec(AZ4, 1).unwrap();
     bad_image.image_id = "my-image".into();
     cases.push((launch_with(Some(bad_image), |_| {}).await, "spec.image_id"));
-    cases.push((
-        h.scores()
-            .list_scores(authed(
-                v1::ListScoresRequest {
-                    page_size: 5000,
-                    ..Default::default()
-                },
-                &k,
-            ))
-            .await
-            .unwrap_err(),
-        "page_size",
-    ));
-    cases.push((
-        h.scores()
-            .list_scores(authed(
-                v1::ListScoresRequest {
-                    filter: Some(v1::ScoreFilter {
-                        min_confidence: 2.0,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                &k,
-            ))
-            .await
-            .unwrap_err(),
-        "filter.min_confidence",
-    ));
+    let list_refused = |req: v1::ListScoresRequest| {
+        let mut c = h.scores();
+        let k = k.clone();
+        async move { c.list_scores(authed(req, &k)).await.unwrap_err() }
+    };
+    let too_many = v1::ListScoresRequest {
+        page_size: 5000,
+        ..Default::default()
+    };
+    cases.push((list_refused(too_many).await, "page_size"));
+    let over_sure = v1::ListScoresRequest {
+        filter: Some(v1::ScoreFilter {
+            min_confidence: 2.0,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    cases.push((list_refused(over_sure).await, "filter.min_confidence"));
     cases.push((
         h.scores()
             .get_history(authed(
@@ -920,42 +901,14 @@ async fn a_live_probe_overrides_a_stale_score() {
     ])
     .await;
     h.wait_ready().await;
-    let probe = |k: &'static str| {
-        let mut c = h.preflight();
-        let key = h.key("acme");
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, 1),
-                    constraints: None,
-                    live_probe: true,
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
-    let empty = probe(AZ6).await;
-    assert_eq!(
-        empty.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{empty:#?}"
-    );
-    assert!(
-        empty.checks[2].reason.contains("live probe"),
-        "{}",
-        empty.checks[2].reason
-    );
+    let acme = h.key("acme");
+    let empty = preflighted(&h, AZ6, 1, true, &acme).await;
+    decided(&empty, Decision::RetryWithAlternatives);
+    says(&empty.checks[2].reason, &["live probe"]);
     assert!(!empty.alternatives.is_empty());
-    let stocked = probe(AZ4).await;
-    assert_eq!(stocked.decision, Decision::CanLaunch as i32, "{stocked:#?}");
-    assert!(
-        stocked.checks[2].reason.contains("released"),
-        "{}",
-        stocked.checks[2].reason
-    );
+    let stocked = preflighted(&h, AZ4, 1, true, &acme).await;
+    decided(&stocked, Decision::CanLaunch);
+    says(&stocked.checks[2].reason, &["released"]);
     h.sandbox.cleanup().await;
 }
 
@@ -1025,37 +978,16 @@ async fn old_or_thin_evidence_is_served_as_unknown_and_ranked_after_known_good_k
     assert_eq!(names.first().map(String::as_str), Some(WEST), "{names:?}");
     assert_eq!(names.len(), 3, "the default limit: {names:?}");
 
-    let preflight = |k: &'static str| {
-        let mut c = c.clone();
-        let key = key.clone();
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, 1),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
     // a preflight on the thin key passes with a warning that says so and points to a probe
-    let p = preflight(AZ6).await;
-    assert_eq!(p.decision, Decision::CanLaunch as i32, "{p:#?}");
+    let p = preflighted(&h, AZ6, 1, false, &key).await;
+    decided(&p, Decision::CanLaunch);
     let capacity = p.checks.last().unwrap();
     assert_eq!(capacity.status, CheckStatus::Warning as i32, "{p:#?}");
-    assert!(
-        capacity.reason.contains("low confidence") && capacity.reason.contains("live_probe"),
-        "{}",
-        capacity.reason
-    );
+    says(&capacity.reason, &["low confidence", "live_probe"]);
 
     // an unknown key whose evidence leans to no capacity sends the caller to alternatives
-    let p = preflight(AZ4).await;
-    assert_eq!(p.decision, Decision::RetryWithAlternatives as i32, "{p:#?}");
+    let p = preflighted(&h, AZ4, 1, false, &key).await;
+    decided(&p, Decision::RetryWithAlternatives);
     assert_eq!(
         p.alternatives.first().map(key_name).as_deref(),
         Some(WEST),
@@ -1081,20 +1013,8 @@ async fn launch_runs_the_preflight_and_queues_only_what_it_allows() {
     let p4d = "aws/us-east-1/use1-az4/p4d.24xlarge/on_demand";
 
     // Preflight says the tenant GPU quota is short, in the quota check
-    let over = h
-        .preflight()
-        .preflight(authed(
-            v1::PreflightRequest {
-                spec: spec(p4d, 2),
-                constraints: None,
-                live_probe: false,
-            },
-            &acme,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(over.decision, Decision::FixAccountIssue as i32, "{over:#?}");
+    let over = preflighted(&h, p4d, 2, false, &acme).await;
+    decided(&over, Decision::FixAccountIssue);
     let quota = over.checks.iter().find(|c| c.name == "quota").unwrap();
     assert_eq!(quota.status, CheckStatus::Failed as i32, "{quota:#?}");
     assert_eq!(quota.error_code, "TenantGpuQuotaExceeded");
@@ -1121,28 +1041,18 @@ async fn launch_runs_the_preflight_and_queues_only_what_it_allows() {
     // the same decision refuses the launch
     let refused = launch(p4d, 2, 0, acme.clone()).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
-    assert!(
-        refused.message().contains("quota check")
-            && refused.message().contains("tenant GPU quota exceeded"),
-        "{}",
-        refused.message()
+    says(
+        refused.message(),
+        &["quota check", "tenant GPU quota exceeded"],
     );
     // the tenant's role may not launch: refused, naming the permission check
     let denied = launch(AZ4, 1, 0, h.key("readonly")).await.unwrap_err();
     assert_eq!(denied.code(), Code::FailedPrecondition, "{denied:?}");
-    assert!(
-        denied.message().contains("permission check"),
-        "{}",
-        denied.message()
-    );
+    says(denied.message(), &["permission check"]);
     // AZ1 is short of capacity: without fallbacks the answer names where to launch instead
     let short = launch(AZ1, 1, 0, acme.clone()).await.unwrap_err();
     assert_eq!(short.code(), Code::FailedPrecondition, "{short:?}");
-    assert!(
-        short.message().contains("capacity check") && short.message().contains(AZ4),
-        "{}",
-        short.message()
-    );
+    says(short.message(), &["capacity check", AZ4]);
     // with fallbacks the launcher may try it and then the alternatives: queued
     let with_fallbacks = launch(AZ1, 1, 2, acme.clone()).await.unwrap().into_inner();
     assert_eq!(with_fallbacks.state, LaunchState::Queued as i32);

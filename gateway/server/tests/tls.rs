@@ -8,91 +8,25 @@
 
 mod gateway;
 
-use std::process::Command;
-
 use capsight_proto::v1;
-use capsight_testkit::grpc::authed;
+use capsight_testkit::{grpc::authed, tls::PrivateCa};
 use gateway::Gateway;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl on PATH (Debian package openssl)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_when_configured() {
     let mut h = Gateway::prepare(true).await;
-    let dir = h.sandbox.dir.clone();
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    for args in [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=capsight-test-ca",
-        ][..],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ][..],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ][..],
-    ] {
-        openssl(&dir, args);
-    }
-    h.config.gateway.tls_cert = dir.join("server.pem");
-    h.config.gateway.tls_key = dir.join("server.key");
+    // a CA of this test's own and the `localhost` server certificate it signed, beside its
+    // `ca.pem` as `server.pem` / `server.key`
+    let authority = PrivateCa::generate();
+    let ca_pem = authority.ca_pem();
+    h.config.gateway.tls_cert = ca_pem.with_file_name("server.pem");
+    h.config.gateway.tls_key = ca_pem.with_file_name("server.key");
     let h = h.launch_gateway().await;
     h.wait_ready().await;
     let addr = h.running.as_ref().unwrap().addr;
 
-    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let ca = std::fs::read(&ca_pem).unwrap();
     let tls = Channel::from_shared(format!("https://localhost:{}", addr.port()))
         .unwrap()
         .tls_config(

@@ -794,6 +794,14 @@ async function unsubscribe(id) {
 
 // ------------------------------------------------------------------------------------ wiring
 
+// A click inside element `id` on something carrying `data-<name>` calls `act` with its value.
+function onData(id, name, act) {
+  $(id).addEventListener('click', (ev) => {
+    const el = ev.target.closest(`[data-${name}]`);
+    if (el) act(el.dataset[name]);
+  });
+}
+
 function wire() {
   $('signin-form').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -824,17 +832,11 @@ function wire() {
   $('pf-region').addEventListener('change', fillZones);
   $('pf-market').addEventListener('change', syncStandby);
   $('pf-form').addEventListener('submit', runPreflight);
-  $('pf-result').addEventListener('click', (ev) => {
-    const b = ev.target.closest('[data-launch]');
-    if (b) launch(b.dataset.launch);
-  });
+  onData('pf-result', 'launch', launch);
   $('job-cancel').addEventListener('click', cancelJob);
   $('launches-refresh').addEventListener('click', loadLaunches);
   $('notify-form').addEventListener('submit', subscribe);
-  $('subscriptions').addEventListener('click', (ev) => {
-    const b = ev.target.closest('[data-unsubscribe]');
-    if (b) unsubscribe(b.dataset.unsubscribe);
-  });
+  onData('subscriptions', 'unsubscribe', unsubscribe);
   const openRow = (ev) => {
     const row = ev.target.closest('tr[data-job]');
     if (row && (ev.type === 'click' || ev.key === 'Enter' || ev.key === ' ')) {

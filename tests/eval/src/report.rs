@@ -388,6 +388,45 @@ pub struct Report {
     pub noise: Vec<Noise>,
 }
 
+/// What a capsight-only section says when the run has no capsight arm.
+const NO_CAPSIGHT: &str = "none (no capsight arm)";
+
+/// The cells of one table row, each as it displays.
+macro_rules! cells {
+    ($($cell:expr),* $(,)?) => {
+        vec![$($cell.to_string()),*]
+    };
+}
+
+/// A Markdown table: the header (its columns separated by ` | `), the separator and one line
+/// per row.
+fn table(s: &mut String, header: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = writeln!(s, "| {header} |");
+    let _ = writeln!(s, "|{}", "---|".repeat(header.split(" | ").count()));
+    for row in rows {
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+}
+
+/// A section only capsight arms fill: "none" without one, else `intro` and a table with a
+/// row for each capsight arm that has one.
+fn capsight_table(
+    s: &mut String,
+    caps: &[&ArmSummary],
+    intro: Option<&str>,
+    header: &str,
+    row: impl Fn(&ArmSummary) -> Option<Vec<String>>,
+) {
+    if caps.is_empty() {
+        let _ = writeln!(s, "{NO_CAPSIGHT}");
+        return;
+    }
+    if let Some(intro) = intro {
+        let _ = writeln!(s, "{intro}");
+    }
+    table(s, header, caps.iter().filter_map(|a| row(a)));
+}
+
 fn f(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
@@ -461,28 +500,25 @@ impl Report {
             "First repeat. Minutes are simulated; failed attempts are billed one minute at the \
              catalog price.\n"
         );
-        let _ = writeln!(
-            s,
-            "| arm | requests | satisfied | never satisfied | failed attempts | failed / success | p50 min | p90 min | p99 min | USD on failed attempts | interrupted |"
+        table(
+            &mut s,
+            "arm | requests | satisfied | never satisfied | failed attempts | failed / success | p50 min | p90 min | p99 min | USD on failed attempts | interrupted",
+            arms.iter().map(|a| {
+                cells![
+                    a.arm,
+                    a.requests,
+                    a.satisfied,
+                    a.unsatisfied,
+                    a.failed_attempts,
+                    f2(a.failed_per_success),
+                    f(a.minutes_to_running.0),
+                    f(a.minutes_to_running.1),
+                    f(a.minutes_to_running.2),
+                    format!("{:.2}", a.usd_failed_attempts),
+                    a.interrupted,
+                ]
+            }),
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
-        for a in &arms {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
-                a.arm,
-                a.requests,
-                a.satisfied,
-                a.unsatisfied,
-                a.failed_attempts,
-                f2(a.failed_per_success),
-                f(a.minutes_to_running.0),
-                f(a.minutes_to_running.1),
-                f(a.minutes_to_running.2),
-                a.usd_failed_attempts,
-                a.interrupted
-            );
-        }
         let errors: Vec<String> = arms
             .iter()
             .flat_map(|a| a.errors.iter().map(move |e| format!("{}: {e}", a.arm)))
@@ -499,7 +535,7 @@ impl Report {
             .collect();
         let _ = writeln!(s, "\n## Verdict quality\n");
         if caps.is_empty() {
-            let _ = writeln!(s, "none (no capsight arm)");
+            let _ = writeln!(s, "{NO_CAPSIGHT}");
         }
         for a in &caps {
             for (title, c) in [
@@ -521,100 +557,83 @@ impl Report {
                     f2(c.brier),
                     f2(c.auc)
                 );
-                let _ = writeln!(s, "| group | n | mean score/100 | success rate |");
-                let _ = writeln!(s, "|---|---|---|---|");
-                for b in c.by_label.iter().chain(&c.by_decile) {
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {:.2} | {:.2} |",
-                        b.name, b.n, b.mean_predicted, b.success_rate
-                    );
-                }
+                table(
+                    &mut s,
+                    "group | n | mean score/100 | success rate",
+                    c.by_label.iter().chain(&c.by_decile).map(|b| {
+                        cells![
+                            b.name,
+                            b.n,
+                            format!("{:.2}", b.mean_predicted),
+                            format!("{:.2}", b.success_rate),
+                        ]
+                    }),
+                );
                 let _ = writeln!(s);
             }
         }
         let _ = writeln!(s, "## Preflight\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "none (no capsight arm)");
-        } else {
-            let _ = writeln!(
-                s,
-                "| arm | preflights | CAN_LAUNCH | ... then capacity error | RETRY_WITH_ALTERNATIVES | ... while stock existed | FIX_ACCOUNT_ISSUE |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-            for a in &caps {
-                if let Some(p) = &a.preflight {
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {} | {} | {} | {} | {} |",
-                        a.arm,
-                        p.total,
-                        p.can_launch,
-                        p.can_launch_then_capacity_error,
-                        p.retry_with_alternatives,
-                        p.retry_while_stock,
-                        p.fix_account_issue
-                    );
-                }
-            }
-        }
+        capsight_table(
+            &mut s,
+            &caps,
+            None,
+            "arm | preflights | CAN_LAUNCH | ... then capacity error | RETRY_WITH_ALTERNATIVES | ... while stock existed | FIX_ACCOUNT_ISSUE",
+            |a| {
+                let p = a.preflight.as_ref()?;
+                Some(cells![
+                    a.arm,
+                    p.total,
+                    p.can_launch,
+                    p.can_launch_then_capacity_error,
+                    p.retry_with_alternatives,
+                    p.retry_while_stock,
+                    p.fix_account_issue,
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Detection\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "none (no capsight arm)");
-        } else {
-            let _ = writeln!(
-                s,
+        capsight_table(
+            &mut s,
+            &caps,
+            Some(
                 "A stockout is detected when the served label turns `unavailable`, a recovery when \
-                 it leaves `unavailable` (scores sampled every 2 simulated minutes).\n"
-            );
-            let _ = writeln!(
-                s,
-                "| arm | stockouts | detected | median delay min | recoveries | detected | median delay min | staleness p50 / p90 / max min |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-            for a in &caps {
-                if let Some(d) = &a.detection {
-                    let _ = writeln!(
-                        s,
-                        "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} |",
-                        a.arm,
-                        d.stockouts.0,
-                        d.stockouts.1,
-                        f(d.stockouts.2),
-                        d.recoveries.0,
-                        d.recoveries.1,
-                        f(d.recoveries.2),
-                        f(d.staleness_minutes.0),
-                        f(d.staleness_minutes.1),
-                        f(d.staleness_minutes.2)
-                    );
-                }
-            }
-        }
+                 it leaves `unavailable` (scores sampled every 2 simulated minutes).\n",
+            ),
+            "arm | stockouts | detected | median delay min | recoveries | detected | median delay min | staleness p50 / p90 / max min",
+            |a| {
+                let d = a.detection.as_ref()?;
+                let (p50, p90, max) = d.staleness_minutes;
+                Some(cells![
+                    a.arm,
+                    d.stockouts.0,
+                    d.stockouts.1,
+                    f(d.stockouts.2),
+                    d.recoveries.0,
+                    d.recoveries.1,
+                    f(d.recoveries.2),
+                    format!("{} / {} / {}", f(p50), f(p90), f(max)),
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Cost of knowing\n");
-        if caps.is_empty() {
-            let _ = writeln!(s, "none (no capsight arm)");
-        } else {
-            let _ = writeln!(
-                s,
-                "| arm | probes | keys probed | probe USD (x time scale) | USD per key-day | crowd reports | median stockout detection min |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-            for a in &caps {
+        capsight_table(
+            &mut s,
+            &caps,
+            None,
+            "arm | probes | keys probed | probe USD (x time scale) | USD per key-day | crowd reports | median stockout detection min",
+            |a| {
                 let p = a.probes.clone().unwrap_or_default();
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {:.2} | {} | {} | {} |",
+                Some(cells![
                     a.arm,
                     p.probes,
                     p.keys,
-                    p.usd,
+                    format!("{:.2}", p.usd),
                     f2(p.usd_per_key_day),
                     a.reports,
-                    f(a.detection.as_ref().and_then(|d| d.stockouts.2))
-                );
-            }
-        }
+                    f(a.detection.as_ref().and_then(|d| d.stockouts.2)),
+                ])
+            },
+        );
         let _ = writeln!(s, "\n## Noise\n");
         if self.repeats.len() < 2 {
             let _ = writeln!(
@@ -627,21 +646,18 @@ impl Report {
                 "Spread (min-max) over {} repeats of the same seed:\n",
                 self.repeats.len()
             );
-            let _ = writeln!(s, "| arm | satisfied | failed attempts | p50 min |");
-            let _ = writeln!(s, "|---|---|---|---|");
-            for n in &self.noise {
-                let _ = writeln!(
-                    s,
-                    "| {} | {}-{} | {}-{} | {}-{} |",
-                    n.arm,
-                    n.satisfied.0,
-                    n.satisfied.1,
-                    n.failed_attempts.0,
-                    n.failed_attempts.1,
-                    f(n.p50_minutes.0),
-                    f(n.p50_minutes.1)
-                );
-            }
+            table(
+                &mut s,
+                "arm | satisfied | failed attempts | p50 min",
+                self.noise.iter().map(|n| {
+                    cells![
+                        n.arm,
+                        format!("{}-{}", n.satisfied.0, n.satisfied.1),
+                        format!("{}-{}", n.failed_attempts.0, n.failed_attempts.1),
+                        format!("{}-{}", f(n.p50_minutes.0), f(n.p50_minutes.1)),
+                    ]
+                }),
+            );
         }
         let _ = writeln!(s, "\n## Plots\n");
         let _ = writeln!(s, "![time to running](time_to_running.svg)\n");
@@ -787,4 +803,185 @@ fn reliability_svg(arms: &[ArmSummary]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arm(name: &str, strategy: Strategy) -> ArmSummary {
+        let bin = |name: &str| Bin {
+            name: name.to_owned(),
+            n: 4,
+            mean_predicted: 0.625,
+            success_rate: 0.5,
+        };
+        let capsight = strategy == Strategy::Capsight;
+        let calibration = Calibration {
+            n: 8,
+            by_label: vec![bin("available")],
+            by_decile: vec![bin("60-69")],
+            brier: Some(0.1234),
+            auc: None,
+        };
+        ArmSummary {
+            arm: name.to_owned(),
+            strategy,
+            requests: 10,
+            satisfied: 7,
+            unsatisfied: 3,
+            failed_attempts: 5,
+            failed_per_success: Some(5.0 / 7.0),
+            minutes_to_running: (Some(1.25), Some(9.0), None),
+            usd_failed_attempts: 12.345,
+            interrupted: 1,
+            errors: vec!["boom".to_owned()],
+            reports: 6,
+            probes: capsight.then_some(ProbeSpend {
+                probes: 3,
+                keys: 2,
+                usd_recorded: 0.5,
+                usd: 1.5,
+                usd_per_key_day: Some(0.75),
+            }),
+            verdicts: capsight.then(|| calibration.clone()),
+            sampled: None,
+            preflight: capsight.then_some(PreflightConfusion {
+                total: 9,
+                can_launch: 4,
+                can_launch_then_capacity_error: 1,
+                retry_with_alternatives: 3,
+                retry_while_stock: 1,
+                fix_account_issue: 2,
+            }),
+            detection: capsight.then(|| Detection {
+                events: vec![],
+                stockouts: (4, 3, Some(6.0)),
+                recoveries: (2, 1, None),
+                staleness_minutes: (Some(1.0), Some(2.5), Some(8.0)),
+            }),
+            times: vec![1.25, 9.0],
+        }
+    }
+
+    fn report(repeats: usize) -> Report {
+        let arms = vec![
+            arm("capsight", Strategy::Capsight),
+            arm("blind", Strategy::BlindFailover),
+        ];
+        let mut r = Report {
+            name: "steady".to_owned(),
+            command: "capsight-eval run".to_owned(),
+            scenario: "s.toml".to_owned(),
+            workload: "w.toml".to_owned(),
+            seed: 7,
+            time_scale: 60.0,
+            commit: "abc".to_owned(),
+            machine: Machine {
+                cores: 2,
+                memory_gib: 3.5,
+                os: "Linux".to_owned(),
+            },
+            started: "now".to_owned(),
+            real_seconds: 12.0,
+            warmup_minutes: 30.0,
+            repeats: vec![arms; repeats],
+            noise: vec![],
+        };
+        r.compute_noise();
+        r
+    }
+
+    fn lines_after<'a>(md: &'a str, heading: &str) -> Vec<&'a str> {
+        md.lines()
+            .skip_while(|l| *l != heading)
+            .skip(1)
+            .take_while(|l| !l.starts_with("## "))
+            .filter(|l| l.starts_with('|'))
+            .collect()
+    }
+
+    #[test]
+    fn markdown_tables_hold_every_arm_figure() {
+        let md = report(2).markdown();
+        for section in SECTIONS {
+            assert_eq!(md.lines().filter(|l| l == section).count(), 1, "{section}");
+        }
+        let tables: [(&str, &[&str]); 6] = [
+            (
+                "## Time to GPU",
+                &[
+                    "| arm | requests | satisfied | never satisfied | failed attempts | failed / success | p50 min | p90 min | p99 min | USD on failed attempts | interrupted |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|",
+                    "| capsight | 10 | 7 | 3 | 5 | 0.714 | 1.2 | 9.0 | - | 12.35 | 1 |",
+                    "| blind | 10 | 7 | 3 | 5 | 0.714 | 1.2 | 9.0 | - | 12.35 | 1 |",
+                ],
+            ),
+            (
+                "## Verdict quality",
+                &[
+                    "| group | n | mean score/100 | success rate |",
+                    "|---|---|---|---|",
+                    "| available | 4 | 0.62 | 0.50 |",
+                    "| 60-69 | 4 | 0.62 | 0.50 |",
+                ],
+            ),
+            (
+                "## Preflight",
+                &[
+                    "| arm | preflights | CAN_LAUNCH | ... then capacity error | RETRY_WITH_ALTERNATIVES | ... while stock existed | FIX_ACCOUNT_ISSUE |",
+                    "|---|---|---|---|---|---|---|",
+                    "| capsight | 9 | 4 | 1 | 3 | 1 | 2 |",
+                ],
+            ),
+            (
+                "## Detection",
+                &[
+                    "| arm | stockouts | detected | median delay min | recoveries | detected | median delay min | staleness p50 / p90 / max min |",
+                    "|---|---|---|---|---|---|---|---|",
+                    "| capsight | 4 | 3 | 6.0 | 2 | 1 | - | 1.0 / 2.5 / 8.0 |",
+                ],
+            ),
+            (
+                "## Cost of knowing",
+                &[
+                    "| arm | probes | keys probed | probe USD (x time scale) | USD per key-day | crowd reports | median stockout detection min |",
+                    "|---|---|---|---|---|---|---|",
+                    "| capsight | 3 | 2 | 1.50 | 0.750 | 6 | 6.0 |",
+                ],
+            ),
+            (
+                "## Noise",
+                &[
+                    "| arm | satisfied | failed attempts | p50 min |",
+                    "|---|---|---|---|",
+                    "| capsight | 7-7 | 5-5 | 1.2-1.2 |",
+                    "| blind | 7-7 | 5-5 | 1.2-1.2 |",
+                ],
+            ),
+        ];
+        for (heading, lines) in tables {
+            assert_eq!(lines_after(&md, heading), lines, "{heading}");
+        }
+        assert!(md.contains("- capsight: boom\n- blind: boom\n"), "{md}");
+        assert!(
+            md.contains(
+                "**capsight**, served score of each attempted key vs the attempt's outcome: \
+                 n = 8, Brier 0.123, ROC AUC -\n"
+            ),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn markdown_says_none_without_a_capsight_arm_or_a_second_repeat() {
+        let mut r = report(1);
+        for rep in &mut r.repeats {
+            rep.retain(|a| a.strategy != Strategy::Capsight);
+        }
+        let md = r.markdown();
+        assert_eq!(md.matches("none (no capsight arm)").count(), 4, "{md}");
+        assert!(md.contains("one repeat: no spread measured"), "{md}");
+        assert!(lines_after(&md, "## Preflight").is_empty(), "{md}");
+    }
 }

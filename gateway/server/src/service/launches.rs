@@ -29,17 +29,34 @@ fn job_id(text: &str) -> std::result::Result<JobId, GatewayError> {
     Ok(JobId::parse("job_id", text)?)
 }
 
+/// The capacity key a stored launch row names, when it still parses.
+fn stored_key(
+    provider: &str,
+    region: &str,
+    zone_id: &str,
+    instance_type: &str,
+    market: &str,
+) -> Option<v1::CapacityKey> {
+    let market = Market::parse("market", market).ok()?;
+    let key = CapacityKey::parse(provider, region, zone_id, instance_type, market).ok()?;
+    Some(v1::CapacityKey::from(&key))
+}
+
 /// A recorded transition as the client sees it.
 fn event_to_wire(e: &LaunchEventRow) -> v1::LaunchEvent {
-    let key = Market::parse("market", &e.market).ok().and_then(|m| {
-        CapacityKey::parse(&e.provider, &e.region, &e.zone_id, &e.instance_type, m).ok()
-    });
+    let key = stored_key(
+        &e.provider,
+        &e.region,
+        &e.zone_id,
+        &e.instance_type,
+        &e.market,
+    );
     v1::LaunchEvent {
         job_id: e.job_id.clone(),
         seq: e.seq,
         state: LaunchState::from(e.state).into(),
         at: Some(ts(secs_ms(e.at, e.at_ms))),
-        key: key.as_ref().map(v1::CapacityKey::from),
+        key,
         instance_id: e.instance_id.clone(),
         attempt: e.attempt,
         error_class: capsight_proto::domain::ErrorClass::parse("error_class", &e.error_class)
@@ -52,15 +69,19 @@ fn event_to_wire(e: &LaunchEventRow) -> v1::LaunchEvent {
 /// A launch with its transitions as the client sees it.
 fn status_to_wire(l: &StoredLaunch) -> v1::LaunchStatus {
     let r = &l.request;
-    let key = Market::parse("market", &r.market).ok().and_then(|m| {
-        CapacityKey::parse(&r.provider, &r.region, &r.zone_id, &r.instance_type, m).ok()
-    });
+    let key = stored_key(
+        &r.provider,
+        &r.region,
+        &r.zone_id,
+        &r.instance_type,
+        &r.market,
+    );
     let state = LaunchState::from(manage::current_state(l));
     v1::LaunchStatus {
         job_id: r.job_id.clone(),
         state: state.into(),
         spec: Some(v1::LaunchSpec {
-            key: key.as_ref().map(v1::CapacityKey::from),
+            key,
             count: r.count,
             image_id: r.image_id.clone(),
             subnet_id: r.subnet_id.clone(),

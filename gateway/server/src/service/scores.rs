@@ -15,7 +15,7 @@ use tonic::{Request, Response};
 use super::{Api, Result, Stream_, from_ts, secs_ms, ts};
 use crate::{
     GatewayError,
-    store::MarkRow,
+    store::{Buckets, MarkRow},
     streams::held,
     validate::{self, ScoreFilter, bounded},
     view::{TRANSITIONS_BUFFER, Transition},
@@ -136,9 +136,14 @@ impl ScoreService for Api {
             )
             .into());
         }
+        let buckets = Buckets {
+            from: from_s,
+            to: to_s,
+            step,
+        };
         let (rows, marks) = tokio::try_join!(
-            self.core.store.history(&key, from_s, to_s, step),
-            self.core.store.marks(&key, from_s, to_s, step),
+            self.core.store.history(&key, buckets),
+            self.core.store.marks(&key, buckets),
         )?;
         Ok(Response::new(v1::GetHistoryResponse {
             marks: history_marks(&marks),

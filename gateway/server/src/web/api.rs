@@ -332,20 +332,22 @@ async fn history(
     })))
 }
 
-async fn preflight(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
-    let spec: SpecBody = body(&raw)?;
-    let req = spec.preflight().ok_or_else(|| {
+/// The request `make` builds from a JSON spec body; a key it cannot read is a 400 naming `key`.
+fn spec_request<T>(raw: &Bytes, make: impl FnOnce(&SpecBody) -> Option<T>) -> Result<T, WebError> {
+    let spec: SpecBody = body(raw)?;
+    make(&spec).ok_or_else(|| {
         WebError::bad_request("key: must be provider/region/zone/instance_type/market")
-    })?;
+    })
+}
+
+async fn preflight(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
+    let req = spec_request(&raw, SpecBody::preflight)?;
     let resp = web.api.preflight(grpc(&headers, req)).await?.into_inner();
     Ok(Json(wire::preflight(&resp, &web.core.catalog)))
 }
 
 async fn launch(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
-    let spec: SpecBody = body(&raw)?;
-    let req = spec.launch().ok_or_else(|| {
-        WebError::bad_request("key: must be provider/region/zone/instance_type/market")
-    })?;
+    let req = spec_request(&raw, SpecBody::launch)?;
     let resp = web.api.launch(grpc(&headers, req)).await?.into_inner();
     Ok(Json(json!({
         "job_id": resp.job_id,
