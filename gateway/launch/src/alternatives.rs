@@ -141,7 +141,14 @@ pub fn rank(
                 return None;
             }
             let same_type = k.provider == want.provider && k.instance_type == want.instance_type;
+            // another provider's type of the same GPU model and count (AWS p5.48xlarge ->
+            // Lambda gpu_8x_h100_sxm5), only when other providers are allowed
+            let same_gpu_elsewhere = k.provider != want.provider
+                && catalog.get(k.provider, &k.instance_type).is_some_and(|g| {
+                    g.gpu_model == spec.gpu.gpu_model && g.gpu_count == spec.gpu.gpu_count
+                });
             if !same_type
+                && !same_gpu_elsewhere
                 && !substitutes
                     .iter()
                     .any(|(p, t)| *p == k.provider && t == k.instance_type.as_str())
