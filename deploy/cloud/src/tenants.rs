@@ -10,11 +10,16 @@
 //! Lambda Cloud ([`LambdaClouds`], offered by [`TenantClouds::lambda_clouds`]): the tenant's
 //! own API key, read from the environment variable its registration names (never stored in
 //! the registry); a tenant without a Lambda registration has no Lambda adapter.
+//!
+//! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
+//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`];
+//! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
+//! launcher never falls back to a provider it cannot).
 
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    CloudAdapter, CloudError, CloudSettings, Region,
+    CloudAdapter, CloudError, CloudSettings, Provider, Region,
     aws::AwsAdapter,
     lambda::{LambdaAdapter, LambdaSettings},
 };
@@ -29,6 +34,14 @@ pub enum AccountError {
     /// The tenant registered no cloud role.
     #[error("no AWS role is registered for tenant {0}")]
     NoRole(String),
+    /// The tenant registered no account on `provider`, or these clouds do not include it.
+    #[error("tenant {tenant} has no {provider} account usable here")]
+    NoAccount {
+        /// The tenant.
+        tenant: String,
+        /// The provider.
+        provider: Provider,
+    },
     /// Assuming the role (or building the adapter) failed.
     #[error(transparent)]
     Cloud(#[from] CloudError),
@@ -47,6 +60,41 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
     /// Tenants' Lambda Cloud adapters, when these clouds include Lambda.
     fn lambda_clouds(&self) -> Option<&LambdaClouds> {
         None
+    }
+
+    /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
+    /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
+    async fn adapter_on(
+        &self,
+        tenant: &Tenant,
+        provider: Provider,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        let none = || AccountError::NoAccount {
+            tenant: tenant.id.to_string(),
+            provider,
+        };
+        match provider {
+            Provider::Aws => self.adapter(tenant, region).await,
+            Provider::Lambda => {
+                let lambda = self.lambda_clouds().ok_or_else(none)?;
+                match lambda.adapter(tenant, region)? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
+            Provider::Gcp | Provider::Azure => Err(none()),
+        }
+    }
+
+    /// Whether `tenant` registered an account on `provider` that these clouds can act with
+    /// (an AWS role; a Lambda account whose key variable is set here).
+    fn has_account(&self, tenant: &Tenant, provider: Provider) -> bool {
+        match provider {
+            Provider::Aws => tenant.aws_role.is_some(),
+            Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
+            Provider::Gcp | Provider::Azure => false,
+        }
     }
 }
 
@@ -85,6 +133,14 @@ impl LambdaClouds {
             cloud,
             keys,
         }
+    }
+
+    /// Whether `tenant` registered a Lambda account whose key variable is set here.
+    pub fn has_key(&self, tenant: &Tenant) -> bool {
+        tenant
+            .lambda
+            .as_ref()
+            .is_some_and(|a| (self.keys)(&a.api_key_env).is_some_and(|k| !k.trim().is_empty()))
     }
 
     /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Lambda account,

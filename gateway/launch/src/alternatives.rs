@@ -1,7 +1,9 @@
 //! Ranked alternatives to a launch request, from the scores view and the GPU catalog.
 //!
 //! Contract ([`rank`], pure): candidates are scored keys other than the request's own key that
-//! * use the same instance type, or — with `allow_substitutes` — a catalog substitute with a
+//! * use the same instance type, or — with `allow_other_providers` — another provider's type
+//!   of the same GPU model and count (AWS `p5.48xlarge` -> Lambda `gpu_8x_h100_sxm5`), or —
+//!   with `allow_substitutes` — a catalog substitute with a
 //!   same-or-better GPU (class and memory per GPU) and at least as many GPUs per instance,
 //!   never a smaller GPU;
 //! * are of the same provider unless `allow_other_providers`; in an allowed region; in an
@@ -141,7 +143,14 @@ pub fn rank(
                 return None;
             }
             let same_type = k.provider == want.provider && k.instance_type == want.instance_type;
+            // another provider's type of the same GPU model and count (AWS p5.48xlarge ->
+            // Lambda gpu_8x_h100_sxm5), only when other providers are allowed
+            let same_gpu_elsewhere = k.provider != want.provider
+                && catalog.get(k.provider, &k.instance_type).is_some_and(|g| {
+                    g.gpu_model == spec.gpu.gpu_model && g.gpu_count == spec.gpu.gpu_count
+                });
             if !same_type
+                && !same_gpu_elsewhere
                 && !substitutes
                     .iter()
                     .any(|(p, t)| *p == k.provider && t == k.instance_type.as_str())
@@ -328,6 +337,29 @@ mod tests {
                     .to_string()
             })
             .collect()
+    }
+
+    #[test]
+    fn another_providers_same_gpu_is_an_alternative_only_when_other_providers_are_allowed() {
+        let catalog = Catalog::embedded().unwrap();
+        let s = spec("aws/us-east-1/use1-az1/p5.48xlarge/on_demand", &catalog);
+        let scores = vec![
+            score("aws/us-east-1/use1-az4/p5.48xlarge/on_demand", 60),
+            score("lambda/us-south-2//gpu_8x_h100_sxm5/on_demand", 95),
+            // another GPU model on the other provider: never without substitutes
+            score("lambda/us-east-1//gpu_1x_a100_sxm4/on_demand", 99),
+        ];
+        let default = validate::constraints("c", None, &s).unwrap();
+        assert!(!default.allow_other_providers);
+        assert_eq!(
+            keys(&rank(&s, &default, &scores, &catalog)),
+            vec!["aws/us-east-1/use1-az4/p5.48xlarge/on_demand"]
+        );
+        let mut allowed = default.clone();
+        allowed.allow_other_providers = true;
+        let alts = keys(&rank(&s, &allowed, &scores, &catalog));
+        assert_eq!(alts.len(), 2, "{alts:?}");
+        assert!(alts.contains(&"lambda/us-south-2//gpu_8x_h100_sxm5/on_demand".to_owned()));
     }
 
     #[test]

@@ -86,9 +86,17 @@ pub async fn run_on_aws(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
-    let clouds = Arc::new(capsight_cloud::tenants::AwsClouds::from_env(
+    let aws = Arc::new(capsight_cloud::tenants::AwsClouds::from_env(
         config.cloud.clone(),
         Arc::clone(&catalog),
+    ));
+    // Lambda Cloud with tenants' own API keys (the variables their registrations name)
+    let clouds = Arc::new(capsight_cloud::tenants::WithLambda::new(
+        aws,
+        capsight_cloud::tenants::LambdaClouds::from_env(
+            config.lambda.clone(),
+            config.cloud.clone(),
+        ),
     ));
     run(config, catalog, clouds, shutdown).await
 }

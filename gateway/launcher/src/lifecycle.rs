@@ -98,16 +98,32 @@ pub async fn adapter_for(
     region: &str,
     job_id: &str,
 ) -> Result<Arc<dyn CloudAdapter>, LifecycleError> {
+    adapter_on(registry, clouds, (tenant, "aws", region), job_id).await
+}
+
+/// An adapter acting in `tenant`'s account on `provider` (a recorded provider name; empty =
+/// AWS, as rows before other providers) in `region`.
+pub async fn adapter_on(
+    registry: &SharedRegistry,
+    clouds: &dyn TenantClouds,
+    (tenant, provider, region): (&str, &str, &str),
+    job_id: &str,
+) -> Result<Arc<dyn CloudAdapter>, LifecycleError> {
     let id = TenantId::parse(tenant).map_err(|_| LifecycleError::UnknownTenant(tenant.into()))?;
     let t = registry
         .tenant(&id)
         .ok_or_else(|| LifecycleError::UnknownTenant(tenant.into()))?;
-    let region =
-        Region::parse("region", Provider::Aws, region).map_err(|e| LifecycleError::BadRow {
-            job_id: job_id.into(),
-            reason: e.to_string(),
-        })?;
-    Ok(clouds.adapter(&t, &region).await?)
+    let bad = |e: capsight_proto::domain::FieldError| LifecycleError::BadRow {
+        job_id: job_id.into(),
+        reason: e.to_string(),
+    };
+    let provider = if provider.is_empty() {
+        Provider::Aws
+    } else {
+        Provider::parse("provider", provider).map_err(bad)?
+    };
+    let region = Region::parse("region", provider, region).map_err(bad)?;
+    Ok(clouds.adapter_on(&t, provider, &region).await?)
 }
 
 /// Why a launch is reaped.
@@ -443,10 +459,14 @@ pub(crate) async fn terminate_running(
 
 /// Every instance id the job's transitions name (instance ids and `standby=` ids in
 /// details), by region.
-pub fn instances_by_region(events: &[LaunchEventRow]) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+pub fn instances_by_region(
+    events: &[LaunchEventRow],
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for e in events {
-        let ids = out.entry(e.region.clone()).or_default();
+        let ids = out
+            .entry((e.provider.clone(), e.region.clone()))
+            .or_default();
         ids.extend(split_ids(&e.instance_id));
         ids.extend(crate::standby::detail_standby_ids(&e.detail));
     }
@@ -463,8 +483,14 @@ pub async fn terminate_all(
     let Some(first) = events.first() else {
         return Ok(());
     };
-    for (region, ids) in instances_by_region(events) {
-        let adapter = adapter_for(registry, clouds, &first.tenant, &region, &first.job_id).await?;
+    for ((provider, region), ids) in instances_by_region(events) {
+        let adapter = adapter_on(
+            registry,
+            clouds,
+            (&first.tenant, &provider, &region),
+            &first.job_id,
+        )
+        .await?;
         let ids: Vec<InstanceId> = ids.into_iter().filter_map(InstanceId::new).collect();
         match adapter.terminate(&ids).await {
             Ok(_) => {}

@@ -202,7 +202,13 @@ impl Reconciler {
             .into_iter()
             .map(|s| ((s.tenant, s.region), Vec::new()))
             .collect();
+        let mut untagged = Vec::new();
         for l in self.store.running_launches().await? {
+            if !matches!(l.provider.as_str(), "" | "aws") {
+                // no tags on these clouds: checked by the ids the job recorded
+                untagged.push(l);
+                continue;
+            }
             scopes
                 .entry((l.tenant.clone(), l.region.clone()))
                 .or_default()
@@ -214,7 +220,47 @@ impl Reconciler {
                 tracing::warn!(tenant, region, error = %e, "cannot reconcile a tenant's region; next sweep");
             }
         }
+        for l in &untagged {
+            if let Err(e) = self.untagged(l, &mut done).await {
+                tracing::warn!(job_id = l.job_id, tenant = l.tenant, provider = l.provider, error = %e, "cannot reconcile a launch; next sweep");
+            }
+        }
         Ok(done)
+    }
+
+    /// A running launch on a cloud without tags (Lambda): vanished when none of the instances
+    /// it recorded is live any more.
+    async fn untagged(&self, l: &LiveLaunch, done: &mut Reconciled) -> Result<(), LifecycleError> {
+        let quiet = Utc::now().timestamp() - i64::from(l.at)
+            >= i64::try_from(self.settings.gone_grace.as_secs()).unwrap_or(i64::MAX);
+        if !quiet {
+            return Ok(());
+        }
+        let adapter = crate::lifecycle::adapter_on(
+            &self.registry,
+            self.clouds.as_ref(),
+            (&l.tenant, &l.provider, &l.region),
+            &l.job_id,
+        )
+        .await?;
+        let ids: Vec<InstanceId> = l
+            .instance_ids()
+            .into_iter()
+            .filter_map(InstanceId::new)
+            .collect();
+        let live = adapter
+            .describe(&ids)
+            .await?
+            .iter()
+            .any(|i| is_live(&i.state));
+        if !live
+            && self
+                .end_vanished(&l.tenant, &l.job_id, "no longer listed by the cloud")
+                .await?
+        {
+            done.vanished.push(l.job_id.clone());
+        }
+        Ok(())
     }
 
     async fn scope(

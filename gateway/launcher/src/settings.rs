@@ -109,6 +109,10 @@ pub struct LauncherConfig {
     pub tenancy: TenancySettings,
     /// `[cloud]`.
     pub cloud: CloudSettings,
+    /// `[lambda]`: Lambda Cloud's endpoint (tenants' API keys come from the variables their
+    /// registrations name).
+    #[serde(default)]
+    pub lambda: capsight_cloud::lambda::LambdaSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

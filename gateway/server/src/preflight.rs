@@ -453,6 +453,10 @@ async fn assume_role(
                 "",
             )),
         )),
+        Ok(Err(e @ AccountError::NoAccount { .. })) => Ok((
+            None,
+            Some(check("permission", CheckStatus::Failed, e.to_string(), "")),
+        )),
         Ok(Err(AccountError::Cloud(e))) => Ok((
             None,
             Some(account_failure(

@@ -50,7 +50,7 @@ impl Launcher {
             let Some(key) = key_of(&prev) else { continue };
             let adapter = tokio::time::timeout(
                 self.settings.cloud_timeout,
-                self.clouds.adapter(&tenant, &key.region),
+                self.clouds.adapter_on(&tenant, key.provider, &key.region),
             )
             .await
             .map_err(|_| "assume role timed out".to_owned())?

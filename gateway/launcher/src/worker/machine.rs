@@ -66,7 +66,8 @@ impl Launcher {
     ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
         match tokio::time::timeout(
             self.settings.cloud_timeout,
-            self.clouds.adapter(&job.tenant, &key.region),
+            self.clouds
+                .adapter_on(&job.tenant, key.provider, &key.region),
         )
         .await
         {
@@ -489,7 +490,10 @@ impl Launcher {
                 key.instance_type.as_str(),
                 job.spec.count,
             );
+            // never a provider the tenant has no usable account on
             (key.market != Market::CapacityBlock
+                && (key.provider == job.spec.key.provider
+                    || self.clouds.has_account(&job.tenant, key.provider))
                 && !tried.contains(&key)
                 && room.is_none_or(|room| gpus <= room))
             .then_some((key, a.reason))

@@ -225,6 +225,12 @@ fn with_header(props: &BasicProperties, name: &str, value: AMQPValue) -> BasicPr
 fn cloud_failure(e: &AccountError) -> (String, String, String, bool) {
     match e {
         AccountError::NoRole(_) => ("permission".into(), "NoRole".into(), e.to_string(), false),
+        AccountError::NoAccount { .. } => (
+            "permission".into(),
+            "NoAccount".into(),
+            e.to_string(),
+            false,
+        ),
         AccountError::Cloud(c) => (
             c.class().as_str().to_owned(),
             c.code().unwrap_or_default().to_owned(),

@@ -84,6 +84,23 @@ impl Harness {
         }
     }
 
+    /// The sandbox with `scenario` (60 simulated seconds a second) and `tenants` registered.
+    pub async fn start_with_tenants(
+        scenario: Scenario,
+        tenants: impl IntoIterator<Item = capsight_testkit::tenants::TenantSpec>,
+    ) -> Self {
+        let sandbox = fixtures::launcher_world("launcher")
+            .tenants(tenants)
+            .cloudsim(Sim::builder(scenario).time_scale(60.0))
+            .start()
+            .await;
+        Self {
+            config: sandbox.config(),
+            sandbox,
+            launcher: None,
+        }
+    }
+
     /// [`Harness::start`] with the launcher running in this process.
     pub async fn with_launcher(slow_provisioning: &str) -> Self {
         let mut h = Self::start(slow_provisioning).await;
