@@ -19,8 +19,10 @@
 //!   one of that name (same region and type) and returns it instead of launching. The window
 //!   this leaves: two callers with the same token that both list before either launches both
 //!   launch (capsight's job leases keep one launcher per job), and an instance whose launch
-//!   Lambda accepted but does not list yet is launched again by a retry; the launcher's
-//!   reconcile sweep terminates an instance no job owns.
+//!   Lambda accepted but does not list yet is launched again by a retry. Not covered yet: the
+//!   launcher's orphan sweep finds instances no job owns by their `capsight:job` tag, which
+//!   Lambda does not have, so such a second instance is not terminated by capsight
+//!   (docs/reliability.md, "Limits").
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
