@@ -24,14 +24,12 @@
 //!   Lambda does not have, so such a second instance is not terminated by capsight
 //!   (docs/reliability.md, "Limits").
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{collections::BTreeMap, future::Future};
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use capsight_classify::classify_http;
 use capsight_proto::domain::{InstanceType, Market, Provider, Region};
 use serde::{Deserialize, de::DeserializeOwned};
-use tracing::Instrument;
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
@@ -345,51 +343,13 @@ impl LambdaAdapter {
             })
     }
 
-    /// Runs `call`, retrying throttled/transient failures with exponential backoff; every
-    /// attempt is a `cloud.call` span and a `cloud` dependency call under `operation`.
-    async fn retrying<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        mut call: F,
-    ) -> Result<T, CloudError>
+    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
+    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
-        let call = || {
-            let span = tracing::info_span!(
-                "cloud.call",
-                otel.name = operation,
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                rpc.system = "lambda-api",
-                rpc.method = operation,
-                error.type = tracing::field::Empty,
-            );
-            let attempt = span.in_scope(&mut call);
-            async move {
-                let start = std::time::Instant::now();
-                let result = attempt.instrument(span.clone()).await;
-                let class = result.as_ref().err().map(|e| e.class().as_str());
-                if let Some(class) = class {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.type", class);
-                }
-                capsight_runtime::metrics::dependency_call("cloud", operation, start, class);
-                result
-            }
-        };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_min_delay)
-            .with_max_delay(self.settings.retry_max_delay.max(Duration::from_millis(1)))
-            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
-            .with_jitter();
-        call.retry(backoff)
-            .when(CloudError::is_retryable)
-            .notify(|err, delay| {
-                tracing::warn!(operation, class = %err.class(), error = %err, ?delay, "retrying lambda call");
-            })
-            .await
+        crate::retry::retrying(&self.settings, "lambda-api", operation, call).await
     }
 
     fn unsupported(operation: &'static str) -> CloudError {

@@ -23,6 +23,7 @@ pub mod aws;
 mod error;
 pub mod lambda;
 pub mod regional;
+mod retry;
 mod settings;
 pub mod tenants;
 mod types;

@@ -26,13 +26,11 @@ use aws_sdk_ec2::{
         SpotMarketOptions, Tag, TagSpecification, TargetCapacityUnitType,
     },
 };
-use backon::{ExponentialBuilder, Retryable};
 use capsight_catalog::Catalog;
 use capsight_classify::classify;
 use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
-use tracing::Instrument;
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
@@ -278,51 +276,13 @@ impl AwsAdapter {
         ))
     }
 
-    /// Runs `call`, retrying throttled/transient failures with exponential backoff. Every
-    /// attempt is timed as the `cloud` dependency under `operation` (failures by error class).
-    async fn retrying<T, F, Fut>(
-        &self,
-        operation: &'static str,
-        mut call: F,
-    ) -> Result<T, CloudError>
+    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
+    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CloudError>>,
     {
-        let call = || {
-            let span = tracing::info_span!(
-                "cloud.call",
-                otel.name = operation,
-                otel.kind = "client",
-                otel.status_code = tracing::field::Empty,
-                rpc.system = "aws-api",
-                rpc.method = operation,
-                error.type = tracing::field::Empty,
-            );
-            let attempt = span.in_scope(&mut call);
-            async move {
-                let start = std::time::Instant::now();
-                let result = attempt.instrument(span.clone()).await;
-                let class = result.as_ref().err().map(|e| e.class().as_str());
-                if let Some(class) = class {
-                    span.record("otel.status_code", "ERROR");
-                    span.record("error.type", class);
-                }
-                capsight_runtime::metrics::dependency_call("cloud", operation, start, class);
-                result
-            }
-        };
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_min_delay)
-            .with_max_delay(self.settings.retry_max_delay)
-            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
-            .with_jitter();
-        call.retry(backoff)
-            .when(CloudError::is_retryable)
-            .notify(|err, delay| {
-                tracing::warn!(operation, class = %err.class(), error = %err, ?delay, "retrying cloud call");
-            })
-            .await
+        crate::retry::retrying(&self.settings, "aws-api", operation, call).await
     }
 
     /// Sends the SDK request `send` builds (afresh for every attempt), retried like
