@@ -6,10 +6,16 @@
 //! * it reads the topic's high watermarks, the consumer's assignment and (for a group) the
 //!   group's committed offsets, and combines them with the offsets the owner marked processed
 //!   ([`Liveness::processed`]);
-//! * the *relevant* partitions are the consumer's own, or, while a group member holds none,
-//!   every partition of the topic (somebody in the group should be consuming them); their lag
-//!   is `high watermark - max(processed, committed)`;
-//! * **stalled** = lag > 0 and no relevant offset moved for `kafka.consumer.stall_after`, or
+//! * the consumer's *own* partitions are those assigned to it (or, while a group member holds
+//!   none, every partition of the topic); their lag is `high watermark - max(processed,
+//!   committed)` and is what it reports as its lag;
+//! * the *watched* partitions are its own, and for a group member every partition of the topic:
+//!   somebody in the group should be consuming each, so the group's committed offsets on the
+//!   partitions it does not hold count too. A member that holds part of the topic while a
+//!   departed member still holds the rest (a rebalance that left them with a member that no
+//!   longer consumes) sees its own partitions caught up and the rest standing still;
+//! * **stalled** = lag > 0 on the watched partitions and no watched offset moved for
+//!   `kafka.consumer.stall_after`, or
 //!   the broker could not be asked for that long. [`Health`] turns [`Health::Stalled`] (logged
 //!   once at ERROR) and the owner is asked to rejoin with a new client
 //!   ([`Liveness::recover_requested`]); a group member's rejoin is helped by re-committing the
@@ -45,7 +51,7 @@ use crate::KafkaSettings;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Membership {
     /// A member of this consumer group (`subscribe`): committed offsets count as progress, and
-    /// a member without partitions watches the whole topic.
+    /// every member watches the whole topic (see the module contract).
     Group(String),
     /// Partitions assigned by the owner (`assign`), no group offsets.
     Assigned,
@@ -215,7 +221,7 @@ impl StallDetector {
         let mut lag = 0;
         let mut lagging = BTreeSet::new();
         let mut marks = BTreeMap::new();
-        for (p, (high, done)) in positions(obs, processed, self.group) {
+        for (p, (high, done)) in watched(obs, processed, self.group) {
             if high > done {
                 lag += high - done;
                 lagging.insert(p);
@@ -276,6 +282,32 @@ pub fn positions(
             (p, (high, done))
         })
         .collect()
+}
+
+/// The watched partitions' (high watermark, next offset done): the consumer's own
+/// ([`positions`]) and, for a group member, every other partition of the topic, done there
+/// being the furthest of the group's committed offset and the low watermark (see the module
+/// contract).
+pub fn watched(
+    obs: &Observation,
+    processed: &BTreeMap<i32, i64>,
+    group: bool,
+) -> BTreeMap<i32, (i64, i64)> {
+    let mut watched = positions(obs, processed, group);
+    if group {
+        for (p, high) in &obs.high {
+            watched.entry(*p).or_insert_with(|| {
+                let done = obs
+                    .committed
+                    .get(p)
+                    .copied()
+                    .max(obs.low.get(p).copied())
+                    .unwrap_or(0);
+                (*high, done)
+            });
+        }
+    }
+    watched
 }
 
 /// A consumer group's backlog on a topic, seen from outside the group.
@@ -760,6 +792,37 @@ mod tests {
             let v = d.judge(t0 + STALL * step as u32, &o, &none);
             assert!(matches!(v, Verdict::Healthy { .. }), "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_member_watches_the_partitions_a_departed_member_kept() {
+        let t0 = Instant::now();
+        let mut d = StallDetector::new(STALL, &Membership::Group("g".into()), t0);
+        // it holds 0 and 1, caught up; 2 and 3 are held by a member that no longer consumes
+        let o = obs(
+            &[(0, 10), (1, 10), (2, 50), (3, 40)],
+            &[0, 1],
+            &[(0, 10), (1, 10), (2, 20), (3, 40)],
+        );
+        let done = BTreeMap::from([(0, 10), (1, 10)]);
+        assert_eq!(d.judge(t0, &o, &done), Verdict::Healthy { lag: 30 });
+        let v = d.judge(t0 + STALL, &o, &done);
+        assert!(
+            matches!(&v, Verdict::Stalled { lag: 30, partitions, .. } if partitions == &BTreeSet::from([2])),
+            "{v:?}"
+        );
+        // its own lag (what it reports) stays its own partitions'
+        assert!(positions(&o, &done, true).keys().eq([0, 1].iter()));
+        // the other member consumes partition 2: the group progresses, no stall
+        let mut d = StallDetector::new(STALL, &Membership::Group("g".into()), t0);
+        for step in 0..5 {
+            let o = obs(&[(0, 10), (2, 50)], &[0], &[(0, 10), (2, 20 + step)]);
+            let v = d.judge(t0 + STALL * step as u32, &o, &done);
+            assert!(matches!(v, Verdict::Healthy { .. }), "{v:?}");
+        }
+        // an assigned reader never watches partitions it was not given
+        let mut d = StallDetector::new(STALL, &Membership::Assigned, t0);
+        assert_eq!(d.judge(t0 + STALL, &o, &done), Verdict::Healthy { lag: 0 });
     }
 
     #[test]
