@@ -27,7 +27,7 @@ use capsight_testkit::{
     broker::{PrivateBroker, api},
     clickhouse::signal_counts,
     kafka,
-    process::{ChildGuard, bin, free_port, send_signal},
+    process::{ChildGuard, free_port, send_signal},
     signals::launch,
 };
 use rdkafka::producer::FutureProducer;
@@ -101,11 +101,7 @@ impl Rig {
         self.sandbox.spawn(
             "capsight-scorer",
             self.sandbox
-                .command(bin("capsight-scorer"))
-                .env(
-                    "CAPSIGHT_SCORER__HEALTH_LISTEN",
-                    format!("127.0.0.1:{health_port}"),
-                )
+                .scorer_command(Some(health_port))
                 .envs(CONSUMER_ENV),
         )
     }
@@ -215,24 +211,37 @@ async fn frozen_broker_loses_nothing_counts_nothing_twice_and_needs_no_restart()
     // while more signals are on their way
     for round in 0..6 {
         let at_commit = round >= 3;
+        let pid = rig.broker.pid();
         if at_commit {
-            // a commit follows the next stored batch within commit_interval
+            // a commit follows the next stored batch within commit_interval; on a slow machine
+            // it can come while the first half is still being produced, which then waits for
+            // the thaw like the second half, sent once the broker is frozen
             let frozen = rig.broker.pause_on_next(api::OFFSET_COMMIT);
-            rig.publish(PER_ROUND / 2).await;
-            tokio::time::timeout(Duration::from_secs(30), frozen)
-                .await
-                .expect("no offset commit within 30 s");
+            let is_frozen = tokio::sync::Notify::new();
+            let freeze_then_thaw = async {
+                tokio::time::timeout(Duration::from_secs(30), frozen)
+                    .await
+                    .expect("no offset commit within 30 s");
+                is_frozen.notify_one();
+                tokio::time::sleep(FREEZE).await;
+                send_signal(pid, "CONT");
+            };
+            let publish = async {
+                rig.publish(PER_ROUND / 2).await;
+                is_frozen.notified().await;
+                rig.publish(PER_ROUND / 2).await;
+            };
+            tokio::join!(freeze_then_thaw, publish);
         } else {
             rig.publish(PER_ROUND / 2).await;
             rig.broker.pause();
+            // more signals while frozen: the producer holds them until the thaw
+            let thaw = async move {
+                tokio::time::sleep(FREEZE).await;
+                send_signal(pid, "CONT");
+            };
+            tokio::join!(thaw, rig.publish(PER_ROUND / 2));
         }
-        // more signals while frozen: the producer holds them until the thaw
-        let pid = rig.broker.pid();
-        let thaw = async move {
-            tokio::time::sleep(FREEZE).await;
-            send_signal(pid, "CONT");
-        };
-        tokio::join!(thaw, rig.publish(PER_ROUND / 2));
         eprintln!(
             "round {round} (frozen {}): thawed; {} offset commits seen",
             if at_commit {

@@ -10,10 +10,9 @@
 
 use std::time::Duration;
 
-use capsight_e2e::bin;
 use capsight_proto::domain::Label;
 use capsight_testkit::{
-    Sandbox, fixtures::report, process::free_port, signals::hourly_probe_successes, tenants::tenant,
+    Sandbox, fixtures::report, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -32,13 +31,7 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
         .tenants([tenant("mallory").with_key()])
         .start()
         .await;
-    let _scorer = sandbox.spawn(
-        "capsight-scorer",
-        sandbox.command(bin("capsight-scorer")).env(
-            "CAPSIGHT_SCORER__HEALTH_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-    );
+    let _scorer = sandbox.spawn_scorer();
     let (_intake, intake_addr) = sandbox.spawn_intake();
 
     // what capsight itself saw: a probe success every hour of the last six

@@ -23,7 +23,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_cloud::InstanceState;
 use capsight_proto::{
     domain::CapacityKey,
     v1::{
@@ -290,15 +289,7 @@ async fn a_killed_gateway_loses_no_launch_and_launches_none_twice() {
     let recovery = over.elapsed();
     let lost = jobs.len() - running.len();
     let instances = adapter.describe(&[]).await.unwrap();
-    let live: Vec<_> = instances
-        .iter()
-        .filter(|i| {
-            !matches!(
-                i.state,
-                InstanceState::Terminated | InstanceState::ShuttingDown
-            )
-        })
-        .collect();
+    let live: Vec<_> = instances.iter().filter(|i| i.state.is_live()).collect();
     let mut per_job: BTreeMap<&str, usize> = BTreeMap::new();
     for i in &live {
         *per_job

@@ -18,7 +18,6 @@ use capsight_testkit::{
     Sandbox,
     cloud::{Sim, quick_retries},
     fixtures::scenario,
-    process::free_port,
 };
 
 const OPS: &str = "secret_ops_0123456789";
@@ -43,13 +42,7 @@ async fn lambda_availability_is_scored_and_a_launch_that_takes_the_last_gpu_drop
         .cloudsim(Sim::builder(scenario("lambda")))
         .start()
         .await;
-    let _scorer = sandbox.spawn(
-        "capsight-scorer",
-        sandbox.command(bin("capsight-scorer")).env(
-            "CAPSIGHT_SCORER__HEALTH_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-    );
+    let _scorer = sandbox.spawn_scorer();
     let _collector = sandbox.spawn(
         "capsight-gpuclouds",
         sandbox

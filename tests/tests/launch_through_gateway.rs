@@ -17,6 +17,7 @@ use capsight_testkit::{
     cloud::{catalog, instances_of},
     fixtures::gateway_launcher_world,
     grpc::{self, authed},
+    launches,
     wait::eventually,
 };
 
@@ -42,22 +43,9 @@ async fn launch_through_the_gateway_runs_and_get_launch_shows_every_transition()
     tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
         .await
         .expect("scores view ready within 30 s");
-    let want: CapacityKey = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
-        .parse()
-        .unwrap();
+    let want = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
     let resp = client
-        .launch(authed(
-            v1::LaunchRequest {
-                spec: Some(v1::LaunchSpec {
-                    key: Some(v1::CapacityKey::from(&want)),
-                    count: 1,
-                    image_id: "ami-0123456789abcdef0".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            &key,
-        ))
+        .launch(authed(launches::launch_request(want, ""), &key))
         .await
         .unwrap()
         .into_inner();
@@ -96,7 +84,7 @@ async fn launch_through_the_gateway_runs_and_get_launch_shows_every_transition()
     assert_eq!(last.instance_id, instances[0].id.as_str());
     assert_eq!(
         CapacityKey::try_from(last.key.clone().unwrap()).unwrap(),
-        want
+        want.parse().unwrap()
     );
 
     shutdown.trigger();

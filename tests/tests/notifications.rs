@@ -18,10 +18,7 @@
 use std::{sync::Arc, time::Duration};
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
-use capsight_cloud::{
-    CloudAdapter, InstanceState, InstanceType, LaunchRequest, Market, Provider, Region, ZoneId,
-    tenants::TenantClouds,
-};
+use capsight_cloud::{CloudAdapter, InstanceState, Market, tenants::TenantClouds};
 use capsight_e2e::standby::{self, registry};
 use capsight_gateway::GatewayConfig;
 use capsight_launcher::{
@@ -37,7 +34,7 @@ use capsight_tenancy::TenantHasher;
 use capsight_testkit::{
     Sandbox,
     clickhouse::insert,
-    cloud::wait_instance,
+    cloud::{self, wait_instance},
     grpc, launches,
     process::bin,
     wait::eventually,
@@ -97,25 +94,7 @@ async fn create(c: &mut Client, key: &str, r: v1::CreateSubscriptionRequest) -> 
 /// running launch of it with a warm standby (the rows the gateway and worker write).
 async fn running_spot_launch(sb: &Sandbox, adapter: &dyn CloudAdapter) -> (String, String) {
     let job_id = uuid::Uuid::now_v7().hyphenated().to_string();
-    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
-    let req = LaunchRequest::new(
-        InstanceType::parse("t", Provider::Aws, "g5.xlarge").unwrap(),
-        ZoneId::parse_optional("z", Provider::Aws, &region, "use1-az1").unwrap(),
-        "ami-test",
-        &job_id,
-    )
-    .market(Market::Spot);
-    let spot = adapter.launch(&req).await.unwrap()[0]
-        .id
-        .as_str()
-        .to_owned();
-    wait_instance(
-        adapter,
-        &spot,
-        &[InstanceState::Running],
-        Duration::from_secs(30),
-    )
-    .await;
+    let spot = cloud::run_g5(adapter, &job_id, Market::Spot).await;
     let key: CapacityKey = "aws/us-east-1/use1-az1/g5.xlarge/spot".parse().unwrap();
     let now = chrono::Utc::now();
     let request = LaunchRequestRow {

@@ -32,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_cloud::{CloudAdapter, InstanceState};
+use capsight_cloud::CloudAdapter;
 use capsight_probe::{PROBE_TAG, prober::probe_age};
 use capsight_proto::{
     codec,
@@ -289,12 +289,7 @@ impl World {
             .await
             .unwrap_or_default()
             .into_iter()
-            .filter(|i| {
-                !matches!(
-                    i.state,
-                    InstanceState::Terminated | InstanceState::ShuttingDown
-                ) && stale(&i.tags, i.launch_time)
-            })
+            .filter(|i| i.state.is_live() && stale(&i.tags, i.launch_time))
             .count();
         reservations + instances
     }

@@ -18,10 +18,7 @@ use std::{
 };
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
-use capsight_cloud::{
-    CloudAdapter, InstanceId, InstanceState, InstanceType, LaunchRequest, Market, Provider, Region,
-    ZoneId, tenants::TenantClouds,
-};
+use capsight_cloud::{CloudAdapter, InstanceId, InstanceState, Market, tenants::TenantClouds};
 use capsight_e2e::standby::{self, TIME_SCALE, registry};
 use capsight_gateway::{GatewayConfig, jobs::JobPublisher};
 use capsight_launcher::{
@@ -38,7 +35,7 @@ use capsight_tenancy::TenantHasher;
 use capsight_testkit::{
     Sandbox,
     clickhouse::{insert, tsv},
-    cloud::{OPERATOR, catalog, instance_state, wait_instance},
+    cloud::{self, OPERATOR, catalog, instance_state, wait_instance},
     fixtures::documented_queries,
     grpc,
     launches::{self, job_request, queued},
@@ -83,30 +80,6 @@ fn quick_sweep(sb: &Sandbox, suffix: &str) -> StandbySettings {
         interval: Duration::from_millis(200),
         consumer_group: format!("{}-{suffix}", sb.group),
     }
-}
-
-/// Launches one g5.xlarge in use1-az1 with `token` and waits until it runs.
-async fn run_instance(adapter: &dyn CloudAdapter, token: &str, market: Market) -> String {
-    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
-    let req = LaunchRequest::new(
-        InstanceType::parse("t", Provider::Aws, "g5.xlarge").unwrap(),
-        ZoneId::parse_optional("z", Provider::Aws, &region, "use1-az1").unwrap(),
-        "ami-test",
-        token,
-    )
-    .market(market);
-    let id = adapter.launch(&req).await.unwrap()[0]
-        .id
-        .as_str()
-        .to_owned();
-    wait_instance(
-        adapter,
-        &id,
-        &[InstanceState::Running],
-        Duration::from_secs(30),
-    )
-    .await;
-    id
 }
 
 /// Writes the request and queued -> provisioning -> running rows of acme's running launch of
@@ -216,7 +189,7 @@ async fn running_launch(
     warm_standby: bool,
 ) -> (String, String) {
     let job_id = job();
-    let instance = run_instance(adapter, &job_id, market).await;
+    let instance = cloud::run_g5(adapter, &job_id, market).await;
     record_running(
         sandbox,
         &job_id,
@@ -496,10 +469,10 @@ async fn the_reaper_ends_launches_past_max_lifetime_or_idle_ttl_and_heartbeats_k
     // old: running 100 s with a 60 s lifetime; idle: 3 s idle TTL, no heartbeat;
     // busy: 3 s idle TTL kept alive by heartbeats; fresh: nothing applies
     let (old, idle, busy, fresh) = (job(), job(), job(), job());
-    let old_i = run_instance(&*adapter, &old, Market::OnDemand).await;
-    let idle_i = run_instance(&*adapter, &idle, Market::OnDemand).await;
-    let busy_i = run_instance(&*adapter, &busy, Market::OnDemand).await;
-    let fresh_i = run_instance(&*adapter, &fresh, Market::OnDemand).await;
+    let old_i = cloud::run_g5(&*adapter, &old, Market::OnDemand).await;
+    let idle_i = cloud::run_g5(&*adapter, &idle, Market::OnDemand).await;
+    let busy_i = cloud::run_g5(&*adapter, &busy, Market::OnDemand).await;
+    let fresh_i = cloud::run_g5(&*adapter, &fresh, Market::OnDemand).await;
     for (job_id, instance, running_for, limits) in [
         (&old, &old_i, Duration::from_secs(100), (60, 0)),
         (&idle, &idle_i, Duration::ZERO, (0, 3)),

@@ -12,10 +12,10 @@
 
 use std::time::Duration;
 
-use capsight_e2e::{admin_bin, bin};
+use capsight_e2e::admin_bin;
 use capsight_proto::domain::Score;
 use capsight_testkit::{
-    Sandbox, fixtures::report, process::free_port, signals::hourly_probe_successes, tenants::tenant,
+    Sandbox, fixtures::report, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -40,11 +40,7 @@ async fn a_tenant_that_contradicts_probes_loses_weight_on_other_keys() {
     let _scorer = sandbox.spawn(
         "capsight-scorer",
         sandbox
-            .command(bin("capsight-scorer"))
-            .env(
-                "CAPSIGHT_SCORER__HEALTH_LISTEN",
-                format!("127.0.0.1:{}", free_port()),
-            )
+            .scorer_command(None)
             .env("CAPSIGHT_SCORER__TENANT_CAP_POINTS", "20")
             .env("CAPSIGHT_SCORER__CROWD_MAX_POINTS", "40")
             .env("CAPSIGHT_TRUST__REFRESH_INTERVAL", "1s"),

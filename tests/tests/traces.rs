@@ -20,14 +20,12 @@
 use std::{net::SocketAddr, time::Duration};
 
 use capsight_e2e::bin;
-use capsight_proto::{
-    domain::CapacityKey,
-    v1::{self, LaunchState, launch_service_client::LaunchServiceClient},
-};
+use capsight_proto::v1::{LaunchState, launch_service_client::LaunchServiceClient};
 use capsight_testkit::{
     cloud::{OPERATOR, ROLE_ACME, Sim},
     fixtures::{pipeline_world, scenario},
     grpc::{authed, channel},
+    launches,
     otlp::{ReceivedSpan, Receiver},
     process::free_port,
     tenants::tenant,
@@ -110,16 +108,7 @@ async fn a_launch_and_a_probe_are_each_one_trace_across_the_processes() {
 
     // a launch through the gateway, as soon as it answers
     let key = sandbox.key("acme");
-    let want: CapacityKey = LAUNCHED.parse().unwrap();
-    let request = v1::LaunchRequest {
-        spec: Some(v1::LaunchSpec {
-            key: Some(v1::CapacityKey::from(&want)),
-            count: 1,
-            image_id: "ami-0123456789abcdef0".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let request = launches::launch_request(LAUNCHED, "");
     let job = eventually(
         Duration::from_secs(60),
         "the gateway takes a launch",

@@ -162,6 +162,12 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Whether an instance in this state still runs or can run again (not terminated or
+    /// terminating).
+    pub fn is_live(&self) -> bool {
+        !matches!(self, Self::Terminated | Self::ShuttingDown)
+    }
+
     /// From the EC2 state name.
     pub fn from_name(name: &str) -> Self {
         match name {

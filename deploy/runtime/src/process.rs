@@ -97,3 +97,18 @@ impl<C: DeserializeOwned> Process<C> {
         Ok(Self { config, shutdown })
     }
 }
+
+/// A `kB` line of `/proc/self/status` (`VmRSS:`, `VmHWM:`) in bytes, for benchmarks that
+/// report their memory; 0 where it cannot be read (not Linux, or no such line).
+pub fn status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}

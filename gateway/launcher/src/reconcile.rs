@@ -31,7 +31,7 @@ use std::{
 };
 
 use capsight_clickhouse::sql;
-use capsight_cloud::{Instance, InstanceId, InstanceState, tenants::TenantClouds};
+use capsight_cloud::{Instance, InstanceId, tenants::TenantClouds};
 use capsight_proto::domain::LaunchState;
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::SharedRegistry;
@@ -105,14 +105,6 @@ pub fn verdict(state: Option<LaunchState>, age: Duration, orphan_grace: Duration
         None if age >= orphan_grace => Verdict::Terminate,
         None => Verdict::Keep,
     }
-}
-
-/// Whether an instance in `state` still runs or can run again.
-pub fn is_live(state: &InstanceState) -> bool {
-    !matches!(
-        state,
-        InstanceState::Terminated | InstanceState::ShuttingDown
-    )
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -252,7 +244,7 @@ impl Reconciler {
             .describe(&ids)
             .await?
             .iter()
-            .any(|i| is_live(&i.state));
+            .any(|i| i.state.is_live());
         if !live
             && self
                 .end_vanished(&l.tenant, &l.job_id, "no longer listed by the cloud")
@@ -283,7 +275,7 @@ impl Reconciler {
             .iter()
             .filter(|(_, is)| {
                 is.iter().any(|i| {
-                    is_live(&i.state) && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
+                    i.state.is_live() && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
                 })
             })
             .map(|(j, _)| j.clone())
@@ -307,7 +299,7 @@ impl Reconciler {
             let leaked: Vec<InstanceId> = by_job[job]
                 .iter()
                 .filter(|i| {
-                    is_live(&i.state) && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
+                    i.state.is_live() && i.tags.get(TENANT_TAG).map(String::as_str) == Some(tenant)
                 })
                 .filter(|i| {
                     let age = i
@@ -338,7 +330,7 @@ impl Reconciler {
         for l in running {
             let live = by_job
                 .get(&l.job_id)
-                .is_some_and(|is| is.iter().any(|i| is_live(&i.state)));
+                .is_some_and(|is| is.iter().any(|i| i.state.is_live()));
             let quiet = now.timestamp() - i64::from(l.at)
                 >= i64::try_from(self.settings.gone_grace.as_secs()).unwrap_or(i64::MAX);
             if live || !quiet {
@@ -405,6 +397,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use capsight_cloud::InstanceState;
 
     #[test]
     fn ended_jobs_lose_their_instances_and_unknown_ones_after_the_grace() {
@@ -432,9 +425,9 @@ mod tests {
 
     #[test]
     fn only_shutting_down_and_terminated_are_gone() {
-        assert!(is_live(&InstanceState::Pending));
-        assert!(is_live(&InstanceState::Stopped));
-        assert!(!is_live(&InstanceState::ShuttingDown));
-        assert!(!is_live(&InstanceState::Terminated));
+        assert!(InstanceState::Pending.is_live());
+        assert!(InstanceState::Stopped.is_live());
+        assert!(!InstanceState::ShuttingDown.is_live());
+        assert!(!InstanceState::Terminated.is_live());
     }
 }

@@ -11,7 +11,7 @@ mod launcher;
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use capsight_cloud::{CloudAdapter, Instance, InstanceState};
+use capsight_cloud::{CloudAdapter, Instance};
 use capsight_proto::v1;
 use capsight_testkit::{
     cloud::{ROLE_ACME, quick_retries},
@@ -78,12 +78,7 @@ async fn lambda_instances(h: &Harness, job_id: &str) -> Vec<Instance> {
                 .as_deref()
                 .is_some_and(|t| t.starts_with(job_id))
         })
-        .filter(|i| {
-            !matches!(
-                i.state,
-                InstanceState::Terminated | InstanceState::ShuttingDown
-            )
-        })
+        .filter(|i| i.state.is_live())
         .collect()
 }
 

@@ -21,16 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_cloud::InstanceState;
 use capsight_kafka::TopicSpec;
-use capsight_launch::{queue::JobPublisher, store::Store, submit::Submit};
-use capsight_proto::{
-    domain::{CapacityKey, LaunchState, Payload, SignalId, SignalSource, TenantHash},
-    v1,
-};
+use capsight_launch::{queue::JobPublisher, store::Store};
+use capsight_proto::domain::{LaunchState, Payload, SignalId, SignalSource};
+use capsight_testkit::launches::launch_request as request;
 use capsight_testkit::{
-    broker::PrivateBroker, cloud::catalog, kafka, launches, outage::outages,
-    private_clickhouse::PrivateClickHouse, process::ChildGuard, rabbit::PrivateRabbit,
+    broker::PrivateBroker, kafka, outage::outages, private_clickhouse::PrivateClickHouse,
+    process::ChildGuard, rabbit::PrivateRabbit,
 };
 use launcher::{ACME, Harness, P5_AZ4, P5_AZ6};
 
@@ -83,20 +80,6 @@ impl World {
     }
 }
 
-fn request(key: &str, idempotency_key: &str) -> v1::LaunchRequest {
-    let key: CapacityKey = key.parse().unwrap();
-    v1::LaunchRequest {
-        spec: Some(v1::LaunchSpec {
-            key: Some(v1::CapacityKey::from(&key)),
-            count: 1,
-            image_id: launches::IMAGE.into(),
-            ..Default::default()
-        }),
-        idempotency_key: idempotency_key.into(),
-        ..Default::default()
-    }
-}
-
 /// `Launch` as a client drives it: retried (same idempotency key) until accepted. Returns the
 /// job id and how many attempts were refused.
 async fn submit(
@@ -105,22 +88,9 @@ async fn submit(
     key: &str,
     idempotency_key: &str,
 ) -> (String, u32) {
-    let catalog = catalog();
     let mut refused = 0;
     loop {
-        let s = Submit {
-            store,
-            queue,
-            catalog: &catalog,
-            max_launch_count: 8,
-            crash_after: "",
-        }
-        .submit(
-            ACME,
-            &TenantHash::parse("tenant_hash", "hash-acme").unwrap(),
-            request(key, idempotency_key),
-        )
-        .await;
+        let s = launcher::submit(store, queue, request(key, idempotency_key)).await;
         match s {
             Ok(s) => return (s.job_id.into_string(), refused),
             Err(_) => {
@@ -345,12 +315,7 @@ async fn fault_matrix_of_the_launch_path() {
                 .unwrap_or_default();
             row.leaked += mine
                 .iter()
-                .filter(|i| {
-                    !matches!(
-                        i.state,
-                        InstanceState::Terminated | InstanceState::ShuttingDown
-                    ) && i.id.as_str() != serving
-                })
+                .filter(|i| i.state.is_live() && i.id.as_str() != serving)
                 .count();
             let id = SignalId::derived(SignalSource::Launch, &[job, "1", "succeeded"]);
             match signal_ids.get(&id).copied().unwrap_or(0) {

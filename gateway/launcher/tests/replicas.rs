@@ -20,7 +20,6 @@ use std::{
     time::Duration,
 };
 
-use capsight_cloud::InstanceState;
 use capsight_proto::domain::LaunchState;
 use capsight_testkit::wait::eventually;
 use launcher::{ACME, CAPPED, Harness, P5_AZ4, P5_AZ6, states};
@@ -94,12 +93,7 @@ async fn live_of(h: &Harness, tenant: &str) -> Vec<capsight_cloud::Instance> {
         .unwrap()
         .into_iter()
         .filter(|i| i.tags.get("capsight:tenant").map(String::as_str) == Some(tenant))
-        .filter(|i| {
-            !matches!(
-                i.state,
-                InstanceState::Terminated | InstanceState::ShuttingDown
-            )
-        })
+        .filter(|i| i.state.is_live())
         .collect()
 }
 
@@ -126,10 +120,7 @@ async fn three_launchers_one_killed_repeatedly_launch_each_attempt_once_within_t
                         .iter()
                         .filter(|i| {
                             i.tags.get("capsight:tenant").map(String::as_str) == Some(CAPPED)
-                                && !matches!(
-                                    i.state,
-                                    InstanceState::Terminated | InstanceState::ShuttingDown
-                                )
+                                && i.state.is_live()
                         })
                         .count();
                     over.fetch_max(capped, Ordering::SeqCst);

@@ -218,21 +218,7 @@ fn realistic(n: usize, i: usize, key: &CapacityKey, at: DateTime<Utc>) -> Signal
 }
 
 fn rss_bytes() -> u64 {
-    proc_status_bytes("VmRSS:")
-}
-
-/// A `kB` line of `/proc/self/status` (`VmRSS:`, `VmHWM:`) in bytes; 0 where it cannot be read.
-fn proc_status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
+    capsight_runtime::process::status_bytes("VmRSS:")
 }
 
 fn aggregate(n: usize, keys: usize, batch: usize) {
@@ -359,7 +345,7 @@ fn scale(n: usize, per_key: usize) {
 }
 
 fn peak_rss_bytes() -> u64 {
-    proc_status_bytes("VmHWM:")
+    capsight_runtime::process::status_bytes("VmHWM:")
 }
 
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]

@@ -162,12 +162,7 @@ impl Hands {
                         .iter()
                         .filter(|i| i.state == InstanceState::Running)
                         .count();
-                    let gone = described.iter().any(|i| {
-                        matches!(
-                            i.state,
-                            InstanceState::Terminated | InstanceState::ShuttingDown
-                        )
-                    });
+                    let gone = described.iter().any(|i| !i.state.is_live());
                     if running == ids.len() {
                         return Outcome::Running(
                             ids.iter().map(|i| i.as_str().to_owned()).collect(),

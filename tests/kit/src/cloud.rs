@@ -331,12 +331,7 @@ pub async fn instances_of(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<Insta
         .unwrap()
         .into_iter()
         .filter(|i| i.tags.get(JOB_TAG).map(String::as_str) == Some(job_id))
-        .filter(|i| {
-            !matches!(
-                i.state,
-                InstanceState::Terminated | InstanceState::ShuttingDown
-            )
-        })
+        .filter(|i| i.state.is_live())
         .collect()
 }
 
@@ -371,4 +366,34 @@ pub async fn wait_instance(
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Launches one g5.xlarge in us-east-1's use1-az1 on `market` with client token `token`
+/// through `adapter` and waits (30 s at most) until it runs; its id.
+pub async fn run_g5(
+    adapter: &dyn CloudAdapter,
+    token: &str,
+    market: capsight_proto::domain::Market,
+) -> String {
+    use capsight_proto::domain::{InstanceType, ZoneId};
+    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
+    let req = capsight_cloud::LaunchRequest::new(
+        InstanceType::parse("t", Provider::Aws, "g5.xlarge").unwrap(),
+        ZoneId::parse_optional("z", Provider::Aws, &region, "use1-az1").unwrap(),
+        "ami-test",
+        token,
+    )
+    .market(market);
+    let id = adapter.launch(&req).await.unwrap()[0]
+        .id
+        .as_str()
+        .to_owned();
+    wait_instance(
+        adapter,
+        &id,
+        &[InstanceState::Running],
+        Duration::from_secs(30),
+    )
+    .await;
+    id
 }

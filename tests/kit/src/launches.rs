@@ -12,6 +12,22 @@ use chrono::{DateTime, Utc};
 /// The machine image of test launches.
 pub const IMAGE: &str = "ami-0123456789abcdef0";
 
+/// A `Launch` request for one instance of `key` (string form) with [`IMAGE`] and
+/// `idempotency_key` (empty: none), as a client sends it.
+pub fn launch_request(key: &str, idempotency_key: &str) -> v1::LaunchRequest {
+    let key: CapacityKey = key.parse().unwrap();
+    v1::LaunchRequest {
+        spec: Some(v1::LaunchSpec {
+            key: Some(v1::CapacityKey::from(&key)),
+            count: 1,
+            image_id: IMAGE.into(),
+            ..Default::default()
+        }),
+        idempotency_key: idempotency_key.into(),
+        ..Default::default()
+    }
+}
+
 /// A job as the gateway builds it: `count` instances of `key` (string form) for `tenant`
 /// (hash `hash-<tenant>`), allowed in us-east-1 only, with up to `max_fallbacks` alternatives.
 pub fn job(tenant: &str, key: &str, count: u32, max_fallbacks: u32) -> v1::LaunchJob {

@@ -323,6 +323,23 @@ impl Sandbox {
         ChildGuard::spawn_logged(log, cmd, &self.dir.join(format!("{log}.log")))
     }
 
+    /// The scorer binary's command (`capsight-scorer`) with its health endpoint on `health`, a
+    /// loopback port (`None`: a free one); add settings, then [`Self::spawn`] it.
+    pub fn scorer_command(&self, health: Option<u16>) -> Command {
+        let port = health.unwrap_or_else(crate::process::free_port);
+        let mut cmd = self.command(crate::process::bin("capsight-scorer"));
+        cmd.env(
+            "CAPSIGHT_SCORER__HEALTH_LISTEN",
+            format!("127.0.0.1:{port}"),
+        );
+        cmd
+    }
+
+    /// The scorer binary with the sandbox's settings (see [`Self::scorer_command`]).
+    pub fn spawn_scorer(&self) -> ChildGuard {
+        self.spawn("capsight-scorer", &mut self.scorer_command(None))
+    }
+
     /// The reports intake binary (`capsight-reports`) on a free loopback port: its guard and
     /// its `host:port`.
     pub fn spawn_intake(&self) -> (ChildGuard, String) {

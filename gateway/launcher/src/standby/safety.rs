@@ -4,7 +4,7 @@
 use std::{collections::HashSet, time::Instant};
 
 use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow};
-use capsight_cloud::{InstanceId, InstanceState};
+use capsight_cloud::InstanceId;
 use serde::Deserialize;
 
 use super::{Standby, StandbyError, machine::ids};
@@ -32,12 +32,7 @@ impl Standby {
             described
                 .iter()
                 .find(|i| i.id.as_str() == id.as_str())
-                .is_none_or(|i| {
-                    matches!(
-                        i.state,
-                        InstanceState::ShuttingDown | InstanceState::Terminated
-                    )
-                })
+                .is_none_or(|i| !i.state.is_live())
         });
         if let Some(id) = gone {
             self.switch(req, events, id, "instance_gone", Instant::now())
@@ -70,10 +65,7 @@ impl Standby {
                 .into_iter()
                 .filter(|i| {
                     i.tags.get("capsight:job").map(String::as_str) == Some(first.job_id.as_str())
-                        && !matches!(
-                            i.state,
-                            InstanceState::Terminated | InstanceState::ShuttingDown
-                        )
+                        && i.state.is_live()
                 })
                 .map(|i| i.id)
                 .collect();

@@ -242,12 +242,7 @@ impl Launcher {
                 .map_err(|e| Fail::Retry(e.to_string()))?
                 .into_iter()
                 .filter(|i| i.client_token.as_deref() == Some(token.as_str()))
-                .filter(|i| {
-                    !matches!(
-                        i.state,
-                        InstanceState::Terminated | InstanceState::ShuttingDown
-                    )
-                })
+                .filter(|i| i.state.is_live())
                 .map(|i| i.id)
                 .collect::<Vec<_>>();
             self.cancel(prev, Some(&adapter), &mine).await?;
@@ -312,12 +307,7 @@ impl Launcher {
             {
                 break;
             }
-            if let Some(gone) = instances.iter().find(|i| {
-                matches!(
-                    i.state,
-                    InstanceState::Terminated | InstanceState::ShuttingDown
-                )
-            }) {
+            if let Some(gone) = instances.iter().find(|i| !i.state.is_live()) {
                 let mut row = follow_up(
                     prev,
                     LaunchState::Failed,

@@ -10,9 +10,15 @@ use std::time::Duration;
 use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
 use capsight_cloud::Instance;
 use capsight_cloudsim::scenario::Scenario;
-use capsight_launch::queue::JobPublisher;
+use capsight_launch::{
+    queue::JobPublisher,
+    submit::{Submit, SubmitError, Submitted},
+};
 use capsight_launcher::{LauncherConfig, store::Store};
-use capsight_proto::{domain::Score, v1};
+use capsight_proto::{
+    domain::{Score, TenantHash},
+    v1,
+};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
     Sandbox, amqp, clickhouse,
@@ -22,6 +28,29 @@ use capsight_testkit::{
     tenants::tenant,
     wait::eventually,
 };
+
+/// `Launch` for [`ACME`] exactly as the gateway runs it: recorded in `store`, published
+/// through `queue`.
+pub async fn submit(
+    store: &Store,
+    queue: &JobPublisher,
+    req: v1::LaunchRequest,
+) -> Result<Submitted, SubmitError> {
+    let catalog = catalog();
+    Submit {
+        store,
+        queue,
+        catalog: &catalog,
+        max_launch_count: 8,
+        crash_after: "",
+    }
+    .submit(
+        ACME,
+        &TenantHash::parse("tenant_hash", "hash-acme").unwrap(),
+        req,
+    )
+    .await
+}
 
 /// Tenant with no GPU quota.
 pub const ACME: &str = "acme";
@@ -69,19 +98,14 @@ impl Harness {
 
     /// The sandbox with `scenario` at 60 simulated seconds a second.
     pub async fn start_with(scenario: Scenario) -> Self {
-        let sandbox = fixtures::launcher_world("launcher")
-            .tenants([
+        Self::start_with_tenants(
+            scenario,
+            [
                 tenant(ACME).role(ROLE_ACME, "ext-acme"),
                 tenant(CAPPED).role(ROLE_ACME, "ext-acme").gpu_quota(8),
-            ])
-            .cloudsim(Sim::builder(scenario).time_scale(60.0))
-            .start()
-            .await;
-        Self {
-            config: sandbox.config(),
-            sandbox,
-            launcher: None,
-        }
+            ],
+        )
+        .await
     }
 
     /// The sandbox with `scenario` (60 simulated seconds a second) and `tenants` registered.

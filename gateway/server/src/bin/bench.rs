@@ -527,19 +527,6 @@ async fn run(
     Ok(())
 }
 
-fn proc_status_bytes(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        * 1024
-}
-
 /// Key `k` of a synthetic set as large as asked: real regions and zones, numbered sizes.
 fn synthetic_key(k: usize) -> Option<CapacityKey> {
     const REGIONS: [(&str, &str); 4] = [
@@ -608,7 +595,7 @@ fn mean_ms(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn view_bench(n: usize, evidence: usize, page_size: usize) -> anyhow::Result<()> {
-    let before = proc_status_bytes("VmRSS:");
+    let before = capsight_runtime::process::status_bytes("VmRSS:");
     let view = ScoresView::new();
     let t = Instant::now();
     let mut names = Vec::with_capacity(1000);
@@ -621,7 +608,7 @@ fn view_bench(n: usize, evidence: usize, page_size: usize) -> anyhow::Result<()>
         view.apply(&name, Some(evidence_score(key, (k % 101) as u8, evidence)));
     }
     let fill = t.elapsed().as_secs_f64();
-    let after = proc_status_bytes("VmRSS:");
+    let after = capsight_runtime::process::status_bytes("VmRSS:");
     anyhow::ensure!(view.len() == n, "view holds {} of {n} keys", view.len());
     let grown = after.saturating_sub(before) as f64;
     println!(
@@ -674,7 +661,7 @@ fn view_bench(n: usize, evidence: usize, page_size: usize) -> anyhow::Result<()>
     }
     println!(
         "view: peak RSS {:.1} MiB",
-        proc_status_bytes("VmHWM:") as f64 / 1_048_576.0
+        capsight_runtime::process::status_bytes("VmHWM:") as f64 / 1_048_576.0
     );
     Ok(())
 }
