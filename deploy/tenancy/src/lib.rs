@@ -20,7 +20,7 @@ mod shared;
 pub mod trust;
 
 pub use registry::{
-    ApiKeyRecord, Authenticated, CloudRole, IssuedKey, LambdaAccount, Registry, RegistryError,
+    ApiKeyRecord, Authenticated, CloudRole, GcpAccount, IssuedKey, LambdaAccount, Registry, RegistryError,
     Tenant, TenantId,
 };
 pub use shared::SharedRegistry;

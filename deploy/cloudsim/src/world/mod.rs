@@ -29,6 +29,7 @@ use crate::{
     scenario::{EventKind, PoolMarket, Scenario, SimProvider},
 };
 
+pub mod gcp;
 pub mod lambda;
 mod reads;
 mod step;
@@ -322,6 +323,8 @@ pub struct World {
     lambda_pools: BTreeMap<(String, String), PoolState>,
     /// Lambda instances by id (terminated ones stay, answering `GET /instances/{id}`).
     lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
+    /// Google Cloud: pools, instances, operations, tokens.
+    gcp: gcp::GcpWorld,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -481,6 +484,7 @@ impl World {
             pools,
             lambda_pools,
             lambda_instances: BTreeMap::new(),
+            gcp: gcp::GcpWorld::new(&scenario),
             prices,
             quotas,
             instances: BTreeMap::new(),
