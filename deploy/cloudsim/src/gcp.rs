@@ -690,7 +690,8 @@ pub(crate) async fn skus(
                 let per_gpu = usd / f64::from(t.gpus.max(1));
                 let units = per_gpu.trunc();
                 // nanos of a unit price: the fractional dollars, rounded to whole nanos
-                let nanos = ((per_gpu - units) * 1e9).round();
+                #[allow(clippy::cast_possible_truncation)]
+                let nanos = ((per_gpu - units) * 1e9).round() as i64;
                 let id = format!("{:04X}-{:04X}-{:04X}", region.len() * 7919 % 65536, t.gpus * 31 + t.gpu_memory_gib, itype.len() * 131);
                 Some(json!({
                     "name": format!("services/{COMPUTE_SERVICE_ID}/skus/{id}"),

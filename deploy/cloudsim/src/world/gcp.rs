@@ -755,9 +755,13 @@ impl World {
             self.gcp_usage(project, None, GLOBAL_GPU_METRIC),
         );
         let quota = |metric: &str, limit: f64, scope: String, dimensions: serde_json::Value| {
-            let limit_name = format!("{}-per-project{}", metric.replace('_', "-"), {
-                if dimensions.is_null() { "" } else { "-region" }
-            });
+            let scope_suffix = if dimensions.is_null() { "" } else { "-region" };
+            let limit_name = format!("{}-per-project{scope_suffix}", metric.replace('_', "-"));
+            let dimensions = if dimensions.is_null() {
+                serde_json::json!({})
+            } else {
+                dimensions
+            };
             OpError {
                 code: "QUOTA_EXCEEDED".into(),
                 message: format!("Quota '{metric}' exceeded.  Limit: {limit:.1} {scope}."),
@@ -765,7 +769,7 @@ impl World {
                     "quotaInfo": {
                         "metricName": format!("compute.googleapis.com/{}", metric.to_lowercase()),
                         "limitName": limit_name,
-                        "dimensions": if dimensions.is_null() { serde_json::json!({}) } else { dimensions },
+                        "dimensions": dimensions,
                         "limit": limit,
                     }
                 })],
@@ -1134,6 +1138,54 @@ mod tests {
             truth.stock["gcp/us-central1/us-central1-a/a3-highgpu-8g/on_demand"],
             [(0, 2), (600, 0)]
         );
+    }
+
+    #[test]
+    fn gcp_pools_leave_aws_and_lambda_randomness_unchanged() {
+        let base = r#"
+            name = "mixed"
+            step = "1m"
+            [[zones]]
+            region = "us-east-1"
+            id = "use1-az4"
+            name = "us-east-1a"
+            [[pools]]
+            zone = "use1-az4"
+            instance_type = "p5.48xlarge"
+            market = "spot"
+            capacity = 9
+            stock = 5
+            refill_per_hour = 30
+            demand_per_hour = 30
+            [[pools]]
+            provider = "lambda"
+            region = "us-south-2"
+            instance_type = "gpu_8x_h100_sxm5"
+            market = "on_demand"
+            capacity = 9
+            stock = 5
+            refill_per_hour = 20
+            demand_per_hour = 20
+        "#;
+        let with_gcp = format!(
+            "{base}\n[[zones]]\nprovider = \"gcp\"\nregion = \"us-central1\"\nid = \"us-central1-a\"\n\
+             [[pools]]\nprovider = \"gcp\"\nzone = \"us-central1-a\"\ninstance_type = \"a3-highgpu-8g\"\n\
+             market = \"on_demand\"\ncapacity = 9\nstock = 5\nrefill_per_hour = 40\ndemand_per_hour = 40\n"
+        );
+        let run = |text: &str| {
+            let mut w = World::new(Scenario::parse(text).unwrap(), 3, BTreeMap::new(), Utc::now());
+            w.advance(Duration::from_secs(6 * 3600));
+            w.truth()
+        };
+        let (plain, mixed) = (run(base), run(&with_gcp));
+        for prefix in ["aws/", "lambda/"] {
+            assert_eq!(
+                plain.clone().filtered(prefix, 0).stock,
+                mixed.clone().filtered(prefix, 0).stock,
+                "{prefix}"
+            );
+        }
+        assert!(mixed.stock.keys().any(|k| k.starts_with("gcp/")));
     }
 
     #[test]
