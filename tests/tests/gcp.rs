@@ -135,15 +135,28 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
     assert!(adapter.describe(&[]).await.unwrap().is_empty());
     publisher.flush(Duration::from_secs(30)).await.unwrap();
 
-    // every signal kind, on GCP keys
-    let kinds: BTreeSet<&str> = sandbox
-        .read_topic(&sandbox.kafka.topics.signals)
-        .await
-        .iter()
-        .filter_map(|r| codec::decode_signal(&r.payload).ok())
-        .filter(|s| s.key.provider == Provider::Gcp)
-        .map(|s| s.payload.kind())
-        .collect();
+    // every signal kind on GCP keys, the probes' published in the background included
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let kinds = loop {
+        let signals: Vec<_> = sandbox
+            .read_topic(&sandbox.kafka.topics.signals)
+            .await
+            .iter()
+            .filter_map(|r| codec::decode_signal(&r.payload).ok())
+            .filter(|s| s.key.provider == Provider::Gcp)
+            .collect();
+        let probes = signals
+            .iter()
+            .filter(|s| s.payload.kind() == "launch_attempt")
+            .count();
+        if probes >= 8 || std::time::Instant::now() > deadline {
+            break signals
+                .iter()
+                .map(|s| s.payload.kind())
+                .collect::<BTreeSet<&str>>();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     for kind in ["quota", "spot_price", "offering", "status", "launch_attempt"] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
@@ -153,7 +166,7 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
         .wait_for_scores(Duration::from_secs(120), |s| {
             [STOCKED, STOCKED_OUT]
                 .iter()
-                .all(|k| s.get(*k).is_some_and(|s| s.signal_count >= 4))
+                .all(|k| s.get(*k).is_some_and(|s| s.signal_count >= 5))
         })
         .await;
     let (up, out) = (&scores[STOCKED], &scores[STOCKED_OUT]);
