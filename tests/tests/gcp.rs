@@ -58,7 +58,8 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
         ),
     );
     let sim = sandbox.sim();
-    let publisher = Publisher::new(&sandbox.kafka, &PublisherSettings::default(), "gcp-e2e").unwrap();
+    let publisher =
+        Publisher::new(&sandbox.kafka, &PublisherSettings::default(), "gcp-e2e").unwrap();
     let adapter: Arc<dyn CloudAdapter> =
         Arc::new(sim.gcp_adapter("operator", "capsight-ops", "us-central1", quick_retries(2)));
     let defaults = capsight_runtime::config::load_defaults::<Defaults>().unwrap();
@@ -83,7 +84,10 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
     let prices = spot.prices(now).await;
     assert!(prices.published > 0 && prices.errors == 0, "{prices:?}");
     let offerings = spot.offerings(now).await;
-    assert!(offerings.published > 0 && offerings.errors == 0, "{offerings:?}");
+    assert!(
+        offerings.published > 0 && offerings.errors == 0,
+        "{offerings:?}"
+    );
 
     // the status page's incident at 5 minutes, read as Google's incidents.json
     sim.advance(300).await;
@@ -157,7 +161,13 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    for kind in ["quota", "spot_price", "offering", "status", "launch_attempt"] {
+    for kind in [
+        "quota",
+        "spot_price",
+        "offering",
+        "status",
+        "launch_attempt",
+    ] {
         assert!(kinds.contains(kind), "{kind} missing from {kinds:?}");
     }
 

@@ -99,7 +99,12 @@ async fn zones_launch_idempotency_describe_and_delete() {
     let done = a.terminate(std::slice::from_ref(&i.id)).await.unwrap();
     assert_eq!(done[0].current, InstanceState::Terminated);
     assert_eq!(sim.stock(key).await, 2);
-    assert!(a.describe(std::slice::from_ref(&i.id)).await.unwrap().is_empty());
+    assert!(
+        a.describe(std::slice::from_ref(&i.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let twice = a.terminate(std::slice::from_ref(&i.id)).await.unwrap();
     assert_eq!(twice[0].previous, InstanceState::Terminated);
     assert!(matches!(
@@ -228,7 +233,11 @@ async fn every_documented_error_is_classified() {
     // another project's resources: 403
     let other = sim.gcp_adapter("acme", "capsight-ops", REGION, quick_retries(1));
     assert_eq!(
-        other.quota_headroom(&InstanceType::parse("t", Provider::Gcp, H100).unwrap(), Market::OnDemand)
+        other
+            .quota_headroom(
+                &InstanceType::parse("t", Provider::Gcp, H100).unwrap(),
+                Market::OnDemand
+            )
             .await
             .unwrap_err()
             .class(),
@@ -238,25 +247,38 @@ async fn every_documented_error_is_classified() {
     // a key cloudsim does not know for that account: the token is refused, permission
     let rogue = sim.gcp_adapter("rogue", "acme-ml", REGION, quick_retries(1));
     let e = rogue.zones().await.unwrap_err();
-    assert_eq!(class_and_code(&e), (ErrorClass::Permission, "invalid_grant"));
+    assert_eq!(
+        class_and_code(&e),
+        (ErrorClass::Permission, "invalid_grant")
+    );
     assert!(matches!(
-        rogue.check_launch_permission(&request(H100, None, "p")).await.unwrap(),
+        rogue
+            .check_launch_permission(&request(H100, None, "p"))
+            .await
+            .unwrap(),
         Permission::Denied { .. }
     ));
 
     // 429 is throttled and retried; a second attempt succeeds
     sim.fault("gcp/regions.get", "429", 1).await;
     let e = a.list_quotas().await.unwrap_err();
-    assert_eq!(class_and_code(&e), (ErrorClass::Throttled, "rateLimitExceeded"));
+    assert_eq!(
+        class_and_code(&e),
+        (ErrorClass::Throttled, "rateLimitExceeded")
+    );
     sim.fault("gcp/regions.get", "429", 1).await;
     let retried = sim.gcp_adapter("acme", "acme-ml", REGION, quick_retries(2));
     assert!(!retried.list_quotas().await.unwrap().is_empty());
     // 503 is transient
     sim.fault("gcp/zones.list", "503", 1).await;
     let fresh = acme(&sim);
-    assert_eq!(fresh.zones().await.unwrap_err().class(), ErrorClass::Transient);
+    assert_eq!(
+        fresh.zones().await.unwrap_err().class(),
+        ErrorClass::Transient
+    );
     // an injected operation error on insert is classified like a real one
-    sim.fault("gcp/insert", "ZONE_RESOURCE_POOL_EXHAUSTED", 1).await;
+    sim.fault("gcp/insert", "ZONE_RESOURCE_POOL_EXHAUSTED", 1)
+        .await;
     let e = a
         .launch(&request(H100, Some("us-central1-a"), "inj-1"))
         .await
@@ -280,7 +302,12 @@ async fn quotas_spot_prices_and_offerings() {
     // 16 regional H100 GPUs, 24 in all regions: two 8-GPU instances
     let q = a.quota_headroom(&h100, Market::OnDemand).await.unwrap();
     assert_eq!(
-        (q.quota_code.as_str(), q.limit_vcpus, q.vcpus_per_instance, q.headroom_instances),
+        (
+            q.quota_code.as_str(),
+            q.limit_vcpus,
+            q.vcpus_per_instance,
+            q.headroom_instances
+        ),
         ("NVIDIA_H100_GPUS", 16.0, 8, 2)
     );
     a.launch(&request(H100, Some("us-central1-a"), "q-1").count(2))
@@ -290,7 +317,10 @@ async fn quotas_spot_prices_and_offerings() {
     assert_eq!((q.used_vcpus, q.headroom_instances), (16.0, 0));
     // spot: its own metric, but GPUS_ALL_REGIONS (24, 16 used) binds first
     let q = a.quota_headroom(&h100, Market::Spot).await.unwrap();
-    assert_eq!((q.quota_code.as_str(), q.headroom_instances), ("GPUS_ALL_REGIONS", 1));
+    assert_eq!(
+        (q.quota_code.as_str(), q.headroom_instances),
+        ("GPUS_ALL_REGIONS", 1)
+    );
     let all = a.list_quotas().await.unwrap();
     assert!(all.iter().any(|v| v.code == "CPUS" && v.value == 600.0));
 

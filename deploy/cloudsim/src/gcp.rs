@@ -146,7 +146,8 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 fn verify_assertion(world: &World, assertion: &str, now: i64) -> Result<String, &'static str> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut parts = assertion.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("Invalid JWT: not three segments.");
     };
@@ -177,7 +178,9 @@ fn verify_assertion(world: &World, assertion: &str, now: i64) -> Result<String, 
     }
     // five minutes of clock skew, and at most an hour of validity, as Google accepts
     if claims.exp < now - 300 || claims.iat > now + 300 || claims.exp - claims.iat > 3600 {
-        return Err("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.");
+        return Err(
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
+        );
     }
     Ok(claims.iss)
 }
@@ -271,13 +274,19 @@ pub(crate) async fn project(
     Path(project): Path<String>,
 ) -> Response {
     let resource = format!("projects/{project}");
-    call(&sim, &headers, (&project, "compute.projects.get", &resource), "projects.get", |w, _, _| {
-        Ok(json!({
-            "kind": "compute#project",
-            "name": project,
-            "quotas": quotas_json(&w.gcp_project_quotas(&project)),
-        }))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.projects.get", &resource),
+        "projects.get",
+        |w, _, _| {
+            Ok(json!({
+                "kind": "compute#project",
+                "name": project,
+                "quotas": quotas_json(&w.gcp_project_quotas(&project)),
+            }))
+        },
+    )
 }
 
 /// `GET /compute/v1/projects/{project}/zones`.
@@ -287,21 +296,27 @@ pub(crate) async fn zones(
     Path(project): Path<String>,
 ) -> Response {
     let resource = format!("projects/{project}");
-    call(&sim, &headers, (&project, "compute.zones.list", &resource), "zones.list", |w, _, _| {
-        let items: Vec<Value> = w
-            .gcp_zones()
-            .into_iter()
-            .map(|(z, r)| {
-                json!({
-                    "kind": "compute#zone",
-                    "name": z,
-                    "region": format!("{SELF_LINK}/projects/{project}/regions/{r}"),
-                    "status": "UP",
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.zones.list", &resource),
+        "zones.list",
+        |w, _, _| {
+            let items: Vec<Value> = w
+                .gcp_zones()
+                .into_iter()
+                .map(|(z, r)| {
+                    json!({
+                        "kind": "compute#zone",
+                        "name": z,
+                        "region": format!("{SELF_LINK}/projects/{project}/regions/{r}"),
+                        "status": "UP",
+                    })
                 })
-            })
-            .collect();
-        Ok(json!({ "kind": "compute#zoneList", "items": items }))
-    })
+                .collect();
+            Ok(json!({ "kind": "compute#zoneList", "items": items }))
+        },
+    )
 }
 
 /// `GET /compute/v1/projects/{project}/regions/{region}`.
@@ -311,24 +326,30 @@ pub(crate) async fn region(
     Path((project, region)): Path<(String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/regions/{region}");
-    call(&sim, &headers, (&project, "compute.regions.get", &resource), "regions.get", |w, _, _| {
-        let zones: Vec<String> = w
-            .gcp_zones()
-            .into_iter()
-            .filter(|(_, r)| *r == region)
-            .map(|(z, _)| zone_url(&project, &z))
-            .collect();
-        if zones.is_empty() {
-            return Err(GcpError::not_found(&resource));
-        }
-        Ok(json!({
-            "kind": "compute#region",
-            "name": region,
-            "status": "UP",
-            "zones": zones,
-            "quotas": quotas_json(&w.gcp_region_quotas(&project, &region)),
-        }))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.regions.get", &resource),
+        "regions.get",
+        |w, _, _| {
+            let zones: Vec<String> = w
+                .gcp_zones()
+                .into_iter()
+                .filter(|(_, r)| *r == region)
+                .map(|(z, _)| zone_url(&project, &z))
+                .collect();
+            if zones.is_empty() {
+                return Err(GcpError::not_found(&resource));
+            }
+            Ok(json!({
+                "kind": "compute#region",
+                "name": region,
+                "status": "UP",
+                "zones": zones,
+                "quotas": quotas_json(&w.gcp_region_quotas(&project, &region)),
+            }))
+        },
+    )
 }
 
 fn known_zone(w: &World, project: &str, zone: &str) -> Result<(), GcpError> {
@@ -344,28 +365,34 @@ pub(crate) async fn machine_types(
     Path((project, zone)): Path<(String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}");
-    call(&sim, &headers, (&project, "compute.machineTypes.list", &resource), "machineTypes.list", |w, _, _| {
-        known_zone(w, &project, &zone)?;
-        let items: Vec<Value> = w
-            .gcp_machine_types(&zone)
-            .into_iter()
-            .map(|(name, t)| {
-                json!({
-                    "kind": "compute#machineType",
-                    "name": name,
-                    "zone": zone,
-                    "guestCpus": t.vcpus,
-                    "memoryMb": t.memory_gib.saturating_mul(1024),
-                    "accelerators": [{
-                        "guestAcceleratorType": t.accelerator(),
-                        "guestAcceleratorCount": t.gpus,
-                    }],
-                    "selfLink": format!("{}/machineTypes/{name}", zone_url(&project, &zone)),
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.machineTypes.list", &resource),
+        "machineTypes.list",
+        |w, _, _| {
+            known_zone(w, &project, &zone)?;
+            let items: Vec<Value> = w
+                .gcp_machine_types(&zone)
+                .into_iter()
+                .map(|(name, t)| {
+                    json!({
+                        "kind": "compute#machineType",
+                        "name": name,
+                        "zone": zone,
+                        "guestCpus": t.vcpus,
+                        "memoryMb": t.memory_gib.saturating_mul(1024),
+                        "accelerators": [{
+                            "guestAcceleratorType": t.accelerator(),
+                            "guestAcceleratorCount": t.gpus,
+                        }],
+                        "selfLink": format!("{}/machineTypes/{name}", zone_url(&project, &zone)),
+                    })
                 })
-            })
-            .collect();
-        Ok(json!({ "kind": "compute#machineTypeList", "items": items }))
-    })
+                .collect();
+            Ok(json!({ "kind": "compute#machineTypeList", "items": items }))
+        },
+    )
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/acceleratorTypes`.
@@ -375,29 +402,35 @@ pub(crate) async fn accelerator_types(
     Path((project, zone)): Path<(String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}");
-    call(&sim, &headers, (&project, "compute.acceleratorTypes.list", &resource), "acceleratorTypes.list", |w, _, _| {
-        known_zone(w, &project, &zone)?;
-        let mut by_name: BTreeMap<String, (String, u32)> = BTreeMap::new();
-        for (_, t) in w.gcp_machine_types(&zone) {
-            let entry = by_name.entry(t.accelerator()).or_insert_with(|| {
-                (format!("NVIDIA {} {}GB", t.gpu_model, t.gpu_memory_gib), 0)
-            });
-            entry.1 = entry.1.max(t.gpus);
-        }
-        let items: Vec<Value> = by_name
-            .into_iter()
-            .map(|(name, (description, max))| {
-                json!({
-                    "kind": "compute#acceleratorType",
-                    "name": name,
-                    "description": description,
-                    "zone": zone,
-                    "maximumCardsPerInstance": max,
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.acceleratorTypes.list", &resource),
+        "acceleratorTypes.list",
+        |w, _, _| {
+            known_zone(w, &project, &zone)?;
+            let mut by_name: BTreeMap<String, (String, u32)> = BTreeMap::new();
+            for (_, t) in w.gcp_machine_types(&zone) {
+                let entry = by_name.entry(t.accelerator()).or_insert_with(|| {
+                    (format!("NVIDIA {} {}GB", t.gpu_model, t.gpu_memory_gib), 0)
+                });
+                entry.1 = entry.1.max(t.gpus);
+            }
+            let items: Vec<Value> = by_name
+                .into_iter()
+                .map(|(name, (description, max))| {
+                    json!({
+                        "kind": "compute#acceleratorType",
+                        "name": name,
+                        "description": description,
+                        "zone": zone,
+                        "maximumCardsPerInstance": max,
+                    })
                 })
-            })
-            .collect();
-        Ok(json!({ "kind": "compute#acceleratorTypeList", "items": items }))
-    })
+                .collect();
+            Ok(json!({ "kind": "compute#acceleratorTypeList", "items": items }))
+        },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -467,53 +500,70 @@ pub(crate) async fn insert(
     bytes: Bytes,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}/instances");
-    call(&sim, &headers, (&project, "compute.instances.create", &resource), "insert", |w, injected, elapsed| {
-        let b: InsertBody = serde_json::from_slice(&bytes)
-            .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received. {e}")))?;
-        if !valid_name(&b.name) {
-            return Err(GcpError::invalid(format!(
-                "Invalid value for field 'resource.name': '{}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-                b.name
-            )));
-        }
-        if let Some((k, v)) = b.labels.iter().find(|(k, v)| !valid_label(k) || k.is_empty() || !valid_label(v)) {
-            return Err(GcpError::invalid(format!(
-                "Invalid value for field 'resource.labels': '{k}={v}'"
-            )));
-        }
-        if let Some(rid) = &q.request_id
-            && uuid::Uuid::parse_str(rid).is_err()
-        {
-            return Err(GcpError::invalid(format!(
-                "Invalid value for field 'requestId': '{rid}'. Must be a UUID."
-            )));
-        }
-        // `zones/<zone>/machineTypes/<type>`, or a full URL ending so
-        let machine_type = b
-            .machine_type
-            .rsplit_once("/machineTypes/")
-            .map_or(b.machine_type.as_str(), |(_, t)| t)
-            .to_owned();
-        let spot = b
-            .scheduling
-            .and_then(|s| s.provisioning_model)
-            .is_some_and(|m| m == "SPOT");
-        let spec = GcpInsert {
-            name: b.name,
-            machine_type,
-            spot,
-            labels: b.labels,
-            metadata: b
-                .metadata
-                .map(|m| m.items.into_iter().map(|i| (i.key, i.value)).collect())
-                .unwrap_or_default(),
-        };
-        let op = w.gcp_insert(&project, &zone, q.request_id.as_deref(), &spec, injected, elapsed)?;
-        let seen = w
-            .gcp_operation_peek(&op)
-            .ok_or_else(|| GcpError::not_found(&op))?;
-        Ok(operation_json(&seen))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.instances.create", &resource),
+        "insert",
+        |w, injected, elapsed| {
+            let b: InsertBody = serde_json::from_slice(&bytes)
+                .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received. {e}")))?;
+            if !valid_name(&b.name) {
+                return Err(GcpError::invalid(format!(
+                    "Invalid value for field 'resource.name': '{}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
+                    b.name
+                )));
+            }
+            if let Some((k, v)) = b
+                .labels
+                .iter()
+                .find(|(k, v)| !valid_label(k) || k.is_empty() || !valid_label(v))
+            {
+                return Err(GcpError::invalid(format!(
+                    "Invalid value for field 'resource.labels': '{k}={v}'"
+                )));
+            }
+            if let Some(rid) = &q.request_id
+                && uuid::Uuid::parse_str(rid).is_err()
+            {
+                return Err(GcpError::invalid(format!(
+                    "Invalid value for field 'requestId': '{rid}'. Must be a UUID."
+                )));
+            }
+            // `zones/<zone>/machineTypes/<type>`, or a full URL ending so
+            let machine_type = b
+                .machine_type
+                .rsplit_once("/machineTypes/")
+                .map_or(b.machine_type.as_str(), |(_, t)| t)
+                .to_owned();
+            let spot = b
+                .scheduling
+                .and_then(|s| s.provisioning_model)
+                .is_some_and(|m| m == "SPOT");
+            let spec = GcpInsert {
+                name: b.name,
+                machine_type,
+                spot,
+                labels: b.labels,
+                metadata: b
+                    .metadata
+                    .map(|m| m.items.into_iter().map(|i| (i.key, i.value)).collect())
+                    .unwrap_or_default(),
+            };
+            let op = w.gcp_insert(
+                &project,
+                &zone,
+                q.request_id.as_deref(),
+                &spec,
+                injected,
+                elapsed,
+            )?;
+            let seen = w
+                .gcp_operation_peek(&op)
+                .ok_or_else(|| GcpError::not_found(&op))?;
+            Ok(operation_json(&seen))
+        },
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -562,16 +612,27 @@ pub(crate) async fn list(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}");
-    call(&sim, &headers, (&project, "compute.instances.list", &resource), "list", |w, _, _| {
-        known_zone(w, &project, &zone)?;
-        let filter = q.filter.as_deref().filter(|f| !f.trim().is_empty()).map(parse_filter).transpose()?;
-        let items: Vec<Value> = w
-            .gcp_instances(&project, &zone)
-            .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
-            .map(instance_json)
-            .collect();
-        Ok(json!({ "kind": "compute#instanceList", "items": items }))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.instances.list", &resource),
+        "list",
+        |w, _, _| {
+            known_zone(w, &project, &zone)?;
+            let filter = q
+                .filter
+                .as_deref()
+                .filter(|f| !f.trim().is_empty())
+                .map(parse_filter)
+                .transpose()?;
+            let items: Vec<Value> = w
+                .gcp_instances(&project, &zone)
+                .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
+                .map(instance_json)
+                .collect();
+            Ok(json!({ "kind": "compute#instanceList", "items": items }))
+        },
+    )
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/instances/{name}`.
@@ -581,11 +642,17 @@ pub(crate) async fn get(
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}/instances/{name}");
-    call(&sim, &headers, (&project, "compute.instances.get", &resource), "get", |w, _, _| {
-        w.gcp_instance(&project, &zone, &name)
-            .map(instance_json)
-            .ok_or_else(|| GcpError::not_found(&resource))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.instances.get", &resource),
+        "get",
+        |w, _, _| {
+            w.gcp_instance(&project, &zone, &name)
+                .map(instance_json)
+                .ok_or_else(|| GcpError::not_found(&resource))
+        },
+    )
 }
 
 /// `DELETE /compute/v1/projects/{project}/zones/{zone}/instances/{name}`.
@@ -595,13 +662,19 @@ pub(crate) async fn delete(
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}/instances/{name}");
-    call(&sim, &headers, (&project, "compute.instances.delete", &resource), "delete", |w, _, elapsed| {
-        let op = w.gcp_delete(&project, &zone, &name, elapsed)?;
-        let seen = w
-            .gcp_operation_peek(&op)
-            .ok_or_else(|| GcpError::not_found(&op))?;
-        Ok(operation_json(&seen))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.instances.delete", &resource),
+        "delete",
+        |w, _, elapsed| {
+            let op = w.gcp_delete(&project, &zone, &name, elapsed)?;
+            let seen = w
+                .gcp_operation_peek(&op)
+                .ok_or_else(|| GcpError::not_found(&op))?;
+            Ok(operation_json(&seen))
+        },
+    )
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/operations/{operation}`.
@@ -611,11 +684,17 @@ pub(crate) async fn operation(
     Path((project, zone, name)): Path<(String, String, String)>,
 ) -> Response {
     let resource = format!("projects/{project}/zones/{zone}/operations/{name}");
-    call(&sim, &headers, (&project, "compute.zoneOperations.get", &resource), "operations.get", |w, _, _| {
-        let mut op = w.gcp_operation(&project, &zone, &name)?;
-        op.done = true;
-        Ok(operation_json(&op))
-    })
+    call(
+        &sim,
+        &headers,
+        (&project, "compute.zoneOperations.get", &resource),
+        "operations.get",
+        |w, _, _| {
+            let mut op = w.gcp_operation(&project, &zone, &name)?;
+            op.done = true;
+            Ok(operation_json(&op))
+        },
+    )
 }
 
 // ------------------------------------------------------------------------ IAM, billing, status
@@ -634,7 +713,10 @@ pub(crate) async fn test_permissions(
     Path(resource): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let Some(project) = resource.strip_suffix(":testIamPermissions").map(str::to_owned) else {
+    let Some(project) = resource
+        .strip_suffix(":testIamPermissions")
+        .map(str::to_owned)
+    else {
         return error_response(&GcpError::not_found(&format!("projects/{resource}")));
     };
     let token = bearer(&headers);

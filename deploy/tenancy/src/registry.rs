@@ -582,14 +582,20 @@ mod tests {
             ("ab", "CAPSIGHT_GCP_ACME"),
         ] {
             assert!(
-                reg.set_gcp_account(&id("acme"), account(project, env)).is_err(),
+                reg.set_gcp_account(&id("acme"), account(project, env))
+                    .is_err(),
                 "{project} {env}"
             );
         }
         reg.set_gcp_account(&id("acme"), account("acme-ml", "CAPSIGHT_GCP_ACME"))
             .unwrap();
         assert_eq!(
-            reg.tenant(&id("acme")).unwrap().gcp.as_ref().unwrap().project_id,
+            reg.tenant(&id("acme"))
+                .unwrap()
+                .gcp
+                .as_ref()
+                .unwrap()
+                .project_id,
             "acme-ml"
         );
     }

@@ -110,7 +110,10 @@ async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
         ]
     );
     assert_eq!(ok.quota_headroom, 2);
-    assert!(ok.checks[0].reason.contains("testIamPermissions"), "{ok:#?}");
+    assert!(
+        ok.checks[0].reason.contains("testIamPermissions"),
+        "{ok:#?}"
+    );
     assert!(ok.checks[1].reason.contains("NVIDIA_H100_GPUS"), "{ok:#?}");
     assert!(ok.checks[1].reason.contains("GPUs"), "{ok:#?}");
 

@@ -405,13 +405,21 @@ fn h100_compares_across_aws_lambda_and_gcp_by_the_gpu_hour() {
     let lambda = h100(Provider::Lambda, "gpu_8x_h100_sxm5");
     let gcp = h100(Provider::Gcp, "a3-highgpu-8g");
     for t in [&aws, &lambda, &gcp] {
-        assert_eq!((t.gpu_model.as_str(), t.gpu_memory_gib, t.gpu_count), ("H100", 80, 8));
+        assert_eq!(
+            (t.gpu_model.as_str(), t.gpu_memory_gib, t.gpu_count),
+            ("H100", 80, 8)
+        );
     }
     // GCP's a3-highgpu-8g: $88.49 an hour for 8 GPUs
     assert!((gcp.usd_per_gpu_hour() - 88.49 / 8.0).abs() < 1e-9);
     assert!(lambda.usd_per_gpu_hour() < gcp.usd_per_gpu_hour());
     // the A100 40GB family scales with its GPUs, quota in GPUs of one metric
-    for (t, gpus) in [("a2-highgpu-1g", 1), ("a2-highgpu-2g", 2), ("a2-highgpu-4g", 4), ("a2-highgpu-8g", 8)] {
+    for (t, gpus) in [
+        ("a2-highgpu-1g", 1),
+        ("a2-highgpu-2g", 2),
+        ("a2-highgpu-4g", 4),
+        ("a2-highgpu-8g", 8),
+    ] {
         let a2 = h100(Provider::Gcp, t);
         assert_eq!((a2.gpu_model.as_str(), a2.gpu_count), ("A100", gpus));
         assert_eq!(a2.quota.on_demand, "NVIDIA_A100_GPUS");

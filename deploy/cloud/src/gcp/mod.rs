@@ -519,8 +519,7 @@ impl GcpAdapter {
     async fn zone_names(&self) -> Result<Vec<String>, CloudError> {
         self.zones
             .get_or_try_init(|| async {
-                let list: Items<WireZone> =
-                    self.get("zones.list", &self.compute("/zones")).await?;
+                let list: Items<WireZone> = self.get("zones.list", &self.compute("/zones")).await?;
                 let mut zones: Vec<String> = list
                     .items
                     .into_iter()
@@ -785,7 +784,10 @@ impl GcpAdapter {
             for sku in list.skus {
                 if sku.category.resource_group != "GPU"
                     || sku.category.usage_type != "Preemptible"
-                    || !sku.service_regions.iter().any(|r| r == self.region.as_str())
+                    || !sku
+                        .service_regions
+                        .iter()
+                        .any(|r| r == self.region.as_str())
                 {
                     continue;
                 }
@@ -914,9 +916,8 @@ impl CloudAdapter for GcpAdapter {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| {
-            CloudError::Invalid(format!("region {} has no zones", self.region))
-        }))
+        Err(last
+            .unwrap_or_else(|| CloudError::Invalid(format!("region {} has no zones", self.region))))
     }
 
     async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError> {
@@ -1204,7 +1205,10 @@ mod tests {
         assert_eq!(state_of("PROVISIONING"), InstanceState::Pending);
         assert_eq!(state_of("RUNNING"), InstanceState::Running);
         assert_eq!(state_of("TERMINATED"), InstanceState::Stopped);
-        assert_eq!(state_of("REPAIRING"), InstanceState::Other("REPAIRING".into()));
+        assert_eq!(
+            state_of("REPAIRING"),
+            InstanceState::Other("REPAIRING".into())
+        );
     }
 
     #[test]
@@ -1226,7 +1230,10 @@ mod tests {
             endpoint: "http://127.0.0.1:5599/".into(),
             ..GcpSettings::default()
         };
-        assert_eq!(own.base("https://compute.googleapis.com"), "http://127.0.0.1:5599");
+        assert_eq!(
+            own.base("https://compute.googleapis.com"),
+            "http://127.0.0.1:5599"
+        );
         assert_eq!(
             GcpSettings::default().base("https://compute.googleapis.com"),
             "https://compute.googleapis.com"

@@ -423,7 +423,9 @@ impl World {
         self.scenario
             .principals
             .iter()
-            .find(|p| p.provider == SimProvider::Gcp && !email.is_empty() && p.client_email == email)
+            .find(|p| {
+                p.provider == SimProvider::Gcp && !email.is_empty() && p.client_email == email
+            })
             .map(|p| p.public_key.as_str())
     }
 
@@ -656,10 +658,7 @@ impl World {
         elapsed: Duration,
     ) -> Result<String, GcpError> {
         if let Some(rid) = request_id
-            && let Some(op) = self
-                .gcp
-                .requests
-                .get(&(project.to_owned(), rid.to_owned()))
+            && let Some(op) = self.gcp.requests.get(&(project.to_owned(), rid.to_owned()))
         {
             return Ok(op.clone());
         }
@@ -890,10 +889,10 @@ impl World {
         name: &str,
         elapsed: Duration,
     ) -> Result<String, GcpError> {
-        let Some(i) = self
-            .gcp
-            .instances
-            .remove(&(project.to_owned(), zone.to_owned(), name.to_owned()))
+        let Some(i) =
+            self.gcp
+                .instances
+                .remove(&(project.to_owned(), zone.to_owned(), name.to_owned()))
         else {
             return Err(GcpError::not_found(&format!(
                 "projects/{project}/zones/{zone}/instances/{name}"
@@ -919,8 +918,7 @@ impl World {
     /// Provisioning instances whose time has come run.
     pub(super) fn settle_gcp(&mut self, elapsed: Duration) {
         for i in self.gcp.instances.values_mut() {
-            if i.status == GcpStatus::Provisioning && i.running_at.is_some_and(|at| at <= elapsed)
-            {
+            if i.status == GcpStatus::Provisioning && i.running_at.is_some_and(|at| at <= elapsed) {
                 i.status = GcpStatus::Running;
                 i.running_at = None;
             }
@@ -1118,7 +1116,14 @@ mod tests {
     fn empty_and_stocked_out_zones_answer_the_two_pool_exhausted_codes() {
         let mut w = world();
         let op = w
-            .gcp_insert("acme-ml", "us-central1-b", None, &spec("x"), None, Duration::ZERO)
+            .gcp_insert(
+                "acme-ml",
+                "us-central1-b",
+                None,
+                &spec("x"),
+                None,
+                Duration::ZERO,
+            )
             .unwrap();
         assert_eq!(
             op_error(&mut w, &op, "us-central1-b").as_deref(),
@@ -1173,7 +1178,12 @@ mod tests {
              market = \"on_demand\"\ncapacity = 9\nstock = 5\nrefill_per_hour = 40\ndemand_per_hour = 40\n"
         );
         let run = |text: &str| {
-            let mut w = World::new(Scenario::parse(text).unwrap(), 3, BTreeMap::new(), Utc::now());
+            let mut w = World::new(
+                Scenario::parse(text).unwrap(),
+                3,
+                BTreeMap::new(),
+                Utc::now(),
+            );
             w.advance(Duration::from_secs(6 * 3600));
             w.truth()
         };
