@@ -387,9 +387,10 @@ impl GcpAdapter {
         if project.trim().is_empty() {
             return Err(CloudError::Invalid("a GCP project id is required".into()));
         }
-        if !gcp.endpoint.is_empty()
-            && !(gcp.endpoint.starts_with("https://") || gcp.endpoint.starts_with("http://"))
-        {
+        let endpoint_ok = gcp.endpoint.is_empty()
+            || gcp.endpoint.starts_with("https://")
+            || gcp.endpoint.starts_with("http://");
+        if !endpoint_ok {
             return Err(CloudError::Invalid(format!(
                 "gcp.endpoint {:?} must be an http(s) URL",
                 gcp.endpoint
