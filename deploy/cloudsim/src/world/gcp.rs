@@ -14,8 +14,9 @@
 //!   `requestId` in the same project returns the same operation and changes nothing.
 //! * A pool emptied by a `stockout` event answers `ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS`,
 //!   one emptied by launches or demand `ZONE_RESOURCE_POOL_EXHAUSTED`.
-//! * GCP pools draw from the market RNG after every AWS and Lambda draw (a scenario without
-//!   them keeps its randomness); requests never draw. Spot prices stay at the pool's base.
+//! * GCP pools draw from a market RNG of their own (seeded from the run's seed), so adding GCP
+//!   to a scenario changes nothing of its AWS and Lambda randomness; requests never draw. Spot
+//!   prices stay at the pool's base.
 
 use std::sync::OnceLock;
 
@@ -340,8 +341,10 @@ impl GcpCaller {
 }
 
 /// GCP's part of the world.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GcpWorld {
+    /// The GCP pools' own market RNG.
+    rng: ChaCha8Rng,
     /// Pools by (zone, type, market).
     pub(super) pools: BTreeMap<PoolKey, PoolState>,
     /// Spot base prices by (zone, type), USD per instance-hour.
@@ -358,9 +361,18 @@ pub struct GcpWorld {
 }
 
 impl GcpWorld {
-    /// The GCP pools and spot prices of `scenario`.
-    pub(super) fn new(scenario: &Scenario) -> Self {
-        let mut world = Self::default();
+    /// The GCP pools and spot prices of `scenario`, their RNG seeded from `seed`.
+    pub(super) fn new(scenario: &Scenario, seed: u64) -> Self {
+        let mut world = Self {
+            rng: ChaCha8Rng::seed_from_u64(seed.rotate_left(23) ^ 0x6763_705f_6d6b_7421),
+            pools: BTreeMap::new(),
+            spot_prices: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            counter: 0,
+        };
         for p in scenario
             .pools
             .iter()
@@ -952,12 +964,13 @@ impl World {
         }
     }
 
-    /// One market step of the GCP pools (after every other draw).
+    /// One market step of the GCP pools (their own RNG).
     pub(super) fn gcp_random_step(&mut self) {
         let hours = self.scenario.step.as_secs_f64() / 3600.0;
-        for pool in self.gcp.pools.values_mut() {
-            let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
-            let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
+        let gcp = &mut self.gcp;
+        for pool in gcp.pools.values_mut() {
+            let refill = arrivals(&mut gcp.rng, pool.refill_per_hour * hours);
+            let demand = arrivals(&mut gcp.rng, pool.demand_per_hour * hours);
             if pool.stocked_out {
                 pool.stock = 0;
                 continue;

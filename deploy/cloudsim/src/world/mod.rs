@@ -484,7 +484,7 @@ impl World {
             pools,
             lambda_pools,
             lambda_instances: BTreeMap::new(),
-            gcp: gcp::GcpWorld::new(&scenario),
+            gcp: gcp::GcpWorld::new(&scenario, seed),
             prices,
             quotas,
             instances: BTreeMap::new(),

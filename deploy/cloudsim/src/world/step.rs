@@ -338,7 +338,7 @@ impl World {
             let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
             pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
         }
-        // GCP pools draw last: a scenario without them keeps its randomness.
+        // GCP pools draw from their own RNG: AWS and Lambda randomness stays as it was.
         self.gcp_random_step();
     }
 
