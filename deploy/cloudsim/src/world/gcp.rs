@@ -390,15 +390,7 @@ impl GcpWorld {
                     instance_type: p.instance_type.clone(),
                     market: p.market,
                 },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, region, &scenario.defaults),
             );
             if p.market == PoolMarket::Spot {
                 let od = gcp_types()

@@ -78,6 +78,25 @@ pub struct PoolState {
     pub stocked_out: bool,
 }
 
+impl PoolState {
+    /// A scenario pool's state at the start, in `region`.
+    pub(crate) fn of(
+        p: &crate::scenario::Pool,
+        region: String,
+        defaults: &crate::scenario::Defaults,
+    ) -> Self {
+        Self {
+            region,
+            capacity: p.capacity,
+            stock: p.stock,
+            refill_per_hour: p.refill_per_hour,
+            demand_per_hour: p.demand_per_hour,
+            provisioning: p.provisioning.unwrap_or(defaults.provisioning),
+            stocked_out: false,
+        }
+    }
+}
+
 /// Spot price state of one (zone, type).
 #[derive(Debug, Clone)]
 struct SpotPrice {
@@ -430,15 +449,7 @@ impl World {
                     instance_type: p.instance_type.clone(),
                     market: p.market,
                 },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, region, &scenario.defaults),
             );
             if p.market == PoolMarket::Spot {
                 let od = types
