@@ -44,6 +44,8 @@ pub struct ProbeConfig {
     pub cloud: capsight_cloud::CloudSettings,
     /// `[probe]`.
     pub probe: ProbeSettings,
+    /// `[gcp]`: with a project, its regions are probed too (insert, then delete).
+    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: recovers today's spend from the audit trail (no probe before it is known: a
@@ -54,9 +56,13 @@ pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), Collector
     let (config, catalog) = (&c.config, &c.catalog);
     capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
         .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
-    let adapters = watched_aws_adapters(&config.cloud, catalog, &config.probe.regions)
+    let mut adapters = watched_aws_adapters(&config.cloud, catalog, &config.probe.regions)
         .await
         .map_err(|e| CollectorError::setup("probe", e))?;
+    adapters.extend(
+        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, catalog)
+            .map_err(|e| CollectorError::setup("gcp", e))?,
+    );
     let account = account(config, catalog).await;
     let audit =
         audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;

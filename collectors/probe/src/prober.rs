@@ -9,7 +9,7 @@
 //! 3. on-demand zonal keys are probed with a capacity reservation for 1 instance (tagged
 //!    `capsight:probe=<probe id>`, ClientToken = probe id, `EndDate` = now +
 //!    `reservation_expiry`), cancelled at once; when the reservation cannot answer (permission
-//!    or unknown error) and for spot or region-level keys, a launch probe follows: RunInstances
+//!    or unknown error), for spot or region-level keys and on GCP, a launch probe follows: RunInstances
 //!    count 1 (same tag and token), terminated as soon as the cloud returns it (pending);
 //! 4. the outcome is classified (success, capacity, quota, permission, ...) into a
 //!    `launch_attempt` signal (source `probe`, id derived from the probe id: a retried
@@ -401,7 +401,11 @@ impl Prober {
         }
 
         // 2.-3. budget, audit, cloud
-        let first = if key.market == Market::OnDemand && key.zone.is_some() {
+        // GCP has no reservation probe here: insert, then delete
+        let first = if key.market == Market::OnDemand
+            && key.zone.is_some()
+            && key.provider != capsight_proto::domain::Provider::Gcp
+        {
             Method::CapacityReservation
         } else {
             Method::Launch

@@ -4,7 +4,8 @@
 //! Contract:
 //! * every `quota.interval` (1-6 h in production) each (region, catalog type offered there,
 //!   market) is read through the cloud adapter (`quota_headroom`: Service Quotas limit minus
-//!   the vCPUs of running instances of the family);
+//!   the vCPUs of running instances of the family; on GCP, with a `[gcp]` project, the GPU
+//!   metric's limit minus its usage, or `GPUS_ALL_REGIONS` when that leaves less room);
 //! * a reading is published when it differs from the last one published for its key, and again
 //!   every `quota.heartbeat` even when unchanged, so the scorer knows it is still current;
 //! * signal ids derive from (key, reading, observation time): every reading is one observation
@@ -184,6 +185,8 @@ pub struct QuotaConfig {
     pub cloud: capsight_cloud::CloudSettings,
     /// `[quota]`.
     pub quota: QuotaSettings,
+    /// `[gcp]`: with a project, its regions are watched too.
+    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: polls every watched region's family quotas every `quota.interval` (or once)
@@ -195,9 +198,13 @@ pub async fn run(
     use capsight_cloud::regional::watched_aws_adapters;
     use capsight_collector_kit::CollectorError;
     let config = &c.config;
-    let adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.quota.regions)
+    let mut adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.quota.regions)
         .await
         .map_err(|e| CollectorError::setup("quota", e))?;
+    adapters.extend(
+        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, &c.catalog)
+            .map_err(|e| CollectorError::setup("gcp", e))?,
+    );
     tracing::info!(regions = adapters.len(), interval = ?config.quota.interval, "quota collector starting");
     let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
         adapters,

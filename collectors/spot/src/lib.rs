@@ -2,7 +2,8 @@
 //! own cadence.
 //!
 //! * **prices** (`spot.price_interval`, 5-15 min): spot price history since the last pass; one
-//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time;
+//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time (on
+//!   GCP, with a `[gcp]` project: the Billing Catalog's Spot GPU price, one point per zone);
 //! * **placement scores** (`spot.placement_interval`): AWS caps distinct requests per account
 //!   per day, so calls are budgeted (`spot.placement_calls_per_day`, reset at UTC midnight) and
 //!   spread round-robin over types; each call's per-zone scores become `PlacementScore`
@@ -303,6 +304,8 @@ impl SpotCollector {
                         );
                     }
                 }
+                // a cloud without placement scores (GCP) is not an error
+                Err(capsight_cloud::CloudError::Unsupported { .. }) => {}
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(region = %adapter.region(), %t, error = %e, "placement score failed");
@@ -498,6 +501,8 @@ pub struct SpotConfig {
     pub cloud: capsight_cloud::CloudSettings,
     /// `[spot]`.
     pub spot: SpotSettings,
+    /// `[gcp]`: with a project, its regions are watched too (Spot prices, offerings).
+    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: every signal family on its own cadence (or all once) until the shutdown fires.
@@ -509,9 +514,13 @@ pub async fn run(
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    let adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.spot.regions)
+    let mut adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.spot.regions)
         .await
         .map_err(|e| CollectorError::setup("spot", e))?;
+    adapters.extend(
+        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, &c.catalog)
+            .map_err(|e| CollectorError::setup("gcp", e))?,
+    );
     let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(

@@ -146,6 +146,23 @@ enum TenantCommand {
         #[arg(long)]
         remove: bool,
     },
+    /// Register the tenant's Google Cloud project (preflight permission and quota, launches on
+    /// GCP): its project id and the name of the environment variable that holds the path of its
+    /// service-account JSON key file on the gateway and the launcher (never the key itself).
+    Gcp {
+        /// Tenant id.
+        id: String,
+        /// The project id, e.g. `acme-ml`.
+        #[arg(long, required_unless_present = "remove")]
+        project: Option<String>,
+        /// The environment variable with the path of the tenant's service-account key file,
+        /// e.g. `CAPSIGHT_GCP_CREDENTIALS_ACME`.
+        #[arg(long, required_unless_present = "remove")]
+        credentials_env: Option<String>,
+        /// Remove the registration.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set the most GPUs the tenant's live launches may hold together (0 = tenancy.default_gpu_quota).
     Quota {
         /// Tenant id.
@@ -353,6 +370,32 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 println!("lambda account of {id} set");
             } else {
                 println!("lambda account of {id} removed");
+            }
+        }
+        TenantCommand::Gcp {
+            id,
+            project,
+            credentials_env,
+            remove,
+        } => {
+            let id = TenantId::parse(&id)?;
+            let account = match (remove, project, credentials_env) {
+                (true, _, _) => None,
+                (false, Some(project_id), Some(credentials_env)) => {
+                    Some(capsight_tenancy::GcpAccount {
+                        project_id,
+                        credentials_env,
+                    })
+                }
+                _ => anyhow::bail!("--project and --credentials-env are required"),
+            };
+            let set = account.is_some();
+            reg.set_gcp_account(&id, account)?;
+            reg.save(path)?;
+            if set {
+                println!("gcp project of {id} set");
+            } else {
+                println!("gcp project of {id} removed");
             }
         }
         TenantCommand::Quota { id, gpus } => {

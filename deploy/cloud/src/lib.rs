@@ -16,11 +16,15 @@
 //!   `AWS_ENDPOINT_URL=http://127.0.0.1:5599` points the same code at `cloudsim`.
 //! * [`lambda`]: Lambda Cloud over its REST API (`reqwest`), keyed by region (no zones), with
 //!   its availability listing; operations Lambda lacks are [`CloudError::Unsupported`].
+//! * [`gcp`]: Compute Engine over its REST APIs (`reqwest`), zones by their GCP names,
+//!   service-account credentials (`GOOGLE_APPLICATION_CREDENTIALS`); operations it does not
+//!   implement are [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
 pub mod aws;
 mod error;
+pub mod gcp;
 pub mod lambda;
 pub mod regional;
 mod retry;

@@ -11,8 +11,13 @@
 //! own API key, read from the environment variable its registration names (never stored in
 //! the registry); a tenant without a Lambda registration has no Lambda adapter.
 //!
+//! Google Cloud ([`GcpClouds`], offered by [`TenantClouds::gcp_clouds`]): the tenant's own
+//! project and service account, whose key file's path is the value of the environment variable
+//! its registration names (neither key nor path is in the registry).
+//!
 //! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
-//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`];
+//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`], GCP through
+//! [`TenantClouds::gcp_clouds`];
 //! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
 //! launcher never falls back to a provider it cannot).
 
@@ -21,6 +26,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     CloudAdapter, CloudError, CloudSettings, Provider, Region,
     aws::AwsAdapter,
+    gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
 };
 use async_trait::async_trait;
@@ -62,6 +68,11 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants' Google Cloud adapters, when these clouds include GCP.
+    fn gcp_clouds(&self) -> Option<&GcpClouds> {
+        None
+    }
+
     /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
     /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
     async fn adapter_on(
@@ -83,7 +94,14 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
                     None => Err(none()),
                 }
             }
-            Provider::Gcp | Provider::Azure => Err(none()),
+            Provider::Gcp => {
+                let gcp = self.gcp_clouds().ok_or_else(none)?;
+                match gcp.adapter(tenant, region).await? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
+            Provider::Azure => Err(none()),
         }
     }
 
@@ -93,12 +111,14 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         match provider {
             Provider::Aws => tenant.aws_role.is_some(),
             Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
-            Provider::Gcp | Provider::Azure => false,
+            Provider::Gcp => self.gcp_clouds().is_some_and(|g| g.has_credentials(tenant)),
+            Provider::Azure => false,
         }
     }
 }
 
-/// Looks a tenant's Lambda API key up by the environment variable name its registration gives.
+/// Looks a tenant's secret (a Lambda API key, a GCP key file's path) up by the environment
+/// variable name its registration gives.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Lambda Cloud adapters acting with tenants' own API keys.
@@ -191,6 +211,138 @@ impl TenantClouds for WithLambda {
 
     fn lambda_clouds(&self) -> Option<&LambdaClouds> {
         Some(&self.lambda)
+    }
+
+    fn gcp_clouds(&self) -> Option<&GcpClouds> {
+        self.inner.gcp_clouds()
+    }
+}
+
+/// Google Cloud adapters acting as tenants' own service accounts in their projects.
+pub struct GcpClouds {
+    gcp: GcpSettings,
+    cloud: CloudSettings,
+    catalog: Arc<Catalog>,
+    paths: KeyLookup,
+    /// (tenant, project, key file path) -> the adapter whose token cache is shared.
+    adapters: tokio::sync::Mutex<HashMap<(String, String, String), GcpAdapter>>,
+}
+
+impl std::fmt::Debug for GcpClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcpClouds")
+            .field("endpoint", &self.gcp.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GcpClouds {
+    /// Key file paths from the process environment.
+    pub fn from_env(gcp: GcpSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_paths(
+            gcp,
+            cloud,
+            catalog,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )
+    }
+
+    /// Key file paths from `paths` (tests: no process environment is touched).
+    pub fn with_paths(
+        gcp: GcpSettings,
+        cloud: CloudSettings,
+        catalog: Arc<Catalog>,
+        paths: KeyLookup,
+    ) -> Self {
+        Self {
+            gcp,
+            cloud,
+            catalog,
+            paths,
+            adapters: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn path_of(&self, tenant: &Tenant) -> Option<String> {
+        let account = tenant.gcp.as_ref()?;
+        (self.paths)(&account.credentials_env).filter(|p| !p.trim().is_empty())
+    }
+
+    /// Whether `tenant` registered a GCP project whose credentials variable is set here.
+    pub fn has_credentials(&self, tenant: &Tenant) -> bool {
+        self.path_of(tenant).is_some()
+    }
+
+    /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no GCP project,
+    /// [`CloudError::Invalid`] when the variable its registration names is not set or the key
+    /// file is unusable.
+    pub async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<GcpAdapter>, CloudError> {
+        let Some(account) = &tenant.gcp else {
+            return Ok(None);
+        };
+        let path = self.path_of(tenant).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "the GCP service-account key of tenant {} ({}) is not set on this service",
+                tenant.id, account.credentials_env
+            ))
+        })?;
+        let key = (
+            tenant.id.to_string(),
+            account.project_id.clone(),
+            path.clone(),
+        );
+        let mut adapters = self.adapters.lock().await;
+        if let Some(a) = adapters.get(&key) {
+            return Ok(Some(a.in_region(region.clone())));
+        }
+        let tokens = Tokens::new(ServiceAccount::from_file(std::path::Path::new(&path))?);
+        let adapter = GcpAdapter::new(
+            self.gcp.clone(),
+            self.cloud.clone(),
+            tokens,
+            account.project_id.clone(),
+            region.clone(),
+            Arc::clone(&self.catalog),
+        )?;
+        adapters.insert(key, adapter.clone());
+        Ok(Some(adapter))
+    }
+}
+
+/// Other tenant clouds plus Google Cloud.
+#[derive(Debug)]
+pub struct WithGcp {
+    inner: Arc<dyn TenantClouds>,
+    gcp: GcpClouds,
+}
+
+impl WithGcp {
+    /// `inner` for everything else, `gcp` for GCP.
+    pub fn new(inner: Arc<dyn TenantClouds>, gcp: GcpClouds) -> Self {
+        Self { inner, gcp }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for WithGcp {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        self.inner.adapter(tenant, region).await
+    }
+
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        self.inner.lambda_clouds()
+    }
+
+    fn gcp_clouds(&self) -> Option<&GcpClouds> {
+        Some(&self.gcp)
     }
 }
 

@@ -6,6 +6,9 @@
 //! * Service Quotas JSON 1.1 ([`quotas`]) and STS `AssumeRole`/`GetCallerIdentity` ([`sts`]);
 //! * a Statuspage `summary.json` and AWS-style RSS feeds ([`status`]);
 //! * Lambda Cloud's REST API subset under `/api/v1` ([`lambda`]), API keys as callers;
+//! * Google Cloud's Compute Engine subset under `/compute/v1`, its OAuth2 token endpoint for
+//!   service accounts, Resource Manager's `testIamPermissions`, the Billing Catalog's Spot GPU
+//!   SKUs and the status page's `incidents.json` ([`gcp`]);
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -21,6 +24,7 @@ pub mod auth;
 pub mod clock;
 pub mod ec2;
 pub mod error;
+pub mod gcp;
 pub mod lambda;
 pub mod params;
 pub mod quotas;
@@ -306,6 +310,36 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/instances", get(lambda::instances))
         .route("/api/v1/instances/{id}", get(lambda::instance))
         .route("/rss/{feed}", get(rss))
+        .route("/token", post(gcp::token))
+        .route("/compute/v1/projects/{project}", get(gcp::project))
+        .route("/compute/v1/projects/{project}/zones", get(gcp::zones))
+        .route(
+            "/compute/v1/projects/{project}/regions/{region}",
+            get(gcp::region),
+        )
+        .route(
+            "/compute/v1/projects/{project}/zones/{zone}/machineTypes",
+            get(gcp::machine_types),
+        )
+        .route(
+            "/compute/v1/projects/{project}/zones/{zone}/acceleratorTypes",
+            get(gcp::accelerator_types),
+        )
+        .route(
+            "/compute/v1/projects/{project}/zones/{zone}/instances",
+            get(gcp::list).post(gcp::insert),
+        )
+        .route(
+            "/compute/v1/projects/{project}/zones/{zone}/instances/{name}",
+            get(gcp::get).delete(gcp::delete),
+        )
+        .route(
+            "/compute/v1/projects/{project}/zones/{zone}/operations/{operation}",
+            get(gcp::operation),
+        )
+        .route("/v1/projects/{resource}", post(gcp::test_permissions))
+        .route("/v1/services/{service}/skus", get(gcp::skus))
+        .route("/incidents.json", get(gcp_incidents))
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
@@ -433,6 +467,10 @@ async fn summary(State(sim): State<Arc<Sim>>) -> Response {
     Json(body).into_response()
 }
 
+async fn gcp_incidents(State(sim): State<Arc<Sim>>) -> Response {
+    Json(sim.with_world(|w, _| gcp::incidents(w))).into_response()
+}
+
 async fn rss(State(sim): State<Arc<Sim>>, Path(feed): Path<String>) -> Response {
     let body = sim.with_world(|w, _| status::rss(w, &feed));
     (
@@ -474,6 +512,15 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
             .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
                 serde_json::json!({
                     "key": format!("lambda/{region}//{itype}/on_demand"),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": null,
+                })
+            }))
+            .chain(w.gcp().pools().iter().map(|(k, p)| {
+                serde_json::json!({
+                    "key": format!("gcp/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
                     "stock": p.stock,
                     "capacity": p.capacity,
                     "stocked_out": p.stocked_out,

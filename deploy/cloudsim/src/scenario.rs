@@ -53,7 +53,8 @@ impl PoolMarket {
 
 /// Which cloud a pool, account or principal belongs to. `aws` (the default) is keyed by zone;
 /// `lambda` (Lambda Cloud) has no zones and is keyed by region, as in capacity keys
-/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`).
+/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`); `gcp` (Compute Engine) is keyed by its
+/// zone (`us-central1-a`), declared in `[[zones]]` with `provider = "gcp"`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
 )]
@@ -64,6 +65,8 @@ pub enum SimProvider {
     Aws,
     /// Lambda Cloud (its REST API under `/api/v1`, API keys).
     Lambda,
+    /// Google Cloud Compute Engine (`/compute/v1`, service accounts with OAuth2 tokens).
+    Gcp,
 }
 
 impl SimProvider {
@@ -72,6 +75,7 @@ impl SimProvider {
         match self {
             Self::Aws => "aws",
             Self::Lambda => "lambda",
+            Self::Gcp => "gcp",
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct Defaults {
     /// Lambda accounts: instances an account may hold (booting or active) when it does not
     /// set the `lambda-account-instances` quota.
     pub lambda_instance_limit: u32,
+    /// GCP projects: the limit of any quota metric a project does not list (new projects have
+    /// no GPU quota).
+    pub gcp_quota: f64,
 }
 
 impl Default for Defaults {
@@ -173,6 +180,7 @@ impl Default for Defaults {
             api_requests_per_second: 0.0,
             api_burst: 20,
             lambda_instance_limit: 10,
+            gcp_quota: 0.0,
         }
     }
 }
@@ -181,11 +189,16 @@ impl Default for Defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
+    /// The cloud (`aws` unless `gcp`).
+    #[serde(default)]
+    pub provider: SimProvider,
     /// Region, e.g. `us-east-1`.
     pub region: String,
-    /// AZ ID, e.g. `use1-az4`: the same physical zone for every account.
+    /// AZ ID, e.g. `use1-az4`: the same physical zone for every account (GCP: the zone name,
+    /// e.g. `us-central1-a`, the same for every project).
     pub id: String,
-    /// AZ name for accounts with `zone_shift = 0`, e.g. `us-east-1a`.
+    /// AZ name for accounts with `zone_shift = 0`, e.g. `us-east-1a` (GCP: leave out).
+    #[serde(default)]
     pub name: String,
 }
 
@@ -193,7 +206,7 @@ pub struct Zone {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
-    /// 12-digit account id (AWS); any name (Lambda).
+    /// 12-digit account id (AWS); any name (Lambda); the project id (GCP).
     pub id: String,
     /// The cloud (`aws` unless `lambda`).
     #[serde(default)]
@@ -206,7 +219,9 @@ pub struct Account {
     #[serde(default)]
     pub zone_shift: usize,
     /// Quota code -> value in vCPUs (Service Quotas, service `ec2`); Lambda:
-    /// `lambda-account-instances` -> instances the account may hold.
+    /// `lambda-account-instances` -> instances the account may hold; GCP: quota metric
+    /// (`NVIDIA_H100_GPUS`, `PREEMPTIBLE_NVIDIA_H100_GPUS`, `CPUS`: the limit in every region;
+    /// `GPUS_ALL_REGIONS`: the project-wide GPU limit).
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
 }
@@ -224,12 +239,20 @@ pub struct Principal {
     /// The API key (Lambda): `Authorization: Bearer <key>` or basic auth with the key as user.
     #[serde(default)]
     pub api_key: String,
+    /// The service account's email (GCP): the `iss` of the JWT it exchanges for a token.
+    #[serde(default)]
+    pub client_email: String,
+    /// The service account's public key (GCP), PEM (`BEGIN RSA PUBLIC KEY`): the JWT's
+    /// signature is checked with it.
+    #[serde(default)]
+    pub public_key: String,
     /// The account.
     pub account: String,
     /// IAM user name, for ARNs in messages.
     pub user: String,
     /// Allowed actions: `ec2:RunInstances`, `ec2:Describe*`, `ec2:*`, `servicequotas:*`,
-    /// `sts:AssumeRole`, `*`.
+    /// `sts:AssumeRole`, `*`; GCP: IAM permissions, `compute.instances.create`,
+    /// `compute.instances.*`, `compute.*`.
     #[serde(default)]
     pub allow: Vec<String>,
 }
@@ -268,7 +291,7 @@ pub struct Pool {
     /// The cloud (`aws` unless `lambda`).
     #[serde(default)]
     pub provider: SimProvider,
-    /// AZ ID (AWS); empty for Lambda, which has no zones.
+    /// AZ ID (AWS), zone (GCP); empty for Lambda, which has no zones.
     #[serde(default)]
     pub zone: String,
     /// Region (Lambda only; an AWS pool's region is its zone's).
@@ -292,7 +315,8 @@ pub struct Pool {
     #[serde(with = "humantime_serde", default)]
     pub provisioning: Option<Duration>,
     /// Spot pools: base price in USD/hour (default: catalog on-demand price x
-    /// `defaults.spot_discount`).
+    /// `defaults.spot_discount`). GCP spot prices stay at this price (Google changes them at
+    /// most monthly).
     pub spot_price: Option<f64>,
     /// Spot pools: per-step relative price noise.
     #[serde(default = "default_volatility")]
@@ -488,7 +512,38 @@ impl Scenario {
                 ));
             }
         }
-        let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
+        let zone = |id: &str| {
+            self.zones
+                .iter()
+                .any(|z| z.id == id && z.provider == SimProvider::Aws)
+        };
+        let gcp_zone = |id: &str| {
+            self.zones
+                .iter()
+                .any(|z| z.id == id && z.provider == SimProvider::Gcp)
+        };
+        let gcp_pool = |zone: &str, instance_type: &str| {
+            self.pools.iter().any(|p| {
+                p.provider == SimProvider::Gcp && p.zone == zone && p.instance_type == instance_type
+            })
+        };
+        for z in &self.zones {
+            match z.provider {
+                SimProvider::Aws if z.name.is_empty() => {
+                    return bad(format!("zone {}: an AWS zone needs its name", z.id));
+                }
+                SimProvider::Lambda => {
+                    return bad(format!("zone {}: Lambda has no zones", z.id));
+                }
+                SimProvider::Gcp if !z.id.starts_with(&format!("{}-", z.region)) => {
+                    return bad(format!(
+                        "gcp zone {}: a GCP zone is named <region>-<letter> ({})",
+                        z.id, z.region
+                    ));
+                }
+                _ => {}
+            }
+        }
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
         let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
         let lambda_pool = |region: &str, instance_type: &str| {
@@ -499,6 +554,21 @@ impl Scenario {
             })
         };
         for p in &self.pools {
+            if p.provider == SimProvider::Gcp {
+                if !p.region.is_empty() || !gcp_zone(&p.zone) {
+                    return bad(format!(
+                        "gcp pool {}: give a declared gcp zone, not a region ({:?})",
+                        p.instance_type, p.zone
+                    ));
+                }
+                if p.stock > p.capacity {
+                    return bad(format!(
+                        "pool {}/{}: stock > capacity",
+                        p.zone, p.instance_type
+                    ));
+                }
+                continue;
+            }
             if p.provider == SimProvider::Lambda {
                 if !p.zone.is_empty() || p.region.is_empty() {
                     return bad(format!(
@@ -548,7 +618,13 @@ impl Scenario {
             let (name, key) = match p.provider {
                 SimProvider::Aws => ("access_key_id", &p.access_key_id),
                 SimProvider::Lambda => ("api_key", &p.api_key),
+                SimProvider::Gcp => ("client_email", &p.client_email),
             };
+            if p.provider == SimProvider::Gcp && !p.public_key.contains("BEGIN RSA PUBLIC KEY") {
+                return bad(format!(
+                    "gcp principal {key}: public_key must be a PEM RSA public key"
+                ));
+            }
             if key.is_empty() {
                 return bad(format!(
                     "{} principal {}: {name} is required",
@@ -595,6 +671,23 @@ impl Scenario {
                 } if !lambda_pool(region, instance_type) => {
                     return bad(format!(
                         "event at {:?}: no lambda pool {region}/{instance_type}",
+                        e.at
+                    ));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::Gcp,
+                    zone,
+                    instance_type,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::Gcp,
+                    zone,
+                    instance_type,
+                    ..
+                } if !gcp_pool(zone, instance_type) => {
+                    return bad(format!(
+                        "event at {:?}: no gcp pool {zone}/{instance_type}",
                         e.at
                     ));
                 }

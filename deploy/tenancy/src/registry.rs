@@ -149,6 +149,10 @@ pub struct Tenant {
     /// account's instance limit (preflight permission and quota on Lambda).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda: Option<LambdaAccount>,
+    /// The tenant's Google Cloud project: its id and where capsight finds the tenant's
+    /// service-account key file (preflight permission and quota, launches on GCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<GcpAccount>,
     /// Most GPUs the tenant's live launches (provisioning or running) may hold together;
     /// preflight and the launcher refuse a launch over it. `None` = `tenancy.default_gpu_quota`
     /// ([`Tenant::gpu_quota_or`]).
@@ -223,6 +227,54 @@ impl LambdaAccount {
     }
 }
 
+/// Whether `name` can name an environment variable: `[A-Z_][A-Z0-9_]*`, at most 64.
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A tenant's Google Cloud project. The service-account key is never in the registry, nor its
+/// path: `credentials_env` names the environment variable of the services that act for the
+/// tenant whose value is the path of the key file (a mounted Kubernetes Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcpAccount {
+    /// The project id (`acme-ml`): 6-30 lowercase letters, digits and hyphens, starting with a
+    /// letter.
+    pub project_id: String,
+    /// The environment variable holding the path of the tenant's service-account JSON key
+    /// file, e.g. `CAPSIGHT_GCP_CREDENTIALS_ACME`.
+    pub credentials_env: String,
+}
+
+impl GcpAccount {
+    /// Checks the project id and that `credentials_env` names an environment variable.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let p = &self.project_id;
+        let project_ok = (6..=30).contains(&p.len())
+            && p.starts_with(|c: char| c.is_ascii_lowercase())
+            && !p.ends_with('-')
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !project_ok {
+            return Err(RegistryError::Invalid(format!(
+                "gcp.project_id {p:?} must be a GCP project id (6-30 of [a-z0-9-], starting with a letter)"
+            )));
+        }
+        if !is_env_name(&self.credentials_env) {
+            return Err(RegistryError::Invalid(format!(
+                "gcp.credentials_env {:?} must be an environment variable name ([A-Z_][A-Z0-9_]*)",
+                self.credentials_env
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// A fresh external id: `capsight-` and 32 random hex digits, unique per tenant and not
 /// guessable, so no other customer of capsight can make capsight assume the tenant's role.
 fn new_external_id() -> String {
@@ -288,6 +340,12 @@ impl Registry {
                     reason: format!("tenant {} appears twice", t.id),
                 });
             }
+            if let Some(Err(e)) = t.gcp.as_ref().map(GcpAccount::validate) {
+                return Err(RegistryError::Parse {
+                    path: path.to_owned(),
+                    reason: format!("tenant {}: {e}", t.id),
+                });
+            }
             if let Some(Err(e)) = t.lambda.as_ref().map(LambdaAccount::validate) {
                 return Err(RegistryError::Parse {
                     path: path.to_owned(),
@@ -345,6 +403,7 @@ impl Registry {
             zone_map: BTreeMap::new(),
             aws_role: None,
             lambda: None,
+            gcp: None,
             gpu_quota: None,
             max_open_streams: None,
             keys: Vec::new(),
@@ -359,6 +418,19 @@ impl Registry {
         role: Option<CloudRole>,
     ) -> Result<(), RegistryError> {
         self.tenant_mut(tenant)?.aws_role = role;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) `tenant`'s Google Cloud project.
+    pub fn set_gcp_account(
+        &mut self,
+        tenant: &TenantId,
+        account: Option<GcpAccount>,
+    ) -> Result<(), RegistryError> {
+        if let Some(a) = &account {
+            a.validate()?;
+        }
+        self.tenant_mut(tenant)?.gcp = account;
         Ok(())
     }
 
@@ -491,6 +563,41 @@ mod tests {
 
     fn id(s: &str) -> TenantId {
         TenantId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_gcp_account_names_a_project_and_an_environment_variable_never_a_key() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let account = |project: &str, env: &str| {
+            Some(GcpAccount {
+                project_id: project.into(),
+                credentials_env: env.into(),
+            })
+        };
+        for (project, env) in [
+            ("acme-ml", "/etc/keys/acme.json"),
+            ("acme-ml", "{\"private_key\": \"x\"}"),
+            ("Acme_ML", "CAPSIGHT_GCP_ACME"),
+            ("ab", "CAPSIGHT_GCP_ACME"),
+        ] {
+            assert!(
+                reg.set_gcp_account(&id("acme"), account(project, env))
+                    .is_err(),
+                "{project} {env}"
+            );
+        }
+        reg.set_gcp_account(&id("acme"), account("acme-ml", "CAPSIGHT_GCP_ACME"))
+            .unwrap();
+        assert_eq!(
+            reg.tenant(&id("acme"))
+                .unwrap()
+                .gcp
+                .as_ref()
+                .unwrap()
+                .project_id,
+            "acme-ml"
+        );
     }
 
     #[test]

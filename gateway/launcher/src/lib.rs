@@ -98,6 +98,15 @@ pub async fn run_on_aws(
             config.cloud.clone(),
         ),
     ));
+    // Google Cloud with tenants' own service accounts (the key files their variables name)
+    let clouds = Arc::new(capsight_cloud::tenants::WithGcp::new(
+        clouds,
+        capsight_cloud::tenants::GcpClouds::from_env(
+            config.gcp.clone(),
+            config.cloud.clone(),
+            Arc::clone(&catalog),
+        ),
+    ));
     run(config, catalog, clouds, shutdown).await
 }
 

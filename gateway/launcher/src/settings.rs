@@ -113,6 +113,10 @@ pub struct LauncherConfig {
     /// registrations name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[gcp]`: Google APIs' endpoint (tenants' service-account key files are at the paths the
+    /// variables their registrations name hold).
+    #[serde(default)]
+    pub gcp: capsight_cloud::gcp::GcpSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

@@ -131,17 +131,24 @@ const SERVICES: [&str; 5] = [
 ];
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
-/// chain, tenants' roles assumed from there) and Lambda Cloud (tenants' API keys from the
-/// environment variables their registrations name), then [`Running::join`].
+/// chain, tenants' roles assumed from there), Lambda Cloud (tenants' API keys from the
+/// environment variables their registrations name) and Google Cloud (tenants' service-account
+/// key files at the paths their variables hold), then [`Running::join`].
 pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
-    let catalog =
-        Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?;
+    let catalog = Arc::new(
+        Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?,
+    );
     let clouds = Arc::new(clouds::WithLambda::new(
         Arc::new(clouds::AwsClouds::from_env(
             config.cloud.clone(),
-            Arc::new(catalog),
+            Arc::clone(&catalog),
         )),
         clouds::LambdaClouds::from_env(config.lambda.clone(), config.cloud.clone()),
+    ));
+    // Google Cloud with tenants' own service accounts (the key files their variables name)
+    let clouds = Arc::new(clouds::WithGcp::new(
+        clouds,
+        clouds::GcpClouds::from_env(config.gcp.clone(), config.cloud.clone(), catalog),
     ));
     start(config, clouds, shutdown).await?.join().await
 }

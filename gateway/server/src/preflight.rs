@@ -25,8 +25,11 @@
 //! the account steps use the tenant's own API key (registered as the name of an environment
 //! variable of the gateway): permission = the key is valid and the account active, quota = the
 //! registered instance limit against the instances held in every region; capacity is the
-//! key's score, made of Lambda's own availability listing. Providers without an adapter (GCP,
-//! Azure today) skip the account steps with a warning.
+//! key's score, made of Lambda's own availability listing. On Google Cloud the account steps
+//! act as the tenant's own service account in its registered project: permission =
+//! `testIamPermissions` for what a launch needs, quota = the type's GPU metric from
+//! `regions.get` (and the project's `GPUS_ALL_REGIONS`), in GPUs; capacity is the key's score.
+//! Providers without an adapter (Azure today) skip the account steps with a warning.
 
 use std::sync::Arc;
 
@@ -197,6 +200,9 @@ pub async fn run(
         (Provider::Lambda, Some(lambda)) => {
             lambda_account_checks(caller, spec, lambda, sources.timeout).await?
         }
+        (Provider::Gcp, _) if sources.clouds.gcp_clouds().is_some() => {
+            gcp_account_checks(caller, spec, sources.clouds, sources.timeout).await?
+        }
         _ => Account::unchecked(spec),
     };
     let ok = ok && gpu_quota_check(caller, spec, &sources, &mut checks).await?;
@@ -289,6 +295,15 @@ async fn account_checks(
             adapter: None,
         });
     };
+    account_steps(spec, adapter, timeout).await
+}
+
+/// Permission then quota with the tenant's adapter (AWS, GCP).
+async fn account_steps(
+    spec: &Spec,
+    adapter: Arc<dyn CloudAdapter>,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
     let permission = permission_check(spec, adapter.as_ref(), timeout).await?;
     let mut account = Account {
         ok: permission.status != CheckStatus::Failed as i32,
@@ -312,6 +327,52 @@ async fn account_checks(
         account.checks.push(quota);
     }
     Ok(account)
+}
+
+/// Google Cloud, as the tenant's own service account in its registered project: permission
+/// (`testIamPermissions`) then quota (`regions.get`, in GPUs).
+async fn gcp_account_checks(
+    caller: &Caller,
+    spec: &Spec,
+    clouds: &dyn TenantClouds,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
+    let failed = |permission: v1::PreflightCheck| Account {
+        checks: vec![permission, skipped("quota", "skipped: permission failed")],
+        quota_headroom: None,
+        ok: false,
+        adapter: None,
+    };
+    let found = tokio::time::timeout(
+        timeout,
+        clouds.adapter_on(&caller.tenant, Provider::Gcp, &spec.key.region),
+    )
+    .await
+    .map_err(|_| GatewayError::unavailable("cloud", "gcp credentials timed out"))?;
+    let adapter = match found {
+        Ok(a) => a,
+        Err(AccountError::Cloud(e)) => {
+            return Ok(failed(account_failure(
+                "permission",
+                "your GCP service account is not usable",
+                &e,
+            )?));
+        }
+        Err(_) => {
+            return Ok(failed(check(
+                "permission",
+                CheckStatus::Failed,
+                format!(
+                    "no Google Cloud project is registered for tenant {}: capsight checks \
+                     permission and quota with your own service account; register it \
+                     (capsight-admin tenant gcp)",
+                    caller.tenant.id
+                ),
+                "",
+            )));
+        }
+    };
+    account_steps(spec, adapter, timeout).await
 }
 
 /// Lambda Cloud, with the tenant's own API key: permission = the key is valid and the account
@@ -493,10 +554,18 @@ async fn permission_check(
         Ok(Ok(Permission::Allowed)) => Ok(check(
             "permission",
             CheckStatus::Passed,
-            format!(
-                "DryRun RunInstances of {} x{} is allowed for your account",
-                spec.key.instance_type, spec.count
-            ),
+            if spec.key.provider == Provider::Gcp {
+                format!(
+                    "testIamPermissions: your service account may create and delete {} \
+                     instances in your project",
+                    spec.key.instance_type
+                )
+            } else {
+                format!(
+                    "DryRun RunInstances of {} x{} is allowed for your account",
+                    spec.key.instance_type, spec.count
+                )
+            },
             "",
         )),
         Ok(Ok(Permission::Denied { code, message })) => Ok(check(
@@ -533,8 +602,14 @@ async fn quota_check(
             ));
         }
     };
+    // what the provider's quotas count: vCPUs (AWS), GPUs (GCP)
+    let unit = match capsight_catalog::QuotaUnit::of(spec.key.provider) {
+        capsight_catalog::QuotaUnit::Gpus => "GPUs",
+        capsight_catalog::QuotaUnit::Instances => "instances",
+        capsight_catalog::QuotaUnit::Vcpus => "vCPUs",
+    };
     let detail = format!(
-        "quota {} in {}: limit {} vCPUs, {} in use, {} vCPUs per {} -> room \
+        "quota {} in {}: limit {} {unit}, {} in use, {} {unit} per {} -> room \
          for {} instance(s), {} requested",
         q.quota_code,
         spec.key.region,
@@ -545,6 +620,11 @@ async fn quota_check(
         q.headroom_instances,
         spec.count
     );
+    let console = if spec.key.provider == Provider::Gcp {
+        "IAM & Admin > Quotas"
+    } else {
+        "Service Quotas"
+    };
     let quota = if q.headroom_instances >= spec.count {
         check("quota", CheckStatus::Passed, detail, "")
     } else {
@@ -552,8 +632,8 @@ async fn quota_check(
             "quota",
             CheckStatus::Failed,
             format!(
-                "{detail}; request a quota increase for {} in {} (Service \
-                 Quotas) — other zones share the same regional quota",
+                "{detail}; request a quota increase for {} in {} ({console}) — other \
+                 zones share the same regional quota",
                 q.quota_code, spec.key.region
             ),
             "",

@@ -123,6 +123,10 @@ pub struct GatewayConfig {
     /// name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[gcp]`: Google APIs' endpoint (tenants' service-account key files are at the paths the
+    /// variables their registrations name hold).
+    #[serde(default)]
+    pub gcp: capsight_cloud::gcp::GcpSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.

@@ -41,8 +41,12 @@ fn embedded_catalog_loads_and_covers_the_required_types() {
         (Provider::Aws, "g4dn.12xlarge"),
         (Provider::Gcp, "a3-highgpu-8g"),
         (Provider::Gcp, "a2-highgpu-1g"),
+        (Provider::Gcp, "a2-highgpu-2g"),
+        (Provider::Gcp, "a2-highgpu-4g"),
+        (Provider::Gcp, "a2-highgpu-8g"),
         (Provider::Gcp, "a2-ultragpu-8g"),
         (Provider::Gcp, "g2-standard-4"),
+        (Provider::Gcp, "g2-standard-8"),
         (Provider::Azure, "Standard_ND96isr_H100_v5"),
         (Provider::Azure, "Standard_NC24ads_A100_v4"),
         (Provider::Lambda, "gpu_1x_a100_sxm4"),
@@ -51,7 +55,7 @@ fn embedded_catalog_loads_and_covers_the_required_types() {
         let it = InstanceType::parse("t", provider, t).unwrap();
         assert!(c.get(provider, &it).is_some(), "{provider} {t} missing");
     }
-    assert_eq!(c.len(), 24);
+    assert_eq!(c.len(), 28);
     assert_eq!(c.iter().count(), c.len());
     assert!(!c.is_empty());
 }
@@ -390,6 +394,42 @@ fn headroom_in_the_providers_unit() {
 // ----------------------------------------------------------------------------- substitutes
 
 #[test]
+fn h100_compares_across_aws_lambda_and_gcp_by_the_gpu_hour() {
+    let c = embedded();
+    let h100 = |provider, t| {
+        c.get(provider, &InstanceType::parse("t", provider, t).unwrap())
+            .unwrap()
+            .clone()
+    };
+    let aws = h100(Provider::Aws, "p5.48xlarge");
+    let lambda = h100(Provider::Lambda, "gpu_8x_h100_sxm5");
+    let gcp = h100(Provider::Gcp, "a3-highgpu-8g");
+    for t in [&aws, &lambda, &gcp] {
+        assert_eq!(
+            (t.gpu_model.as_str(), t.gpu_memory_gib, t.gpu_count),
+            ("H100", 80, 8)
+        );
+    }
+    // GCP's a3-highgpu-8g: $88.49 an hour for 8 GPUs
+    assert!((gcp.usd_per_gpu_hour() - 88.49 / 8.0).abs() < 1e-9);
+    assert!(lambda.usd_per_gpu_hour() < gcp.usd_per_gpu_hour());
+    // the A100 40GB family scales with its GPUs, quota in GPUs of one metric
+    for (t, gpus) in [
+        ("a2-highgpu-1g", 1),
+        ("a2-highgpu-2g", 2),
+        ("a2-highgpu-4g", 4),
+        ("a2-highgpu-8g", 8),
+    ] {
+        let a2 = h100(Provider::Gcp, t);
+        assert_eq!((a2.gpu_model.as_str(), a2.gpu_count), ("A100", gpus));
+        assert_eq!(a2.quota.on_demand, "NVIDIA_A100_GPUS");
+        assert_eq!(a2.headroom(16.0, 0.0), 16 / gpus);
+    }
+    let l4 = h100(Provider::Gcp, "g2-standard-8");
+    assert_eq!((l4.gpu_model.as_str(), l4.gpu_count), ("L4", 1));
+}
+
+#[test]
 fn substitutes_go_up_never_down() {
     let c = embedded();
     let p4d = aws(c, "p4d.24xlarge");
@@ -402,6 +442,7 @@ fn substitutes_go_up_never_down() {
         "p5.48xlarge",
         "p5en.48xlarge",
         "a2-ultragpu-8g",
+        "a2-highgpu-8g",
     ] {
         assert!(subs.contains(&want.to_owned()), "{want} not in {subs:?}");
     }

@@ -3,7 +3,9 @@
 //! ([`Sim::advance`], [`Sim::fault`], [`Sim::stock`], [`Sim::interrupt`]); AWS adapters and
 //! tenant clouds with the real AWS SDK pointed at it ([`Sim::adapter`], [`Sim::clouds`]); the
 //! environment that points a binary at it ([`Sim::aws_env`], [`Sim::lambda_env`]); Lambda
-//! Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]); and reads of instances.
+//! Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]); GCP service-account key
+//! files pointed at its token endpoint ([`Sim::gcp_credentials`]) and GCP adapters
+//! ([`Sim::gcp_adapter`], [`Sim::gcp_clouds`]); and reads of instances.
 //!
 //! Credentials, region and endpoint go to the SDK config builder; the process environment is
 //! never touched.
@@ -16,8 +18,9 @@ use capsight_catalog::Catalog;
 use capsight_cloud::{
     CloudAdapter, CloudSettings, Instance, InstanceId, InstanceState, Provider, Region,
     aws::AwsAdapter,
+    gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
-    tenants::{AwsClouds, LambdaClouds, TenantClouds},
+    tenants::{AwsClouds, GcpClouds, LambdaClouds, TenantClouds},
 };
 use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_runtime::shutdown::Shutdown;
@@ -188,6 +191,87 @@ impl Sim {
         [
             ("CAPSIGHT_LAMBDA__ENDPOINT", self.url()),
             ("LAMBDA_API_KEY", api_key.to_owned()),
+        ]
+    }
+
+    /// The `[gcp]` settings that point a GCP adapter at this cloudsim, for `project`.
+    pub fn gcp_settings(&self, project: &str) -> GcpSettings {
+        GcpSettings {
+            project: project.to_owned(),
+            endpoint: self.url(),
+            ..GcpSettings::default()
+        }
+    }
+
+    /// A copy of the service-account key file `tests/fixtures/gcp/<name>.json` whose
+    /// `token_uri` is this cloudsim's token endpoint, in a fresh temporary file: its path.
+    pub fn gcp_credentials(&self, name: &str) -> std::path::PathBuf {
+        let fixture = crate::fixtures::dir()
+            .join("gcp")
+            .join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&fixture)
+            .unwrap_or_else(|e| panic!("fixture {}: {e}", fixture.display()));
+        let mut key: serde_json::Value = serde_json::from_str(&text).unwrap();
+        key["token_uri"] = serde_json::json!(format!("{}/token", self.url()));
+        let path = std::env::temp_dir().join(format!(
+            "capsight-gcp-{name}-{}.json",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, key.to_string()).unwrap();
+        path
+    }
+
+    /// A GCP adapter acting as the service account of fixture `credentials` on `project` in
+    /// `region`, through the same HTTP client production uses, pointed at this cloudsim.
+    pub fn gcp_adapter(
+        &self,
+        credentials: &str,
+        project: &str,
+        region: &str,
+        settings: CloudSettings,
+    ) -> GcpAdapter {
+        let account = ServiceAccount::from_file(&self.gcp_credentials(credentials)).unwrap();
+        GcpAdapter::new(
+            self.gcp_settings(project),
+            settings,
+            Tokens::new(account),
+            project,
+            Region::parse("region", Provider::Gcp, region).unwrap(),
+            catalog(),
+        )
+        .unwrap()
+    }
+
+    /// Tenants' GCP clouds at this cloudsim: `keys` maps the environment variable names
+    /// tenants' registrations give to fixture names (`acme`), whose key files are written with
+    /// this cloudsim's token endpoint (no process environment is touched).
+    pub fn gcp_clouds(&self, keys: &[(&str, &str)], settings: CloudSettings) -> GcpClouds {
+        let paths: std::collections::BTreeMap<String, String> = keys
+            .iter()
+            .map(|(k, fixture)| {
+                (
+                    (*k).to_owned(),
+                    self.gcp_credentials(fixture).display().to_string(),
+                )
+            })
+            .collect();
+        GcpClouds::with_paths(
+            self.gcp_settings(""),
+            settings,
+            catalog(),
+            Arc::new(move |name: &str| paths.get(name).cloned()),
+        )
+    }
+
+    /// The environment that points a binary's GCP adapters at this cloudsim: the endpoint,
+    /// and `GOOGLE_APPLICATION_CREDENTIALS` = a key file of fixture `credentials`.
+    pub fn gcp_env(&self, credentials: &str) -> [(&'static str, String); 2] {
+        [
+            ("CAPSIGHT_GCP__ENDPOINT", self.url()),
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                self.gcp_credentials(credentials).display().to_string(),
+            ),
         ]
     }
 

@@ -29,6 +29,7 @@ use crate::{
     scenario::{EventKind, PoolMarket, Scenario, SimProvider},
 };
 
+pub mod gcp;
 pub mod lambda;
 mod reads;
 mod step;
@@ -75,6 +76,25 @@ pub struct PoolState {
     pub provisioning: Duration,
     /// Held at zero by a stockout event until a recover event.
     pub stocked_out: bool,
+}
+
+impl PoolState {
+    /// A scenario pool's state at the start, in `region`.
+    pub(crate) fn of(
+        p: &crate::scenario::Pool,
+        region: String,
+        defaults: &crate::scenario::Defaults,
+    ) -> Self {
+        Self {
+            region,
+            capacity: p.capacity,
+            stock: p.stock,
+            refill_per_hour: p.refill_per_hour,
+            demand_per_hour: p.demand_per_hour,
+            provisioning: p.provisioning.unwrap_or(defaults.provisioning),
+            stocked_out: false,
+        }
+    }
 }
 
 /// Spot price state of one (zone, type).
@@ -322,6 +342,8 @@ pub struct World {
     lambda_pools: BTreeMap<(String, String), PoolState>,
     /// Lambda instances by id (terminated ones stay, answering `GET /instances/{id}`).
     lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
+    /// Google Cloud: pools, instances, operations, tokens.
+    gcp: gcp::GcpWorld,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -427,15 +449,7 @@ impl World {
                     instance_type: p.instance_type.clone(),
                     market: p.market,
                 },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, region, &scenario.defaults),
             );
             if p.market == PoolMarket::Spot {
                 let od = types
@@ -481,6 +495,7 @@ impl World {
             pools,
             lambda_pools,
             lambda_instances: BTreeMap::new(),
+            gcp: gcp::GcpWorld::new(&scenario, seed),
             prices,
             quotas,
             instances: BTreeMap::new(),

@@ -77,6 +77,21 @@ impl World {
                 }
             }
             EventKind::Stockout {
+                provider: SimProvider::Gcp,
+                zone,
+                instance_type,
+                market,
+                ..
+            } => self.gcp_pool_event(zone, instance_type, market, None),
+            EventKind::Recover {
+                provider: SimProvider::Gcp,
+                zone,
+                instance_type,
+                market,
+                stock,
+                ..
+            } => self.gcp_pool_event(zone, instance_type, market, Some(stock)),
+            EventKind::Stockout {
                 provider: SimProvider::Aws,
                 zone,
                 instance_type,
@@ -323,6 +338,8 @@ impl World {
             let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
             pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
         }
+        // GCP pools draw from their own RNG: AWS and Lambda randomness stays as it was.
+        self.gcp_random_step();
     }
 
     pub(super) fn record(&mut self, secs: u64) {
@@ -346,6 +363,7 @@ impl World {
                 series.push((secs, pool.stock));
             }
         }
+        self.gcp_record(secs);
     }
 
     /// Moves transitional states whose time has come and expires limited reservations.
@@ -360,6 +378,7 @@ impl World {
             self.release_reservation(&id, "expired");
         }
         self.settle_lambda(elapsed);
+        self.settle_gcp(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed

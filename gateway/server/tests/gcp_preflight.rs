@@ -1,0 +1,162 @@
+//! Preflight of GCP keys through the gateway (in-process, real broker, ClickHouse, RabbitMQ)
+//! with tenants' own service accounts against cloudsim's Google APIs (scenario `gcp`):
+//! permission = `testIamPermissions` on the tenant's project, quota = the type's GPU metric
+//! from `regions.get` in GPUs, capacity = the key's latest score.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{sync::Arc, time::Duration};
+
+use capsight_cloud::tenants::{TenantClouds, WithGcp};
+use capsight_proto::v1::{self, CheckStatus, Decision};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{
+    Sandbox,
+    cloud::{Sim, quick_retries},
+    fixtures::scenario,
+    grpc::{authed, channel},
+    signals::score,
+    tenants::tenant,
+};
+
+const STOCKED: &str = "gcp/us-central1/us-central1-a/a3-highgpu-8g/on_demand";
+const EMPTY: &str = "gcp/us-central1/us-central1-b/a3-highgpu-8g/on_demand";
+
+fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
+    Some(v1::LaunchSpec {
+        key: Some(v1::CapacityKey::from(
+            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
+        )),
+        count,
+        image_id: "projects/debian-cloud/global/images/family/debian-12".into(),
+        ..Default::default()
+    })
+}
+
+fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
+    r.checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
+    let sandbox = Sandbox::builder("gwgcp")
+        .signals(1)
+        .scores(1)
+        .database()
+        .amqp()
+        .profile("gateway")
+        .profile("cloud")
+        .tenants([
+            tenant("acme").with_key().gcp("acme-ml", "GCP_KEY_ACME"),
+            tenant("viewer").with_key().gcp("acme-ml", "GCP_KEY_VIEWER"),
+            tenant("unset").with_key().gcp("acme-ml", "GCP_KEY_UNSET"),
+            tenant("nogcp").with_key(),
+        ])
+        .cloudsim(Sim::builder(scenario("gcp")))
+        .start()
+        .await;
+    for s in [score(STOCKED, 91, 0.4), score(EMPTY, 25, 0.4)] {
+        sandbox.publish_score(&s).await;
+    }
+    let gcp = sandbox.sim().gcp_clouds(
+        &[("GCP_KEY_ACME", "acme"), ("GCP_KEY_VIEWER", "viewer")],
+        quick_retries(1),
+    );
+    let clouds: Arc<dyn TenantClouds> = Arc::new(WithGcp::new(sandbox.clouds(), gcp));
+    let shutdown = Shutdown::new();
+    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
+        .await
+        .unwrap();
+    let ch = channel(running.addr);
+    let preflight = |k: &'static str, count: u32, tenant: &str| {
+        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
+        let key = sandbox.key(tenant);
+        async move {
+            c.preflight(authed(
+                v1::PreflightRequest {
+                    spec: spec(k, count),
+                    constraints: None,
+                    live_probe: false,
+                },
+                &key,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let passed = CheckStatus::Passed as i32;
+    let failed = CheckStatus::Failed as i32;
+    let skipped = CheckStatus::Skipped as i32;
+
+    // the service account may launch, 16 H100 GPUs of quota, the zone scores available
+    let ok = preflight(STOCKED, 1, "acme").await;
+    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
+    assert_eq!(
+        statuses(&ok),
+        [
+            ("permission", passed),
+            ("quota", passed),
+            ("capacity", passed)
+        ]
+    );
+    assert_eq!(ok.quota_headroom, 2);
+    assert!(
+        ok.checks[0].reason.contains("testIamPermissions"),
+        "{ok:#?}"
+    );
+    assert!(ok.checks[1].reason.contains("NVIDIA_H100_GPUS"), "{ok:#?}");
+    assert!(ok.checks[1].reason.contains("GPUs"), "{ok:#?}");
+
+    // three 8-GPU machines are over the 16-GPU metric: the account's issue
+    let over = preflight(STOCKED, 3, "acme").await;
+    assert_eq!(over.decision, Decision::FixAccountIssue as i32, "{over:#?}");
+    assert_eq!(over.checks[1].status, failed);
+
+    // little capacity in us-central1-b: alternatives
+    let short = preflight(EMPTY, 1, "acme").await;
+    assert_eq!(
+        short.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{short:#?}"
+    );
+    assert_eq!(short.checks[2].status, failed);
+
+    // a service account that may not create instances
+    let viewer = preflight(STOCKED, 1, "viewer").await;
+    assert_eq!(viewer.decision, Decision::FixAccountIssue as i32);
+    assert_eq!(
+        (
+            viewer.checks[0].status,
+            viewer.checks[0].error_code.as_str()
+        ),
+        (failed, "IAM_PERMISSION_DENIED")
+    );
+    assert_eq!(viewer.checks[1].status, skipped);
+
+    // a key file the gateway does not have, no GCP project at all
+    let unset = preflight(STOCKED, 1, "unset").await;
+    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        unset.checks[0].reason.contains("GCP_KEY_UNSET"),
+        "{unset:#?}"
+    );
+    let none = preflight(STOCKED, 1, "nogcp").await;
+    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        none.checks[0].reason.contains("no Google Cloud project"),
+        "{none:#?}"
+    );
+
+    shutdown.trigger();
+    sandbox.cleanup().await;
+}
