@@ -6,6 +6,9 @@
 //! * Service Quotas JSON 1.1 ([`quotas`]) and STS `AssumeRole`/`GetCallerIdentity` ([`sts`]);
 //! * a Statuspage `summary.json` and AWS-style RSS feeds ([`status`]);
 //! * Lambda Cloud's REST API subset under `/api/v1` ([`lambda`]), API keys as callers;
+//! * Azure's subset ([`azure`]): Entra ID client-credentials tokens, Resource Manager
+//!   (`/subscriptions/...`: SKUs, usages, VMs, operations, permissions), the Retail Prices
+//!   API and the Azure status RSS;
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -18,6 +21,7 @@
 //! never held across an `.await`.
 
 pub mod auth;
+pub mod azure;
 pub mod clock;
 pub mod ec2;
 pub mod error;
@@ -306,6 +310,36 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/instances", get(lambda::instances))
         .route("/api/v1/instances/{id}", get(lambda::instance))
         .route("/rss/{feed}", get(rss))
+        .route("/{tenant}/oauth2/v2.0/token", post(azure::token))
+        .route("/subscriptions/{s}/locations", get(azure::locations))
+        .route(
+            "/subscriptions/{s}/providers/Microsoft.Compute/skus",
+            get(azure::skus),
+        )
+        .route(
+            "/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/usages",
+            get(azure::usages),
+        )
+        .route(
+            "/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{id}",
+            get(azure::operation),
+        )
+        .route(
+            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines",
+            get(azure::list_vms),
+        )
+        .route(
+            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}",
+            get(azure::get_vm)
+                .put(azure::put_vm)
+                .delete(azure::delete_vm),
+        )
+        .route(
+            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Authorization/permissions",
+            get(azure::permissions),
+        )
+        .route("/api/retail/prices", get(azure::retail_prices))
+        .route("/azure/status/feed", get(azure::status_feed))
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
@@ -471,6 +505,16 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
                         .then(|| w.spot_price(&k.zone_id, &k.instance_type)).flatten(),
                 })
             })
+            .chain(w.azure_pools().iter().map(|(k, p)| {
+                serde_json::json!({
+                    "key": format!("azure/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": (k.market == scenario::PoolMarket::Spot)
+                        .then(|| w.azure_spot_price(&p.region, &k.instance_type)).flatten(),
+                })
+            }))
             .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
                 serde_json::json!({
                     "key": format!("lambda/{region}//{itype}/on_demand"),

@@ -64,6 +64,11 @@ pub enum SimProvider {
     Aws,
     /// Lambda Cloud (its REST API under `/api/v1`, API keys).
     Lambda,
+    /// Microsoft Azure (Resource Manager JSON under `/subscriptions`, Entra ID client
+    /// credentials). Keyed by zone like AWS: a zone's `id` is capsight's `<region>-<n>` for the
+    /// physical zone `<region>-az<n>`, its `name` the logical zone (`1`) of subscriptions with
+    /// `zone_shift = 0`.
+    Azure,
 }
 
 impl SimProvider {
@@ -72,6 +77,7 @@ impl SimProvider {
         match self {
             Self::Aws => "aws",
             Self::Lambda => "lambda",
+            Self::Azure => "azure",
         }
     }
 }
@@ -159,6 +165,9 @@ pub struct Defaults {
     /// Lambda accounts: instances an account may hold (booting or active) when it does not
     /// set the `lambda-account-instances` quota.
     pub lambda_instance_limit: u32,
+    /// Azure: how long an Entra ID access token is valid (`expires_in`), in real time.
+    #[serde(with = "humantime_serde")]
+    pub azure_token_lifetime: Duration,
 }
 
 impl Default for Defaults {
@@ -173,6 +182,7 @@ impl Default for Defaults {
             api_requests_per_second: 0.0,
             api_burst: 20,
             lambda_instance_limit: 10,
+            azure_token_lifetime: Duration::from_secs(3599),
         }
     }
 }
@@ -181,6 +191,9 @@ impl Default for Defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
+    /// The cloud (`aws` unless `azure`; Lambda has no zones).
+    #[serde(default)]
+    pub provider: SimProvider,
     /// Region, e.g. `us-east-1`.
     pub region: String,
     /// AZ ID, e.g. `use1-az4`: the same physical zone for every account.
@@ -206,9 +219,27 @@ pub struct Account {
     #[serde(default)]
     pub zone_shift: usize,
     /// Quota code -> value in vCPUs (Service Quotas, service `ec2`); Lambda:
-    /// `lambda-account-instances` -> instances the account may hold.
+    /// `lambda-account-instances` -> instances the account may hold; Azure: usage name
+    /// (`standardNDSH100v5Family`, `lowPriorityCores`, `cores`) -> vCPU limit.
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
+    /// Azure: SKUs the subscription may not use in a location or some of its zones
+    /// (`restrictions` with reason `NotAvailableForSubscription`).
+    #[serde(default)]
+    pub restrictions: Vec<SkuRestriction>,
+}
+
+/// An Azure SKU restriction of one subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRestriction {
+    /// VM size, e.g. `Standard_ND96isr_H100_v5`.
+    pub instance_type: String,
+    /// Region (location), e.g. `eastus`.
+    pub region: String,
+    /// Zone ids (`eastus-2`) restricted; empty = the whole location.
+    #[serde(default)]
+    pub zones: Vec<String>,
 }
 
 /// Long-term credentials of an IAM user.
@@ -224,12 +255,22 @@ pub struct Principal {
     /// The API key (Lambda): `Authorization: Bearer <key>` or basic auth with the key as user.
     #[serde(default)]
     pub api_key: String,
+    /// Azure: the Entra ID tenant (directory) the app registration lives in.
+    #[serde(default)]
+    pub directory: String,
+    /// Azure: the app registration's client id.
+    #[serde(default)]
+    pub client_id: String,
+    /// Azure: the app registration's client secret.
+    #[serde(default)]
+    pub client_secret: String,
     /// The account.
     pub account: String,
     /// IAM user name, for ARNs in messages.
     pub user: String,
     /// Allowed actions: `ec2:RunInstances`, `ec2:Describe*`, `ec2:*`, `servicequotas:*`,
-    /// `sts:AssumeRole`, `*`.
+    /// `sts:AssumeRole`, `*`; Azure: `Microsoft.Compute/virtualMachines/write`,
+    /// `Microsoft.Compute/*`, `*`.
     #[serde(default)]
     pub allow: Vec<String>,
 }
@@ -357,10 +398,10 @@ pub struct Event {
 pub enum EventKind {
     /// The pool empties and stops refilling until a `recover`.
     Stockout {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `azure`).
         #[serde(default)]
         provider: SimProvider,
-        /// AZ ID (AWS).
+        /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
         /// Region (Lambda).
@@ -376,10 +417,10 @@ pub enum EventKind {
     },
     /// The pool gets `stock` instances and refills again.
     Recover {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `azure`).
         #[serde(default)]
         provider: SimProvider,
-        /// AZ ID (AWS).
+        /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
         /// Region (Lambda).
@@ -488,7 +529,16 @@ impl Scenario {
                 ));
             }
         }
-        let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
+        let zone = |id: &str| {
+            self.zones
+                .iter()
+                .any(|z| z.id == id && z.provider != SimProvider::Azure)
+        };
+        let azure_zone = |id: &str| {
+            self.zones
+                .iter()
+                .any(|z| z.id == id && z.provider == SimProvider::Azure)
+        };
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
         let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
         let lambda_pool = |region: &str, instance_type: &str| {
@@ -516,6 +566,21 @@ impl Scenario {
                     return bad(format!(
                         "pool {}/{}: stock > capacity",
                         p.region, p.instance_type
+                    ));
+                }
+                continue;
+            }
+            if p.provider == SimProvider::Azure {
+                if !p.region.is_empty() || !azure_zone(&p.zone) {
+                    return bad(format!(
+                        "azure pool {}: give the zone id of a declared azure zone (e.g. eastus-1), not a region",
+                        p.instance_type
+                    ));
+                }
+                if p.stock > p.capacity {
+                    return bad(format!(
+                        "pool {}/{}: stock > capacity",
+                        p.zone, p.instance_type
                     ));
                 }
                 continue;
@@ -548,7 +613,16 @@ impl Scenario {
             let (name, key) = match p.provider {
                 SimProvider::Aws => ("access_key_id", &p.access_key_id),
                 SimProvider::Lambda => ("api_key", &p.api_key),
+                SimProvider::Azure => ("client_id", &p.client_id),
             };
+            if p.provider == SimProvider::Azure
+                && (p.client_secret.is_empty() || p.directory.is_empty())
+            {
+                return bad(format!(
+                    "azure principal {}: directory and client_secret are required",
+                    p.user
+                ));
+            }
             if key.is_empty() {
                 return bad(format!(
                     "{} principal {}: {name} is required",
@@ -609,6 +683,18 @@ impl Scenario {
                     ..
                 } if !zone(z) => {
                     return bad(format!("event at {:?}: undeclared zone {z}", e.at));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::Azure,
+                    zone: z,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::Azure,
+                    zone: z,
+                    ..
+                } if !azure_zone(z) => {
+                    return bad(format!("event at {:?}: undeclared azure zone {z}", e.at));
                 }
                 EventKind::Quota { account: a, .. } if !account(a) => {
                     return bad(format!("event at {:?}: undeclared account {a}", e.at));

@@ -29,6 +29,7 @@ use crate::{
     scenario::{EventKind, PoolMarket, Scenario, SimProvider},
 };
 
+pub mod azure;
 pub mod lambda;
 mod reads;
 mod step;
@@ -322,6 +323,15 @@ pub struct World {
     lambda_pools: BTreeMap<(String, String), PoolState>,
     /// Lambda instances by id (terminated ones stay, answering `GET /instances/{id}`).
     lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
+    /// Azure pools by (zone id, size, market).
+    azure_pools: BTreeMap<PoolKey, PoolState>,
+    /// Azure VMs by (subscription, resource group, name), the last two lowercased (ARM names
+    /// are case-insensitive).
+    azure_vms: BTreeMap<(String, String, String), azure::AzureVm>,
+    /// Azure long-running operations by id.
+    azure_operations: BTreeMap<String, azure::AzureOperation>,
+    /// Entra ID access tokens issued.
+    azure_tokens: BTreeMap<String, azure::AzureToken>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -410,6 +420,35 @@ impl World {
                 },
             );
         }
+        let mut azure_pools = BTreeMap::new();
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::Azure)
+        {
+            let region = scenario
+                .zones
+                .iter()
+                .find(|z| z.id == p.zone && z.provider == SimProvider::Azure)
+                .map(|z| z.region.clone())
+                .unwrap_or_default();
+            azure_pools.insert(
+                PoolKey {
+                    zone_id: p.zone.clone(),
+                    instance_type: p.instance_type.clone(),
+                    market: p.market,
+                },
+                PoolState {
+                    region,
+                    capacity: p.capacity,
+                    stock: p.stock,
+                    refill_per_hour: p.refill_per_hour,
+                    demand_per_hour: p.demand_per_hour,
+                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
+                    stocked_out: false,
+                },
+            );
+        }
         for p in scenario
             .pools
             .iter()
@@ -481,6 +520,10 @@ impl World {
             pools,
             lambda_pools,
             lambda_instances: BTreeMap::new(),
+            azure_pools,
+            azure_vms: BTreeMap::new(),
+            azure_operations: BTreeMap::new(),
+            azure_tokens: BTreeMap::new(),
             prices,
             quotas,
             instances: BTreeMap::new(),

@@ -77,6 +77,41 @@ impl World {
                 }
             }
             EventKind::Stockout {
+                provider: SimProvider::Azure,
+                zone,
+                instance_type,
+                market,
+                ..
+            } => {
+                let key = PoolKey {
+                    zone_id: zone,
+                    instance_type,
+                    market,
+                };
+                if let Some(pool) = self.azure_pools.get_mut(&key) {
+                    pool.stock = 0;
+                    pool.stocked_out = true;
+                }
+            }
+            EventKind::Recover {
+                provider: SimProvider::Azure,
+                zone,
+                instance_type,
+                market,
+                stock,
+                ..
+            } => {
+                let key = PoolKey {
+                    zone_id: zone,
+                    instance_type,
+                    market,
+                };
+                if let Some(pool) = self.azure_pools.get_mut(&key) {
+                    pool.stocked_out = false;
+                    pool.stock = stock.min(pool.capacity);
+                }
+            }
+            EventKind::Stockout {
                 provider: SimProvider::Aws,
                 zone,
                 instance_type,
@@ -323,6 +358,17 @@ impl World {
             let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
             pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
         }
+        // Azure pools draw last: scenarios without them keep their randomness.
+        for pool in self.azure_pools.values_mut() {
+            let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
+            let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
+            if pool.stocked_out {
+                pool.stock = 0;
+                continue;
+            }
+            let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
+            pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
+        }
     }
 
     pub(super) fn record(&mut self, secs: u64) {
@@ -346,6 +392,19 @@ impl World {
                 series.push((secs, pool.stock));
             }
         }
+        for (key, pool) in &self.azure_pools {
+            let name = format!(
+                "azure/{}/{}/{}/{}",
+                pool.region,
+                key.zone_id,
+                key.instance_type,
+                key.market.as_str()
+            );
+            let series = self.truth.entry(name).or_default();
+            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
+                series.push((secs, pool.stock));
+            }
+        }
     }
 
     /// Moves transitional states whose time has come and expires limited reservations.
@@ -360,6 +419,7 @@ impl World {
             self.release_reservation(&id, "expired");
         }
         self.settle_lambda(elapsed);
+        self.settle_azure(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed
