@@ -16,10 +16,14 @@
 //!   `AWS_ENDPOINT_URL=http://127.0.0.1:5599` points the same code at `cloudsim`.
 //! * [`lambda`]: Lambda Cloud over its REST API (`reqwest`), keyed by region (no zones), with
 //!   its availability listing; operations Lambda lacks are [`CloudError::Unsupported`].
+//! * [`azure`]: Azure Compute over Resource Manager's REST API (`reqwest`), keyed by the
+//!   subscription's zones mapped to physical zones, Entra ID client credentials; operations it
+//!   does not implement are [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
 pub mod aws;
+pub mod azure;
 mod error;
 pub mod lambda;
 pub mod regional;

@@ -11,8 +11,13 @@
 //! own API key, read from the environment variable its registration names (never stored in
 //! the registry); a tenant without a Lambda registration has no Lambda adapter.
 //!
+//! Azure ([`AzureClouds`], offered by [`TenantClouds::azure_clouds`]): the tenant's own app
+//! registration in its own subscription, its client secret read from the environment variable
+//! its registration names (never stored in the registry).
+//!
 //! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
-//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`];
+//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`], Azure through
+//! [`TenantClouds::azure_clouds`];
 //! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
 //! launcher never falls back to a provider it cannot).
 
@@ -21,6 +26,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     CloudAdapter, CloudError, CloudSettings, Provider, Region,
     aws::AwsAdapter,
+    azure::{AzureAdapter, AzureCredentials, AzureScope, AzureSettings},
     lambda::{LambdaAdapter, LambdaSettings},
 };
 use async_trait::async_trait;
@@ -62,6 +68,11 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants' Azure adapters, when these clouds include Azure.
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        None
+    }
+
     /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
     /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
     async fn adapter_on(
@@ -83,7 +94,14 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
                     None => Err(none()),
                 }
             }
-            Provider::Gcp | Provider::Azure => Err(none()),
+            Provider::Azure => {
+                let azure = self.azure_clouds().ok_or_else(none)?;
+                match azure.adapter(tenant, region)? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
+            Provider::Gcp => Err(none()),
         }
     }
 
@@ -93,7 +111,8 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         match provider {
             Provider::Aws => tenant.aws_role.is_some(),
             Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
-            Provider::Gcp | Provider::Azure => false,
+            Provider::Azure => self.azure_clouds().is_some_and(|a| a.has_secret(tenant)),
+            Provider::Gcp => false,
         }
     }
 }
@@ -165,6 +184,138 @@ impl LambdaClouds {
     }
 }
 
+/// Azure adapters acting as tenants' own app registrations in their own subscriptions.
+pub struct AzureClouds {
+    azure: AzureSettings,
+    cloud: CloudSettings,
+    catalog: Arc<Catalog>,
+    secrets: KeyLookup,
+    /// One adapter per (tenant, registration): the token is shared by its regions.
+    adapters: std::sync::Mutex<HashMap<(String, capsight_tenancy::AzureAccount), AzureAdapter>>,
+}
+
+impl std::fmt::Debug for AzureClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureClouds")
+            .field("endpoint", &self.azure.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureClouds {
+    /// Secrets from the process environment.
+    pub fn from_env(azure: AzureSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_secrets(
+            azure,
+            cloud,
+            catalog,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )
+    }
+
+    /// Secrets from `secrets` (tests: no process environment is touched).
+    pub fn with_secrets(
+        azure: AzureSettings,
+        cloud: CloudSettings,
+        catalog: Arc<Catalog>,
+        secrets: KeyLookup,
+    ) -> Self {
+        Self {
+            azure,
+            cloud,
+            catalog,
+            secrets,
+            adapters: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `tenant` registered an Azure subscription whose secret variable is set here.
+    pub fn has_secret(&self, tenant: &Tenant) -> bool {
+        tenant.azure.as_ref().is_some_and(|a| {
+            (self.secrets)(&a.client_secret_env).is_some_and(|k| !k.trim().is_empty())
+        })
+    }
+
+    /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Azure
+    /// subscription, [`CloudError::Invalid`] when the variable its registration names is not
+    /// set.
+    pub fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<AzureAdapter>, CloudError> {
+        let Some(account) = &tenant.azure else {
+            return Ok(None);
+        };
+        let cache_key = (tenant.id.to_string(), account.clone());
+        if let Ok(cache) = self.adapters.lock()
+            && let Some(a) = cache.get(&cache_key)
+        {
+            return Ok(Some(a.in_region(region.clone())));
+        }
+        let secret = (self.secrets)(&account.client_secret_env)
+            .filter(|k| !k.trim().is_empty())
+            .ok_or_else(|| {
+                CloudError::Invalid(format!(
+                    "the Azure client secret of tenant {} ({}) is not set on this service",
+                    tenant.id, account.client_secret_env
+                ))
+            })?;
+        let adapter = AzureAdapter::new(
+            self.azure.clone(),
+            self.cloud.clone(),
+            AzureCredentials {
+                tenant_id: account.tenant_id.clone(),
+                client_id: account.client_id.clone(),
+                client_secret: secret,
+            },
+            AzureScope {
+                subscription_id: account.subscription_id.clone(),
+                resource_group: account.resource_group.clone(),
+            },
+            region.clone(),
+            Arc::clone(&self.catalog),
+        )?;
+        if let Ok(mut cache) = self.adapters.lock() {
+            cache.insert(cache_key, adapter.clone());
+        }
+        Ok(Some(adapter))
+    }
+}
+
+/// Other tenant clouds plus Azure.
+#[derive(Debug)]
+pub struct WithAzure {
+    inner: Arc<dyn TenantClouds>,
+    azure: AzureClouds,
+}
+
+impl WithAzure {
+    /// `inner` for everything else, `azure` for Azure.
+    pub fn new(inner: Arc<dyn TenantClouds>, azure: AzureClouds) -> Self {
+        Self { inner, azure }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for WithAzure {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        self.inner.adapter(tenant, region).await
+    }
+
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        self.inner.lambda_clouds()
+    }
+
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        Some(&self.azure)
+    }
+}
+
 /// Other tenant clouds plus Lambda Cloud.
 #[derive(Debug)]
 pub struct WithLambda {
@@ -191,6 +342,10 @@ impl TenantClouds for WithLambda {
 
     fn lambda_clouds(&self) -> Option<&LambdaClouds> {
         Some(&self.lambda)
+    }
+
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        self.inner.azure_clouds()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use capsight_tenancy::{CloudRole, LambdaAccount, Registry, Tenant, TenantId};
+use capsight_tenancy::{AzureAccount, CloudRole, LambdaAccount, Registry, Tenant, TenantId};
 
 /// One tenant of a test registry.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub struct TenantSpec {
     name: String,
     role: Option<CloudRole>,
     lambda: Option<LambdaAccount>,
+    azure: Option<AzureAccount>,
     gpu_quota: Option<u32>,
     rate: Option<u32>,
     zones: Vec<(String, String)>,
@@ -26,6 +27,7 @@ pub fn tenant(id: &str) -> TenantSpec {
         name: id.to_owned(),
         role: None,
         lambda: None,
+        azure: None,
         gpu_quota: None,
         rate: None,
         zones: Vec::new(),
@@ -58,6 +60,26 @@ impl TenantSpec {
         self.lambda = Some(LambdaAccount {
             api_key_env: api_key_env.into(),
             instance_limit,
+        });
+        self
+    }
+
+    /// Its Azure subscription: the app registration `client_id` of directory `tenant_id`,
+    /// the subscription (resource group `capsight`) and the variable holding the client secret.
+    #[must_use]
+    pub fn azure(
+        mut self,
+        tenant_id: &str,
+        client_id: &str,
+        subscription_id: &str,
+        client_secret_env: &str,
+    ) -> Self {
+        self.azure = Some(AzureAccount {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            subscription_id: subscription_id.into(),
+            resource_group: crate::cloud::AZURE_RESOURCE_GROUP.into(),
+            client_secret_env: client_secret_env.into(),
         });
         self
     }
@@ -109,6 +131,7 @@ impl Tenants {
             registry.add_tenant(id.clone(), &spec.name).unwrap();
             registry.set_aws_role(&id, spec.role).unwrap();
             registry.set_lambda_account(&id, spec.lambda).unwrap();
+            registry.set_azure_account(&id, spec.azure).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;
