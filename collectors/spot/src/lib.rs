@@ -2,11 +2,12 @@
 //! own cadence.
 //!
 //! * **prices** (`spot.price_interval`, 5-15 min): spot price history since the last pass; one
-//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time;
+//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time
+//!   (Azure's list prices are region-wide: keys without a zone, observed at each pass);
 //! * **placement scores** (`spot.placement_interval`): AWS caps distinct requests per account
 //!   per day, so calls are budgeted (`spot.placement_calls_per_day`, reset at UTC midnight) and
 //!   spread round-robin over types; each call's per-zone scores become `PlacementScore`
-//!   signals;
+//!   signals (a provider without placement scores, Azure, is left out after its first answer);
 //! * **offerings** (`spot.offerings_interval`): instance-type offerings per zone
 //!   (`OfferingExposure`), and capacity-block offers for types that have them
 //!   (`CapacityBlockOffer`);
@@ -28,7 +29,7 @@ use std::{
 };
 
 use capsight_catalog::Catalog;
-use capsight_cloud::{CapacityBlockQuery, CloudAdapter, PlacementScoreQuery, ZoneId};
+use capsight_cloud::{CapacityBlockQuery, CloudAdapter, CloudError, PlacementScoreQuery, ZoneId};
 use capsight_proto::domain::{
     CapacityBlockOffer, CapacityKey, InstanceType, Market, OfferingExposure, Payload,
     PlacementScore, Signal, SignalId, SignalSource, SpotAdvisory, SpotPrice,
@@ -101,6 +102,8 @@ pub struct SpotCollector {
     placement_day: Option<chrono::NaiveDate>,
     placement_calls: u32,
     placement_cursor: usize,
+    /// Providers whose adapters have no placement scores.
+    no_placement: std::collections::HashSet<capsight_proto::domain::Provider>,
     advice: BTreeMap<(String, String), advisor::Advice>,
 }
 
@@ -132,6 +135,7 @@ impl SpotCollector {
             placement_day: None,
             placement_calls: 0,
             placement_cursor: 0,
+            no_placement: std::collections::HashSet::new(),
             advice: BTreeMap::new(),
         })
     }
@@ -205,13 +209,17 @@ impl SpotCollector {
                 }
             };
             for p in points {
-                let (Some(zone), Ok(t)) = (
-                    p.zone.clone(),
-                    InstanceType::parse("instance_type", adapter.provider(), &p.instance_type),
-                ) else {
+                let Ok(t) =
+                    InstanceType::parse("instance_type", adapter.provider(), &p.instance_type)
+                else {
                     continue;
                 };
-                let key = Self::key(adapter.as_ref(), Some(zone), t, Market::Spot);
+                // a zone the adapter could not map is skipped; no zone at all is a region-wide
+                // price (Azure's list prices)
+                if p.zone.is_none() && !p.zone_name.is_empty() {
+                    continue;
+                }
+                let key = Self::key(adapter.as_ref(), p.zone.clone(), t, Market::Spot);
                 let key_text = key.to_string();
                 if self
                     .last_price_at
@@ -252,7 +260,11 @@ impl SpotCollector {
         }
         // every (region, type) pair, in a stable order, visited round-robin across passes
         let mut pairs = Vec::new();
-        for adapter in &self.adapters {
+        for adapter in self
+            .adapters
+            .iter()
+            .filter(|a| !self.no_placement.contains(&a.provider()))
+        {
             for t in self.types_in(adapter.as_ref()) {
                 pairs.push((Arc::clone(adapter), t));
             }
@@ -302,6 +314,12 @@ impl SpotCollector {
                             .await,
                         );
                     }
+                }
+                Err(CloudError::Unsupported { provider, .. }) => {
+                    // the provider has no placement scores: not an error, and not asked again
+                    tracing::debug!(%provider, "no placement scores from this provider");
+                    self.placement_calls = self.placement_calls.saturating_sub(1);
+                    self.no_placement.insert(provider);
                 }
                 Err(e) => {
                     report.errors += 1;
@@ -496,6 +514,9 @@ impl SpotCollector {
 pub struct SpotConfig {
     /// `[cloud]`.
     pub cloud: capsight_cloud::CloudSettings,
+    /// `[azure]` (the operator's subscription; off when it names none).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[spot]`.
     pub spot: SpotSettings,
 }
@@ -505,13 +526,18 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<SpotConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::watched_aws_adapters;
+    use capsight_cloud::regional::watched_adapters;
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    let adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.spot.regions)
-        .await
-        .map_err(|e| CollectorError::setup("spot", e))?;
+    let adapters = watched_adapters(
+        &config.cloud,
+        &c.catalog,
+        &config.spot.regions,
+        &config.azure,
+    )
+    .await
+    .map_err(|e| CollectorError::setup("spot", e))?;
     let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(
