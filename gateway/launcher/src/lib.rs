@@ -98,6 +98,15 @@ pub async fn run_on_aws(
             config.cloud.clone(),
         ),
     ));
+    // Azure with tenants' own app registrations (client secrets by variable name)
+    let clouds = Arc::new(capsight_cloud::tenants::WithAzure::new(
+        clouds,
+        capsight_cloud::tenants::AzureClouds::from_env(
+            config.azure.clone(),
+            config.cloud.clone(),
+            Arc::clone(&catalog),
+        ),
+    ));
     run(config, catalog, clouds, shutdown).await
 }
 

@@ -113,6 +113,9 @@ pub struct LauncherConfig {
     /// registrations name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[azure]` (endpoints and launch settings for tenants' Azure adapters).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

@@ -131,17 +131,24 @@ const SERVICES: [&str; 5] = [
 ];
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
-/// chain, tenants' roles assumed from there) and Lambda Cloud (tenants' API keys from the
-/// environment variables their registrations name), then [`Running::join`].
+/// chain, tenants' roles assumed from there), Lambda Cloud (tenants' API keys from the
+/// environment variables their registrations name) and Azure (tenants' app registrations, their
+/// client secrets likewise), then [`Running::join`].
 pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let catalog =
         Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?;
+    let catalog = Arc::new(catalog);
     let clouds = Arc::new(clouds::WithLambda::new(
         Arc::new(clouds::AwsClouds::from_env(
             config.cloud.clone(),
-            Arc::new(catalog),
+            Arc::clone(&catalog),
         )),
         clouds::LambdaClouds::from_env(config.lambda.clone(), config.cloud.clone()),
+    ));
+    // Azure with tenants' own app registrations (secrets from the variables they name)
+    let clouds = Arc::new(clouds::WithAzure::new(
+        clouds,
+        clouds::AzureClouds::from_env(config.azure.clone(), config.cloud.clone(), catalog),
     ));
     start(config, clouds, shutdown).await?.join().await
 }

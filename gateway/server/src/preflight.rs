@@ -25,8 +25,11 @@
 //! the account steps use the tenant's own API key (registered as the name of an environment
 //! variable of the gateway): permission = the key is valid and the account active, quota = the
 //! registered instance limit against the instances held in every region; capacity is the
-//! key's score, made of Lambda's own availability listing. Providers without an adapter (GCP,
-//! Azure today) skip the account steps with a warning.
+//! key's score, made of Lambda's own availability listing. On Azure the account steps act as the
+//! tenant's own app registration (client secret by environment variable name): permission =
+//! its actions on its resource group include `Microsoft.Compute/virtualMachines/write`, quota =
+//! the VM family's vCPU usages in the region. Providers without an adapter (GCP today) skip the
+//! account steps with a warning.
 
 use std::sync::Arc;
 
@@ -197,6 +200,9 @@ pub async fn run(
         (Provider::Lambda, Some(lambda)) => {
             lambda_account_checks(caller, spec, lambda, sources.timeout).await?
         }
+        (Provider::Azure, _) if sources.clouds.azure_clouds().is_some() => {
+            azure_account_checks(caller, spec, sources.clouds, sources.timeout).await?
+        }
         _ => Account::unchecked(spec),
     };
     let ok = ok && gpu_quota_check(caller, spec, &sources, &mut checks).await?;
@@ -289,6 +295,15 @@ async fn account_checks(
             adapter: None,
         });
     };
+    adapter_checks(spec, adapter, timeout).await
+}
+
+/// Permission then quota with the tenant's own adapter (AWS, Azure).
+async fn adapter_checks(
+    spec: &Spec,
+    adapter: Arc<dyn CloudAdapter>,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
     let permission = permission_check(spec, adapter.as_ref(), timeout).await?;
     let mut account = Account {
         ok: permission.status != CheckStatus::Failed as i32,
@@ -312,6 +327,44 @@ async fn account_checks(
         account.checks.push(quota);
     }
     Ok(account)
+}
+
+/// Azure, as the tenant's own app registration in its own subscription: permission = the
+/// registration's actions on its resource group include creating VMs; quota = the VM family's
+/// (or Spot's) vCPU usage against its limit in the region; then capacity from the score.
+async fn azure_account_checks(
+    caller: &Caller,
+    spec: &Spec,
+    clouds: &dyn TenantClouds,
+    timeout: std::time::Duration,
+) -> Result<Account, GatewayError> {
+    let failed = |permission: v1::PreflightCheck| Account {
+        checks: vec![permission, skipped("quota", "skipped: permission failed")],
+        quota_headroom: None,
+        ok: false,
+        adapter: None,
+    };
+    let azure = clouds
+        .azure_clouds()
+        .map(|a| a.adapter(&caller.tenant, &spec.key.region));
+    match azure {
+        Some(Ok(Some(adapter))) => adapter_checks(spec, Arc::new(adapter), timeout).await,
+        Some(Err(e)) => Ok(failed(account_failure(
+            "permission",
+            "your Azure app registration is not usable",
+            &e,
+        )?)),
+        Some(Ok(None)) | None => Ok(failed(check(
+            "permission",
+            CheckStatus::Failed,
+            format!(
+                "no Azure subscription is registered for tenant {}: capsight checks permission \
+                 and quota as your own app registration; register it (capsight-admin tenant azure)",
+                caller.tenant.id
+            ),
+            "",
+        ))),
+    }
 }
 
 /// Lambda Cloud, with the tenant's own API key: permission = the key is valid and the account
@@ -493,10 +546,17 @@ async fn permission_check(
         Ok(Ok(Permission::Allowed)) => Ok(check(
             "permission",
             CheckStatus::Passed,
-            format!(
-                "DryRun RunInstances of {} x{} is allowed for your account",
-                spec.key.instance_type, spec.count
-            ),
+            if spec.key.provider == Provider::Azure {
+                format!(
+                    "your app registration may create virtual machines ({} x{}) in its resource group",
+                    spec.key.instance_type, spec.count
+                )
+            } else {
+                format!(
+                    "DryRun RunInstances of {} x{} is allowed for your account",
+                    spec.key.instance_type, spec.count
+                )
+            },
             "",
         )),
         Ok(Ok(Permission::Denied { code, message })) => Ok(check(

@@ -123,6 +123,9 @@ pub struct GatewayConfig {
     /// name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[azure]` (endpoints for tenants' Azure adapters).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.
