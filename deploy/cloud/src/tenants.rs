@@ -117,8 +117,19 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Looks a tenant's Lambda API key up by the environment variable name its registration gives.
+/// Looks a tenant's secret (Lambda API key, Azure client secret) up by the environment variable
+/// name its registration gives.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Secrets from the process environment.
+fn from_process_env() -> KeyLookup {
+    Arc::new(|name: &str| std::env::var(name).ok())
+}
+
+/// The non-blank secret in the variable `name`.
+fn secret(keys: &KeyLookup, name: &str) -> Option<String> {
+    keys(name).filter(|k| !k.trim().is_empty())
+}
 
 /// Lambda Cloud adapters acting with tenants' own API keys.
 pub struct LambdaClouds {
@@ -138,11 +149,7 @@ impl std::fmt::Debug for LambdaClouds {
 impl LambdaClouds {
     /// Keys from the process environment.
     pub fn from_env(lambda: LambdaSettings, cloud: CloudSettings) -> Self {
-        Self::with_keys(
-            lambda,
-            cloud,
-            Arc::new(|name: &str| std::env::var(name).ok()),
-        )
+        Self::with_keys(lambda, cloud, from_process_env())
     }
 
     /// Keys from `keys` (tests: no process environment is touched).
@@ -159,7 +166,7 @@ impl LambdaClouds {
         tenant
             .lambda
             .as_ref()
-            .is_some_and(|a| (self.keys)(&a.api_key_env).is_some_and(|k| !k.trim().is_empty()))
+            .is_some_and(|a| secret(&self.keys, &a.api_key_env).is_some())
     }
 
     /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Lambda account,
@@ -172,14 +179,12 @@ impl LambdaClouds {
         let Some(account) = &tenant.lambda else {
             return Ok(None);
         };
-        let key = (self.keys)(&account.api_key_env)
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| {
-                CloudError::Invalid(format!(
-                    "the Lambda API key of tenant {} ({}) is not set on this service",
-                    tenant.id, account.api_key_env
-                ))
-            })?;
+        let key = secret(&self.keys, &account.api_key_env).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "the Lambda API key of tenant {} ({}) is not set on this service",
+                tenant.id, account.api_key_env
+            ))
+        })?;
         LambdaAdapter::new(self.lambda.clone(), self.cloud.clone(), key, region.clone()).map(Some)
     }
 }
@@ -205,12 +210,7 @@ impl std::fmt::Debug for AzureClouds {
 impl AzureClouds {
     /// Secrets from the process environment.
     pub fn from_env(azure: AzureSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
-        Self::with_secrets(
-            azure,
-            cloud,
-            catalog,
-            Arc::new(|name: &str| std::env::var(name).ok()),
-        )
+        Self::with_secrets(azure, cloud, catalog, from_process_env())
     }
 
     /// Secrets from `secrets` (tests: no process environment is touched).
@@ -231,9 +231,10 @@ impl AzureClouds {
 
     /// Whether `tenant` registered an Azure subscription whose secret variable is set here.
     pub fn has_secret(&self, tenant: &Tenant) -> bool {
-        tenant.azure.as_ref().is_some_and(|a| {
-            (self.secrets)(&a.client_secret_env).is_some_and(|k| !k.trim().is_empty())
-        })
+        tenant
+            .azure
+            .as_ref()
+            .is_some_and(|a| secret(&self.secrets, &a.client_secret_env).is_some())
     }
 
     /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Azure
@@ -253,21 +254,19 @@ impl AzureClouds {
         {
             return Ok(Some(a.in_region(region.clone())));
         }
-        let secret = (self.secrets)(&account.client_secret_env)
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| {
-                CloudError::Invalid(format!(
-                    "the Azure client secret of tenant {} ({}) is not set on this service",
-                    tenant.id, account.client_secret_env
-                ))
-            })?;
+        let client_secret = secret(&self.secrets, &account.client_secret_env).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "the Azure client secret of tenant {} ({}) is not set on this service",
+                tenant.id, account.client_secret_env
+            ))
+        })?;
         let adapter = AzureAdapter::new(
             self.azure.clone(),
             self.cloud.clone(),
             AzureCredentials {
                 tenant_id: account.tenant_id.clone(),
                 client_id: account.client_id.clone(),
-                client_secret: secret,
+                client_secret,
             },
             AzureScope {
                 subscription_id: account.subscription_id.clone(),

@@ -26,7 +26,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, RawQuery, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -78,57 +78,6 @@ fn base(headers: &HeaderMap) -> String {
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     format!("http://{host}")
-}
-
-/// What a Resource Manager call is: its subscription, operation (for faults), the action it
-/// needs (`None`: any caller) and the scope named in authorization errors.
-struct Call<'a> {
-    subscription: &'a str,
-    operation: &'a str,
-    action: Option<&'a str>,
-    scope: String,
-}
-
-/// One Resource Manager call: the common checks, then `op` with the caller.
-fn arm<F>(
-    sim: &Sim,
-    headers: &HeaderMap,
-    raw_query: Option<&str>,
-    call: Call<'_>,
-    op: F,
-) -> Response
-where
-    F: FnOnce(
-        &mut World,
-        &Identity,
-        &BTreeMap<String, String>,
-        std::time::Duration,
-    ) -> Result<Response, AzureError>,
-{
-    let q = query(raw_query);
-    if q.get("api-version").is_none_or(|v| v.is_empty()) {
-        return error_response(&AzureError::new(
-            400,
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        ));
-    }
-    let token = bearer(headers);
-    let result = sim.with_world(|world, elapsed| {
-        let who = world.azure_caller(token.as_deref(), std::time::Instant::now())?;
-        world.azure_throttle(call.subscription)?;
-        if let Some(fault) = world.azure_fault(call.operation) {
-            return Err(fault);
-        }
-        if let Some(action) = call.action {
-            world.azure_authorize(&who, call.subscription, action, &call.scope)?;
-        }
-        op(world, &who, &q, elapsed)
-    });
-    result.unwrap_or_else(|e| {
-        tracing::debug!(code = %e.code, message = %e.message, "azure request failed");
-        error_response(&e)
-    })
 }
 
 #[derive(Debug)]
@@ -194,49 +143,257 @@ pub(crate) async fn token(
     }
 }
 
-/// `GET /subscriptions/{s}/locations`.
-pub(crate) async fn locations(
+/// A Resource Manager operation, routed from its method and path under `/subscriptions/{s}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'p> {
+    /// `GET locations`.
+    Locations,
+    /// `GET providers/Microsoft.Compute/skus`.
+    Skus,
+    /// `GET providers/Microsoft.Compute/locations/{loc}/usages`.
+    Usages(&'p str),
+    /// `GET providers/Microsoft.Compute/locations/{loc}/operations/{id}`.
+    Operation(&'p str),
+    /// `GET resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines`.
+    ListVms(&'p str),
+    /// `GET .../virtualMachines/{name}`.
+    GetVm(&'p str, &'p str),
+    /// `PUT .../virtualMachines/{name}`.
+    PutVm(&'p str, &'p str),
+    /// `DELETE .../virtualMachines/{name}`.
+    DeleteVm(&'p str, &'p str),
+    /// `GET resourceGroups/{rg}/providers/Microsoft.Authorization/permissions`.
+    Permissions(&'p str),
+}
+
+impl<'p> Route<'p> {
+    /// The route of `method` on the path segments after the subscription.
+    fn of(method: &Method, rest: &[&'p str]) -> Option<Self> {
+        const COMPUTE: &str = "Microsoft.Compute";
+        let get = *method == Method::GET;
+        Some(match rest {
+            ["locations"] if get => Self::Locations,
+            ["providers", COMPUTE, "skus"] if get => Self::Skus,
+            ["providers", COMPUTE, "locations", loc, "usages"] if get => Self::Usages(loc),
+            ["providers", COMPUTE, "locations", _, "operations", id] if get => Self::Operation(id),
+            [
+                "resourceGroups",
+                rg,
+                "providers",
+                COMPUTE,
+                "virtualMachines",
+            ] if get => Self::ListVms(rg),
+            [
+                "resourceGroups",
+                rg,
+                "providers",
+                COMPUTE,
+                "virtualMachines",
+                name,
+            ] => match *method {
+                Method::GET => Self::GetVm(rg, name),
+                Method::PUT => Self::PutVm(rg, name),
+                Method::DELETE => Self::DeleteVm(rg, name),
+                _ => return None,
+            },
+            [
+                "resourceGroups",
+                rg,
+                "providers",
+                "Microsoft.Authorization",
+                "permissions",
+            ] if get => Self::Permissions(rg),
+            _ => return None,
+        })
+    }
+
+    /// Its name in injected faults (`azure/<operation>`).
+    fn operation(self) -> &'static str {
+        match self {
+            Self::Locations => "locations",
+            Self::Skus => "skus",
+            Self::Usages(_) => "usages",
+            Self::Operation(_) => "operations",
+            Self::ListVms(_) => "virtualMachines/list",
+            Self::GetVm(..) => "virtualMachines/get",
+            Self::PutVm(..) => "virtualMachines/put",
+            Self::DeleteVm(..) => "virtualMachines/delete",
+            Self::Permissions(_) => "permissions",
+        }
+    }
+
+    /// The action it needs (`None`: any caller may read its own permissions).
+    fn action(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Locations => "Microsoft.Resources/subscriptions/locations/read",
+            Self::Skus => "Microsoft.Compute/skus/read",
+            Self::Usages(_) => "Microsoft.Compute/locations/usages/read",
+            Self::Operation(_) => "Microsoft.Compute/locations/operations/read",
+            Self::ListVms(_) | Self::GetVm(..) => "Microsoft.Compute/virtualMachines/read",
+            Self::PutVm(..) => "Microsoft.Compute/virtualMachines/write",
+            Self::DeleteVm(..) => "Microsoft.Compute/virtualMachines/delete",
+            Self::Permissions(_) => return None,
+        })
+    }
+
+    /// The scope named in authorization errors.
+    fn scope(self, s: &str) -> String {
+        match self {
+            Self::ListVms(rg) | Self::Permissions(rg) => {
+                format!("/subscriptions/{s}/resourceGroups/{rg}")
+            }
+            Self::GetVm(rg, name) | Self::PutVm(rg, name) | Self::DeleteVm(rg, name) => {
+                vm_scope(s, rg, name)
+            }
+            _ => format!("/subscriptions/{s}"),
+        }
+    }
+}
+
+/// What an operation gets besides the world.
+struct Request<'r> {
+    /// The subscription of the path.
+    subscription: &'r str,
+    /// The caller.
+    who: &'r Identity,
+    /// The query string.
+    query: &'r BTreeMap<String, String>,
+    /// `http://<host>`, for the URLs handed out.
+    base: &'r str,
+    /// The body.
+    body: &'r [u8],
+    /// Simulated time.
+    elapsed: std::time::Duration,
+}
+
+/// `/subscriptions/{*path}`: `api-version`, the route, then in the world the token, the
+/// subscription's rate limit, an injected fault, the action, and the operation.
+pub(crate) async fn resource_manager(
     State(sim): State<Arc<Sim>>,
+    method: Method,
     headers: HeaderMap,
-    Path(s): Path<String>,
+    Path(path): Path<String>,
     RawQuery(raw): RawQuery,
+    body: Bytes,
 ) -> Response {
-    let scope = format!("/subscriptions/{s}");
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "locations",
-            action: Some("Microsoft.Resources/subscriptions/locations/read"),
-            scope,
-        },
-        |w, _, _, _| {
-            let value: Vec<Value> = w
-                .azure_regions()
+    let q = query(raw.as_deref());
+    if q.get("api-version").is_none_or(|v| v.is_empty()) {
+        return error_response(&AzureError::new(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    }
+    let segments: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    let Some((s, rest)) = segments.split_first() else {
+        return error_response(&AzureError::new(
+            404,
+            "NotFound",
+            "No subscription in the path.",
+        ));
+    };
+    let Some(route) = Route::of(&method, rest) else {
+        return error_response(&AzureError::new(
+            404,
+            "InvalidResourceType",
+            format!("The resource type could not be found for {method} /subscriptions/{path}."),
+        ));
+    };
+    let token = bearer(&headers);
+    let base = base(&headers);
+    let result = sim.with_world(|world, elapsed| {
+        let who = world.azure_caller(token.as_deref(), std::time::Instant::now())?;
+        world.azure_throttle(s)?;
+        if let Some(fault) = world.azure_fault(route.operation()) {
+            return Err(fault);
+        }
+        if let Some(action) = route.action() {
+            world.azure_authorize(&who, s, action, &route.scope(s))?;
+        }
+        let request = Request {
+            subscription: s,
+            who: &who,
+            query: &q,
+            base: &base,
+            body: &body,
+            elapsed,
+        };
+        run(world, route, &request)
+    });
+    result.unwrap_or_else(|e| {
+        tracing::debug!(code = %e.code, message = %e.message, "azure request failed");
+        error_response(&e)
+    })
+}
+
+/// Runs a routed operation.
+fn run(w: &mut World, route: Route<'_>, r: &Request<'_>) -> Result<Response, AzureError> {
+    let s = r.subscription;
+    match route {
+        Route::Locations => Ok(locations(w, s)),
+        Route::Skus => Ok(skus(w, s, location_filter(r.query.get("$filter")))),
+        Route::Usages(location) => usages(w, s, location),
+        Route::Operation(id) => operation(w, s, id),
+        Route::ListVms(rg) => {
+            let view = r
+                .query
+                .get("statusOnly")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let value: Vec<Value> = w.azure_vms_in(s, rg).map(|v| vm_json(w, v, view)).collect();
+            Ok(Json(json!({ "value": value })).into_response())
+        }
+        Route::GetVm(rg, name) => {
+            let view = r
+                .query
+                .get("$expand")
+                .is_some_and(|v| v.eq_ignore_ascii_case("instanceView"));
+            let vm = w
+                .azure_vm(s, rg, name)
+                .ok_or_else(|| AzureError::vm_not_found(rg, name))?;
+            Ok(Json(vm_json(w, vm, view)).into_response())
+        }
+        Route::PutVm(rg, name) => put_vm(w, r, rg, name),
+        Route::DeleteVm(rg, name) => Ok(if w.azure_delete(s, rg, name) {
+            StatusCode::ACCEPTED.into_response()
+        } else {
+            StatusCode::NO_CONTENT.into_response()
+        }),
+        Route::Permissions(_) => {
+            // anyone may read their own permissions; in another subscription they have none
+            let actions = if r.who.account == s {
+                r.who.allow.clone()
+            } else {
+                Vec::new()
+            };
+            Ok(Json(json!({ "value": [{ "actions": actions, "notActions": [], "dataActions": [], "notDataActions": [] }] })).into_response())
+        }
+    }
+}
+
+/// `locations`: the scenario's Azure regions with the subscription's zone mappings.
+fn locations(w: &World, s: &str) -> Response {
+    let value: Vec<Value> = w
+        .azure_regions()
+        .into_iter()
+        .map(|region| {
+            let mappings: Vec<Value> = w
+                .zones(s, &region)
                 .into_iter()
-                .map(|region| {
-                    let mappings: Vec<Value> = w
-                    .zones(&s, &region)
-                    .into_iter()
-                    .map(|(logical, id)| {
-                        json!({ "logicalZone": logical, "physicalZone": physical_zone(&id) })
-                    })
-                    .collect();
-                    json!({
-                        "id": format!("/subscriptions/{s}/locations/{region}"),
-                        "name": region,
-                        "displayName": region,
-                        "regionalDisplayName": region,
-                        "metadata": { "regionType": "Physical", "regionCategory": "Recommended" },
-                        "availabilityZoneMappings": mappings,
-                    })
+                .map(|(logical, id)| {
+                    json!({ "logicalZone": logical, "physicalZone": physical_zone(&id) })
                 })
                 .collect();
-            Ok(Json(json!({ "value": value })).into_response())
-        },
-    )
+            json!({
+                "id": format!("/subscriptions/{s}/locations/{region}"),
+                "name": region,
+                "displayName": region,
+                "regionalDisplayName": region,
+                "metadata": { "regionType": "Physical", "regionCategory": "Recommended" },
+                "availabilityZoneMappings": mappings,
+            })
+        })
+        .collect();
+    Json(json!({ "value": value })).into_response()
 }
 
 /// Azure's physical zone name of a capsight zone id: `eastus-1` -> `eastus-az1`.
@@ -254,179 +411,121 @@ fn location_filter(filter: Option<&String>) -> Option<String> {
     Some(rest.trim().trim_matches('\'').to_owned())
 }
 
-/// `GET /subscriptions/{s}/providers/Microsoft.Compute/skus`.
-pub(crate) async fn skus(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(s): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = format!("/subscriptions/{s}");
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "skus",
-            action: Some("Microsoft.Compute/skus/read"),
-            scope,
-        },
-        |w, _, q, _| {
-            let only = location_filter(q.get("$filter"));
-            let mut value = Vec::new();
-            for (name, size) in sizes() {
-                for region in w.azure_regions() {
-                    if only
-                        .as_ref()
-                        .is_some_and(|l| !l.eq_ignore_ascii_case(&region))
-                    {
-                        continue;
-                    }
-                    let offered = w.azure_sku_zones(&region, name);
-                    if offered.is_empty() {
-                        continue;
-                    }
-                    let logical = |ids: &[String]| -> Vec<String> {
-                        let mut out: Vec<String> =
-                            ids.iter().filter_map(|z| w.zone_name(&s, z)).collect();
-                        out.sort();
-                        out
-                    };
-                    let offered: Vec<String> = offered.into_iter().collect();
-                    let restrictions = match w.azure_restriction(&s, &region, name) {
-                        None => vec![],
-                        Some(zones) if zones.is_empty() => vec![json!({
-                            "type": "Location",
-                            "values": [region],
-                            "restrictionInfo": { "locations": [region] },
-                            "reasonCode": "NotAvailableForSubscription",
-                        })],
-                        Some(zones) => vec![json!({
-                            "type": "Zone",
-                            "values": [region],
-                            "restrictionInfo": { "locations": [region], "zones": logical(&zones) },
-                            "reasonCode": "NotAvailableForSubscription",
-                        })],
-                    };
-                    value.push(json!({
-                    "resourceType": "virtualMachines",
-                    "name": name,
-                    "tier": "Standard",
-                    "size": name.strip_prefix("Standard_").unwrap_or(name),
-                    "family": size.family,
-                    "locations": [region],
-                    "locationInfo": [{ "location": region, "zones": logical(&offered), "zoneDetails": [] }],
-                    "capabilities": [
-                        { "name": "vCPUs", "value": size.vcpus.to_string() },
-                        { "name": "GPUs", "value": size.gpus.to_string() },
-                        { "name": "MemoryGB", "value": size.memory_gib.to_string() },
-                        { "name": "LowPriorityCapable", "value": "True" },
-                    ],
-                    "restrictions": restrictions,
-                }));
-                }
+/// `skus`: every catalog size with a pool in a region (`only`: one location), its zones and
+/// the subscription's restrictions.
+fn skus(w: &World, s: &str, only: Option<String>) -> Response {
+    let mut value = Vec::new();
+    for (name, size) in sizes() {
+        for region in w.azure_regions() {
+            if only
+                .as_ref()
+                .is_some_and(|l| !l.eq_ignore_ascii_case(&region))
+            {
+                continue;
             }
-            Ok(Json(json!({ "value": value })).into_response())
-        },
-    )
+            let offered = w.azure_sku_zones(&region, name);
+            if offered.is_empty() {
+                continue;
+            }
+            let logical = |ids: &[String]| -> Vec<String> {
+                let mut out: Vec<String> = ids.iter().filter_map(|z| w.zone_name(s, z)).collect();
+                out.sort();
+                out
+            };
+            let offered: Vec<String> = offered.into_iter().collect();
+            let restrictions = match w.azure_restriction(s, &region, name) {
+                None => vec![],
+                Some(zones) if zones.is_empty() => vec![json!({
+                    "type": "Location",
+                    "values": [region],
+                    "restrictionInfo": { "locations": [region] },
+                    "reasonCode": "NotAvailableForSubscription",
+                })],
+                Some(zones) => vec![json!({
+                    "type": "Zone",
+                    "values": [region],
+                    "restrictionInfo": { "locations": [region], "zones": logical(&zones) },
+                    "reasonCode": "NotAvailableForSubscription",
+                })],
+            };
+            value.push(json!({
+            "resourceType": "virtualMachines",
+            "name": name,
+            "tier": "Standard",
+            "size": name.strip_prefix("Standard_").unwrap_or(name),
+            "family": size.family,
+            "locations": [region],
+            "locationInfo": [{ "location": region, "zones": logical(&offered), "zoneDetails": [] }],
+            "capabilities": [
+                { "name": "vCPUs", "value": size.vcpus.to_string() },
+                { "name": "GPUs", "value": size.gpus.to_string() },
+                { "name": "MemoryGB", "value": size.memory_gib.to_string() },
+                { "name": "LowPriorityCapable", "value": "True" },
+            ],
+            "restrictions": restrictions,
+        }));
+        }
+    }
+    Json(json!({ "value": value })).into_response()
 }
 
-/// `GET /subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/usages`.
-pub(crate) async fn usages(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, location)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = format!("/subscriptions/{s}");
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "usages",
-            action: Some("Microsoft.Compute/locations/usages/read"),
-            scope,
-        },
-        |w, _, _, _| {
-            if !w.azure_regions().contains(&location) {
-                return Err(AzureError::new(
-                    404,
-                    "NoRegisteredProviderFound",
-                    format!("No registered resource provider found for location '{location}'."),
-                ));
-            }
-            let value: Vec<Value> = w
-                .azure_usage_names()
-                .into_iter()
-                .map(|name| {
-                    let localized = match name.as_str() {
-                        "cores" => "Total Regional vCPUs".to_owned(),
-                        "lowPriorityCores" => "Total Regional Low-priority vCPUs".to_owned(),
-                        family => format!("Standard {} Family vCPUs", family_series(family)),
-                    };
-                    json!({
-                        "unit": "Count",
-                        // Azure reports whole vCPUs
-                        "currentValue": w.azure_usage(&s, &location, &name).round() as i64,
-                        "limit": w.azure_limit(&s, &name).round() as i64,
-                        "name": { "value": name, "localizedValue": localized },
-                    })
-                })
-                .collect();
-            Ok(Json(json!({ "value": value })).into_response())
-        },
-    )
+/// `locations/{loc}/usages`: per usage name the subscription's vCPUs there and its limit.
+fn usages(w: &World, s: &str, location: &str) -> Result<Response, AzureError> {
+    if !w.azure_regions().contains(location) {
+        return Err(AzureError::new(
+            404,
+            "NoRegisteredProviderFound",
+            format!("No registered resource provider found for location '{location}'."),
+        ));
+    }
+    let value: Vec<Value> = w
+        .azure_usage_names()
+        .into_iter()
+        .map(|name| {
+            let localized = match name.as_str() {
+                "cores" => "Total Regional vCPUs".to_owned(),
+                "lowPriorityCores" => "Total Regional Low-priority vCPUs".to_owned(),
+                family => format!("Standard {} Family vCPUs", family_series(family)),
+            };
+            json!({
+                "unit": "Count",
+                // Azure reports whole vCPUs
+                "currentValue": w.azure_usage(s, location, &name).round() as i64,
+                "limit": w.azure_limit(s, &name).round() as i64,
+                "name": { "value": name, "localizedValue": localized },
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "value": value })).into_response())
+}
+
+/// `locations/{loc}/operations/{id}`: a create's status.
+fn operation(w: &World, s: &str, id: &str) -> Result<Response, AzureError> {
+    let op = w.azure_operation(s, id).ok_or_else(|| {
+        AzureError::new(
+            404,
+            "NotFound",
+            format!("The operation '{id}' was not found."),
+        )
+    })?;
+    let mut body = json!({
+        "name": op.id,
+        "status": op.status,
+        "startTime": op.started.to_rfc3339(),
+    });
+    if op.status != "InProgress" {
+        body["endTime"] = json!(op.started.to_rfc3339());
+    }
+    if let Some(e) = &op.error {
+        body["error"] = json!({ "code": e.code, "message": e.message });
+    }
+    Ok(Json(body).into_response())
 }
 
 /// `standardNDSH100v5Family` -> `NDSH100v5`.
 fn family_series(family: &str) -> &str {
     let f = family.strip_prefix("standard").unwrap_or(family);
     f.strip_suffix("Family").unwrap_or(f)
-}
-
-/// `GET /subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{id}`.
-pub(crate) async fn operation(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, _location, id)): Path<(String, String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = format!("/subscriptions/{s}");
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "operations",
-            action: Some("Microsoft.Compute/locations/operations/read"),
-            scope,
-        },
-        |w, _, _, _| {
-            let op = w.azure_operation(&s, &id).ok_or_else(|| {
-                AzureError::new(
-                    404,
-                    "NotFound",
-                    format!("The operation '{id}' was not found."),
-                )
-            })?;
-            let mut body = json!({
-                "name": op.id,
-                "status": op.status,
-                "startTime": op.started.to_rfc3339(),
-            });
-            if op.status != "InProgress" {
-                body["endTime"] = json!(op.started.to_rfc3339());
-            }
-            if let Some(e) = &op.error {
-                body["error"] = json!({ "code": e.code, "message": e.message });
-            }
-            Ok(Json(body).into_response())
-        },
-    )
 }
 
 fn vm_scope(s: &str, rg: &str, name: &str) -> String {
@@ -480,67 +579,6 @@ fn vm_json(w: &World, vm: &AzureVm, instance_view: bool) -> Value {
     body
 }
 
-/// `GET .../virtualMachines` (the resource group's VMs; `statusOnly=true` adds instance views).
-pub(crate) async fn list_vms(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, rg)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = format!("/subscriptions/{s}/resourceGroups/{rg}");
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "virtualMachines/list",
-            action: Some("Microsoft.Compute/virtualMachines/read"),
-            scope,
-        },
-        |w, _, q, _| {
-            let view = q
-                .get("statusOnly")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            let value: Vec<Value> = w
-                .azure_vms_in(&s, &rg)
-                .map(|v| vm_json(w, v, view))
-                .collect();
-            Ok(Json(json!({ "value": value })).into_response())
-        },
-    )
-}
-
-/// `GET .../virtualMachines/{name}` (`$expand=instanceView` adds the instance view).
-pub(crate) async fn get_vm(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, rg, name)): Path<(String, String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = vm_scope(&s, &rg, &name);
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "virtualMachines/get",
-            action: Some("Microsoft.Compute/virtualMachines/read"),
-            scope,
-        },
-        |w, _, q, _| {
-            let view = q
-                .get("$expand")
-                .is_some_and(|v| v.eq_ignore_ascii_case("instanceView"));
-            let vm = w
-                .azure_vm(&s, &rg, &name)
-                .ok_or_else(|| AzureError::vm_not_found(&rg, &name))?;
-            Ok(Json(vm_json(w, vm, view)).into_response())
-        },
-    )
-}
-
 #[derive(Debug, Deserialize)]
 struct VmBody {
     location: String,
@@ -574,139 +612,61 @@ struct BillingProfile {
     max_price: Option<f64>,
 }
 
-/// `PUT .../virtualMachines/{name}`: 201 (created) or 200 (existing), with
-/// `Azure-AsyncOperation` pointing at the create's operation.
-pub(crate) async fn put_vm(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, rg, name)): Path<(String, String, String)>,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let scope = vm_scope(&s, &rg, &name);
-    let api_version = query(raw.as_deref())
-        .get("api-version")
-        .cloned()
-        .unwrap_or_default();
-    let base = base(&headers);
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "virtualMachines/put",
-            action: Some("Microsoft.Compute/virtualMachines/write"),
-            scope,
-        },
-        |w, _, _, elapsed| {
-            let b: VmBody = serde_json::from_slice(&body).map_err(|e| {
-                AzureError::new(
-                    400,
-                    "InvalidRequestContent",
-                    format!(
-                        "The request content was invalid and could not be deserialized: '{e}'."
-                    ),
-                )
-            })?;
-            if name.is_empty() || name.len() > 64 {
-                return Err(AzureError::new(
-                    400,
-                    "InvalidParameter",
-                    "The VM name must be 1 to 64 characters long.",
-                ));
-            }
-            let market = match b.properties.priority.as_deref() {
-                None | Some("Regular") => PoolMarket::OnDemand,
-                Some("Spot") | Some("Low") => PoolMarket::Spot,
-                Some(other) => {
-                    return Err(AzureError::invalid(format!(
-                        "The value '{other}' of parameter 'priority' is not allowed."
-                    )));
-                }
-            };
-            let spec = AzureCreate {
-                location: b.location,
-                zones: b.zones,
-                vm_size: b.properties.hardware_profile.vm_size,
-                market,
-                max_price: b.properties.billing_profile.and_then(|p| p.max_price),
-                tags: b.tags,
-            };
-            let (vm, created) = w.azure_create(&s, &rg, &name, &spec, elapsed)?;
-            let status = if created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let operation = format!(
-                "{base}/subscriptions/{s}/providers/Microsoft.Compute/locations/{}/operations/{}?api-version={api_version}",
-                vm.location, vm.operation
-            );
-            let mut response = (status, Json(vm_json(w, &vm, false))).into_response();
-            if let Ok(v) = HeaderValue::from_str(&operation) {
-                response.headers_mut().insert("azure-asyncoperation", v);
-            }
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            Ok(response)
-        },
-    )
-}
-
-/// `DELETE .../virtualMachines/{name}`: 202 when it existed (deleted at once), 204 otherwise.
-pub(crate) async fn delete_vm(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, rg, name)): Path<(String, String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = vm_scope(&s, &rg, &name);
-    arm(
-        &sim,
-        &headers,
-        raw.as_deref(),
-        Call {
-            subscription: &s,
-            operation: "virtualMachines/delete",
-            action: Some("Microsoft.Compute/virtualMachines/delete"),
-            scope,
-        },
-        |w, _, _, _| {
-            Ok(if w.azure_delete(&s, &rg, &name) {
-                StatusCode::ACCEPTED.into_response()
-            } else {
-                StatusCode::NO_CONTENT.into_response()
-            })
-        },
-    )
-}
-
-/// `GET .../resourceGroups/{rg}/providers/Microsoft.Authorization/permissions`: the caller's
-/// allowed actions at the resource group.
-pub(crate) async fn permissions(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((s, rg)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let scope = format!("/subscriptions/{s}/resourceGroups/{rg}");
-    let call = Call {
-        subscription: &s,
-        operation: "permissions",
-        action: None,
-        scope,
+/// `virtualMachines/{name}` PUT: 201 (created) or 200 (existing), with `Azure-AsyncOperation`
+/// pointing at the create's operation.
+fn put_vm(w: &mut World, r: &Request<'_>, rg: &str, name: &str) -> Result<Response, AzureError> {
+    let s = r.subscription;
+    let base = r.base;
+    let api_version = r.query.get("api-version").map_or("", String::as_str);
+    let b: VmBody = serde_json::from_slice(r.body).map_err(|e| {
+        AzureError::new(
+            400,
+            "InvalidRequestContent",
+            format!("The request content was invalid and could not be deserialized: '{e}'."),
+        )
+    })?;
+    if name.is_empty() || name.len() > 64 {
+        return Err(AzureError::new(
+            400,
+            "InvalidParameter",
+            "The VM name must be 1 to 64 characters long.",
+        ));
+    }
+    let market = match b.properties.priority.as_deref() {
+        None | Some("Regular") => PoolMarket::OnDemand,
+        Some("Spot") | Some("Low") => PoolMarket::Spot,
+        Some(other) => {
+            return Err(AzureError::invalid(format!(
+                "The value '{other}' of parameter 'priority' is not allowed."
+            )));
+        }
     };
-    arm(&sim, &headers, raw.as_deref(), call, |_, who, _, _| {
-        // anyone may read their own permissions; in another subscription they have none
-        let actions = if who.account == s {
-            who.allow.clone()
-        } else {
-            Vec::new()
-        };
-        Ok(Json(json!({ "value": [{ "actions": actions, "notActions": [], "dataActions": [], "notDataActions": [] }] })).into_response())
-    })
+    let spec = AzureCreate {
+        location: b.location,
+        zones: b.zones,
+        vm_size: b.properties.hardware_profile.vm_size,
+        market,
+        max_price: b.properties.billing_profile.and_then(|p| p.max_price),
+        tags: b.tags,
+    };
+    let (vm, created) = w.azure_create(s, rg, name, &spec, r.elapsed)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let operation = format!(
+        "{base}/subscriptions/{s}/providers/Microsoft.Compute/locations/{}/operations/{}?api-version={api_version}",
+        vm.location, vm.operation
+    );
+    let mut response = (status, Json(vm_json(w, &vm, false))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&operation) {
+        response.headers_mut().insert("azure-asyncoperation", v);
+    }
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    Ok(response)
 }
 
 /// `GET /api/retail/prices?$filter=...` (no auth).

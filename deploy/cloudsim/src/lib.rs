@@ -311,32 +311,11 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/instances/{id}", get(lambda::instance))
         .route("/rss/{feed}", get(rss))
         .route("/{tenant}/oauth2/v2.0/token", post(azure::token))
-        .route("/subscriptions/{s}/locations", get(azure::locations))
         .route(
-            "/subscriptions/{s}/providers/Microsoft.Compute/skus",
-            get(azure::skus),
-        )
-        .route(
-            "/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/usages",
-            get(azure::usages),
-        )
-        .route(
-            "/subscriptions/{s}/providers/Microsoft.Compute/locations/{loc}/operations/{id}",
-            get(azure::operation),
-        )
-        .route(
-            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines",
-            get(azure::list_vms),
-        )
-        .route(
-            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}",
-            get(azure::get_vm)
-                .put(azure::put_vm)
-                .delete(azure::delete_vm),
-        )
-        .route(
-            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Authorization/permissions",
-            get(azure::permissions),
+            "/subscriptions/{*path}",
+            get(azure::resource_manager)
+                .put(azure::resource_manager)
+                .delete(azure::resource_manager),
         )
         .route("/api/retail/prices", get(azure::retail_prices))
         .route("/azure/status/feed", get(azure::status_feed))

@@ -78,6 +78,57 @@ pub struct PoolState {
     pub stocked_out: bool,
 }
 
+impl PoolKey {
+    /// A zonal pool's key (AWS, Azure).
+    fn of(p: &crate::scenario::Pool) -> Self {
+        Self {
+            zone_id: p.zone.clone(),
+            instance_type: p.instance_type.clone(),
+            market: p.market,
+        }
+    }
+}
+
+impl PoolState {
+    /// A scenario pool's state at the start, in `region`.
+    fn of(p: &crate::scenario::Pool, region: String, defaults: &crate::scenario::Defaults) -> Self {
+        Self {
+            region,
+            capacity: p.capacity,
+            stock: p.stock,
+            refill_per_hour: p.refill_per_hour,
+            demand_per_hour: p.demand_per_hour,
+            provisioning: p.provisioning.unwrap_or(defaults.provisioning),
+            stocked_out: false,
+        }
+    }
+
+    /// A stockout event: empty, and held at zero until [`PoolState::recover`].
+    pub(crate) fn stock_out(&mut self) {
+        self.stock = 0;
+        self.stocked_out = true;
+    }
+
+    /// A recover event: `stock` (at most the capacity), refilling again.
+    pub(crate) fn recover(&mut self, stock: u32) {
+        self.stocked_out = false;
+        self.stock = stock.min(self.capacity);
+    }
+
+    /// One market step of a pool that reclaims nothing (Lambda, Azure): other customers'
+    /// refill and demand, drawn even when stocked out so no pool shifts another's randomness.
+    fn drift(&mut self, rng: &mut ChaCha8Rng, hours: f64) {
+        let refill = arrivals(rng, self.refill_per_hour * hours);
+        let demand = arrivals(rng, self.demand_per_hour * hours);
+        if self.stocked_out {
+            self.stock = 0;
+            return;
+        }
+        let stock = i64::from(self.stock) + i64::from(refill) - i64::from(demand);
+        self.stock = u32::try_from(stock.clamp(0, i64::from(self.capacity))).unwrap_or(0);
+    }
+}
+
 /// Spot price state of one (zone, type).
 #[derive(Debug, Clone)]
 struct SpotPrice {
@@ -409,15 +460,7 @@ impl World {
         {
             lambda_pools.insert(
                 (p.region.clone(), p.instance_type.clone()),
-                PoolState {
-                    region: p.region.clone(),
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, p.region.clone(), &scenario.defaults),
             );
         }
         let mut azure_pools = BTreeMap::new();
@@ -432,22 +475,7 @@ impl World {
                 .find(|z| z.id == p.zone && z.provider == SimProvider::Azure)
                 .map(|z| z.region.clone())
                 .unwrap_or_default();
-            azure_pools.insert(
-                PoolKey {
-                    zone_id: p.zone.clone(),
-                    instance_type: p.instance_type.clone(),
-                    market: p.market,
-                },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
-            );
+            azure_pools.insert(PoolKey::of(p), PoolState::of(p, region, &scenario.defaults));
         }
         for p in scenario
             .pools
@@ -460,22 +488,7 @@ impl World {
                 .find(|z| z.id == p.zone)
                 .map(|z| z.region.clone())
                 .unwrap_or_default();
-            pools.insert(
-                PoolKey {
-                    zone_id: p.zone.clone(),
-                    instance_type: p.instance_type.clone(),
-                    market: p.market,
-                },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
-            );
+            pools.insert(PoolKey::of(p), PoolState::of(p, region, &scenario.defaults));
             if p.market == PoolMarket::Spot {
                 let od = types
                     .get(&p.instance_type)
