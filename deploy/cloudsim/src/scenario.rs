@@ -812,4 +812,64 @@ mod tests {
             "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"lambda\"\n            region = \"us-west-3\"",
         );
     }
+
+    #[test]
+    fn azure_pools_sit_in_azure_zones_and_app_registrations_need_a_directory_and_secret() {
+        let ok = r#"
+            name = "t"
+            [[zones]]
+            provider = "azure"
+            region = "eastus"
+            id = "eastus-1"
+            name = "1"
+            [[accounts]]
+            id = "sub-1"
+            provider = "azure"
+            [[accounts.restrictions]]
+            instance_type = "Standard_ND96isr_H100_v5"
+            region = "eastus"
+            [[principals]]
+            provider = "azure"
+            directory = "dir"
+            client_id = "app"
+            client_secret = "secret"
+            account = "sub-1"
+            user = "ops"
+            [[pools]]
+            provider = "azure"
+            zone = "eastus-1"
+            instance_type = "Standard_ND96isr_H100_v5"
+            market = "spot"
+            capacity = 2
+            stock = 1
+            [[events]]
+            at = "1m"
+            kind = "stockout"
+            provider = "azure"
+            zone = "eastus-1"
+            instance_type = "Standard_ND96isr_H100_v5"
+            market = "spot"
+        "#;
+        let s = Scenario::parse(ok).unwrap();
+        assert_eq!(s.pools[0].provider, SimProvider::Azure);
+        assert!(s.accounts[0].restrictions[0].zones.is_empty());
+        let bad = |from: &str, to: &str| {
+            let text = ok.replacen(from, to, 1);
+            assert!(Scenario::parse(&text).is_err(), "{to}");
+        };
+        // a pool in an AWS zone, a region instead of a zone, no secret, an undeclared zone
+        bad(
+            "provider = \"azure\"\n            region = \"eastus\"",
+            "region = \"eastus\"",
+        );
+        bad(
+            "zone = \"eastus-1\"\n            instance_type",
+            "region = \"eastus\"\n            instance_type",
+        );
+        bad("client_secret = \"secret\"", "client_secret = \"\"");
+        bad(
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"azure\"\n            zone = \"eastus-1\"",
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"azure\"\n            zone = \"eastus-9\"",
+        );
+    }
 }
