@@ -9,19 +9,20 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{sync::Arc, time::Duration};
+mod gateway;
+
+use std::sync::Arc;
 
 use capsight_cloud::tenants::{TenantClouds, WithAzure};
-use capsight_proto::v1::{self, CheckStatus, Decision};
-use capsight_runtime::shutdown::Shutdown;
+use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{
     Sandbox,
     cloud::{AZURE_DIRECTORY, AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, Sim, quick_retries},
     fixtures::scenario,
-    grpc::{authed, channel},
     signals::score,
     tenants::tenant,
 };
+use gateway::{Gateway, statuses};
 
 const STOCKED: &str = "azure/eastus/eastus-1/Standard_ND96isr_H100_v5/on_demand";
 const EMPTY: &str = "azure/eastus/eastus-2/Standard_ND96isr_H100_v5/on_demand";
@@ -35,23 +36,7 @@ const SMALL_APP: (&str, &str) = (
 );
 const SMALL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000b2";
 
-fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
-    Some(v1::LaunchSpec {
-        key: Some(v1::CapacityKey::from(
-            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
-        )),
-        count,
-        image_id: "Canonical:ubuntu-24_04-lts:server:latest".into(),
-        ..Default::default()
-    })
-}
-
-fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
-    r.checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.status))
-        .collect()
-}
+const IMAGE: &str = "Canonical:ubuntu-24_04-lts:server:latest";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_score() {
@@ -104,31 +89,9 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
         quick_retries(1),
     );
     let clouds: Arc<dyn TenantClouds> = Arc::new(WithAzure::new(sandbox.clouds(), azure));
-    let shutdown = Shutdown::new();
-    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
-        .await
-        .unwrap();
-    let ch = channel(running.addr);
-    let preflight = |k: &'static str, count: u32, tenant: &str| {
-        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
-        let key = sandbox.key(tenant);
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, count),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
+    let g = Gateway::serve(sandbox, clouds).await;
+    let preflight =
+        |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
     let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
     let skipped = CheckStatus::Skipped as i32;
@@ -206,6 +169,5 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
             .contains("capsight-admin tenant azure"),
         "{none:#?}"
     );
-    shutdown.trigger();
-    sandbox.cleanup().await;
+    g.sandbox.cleanup().await;
 }
