@@ -42,6 +42,9 @@ pub struct ProbeConfig {
     pub clickhouse: capsight_clickhouse::ClickHouseSettings,
     /// `[cloud]`.
     pub cloud: capsight_cloud::CloudSettings,
+    /// `[azure]` (the operator's subscription; off when it names none).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[probe]`.
     pub probe: ProbeSettings,
     /// `[gcp]`: with a project, its regions are probed too (insert, then delete).
@@ -52,17 +55,19 @@ pub struct ProbeConfig {
 /// restart must not reset the budget), then sweeps and probes on schedule (`once`: sweep, one
 /// planning pass, wait for its probes) until the shutdown fires.
 pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
-    use capsight_cloud::regional::watched_aws_adapters;
+    use capsight_cloud::regional::watched_adapters;
     let (config, catalog) = (&c.config, &c.catalog);
     capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
         .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
-    let mut adapters = watched_aws_adapters(&config.cloud, catalog, &config.probe.regions)
-        .await
-        .map_err(|e| CollectorError::setup("probe", e))?;
-    adapters.extend(
-        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, catalog)
-            .map_err(|e| CollectorError::setup("gcp", e))?,
-    );
+    let adapters = watched_adapters(
+        &config.cloud,
+        catalog,
+        &config.probe.regions,
+        &config.azure,
+        &config.gcp,
+    )
+    .await
+    .map_err(|e| CollectorError::setup("probe", e))?;
     let account = account(config, catalog).await;
     let audit =
         audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;

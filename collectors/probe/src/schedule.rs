@@ -77,15 +77,15 @@ impl Scheduler {
             .instance_types
             .iter()
             .map(|t| {
-                InstanceType::parse(
-                    "probe.instance_types",
-                    capsight_proto::domain::Provider::Aws,
-                    t,
-                )
-                .map_err(|e| ConfigError {
-                    field: "instance_types",
-                    reason: e.to_string(),
-                })
+                use capsight_proto::domain::Provider;
+                // a type of any provider (p5.48xlarge, Standard_ND96isr_H100_v5)
+                Provider::ALL
+                    .iter()
+                    .find_map(|p| InstanceType::parse("probe.instance_types", *p, t).ok())
+                    .ok_or_else(|| ConfigError {
+                        field: "instance_types",
+                        reason: format!("{t:?} is not an instance type of any provider"),
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if s.max_concurrent == 0 || s.max_per_pass == 0 {

@@ -183,6 +183,9 @@ impl QuotaCollector {
 pub struct QuotaConfig {
     /// `[cloud]`.
     pub cloud: capsight_cloud::CloudSettings,
+    /// `[azure]` (the operator's subscription; off when it names none).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[quota]`.
     pub quota: QuotaSettings,
     /// `[gcp]`: with a project, its regions are watched too.
@@ -195,16 +198,18 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<QuotaConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::watched_aws_adapters;
+    use capsight_cloud::regional::watched_adapters;
     use capsight_collector_kit::CollectorError;
     let config = &c.config;
-    let mut adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.quota.regions)
-        .await
-        .map_err(|e| CollectorError::setup("quota", e))?;
-    adapters.extend(
-        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, &c.catalog)
-            .map_err(|e| CollectorError::setup("gcp", e))?,
-    );
+    let adapters = watched_adapters(
+        &config.cloud,
+        &c.catalog,
+        &config.quota.regions,
+        &config.azure,
+        &config.gcp,
+    )
+    .await
+    .map_err(|e| CollectorError::setup("quota", e))?;
     tracing::info!(regions = adapters.len(), interval = ?config.quota.interval, "quota collector starting");
     let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
         adapters,

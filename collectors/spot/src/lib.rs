@@ -2,12 +2,13 @@
 //! own cadence.
 //!
 //! * **prices** (`spot.price_interval`, 5-15 min): spot price history since the last pass; one
-//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time (on
-//!   GCP, with a `[gcp]` project: the Billing Catalog's Spot GPU price, one point per zone);
+//!   `SpotPrice` signal per new (zone, type) price point, observed at the point's own time
+//!   (on GCP, with a `[gcp]` project: the Billing Catalog's Spot GPU price, one point per zone;
+//!   Azure's list prices are region-wide: keys without a zone, observed at each pass);
 //! * **placement scores** (`spot.placement_interval`): AWS caps distinct requests per account
 //!   per day, so calls are budgeted (`spot.placement_calls_per_day`, reset at UTC midnight) and
 //!   spread round-robin over types; each call's per-zone scores become `PlacementScore`
-//!   signals;
+//!   signals (a provider without placement scores, Azure, is left out after its first answer);
 //! * **offerings** (`spot.offerings_interval`): instance-type offerings per zone
 //!   (`OfferingExposure`), and capacity-block offers for types that have them
 //!   (`CapacityBlockOffer`);
@@ -29,7 +30,7 @@ use std::{
 };
 
 use capsight_catalog::Catalog;
-use capsight_cloud::{CapacityBlockQuery, CloudAdapter, PlacementScoreQuery, ZoneId};
+use capsight_cloud::{CapacityBlockQuery, CloudAdapter, CloudError, PlacementScoreQuery, ZoneId};
 use capsight_proto::domain::{
     CapacityBlockOffer, CapacityKey, InstanceType, Market, OfferingExposure, Payload,
     PlacementScore, Signal, SignalId, SignalSource, SpotAdvisory, SpotPrice,
@@ -102,6 +103,8 @@ pub struct SpotCollector {
     placement_day: Option<chrono::NaiveDate>,
     placement_calls: u32,
     placement_cursor: usize,
+    /// Providers whose adapters have no placement scores.
+    no_placement: std::collections::HashSet<capsight_proto::domain::Provider>,
     advice: BTreeMap<(String, String), advisor::Advice>,
 }
 
@@ -133,6 +136,7 @@ impl SpotCollector {
             placement_day: None,
             placement_calls: 0,
             placement_cursor: 0,
+            no_placement: std::collections::HashSet::new(),
             advice: BTreeMap::new(),
         })
     }
@@ -206,13 +210,17 @@ impl SpotCollector {
                 }
             };
             for p in points {
-                let (Some(zone), Ok(t)) = (
-                    p.zone.clone(),
-                    InstanceType::parse("instance_type", adapter.provider(), &p.instance_type),
-                ) else {
+                let Ok(t) =
+                    InstanceType::parse("instance_type", adapter.provider(), &p.instance_type)
+                else {
                     continue;
                 };
-                let key = Self::key(adapter.as_ref(), Some(zone), t, Market::Spot);
+                // a zone the adapter could not map is skipped; no zone at all is a region-wide
+                // price (Azure's list prices)
+                if p.zone.is_none() && !p.zone_name.is_empty() {
+                    continue;
+                }
+                let key = Self::key(adapter.as_ref(), p.zone.clone(), t, Market::Spot);
                 let key_text = key.to_string();
                 if self
                     .last_price_at
@@ -253,7 +261,11 @@ impl SpotCollector {
         }
         // every (region, type) pair, in a stable order, visited round-robin across passes
         let mut pairs = Vec::new();
-        for adapter in &self.adapters {
+        for adapter in self
+            .adapters
+            .iter()
+            .filter(|a| !self.no_placement.contains(&a.provider()))
+        {
             for t in self.types_in(adapter.as_ref()) {
                 pairs.push((Arc::clone(adapter), t));
             }
@@ -304,8 +316,12 @@ impl SpotCollector {
                         );
                     }
                 }
-                // a cloud without placement scores (GCP) is not an error
-                Err(capsight_cloud::CloudError::Unsupported { .. }) => {}
+                Err(CloudError::Unsupported { provider, .. }) => {
+                    // the provider has no placement scores: not an error, and not asked again
+                    tracing::debug!(%provider, "no placement scores from this provider");
+                    self.placement_calls = self.placement_calls.saturating_sub(1);
+                    self.no_placement.insert(provider);
+                }
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(region = %adapter.region(), %t, error = %e, "placement score failed");
@@ -499,6 +515,9 @@ impl SpotCollector {
 pub struct SpotConfig {
     /// `[cloud]`.
     pub cloud: capsight_cloud::CloudSettings,
+    /// `[azure]` (the operator's subscription; off when it names none).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[spot]`.
     pub spot: SpotSettings,
     /// `[gcp]`: with a project, its regions are watched too (Spot prices, offerings).
@@ -510,17 +529,19 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<SpotConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::watched_aws_adapters;
+    use capsight_cloud::regional::watched_adapters;
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    let mut adapters = watched_aws_adapters(&config.cloud, &c.catalog, &config.spot.regions)
-        .await
-        .map_err(|e| CollectorError::setup("spot", e))?;
-    adapters.extend(
-        capsight_cloud::gcp::watched_gcp_adapters(&config.gcp, &config.cloud, &c.catalog)
-            .map_err(|e| CollectorError::setup("gcp", e))?,
-    );
+    let adapters = watched_adapters(
+        &config.cloud,
+        &c.catalog,
+        &config.spot.regions,
+        &config.azure,
+        &config.gcp,
+    )
+    .await
+    .map_err(|e| CollectorError::setup("spot", e))?;
     let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(

@@ -163,6 +163,32 @@ enum TenantCommand {
         #[arg(long)]
         remove: bool,
     },
+    /// Register the tenant's Azure subscription (preflight and launches on Azure): the app
+    /// registration capsight acts as, the subscription and resource group, and the name of the
+    /// environment variable that holds the client secret on the gateway and the launcher (never
+    /// the secret itself).
+    Azure {
+        /// Tenant id.
+        id: String,
+        /// The Entra ID tenant (directory) id of the app registration.
+        #[arg(long, required_unless_present = "remove")]
+        tenant_id: Option<String>,
+        /// The app registration's client (application) id.
+        #[arg(long, required_unless_present = "remove")]
+        client_id: Option<String>,
+        /// The subscription.
+        #[arg(long, required_unless_present = "remove")]
+        subscription_id: Option<String>,
+        /// The resource group launches go to.
+        #[arg(long, required_unless_present = "remove")]
+        resource_group: Option<String>,
+        /// The environment variable with the client secret, e.g. `CAPSIGHT_AZURE_SECRET_ACME`.
+        #[arg(long, required_unless_present = "remove")]
+        client_secret_env: Option<String>,
+        /// Remove the registration.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set the most GPUs the tenant's live launches may hold together (0 = tenancy.default_gpu_quota).
     Quota {
         /// Tenant id.
@@ -396,6 +422,52 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 println!("gcp project of {id} set");
             } else {
                 println!("gcp project of {id} removed");
+            }
+        }
+        TenantCommand::Azure {
+            id,
+            tenant_id,
+            client_id,
+            subscription_id,
+            resource_group,
+            client_secret_env,
+            remove,
+        } => {
+            let id = TenantId::parse(&id)?;
+            let account = match (
+                remove,
+                tenant_id,
+                client_id,
+                subscription_id,
+                resource_group,
+                client_secret_env,
+            ) {
+                (true, ..) => None,
+                (
+                    false,
+                    Some(tenant_id),
+                    Some(client_id),
+                    Some(subscription_id),
+                    Some(resource_group),
+                    Some(client_secret_env),
+                ) => Some(capsight_tenancy::AzureAccount {
+                    tenant_id,
+                    client_id,
+                    subscription_id,
+                    resource_group,
+                    client_secret_env,
+                }),
+                _ => anyhow::bail!(
+                    "--tenant-id, --client-id, --subscription-id, --resource-group and --client-secret-env are required"
+                ),
+            };
+            let set = account.is_some();
+            reg.set_azure_account(&id, account)?;
+            reg.save(path)?;
+            if set {
+                println!("azure subscription of {id} set");
+            } else {
+                println!("azure subscription of {id} removed");
             }
         }
         TenantCommand::Quota { id, gpus } => {

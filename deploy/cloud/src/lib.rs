@@ -19,10 +19,14 @@
 //! * [`gcp`]: Compute Engine over its REST APIs (`reqwest`), zones by their GCP names,
 //!   service-account credentials (`GOOGLE_APPLICATION_CREDENTIALS`); operations it does not
 //!   implement are [`CloudError::Unsupported`].
+//! * [`azure`]: Azure Compute over Resource Manager's REST API (`reqwest`), keyed by the
+//!   subscription's zones mapped to physical zones, Entra ID client credentials; operations it
+//!   does not implement are [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
 pub mod aws;
+pub mod azure;
 mod error;
 pub mod gcp;
 pub mod lambda;

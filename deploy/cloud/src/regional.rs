@@ -1,11 +1,17 @@
-//! One adapter per region, for collectors that watch several regions with one account.
+//! One adapter per region, for collectors that watch several regions with one account: AWS
+//! from the standard chain, Azure from `[azure]` when it names a subscription, GCP from `[gcp]`
+//! when it names a project.
 
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use capsight_catalog::Catalog;
 
-use crate::{CloudAdapter, CloudError, CloudSettings, Region, aws::AwsAdapter};
+use crate::{
+    CloudAdapter, CloudError, CloudSettings, Region,
+    aws::AwsAdapter,
+    azure::{AzureAdapter, AzureSettings},
+};
 
 /// Why the adapters of the watched regions could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,22 @@ pub async fn watched_aws_adapters(
     Ok(aws_adapters(settings, Arc::clone(catalog), &regions).await?)
 }
 
+/// Every adapter a collector watches with: AWS for `aws_regions` ([`watched_aws_adapters`])
+/// followed by Azure's ([`watched_azure_adapters`], none unless `[azure]` is configured) and
+/// GCP's ([`crate::gcp::watched_gcp_adapters`], none unless `[gcp]` names a project).
+pub async fn watched_adapters(
+    settings: &CloudSettings,
+    catalog: &Arc<Catalog>,
+    aws_regions: &[String],
+    azure: &AzureSettings,
+    gcp: &crate::gcp::GcpSettings,
+) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
+    let mut adapters = watched_aws_adapters(settings, catalog, aws_regions).await?;
+    adapters.extend(watched_azure_adapters(azure, settings, catalog)?);
+    adapters.extend(crate::gcp::watched_gcp_adapters(gcp, settings, catalog)?);
+    Ok(adapters)
+}
+
 /// Loads the AWS configuration chain once and builds an adapter for each of `regions`.
 pub async fn aws_adapters(
     settings: &CloudSettings,
@@ -48,16 +70,55 @@ pub async fn aws_adapters(
         .collect()
 }
 
+/// The operator's Azure adapters, one per watched region (`azure.regions`, else every Azure
+/// region of the catalog), sharing one token; none when `[azure]` names no subscription.
+pub fn watched_azure_adapters(
+    azure: &AzureSettings,
+    settings: &CloudSettings,
+    catalog: &Arc<Catalog>,
+) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
+    if !azure.is_configured() {
+        return Ok(Vec::new());
+    }
+    let regions = watched_regions(
+        capsight_proto::domain::Provider::Azure,
+        &azure.regions,
+        catalog,
+    )?;
+    let Some(first) = regions.first() else {
+        return Ok(Vec::new());
+    };
+    let base = AzureAdapter::from_env(
+        azure.clone(),
+        settings.clone(),
+        first.clone(),
+        Arc::clone(catalog),
+    )?;
+    Ok(regions
+        .iter()
+        .map(|r| Arc::new(base.in_region(r.clone())) as Arc<dyn CloudAdapter>)
+        .collect())
+}
+
 /// The regions to watch: `configured` (validated), or every AWS region the catalog lists.
 pub fn watched_aws_regions(
     configured: &[String],
     catalog: &Catalog,
 ) -> Result<Vec<Region>, capsight_proto::domain::FieldError> {
-    use capsight_proto::domain::Provider;
+    watched_regions(capsight_proto::domain::Provider::Aws, configured, catalog)
+}
+
+/// The regions of `provider` to watch: `configured` (validated), or every region of the
+/// provider the catalog lists.
+pub fn watched_regions(
+    provider: capsight_proto::domain::Provider,
+    configured: &[String],
+    catalog: &Catalog,
+) -> Result<Vec<Region>, capsight_proto::domain::FieldError> {
     if configured.is_empty() {
         let mut all: Vec<Region> = catalog
             .iter()
-            .filter(|t| t.provider == Provider::Aws)
+            .filter(|t| t.provider == provider)
             .flat_map(|t| t.regions.iter().cloned())
             .collect();
         all.sort();
@@ -66,6 +127,6 @@ pub fn watched_aws_regions(
     }
     configured
         .iter()
-        .map(|r| Region::parse("regions", Provider::Aws, r))
+        .map(|r| Region::parse("regions", provider, r))
         .collect()
 }

@@ -15,9 +15,13 @@
 //! project and service account, whose key file's path is the value of the environment variable
 //! its registration names (neither key nor path is in the registry).
 //!
+//! Azure ([`AzureClouds`], offered by [`TenantClouds::azure_clouds`]): the tenant's own app
+//! registration in its own subscription, its client secret read from the environment variable
+//! its registration names (never stored in the registry).
+//!
 //! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
 //! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`], GCP through
-//! [`TenantClouds::gcp_clouds`];
+//! [`TenantClouds::gcp_clouds`], Azure through [`TenantClouds::azure_clouds`];
 //! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
 //! launcher never falls back to a provider it cannot).
 
@@ -26,6 +30,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     CloudAdapter, CloudError, CloudSettings, Provider, Region,
     aws::AwsAdapter,
+    azure::{AzureAdapter, AzureCredentials, AzureScope, AzureSettings},
     gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
 };
@@ -73,6 +78,11 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants' Azure adapters, when these clouds include Azure.
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        None
+    }
+
     /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
     /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
     async fn adapter_on(
@@ -101,7 +111,13 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
                     None => Err(none()),
                 }
             }
-            Provider::Azure => Err(none()),
+            Provider::Azure => {
+                let azure = self.azure_clouds().ok_or_else(none)?;
+                match azure.adapter(tenant, region)? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
         }
     }
 
@@ -112,14 +128,24 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
             Provider::Aws => tenant.aws_role.is_some(),
             Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
             Provider::Gcp => self.gcp_clouds().is_some_and(|g| g.has_credentials(tenant)),
-            Provider::Azure => false,
+            Provider::Azure => self.azure_clouds().is_some_and(|a| a.has_secret(tenant)),
         }
     }
 }
 
-/// Looks a tenant's secret (a Lambda API key, a GCP key file's path) up by the environment
-/// variable name its registration gives.
+/// Looks a tenant's secret (a Lambda API key, a GCP key file's path, an Azure client secret) up
+/// by the environment variable name its registration gives.
 pub type KeyLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Secrets from the process environment.
+fn from_process_env() -> KeyLookup {
+    Arc::new(|name: &str| std::env::var(name).ok())
+}
+
+/// The non-blank secret in the variable `name`.
+fn secret(keys: &KeyLookup, name: &str) -> Option<String> {
+    keys(name).filter(|k| !k.trim().is_empty())
+}
 
 /// Lambda Cloud adapters acting with tenants' own API keys.
 pub struct LambdaClouds {
@@ -139,11 +165,7 @@ impl std::fmt::Debug for LambdaClouds {
 impl LambdaClouds {
     /// Keys from the process environment.
     pub fn from_env(lambda: LambdaSettings, cloud: CloudSettings) -> Self {
-        Self::with_keys(
-            lambda,
-            cloud,
-            Arc::new(|name: &str| std::env::var(name).ok()),
-        )
+        Self::with_keys(lambda, cloud, from_process_env())
     }
 
     /// Keys from `keys` (tests: no process environment is touched).
@@ -160,7 +182,7 @@ impl LambdaClouds {
         tenant
             .lambda
             .as_ref()
-            .is_some_and(|a| (self.keys)(&a.api_key_env).is_some_and(|k| !k.trim().is_empty()))
+            .is_some_and(|a| secret(&self.keys, &a.api_key_env).is_some())
     }
 
     /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Lambda account,
@@ -173,15 +195,143 @@ impl LambdaClouds {
         let Some(account) = &tenant.lambda else {
             return Ok(None);
         };
-        let key = (self.keys)(&account.api_key_env)
-            .filter(|k| !k.trim().is_empty())
-            .ok_or_else(|| {
-                CloudError::Invalid(format!(
-                    "the Lambda API key of tenant {} ({}) is not set on this service",
-                    tenant.id, account.api_key_env
-                ))
-            })?;
+        let key = secret(&self.keys, &account.api_key_env).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "the Lambda API key of tenant {} ({}) is not set on this service",
+                tenant.id, account.api_key_env
+            ))
+        })?;
         LambdaAdapter::new(self.lambda.clone(), self.cloud.clone(), key, region.clone()).map(Some)
+    }
+}
+
+/// Azure adapters acting as tenants' own app registrations in their own subscriptions.
+pub struct AzureClouds {
+    azure: AzureSettings,
+    cloud: CloudSettings,
+    catalog: Arc<Catalog>,
+    secrets: KeyLookup,
+    /// One adapter per (tenant, registration): the token is shared by its regions.
+    adapters: std::sync::Mutex<HashMap<(String, capsight_tenancy::AzureAccount), AzureAdapter>>,
+}
+
+impl std::fmt::Debug for AzureClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AzureClouds")
+            .field("endpoint", &self.azure.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AzureClouds {
+    /// Secrets from the process environment.
+    pub fn from_env(azure: AzureSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_secrets(azure, cloud, catalog, from_process_env())
+    }
+
+    /// Secrets from `secrets` (tests: no process environment is touched).
+    pub fn with_secrets(
+        azure: AzureSettings,
+        cloud: CloudSettings,
+        catalog: Arc<Catalog>,
+        secrets: KeyLookup,
+    ) -> Self {
+        Self {
+            azure,
+            cloud,
+            catalog,
+            secrets,
+            adapters: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `tenant` registered an Azure subscription whose secret variable is set here.
+    pub fn has_secret(&self, tenant: &Tenant) -> bool {
+        tenant
+            .azure
+            .as_ref()
+            .is_some_and(|a| secret(&self.secrets, &a.client_secret_env).is_some())
+    }
+
+    /// `tenant`'s adapter in `region`; `Ok(None)` when the tenant registered no Azure
+    /// subscription, [`CloudError::Invalid`] when the variable its registration names is not
+    /// set.
+    pub fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<AzureAdapter>, CloudError> {
+        let Some(account) = &tenant.azure else {
+            return Ok(None);
+        };
+        let cache_key = (tenant.id.to_string(), account.clone());
+        if let Ok(cache) = self.adapters.lock()
+            && let Some(a) = cache.get(&cache_key)
+        {
+            return Ok(Some(a.in_region(region.clone())));
+        }
+        let client_secret = secret(&self.secrets, &account.client_secret_env).ok_or_else(|| {
+            CloudError::Invalid(format!(
+                "the Azure client secret of tenant {} ({}) is not set on this service",
+                tenant.id, account.client_secret_env
+            ))
+        })?;
+        let adapter = AzureAdapter::new(
+            self.azure.clone(),
+            self.cloud.clone(),
+            AzureCredentials {
+                tenant_id: account.tenant_id.clone(),
+                client_id: account.client_id.clone(),
+                client_secret,
+            },
+            AzureScope {
+                subscription_id: account.subscription_id.clone(),
+                resource_group: account.resource_group.clone(),
+            },
+            region.clone(),
+            Arc::clone(&self.catalog),
+        )?;
+        if let Ok(mut cache) = self.adapters.lock() {
+            cache.insert(cache_key, adapter.clone());
+        }
+        Ok(Some(adapter))
+    }
+}
+
+/// Other tenant clouds plus Azure.
+#[derive(Debug)]
+pub struct WithAzure {
+    inner: Arc<dyn TenantClouds>,
+    azure: AzureClouds,
+}
+
+impl WithAzure {
+    /// `inner` for everything else, `azure` for Azure.
+    pub fn new(inner: Arc<dyn TenantClouds>, azure: AzureClouds) -> Self {
+        Self { inner, azure }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for WithAzure {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        self.inner.adapter(tenant, region).await
+    }
+
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        self.inner.lambda_clouds()
+    }
+
+    fn gcp_clouds(&self) -> Option<&GcpClouds> {
+        self.inner.gcp_clouds()
+    }
+
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        Some(&self.azure)
     }
 }
 
@@ -216,6 +366,10 @@ impl TenantClouds for WithLambda {
     fn gcp_clouds(&self) -> Option<&GcpClouds> {
         self.inner.gcp_clouds()
     }
+
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        self.inner.azure_clouds()
+    }
 }
 
 /// Google Cloud adapters acting as tenants' own service accounts in their projects.
@@ -239,12 +393,7 @@ impl std::fmt::Debug for GcpClouds {
 impl GcpClouds {
     /// Key file paths from the process environment.
     pub fn from_env(gcp: GcpSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
-        Self::with_paths(
-            gcp,
-            cloud,
-            catalog,
-            Arc::new(|name: &str| std::env::var(name).ok()),
-        )
+        Self::with_paths(gcp, cloud, catalog, from_process_env())
     }
 
     /// Key file paths from `paths` (tests: no process environment is touched).
@@ -344,6 +493,46 @@ impl TenantClouds for WithGcp {
     fn gcp_clouds(&self) -> Option<&GcpClouds> {
         Some(&self.gcp)
     }
+
+    fn azure_clouds(&self) -> Option<&AzureClouds> {
+        self.inner.azure_clouds()
+    }
+}
+
+/// The provider sections the services read for tenants' clouds.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderSections<'a> {
+    /// `[cloud]` (AWS and the shared retry settings).
+    pub cloud: &'a CloudSettings,
+    /// `[lambda]`.
+    pub lambda: &'a LambdaSettings,
+    /// `[gcp]`.
+    pub gcp: &'a GcpSettings,
+    /// `[azure]`.
+    pub azure: &'a AzureSettings,
+}
+
+/// Tenants' clouds on every provider, as the gateway and the launcher run them: AWS (the
+/// operator's chain, tenants' roles assumed from it), and Lambda, GCP and Azure with the tenants'
+/// own credentials from the environment variables their registrations name.
+pub fn every_provider_from_env(
+    sections: ProviderSections<'_>,
+    catalog: &Arc<Catalog>,
+) -> Arc<dyn TenantClouds> {
+    let cloud = sections.cloud;
+    let aws = Arc::new(AwsClouds::from_env(cloud.clone(), Arc::clone(catalog)));
+    let lambda = Arc::new(WithLambda::new(
+        aws,
+        LambdaClouds::from_env(sections.lambda.clone(), cloud.clone()),
+    ));
+    let gcp = Arc::new(WithGcp::new(
+        lambda,
+        GcpClouds::from_env(sections.gcp.clone(), cloud.clone(), Arc::clone(catalog)),
+    ));
+    Arc::new(WithAzure::new(
+        gcp,
+        AzureClouds::from_env(sections.azure.clone(), cloud.clone(), Arc::clone(catalog)),
+    ))
 }
 
 /// Builds the operator's base adapter for a region.

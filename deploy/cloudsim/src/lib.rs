@@ -9,6 +9,9 @@
 //! * Google Cloud's Compute Engine subset under `/compute/v1`, its OAuth2 token endpoint for
 //!   service accounts, Resource Manager's `testIamPermissions`, the Billing Catalog's Spot GPU
 //!   SKUs and the status page's `incidents.json` ([`gcp`]);
+//! * Azure's subset ([`azure`]): Entra ID client-credentials tokens, Resource Manager
+//!   (`/subscriptions/...`: SKUs, usages, VMs, operations, permissions), the Retail Prices
+//!   API and the Azure status RSS;
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -21,6 +24,7 @@
 //! never held across an `.await`.
 
 pub mod auth;
+pub mod azure;
 pub mod clock;
 pub mod ec2;
 pub mod error;
@@ -340,6 +344,15 @@ fn router(sim: Arc<Sim>) -> Router {
         .route("/v1/projects/{resource}", post(gcp::test_permissions))
         .route("/v1/services/{service}/skus", get(gcp::skus))
         .route("/incidents.json", get(gcp_incidents))
+        .route("/{tenant}/oauth2/v2.0/token", post(azure::token))
+        .route(
+            "/subscriptions/{*path}",
+            get(azure::resource_manager)
+                .put(azure::resource_manager)
+                .delete(azure::resource_manager),
+        )
+        .route("/api/retail/prices", get(azure::retail_prices))
+        .route("/azure/status/feed", get(azure::status_feed))
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
         .route("/admin/advance", post(admin_advance))
@@ -509,6 +522,16 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
                         .then(|| w.spot_price(&k.zone_id, &k.instance_type)).flatten(),
                 })
             })
+            .chain(w.azure_pools().iter().map(|(k, p)| {
+                serde_json::json!({
+                    "key": format!("azure/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": (k.market == scenario::PoolMarket::Spot)
+                        .then(|| w.azure_spot_price(&p.region, &k.instance_type)).flatten(),
+                })
+            }))
             .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
                 serde_json::json!({
                     "key": format!("lambda/{region}//{itype}/on_demand"),

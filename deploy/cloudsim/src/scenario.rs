@@ -67,6 +67,11 @@ pub enum SimProvider {
     Lambda,
     /// Google Cloud Compute Engine (`/compute/v1`, service accounts with OAuth2 tokens).
     Gcp,
+    /// Microsoft Azure (Resource Manager JSON under `/subscriptions`, Entra ID client
+    /// credentials). Keyed by zone like AWS: a zone's `id` is capsight's `<region>-<n>` for the
+    /// physical zone `<region>-az<n>`, its `name` the logical zone (`1`) of subscriptions with
+    /// `zone_shift = 0`.
+    Azure,
 }
 
 impl SimProvider {
@@ -76,6 +81,7 @@ impl SimProvider {
             Self::Aws => "aws",
             Self::Lambda => "lambda",
             Self::Gcp => "gcp",
+            Self::Azure => "azure",
         }
     }
 }
@@ -166,6 +172,9 @@ pub struct Defaults {
     /// GCP projects: the limit of any quota metric a project does not list (new projects have
     /// no GPU quota).
     pub gcp_quota: f64,
+    /// Azure: how long an Entra ID access token is valid (`expires_in`), in real time.
+    #[serde(with = "humantime_serde")]
+    pub azure_token_lifetime: Duration,
 }
 
 impl Default for Defaults {
@@ -181,6 +190,7 @@ impl Default for Defaults {
             api_burst: 20,
             lambda_instance_limit: 10,
             gcp_quota: 0.0,
+            azure_token_lifetime: Duration::from_secs(3599),
         }
     }
 }
@@ -189,7 +199,7 @@ impl Default for Defaults {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Zone {
-    /// The cloud (`aws` unless `gcp`).
+    /// The cloud (`aws` unless `gcp` or `azure`; Lambda has no zones).
     #[serde(default)]
     pub provider: SimProvider,
     /// Region, e.g. `us-east-1`.
@@ -221,9 +231,27 @@ pub struct Account {
     /// Quota code -> value in vCPUs (Service Quotas, service `ec2`); Lambda:
     /// `lambda-account-instances` -> instances the account may hold; GCP: quota metric
     /// (`NVIDIA_H100_GPUS`, `PREEMPTIBLE_NVIDIA_H100_GPUS`, `CPUS`: the limit in every region;
-    /// `GPUS_ALL_REGIONS`: the project-wide GPU limit).
+    /// `GPUS_ALL_REGIONS`: the project-wide GPU limit); Azure: usage name
+    /// (`standardNDSH100v5Family`, `lowPriorityCores`, `cores`) -> vCPU limit.
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
+    /// Azure: SKUs the subscription may not use in a location or some of its zones
+    /// (`restrictions` with reason `NotAvailableForSubscription`).
+    #[serde(default)]
+    pub restrictions: Vec<SkuRestriction>,
+}
+
+/// An Azure SKU restriction of one subscription.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuRestriction {
+    /// VM size, e.g. `Standard_ND96isr_H100_v5`.
+    pub instance_type: String,
+    /// Region (location), e.g. `eastus`.
+    pub region: String,
+    /// Zone ids (`eastus-2`) restricted; empty = the whole location.
+    #[serde(default)]
+    pub zones: Vec<String>,
 }
 
 /// Long-term credentials of an IAM user.
@@ -246,13 +274,23 @@ pub struct Principal {
     /// signature is checked with it.
     #[serde(default)]
     pub public_key: String,
+    /// Azure: the Entra ID tenant (directory) the app registration lives in.
+    #[serde(default)]
+    pub directory: String,
+    /// Azure: the app registration's client id.
+    #[serde(default)]
+    pub client_id: String,
+    /// Azure: the app registration's client secret.
+    #[serde(default)]
+    pub client_secret: String,
     /// The account.
     pub account: String,
     /// IAM user name, for ARNs in messages.
     pub user: String,
     /// Allowed actions: `ec2:RunInstances`, `ec2:Describe*`, `ec2:*`, `servicequotas:*`,
     /// `sts:AssumeRole`, `*`; GCP: IAM permissions, `compute.instances.create`,
-    /// `compute.instances.*`, `compute.*`.
+    /// `compute.instances.*`, `compute.*`; Azure: `Microsoft.Compute/virtualMachines/write`,
+    /// `Microsoft.Compute/*`, `*`.
     #[serde(default)]
     pub allow: Vec<String>,
 }
@@ -381,10 +419,10 @@ pub struct Event {
 pub enum EventKind {
     /// The pool empties and stops refilling until a `recover`.
     Stockout {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `azure`).
         #[serde(default)]
         provider: SimProvider,
-        /// AZ ID (AWS).
+        /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
         /// Region (Lambda).
@@ -400,10 +438,10 @@ pub enum EventKind {
     },
     /// The pool gets `stock` instances and refills again.
     Recover {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `azure`).
         #[serde(default)]
         provider: SimProvider,
-        /// AZ ID (AWS).
+        /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
         /// Region (Lambda).
@@ -522,6 +560,11 @@ impl Scenario {
                 .iter()
                 .any(|z| z.id == id && z.provider == SimProvider::Gcp)
         };
+        let azure_zone = |id: &str| {
+            self.zones
+                .iter()
+                .any(|z| z.id == id && z.provider == SimProvider::Azure)
+        };
         let gcp_pool = |zone: &str, instance_type: &str| {
             self.pools.iter().any(|p| {
                 p.provider == SimProvider::Gcp && p.zone == zone && p.instance_type == instance_type
@@ -590,6 +633,21 @@ impl Scenario {
                 }
                 continue;
             }
+            if p.provider == SimProvider::Azure {
+                if !p.region.is_empty() || !azure_zone(&p.zone) {
+                    return bad(format!(
+                        "azure pool {}: give the zone id of a declared azure zone (e.g. eastus-1), not a region",
+                        p.instance_type
+                    ));
+                }
+                if p.stock > p.capacity {
+                    return bad(format!(
+                        "pool {}/{}: stock > capacity",
+                        p.zone, p.instance_type
+                    ));
+                }
+                continue;
+            }
             if !p.region.is_empty() {
                 return bad(format!(
                     "pool {}/{}: an AWS pool's region is its zone's; leave region out",
@@ -619,10 +677,19 @@ impl Scenario {
                 SimProvider::Aws => ("access_key_id", &p.access_key_id),
                 SimProvider::Lambda => ("api_key", &p.api_key),
                 SimProvider::Gcp => ("client_email", &p.client_email),
+                SimProvider::Azure => ("client_id", &p.client_id),
             };
             if p.provider == SimProvider::Gcp && !p.public_key.contains("BEGIN RSA PUBLIC KEY") {
                 return bad(format!(
                     "gcp principal {key}: public_key must be a PEM RSA public key"
+                ));
+            }
+            if p.provider == SimProvider::Azure
+                && (p.client_secret.is_empty() || p.directory.is_empty())
+            {
+                return bad(format!(
+                    "azure principal {}: directory and client_secret are required",
+                    p.user
                 ));
             }
             if key.is_empty() {
@@ -702,6 +769,18 @@ impl Scenario {
                     ..
                 } if !zone(z) => {
                     return bad(format!("event at {:?}: undeclared zone {z}", e.at));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::Azure,
+                    zone: z,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::Azure,
+                    zone: z,
+                    ..
+                } if !azure_zone(z) => {
+                    return bad(format!("event at {:?}: undeclared azure zone {z}", e.at));
                 }
                 EventKind::Quota { account: a, .. } if !account(a) => {
                     return bad(format!("event at {:?}: undeclared account {a}", e.at));
@@ -817,6 +896,66 @@ mod tests {
         bad(
             "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"lambda\"\n            region = \"us-south-2\"",
             "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"lambda\"\n            region = \"us-west-3\"",
+        );
+    }
+
+    #[test]
+    fn azure_pools_sit_in_azure_zones_and_app_registrations_need_a_directory_and_secret() {
+        let ok = r#"
+            name = "t"
+            [[zones]]
+            provider = "azure"
+            region = "eastus"
+            id = "eastus-1"
+            name = "1"
+            [[accounts]]
+            id = "sub-1"
+            provider = "azure"
+            [[accounts.restrictions]]
+            instance_type = "Standard_ND96isr_H100_v5"
+            region = "eastus"
+            [[principals]]
+            provider = "azure"
+            directory = "dir"
+            client_id = "app"
+            client_secret = "secret"
+            account = "sub-1"
+            user = "ops"
+            [[pools]]
+            provider = "azure"
+            zone = "eastus-1"
+            instance_type = "Standard_ND96isr_H100_v5"
+            market = "spot"
+            capacity = 2
+            stock = 1
+            [[events]]
+            at = "1m"
+            kind = "stockout"
+            provider = "azure"
+            zone = "eastus-1"
+            instance_type = "Standard_ND96isr_H100_v5"
+            market = "spot"
+        "#;
+        let s = Scenario::parse(ok).unwrap();
+        assert_eq!(s.pools[0].provider, SimProvider::Azure);
+        assert!(s.accounts[0].restrictions[0].zones.is_empty());
+        let bad = |from: &str, to: &str| {
+            let text = ok.replacen(from, to, 1);
+            assert!(Scenario::parse(&text).is_err(), "{to}");
+        };
+        // a pool in an AWS zone, a region instead of a zone, no secret, an undeclared zone
+        bad(
+            "provider = \"azure\"\n            region = \"eastus\"",
+            "region = \"eastus\"",
+        );
+        bad(
+            "zone = \"eastus-1\"\n            instance_type",
+            "region = \"eastus\"\n            instance_type",
+        );
+        bad("client_secret = \"secret\"", "client_secret = \"\"");
+        bad(
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"azure\"\n            zone = \"eastus-1\"",
+            "at = \"1m\"\n            kind = \"stockout\"\n            provider = \"azure\"\n            zone = \"eastus-9\"",
         );
     }
 }

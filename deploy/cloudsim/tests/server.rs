@@ -125,6 +125,9 @@ fn every_shipped_scenario_is_valid_and_uses_catalog_types() {
                 capsight_cloudsim::scenario::SimProvider::Gcp => {
                     capsight_cloudsim::world::gcp::gcp_types().contains_key(&p.instance_type)
                 }
+                capsight_cloudsim::scenario::SimProvider::Azure => {
+                    capsight_cloudsim::world::azure::sizes().contains_key(&p.instance_type)
+                }
             };
             assert!(known, "{}: {}", path.display(), p.instance_type);
         }

@@ -20,8 +20,8 @@ mod shared;
 pub mod trust;
 
 pub use registry::{
-    ApiKeyRecord, Authenticated, CloudRole, GcpAccount, IssuedKey, LambdaAccount, Registry,
-    RegistryError, Tenant, TenantId,
+    ApiKeyRecord, Authenticated, AzureAccount, CloudRole, GcpAccount, IssuedKey, LambdaAccount,
+    Registry, RegistryError, Tenant, TenantId,
 };
 pub use shared::SharedRegistry;
 

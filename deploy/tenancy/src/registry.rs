@@ -153,6 +153,10 @@ pub struct Tenant {
     /// service-account key file (preflight permission and quota, launches on GCP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gcp: Option<GcpAccount>,
+    /// The tenant's Azure subscription: the app registration capsight acts as (its client
+    /// secret found by variable name), for preflight and launches on Azure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureAccount>,
     /// Most GPUs the tenant's live launches (provisioning or running) may hold together;
     /// preflight and the launcher refuse a launch over it. `None` = `tenancy.default_gpu_quota`
     /// ([`Tenant::gpu_quota_or`]).
@@ -210,20 +214,78 @@ pub struct LambdaAccount {
 impl LambdaAccount {
     /// Checks `api_key_env` names an environment variable (`[A-Z_][A-Z0-9_]*`, at most 64).
     pub fn validate(&self) -> Result<(), RegistryError> {
-        let name = &self.api_key_env;
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
-            && name
+        env_var_name("lambda.api_key_env", &self.api_key_env)
+    }
+}
+
+/// `Ok` when `name` can be an environment variable name (`[A-Z_][A-Z0-9_]*`, at most 64);
+/// otherwise the error names `field`.
+fn env_var_name(field: &str, name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Invalid(format!(
+            "{field} {name:?} must be an environment variable name ([A-Z_][A-Z0-9_]*)"
+        )))
+    }
+}
+
+/// A tenant's Azure subscription and the Entra ID app registration capsight acts as in it.
+/// The client secret is never in the registry: it is the value of the environment variable
+/// `client_secret_env` of the services that act for the tenant (a Kubernetes Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureAccount {
+    /// The Entra ID tenant (directory) id of the app registration.
+    pub tenant_id: String,
+    /// The app registration's client (application) id.
+    pub client_id: String,
+    /// The subscription capsight checks and launches in.
+    pub subscription_id: String,
+    /// The resource group launched VMs go to (the app needs a role on it).
+    pub resource_group: String,
+    /// The environment variable holding the client secret, e.g. `CAPSIGHT_AZURE_SECRET_ACME`.
+    pub client_secret_env: String,
+}
+
+impl AzureAccount {
+    /// Checks every field: ids are GUID-like (hex digits and `-`, 1-64), the resource group is
+    /// 1-90 of `[A-Za-z0-9._()-]`, the secret variable an environment variable name.
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        let id = |field: &str, v: &str| {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            if ok {
+                Ok(())
+            } else {
+                Err(RegistryError::Invalid(format!(
+                    "{field} {v:?} must be an Azure id (hex digits and -, e.g. 00000000-0000-0000-0000-000000000000)"
+                )))
+            }
+        };
+        id("azure.tenant_id", &self.tenant_id)?;
+        id("azure.client_id", &self.client_id)?;
+        id("azure.subscription_id", &self.subscription_id)?;
+        let rg = &self.resource_group;
+        let rg_ok = !rg.is_empty()
+            && rg.len() <= 90
+            && rg
                 .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if ok {
-            Ok(())
-        } else {
-            Err(RegistryError::Invalid(format!(
-                "lambda.api_key_env {name:?} must be an environment variable name ([A-Z_][A-Z0-9_]*)"
-            )))
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '(' | ')' | '-'))
+            && !rg.ends_with('.');
+        if !rg_ok {
+            return Err(RegistryError::Invalid(format!(
+                "azure.resource_group {rg:?} must be 1-90 characters of [A-Za-z0-9._()-], not ending with ."
+            )));
         }
+        env_var_name("azure.client_secret_env", &self.client_secret_env)
     }
 }
 
@@ -352,6 +414,12 @@ impl Registry {
                     reason: format!("tenant {}: {e}", t.id),
                 });
             }
+            if let Some(Err(e)) = t.azure.as_ref().map(AzureAccount::validate) {
+                return Err(RegistryError::Parse {
+                    path: path.to_owned(),
+                    reason: format!("tenant {}: {e}", t.id),
+                });
+            }
         }
         Ok(reg)
     }
@@ -404,6 +472,7 @@ impl Registry {
             aws_role: None,
             lambda: None,
             gcp: None,
+            azure: None,
             gpu_quota: None,
             max_open_streams: None,
             keys: Vec::new(),
@@ -431,6 +500,19 @@ impl Registry {
             a.validate()?;
         }
         self.tenant_mut(tenant)?.gcp = account;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) `tenant`'s Azure subscription.
+    pub fn set_azure_account(
+        &mut self,
+        tenant: &TenantId,
+        account: Option<AzureAccount>,
+    ) -> Result<(), RegistryError> {
+        if let Some(a) = &account {
+            a.validate()?;
+        }
+        self.tenant_mut(tenant)?.azure = account;
         Ok(())
     }
 
@@ -598,6 +680,38 @@ mod tests {
                 .project_id,
             "acme-ml"
         );
+    }
+
+    #[test]
+    fn an_azure_account_names_an_environment_variable_never_a_secret() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let account = |secret_env: &str, subscription: &str, rg: &str| AzureAccount {
+            tenant_id: "11111111-1111-1111-1111-111111111111".into(),
+            client_id: "aaaaaaaa-0000-0000-0000-000000000001".into(),
+            subscription_id: subscription.into(),
+            resource_group: rg.into(),
+            client_secret_env: secret_env.into(),
+        };
+        let sub = "00000000-0000-0000-0000-0000000000a1";
+        for bad in [
+            account("a-secret-value~", sub, "capsight"),
+            account(
+                "CAPSIGHT_AZURE_SECRET_ACME",
+                "not a subscription",
+                "capsight",
+            ),
+            account("CAPSIGHT_AZURE_SECRET_ACME", sub, "bad/group"),
+            account("CAPSIGHT_AZURE_SECRET_ACME", sub, ""),
+        ] {
+            assert!(reg.set_azure_account(&id("acme"), Some(bad)).is_err());
+        }
+        let good = account("CAPSIGHT_AZURE_SECRET_ACME", sub, "capsight-gpu");
+        reg.set_azure_account(&id("acme"), Some(good.clone()))
+            .unwrap();
+        assert_eq!(reg.tenants[0].azure.as_ref(), Some(&good));
+        reg.set_azure_account(&id("acme"), None).unwrap();
+        assert!(reg.tenants[0].azure.is_none());
     }
 
     #[test]

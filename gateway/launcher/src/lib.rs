@@ -86,27 +86,15 @@ pub async fn run_on_aws(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
-    let aws = Arc::new(capsight_cloud::tenants::AwsClouds::from_env(
-        config.cloud.clone(),
-        Arc::clone(&catalog),
-    ));
-    // Lambda Cloud with tenants' own API keys (the variables their registrations name)
-    let clouds = Arc::new(capsight_cloud::tenants::WithLambda::new(
-        aws,
-        capsight_cloud::tenants::LambdaClouds::from_env(
-            config.lambda.clone(),
-            config.cloud.clone(),
-        ),
-    ));
-    // Google Cloud with tenants' own service accounts (the key files their variables name)
-    let clouds = Arc::new(capsight_cloud::tenants::WithGcp::new(
-        clouds,
-        capsight_cloud::tenants::GcpClouds::from_env(
-            config.gcp.clone(),
-            config.cloud.clone(),
-            Arc::clone(&catalog),
-        ),
-    ));
+    let clouds = capsight_cloud::tenants::every_provider_from_env(
+        capsight_cloud::tenants::ProviderSections {
+            cloud: &config.cloud,
+            lambda: &config.lambda,
+            gcp: &config.gcp,
+            azure: &config.azure,
+        },
+        &catalog,
+    );
     run(config, catalog, clouds, shutdown).await
 }
 

@@ -117,6 +117,9 @@ pub struct LauncherConfig {
     /// variables their registrations name hold).
     #[serde(default)]
     pub gcp: capsight_cloud::gcp::GcpSettings,
+    /// `[azure]` (endpoints and launch settings for tenants' Azure adapters).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

@@ -132,24 +132,22 @@ const SERVICES: [&str; 5] = [
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
 /// chain, tenants' roles assumed from there), Lambda Cloud (tenants' API keys from the
-/// environment variables their registrations name) and Google Cloud (tenants' service-account
-/// key files at the paths their variables hold), then [`Running::join`].
+/// environment variables their registrations name), Google Cloud (tenants' service-account
+/// key files at the paths their variables hold) and Azure (tenants' app registrations, their
+/// client secrets by variable name), then [`Running::join`].
 pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
     let catalog = Arc::new(
         Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?,
     );
-    let clouds = Arc::new(clouds::WithLambda::new(
-        Arc::new(clouds::AwsClouds::from_env(
-            config.cloud.clone(),
-            Arc::clone(&catalog),
-        )),
-        clouds::LambdaClouds::from_env(config.lambda.clone(), config.cloud.clone()),
-    ));
-    // Google Cloud with tenants' own service accounts (the key files their variables name)
-    let clouds = Arc::new(clouds::WithGcp::new(
-        clouds,
-        clouds::GcpClouds::from_env(config.gcp.clone(), config.cloud.clone(), catalog),
-    ));
+    let clouds = clouds::every_provider_from_env(
+        clouds::ProviderSections {
+            cloud: &config.cloud,
+            lambda: &config.lambda,
+            gcp: &config.gcp,
+            azure: &config.azure,
+        },
+        &catalog,
+    );
     start(config, clouds, shutdown).await?.join().await
 }
 

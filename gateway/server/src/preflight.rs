@@ -25,11 +25,13 @@
 //! the account steps use the tenant's own API key (registered as the name of an environment
 //! variable of the gateway): permission = the key is valid and the account active, quota = the
 //! registered instance limit against the instances held in every region; capacity is the
-//! key's score, made of Lambda's own availability listing. On Google Cloud the account steps
-//! act as the tenant's own service account in its registered project: permission =
-//! `testIamPermissions` for what a launch needs, quota = the type's GPU metric from
-//! `regions.get` (and the project's `GPUS_ALL_REGIONS`), in GPUs; capacity is the key's score.
-//! Providers without an adapter (Azure today) skip the account steps with a warning.
+//! key's score, made of Lambda's own availability listing. On Google Cloud and Azure the
+//! account steps act as the tenant's own identity there: on GCP its service account in its
+//! registered project (permission = `testIamPermissions` for what a launch needs, quota = the
+//! type's GPU metric from `regions.get` and the project's `GPUS_ALL_REGIONS`, in GPUs); on Azure
+//! its app registration (client secret by environment variable name; permission = its actions
+//! on its resource group include `Microsoft.Compute/virtualMachines/write`, quota = the VM
+//! family's vCPU usages in the region). Capacity is the key's score.
 
 use std::sync::Arc;
 
@@ -201,7 +203,10 @@ pub async fn run(
             lambda_account_checks(caller, spec, lambda, sources.timeout).await?
         }
         (Provider::Gcp, _) if sources.clouds.gcp_clouds().is_some() => {
-            gcp_account_checks(caller, spec, sources.clouds, sources.timeout).await?
+            registered_account_checks(caller, spec, sources.clouds, sources.timeout).await?
+        }
+        (Provider::Azure, _) if sources.clouds.azure_clouds().is_some() => {
+            registered_account_checks(caller, spec, sources.clouds, sources.timeout).await?
         }
         _ => Account::unchecked(spec),
     };
@@ -298,7 +303,7 @@ async fn account_checks(
     account_steps(spec, adapter, timeout).await
 }
 
-/// Permission then quota with the tenant's adapter (AWS, GCP).
+/// Permission then quota with the tenant's own adapter (AWS, GCP, Azure).
 async fn account_steps(
     spec: &Spec,
     adapter: Arc<dyn CloudAdapter>,
@@ -329,9 +334,12 @@ async fn account_steps(
     Ok(account)
 }
 
-/// Google Cloud, as the tenant's own service account in its registered project: permission
-/// (`testIamPermissions`) then quota (`regions.get`, in GPUs).
-async fn gcp_account_checks(
+/// Google Cloud or Azure, as the tenant's own identity there: on GCP its service account in its
+/// registered project (permission = `testIamPermissions`, quota = `regions.get`, in GPUs); on
+/// Azure its app registration in its own subscription (permission = its actions on its
+/// resource group include creating VMs, quota = the VM family's or Spot's vCPU usage against
+/// its limit in the region).
+async fn registered_account_checks(
     caller: &Caller,
     spec: &Spec,
     clouds: &dyn TenantClouds,
@@ -343,18 +351,23 @@ async fn gcp_account_checks(
         ok: false,
         adapter: None,
     };
+    let provider = spec.key.provider;
+    let (identity, registration, command) = match provider {
+        Provider::Azure => ("Azure app registration", "Azure subscription", "azure"),
+        _ => ("GCP service account", "Google Cloud project", "gcp"),
+    };
     let found = tokio::time::timeout(
         timeout,
-        clouds.adapter_on(&caller.tenant, Provider::Gcp, &spec.key.region),
+        clouds.adapter_on(&caller.tenant, provider, &spec.key.region),
     )
     .await
-    .map_err(|_| GatewayError::unavailable("cloud", "gcp credentials timed out"))?;
+    .map_err(|_| GatewayError::unavailable("cloud", "tenant credentials timed out"))?;
     let adapter = match found {
         Ok(a) => a,
         Err(AccountError::Cloud(e)) => {
             return Ok(failed(account_failure(
                 "permission",
-                "your GCP service account is not usable",
+                &format!("your {identity} is not usable"),
                 &e,
             )?));
         }
@@ -363,9 +376,9 @@ async fn gcp_account_checks(
                 "permission",
                 CheckStatus::Failed,
                 format!(
-                    "no Google Cloud project is registered for tenant {}: capsight checks \
-                     permission and quota with your own service account; register it \
-                     (capsight-admin tenant gcp)",
+                    "no {registration} is registered for tenant {}: capsight checks \
+                     permission and quota as your own {identity}; register it \
+                     (capsight-admin tenant {command})",
                     caller.tenant.id
                 ),
                 "",
@@ -559,6 +572,11 @@ async fn permission_check(
                     "testIamPermissions: your service account may create and delete {} \
                      instances in your project",
                     spec.key.instance_type
+                )
+            } else if spec.key.provider == Provider::Azure {
+                format!(
+                    "your app registration may create virtual machines ({} x{}) in its resource group",
+                    spec.key.instance_type, spec.count
                 )
             } else {
                 format!(

@@ -127,6 +127,9 @@ pub struct GatewayConfig {
     /// variables their registrations name hold).
     #[serde(default)]
     pub gcp: capsight_cloud::gcp::GcpSettings,
+    /// `[azure]` (endpoints for tenants' Azure adapters).
+    #[serde(default)]
+    pub azure: capsight_cloud::azure::AzureSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.

@@ -8,44 +8,29 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{sync::Arc, time::Duration};
+mod gateway;
+
+use std::sync::Arc;
 
 use capsight_cloud::{
     InstanceType, LaunchRequest, Provider,
     tenants::{TenantClouds, WithLambda},
 };
-use capsight_proto::v1::{self, CheckStatus, Decision};
-use capsight_runtime::shutdown::Shutdown;
+use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{
     Sandbox,
     cloud::{Sim, quick_retries},
     fixtures::scenario,
-    grpc::{authed, channel},
     signals::score,
     tenants::tenant,
 };
+use gateway::{Gateway, statuses};
 
 const STOCKED: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
 const EMPTY: &str = "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand";
 const A100: &str = "lambda/us-east-1//gpu_1x_a100_sxm4/on_demand";
 
-fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
-    Some(v1::LaunchSpec {
-        key: Some(v1::CapacityKey::from(
-            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
-        )),
-        count,
-        image_id: "lambda-stack".into(),
-        ..Default::default()
-    })
-}
-
-fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
-    r.checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.status))
-        .collect()
-}
+const IMAGE: &str = "lambda-stack";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_score() {
@@ -82,31 +67,9 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
         quick_retries(1),
     );
     let clouds: Arc<dyn TenantClouds> = Arc::new(WithLambda::new(sandbox.clouds(), lambda));
-    let shutdown = Shutdown::new();
-    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
-        .await
-        .unwrap();
-    let ch = channel(running.addr);
-    let preflight = |k: &'static str, count: u32, tenant: &str| {
-        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
-        let key = sandbox.key(tenant);
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, count),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
+    let g = Gateway::serve(sandbox, clouds).await;
+    let preflight =
+        |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
     let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
     let skipped = CheckStatus::Skipped as i32;
@@ -141,7 +104,7 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
 
     // the small account holds its one instance: no room left
     let small =
-        sandbox
+        g.sandbox
             .sim()
             .lambda_adapter("secret_small_0123456789", "us-east-1", quick_retries(1));
     let a100 = InstanceType::parse("t", Provider::Lambda, "gpu_1x_a100_sxm4").unwrap();
@@ -180,6 +143,5 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
         "{none:#?}"
     );
 
-    shutdown.trigger();
-    sandbox.cleanup().await;
+    g.sandbox.cleanup().await;
 }

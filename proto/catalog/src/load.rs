@@ -263,7 +263,8 @@ fn quota(
                 "a GCP quota metric like NVIDIA_H100_GPUS",
             ),
             Provider::Azure => (
-                !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric()),
+                // standardNDSH100v5Family, standardNDASv4_A100Family
+                !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "an Azure quota name like standardNDSH100v5Family",
             ),
             Provider::Lambda => (

@@ -49,15 +49,83 @@ fn embedded_catalog_loads_and_covers_the_required_types() {
         (Provider::Gcp, "g2-standard-8"),
         (Provider::Azure, "Standard_ND96isr_H100_v5"),
         (Provider::Azure, "Standard_NC24ads_A100_v4"),
+        (Provider::Azure, "Standard_ND96asr_v4"),
+        (Provider::Azure, "Standard_ND96amsr_A100_v4"),
+        (Provider::Azure, "Standard_NC40ads_H100_v5"),
         (Provider::Lambda, "gpu_1x_a100_sxm4"),
         (Provider::Lambda, "gpu_8x_h100_sxm5"),
     ] {
         let it = InstanceType::parse("t", provider, t).unwrap();
         assert!(c.get(provider, &it).is_some(), "{provider} {t} missing");
     }
-    assert_eq!(c.len(), 28);
+    assert_eq!(c.len(), 31);
     assert_eq!(c.iter().count(), c.len());
     assert!(!c.is_empty());
+}
+
+#[test]
+fn azure_gpu_sizes_carry_their_gpus_quota_families_and_compare_by_gpu_hour() {
+    let c = embedded();
+    let get = |p: Provider, t: &str| {
+        c.get(p, &InstanceType::parse("t", p, t).unwrap())
+            .unwrap_or_else(|| panic!("{p} {t} missing"))
+    };
+    for (t, model, count, memory, family) in [
+        (
+            "Standard_ND96isr_H100_v5",
+            "H100",
+            8,
+            80,
+            "standardNDSH100v5Family",
+        ),
+        (
+            "Standard_ND96asr_v4",
+            "A100",
+            8,
+            40,
+            "standardNDASv4_A100Family",
+        ),
+        (
+            "Standard_ND96amsr_A100_v4",
+            "A100",
+            8,
+            80,
+            "standardNDAMSv4_A100Family",
+        ),
+        (
+            "Standard_NC24ads_A100_v4",
+            "A100",
+            1,
+            80,
+            "standardNCADSA100v4Family",
+        ),
+        (
+            "Standard_NC40ads_H100_v5",
+            "H100",
+            1,
+            94,
+            "standardNCadsH100v5Family",
+        ),
+    ] {
+        let g = get(Provider::Azure, t);
+        assert_eq!(
+            (g.gpu_model.as_str(), g.gpu_count, g.gpu_memory_gib),
+            (model, count, memory),
+            "{t}"
+        );
+        assert_eq!(g.quota_code(Market::OnDemand), Some(family), "{t}");
+        assert_eq!(g.quota_code(Market::Spot), Some("lowPriorityCores"), "{t}");
+        assert!(g.on_demand_usd_per_hour > 0.0, "{t}");
+    }
+    // 8x H100 80 GB on three clouds, compared per GPU-hour
+    let aws = get(Provider::Aws, "p5.48xlarge").usd_per_gpu_hour();
+    let lambda = get(Provider::Lambda, "gpu_8x_h100_sxm5").usd_per_gpu_hour();
+    let azure = get(Provider::Azure, "Standard_ND96isr_H100_v5").usd_per_gpu_hour();
+    assert!((azure - 98.32 / 8.0).abs() < 1e-9, "{azure}");
+    assert!(
+        lambda < aws && aws < azure,
+        "lambda {lambda}, aws {aws}, azure {azure}"
+    );
 }
 
 #[test]

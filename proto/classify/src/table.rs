@@ -134,6 +134,10 @@ pub static AZURE: &[Row] = &[
     // extras: ARM's names for the same things
     is("AuthenticationFailed", C::Permission),
     is("InvalidAuthenticationToken", C::Permission),
+    is("ExpiredAuthenticationToken", C::Permission),
+    // Entra ID token endpoint (`error`): the app registration or its secret is not valid
+    is("invalid_client", C::Permission),
+    is("unauthorized_client", C::Permission),
     is("LinkedAuthorizationFailed", C::Permission),
     is("TooManyRequests", C::Throttled),
     is("SubscriptionRequestsThrottled", C::Throttled),

@@ -101,6 +101,7 @@ impl Hands {
                     }),
                     lambda: None,
                     gcp: None,
+                    azure: None,
                     gpu_quota: t.gpu_quota,
                     max_open_streams: None,
                     keys: Vec::new(),

@@ -5,7 +5,8 @@
 //! environment that points a binary at it ([`Sim::aws_env`], [`Sim::lambda_env`]); Lambda
 //! Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]); GCP service-account key
 //! files pointed at its token endpoint ([`Sim::gcp_credentials`]) and GCP adapters
-//! ([`Sim::gcp_adapter`], [`Sim::gcp_clouds`]); and reads of instances.
+//! ([`Sim::gcp_adapter`], [`Sim::gcp_clouds`]); Azure adapters against its Resource Manager and
+//! Entra ID endpoints ([`Sim::azure_adapter`], [`Sim::azure_env`]); and reads of instances.
 //!
 //! Credentials, region and endpoint go to the SDK config builder; the process environment is
 //! never touched.
@@ -18,9 +19,10 @@ use capsight_catalog::Catalog;
 use capsight_cloud::{
     CloudAdapter, CloudSettings, Instance, InstanceId, InstanceState, Provider, Region,
     aws::AwsAdapter,
+    azure::{AzureAdapter, AzureCredentials, AzureScope, AzureSettings},
     gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
-    tenants::{AwsClouds, GcpClouds, LambdaClouds, TenantClouds},
+    tenants::{AwsClouds, AzureClouds, GcpClouds, LambdaClouds, TenantClouds},
 };
 use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_runtime::shutdown::Shutdown;
@@ -37,6 +39,18 @@ pub const OPERATOR: &str = "AKIATESTOPERATOR";
 pub const ROLE_ACME: &str = "arn:aws:iam::222222222222:role/capsight";
 /// The read-only tenant's role in the gateway scenario (external id `ext-ro`).
 pub const ROLE_READONLY: &str = "arn:aws:iam::333333333333:role/capsight";
+/// The Entra ID directory (tenant id) of the Azure scenarios' app registrations.
+pub const AZURE_DIRECTORY: &str = "11111111-1111-1111-1111-111111111111";
+/// The operator's subscription in the Azure scenarios.
+pub const AZURE_OPS_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000a1";
+/// The operator's app registration in the Azure scenarios: (client id, client secret).
+pub const AZURE_OPS_APP: (&str, &str) = (
+    "aaaaaaaa-0000-0000-0000-000000000001",
+    "secret-ops-0123456789",
+);
+/// The resource group the Azure helpers act in.
+pub const AZURE_RESOURCE_GROUP: &str = "capsight";
+
 /// The region every scenario simulates.
 pub const REGION: &str = "us-east-1";
 /// The tag the launcher puts on a job's instances.
@@ -242,6 +256,48 @@ impl Sim {
         .unwrap()
     }
 
+    /// `[azure]` pointed at this cloudsim (Resource Manager, Entra ID and prices) for
+    /// `subscription`, resource group [`AZURE_RESOURCE_GROUP`], launches not waiting for their
+    /// create operations beyond the first look (the clock is frozen).
+    pub fn azure_settings(&self, subscription: &str) -> AzureSettings {
+        AzureSettings {
+            endpoint: self.url(),
+            authority: self.url(),
+            prices_endpoint: self.url(),
+            subscription_id: subscription.to_owned(),
+            resource_group: AZURE_RESOURCE_GROUP.to_owned(),
+            launch_wait: Duration::ZERO,
+            ..AzureSettings::default()
+        }
+    }
+
+    /// An Azure adapter of the app registration `(client id, secret)` (directory
+    /// [`AZURE_DIRECTORY`]) in `subscription` and `region`, pointed at this cloudsim.
+    pub fn azure_adapter(
+        &self,
+        app: (&str, &str),
+        subscription: &str,
+        region: &str,
+        settings: CloudSettings,
+    ) -> AzureAdapter {
+        AzureAdapter::new(
+            self.azure_settings(subscription),
+            settings,
+            AzureCredentials {
+                tenant_id: AZURE_DIRECTORY.to_owned(),
+                client_id: app.0.to_owned(),
+                client_secret: app.1.to_owned(),
+            },
+            AzureScope {
+                subscription_id: subscription.to_owned(),
+                resource_group: AZURE_RESOURCE_GROUP.to_owned(),
+            },
+            Region::parse("region", Provider::Azure, region).unwrap(),
+            catalog(),
+        )
+        .unwrap()
+    }
+
     /// Tenants' GCP clouds at this cloudsim: `keys` maps the environment variable names
     /// tenants' registrations give to fixture names (`acme`), whose key files are written with
     /// this cloudsim's token endpoint (no process environment is touched).
@@ -273,6 +329,51 @@ impl Sim {
                 self.gcp_credentials(credentials).display().to_string(),
             ),
         ]
+    }
+
+    /// Tenants' Azure clouds at this cloudsim: `secrets` maps the environment variable names
+    /// tenants' registrations give to client secrets (no process environment is touched).
+    pub fn azure_clouds(&self, secrets: &[(&str, &str)], settings: CloudSettings) -> AzureClouds {
+        let secrets: std::collections::BTreeMap<String, String> = secrets
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        AzureClouds::with_secrets(
+            self.azure_settings(""),
+            settings,
+            catalog(),
+            Arc::new(move |name: &str| secrets.get(name).cloned()),
+        )
+    }
+
+    /// The environment that points a binary's `[azure]` endpoints (Resource Manager, Entra ID,
+    /// prices) at this cloudsim, launches not waiting beyond the first look at their create
+    /// operation.
+    pub fn azure_endpoint_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("CAPSIGHT_AZURE__ENDPOINT", self.url()),
+            ("CAPSIGHT_AZURE__AUTHORITY", self.url()),
+            ("CAPSIGHT_AZURE__PRICES_ENDPOINT", self.url()),
+            ("CAPSIGHT_AZURE__LAUNCH_WAIT", "0s".to_owned()),
+        ]
+    }
+
+    /// [`Sim::azure_endpoint_env`] plus the operator's subscription
+    /// ([`AZURE_OPS_SUBSCRIPTION`]) and app registration, watching `regions` (a TOML array,
+    /// e.g. `["eastus"]`).
+    pub fn azure_env(&self, regions: &str) -> Vec<(&'static str, String)> {
+        let mut env = self.azure_endpoint_env();
+        env.extend([
+            (
+                "CAPSIGHT_AZURE__SUBSCRIPTION_ID",
+                AZURE_OPS_SUBSCRIPTION.to_owned(),
+            ),
+            ("CAPSIGHT_AZURE__REGIONS", regions.to_owned()),
+            ("AZURE_TENANT_ID", AZURE_DIRECTORY.to_owned()),
+            ("AZURE_CLIENT_ID", AZURE_OPS_APP.0.to_owned()),
+            ("AZURE_CLIENT_SECRET", AZURE_OPS_APP.1.to_owned()),
+        ]);
+        env
     }
 
     /// An adapter acting as `access_key` in `us-east-1`.

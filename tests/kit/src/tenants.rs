@@ -4,7 +4,9 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use capsight_tenancy::{CloudRole, GcpAccount, LambdaAccount, Registry, Tenant, TenantId};
+use capsight_tenancy::{
+    AzureAccount, CloudRole, GcpAccount, LambdaAccount, Registry, Tenant, TenantId,
+};
 
 /// One tenant of a test registry.
 #[derive(Debug, Clone)]
@@ -14,6 +16,7 @@ pub struct TenantSpec {
     role: Option<CloudRole>,
     lambda: Option<LambdaAccount>,
     gcp: Option<GcpAccount>,
+    azure: Option<AzureAccount>,
     gpu_quota: Option<u32>,
     rate: Option<u32>,
     zones: Vec<(String, String)>,
@@ -28,6 +31,7 @@ pub fn tenant(id: &str) -> TenantSpec {
         role: None,
         lambda: None,
         gcp: None,
+        azure: None,
         gpu_quota: None,
         rate: None,
         zones: Vec::new(),
@@ -71,6 +75,26 @@ impl TenantSpec {
         self.gcp = Some(GcpAccount {
             project_id: project_id.into(),
             credentials_env: credentials_env.into(),
+        });
+        self
+    }
+
+    /// Its Azure subscription: the app registration `client_id` of directory `tenant_id`,
+    /// the subscription (resource group `capsight`) and the variable holding the client secret.
+    #[must_use]
+    pub fn azure(
+        mut self,
+        tenant_id: &str,
+        client_id: &str,
+        subscription_id: &str,
+        client_secret_env: &str,
+    ) -> Self {
+        self.azure = Some(AzureAccount {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            subscription_id: subscription_id.into(),
+            resource_group: crate::cloud::AZURE_RESOURCE_GROUP.into(),
+            client_secret_env: client_secret_env.into(),
         });
         self
     }
@@ -123,6 +147,7 @@ impl Tenants {
             registry.set_aws_role(&id, spec.role).unwrap();
             registry.set_lambda_account(&id, spec.lambda).unwrap();
             registry.set_gcp_account(&id, spec.gcp).unwrap();
+            registry.set_azure_account(&id, spec.azure).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;

@@ -177,25 +177,13 @@ impl World {
     /// `instance-types`, `instances`): faults whose action is `lambda/<op>` or `lambda/*`
     /// (an AWS fault, `*` included, never hits Lambda).
     pub fn lambda_fault(&mut self, op: &str) -> Option<LambdaError> {
-        let action = format!("lambda/{op}");
-        let f = self
-            .faults
-            .iter_mut()
-            .find(|f| f.count > 0 && (f.action == action || f.action == "lambda/*"))?;
-        f.count -= 1;
-        let status = f
-            .code
+        let (code, message) = self.take_provider_fault("lambda", op)?;
+        let status = code
             .parse::<u16>()
             .ok()
             .filter(|s| (400..600).contains(s))
-            .unwrap_or_else(|| LambdaError::status_for(&f.code));
-        let message = f
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("Simulated {} fault", f.code));
-        let err = LambdaError::new(status, f.code.clone(), message);
-        self.faults.retain(|f| f.count > 0);
-        Some(err)
+            .unwrap_or_else(|| LambdaError::status_for(&code));
+        Some(LambdaError::new(status, code, message))
     }
 
     /// Lambda pools by (region, type).

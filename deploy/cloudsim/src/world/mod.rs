@@ -29,6 +29,7 @@ use crate::{
     scenario::{EventKind, PoolMarket, Scenario, SimProvider},
 };
 
+pub mod azure;
 pub mod gcp;
 pub mod lambda;
 mod reads;
@@ -78,6 +79,17 @@ pub struct PoolState {
     pub stocked_out: bool,
 }
 
+impl PoolKey {
+    /// A zonal pool's key (AWS, Azure).
+    fn of(p: &crate::scenario::Pool) -> Self {
+        Self {
+            zone_id: p.zone.clone(),
+            instance_type: p.instance_type.clone(),
+            market: p.market,
+        }
+    }
+}
+
 impl PoolState {
     /// A scenario pool's state at the start, in `region`.
     pub(crate) fn of(
@@ -94,6 +106,31 @@ impl PoolState {
             provisioning: p.provisioning.unwrap_or(defaults.provisioning),
             stocked_out: false,
         }
+    }
+
+    /// A stockout event: empty, and held at zero until [`PoolState::recover`].
+    pub(crate) fn stock_out(&mut self) {
+        self.stock = 0;
+        self.stocked_out = true;
+    }
+
+    /// A recover event: `stock` (at most the capacity), refilling again.
+    pub(crate) fn recover(&mut self, stock: u32) {
+        self.stocked_out = false;
+        self.stock = stock.min(self.capacity);
+    }
+
+    /// One market step of a pool that reclaims nothing (Lambda, Azure): other customers'
+    /// refill and demand, drawn even when stocked out so no pool shifts another's randomness.
+    fn drift(&mut self, rng: &mut ChaCha8Rng, hours: f64) {
+        let refill = arrivals(rng, self.refill_per_hour * hours);
+        let demand = arrivals(rng, self.demand_per_hour * hours);
+        if self.stocked_out {
+            self.stock = 0;
+            return;
+        }
+        let stock = i64::from(self.stock) + i64::from(refill) - i64::from(demand);
+        self.stock = u32::try_from(stock.clamp(0, i64::from(self.capacity))).unwrap_or(0);
     }
 }
 
@@ -344,6 +381,15 @@ pub struct World {
     lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
     /// Google Cloud: pools, instances, operations, tokens.
     gcp: gcp::GcpWorld,
+    /// Azure pools by (zone id, size, market).
+    azure_pools: BTreeMap<PoolKey, PoolState>,
+    /// Azure VMs by (subscription, resource group, name), the last two lowercased (ARM names
+    /// are case-insensitive).
+    azure_vms: BTreeMap<(String, String, String), azure::AzureVm>,
+    /// Azure long-running operations by id.
+    azure_operations: BTreeMap<String, azure::AzureOperation>,
+    /// Entra ID access tokens issued.
+    azure_tokens: BTreeMap<String, azure::AzureToken>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -421,16 +467,22 @@ impl World {
         {
             lambda_pools.insert(
                 (p.region.clone(), p.instance_type.clone()),
-                PoolState {
-                    region: p.region.clone(),
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, p.region.clone(), &scenario.defaults),
             );
+        }
+        let mut azure_pools = BTreeMap::new();
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::Azure)
+        {
+            let region = scenario
+                .zones
+                .iter()
+                .find(|z| z.id == p.zone && z.provider == SimProvider::Azure)
+                .map(|z| z.region.clone())
+                .unwrap_or_default();
+            azure_pools.insert(PoolKey::of(p), PoolState::of(p, region, &scenario.defaults));
         }
         for p in scenario
             .pools
@@ -443,14 +495,7 @@ impl World {
                 .find(|z| z.id == p.zone)
                 .map(|z| z.region.clone())
                 .unwrap_or_default();
-            pools.insert(
-                PoolKey {
-                    zone_id: p.zone.clone(),
-                    instance_type: p.instance_type.clone(),
-                    market: p.market,
-                },
-                PoolState::of(p, region, &scenario.defaults),
-            );
+            pools.insert(PoolKey::of(p), PoolState::of(p, region, &scenario.defaults));
             if p.market == PoolMarket::Spot {
                 let od = types
                     .get(&p.instance_type)
@@ -496,6 +541,10 @@ impl World {
             lambda_pools,
             lambda_instances: BTreeMap::new(),
             gcp: gcp::GcpWorld::new(&scenario, seed),
+            azure_pools,
+            azure_vms: BTreeMap::new(),
+            azure_operations: BTreeMap::new(),
+            azure_tokens: BTreeMap::new(),
             prices,
             quotas,
             instances: BTreeMap::new(),

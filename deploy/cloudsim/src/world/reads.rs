@@ -100,6 +100,30 @@ impl World {
         Some(err)
     }
 
+    /// Consumes one injected fault for `op` of a REST provider (`lambda`, `azure`): faults
+    /// whose action is `<provider>/<op>` or `<provider>/*` (an AWS fault, `*` included, never
+    /// hits them). Returns (code, message).
+    pub(super) fn take_provider_fault(
+        &mut self,
+        provider: &str,
+        op: &str,
+    ) -> Option<(String, String)> {
+        let action = format!("{provider}/{op}");
+        let any = format!("{provider}/*");
+        let f = self
+            .faults
+            .iter_mut()
+            .find(|f| f.count > 0 && (f.action == action || f.action == any))?;
+        f.count -= 1;
+        let code = f.code.clone();
+        let message = f
+            .message
+            .clone()
+            .unwrap_or_else(|| format!("Simulated {code} fault"));
+        self.faults.retain(|f| f.count > 0);
+        Some((code, message))
+    }
+
     /// Resolves an access key.
     pub fn identity(&self, access_key_id: &str) -> Option<Identity> {
         if let Some(s) = self.sessions.get(access_key_id) {
@@ -181,6 +205,7 @@ impl World {
         self.scenario
             .zones
             .iter()
+            .filter(|z| z.provider != crate::scenario::SimProvider::Azure)
             .map(|z| z.region.clone())
             .collect()
     }

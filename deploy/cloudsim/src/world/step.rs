@@ -60,8 +60,7 @@ impl World {
                 ..
             } => {
                 if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
-                    pool.stock = 0;
-                    pool.stocked_out = true;
+                    pool.stock_out();
                 }
             }
             EventKind::Recover {
@@ -72,8 +71,40 @@ impl World {
                 ..
             } => {
                 if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
-                    pool.stocked_out = false;
-                    pool.stock = stock.min(pool.capacity);
+                    pool.recover(stock);
+                }
+            }
+            EventKind::Stockout {
+                provider: SimProvider::Azure,
+                zone: zone_id,
+                instance_type,
+                market,
+                ..
+            } => {
+                let key = PoolKey {
+                    zone_id,
+                    instance_type,
+                    market,
+                };
+                if let Some(pool) = self.azure_pools.get_mut(&key) {
+                    pool.stock_out();
+                }
+            }
+            EventKind::Recover {
+                provider: SimProvider::Azure,
+                zone: zone_id,
+                instance_type,
+                market,
+                stock,
+                ..
+            } => {
+                let key = PoolKey {
+                    zone_id,
+                    instance_type,
+                    market,
+                };
+                if let Some(pool) = self.azure_pools.get_mut(&key) {
+                    pool.recover(stock);
                 }
             }
             EventKind::Stockout {
@@ -105,8 +136,7 @@ impl World {
                     market,
                 };
                 if let Some(pool) = self.pools.get_mut(&key) {
-                    pool.stock = 0;
-                    pool.stocked_out = true;
+                    pool.stock_out();
                 }
                 if interrupt && market == PoolMarket::Spot {
                     let victims: Vec<String> = self
@@ -137,8 +167,7 @@ impl World {
                     market,
                 };
                 if let Some(pool) = self.pools.get_mut(&key) {
-                    pool.stocked_out = false;
-                    pool.stock = stock.min(pool.capacity);
+                    pool.recover(stock);
                 }
             }
             EventKind::PriceSpike {
@@ -327,40 +356,42 @@ impl World {
                 }
             }
         }
-        // Lambda pools draw after every AWS draw: a scenario without them keeps its randomness.
+        // Lambda pools draw after every AWS draw, Azure's last: a scenario without them keeps
+        // its randomness.
         for pool in self.lambda_pools.values_mut() {
-            let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
-            let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
-            if pool.stocked_out {
-                pool.stock = 0;
-                continue;
-            }
-            let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
-            pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
+            pool.drift(&mut self.rng, hours);
+        }
+        for pool in self.azure_pools.values_mut() {
+            pool.drift(&mut self.rng, hours);
         }
         // GCP pools draw from their own RNG: AWS and Lambda randomness stays as it was.
         self.gcp_random_step();
     }
 
     pub(super) fn record(&mut self, secs: u64) {
-        for (key, pool) in &self.pools {
+        let zonal = |provider: &str, key: &PoolKey, pool: &PoolState| {
             let name = format!(
-                "aws/{}/{}/{}/{}",
+                "{provider}/{}/{}/{}/{}",
                 pool.region,
                 key.zone_id,
                 key.instance_type,
                 key.market.as_str()
             );
+            (name, pool.stock)
+        };
+        let points: Vec<(String, u32)> = self
+            .pools
+            .iter()
+            .map(|(k, p)| zonal("aws", k, p))
+            .chain(self.lambda_pools.iter().map(|((region, itype), p)| {
+                (format!("lambda/{region}//{itype}/on_demand"), p.stock)
+            }))
+            .chain(self.azure_pools.iter().map(|(k, p)| zonal("azure", k, p)))
+            .collect();
+        for (name, stock) in points {
             let series = self.truth.entry(name).or_default();
-            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
-                series.push((secs, pool.stock));
-            }
-        }
-        for ((region, itype), pool) in &self.lambda_pools {
-            let name = format!("lambda/{region}//{itype}/on_demand");
-            let series = self.truth.entry(name).or_default();
-            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
-                series.push((secs, pool.stock));
+            if series.last().is_none_or(|(_, s)| *s != stock) {
+                series.push((secs, stock));
             }
         }
         self.gcp_record(secs);
@@ -379,6 +410,7 @@ impl World {
         }
         self.settle_lambda(elapsed);
         self.settle_gcp(elapsed);
+        self.settle_azure(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed

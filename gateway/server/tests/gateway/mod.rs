@@ -4,13 +4,14 @@
 
 #![allow(dead_code, reason = "each test binary uses a subset")]
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use capsight_cloud::tenants::TenantClouds;
 use capsight_gateway::{GatewayConfig, Running};
 use capsight_proto::{
     domain::Score,
     v1::{
-        launch_service_client::LaunchServiceClient,
+        self, launch_service_client::LaunchServiceClient,
         preflight_service_client::PreflightServiceClient,
         report_service_client::ReportServiceClient, score_service_client::ScoreServiceClient,
     },
@@ -83,6 +84,52 @@ impl Gateway {
         self
     }
 
+    /// A ready gateway in `sandbox` whose tenants' clouds are `clouds` (another provider's
+    /// accounts next to the sandbox's AWS).
+    pub async fn serve(sandbox: Sandbox, clouds: Arc<dyn TenantClouds>) -> Self {
+        let shutdown = Shutdown::new();
+        let config: GatewayConfig = sandbox.config();
+        let running = capsight_gateway::start(config.clone(), clouds, shutdown.clone())
+            .await
+            .unwrap();
+        let g = Self {
+            channel: grpc::channel(running.addr),
+            running: Some(running),
+            config,
+            sandbox,
+            shutdown,
+        };
+        g.wait_ready().await;
+        g
+    }
+
+    /// `tenant`'s preflight of `count` x `key` (a capacity key's text) from `image_id`, without
+    /// a live probe.
+    pub async fn preflight_of(
+        &self,
+        tenant: &str,
+        key: &str,
+        count: u32,
+        image_id: &str,
+    ) -> v1::PreflightResponse {
+        let key: capsight_proto::domain::CapacityKey = key.parse().unwrap();
+        let request = v1::PreflightRequest {
+            spec: Some(v1::LaunchSpec {
+                key: Some(v1::CapacityKey::from(&key)),
+                count,
+                image_id: image_id.into(),
+                ..Default::default()
+            }),
+            constraints: None,
+            live_probe: false,
+        };
+        self.preflight()
+            .preflight(grpc::authed(request, &self.key(tenant)))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Waits until the scores view is built (at most 30 s).
     pub async fn wait_ready(&self) {
         let view = &self.running.as_ref().unwrap().view;
@@ -111,4 +158,12 @@ impl Gateway {
     pub fn report(&self) -> ReportServiceClient<Channel> {
         ReportServiceClient::new(self.channel.clone())
     }
+}
+
+/// A preflight's steps as (name, status).
+pub fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
+    r.checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect()
 }
