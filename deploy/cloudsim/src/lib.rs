@@ -6,6 +6,7 @@
 //! * Service Quotas JSON 1.1 ([`quotas`]) and STS `AssumeRole`/`GetCallerIdentity` ([`sts`]);
 //! * a Statuspage `summary.json` and AWS-style RSS feeds ([`status`]);
 //! * Lambda Cloud's REST API subset under `/api/v1` ([`lambda`]), API keys as callers;
+//! * RunPod's GraphQL API subset at `/graphql` ([`runpod`]), API keys as callers;
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -24,6 +25,7 @@ pub mod error;
 pub mod lambda;
 pub mod params;
 pub mod quotas;
+pub mod runpod;
 pub mod scenario;
 pub mod status;
 pub mod sts;
@@ -305,6 +307,7 @@ fn router(sim: Arc<Sim>) -> Router {
         )
         .route("/api/v1/instances", get(lambda::instances))
         .route("/api/v1/instances/{id}", get(lambda::instance))
+        .route("/graphql", post(runpod::graphql))
         .route("/rss/{feed}", get(rss))
         .route("/admin/truth", get(admin_truth))
         .route("/admin/state", get(admin_state))
@@ -474,6 +477,15 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
             .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
                 serde_json::json!({
                     "key": format!("lambda/{region}//{itype}/on_demand"),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": null,
+                })
+            }))
+            .chain(w.runpod_pools().iter().map(|((cloud, itype, market), p)| {
+                serde_json::json!({
+                    "key": format!("runpod/{cloud}//{itype}/{}", market.as_str()),
                     "stock": p.stock,
                     "capacity": p.capacity,
                     "stocked_out": p.stocked_out,

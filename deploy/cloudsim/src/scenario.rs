@@ -53,7 +53,9 @@ impl PoolMarket {
 
 /// Which cloud a pool, account or principal belongs to. `aws` (the default) is keyed by zone;
 /// `lambda` (Lambda Cloud) has no zones and is keyed by region, as in capacity keys
-/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`).
+/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`); `runpod` has no zones either and is keyed
+/// by its cloud type (`secure`, `community`) and market
+/// (`runpod/community//1x_rtx_4090/spot`).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
 )]
@@ -64,6 +66,9 @@ pub enum SimProvider {
     Aws,
     /// Lambda Cloud (its REST API under `/api/v1`, API keys).
     Lambda,
+    /// RunPod (its GraphQL API at `/graphql`, API keys).
+    #[serde(rename = "runpod")]
+    RunPod,
 }
 
 impl SimProvider {
@@ -72,12 +77,24 @@ impl SimProvider {
         match self {
             Self::Aws => "aws",
             Self::Lambda => "lambda",
+            Self::RunPod => "runpod",
         }
+    }
+
+    /// Whether callers are API keys (Lambda, RunPod) rather than AWS access keys.
+    pub fn uses_api_keys(self) -> bool {
+        matches!(self, Self::Lambda | Self::RunPod)
     }
 }
 
 /// The Lambda account instance limit's quota code (the GPU catalog's name for it).
 pub const LAMBDA_INSTANCE_QUOTA: &str = "lambda-account-instances";
+
+/// The RunPod account GPU limit's quota code (the GPU catalog's name for it).
+pub const RUNPOD_GPU_QUOTA: &str = "runpod-account-gpus";
+
+/// RunPod's cloud types: a RunPod pool's `region`.
+pub const RUNPOD_CLOUDS: &[&str] = &["secure", "community"];
 
 /// The whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +176,11 @@ pub struct Defaults {
     /// Lambda accounts: instances an account may hold (booting or active) when it does not
     /// set the `lambda-account-instances` quota.
     pub lambda_instance_limit: u32,
+    /// RunPod accounts: GPUs an account's running pods may hold together when it does not set
+    /// the `runpod-account-gpus` quota.
+    pub runpod_gpu_limit: u32,
+    /// RunPod accounts: balance in USD of accounts without their own `balance_usd`.
+    pub runpod_balance_usd: f64,
 }
 
 impl Default for Defaults {
@@ -173,6 +195,8 @@ impl Default for Defaults {
             api_requests_per_second: 0.0,
             api_burst: 20,
             lambda_instance_limit: 10,
+            runpod_gpu_limit: 16,
+            runpod_balance_usd: 1000.0,
         }
     }
 }
@@ -201,12 +225,17 @@ pub struct Account {
     /// Lambda: the account is deactivated; every call answers 403 `global/account-inactive`.
     #[serde(default)]
     pub inactive: bool,
+    /// RunPod: the account's balance in USD (`defaults.runpod_balance_usd` when absent); a
+    /// deploy needs at least one hour of the pod's price.
+    #[serde(default)]
+    pub balance_usd: Option<f64>,
     /// Rotates this account's AZ names over the region's zone ids (AWS shuffles names per
     /// account): name i maps to id (i + shift) mod n.
     #[serde(default)]
     pub zone_shift: usize,
     /// Quota code -> value in vCPUs (Service Quotas, service `ec2`); Lambda:
-    /// `lambda-account-instances` -> instances the account may hold.
+    /// `lambda-account-instances` -> instances the account may hold; RunPod:
+    /// `runpod-account-gpus` -> GPUs the account's running pods may hold.
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
 }
@@ -221,7 +250,8 @@ pub struct Principal {
     /// The access key id the SDK signs with (AWS).
     #[serde(default)]
     pub access_key_id: String,
-    /// The API key (Lambda): `Authorization: Bearer <key>` or basic auth with the key as user.
+    /// The API key (Lambda: `Authorization: Bearer <key>` or basic auth with the key as user;
+    /// RunPod: `Authorization: Bearer <key>` or `?api_key=<key>`).
     #[serde(default)]
     pub api_key: String,
     /// The account.
@@ -268,10 +298,11 @@ pub struct Pool {
     /// The cloud (`aws` unless `lambda`).
     #[serde(default)]
     pub provider: SimProvider,
-    /// AZ ID (AWS); empty for Lambda, which has no zones.
+    /// AZ ID (AWS); empty for Lambda and RunPod, which have no zones.
     #[serde(default)]
     pub zone: String,
-    /// Region (Lambda only; an AWS pool's region is its zone's).
+    /// Region (Lambda; RunPod: its cloud type, `secure` or `community`); an AWS pool's region
+    /// is its zone's.
     #[serde(default)]
     pub region: String,
     /// Instance type (must be in the GPU catalog for the pool's provider).
@@ -357,13 +388,13 @@ pub struct Event {
 pub enum EventKind {
     /// The pool empties and stops refilling until a `recover`.
     Stockout {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `runpod`).
         #[serde(default)]
         provider: SimProvider,
         /// AZ ID (AWS).
         #[serde(default)]
         zone: String,
-        /// Region (Lambda).
+        /// Region (Lambda; RunPod's cloud type).
         #[serde(default)]
         region: String,
         /// Instance type.
@@ -376,13 +407,13 @@ pub enum EventKind {
     },
     /// The pool gets `stock` instances and refills again.
     Recover {
-        /// The pool's cloud (`aws` unless `lambda`).
+        /// The pool's cloud (`aws` unless `lambda` or `runpod`).
         #[serde(default)]
         provider: SimProvider,
         /// AZ ID (AWS).
         #[serde(default)]
         zone: String,
-        /// Region (Lambda).
+        /// Region (Lambda; RunPod's cloud type).
         #[serde(default)]
         region: String,
         /// Instance type.
@@ -491,6 +522,14 @@ impl Scenario {
         let zone = |id: &str| self.zones.iter().any(|z| z.id == id);
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
         let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
+        let runpod_pool = |region: &str, instance_type: &str, market: PoolMarket| {
+            self.pools.iter().any(|p| {
+                p.provider == SimProvider::RunPod
+                    && p.region == region
+                    && p.instance_type == instance_type
+                    && p.market == market
+            })
+        };
         let lambda_pool = |region: &str, instance_type: &str| {
             self.pools.iter().any(|p| {
                 p.provider == SimProvider::Lambda
@@ -499,6 +538,22 @@ impl Scenario {
             })
         };
         for p in &self.pools {
+            if p.provider == SimProvider::RunPod {
+                if !p.zone.is_empty() || !RUNPOD_CLOUDS.contains(&p.region.as_str()) {
+                    return bad(format!(
+                        "runpod pool {}: RunPod has no zones; region is its cloud type ({})",
+                        p.instance_type,
+                        RUNPOD_CLOUDS.join(" or ")
+                    ));
+                }
+                if p.stock > p.capacity {
+                    return bad(format!(
+                        "pool {}/{}: stock > capacity",
+                        p.region, p.instance_type
+                    ));
+                }
+                continue;
+            }
             if p.provider == SimProvider::Lambda {
                 if !p.zone.is_empty() || p.region.is_empty() {
                     return bad(format!(
@@ -547,7 +602,7 @@ impl Scenario {
         for p in &self.principals {
             let (name, key) = match p.provider {
                 SimProvider::Aws => ("access_key_id", &p.access_key_id),
-                SimProvider::Lambda => ("api_key", &p.api_key),
+                SimProvider::Lambda | SimProvider::RunPod => ("api_key", &p.api_key),
             };
             if key.is_empty() {
                 return bad(format!(
@@ -596,6 +651,26 @@ impl Scenario {
                     return bad(format!(
                         "event at {:?}: no lambda pool {region}/{instance_type}",
                         e.at
+                    ));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::RunPod,
+                    region,
+                    instance_type,
+                    market,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::RunPod,
+                    region,
+                    instance_type,
+                    market,
+                    ..
+                } if !runpod_pool(region, instance_type, *market) => {
+                    return bad(format!(
+                        "event at {:?}: no runpod pool {region}/{instance_type}/{}",
+                        e.at,
+                        market.as_str()
                     ));
                 }
                 EventKind::Stockout {

@@ -177,12 +177,7 @@ impl World {
     /// `instance-types`, `instances`): faults whose action is `lambda/<op>` or `lambda/*`
     /// (an AWS fault, `*` included, never hits Lambda).
     pub fn lambda_fault(&mut self, op: &str) -> Option<LambdaError> {
-        let action = format!("lambda/{op}");
-        let f = self
-            .faults
-            .iter_mut()
-            .find(|f| f.count > 0 && (f.action == action || f.action == "lambda/*"))?;
-        f.count -= 1;
+        let f = self.take_provider_fault("lambda", op)?;
         let status = f
             .code
             .parse::<u16>()
@@ -193,9 +188,7 @@ impl World {
             .message
             .clone()
             .unwrap_or_else(|| format!("Simulated {} fault", f.code));
-        let err = LambdaError::new(status, f.code.clone(), message);
-        self.faults.retain(|f| f.count > 0);
-        Some(err)
+        Some(LambdaError::new(status, f.code, message))
     }
 
     /// Lambda pools by (region, type).

@@ -31,6 +31,7 @@ use crate::{
 
 pub mod lambda;
 mod reads;
+pub mod runpod;
 mod step;
 mod writes;
 
@@ -75,6 +76,21 @@ pub struct PoolState {
     pub provisioning: Duration,
     /// Held at zero by a stockout event until a recover event.
     pub stocked_out: bool,
+}
+
+impl PoolState {
+    /// The state of scenario pool `p` at the start, in `region`.
+    fn of(p: &crate::scenario::Pool, region: String, defaults: &crate::scenario::Defaults) -> Self {
+        Self {
+            region,
+            capacity: p.capacity,
+            stock: p.stock,
+            refill_per_hour: p.refill_per_hour,
+            demand_per_hour: p.demand_per_hour,
+            provisioning: p.provisioning.unwrap_or(defaults.provisioning),
+            stocked_out: false,
+        }
+    }
 }
 
 /// Spot price state of one (zone, type).
@@ -322,6 +338,10 @@ pub struct World {
     lambda_pools: BTreeMap<(String, String), PoolState>,
     /// Lambda instances by id (terminated ones stay, answering `GET /instances/{id}`).
     lambda_instances: BTreeMap<String, lambda::LambdaInstance>,
+    /// RunPod pools by (cloud type, instance type, market): RunPod has no zones.
+    runpod_pools: BTreeMap<runpod::RunPodPoolKey, PoolState>,
+    /// RunPod pods by id (terminated ones stay, unlisted).
+    runpod_pods: BTreeMap<String, runpod::RunPodPod>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -399,15 +419,18 @@ impl World {
         {
             lambda_pools.insert(
                 (p.region.clone(), p.instance_type.clone()),
-                PoolState {
-                    region: p.region.clone(),
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, p.region.clone(), &scenario.defaults),
+            );
+        }
+        let mut runpod_pools = BTreeMap::new();
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::RunPod)
+        {
+            runpod_pools.insert(
+                (p.region.clone(), p.instance_type.clone(), p.market),
+                PoolState::of(p, p.region.clone(), &scenario.defaults),
             );
         }
         for p in scenario
@@ -427,15 +450,7 @@ impl World {
                     instance_type: p.instance_type.clone(),
                     market: p.market,
                 },
-                PoolState {
-                    region,
-                    capacity: p.capacity,
-                    stock: p.stock,
-                    refill_per_hour: p.refill_per_hour,
-                    demand_per_hour: p.demand_per_hour,
-                    provisioning: p.provisioning.unwrap_or(scenario.defaults.provisioning),
-                    stocked_out: false,
-                },
+                PoolState::of(p, region, &scenario.defaults),
             );
             if p.market == PoolMarket::Spot {
                 let od = types
@@ -481,6 +496,8 @@ impl World {
             pools,
             lambda_pools,
             lambda_instances: BTreeMap::new(),
+            runpod_pools,
+            runpod_pods: BTreeMap::new(),
             prices,
             quotas,
             instances: BTreeMap::new(),

@@ -77,6 +77,38 @@ impl World {
                 }
             }
             EventKind::Stockout {
+                provider: SimProvider::RunPod,
+                region,
+                instance_type,
+                market,
+                interrupt,
+                ..
+            } => {
+                if let Some(pool) =
+                    self.runpod_pools
+                        .get_mut(&(region.clone(), instance_type.clone(), market))
+                {
+                    pool.stock = 0;
+                    pool.stocked_out = true;
+                }
+                if interrupt && market == PoolMarket::Spot {
+                    self.interrupt_runpod(&region, &instance_type);
+                }
+            }
+            EventKind::Recover {
+                provider: SimProvider::RunPod,
+                region,
+                instance_type,
+                market,
+                stock,
+                ..
+            } => {
+                if let Some(pool) = self.runpod_pools.get_mut(&(region, instance_type, market)) {
+                    pool.stocked_out = false;
+                    pool.stock = stock.min(pool.capacity);
+                }
+            }
+            EventKind::Stockout {
                 provider: SimProvider::Aws,
                 zone,
                 instance_type,
@@ -312,8 +344,13 @@ impl World {
                 }
             }
         }
-        // Lambda pools draw after every AWS draw: a scenario without them keeps its randomness.
-        for pool in self.lambda_pools.values_mut() {
+        // Lambda pools draw after every AWS draw, RunPod pools after those: a scenario without
+        // them keeps its randomness.
+        for pool in self
+            .lambda_pools
+            .values_mut()
+            .chain(self.runpod_pools.values_mut())
+        {
             let refill = arrivals(&mut self.rng, pool.refill_per_hour * hours);
             let demand = arrivals(&mut self.rng, pool.demand_per_hour * hours);
             if pool.stocked_out {
@@ -339,11 +376,22 @@ impl World {
                 series.push((secs, pool.stock));
             }
         }
-        for ((region, itype), pool) in &self.lambda_pools {
-            let name = format!("lambda/{region}//{itype}/on_demand");
+        let lambda = self.lambda_pools.iter().map(|((region, itype), pool)| {
+            (format!("lambda/{region}//{itype}/on_demand"), pool.stock)
+        });
+        let runpod = self
+            .runpod_pools
+            .iter()
+            .map(|((cloud, itype, market), pool)| {
+                (
+                    format!("runpod/{cloud}//{itype}/{}", market.as_str()),
+                    pool.stock,
+                )
+            });
+        for (name, stock) in lambda.chain(runpod) {
             let series = self.truth.entry(name).or_default();
-            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
-                series.push((secs, pool.stock));
+            if series.last().is_none_or(|(_, s)| *s != stock) {
+                series.push((secs, stock));
             }
         }
     }
@@ -360,6 +408,7 @@ impl World {
             self.release_reservation(&id, "expired");
         }
         self.settle_lambda(elapsed);
+        self.settle_runpod(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed
