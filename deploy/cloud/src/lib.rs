@@ -16,6 +16,9 @@
 //!   `AWS_ENDPOINT_URL=http://127.0.0.1:5599` points the same code at `cloudsim`.
 //! * [`lambda`]: Lambda Cloud over its REST API (`reqwest`), keyed by region (no zones), with
 //!   its availability listing; operations Lambda lacks are [`CloudError::Unsupported`].
+//! * [`runpod`]: RunPod over its GraphQL API (`reqwest`), keyed by cloud type (`secure`,
+//!   `community`; no zones), with its stock listing; operations RunPod lacks are
+//!   [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
@@ -24,9 +27,11 @@ mod error;
 pub mod lambda;
 pub mod regional;
 mod retry;
+pub mod runpod;
 mod settings;
 pub mod tenants;
 mod types;
+mod unsupported;
 
 use async_trait::async_trait;
 pub use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};
