@@ -11,8 +11,12 @@
 //! own API key, read from the environment variable its registration names (never stored in
 //! the registry); a tenant without a Lambda registration has no Lambda adapter.
 //!
+//! RunPod ([`RunPodClouds`], offered by [`TenantClouds::runpod_clouds`]) likewise: the
+//! tenant's own API key from the variable its RunPod registration names.
+//!
 //! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
-//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`];
+//! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`], RunPod through
+//! [`TenantClouds::runpod_clouds`];
 //! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
 //! launcher never falls back to a provider it cannot).
 
@@ -22,6 +26,7 @@ use crate::{
     CloudAdapter, CloudError, CloudSettings, Provider, Region,
     aws::AwsAdapter,
     lambda::{LambdaAdapter, LambdaSettings},
+    runpod::{RunPodAdapter, RunPodSettings},
 };
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
@@ -62,6 +67,11 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants' RunPod adapters, when these clouds include RunPod.
+    fn runpod_clouds(&self) -> Option<&RunPodClouds> {
+        None
+    }
+
     /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
     /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
     async fn adapter_on(
@@ -83,6 +93,13 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
                     None => Err(none()),
                 }
             }
+            Provider::RunPod => {
+                let runpod = self.runpod_clouds().ok_or_else(none)?;
+                match runpod.adapter(tenant, region)? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
             Provider::Gcp | Provider::Azure => Err(none()),
         }
     }
@@ -93,6 +110,7 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         match provider {
             Provider::Aws => tenant.aws_role.is_some(),
             Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
+            Provider::RunPod => self.runpod_clouds().is_some_and(|r| r.has_key(tenant)),
             Provider::Gcp | Provider::Azure => false,
         }
     }
@@ -191,6 +209,127 @@ impl TenantClouds for WithLambda {
 
     fn lambda_clouds(&self) -> Option<&LambdaClouds> {
         Some(&self.lambda)
+    }
+}
+
+/// The API key in the variable `env` (`provider`'s registration of `tenant`), when set and
+/// not blank; [`CloudError::Invalid`] naming the variable otherwise.
+fn registered_key(
+    keys: &KeyLookup,
+    tenant: &Tenant,
+    provider: Provider,
+    env: &str,
+) -> Result<String, CloudError> {
+    keys(env).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+        CloudError::Invalid(format!(
+            "the {provider} API key of tenant {} ({env}) is not set on this service",
+            tenant.id
+        ))
+    })
+}
+
+/// RunPod adapters acting with tenants' own API keys.
+pub struct RunPodClouds {
+    runpod: RunPodSettings,
+    cloud: CloudSettings,
+    catalog: Arc<Catalog>,
+    keys: KeyLookup,
+}
+
+impl std::fmt::Debug for RunPodClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunPodClouds")
+            .field("endpoint", &self.runpod.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunPodClouds {
+    /// Keys from the process environment.
+    pub fn from_env(runpod: RunPodSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_keys(
+            runpod,
+            cloud,
+            catalog,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )
+    }
+
+    /// Keys from `keys` (tests: no process environment is touched).
+    pub fn with_keys(
+        runpod: RunPodSettings,
+        cloud: CloudSettings,
+        catalog: Arc<Catalog>,
+        keys: KeyLookup,
+    ) -> Self {
+        Self {
+            runpod,
+            cloud,
+            catalog,
+            keys,
+        }
+    }
+
+    /// Whether `tenant` registered a RunPod account whose key variable is set here.
+    pub fn has_key(&self, tenant: &Tenant) -> bool {
+        tenant.runpod.as_ref().is_some_and(|a| {
+            registered_key(&self.keys, tenant, Provider::RunPod, &a.api_key_env).is_ok()
+        })
+    }
+
+    /// `tenant`'s adapter in cloud type `region`; `Ok(None)` when the tenant registered no
+    /// RunPod account, [`CloudError::Invalid`] when the variable its registration names is not
+    /// set.
+    pub fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<RunPodAdapter>, CloudError> {
+        let Some(account) = &tenant.runpod else {
+            return Ok(None);
+        };
+        let key = registered_key(&self.keys, tenant, Provider::RunPod, &account.api_key_env)?;
+        RunPodAdapter::new(
+            self.runpod.clone(),
+            self.cloud.clone(),
+            Arc::clone(&self.catalog),
+            key,
+            region.clone(),
+        )
+        .map(Some)
+    }
+}
+
+/// Other tenant clouds plus RunPod.
+#[derive(Debug)]
+pub struct WithRunPod {
+    inner: Arc<dyn TenantClouds>,
+    runpod: RunPodClouds,
+}
+
+impl WithRunPod {
+    /// `inner` for everything else, `runpod` for RunPod.
+    pub fn new(inner: Arc<dyn TenantClouds>, runpod: RunPodClouds) -> Self {
+        Self { inner, runpod }
+    }
+}
+
+#[async_trait]
+impl TenantClouds for WithRunPod {
+    async fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
+        self.inner.adapter(tenant, region).await
+    }
+
+    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
+        self.inner.lambda_clouds()
+    }
+
+    fn runpod_clouds(&self) -> Option<&RunPodClouds> {
+        Some(&self.runpod)
     }
 }
 

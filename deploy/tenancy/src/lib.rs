@@ -21,7 +21,7 @@ pub mod trust;
 
 pub use registry::{
     ApiKeyRecord, Authenticated, CloudRole, IssuedKey, LambdaAccount, Registry, RegistryError,
-    Tenant, TenantId,
+    RunPodAccount, Tenant, TenantId,
 };
 pub use shared::SharedRegistry;
 

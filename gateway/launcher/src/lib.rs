@@ -90,12 +90,21 @@ pub async fn run_on_aws(
         config.cloud.clone(),
         Arc::clone(&catalog),
     ));
-    // Lambda Cloud with tenants' own API keys (the variables their registrations name)
+    // Lambda Cloud and RunPod with tenants' own API keys (the variables their registrations
+    // name)
     let clouds = Arc::new(capsight_cloud::tenants::WithLambda::new(
         aws,
         capsight_cloud::tenants::LambdaClouds::from_env(
             config.lambda.clone(),
             config.cloud.clone(),
+        ),
+    ));
+    let clouds = Arc::new(capsight_cloud::tenants::WithRunPod::new(
+        clouds,
+        capsight_cloud::tenants::RunPodClouds::from_env(
+            config.runpod.clone(),
+            config.cloud.clone(),
+            Arc::clone(&catalog),
         ),
     ));
     run(config, catalog, clouds, shutdown).await

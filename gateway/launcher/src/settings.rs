@@ -113,6 +113,10 @@ pub struct LauncherConfig {
     /// registrations name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[runpod]`: RunPod's endpoint and pod image (tenants' API keys come from the variables
+    /// their registrations name).
+    #[serde(default)]
+    pub runpod: capsight_cloud::runpod::RunPodSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

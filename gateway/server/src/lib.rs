@@ -131,17 +131,22 @@ const SERVICES: [&str; 5] = [
 ];
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
-/// chain, tenants' roles assumed from there) and Lambda Cloud (tenants' API keys from the
-/// environment variables their registrations name), then [`Running::join`].
+/// chain, tenants' roles assumed from there), Lambda Cloud and RunPod (tenants' API keys from
+/// the environment variables their registrations name), then [`Running::join`].
 pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
-    let catalog =
-        Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?;
+    let catalog = Arc::new(
+        Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?,
+    );
     let clouds = Arc::new(clouds::WithLambda::new(
         Arc::new(clouds::AwsClouds::from_env(
             config.cloud.clone(),
-            Arc::new(catalog),
+            Arc::clone(&catalog),
         )),
         clouds::LambdaClouds::from_env(config.lambda.clone(), config.cloud.clone()),
+    ));
+    let clouds = Arc::new(clouds::WithRunPod::new(
+        clouds,
+        clouds::RunPodClouds::from_env(config.runpod.clone(), config.cloud.clone(), catalog),
     ));
     start(config, clouds, shutdown).await?.join().await
 }

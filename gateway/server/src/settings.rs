@@ -123,6 +123,9 @@ pub struct GatewayConfig {
     /// name).
     #[serde(default)]
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// RunPod's endpoint (tenants' API keys come from the variables their registrations name).
+    #[serde(default)]
+    pub runpod: capsight_cloud::runpod::RunPodSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.

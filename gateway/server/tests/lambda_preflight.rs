@@ -14,13 +14,13 @@ use capsight_cloud::{
     InstanceType, LaunchRequest, Provider,
     tenants::{TenantClouds, WithLambda},
 };
-use capsight_proto::v1::{self, CheckStatus, Decision};
+use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
     Sandbox,
     cloud::{Sim, quick_retries},
     fixtures::scenario,
-    grpc::{authed, channel},
+    grpc::{channel, preflight, statuses},
     signals::score,
     tenants::tenant,
 };
@@ -28,24 +28,6 @@ use capsight_testkit::{
 const STOCKED: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
 const EMPTY: &str = "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand";
 const A100: &str = "lambda/us-east-1//gpu_1x_a100_sxm4/on_demand";
-
-fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
-    Some(v1::LaunchSpec {
-        key: Some(v1::CapacityKey::from(
-            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
-        )),
-        count,
-        image_id: "lambda-stack".into(),
-        ..Default::default()
-    })
-}
-
-fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
-    r.checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.status))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_score() {
@@ -91,21 +73,8 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
         .unwrap();
     let ch = channel(running.addr);
     let preflight = |k: &'static str, count: u32, tenant: &str| {
-        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
-        let key = sandbox.key(tenant);
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, count),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &key,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
+        let (ch, key) = (ch.clone(), sandbox.key(tenant));
+        async move { preflight(&ch, k, count, "lambda-stack", &key).await }
     };
     let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;

@@ -100,6 +100,7 @@ impl Hands {
                         external_id: t.external_id.clone().unwrap_or_default(),
                     }),
                     lambda: None,
+                    runpod: None,
                     gpu_quota: t.gpu_quota,
                     max_open_streams: None,
                     keys: Vec::new(),

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use capsight_tenancy::{CloudRole, LambdaAccount, Registry, Tenant, TenantId};
+use capsight_tenancy::{CloudRole, LambdaAccount, Registry, RunPodAccount, Tenant, TenantId};
 
 /// One tenant of a test registry.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub struct TenantSpec {
     name: String,
     role: Option<CloudRole>,
     lambda: Option<LambdaAccount>,
+    runpod: Option<RunPodAccount>,
     gpu_quota: Option<u32>,
     rate: Option<u32>,
     zones: Vec<(String, String)>,
@@ -26,6 +27,7 @@ pub fn tenant(id: &str) -> TenantSpec {
         name: id.to_owned(),
         role: None,
         lambda: None,
+        runpod: None,
         gpu_quota: None,
         rate: None,
         zones: Vec::new(),
@@ -58,6 +60,17 @@ impl TenantSpec {
         self.lambda = Some(LambdaAccount {
             api_key_env: api_key_env.into(),
             instance_limit,
+        });
+        self
+    }
+
+    /// Its RunPod account: the API key in the environment variable `api_key_env`, and the
+    /// account's GPU limit.
+    #[must_use]
+    pub fn runpod(mut self, api_key_env: &str, gpu_limit: u32) -> Self {
+        self.runpod = Some(RunPodAccount {
+            api_key_env: api_key_env.into(),
+            gpu_limit,
         });
         self
     }
@@ -109,6 +122,7 @@ impl Tenants {
             registry.add_tenant(id.clone(), &spec.name).unwrap();
             registry.set_aws_role(&id, spec.role).unwrap();
             registry.set_lambda_account(&id, spec.lambda).unwrap();
+            registry.set_runpod_account(&id, spec.runpod).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;
