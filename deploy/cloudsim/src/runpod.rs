@@ -268,13 +268,16 @@ fn fields<'s, 'a>(
         .collect()
 }
 
+/// Answers a field with arguments (`lowestPrice`), or `None` for a plain field.
+type Computed<'c> = &'c dyn Fn(&Field<'_, String>) -> Option<Result<Value, RunPodError>>;
+
 /// Shapes `full` (every field of a `type_name` object) by `set`; `computed` answers the
 /// fields with arguments (`lowestPrice`).
 fn project(
     full: &Value,
     type_name: &str,
     set: &SelectionSet<'_, String>,
-    computed: &dyn Fn(&Field<'_, String>) -> Option<Result<Value, RunPodError>>,
+    computed: Computed<'_>,
 ) -> Result<Value, RunPodError> {
     match full {
         Value::Array(items) => Ok(Value::Array(
