@@ -130,6 +130,30 @@ mod tests {
     }
 
     #[test]
+    fn a_marketplace_stock_level_round_trips_and_a_bad_one_is_named() {
+        let mut s = sample_signal();
+        s.key = "runpod/secure//8x_h100_sxm/on_demand".parse().unwrap();
+        for stock in [None, Some(crate::domain::StockLevel::Low)] {
+            s.payload = Payload::Availability(crate::domain::Availability {
+                available: stock.is_some(),
+                listed_usd_per_hour: Some(21.52),
+                stock,
+            });
+            assert_eq!(decode_signal(&encode_signal(&s)).unwrap(), s);
+        }
+        let mut wire = v1::Signal::from(&s);
+        if let Some(v1::signal::Payload::Availability(a)) = wire.payload.as_mut() {
+            a.stock_level = 99;
+        }
+        let err = decode_signal(&wire.encode_to_vec()).unwrap_err();
+        assert!(
+            err.reason().contains("availability.stock_level"),
+            "{}",
+            err.reason()
+        );
+    }
+
+    #[test]
     fn missing_payload_and_garbage_are_errors() {
         let mut wire = v1::Signal::from(&sample_signal());
         wire.payload = None;

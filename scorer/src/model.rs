@@ -20,12 +20,19 @@
 //! | status incidents | 10 | 1 - impact of the worst open incident |
 //! | recent outcome | 0 (off) | the newest capacity-relevant first-party attempt: 1 succeeded, 0 capacity error; its weight decays with `recent_half_life` of its age |
 //! | listed availability | 40 | the provider's own latest "capacity available now" listing (Lambda Cloud's `regions_with_capacity_available`): available 1, not available 0 |
+//! | marketplace stock | 10 | a GPU marketplace's latest stock status (RunPod's `stockStatus`): High 1, Medium 2/3, Low 1/3, none 0 |
 //!
 //! Listed availability exists only for keys with `availability` signals (Lambda Cloud today):
 //! it is a direct statement by the provider, as strong as the launch success rate, and each
 //! poll counts as one first-party observation. A key without such signals is scored exactly as
 //! without the feature: its weight is in neither the present nor the covered weight of the
 //! confidence, bit for bit (AWS keys never have it).
+//!
+//! Marketplace stock is the same kind of feature for a marketplace (RunPod), but a weak one: a
+//! coarse, cached listing of hosts' spare GPUs rather than an allocation the provider stands
+//! behind, so it has a low weight (`[scorer.weights] marketplace`) and each poll counts a
+//! quarter of a first-party observation. Keys without marketplace signals never see it, bit
+//! for bit, like listed availability.
 //!
 //! The recent outcome is what an unavailable-offerings cache knows: stock changes abruptly, and
 //! the newest attempt says more about it than a day of decayed averages. Its weight is
@@ -85,7 +92,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use capsight_proto::domain::{
     CrowdReportKind, ErrorClass, Evidence, Feature, InstanceEventKind, Label, SignalSource,
-    StatusSeverity, VerdictPolicy,
+    StatusSeverity, StockLevel, VerdictPolicy,
 };
 
 use crate::observation::{Fact, Observation};
@@ -232,6 +239,8 @@ pub struct FeatureWeights {
     pub recent_outcome: f64,
     /// The provider's own availability listing (keys with `availability` signals only).
     pub availability: f64,
+    /// A marketplace's stock status (keys with marketplace `availability` signals only).
+    pub marketplace: f64,
 }
 
 impl Default for FeatureWeights {
@@ -246,13 +255,14 @@ impl Default for FeatureWeights {
             status: 10.0,
             recent_outcome: 0.0,
             availability: 40.0,
+            marketplace: 10.0,
         }
     }
 }
 
 impl FeatureWeights {
     /// Every weight with its config name, in table order.
-    pub fn named(&self) -> [(&'static str, f64); 9] {
+    pub fn named(&self) -> [(&'static str, f64); 10] {
         [
             ("success", self.success),
             ("capacity_errors", self.capacity_errors),
@@ -263,6 +273,7 @@ impl FeatureWeights {
             ("status", self.status),
             ("recent_outcome", self.recent_outcome),
             ("availability", self.availability),
+            ("marketplace", self.marketplace),
         ]
     }
 
@@ -271,13 +282,14 @@ impl FeatureWeights {
         self.named().iter().map(|(_, w)| w).sum()
     }
 
-    /// The sum of the weights every key may have: all but the listed availability, which
-    /// only keys with `availability` signals have (summed in the same order as before that
-    /// feature existed, so other keys' confidence is unchanged to the last bit).
+    /// The sum of the weights every key may have: all but the listed availability and the
+    /// marketplace stock, which only keys with `availability` signals have (summed in the same
+    /// order as before those features existed, so other keys' confidence is unchanged to the
+    /// last bit).
     fn total_without_listed(&self) -> f64 {
         self.named()
             .iter()
-            .filter(|(name, _)| *name != "availability")
+            .filter(|(name, _)| !matches!(*name, "availability" | "marketplace"))
             .map(|(_, w)| w)
             .sum()
     }
@@ -395,17 +407,17 @@ pub fn assess<'a>(
         .filter(|t| t.feature == Feature::RecentOutcome)
         .map(|t| t.weight)
         .sum();
-    // the listed availability is covered only where it exists (keys with availability signals)
-    let listed = terms
-        .iter()
-        .any(|t| t.feature == Feature::ListedAvailability);
-    let covered = if listed {
-        params.weights.total_without_listed() - params.weights.recent_outcome
-            + params.weights.availability
-    } else {
-        params.weights.total_without_listed() - params.weights.recent_outcome
+    // the listed availability and the marketplace stock are covered only where they exist
+    // (keys with availability signals)
+    let has = |feature: Feature| terms.iter().any(|t| t.feature == feature);
+    let mut covered = params.weights.total_without_listed() - params.weights.recent_outcome;
+    if has(Feature::ListedAvailability) {
+        covered += params.weights.availability;
     }
-    .max(f64::MIN_POSITIVE);
+    if has(Feature::MarketplaceStock) {
+        covered += params.weights.marketplace;
+    }
+    let covered = covered.max(f64::MIN_POSITIVE);
     let confidence = tally.confidence(now_ms, half_life_ms, (present - recent) / covered);
     strongest_first(&mut evidence, params.evidence_items);
     Assessment {
@@ -460,6 +472,9 @@ struct Tally<'a> {
     /// The latest availability listing (observations come in time order).
     listed: Option<bool>,
     listings: usize,
+    /// The latest marketplace stock status (observations come in time order).
+    market_stock: Option<StockLevel>,
+    market_listings: usize,
     offerings: usize,
     /// Incident -> its latest (severity, resolved).
     incidents: BTreeMap<&'a str, (StatusSeverity, bool)>,
@@ -577,6 +592,12 @@ impl<'a> Tally<'a> {
                 self.listed = Some(*yes);
                 self.listings += 1;
             }
+            Fact::Marketplace(level) => {
+                // a marketplace's coarse listing: a quarter of an observation per poll
+                self.market_stock = Some(*level);
+                self.market_listings += 1;
+                return Some(0.25);
+            }
             Fact::Status {
                 incident,
                 severity,
@@ -643,6 +664,7 @@ impl<'a> Tally<'a> {
         terms.extend(self.status_term(w));
         terms.extend(self.recent_term(w, now_ms, recent_half_life_ms));
         terms.extend(self.listed_term(w));
+        terms.extend(self.marketplace_term(w));
         terms.retain(|t| t.weight > 0.0);
         terms
     }
@@ -753,6 +775,17 @@ impl<'a> Tally<'a> {
             goodness: if yes { 1.0 } else { 0.0 },
             value: if yes { 1.0 } else { 0.0 },
             samples: count(self.listings),
+        })
+    }
+
+    /// A marketplace's latest stock status.
+    fn marketplace_term(&self, w: &FeatureWeights) -> Option<Term> {
+        self.market_stock.map(|level| Term {
+            feature: Feature::MarketplaceStock,
+            weight: w.marketplace,
+            goodness: level.share(),
+            value: level.share(),
+            samples: count(self.market_listings),
         })
     }
 
@@ -1106,6 +1139,57 @@ mod tests {
     }
 
     #[test]
+    fn marketplace_stock_is_weak_evidence_that_ranks_high_above_none() {
+        let p = ModelParams::default();
+        let polls = |level: StockLevel| -> Vec<Observation> {
+            (0..12)
+                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Marketplace(level)))
+                .collect()
+        };
+        let scores: Vec<_> = [
+            StockLevel::High,
+            StockLevel::Medium,
+            StockLevel::Low,
+            StockLevel::None,
+        ]
+        .into_iter()
+        .map(|level| assess(&sorted(polls(level)), NOW, &p, &Trust::full()))
+        .collect();
+        assert!(scores.windows(2).all(|w| w[0].raw > w[1].raw), "{scores:?}");
+        assert_eq!(scores[0].evidence[0].feature, Feature::MarketplaceStock);
+        // weak: the same polls of a provider's own listing move the score further from the
+        // prior, and with more confidence
+        let listed = |yes: bool| -> Vec<Observation> {
+            (0..12)
+                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Available(yes)))
+                .collect()
+        };
+        let strong_up = assess(&sorted(listed(true)), NOW, &p, &Trust::full());
+        let strong_down = assess(&sorted(listed(false)), NOW, &p, &Trust::full());
+        assert!(
+            strong_up.raw > scores[0].raw,
+            "{strong_up:?} {:?}",
+            scores[0]
+        );
+        assert!(
+            strong_down.raw < scores[3].raw,
+            "{strong_down:?} {:?}",
+            scores[3]
+        );
+        assert!(strong_up.confidence > scores[0].confidence);
+        // next to launch evidence, a marketplace "none" pulls less than a listing "no"
+        let mut v: Vec<_> = (0..6)
+            .map(|i| launch(NOW - i * HOUR, true, ErrorClass::None, Some(60_000)))
+            .collect();
+        let mut with_market = v.clone();
+        with_market.push(obs(NOW, Fact::Marketplace(StockLevel::None)));
+        v.push(obs(NOW, Fact::Available(false)));
+        let market = assess(&sorted(with_market), NOW, &p, &Trust::full());
+        let listing = assess(&sorted(v), NOW, &p, &Trust::full());
+        assert!(market.raw > listing.raw, "{market:?} {listing:?}");
+    }
+
+    #[test]
     fn keys_without_listings_score_bit_for_bit_as_before_the_feature() {
         // the listed-availability weight never reaches a key without availability signals:
         // neither its base nor its confidence moves, whatever the weight
@@ -1126,6 +1210,9 @@ mod tests {
         for weight in [0.0, 1.0, 40.0, 1e6] {
             let mut p = ModelParams::default();
             p.weights.availability = weight;
+            assert_eq!(assess(&v, NOW, &p, &Trust::full()), base, "weight {weight}");
+            let mut p = ModelParams::default();
+            p.weights.marketplace = weight;
             assert_eq!(assess(&v, NOW, &p, &Trust::full()), base, "weight {weight}");
         }
         // the covered weight is the old total (sum of the eight others, in order)

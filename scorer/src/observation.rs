@@ -9,7 +9,7 @@
 use capsight_clickhouse::rows::SignalRow;
 use capsight_proto::domain::{
     CrowdReportKind, ErrorClass, InstanceEventKind, LaunchOutcome, Payload, Signal, SignalSource,
-    StatusSeverity, TenantHash,
+    StatusSeverity, StockLevel, TenantHash,
 };
 
 /// One signal as the model sees it.
@@ -59,6 +59,8 @@ pub enum Fact {
     Offered(bool),
     /// The provider's own listing says capacity is available now, or not.
     Available(bool),
+    /// A GPU marketplace lists this much stock now (RunPod's stock status).
+    Marketplace(StockLevel),
     /// A status-feed event.
     Status {
         /// `feed/incident_id`.
@@ -107,7 +109,10 @@ impl Observation {
                 instances: o.instance_count,
             },
             Payload::Offering(o) => Fact::Offered(o.offered),
-            Payload::Availability(a) => Fact::Available(a.available),
+            Payload::Availability(a) => match a.stock {
+                Some(level) => Fact::Marketplace(level),
+                None => Fact::Available(a.available),
+            },
             Payload::Status(st) => Fact::Status {
                 incident: format!("{}/{}", st.feed, st.incident_id),
                 severity: st.severity,
@@ -154,6 +159,10 @@ impl Observation {
                 instances: to_u32(row.value),
             },
             "offering" => Fact::Offered(row.value > 0.5),
+            // a marketplace listing carries its stock level in `outcome`
+            "availability" if !row.outcome.is_empty() => Fact::Marketplace(
+                StockLevel::parse("outcome", &row.outcome).map_err(|e| err(e.to_string()))?,
+            ),
             "availability" => Fact::Available(row.value > 0.5),
             "status" => {
                 let payload: serde_json::Value =
@@ -285,10 +294,22 @@ pub(crate) mod tests {
             Payload::Availability(Availability {
                 available: true,
                 listed_usd_per_hour: Some(23.92),
+                stock: None,
             }),
             Payload::Availability(Availability {
                 available: false,
                 listed_usd_per_hour: None,
+                stock: None,
+            }),
+            Payload::Availability(Availability {
+                available: true,
+                listed_usd_per_hour: Some(2.69),
+                stock: Some(StockLevel::Medium),
+            }),
+            Payload::Availability(Availability {
+                available: false,
+                listed_usd_per_hour: None,
+                stock: Some(StockLevel::None),
             }),
             Payload::Status(StatusEvent {
                 feed: "aws-rss".into(),

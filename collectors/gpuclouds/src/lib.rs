@@ -1,6 +1,7 @@
-//! The GPU clouds collector (`capsight-gpuclouds`): Lambda Cloud's own "capacity available right
-//! now" listing (`GET /api/v1/instance-types`, `regions_with_capacity_available` per type),
-//! polled every `gpuclouds.interval`.
+//! The GPU clouds collector (`capsight-gpuclouds`): the GPU clouds' own "capacity available
+//! right now" listings, polled every `gpuclouds.interval` for the clouds `gpuclouds.providers`
+//! names: Lambda Cloud's (`GET /api/v1/instance-types`, `regions_with_capacity_available` per
+//! type, below) and RunPod's stock status ([`runpod`]).
 //!
 //! * **availability** (every `gpuclouds.interval`, a few minutes): for every watched
 //!   (region, Lambda type) — the catalog's regions of the type plus every region Lambda ever
@@ -14,6 +15,8 @@
 //! Signals have source `availability`; a signal id derives from the key, what was observed and
 //! the observation time, so a retried publish keeps its id and one id is never published at two
 //! observation times (a restart polls again: a new observation with new ids).
+
+pub mod runpod;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -44,6 +47,20 @@ pub struct GpuCloudsSettings {
     /// Lambda regions to publish; empty = every region the catalog or the listing names.
     #[serde(default)]
     pub regions: Vec<String>,
+    /// The clouds to poll (`lambda`, `runpod`), each with its operator API key in the
+    /// environment (`LAMBDA_API_KEY`, `RUNPOD_API_KEY`).
+    pub providers: Vec<GpuCloud>,
+}
+
+/// A GPU cloud the collector polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuCloud {
+    /// Lambda Cloud's availability listing.
+    Lambda,
+    /// RunPod's stock status.
+    #[serde(rename = "runpod")]
+    RunPod,
 }
 
 impl Default for GpuCloudsSettings {
@@ -52,6 +69,7 @@ impl Default for GpuCloudsSettings {
             interval: Duration::from_secs(180),
             offerings_interval: Duration::from_secs(3600),
             regions: Vec::new(),
+            providers: vec![GpuCloud::Lambda],
         }
     }
 }
@@ -168,27 +186,7 @@ impl GpuCloudsCollector {
         what: &[&str],
         payload: Payload,
     ) -> bool {
-        let key_text = key.to_string();
-        let at_text = at.to_rfc3339();
-        let mut parts = vec![key_text.as_str()];
-        parts.extend_from_slice(what);
-        // the observation time is part of the id: one id is never seen at two times
-        parts.push(at_text.as_str());
-        let signal = Signal {
-            id: SignalId::derived(SignalSource::Availability, &parts),
-            observed_at: at,
-            source: SignalSource::Availability,
-            tenant: None,
-            key,
-            payload,
-        };
-        match self.publisher.publish(&signal).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "publishing an availability signal failed");
-                false
-            }
-        }
+        publish(&self.publisher, key, at, what, payload).await
     }
 
     /// One availability poll observed at `now`.
@@ -226,6 +224,7 @@ impl GpuCloudsCollector {
                     Payload::Availability(Availability {
                         available,
                         listed_usd_per_hour: price,
+                        stock: None,
                     }),
                 )
                 .await;
@@ -261,6 +260,57 @@ impl GpuCloudsCollector {
     }
 }
 
+/// Publishes one availability-source signal on `key` observed `at`, whose id derives from the
+/// key, `what` was observed and the time; false when publishing failed (logged).
+pub(crate) async fn publish(
+    publisher: &Publisher,
+    key: CapacityKey,
+    at: DateTime<Utc>,
+    what: &[&str],
+    payload: Payload,
+) -> bool {
+    let key_text = key.to_string();
+    let at_text = at.to_rfc3339();
+    let mut parts = vec![key_text.as_str()];
+    parts.extend_from_slice(what);
+    // the observation time is part of the id: one id is never seen at two times
+    parts.push(at_text.as_str());
+    let signal = Signal {
+        id: SignalId::derived(SignalSource::Availability, &parts),
+        observed_at: at,
+        source: SignalSource::Availability,
+        tenant: None,
+        key,
+        payload,
+    };
+    match publisher.publish(&signal).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "publishing an availability signal failed");
+            false
+        }
+    }
+}
+
+impl PassReport {
+    /// Counts one publish outcome (`available` when it said so).
+    fn count(&mut self, published: bool, available: bool) {
+        if published {
+            self.published += 1;
+            self.available += usize::from(available);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    /// Adds another pass's counts.
+    fn add(&mut self, other: &Self) {
+        self.published += other.published;
+        self.errors += other.errors;
+        self.available += other.available;
+    }
+}
+
 /// The sections the collector reads besides the kit's.
 #[derive(Debug, Deserialize)]
 pub struct GpuCloudsConfig {
@@ -268,11 +318,14 @@ pub struct GpuCloudsConfig {
     pub cloud: capsight_cloud::CloudSettings,
     /// `[lambda]` (endpoint, SSH key name).
     pub lambda: capsight_cloud::lambda::LambdaSettings,
+    /// `[runpod]` (endpoint).
+    pub runpod: capsight_cloud::runpod::RunPodSettings,
     /// `[gpuclouds]`.
     pub gpuclouds: GpuCloudsSettings,
 }
 
-/// The process: availability and offerings on their cadences (or both once) until shutdown.
+/// The process: availability and offerings of every configured cloud on their cadences (or
+/// both once) until shutdown.
 pub async fn run(
     c: &capsight_collector_kit::Collector<GpuCloudsConfig>,
     once: bool,
@@ -280,39 +333,72 @@ pub async fn run(
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    // the listing is account-wide; the adapter's region only scopes launches, not used here
-    let region = c
-        .catalog
-        .iter()
-        .filter(|g| g.provider == Provider::Lambda)
-        .find_map(|g| g.regions.first().cloned())
-        .ok_or_else(|| CollectorError::setup("gpuclouds", "the GPU catalog has no Lambda types"))?;
-    let lambda = LambdaAdapter::from_env(config.lambda.clone(), config.cloud.clone(), region)
-        .map_err(|e| CollectorError::setup("lambda adapter", e))?;
-    let collector = tokio::sync::Mutex::new(GpuCloudsCollector::new(
-        lambda,
-        Arc::clone(&c.catalog),
-        config.gpuclouds.clone(),
-        c.publisher.clone(),
-    ));
-    tracing::info!(endpoint = %config.lambda.endpoint, "gpuclouds collector starting");
-    let (s, col, sd) = (&config.gpuclouds, &collector, &c.shutdown);
+    let providers = &config.gpuclouds.providers;
+    let lambda = if providers.contains(&GpuCloud::Lambda) {
+        // the listing is account-wide; the adapter's region only scopes launches, not used here
+        let region = c
+            .catalog
+            .iter()
+            .filter(|g| g.provider == Provider::Lambda)
+            .find_map(|g| g.regions.first().cloned())
+            .ok_or_else(|| {
+                CollectorError::setup("gpuclouds", "the GPU catalog has no Lambda types")
+            })?;
+        let lambda = LambdaAdapter::from_env(config.lambda.clone(), config.cloud.clone(), region)
+            .map_err(|e| CollectorError::setup("lambda adapter", e))?;
+        tracing::info!(endpoint = %config.lambda.endpoint, "polling Lambda Cloud");
+        Some(tokio::sync::Mutex::new(GpuCloudsCollector::new(
+            lambda,
+            Arc::clone(&c.catalog),
+            config.gpuclouds.clone(),
+            c.publisher.clone(),
+        )))
+    } else {
+        None
+    };
+    let runpod = if providers.contains(&GpuCloud::RunPod) {
+        let collector = runpod::RunPodCollector::from_env(
+            config.runpod.clone(),
+            config.cloud.clone(),
+            Arc::clone(&c.catalog),
+            c.publisher.clone(),
+        )
+        .map_err(|e| CollectorError::setup("runpod adapter", e))?;
+        tracing::info!(endpoint = %config.runpod.endpoint, "polling RunPod");
+        Some(collector)
+    } else {
+        None
+    };
+    let (s, sd) = (&config.gpuclouds, &c.shutdown);
+    let (lambda, runpod) = (&lambda, &runpod);
     tokio::join!(
         every(s.interval, once, sd, || async move {
-            let r = col.lock().await.availability(Utc::now()).await;
+            let mut r = PassReport::default();
+            if let Some(l) = lambda {
+                r.add(&l.lock().await.availability(Utc::now()).await);
+            }
+            if let Some(rp) = runpod {
+                r.add(&rp.availability(Utc::now()).await);
+            }
             tracing::info!(
                 published = r.published,
                 available = r.available,
                 errors = r.errors,
-                "lambda availability"
+                "gpu clouds availability"
             );
         }),
         every(s.offerings_interval, once, sd, || async move {
-            let r = col.lock().await.offerings(Utc::now()).await;
+            let mut r = PassReport::default();
+            if let Some(l) = lambda {
+                r.add(&l.lock().await.offerings(Utc::now()).await);
+            }
+            if let Some(rp) = runpod {
+                r.add(&rp.offerings(Utc::now()).await);
+            }
             tracing::info!(
                 published = r.published,
                 errors = r.errors,
-                "lambda offerings"
+                "gpu clouds offerings"
             );
         }),
     );

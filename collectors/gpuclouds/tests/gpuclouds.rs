@@ -1,7 +1,8 @@
 //! `capsight-gpuclouds --once` against an in-process cloudsim's Lambda API (scenario
 //! `lambda`) and the real broker: one availability signal per watched (region, type), available
 //! exactly where the scenario has stock, with the listed price; offerings for the same keys; a
-//! failed poll publishes no availability at all.
+//! failed poll publishes no availability at all. The same against cloudsim's RunPod API
+//! (scenario `runpod`, config `gpuclouds-runpod`): RunPod's stock level per (cloud type, type).
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use capsight_proto::domain::{Availability, Payload, Provider, SignalSource};
+use capsight_proto::domain::{Availability, Payload, Provider, SignalSource, StockLevel};
 use capsight_testkit::{
     Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
 };
@@ -58,7 +59,8 @@ async fn the_listing_becomes_availability_and_offering_signals() {
         availability[&h100("us-south-2")],
         Availability {
             available: true,
-            listed_usd_per_hour: Some(23.92)
+            listed_usd_per_hour: Some(23.92),
+            stock: None,
         }
     );
     // a catalog region without stock (us-west-3 has a pool, empty; us-east-3 has none)
@@ -106,5 +108,80 @@ async fn a_failed_poll_publishes_no_availability() {
             .iter()
             .all(|s| !matches!(s.payload, Payload::Availability(_))),
         "{signals:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runpod_stock_becomes_availability_signals_with_its_level() {
+    let sandbox = Sandbox::builder("gpuclouds_runpod")
+        .signals(1)
+        .profile("gpuclouds-runpod")
+        .cloudsim(Sim::builder(scenario("runpod")))
+        .start()
+        .await;
+    succeed(
+        sandbox
+            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
+            .arg("--once")
+            .envs(sandbox.sim().runpod_env("rpa_OPS0123456789"))
+            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+    );
+    let signals = consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await;
+    let mut availability = BTreeMap::new();
+    let mut offered = 0;
+    for s in &signals {
+        assert_eq!(s.key.provider, Provider::RunPod, "{s:?}");
+        assert_eq!(s.source, SignalSource::Availability);
+        match &s.payload {
+            Payload::Availability(a) => {
+                availability.insert(s.key.to_string(), a.clone());
+            }
+            Payload::Offering(o) => {
+                assert!(o.offered);
+                offered += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let runpod_types = capsight_testkit::cloud::catalog()
+        .iter()
+        .filter(|g| g.provider == Provider::RunPod)
+        .count();
+    // both cloud types of every catalog RunPod type, once each
+    assert_eq!(availability.len(), 2 * runpod_types);
+    assert_eq!(offered, 2 * runpod_types);
+    let level = |k: &str| availability[k].stock;
+    assert_eq!(
+        availability["runpod/secure//1x_h100_sxm/on_demand"],
+        Availability {
+            available: true,
+            listed_usd_per_hour: Some(2.69),
+            stock: Some(StockLevel::High),
+        }
+    );
+    assert_eq!(
+        level("runpod/secure//8x_h100_sxm/on_demand"),
+        Some(StockLevel::Medium)
+    );
+    assert_eq!(
+        level("runpod/community//1x_rtx_4090/on_demand"),
+        Some(StockLevel::Low)
+    );
+    let none = &availability["runpod/community//1x_h100_sxm/on_demand"];
+    assert_eq!(none.stock, Some(StockLevel::None));
+    assert!(!none.available);
+    // exactly the scenario's stocked on-demand pools are available
+    let available: Vec<&String> = availability
+        .iter()
+        .filter(|(_, a)| a.available)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        available,
+        [
+            "runpod/community//1x_rtx_4090/on_demand",
+            "runpod/secure//1x_h100_sxm/on_demand",
+            "runpod/secure//8x_h100_sxm/on_demand",
+        ]
     );
 }

@@ -189,6 +189,23 @@ enum TenantCommand {
         #[arg(long)]
         remove: bool,
     },
+    /// Register the tenant's RunPod account (preflight permission and quota on RunPod,
+    /// launches): the name of the environment variable that holds its API key on the gateway
+    /// and the launcher (never the key itself) and the account's GPU limit.
+    Runpod {
+        /// Tenant id.
+        id: String,
+        /// The environment variable with the tenant's RunPod API key, e.g.
+        /// `CAPSIGHT_RUNPOD_KEY_ACME`.
+        #[arg(long, required_unless_present = "remove")]
+        api_key_env: Option<String>,
+        /// The most GPUs the account's pods may hold at once (RunPod has no quota API).
+        #[arg(long, required_unless_present = "remove")]
+        gpu_limit: Option<u32>,
+        /// Remove the registration.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Set the most GPUs the tenant's live launches may hold together (0 = tenancy.default_gpu_quota).
     Quota {
         /// Tenant id.
@@ -470,6 +487,32 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 println!("azure subscription of {id} removed");
             }
         }
+        TenantCommand::Runpod {
+            id,
+            api_key_env,
+            gpu_limit,
+            remove,
+        } => {
+            let id = TenantId::parse(&id)?;
+            let account = match (remove, api_key_env, gpu_limit) {
+                (true, _, _) => None,
+                (false, Some(api_key_env), Some(gpu_limit)) => {
+                    Some(capsight_tenancy::RunPodAccount {
+                        api_key_env,
+                        gpu_limit,
+                    })
+                }
+                _ => anyhow::bail!("--api-key-env and --gpu-limit are required"),
+            };
+            let set = account.is_some();
+            reg.set_runpod_account(&id, account)?;
+            reg.save(path)?;
+            if set {
+                println!("runpod account of {id} set");
+            } else {
+                println!("runpod account of {id} removed");
+            }
+        }
         TenantCommand::Quota { id, gpus } => {
             let id = TenantId::parse(&id)?;
             reg.set_gpu_quota(&id, (gpus > 0).then_some(gpus))?;
@@ -557,5 +600,53 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         defaults_match("amqp", &AmqpSettings::default()).unwrap_or_else(|e| panic!("{e}"));
         defaults_match("trust", &TrustSettings::default()).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// `tenant runpod` stores the variable's name and the GPU limit, refuses a key in place of
+    /// a name and a registration without its flags, and `--remove` removes it.
+    #[test]
+    fn tenant_runpod_registers_a_variable_name_and_a_gpu_limit() {
+        let dir = std::env::temp_dir().join(format!("capsight-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = TenancySettings {
+            registry: dir.join("tenants.toml"),
+            ..TenancySettings::default()
+        };
+        let run = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["capsight-admin", "tenant"].iter().chain(args))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            match cli.command {
+                Command::Tenant(cmd) => tenant(&settings, cmd),
+                _ => unreachable!("a tenant command"),
+            }
+        };
+        run(&["add", "acme"]).unwrap();
+        let flags = [
+            "--api-key-env",
+            "CAPSIGHT_RUNPOD_KEY_ACME",
+            "--gpu-limit",
+            "8",
+        ];
+        run(&[&["runpod", "acme"][..], &flags].concat()).unwrap();
+        let stored = || {
+            Registry::load(&settings.registry)
+                .unwrap()
+                .tenants
+                .into_iter()
+                .find(|t| t.id.as_str() == "acme")
+                .unwrap()
+                .runpod
+        };
+        let account = stored().unwrap();
+        assert_eq!(
+            (account.api_key_env.as_str(), account.gpu_limit),
+            ("CAPSIGHT_RUNPOD_KEY_ACME", 8)
+        );
+        let key = ["--api-key-env", "rpa_0123456789", "--gpu-limit", "8"];
+        assert!(run(&[&["runpod", "acme"][..], &key].concat()).is_err());
+        assert!(run(&["runpod", "acme", "--gpu-limit", "8"]).is_err());
+        run(&["runpod", "acme", "--remove"]).unwrap();
+        assert!(stored().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

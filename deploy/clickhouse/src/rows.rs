@@ -107,7 +107,13 @@ impl SignalRow {
             Payload::SpotAdvisory(a) => row.value = f64::from(a.interruption_bucket),
             Payload::CapacityBlockOffer(o) => row.value = f64::from(o.instance_count),
             Payload::Offering(o) => row.value = if o.offered { 1.0 } else { 0.0 },
-            Payload::Availability(a) => row.value = if a.available { 1.0 } else { 0.0 },
+            Payload::Availability(a) => {
+                row.value = if a.available { 1.0 } else { 0.0 };
+                // a marketplace's stock level, so a rebuilt window reads it back
+                if let Some(stock) = a.stock {
+                    row.outcome = stock.as_str().to_owned();
+                }
+            }
             Payload::InstanceEvent(e) => row.outcome = e.kind.as_str().to_owned(),
             Payload::Status(s) => {
                 row.outcome = s.severity.as_str().to_owned();

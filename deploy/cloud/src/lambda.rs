@@ -161,6 +161,44 @@ struct Terminated {
     terminated_instances: Vec<WireInstance>,
 }
 
+/// The request's client token, checked as an instance name (clouds without client tokens
+/// carry it in the name): 1-`max` characters `[A-Za-z0-9-_.:]`; `what` names the resource.
+pub(crate) fn name_token<'a>(
+    request: &'a LaunchRequest,
+    max: usize,
+    what: &str,
+) -> Result<&'a str, CloudError> {
+    let token = request.client_token.as_str();
+    if token.is_empty()
+        || token.len() > max
+        || !token
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+    {
+        return Err(CloudError::Invalid(format!(
+            "client_token {token:?} must be 1-{max} characters [A-Za-z0-9-_.:] (it is the {what} name)"
+        )));
+    }
+    Ok(token)
+}
+
+/// The permission a read call's outcome shows for a cloud without DryRun: allowed when it
+/// succeeded, `Denied` for a permission error (invalid key, inactive account), other failures
+/// are errors.
+pub(crate) fn permission_of<T>(read: Result<T, CloudError>) -> Result<Permission, CloudError> {
+    match read {
+        Ok(_) => Ok(Permission::Allowed),
+        Err(e) if e.class() == capsight_proto::domain::ErrorClass::Permission => {
+            let (code, message) = e
+                .classified()
+                .map(|c| (c.code.clone(), c.message.clone()))
+                .unwrap_or_default();
+            Ok(Permission::Denied { code, message })
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn state_of(status: &str) -> InstanceState {
     match status {
         "booting" => InstanceState::Pending,
@@ -442,17 +480,7 @@ impl CloudAdapter for LambdaAdapter {
         &self,
         _request: &LaunchRequest,
     ) -> Result<Permission, CloudError> {
-        match self.list().await {
-            Ok(_) => Ok(Permission::Allowed),
-            Err(e) if e.class() == capsight_proto::domain::ErrorClass::Permission => {
-                let (code, message) = e
-                    .classified()
-                    .map(|c| (c.code.clone(), c.message.clone()))
-                    .unwrap_or_default();
-                Ok(Permission::Denied { code, message })
-            }
-            Err(e) => Err(e),
-        }
+        permission_of(self.list().await)
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
@@ -464,17 +492,7 @@ impl CloudAdapter for LambdaAdapter {
         if request.market != Market::OnDemand {
             return Err(Self::unsupported("launch (Lambda sells on-demand only)"));
         }
-        let token = request.client_token.as_str();
-        if token.is_empty()
-            || token.len() > MAX_NAME
-            || !token
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        {
-            return Err(CloudError::Invalid(format!(
-                "client_token {token:?} must be 1-{MAX_NAME} characters [A-Za-z0-9-_.:] (it is the Lambda instance name)"
-            )));
-        }
+        let token = name_token(request, MAX_NAME, "Lambda instance")?;
         if request.count == 0 {
             return Err(CloudError::Invalid("count must be at least 1".into()));
         }

@@ -22,6 +22,9 @@
 //! * [`azure`]: Azure Compute over Resource Manager's REST API (`reqwest`), keyed by the
 //!   subscription's zones mapped to physical zones, Entra ID client credentials; operations it
 //!   does not implement are [`CloudError::Unsupported`].
+//! * [`runpod`]: RunPod over its GraphQL API (`reqwest`), keyed by cloud type (`secure`,
+//!   `community`; no zones), with its stock listing; operations RunPod lacks are
+//!   [`CloudError::Unsupported`].
 //! * [`tenants`]: adapters acting in *tenants'* accounts (their registered role, assumed with
 //!   its external id), for the gateway's account checks and the launcher.
 
@@ -32,9 +35,11 @@ pub mod gcp;
 pub mod lambda;
 pub mod regional;
 mod retry;
+pub mod runpod;
 mod settings;
 pub mod tenants;
 mod types;
+mod unsupported;
 
 use async_trait::async_trait;
 pub use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};

@@ -19,9 +19,13 @@
 //! registration in its own subscription, its client secret read from the environment variable
 //! its registration names (never stored in the registry).
 //!
+//! RunPod ([`RunPodClouds`], offered by [`TenantClouds::runpod_clouds`]) likewise: the
+//! tenant's own API key from the variable its RunPod registration names.
+//!
 //! [`TenantClouds::adapter_on`] picks by provider (the launcher's entry point): AWS through
 //! [`TenantClouds::adapter`], Lambda through [`TenantClouds::lambda_clouds`], GCP through
-//! [`TenantClouds::gcp_clouds`], Azure through [`TenantClouds::azure_clouds`];
+//! [`TenantClouds::gcp_clouds`], Azure through [`TenantClouds::azure_clouds`],
+//! RunPod through [`TenantClouds::runpod_clouds`];
 //! [`TenantClouds::has_account`] says whether a tenant can act on a provider at all (the
 //! launcher never falls back to a provider it cannot).
 
@@ -33,6 +37,7 @@ use crate::{
     azure::{AzureAdapter, AzureCredentials, AzureScope, AzureSettings},
     gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
+    runpod::{RunPodAdapter, RunPodSettings},
 };
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
@@ -83,6 +88,11 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Tenants' RunPod adapters, when these clouds include RunPod.
+    fn runpod_clouds(&self) -> Option<&RunPodClouds> {
+        None
+    }
+
     /// An adapter acting as `tenant` in `region` of `provider`: AWS through [`Self::adapter`],
     /// Lambda with the tenant's registered API key; [`AccountError::NoAccount`] otherwise.
     async fn adapter_on(
@@ -118,6 +128,13 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
                     None => Err(none()),
                 }
             }
+            Provider::RunPod => {
+                let runpod = self.runpod_clouds().ok_or_else(none)?;
+                match runpod.adapter(tenant, region)? {
+                    Some(a) => Ok(Arc::new(a) as Arc<dyn CloudAdapter>),
+                    None => Err(none()),
+                }
+            }
         }
     }
 
@@ -129,6 +146,7 @@ pub trait TenantClouds: Send + Sync + std::fmt::Debug {
             Provider::Lambda => self.lambda_clouds().is_some_and(|l| l.has_key(tenant)),
             Provider::Gcp => self.gcp_clouds().is_some_and(|g| g.has_credentials(tenant)),
             Provider::Azure => self.azure_clouds().is_some_and(|a| a.has_secret(tenant)),
+            Provider::RunPod => self.runpod_clouds().is_some_and(|r| r.has_key(tenant)),
         }
     }
 }
@@ -298,80 +316,6 @@ impl AzureClouds {
     }
 }
 
-/// Other tenant clouds plus Azure.
-#[derive(Debug)]
-pub struct WithAzure {
-    inner: Arc<dyn TenantClouds>,
-    azure: AzureClouds,
-}
-
-impl WithAzure {
-    /// `inner` for everything else, `azure` for Azure.
-    pub fn new(inner: Arc<dyn TenantClouds>, azure: AzureClouds) -> Self {
-        Self { inner, azure }
-    }
-}
-
-#[async_trait]
-impl TenantClouds for WithAzure {
-    async fn adapter(
-        &self,
-        tenant: &Tenant,
-        region: &Region,
-    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
-        self.inner.adapter(tenant, region).await
-    }
-
-    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
-        self.inner.lambda_clouds()
-    }
-
-    fn gcp_clouds(&self) -> Option<&GcpClouds> {
-        self.inner.gcp_clouds()
-    }
-
-    fn azure_clouds(&self) -> Option<&AzureClouds> {
-        Some(&self.azure)
-    }
-}
-
-/// Other tenant clouds plus Lambda Cloud.
-#[derive(Debug)]
-pub struct WithLambda {
-    inner: Arc<dyn TenantClouds>,
-    lambda: LambdaClouds,
-}
-
-impl WithLambda {
-    /// `inner` for `adapter`, `lambda` for Lambda.
-    pub fn new(inner: Arc<dyn TenantClouds>, lambda: LambdaClouds) -> Self {
-        Self { inner, lambda }
-    }
-}
-
-#[async_trait]
-impl TenantClouds for WithLambda {
-    async fn adapter(
-        &self,
-        tenant: &Tenant,
-        region: &Region,
-    ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
-        self.inner.adapter(tenant, region).await
-    }
-
-    fn lambda_clouds(&self) -> Option<&LambdaClouds> {
-        Some(&self.lambda)
-    }
-
-    fn gcp_clouds(&self) -> Option<&GcpClouds> {
-        self.inner.gcp_clouds()
-    }
-
-    fn azure_clouds(&self) -> Option<&AzureClouds> {
-        self.inner.azure_clouds()
-    }
-}
-
 /// Google Cloud adapters acting as tenants' own service accounts in their projects.
 pub struct GcpClouds {
     gcp: GcpSettings,
@@ -462,40 +406,90 @@ impl GcpClouds {
     }
 }
 
-/// Other tenant clouds plus Google Cloud.
+/// Tenants' clouds on every provider capsight launches on: AWS through `aws`, and each other
+/// provider whose clouds were added (a provider left out has no tenant adapters here).
 #[derive(Debug)]
-pub struct WithGcp {
-    inner: Arc<dyn TenantClouds>,
-    gcp: GcpClouds,
+pub struct ProviderClouds {
+    aws: Arc<dyn TenantClouds>,
+    lambda: Option<LambdaClouds>,
+    gcp: Option<GcpClouds>,
+    azure: Option<AzureClouds>,
+    runpod: Option<RunPodClouds>,
 }
 
-impl WithGcp {
-    /// `inner` for everything else, `gcp` for GCP.
-    pub fn new(inner: Arc<dyn TenantClouds>, gcp: GcpClouds) -> Self {
-        Self { inner, gcp }
+impl ProviderClouds {
+    /// `aws` for AWS (tenants' roles), no other provider yet.
+    pub fn new(aws: Arc<dyn TenantClouds>) -> Self {
+        Self {
+            aws,
+            lambda: None,
+            gcp: None,
+            azure: None,
+            runpod: None,
+        }
+    }
+
+    /// Plus Lambda Cloud.
+    #[must_use]
+    pub fn with_lambda(self, lambda: LambdaClouds) -> Self {
+        Self {
+            lambda: Some(lambda),
+            ..self
+        }
+    }
+
+    /// Plus Google Cloud.
+    #[must_use]
+    pub fn with_gcp(self, gcp: GcpClouds) -> Self {
+        Self {
+            gcp: Some(gcp),
+            ..self
+        }
+    }
+
+    /// Plus Azure.
+    #[must_use]
+    pub fn with_azure(self, azure: AzureClouds) -> Self {
+        Self {
+            azure: Some(azure),
+            ..self
+        }
+    }
+
+    /// Plus RunPod.
+    #[must_use]
+    pub fn with_runpod(self, runpod: RunPodClouds) -> Self {
+        Self {
+            runpod: Some(runpod),
+            ..self
+        }
     }
 }
 
 #[async_trait]
-impl TenantClouds for WithGcp {
+impl TenantClouds for ProviderClouds {
     async fn adapter(
         &self,
         tenant: &Tenant,
         region: &Region,
     ) -> Result<Arc<dyn CloudAdapter>, AccountError> {
-        self.inner.adapter(tenant, region).await
+        self.aws.adapter(tenant, region).await
     }
 
     fn lambda_clouds(&self) -> Option<&LambdaClouds> {
-        self.inner.lambda_clouds()
+        self.lambda.as_ref()
     }
 
     fn gcp_clouds(&self) -> Option<&GcpClouds> {
-        Some(&self.gcp)
+        self.gcp.as_ref()
     }
 
     fn azure_clouds(&self) -> Option<&AzureClouds> {
-        self.inner.azure_clouds()
+        self.azure.as_ref()
+    }
+
+    fn runpod_clouds(&self) -> Option<&RunPodClouds> {
+        self.runpod.as_ref()
     }
 }
 
@@ -510,10 +504,12 @@ pub struct ProviderSections<'a> {
     pub gcp: &'a GcpSettings,
     /// `[azure]`.
     pub azure: &'a AzureSettings,
+    /// `[runpod]`.
+    pub runpod: &'a RunPodSettings,
 }
 
 /// Tenants' clouds on every provider, as the gateway and the launcher run them: AWS (the
-/// operator's chain, tenants' roles assumed from it), and Lambda, GCP and Azure with the tenants'
+/// operator's chain, tenants' roles assumed from it), and Lambda, GCP, Azure and RunPod with the tenants'
 /// own credentials from the environment variables their registrations name.
 pub fn every_provider_from_env(
     sections: ProviderSections<'_>,
@@ -521,18 +517,116 @@ pub fn every_provider_from_env(
 ) -> Arc<dyn TenantClouds> {
     let cloud = sections.cloud;
     let aws = Arc::new(AwsClouds::from_env(cloud.clone(), Arc::clone(catalog)));
-    let lambda = Arc::new(WithLambda::new(
-        aws,
-        LambdaClouds::from_env(sections.lambda.clone(), cloud.clone()),
-    ));
-    let gcp = Arc::new(WithGcp::new(
-        lambda,
-        GcpClouds::from_env(sections.gcp.clone(), cloud.clone(), Arc::clone(catalog)),
-    ));
-    Arc::new(WithAzure::new(
-        gcp,
-        AzureClouds::from_env(sections.azure.clone(), cloud.clone(), Arc::clone(catalog)),
-    ))
+    Arc::new(
+        ProviderClouds::new(aws)
+            .with_lambda(LambdaClouds::from_env(
+                sections.lambda.clone(),
+                cloud.clone(),
+            ))
+            .with_gcp(GcpClouds::from_env(
+                sections.gcp.clone(),
+                cloud.clone(),
+                Arc::clone(catalog),
+            ))
+            .with_azure(AzureClouds::from_env(
+                sections.azure.clone(),
+                cloud.clone(),
+                Arc::clone(catalog),
+            ))
+            .with_runpod(RunPodClouds::from_env(
+                sections.runpod.clone(),
+                cloud.clone(),
+                Arc::clone(catalog),
+            )),
+    )
+}
+
+/// The API key in the variable `env` (`provider`'s registration of `tenant`), when set and
+/// not blank; [`CloudError::Invalid`] naming the variable otherwise.
+fn registered_key(
+    keys: &KeyLookup,
+    tenant: &Tenant,
+    provider: Provider,
+    env: &str,
+) -> Result<String, CloudError> {
+    keys(env).filter(|k| !k.trim().is_empty()).ok_or_else(|| {
+        CloudError::Invalid(format!(
+            "the {provider} API key of tenant {} ({env}) is not set on this service",
+            tenant.id
+        ))
+    })
+}
+
+/// RunPod adapters acting with tenants' own API keys.
+pub struct RunPodClouds {
+    runpod: RunPodSettings,
+    cloud: CloudSettings,
+    catalog: Arc<Catalog>,
+    keys: KeyLookup,
+}
+
+impl std::fmt::Debug for RunPodClouds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunPodClouds")
+            .field("endpoint", &self.runpod.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunPodClouds {
+    /// Keys from the process environment.
+    pub fn from_env(runpod: RunPodSettings, cloud: CloudSettings, catalog: Arc<Catalog>) -> Self {
+        Self::with_keys(
+            runpod,
+            cloud,
+            catalog,
+            Arc::new(|name: &str| std::env::var(name).ok()),
+        )
+    }
+
+    /// Keys from `keys` (tests: no process environment is touched).
+    pub fn with_keys(
+        runpod: RunPodSettings,
+        cloud: CloudSettings,
+        catalog: Arc<Catalog>,
+        keys: KeyLookup,
+    ) -> Self {
+        Self {
+            runpod,
+            cloud,
+            catalog,
+            keys,
+        }
+    }
+
+    /// Whether `tenant` registered a RunPod account whose key variable is set here.
+    pub fn has_key(&self, tenant: &Tenant) -> bool {
+        tenant.runpod.as_ref().is_some_and(|a| {
+            registered_key(&self.keys, tenant, Provider::RunPod, &a.api_key_env).is_ok()
+        })
+    }
+
+    /// `tenant`'s adapter in cloud type `region`; `Ok(None)` when the tenant registered no
+    /// RunPod account, [`CloudError::Invalid`] when the variable its registration names is not
+    /// set.
+    pub fn adapter(
+        &self,
+        tenant: &Tenant,
+        region: &Region,
+    ) -> Result<Option<RunPodAdapter>, CloudError> {
+        let Some(account) = &tenant.runpod else {
+            return Ok(None);
+        };
+        let key = registered_key(&self.keys, tenant, Provider::RunPod, &account.api_key_env)?;
+        RunPodAdapter::new(
+            self.runpod.clone(),
+            self.cloud.clone(),
+            Arc::clone(&self.catalog),
+            key,
+            region.clone(),
+        )
+        .map(Some)
+    }
 }
 
 /// Builds the operator's base adapter for a region.

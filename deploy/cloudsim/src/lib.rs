@@ -12,6 +12,7 @@
 //! * Azure's subset ([`azure`]): Entra ID client-credentials tokens, Resource Manager
 //!   (`/subscriptions/...`: SKUs, usages, VMs, operations, permissions), the Retail Prices
 //!   API and the Azure status RSS;
+//! * RunPod's GraphQL API subset at `/graphql` ([`runpod`]), API keys as callers;
 //! * admin endpoints with the ground truth and test controls (`/admin/*`, see `docs/cloudsim.md`).
 //!
 //! Callers are identified by the access key id in the SigV4 `Authorization` header (signatures
@@ -32,6 +33,7 @@ pub mod gcp;
 pub mod lambda;
 pub mod params;
 pub mod quotas;
+pub mod runpod;
 pub mod scenario;
 pub mod status;
 pub mod sts;
@@ -313,6 +315,7 @@ fn router(sim: Arc<Sim>) -> Router {
         )
         .route("/api/v1/instances", get(lambda::instances))
         .route("/api/v1/instances/{id}", get(lambda::instance))
+        .route("/graphql", post(runpod::graphql))
         .route("/rss/{feed}", get(rss))
         .route("/token", post(gcp::token))
         .route("/compute/v1/projects/{project}", get(gcp::project))
@@ -544,6 +547,15 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
             .chain(w.gcp().pools().iter().map(|(k, p)| {
                 serde_json::json!({
                     "key": format!("gcp/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
+                    "stock": p.stock,
+                    "capacity": p.capacity,
+                    "stocked_out": p.stocked_out,
+                    "spot_price": null,
+                })
+            }))
+            .chain(w.runpod_pools().iter().map(|((cloud, itype, market), p)| {
+                serde_json::json!({
+                    "key": format!("runpod/{cloud}//{itype}/{}", market.as_str()),
                     "stock": p.stock,
                     "capacity": p.capacity,
                     "stocked_out": p.stocked_out,

@@ -53,7 +53,9 @@ impl PoolMarket {
 
 /// Which cloud a pool, account or principal belongs to. `aws` (the default) is keyed by zone;
 /// `lambda` (Lambda Cloud) has no zones and is keyed by region, as in capacity keys
-/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`); `gcp` (Compute Engine) is keyed by its
+/// (`lambda/us-east-1//gpu_8x_h100_sxm5/on_demand`); `runpod` has no zones either and is keyed
+/// by its cloud type (`secure`, `community`) and market
+/// (`runpod/community//1x_rtx_4090/spot`); `gcp` (Compute Engine) is keyed by its
 /// zone (`us-central1-a`), declared in `[[zones]]` with `provider = "gcp"`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
@@ -72,6 +74,9 @@ pub enum SimProvider {
     /// physical zone `<region>-az<n>`, its `name` the logical zone (`1`) of subscriptions with
     /// `zone_shift = 0`.
     Azure,
+    /// RunPod (its GraphQL API at `/graphql`, API keys).
+    #[serde(rename = "runpod")]
+    RunPod,
 }
 
 impl SimProvider {
@@ -82,12 +87,24 @@ impl SimProvider {
             Self::Lambda => "lambda",
             Self::Gcp => "gcp",
             Self::Azure => "azure",
+            Self::RunPod => "runpod",
         }
+    }
+
+    /// Whether callers are API keys (Lambda, RunPod) rather than AWS access keys.
+    pub fn uses_api_keys(self) -> bool {
+        matches!(self, Self::Lambda | Self::RunPod)
     }
 }
 
 /// The Lambda account instance limit's quota code (the GPU catalog's name for it).
 pub const LAMBDA_INSTANCE_QUOTA: &str = "lambda-account-instances";
+
+/// The RunPod account GPU limit's quota code (the GPU catalog's name for it).
+pub const RUNPOD_GPU_QUOTA: &str = "runpod-account-gpus";
+
+/// RunPod's cloud types: a RunPod pool's `region`.
+pub const RUNPOD_CLOUDS: &[&str] = &["secure", "community"];
 
 /// The whole scenario file.
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +192,11 @@ pub struct Defaults {
     /// Azure: how long an Entra ID access token is valid (`expires_in`), in real time.
     #[serde(with = "humantime_serde")]
     pub azure_token_lifetime: Duration,
+    /// RunPod accounts: GPUs an account's running pods may hold together when it does not set
+    /// the `runpod-account-gpus` quota.
+    pub runpod_gpu_limit: u32,
+    /// RunPod accounts: balance in USD of accounts without their own `balance_usd`.
+    pub runpod_balance_usd: f64,
 }
 
 impl Default for Defaults {
@@ -191,6 +213,8 @@ impl Default for Defaults {
             lambda_instance_limit: 10,
             gcp_quota: 0.0,
             azure_token_lifetime: Duration::from_secs(3599),
+            runpod_gpu_limit: 16,
+            runpod_balance_usd: 1000.0,
         }
     }
 }
@@ -224,6 +248,10 @@ pub struct Account {
     /// Lambda: the account is deactivated; every call answers 403 `global/account-inactive`.
     #[serde(default)]
     pub inactive: bool,
+    /// RunPod: the account's balance in USD (`defaults.runpod_balance_usd` when absent); a
+    /// deploy needs at least one hour of the pod's price.
+    #[serde(default)]
+    pub balance_usd: Option<f64>,
     /// Rotates this account's AZ names over the region's zone ids (AWS shuffles names per
     /// account): name i maps to id (i + shift) mod n.
     #[serde(default)]
@@ -232,7 +260,8 @@ pub struct Account {
     /// `lambda-account-instances` -> instances the account may hold; GCP: quota metric
     /// (`NVIDIA_H100_GPUS`, `PREEMPTIBLE_NVIDIA_H100_GPUS`, `CPUS`: the limit in every region;
     /// `GPUS_ALL_REGIONS`: the project-wide GPU limit); Azure: usage name
-    /// (`standardNDSH100v5Family`, `lowPriorityCores`, `cores`) -> vCPU limit.
+    /// (`standardNDSH100v5Family`, `lowPriorityCores`, `cores`) -> vCPU limit; RunPod:
+    /// `runpod-account-gpus` -> GPUs the account's running pods may hold.
     #[serde(default)]
     pub quotas: BTreeMap<String, f64>,
     /// Azure: SKUs the subscription may not use in a location or some of its zones
@@ -264,7 +293,8 @@ pub struct Principal {
     /// The access key id the SDK signs with (AWS).
     #[serde(default)]
     pub access_key_id: String,
-    /// The API key (Lambda): `Authorization: Bearer <key>` or basic auth with the key as user.
+    /// The API key (Lambda: `Authorization: Bearer <key>` or basic auth with the key as user;
+    /// RunPod: `Authorization: Bearer <key>` or `?api_key=<key>`).
     #[serde(default)]
     pub api_key: String,
     /// The service account's email (GCP): the `iss` of the JWT it exchanges for a token.
@@ -329,10 +359,11 @@ pub struct Pool {
     /// The cloud (`aws` unless `lambda`).
     #[serde(default)]
     pub provider: SimProvider,
-    /// AZ ID (AWS), zone (GCP); empty for Lambda, which has no zones.
+    /// AZ ID (AWS), zone (GCP); empty for Lambda and RunPod, which have no zones.
     #[serde(default)]
     pub zone: String,
-    /// Region (Lambda only; an AWS pool's region is its zone's).
+    /// Region (Lambda; RunPod: its cloud type, `secure` or `community`); an AWS pool's region
+    /// is its zone's.
     #[serde(default)]
     pub region: String,
     /// Instance type (must be in the GPU catalog for the pool's provider).
@@ -419,13 +450,13 @@ pub struct Event {
 pub enum EventKind {
     /// The pool empties and stops refilling until a `recover`.
     Stockout {
-        /// The pool's cloud (`aws` unless `lambda` or `azure`).
+        /// The pool's cloud (`aws` unless `lambda`, `runpod` or `azure`).
         #[serde(default)]
         provider: SimProvider,
         /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
-        /// Region (Lambda).
+        /// Region (Lambda; RunPod's cloud type).
         #[serde(default)]
         region: String,
         /// Instance type.
@@ -438,13 +469,13 @@ pub enum EventKind {
     },
     /// The pool gets `stock` instances and refills again.
     Recover {
-        /// The pool's cloud (`aws` unless `lambda` or `azure`).
+        /// The pool's cloud (`aws` unless `lambda`, `runpod` or `azure`).
         #[serde(default)]
         provider: SimProvider,
         /// AZ ID (AWS), zone id (Azure).
         #[serde(default)]
         zone: String,
-        /// Region (Lambda).
+        /// Region (Lambda; RunPod's cloud type).
         #[serde(default)]
         region: String,
         /// Instance type.
@@ -589,6 +620,14 @@ impl Scenario {
         }
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
         let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
+        let runpod_pool = |region: &str, instance_type: &str, market: PoolMarket| {
+            self.pools.iter().any(|p| {
+                p.provider == SimProvider::RunPod
+                    && p.region == region
+                    && p.instance_type == instance_type
+                    && p.market == market
+            })
+        };
         let lambda_pool = |region: &str, instance_type: &str| {
             self.pools.iter().any(|p| {
                 p.provider == SimProvider::Lambda
@@ -597,6 +636,17 @@ impl Scenario {
             })
         };
         for p in &self.pools {
+            if p.stock > p.capacity {
+                let place = if p.zone.is_empty() {
+                    &p.region
+                } else {
+                    &p.zone
+                };
+                return bad(format!(
+                    "pool {place}/{}: stock > capacity",
+                    p.instance_type
+                ));
+            }
             if p.provider == SimProvider::Gcp {
                 if !p.region.is_empty() || !gcp_zone(&p.zone) {
                     return bad(format!(
@@ -604,10 +654,14 @@ impl Scenario {
                         p.instance_type, p.zone
                     ));
                 }
-                if p.stock > p.capacity {
+                continue;
+            }
+            if p.provider == SimProvider::RunPod {
+                if !p.zone.is_empty() || !RUNPOD_CLOUDS.contains(&p.region.as_str()) {
                     return bad(format!(
-                        "pool {}/{}: stock > capacity",
-                        p.zone, p.instance_type
+                        "runpod pool {}: RunPod has no zones; region is its cloud type ({})",
+                        p.instance_type,
+                        RUNPOD_CLOUDS.join(" or ")
                     ));
                 }
                 continue;
@@ -625,12 +679,6 @@ impl Scenario {
                         p.region, p.instance_type
                     ));
                 }
-                if p.stock > p.capacity {
-                    return bad(format!(
-                        "pool {}/{}: stock > capacity",
-                        p.region, p.instance_type
-                    ));
-                }
                 continue;
             }
             if p.provider == SimProvider::Azure {
@@ -638,12 +686,6 @@ impl Scenario {
                     return bad(format!(
                         "azure pool {}: give the zone id of a declared azure zone (e.g. eastus-1), not a region",
                         p.instance_type
-                    ));
-                }
-                if p.stock > p.capacity {
-                    return bad(format!(
-                        "pool {}/{}: stock > capacity",
-                        p.zone, p.instance_type
                     ));
                 }
                 continue;
@@ -660,12 +702,6 @@ impl Scenario {
                     p.instance_type, p.zone
                 ));
             }
-            if p.stock > p.capacity {
-                return bad(format!(
-                    "pool {}/{}: stock > capacity",
-                    p.zone, p.instance_type
-                ));
-            }
         }
         for b in &self.capacity_blocks {
             if !zone(&b.zone) {
@@ -675,7 +711,7 @@ impl Scenario {
         for p in &self.principals {
             let (name, key) = match p.provider {
                 SimProvider::Aws => ("access_key_id", &p.access_key_id),
-                SimProvider::Lambda => ("api_key", &p.api_key),
+                SimProvider::Lambda | SimProvider::RunPod => ("api_key", &p.api_key),
                 SimProvider::Gcp => ("client_email", &p.client_email),
                 SimProvider::Azure => ("client_id", &p.client_id),
             };
@@ -756,6 +792,26 @@ impl Scenario {
                     return bad(format!(
                         "event at {:?}: no gcp pool {zone}/{instance_type}",
                         e.at
+                    ));
+                }
+                EventKind::Stockout {
+                    provider: SimProvider::RunPod,
+                    region,
+                    instance_type,
+                    market,
+                    ..
+                }
+                | EventKind::Recover {
+                    provider: SimProvider::RunPod,
+                    region,
+                    instance_type,
+                    market,
+                    ..
+                } if !runpod_pool(region, instance_type, *market) => {
+                    return bad(format!(
+                        "event at {:?}: no runpod pool {region}/{instance_type}/{}",
+                        e.at,
+                        market.as_str()
                     ));
                 }
                 EventKind::Stockout {

@@ -1,5 +1,6 @@
-//! cloudsim as a black box: the `cloudsim` binary, scenario determinism, status feeds, and
-//! AWS-shaped errors for malformed requests. (The AWS SDK's view of cloudsim is tested in
+//! cloudsim as a black box: the `cloudsim` binary, scenario determinism, status feeds,
+//! AWS-shaped errors for malformed requests, and RunPod's GraphQL as documents (keys in a
+//! header or the query string, aliases, variables, RunPod-shaped errors). (The AWS SDK's view of cloudsim is tested in
 //! `deploy/cloud/tests/cloudsim.rs`.)
 
 #![allow(
@@ -12,7 +13,7 @@ use std::time::Duration;
 use capsight_cloudsim::{DEFAULT_SCENARIO, scenario::Scenario, type_table, world::World};
 use capsight_testkit::{
     cloud::{Sim, http},
-    fixtures::{scenario_text, shipped_scenario},
+    fixtures::{scenario, scenario_text, shipped_scenario},
     process::{ChildGuard, free_port},
     wait::poll,
 };
@@ -114,6 +115,7 @@ fn every_shipped_scenario_is_valid_and_uses_catalog_types() {
         let path = entry.unwrap().path();
         let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let lambda = capsight_cloudsim::lambda::type_names();
+        let runpod = capsight_cloudsim::runpod::type_names();
         for p in &s.pools {
             let known = match p.provider {
                 capsight_cloudsim::scenario::SimProvider::Aws => {
@@ -127,6 +129,9 @@ fn every_shipped_scenario_is_valid_and_uses_catalog_types() {
                 }
                 capsight_cloudsim::scenario::SimProvider::Azure => {
                     capsight_cloudsim::world::azure::sizes().contains_key(&p.instance_type)
+                }
+                capsight_cloudsim::scenario::SimProvider::RunPod => {
+                    runpod.contains(&p.instance_type)
                 }
             };
             assert!(known, "{}: {}", path.display(), p.instance_type);
@@ -391,4 +396,126 @@ async fn api_rate_limit_answers_request_limit_exceeded() {
         }
     }
     assert_eq!(statuses, [200, 200, 503]);
+}
+
+/// POSTs a GraphQL request to cloudsim's `/graphql` (`path` may carry `?api_key=`).
+async fn graphql(
+    sim: &Sim,
+    path: &str,
+    key: Option<&str>,
+    query: &str,
+    variables: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let bearer = key.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(b) = &bearer {
+        headers.push(("Authorization", b.as_str()));
+    }
+    let body = serde_json::json!({ "query": query, "variables": variables }).to_string();
+    let (status, text) = http(sim.addr(), "POST", path, &headers, &body).await;
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, value)
+}
+
+#[tokio::test]
+async fn runpod_graphql_is_parsed_as_documents_with_runpods_errors() {
+    let sim = Sim::builder(scenario("runpod")).start().await;
+    let key = "rpa_OPS0123456789";
+    // aliases and a variable with its default; the key as a query parameter
+    let q = "query Stock($n: Int = 1) { gpuTypes(input: {id: \"NVIDIA H100 80GB HBM3\"}) { id \
+             secure: lowestPrice(input: {gpuCount: $n, secureCloud: true}) { stockStatus } \
+             community: lowestPrice(input: {gpuCount: $n, secureCloud: false}) { stockStatus } \
+             eight: lowestPrice(input: {gpuCount: 8}) { stockStatus uninterruptablePrice } } }";
+    let path = format!("/graphql?api_key={key}");
+    let (status, v) = graphql(&sim, &path, None, q, serde_json::json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let t = &v["data"]["gpuTypes"][0];
+    assert_eq!(t["id"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(t["secure"]["stockStatus"], "High");
+    assert_eq!(t["community"]["stockStatus"], serde_json::Value::Null);
+    assert_eq!(t["eight"]["stockStatus"], "Medium");
+    assert_eq!(t["eight"]["uninterruptablePrice"], 2.69);
+    assert_eq!(
+        t.as_object().unwrap().len(),
+        4,
+        "only what was selected: {t}"
+    );
+    // a variable overrides the default
+    let (_, v) = graphql(&sim, "/graphql", Some(key), q, serde_json::json!({"n": 8})).await;
+    assert_eq!(v["data"]["gpuTypes"][0]["secure"]["stockStatus"], "Medium");
+
+    // no key, or an unknown one: 401 Unauthorized
+    for k in [None, Some("rpa_nobody")] {
+        let (status, v) = graphql(
+            &sim,
+            "/graphql",
+            k,
+            "{ myself { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["errors"][0]["message"], "Unauthorized");
+    }
+    // malformed documents, unknown fields, arguments and input fields: 400 with a message
+    for (q, needle) in [
+        ("{ myself { id }", "Syntax Error"),
+        (
+            "{ myself { id balance } }",
+            "Cannot query field \"balance\"",
+        ),
+        ("{ myself }", "must have a selection of subfields"),
+        (
+            "{ podTerminate(input: {podId: \"x\"}) }",
+            "Cannot query field \"podTerminate\" on type \"Query\"",
+        ),
+        (
+            "mutation { podTerminate(input: {pod: \"x\"}) }",
+            "Invalid value for PodTerminateInput",
+        ),
+        (
+            "{ gpuTypes(filter: {id: \"x\"}) { id } }",
+            "Unknown argument \"filter\"",
+        ),
+        (
+            "query Q { myself { ...F } } fragment F on User { id }",
+            "fragments",
+        ),
+    ] {
+        let (status, v) = graphql(&sim, "/graphql", Some(key), q, serde_json::json!({})).await;
+        assert_eq!(status, 400, "{q}: {v}");
+        let message = v["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{q}: {message}");
+    }
+
+    // a deploy the API refuses: HTTP 200, errors[].message with the field's path, data null
+    let deploy = "mutation Deploy($input: PodFindAndDeployOnDemandInput!) { \
+                  podFindAndDeployOnDemand(input: $input) { id desiredStatus } }";
+    let input = |cloud: &str| {
+        serde_json::json!({"input": {"cloudType": cloud, "gpuCount": 1,
+            "gpuTypeId": "NVIDIA H100 80GB HBM3", "name": "t-1", "imageName": "runpod/base"}})
+    };
+    let (status, v) = graphql(&sim, "/graphql", Some(key), deploy, input("COMMUNITY")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["errors"][0]["message"],
+        "There are no longer any instances available with the requested specifications. \
+         Please refresh and try again."
+    );
+    assert_eq!(v["errors"][0]["path"][0], "podFindAndDeployOnDemand");
+    assert_eq!(
+        v["data"]["podFindAndDeployOnDemand"],
+        serde_json::Value::Null
+    );
+    // the same in Secure Cloud deploys: only the selected fields, a pod that is not up yet
+    let (_, v) = graphql(&sim, "/graphql", Some(key), deploy, input("SECURE")).await;
+    let pod = &v["data"]["podFindAndDeployOnDemand"];
+    assert_eq!(pod["desiredStatus"], "RUNNING", "{v}");
+    assert_eq!(pod.as_object().unwrap().len(), 2);
+    assert_eq!(sim.stock("runpod/secure//1x_h100_sxm/on_demand").await, 3);
+    // an input field RunPod does not define
+    let mut bad = input("SECURE");
+    bad["input"]["gpuTypeIdd"] = serde_json::json!("x");
+    let (status, _) = graphql(&sim, "/graphql", Some(key), deploy, bad).await;
+    assert_eq!(status, 400);
 }

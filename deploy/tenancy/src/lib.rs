@@ -21,7 +21,7 @@ pub mod trust;
 
 pub use registry::{
     ApiKeyRecord, Authenticated, AzureAccount, CloudRole, GcpAccount, IssuedKey, LambdaAccount,
-    Registry, RegistryError, Tenant, TenantId,
+    Registry, RegistryError, RunPodAccount, Tenant, TenantId,
 };
 pub use shared::SharedRegistry;
 

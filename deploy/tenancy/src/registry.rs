@@ -157,6 +157,10 @@ pub struct Tenant {
     /// secret found by variable name), for preflight and launches on Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure: Option<AzureAccount>,
+    /// The tenant's RunPod account: where capsight finds the tenant's API key and the
+    /// account's GPU limit (preflight permission and quota on RunPod, launches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runpod: Option<RunPodAccount>,
     /// Most GPUs the tenant's live launches (provisioning or running) may hold together;
     /// preflight and the launcher refuse a launch over it. `None` = `tenancy.default_gpu_quota`
     /// ([`Tenant::gpu_quota_or`]).
@@ -218,16 +222,30 @@ impl LambdaAccount {
     }
 }
 
+/// A tenant's RunPod account. As for Lambda, the API key is never in the registry: it is the
+/// value of the environment variable `api_key_env` of the services that act for the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunPodAccount {
+    /// The environment variable holding the tenant's RunPod API key, e.g.
+    /// `CAPSIGHT_RUNPOD_KEY_ACME`: uppercase letters, digits and `_`.
+    pub api_key_env: String,
+    /// The most GPUs the account's pods may hold at once (RunPod has no quota API: the tenant
+    /// states it, from its RunPod account or support).
+    pub gpu_limit: u32,
+}
+
+impl RunPodAccount {
+    /// Checks `api_key_env` names an environment variable (`[A-Z_][A-Z0-9_]*`, at most 64).
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        env_var_name("runpod.api_key_env", &self.api_key_env)
+    }
+}
+
 /// `Ok` when `name` can be an environment variable name (`[A-Z_][A-Z0-9_]*`, at most 64);
 /// otherwise the error names `field`.
 fn env_var_name(field: &str, name: &str) -> Result<(), RegistryError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if is_env_name(name) {
         Ok(())
     } else {
         Err(RegistryError::Invalid(format!(
@@ -327,13 +345,7 @@ impl GcpAccount {
                 "gcp.project_id {p:?} must be a GCP project id (6-30 of [a-z0-9-], starting with a letter)"
             )));
         }
-        if !is_env_name(&self.credentials_env) {
-            return Err(RegistryError::Invalid(format!(
-                "gcp.credentials_env {:?} must be an environment variable name ([A-Z_][A-Z0-9_]*)",
-                self.credentials_env
-            )));
-        }
-        Ok(())
+        env_var_name("gcp.credentials_env", &self.credentials_env)
     }
 }
 
@@ -402,23 +414,21 @@ impl Registry {
                     reason: format!("tenant {} appears twice", t.id),
                 });
             }
-            if let Some(Err(e)) = t.gcp.as_ref().map(GcpAccount::validate) {
-                return Err(RegistryError::Parse {
-                    path: path.to_owned(),
-                    reason: format!("tenant {}: {e}", t.id),
-                });
-            }
-            if let Some(Err(e)) = t.lambda.as_ref().map(LambdaAccount::validate) {
-                return Err(RegistryError::Parse {
-                    path: path.to_owned(),
-                    reason: format!("tenant {}: {e}", t.id),
-                });
-            }
-            if let Some(Err(e)) = t.azure.as_ref().map(AzureAccount::validate) {
-                return Err(RegistryError::Parse {
-                    path: path.to_owned(),
-                    reason: format!("tenant {}: {e}", t.id),
-                });
+            let checked = t
+                .lambda
+                .as_ref()
+                .map(LambdaAccount::validate)
+                .into_iter()
+                .chain(t.runpod.as_ref().map(RunPodAccount::validate))
+                .chain(t.gcp.as_ref().map(GcpAccount::validate))
+                .chain(t.azure.as_ref().map(AzureAccount::validate));
+            for result in checked {
+                if let Err(e) = result {
+                    return Err(RegistryError::Parse {
+                        path: path.to_owned(),
+                        reason: format!("tenant {}: {e}", t.id),
+                    });
+                }
             }
         }
         Ok(reg)
@@ -473,6 +483,7 @@ impl Registry {
             lambda: None,
             gcp: None,
             azure: None,
+            runpod: None,
             gpu_quota: None,
             max_open_streams: None,
             keys: Vec::new(),
@@ -526,6 +537,19 @@ impl Registry {
             a.validate()?;
         }
         self.tenant_mut(tenant)?.lambda = account;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) `tenant`'s RunPod account.
+    pub fn set_runpod_account(
+        &mut self,
+        tenant: &TenantId,
+        account: Option<RunPodAccount>,
+    ) -> Result<(), RegistryError> {
+        if let Some(a) = &account {
+            a.validate()?;
+        }
+        self.tenant_mut(tenant)?.runpod = account;
         Ok(())
     }
 
@@ -746,6 +770,34 @@ mod tests {
         // a file with a malformed name is refused at load
         let broken = text.replace("CAPSIGHT_LAMBDA_KEY_ACME", "not a name");
         assert!(Registry::parse(Path::new("t.toml"), &broken).is_err());
+    }
+
+    #[test]
+    fn a_runpod_account_names_an_environment_variable_never_a_key() {
+        let mut reg = Registry::default();
+        reg.add_tenant(id("acme"), "Acme").unwrap();
+        let account = |env: &str| {
+            Some(RunPodAccount {
+                api_key_env: env.into(),
+                gpu_limit: 8,
+            })
+        };
+        for bad in ["", "lower", "1ABC", "rpa_0123456789ABCDEF"] {
+            let e = reg
+                .set_runpod_account(&id("acme"), account(bad))
+                .unwrap_err();
+            assert!(e.to_string().contains("runpod.api_key_env"), "{e}");
+        }
+        reg.set_runpod_account(&id("acme"), account("CAPSIGHT_RUNPOD_KEY_ACME"))
+            .unwrap();
+        let text = toml::to_string(&reg).unwrap();
+        let back = Registry::parse(Path::new("t.toml"), &text).unwrap();
+        let runpod = back.tenant(&id("acme")).unwrap().runpod.clone().unwrap();
+        assert_eq!(runpod.gpu_limit, 8);
+        let broken = text.replace("CAPSIGHT_RUNPOD_KEY_ACME", "rpa_secret");
+        assert!(Registry::parse(Path::new("t.toml"), &broken).is_err());
+        reg.set_runpod_account(&id("acme"), None).unwrap();
+        assert!(reg.tenant(&id("acme")).unwrap().runpod.is_none());
     }
 
     #[test]

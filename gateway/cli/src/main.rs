@@ -162,7 +162,7 @@ struct SubscribeArgs {
 
 #[derive(Debug, Args)]
 struct FilterArgs {
-    /// aws, gcp, azure, lambda.
+    /// aws, gcp, azure, lambda, runpod.
     #[arg(long)]
     provider: Option<String>,
     #[arg(long)]

@@ -92,6 +92,7 @@ pub async fn run_on_aws(
             lambda: &config.lambda,
             gcp: &config.gcp,
             azure: &config.azure,
+            runpod: &config.runpod,
         },
         &catalog,
     );

@@ -120,6 +120,10 @@ pub struct LauncherConfig {
     /// `[azure]` (endpoints and launch settings for tenants' Azure adapters).
     #[serde(default)]
     pub azure: capsight_cloud::azure::AzureSettings,
+    /// `[runpod]`: RunPod's endpoint and pod image (tenants' API keys come from the variables
+    /// their registrations name).
+    #[serde(default)]
+    pub runpod: capsight_cloud::runpod::RunPodSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

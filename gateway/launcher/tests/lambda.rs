@@ -11,15 +11,14 @@ mod launcher;
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use capsight_cloud::{CloudAdapter, Instance};
-use capsight_proto::v1;
+use capsight_cloud::Instance;
 use capsight_testkit::{
     cloud::{ROLE_ACME, quick_retries},
-    fixtures, launches,
+    fixtures,
     signals::score,
     tenants::tenant,
 };
-use launcher::{ACME, Harness, P5_AZ1, states};
+use launcher::{ACME, Harness, P5_AZ1, cross_provider_job as job, named_instances, states};
 
 const LIMIT: Duration = Duration::from_secs(90);
 /// acme's Lambda API key (the scenario's principal) and the variable naming it.
@@ -54,32 +53,15 @@ fn spawn(h: &Harness, env: &[(&str, &str)], log: &str) -> capsight_testkit::proc
     h.spawn_binary(&all, log)
 }
 
-/// A job of `tenant` on `key` with no region restriction.
-fn job(tenant: &str, key: &str, max_fallbacks: u32, other_providers: bool) -> v1::LaunchJob {
-    let mut job = launches::job(tenant, key, 1, max_fallbacks);
-    job.constraints = Some(v1::Constraints {
-        allow_other_providers: other_providers,
-        ..Default::default()
-    });
-    job
-}
-
 /// The job's live instances on Lambda (us-south-2), found by the name carrying its token.
 async fn lambda_instances(h: &Harness, job_id: &str) -> Vec<Instance> {
-    h.sandbox
-        .sim()
-        .lambda_adapter(ACME_KEY, "us-south-2", quick_retries(1))
-        .describe(&[])
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|i| {
-            i.client_token
-                .as_deref()
-                .is_some_and(|t| t.starts_with(job_id))
-        })
-        .filter(|i| i.state.is_live())
-        .collect()
+    named_instances(
+        &h.sandbox
+            .sim()
+            .lambda_adapter(ACME_KEY, "us-south-2", quick_retries(1)),
+        job_id,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -131,8 +131,8 @@ const SERVICES: [&str; 5] = [
 ];
 
 /// The process: [`start`] with the tenants' clouds on AWS (operator credentials from the AWS
-/// chain, tenants' roles assumed from there), Lambda Cloud (tenants' API keys from the
-/// environment variables their registrations name), Google Cloud (tenants' service-account
+/// chain, tenants' roles assumed from there), Lambda Cloud and RunPod (tenants' API keys from
+/// the environment variables their registrations name), Google Cloud (tenants' service-account
 /// key files at the paths their variables hold) and Azure (tenants' app registrations, their
 /// client secrets by variable name), then [`Running::join`].
 pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), GatewayError> {
@@ -145,6 +145,7 @@ pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), Gatewa
             lambda: &config.lambda,
             gcp: &config.gcp,
             azure: &config.azure,
+            runpod: &config.runpod,
         },
         &catalog,
     );

@@ -25,7 +25,10 @@
 //! the account steps use the tenant's own API key (registered as the name of an environment
 //! variable of the gateway): permission = the key is valid and the account active, quota = the
 //! registered instance limit against the instances held in every region; capacity is the
-//! key's score, made of Lambda's own availability listing. On Google Cloud and Azure the
+//! key's score, made of Lambda's own availability listing. RunPod likewise with the tenant's
+//! registered key: permission = the key is valid, quota = the registered GPU limit against the
+//! GPUs its running pods hold; capacity is the key's score (RunPod's stock status, a weak
+//! signal). On Google Cloud and Azure the
 //! account steps act as the tenant's own identity there: on GCP its service account in its
 //! registered project (permission = `testIamPermissions` for what a launch needs, quota = the
 //! type's GPU metric from `regions.get` and the project's `GPUS_ALL_REGIONS`, in GPUs); on Azure
@@ -208,6 +211,10 @@ pub async fn run(
         (Provider::Azure, _) if sources.clouds.azure_clouds().is_some() => {
             registered_account_checks(caller, spec, sources.clouds, sources.timeout).await?
         }
+        (Provider::RunPod, _) => match sources.clouds.runpod_clouds() {
+            Some(runpod) => runpod_account_checks(caller, spec, runpod, &sources).await?,
+            None => Account::unchecked(spec),
+        },
         _ => Account::unchecked(spec),
     };
     let ok = ok && gpu_quota_check(caller, spec, &sources, &mut checks).await?;
@@ -388,6 +395,53 @@ async fn registered_account_checks(
     account_steps(spec, adapter, timeout).await
 }
 
+/// How an API-key cloud (Lambda Cloud, RunPod) names itself and its limit in the account
+/// steps.
+struct KeyedCloud {
+    /// The cloud's name in a registration message (`Lambda Cloud`).
+    account: &'static str,
+    /// The cloud's short name for keys and accounts (`Lambda`).
+    short: &'static str,
+    /// `capsight-admin tenant <admin>` registers the account.
+    admin: &'static str,
+    /// The registered limit's name (`instance limit`).
+    limit_name: &'static str,
+    /// What the limit counts (`instance(s)`).
+    unit: &'static str,
+    /// Where what counts is held (`in every region`).
+    held: &'static str,
+    /// What the quota step lists (`your Lambda instances`).
+    listing: &'static str,
+    /// How to make room.
+    remedy: &'static str,
+    /// The cloud's own error code for the limit, if it has one.
+    over_code: &'static str,
+}
+
+const LAMBDA: KeyedCloud = KeyedCloud {
+    account: "Lambda Cloud",
+    short: "Lambda",
+    admin: "lambda",
+    limit_name: "instance limit",
+    unit: "instance(s)",
+    held: "in every region",
+    listing: "your Lambda instances",
+    remedy: "terminate instances or ask Lambda support to raise the limit",
+    over_code: "global/quota-exceeded",
+};
+
+const RUNPOD: KeyedCloud = KeyedCloud {
+    account: "RunPod",
+    short: "RunPod",
+    admin: "runpod",
+    limit_name: "GPU limit",
+    unit: "GPU(s)",
+    held: "by running pods in every cloud type",
+    listing: "your RunPod pods",
+    remedy: "terminate pods or ask RunPod support to raise the limit",
+    over_code: "",
+};
+
 /// Lambda Cloud, with the tenant's own API key: permission = the key is valid and the account
 /// active; quota = the account's registered instance limit against the instances it holds in
 /// every region. Lambda has no DryRun and no quota API.
@@ -397,13 +451,68 @@ async fn lambda_account_checks(
     lambda: &crate::clouds::LambdaClouds,
     timeout: std::time::Duration,
 ) -> Result<Account, GatewayError> {
+    let limit = caller.tenant.lambda.as_ref().map(|a| a.instance_limit);
+    keyed_account_checks(
+        (caller, spec, timeout),
+        &LAMBDA,
+        lambda.adapter(&caller.tenant, &spec.key.region),
+        limit,
+        spec.count,
+        |a: capsight_cloud::lambda::LambdaAdapter| async move { a.instances_in_use().await },
+    )
+    .await
+}
+
+/// RunPod, with the tenant's own API key: permission = the key is valid; quota = the account's
+/// registered GPU limit against the GPUs its running pods hold. RunPod has no DryRun and no
+/// quota API (its balance is checked by RunPod at deploy, a quota error then).
+async fn runpod_account_checks(
+    caller: &Caller,
+    spec: &Spec,
+    runpod: &crate::clouds::RunPodClouds,
+    sources: &Sources<'_>,
+) -> Result<Account, GatewayError> {
+    let limit = caller.tenant.runpod.as_ref().map(|a| a.gpu_limit);
+    let gpus = sources
+        .catalog
+        .get(Provider::RunPod, &spec.key.instance_type)
+        .map_or(1, |g| g.gpu_count);
+    keyed_account_checks(
+        (caller, spec, sources.timeout),
+        &RUNPOD,
+        runpod.adapter(&caller.tenant, &spec.key.region),
+        limit,
+        spec.count.saturating_mul(gpus),
+        |a: capsight_cloud::runpod::RunPodAdapter| async move { a.gpus_in_use().await },
+    )
+    .await
+}
+
+/// The account steps of an API-key cloud: the tenant's adapter (`None`: no registration),
+/// permission by a read with its key, then quota = the registered `limit` against what
+/// `used` reads, for `requested` more. No live probe follows (no reservations): capacity is
+/// the latest listing's score.
+async fn keyed_account_checks<A, F, Fut>(
+    (caller, spec, timeout): (&Caller, &Spec, std::time::Duration),
+    cloud: &KeyedCloud,
+    adapter: Result<Option<A>, CloudError>,
+    limit: Option<u32>,
+    requested: u32,
+    used: F,
+) -> Result<Account, GatewayError>
+where
+    A: CloudAdapter + Clone,
+    F: FnOnce(A) -> Fut,
+    Fut: std::future::Future<Output = Result<u32, CloudError>>,
+{
     let failed = |checks: Vec<v1::PreflightCheck>| Account {
         checks,
         quota_headroom: None,
         ok: false,
         adapter: None,
     };
-    let adapter = match lambda.adapter(&caller.tenant, &spec.key.region) {
+    let short = cloud.short;
+    let adapter = match adapter {
         Ok(Some(a)) => a,
         Ok(None) => {
             return Ok(failed(vec![
@@ -411,8 +520,9 @@ async fn lambda_account_checks(
                     "permission",
                     CheckStatus::Failed,
                     format!(
-                        "no Lambda Cloud account is registered for tenant {}: capsight checks                          permission and quota with your own API key; register it                          (capsight-admin tenant lambda)",
-                        caller.tenant.id
+                        "no {} account is registered for tenant {}: capsight checks permission \
+                         and quota with your own API key; register it (capsight-admin tenant {})",
+                        cloud.account, caller.tenant.id, cloud.admin
                     ),
                     "",
                 ),
@@ -421,7 +531,11 @@ async fn lambda_account_checks(
         }
         Err(e) => {
             return Ok(failed(vec![
-                account_failure("permission", "your Lambda API key is not usable", &e)?,
+                account_failure(
+                    "permission",
+                    &format!("your {short} API key is not usable"),
+                    &e,
+                )?,
                 skipped("quota", "skipped: permission failed"),
             ]));
         }
@@ -432,75 +546,71 @@ async fn lambda_account_checks(
         String::new(),
         format!("preflight-{}", uuid::Uuid::new_v4().simple()),
     );
-    let permission =
-        match tokio::time::timeout(timeout, adapter.check_launch_permission(&request)).await {
-            Err(_) => {
-                return Err(GatewayError::unavailable(
-                    "cloud",
-                    "lambda key check timed out",
-                ));
-            }
-            Ok(Ok(Permission::Allowed)) => check(
-                "permission",
-                CheckStatus::Passed,
-                "your Lambda API key is valid and its account active (Lambda keys are not scoped)",
-                "",
+    let timed_out = |what: &str| {
+        GatewayError::unavailable(
+            "cloud",
+            format!("{} {what} timed out", short.to_lowercase()),
+        )
+    };
+    let permission = match tokio::time::timeout(timeout, adapter.check_launch_permission(&request))
+        .await
+    {
+        Err(_) => return Err(timed_out("key check")),
+        Ok(Ok(Permission::Allowed)) => check(
+            "permission",
+            CheckStatus::Passed,
+            format!(
+                "your {short} API key is valid and its account active ({short} keys are not \
+                     scoped)"
             ),
-            Ok(Ok(Permission::Denied { code, message })) => check(
-                "permission",
-                CheckStatus::Failed,
-                format!(
-                    "your Lambda account may not launch {}: {message}",
-                    spec.key.instance_type
-                ),
-                &code,
+            "",
+        ),
+        Ok(Ok(Permission::Denied { code, message })) => check(
+            "permission",
+            CheckStatus::Failed,
+            format!(
+                "your {short} account may not launch {}: {message}",
+                spec.key.instance_type
             ),
-            Ok(Err(e)) => account_failure("permission", "the Lambda key check failed", &e)?,
-        };
+            &code,
+        ),
+        Ok(Err(e)) => account_failure("permission", &format!("the {short} key check failed"), &e)?,
+    };
     if permission.status == CheckStatus::Failed as i32 {
         return Ok(failed(vec![
             permission,
             skipped("quota", "skipped: permission failed"),
         ]));
     }
-    let limit = caller
-        .tenant
-        .lambda
-        .as_ref()
-        .map_or(0, |a| a.instance_limit);
-    let used = match tokio::time::timeout(timeout, adapter.instances_in_use()).await {
-        Err(_) => {
-            return Err(GatewayError::unavailable(
-                "cloud",
-                "lambda instance list timed out",
-            ));
-        }
+    let limit = limit.unwrap_or(0);
+    let used = match tokio::time::timeout(timeout, used(adapter.clone())).await {
+        Err(_) => return Err(timed_out("account listing")),
         Ok(Ok(n)) => n,
         Ok(Err(e)) => {
-            let quota = account_failure("quota", "listing your Lambda instances failed", &e)?;
+            let quota = account_failure("quota", &format!("listing {} failed", cloud.listing), &e)?;
             return Ok(failed(vec![permission, quota]));
         }
     };
     let headroom = limit.saturating_sub(used);
+    let (limit_name, unit, held) = (cloud.limit_name, cloud.unit, cloud.held);
     let detail = format!(
-        "Lambda account instance limit {limit} (as registered), {used} instance(s) held in          every region -> room for {headroom}, {} requested",
-        spec.count
+        "{short} account {limit_name} {limit} (as registered), {used} {unit} held {held} -> \
+         room for {headroom}, {requested} requested"
     );
-    let quota = if headroom >= spec.count {
+    let quota = if headroom >= requested {
         check("quota", CheckStatus::Passed, detail, "")
     } else {
         check(
             "quota",
             CheckStatus::Failed,
-            format!("{detail}; terminate instances or ask Lambda support to raise the limit"),
-            "global/quota-exceeded",
+            format!("{detail}; {}", cloud.remedy),
+            cloud.over_code,
         )
     };
     Ok(Account {
         ok: quota.status != CheckStatus::Failed as i32,
         checks: vec![permission, quota],
         quota_headroom: Some(headroom),
-        // no live probe on Lambda (no reservations): capacity is the latest listing's score
         adapter: None,
     })
 }

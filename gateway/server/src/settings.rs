@@ -130,6 +130,9 @@ pub struct GatewayConfig {
     /// `[azure]` (endpoints for tenants' Azure adapters).
     #[serde(default)]
     pub azure: capsight_cloud::azure::AzureSettings,
+    /// RunPod's endpoint (tenants' API keys come from the variables their registrations name).
+    #[serde(default)]
+    pub runpod: capsight_cloud::runpod::RunPodSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.

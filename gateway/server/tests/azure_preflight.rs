@@ -13,7 +13,7 @@ mod gateway;
 
 use std::sync::Arc;
 
-use capsight_cloud::tenants::{TenantClouds, WithAzure};
+use capsight_cloud::tenants::{ProviderClouds, TenantClouds};
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{
     Sandbox,
@@ -88,7 +88,8 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
         ],
         quick_retries(1),
     );
-    let clouds: Arc<dyn TenantClouds> = Arc::new(WithAzure::new(sandbox.clouds(), azure));
+    let clouds: Arc<dyn TenantClouds> =
+        Arc::new(ProviderClouds::new(sandbox.clouds()).with_azure(azure));
     let g = Gateway::serve(sandbox, clouds).await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);

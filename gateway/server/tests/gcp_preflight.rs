@@ -10,7 +10,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use capsight_cloud::tenants::{TenantClouds, WithGcp};
+use capsight_cloud::tenants::{ProviderClouds, TenantClouds};
 use capsight_proto::v1::{self, CheckStatus, Decision};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
@@ -68,7 +68,8 @@ async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
         &[("GCP_KEY_ACME", "acme"), ("GCP_KEY_VIEWER", "viewer")],
         quick_retries(1),
     );
-    let clouds: Arc<dyn TenantClouds> = Arc::new(WithGcp::new(sandbox.clouds(), gcp));
+    let clouds: Arc<dyn TenantClouds> =
+        Arc::new(ProviderClouds::new(sandbox.clouds()).with_gcp(gcp));
     let shutdown = Shutdown::new();
     let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
         .await

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use capsight_cloud::{
     InstanceType, LaunchRequest, Provider,
-    tenants::{TenantClouds, WithLambda},
+    tenants::{ProviderClouds, TenantClouds},
 };
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{
@@ -66,7 +66,8 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
         ],
         quick_retries(1),
     );
-    let clouds: Arc<dyn TenantClouds> = Arc::new(WithLambda::new(sandbox.clouds(), lambda));
+    let clouds: Arc<dyn TenantClouds> =
+        Arc::new(ProviderClouds::new(sandbox.clouds()).with_lambda(lambda));
     let g = Gateway::serve(sandbox, clouds).await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);

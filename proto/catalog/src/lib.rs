@@ -75,6 +75,9 @@ pub struct GpuType {
     /// GPU capability rank: higher = more capable (T4 < A10G < L4 < L40S < A100-40 < A100-80 <
     /// H100 < H200), from the catalog's `[[model]]` table.
     pub gpu_class: u32,
+    /// The provider's own id of the hardware when the instance type is capsight's spelling:
+    /// RunPod's GPU type id (`NVIDIA H100 80GB HBM3`; the count is the type's `gpu_count`).
+    pub provider_id: Option<String>,
 }
 
 impl GpuType {
@@ -237,6 +240,16 @@ impl Catalog {
         self.index
             .get(&(provider, instance_type.clone()))
             .and_then(|i| self.types.get(*i))
+    }
+
+    /// The catalog type of `provider` whose provider id is `id` with `gpu_count` GPUs (RunPod:
+    /// a GPU type id and a pod's GPU count).
+    pub fn by_provider_id(&self, provider: Provider, id: &str, gpu_count: u32) -> Option<&GpuType> {
+        self.types.iter().find(|t| {
+            t.provider == provider
+                && t.gpu_count == gpu_count
+                && t.provider_id.as_deref() == Some(id)
+        })
     }
 
     /// Every entry, in file order.

@@ -56,6 +56,10 @@ struct RawInstance {
     /// A TOML local date (`2025-07-01`) or the same as a string.
     price_date: toml::Value,
     capacity_blocks: bool,
+    /// The provider's own id of the hardware when the instance type is capsight's spelling
+    /// (RunPod's GPU type id); required for RunPod.
+    #[serde(default)]
+    provider_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,6 +232,31 @@ fn instance(
     })?;
 
     let quota = quota(entry, provider, &instance_type, r.quota)?;
+    let provider_id = match (provider, r.provider_id) {
+        (_, Some(id)) if id.trim().is_empty() || id.len() > 64 => {
+            return Err(entry.err("provider_id", "must be 1-64 characters"));
+        }
+        (Provider::RunPod, None) => {
+            return Err(entry.err(
+                "provider_id",
+                "is required for RunPod (its GPU type id, e.g. \"NVIDIA H100 80GB HBM3\")",
+            ));
+        }
+        (_, id) => id,
+    };
+    if provider == Provider::RunPod
+        && !instance_type
+            .as_str()
+            .starts_with(&format!("{}x_", r.gpu_count))
+    {
+        return Err(entry.err(
+            "instance_type",
+            format!(
+                "a RunPod type starts with its gpu_count ({}x_)",
+                r.gpu_count
+            ),
+        ));
+    }
 
     Ok(GpuType {
         provider,
@@ -243,6 +272,7 @@ fn instance(
         price_date,
         capacity_blocks: r.capacity_blocks,
         gpu_class,
+        provider_id,
     })
 }
 
@@ -267,7 +297,7 @@ fn quota(
                 !code.is_empty() && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
                 "an Azure quota name like standardNDSH100v5Family",
             ),
-            Provider::Lambda => (
+            Provider::Lambda | Provider::RunPod => (
                 !code.is_empty() && code.chars().all(|c| c.is_ascii_graphic()),
                 "a non-empty name without spaces",
             ),

@@ -32,7 +32,7 @@ impl QuotaCodes {
 pub enum QuotaUnit {
     /// vCPUs of running instances of the family (AWS, Azure cores).
     Vcpus,
-    /// GPUs (GCP `NVIDIA_*_GPUS`).
+    /// GPUs (GCP `NVIDIA_*_GPUS`; RunPod's account GPU limit).
     Gpus,
     /// Instances (Lambda Cloud's account limit).
     Instances,
@@ -43,7 +43,7 @@ impl QuotaUnit {
     pub fn of(provider: Provider) -> Self {
         match provider {
             Provider::Aws | Provider::Azure => Self::Vcpus,
-            Provider::Gcp => Self::Gpus,
+            Provider::Gcp | Provider::RunPod => Self::Gpus,
             Provider::Lambda => Self::Instances,
         }
     }

@@ -54,11 +54,18 @@ fn embedded_catalog_loads_and_covers_the_required_types() {
         (Provider::Azure, "Standard_NC40ads_H100_v5"),
         (Provider::Lambda, "gpu_1x_a100_sxm4"),
         (Provider::Lambda, "gpu_8x_h100_sxm5"),
+        (Provider::RunPod, "1x_h100_sxm"),
+        (Provider::RunPod, "8x_h100_sxm"),
+        (Provider::RunPod, "1x_h100_pcie"),
+        (Provider::RunPod, "1x_a100_sxm"),
+        (Provider::RunPod, "1x_a100_pcie"),
+        (Provider::RunPod, "1x_l40s"),
+        (Provider::RunPod, "1x_rtx_4090"),
     ] {
         let it = InstanceType::parse("t", provider, t).unwrap();
         assert!(c.get(provider, &it).is_some(), "{provider} {t} missing");
     }
-    assert_eq!(c.len(), 31);
+    assert_eq!(c.len(), 38);
     assert_eq!(c.iter().count(), c.len());
     assert!(!c.is_empty());
 }
@@ -609,10 +616,50 @@ fn zones_table_is_validated() {
     assert_eq!(name.field(), Some("ids[0]"), "{name}");
     assert!(name.to_string().contains("zones[0]"), "{name}");
     let every_region_has_zones = embedded().iter().all(|t| {
-        t.provider == Provider::Lambda
+        matches!(t.provider, Provider::Lambda | Provider::RunPod)
             || t.regions
                 .iter()
                 .all(|r| !embedded().zones(t.provider, r).is_empty())
     });
     assert!(every_region_has_zones, "a catalog region without zones");
+}
+
+#[test]
+fn runpod_types_carry_their_gpu_type_id_and_count() {
+    let c = embedded();
+    let eight = c
+        .by_provider_id(Provider::RunPod, "NVIDIA H100 80GB HBM3", 8)
+        .unwrap();
+    assert_eq!(eight.instance_type.as_str(), "8x_h100_sxm");
+    assert!((eight.usd_per_gpu_hour() - 2.69).abs() < 1e-9);
+    assert!(
+        c.by_provider_id(Provider::RunPod, "NVIDIA H100 80GB HBM3", 2)
+            .is_none()
+    );
+    assert!(
+        c.by_provider_id(Provider::Lambda, "NVIDIA H100 80GB HBM3", 8)
+            .is_none()
+    );
+    // every RunPod type names its GPU type id, and its name starts with its GPU count
+    for t in c.iter().filter(|t| t.provider == Provider::RunPod) {
+        assert!(t.provider_id.is_some(), "{t:?}");
+        assert!(
+            t.instance_type
+                .as_str()
+                .starts_with(&format!("{}x_", t.gpu_count)),
+            "{t:?}"
+        );
+        assert_eq!(t.quota_unit(), capsight_catalog::QuotaUnit::Gpus);
+    }
+    let text = capsight_catalog::EMBEDDED_TOML;
+    let missing = text.replacen("provider_id = \"NVIDIA L40S\"\n", "", 1);
+    let e = Catalog::parse(&missing).expect_err("a RunPod type without its id");
+    assert_eq!(e.field(), Some("provider_id"), "{e}");
+    let miscounted = text.replacen(
+        "instance_type = \"8x_h100_sxm\"",
+        "instance_type = \"4x_h100_sxm\"",
+        1,
+    );
+    let e = Catalog::parse(&miscounted).expect_err("a RunPod name without its count");
+    assert_eq!(e.field(), Some("instance_type"), "{e}");
 }

@@ -15,8 +15,8 @@ use capsight_proto::domain::{Provider, Region};
 
 /// Zone names or ids the message lists as having capacity.
 pub fn zone_hints(provider: Provider, message: &str) -> Vec<String> {
-    if provider == Provider::Lambda {
-        // Lambda has no zones.
+    if matches!(provider, Provider::Lambda | Provider::RunPod) {
+        // Lambda and RunPod have no zones.
         return Vec::new();
     }
     list_after(message, "choosing", looks_like_zone)

@@ -8,6 +8,8 @@
 //!   `error.details[]...code` beats `DeploymentFailed`. Azure often nests a whole JSON error
 //!   document inside a `message` string; such strings are parsed too.
 //! * XML bodies (AWS Query/EC2): each `<Error>`'s `<Code>` and `<Message>`.
+//! * GraphQL bodies (RunPod): each top-level `errors[]` entry's `message`, coded by the HTTP
+//!   status when it has no code of its own; a 2xx answer with `errors` is an error.
 //!
 //! When no code in the body is known, the HTTP status decides where it means something
 //! (429 throttled; 500/502/503/504 transient; 401/403 permission), keeping the body's own code
@@ -50,6 +52,7 @@ pub fn classify_http(provider: Provider, status: u16, body: &str) -> Classified 
         let mut found = Found::default();
         if let Ok(value) = serde_json::from_str::<Value>(body) {
             walk(&value, 0, None, 0, &mut found);
+            graphql_errors(&value, status, &mut found);
         }
         found
     };
@@ -198,6 +201,29 @@ fn walk(value: &Value, depth: usize, inherited: Option<&str>, nested: usize, fou
             }
         }
         _ => {}
+    }
+}
+
+/// GraphQL errors (RunPod): a top-level `errors` array whose entries carry a `message` and
+/// often no code. Each becomes a candidate coded by the HTTP status (a code inside, such as
+/// `extensions.code`, was found by [`walk`] already, deeper), so the provider's table can
+/// decide by the message; a 2xx answer with `errors` is an error, not a success.
+fn graphql_errors(value: &Value, status: u16, found: &mut Found) {
+    let Some(Value::Array(errors)) = value.get("errors") else {
+        return;
+    };
+    for error in errors {
+        if let Some(message) = error.get("message").and_then(Value::as_str) {
+            if found.first_message.is_none() {
+                found.first_message = Some(message.to_owned());
+            }
+            found.candidates.push(Candidate {
+                code: status.to_string(),
+                message: message.to_owned(),
+                extra: String::new(),
+                depth: 0,
+            });
+        }
     }
 }
 

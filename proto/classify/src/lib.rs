@@ -1,4 +1,4 @@
-//! Error classification for AWS, GCP, Azure and Lambda Cloud.
+//! Error classification for AWS, GCP, Azure, Lambda Cloud and RunPod.
 //!
 //! Contract:
 //! * [`classify`] maps a provider's error code (and, for a few codes, its message) to an

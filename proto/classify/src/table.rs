@@ -161,6 +161,69 @@ pub static LAMBDA: &[Row] = &[
     is("global/account-inactive", C::Permission),
 ];
 
+/// RunPod: its GraphQL API answers errors as `errors[].message` without codes (the code is
+/// `extensions.code` when RunPod sends one, else the HTTP status as text, usually `200`), so
+/// most rows decide by the message ([`runpod_message`]).
+pub static RUNPOD: &[Row] = &[
+    by_message("200", runpod_message),
+    by_message("400", runpod_message),
+    by_message("500", runpod_message),
+    by_message("INTERNAL_SERVER_ERROR", runpod_message),
+    by_message("BAD_USER_INPUT", runpod_message),
+    is("UNAUTHENTICATED", C::Permission),
+    is("FORBIDDEN", C::Permission),
+    is("401", C::Permission),
+    is("403", C::Permission),
+    is("429", C::Throttled),
+];
+
+/// A RunPod error message's class: stock (`There are no longer any instances available with
+/// the requested specifications. Please refresh and try again.`), the account's balance or
+/// pod/GPU limit, the API key, rate limits and RunPod's generic `Something went wrong`.
+/// Anything else is unknown; a 500 without a known message stays transient by its status.
+fn runpod_message(message: &str) -> C {
+    if mentions(
+        message,
+        &[
+            "no longer any instances available",
+            "no instances available",
+            "not enough free gpus",
+            "no gpus available",
+        ],
+    ) {
+        C::Capacity
+    } else if mentions(
+        message,
+        &[
+            "balance is too low",
+            "insufficient balance",
+            "insufficient funds",
+            "not enough funds",
+            "maximum number of",
+            "gpu limit",
+            "pod limit",
+        ],
+    ) {
+        C::Quota
+    } else if mentions(
+        message,
+        &[
+            "unauthorized",
+            "invalid api key",
+            "api key is invalid",
+            "forbidden",
+        ],
+    ) {
+        C::Permission
+    } else if mentions(message, &["too many requests", "rate limit"]) {
+        C::Throttled
+    } else if mentions(message, &["something went wrong", "try again later"]) {
+        C::Transient
+    } else {
+        C::Unknown
+    }
+}
+
 /// The table for `provider`.
 pub fn rows(provider: Provider) -> &'static [Row] {
     match provider {
@@ -168,6 +231,7 @@ pub fn rows(provider: Provider) -> &'static [Row] {
         Provider::Gcp => GCP,
         Provider::Azure => AZURE,
         Provider::Lambda => LAMBDA,
+        Provider::RunPod => RUNPOD,
     }
 }
 

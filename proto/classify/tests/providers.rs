@@ -1,4 +1,4 @@
-//! Every row of the classification table (`src/table.rs`), for all four providers,
+//! Every row of the classification table (`src/table.rs`), for every provider,
 //! with messages in each provider's real shape.
 
 use capsight_classify::{Classified, ErrorClass, Provider, classify, classify_http, table};
@@ -697,6 +697,95 @@ fn lambda_regions_as_data() {
         "Not enough capacity. Regions with capacity available: us-west-2",
     );
     assert_eq!(c.region_hints, ["us-west-2"]);
+}
+
+// ------------------------------------------------------- RunPod (GraphQL errors[].message)
+
+fn runpod_errors(message: &str) -> String {
+    serde_json::json!({"errors": [{"message": message, "path": ["podFindAndDeployOnDemand"]}],
+                       "data": {"podFindAndDeployOnDemand": null}})
+    .to_string()
+}
+
+#[test]
+fn runpod_every_row() {
+    use ErrorClass as C;
+    let rows: &[(&str, ErrorClass)] = &[
+        (
+            "There are no longer any instances available with the requested specifications. \
+             Please refresh and try again.",
+            C::Capacity,
+        ),
+        (
+            "There are no longer any instances available with enough disk space.",
+            C::Capacity,
+        ),
+        (
+            "Your current balance is too low to deploy this pod. Please add funds and try again.",
+            C::Quota,
+        ),
+        (
+            "You have reached the maximum number of GPUs your account may rent at once (8). \
+             Contact support to raise your GPU limit.",
+            C::Quota,
+        ),
+        ("Unauthorized", C::Permission),
+        ("Too many requests: rate limit exceeded.", C::Throttled),
+        (
+            "Something went wrong. Please try again later or contact support.",
+            C::Transient,
+        ),
+        (
+            "Field 'gpuTypeIdd' is not defined by type 'PodFindAndDeployOnDemandInput'.",
+            C::Unknown,
+        ),
+    ];
+    for (message, class) in rows {
+        // RunPod answers 200 with errors; the code is the status
+        let h = classify_http(Provider::RunPod, 200, &runpod_errors(message));
+        check(&h, *class, "200");
+        assert_eq!(h.message, *message);
+        assert!(h.zone_hints.is_empty() && h.region_hints.is_empty());
+        check(&classify(Provider::RunPod, "200", message), *class, "200");
+    }
+    // a code in extensions is kept and decides where the table knows it
+    let coded = serde_json::json!({"errors": [{"message": "Unauthorized",
+        "extensions": {"code": "UNAUTHENTICATED"}}]})
+    .to_string();
+    check(
+        &classify_http(Provider::RunPod, 200, &coded),
+        C::Permission,
+        "UNAUTHENTICATED",
+    );
+    let internal = serde_json::json!({"errors": [{"message": "There are no longer any instances \
+        available with the requested specifications. Please refresh and try again.",
+        "extensions": {"code": "INTERNAL_SERVER_ERROR"}}]})
+    .to_string();
+    check(
+        &classify_http(Provider::RunPod, 200, &internal),
+        C::Capacity,
+        "INTERNAL_SERVER_ERROR",
+    );
+    // statuses: an unknown key is 401, a rate limit 429, a 500 without a known message stays
+    // transient
+    check(
+        &classify_http(Provider::RunPod, 401, &runpod_errors("Unauthorized")),
+        C::Permission,
+        "401",
+    );
+    check(
+        &classify_http(Provider::RunPod, 429, "Too Many Requests"),
+        C::Throttled,
+        "429",
+    );
+    check(
+        &classify_http(Provider::RunPod, 500, &runpod_errors("boom")),
+        C::Transient,
+        "500",
+    );
+    // a GraphQL answer with data and no errors is a success
+    let ok = r#"{"data":{"podTerminate":null}}"#;
+    assert_eq!(classify_http(Provider::RunPod, 200, ok).class, C::None);
 }
 
 // ------------------------------------------------------------------------ all providers

@@ -74,6 +74,33 @@ domain_enum!(
 );
 
 domain_enum!(
+    /// A GPU marketplace's coarse stock status (RunPod's `stockStatus`; `None` = none listed).
+    StockLevel => StockLevel {
+        High = "high",
+        Medium = "medium",
+        Low = "low",
+        None = "none",
+    }
+);
+
+impl StockLevel {
+    /// How much stock the level says, in 0..=1: high 1, medium 2/3, low 1/3, none 0.
+    pub fn share(self) -> f64 {
+        match self {
+            Self::High => 1.0,
+            Self::Medium => 2.0 / 3.0,
+            Self::Low => 1.0 / 3.0,
+            Self::None => 0.0,
+        }
+    }
+
+    /// Whether any stock is listed.
+    pub fn is_available(self) -> bool {
+        self != Self::None
+    }
+}
+
+domain_enum!(
     /// What a cloud error says about capacity. Only `Capacity` moves a capacity score; `None` is
     /// a success.
     ErrorClass => ErrorClass {
@@ -180,6 +207,7 @@ domain_enum!(
         CrowdReports = "crowd_reports",
         RecentOutcome = "recent_outcome",
         ListedAvailability = "listed_availability",
+        MarketplaceStock = "marketplace_stock",
     }
 );
 

@@ -23,11 +23,26 @@ pub enum Provider {
     Azure,
     /// Lambda Cloud.
     Lambda,
+    /// RunPod, a GPU marketplace cloud. Its "region" is its cloud type (`secure` or
+    /// `community`, [`RUNPOD_CLOUDS`]); it has no zones.
+    #[serde(rename = "runpod")]
+    RunPod,
 }
+
+/// RunPod's cloud types, which capsight keys as its regions: Secure Cloud (RunPod's own data
+/// centers) and Community Cloud (vetted hosts' machines). RunPod reports stock and prices per
+/// cloud type; its data-center ids are not part of the key.
+pub const RUNPOD_CLOUDS: &[&str] = &["secure", "community"];
 
 impl Provider {
     /// Every provider.
-    pub const ALL: &'static [Self] = &[Self::Aws, Self::Gcp, Self::Azure, Self::Lambda];
+    pub const ALL: &'static [Self] = &[
+        Self::Aws,
+        Self::Gcp,
+        Self::Azure,
+        Self::Lambda,
+        Self::RunPod,
+    ];
 
     /// The lowercase name used in keys.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +51,7 @@ impl Provider {
             Self::Gcp => "gcp",
             Self::Azure => "azure",
             Self::Lambda => "lambda",
+            Self::RunPod => "runpod",
         }
     }
 
@@ -48,7 +64,7 @@ impl Provider {
             .ok_or_else(|| {
                 FieldError::new(
                     field,
-                    format!("{text:?} is not a known provider (aws, gcp, azure, lambda)"),
+                    format!("{text:?} is not a known provider (aws, gcp, azure, lambda, runpod)"),
                 )
             })
     }
@@ -116,6 +132,8 @@ impl Region {
                 text.starts_with(|c: char| c.is_ascii_lowercase())
                     && text.chars().all(is_lower_alnum)
             }
+            // secure, community
+            Provider::RunPod => RUNPOD_CLOUDS.contains(&text),
         };
         if !ok {
             let example = match provider {
@@ -123,6 +141,7 @@ impl Region {
                 Provider::Lambda => "us-west-1",
                 Provider::Gcp => "us-central1",
                 Provider::Azure => "eastus",
+                Provider::RunPod => "secure or community",
             };
             return bad(&format!(
                 "is not a valid {provider} region (e.g. {example})"
@@ -194,6 +213,7 @@ impl ZoneId {
                 }
             }
             Provider::Lambda => return bad(": lambda has no zones; leave zone_id empty".into()),
+            Provider::RunPod => return bad(": runpod has no zones; leave zone_id empty".into()),
         }
         Ok(Some(Self(text.to_owned())))
     }
@@ -248,6 +268,18 @@ impl InstanceType {
                         !rest.is_empty() && rest.chars().all(|c| is_lower_alnum(c) || c == '_')
                     }),
                 "gpu_8x_h100_sxm5",
+            ),
+            // `<gpus>x_<gpu>`: GPUs per pod and capsight's name of a RunPod GPU type
+            Provider::RunPod => (
+                text.len() <= 40
+                    && text.split_once("x_").is_some_and(|(count, gpu)| {
+                        all_digits(count)
+                            && !count.starts_with('0')
+                            && gpu.starts_with(|c: char| c.is_ascii_lowercase())
+                            && gpu.chars().all(|c| is_lower_alnum(c) || c == '_')
+                            && !gpu.ends_with('_')
+                    }),
+                "1x_h100_sxm",
             ),
         };
         if !ok {
@@ -386,6 +418,8 @@ mod tests {
             "gcp/us-central1/us-central1-a/a3-highgpu-8g/spot",
             "azure/eastus/eastus-1/Standard_ND96isr_H100_v5/on_demand",
             "lambda/us-east-1//gpu_8x_h100_sxm5/on_demand",
+            "runpod/secure//1x_h100_sxm/on_demand",
+            "runpod/community//8x_rtx_4090/spot",
         ] {
             let k = key(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!(k.to_string(), s);
@@ -406,11 +440,24 @@ mod tests {
             ("gcp/us-central1/us-east1-a/a3-highgpu-8g/spot", "zone_id"),
             ("azure/east-us//Standard_NC24/on_demand", "region"),
             ("lambda/us-east-1/use1-az1/gpu_1x_a10/on_demand", "zone_id"),
+            ("runpod/us-ks-2//1x_h100_sxm/on_demand", "region"),
+            ("runpod/secure/secure-1/1x_h100_sxm/on_demand", "zone_id"),
+            ("runpod/secure//h100_sxm/on_demand", "instance_type"),
+            ("runpod/secure//0x_h100_sxm/on_demand", "instance_type"),
+            ("runpod/secure//1x_H100/on_demand", "instance_type"),
             ("aws/us-east-1/p5.48xlarge/spot", "key"),
         ] {
             let err = key(s).expect_err(s);
             assert_eq!(err.field(), field, "{s}: {err}");
         }
+    }
+
+    #[test]
+    fn providers_parse_their_names() {
+        for p in Provider::ALL {
+            assert_eq!(Provider::parse("p", p.as_str()).unwrap(), *p);
+        }
+        assert_eq!(Provider::RunPod.to_string(), "runpod");
     }
 
     #[test]

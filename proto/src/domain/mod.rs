@@ -36,10 +36,10 @@ mod verdict;
 
 pub use enums::{
     CrowdReportKind, ErrorClass, Feature, InstanceEventKind, Label, LaunchOutcome, LaunchState,
-    Market, ProbeMethod, SignalSource, StatusSeverity, launch_state_text,
+    Market, ProbeMethod, SignalSource, StatusSeverity, StockLevel, launch_state_text,
 };
 pub use error::FieldError;
-pub use key::{CapacityKey, InstanceType, Provider, Region, ZoneId};
+pub use key::{CapacityKey, InstanceType, Provider, RUNPOD_CLOUDS, Region, ZoneId};
 pub use redact::redact;
 pub use score::{Evidence, Score};
 pub use signal::{

@@ -9,7 +9,7 @@ use super::error::bounded;
 use super::time::{timestamp, to_timestamp};
 use super::{
     CapacityKey, CrowdReportKind, ErrorClass, FieldError, InstanceEventKind, LaunchOutcome,
-    ProbeMethod, Region, SignalSource, StatusSeverity, ZoneId,
+    ProbeMethod, Region, SignalSource, StatusSeverity, StockLevel, ZoneId,
 };
 use crate::v1;
 
@@ -248,6 +248,8 @@ pub struct Availability {
     pub available: bool,
     /// The listed price per instance-hour (USD), when the listing gave one.
     pub listed_usd_per_hour: Option<f64>,
+    /// A marketplace's stock status (RunPod); `None` for a provider's plain listing.
+    pub stock: Option<StockLevel>,
 }
 
 /// Whether the instance type is offered where the key says.
@@ -497,6 +499,10 @@ impl Payload {
                     let p = finite("availability.listed_usd_per_hour", w.listed_usd_per_hour)?;
                     (p > 0.0).then_some(p)
                 },
+                stock: match w.stock_level {
+                    0 => None,
+                    v => Some(StockLevel::from_wire("availability.stock_level", v)?),
+                },
             }),
             W::Status(w) => Self::Status(
                 (|| {
@@ -587,6 +593,7 @@ impl Payload {
             Self::Availability(a) => W::Availability(v1::Availability {
                 available: a.available,
                 listed_usd_per_hour: a.listed_usd_per_hour.unwrap_or(0.0),
+                stock_level: a.stock.map_or(0, i32::from),
             }),
             Self::Status(s) => W::Status(v1::StatusEvent {
                 feed: s.feed.clone(),

@@ -102,6 +102,7 @@ impl Hands {
                     lambda: None,
                     gcp: None,
                     azure: None,
+                    runpod: None,
                     gpu_quota: t.gpu_quota,
                     max_open_streams: None,
                     keys: Vec::new(),

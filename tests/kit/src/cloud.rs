@@ -2,8 +2,9 @@
 //! frozen clock unless a test asks for a running one) and stops it on drop; its admin API
 //! ([`Sim::advance`], [`Sim::fault`], [`Sim::stock`], [`Sim::interrupt`]); AWS adapters and
 //! tenant clouds with the real AWS SDK pointed at it ([`Sim::adapter`], [`Sim::clouds`]); the
-//! environment that points a binary at it ([`Sim::aws_env`], [`Sim::lambda_env`]); Lambda
-//! Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]); GCP service-account key
+//! environment that points a binary at it ([`Sim::aws_env`], [`Sim::lambda_env`],
+//! [`Sim::runpod_env`]); Lambda Cloud adapters against its `/api/v1` ([`Sim::lambda_adapter`]),
+//! RunPod adapters against its `/graphql` ([`Sim::runpod_adapter`]); GCP service-account key
 //! files pointed at its token endpoint ([`Sim::gcp_credentials`]) and GCP adapters
 //! ([`Sim::gcp_adapter`], [`Sim::gcp_clouds`]); Azure adapters against its Resource Manager and
 //! Entra ID endpoints ([`Sim::azure_adapter`], [`Sim::azure_env`]); and reads of instances.
@@ -22,7 +23,10 @@ use capsight_cloud::{
     azure::{AzureAdapter, AzureCredentials, AzureScope, AzureSettings},
     gcp::{GcpAdapter, GcpSettings, ServiceAccount, Tokens},
     lambda::{LambdaAdapter, LambdaSettings},
-    tenants::{AwsClouds, AzureClouds, GcpClouds, LambdaClouds, TenantClouds},
+    runpod::{RunPodAdapter, RunPodSettings},
+    tenants::{
+        AwsClouds, AzureClouds, GcpClouds, KeyLookup, LambdaClouds, RunPodClouds, TenantClouds,
+    },
 };
 use capsight_cloudsim::{CloudsimSettings, Running, scenario::Scenario};
 use capsight_runtime::shutdown::Shutdown;
@@ -64,6 +68,15 @@ pub fn region() -> Region {
 /// The embedded GPU catalog.
 pub fn catalog() -> Arc<Catalog> {
     Arc::new(Catalog::embedded().unwrap())
+}
+
+/// A key lookup over `keys` ((variable name, API key) pairs) instead of the environment.
+fn key_lookup(keys: &[(&str, &str)]) -> KeyLookup {
+    let keys: std::collections::BTreeMap<String, String> = keys
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Arc::new(move |name: &str| keys.get(name).cloned())
 }
 
 /// Cloud settings with `max_attempts` per call and almost no backoff (5-20 ms).
@@ -186,18 +199,59 @@ impl Sim {
     /// Tenants' Lambda clouds at this cloudsim: `keys` maps the environment variable names
     /// tenants' registrations give to API keys (no process environment is touched).
     pub fn lambda_clouds(&self, keys: &[(&str, &str)], settings: CloudSettings) -> LambdaClouds {
-        let keys: std::collections::BTreeMap<String, String> = keys
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
         LambdaClouds::with_keys(
             LambdaSettings {
                 endpoint: self.url(),
                 ..LambdaSettings::default()
             },
             settings,
-            Arc::new(move |name: &str| keys.get(name).cloned()),
+            key_lookup(keys),
         )
+    }
+
+    /// Tenants' RunPod clouds at this cloudsim: `keys` maps the environment variable names
+    /// tenants' registrations give to API keys (no process environment is touched).
+    pub fn runpod_clouds(&self, keys: &[(&str, &str)], settings: CloudSettings) -> RunPodClouds {
+        RunPodClouds::with_keys(
+            self.runpod_settings(),
+            settings,
+            catalog(),
+            key_lookup(keys),
+        )
+    }
+
+    /// A RunPod adapter with `api_key` in cloud type `cloud` (a scenario's RunPod principal),
+    /// through the same HTTP client production uses, pointed at this cloudsim.
+    pub fn runpod_adapter(
+        &self,
+        api_key: &str,
+        cloud: &str,
+        settings: CloudSettings,
+    ) -> RunPodAdapter {
+        RunPodAdapter::new(
+            self.runpod_settings(),
+            settings,
+            catalog(),
+            api_key,
+            Region::parse("region", Provider::RunPod, cloud).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// `[runpod]` pointed at this cloudsim.
+    pub fn runpod_settings(&self) -> RunPodSettings {
+        RunPodSettings {
+            endpoint: self.url(),
+            ..RunPodSettings::default()
+        }
+    }
+
+    /// The environment that points a binary's RunPod adapter at this cloudsim with `api_key`.
+    pub fn runpod_env(&self, api_key: &str) -> [(&'static str, String); 2] {
+        [
+            ("CAPSIGHT_RUNPOD__ENDPOINT", self.url()),
+            ("RUNPOD_API_KEY", api_key.to_owned()),
+        ]
     }
 
     /// The environment that points a binary's Lambda adapter at this cloudsim with `api_key`.

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use capsight_tenancy::{
-    AzureAccount, CloudRole, GcpAccount, LambdaAccount, Registry, Tenant, TenantId,
+    AzureAccount, CloudRole, GcpAccount, LambdaAccount, Registry, RunPodAccount, Tenant, TenantId,
 };
 
 /// One tenant of a test registry.
@@ -17,6 +17,7 @@ pub struct TenantSpec {
     lambda: Option<LambdaAccount>,
     gcp: Option<GcpAccount>,
     azure: Option<AzureAccount>,
+    runpod: Option<RunPodAccount>,
     gpu_quota: Option<u32>,
     rate: Option<u32>,
     zones: Vec<(String, String)>,
@@ -32,6 +33,7 @@ pub fn tenant(id: &str) -> TenantSpec {
         lambda: None,
         gcp: None,
         azure: None,
+        runpod: None,
         gpu_quota: None,
         rate: None,
         zones: Vec::new(),
@@ -99,6 +101,17 @@ impl TenantSpec {
         self
     }
 
+    /// Its RunPod account: the API key in the environment variable `api_key_env`, and the
+    /// account's GPU limit.
+    #[must_use]
+    pub fn runpod(mut self, api_key_env: &str, gpu_limit: u32) -> Self {
+        self.runpod = Some(RunPodAccount {
+            api_key_env: api_key_env.into(),
+            gpu_limit,
+        });
+        self
+    }
+
     /// Its GPU quota.
     #[must_use]
     pub fn gpu_quota(mut self, gpus: u32) -> Self {
@@ -148,6 +161,7 @@ impl Tenants {
             registry.set_lambda_account(&id, spec.lambda).unwrap();
             registry.set_gcp_account(&id, spec.gcp).unwrap();
             registry.set_azure_account(&id, spec.azure).unwrap();
+            registry.set_runpod_account(&id, spec.runpod).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;

@@ -356,7 +356,7 @@ impl World {
     /// Consumes one injected fault for the Azure operation `op`: faults whose action is
     /// `azure/<op>` or `azure/*`.
     pub fn azure_fault(&mut self, op: &str) -> Option<AzureError> {
-        let (code, message) = self.take_provider_fault("azure", op)?;
+        let (code, message) = self.take_provider_fault("azure", op, None)?;
         let status = code
             .parse::<u16>()
             .ok()

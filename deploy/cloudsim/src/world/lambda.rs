@@ -177,7 +177,7 @@ impl World {
     /// `instance-types`, `instances`): faults whose action is `lambda/<op>` or `lambda/*`
     /// (an AWS fault, `*` included, never hits Lambda).
     pub fn lambda_fault(&mut self, op: &str) -> Option<LambdaError> {
-        let (code, message) = self.take_provider_fault("lambda", op)?;
+        let (code, message) = self.take_provider_fault("lambda", op, None)?;
         let status = code
             .parse::<u16>()
             .ok()

@@ -33,6 +33,7 @@ pub mod azure;
 pub mod gcp;
 pub mod lambda;
 mod reads;
+pub mod runpod;
 mod step;
 mod writes;
 
@@ -390,6 +391,10 @@ pub struct World {
     azure_operations: BTreeMap<String, azure::AzureOperation>,
     /// Entra ID access tokens issued.
     azure_tokens: BTreeMap<String, azure::AzureToken>,
+    /// RunPod pools by (cloud type, instance type, market): RunPod has no zones.
+    runpod_pools: BTreeMap<runpod::RunPodPoolKey, PoolState>,
+    /// RunPod pods by id (terminated ones stay, unlisted).
+    runpod_pods: BTreeMap<String, runpod::RunPodPod>,
     prices: BTreeMap<(String, String), SpotPrice>,
     quotas: BTreeMap<(String, String), f64>,
     instances: BTreeMap<String, Instance>,
@@ -470,6 +475,17 @@ impl World {
                 PoolState::of(p, p.region.clone(), &scenario.defaults),
             );
         }
+        let mut runpod_pools = BTreeMap::new();
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == SimProvider::RunPod)
+        {
+            runpod_pools.insert(
+                (p.region.clone(), p.instance_type.clone(), p.market),
+                PoolState::of(p, p.region.clone(), &scenario.defaults),
+            );
+        }
         let mut azure_pools = BTreeMap::new();
         for p in scenario
             .pools
@@ -545,6 +561,8 @@ impl World {
             azure_vms: BTreeMap::new(),
             azure_operations: BTreeMap::new(),
             azure_tokens: BTreeMap::new(),
+            runpod_pools,
+            runpod_pods: BTreeMap::new(),
             prices,
             quotas,
             instances: BTreeMap::new(),

@@ -102,11 +102,13 @@ impl World {
 
     /// Consumes one injected fault for `op` of a REST provider (`lambda`, `azure`): faults
     /// whose action is `<provider>/<op>` or `<provider>/*` (an AWS fault, `*` included, never
-    /// hits them). Returns (code, message).
+    /// hits them). Returns (code, message); without a message of its own, the message is
+    /// `Simulated <code> fault` unless `default` gives the provider's own.
     pub(super) fn take_provider_fault(
         &mut self,
         provider: &str,
         op: &str,
+        default: Option<&str>,
     ) -> Option<(String, String)> {
         let action = format!("{provider}/{op}");
         let any = format!("{provider}/*");
@@ -116,10 +118,9 @@ impl World {
             .find(|f| f.count > 0 && (f.action == action || f.action == any))?;
         f.count -= 1;
         let code = f.code.clone();
-        let message = f
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("Simulated {code} fault"));
+        let message = f.message.clone().unwrap_or_else(|| {
+            default.map_or_else(|| format!("Simulated {code} fault"), str::to_owned)
+        });
         self.faults.retain(|f| f.count > 0);
         Some((code, message))
     }

@@ -123,6 +123,36 @@ impl World {
                 ..
             } => self.gcp_pool_event(zone, instance_type, market, Some(stock)),
             EventKind::Stockout {
+                provider: SimProvider::RunPod,
+                region,
+                instance_type,
+                market,
+                interrupt,
+                ..
+            } => {
+                if let Some(pool) =
+                    self.runpod_pools
+                        .get_mut(&(region.clone(), instance_type.clone(), market))
+                {
+                    pool.stock_out();
+                }
+                if interrupt && market == PoolMarket::Spot {
+                    self.interrupt_runpod(&region, &instance_type);
+                }
+            }
+            EventKind::Recover {
+                provider: SimProvider::RunPod,
+                region,
+                instance_type,
+                market,
+                stock,
+                ..
+            } => {
+                if let Some(pool) = self.runpod_pools.get_mut(&(region, instance_type, market)) {
+                    pool.recover(stock);
+                }
+            }
+            EventKind::Stockout {
                 provider: SimProvider::Aws,
                 zone,
                 instance_type,
@@ -356,9 +386,13 @@ impl World {
                 }
             }
         }
-        // Lambda pools draw after every AWS draw, Azure's last: a scenario without them keeps
-        // its randomness.
-        for pool in self.lambda_pools.values_mut() {
+        // Lambda pools draw after every AWS draw, RunPod pools after those, Azure's last: a
+        // scenario without them keeps its randomness.
+        for pool in self
+            .lambda_pools
+            .values_mut()
+            .chain(self.runpod_pools.values_mut())
+        {
             pool.drift(&mut self.rng, hours);
         }
         for pool in self.azure_pools.values_mut() {
@@ -386,6 +420,12 @@ impl World {
             .chain(self.lambda_pools.iter().map(|((region, itype), p)| {
                 (format!("lambda/{region}//{itype}/on_demand"), p.stock)
             }))
+            .chain(self.runpod_pools.iter().map(|((cloud, itype, market), p)| {
+                (
+                    format!("runpod/{cloud}//{itype}/{}", market.as_str()),
+                    p.stock,
+                )
+            }))
             .chain(self.azure_pools.iter().map(|(k, p)| zonal("azure", k, p)))
             .collect();
         for (name, stock) in points {
@@ -411,6 +451,7 @@ impl World {
         self.settle_lambda(elapsed);
         self.settle_gcp(elapsed);
         self.settle_azure(elapsed);
+        self.settle_runpod(elapsed);
         for i in self.instances.values_mut() {
             if let Some(at) = i.transition_at
                 && at <= elapsed

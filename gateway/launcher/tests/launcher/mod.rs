@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
-use capsight_cloud::Instance;
+use capsight_cloud::{CloudAdapter, Instance, InstanceState};
 use capsight_cloudsim::scenario::Scenario;
 use capsight_launch::{
     queue::JobPublisher,
@@ -62,6 +62,44 @@ pub const P5_AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 pub const P5_AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 /// Stock, pending for the scenario's `slow` delay.
 pub const P5_AZ6: &str = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand";
+
+/// A job of `tenant` on `key` (one instance, up to `max_fallbacks` alternatives) with no
+/// region restriction, allowing other providers or not.
+pub fn cross_provider_job(
+    tenant: &str,
+    key: &str,
+    max_fallbacks: u32,
+    other_providers: bool,
+) -> v1::LaunchJob {
+    let mut job = launches::job(tenant, key, 1, max_fallbacks);
+    job.constraints = Some(v1::Constraints {
+        allow_other_providers: other_providers,
+        ..Default::default()
+    });
+    job
+}
+
+/// The live instances of `adapter`'s account named by a token of `job_id` (clouds without tags
+/// carry the client token in the instance name).
+pub async fn named_instances(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<Instance> {
+    adapter
+        .describe(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| {
+            i.client_token
+                .as_deref()
+                .is_some_and(|t| t.starts_with(job_id))
+        })
+        .filter(|i| {
+            !matches!(
+                i.state,
+                InstanceState::Terminated | InstanceState::ShuttingDown
+            )
+        })
+        .collect()
+}
 
 /// The states of `events`, in order.
 pub fn states(events: &[LaunchEventRow]) -> String {

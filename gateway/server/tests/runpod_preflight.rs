@@ -1,0 +1,153 @@
+//! Preflight of RunPod keys through the gateway (in-process, real broker, ClickHouse,
+//! RabbitMQ) with tenants' own RunPod API keys against cloudsim's RunPod API (scenario
+//! `runpod`): permission = the key is valid, quota = the registered GPU limit against the GPUs
+//! the account's running pods hold, capacity = the key's latest score.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a panic in a test is a failed assertion"
+)]
+
+use std::{sync::Arc, time::Duration};
+
+use capsight_cloud::{
+    CloudAdapter, InstanceType, LaunchRequest, Provider,
+    tenants::{ProviderClouds, TenantClouds},
+};
+use capsight_proto::v1::{CheckStatus, Decision};
+use capsight_runtime::shutdown::Shutdown;
+use capsight_testkit::{
+    Sandbox,
+    cloud::{Sim, quick_retries},
+    fixtures::scenario,
+    grpc::{channel, preflight, statuses},
+    signals::score,
+    tenants::tenant,
+};
+
+const HIGH: &str = "runpod/secure//1x_h100_sxm/on_demand";
+const NONE: &str = "runpod/community//1x_h100_sxm/on_demand";
+const EIGHT: &str = "runpod/secure//8x_h100_sxm/on_demand";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
+    let sandbox = Sandbox::builder("gwrunpod")
+        .signals(1)
+        .scores(1)
+        .database()
+        .amqp()
+        .profile("gateway")
+        .profile("cloud")
+        .tenants([
+            tenant("acme").with_key().runpod("RUNPOD_KEY_ACME", 8),
+            tenant("small").with_key().runpod("RUNPOD_KEY_SMALL", 1),
+            tenant("forged").with_key().runpod("RUNPOD_KEY_FORGED", 8),
+            tenant("unset").with_key().runpod("RUNPOD_KEY_UNSET", 8),
+            tenant("norunpod").with_key(),
+        ])
+        .cloudsim(Sim::builder(scenario("runpod")))
+        .start()
+        .await;
+    for s in [
+        score(HIGH, 88, 0.4),
+        score(NONE, 20, 0.4),
+        score(EIGHT, 70, 0.4),
+    ] {
+        sandbox.publish_score(&s).await;
+    }
+    let runpod = sandbox.sim().runpod_clouds(
+        &[
+            ("RUNPOD_KEY_ACME", "rpa_OPS0123456789"),
+            ("RUNPOD_KEY_SMALL", "rpa_SMALL0123456789"),
+            ("RUNPOD_KEY_FORGED", "rpa_NOBODY"),
+        ],
+        quick_retries(1),
+    );
+    let clouds: Arc<dyn TenantClouds> =
+        Arc::new(ProviderClouds::new(sandbox.clouds()).with_runpod(runpod));
+    let shutdown = Shutdown::new();
+    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
+        .await
+        .unwrap();
+    let ch = channel(running.addr);
+    let preflight = |k: &'static str, count: u32, tenant: &str| {
+        let (ch, key) = (ch.clone(), sandbox.key(tenant));
+        async move { preflight(&ch, k, count, "runpod/base", &key).await }
+    };
+    let passed = CheckStatus::Passed as i32;
+    let failed = CheckStatus::Failed as i32;
+    let skipped = CheckStatus::Skipped as i32;
+
+    // a valid key, room for 8 GPUs, the stock score says available
+    let ok = preflight(HIGH, 1, "acme").await;
+    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
+    assert_eq!(
+        statuses(&ok),
+        [
+            ("permission", passed),
+            ("quota", passed),
+            ("capacity", passed)
+        ]
+    );
+    assert_eq!(ok.quota_headroom, 8);
+
+    // no stock there: alternatives
+    let short = preflight(NONE, 1, "acme").await;
+    assert_eq!(
+        short.decision,
+        Decision::RetryWithAlternatives as i32,
+        "{short:#?}"
+    );
+    assert_eq!(short.checks[2].status, failed);
+
+    // two 8-GPU pods are 16 GPUs, over the limit of 8: the account's issue
+    let over = preflight(EIGHT, 2, "acme").await;
+    assert_eq!(over.decision, Decision::FixAccountIssue as i32, "{over:#?}");
+    assert_eq!(over.checks[1].status, failed);
+    assert!(over.checks[1].reason.contains("GPU limit 8"), "{over:#?}");
+    assert!(over.checks[1].reason.contains("16 requested"), "{over:#?}");
+
+    // the small account's pod holds its one GPU: no room left
+    let small = sandbox
+        .sim()
+        .runpod_adapter("rpa_SMALL0123456789", "secure", quick_retries(1));
+    let h100 = InstanceType::parse("t", Provider::RunPod, "1x_h100_sxm").unwrap();
+    small
+        .launch(&LaunchRequest::new(h100, None, "", "held-1"))
+        .await
+        .unwrap();
+    let full = preflight(HIGH, 1, "small").await;
+    assert_eq!(full.decision, Decision::FixAccountIssue as i32, "{full:#?}");
+    assert_eq!(full.quota_headroom, 0);
+    assert!(full.checks[1].reason.contains("1 GPU(s) held"), "{full:#?}");
+
+    // a key RunPod does not know, a key the gateway does not have, no RunPod registration
+    let forged = preflight(HIGH, 1, "forged").await;
+    assert_eq!(forged.decision, Decision::FixAccountIssue as i32);
+    assert_eq!(
+        (
+            forged.checks[0].status,
+            forged.checks[0].error_code.as_str()
+        ),
+        (failed, "401")
+    );
+    assert_eq!(forged.checks[1].status, skipped);
+    let unset = preflight(HIGH, 1, "unset").await;
+    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        unset.checks[0].reason.contains("RUNPOD_KEY_UNSET"),
+        "{unset:#?}"
+    );
+    let none = preflight(HIGH, 1, "norunpod").await;
+    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
+    assert!(
+        none.checks[0].reason.contains("no RunPod account"),
+        "{none:#?}"
+    );
+
+    shutdown.trigger();
+    sandbox.cleanup().await;
+}
