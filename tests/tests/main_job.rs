@@ -1,6 +1,7 @@
 //! The README's main job as a user runs it: `deploy/local/stack demo --for S` brings up every
-//! component against cloudsim, prints live scores through the gateway, executes a launch made
-//! with the `capsight` CLI, and stops by itself (every component exits) when the time is up.
+//! component against cloudsim, prints live scores through the gateway (keys on AWS, Lambda Cloud,
+//! RunPod, GCP and Azure), executes a launch made with the `capsight` CLI, and stops by itself
+//! (every component exits) when the time is up.
 
 #![allow(
     clippy::unwrap_used,
@@ -115,6 +116,21 @@ fn the_demo_shows_scores_runs_a_launch_and_stops_by_itself() {
         std::thread::sleep(Duration::from_millis(500));
         status = capsight(&["status", &job], api_key);
         assert!(!status.contains(" failed "), "{status}");
+    }
+
+    // the demo's world spans every provider capsight covers: each has scored keys
+    let mut scores = String::new();
+    while !["aws/", "lambda/", "runpod/", "gcp/", "azure/"]
+        .iter()
+        .all(|p| scores.contains(p))
+    {
+        assert!(
+            Instant::now() <= deadline,
+            "not every provider scored in the demo:\n{scores}\n{}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        scores = capsight(&["scores", "--all"], api_key);
     }
 
     // it stops by itself
