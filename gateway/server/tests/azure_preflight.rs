@@ -11,14 +11,9 @@
 
 mod gateway;
 
-use std::sync::Arc;
-
-use capsight_cloud::tenants::{ProviderClouds, TenantClouds};
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{
-    Sandbox,
-    cloud::{AZURE_DIRECTORY, AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, Sim, quick_retries},
-    fixtures::scenario,
+    cloud::{AZURE_DIRECTORY, AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, quick_retries},
     signals::score,
     tenants::tenant,
 };
@@ -40,14 +35,10 @@ const IMAGE: &str = "Canonical:ubuntu-24_04-lts:server:latest";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_score() {
-    let sandbox = Sandbox::builder("gwazure")
-        .signals(1)
-        .scores(1)
-        .database()
-        .amqp()
-        .profile("gateway")
-        .profile("cloud")
-        .tenants([
+    let g = Gateway::on_provider(
+        "gwazure",
+        "azure",
+        [
             tenant("acme").with_key().azure(
                 AZURE_DIRECTORY,
                 AZURE_OPS_APP.0,
@@ -73,24 +64,20 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
                 "AZURE_SECRET_UNSET",
             ),
             tenant("noazure").with_key(),
-        ])
-        .cloudsim(Sim::builder(scenario("azure")))
-        .start()
-        .await;
-    for s in [score(STOCKED, 91, 0.4), score(EMPTY, 25, 0.4)] {
-        sandbox.publish_score(&s).await;
-    }
-    let azure = sandbox.sim().azure_clouds(
-        &[
-            ("AZURE_SECRET_ACME", AZURE_OPS_APP.1),
-            ("AZURE_SECRET_READER", READER_APP.1),
-            ("AZURE_SECRET_SMALL", SMALL_APP.1),
         ],
-        quick_retries(1),
-    );
-    let clouds: Arc<dyn TenantClouds> =
-        Arc::new(ProviderClouds::new(sandbox.clouds()).with_azure(azure));
-    let g = Gateway::serve(sandbox, clouds).await;
+        &[score(STOCKED, 91, 0.4), score(EMPTY, 25, 0.4)],
+        |sandbox, clouds| {
+            clouds.with_azure(sandbox.sim().azure_clouds(
+                &[
+                    ("AZURE_SECRET_ACME", AZURE_OPS_APP.1),
+                    ("AZURE_SECRET_READER", READER_APP.1),
+                    ("AZURE_SECRET_SMALL", SMALL_APP.1),
+                ],
+                quick_retries(1),
+            ))
+        },
+    )
+    .await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
     let passed = CheckStatus::Passed as i32;

@@ -8,93 +8,39 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{sync::Arc, time::Duration};
+mod gateway;
 
-use capsight_cloud::tenants::{ProviderClouds, TenantClouds};
-use capsight_proto::v1::{self, CheckStatus, Decision};
-use capsight_runtime::shutdown::Shutdown;
-use capsight_testkit::{
-    Sandbox,
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
-    grpc::{authed, channel},
-    signals::score,
-    tenants::tenant,
-};
+use capsight_proto::v1::{CheckStatus, Decision};
+use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
+use gateway::{Gateway, statuses};
 
 const STOCKED: &str = "gcp/us-central1/us-central1-a/a3-highgpu-8g/on_demand";
 const EMPTY: &str = "gcp/us-central1/us-central1-b/a3-highgpu-8g/on_demand";
 
-fn spec(k: &str, count: u32) -> Option<v1::LaunchSpec> {
-    Some(v1::LaunchSpec {
-        key: Some(v1::CapacityKey::from(
-            &k.parse::<capsight_proto::domain::CapacityKey>().unwrap(),
-        )),
-        count,
-        image_id: "projects/debian-cloud/global/images/family/debian-12".into(),
-        ..Default::default()
-    })
-}
-
-fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
-    r.checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.status))
-        .collect()
-}
+const IMAGE: &str = "projects/debian-cloud/global/images/family/debian-12";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
-    let sandbox = Sandbox::builder("gwgcp")
-        .signals(1)
-        .scores(1)
-        .database()
-        .amqp()
-        .profile("gateway")
-        .profile("cloud")
-        .tenants([
+    let g = Gateway::on_provider(
+        "gwgcp",
+        "gcp",
+        [
             tenant("acme").with_key().gcp("acme-ml", "GCP_KEY_ACME"),
             tenant("viewer").with_key().gcp("acme-ml", "GCP_KEY_VIEWER"),
             tenant("unset").with_key().gcp("acme-ml", "GCP_KEY_UNSET"),
             tenant("nogcp").with_key(),
-        ])
-        .cloudsim(Sim::builder(scenario("gcp")))
-        .start()
-        .await;
-    for s in [score(STOCKED, 91, 0.4), score(EMPTY, 25, 0.4)] {
-        sandbox.publish_score(&s).await;
-    }
-    let gcp = sandbox.sim().gcp_clouds(
-        &[("GCP_KEY_ACME", "acme"), ("GCP_KEY_VIEWER", "viewer")],
-        quick_retries(1),
-    );
-    let clouds: Arc<dyn TenantClouds> =
-        Arc::new(ProviderClouds::new(sandbox.clouds()).with_gcp(gcp));
-    let shutdown = Shutdown::new();
-    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
-        .await
-        .unwrap();
-    let ch = channel(running.addr);
-    let preflight = |k: &'static str, count: u32, tenant: &str| {
-        let mut c = v1::preflight_service_client::PreflightServiceClient::new(ch.clone());
-        let key = sandbox.key(tenant);
-        async move {
-            c.preflight(authed(
-                v1::PreflightRequest {
-                    spec: spec(k, count),
-                    constraints: None,
-                    live_probe: false,
-                },
-                &key,
+        ],
+        &[score(STOCKED, 91, 0.4), score(EMPTY, 25, 0.4)],
+        |sandbox, clouds| {
+            clouds.with_gcp(sandbox.sim().gcp_clouds(
+                &[("GCP_KEY_ACME", "acme"), ("GCP_KEY_VIEWER", "viewer")],
+                quick_retries(1),
             ))
-            .await
-            .unwrap()
-            .into_inner()
-        }
-    };
+        },
+    )
+    .await;
+    let preflight =
+        |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
     let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
     let skipped = CheckStatus::Skipped as i32;
@@ -158,6 +104,5 @@ async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
         "{none:#?}"
     );
 
-    shutdown.trigger();
-    sandbox.cleanup().await;
+    g.sandbox.cleanup().await;
 }

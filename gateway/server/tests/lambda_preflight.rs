@@ -10,20 +10,9 @@
 
 mod gateway;
 
-use std::sync::Arc;
-
-use capsight_cloud::{
-    InstanceType, LaunchRequest, Provider,
-    tenants::{ProviderClouds, TenantClouds},
-};
+use capsight_cloud::{InstanceType, LaunchRequest, Provider};
 use capsight_proto::v1::{CheckStatus, Decision};
-use capsight_testkit::{
-    Sandbox,
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
-    signals::score,
-    tenants::tenant,
-};
+use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
 use gateway::{Gateway, statuses};
 
 const STOCKED: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
@@ -34,41 +23,33 @@ const IMAGE: &str = "lambda-stack";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_score() {
-    let sandbox = Sandbox::builder("gwlambda")
-        .signals(1)
-        .scores(1)
-        .database()
-        .amqp()
-        .profile("gateway")
-        .profile("cloud")
-        .tenants([
+    let g = Gateway::on_provider(
+        "gwlambda",
+        "lambda",
+        [
             tenant("acme").with_key().lambda("LAMBDA_KEY_ACME", 3),
             tenant("small").with_key().lambda("LAMBDA_KEY_SMALL", 1),
             tenant("closed").with_key().lambda("LAMBDA_KEY_CLOSED", 3),
             tenant("unset").with_key().lambda("LAMBDA_KEY_UNSET", 3),
             tenant("nolambda").with_key(),
-        ])
-        .cloudsim(Sim::builder(scenario("lambda")))
-        .start()
-        .await;
-    for s in [
-        score(STOCKED, 91, 0.4),
-        score(EMPTY, 25, 0.4),
-        score(A100, 90, 0.4),
-    ] {
-        sandbox.publish_score(&s).await;
-    }
-    let lambda = sandbox.sim().lambda_clouds(
-        &[
-            ("LAMBDA_KEY_ACME", "secret_ops_0123456789"),
-            ("LAMBDA_KEY_SMALL", "secret_small_0123456789"),
-            ("LAMBDA_KEY_CLOSED", "secret_closed_0123456789"),
         ],
-        quick_retries(1),
-    );
-    let clouds: Arc<dyn TenantClouds> =
-        Arc::new(ProviderClouds::new(sandbox.clouds()).with_lambda(lambda));
-    let g = Gateway::serve(sandbox, clouds).await;
+        &[
+            score(STOCKED, 91, 0.4),
+            score(EMPTY, 25, 0.4),
+            score(A100, 90, 0.4),
+        ],
+        |sandbox, clouds| {
+            clouds.with_lambda(sandbox.sim().lambda_clouds(
+                &[
+                    ("LAMBDA_KEY_ACME", "secret_ops_0123456789"),
+                    ("LAMBDA_KEY_SMALL", "secret_small_0123456789"),
+                    ("LAMBDA_KEY_CLOSED", "secret_closed_0123456789"),
+                ],
+                quick_retries(1),
+            ))
+        },
+    )
+    .await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
     let passed = CheckStatus::Passed as i32;

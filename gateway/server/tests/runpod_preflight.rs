@@ -8,22 +8,12 @@
     reason = "a panic in a test is a failed assertion"
 )]
 
-use std::{sync::Arc, time::Duration};
+mod gateway;
 
-use capsight_cloud::{
-    CloudAdapter, InstanceType, LaunchRequest, Provider,
-    tenants::{ProviderClouds, TenantClouds},
-};
+use capsight_cloud::{CloudAdapter, InstanceType, LaunchRequest, Provider};
 use capsight_proto::v1::{CheckStatus, Decision};
-use capsight_runtime::shutdown::Shutdown;
-use capsight_testkit::{
-    Sandbox,
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
-    grpc::{channel, preflight, statuses},
-    signals::score,
-    tenants::tenant,
-};
+use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
+use gateway::{Gateway, statuses};
 
 const HIGH: &str = "runpod/secure//1x_h100_sxm/on_demand";
 const NONE: &str = "runpod/community//1x_h100_sxm/on_demand";
@@ -31,51 +21,35 @@ const EIGHT: &str = "runpod/secure//8x_h100_sxm/on_demand";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
-    let sandbox = Sandbox::builder("gwrunpod")
-        .signals(1)
-        .scores(1)
-        .database()
-        .amqp()
-        .profile("gateway")
-        .profile("cloud")
-        .tenants([
+    let g = Gateway::on_provider(
+        "gwrunpod",
+        "runpod",
+        [
             tenant("acme").with_key().runpod("RUNPOD_KEY_ACME", 8),
             tenant("small").with_key().runpod("RUNPOD_KEY_SMALL", 1),
             tenant("forged").with_key().runpod("RUNPOD_KEY_FORGED", 8),
             tenant("unset").with_key().runpod("RUNPOD_KEY_UNSET", 8),
             tenant("norunpod").with_key(),
-        ])
-        .cloudsim(Sim::builder(scenario("runpod")))
-        .start()
-        .await;
-    for s in [
-        score(HIGH, 88, 0.4),
-        score(NONE, 20, 0.4),
-        score(EIGHT, 70, 0.4),
-    ] {
-        sandbox.publish_score(&s).await;
-    }
-    let runpod = sandbox.sim().runpod_clouds(
-        &[
-            ("RUNPOD_KEY_ACME", "rpa_OPS0123456789"),
-            ("RUNPOD_KEY_SMALL", "rpa_SMALL0123456789"),
-            ("RUNPOD_KEY_FORGED", "rpa_NOBODY"),
         ],
-        quick_retries(1),
-    );
-    let clouds: Arc<dyn TenantClouds> =
-        Arc::new(ProviderClouds::new(sandbox.clouds()).with_runpod(runpod));
-    let shutdown = Shutdown::new();
-    let running = capsight_gateway::start(sandbox.config(), clouds, shutdown.clone())
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), running.view.wait_ready())
-        .await
-        .unwrap();
-    let ch = channel(running.addr);
-    let preflight = |k: &'static str, count: u32, tenant: &str| {
-        let (ch, key) = (ch.clone(), sandbox.key(tenant));
-        async move { preflight(&ch, k, count, "runpod/base", &key).await }
+        &[
+            score(HIGH, 88, 0.4),
+            score(NONE, 20, 0.4),
+            score(EIGHT, 70, 0.4),
+        ],
+        |sandbox, clouds| {
+            clouds.with_runpod(sandbox.sim().runpod_clouds(
+                &[
+                    ("RUNPOD_KEY_ACME", "rpa_OPS0123456789"),
+                    ("RUNPOD_KEY_SMALL", "rpa_SMALL0123456789"),
+                    ("RUNPOD_KEY_FORGED", "rpa_NOBODY"),
+                ],
+                quick_retries(1),
+            ))
+        },
+    )
+    .await;
+    let preflight = |k: &'static str, count: u32, tenant: &'static str| {
+        g.preflight_of(tenant, k, count, "runpod/base")
     };
     let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
@@ -111,7 +85,8 @@ async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
     assert!(over.checks[1].reason.contains("16 requested"), "{over:#?}");
 
     // the small account's pod holds its one GPU: no room left
-    let small = sandbox
+    let small = g
+        .sandbox
         .sim()
         .runpod_adapter("rpa_SMALL0123456789", "secure", quick_retries(1));
     let h100 = InstanceType::parse("t", Provider::RunPod, "1x_h100_sxm").unwrap();
@@ -148,6 +123,5 @@ async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
         "{none:#?}"
     );
 
-    shutdown.trigger();
-    sandbox.cleanup().await;
+    g.sandbox.cleanup().await;
 }

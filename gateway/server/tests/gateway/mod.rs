@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use capsight_cloud::tenants::TenantClouds;
+use capsight_cloud::tenants::{ProviderClouds, TenantClouds};
 use capsight_gateway::{GatewayConfig, Running};
 use capsight_proto::{
     domain::Score,
@@ -17,7 +17,13 @@ use capsight_proto::{
     },
 };
 use capsight_runtime::shutdown::Shutdown;
-use capsight_testkit::{Sandbox, fixtures::gateway_world, grpc};
+use capsight_testkit::{
+    Sandbox,
+    cloud::Sim,
+    fixtures::{gateway_world, scenario},
+    grpc,
+    tenants::TenantSpec,
+};
 use tonic::transport::Channel;
 
 /// The compacted scores topic's partitions.
@@ -103,6 +109,36 @@ impl Gateway {
         g
     }
 
+    /// A ready gateway for a preflight test of another provider: a sandbox `name` (signals,
+    /// scores, database, launch topology) with `tenants` and cloudsim on scenario `scenario_name`,
+    /// `scores` published, and the tenants' clouds of the sandbox's AWS plus what `with` adds
+    /// (that provider's clouds at the sandbox's cloudsim).
+    pub async fn on_provider(
+        name: &str,
+        scenario_name: &str,
+        tenants: impl IntoIterator<Item = TenantSpec>,
+        scores: &[Score],
+        with: impl FnOnce(&Sandbox, ProviderClouds) -> ProviderClouds,
+    ) -> Self {
+        let sandbox = Sandbox::builder(name)
+            .signals(1)
+            .scores(1)
+            .database()
+            .amqp()
+            .profile("gateway")
+            .profile("cloud")
+            .tenants(tenants)
+            .cloudsim(Sim::builder(scenario(scenario_name)))
+            .start()
+            .await;
+        for s in scores {
+            sandbox.publish_score(s).await;
+        }
+        let clouds: Arc<dyn TenantClouds> =
+            Arc::new(with(&sandbox, ProviderClouds::new(sandbox.clouds())));
+        Self::serve(sandbox, clouds).await
+    }
+
     /// `tenant`'s preflight of `count` x `key` (a capacity key's text) from `image_id`, without
     /// a live probe.
     pub async fn preflight_of(
@@ -112,22 +148,7 @@ impl Gateway {
         count: u32,
         image_id: &str,
     ) -> v1::PreflightResponse {
-        let key: capsight_proto::domain::CapacityKey = key.parse().unwrap();
-        let request = v1::PreflightRequest {
-            spec: Some(v1::LaunchSpec {
-                key: Some(v1::CapacityKey::from(&key)),
-                count,
-                image_id: image_id.into(),
-                ..Default::default()
-            }),
-            constraints: None,
-            live_probe: false,
-        };
-        self.preflight()
-            .preflight(grpc::authed(request, &self.key(tenant)))
-            .await
-            .unwrap()
-            .into_inner()
+        grpc::preflight(&self.channel, key, count, image_id, &self.key(tenant)).await
     }
 
     /// Waits until the scores view is built (at most 30 s).
@@ -160,10 +181,5 @@ impl Gateway {
     }
 }
 
-/// A preflight's steps as (name, status).
-pub fn statuses(r: &v1::PreflightResponse) -> Vec<(&str, i32)> {
-    r.checks
-        .iter()
-        .map(|c| (c.name.as_str(), c.status))
-        .collect()
-}
+#[allow(unused_imports, reason = "each test binary uses a subset")]
+pub use capsight_testkit::grpc::statuses;
