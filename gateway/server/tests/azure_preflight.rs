@@ -17,7 +17,7 @@ use capsight_testkit::{
     signals::score,
     tenants::tenant,
 };
-use gateway::{Gateway, statuses};
+use gateway::{Gateway, assert_can_launch, assert_no_capacity, statuses};
 
 const STOCKED: &str = "azure/eastus/eastus-1/Standard_ND96isr_H100_v5/on_demand";
 const EMPTY: &str = "azure/eastus/eastus-2/Standard_ND96isr_H100_v5/on_demand";
@@ -86,25 +86,12 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
 
     // may create VMs, 192 H100 vCPUs of quota = room for 2, the score says available
     let ok = preflight(STOCKED, 1, "acme").await;
-    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
-    assert_eq!(
-        statuses(&ok),
-        [
-            ("permission", passed),
-            ("quota", passed),
-            ("capacity", passed)
-        ]
-    );
+    assert_can_launch(&ok);
     assert_eq!(ok.quota_headroom, 2);
 
     // no capacity there: alternatives
     let short = preflight(EMPTY, 1, "acme").await;
-    assert_eq!(
-        short.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{short:#?}"
-    );
-    assert_eq!(short.checks[2].status, failed);
+    assert_no_capacity(&short);
 
     // three VMs need 288 vCPUs of the family: the account's issue
     let over = preflight(STOCKED, 3, "acme").await;

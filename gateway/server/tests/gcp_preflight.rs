@@ -12,7 +12,9 @@ mod gateway;
 
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
-use gateway::{Gateway, statuses};
+use gateway::{
+    Gateway, assert_account_issue, assert_can_launch, assert_no_capacity, assert_permission_refused,
+};
 
 const STOCKED: &str = "gcp/us-central1/us-central1-a/a3-highgpu-8g/on_demand";
 const EMPTY: &str = "gcp/us-central1/us-central1-b/a3-highgpu-8g/on_demand";
@@ -41,21 +43,11 @@ async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
     .await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
-    let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
-    let skipped = CheckStatus::Skipped as i32;
 
     // the service account may launch, 16 H100 GPUs of quota, the zone scores available
     let ok = preflight(STOCKED, 1, "acme").await;
-    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
-    assert_eq!(
-        statuses(&ok),
-        [
-            ("permission", passed),
-            ("quota", passed),
-            ("capacity", passed)
-        ]
-    );
+    assert_can_launch(&ok);
     assert_eq!(ok.quota_headroom, 2);
     assert!(
         ok.checks[0].reason.contains("testIamPermissions"),
@@ -71,38 +63,17 @@ async fn gcp_preflight_checks_iam_the_gpu_quota_and_the_score() {
 
     // little capacity in us-central1-b: alternatives
     let short = preflight(EMPTY, 1, "acme").await;
-    assert_eq!(
-        short.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{short:#?}"
-    );
-    assert_eq!(short.checks[2].status, failed);
+    assert_no_capacity(&short);
 
     // a service account that may not create instances
     let viewer = preflight(STOCKED, 1, "viewer").await;
-    assert_eq!(viewer.decision, Decision::FixAccountIssue as i32);
-    assert_eq!(
-        (
-            viewer.checks[0].status,
-            viewer.checks[0].error_code.as_str()
-        ),
-        (failed, "IAM_PERMISSION_DENIED")
-    );
-    assert_eq!(viewer.checks[1].status, skipped);
+    assert_permission_refused(&viewer, "IAM_PERMISSION_DENIED");
 
     // a key file the gateway does not have, no GCP project at all
     let unset = preflight(STOCKED, 1, "unset").await;
-    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        unset.checks[0].reason.contains("GCP_KEY_UNSET"),
-        "{unset:#?}"
-    );
+    assert_account_issue(&unset, "GCP_KEY_UNSET");
     let none = preflight(STOCKED, 1, "nogcp").await;
-    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        none.checks[0].reason.contains("no Google Cloud project"),
-        "{none:#?}"
-    );
+    assert_account_issue(&none, "no Google Cloud project");
 
     g.sandbox.cleanup().await;
 }

@@ -13,7 +13,9 @@ mod gateway;
 use capsight_cloud::{InstanceType, LaunchRequest, Provider};
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
-use gateway::{Gateway, statuses};
+use gateway::{
+    Gateway, assert_account_issue, assert_can_launch, assert_no_capacity, assert_permission_refused,
+};
 
 const STOCKED: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
 const EMPTY: &str = "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand";
@@ -52,31 +54,16 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
     .await;
     let preflight =
         |k: &'static str, count: u32, tenant: &'static str| g.preflight_of(tenant, k, count, IMAGE);
-    let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
-    let skipped = CheckStatus::Skipped as i32;
 
     // a valid key, room for 3, the listing says available
     let ok = preflight(STOCKED, 1, "acme").await;
-    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
-    assert_eq!(
-        statuses(&ok),
-        [
-            ("permission", passed),
-            ("quota", passed),
-            ("capacity", passed)
-        ]
-    );
+    assert_can_launch(&ok);
     assert_eq!(ok.quota_headroom, 3);
 
     // no capacity listed there: alternatives
     let short = preflight(EMPTY, 1, "acme").await;
-    assert_eq!(
-        short.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{short:#?}"
-    );
-    assert_eq!(short.checks[2].status, failed);
+    assert_no_capacity(&short);
 
     // more than the instance limit: the account's issue
     let over = preflight(STOCKED, 4, "acme").await;
@@ -103,27 +90,11 @@ async fn lambda_preflight_checks_the_key_the_instance_limit_and_the_listing_scor
 
     // an inactive account, a key the gateway does not have, no Lambda registration at all
     let closed = preflight(STOCKED, 1, "closed").await;
-    assert_eq!(closed.decision, Decision::FixAccountIssue as i32);
-    assert_eq!(
-        (
-            closed.checks[0].status,
-            closed.checks[0].error_code.as_str()
-        ),
-        (failed, "global/account-inactive")
-    );
-    assert_eq!(closed.checks[1].status, skipped);
+    assert_permission_refused(&closed, "global/account-inactive");
     let unset = preflight(STOCKED, 1, "unset").await;
-    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        unset.checks[0].reason.contains("LAMBDA_KEY_UNSET"),
-        "{unset:#?}"
-    );
+    assert_account_issue(&unset, "LAMBDA_KEY_UNSET");
     let none = preflight(STOCKED, 1, "nolambda").await;
-    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        none.checks[0].reason.contains("no Lambda Cloud account"),
-        "{none:#?}"
-    );
+    assert_account_issue(&none, "no Lambda Cloud account");
 
     g.sandbox.cleanup().await;
 }

@@ -13,7 +13,9 @@ mod gateway;
 use capsight_cloud::{CloudAdapter, InstanceType, LaunchRequest, Provider};
 use capsight_proto::v1::{CheckStatus, Decision};
 use capsight_testkit::{cloud::quick_retries, signals::score, tenants::tenant};
-use gateway::{Gateway, statuses};
+use gateway::{
+    Gateway, assert_account_issue, assert_can_launch, assert_no_capacity, assert_permission_refused,
+};
 
 const HIGH: &str = "runpod/secure//1x_h100_sxm/on_demand";
 const NONE: &str = "runpod/community//1x_h100_sxm/on_demand";
@@ -51,31 +53,16 @@ async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
     let preflight = |k: &'static str, count: u32, tenant: &'static str| {
         g.preflight_of(tenant, k, count, "runpod/base")
     };
-    let passed = CheckStatus::Passed as i32;
     let failed = CheckStatus::Failed as i32;
-    let skipped = CheckStatus::Skipped as i32;
 
     // a valid key, room for 8 GPUs, the stock score says available
     let ok = preflight(HIGH, 1, "acme").await;
-    assert_eq!(ok.decision, Decision::CanLaunch as i32, "{ok:#?}");
-    assert_eq!(
-        statuses(&ok),
-        [
-            ("permission", passed),
-            ("quota", passed),
-            ("capacity", passed)
-        ]
-    );
+    assert_can_launch(&ok);
     assert_eq!(ok.quota_headroom, 8);
 
     // no stock there: alternatives
     let short = preflight(NONE, 1, "acme").await;
-    assert_eq!(
-        short.decision,
-        Decision::RetryWithAlternatives as i32,
-        "{short:#?}"
-    );
-    assert_eq!(short.checks[2].status, failed);
+    assert_no_capacity(&short);
 
     // two 8-GPU pods are 16 GPUs, over the limit of 8: the account's issue
     let over = preflight(EIGHT, 2, "acme").await;
@@ -101,27 +88,11 @@ async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
 
     // a key RunPod does not know, a key the gateway does not have, no RunPod registration
     let forged = preflight(HIGH, 1, "forged").await;
-    assert_eq!(forged.decision, Decision::FixAccountIssue as i32);
-    assert_eq!(
-        (
-            forged.checks[0].status,
-            forged.checks[0].error_code.as_str()
-        ),
-        (failed, "401")
-    );
-    assert_eq!(forged.checks[1].status, skipped);
+    assert_permission_refused(&forged, "401");
     let unset = preflight(HIGH, 1, "unset").await;
-    assert_eq!(unset.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        unset.checks[0].reason.contains("RUNPOD_KEY_UNSET"),
-        "{unset:#?}"
-    );
+    assert_account_issue(&unset, "RUNPOD_KEY_UNSET");
     let none = preflight(HIGH, 1, "norunpod").await;
-    assert_eq!(none.decision, Decision::FixAccountIssue as i32);
-    assert!(
-        none.checks[0].reason.contains("no RunPod account"),
-        "{none:#?}"
-    );
+    assert_account_issue(&none, "no RunPod account");
 
     g.sandbox.cleanup().await;
 }

@@ -183,3 +183,49 @@ impl Gateway {
 
 #[allow(unused_imports, reason = "each test binary uses a subset")]
 pub use capsight_testkit::grpc::statuses;
+
+const PASSED: i32 = v1::CheckStatus::Passed as i32;
+const FAILED: i32 = v1::CheckStatus::Failed as i32;
+const SKIPPED: i32 = v1::CheckStatus::Skipped as i32;
+
+/// Permission, quota and capacity passed: `CAN_LAUNCH`.
+pub fn assert_can_launch(r: &v1::PreflightResponse) {
+    assert_eq!(r.decision, v1::Decision::CanLaunch as i32, "{r:#?}");
+    assert_eq!(
+        statuses(r),
+        [
+            ("permission", PASSED),
+            ("quota", PASSED),
+            ("capacity", PASSED)
+        ],
+        "{r:#?}"
+    );
+}
+
+/// The account passed, capacity failed: `RETRY_WITH_ALTERNATIVES`.
+pub fn assert_no_capacity(r: &v1::PreflightResponse) {
+    assert_eq!(
+        r.decision,
+        v1::Decision::RetryWithAlternatives as i32,
+        "{r:#?}"
+    );
+    assert_eq!(r.checks[2].status, FAILED, "{r:#?}");
+}
+
+/// The cloud refused the permission step with its error `code`; quota was skipped.
+pub fn assert_permission_refused(r: &v1::PreflightResponse, code: &str) {
+    assert_eq!(r.decision, v1::Decision::FixAccountIssue as i32, "{r:#?}");
+    assert_eq!(
+        (r.checks[0].status, r.checks[0].error_code.as_str()),
+        (FAILED, code),
+        "{r:#?}"
+    );
+    assert_eq!(r.checks[1].status, SKIPPED, "{r:#?}");
+}
+
+/// An account issue whose permission step's reason mentions `text` (a registration missing, a
+/// credential variable not set here).
+pub fn assert_account_issue(r: &v1::PreflightResponse, text: &str) {
+    assert_eq!(r.decision, v1::Decision::FixAccountIssue as i32, "{r:#?}");
+    assert!(r.checks[0].reason.contains(text), "{text}: {r:#?}");
+}
