@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a subset")]
 
+pub mod keyed;
+
 use std::time::Duration;
 
 use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
