@@ -466,8 +466,8 @@ pub const LAUNCH_OUTBOX_JOB: Statement = Statement {
 /// instances tagged with a job.
 pub const RECONCILE_SCOPES: Statement = Statement {
     name: "launch.reconcile_scopes",
-    sql: "SELECT DISTINCT tenant, region FROM launch_events \
-          WHERE at >= toDateTime(?) AND region != '' ORDER BY tenant, region",
+    sql: "SELECT DISTINCT tenant, provider, region FROM launch_events \
+          WHERE at >= toDateTime(?) AND region != '' ORDER BY tenant, provider, region",
     fields: &[],
     samples: &[Sample::UInt(0)],
 };
@@ -479,6 +479,16 @@ pub const LAUNCH_LATEST_OF_JOBS: Statement = Statement {
           WHERE tenant = ? AND has(?, job_id) GROUP BY job_id",
     fields: &[],
     samples: &[TENANT, JOBS],
+};
+
+/// The latest transition of each of these jobs, whichever tenant's (the name-based sweep of
+/// clouds without tags, where an account two tenants share lists both's instances): job ids.
+pub const LAUNCH_LATEST_OF_ANY_TENANT: Statement = Statement {
+    name: "launch.latest_of_any_tenant",
+    sql: "SELECT job_id, argMax(state, seq) FROM launch_events \
+          WHERE has(?, job_id) GROUP BY job_id",
+    fields: &[],
+    samples: &[JOBS],
 };
 
 /// Instance counts of a tenant's jobs: tenant, job ids.
@@ -759,6 +769,7 @@ pub const ALL: &[Statement] = &[
     LAUNCH_OUTBOX_JOB,
     RECONCILE_SCOPES,
     LAUNCH_LATEST_OF_JOBS,
+    LAUNCH_LATEST_OF_ANY_TENANT,
     LATEST_SCORES,
     ENDED_WITH_STANDBY,
     GPU_HOURS_MONTHLY,

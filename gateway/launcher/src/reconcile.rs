@@ -15,6 +15,18 @@
 //!   overtaken), ends `terminated` with the reason, so its GPU-hours stop counting. Anything the
 //!   job still names is terminated first.
 //!
+//! * **Clouds without tags** (Lambda Cloud, GCP, Azure, RunPod): the same sweep by *name*. Every
+//!   instance capsight launches there is named after the attempt's client token (the job id, a
+//!   UUID, or `<job id>-<attempt>`), so the tenant's live instances whose token names a job are
+//!   judged like tagged ones — the job ended, or no tenant has it once older than
+//!   `orphan_grace` (age from the cloud's launch time, or from when this process first saw it
+//!   when that is longer: some clouds report none, a simulated clock may run ahead) —
+//!   plus one case tags rule out: an instance of a running job that the job did not record (a
+//!   launch the cloud accepted but did not list yet when a retry looked for its name) is an
+//!   extra once older than `orphan_grace`. Instances whose name is not a capsight token are never
+//!   touched. The job's state is looked up whichever tenant it belongs to (two tenants may share
+//!   an account): another tenant's live job keeps its instance.
+//!
 //! Crash and replica safety: the cloud call comes first and is idempotent (terminating a gone
 //! instance is harmless), the transition is appended with [`Store::append_next`] (nothing after
 //! a final state; two replicas writing the same next seq collapse in `ReplacingMergeTree`), so a
@@ -110,7 +122,26 @@ pub fn verdict(state: Option<LaunchState>, age: Duration, orphan_grace: Duration
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct Scope {
     tenant: String,
+    provider: String,
     region: String,
+}
+
+/// The job an instance's client token names: the token is the job id (a UUID) or
+/// `<job id>-<attempt>`; `None` for any other name (not capsight's instance).
+pub fn job_of_token(token: &str) -> Option<String> {
+    let id = token.get(..36)?;
+    let rest = &token[36..];
+    let attempt_ok = rest.is_empty()
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !attempt_ok {
+        return None;
+    }
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == id)
+        .map(|u| u.hyphenated().to_string())
 }
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -132,6 +163,8 @@ pub struct Reconciler {
     crash_after: String,
     /// Sweeps run only while this replica leads.
     leader: capsight_launch::lease::Leader,
+    /// When this process first saw each live instance of a cloud without tags.
+    first_seen: Arc<std::sync::Mutex<BTreeMap<String, std::time::Instant>>>,
 }
 
 impl Reconciler {
@@ -150,6 +183,7 @@ impl Reconciler {
             settings,
             crash_after,
             leader: capsight_launch::lease::Leader::always(),
+            first_seen: Arc::default(),
         }
     }
 
@@ -186,30 +220,42 @@ impl Reconciler {
         let since = Utc::now()
             - chrono::Duration::from_std(self.settings.lookback)
                 .unwrap_or(chrono::Duration::days(7));
-        let mut scopes: BTreeMap<(String, String), Vec<LiveLaunch>> = sql::RECONCILE_SCOPES
+        let aws = |p: &str| {
+            if p.is_empty() {
+                "aws".to_owned()
+            } else {
+                p.to_owned()
+            }
+        };
+        let mut scopes: BTreeMap<(String, String, String), Vec<LiveLaunch>> = sql::RECONCILE_SCOPES
             .query(self.store.client())
             .bind(u32::try_from(since.timestamp().max(0)).unwrap_or(0))
             .fetch_all::<Scope>()
             .await?
             .into_iter()
-            .map(|s| ((s.tenant, s.region), Vec::new()))
+            .map(|s| ((s.tenant, aws(&s.provider), s.region), Vec::new()))
             .collect();
         let mut untagged = Vec::new();
         for l in self.store.running_launches().await? {
+            let scope = scopes
+                .entry((l.tenant.clone(), aws(&l.provider), l.region.clone()))
+                .or_default();
             if !matches!(l.provider.as_str(), "" | "aws") {
-                // no tags on these clouds: checked by the ids the job recorded
-                untagged.push(l);
-                continue;
+                // no tags on these clouds: vanished by the ids the job recorded
+                untagged.push(l.clone());
             }
-            scopes
-                .entry((l.tenant.clone(), l.region.clone()))
-                .or_default()
-                .push(l);
+            scope.push(l);
         }
         let mut done = Reconciled::default();
-        for ((tenant, region), running) in scopes {
-            if let Err(e) = self.scope(&tenant, &region, &running, &mut done).await {
-                tracing::warn!(tenant, region, error = %e, "cannot reconcile a tenant's region; next sweep");
+        for ((tenant, provider, region), running) in scopes {
+            let swept = if provider == "aws" {
+                self.scope(&tenant, &region, &running, &mut done).await
+            } else {
+                self.named_scope((&tenant, &provider, &region), &running, &mut done)
+                    .await
+            };
+            if let Err(e) = swept {
+                tracing::warn!(tenant, provider, region, error = %e, "cannot reconcile a tenant's region; next sweep");
             }
         }
         for l in &untagged {
@@ -251,6 +297,109 @@ impl Reconciler {
                 .await?
         {
             done.vanished.push(l.job_id.clone());
+        }
+        Ok(())
+    }
+
+    /// A (tenant, provider, region) of a cloud without tags: its live instances by the job
+    /// their name carries (module docs).
+    async fn named_scope(
+        &self,
+        (tenant, provider, region): (&str, &str, &str),
+        running: &[LiveLaunch],
+        done: &mut Reconciled,
+    ) -> Result<(), LifecycleError> {
+        let adapter = crate::lifecycle::adapter_on(
+            &self.registry,
+            self.clouds.as_ref(),
+            (tenant, provider, region),
+            "",
+        )
+        .await?;
+        let listed = adapter.describe(&[]).await?;
+        let mut by_job: BTreeMap<String, Vec<&Instance>> = BTreeMap::new();
+        for i in listed.iter().filter(|i| i.state.is_live()) {
+            if let Some(job) = i.client_token.as_deref().and_then(job_of_token) {
+                by_job.entry(job).or_default().push(i);
+            }
+        }
+        if by_job.is_empty() {
+            return Ok(());
+        }
+        let jobs: Vec<&String> = by_job.keys().collect();
+        let states: BTreeMap<String, LaunchState> = sql::LAUNCH_LATEST_OF_ANY_TENANT
+            .query(self.store.client())
+            .bind(&jobs)
+            .fetch_all::<Latest>()
+            .await?
+            .into_iter()
+            .map(|l| (l.job_id, l.state))
+            .collect();
+        let now = Utc::now();
+        let ages = {
+            let mut seen = self
+                .first_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let listed_ids: BTreeSet<&str> = listed.iter().map(|i| i.id.as_str()).collect();
+            seen.retain(|id, _| listed_ids.contains(id.as_str()));
+            by_job
+                .values()
+                .flatten()
+                .map(|i| {
+                    // the cloud's launch time, or (none, or a clock ahead of ours) how long this
+                    // sweep has seen it
+                    let seen_for = seen
+                        .entry(i.id.as_str().to_owned())
+                        .or_insert_with(std::time::Instant::now)
+                        .elapsed();
+                    let launched = i
+                        .launch_time
+                        .and_then(|t| (now - t).to_std().ok())
+                        .unwrap_or_default();
+                    (i.id.as_str().to_owned(), launched.max(seen_for))
+                })
+                .collect::<BTreeMap<String, Duration>>()
+        };
+        for (job, instances) in &by_job {
+            let state = states.get(job).copied();
+            let recorded: Option<Vec<String>> = running
+                .iter()
+                .find(|l| &l.job_id == job)
+                .map(LiveLaunch::instance_ids);
+            let leaked: Vec<InstanceId> = instances
+                .iter()
+                .filter(|i| {
+                    let age = ages.get(i.id.as_str()).copied().unwrap_or_default();
+                    match (&recorded, verdict(state, age, self.settings.orphan_grace)) {
+                        (_, Verdict::Terminate) => true,
+                        // a running job's extra instance: launched twice, recorded once
+                        (Some(ids), Verdict::Keep) => {
+                            state == Some(LaunchState::Running)
+                                && !ids.iter().any(|id| id == i.id.as_str())
+                                && age >= self.settings.orphan_grace
+                        }
+                        (None, Verdict::Keep) => false,
+                    }
+                })
+                .map(|i| i.id.clone())
+                .collect();
+            if leaked.is_empty() {
+                continue;
+            }
+            match adapter.terminate(&leaked).await {
+                Ok(_) => {
+                    let what = state.map_or("unknown", |s| s.as_str());
+                    for id in &leaked {
+                        tracing::warn!(job_id = job, tenant, provider, instance = %id, job_state = what, "terminated an instance that no job owns");
+                        crate::metrics::reconciled("leaked");
+                        done.leaked.push((job.clone(), id.as_str().to_owned()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = job, tenant, provider, error = %e, "cannot terminate leaked instances; next sweep");
+                }
+            }
         }
         Ok(())
     }
@@ -398,6 +547,26 @@ impl Reconciler {
 mod tests {
     use super::*;
     use capsight_cloud::InstanceState;
+
+    #[test]
+    fn only_tokens_naming_a_job_are_capsights() {
+        let job = "0192f0c1-8a4e-7cc3-9b1a-3f5d2e6a7b8c";
+        assert_eq!(job_of_token(job).as_deref(), Some(job));
+        assert_eq!(job_of_token(&format!("{job}-2")).as_deref(), Some(job));
+        assert_eq!(job_of_token(&format!("{job}-12")).as_deref(), Some(job));
+        for other in [
+            "",
+            "my-training-box",
+            &format!("{job}-"),
+            &format!("{job}-x"),
+            &format!("{job}x"),
+            &job.to_uppercase(),
+            "0192f0c18a4e7cc39b1a3f5d2e6a7b8c0000",
+            "ééééééééééééééééééééééééééééééééééééé",
+        ] {
+            assert_eq!(job_of_token(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn ended_jobs_lose_their_instances_and_unknown_ones_after_the_grace() {

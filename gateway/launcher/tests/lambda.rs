@@ -11,7 +11,10 @@ mod launcher;
 
 use capsight_cloud::CloudAdapter;
 use capsight_testkit::cloud::quick_retries;
-use launcher::keyed::{KeyedCloud, falls_back_only_with_an_account, runs_once_after_a_kill_9};
+use launcher::keyed::{
+    KeyedCloud, falls_back_only_with_an_account, no_instance_outlives_its_job,
+    runs_once_after_a_kill_9,
+};
 
 /// Two in stock.
 const LAMBDA_H100: &str = "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand";
@@ -29,6 +32,7 @@ const LAMBDA: KeyedCloud = KeyedCloud {
     },
     plain: (LAMBDA_H100, 0),
     fallback: (LAMBDA_H100, "us-south-2", "gpu_8x_h100_sxm5"),
+    spare: "gpu_1x_a100_sxm4",
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -39,4 +43,9 @@ async fn a_lambda_launch_runs_with_one_instance_also_after_a_kill_9_right_after_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aws_capacity_failure_falls_back_to_lambda_only_when_the_tenant_allows_it() {
     falls_back_only_with_an_account(&LAMBDA).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_lambda_instance_outlives_its_job() {
+    no_instance_outlives_its_job(&LAMBDA).await;
 }

@@ -11,7 +11,10 @@ mod launcher;
 
 use capsight_cloud::CloudAdapter;
 use capsight_testkit::cloud::quick_retries;
-use launcher::keyed::{KeyedCloud, falls_back_only_with_an_account, runs_once_after_a_kill_9};
+use launcher::keyed::{
+    KeyedCloud, falls_back_only_with_an_account, no_instance_outlives_its_job,
+    runs_once_after_a_kill_9,
+};
 
 const RUNPOD: KeyedCloud = KeyedCloud {
     provider: "runpod",
@@ -32,6 +35,7 @@ const RUNPOD: KeyedCloud = KeyedCloud {
         "secure",
         "8x_h100_sxm",
     ),
+    spare: "1x_h100_sxm",
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,4 +46,9 @@ async fn a_runpod_launch_runs_with_one_pod_also_after_a_kill_9_right_after_the_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aws_capacity_failure_falls_back_to_runpod_only_with_a_runpod_account() {
     falls_back_only_with_an_account(&RUNPOD).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_runpod_instance_outlives_its_job() {
+    no_instance_outlives_its_job(&RUNPOD).await;
 }

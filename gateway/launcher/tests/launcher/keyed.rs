@@ -7,16 +7,21 @@
 //! * [`falls_back_only_with_an_account`]: an AWS H100 job that fails for capacity falls back to
 //!   the cloud's same-GPU type when the tenant allows other providers and has an account there,
 //!   never otherwise.
+//! * [`no_instance_outlives_its_job`]: the reconciler's sweep by name — an instance named after
+//!   a job nobody has, and one a running job did not record (launched twice), are terminated
+//!   after the orphan grace; the job's own instance and an instance not named by capsight are
+//!   left alone.
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use capsight_cloud::{CloudAdapter, Instance};
+use capsight_cloud::{CloudAdapter, Instance, InstanceType, LaunchRequest, Provider};
 use capsight_testkit::{
     cloud::{ROLE_ACME, Sim},
     fixtures,
     process::ChildGuard,
     signals::score,
     tenants::{TenantSpec, tenant},
+    wait::eventually,
 };
 
 use super::{ACME, Harness, P5_AZ1, cross_provider_job as job, named_instances, states};
@@ -47,6 +52,8 @@ pub struct KeyedCloud {
     pub plain: (&'static str, u64),
     /// The key an AWS H100 job falls back to: (key, region, instance type).
     pub fallback: (&'static str, &'static str, &'static str),
+    /// A type with stock in the plain key's region, for instances launched outside any job.
+    pub spare: &'static str,
 }
 
 impl KeyedCloud {
@@ -189,6 +196,78 @@ pub async fn falls_back_only_with_an_account(cloud: &KeyedCloud) {
     );
     assert_eq!(events[4].instance_id, there[0].id.as_str());
     assert!(h.instances_of(&allowed.job_id).await.is_empty());
+    worker.kill();
+    h.sandbox.cleanup().await;
+}
+
+/// The reconciler every half second with a 3 s orphan grace.
+const QUICK_RECONCILE: &[(&str, &str)] = &[
+    ("CAPSIGHT_LAUNCHER__RECONCILE__INTERVAL", "500ms"),
+    ("CAPSIGHT_LAUNCHER__RECONCILE__ORPHAN_GRACE", "3s"),
+];
+
+/// Instances named after a job no one has, or launched twice for a running job, are terminated
+/// by the reconciler's sweep by name; the job's instance and other names are not.
+pub async fn no_instance_outlives_its_job(cloud: &KeyedCloud) {
+    let h = cloud.harness().await;
+    let (key, _) = cloud.plain;
+    let parsed: capsight_proto::domain::CapacityKey = key.parse().unwrap();
+    let region = parsed.region.as_str().to_owned();
+    let worker = cloud.spawn(&h, QUICK_RECONCILE, "reconcile");
+
+    // a job that runs there: the scope the sweep looks at, and an owner to respect
+    let owned = job(ACME, key, 0, false);
+    h.submit(&owned).await;
+    h.wait_state(ACME, &owned.job_id, "running", LIMIT).await;
+
+    let adapter = (cloud.adapter)(h.sandbox.sim(), cloud.key, &region);
+    let provider = Provider::parse("provider", cloud.provider).unwrap();
+    let itype = InstanceType::parse("t", provider, cloud.spare).unwrap();
+    let launch = |name: String| {
+        let request = LaunchRequest::new(itype.clone(), None, "", name);
+        let adapter = &adapter;
+        async move { adapter.launch(&request).await.unwrap() }
+    };
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let orphan = launch(unknown.clone()).await;
+    let extra = launch(format!("{}-5", owned.job_id)).await;
+    let foreign = launch("my-own-training-box".to_owned()).await;
+
+    eventually(
+        LIMIT,
+        "the unknown job's and the extra instance terminated",
+        || async {
+            let live: Vec<String> = adapter
+                .describe(&[])
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|i| i.state.is_live())
+                .map(|i| i.id.as_str().to_owned())
+                .collect();
+            (!live.contains(&orphan[0].id.as_str().to_owned())
+                && !live.contains(&extra[0].id.as_str().to_owned()))
+            .then_some(live)
+        },
+    )
+    .await;
+    let live: Vec<Instance> = adapter
+        .describe(&[])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.state.is_live())
+        .collect();
+    // the job's own instance and the tenant's own box are untouched
+    assert!(
+        live.iter()
+            .any(|i| i.client_token.as_deref() == Some(owned.job_id.as_str())),
+        "{live:?}"
+    );
+    assert!(live.iter().any(|i| i.id == foreign[0].id), "{live:?}");
+    let events = h.events(ACME, &owned.job_id).await;
+    assert_eq!(states(&events), "queued preflight provisioning running");
+    assert!(named_instances(adapter.as_ref(), &unknown).await.is_empty());
     worker.kill();
     h.sandbox.cleanup().await;
 }
