@@ -1,7 +1,8 @@
 //! The baselines' hands in the cloud: adapters acting in each simulated tenant's account through
-//! the same AWS SDK adapter capsight uses (`capsight_cloud`'s `AwsClouds`, pointed at the arm's
-//! cloudsim with the operator's key, assuming the tenant's role), one launch attempt that waits
-//! until the instances run, and the classification of what happened.
+//! the same adapters capsight uses (`capsight_cloud`'s `AwsClouds`, pointed at the arm's
+//! cloudsim with the operator's key, assuming the tenant's role; on Lambda Cloud the tenant's
+//! own API key), one launch attempt that waits until the instances run, and the classification
+//! of what happened.
 //!
 //! Contract: [`Hands::attempt`] makes exactly one `RunInstances` call (the adapter's own
 //! retries of throttled/transient errors aside) and returns when the instances run, when the
@@ -14,10 +15,11 @@ use capsight_catalog::Catalog;
 use capsight_cloud::{
     CloudAdapter, CloudError, CloudSettings, InstanceId, InstanceState, LaunchRequest,
     PlacementScoreQuery, Region,
-    tenants::{AwsClouds, TenantClouds},
+    lambda::LambdaSettings,
+    tenants::{AwsClouds, LambdaClouds, ProviderClouds, TenantClouds},
 };
 use capsight_proto::domain::{CapacityKey, ErrorClass, InstanceType, Provider};
-use capsight_tenancy::{CloudRole, Tenant, TenantId};
+use capsight_tenancy::{CloudRole, LambdaAccount, Tenant, TenantId};
 
 use crate::{offers::Offer, workload::TenantDef, world::World};
 
@@ -60,7 +62,7 @@ pub enum HandsError {
 /// Adapters in the tenants' accounts of one world.
 #[derive(Debug)]
 pub struct Hands {
-    clouds: AwsClouds,
+    clouds: ProviderClouds,
     tenants: BTreeMap<String, Tenant>,
     image_id: String,
 }
@@ -84,7 +86,25 @@ impl Hands {
         catalog: Arc<Catalog>,
         image_id: &str,
     ) -> Result<Self, HandsError> {
-        let clouds = AwsClouds::at_endpoint(&world.url(), operator, settings(), catalog);
+        let aws = Arc::new(AwsClouds::at_endpoint(
+            &world.url(),
+            operator,
+            settings(),
+            catalog,
+        ));
+        let keys: BTreeMap<String, String> = tenants
+            .iter()
+            .filter_map(|t| Some((lambda_key_env(&t.id), t.lambda.as_ref()?.api_key.clone())))
+            .collect();
+        let lambda = LambdaClouds::with_keys(
+            LambdaSettings {
+                endpoint: world.url(),
+                ..LambdaSettings::default()
+            },
+            settings(),
+            Arc::new(move |name: &str| keys.get(name).cloned()),
+        );
+        let clouds = ProviderClouds::new(aws).with_lambda(lambda);
         let mut map = BTreeMap::new();
         for t in tenants {
             let id = TenantId::parse(&t.id).map_err(|e| HandsError::Invalid(e.to_string()))?;
@@ -99,7 +119,10 @@ impl Hands {
                         role_arn: t.role.clone(),
                         external_id: t.external_id.clone().unwrap_or_default(),
                     }),
-                    lambda: None,
+                    lambda: t.lambda.as_ref().map(|l| LambdaAccount {
+                        api_key_env: lambda_key_env(&t.id),
+                        instance_limit: l.instance_limit,
+                    }),
                     gcp: None,
                     azure: None,
                     runpod: None,
@@ -116,19 +139,32 @@ impl Hands {
         })
     }
 
-    /// The adapter of `tenant` in `region`.
+    /// The adapter of `tenant` in `region` of `provider`.
     pub async fn adapter(
         &self,
         tenant: &str,
+        provider: Provider,
         region: &str,
     ) -> Result<Arc<dyn CloudAdapter>, HandsError> {
         let t = self
             .tenants
             .get(tenant)
             .ok_or_else(|| HandsError::Invalid(format!("unknown tenant {tenant}")))?;
-        let region = Region::parse("region", Provider::Aws, region)
+        let region = Region::parse("region", provider, region)
             .map_err(|e| HandsError::Invalid(e.to_string()))?;
-        Ok(self.clouds.adapter(t, &region).await?)
+        Ok(self.clouds.adapter_on(t, provider, &region).await?)
+    }
+
+    /// The adapter of `tenant` where the capacity key `key` is.
+    async fn adapter_of(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Arc<dyn CloudAdapter>, HandsError> {
+        let k: CapacityKey = key
+            .parse()
+            .map_err(|e: capsight_proto::domain::FieldError| HandsError::Invalid(e.to_string()))?;
+        self.adapter(tenant, k.provider, k.region.as_str()).await
     }
 
     /// One launch of `count` instances of `offer` as `tenant`; waits until they run.
@@ -140,7 +176,7 @@ impl Hands {
         count: u32,
         token: &str,
     ) -> Outcome {
-        let adapter = match self.adapter(tenant, &offer.region).await {
+        let adapter = match self.adapter(tenant, offer.provider, &offer.region).await {
             Ok(a) => a,
             Err(e) => return Outcome::Other(e.to_string()),
         };
@@ -187,9 +223,9 @@ impl Hands {
         }
     }
 
-    /// Whether all of `ids` still run (false after an interruption).
-    pub async fn still_running(&self, tenant: &str, region: &str, ids: &[String]) -> bool {
-        let Ok(adapter) = self.adapter(tenant, region).await else {
+    /// Whether all of `ids` (at capacity key `key`) still run (false after an interruption).
+    pub async fn still_running(&self, tenant: &str, key: &str, ids: &[String]) -> bool {
+        let Ok(adapter) = self.adapter_of(tenant, key).await else {
             return false;
         };
         let ids: Vec<InstanceId> = ids
@@ -201,9 +237,9 @@ impl Hands {
         })
     }
 
-    /// Terminates `ids` (the end of a hold).
-    pub async fn release(&self, tenant: &str, region: &str, ids: &[String]) {
-        if let Ok(adapter) = self.adapter(tenant, region).await {
+    /// Terminates `ids` at capacity key `key` (the end of a hold).
+    pub async fn release(&self, tenant: &str, key: &str, ids: &[String]) {
+        if let Ok(adapter) = self.adapter_of(tenant, key).await {
             let ids: Vec<InstanceId> = ids
                 .iter()
                 .filter_map(|i| InstanceId::new(i.clone()))
@@ -227,7 +263,7 @@ impl Hands {
         let Some(first) = regions.first() else {
             return out;
         };
-        let Ok(adapter) = self.adapter(tenant, first).await else {
+        let Ok(adapter) = self.adapter(tenant, Provider::Aws, first).await else {
             return out;
         };
         let query = PlacementScoreQuery {
@@ -254,4 +290,12 @@ impl Hands {
         }
         out
     }
+}
+
+/// The variable name under which the harness's key lookup holds `tenant`'s Lambda API key.
+pub fn lambda_key_env(tenant: &str) -> String {
+    format!(
+        "EVAL_LAMBDA_KEY_{}",
+        tenant.to_ascii_uppercase().replace('-', "_")
+    )
 }

@@ -1,10 +1,12 @@
 //! The allowed offerings of a request: (instance type or an allowed substitute) x allowed
 //! regions x allowed zones, where the scenario has a pool of that type and market — what
-//! blind failover knows from the catalog and `DescribeInstanceTypeOfferings`. Ordered by the
-//! catalog's on-demand price per instance, then region, then zone id.
+//! blind failover knows from the catalog and `DescribeInstanceTypeOfferings`. AWS always; when
+//! the request allows other providers, also Lambda Cloud's regions (no zones) whose pools sell
+//! one of the types. Ordered by the catalog's on-demand price per instance, then provider,
+//! region and zone id.
 
 use capsight_catalog::Catalog;
-use capsight_cloudsim::scenario::Scenario;
+use capsight_cloudsim::scenario::{Scenario, SimProvider};
 use capsight_proto::domain::{InstanceType, Market, Provider};
 
 use crate::workload::Request;
@@ -12,6 +14,8 @@ use crate::workload::Request;
 /// One place a request may launch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Offer {
+    /// Provider.
+    pub provider: Provider,
     /// Region.
     pub region: String,
     /// Zone id.
@@ -27,21 +31,25 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// Its capacity key string (`aws/<region>/<zone>/<type>/<market>`), as cloudsim's truth and
-    /// capsight's scores name it.
+    /// Its capacity key string (`<provider>/<region>/<zone>/<type>/<market>`), as cloudsim's
+    /// truth and capsight's scores name it.
     pub fn key(&self) -> String {
         format!(
-            "aws/{}/{}/{}/{}",
-            self.region, self.zone, self.instance_type, self.market
+            "{}/{}/{}/{}/{}",
+            self.provider, self.region, self.zone, self.instance_type, self.market
         )
     }
 }
 
-/// The catalog's price and GPUs of `instance_type`.
-pub fn catalog_facts(catalog: &Catalog, instance_type: &str) -> Option<(f64, u32)> {
-    let t = InstanceType::parse("instance_type", Provider::Aws, instance_type).ok()?;
+/// The catalog's price and GPUs of `instance_type` on `provider`.
+pub fn catalog_facts(
+    catalog: &Catalog,
+    provider: Provider,
+    instance_type: &str,
+) -> Option<(f64, u32)> {
+    let t = InstanceType::parse("instance_type", provider, instance_type).ok()?;
     catalog
-        .get(Provider::Aws, &t)
+        .get(provider, &t)
         .map(|g| (g.on_demand_usd_per_hour, g.gpu_count))
 }
 
@@ -50,8 +58,26 @@ pub fn allowed(request: &Request, scenario: &Scenario, catalog: &Catalog) -> Vec
     let types: Vec<&String> = std::iter::once(&request.instance_type)
         .chain(&request.substitutes)
         .collect();
+    let market = request.market.as_str();
     let mut out = Vec::new();
-    for zone in &scenario.zones {
+    let mut offer = |provider: Provider, region: &str, zone: &str, t: &str| {
+        if let Some((usd, gpus)) = catalog_facts(catalog, provider, t) {
+            out.push(Offer {
+                provider,
+                region: region.to_owned(),
+                zone: zone.to_owned(),
+                instance_type: t.to_owned(),
+                market: request.market,
+                usd_per_hour: usd,
+                gpus,
+            });
+        }
+    };
+    for zone in scenario
+        .zones
+        .iter()
+        .filter(|z| z.provider == SimProvider::Aws)
+    {
         if !request.regions.is_empty() && !request.regions.contains(&zone.region) {
             continue;
         }
@@ -60,32 +86,79 @@ pub fn allowed(request: &Request, scenario: &Scenario, catalog: &Catalog) -> Vec
         }
         for t in &types {
             let has_pool = scenario.pools.iter().any(|p| {
-                p.zone == zone.id
+                p.provider == SimProvider::Aws
+                    && p.zone == zone.id
                     && p.instance_type == **t
-                    && p.market.as_str() == request.market.as_str()
+                    && p.market.as_str() == market
             });
-            let Some((usd, gpus)) = catalog_facts(catalog, t) else {
-                continue;
-            };
             if has_pool {
-                out.push(Offer {
-                    region: zone.region.clone(),
-                    zone: zone.id.clone(),
-                    instance_type: (*t).clone(),
-                    market: request.market,
-                    usd_per_hour: usd,
-                    gpus,
-                });
+                offer(Provider::Aws, &zone.region, &zone.id, t);
             }
+        }
+    }
+    if request.other_providers {
+        for p in scenario.pools.iter().filter(|p| {
+            p.provider == SimProvider::Lambda
+                && p.market.as_str() == market
+                && types.iter().any(|t| **t == p.instance_type)
+        }) {
+            offer(Provider::Lambda, &p.region, "", &p.instance_type);
         }
     }
     out.sort_by(|a, b| {
         a.usd_per_hour
             .total_cmp(&b.usd_per_hour)
+            .then_with(|| a.provider.as_str().cmp(b.provider.as_str()))
             .then_with(|| a.region.cmp(&b.region))
             .then_with(|| a.zone.cmp(&b.zone))
             .then_with(|| a.instance_type.cmp(&b.instance_type))
     });
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::workload::Workload;
+
+    fn pair() -> (Scenario, Workload) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("library/cross-provider");
+        (
+            Scenario::load(&dir.join("scenario.toml")).unwrap(),
+            Workload::load(&dir.join("workload.toml")).unwrap(),
+        )
+    }
+
+    #[test]
+    fn other_providers_add_lambda_regions_only_when_allowed() {
+        let (scenario, workload) = pair();
+        let catalog = Catalog::embedded().unwrap();
+        let requests = workload.expand();
+        let acme = requests.iter().find(|r| r.tenant == "acme").unwrap();
+        let initech = requests.iter().find(|r| r.tenant == "initech").unwrap();
+        let keys = |r: &Request| -> Vec<String> {
+            allowed(r, &scenario, &catalog)
+                .iter()
+                .map(Offer::key)
+                .collect()
+        };
+        let aws = [
+            "aws/us-east-1/use1-az1/p5.48xlarge/on_demand",
+            "aws/us-east-1/use1-az2/p5.48xlarge/on_demand",
+        ];
+        assert_eq!(keys(initech), aws);
+        let with_lambda = keys(acme);
+        assert_eq!(with_lambda.len(), 4, "{with_lambda:?}");
+        for k in aws.iter().map(|k| (*k).to_owned()).chain([
+            "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand".to_owned(),
+            "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand".to_owned(),
+        ]) {
+            assert!(with_lambda.contains(&k), "{k} in {with_lambda:?}");
+        }
+        // cheapest first: Lambda's 8x H100 lists below the p5.48xlarge
+        assert!(with_lambda[0].starts_with("lambda/"), "{with_lambda:?}");
+    }
 }

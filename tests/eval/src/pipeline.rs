@@ -21,7 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_cloudsim::scenario::Scenario;
+use capsight_cloudsim::scenario::{Scenario, SimProvider};
 use capsight_proto::v1::{ListScoresRequest, score_service_client::ScoreServiceClient};
 use capsight_testkit::{Sandbox, tenants::tenant};
 use tonic::transport::Channel;
@@ -165,7 +165,7 @@ fn overlay(
     let mut types: Vec<String> = scenario
         .pools
         .iter()
-        .filter(|p| p.market.as_str() == "on_demand")
+        .filter(|p| p.provider == SimProvider::Aws && p.market.as_str() == "on_demand")
         .map(|p| p.instance_type.clone())
         .collect();
     types.sort();
@@ -320,6 +320,32 @@ per_account_per_minute = {per_account}
         per_api = (20.0 * scale).ceil() as u64,
         per_account = (60.0 * scale).ceil() as u64,
     );
+    let mut lambda_regions: Vec<String> = scenario
+        .pools
+        .iter()
+        .filter(|p| p.provider == SimProvider::Lambda)
+        .map(|p| p.region.clone())
+        .collect();
+    lambda_regions.sort();
+    lambda_regions.dedup();
+    if !lambda_regions.is_empty() {
+        let _ = write!(
+            s,
+            r#"
+[gpuclouds]
+interval = "{interval}"
+offerings_interval = "{offerings}"
+regions = [{regions}]
+providers = ["lambda"]
+
+[lambda]
+endpoint = "{cloudsim}"
+"#,
+            interval = r(3.0 * m),
+            offerings = r(h),
+            regions = q(&lambda_regions),
+        );
+    }
     s
 }
 
@@ -355,6 +381,8 @@ pub struct Pipeline {
     /// The arm's config file.
     pub config: PathBuf,
     dir: PathBuf,
+    /// Tenants' Lambda API keys by the variable their registrations name.
+    lambda_keys: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -397,8 +425,21 @@ impl Pipeline {
             if let Some(q) = t.gpu_quota {
                 s = s.gpu_quota(q);
             }
+            if let Some(l) = &t.lambda {
+                s = s.lambda(&crate::cloud::lambda_key_env(&t.id), l.instance_limit);
+            }
             s
         });
+        let lambda_keys = workload
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    crate::cloud::lambda_key_env(&t.id),
+                    t.lambda.as_ref()?.api_key.clone(),
+                ))
+            })
+            .collect();
         let sandbox = Sandbox::builder(&prefix)
             .topics(2)
             .database()
@@ -425,6 +466,7 @@ impl Pipeline {
             account_keys,
             config: dir.join("capsight.toml"),
             dir: dir.to_path_buf(),
+            lambda_keys,
         }
     }
 
@@ -468,7 +510,19 @@ impl Pipeline {
             .first()
             .map_or_else(|| "us-east-1".to_owned(), |z| z.region.clone());
         let dir = bin_dir();
-        for name in BINARIES {
+        // Lambda Cloud's listing, when the scenario sells there: the operator's key is the
+        // scenario's first Lambda principal
+        let lambda_operator = scenario
+            .principals
+            .iter()
+            .find(|p| p.provider == SimProvider::Lambda)
+            .map(|p| p.api_key.clone());
+        let extra: &[&str] = if lambda_operator.is_some() {
+            &["capsight-gpuclouds"]
+        } else {
+            &[]
+        };
+        for name in BINARIES.iter().chain(extra) {
             if (ablation.no_probes && *name == "capsight-probe")
                 || (ablation.no_reports && *name == "capsight-reports")
             {
@@ -488,6 +542,8 @@ impl Pipeline {
                 .env("AWS_SECRET_ACCESS_KEY", "cloudsim")
                 .env("AWS_REGION", &region)
                 .env_remove("AWS_PROFILE")
+                .envs(&self.lambda_keys)
+                .envs(lambda_operator.iter().map(|k| ("LAMBDA_API_KEY", k)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);

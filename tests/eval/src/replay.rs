@@ -436,9 +436,9 @@ impl Ctx {
             _ => {
                 let alive = self
                     .hands
-                    .still_running(&r.tenant, &h.region, &h.instances)
+                    .still_running(&r.tenant, &h.key, &h.instances)
                     .await;
-                self.hands.release(&r.tenant, &h.region, &h.instances).await;
+                self.hands.release(&r.tenant, &h.key, &h.instances).await;
                 alive
             }
         }
@@ -517,7 +517,6 @@ impl Ctx {
                     return Some((
                         Held {
                             key: offer.key(),
-                            region: offer.region.clone(),
                             instances,
                             job: None,
                         },
@@ -562,6 +561,7 @@ impl Ctx {
             markets: vec![v1::Market::from(r.market) as i32],
             interruptible: r.interruptible,
             allow_substitutes: !r.substitutes.is_empty(),
+            allow_other_providers: r.other_providers,
             ..Default::default()
         };
         let spec = |o: &Offer| LaunchSpec {
@@ -751,11 +751,20 @@ impl Ctx {
                 .find(|o| o.key() == k)
                 .cloned()
                 .unwrap_or_else(|| {
-                    let (usd, gpus) =
-                        offers::catalog_facts(&self.catalog, k.split('/').nth(3).unwrap_or(""))
-                            .unwrap_or((0.0, 0));
                     let parts: Vec<&str> = k.split('/').collect();
+                    let provider = capsight_proto::domain::Provider::parse(
+                        "provider",
+                        parts.first().copied().unwrap_or("aws"),
+                    )
+                    .unwrap_or(capsight_proto::domain::Provider::Aws);
+                    let (usd, gpus) = offers::catalog_facts(
+                        &self.catalog,
+                        provider,
+                        parts.get(3).copied().unwrap_or(""),
+                    )
+                    .unwrap_or((0.0, 0));
                     Offer {
+                        provider,
                         region: parts.get(1).copied().unwrap_or_default().to_owned(),
                         zone: parts.get(2).copied().unwrap_or_default().to_owned(),
                         instance_type: parts.get(3).copied().unwrap_or_default().to_owned(),
@@ -790,11 +799,9 @@ impl Ctx {
             let landed = last
                 .and_then(|e| e.key.as_ref().map(key_string))
                 .unwrap_or_else(|| primary.key());
-            let region = landed.split('/').nth(1).unwrap_or_default().to_owned();
             return Some((
                 Held {
                     key: landed,
-                    region,
                     instances: Vec::new(),
                     job: Some(job),
                 },
@@ -809,7 +816,6 @@ impl Ctx {
 #[derive(Debug)]
 struct Held {
     key: String,
-    region: String,
     instances: Vec<String>,
     /// capsight's launch job.
     job: Option<String>,

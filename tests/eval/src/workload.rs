@@ -102,6 +102,20 @@ pub struct TenantDef {
     pub external_id: Option<String>,
     /// GPU quota in capsight's registry (`capsight-admin tenant quota`); default none.
     pub gpu_quota: Option<u32>,
+    /// Its Lambda Cloud account: the API key of a scenario principal (`provider = "lambda"`)
+    /// and the instance limit it registers; none = no Lambda account.
+    #[serde(default)]
+    pub lambda: Option<LambdaDef>,
+}
+
+/// A tenant's Lambda Cloud account in a workload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaDef {
+    /// The scenario principal's API key.
+    pub api_key: String,
+    /// The instance limit registered with capsight.
+    pub instance_limit: u32,
 }
 
 /// A repetition of a request.
@@ -138,9 +152,12 @@ pub struct RequestDef {
     /// Allowed zone ids; empty = every zone of the allowed regions.
     #[serde(default)]
     pub zones: Vec<String>,
-    /// Allowed substitute instance types.
+    /// Allowed substitute instance types (on another provider too, with `other_providers`).
     #[serde(default)]
     pub substitutes: Vec<String>,
+    /// Other providers (Lambda Cloud) may serve it: the tenant's `allow_other_providers`.
+    #[serde(default)]
+    pub other_providers: bool,
     /// The work survives interruption (spot work).
     #[serde(default)]
     pub interruptible: bool,
@@ -212,6 +229,8 @@ pub struct Request {
     pub zones: Vec<String>,
     /// Allowed substitutes.
     pub substitutes: Vec<String>,
+    /// Other providers allowed.
+    pub other_providers: bool,
     /// Interruptible.
     pub interruptible: bool,
     /// Deadline from arrival.
@@ -350,6 +369,17 @@ impl Workload {
         catalog: &Catalog,
     ) -> Result<(), WorkloadError> {
         for (i, t) in self.tenants.iter().enumerate() {
+            if let Some(l) = &t.lambda
+                && !scenario.principals.iter().any(|p| {
+                    p.provider == capsight_cloudsim::scenario::SimProvider::Lambda
+                        && p.api_key == l.api_key
+                })
+            {
+                return Err(field(
+                    format!("tenants[{i}].lambda.api_key"),
+                    "the scenario has no Lambda principal with this key",
+                ));
+            }
             let Some(role) = scenario.roles.iter().find(|r| r.arn == t.role) else {
                 return Err(field(
                     format!("tenants[{i}].role"),
@@ -378,10 +408,17 @@ impl Workload {
         let zones: BTreeSet<&str> = scenario.zones.iter().map(|z| z.id.as_str()).collect();
         for (i, r) in self.requests.iter().enumerate() {
             let f = |name: &str| format!("requests[{i}].{name}");
+            let providers: &[Provider] = if r.other_providers {
+                &[Provider::Aws, Provider::Lambda]
+            } else {
+                &[Provider::Aws]
+            };
             for t in std::iter::once(&r.instance_type).chain(&r.substitutes) {
-                let it = InstanceType::parse("instance_type", Provider::Aws, t)
-                    .map_err(|e| field(f("instance_type"), e.to_string()))?;
-                if catalog.get(Provider::Aws, &it).is_none() {
+                let known = providers.iter().any(|p| {
+                    InstanceType::parse("instance_type", *p, t)
+                        .is_ok_and(|it| catalog.get(*p, &it).is_some())
+                });
+                if !known {
                     return Err(field(
                         f("instance_type"),
                         format!("{t} is not in the GPU catalog"),
@@ -430,6 +467,7 @@ impl Workload {
                     regions: r.regions.clone(),
                     zones: r.zones.clone(),
                     substitutes: r.substitutes.clone(),
+                    other_providers: r.other_providers,
                     interruptible: r.interruptible,
                     deadline: r.deadline.unwrap_or(self.deadline),
                     hold: r.hold.unwrap_or(self.hold),
