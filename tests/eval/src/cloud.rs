@@ -16,10 +16,11 @@ use capsight_cloud::{
     CloudAdapter, CloudError, CloudSettings, InstanceId, InstanceState, LaunchRequest,
     PlacementScoreQuery, Region,
     lambda::LambdaSettings,
-    tenants::{AwsClouds, LambdaClouds, ProviderClouds, TenantClouds},
+    runpod::RunPodSettings,
+    tenants::{AwsClouds, LambdaClouds, ProviderClouds, RunPodClouds, TenantClouds},
 };
 use capsight_proto::domain::{CapacityKey, ErrorClass, InstanceType, Provider};
-use capsight_tenancy::{CloudRole, LambdaAccount, Tenant, TenantId};
+use capsight_tenancy::{CloudRole, LambdaAccount, RunPodAccount, Tenant, TenantId};
 
 use crate::{offers::Offer, workload::TenantDef, world::World};
 
@@ -90,21 +91,38 @@ impl Hands {
             &world.url(),
             operator,
             settings(),
-            catalog,
+            Arc::clone(&catalog),
         ));
         let keys: BTreeMap<String, String> = tenants
             .iter()
-            .filter_map(|t| Some((lambda_key_env(&t.id), t.lambda.as_ref()?.api_key.clone())))
+            .flat_map(|t| {
+                t.keyed_accounts()
+                    .map(|(p, a)| (key_env(p, &t.id), a.api_key.clone()))
+            })
             .collect();
-        let lambda = LambdaClouds::with_keys(
-            LambdaSettings {
-                endpoint: world.url(),
-                ..LambdaSettings::default()
-            },
-            settings(),
-            Arc::new(move |name: &str| keys.get(name).cloned()),
-        );
-        let clouds = ProviderClouds::new(aws).with_lambda(lambda);
+        let keys = Arc::new(keys);
+        let lookup = || -> capsight_cloud::tenants::KeyLookup {
+            let keys = Arc::clone(&keys);
+            Arc::new(move |name: &str| keys.get(name).cloned())
+        };
+        let clouds = ProviderClouds::new(aws)
+            .with_lambda(LambdaClouds::with_keys(
+                LambdaSettings {
+                    endpoint: world.url(),
+                    ..LambdaSettings::default()
+                },
+                settings(),
+                lookup(),
+            ))
+            .with_runpod(RunPodClouds::with_keys(
+                RunPodSettings {
+                    endpoint: world.url(),
+                    ..RunPodSettings::default()
+                },
+                settings(),
+                catalog,
+                lookup(),
+            ));
         let mut map = BTreeMap::new();
         for t in tenants {
             let id = TenantId::parse(&t.id).map_err(|e| HandsError::Invalid(e.to_string()))?;
@@ -120,12 +138,15 @@ impl Hands {
                         external_id: t.external_id.clone().unwrap_or_default(),
                     }),
                     lambda: t.lambda.as_ref().map(|l| LambdaAccount {
-                        api_key_env: lambda_key_env(&t.id),
-                        instance_limit: l.instance_limit,
+                        api_key_env: key_env(Provider::Lambda, &t.id),
+                        instance_limit: l.limit,
                     }),
                     gcp: None,
                     azure: None,
-                    runpod: None,
+                    runpod: t.runpod.as_ref().map(|r| RunPodAccount {
+                        api_key_env: key_env(Provider::RunPod, &t.id),
+                        gpu_limit: r.limit,
+                    }),
                     gpu_quota: t.gpu_quota,
                     max_open_streams: None,
                     keys: Vec::new(),
@@ -292,10 +313,12 @@ impl Hands {
     }
 }
 
-/// The variable name under which the harness's key lookup holds `tenant`'s Lambda API key.
-pub fn lambda_key_env(tenant: &str) -> String {
+/// The variable name under which the harness holds `tenant`'s API key on `provider` (Lambda
+/// Cloud, RunPod): its registration names it, the capsight arms' processes get it set.
+pub fn key_env(provider: Provider, tenant: &str) -> String {
     format!(
-        "EVAL_LAMBDA_KEY_{}",
+        "EVAL_{}_KEY_{}",
+        provider.as_str().to_ascii_uppercase(),
         tenant.to_ascii_uppercase().replace('-', "_")
     )
 }

@@ -1,8 +1,8 @@
 //! The allowed offerings of a request: (instance type or an allowed substitute) x allowed
 //! regions x allowed zones, where the scenario has a pool of that type and market — what
 //! blind failover knows from the catalog and `DescribeInstanceTypeOfferings`. AWS always; when
-//! the request allows other providers, also Lambda Cloud's regions (no zones) whose pools sell
-//! one of the types. Ordered by the catalog's on-demand price per instance, then provider,
+//! the request allows other providers, also Lambda Cloud's regions and RunPod's cloud types (no
+//! zones) whose pools sell one of the types. Ordered by the catalog's on-demand price per instance, then provider,
 //! region and zone id.
 
 use capsight_catalog::Catalog;
@@ -97,12 +97,17 @@ pub fn allowed(request: &Request, scenario: &Scenario, catalog: &Catalog) -> Vec
         }
     }
     if request.other_providers {
-        for p in scenario.pools.iter().filter(|p| {
-            p.provider == SimProvider::Lambda
-                && p.market.as_str() == market
-                && types.iter().any(|t| **t == p.instance_type)
-        }) {
-            offer(Provider::Lambda, &p.region, "", &p.instance_type);
+        for p in scenario
+            .pools
+            .iter()
+            .filter(|p| p.market.as_str() == market && types.iter().any(|t| **t == p.instance_type))
+        {
+            let provider = match p.provider {
+                SimProvider::Lambda => Provider::Lambda,
+                SimProvider::RunPod => Provider::RunPod,
+                _ => continue,
+            };
+            offer(provider, &p.region, "", &p.instance_type);
         }
     }
     out.sort_by(|a, b| {
@@ -133,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn other_providers_add_lambda_regions_only_when_allowed() {
+    fn other_providers_add_lambda_and_runpod_pools_only_when_allowed() {
         let (scenario, workload) = pair();
         let catalog = Catalog::embedded().unwrap();
         let requests = workload.expand();
@@ -151,14 +156,18 @@ mod tests {
         ];
         assert_eq!(keys(initech), aws);
         let with_lambda = keys(acme);
-        assert_eq!(with_lambda.len(), 4, "{with_lambda:?}");
+        assert_eq!(with_lambda.len(), 5, "{with_lambda:?}");
         for k in aws.iter().map(|k| (*k).to_owned()).chain([
             "lambda/us-south-2//gpu_8x_h100_sxm5/on_demand".to_owned(),
             "lambda/us-west-3//gpu_8x_h100_sxm5/on_demand".to_owned(),
+            "runpod/secure//8x_h100_sxm/on_demand".to_owned(),
         ]) {
             assert!(with_lambda.contains(&k), "{k} in {with_lambda:?}");
         }
-        // cheapest first: Lambda's 8x H100 lists below the p5.48xlarge
-        assert!(with_lambda[0].starts_with("lambda/"), "{with_lambda:?}");
+        // cheapest first: the other clouds' 8x H100 list below the p5.48xlarge
+        assert!(
+            with_lambda[..3].iter().all(|k| !k.starts_with("aws/")),
+            "{with_lambda:?}"
+        );
     }
 }

@@ -320,15 +320,27 @@ per_account_per_minute = {per_account}
         per_api = (20.0 * scale).ceil() as u64,
         per_account = (60.0 * scale).ceil() as u64,
     );
-    let mut lambda_regions: Vec<String> = scenario
-        .pools
+    let keyed_regions = |provider: SimProvider| -> Vec<String> {
+        let mut regions: Vec<String> = scenario
+            .pools
+            .iter()
+            .filter(|p| p.provider == provider)
+            .map(|p| p.region.clone())
+            .collect();
+        regions.sort();
+        regions.dedup();
+        regions
+    };
+    let (lambda, runpod) = (
+        keyed_regions(SimProvider::Lambda),
+        keyed_regions(SimProvider::RunPod),
+    );
+    let providers: Vec<String> = [("lambda", &lambda), ("runpod", &runpod)]
         .iter()
-        .filter(|p| p.provider == SimProvider::Lambda)
-        .map(|p| p.region.clone())
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(p, _)| (*p).to_owned())
         .collect();
-    lambda_regions.sort();
-    lambda_regions.dedup();
-    if !lambda_regions.is_empty() {
+    if !providers.is_empty() {
         let _ = write!(
             s,
             r#"
@@ -336,14 +348,18 @@ per_account_per_minute = {per_account}
 interval = "{interval}"
 offerings_interval = "{offerings}"
 regions = [{regions}]
-providers = ["lambda"]
+providers = [{providers}]
 
 [lambda]
+endpoint = "{cloudsim}"
+
+[runpod]
 endpoint = "{cloudsim}"
 "#,
             interval = r(3.0 * m),
             offerings = r(h),
-            regions = q(&lambda_regions),
+            regions = q(&lambda),
+            providers = q(&providers),
         );
     }
     s
@@ -381,8 +397,8 @@ pub struct Pipeline {
     /// The arm's config file.
     pub config: PathBuf,
     dir: PathBuf,
-    /// Tenants' Lambda API keys by the variable their registrations name.
-    lambda_keys: BTreeMap<String, String>,
+    /// Tenants' Lambda and RunPod API keys by the variable their registrations name.
+    tenant_keys: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -425,19 +441,21 @@ impl Pipeline {
             if let Some(q) = t.gpu_quota {
                 s = s.gpu_quota(q);
             }
-            if let Some(l) = &t.lambda {
-                s = s.lambda(&crate::cloud::lambda_key_env(&t.id), l.instance_limit);
+            for (provider, account) in t.keyed_accounts() {
+                let env = crate::cloud::key_env(provider, &t.id);
+                s = match provider {
+                    capsight_proto::domain::Provider::RunPod => s.runpod(&env, account.limit),
+                    _ => s.lambda(&env, account.limit),
+                };
             }
             s
         });
-        let lambda_keys = workload
+        let tenant_keys = workload
             .tenants
             .iter()
-            .filter_map(|t| {
-                Some((
-                    crate::cloud::lambda_key_env(&t.id),
-                    t.lambda.as_ref()?.api_key.clone(),
-                ))
+            .flat_map(|t| {
+                t.keyed_accounts()
+                    .map(|(p, a)| (crate::cloud::key_env(p, &t.id), a.api_key.clone()))
             })
             .collect();
         let sandbox = Sandbox::builder(&prefix)
@@ -466,7 +484,7 @@ impl Pipeline {
             account_keys,
             config: dir.join("capsight.toml"),
             dir: dir.to_path_buf(),
-            lambda_keys,
+            tenant_keys,
         }
     }
 
@@ -510,17 +528,28 @@ impl Pipeline {
             .first()
             .map_or_else(|| "us-east-1".to_owned(), |z| z.region.clone());
         let dir = bin_dir();
-        // Lambda Cloud's listing, when the scenario sells there: the operator's key is the
-        // scenario's first Lambda principal
-        let lambda_operator = scenario
-            .principals
-            .iter()
-            .find(|p| p.provider == SimProvider::Lambda)
-            .map(|p| p.api_key.clone());
-        let extra: &[&str] = if lambda_operator.is_some() {
-            &["capsight-gpuclouds"]
-        } else {
+        // Lambda Cloud's listing and RunPod's stock, when the scenario sells there: the
+        // operator's key on each is the scenario's first principal of that provider
+        let operator_key = |provider: SimProvider, var: &'static str| {
+            scenario
+                .principals
+                .iter()
+                .find(|p| {
+                    p.provider == provider && scenario.pools.iter().any(|q| q.provider == provider)
+                })
+                .map(|p| (var, p.api_key.clone()))
+        };
+        let operator_keys: Vec<(&str, String)> = [
+            operator_key(SimProvider::Lambda, "LAMBDA_API_KEY"),
+            operator_key(SimProvider::RunPod, "RUNPOD_API_KEY"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let extra: &[&str] = if operator_keys.is_empty() {
             &[]
+        } else {
+            &["capsight-gpuclouds"]
         };
         for name in BINARIES.iter().chain(extra) {
             if (ablation.no_probes && *name == "capsight-probe")
@@ -542,8 +571,8 @@ impl Pipeline {
                 .env("AWS_SECRET_ACCESS_KEY", "cloudsim")
                 .env("AWS_REGION", &region)
                 .env_remove("AWS_PROFILE")
-                .envs(&self.lambda_keys)
-                .envs(lambda_operator.iter().map(|k| ("LAMBDA_API_KEY", k)))
+                .envs(&self.tenant_keys)
+                .envs(operator_keys.iter().map(|(var, key)| (*var, key)))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log);

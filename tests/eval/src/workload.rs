@@ -102,20 +102,34 @@ pub struct TenantDef {
     pub external_id: Option<String>,
     /// GPU quota in capsight's registry (`capsight-admin tenant quota`); default none.
     pub gpu_quota: Option<u32>,
-    /// Its Lambda Cloud account: the API key of a scenario principal (`provider = "lambda"`)
-    /// and the instance limit it registers; none = no Lambda account.
+    /// Its Lambda Cloud account (the limit: instances); none = no Lambda account.
     #[serde(default)]
-    pub lambda: Option<LambdaDef>,
+    pub lambda: Option<KeyedAccountDef>,
+    /// Its RunPod account (the limit: GPUs); none = no RunPod account.
+    #[serde(default)]
+    pub runpod: Option<KeyedAccountDef>,
 }
 
-/// A tenant's Lambda Cloud account in a workload.
+impl TenantDef {
+    /// Its accounts on the API-key clouds, by provider.
+    pub fn keyed_accounts(&self) -> impl Iterator<Item = (Provider, &KeyedAccountDef)> {
+        [
+            (Provider::Lambda, self.lambda.as_ref()),
+            (Provider::RunPod, self.runpod.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(p, a)| Some((p, a?)))
+    }
+}
+
+/// A tenant's account on an API-key cloud (Lambda Cloud, RunPod) in a workload.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LambdaDef {
-    /// The scenario principal's API key.
+pub struct KeyedAccountDef {
+    /// The API key of a scenario principal of that provider.
     pub api_key: String,
-    /// The instance limit registered with capsight.
-    pub instance_limit: u32,
+    /// The limit registered with capsight: instances on Lambda, GPUs on RunPod.
+    pub limit: u32,
 }
 
 /// A repetition of a request.
@@ -155,7 +169,7 @@ pub struct RequestDef {
     /// Allowed substitute instance types (on another provider too, with `other_providers`).
     #[serde(default)]
     pub substitutes: Vec<String>,
-    /// Other providers (Lambda Cloud) may serve it: the tenant's `allow_other_providers`.
+    /// Other providers (Lambda Cloud, RunPod) may serve it: the tenant's `allow_other_providers`.
     #[serde(default)]
     pub other_providers: bool,
     /// The work survives interruption (spot work).
@@ -369,16 +383,15 @@ impl Workload {
         catalog: &Catalog,
     ) -> Result<(), WorkloadError> {
         for (i, t) in self.tenants.iter().enumerate() {
-            if let Some(l) = &t.lambda
-                && !scenario.principals.iter().any(|p| {
-                    p.provider == capsight_cloudsim::scenario::SimProvider::Lambda
-                        && p.api_key == l.api_key
-                })
-            {
-                return Err(field(
-                    format!("tenants[{i}].lambda.api_key"),
-                    "the scenario has no Lambda principal with this key",
-                ));
+            for (provider, account) in t.keyed_accounts() {
+                if !scenario.principals.iter().any(|p| {
+                    p.provider.as_str() == provider.as_str() && p.api_key == account.api_key
+                }) {
+                    return Err(field(
+                        format!("tenants[{i}].{provider}.api_key"),
+                        format!("the scenario has no {provider} principal with this key"),
+                    ));
+                }
             }
             let Some(role) = scenario.roles.iter().find(|r| r.arn == t.role) else {
                 return Err(field(
@@ -409,7 +422,7 @@ impl Workload {
         for (i, r) in self.requests.iter().enumerate() {
             let f = |name: &str| format!("requests[{i}].{name}");
             let providers: &[Provider] = if r.other_providers {
-                &[Provider::Aws, Provider::Lambda]
+                &[Provider::Aws, Provider::Lambda, Provider::RunPod]
             } else {
                 &[Provider::Aws]
             };
