@@ -151,6 +151,33 @@ struct Latest {
     state: LaunchState,
 }
 
+/// Terminates `leaked` instances of `job` (whose latest state is `state`, `None` when no one
+/// has it) and records them in `done`; a failed call is logged and left to the next sweep.
+async fn terminate_leaked(
+    adapter: &dyn capsight_cloud::CloudAdapter,
+    (tenant, provider, job): (&str, &str, &str),
+    state: Option<LaunchState>,
+    leaked: &[InstanceId],
+    done: &mut Reconciled,
+) {
+    if leaked.is_empty() {
+        return;
+    }
+    match adapter.terminate(leaked).await {
+        Ok(_) => {
+            let what = state.map_or("unknown", |s| s.as_str());
+            for id in leaked {
+                tracing::warn!(job_id = job, tenant, provider, instance = %id, job_state = what, "terminated an instance that no live job owns");
+                crate::metrics::reconciled("leaked");
+                done.leaked.push((job.to_owned(), id.as_str().to_owned()));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job_id = job, tenant, provider, error = %e, "cannot terminate leaked instances; next sweep");
+        }
+    }
+}
+
 /// The reconciler.
 #[derive(Debug, Clone)]
 pub struct Reconciler {
@@ -384,22 +411,14 @@ impl Reconciler {
                 })
                 .map(|i| i.id.clone())
                 .collect();
-            if leaked.is_empty() {
-                continue;
-            }
-            match adapter.terminate(&leaked).await {
-                Ok(_) => {
-                    let what = state.map_or("unknown", |s| s.as_str());
-                    for id in &leaked {
-                        tracing::warn!(job_id = job, tenant, provider, instance = %id, job_state = what, "terminated an instance that no job owns");
-                        crate::metrics::reconciled("leaked");
-                        done.leaked.push((job.clone(), id.as_str().to_owned()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = job, tenant, provider, error = %e, "cannot terminate leaked instances; next sweep");
-                }
-            }
+            terminate_leaked(
+                adapter.as_ref(),
+                (tenant, provider, job),
+                state,
+                &leaked,
+                done,
+            )
+            .await;
         }
         Ok(())
     }
@@ -458,22 +477,7 @@ impl Reconciler {
                 })
                 .map(|i| i.id.clone())
                 .collect();
-            if leaked.is_empty() {
-                continue;
-            }
-            match adapter.terminate(&leaked).await {
-                Ok(_) => {
-                    let what = state.map_or("unknown", |s| s.as_str());
-                    for id in &leaked {
-                        tracing::warn!(job_id = job, tenant, instance = %id, job_state = what, "terminated an instance that outlived its job");
-                        crate::metrics::reconciled("leaked");
-                        done.leaked.push((job.clone(), id.as_str().to_owned()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = job, tenant, error = %e, "cannot terminate leaked instances; next sweep");
-                }
-            }
+            terminate_leaked(adapter.as_ref(), (tenant, "aws", job), state, &leaked, done).await;
         }
         // vanished: running jobs none of whose tagged instances is live
         for l in running {
