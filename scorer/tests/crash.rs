@@ -137,13 +137,15 @@ fn signals(run: &str) -> Vec<Signal> {
 /// Shortened for test time, not for production (45 s / 2 min there): a killed member must leave
 /// the group within seconds, and a member that lost the group must notice and rejoin within a
 /// test's patience; stored offsets are committed every second, so a kill finds some committed.
+/// The session timeout leaves room for a broker that answers heartbeats late under this load
+/// (tansu has taken over 6 s late in a full test run).
 /// Fast group liveness; and tenant trust held at its prior (no report is ever checked: a
 /// first-party verdict never reaches 1). Trust is an input reloaded on a wall-clock interval,
 /// so two runs would score the last batch of a key under different trust snapshots; this test
 /// compares what crashes do to signal processing with that input fixed (trust itself:
 /// `tests/tests/tenant_trust.rs`).
 const CONSUMER_ENV: [(&str, &str); 6] = [
-    ("CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT", "6s"),
+    ("CAPSIGHT_KAFKA__CONSUMER__SESSION_TIMEOUT", "10s"),
     ("CAPSIGHT_KAFKA__CONSUMER__HEARTBEAT_INTERVAL", "1s"),
     ("CAPSIGHT_KAFKA__CONSUMER__STALL_AFTER", "20s"),
     ("CAPSIGHT_KAFKA__CONSUMER__CHECK_INTERVAL", "2s"),
@@ -240,10 +242,21 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
 
     // Supervisor, as in production (systemd / Kubernetes restart a process that exited): a
     // scorer that lost its group membership rejoins by itself, and exits non-zero when that
-    // does not help; it is then restarted. Both scorers must stay up otherwise.
+    // does not help; it is then restarted, for as long as signals are missing (the give-up may
+    // come late: tansu can keep a group wedged for minutes after a kill). Both scorers must
+    // stay up otherwise.
     let mut restarts = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
-    while stored(&crashy).await < SIGNALS as u64 && tokio::time::Instant::now() < deadline {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let n = stored(&crashy).await;
+        if n == SIGNALS as u64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: only {n} of {SIGNALS} signals stored after 300 s ({restarts} restarts)",
+            crashy.name
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(status) = child.wait_for(Duration::ZERO) {
             assert!(
@@ -253,10 +266,9 @@ async fn kill_9_while_signals_flow_loses_nothing_and_double_counts_nothing() {
             eprintln!("supervisor: the scorer exited with {status}; restarting it");
             child = spawn_scorer(&crashy, "crashy");
             restarts += 1;
-            assert!(restarts <= 3, "the scorer keeps exiting");
+            assert!(restarts <= 4, "the scorer keeps exiting");
         }
     }
-    wait_until_all_stored(&crashy, Duration::from_secs(150)).await;
     wait_until_all_stored(&calm, Duration::from_secs(150)).await;
     // let the last batches' scores out, then stop both gracefully
     child.terminate(Duration::from_secs(60));
