@@ -120,20 +120,29 @@ impl SimBuilder {
             capsight_cloudsim::start(&self.settings, self.scenario, None, shutdown.clone())
                 .await
                 .unwrap();
-        Sim { running, shutdown }
+        let scratch =
+            std::env::temp_dir().join(format!("capsight-sim-{}", uuid::Uuid::new_v4().simple()));
+        Sim {
+            running,
+            shutdown,
+            scratch,
+        }
     }
 }
 
-/// A cloudsim of one test, stopped on drop.
+/// A cloudsim of one test, stopped on drop (with the files written for it).
 #[derive(Debug)]
 pub struct Sim {
     running: Running,
     shutdown: Shutdown,
+    /// Where credential files pointing at this cloudsim are written; removed on drop.
+    scratch: std::path::PathBuf,
 }
 
 impl Drop for Sim {
     fn drop(&mut self) {
         self.shutdown.trigger();
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -272,7 +281,8 @@ impl Sim {
     }
 
     /// A copy of the service-account key file `tests/fixtures/gcp/<name>.json` whose
-    /// `token_uri` is this cloudsim's token endpoint, in a fresh temporary file: its path.
+    /// `token_uri` is this cloudsim's token endpoint, in a fresh file that lives as long as this
+    /// cloudsim: its path.
     pub fn gcp_credentials(&self, name: &str) -> std::path::PathBuf {
         let fixture = crate::fixtures::dir()
             .join("gcp")
@@ -281,10 +291,10 @@ impl Sim {
             .unwrap_or_else(|e| panic!("fixture {}: {e}", fixture.display()));
         let mut key: serde_json::Value = serde_json::from_str(&text).unwrap();
         key["token_uri"] = serde_json::json!(format!("{}/token", self.url()));
-        let path = std::env::temp_dir().join(format!(
-            "capsight-gcp-{name}-{}.json",
-            uuid::Uuid::new_v4().simple()
-        ));
+        std::fs::create_dir_all(&self.scratch).unwrap();
+        let path = self
+            .scratch
+            .join(format!("gcp-{name}-{}.json", uuid::Uuid::new_v4().simple()));
         std::fs::write(&path, key.to_string()).unwrap();
         path
     }
