@@ -40,34 +40,26 @@ use capsight_collector_kit::{Collector, CollectorError};
 pub struct ProbeConfig {
     /// `[clickhouse]` (the audit trail, tenant demand).
     pub clickhouse: capsight_clickhouse::ClickHouseSettings,
-    /// `[cloud]`.
-    pub cloud: capsight_cloud::CloudSettings,
-    /// `[azure]` (the operator's subscription; off when it names none).
-    #[serde(default)]
-    pub azure: capsight_cloud::azure::AzureSettings,
+    /// `[cloud]`, `[azure]` (the operator's subscription; off when it names none) and `[gcp]`
+    /// (with a project, its regions are watched too).
+    #[serde(flatten)]
+    pub clouds: capsight_cloud::regional::WatchedClouds,
     /// `[probe]`.
     pub probe: ProbeSettings,
-    /// `[gcp]`: with a project, its regions are probed too (insert, then delete).
-    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: recovers today's spend from the audit trail (no probe before it is known: a
 /// restart must not reset the budget), then sweeps and probes on schedule (`once`: sweep, one
 /// planning pass, wait for its probes) until the shutdown fires.
 pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), CollectorError> {
-    use capsight_cloud::regional::watched_adapters;
     let (config, catalog) = (&c.config, &c.catalog);
     capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
         .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
-    let adapters = watched_adapters(
-        &config.cloud,
-        catalog,
-        &config.probe.regions,
-        &config.azure,
-        &config.gcp,
-    )
-    .await
-    .map_err(|e| CollectorError::setup("probe", e))?;
+    let adapters = config
+        .clouds
+        .adapters(catalog, &config.probe.regions)
+        .await
+        .map_err(|e| CollectorError::setup("probe", e))?;
     let account = account(config, catalog).await;
     let audit =
         audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;
@@ -105,7 +97,8 @@ pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), Collector
 /// The operator's account id (for the audit trail), `unknown` when the cloud does not say.
 async fn account(config: &ProbeConfig, catalog: &Arc<capsight_catalog::Catalog>) -> String {
     let adapter =
-        capsight_cloud::aws::AwsAdapter::from_env(config.cloud.clone(), Arc::clone(catalog)).await;
+        capsight_cloud::aws::AwsAdapter::from_env(config.clouds.cloud.clone(), Arc::clone(catalog))
+            .await;
     match adapter {
         Ok(a) => match a.caller_identity().await {
             Ok((account, _)) => return account,

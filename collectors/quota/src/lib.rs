@@ -181,15 +181,12 @@ impl QuotaCollector {
 /// The sections the quota collector reads besides the kit's.
 #[derive(Debug, Deserialize)]
 pub struct QuotaConfig {
-    /// `[cloud]`.
-    pub cloud: capsight_cloud::CloudSettings,
-    /// `[azure]` (the operator's subscription; off when it names none).
-    #[serde(default)]
-    pub azure: capsight_cloud::azure::AzureSettings,
+    /// `[cloud]`, `[azure]` (the operator's subscription; off when it names none) and `[gcp]`
+    /// (with a project, its regions are watched too).
+    #[serde(flatten)]
+    pub clouds: capsight_cloud::regional::WatchedClouds,
     /// `[quota]`.
     pub quota: QuotaSettings,
-    /// `[gcp]`: with a project, its regions are watched too.
-    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: polls every watched region's family quotas every `quota.interval` (or once)
@@ -198,18 +195,13 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<QuotaConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::watched_adapters;
     use capsight_collector_kit::CollectorError;
     let config = &c.config;
-    let adapters = watched_adapters(
-        &config.cloud,
-        &c.catalog,
-        &config.quota.regions,
-        &config.azure,
-        &config.gcp,
-    )
-    .await
-    .map_err(|e| CollectorError::setup("quota", e))?;
+    let adapters = config
+        .clouds
+        .adapters(&c.catalog, &config.quota.regions)
+        .await
+        .map_err(|e| CollectorError::setup("quota", e))?;
     tracing::info!(regions = adapters.len(), interval = ?config.quota.interval, "quota collector starting");
     let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
         adapters,

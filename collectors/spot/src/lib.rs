@@ -513,15 +513,12 @@ impl SpotCollector {
 /// The sections the spot collector reads besides the kit's.
 #[derive(Debug, Deserialize)]
 pub struct SpotConfig {
-    /// `[cloud]`.
-    pub cloud: capsight_cloud::CloudSettings,
-    /// `[azure]` (the operator's subscription; off when it names none).
-    #[serde(default)]
-    pub azure: capsight_cloud::azure::AzureSettings,
+    /// `[cloud]`, `[azure]` (the operator's subscription; off when it names none) and `[gcp]`
+    /// (with a project, its regions are watched too).
+    #[serde(flatten)]
+    pub clouds: capsight_cloud::regional::WatchedClouds,
     /// `[spot]`.
     pub spot: SpotSettings,
-    /// `[gcp]`: with a project, its regions are watched too (Spot prices, offerings).
-    pub gcp: capsight_cloud::gcp::GcpSettings,
 }
 
 /// The process: every signal family on its own cadence (or all once) until the shutdown fires.
@@ -529,19 +526,14 @@ pub async fn run(
     c: &capsight_collector_kit::Collector<SpotConfig>,
     once: bool,
 ) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_cloud::regional::watched_adapters;
     use capsight_collector_kit::CollectorError;
     use capsight_runtime::periodic::every;
     let config = &c.config;
-    let adapters = watched_adapters(
-        &config.cloud,
-        &c.catalog,
-        &config.spot.regions,
-        &config.azure,
-        &config.gcp,
-    )
-    .await
-    .map_err(|e| CollectorError::setup("spot", e))?;
+    let adapters = config
+        .clouds
+        .adapters(&c.catalog, &config.spot.regions)
+        .await
+        .map_err(|e| CollectorError::setup("spot", e))?;
     let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use capsight_catalog::Catalog;
+use serde::Deserialize;
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings, Region,
@@ -22,6 +23,32 @@ pub enum WatchError {
     /// An adapter could not be built.
     #[error("cloud adapters: {0}")]
     Adapters(#[from] CloudError),
+}
+
+/// The sections a collector watching the operator's regions reads, flattened into its
+/// configuration: `[cloud]` (AWS, and the retry settings every provider's calls share),
+/// `[azure]` (off unless it names a subscription) and `[gcp]` (off unless it names a project).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WatchedClouds {
+    /// `[cloud]`.
+    pub cloud: CloudSettings,
+    /// `[azure]`.
+    #[serde(default)]
+    pub azure: AzureSettings,
+    /// `[gcp]`.
+    #[serde(default)]
+    pub gcp: crate::gcp::GcpSettings,
+}
+
+impl WatchedClouds {
+    /// Every adapter of the watched regions: [`watched_adapters`] with these sections.
+    pub async fn adapters(
+        &self,
+        catalog: &Arc<Catalog>,
+        aws_regions: &[String],
+    ) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
+        watched_adapters(&self.cloud, catalog, aws_regions, &self.azure, &self.gcp).await
+    }
 }
 
 /// One adapter per watched region ([`watched_aws_regions`] of the `regions` setting).

@@ -43,6 +43,7 @@ use async_trait::async_trait;
 use capsight_catalog::Catalog;
 use capsight_tenancy::Tenant;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 
 /// Why no adapter could be had for a tenant.
 #[derive(Debug, thiserror::Error)]
@@ -493,48 +494,58 @@ impl TenantClouds for ProviderClouds {
     }
 }
 
-/// The provider sections the services read for tenants' clouds.
-#[derive(Debug, Clone, Copy)]
-pub struct ProviderSections<'a> {
-    /// `[cloud]` (AWS and the shared retry settings).
-    pub cloud: &'a CloudSettings,
-    /// `[lambda]`.
-    pub lambda: &'a LambdaSettings,
-    /// `[gcp]`.
-    pub gcp: &'a GcpSettings,
-    /// `[azure]`.
-    pub azure: &'a AzureSettings,
-    /// `[runpod]`.
-    pub runpod: &'a RunPodSettings,
+/// The provider sections the gateway and the launcher read for tenants' clouds, flattened into
+/// their configuration: `[cloud]` and `[lambda]`, `[gcp]`, `[azure]`, `[runpod]`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderSettings {
+    /// `[cloud]`: AWS (tenants' roles are assumed from the operator's chain) and the retry
+    /// settings every provider's calls share.
+    pub cloud: CloudSettings,
+    /// `[lambda]`: Lambda Cloud's endpoint (tenants' API keys come from the variables their
+    /// registrations name).
+    #[serde(default)]
+    pub lambda: LambdaSettings,
+    /// `[gcp]`: Google APIs' endpoint (tenants' service-account key files are at the paths the
+    /// variables their registrations name hold).
+    #[serde(default)]
+    pub gcp: GcpSettings,
+    /// `[azure]`: endpoints and launch settings for tenants' Azure adapters (their client
+    /// secrets by variable name).
+    #[serde(default)]
+    pub azure: AzureSettings,
+    /// `[runpod]`: RunPod's endpoint and pod image (tenants' API keys come from the variables
+    /// their registrations name).
+    #[serde(default)]
+    pub runpod: RunPodSettings,
 }
 
 /// Tenants' clouds on every provider, as the gateway and the launcher run them: AWS (the
-/// operator's chain, tenants' roles assumed from it), and Lambda, GCP, Azure and RunPod with the tenants'
-/// own credentials from the environment variables their registrations name.
+/// operator's chain, tenants' roles assumed from it), and Lambda, GCP, Azure and RunPod with
+/// the tenants' own credentials from the environment variables their registrations name.
 pub fn every_provider_from_env(
-    sections: ProviderSections<'_>,
+    settings: &ProviderSettings,
     catalog: &Arc<Catalog>,
 ) -> Arc<dyn TenantClouds> {
-    let cloud = sections.cloud;
+    let cloud = &settings.cloud;
     let aws = Arc::new(AwsClouds::from_env(cloud.clone(), Arc::clone(catalog)));
     Arc::new(
         ProviderClouds::new(aws)
             .with_lambda(LambdaClouds::from_env(
-                sections.lambda.clone(),
+                settings.lambda.clone(),
                 cloud.clone(),
             ))
             .with_gcp(GcpClouds::from_env(
-                sections.gcp.clone(),
+                settings.gcp.clone(),
                 cloud.clone(),
                 Arc::clone(catalog),
             ))
             .with_azure(AzureClouds::from_env(
-                sections.azure.clone(),
+                settings.azure.clone(),
                 cloud.clone(),
                 Arc::clone(catalog),
             ))
             .with_runpod(RunPodClouds::from_env(
-                sections.runpod.clone(),
+                settings.runpod.clone(),
                 cloud.clone(),
                 Arc::clone(catalog),
             )),

@@ -86,16 +86,7 @@ pub async fn run_on_aws(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     let catalog = Arc::new(Catalog::load_or_embedded(catalog)?);
-    let clouds = capsight_cloud::tenants::every_provider_from_env(
-        capsight_cloud::tenants::ProviderSections {
-            cloud: &config.cloud,
-            lambda: &config.lambda,
-            gcp: &config.gcp,
-            azure: &config.azure,
-            runpod: &config.runpod,
-        },
-        &catalog,
-    );
+    let clouds = capsight_cloud::tenants::every_provider_from_env(&config.providers, &catalog);
     run(config, catalog, clouds, shutdown).await
 }
 

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use capsight_amqp::AmqpSettings;
 use capsight_clickhouse::ClickHouseSettings;
-use capsight_cloud::CloudSettings;
 use capsight_kafka::KafkaSettings;
 use capsight_publisher::PublisherSettings;
 use capsight_runtime::telemetry::TelemetrySettings;
@@ -107,23 +106,10 @@ pub struct LauncherConfig {
     pub amqp: AmqpSettings,
     /// `[tenancy]` (tenant roles and GPU quotas).
     pub tenancy: TenancySettings,
-    /// `[cloud]`.
-    pub cloud: CloudSettings,
-    /// `[lambda]`: Lambda Cloud's endpoint (tenants' API keys come from the variables their
-    /// registrations name).
-    #[serde(default)]
-    pub lambda: capsight_cloud::lambda::LambdaSettings,
-    /// `[gcp]`: Google APIs' endpoint (tenants' service-account key files are at the paths the
-    /// variables their registrations name hold).
-    #[serde(default)]
-    pub gcp: capsight_cloud::gcp::GcpSettings,
-    /// `[azure]` (endpoints and launch settings for tenants' Azure adapters).
-    #[serde(default)]
-    pub azure: capsight_cloud::azure::AzureSettings,
-    /// `[runpod]`: RunPod's endpoint and pod image (tenants' API keys come from the variables
-    /// their registrations name).
-    #[serde(default)]
-    pub runpod: capsight_cloud::runpod::RunPodSettings,
+    /// `[cloud]`, `[lambda]`, `[gcp]`, `[azure]`, `[runpod]`: tenants' clouds (Azure also
+    /// its launch settings, RunPod its pod image).
+    #[serde(flatten)]
+    pub providers: capsight_cloud::tenants::ProviderSettings,
     /// `[launcher]`.
     pub launcher: LauncherSettings,
     /// `[verdict]`: how stored scores are aged before a fallback is chosen.

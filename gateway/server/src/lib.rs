@@ -139,16 +139,7 @@ pub async fn run(config: GatewayConfig, shutdown: Shutdown) -> Result<(), Gatewa
     let catalog = Arc::new(
         Catalog::embedded().map_err(|e| GatewayError::Internal(format!("GPU catalog: {e}")))?,
     );
-    let clouds = clouds::every_provider_from_env(
-        clouds::ProviderSections {
-            cloud: &config.cloud,
-            lambda: &config.lambda,
-            gcp: &config.gcp,
-            azure: &config.azure,
-            runpod: &config.runpod,
-        },
-        &catalog,
-    );
+    let clouds = clouds::every_provider_from_env(&config.providers, &catalog);
     start(config, clouds, shutdown).await?.join().await
 }
 

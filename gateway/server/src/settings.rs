@@ -4,7 +4,6 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use capsight_amqp::AmqpSettings;
 use capsight_clickhouse::ClickHouseSettings;
-use capsight_cloud::CloudSettings;
 use capsight_kafka::KafkaSettings;
 use capsight_publisher::PublisherSettings;
 use capsight_runtime::telemetry::TelemetrySettings;
@@ -117,22 +116,9 @@ pub struct GatewayConfig {
     pub amqp: AmqpSettings,
     /// API keys and limits.
     pub tenancy: TenancySettings,
-    /// Cloud calls (tenants' roles are assumed from the operator's AWS chain).
-    pub cloud: CloudSettings,
-    /// Lambda Cloud's endpoint (tenants' API keys come from the variables their registrations
-    /// name).
-    #[serde(default)]
-    pub lambda: capsight_cloud::lambda::LambdaSettings,
-    /// `[gcp]`: Google APIs' endpoint (tenants' service-account key files are at the paths the
-    /// variables their registrations name hold).
-    #[serde(default)]
-    pub gcp: capsight_cloud::gcp::GcpSettings,
-    /// `[azure]` (endpoints for tenants' Azure adapters).
-    #[serde(default)]
-    pub azure: capsight_cloud::azure::AzureSettings,
-    /// RunPod's endpoint (tenants' API keys come from the variables their registrations name).
-    #[serde(default)]
-    pub runpod: capsight_cloud::runpod::RunPodSettings,
+    /// `[cloud]`, `[lambda]`, `[gcp]`, `[azure]`, `[runpod]`: tenants' clouds.
+    #[serde(flatten)]
+    pub providers: capsight_cloud::tenants::ProviderSettings,
     /// The server itself.
     pub gateway: GatewaySettings,
     /// How scores are served as they age.
