@@ -18,7 +18,6 @@ use capsight_testkit::{
     Sandbox,
     cloud::{OPERATOR, Sim},
     fixtures::scenario,
-    process::free_port,
     wait::eventually,
 };
 
@@ -53,13 +52,7 @@ async fn azure_signals_of_every_kind_are_published_and_scored() {
         .start()
         .await;
     let sim = sandbox.sim();
-    let _scorer = sandbox.spawn(
-        "capsight-scorer",
-        sandbox.command(bin("capsight-scorer")).env(
-            "CAPSIGHT_SCORER__HEALTH_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-    );
+    let _scorer = sandbox.spawn_scorer();
     let collector = |name: &str| {
         let mut c = sandbox.command(bin(name));
         c.envs(sim.aws_env(OPERATOR))

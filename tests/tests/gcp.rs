@@ -25,7 +25,6 @@ use capsight_testkit::{
     Sandbox,
     cloud::{Sim, catalog, quick_retries},
     fixtures::scenario,
-    process::free_port,
 };
 
 /// Two H100s in stock all along.
@@ -50,13 +49,7 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
         .cloudsim(Sim::builder(scenario("gcp")))
         .start()
         .await;
-    let _scorer = sandbox.spawn(
-        "capsight-scorer",
-        sandbox.command(bin("capsight-scorer")).env(
-            "CAPSIGHT_SCORER__HEALTH_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-    );
+    let _scorer = sandbox.spawn_scorer();
     let sim = sandbox.sim();
     let publisher =
         Publisher::new(&sandbox.kafka, &PublisherSettings::default(), "gcp-e2e").unwrap();

@@ -19,7 +19,6 @@ use capsight_testkit::{
     Sandbox,
     cloud::{Sim, quick_retries},
     fixtures::scenario,
-    process::free_port,
 };
 
 const OPS: &str = "rpa_OPS0123456789";
@@ -47,13 +46,7 @@ async fn runpod_stock_is_scored_high_above_low_above_none_and_follows_deploys() 
         .cloudsim(Sim::builder(scenario("runpod")))
         .start()
         .await;
-    let _scorer = sandbox.spawn(
-        "capsight-scorer",
-        sandbox.command(bin("capsight-scorer")).env(
-            "CAPSIGHT_SCORER__HEALTH_LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-    );
+    let _scorer = sandbox.spawn_scorer();
     let _collector = sandbox.spawn(
         "capsight-gpuclouds",
         sandbox
