@@ -18,6 +18,22 @@ use capsight_testkit::{
 
 const OPS: &str = "secret_ops_0123456789";
 
+/// Runs `capsight-gpuclouds --once` with the provider credentials in `env` (no retries) and
+/// returns every signal it published.
+async fn poll_once(
+    sandbox: &Sandbox,
+    env: [(&'static str, String); 2],
+) -> Vec<capsight_proto::domain::Signal> {
+    succeed(
+        sandbox
+            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
+            .arg("--once")
+            .envs(env)
+            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+    );
+    consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_listing_becomes_availability_and_offering_signals() {
     let sandbox = Sandbox::builder("gpuclouds")
@@ -25,14 +41,7 @@ async fn the_listing_becomes_availability_and_offering_signals() {
         .cloudsim(Sim::builder(scenario("lambda")))
         .start()
         .await;
-    succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
-            .arg("--once")
-            .envs(sandbox.sim().lambda_env(OPS))
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
-    );
-    let signals = consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await;
+    let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
     let mut availability = BTreeMap::new();
     let mut offered = Vec::new();
     let mut ids = std::collections::BTreeSet::new();
@@ -94,14 +103,7 @@ async fn a_failed_poll_publishes_no_availability() {
         .start()
         .await;
     sandbox.sim().fault("lambda/instance-types", "500", 1).await;
-    succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
-            .arg("--once")
-            .envs(sandbox.sim().lambda_env(OPS))
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
-    );
-    let signals = consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await;
+    let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
     assert!(!signals.is_empty(), "offerings still published");
     assert!(
         signals
@@ -119,14 +121,7 @@ async fn runpod_stock_becomes_availability_signals_with_its_level() {
         .cloudsim(Sim::builder(scenario("runpod")))
         .start()
         .await;
-    succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
-            .arg("--once")
-            .envs(sandbox.sim().runpod_env("rpa_OPS0123456789"))
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
-    );
-    let signals = consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await;
+    let signals = poll_once(&sandbox, sandbox.sim().runpod_env("rpa_OPS0123456789")).await;
     let mut availability = BTreeMap::new();
     let mut offered = 0;
     for s in &signals {
