@@ -4,7 +4,10 @@
 //! base interval — `max_interval` for keys nobody asks about, shrinking towards `min_interval`
 //! as tenant demand grows — times a backoff factor (x1, then x2 after `backoff_after`
 //! consecutive failures, x4 after twice as many), with +-`jitter` spread so probes do not
-//! bunch up. [`Planner::due`] returns the due keys, most demanded and most overdue first.
+//! bunch up. Demand cancels the backoff in the same proportion as it shortens the interval: a
+//! key tenants keep asking about is waited on, and what they wait for is its recovery, which
+//! only a probe (or a launch) sees; backing off there would delay exactly that. A key nobody
+//! asks about backs off in full. [`Planner::due`] returns the due keys, most demanded and most overdue first.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -121,8 +124,14 @@ impl Planner {
         due.into_iter().map(|(k, _)| k.clone()).collect()
     }
 
+    /// How far demand of `d` requests/day pulls a key towards the most demanded: 0 at none,
+    /// half-way at 10 requests/day, approaching 1.
+    fn pull(demand: f64) -> f64 {
+        demand / (demand + 10.0)
+    }
+
     /// The base interval for a demand of `d` requests/day: max at 0, approaching min as demand
-    /// grows (half-way at 10 requests/day).
+    /// grows.
     fn base(&self, demand: f64) -> Duration {
         let (min, max) = (
             self.cadence.min_interval.as_secs_f64(),
@@ -131,8 +140,7 @@ impl Planner {
                 .as_secs_f64()
                 .max(self.cadence.min_interval.as_secs_f64()),
         );
-        let pull = demand / (demand + 10.0);
-        Duration::from_secs_f64(max - (max - min) * pull)
+        Duration::from_secs_f64(max - (max - min) * Self::pull(demand))
     }
 
     /// Records a probe of `key` and schedules its next one.
@@ -143,7 +151,11 @@ impl Planner {
         now: DateTime<Utc>,
         rng: &mut impl Rng,
     ) {
-        let Some(base) = self.entries.get(key).map(|e| self.base(e.demand)) else {
+        let Some((base, pull)) = self
+            .entries
+            .get(key)
+            .map(|e| (self.base(e.demand), Self::pull(e.demand)))
+        else {
             return;
         };
         let after = self.cadence.backoff_after.max(1);
@@ -155,13 +167,14 @@ impl Planner {
             Outcome::Failure => e.failures = e.failures.saturating_add(1),
             Outcome::Skipped => {}
         }
-        let factor = if e.failures >= 2 * after {
+        let backoff: f64 = if e.failures >= 2 * after {
             4.0
         } else if e.failures >= after {
             2.0
         } else {
             1.0
         };
+        let factor = 1.0 + (backoff - 1.0) * (1.0 - pull);
         let jitter = self.cadence.jitter.clamp(0.0, 0.9);
         let spread = if jitter > 0.0 {
             rng.random_range(-jitter..=jitter)
@@ -247,6 +260,33 @@ mod tests {
         })
         .collect();
         assert_eq!(gaps, vec![30, 60, 60, 120, 120, 30]);
+    }
+
+    #[test]
+    fn demand_cancels_the_backoff_so_a_waited_on_recovery_is_seen_soon() {
+        let mut p = Planner::new(no_jitter());
+        let hot = key("aws/us-east-1//p5.48xlarge/on_demand");
+        let warm = key("aws/us-east-1//p4d.24xlarge/on_demand");
+        p.track(hot.clone(), t0());
+        p.track(warm.clone(), t0());
+        p.set_demand(&[(hot.clone(), 1000.0), (warm.clone(), 10.0)].into());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut gaps = |k: &CapacityKey| -> Vec<i64> {
+            (0..4)
+                .map(|_| {
+                    p.record(k, Outcome::Failure, t0(), &mut rng);
+                    (p.next_due(k).unwrap() - t0()).num_seconds()
+                })
+                .collect()
+        };
+        // 1000 requests/day: the base interval (10.2 min) almost unchanged by four failures
+        let hot_gaps = gaps(&hot);
+        assert!(
+            hot_gaps.iter().all(|g| (600..=630).contains(g)),
+            "{hot_gaps:?}"
+        );
+        // 10 requests/day: base 20 min, the backoff halved (x1.5, then x2.5)
+        assert_eq!(gaps(&warm), vec![1200, 1800, 1800, 3000]);
     }
 
     proptest::proptest! {
