@@ -14,7 +14,6 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use capsight_cloud::CloudAdapter;
-use capsight_e2e::bin;
 use capsight_probe::{Planned, ProbeSettings, Prober, audit::Audit, budget::Budget};
 use capsight_proto::{
     codec,
