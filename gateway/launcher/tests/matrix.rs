@@ -55,8 +55,9 @@ impl Fault {
     }
 }
 
+/// Fields drop in order: the harness last, since its sandbox directory holds the private
+/// nodes' state (stopping RabbitMQ needs its home directory).
 struct World {
-    h: Harness,
     rabbit: PrivateRabbit,
     ch: PrivateClickHouse,
     broker: PrivateBroker,
@@ -65,6 +66,7 @@ struct World {
     env: Vec<(String, String)>,
     victim: Option<ChildGuard>,
     spawned: usize,
+    h: Harness,
 }
 
 impl World {

@@ -129,8 +129,13 @@ impl PrivateRabbit {
 
 impl Drop for PrivateRabbit {
     fn drop(&mut self) {
-        if self.child.is_some() {
-            let _ = self.ctl_stop();
+        if self.child.is_some() && !self.ctl_stop().is_ok_and(|s| s.success()) {
+            // `rabbitmq-server` runs the node as a child of its own, which killing the script
+            // leaves running: kill the node by its home directory (unique to this test)
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f"])
+                .arg(self.base.join("home"))
+                .status();
         }
     }
 }
