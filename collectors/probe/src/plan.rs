@@ -7,7 +7,8 @@
 //! bunch up. Demand cancels the backoff in the same proportion as it shortens the interval: a
 //! key tenants keep asking about is waited on, and what they wait for is its recovery, which
 //! only a probe (or a launch) sees; backing off there would delay exactly that. A key nobody
-//! asks about backs off in full. [`Planner::due`] returns the due keys, most demanded and most overdue first.
+//! asks about backs off in full. [`Planner::due`] returns the due keys, most demanded and most
+//! overdue first.
 
 use std::{collections::HashMap, time::Duration};
 

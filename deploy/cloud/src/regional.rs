@@ -41,13 +41,19 @@ pub struct WatchedClouds {
 }
 
 impl WatchedClouds {
-    /// Every adapter of the watched regions: [`watched_adapters`] with these sections.
+    /// Every adapter a collector watches with: AWS for `aws_regions` ([`watched_aws_adapters`])
+    /// followed by Azure's ([`watched_azure_adapters`], none unless `[azure]` is configured) and
+    /// GCP's ([`crate::gcp::watched_gcp_adapters`], none unless `[gcp]` names a project).
     pub async fn adapters(
         &self,
         catalog: &Arc<Catalog>,
         aws_regions: &[String],
     ) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
-        watched_adapters(&self.cloud, catalog, aws_regions, &self.azure, &self.gcp).await
+        let cloud = &self.cloud;
+        let mut adapters = watched_aws_adapters(cloud, catalog, aws_regions).await?;
+        adapters.extend(watched_azure_adapters(&self.azure, cloud, catalog)?);
+        adapters.extend(crate::gcp::watched_gcp_adapters(&self.gcp, cloud, catalog)?);
+        Ok(adapters)
     }
 }
 
@@ -59,22 +65,6 @@ pub async fn watched_aws_adapters(
 ) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
     let regions = watched_aws_regions(configured, catalog)?;
     Ok(aws_adapters(settings, Arc::clone(catalog), &regions).await?)
-}
-
-/// Every adapter a collector watches with: AWS for `aws_regions` ([`watched_aws_adapters`])
-/// followed by Azure's ([`watched_azure_adapters`], none unless `[azure]` is configured) and
-/// GCP's ([`crate::gcp::watched_gcp_adapters`], none unless `[gcp]` names a project).
-pub async fn watched_adapters(
-    settings: &CloudSettings,
-    catalog: &Arc<Catalog>,
-    aws_regions: &[String],
-    azure: &AzureSettings,
-    gcp: &crate::gcp::GcpSettings,
-) -> Result<Vec<Arc<dyn CloudAdapter>>, WatchError> {
-    let mut adapters = watched_aws_adapters(settings, catalog, aws_regions).await?;
-    adapters.extend(watched_azure_adapters(azure, settings, catalog)?);
-    adapters.extend(crate::gcp::watched_gcp_adapters(gcp, settings, catalog)?);
-    Ok(adapters)
 }
 
 /// Loads the AWS configuration chain once and builds an adapter for each of `regions`.
