@@ -10,8 +10,9 @@
 //!   skipped.
 //! * Scores are served as they age ([`VerdictPolicy::served`]): the view keeps each key's
 //!   published score and the score it serves, whose confidence falls with the wall-clock age
-//!   of its evidence and whose label turns `UNKNOWN` when that confidence is too low or the
-//!   evidence older than `verdict.stale_after`. Every read (get, select, page) returns the
+//!   of its evidence (and whose value returns toward its market's prior, when
+//!   `verdict.revert_half_life` is set) and whose label turns `UNKNOWN` when that confidence is
+//!   too low or the evidence older than `verdict.stale_after`. Every read (get, select, page) returns the
 //!   served score; [`ScoresView::age`] (run every `gateway.ageing_interval` by the gateway)
 //!   re-serves every key, so a served score is at most one interval behind the clock.
 //! * Every record or ageing step whose served label differs from the key's previous served
@@ -139,8 +140,11 @@ impl ScoresView {
 
     /// `published` as served at `now` (the same allocation when ageing changes nothing).
     fn serve(&self, published: &Arc<Score>, now: chrono::DateTime<chrono::Utc>) -> Arc<Score> {
-        let (confidence, label) = self.policy.served_verdict(published, now);
-        if label == published.label && (confidence - published.confidence).abs() < f64::EPSILON {
+        let s = self.policy.served_verdict(published, now);
+        if s.label == published.label
+            && s.score == published.score
+            && (s.confidence - published.confidence).abs() < f64::EPSILON
+        {
             Arc::clone(published)
         } else {
             Arc::new(self.policy.served(published, now))
@@ -148,7 +152,8 @@ impl ScoresView {
     }
 
     /// Re-serves every key as of `now`: a key whose served label changes is announced as a
-    /// [`Transition`]; one whose confidence moved by at least half a hundredth is replaced.
+    /// [`Transition`]; one whose value moved or whose confidence moved by at least half a
+    /// hundredth is replaced.
     /// Returns how many labels changed.
     pub fn age(&self, now: chrono::DateTime<chrono::Utc>) -> usize {
         let mut changed = Vec::new();
@@ -157,15 +162,17 @@ impl ScoresView {
                 return 0;
             };
             for entry in scores.values_mut() {
-                let (confidence, label) = self.policy.served_verdict(&entry.published, now);
+                let s = self.policy.served_verdict(&entry.published, now);
                 let before = &entry.served;
-                if label == before.label && (confidence - before.confidence).abs() < CONFIDENCE_STEP
+                if s.label == before.label
+                    && s.score == before.score
+                    && (s.confidence - before.confidence).abs() < CONFIDENCE_STEP
                 {
                     continue;
                 }
                 let previous = before.label;
                 entry.served = self.serve(&entry.published, now);
-                if previous != label {
+                if previous != s.label {
                     changed.push(Transition {
                         score: Arc::clone(&entry.served),
                         previous: Some(previous),
@@ -587,5 +594,36 @@ mod tests {
         // fresh evidence brings it back at once
         view.apply(old, Some(score(old, 95, 0.9)));
         assert_eq!(served(old).label, Label::Available);
+    }
+
+    #[test]
+    fn with_reversion_ageing_returns_an_unavailable_key_toward_its_prior_and_announces_it() {
+        let view = ScoresView::with_policy(VerdictPolicy {
+            revert_half_life: std::time::Duration::from_secs(600),
+            market_prior: [(capsight_proto::domain::Market::OnDemand, 75.0)]
+                .into_iter()
+                .collect(),
+            ..VerdictPolicy::default()
+        });
+        let mut transitions = view.subscribe();
+        let key = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
+        let now = chrono::Utc::now();
+        let mut s = score(key, 10, 0.9);
+        s.updated_at = now;
+        view.apply(key, Some(s));
+        let served = || view.get(key).unwrap();
+        assert_eq!((served().score, served().label), (10, Label::Unavailable));
+        transitions.try_recv().unwrap();
+        // ten minutes: half way back, still unavailable, the value replaced
+        assert_eq!(view.age(now + chrono::Duration::minutes(10)), 0);
+        assert_eq!((served().score, served().label), (43, Label::Unavailable));
+        // twenty: limited, announced
+        assert_eq!(view.age(now + chrono::Duration::minutes(20)), 1);
+        assert_eq!((served().score, served().label), (59, Label::Limited));
+        let t = transitions.try_recv().unwrap();
+        assert_eq!(
+            (t.previous, t.score.label),
+            (Some(Label::Unavailable), Label::Limited)
+        );
     }
 }

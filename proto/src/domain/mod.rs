@@ -48,4 +48,4 @@ pub use signal::{
     TenantHash,
 };
 pub use step::{LaunchStep, ReapCause, StandbyStep};
-pub use verdict::VerdictPolicy;
+pub use verdict::{Served, VerdictPolicy};

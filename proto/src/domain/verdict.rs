@@ -15,7 +15,11 @@
 //!   `confidence * 0.5 ^ (age / (2 * half_life))` (the scorer's own recency factor, continued
 //!   past the last signal), and is labelled by [`VerdictPolicy::label`]; evidence older than
 //!   `stale_after` is served as [`Label::Unknown`] with confidence 0 whatever it said. A score
-//!   dated in the future (clock skew) is served as of its own time.
+//!   dated in the future (clock skew) is served as of its own time. With `revert_half_life` set,
+//!   the served score also returns to its market's prior as its evidence ages,
+//!   `prior + (score - prior) * 0.5 ^ (age / revert_half_life)`: stock comes and goes, so what
+//!   the newest evidence said an hour ago says less about now than what it said a minute ago,
+//!   and an old "unavailable" must not keep reading unavailable after the stock is back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,6 +49,21 @@ pub struct VerdictPolicy {
     /// The prior of one market's keys, 0..=100, where it differs from `prior_score` (the
     /// evaluation fits a base rate per market).
     pub market_prior: BTreeMap<Market, f64>,
+    /// How fast a served score returns to its market's prior as its evidence ages: the distance
+    /// halves every `revert_half_life`; 0 = off (the score is served as published).
+    #[serde(with = "humantime_serde")]
+    pub revert_half_life: Duration,
+}
+
+/// A published score as served at some moment (see [`VerdictPolicy::served_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    /// The score, returned toward the prior by the age of its evidence when reversion is on.
+    pub score: u8,
+    /// The confidence, aged.
+    pub confidence: f64,
+    /// The label of both.
+    pub label: Label,
 }
 
 impl Default for VerdictPolicy {
@@ -56,6 +75,7 @@ impl Default for VerdictPolicy {
             prior_score: 50.0,
             prior_weight: 2.0,
             market_prior: BTreeMap::new(),
+            revert_half_life: Duration::ZERO,
         }
     }
 }
@@ -73,6 +93,12 @@ impl VerdictPolicy {
             return Err(FieldError::new(
                 "verdict.stale_after",
                 "must be at least verdict.half_life",
+            ));
+        }
+        if self.revert_half_life > self.stale_after {
+            return Err(FieldError::new(
+                "verdict.revert_half_life",
+                "must be at most verdict.stale_after (0 = off)",
             ));
         }
         if !(0.0..=100.0).contains(&self.prior_score) {
@@ -125,26 +151,50 @@ impl VerdictPolicy {
         (n * raw + self.prior_weight * self.prior_score) / (n + self.prior_weight)
     }
 
-    /// The confidence and label of `score` served at `now` (see the module contract).
-    pub fn served_verdict(&self, score: &Score, now: DateTime<Utc>) -> (f64, Label) {
+    /// `score` as served at `now`: its confidence aged, its value returned toward its market's
+    /// prior when reversion is on, and its label from both (see the module contract).
+    pub fn served_verdict(&self, score: &Score, now: DateTime<Utc>) -> Served {
         let age = (now - score.updated_at).to_std().unwrap_or_default();
+        let value = self.reverted(score, age);
         if age > self.stale_after {
-            return (0.0, Label::Unknown);
+            return Served {
+                score: value,
+                confidence: 0.0,
+                label: Label::Unknown,
+            };
         }
         let half = 2.0 * self.half_life.as_secs_f64();
         let factor = 0.5_f64.powf(age.as_secs_f64() / half);
         // four decimals, as the scorer publishes it
         let confidence =
             ((score.confidence * factor * 10_000.0).round() / 10_000.0).clamp(0.0, 1.0);
-        (confidence, self.label(score.score, confidence))
+        Served {
+            score: value,
+            confidence,
+            label: self.label(value, confidence),
+        }
     }
 
-    /// `score` as served at `now`: its confidence aged and its label from that.
+    /// The value of `score` with evidence `age` old: its market's prior plus the published
+    /// distance from it, halved every `revert_half_life` (unchanged when that is 0).
+    fn reverted(&self, score: &Score, age: Duration) -> u8 {
+        if self.revert_half_life.is_zero() || age.is_zero() {
+            return score.score;
+        }
+        let prior = self.for_market(score.key.market).prior_score;
+        let kept = 0.5_f64.powf(age.as_secs_f64() / self.revert_half_life.as_secs_f64());
+        let value = prior + (f64::from(score.score) - prior) * kept;
+        // 0..=100 by construction (a mix of two values in that range)
+        value.round().clamp(0.0, 100.0) as u8
+    }
+
+    /// `score` as served at `now` (see [`VerdictPolicy::served_verdict`]).
     pub fn served(&self, score: &Score, now: DateTime<Utc>) -> Score {
-        let (confidence, label) = self.served_verdict(score, now);
+        let s = self.served_verdict(score, now);
         Score {
-            confidence,
-            label,
+            score: s.score,
+            confidence: s.confidence,
+            label: s.label,
             ..score.clone()
         }
     }
@@ -219,19 +269,62 @@ mod tests {
         let p = VerdictPolicy::default();
         let now = Utc::now();
         let fresh = score(95, 0.8, now);
-        assert_eq!(p.served_verdict(&fresh, now), (0.8, Label::Available));
+        let verdict = |s: &Score| {
+            let v = p.served_verdict(s, now);
+            (v.confidence, v.label)
+        };
+        assert_eq!(verdict(&fresh), (0.8, Label::Available));
         let day_old = score(95, 0.8, now - chrono::Duration::hours(11));
-        let (c, l) = p.served_verdict(&day_old, now);
+        let (c, l) = verdict(&day_old);
         assert!(c < 0.8 * 0.6 && c > 0.2, "{c}");
         assert_eq!(l, Label::Available);
         let stale = score(95, 0.9, now - chrono::Duration::hours(13));
-        assert_eq!(p.served_verdict(&stale, now), (0.0, Label::Unknown));
+        assert_eq!(verdict(&stale), (0.0, Label::Unknown));
         // from the future: served as of its own time
         let ahead = score(95, 0.8, now + chrono::Duration::minutes(5));
-        assert_eq!(p.served_verdict(&ahead, now), (0.8, Label::Available));
+        assert_eq!(verdict(&ahead), (0.8, Label::Available));
         // ageing below the threshold turns the label unknown before the horizon
         let weak = score(95, 0.3, now - chrono::Duration::hours(8));
-        assert_eq!(p.served_verdict(&weak, now).1, Label::Unknown);
+        assert_eq!(verdict(&weak).1, Label::Unknown);
+        // without reversion the value is served as published, whatever its age
+        assert_eq!(p.served_verdict(&day_old, now).score, 95);
+    }
+
+    #[test]
+    fn with_reversion_an_old_unavailable_returns_to_the_markets_prior() {
+        let p = VerdictPolicy {
+            revert_half_life: Duration::from_secs(600),
+            market_prior: [(Market::OnDemand, 75.0)].into_iter().collect(),
+            ..VerdictPolicy::default()
+        };
+        let now = Utc::now();
+        let served = |value: u8, minutes: i64| {
+            p.served_verdict(
+                &score(value, 0.9, now - chrono::Duration::minutes(minutes)),
+                now,
+            )
+        };
+        // fresh evidence is served as published
+        assert_eq!(served(10, 0).score, 10);
+        assert_eq!(served(10, 0).label, Label::Unavailable);
+        // one half life: half way back to the on-demand prior of 75
+        let ten = served(10, 10);
+        assert_eq!(ten.score, 43, "{ten:?}");
+        assert_eq!(ten.label, Label::Unavailable);
+        // two: three quarters of the way, no longer read as unavailable
+        let twenty = served(10, 20);
+        assert_eq!(twenty.score, 59, "{twenty:?}");
+        assert_eq!(twenty.label, Label::Limited);
+        // an hour on, it reads (nearly) the prior, from below and from above alike
+        assert_eq!(served(10, 60).score, 74);
+        assert_eq!(served(100, 60).score, 75);
+        // and the confidence ages exactly as without reversion
+        let off = VerdictPolicy::default();
+        let s = score(10, 0.9, now - chrono::Duration::minutes(30));
+        assert_eq!(
+            p.served_verdict(&s, now).confidence,
+            off.served_verdict(&s, now).confidence
+        );
     }
 
     #[test]
@@ -245,6 +338,10 @@ mod tests {
         assert!(bad(|p| p.stale_after = Duration::from_secs(60)).contains("verdict.stale_after"));
         assert!(bad(|p| p.prior_weight = f64::NAN).contains("verdict.prior_weight"));
         assert!(bad(|p| p.half_life = Duration::ZERO).contains("verdict.half_life"));
+        assert!(
+            bad(|p| p.revert_half_life = Duration::from_secs(13 * 3600))
+                .contains("verdict.revert_half_life")
+        );
         VerdictPolicy::default().validate().unwrap();
     }
 }

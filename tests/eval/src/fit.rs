@@ -258,6 +258,9 @@ pub struct Candidate {
     pub weights: FeatureWeights,
     /// Half life of the recent-outcome feature's weight (simulated time).
     pub recent_half_life: Duration,
+    /// How fast a served score returns to its market's prior as its evidence ages (simulated
+    /// time; 0 = off).
+    pub revert_half_life: Duration,
 }
 
 impl Default for Candidate {
@@ -270,6 +273,7 @@ impl Default for Candidate {
             prior_weight: v.prior_weight,
             weights: FeatureWeights::default(),
             recent_half_life: model::DEFAULT_RECENT_HALF_LIFE,
+            revert_half_life: v.revert_half_life,
         }
     }
 }
@@ -285,6 +289,7 @@ impl Candidate {
             ]
             .into_iter()
             .collect(),
+            revert_half_life: self.revert_half_life,
             ..VerdictPolicy::default()
         }
     }
@@ -293,8 +298,9 @@ impl Candidate {
     /// time: the harness divides them by its time scale).
     pub fn to_toml(&self) -> String {
         let mut out = format!(
-            "[verdict]\nprior_weight = {}\n\n[verdict.market_prior]\non_demand = {}\nspot = {}\n\n[scorer]\nrecent_half_life = \"{}\"\n\n[scorer.weights]\n",
+            "[verdict]\nprior_weight = {}\nrevert_half_life = \"{}\"\n\n[verdict.market_prior]\non_demand = {}\nspot = {}\n\n[scorer]\nrecent_half_life = \"{}\"\n\n[scorer.weights]\n",
             self.prior_weight,
+            humantime_serde::re::humantime::format_duration(self.revert_half_life),
             self.prior_on_demand,
             self.prior_spot,
             humantime_serde::re::humantime::format_duration(self.recent_half_life)
@@ -386,9 +392,10 @@ pub fn evaluate(c: &Candidate, pair: &Pair) -> Fitness {
                 market_usd_per_hour: None,
             };
             let now = DateTime::from_timestamp_millis(p.t_ms).unwrap_or_default();
-            let (_, label) = params.verdict.served_verdict(&score, now);
+            let served = params.verdict.served_verdict(&score, now);
+            let label = served.label;
             let y = if p.stocked { 1.0 } else { 0.0 };
-            sq += (f64::from(a.score) / 100.0 - y).powi(2);
+            sq += (f64::from(served.score) / 100.0 - y).powi(2);
             stocked += usize::from(p.stocked);
             f.n += 1;
             let e = f.by_label.entry(label).or_default();
@@ -424,6 +431,7 @@ enum Coord {
     PriorSpot,
     PriorWeight,
     RecentHalfLife,
+    RevertHalfLife,
     Weight(usize),
 }
 
@@ -436,6 +444,8 @@ const WEIGHT_GRID: &[f64] = &[
 ];
 /// Recent-outcome half lives, in simulated minutes.
 const RECENT_HALF_LIFE_GRID: &[f64] = &[5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 240.0];
+/// Served-score reversion half lives, in simulated minutes (0 = off).
+const REVERT_HALF_LIFE_GRID: &[f64] = &[0.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 240.0];
 /// Most passes over every coordinate.
 const MAX_PASSES: usize = 4;
 
@@ -444,6 +454,7 @@ impl Coord {
         let mut v = vec![Self::PriorOnDemand, Self::PriorSpot, Self::PriorWeight];
         v.extend((0..8).map(Self::Weight));
         v.push(Self::RecentHalfLife);
+        v.push(Self::RevertHalfLife);
         v
     }
 
@@ -452,6 +463,7 @@ impl Coord {
             Self::PriorOnDemand | Self::PriorSpot => PRIOR_GRID,
             Self::PriorWeight => PRIOR_WEIGHT_GRID,
             Self::RecentHalfLife => RECENT_HALF_LIFE_GRID,
+            Self::RevertHalfLife => REVERT_HALF_LIFE_GRID,
             Self::Weight(_) => WEIGHT_GRID,
         }
     }
@@ -463,6 +475,7 @@ impl Coord {
             Self::PriorSpot => c.prior_spot = v,
             Self::PriorWeight => c.prior_weight = v,
             Self::RecentHalfLife => c.recent_half_life = Duration::from_secs_f64(v * 60.0),
+            Self::RevertHalfLife => c.revert_half_life = Duration::from_secs_f64(v * 60.0),
             Self::Weight(i) => {
                 let w = &mut c.weights;
                 let slot = match i {
@@ -622,11 +635,13 @@ mod tests {
                 ..FeatureWeights::default()
             },
             recent_half_life: Duration::from_secs(600),
+            revert_half_life: Duration::from_secs(1200),
         };
         let table: toml::Table = c.to_toml().parse().expect("toml");
         let verdict: VerdictPolicy = table["verdict"].clone().try_into().expect("verdict");
         assert_eq!(verdict.for_market(Market::Spot).prior_score, 65.0);
         assert_eq!(verdict.prior_weight, 3.0);
+        assert_eq!(verdict.revert_half_life, c.revert_half_life);
         let weights: FeatureWeights = table["scorer"]["weights"]
             .clone()
             .try_into()
