@@ -57,10 +57,8 @@ use serde_json::{Value, json};
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
     types::{
-        CapacityBlockOffering, CapacityBlockQuery, CapacityReservation, Instance, InstanceId,
-        InstanceState, LaunchRequest, Offering, Permission, PlacementScoreEntry,
-        PlacementScoreQuery, QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint,
-        StateChange, ZoneMap,
+        Instance, InstanceId, InstanceState, LaunchRequest, Offering, Permission, QuotaHeadroom,
+        QuotaValue, SpotPricePoint, StateChange, ZoneMap,
     },
 };
 
@@ -1224,34 +1222,6 @@ impl CloudAdapter for AzureAdapter {
         Ok(out)
     }
 
-    async fn start(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("start (not implemented for Azure)"))
-    }
-
-    async fn stop(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("stop (not implemented for Azure)"))
-    }
-
-    async fn create_capacity_reservation(
-        &self,
-        _request: &ReservationRequest,
-    ) -> Result<CapacityReservation, CloudError> {
-        Err(Self::unsupported(
-            "create_capacity_reservation (not implemented for Azure: probes create and delete a VM)",
-        ))
-    }
-
-    async fn cancel_capacity_reservation(&self, _id: &str) -> Result<(), CloudError> {
-        Err(Self::unsupported("cancel_capacity_reservation"))
-    }
-
-    async fn describe_tagged_reservations(
-        &self,
-        _tag_key: &str,
-    ) -> Result<Vec<CapacityReservation>, CloudError> {
-        Ok(Vec::new())
-    }
-
     async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
         Ok(self
             .usages()
@@ -1382,24 +1352,6 @@ impl CloudAdapter for AzureAdapter {
             next = page.next_page_link.filter(|l| !l.is_empty());
         }
         Ok(out)
-    }
-
-    async fn spot_placement_scores(
-        &self,
-        _query: &PlacementScoreQuery,
-    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
-        Err(Self::unsupported(
-            "spot_placement_scores (Azure's Spot Placement Score API is a preview; not used)",
-        ))
-    }
-
-    async fn capacity_block_offerings(
-        &self,
-        _query: &CapacityBlockQuery,
-    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
-        Err(Self::unsupported(
-            "capacity_block_offerings (Azure has no capacity blocks)",
-        ))
     }
 
     /// Resource SKUs of the location: each type's zones minus those its restrictions take away

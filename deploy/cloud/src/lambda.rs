@@ -28,17 +28,12 @@ use std::{collections::BTreeMap, future::Future};
 
 use async_trait::async_trait;
 use capsight_classify::classify_http;
-use capsight_proto::domain::{InstanceType, Market, Provider, Region};
+use capsight_proto::domain::{Market, Provider, Region};
 use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    types::{
-        CapacityBlockOffering, CapacityBlockQuery, CapacityReservation, Instance, InstanceId,
-        InstanceState, LaunchRequest, Offering, Permission, PlacementScoreEntry,
-        PlacementScoreQuery, QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint,
-        StateChange, ZoneMap,
-    },
+    types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange, ZoneMap},
 };
 
 /// The environment variable holding the Lambda API key.
@@ -526,10 +521,6 @@ impl CloudAdapter for LambdaAdapter {
         Ok(out)
     }
 
-    async fn describe_tagged(&self, _tag_key: &str) -> Result<Vec<Instance>, CloudError> {
-        Err(Self::unsupported("describe_tagged (Lambda has no tags)"))
-    }
-
     async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -558,81 +549,6 @@ impl CloudAdapter for LambdaAdapter {
                 })
             })
             .collect())
-    }
-
-    async fn start(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("start (Lambda cannot stop instances)"))
-    }
-
-    async fn stop(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("stop (Lambda cannot stop instances)"))
-    }
-
-    async fn create_capacity_reservation(
-        &self,
-        _request: &ReservationRequest,
-    ) -> Result<CapacityReservation, CloudError> {
-        Err(Self::unsupported("create_capacity_reservation"))
-    }
-
-    async fn cancel_capacity_reservation(&self, _id: &str) -> Result<(), CloudError> {
-        Err(Self::unsupported("cancel_capacity_reservation"))
-    }
-
-    async fn describe_tagged_reservations(
-        &self,
-        _tag_key: &str,
-    ) -> Result<Vec<CapacityReservation>, CloudError> {
-        Err(Self::unsupported("describe_tagged_reservations"))
-    }
-
-    async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
-        Err(Self::unsupported("list_quotas (Lambda has no quota API)"))
-    }
-
-    async fn quota_headroom(
-        &self,
-        _instance_type: &InstanceType,
-        _market: Market,
-    ) -> Result<QuotaHeadroom, CloudError> {
-        Err(Self::unsupported(
-            "quota_headroom (Lambda has no quota API)",
-        ))
-    }
-
-    async fn spot_price_history(
-        &self,
-        _instance_types: &[InstanceType],
-        _since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<SpotPricePoint>, CloudError> {
-        Err(Self::unsupported(
-            "spot_price_history (Lambda has no spot market)",
-        ))
-    }
-
-    async fn spot_placement_scores(
-        &self,
-        _query: &PlacementScoreQuery,
-    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
-        Err(Self::unsupported(
-            "spot_placement_scores (Lambda has no spot market)",
-        ))
-    }
-
-    async fn capacity_block_offerings(
-        &self,
-        _query: &CapacityBlockQuery,
-    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
-        Err(Self::unsupported("capacity_block_offerings"))
-    }
-
-    async fn instance_type_offerings(
-        &self,
-        _instance_types: &[InstanceType],
-    ) -> Result<Vec<Offering>, CloudError> {
-        Err(Self::unsupported(
-            "instance_type_offerings (Lambda has no zones; see availability)",
-        ))
     }
 }
 

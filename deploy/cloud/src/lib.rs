@@ -39,7 +39,6 @@ pub mod runpod;
 mod settings;
 pub mod tenants;
 mod types;
-mod unsupported;
 
 use async_trait::async_trait;
 pub use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};
@@ -51,7 +50,9 @@ pub use types::{
     QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint, StateChange, ZoneMap,
 };
 
-/// One account in one region of one cloud.
+/// One account in one region of one cloud. Only `zones` through `terminate` are required; an
+/// adapter whose cloud lacks one of the other operations keeps its default,
+/// [`CloudError::Unsupported`] for the adapter's provider (no tagged reservations: none).
 #[async_trait]
 pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     /// The cloud.
@@ -79,73 +80,107 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     /// value, any state). The probe sweeper finds what probes left behind with it.
     async fn describe_tagged(&self, tag_key: &str) -> Result<Vec<Instance>, CloudError> {
         let _ = tag_key;
-        Err(CloudError::Invalid(
-            "describe_tagged is not supported by this adapter".into(),
-        ))
+        Err(unsupported(self.provider(), "describe_tagged"))
     }
 
     /// Terminates instances.
     async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
 
     /// Starts stopped instances (warm standbys); may fail with a capacity error.
-    async fn start(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
+    async fn start(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        let _ = ids;
+        Err(unsupported(self.provider(), "start"))
+    }
 
     /// Stops instances, keeping them as warm standbys.
-    async fn stop(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError>;
+    async fn stop(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        let _ = ids;
+        Err(unsupported(self.provider(), "stop"))
+    }
 
     /// Creates an on-demand capacity reservation (the cheapest capacity probe).
     async fn create_capacity_reservation(
         &self,
         request: &ReservationRequest,
-    ) -> Result<CapacityReservation, CloudError>;
+    ) -> Result<CapacityReservation, CloudError> {
+        let _ = request;
+        Err(unsupported(self.provider(), "create_capacity_reservation"))
+    }
 
     /// Cancels a capacity reservation.
-    async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError>;
+    async fn cancel_capacity_reservation(&self, id: &str) -> Result<(), CloudError> {
+        let _ = id;
+        Err(unsupported(self.provider(), "cancel_capacity_reservation"))
+    }
 
     /// Describes the account's capacity reservations in the region carrying a tag named
-    /// `tag_key` (any value, any state).
+    /// `tag_key` (any value, any state); none on a cloud without capacity reservations.
     async fn describe_tagged_reservations(
         &self,
         tag_key: &str,
     ) -> Result<Vec<CapacityReservation>, CloudError> {
         let _ = tag_key;
-        Err(CloudError::Invalid(
-            "describe_tagged_reservations is not supported by this adapter".into(),
-        ))
+        Ok(Vec::new())
     }
 
-    /// Every EC2 quota of the account in the region.
-    async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError>;
+    /// Every quota of the account in the region.
+    async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
+        Err(unsupported(self.provider(), "list_quotas"))
+    }
 
     /// Quota headroom of `instance_type` in `market`, in instances.
     async fn quota_headroom(
         &self,
         instance_type: &InstanceType,
         market: Market,
-    ) -> Result<QuotaHeadroom, CloudError>;
+    ) -> Result<QuotaHeadroom, CloudError> {
+        let _ = (instance_type, market);
+        Err(unsupported(self.provider(), "quota_headroom"))
+    }
 
     /// Spot price history of `instance_types` (all when empty) since `since`, newest first.
     async fn spot_price_history(
         &self,
         instance_types: &[InstanceType],
         since: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<SpotPricePoint>, CloudError>;
+    ) -> Result<Vec<SpotPricePoint>, CloudError> {
+        let _ = (instance_types, since);
+        Err(unsupported(self.provider(), "spot_price_history"))
+    }
 
     /// Spot placement scores.
     async fn spot_placement_scores(
         &self,
         query: &PlacementScoreQuery,
-    ) -> Result<Vec<PlacementScoreEntry>, CloudError>;
+    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
+        let _ = query;
+        Err(unsupported(self.provider(), "spot_placement_scores"))
+    }
 
     /// Bookable capacity blocks.
     async fn capacity_block_offerings(
         &self,
         query: &CapacityBlockQuery,
-    ) -> Result<Vec<CapacityBlockOffering>, CloudError>;
+    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
+        let _ = query;
+        Err(unsupported(self.provider(), "capacity_block_offerings"))
+    }
 
     /// Zones offering each of `instance_types` (all types when empty).
     async fn instance_type_offerings(
         &self,
         instance_types: &[InstanceType],
-    ) -> Result<Vec<Offering>, CloudError>;
+    ) -> Result<Vec<Offering>, CloudError> {
+        let _ = instance_types;
+        Err(unsupported(self.provider(), "instance_type_offerings"))
+    }
+}
+
+/// What an adapter answers for an operation its cloud's API does not have (the trait's default
+/// for every AWS capacity API, stop and start, and tags).
+fn unsupported(provider: Provider, operation: &'static str) -> CloudError {
+    CloudError::Unsupported {
+        provider,
+        operation,
+    }
 }

@@ -33,6 +33,7 @@
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
+use async_trait::async_trait;
 use capsight_catalog::{Catalog, GpuType};
 use capsight_classify::classify_http;
 use capsight_proto::domain::{InstanceType, Market, Provider, Region, StockLevel};
@@ -43,7 +44,6 @@ use crate::{
     CloudAdapter, CloudError, CloudSettings,
     lambda::{name_token, permission_of},
     types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange, ZoneMap},
-    unsupported::adapter_without_aws_capacity_apis,
 };
 
 /// The environment variable holding the RunPod API key.
@@ -616,89 +616,69 @@ impl RunPodAdapter {
     }
 }
 
-adapter_without_aws_capacity_apis!(
-    RunPodAdapter,
-    Provider::RunPod,
-    "(RunPod has no such API)",
-    {
-        fn provider(&self) -> Provider {
-            Provider::RunPod
-        }
-
-        fn region(&self) -> &Region {
-            &self.region
-        }
-
-        /// RunPod has no zones: always empty.
-        async fn zones(&self) -> Result<ZoneMap, CloudError> {
-            Ok(ZoneMap::default())
-        }
-
-        /// RunPod has no DryRun and no per-operation permissions: a valid key may deploy. Checked
-        /// by reading the account (`myself`).
-        async fn check_launch_permission(
-            &self,
-            _request: &LaunchRequest,
-        ) -> Result<Permission, CloudError> {
-            permission_of(self.myself().await)
-        }
-
-        async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-            if request.zone.is_some() {
-                return Err(CloudError::Invalid(
-                    "RunPod has no zones: a launch names a cloud type only".into(),
-                ));
-            }
-            let token = name_token(request, MAX_NAME, "RunPod pod")?;
-            if request.count == 0 {
-                return Err(CloudError::Invalid("count must be at least 1".into()));
-            }
-            self.gpu_type(&request.instance_type)?;
-            // list-then-deploy inside every attempt: a retry after a lost answer finds the pods
-            self.retrying("podFindAndDeployOnDemand", || {
-                self.launch_once(request, token)
-            })
-            .await
-        }
-
-        /// The account's pods (every cloud type: a pod's cloud type is not listed), or those of
-        /// `ids`; a pod RunPod no longer lists is gone and not returned.
-        async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError> {
-            Ok(self
-                .myself()
-                .await?
-                .pods
-                .into_iter()
-                .filter_map(|p| self.instance(p))
-                .filter(|i| ids.is_empty() || ids.contains(&i.id))
-                .collect())
-        }
-
-        async fn describe_tagged(&self, _tag_key: &str) -> Result<Vec<Instance>, CloudError> {
-            Err(Self::unsupported("describe_tagged (RunPod has no tags)"))
-        }
-
-        async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                out.push(self.terminate_one(id).await?);
-            }
-            Ok(out)
-        }
-
-        async fn start(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-            Err(Self::unsupported(
-                "start (capsight keeps no stopped RunPod pods)",
-            ))
-        }
-
-        async fn stop(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-            Err(Self::unsupported(
-                "stop (capsight keeps no stopped RunPod pods)",
-            ))
-        }
+#[async_trait]
+impl CloudAdapter for RunPodAdapter {
+    fn provider(&self) -> Provider {
+        Provider::RunPod
     }
-);
+
+    fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// RunPod has no zones: always empty.
+    async fn zones(&self) -> Result<ZoneMap, CloudError> {
+        Ok(ZoneMap::default())
+    }
+
+    /// RunPod has no DryRun and no per-operation permissions: a valid key may deploy. Checked
+    /// by reading the account (`myself`).
+    async fn check_launch_permission(
+        &self,
+        _request: &LaunchRequest,
+    ) -> Result<Permission, CloudError> {
+        permission_of(self.myself().await)
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
+        if request.zone.is_some() {
+            return Err(CloudError::Invalid(
+                "RunPod has no zones: a launch names a cloud type only".into(),
+            ));
+        }
+        let token = name_token(request, MAX_NAME, "RunPod pod")?;
+        if request.count == 0 {
+            return Err(CloudError::Invalid("count must be at least 1".into()));
+        }
+        self.gpu_type(&request.instance_type)?;
+        // list-then-deploy inside every attempt: a retry after a lost answer finds the pods
+        self.retrying("podFindAndDeployOnDemand", || {
+            self.launch_once(request, token)
+        })
+        .await
+    }
+
+    /// The account's pods (every cloud type: a pod's cloud type is not listed), or those of
+    /// `ids`; a pod RunPod no longer lists is gone and not returned.
+    async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError> {
+        Ok(self
+            .myself()
+            .await?
+            .pods
+            .into_iter()
+            .filter_map(|p| self.instance(p))
+            .filter(|i| ids.is_empty() || ids.contains(&i.id))
+            .collect())
+    }
+
+    async fn terminate(&self, ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.terminate_one(id).await?);
+        }
+        Ok(out)
+    }
+}
 
 #[cfg(test)]
 capsight_runtime::documented_defaults_test!("runpod", RunPodSettings);

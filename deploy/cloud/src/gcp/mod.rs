@@ -54,10 +54,8 @@ pub use auth::{CREDENTIALS_ENV, ServiceAccount, Tokens};
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
     types::{
-        CapacityBlockOffering, CapacityBlockQuery, CapacityReservation, Instance, InstanceId,
-        InstanceState, LaunchRequest, Offering, Permission, PlacementScoreEntry,
-        PlacementScoreQuery, QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint,
-        StateChange, ZoneMap,
+        Instance, InstanceId, InstanceState, LaunchRequest, Offering, Permission, QuotaHeadroom,
+        QuotaValue, SpotPricePoint, StateChange, ZoneMap,
     },
 };
 
@@ -964,34 +962,6 @@ impl CloudAdapter for GcpAdapter {
         Ok(out)
     }
 
-    async fn start(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("start (not implemented for GCP)"))
-    }
-
-    async fn stop(&self, _ids: &[InstanceId]) -> Result<Vec<StateChange>, CloudError> {
-        Err(Self::unsupported("stop (not implemented for GCP)"))
-    }
-
-    async fn create_capacity_reservation(
-        &self,
-        _request: &ReservationRequest,
-    ) -> Result<CapacityReservation, CloudError> {
-        Err(Self::unsupported(
-            "create_capacity_reservation (GCP probes insert then delete)",
-        ))
-    }
-
-    async fn cancel_capacity_reservation(&self, _id: &str) -> Result<(), CloudError> {
-        Err(Self::unsupported("cancel_capacity_reservation"))
-    }
-
-    async fn describe_tagged_reservations(
-        &self,
-        _tag_key: &str,
-    ) -> Result<Vec<CapacityReservation>, CloudError> {
-        Ok(Vec::new())
-    }
-
     /// The region's quotas and the project's `GPUS_ALL_REGIONS` (value = limit).
     async fn list_quotas(&self) -> Result<Vec<QuotaValue>, CloudError> {
         let mut all = self.region_quotas().await?;
@@ -1088,22 +1058,6 @@ impl CloudAdapter for GcpAdapter {
             }
         }
         Ok(out)
-    }
-
-    async fn spot_placement_scores(
-        &self,
-        _query: &PlacementScoreQuery,
-    ) -> Result<Vec<PlacementScoreEntry>, CloudError> {
-        Err(Self::unsupported(
-            "spot_placement_scores (GCP has no placement scores)",
-        ))
-    }
-
-    async fn capacity_block_offerings(
-        &self,
-        _query: &CapacityBlockQuery,
-    ) -> Result<Vec<CapacityBlockOffering>, CloudError> {
-        Err(Self::unsupported("capacity_block_offerings (AWS only)"))
     }
 
     /// `machineTypes.list` of each zone of the region.
