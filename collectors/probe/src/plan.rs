@@ -7,8 +7,11 @@
 //! bunch up. Demand cancels the backoff in the same proportion as it shortens the interval: a
 //! key tenants keep asking about is waited on, and what they wait for is its recovery, which
 //! only a probe (or a launch) sees; backing off there would delay exactly that. A key nobody
-//! asks about backs off in full. [`Planner::due`] returns the due keys, most demanded and most
-//! overdue first.
+//! asks about backs off in full. A key whose last probe failed while a tenant was refused on it
+//! within `waiting_window` (a preflight answered "retry with alternatives": somebody is waiting
+//! for it now) is due again `recovery_interval` after that probe, whatever its interval: each
+//! minute its recovery goes unseen is a minute that tenant waits or launches elsewhere.
+//! [`Planner::due`] returns the due keys, most demanded and most overdue first.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -31,6 +34,12 @@ pub struct Cadence {
     pub jitter: f64,
     /// Consecutive failures before the interval doubles (quadruples after twice as many).
     pub backoff_after: u32,
+    /// Interval of a failing key a tenant is waiting on; 0 = off.
+    #[serde(with = "humantime_serde")]
+    pub recovery_interval: Duration,
+    /// How recent a refused preflight must be for its key to count as waited on.
+    #[serde(with = "humantime_serde")]
+    pub waiting_window: Duration,
 }
 
 impl Default for Cadence {
@@ -40,6 +49,8 @@ impl Default for Cadence {
             max_interval: Duration::from_secs(30 * 60),
             jitter: 0.2,
             backoff_after: 2,
+            recovery_interval: Duration::from_secs(3 * 60),
+            waiting_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -71,6 +82,10 @@ struct Entry {
     next_due: DateTime<Utc>,
     failures: u32,
     demand: f64,
+    /// When the last probe was recorded.
+    probed_at: Option<DateTime<Utc>>,
+    /// The newest preflight on the key that was refused for capacity.
+    refused_at: Option<DateTime<Utc>>,
 }
 
 /// The probe plan.
@@ -95,6 +110,8 @@ impl Planner {
             next_due: now,
             failures: 0,
             demand: 0.0,
+            probed_at: None,
+            refused_at: None,
         });
     }
 
@@ -109,12 +126,35 @@ impl Planner {
         }
     }
 
+    /// Sets when each key was last refused for capacity in a preflight (others: never).
+    pub fn set_refused(&mut self, refused: &HashMap<CapacityKey, DateTime<Utc>>) {
+        for (key, e) in &mut self.entries {
+            e.refused_at = refused.get(key).copied();
+        }
+    }
+
+    /// When `e` is due as a failing key a tenant waits on at `now`, if it is one.
+    fn watched_due(&self, e: &Entry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let (recovery, window) = (
+            TimeDelta::from_std(self.cadence.recovery_interval).ok()?,
+            TimeDelta::from_std(self.cadence.waiting_window).ok()?,
+        );
+        let waited_on = e.refused_at.is_some_and(|t| now - t <= window);
+        (e.failures > 0 && !recovery.is_zero() && waited_on).then_some(e.probed_at? + recovery)
+    }
+
+    /// When `e` is due at `now`: its planned time, or sooner when a tenant waits on it.
+    fn due_at(&self, e: &Entry, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.watched_due(e, now)
+            .map_or(e.next_due, |w| w.min(e.next_due))
+    }
+
     /// The keys due at `now`, highest priority (demand, then lateness) first.
     pub fn due(&self, now: DateTime<Utc>) -> Vec<CapacityKey> {
         let mut due: Vec<(&CapacityKey, &Entry)> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.next_due <= now)
+            .filter(|(_, e)| self.due_at(e, now) <= now)
             .collect();
         due.sort_by(|(ka, a), (kb, b)| {
             b.demand
@@ -184,6 +224,7 @@ impl Planner {
         };
         let secs = base.as_secs_f64() * factor * (1.0 + spread);
         e.next_due = now + TimeDelta::milliseconds((secs * 1000.0) as i64);
+        e.probed_at = Some(now);
     }
 
     /// The demand weight of `key` (requests per day; 0 when untracked).
@@ -191,7 +232,7 @@ impl Planner {
         self.entries.get(key).map_or(0.0, |e| e.demand)
     }
 
-    /// When `key` is next due.
+    /// When `key` is next due by its interval (see [`Planner::due`] for a waited-on key).
     pub fn next_due(&self, key: &CapacityKey) -> Option<DateTime<Utc>> {
         self.entries.get(key).map(|e| e.next_due)
     }
@@ -288,6 +329,48 @@ mod tests {
         );
         // 10 requests/day: base 20 min, the backoff halved (x1.5, then x2.5)
         assert_eq!(gaps(&warm), vec![1200, 1800, 1800, 3000]);
+    }
+
+    #[test]
+    fn a_failing_key_a_tenant_was_just_refused_on_is_probed_again_at_the_recovery_interval() {
+        let mut p = Planner::new(no_jitter());
+        let waited = key("aws/us-east-1/use1-az1/p5.48xlarge/on_demand");
+        let quiet = key("aws/us-east-1/use1-az2/p5.48xlarge/on_demand");
+        let fine = key("aws/us-east-1/use1-az4/p5.48xlarge/on_demand");
+        for k in [&waited, &quiet, &fine] {
+            p.track(k.clone(), t0());
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        p.record(&waited, Outcome::Failure, t0(), &mut rng);
+        p.record(&quiet, Outcome::Failure, t0(), &mut rng);
+        p.record(&fine, Outcome::Success, t0(), &mut rng);
+        let refused = t0() + TimeDelta::minutes(1);
+        p.set_refused(&[(waited.clone(), refused), (fine.clone(), refused)].into());
+        let at = |m: i64| t0() + TimeDelta::minutes(m);
+        // before the recovery interval nothing is due
+        assert!(p.due(at(2)).is_empty());
+        // three minutes after its failed probe the waited-on key is due; the one nobody was
+        // refused on waits for its interval, and so does a key whose last probe succeeded
+        assert_eq!(p.due(at(3)), vec![waited.clone()]);
+        // once nobody has been refused on it for the waiting window, the interval is back
+        assert!(p.due(at(17)).is_empty());
+        assert_eq!(p.due(at(30)).len(), 3);
+        // a recorded failure keeps it watched while tenants are still refused
+        p.record(&waited, Outcome::Failure, at(3), &mut rng);
+        p.set_refused(&[(waited.clone(), at(5))].into());
+        assert_eq!(p.due(at(6)), vec![waited.clone()]);
+        // and a success ends the watch
+        p.record(&waited, Outcome::Success, at(6), &mut rng);
+        assert!(!p.due(at(9)).contains(&waited));
+        // off: the interval alone decides
+        let mut off = Planner::new(Cadence {
+            recovery_interval: Duration::ZERO,
+            ..no_jitter()
+        });
+        off.track(waited.clone(), t0());
+        off.record(&waited, Outcome::Failure, t0(), &mut rng);
+        off.set_refused(&[(waited.clone(), refused)].into());
+        assert!(off.due(at(3)).is_empty());
     }
 
     proptest::proptest! {

@@ -182,14 +182,19 @@ impl Scheduler {
         n
     }
 
-    /// Re-reads tenant demand from `preflight_log`; keeps the previous weights when it fails.
+    /// Re-reads tenant demand and refusals from `preflight_log`; keeps the previous ones when it
+    /// fails.
     pub async fn refresh_demand(&self) {
         let s = self.prober.settings();
         match demand::read(self.prober.audit().client(), s.demand_window, Utc::now()).await {
             Ok(rows) => {
                 let keys = self.keys();
                 let weights = demand::per_key(&rows, &keys, s.demand_window);
-                lock(&self.planner).set_demand(&weights);
+                let refused = demand::refused(&rows, &keys);
+                let mut planner = lock(&self.planner);
+                planner.set_demand(&weights);
+                planner.set_refused(&refused);
+                drop(planner);
                 tracing::debug!(keys = keys.len(), asked = rows.len(), "demand refreshed");
             }
             Err(e) => {

@@ -110,7 +110,8 @@ fn done(rows: &[ProbeAuditRow]) -> Vec<&ProbeAuditRow> {
     rows.iter().filter(|r| r.phase == "done").collect()
 }
 
-async fn preflight(sandbox: &Sandbox, zone: &str, n: usize) {
+/// `n` preflights of p5 in `zone` just now, answered `decision`.
+async fn preflight(sandbox: &Sandbox, zone: &str, n: usize, decision: &str) {
     let (at, at_ms) = split_time(chrono::Utc::now());
     let rows: Vec<PreflightLogRow> = (0..n)
         .map(|i| PreflightLogRow {
@@ -124,7 +125,7 @@ async fn preflight(sandbox: &Sandbox, zone: &str, n: usize) {
             instance_type: "p5.48xlarge".into(),
             market: "on_demand".into(),
             count: 1,
-            decision: "can_launch".into(),
+            decision: decision.into(),
             permission: "passed".into(),
             quota: "passed".into(),
             capacity: "passed".into(),
@@ -144,7 +145,7 @@ async fn once_probes_publish_classified_signals_and_audit_every_probe() {
     let sb = sandbox("probe_once", 0).start().await;
     let sim = sb.sim();
     // tenants asked 5 times about p5 in az4 today: it is probed first
-    preflight(&sb, "use1-az4", 5).await;
+    preflight(&sb, "use1-az4", 5, "can_launch").await;
     let started = chrono::Utc::now();
     succeed(
         probe_command(
@@ -740,6 +741,63 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     assert_eq!(distinct, want, "no signal lost");
     assert_eq!(got_ids.len(), want.len(), "no signal duplicated");
     assert!(want.len() >= at_restart + 4);
+    sb.cleanup().await;
+}
+
+/// A key whose probe failed while a tenant was just refused on it is probed again at the
+/// recovery interval, not its (much longer) demand-driven one; a key whose probe succeeded keeps
+/// its interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_key_a_tenant_waits_on_is_probed_at_the_recovery_interval() {
+    let sb = sandbox("probe_recovery", 0).start().await;
+    // a tenant was refused on p5 in az4 (no stock there) a moment ago
+    preflight(&sb, "use1-az4", 1, "retry_with_alternatives").await;
+    let mut probe = probe_command(
+        &sb,
+        &[
+            ("CAPSIGHT_PROBE__INSTANCE_TYPES", "[\"p5.48xlarge\"]"),
+            ("CAPSIGHT_PROBE__TICK", "200ms"),
+            ("CAPSIGHT_PROBE__DEMAND_REFRESH", "1s"),
+            ("CAPSIGHT_PROBE__CADENCE__MIN_INTERVAL", "10m"),
+            ("CAPSIGHT_PROBE__CADENCE__MAX_INTERVAL", "10m"),
+            ("CAPSIGHT_PROBE__CADENCE__JITTER", "0"),
+            ("CAPSIGHT_PROBE__CADENCE__RECOVERY_INTERVAL", "2s"),
+            ("CAPSIGHT_PROBE__CADENCE__WAITING_WINDOW", "10m"),
+            ("CAPSIGHT_PROBE__DAILY_BUDGET_USD", "1000000"),
+        ],
+    );
+    let child = sb.spawn("probe", &mut probe);
+    let probes_of = |rows: &[ProbeAuditRow], zone: &str| {
+        done(rows)
+            .iter()
+            .filter(|r| r.zone_id == zone && r.instance_type == "p5.48xlarge")
+            .count()
+    };
+    poll(Duration::from_secs(60), || async {
+        (probes_of(&audit_rows(&sb).await, "use1-az4") >= 3).then_some(())
+    })
+    .await
+    .expect("the waited-on key is probed again and again");
+    child.stop(Duration::from_secs(60)).await;
+    let rows = audit_rows(&sb).await;
+    let waited: Vec<&ProbeAuditRow> = done(&rows)
+        .into_iter()
+        .filter(|r| r.zone_id == "use1-az4")
+        .collect();
+    assert!(waited.iter().all(|r| r.outcome == "failed"), "{waited:#?}");
+    // consecutive probes of the waited-on key are about the recovery interval apart
+    let times: Vec<i64> = waited
+        .iter()
+        .map(|r| i64::from(r.at) * 1000 + i64::from(r.at_ms))
+        .collect();
+    for gap in times.windows(2).map(|w| w[1] - w[0]) {
+        assert!(
+            (1_500..10_000).contains(&gap),
+            "{gap} ms between probes: {times:?}"
+        );
+    }
+    // the key that got capacity was probed once: its interval is ten minutes
+    assert_eq!(probes_of(&rows, "use1-az1"), 1, "{rows:#?}");
     sb.cleanup().await;
 }
 

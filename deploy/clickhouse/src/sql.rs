@@ -570,7 +570,8 @@ pub const JOB_LIMITS: Statement = Statement {
 /// Preflight demand per key since (unix seconds).
 pub const PROBE_DEMAND: Statement = Statement {
     name: "probe.demand",
-    sql: "SELECT provider, region, zone_id, instance_type, market, count() AS n \
+    sql: "SELECT provider, region, zone_id, instance_type, market, count() AS n, \
+          toUInt32(maxIf(at, decision = 'retry_with_alternatives')) AS refused_at \
           FROM preflight_log WHERE at >= toDateTime(?) \
           GROUP BY provider, region, zone_id, instance_type, market",
     fields: &[],

@@ -295,6 +295,8 @@ shutdown_grace = "10s"
 [probe.cadence]
 min_interval = "{min_i}"
 max_interval = "{max_i}"
+recovery_interval = "{recovery_i}"
+waiting_window = "{waiting}"
 
 [probe.limits]
 per_api_per_minute = {per_api}
@@ -316,6 +318,8 @@ per_account_per_minute = {per_account}
         sweep = r(m),
         sweep_after = r(5.0 * m),
         min_i = r(10.0 * m),
+        recovery_i = r(3.0 * m),
+        waiting = r(15.0 * m),
         max_i = r(30.0 * m),
         per_api = (20.0 * scale).ceil() as u64,
         per_account = (60.0 * scale).ceil() as u64,
