@@ -7,10 +7,12 @@
 //! bunch up. Demand cancels the backoff in the same proportion as it shortens the interval: a
 //! key tenants keep asking about is waited on, and what they wait for is its recovery, which
 //! only a probe (or a launch) sees; backing off there would delay exactly that. A key nobody
-//! asks about backs off in full. A key whose last probe failed while a tenant was refused on it
-//! within `waiting_window` (a preflight answered "retry with alternatives": somebody is waiting
-//! for it now) is due again `recovery_interval` after that probe, whatever its interval: each
-//! minute its recovery goes unseen is a minute that tenant waits or launches elsewhere.
+//! asks about backs off in full. A key a tenant was refused on within `waiting_window` (a
+//! preflight answered "retry with alternatives": capsight said no, and somebody is waiting for
+//! it now) with no successful probe since is due `recovery_interval` after its last probe,
+//! whatever its interval: each minute its recovery goes unseen is a minute that tenant waits or
+//! launches elsewhere. The refusal is what marks the key out, whoever saw the failure (a probe,
+//! a launch, a report).
 //! [`Planner::due`] returns the due keys, most demanded and most overdue first.
 
 use std::{collections::HashMap, time::Duration};
@@ -34,7 +36,7 @@ pub struct Cadence {
     pub jitter: f64,
     /// Consecutive failures before the interval doubles (quadruples after twice as many).
     pub backoff_after: u32,
-    /// Interval of a failing key a tenant is waiting on; 0 = off.
+    /// Interval of a refused key a tenant is waiting on; 0 = off.
     #[serde(with = "humantime_serde")]
     pub recovery_interval: Duration,
     /// How recent a refused preflight must be for its key to count as waited on.
@@ -84,6 +86,8 @@ struct Entry {
     demand: f64,
     /// When the last probe was recorded.
     probed_at: Option<DateTime<Utc>>,
+    /// When the last successful probe was recorded.
+    succeeded_at: Option<DateTime<Utc>>,
     /// The newest preflight on the key that was refused for capacity.
     refused_at: Option<DateTime<Utc>>,
 }
@@ -111,6 +115,7 @@ impl Planner {
             failures: 0,
             demand: 0.0,
             probed_at: None,
+            succeeded_at: None,
             refused_at: None,
         });
     }
@@ -133,14 +138,15 @@ impl Planner {
         }
     }
 
-    /// When `e` is due as a failing key a tenant waits on at `now`, if it is one.
+    /// When `e` is due as a refused key a tenant waits on at `now`, if it is one.
     fn watched_due(&self, e: &Entry, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let (recovery, window) = (
             TimeDelta::from_std(self.cadence.recovery_interval).ok()?,
             TimeDelta::from_std(self.cadence.waiting_window).ok()?,
         );
-        let waited_on = e.refused_at.is_some_and(|t| now - t <= window);
-        (e.failures > 0 && !recovery.is_zero() && waited_on).then_some(e.probed_at? + recovery)
+        let refused = e.refused_at?;
+        let waited_on = now - refused <= window && e.succeeded_at.is_none_or(|s| s < refused);
+        (waited_on && !recovery.is_zero()).then(|| e.probed_at.map_or(refused, |p| p + recovery))
     }
 
     /// When `e` is due at `now`: its planned time, or sooner when a tenant waits on it.
@@ -225,6 +231,9 @@ impl Planner {
         let secs = base.as_secs_f64() * factor * (1.0 + spread);
         e.next_due = now + TimeDelta::milliseconds((secs * 1000.0) as i64);
         e.probed_at = Some(now);
+        if outcome == Outcome::Success {
+            e.succeeded_at = Some(now);
+        }
     }
 
     /// The demand weight of `key` (requests per day; 0 when untracked).
@@ -332,36 +341,43 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_key_a_tenant_was_just_refused_on_is_probed_again_at_the_recovery_interval() {
+    fn a_key_a_tenant_was_just_refused_on_is_probed_at_the_recovery_interval_until_it_succeeds() {
         let mut p = Planner::new(no_jitter());
         let waited = key("aws/us-east-1/use1-az1/p5.48xlarge/on_demand");
         let quiet = key("aws/us-east-1/use1-az2/p5.48xlarge/on_demand");
-        let fine = key("aws/us-east-1/use1-az4/p5.48xlarge/on_demand");
-        for k in [&waited, &quiet, &fine] {
+        let recovered = key("aws/us-east-1/use1-az4/p5.48xlarge/on_demand");
+        for k in [&waited, &quiet, &recovered] {
             p.track(k.clone(), t0());
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        p.record(&waited, Outcome::Failure, t0(), &mut rng);
-        p.record(&quiet, Outcome::Failure, t0(), &mut rng);
-        p.record(&fine, Outcome::Success, t0(), &mut rng);
-        let refused = t0() + TimeDelta::minutes(1);
-        p.set_refused(&[(waited.clone(), refused), (fine.clone(), refused)].into());
         let at = |m: i64| t0() + TimeDelta::minutes(m);
-        // before the recovery interval nothing is due
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // the last probes: waited and recovered succeeded before the refusals, quiet failed
+        p.record(&waited, Outcome::Success, t0(), &mut rng);
+        p.record(&quiet, Outcome::Failure, t0(), &mut rng);
+        p.record(&recovered, Outcome::Success, at(2), &mut rng);
+        // tenants were refused on waited (its stock went since, seen by a launch) and, before
+        // its successful probe, on recovered
+        p.set_refused(&[(waited.clone(), at(1)), (recovered.clone(), at(1))].into());
         assert!(p.due(at(2)).is_empty());
-        // three minutes after its failed probe the waited-on key is due; the one nobody was
-        // refused on waits for its interval, and so does a key whose last probe succeeded
+        // three minutes after its last probe the waited-on key is due; the one nobody was
+        // refused on waits for its interval, and so does one probed successfully since
         assert_eq!(p.due(at(3)), vec![waited.clone()]);
+        // its probes fail: still watched while tenants are refused
+        p.record(&waited, Outcome::Failure, at(3), &mut rng);
+        assert!(p.due(at(5)).is_empty());
+        assert_eq!(p.due(at(6)), vec![waited.clone()]);
         // once nobody has been refused on it for the waiting window, the interval is back
         assert!(p.due(at(17)).is_empty());
-        assert_eq!(p.due(at(30)).len(), 3);
-        // a recorded failure keeps it watched while tenants are still refused
-        p.record(&waited, Outcome::Failure, at(3), &mut rng);
-        p.set_refused(&[(waited.clone(), at(5))].into());
-        assert_eq!(p.due(at(6)), vec![waited.clone()]);
-        // and a success ends the watch
-        p.record(&waited, Outcome::Success, at(6), &mut rng);
-        assert!(!p.due(at(9)).contains(&waited));
+        assert_eq!(p.due(at(30)), vec![quiet.clone()], "by its interval");
+        // refused again, then a successful probe: the watch ends
+        p.set_refused(&[(waited.clone(), at(20))].into());
+        assert_eq!(p.due(at(20)), vec![waited.clone()]);
+        p.record(&waited, Outcome::Success, at(21), &mut rng);
+        assert!(!p.due(at(25)).contains(&waited));
+        // a refused key never probed is due at once
+        let fresh = key("aws/us-east-1/use1-az6/p5.48xlarge/on_demand");
+        p.track(fresh.clone(), at(21));
+        assert!(p.due(at(21)).contains(&fresh));
         // off: the interval alone decides
         let mut off = Planner::new(Cadence {
             recovery_interval: Duration::ZERO,
@@ -369,7 +385,7 @@ mod tests {
         });
         off.track(waited.clone(), t0());
         off.record(&waited, Outcome::Failure, t0(), &mut rng);
-        off.set_refused(&[(waited.clone(), refused)].into());
+        off.set_refused(&[(waited.clone(), at(1))].into());
         assert!(off.due(at(3)).is_empty());
     }
 

@@ -744,11 +744,11 @@ async fn broker_restart_mid_run_loses_no_probe_signal() {
     sb.cleanup().await;
 }
 
-/// A key whose probe failed while a tenant was just refused on it is probed again at the
-/// recovery interval, not its (much longer) demand-driven one; a key whose probe succeeded keeps
-/// its interval.
+/// A key a tenant was just refused on is probed again at the recovery interval while its probes
+/// fail, not at its (much longer) demand-driven one; a key nobody was refused on keeps its
+/// interval.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failing_key_a_tenant_waits_on_is_probed_at_the_recovery_interval() {
+async fn a_key_a_tenant_was_refused_on_is_probed_at_the_recovery_interval() {
     let sb = sandbox("probe_recovery", 0).start().await;
     // a tenant was refused on p5 in az4 (no stock there) a moment ago
     preflight(&sb, "use1-az4", 1, "retry_with_alternatives").await;
