@@ -120,6 +120,17 @@ impl Common {
     }
 }
 
+/// `work`, or an error when SIGINT or SIGTERM comes first: `work` is then dropped, and with it
+/// the guards of every process it started (an interrupted run leaves no pipeline behind).
+async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let shutdown = capsight_runtime::shutdown::Shutdown::new();
+    shutdown.listen_for_signals();
+    tokio::select! {
+        out = work => Ok(out),
+        () = shutdown.wait() => anyhow::bail!("interrupted; the arm's processes were stopped"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // a suite runs for most of an hour: the test kit's watchdog is for test binaries
@@ -139,7 +150,9 @@ async fn main() -> anyhow::Result<()> {
             common,
         } => {
             let opts = common.options(scenario, workload)?;
-            let report = run::run(&opts).await.context("evaluation run")?;
+            let report = interruptible(run::run(&opts))
+                .await?
+                .context("evaluation run")?;
             println!("{}", run::console_summary(&report));
             println!("report: {}", opts.out.join("report.md").display());
         }
@@ -164,8 +177,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Suite { library, common } => {
             let library = library.unwrap_or_else(|| run::repo_root().join("tests/eval/library"));
             let opts = common.options(PathBuf::new(), PathBuf::new())?;
-            capsight_eval::suite::suite(&library, &opts)
-                .await
+            interruptible(capsight_eval::suite::suite(&library, &opts))
+                .await?
                 .context("evaluation suite")?;
             println!("summary: {}", opts.out.join("summary.md").display());
         }
