@@ -664,6 +664,7 @@ mod tests {
         let table: toml::Table = text.parse().expect("toml");
         let verdict: VerdictPolicy = table["verdict"].clone().try_into().expect("[verdict]");
         verdict.validate().expect("verdict");
+        assert!(!verdict.revert_half_life.is_zero(), "{verdict:?}");
         let weights: FeatureWeights = table["scorer"]["weights"]
             .clone()
             .try_into()
