@@ -107,15 +107,16 @@ mod tests {
         }
     }
 
+    /// The p5 on-demand key of `zone` in us-east-1 (region-level when empty).
+    fn p5(zone: &str) -> CapacityKey {
+        format!("aws/us-east-1/{zone}/p5.48xlarge/on_demand")
+            .parse()
+            .unwrap()
+    }
+
     #[test]
     fn zonal_keys_count_their_zone_and_region_level_asks() {
-        let az1: CapacityKey = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand"
-            .parse()
-            .unwrap();
-        let az4: CapacityKey = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
-            .parse()
-            .unwrap();
-        let region: CapacityKey = "aws/us-east-1//p5.48xlarge/on_demand".parse().unwrap();
+        let (az1, az4, region) = (p5("use1-az1"), p5("use1-az4"), p5(""));
         let spot: CapacityKey = "aws/us-east-1/use1-az1/p5.48xlarge/spot".parse().unwrap();
         let rows = [row("use1-az1", 6), row("", 2), row("use1-az4", 1)];
         let d = per_key(
@@ -131,15 +132,7 @@ mod tests {
 
     #[test]
     fn a_key_is_refused_when_its_zone_or_its_region_was() {
-        let az1: CapacityKey = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand"
-            .parse()
-            .unwrap();
-        let az4: CapacityKey = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand"
-            .parse()
-            .unwrap();
-        let az6: CapacityKey = "aws/us-east-1/use1-az6/p5.48xlarge/on_demand"
-            .parse()
-            .unwrap();
+        let (az1, az4, az6) = (p5("use1-az1"), p5("use1-az4"), p5("use1-az6"));
         let refused_row = |zone: &str, at: u32| DemandRow {
             refused_at: at,
             ..row(zone, 1)

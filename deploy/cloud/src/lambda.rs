@@ -33,7 +33,7 @@ use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange, ZoneMap},
+    types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange},
 };
 
 /// The environment variable holding the Lambda API key.
@@ -158,7 +158,7 @@ struct Terminated {
 
 /// The request's client token, checked as an instance name (clouds without client tokens
 /// carry it in the name): 1-`max` characters `[A-Za-z0-9-_.:]`; `what` names the resource.
-pub(crate) fn name_token<'a>(
+fn name_token<'a>(
     request: &'a LaunchRequest,
     max: usize,
     what: &str,
@@ -173,6 +173,25 @@ pub(crate) fn name_token<'a>(
         return Err(CloudError::Invalid(format!(
             "client_token {token:?} must be 1-{max} characters [A-Za-z0-9-_.:] (it is the {what} name)"
         )));
+    }
+    Ok(token)
+}
+
+/// The checks of a launch on a cloud without zones, whose instances are named by the client
+/// token: no zone (`no_zones` says what a launch names instead), a valid name, at least one
+/// instance. Returns the name.
+pub(crate) fn zoneless_launch<'a>(
+    request: &'a LaunchRequest,
+    max: usize,
+    what: &str,
+    no_zones: &str,
+) -> Result<&'a str, CloudError> {
+    if request.zone.is_some() {
+        return Err(CloudError::Invalid(no_zones.to_owned()));
+    }
+    let token = name_token(request, max, what)?;
+    if request.count == 0 {
+        return Err(CloudError::Invalid("count must be at least 1".into()));
     }
     Ok(token)
 }
@@ -463,11 +482,6 @@ impl CloudAdapter for LambdaAdapter {
         &self.region
     }
 
-    /// Lambda has no zones: always empty.
-    async fn zones(&self) -> Result<ZoneMap, CloudError> {
-        Ok(ZoneMap::default())
-    }
-
     /// Lambda has no DryRun and no per-operation permissions: a valid key of an active account
     /// may launch. Checked by listing the account's instances; `Denied` for a permission error
     /// (invalid key, inactive account), other failures are errors.
@@ -479,18 +493,15 @@ impl CloudAdapter for LambdaAdapter {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-        if request.zone.is_some() {
-            return Err(CloudError::Invalid(
-                "Lambda has no zones: a launch names a region only".into(),
-            ));
-        }
         if request.market != Market::OnDemand {
             return Err(Self::unsupported("launch (Lambda sells on-demand only)"));
         }
-        let token = name_token(request, MAX_NAME, "Lambda instance")?;
-        if request.count == 0 {
-            return Err(CloudError::Invalid("count must be at least 1".into()));
-        }
+        let token = zoneless_launch(
+            request,
+            MAX_NAME,
+            "Lambda instance",
+            "Lambda has no zones: a launch names a region only",
+        )?;
         // list-then-launch inside every attempt: a retry after a lost answer finds the launch
         self.retrying("instance-operations/launch", || {
             self.launch_once(request, token)

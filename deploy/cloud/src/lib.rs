@@ -50,9 +50,10 @@ pub use types::{
     QuotaHeadroom, QuotaValue, ReservationRequest, SpotPricePoint, StateChange, ZoneMap,
 };
 
-/// One account in one region of one cloud. Only `zones` through `terminate` are required; an
-/// adapter whose cloud lacks one of the other operations keeps its default,
-/// [`CloudError::Unsupported`] for the adapter's provider (no tagged reservations: none).
+/// One account in one region of one cloud. Only `check_launch_permission` through `terminate`
+/// are required; an adapter whose cloud lacks one of the other operations keeps its default,
+/// [`CloudError::Unsupported`] for the adapter's provider (no zones, no tagged reservations:
+/// none).
 #[async_trait]
 pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     /// The cloud.
@@ -61,8 +62,11 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
     /// The region.
     fn region(&self) -> &Region;
 
-    /// The account's AZ name <-> AZ ID map for the region (cached after the first call).
-    async fn zones(&self) -> Result<ZoneMap, CloudError>;
+    /// The account's AZ name <-> AZ ID map for the region (cached after the first call); empty
+    /// for a cloud without zones.
+    async fn zones(&self) -> Result<ZoneMap, CloudError> {
+        Ok(ZoneMap::default())
+    }
 
     /// Whether the caller may launch `request` (DryRun): permission only, not capacity or quota.
     async fn check_launch_permission(

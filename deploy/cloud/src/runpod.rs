@@ -42,8 +42,8 @@ use serde_json::{Value, json};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    lambda::{name_token, permission_of},
-    types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange, ZoneMap},
+    lambda::{permission_of, zoneless_launch},
+    types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange},
 };
 
 /// The environment variable holding the RunPod API key.
@@ -626,11 +626,6 @@ impl CloudAdapter for RunPodAdapter {
         &self.region
     }
 
-    /// RunPod has no zones: always empty.
-    async fn zones(&self) -> Result<ZoneMap, CloudError> {
-        Ok(ZoneMap::default())
-    }
-
     /// RunPod has no DryRun and no per-operation permissions: a valid key may deploy. Checked
     /// by reading the account (`myself`).
     async fn check_launch_permission(
@@ -641,15 +636,12 @@ impl CloudAdapter for RunPodAdapter {
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
-        if request.zone.is_some() {
-            return Err(CloudError::Invalid(
-                "RunPod has no zones: a launch names a cloud type only".into(),
-            ));
-        }
-        let token = name_token(request, MAX_NAME, "RunPod pod")?;
-        if request.count == 0 {
-            return Err(CloudError::Invalid("count must be at least 1".into()));
-        }
+        let token = zoneless_launch(
+            request,
+            MAX_NAME,
+            "RunPod pod",
+            "RunPod has no zones: a launch names a cloud type only",
+        )?;
         self.gpu_type(&request.instance_type)?;
         // list-then-deploy inside every attempt: a retry after a lost answer finds the pods
         self.retrying("podFindAndDeployOnDemand", || {
