@@ -37,7 +37,7 @@ use capsight_kafka::{
 };
 use capsight_proto::{
     codec,
-    domain::{Label, Score, VerdictPolicy},
+    domain::{Label, Score, Served, VerdictPolicy},
 };
 use capsight_runtime::shutdown::Shutdown;
 use rdkafka::{
@@ -140,14 +140,15 @@ impl ScoresView {
 
     /// `published` as served at `now` (the same allocation when ageing changes nothing).
     fn serve(&self, published: &Arc<Score>, now: chrono::DateTime<chrono::Utc>) -> Arc<Score> {
-        let s = self.policy.served_verdict(published, now);
-        if s.label == published.label
-            && s.score == published.score
-            && (s.confidence - published.confidence).abs() < f64::EPSILON
-        {
+        Self::as_served(published, self.policy.served_verdict(published, now))
+    }
+
+    /// `published` as `s` says (the same allocation when that changes nothing).
+    fn as_served(published: &Arc<Score>, s: Served) -> Arc<Score> {
+        if s.is_as(published) {
             Arc::clone(published)
         } else {
-            Arc::new(self.policy.served(published, now))
+            Arc::new(s.on(published))
         }
     }
 
@@ -171,7 +172,7 @@ impl ScoresView {
                     continue;
                 }
                 let previous = before.label;
-                entry.served = self.serve(&entry.published, now);
+                entry.served = Self::as_served(&entry.published, s);
                 if previous != s.label {
                     changed.push(Transition {
                         score: Arc::clone(&entry.served),

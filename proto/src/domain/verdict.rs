@@ -66,6 +66,25 @@ pub struct Served {
     pub label: Label,
 }
 
+impl Served {
+    /// `published` with this value, confidence and label.
+    pub fn on(self, published: &Score) -> Score {
+        Score {
+            score: self.score,
+            confidence: self.confidence,
+            label: self.label,
+            ..published.clone()
+        }
+    }
+
+    /// True when serving changes nothing of `published` (value, label, confidence).
+    pub fn is_as(&self, published: &Score) -> bool {
+        self.label == published.label
+            && self.score == published.score
+            && (self.confidence - published.confidence).abs() < f64::EPSILON
+    }
+}
+
 impl Default for VerdictPolicy {
     fn default() -> Self {
         Self {
@@ -124,13 +143,17 @@ impl VerdictPolicy {
     /// The policy of `market`'s keys: `prior_score` is the market's prior.
     pub fn for_market(&self, market: Market) -> Self {
         Self {
-            prior_score: self
-                .market_prior
-                .get(&market)
-                .copied()
-                .unwrap_or(self.prior_score),
+            prior_score: self.prior_of(market),
             ..self.clone()
         }
+    }
+
+    /// The prior of `market`'s keys: its `market_prior` entry, else `prior_score`.
+    fn prior_of(&self, market: Market) -> f64 {
+        self.market_prior
+            .get(&market)
+            .copied()
+            .unwrap_or(self.prior_score)
     }
 
     /// The label of a score with this confidence.
@@ -181,7 +204,7 @@ impl VerdictPolicy {
         if self.revert_half_life.is_zero() || age.is_zero() {
             return score.score;
         }
-        let prior = self.for_market(score.key.market).prior_score;
+        let prior = self.prior_of(score.key.market);
         let kept = 0.5_f64.powf(age.as_secs_f64() / self.revert_half_life.as_secs_f64());
         let value = prior + (f64::from(score.score) - prior) * kept;
         // 0..=100 by construction (a mix of two values in that range)
@@ -190,13 +213,7 @@ impl VerdictPolicy {
 
     /// `score` as served at `now` (see [`VerdictPolicy::served_verdict`]).
     pub fn served(&self, score: &Score, now: DateTime<Utc>) -> Score {
-        let s = self.served_verdict(score, now);
-        Score {
-            score: s.score,
-            confidence: s.confidence,
-            label: s.label,
-            ..score.clone()
-        }
+        self.served_verdict(score, now).on(score)
     }
 }
 
