@@ -389,6 +389,25 @@ mod tests {
         assert!(off.due(at(3)).is_empty());
     }
 
+    /// What one tenant's refused preflights can move: only keys the prober already tracks, and
+    /// those no faster than the recovery interval, however many refusals arrive.
+    #[test]
+    fn refusals_neither_add_keys_nor_pull_a_key_faster_than_the_recovery_interval() {
+        let mut p = Planner::new(no_jitter());
+        let tracked = key("aws/us-east-1/use1-az1/p5.48xlarge/on_demand");
+        let invented = key("aws/us-east-1/use1-az9/p5.48xlarge/on_demand");
+        p.track(tracked.clone(), t0());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        p.record(&tracked, Outcome::Failure, t0(), &mut rng);
+        for m in 0..3 {
+            let at = t0() + TimeDelta::seconds(m * 30);
+            p.set_refused(&[(tracked.clone(), at), (invented.clone(), at)].into());
+            assert!(p.due(at).is_empty(), "refused at +{}s", m * 30);
+        }
+        assert_eq!(p.due(t0() + TimeDelta::minutes(3)), vec![tracked]);
+        assert_eq!(p.next_due(&invented), None, "a refusal never adds a key");
+    }
+
     proptest::proptest! {
         /// With jitter, the next probe always lands within +-jitter of the backed-off interval.
         #[test]
