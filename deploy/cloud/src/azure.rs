@@ -42,7 +42,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    future::Future,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -50,12 +49,13 @@ use std::{
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
 use capsight_classify::{classify, classify_http};
-use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
+use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
+    http::{Answer, Api, exchange, http_url},
     types::{
         Instance, InstanceId, InstanceState, LaunchRequest, Offering, Permission, QuotaHeadroom,
         QuotaValue, SpotPricePoint, StateChange, ZoneMap,
@@ -199,13 +199,12 @@ struct CachedToken {
 
 /// What the adapters of every region of one account share.
 struct Shared {
-    http: reqwest::Client,
+    api: Api,
     arm: String,
     authority: String,
     prices: String,
     credentials: AzureCredentials,
     scope: AzureScope,
-    settings: CloudSettings,
     azure: AzureSettings,
     catalog: Arc<Catalog>,
     token: tokio::sync::Mutex<Option<CachedToken>>,
@@ -227,17 +226,6 @@ impl std::fmt::Debug for AzureAdapter {
             .field("subscription", &self.shared.scope.subscription_id)
             .field("region", &self.region)
             .finish_non_exhaustive()
-    }
-}
-
-fn http_url(field: &str, text: &str) -> Result<String, CloudError> {
-    let url = text.trim().trim_end_matches('/').to_owned();
-    if url.starts_with("https://") || url.starts_with("http://") {
-        Ok(url)
-    } else {
-        Err(CloudError::Invalid(format!(
-            "{field} {text:?} must be an http(s) URL"
-        )))
     }
 }
 
@@ -483,25 +471,6 @@ struct PriceItem {
     currency_code: String,
 }
 
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        operation: &'static str,
-    ) -> Result<T, CloudError> {
-        serde_json::from_str(&self.body).map_err(|e| CloudError::Response {
-            operation,
-            message: e.to_string(),
-        })
-    }
-}
-
 fn api_error(operation: &'static str, code: &str, message: &str) -> CloudError {
     CloudError::Api {
         operation,
@@ -542,19 +511,14 @@ impl AzureAdapter {
         } else {
             azure.authority.clone()
         };
-        let http = reqwest::Client::builder()
-            .timeout(settings.operation_timeout)
-            .build()
-            .map_err(|e| CloudError::Invalid(format!("azure HTTP client: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                http,
+                api: Api::new(Provider::Azure, "azure-api", settings)?,
                 arm: http_url("azure.endpoint", &azure.endpoint)?,
                 authority: http_url("azure.authority", &authority)?,
                 prices: http_url("azure.prices_endpoint", &azure.prices_endpoint)?,
                 credentials,
                 scope,
-                settings,
                 azure,
                 catalog,
                 token: tokio::sync::Mutex::new(None),
@@ -609,13 +573,6 @@ impl AzureAdapter {
         )
     }
 
-    fn unsupported(operation: &'static str) -> CloudError {
-        CloudError::Unsupported {
-            provider: Provider::Azure,
-            operation,
-        }
-    }
-
     /// A valid access token: the cached one, or a new one from the token endpoint.
     async fn token(&self, operation: &'static str) -> Result<String, CloudError> {
         let mut cached = self.shared.token.lock().await;
@@ -640,7 +597,8 @@ impl AzureAdapter {
         let started = Instant::now();
         let response = self
             .shared
-            .http
+            .api
+            .client()
             .post(url)
             .header(
                 reqwest::header::CONTENT_TYPE,
@@ -692,60 +650,44 @@ impl AzureAdapter {
             let token = self.token(operation).await?;
             let mut request = self
                 .shared
-                .http
+                .api
+                .client()
                 .request(method.clone(), url)
                 .bearer_auth(token);
             if let Some(b) = body {
                 request = request.json(b);
             }
-            let response = request.send().await.map_err(|e| CloudError::Transport {
-                operation,
-                message: e.to_string(),
-            })?;
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let text = response.text().await.map_err(|e| CloudError::Transport {
-                operation,
-                message: e.to_string(),
-            })?;
-            if status == 401 && attempt == 0 {
+            let answer = exchange(operation, request).await?;
+            if answer.status == 401 && attempt == 0 {
                 tracing::debug!(operation, "azure token refused; fetching a new one");
                 *self.shared.token.lock().await = None;
                 continue;
             }
             // deleting what is not there is not an error
-            let answered = (200..300).contains(&status)
-                || (method == reqwest::Method::DELETE && status == 404);
+            let answered =
+                answer.is_success() || (method == reqwest::Method::DELETE && answer.status == 404);
             if !answered {
                 return Err(CloudError::Api {
                     operation,
-                    classified: Box::new(classify_http(Provider::Azure, status, &text)),
+                    classified: Box::new(classify_http(
+                        Provider::Azure,
+                        answer.status,
+                        &answer.body,
+                    )),
                     zone_id_hints: Vec::new(),
-                    request_id: headers
+                    request_id: answer
+                        .headers
                         .get("x-ms-request-id")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned),
                 });
             }
-            return Ok(Answer {
-                status,
-                headers,
-                body: text,
-            });
+            return Ok(answer);
         }
         Err(CloudError::Response {
             operation,
             message: "unauthenticated twice".into(),
         })
-    }
-
-    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
-    {
-        crate::retry::retrying(&self.shared.settings, "azure-api", operation, call).await
     }
 
     /// GET `url`, retried, as JSON.
@@ -754,12 +696,14 @@ impl AzureAdapter {
         operation: &'static str,
         url: &str,
     ) -> Result<T, CloudError> {
-        self.retrying(operation, || async {
-            self.send(operation, reqwest::Method::GET, url, None)
-                .await?
-                .json(operation)
-        })
-        .await
+        self.shared
+            .api
+            .retrying(operation, || async {
+                self.send(operation, reqwest::Method::GET, url, None)
+                    .await?
+                    .json(operation)
+            })
+            .await
     }
 
     /// Every page of an ARM list.
@@ -939,6 +883,8 @@ impl AzureAdapter {
         );
         let body = self.vm_body(request, zone, name);
         let answer = self
+            .shared
+            .api
             .retrying(OP, || {
                 self.send(OP, reqwest::Method::PUT, &url, Some(&body))
             })
@@ -997,6 +943,8 @@ impl AzureAdapter {
             query(&[("api-version", COMPUTE_API)])
         );
         let answer = self
+            .shared
+            .api
             .retrying(OP, || self.send(OP, reqwest::Method::DELETE, &url, None))
             .await?;
         Ok(answer.status == 200 || answer.status == 202)
@@ -1104,20 +1052,16 @@ impl CloudAdapter for AzureAdapter {
                     }
                 })
             }
-            Err(e) if e.class() == ErrorClass::Permission => {
-                let (code, message) = e
-                    .classified()
-                    .map(|c| (c.code.clone(), c.message.clone()))
-                    .unwrap_or_default();
-                Ok(Permission::Denied { code, message })
-            }
-            Err(e) => Err(e),
+            Err(e) => Permission::refused(e),
         }
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
         if request.market == Market::CapacityBlock {
-            return Err(Self::unsupported("launch (Azure has no capacity blocks)"));
+            return Err(crate::unsupported(
+                Provider::Azure,
+                "launch (Azure has no capacity blocks)",
+            ));
         }
         if request.count == 0 {
             return Err(CloudError::Invalid("count must be at least 1".into()));
@@ -1257,7 +1201,8 @@ impl CloudAdapter for AzureAdapter {
                 .clone()
                 .unwrap_or_else(|| LOW_PRIORITY_CORES.to_owned()),
             Market::CapacityBlock => {
-                return Err(Self::unsupported(
+                return Err(crate::unsupported(
+                    Provider::Azure,
                     "quota_headroom (Azure has no capacity blocks)",
                 ));
             }
@@ -1286,6 +1231,7 @@ impl CloudAdapter for AzureAdapter {
         instance_types: &[InstanceType],
         _since: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<SpotPricePoint>, CloudError> {
+        const OP: &str = "retail/prices";
         let wanted = self.catalog_types(instance_types);
         let mut filter = format!(
             "serviceName eq 'Virtual Machines' and armRegionName eq '{}' and priceType eq 'Consumption'",
@@ -1304,32 +1250,11 @@ impl CloudAdapter for AzureAdapter {
         while let Some(url) = next.take() {
             // the Retail Prices API needs no token
             let page: Prices = self
-                .retrying("retail/prices", || async {
-                    let response = self.shared.http.get(&url).send().await.map_err(|e| {
-                        CloudError::Transport {
-                            operation: "retail/prices",
-                            message: e.to_string(),
-                        }
-                    })?;
-                    let status = response.status().as_u16();
-                    let body = response.text().await.map_err(|e| CloudError::Transport {
-                        operation: "retail/prices",
-                        message: e.to_string(),
-                    })?;
-                    if !(200..300).contains(&status) {
-                        return Err(CloudError::Api {
-                            operation: "retail/prices",
-                            classified: Box::new(classify_http(Provider::Azure, status, &body)),
-                            zone_id_hints: Vec::new(),
-                            request_id: None,
-                        });
-                    }
-                    Answer {
-                        status,
-                        headers: reqwest::header::HeaderMap::new(),
-                        body,
-                    }
-                    .json("retail/prices")
+                .shared
+                .api
+                .retrying(OP, || async {
+                    let api = &self.shared.api;
+                    api.send(OP, api.client().get(&url)).await?.json(OP)
                 })
                 .await?;
             for item in page.items {

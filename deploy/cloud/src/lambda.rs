@@ -24,15 +24,15 @@
 //!   Lambda does not have, so such a second instance is not terminated by capsight
 //!   (docs/reliability.md, "Limits").
 
-use std::{collections::BTreeMap, future::Future};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use capsight_classify::classify_http;
 use capsight_proto::domain::{Market, Provider, Region};
 use serde::{Deserialize, de::DeserializeOwned};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
+    http::{Api, ApiKey, http_url},
     types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange},
 };
 
@@ -76,25 +76,14 @@ pub struct TypeAvailability {
     pub regions_with_capacity: Vec<String>,
 }
 
-/// The Lambda Cloud adapter for one API key and region.
-#[derive(Clone)]
+/// The Lambda Cloud adapter for one API key and region (`Debug` never shows the key).
+#[derive(Debug, Clone)]
 pub struct LambdaAdapter {
-    http: reqwest::Client,
+    api: Api,
     base: String,
-    api_key: String,
+    api_key: ApiKey,
     region: Region,
-    settings: CloudSettings,
     lambda: LambdaSettings,
-}
-
-impl std::fmt::Debug for LambdaAdapter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // never the API key
-        f.debug_struct("LambdaAdapter")
-            .field("endpoint", &self.base)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
 }
 
 // ------------------------------------------------------------------ wire shapes
@@ -196,23 +185,6 @@ pub(crate) fn zoneless_launch<'a>(
     Ok(token)
 }
 
-/// The permission a read call's outcome shows for a cloud without DryRun: allowed when it
-/// succeeded, `Denied` for a permission error (invalid key, inactive account), other failures
-/// are errors.
-pub(crate) fn permission_of<T>(read: Result<T, CloudError>) -> Result<Permission, CloudError> {
-    match read {
-        Ok(_) => Ok(Permission::Allowed),
-        Err(e) if e.class() == capsight_proto::domain::ErrorClass::Permission => {
-            let (code, message) = e
-                .classified()
-                .map(|c| (c.code.clone(), c.message.clone()))
-                .unwrap_or_default();
-            Ok(Permission::Denied { code, message })
-        }
-        Err(e) => Err(e),
-    }
-}
-
 fn state_of(status: &str) -> InstanceState {
     match status {
         "booting" => InstanceState::Pending,
@@ -231,28 +203,11 @@ impl LambdaAdapter {
         api_key: impl Into<String>,
         region: Region,
     ) -> Result<Self, CloudError> {
-        let api_key = api_key.into();
-        if api_key.trim().is_empty() {
-            return Err(CloudError::Invalid(format!(
-                "a Lambda API key is required ({API_KEY_ENV})"
-            )));
-        }
-        let base = lambda.endpoint.trim_end_matches('/').to_owned();
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(CloudError::Invalid(format!(
-                "lambda.endpoint {base:?} must be an http(s) URL"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(settings.operation_timeout)
-            .build()
-            .map_err(|e| CloudError::Invalid(format!("lambda HTTP client: {e}")))?;
         Ok(Self {
-            http,
-            base,
-            api_key,
+            api_key: ApiKey::new(api_key.into(), "Lambda", API_KEY_ENV)?,
+            base: http_url("lambda.endpoint", &lambda.endpoint)?,
+            api: Api::new(Provider::Lambda, "lambda-api", settings)?,
             region,
-            settings,
             lambda,
         })
     }
@@ -339,10 +294,11 @@ impl LambdaAdapter {
         operation: &'static str,
         path: &str,
     ) -> Result<T, CloudError> {
-        self.retrying(operation, || {
-            self.send(operation, self.http.get(self.url(path)))
-        })
-        .await
+        self.api
+            .retrying(operation, || {
+                self.send(operation, self.api.client().get(self.url(path)))
+            })
+            .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -351,7 +307,7 @@ impl LambdaAdapter {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, CloudError> {
-        self.send(operation, self.http.post(self.url(path)).json(body))
+        self.send(operation, self.api.client().post(self.url(path)).json(body))
             .await
     }
 
@@ -365,50 +321,11 @@ impl LambdaAdapter {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, CloudError> {
-        let response = request
-            .bearer_auth(&self.api_key)
-            .send()
-            .await
-            .map_err(|e| CloudError::Transport {
-                operation,
-                message: e.to_string(),
-            })?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| CloudError::Transport {
-            operation,
-            message: e.to_string(),
-        })?;
-        if !status.is_success() {
-            let classified = classify_http(Provider::Lambda, status.as_u16(), &body);
-            return Err(CloudError::Api {
-                operation,
-                classified: Box::new(classified),
-                zone_id_hints: Vec::new(),
-                request_id: None,
-            });
-        }
-        serde_json::from_str::<Data<T>>(&body)
+        self.api
+            .send(operation, self.api_key.bearer(request))
+            .await?
+            .json::<Data<T>>(operation)
             .map(|d| d.data)
-            .map_err(|e| CloudError::Response {
-                operation,
-                message: e.to_string(),
-            })
-    }
-
-    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
-    {
-        crate::retry::retrying(&self.settings, "lambda-api", operation, call).await
-    }
-
-    fn unsupported(operation: &'static str) -> CloudError {
-        CloudError::Unsupported {
-            provider: Provider::Lambda,
-            operation,
-        }
     }
 
     /// One launch attempt: the instances already named `token` (same region and type), or a
@@ -489,12 +406,15 @@ impl CloudAdapter for LambdaAdapter {
         &self,
         _request: &LaunchRequest,
     ) -> Result<Permission, CloudError> {
-        permission_of(self.list().await)
+        Permission::of_read(self.list().await)
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
         if request.market != Market::OnDemand {
-            return Err(Self::unsupported("launch (Lambda sells on-demand only)"));
+            return Err(crate::unsupported(
+                Provider::Lambda,
+                "launch (Lambda sells on-demand only)",
+            ));
         }
         let token = zoneless_launch(
             request,
@@ -503,10 +423,11 @@ impl CloudAdapter for LambdaAdapter {
             "Lambda has no zones: a launch names a region only",
         )?;
         // list-then-launch inside every attempt: a retry after a lost answer finds the launch
-        self.retrying("instance-operations/launch", || {
-            self.launch_once(request, token)
-        })
-        .await
+        self.api
+            .retrying("instance-operations/launch", || {
+                self.launch_once(request, token)
+            })
+            .await
     }
 
     async fn describe(&self, ids: &[InstanceId]) -> Result<Vec<Instance>, CloudError> {
@@ -540,6 +461,7 @@ impl CloudAdapter for LambdaAdapter {
             "instance_ids": ids.iter().map(InstanceId::as_str).collect::<Vec<_>>(),
         });
         let done: Terminated = self
+            .api
             .retrying("instance-operations/terminate", || {
                 self.post(
                     "instance-operations/terminate",

@@ -32,6 +32,7 @@ pub mod aws;
 pub mod azure;
 mod error;
 pub mod gcp;
+mod http;
 pub mod lambda;
 pub mod regional;
 mod retry;
@@ -182,7 +183,7 @@ pub trait CloudAdapter: Send + Sync + std::fmt::Debug {
 
 /// What an adapter answers for an operation its cloud's API does not have (the trait's default
 /// for every AWS capacity API, stop and start, and tags).
-fn unsupported(provider: Provider, operation: &'static str) -> CloudError {
+pub(crate) fn unsupported(provider: Provider, operation: &'static str) -> CloudError {
     CloudError::Unsupported {
         provider,
         operation,

@@ -31,18 +31,18 @@
 //!   before either deploys both deploy, and a pod RunPod made but did not answer for is made
 //!   again by a retry.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use async_trait::async_trait;
 use capsight_catalog::{Catalog, GpuType};
-use capsight_classify::classify_http;
 use capsight_proto::domain::{InstanceType, Market, Provider, Region, StockLevel};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    lambda::{permission_of, zoneless_launch},
+    http::{Api, ApiKey, exchange, http_url},
+    lambda::zoneless_launch,
     types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange},
 };
 
@@ -92,21 +92,22 @@ pub struct TypeStock {
 /// The RunPod adapter for one API key and cloud type.
 #[derive(Clone)]
 pub struct RunPodAdapter {
-    http: reqwest::Client,
+    api: Api,
     url: String,
-    api_key: String,
+    api_key: ApiKey,
     region: Region,
-    settings: CloudSettings,
     runpod: RunPodSettings,
     catalog: Arc<Catalog>,
 }
 
 impl std::fmt::Debug for RunPodAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // never the API key
+        // not the catalog
         f.debug_struct("RunPodAdapter")
-            .field("endpoint", &self.url)
+            .field("url", &self.url)
+            .field("api_key", &self.api_key)
             .field("region", &self.region)
+            .field("runpod", &self.runpod)
             .finish_non_exhaustive()
     }
 }
@@ -205,33 +206,18 @@ impl RunPodAdapter {
         api_key: impl Into<String>,
         region: Region,
     ) -> Result<Self, CloudError> {
-        let api_key = api_key.into();
-        if api_key.trim().is_empty() {
-            return Err(CloudError::Invalid(format!(
-                "a RunPod API key is required ({API_KEY_ENV})"
-            )));
-        }
-        let base = runpod.endpoint.trim_end_matches('/').to_owned();
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(CloudError::Invalid(format!(
-                "runpod.endpoint {base:?} must be an http(s) URL"
-            )));
-        }
+        let api_key = ApiKey::new(api_key.into(), "RunPod", API_KEY_ENV)?;
+        let base = http_url("runpod.endpoint", &runpod.endpoint)?;
         if Region::parse("region", Provider::RunPod, region.as_str()).is_err() {
             return Err(CloudError::Invalid(format!(
                 "{region} is not a RunPod cloud type (secure, community)"
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.operation_timeout)
-            .build()
-            .map_err(|e| CloudError::Invalid(format!("runpod HTTP client: {e}")))?;
         Ok(Self {
-            http,
+            api: Api::new(Provider::RunPod, "runpod-api", settings)?,
             url: format!("{base}/graphql"),
             api_key,
             region,
-            settings,
             runpod,
             catalog,
         })
@@ -301,6 +287,7 @@ impl RunPodAdapter {
             gpu_types: Vec<BTreeMap<String, Value>>,
         }
         let listed: Types = self
+            .api
             .retrying("gpuTypes", || self.graphql("gpuTypes", &query, json!({})))
             .await?;
         let mut out = Vec::new();
@@ -360,6 +347,7 @@ impl RunPodAdapter {
         let query =
             format!("query Myself {{ myself {{ id clientBalance pods {{ {POD_FIELDS} }} }} }}");
         let data: MyselfData = self
+            .api
             .retrying("myself", || self.graphql("myself", &query, json!({})))
             .await?;
         Ok(data.myself)
@@ -407,42 +395,22 @@ impl RunPodAdapter {
         query: &str,
         variables: Value,
     ) -> Result<T, CloudError> {
-        let response = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.api_key)
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .map_err(|e| CloudError::Transport {
-                operation,
-                message: e.to_string(),
-            })?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| CloudError::Transport {
-            operation,
-            message: e.to_string(),
-        })?;
+        let request = self.api.client().post(&self.url);
+        let body = json!({ "query": query, "variables": variables });
+        let answer = exchange(operation, self.api_key.bearer(request).json(&body)).await?;
         #[derive(Deserialize)]
         struct Answer<T> {
             data: Option<T>,
             #[serde(default)]
             errors: Vec<Value>,
         }
-        let answer = serde_json::from_str::<Answer<T>>(&body);
-        match answer {
+        match serde_json::from_str::<Answer<T>>(&answer.body) {
             Ok(Answer {
                 data: Some(data),
                 errors,
-            }) if status.is_success() && errors.is_empty() => Ok(data),
-            _ if !status.is_success() || body.contains("\"errors\"") => {
-                let classified = classify_http(Provider::RunPod, status.as_u16(), &body);
-                Err(CloudError::Api {
-                    operation,
-                    classified: Box::new(classified),
-                    zone_id_hints: Vec::new(),
-                    request_id: None,
-                })
+            }) if answer.is_success() && errors.is_empty() => Ok(data),
+            _ if !answer.is_success() || answer.body.contains("\"errors\"") => {
+                Err(answer.refusal(Provider::RunPod, operation))
             }
             Ok(_) => Err(CloudError::Response {
                 operation,
@@ -452,22 +420,6 @@ impl RunPodAdapter {
                 operation,
                 message: e.to_string(),
             }),
-        }
-    }
-
-    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
-    {
-        crate::retry::retrying(&self.settings, "runpod-api", operation, call).await
-    }
-
-    fn unsupported(operation: &'static str) -> CloudError {
-        CloudError::Unsupported {
-            provider: Provider::RunPod,
-            operation,
         }
     }
 
@@ -489,6 +441,7 @@ impl RunPodAdapter {
         let variables = json!({ "id": gpu_type_id, "n": g.gpu_count,
                                 "secure": self.region.as_str() == "secure" });
         let listed: Types = self
+            .api
             .retrying("gpuTypes", || {
                 self.graphql("gpuTypes", query, variables.clone())
             })
@@ -534,7 +487,10 @@ impl RunPodAdapter {
                 )
             }
             Market::CapacityBlock => {
-                return Err(Self::unsupported("launch (RunPod has no capacity blocks)"));
+                return Err(crate::unsupported(
+                    Provider::RunPod,
+                    "launch (RunPod has no capacity blocks)",
+                ));
             }
         };
         let mut data: BTreeMap<String, WirePod> = self
@@ -595,6 +551,7 @@ impl RunPodAdapter {
             "mutation Terminate($input: PodTerminateInput!) { podTerminate(input: $input) }";
         let variables = json!({ "input": { "podId": id.as_str() } });
         let done: Result<Value, CloudError> = self
+            .api
             .retrying("podTerminate", || {
                 self.graphql("podTerminate", query, variables.clone())
             })
@@ -632,7 +589,7 @@ impl CloudAdapter for RunPodAdapter {
         &self,
         _request: &LaunchRequest,
     ) -> Result<Permission, CloudError> {
-        permission_of(self.myself().await)
+        Permission::of_read(self.myself().await)
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>, CloudError> {
@@ -644,10 +601,11 @@ impl CloudAdapter for RunPodAdapter {
         )?;
         self.gpu_type(&request.instance_type)?;
         // list-then-deploy inside every attempt: a retry after a lost answer finds the pods
-        self.retrying("podFindAndDeployOnDemand", || {
-            self.launch_once(request, token)
-        })
-        .await
+        self.api
+            .retrying("podFindAndDeployOnDemand", || {
+                self.launch_once(request, token)
+            })
+            .await
     }
 
     /// The account's pods (every cloud type: a pod's cloud type is not listed), or those of

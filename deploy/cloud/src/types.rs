@@ -232,6 +232,29 @@ pub enum Permission {
     },
 }
 
+impl Permission {
+    /// The answer a refused call gives a permission check: `Denied` with the provider's code
+    /// and message for a permission error; any other failure stays an error.
+    pub(crate) fn refused(err: crate::CloudError) -> Result<Self, crate::CloudError> {
+        if err.class() != capsight_proto::domain::ErrorClass::Permission {
+            return Err(err);
+        }
+        let (code, message) = err
+            .classified()
+            .map(|c| (c.code.clone(), c.message.clone()))
+            .unwrap_or_default();
+        Ok(Self::Denied { code, message })
+    }
+
+    /// The permission a read call's outcome shows for a cloud without DryRun: allowed when it
+    /// succeeded, else [`Self::refused`].
+    pub(crate) fn of_read<T>(
+        read: Result<T, crate::CloudError>,
+    ) -> Result<Self, crate::CloudError> {
+        read.map_or_else(Self::refused, |_| Ok(Self::Allowed))
+    }
+}
+
 /// What to reserve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReservationRequest {

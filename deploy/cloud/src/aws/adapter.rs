@@ -49,14 +49,7 @@ impl CloudAdapter for AwsAdapter {
                 message: "a DryRun request launched instances".into(),
             }),
             Err(e) if e.code() == Some("DryRunOperation") => Ok(Permission::Allowed),
-            Err(e) if e.class() == ErrorClass::Permission => {
-                let (code, message) = e
-                    .classified()
-                    .map(|c| (c.code.clone(), c.message.clone()))
-                    .unwrap_or_default();
-                Ok(Permission::Denied { code, message })
-            }
-            Err(e) => Err(e),
+            Err(e) => Permission::refused(e),
         }
     }
 

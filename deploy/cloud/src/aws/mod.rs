@@ -28,7 +28,7 @@ use aws_sdk_ec2::{
 };
 use capsight_catalog::Catalog;
 use capsight_classify::classify;
-use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
+use capsight_proto::domain::{InstanceType, Market, Provider, Region, ZoneId};
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 

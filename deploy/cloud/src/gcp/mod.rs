@@ -39,11 +39,11 @@
 
 pub mod auth;
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use capsight_catalog::Catalog;
-use capsight_classify::{classify, classify_http};
+use capsight_classify::classify;
 use capsight_proto::domain::{ErrorClass, InstanceType, Market, Provider, Region, ZoneId};
 use serde::{Deserialize, de::DeserializeOwned};
 use sha2::Digest;
@@ -53,6 +53,7 @@ pub use auth::{CREDENTIALS_ENV, ServiceAccount, Tokens};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
+    http::Api,
     types::{
         Instance, InstanceId, InstanceState, LaunchRequest, Offering, Permission, QuotaHeadroom,
         QuotaValue, SpotPricePoint, StateChange, ZoneMap,
@@ -129,12 +130,11 @@ struct Hosts {
 /// The Compute Engine adapter for one project and region.
 #[derive(Clone)]
 pub struct GcpAdapter {
-    http: reqwest::Client,
+    api: Api,
     hosts: Hosts,
     tokens: Tokens,
     project: String,
     region: Region,
-    settings: CloudSettings,
     gcp: GcpSettings,
     catalog: Arc<Catalog>,
     zones: Arc<OnceCell<Vec<String>>>,
@@ -394,22 +394,17 @@ impl GcpAdapter {
                 gcp.endpoint
             )));
         }
-        let http = reqwest::Client::builder()
-            .timeout(settings.operation_timeout)
-            .build()
-            .map_err(|e| CloudError::Invalid(format!("gcp HTTP client: {e}")))?;
         let hosts = Hosts {
             compute: gcp.base("https://compute.googleapis.com"),
             resource_manager: gcp.base("https://cloudresourcemanager.googleapis.com"),
             billing: gcp.base("https://cloudbilling.googleapis.com"),
         };
         Ok(Self {
-            http,
+            api: Api::new(Provider::Gcp, "gcp-api", settings)?,
             hosts,
             tokens,
             project,
             region,
-            settings,
             gcp,
             catalog,
             zones: Arc::default(),
@@ -449,41 +444,17 @@ impl GcpAdapter {
         )
     }
 
-    /// Runs `call` in the adapters' retry loop ([`crate::retry::retrying`]).
-    async fn retrying<T, F, Fut>(&self, operation: &'static str, call: F) -> Result<T, CloudError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, CloudError>>,
-    {
-        crate::retry::retrying(&self.settings, "gcp-api", operation, call).await
-    }
-
     /// Sends one request with a bearer token; a non-2xx answer is classified with GCP's table.
     async fn send<T: DeserializeOwned>(
         &self,
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, CloudError> {
-        let token = self.tokens.token(&self.http).await?;
-        let transport = |e: reqwest::Error| CloudError::Transport {
-            operation,
-            message: e.to_string(),
-        };
-        let response = request.bearer_auth(token).send().await.map_err(transport)?;
-        let status = response.status();
-        let body = response.text().await.map_err(transport)?;
-        if !status.is_success() {
-            return Err(CloudError::Api {
-                operation,
-                classified: Box::new(classify_http(Provider::Gcp, status.as_u16(), &body)),
-                zone_id_hints: Vec::new(),
-                request_id: None,
-            });
-        }
-        serde_json::from_str(&body).map_err(|e| CloudError::Response {
-            operation,
-            message: e.to_string(),
-        })
+        let token = self.tokens.token(self.api.client()).await?;
+        self.api
+            .send(operation, request.bearer_auth(token))
+            .await?
+            .json(operation)
     }
 
     async fn get<T: DeserializeOwned>(
@@ -491,7 +462,10 @@ impl GcpAdapter {
         operation: &'static str,
         url: &str,
     ) -> Result<T, CloudError> {
-        self.retrying(operation, || self.send(operation, self.http.get(url)))
+        self.api
+            .retrying(operation, || {
+                self.send(operation, self.api.client().get(url))
+            })
             .await
     }
 
@@ -501,17 +475,11 @@ impl GcpAdapter {
         url: &str,
         body: &serde_json::Value,
     ) -> Result<T, CloudError> {
-        self.retrying(operation, || {
-            self.send(operation, self.http.post(url).json(body))
-        })
-        .await
-    }
-
-    fn unsupported(operation: &'static str) -> CloudError {
-        CloudError::Unsupported {
-            provider: Provider::Gcp,
-            operation,
-        }
+        self.api
+            .retrying(operation, || {
+                self.send(operation, self.api.client().post(url).json(body))
+            })
+            .await
     }
 
     /// The region's zones, in name order (cached).
@@ -600,7 +568,7 @@ impl GcpAdapter {
 
     /// Waits for a zone operation to be `DONE`; its error, classified, when it failed.
     async fn wait(&self, zone: &str, mut op: WireOperation) -> Result<(), CloudError> {
-        let deadline = tokio::time::Instant::now() + self.settings.operation_timeout;
+        let deadline = tokio::time::Instant::now() + self.api.settings().operation_timeout;
         let mut delay = Duration::from_millis(100);
         while op.status != "DONE" {
             if tokio::time::Instant::now() >= deadline {
@@ -741,8 +709,9 @@ impl GcpAdapter {
     async fn delete(&self, zone: &str, name: &str) -> Result<bool, CloudError> {
         let url = self.compute(&format!("/zones/{zone}/instances/{name}"));
         let deleted = self
+            .api
             .retrying("instances.delete", || {
-                self.send::<WireOperation>("instances.delete", self.http.delete(&url))
+                self.send::<WireOperation>("instances.delete", self.api.client().delete(&url))
             })
             .await;
         match deleted {
@@ -876,14 +845,7 @@ impl CloudAdapter for GcpAdapter {
                     })
                 }
             }
-            Err(e) if e.class() == ErrorClass::Permission => {
-                let (code, message) = e
-                    .classified()
-                    .map(|c| (c.code.clone(), c.message.clone()))
-                    .unwrap_or_default();
-                Ok(Permission::Denied { code, message })
-            }
-            Err(e) => Err(e),
+            Err(e) => Permission::refused(e),
         }
     }
 
@@ -895,7 +857,10 @@ impl CloudAdapter for GcpAdapter {
             return Err(CloudError::Invalid("client_token must not be empty".into()));
         }
         if request.market == Market::CapacityBlock {
-            return Err(Self::unsupported("launch (capacity blocks are AWS only)"));
+            return Err(crate::unsupported(
+                Provider::Gcp,
+                "launch (capacity blocks are AWS only)",
+            ));
         }
         let zones = match &request.zone {
             Some(z) => vec![self.zone_name(z)],
