@@ -33,10 +33,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    Sim,
+    Ctx, Sim,
     world::{
         World,
-        gcp::{GcpError, GcpInsert, GcpInstance, GcpOperation, OpError, gcp_types},
+        gcp::{GcpError, GcpInsert, GcpInstance, GcpOperation, GcpType, OpError, gcp_types},
     },
 };
 
@@ -81,24 +81,114 @@ fn bearer(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `op` for the caller of `headers` after the common checks: a valid token, `permission`
-/// in `project` on `resource`, the rate limit, an injected fault for `operation` (an HTTP one
-/// answers; an operation error is handed to `op`, which only an insert reports).
+/// The Compute API methods served, each with the IAM permission it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    ProjectsGet,
+    ZonesList,
+    RegionsGet,
+    MachineTypesList,
+    AcceleratorTypesList,
+    Insert,
+    List,
+    Get,
+    Delete,
+    OperationsGet,
+}
+
+impl Method {
+    /// (the IAM permission, the operation its injected faults name: `gcp/<operation>`).
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::ProjectsGet => ("compute.projects.get", "projects.get"),
+            Self::ZonesList => ("compute.zones.list", "zones.list"),
+            Self::RegionsGet => ("compute.regions.get", "regions.get"),
+            Self::MachineTypesList => ("compute.machineTypes.list", "machineTypes.list"),
+            Self::AcceleratorTypesList => {
+                ("compute.acceleratorTypes.list", "acceleratorTypes.list")
+            }
+            Self::Insert => ("compute.instances.create", "insert"),
+            Self::List => ("compute.instances.list", "list"),
+            Self::Get => ("compute.instances.get", "get"),
+            Self::Delete => ("compute.instances.delete", "delete"),
+            Self::OperationsGet => ("compute.zoneOperations.get", "operations.get"),
+        }
+    }
+}
+
+/// `{project}/zones/{zone}` of a zonal path.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Zonal {
+    project: String,
+    zone: String,
+}
+
+/// `{project}/zones/{zone}/<collection>/{name}` of a path naming one zonal resource.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Named {
+    project: String,
+    zone: String,
+    name: String,
+}
+
+/// What a call acts on: a project, and the resource its permission is checked on.
+#[derive(Debug)]
+struct Target<'a> {
+    project: &'a str,
+    resource: String,
+}
+
+impl<'a> Target<'a> {
+    /// `projects/P`.
+    fn project(project: &'a str) -> Self {
+        Self {
+            project,
+            resource: format!("projects/{project}"),
+        }
+    }
+}
+
+impl Zonal {
+    /// `projects/P/zones/Z`, then `suffix`.
+    fn target(&self, suffix: &str) -> Target<'_> {
+        Target {
+            project: &self.project,
+            resource: format!("projects/{}/zones/{}{suffix}", self.project, self.zone),
+        }
+    }
+}
+
+impl Named {
+    /// `projects/P/zones/Z/<collection>/N`.
+    fn target(&self, collection: &str) -> Target<'_> {
+        Target {
+            project: &self.project,
+            resource: format!(
+                "projects/{}/zones/{}/{collection}/{}",
+                self.project, self.zone, self.name
+            ),
+        }
+    }
+}
+
+/// Runs `op` for the caller after the common checks: a valid token, `method`'s permission in
+/// the target's project on its resource, the rate limit, an injected fault for `method` (an
+/// HTTP one answers; an operation error is handed to `op`, which only an insert reports).
 fn call(
-    sim: &Sim,
-    headers: &HeaderMap,
-    (project, permission, resource): (&str, &str, &str),
-    operation: &str,
+    cx: &Ctx,
+    method: Method,
+    Target { project, resource }: &Target<'_>,
     op: impl FnOnce(&mut World, Option<OpError>, std::time::Duration) -> Result<Value, GcpError>,
 ) -> Response {
-    let token = bearer(headers);
-    respond(sim.with_world(|world, elapsed| {
+    let token = bearer(&cx.headers);
+    let (permission, operation) = method.names();
+    respond(cx.sim.with_world(|world, elapsed| {
         let caller = world.gcp_caller(&token)?;
         world.gcp_authorize(&caller, project, permission, resource)?;
         world.gcp_throttle(project)?;
         let injected = match world.gcp_fault(operation) {
             Some(Ok(http)) => return Err(http),
-            Some(Err(e)) if operation != "insert" => {
+            Some(Err(e)) if method != Method::Insert => {
                 return Err(GcpError::invalid(format!("{}: {}", e.code, e.message)));
             }
             Some(Err(e)) => Some(e),
@@ -106,6 +196,13 @@ fn call(
         };
         op(world, injected, elapsed)
     }))
+}
+
+/// The operation `name` as it stands, without reading it as a caller would.
+fn peeked(w: &World, name: &str) -> Result<Value, GcpError> {
+    w.gcp_operation_peek(name)
+        .map(|op| operation_json(&op))
+        .ok_or_else(|| GcpError::not_found(name))
 }
 
 // ------------------------------------------------------------------------ OAuth2
@@ -141,6 +238,14 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
+/// The JSON of a JWT segment (base64url without padding).
+fn segment<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Checks a JWT-bearer assertion against the registered service accounts: the email it is
 /// from, or why not.
 fn verify_assertion(world: &World, assertion: &str, now: i64) -> Result<String, &'static str> {
@@ -151,19 +256,11 @@ fn verify_assertion(world: &World, assertion: &str, now: i64) -> Result<String, 
     else {
         return Err("Invalid JWT: not three segments.");
     };
-    let header: JwtHeader = b64
-        .decode(h)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or("Invalid JWT header.")?;
+    let header: JwtHeader = segment(h).ok_or("Invalid JWT header.")?;
     if header.alg != "RS256" {
         return Err("Invalid JWT: alg must be RS256.");
     }
-    let claims: JwtClaims = b64
-        .decode(c)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or("Invalid JWT claims.")?;
+    let claims: JwtClaims = segment(c).ok_or("Invalid JWT claims.")?;
     let key = world
         .gcp_public_key(&claims.iss)
         .ok_or("Invalid JWT: the issuer is not a registered service account.")?;
@@ -260,6 +357,11 @@ fn operation_json(o: &GcpOperation) -> Value {
     v
 }
 
+/// A `compute#...List` answer of `items`.
+fn item_list(kind: &str, items: impl Iterator<Item = Value>) -> Value {
+    json!({ "kind": kind, "items": items.collect::<Vec<_>>() })
+}
+
 fn quotas_json(quotas: &[(String, f64, f64)]) -> Vec<Value> {
     quotas
         .iter()
@@ -268,88 +370,57 @@ fn quotas_json(quotas: &[(String, f64, f64)]) -> Vec<Value> {
 }
 
 /// `GET /compute/v1/projects/{project}`.
-pub(crate) async fn project(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    let resource = format!("projects/{project}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.projects.get", &resource),
-        "projects.get",
-        |w, _, _| {
-            Ok(json!({
-                "kind": "compute#project",
-                "name": project,
-                "quotas": quotas_json(&w.gcp_project_quotas(&project)),
-            }))
-        },
-    )
+pub(crate) async fn project(cx: Ctx, Path(project): Path<String>) -> Response {
+    let at = Target::project(&project);
+    call(&cx, Method::ProjectsGet, &at, |w, _, _| {
+        Ok(json!({
+            "kind": "compute#project",
+            "name": project,
+            "quotas": quotas_json(&w.gcp_project_quotas(&project)),
+        }))
+    })
 }
 
 /// `GET /compute/v1/projects/{project}/zones`.
-pub(crate) async fn zones(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(project): Path<String>,
-) -> Response {
-    let resource = format!("projects/{project}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.zones.list", &resource),
-        "zones.list",
-        |w, _, _| {
-            let items: Vec<Value> = w
-                .gcp_zones()
-                .into_iter()
-                .map(|(z, r)| {
-                    json!({
-                        "kind": "compute#zone",
-                        "name": z,
-                        "region": format!("{SELF_LINK}/projects/{project}/regions/{r}"),
-                        "status": "UP",
-                    })
-                })
-                .collect();
-            Ok(json!({ "kind": "compute#zoneList", "items": items }))
-        },
-    )
+pub(crate) async fn zones(cx: Ctx, Path(project): Path<String>) -> Response {
+    let at = Target::project(&project);
+    call(&cx, Method::ZonesList, &at, |w, _, _| {
+        let items = w.gcp_zones().into_iter().map(|(z, r)| {
+            json!({
+                "kind": "compute#zone",
+                "name": z,
+                "region": format!("{SELF_LINK}/projects/{project}/regions/{r}"),
+                "status": "UP",
+            })
+        });
+        Ok(item_list("compute#zoneList", items))
+    })
 }
 
 /// `GET /compute/v1/projects/{project}/regions/{region}`.
-pub(crate) async fn region(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, region)): Path<(String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/regions/{region}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.regions.get", &resource),
-        "regions.get",
-        |w, _, _| {
-            let zones: Vec<String> = w
-                .gcp_zones()
-                .into_iter()
-                .filter(|(_, r)| *r == region)
-                .map(|(z, _)| zone_url(&project, &z))
-                .collect();
-            if zones.is_empty() {
-                return Err(GcpError::not_found(&resource));
-            }
-            Ok(json!({
-                "kind": "compute#region",
-                "name": region,
-                "status": "UP",
-                "zones": zones,
-                "quotas": quotas_json(&w.gcp_region_quotas(&project, &region)),
-            }))
-        },
-    )
+pub(crate) async fn region(cx: Ctx, Path((project, region)): Path<(String, String)>) -> Response {
+    let at = Target {
+        project: &project,
+        resource: format!("projects/{project}/regions/{region}"),
+    };
+    call(&cx, Method::RegionsGet, &at, |w, _, _| {
+        let zones: Vec<String> = w
+            .gcp_zones()
+            .into_iter()
+            .filter(|(_, r)| *r == region)
+            .map(|(z, _)| zone_url(&project, &z))
+            .collect();
+        if zones.is_empty() {
+            return Err(GcpError::not_found(&at.resource));
+        }
+        Ok(json!({
+            "kind": "compute#region",
+            "name": region,
+            "status": "UP",
+            "zones": zones,
+            "quotas": quotas_json(&w.gcp_region_quotas(&project, &region)),
+        }))
+    })
 }
 
 fn known_zone(w: &World, project: &str, zone: &str) -> Result<(), GcpError> {
@@ -359,78 +430,53 @@ fn known_zone(w: &World, project: &str, zone: &str) -> Result<(), GcpError> {
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/machineTypes`.
-pub(crate) async fn machine_types(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone)): Path<(String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.machineTypes.list", &resource),
-        "machineTypes.list",
-        |w, _, _| {
-            known_zone(w, &project, &zone)?;
-            let items: Vec<Value> = w
-                .gcp_machine_types(&zone)
-                .into_iter()
-                .map(|(name, t)| {
-                    json!({
-                        "kind": "compute#machineType",
-                        "name": name,
-                        "zone": zone,
-                        "guestCpus": t.vcpus,
-                        "memoryMb": t.memory_gib.saturating_mul(1024),
-                        "accelerators": [{
-                            "guestAcceleratorType": t.accelerator(),
-                            "guestAcceleratorCount": t.gpus,
-                        }],
-                        "selfLink": format!("{}/machineTypes/{name}", zone_url(&project, &zone)),
-                    })
-                })
-                .collect();
-            Ok(json!({ "kind": "compute#machineTypeList", "items": items }))
-        },
-    )
+pub(crate) async fn machine_types(cx: Ctx, Path(z): Path<Zonal>) -> Response {
+    let at = z.target("");
+    call(&cx, Method::MachineTypesList, &at, |w, _, _| {
+        known_zone(w, &z.project, &z.zone)?;
+        let machine_type = |(name, t): (String, GcpType)| {
+            json!({
+                "kind": "compute#machineType",
+                "name": name,
+                "zone": z.zone,
+                "guestCpus": t.vcpus,
+                "memoryMb": t.memory_gib.saturating_mul(1024),
+                "accelerators": [{
+                    "guestAcceleratorType": t.accelerator(),
+                    "guestAcceleratorCount": t.gpus,
+                }],
+                "selfLink": format!("{}/machineTypes/{name}", zone_url(&z.project, &z.zone)),
+            })
+        };
+        let items = w.gcp_machine_types(&z.zone).into_iter().map(machine_type);
+        Ok(item_list("compute#machineTypeList", items))
+    })
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/acceleratorTypes`.
-pub(crate) async fn accelerator_types(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone)): Path<(String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.acceleratorTypes.list", &resource),
-        "acceleratorTypes.list",
-        |w, _, _| {
-            known_zone(w, &project, &zone)?;
-            let mut by_name: BTreeMap<String, (String, u32)> = BTreeMap::new();
-            for (_, t) in w.gcp_machine_types(&zone) {
-                let entry = by_name.entry(t.accelerator()).or_insert_with(|| {
-                    (format!("NVIDIA {} {}GB", t.gpu_model, t.gpu_memory_gib), 0)
-                });
-                entry.1 = entry.1.max(t.gpus);
-            }
-            let items: Vec<Value> = by_name
-                .into_iter()
-                .map(|(name, (description, max))| {
-                    json!({
-                        "kind": "compute#acceleratorType",
-                        "name": name,
-                        "description": description,
-                        "zone": zone,
-                        "maximumCardsPerInstance": max,
-                    })
-                })
-                .collect();
-            Ok(json!({ "kind": "compute#acceleratorTypeList", "items": items }))
-        },
-    )
+pub(crate) async fn accelerator_types(cx: Ctx, Path(z): Path<Zonal>) -> Response {
+    let at = z.target("");
+    call(&cx, Method::AcceleratorTypesList, &at, |w, _, _| {
+        known_zone(w, &z.project, &z.zone)?;
+        // the most cards of any machine type carrying the accelerator
+        let mut by_name: BTreeMap<String, (String, u32)> = BTreeMap::new();
+        for (_, t) in w.gcp_machine_types(&z.zone) {
+            let entry = by_name
+                .entry(t.accelerator())
+                .or_insert_with(|| (format!("NVIDIA {} {}GB", t.gpu_model, t.gpu_memory_gib), 0));
+            entry.1 = entry.1.max(t.gpus);
+        }
+        let items = by_name.into_iter().map(|(name, (description, max))| {
+            json!({
+                "kind": "compute#acceleratorType",
+                "name": name,
+                "description": description,
+                "zone": z.zone,
+                "maximumCardsPerInstance": max,
+            })
+        });
+        Ok(item_list("compute#acceleratorTypeList", items))
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -493,77 +539,67 @@ fn valid_label(text: &str) -> bool {
 
 /// `POST /compute/v1/projects/{project}/zones/{zone}/instances`.
 pub(crate) async fn insert(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone)): Path<(String, String)>,
+    cx: Ctx,
+    Path(z): Path<Zonal>,
     Query(q): Query<InsertQuery>,
     bytes: Bytes,
 ) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}/instances");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.instances.create", &resource),
-        "insert",
-        |w, injected, elapsed| {
-            let b: InsertBody = serde_json::from_slice(&bytes)
-                .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received. {e}")))?;
-            if !valid_name(&b.name) {
-                return Err(GcpError::invalid(format!(
-                    "Invalid value for field 'resource.name': '{}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
-                    b.name
-                )));
-            }
-            if let Some((k, v)) = b
-                .labels
-                .iter()
-                .find(|(k, v)| !valid_label(k) || k.is_empty() || !valid_label(v))
-            {
-                return Err(GcpError::invalid(format!(
-                    "Invalid value for field 'resource.labels': '{k}={v}'"
-                )));
-            }
-            if let Some(rid) = &q.request_id
-                && uuid::Uuid::parse_str(rid).is_err()
-            {
-                return Err(GcpError::invalid(format!(
-                    "Invalid value for field 'requestId': '{rid}'. Must be a UUID."
-                )));
-            }
-            // `zones/<zone>/machineTypes/<type>`, or a full URL ending so
-            let machine_type = b
-                .machine_type
-                .rsplit_once("/machineTypes/")
-                .map_or(b.machine_type.as_str(), |(_, t)| t)
-                .to_owned();
-            let spot = b
-                .scheduling
-                .and_then(|s| s.provisioning_model)
-                .is_some_and(|m| m == "SPOT");
-            let spec = GcpInsert {
-                name: b.name,
-                machine_type,
-                spot,
-                labels: b.labels,
-                metadata: b
-                    .metadata
-                    .map(|m| m.items.into_iter().map(|i| (i.key, i.value)).collect())
-                    .unwrap_or_default(),
-            };
-            let op = w.gcp_insert(
-                &project,
-                &zone,
-                q.request_id.as_deref(),
-                &spec,
-                injected,
-                elapsed,
-            )?;
-            let seen = w
-                .gcp_operation_peek(&op)
-                .ok_or_else(|| GcpError::not_found(&op))?;
-            Ok(operation_json(&seen))
-        },
-    )
+    let at = z.target("/instances");
+    call(&cx, Method::Insert, &at, |w, injected, elapsed| {
+        let b: InsertBody = serde_json::from_slice(&bytes)
+            .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received. {e}")))?;
+        if !valid_name(&b.name) {
+            return Err(GcpError::invalid(format!(
+                "Invalid value for field 'resource.name': '{}'. Must be a match of regex '(?:[a-z](?:[-a-z0-9]{{0,61}}[a-z0-9])?)'",
+                b.name
+            )));
+        }
+        if let Some((k, v)) = b
+            .labels
+            .iter()
+            .find(|(k, v)| !valid_label(k) || k.is_empty() || !valid_label(v))
+        {
+            return Err(GcpError::invalid(format!(
+                "Invalid value for field 'resource.labels': '{k}={v}'"
+            )));
+        }
+        if let Some(rid) = &q.request_id
+            && uuid::Uuid::parse_str(rid).is_err()
+        {
+            return Err(GcpError::invalid(format!(
+                "Invalid value for field 'requestId': '{rid}'. Must be a UUID."
+            )));
+        }
+        // `zones/<zone>/machineTypes/<type>`, or a full URL ending so
+        let machine_type = b
+            .machine_type
+            .rsplit_once("/machineTypes/")
+            .map_or(b.machine_type.as_str(), |(_, t)| t)
+            .to_owned();
+        let spot = b
+            .scheduling
+            .and_then(|s| s.provisioning_model)
+            .is_some_and(|m| m == "SPOT");
+        let spec = GcpInsert {
+            name: b.name,
+            machine_type,
+            spot,
+            labels: b.labels,
+            metadata: b
+                .metadata
+                .map(|m| m.items.into_iter().map(|i| (i.key, i.value)).collect())
+                .unwrap_or_default(),
+        };
+        let op = w.gcp_insert(
+            &z.project,
+            &z.zone,
+            q.request_id.as_deref(),
+            &spec,
+            injected,
+            elapsed,
+        )?;
+        peeked(w, &op)
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -605,96 +641,51 @@ fn matches(i: &GcpInstance, f: &Filter) -> bool {
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/instances`.
-pub(crate) async fn list(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.instances.list", &resource),
-        "list",
-        |w, _, _| {
-            known_zone(w, &project, &zone)?;
-            let filter = q
-                .filter
-                .as_deref()
-                .filter(|f| !f.trim().is_empty())
-                .map(parse_filter)
-                .transpose()?;
-            let items: Vec<Value> = w
-                .gcp_instances(&project, &zone)
-                .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
-                .map(instance_json)
-                .collect();
-            Ok(json!({ "kind": "compute#instanceList", "items": items }))
-        },
-    )
+pub(crate) async fn list(cx: Ctx, Path(z): Path<Zonal>, Query(q): Query<ListQuery>) -> Response {
+    let at = z.target("");
+    call(&cx, Method::List, &at, |w, _, _| {
+        known_zone(w, &z.project, &z.zone)?;
+        let filter = q
+            .filter
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+            .map(parse_filter)
+            .transpose()?;
+        let items = w
+            .gcp_instances(&z.project, &z.zone)
+            .filter(|i| filter.as_ref().is_none_or(|f| matches(i, f)))
+            .map(instance_json);
+        Ok(item_list("compute#instanceList", items))
+    })
 }
 
 /// `GET /compute/v1/projects/{project}/zones/{zone}/instances/{name}`.
-pub(crate) async fn get(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}/instances/{name}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.instances.get", &resource),
-        "get",
-        |w, _, _| {
-            w.gcp_instance(&project, &zone, &name)
-                .map(instance_json)
-                .ok_or_else(|| GcpError::not_found(&resource))
-        },
-    )
+pub(crate) async fn get(cx: Ctx, Path(n): Path<Named>) -> Response {
+    let at = n.target("instances");
+    call(&cx, Method::Get, &at, |w, _, _| {
+        w.gcp_instance(&n.project, &n.zone, &n.name)
+            .map(instance_json)
+            .ok_or_else(|| GcpError::not_found(&at.resource))
+    })
 }
 
 /// `DELETE /compute/v1/projects/{project}/zones/{zone}/instances/{name}`.
-pub(crate) async fn delete(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}/instances/{name}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.instances.delete", &resource),
-        "delete",
-        |w, _, elapsed| {
-            let op = w.gcp_delete(&project, &zone, &name, elapsed)?;
-            let seen = w
-                .gcp_operation_peek(&op)
-                .ok_or_else(|| GcpError::not_found(&op))?;
-            Ok(operation_json(&seen))
-        },
-    )
+pub(crate) async fn delete(cx: Ctx, Path(n): Path<Named>) -> Response {
+    let at = n.target("instances");
+    call(&cx, Method::Delete, &at, |w, _, elapsed| {
+        let op = w.gcp_delete(&n.project, &n.zone, &n.name, elapsed)?;
+        peeked(w, &op)
+    })
 }
 
-/// `GET /compute/v1/projects/{project}/zones/{zone}/operations/{operation}`.
-pub(crate) async fn operation(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path((project, zone, name)): Path<(String, String, String)>,
-) -> Response {
-    let resource = format!("projects/{project}/zones/{zone}/operations/{name}");
-    call(
-        &sim,
-        &headers,
-        (&project, "compute.zoneOperations.get", &resource),
-        "operations.get",
-        |w, _, _| {
-            let mut op = w.gcp_operation(&project, &zone, &name)?;
-            op.done = true;
-            Ok(operation_json(&op))
-        },
-    )
+/// `GET /compute/v1/projects/{project}/zones/{zone}/operations/{name}`.
+pub(crate) async fn operation(cx: Ctx, Path(n): Path<Named>) -> Response {
+    let at = n.target("operations");
+    call(&cx, Method::OperationsGet, &at, |w, _, _| {
+        let mut op = w.gcp_operation(&n.project, &n.zone, &n.name)?;
+        op.done = true;
+        Ok(operation_json(&op))
+    })
 }
 
 // ------------------------------------------------------------------------ IAM, billing, status

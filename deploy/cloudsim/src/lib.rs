@@ -180,6 +180,28 @@ impl Sim {
     }
 }
 
+/// What a provider API handler starts from: the shared state and the request's headers (for
+/// the caller's credentials).
+#[derive(Debug)]
+struct Ctx {
+    sim: Arc<Sim>,
+    headers: HeaderMap,
+}
+
+impl axum::extract::FromRequestParts<Arc<Sim>> for Ctx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        sim: &Arc<Sim>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            sim: sim.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// A running cloudsim.
 #[derive(Debug)]
 pub struct Running {
@@ -341,7 +363,7 @@ fn router(sim: Arc<Sim>) -> Router {
             get(gcp::get).delete(gcp::delete),
         )
         .route(
-            "/compute/v1/projects/{project}/zones/{zone}/operations/{operation}",
+            "/compute/v1/projects/{project}/zones/{zone}/operations/{name}",
             get(gcp::operation),
         )
         .route("/v1/projects/{resource}", post(gcp::test_permissions))
