@@ -14,12 +14,7 @@
 use std::time::Duration;
 
 use capsight_e2e::bin;
-use capsight_testkit::{
-    Sandbox,
-    cloud::{OPERATOR, Sim},
-    fixtures::scenario,
-    wait::eventually,
-};
+use capsight_testkit::{Sandbox, cloud::OPERATOR, wait::eventually};
 
 /// One H100 in stock at the start (the operator's logical zone "3").
 const STOCKED: &str = "azure/eastus/eastus-1/Standard_ND96isr_H100_v5/on_demand";
@@ -44,13 +39,7 @@ async fn azure_kinds(sandbox: &Sandbox) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_signals_of_every_kind_are_published_and_scored() {
-    let sandbox = Sandbox::builder("azure")
-        .topics(1)
-        .database()
-        .profile("scorer")
-        .cloudsim(Sim::builder(scenario("azure")))
-        .start()
-        .await;
+    let sandbox = Sandbox::scoring("azure").scenario("azure").start().await;
     let sim = sandbox.sim();
     let _scorer = sandbox.spawn_scorer();
     let collector = |name: &str| {

@@ -24,10 +24,7 @@ const REPORTS_PER_REQUEST: usize = 100;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
-    let sandbox = Sandbox::builder("poison")
-        .topics(1)
-        .database()
-        .profile("scorer")
+    let sandbox = Sandbox::scoring("poison")
         .tenants([tenant("mallory").with_key()])
         .start()
         .await;
@@ -70,9 +67,7 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
 /// The key's score once it counts `signals` signals.
 async fn score_with(sandbox: &Sandbox, signals: u64) -> capsight_proto::domain::Score {
     let scores = sandbox
-        .wait_for_scores(Duration::from_secs(90), |s| {
-            s.get(KEY).is_some_and(|s| s.signal_count >= signals)
-        })
+        .wait_for_signal_counts(Duration::from_secs(90), &[KEY], signals)
         .await;
     scores[KEY].clone()
 }

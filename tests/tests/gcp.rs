@@ -22,8 +22,7 @@ use capsight_proto::{
 use capsight_publisher::{Publisher, PublisherSettings};
 use capsight_testkit::{
     Sandbox,
-    cloud::{Sim, catalog, quick_retries},
-    fixtures::scenario,
+    cloud::{catalog, quick_retries},
 };
 
 /// Two H100s in stock all along.
@@ -41,13 +40,7 @@ struct Defaults {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_a_stocked_one() {
-    let sandbox = Sandbox::builder("gcp")
-        .topics(1)
-        .database()
-        .profile("scorer")
-        .cloudsim(Sim::builder(scenario("gcp")))
-        .start()
-        .await;
+    let sandbox = Sandbox::scoring("gcp").scenario("gcp").start().await;
     let _scorer = sandbox.spawn_scorer();
     let sim = sandbox.sim();
     let publisher =
@@ -165,11 +158,7 @@ async fn every_gcp_signal_kind_is_published_and_a_stocked_out_zone_scores_below_
 
     // scored: the stocked zone above the stocked-out one
     let scores = sandbox
-        .wait_for_scores(Duration::from_secs(120), |s| {
-            [STOCKED, STOCKED_OUT]
-                .iter()
-                .all(|k| s.get(*k).is_some_and(|s| s.signal_count >= 5))
-        })
+        .wait_for_signal_counts(Duration::from_secs(120), &[STOCKED, STOCKED_OUT], 5)
         .await;
     let (up, out) = (&scores[STOCKED], &scores[STOCKED_OUT]);
     assert!(up.score > out.score, "{up:?} vs {out:?}");

@@ -29,10 +29,7 @@ const REPORTS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_that_contradicts_probes_loses_weight_on_other_keys() {
-    let sandbox = Sandbox::builder("trust")
-        .topics(1)
-        .database()
-        .profile("scorer")
+    let sandbox = Sandbox::scoring("trust")
         .tenants([tenant("mallory").with_key(), tenant("honest").with_key()])
         .start()
         .await;
@@ -173,9 +170,7 @@ async fn wait_for_trust(
 /// The score of `key` once it counts `signals` signals.
 async fn score_with(sandbox: &Sandbox, key: &str, signals: u64) -> Score {
     let scores = sandbox
-        .wait_for_scores(Duration::from_secs(90), |s| {
-            s.get(key).is_some_and(|s| s.signal_count >= signals)
-        })
+        .wait_for_signal_counts(Duration::from_secs(90), &[key], signals)
         .await;
     scores[key].clone()
 }

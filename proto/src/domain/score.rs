@@ -45,6 +45,13 @@ pub struct Score {
     pub market_usd_per_hour: Option<f64>,
 }
 
+impl Score {
+    /// The evidence of `feature`, when the score has some.
+    pub fn evidence_of(&self, feature: Feature) -> Option<&Evidence> {
+        self.evidence.iter().find(|e| e.feature == feature)
+    }
+}
+
 impl TryFrom<v1::Score> for Score {
     type Error = FieldError;
 

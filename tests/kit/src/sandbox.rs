@@ -119,6 +119,11 @@ impl Builder {
         self
     }
 
+    /// A cloudsim started from the scenario file `tests/fixtures/scenarios/<name>.toml`.
+    pub fn scenario(self, name: &str) -> Self {
+        self.cloudsim(Sim::builder(fixtures::scenario(name)))
+    }
+
     /// Creates it all.
     pub async fn start(mut self) -> Sandbox {
         crate::process::watchdog();
@@ -195,6 +200,12 @@ impl Sandbox {
             tenants: Vec::new(),
             sim: None,
         }
+    }
+
+    /// A sandbox for a scoring test: one-partition topics, a database and the scorer's
+    /// test timings (`profile("scorer")`).
+    pub fn scoring(prefix: &str) -> Builder {
+        Self::builder(prefix).topics(1).database().profile("scorer")
     }
 
     async fn create(spec: Builder, name: String, shared_signals: Option<(String, i32)>) -> Self {
@@ -340,6 +351,18 @@ impl Sandbox {
         self.spawn("capsight-scorer", &mut self.scorer_command(None))
     }
 
+    /// The GPU-clouds collector binary (`capsight-gpuclouds`) with the provider settings `env`,
+    /// polling every second with one attempt per call.
+    pub fn spawn_gpuclouds(&self, env: [(&str, String); 2]) -> ChildGuard {
+        self.spawn(
+            "capsight-gpuclouds",
+            self.command(crate::process::bin("capsight-gpuclouds"))
+                .envs(env)
+                .env("CAPSIGHT_GPUCLOUDS__INTERVAL", "1s")
+                .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+        )
+    }
+
     /// The reports intake binary (`capsight-reports`) on a free loopback port: its guard and
     /// its `host:port`.
     pub fn spawn_intake(&self) -> (ChildGuard, String) {
@@ -447,6 +470,21 @@ impl Sandbox {
         done: impl Fn(&HashMap<String, Score>) -> bool,
     ) -> HashMap<String, Score> {
         kafka::wait_for_scores(&self.kafka, &self.kafka.topics.scores, timeout, done).await
+    }
+
+    /// Waits until every key of `keys` has a score counting at least `signals` signals; panics
+    /// with the scores after `timeout`.
+    pub async fn wait_for_signal_counts(
+        &self,
+        timeout: Duration,
+        keys: &[&str],
+        signals: u64,
+    ) -> HashMap<String, Score> {
+        self.wait_for_scores(timeout, |s| {
+            keys.iter()
+                .all(|k| s.get(*k).is_some_and(|s| s.signal_count >= signals))
+        })
+        .await
     }
 
     /// Drops the database (when the sandbox made one) and deletes the launch topology (when
