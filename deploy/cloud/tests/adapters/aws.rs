@@ -5,17 +5,11 @@
 //! time with `POST /admin/advance`, so timing never flakes. Credentials, region and endpoint are
 //! set per test on the SDK config builder; the process environment is not touched.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
-
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use capsight_cloud::{
     CapacityBlockQuery, CloudAdapter, CloudError, InstanceState, InstanceType, LaunchRequest,
-    Market, Permission, PlacementScoreQuery, Provider, Region, ReservationRequest, ZoneId,
-    aws::AwsAdapter,
+    Market, Permission, PlacementScoreQuery, Provider, ReservationRequest, ZoneId, aws::AwsAdapter,
 };
 use capsight_proto::domain::ErrorClass;
 use capsight_testkit::{
@@ -23,13 +17,15 @@ use capsight_testkit::{
     fixtures::{scenario, shipped_scenario},
 };
 
+use crate::{denied, instance_type, zone_of};
+
 const READONLY: &str = "AKIATESTREADONLY";
 const P5_AZ1: &str = "aws/us-east-1/use1-az1/p5.48xlarge/on_demand";
 const P5_AZ4: &str = "aws/us-east-1/use1-az4/p5.48xlarge/on_demand";
 
 /// A world for the tests: us-east-1 with three zones; the tenant account's AZ names are shifted.
 async fn sim() -> Sim {
-    Sim::builder(scenario("adapter")).start().await
+    crate::sim("adapter").await
 }
 
 /// An adapter acting as `access_key`, three attempts per call.
@@ -38,14 +34,11 @@ async fn adapter(sim: &Sim, access_key: &str) -> AwsAdapter {
 }
 
 fn it(t: &str) -> InstanceType {
-    InstanceType::parse("t", Provider::Aws, t).unwrap()
+    instance_type(Provider::Aws, t)
 }
 
 fn zone(z: &str) -> ZoneId {
-    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
-    ZoneId::parse_optional("z", Provider::Aws, &region, z)
-        .unwrap()
-        .unwrap()
+    zone_of(Provider::Aws, "us-east-1", z)
 }
 
 fn p5(z: &str, token: &str) -> LaunchRequest {
@@ -207,17 +200,10 @@ async fn dry_run_answers_permission_only() {
         Permission::Allowed
     );
     let ro = adapter(&sim, READONLY).await;
-    match ro
-        .check_launch_permission(&p5("use1-az4", "dry-2"))
-        .await
-        .unwrap()
-    {
-        Permission::Denied { code, message } => {
-            assert_eq!(code, "UnauthorizedOperation");
-            assert!(message.contains("ec2:RunInstances"), "{message}");
-        }
-        other => panic!("expected denied, got {other:?}"),
-    }
+    let permission = ro.check_launch_permission(&p5("use1-az4", "dry-2")).await;
+    let (code, message) = denied(permission.unwrap());
+    assert_eq!(code, "UnauthorizedOperation");
+    assert!(message.contains("ec2:RunInstances"), "{message}");
     // Nothing was launched.
     assert!(op.describe(&[]).await.unwrap().is_empty());
     // Service Quotas without servicequotas:* permission.

@@ -5,19 +5,15 @@
 //! stock back, and the classification of every documented capacity, quota and permission
 //! error.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
-
 use capsight_cloud::{
     CloudAdapter, CloudError, InstanceState, InstanceType, LaunchRequest, Market, Permission,
-    PlacementScoreQuery, Provider, Region, ZoneId, azure::AzureAdapter,
+    PlacementScoreQuery, Provider, ZoneId, azure::AzureAdapter,
 };
 use capsight_proto::domain::ErrorClass;
-use capsight_testkit::{
-    cloud::{AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, Sim, quick_retries},
-    fixtures::scenario,
+use capsight_testkit::cloud::{AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, Sim, quick_retries};
+
+use crate::{
+    assert_unsupported, class_and_code, denied, instance_type, launch, launch_error, zone_of,
 };
 
 const SMALL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000b2";
@@ -34,7 +30,7 @@ const H100X1: &str = "Standard_NC40ads_H100_v5";
 const A100X1: &str = "Standard_NC24ads_A100_v4";
 
 async fn sim() -> Sim {
-    Sim::builder(scenario("azure")).start().await
+    crate::sim("azure").await
 }
 
 fn ops(sim: &Sim, region: &str) -> AzureAdapter {
@@ -47,22 +43,16 @@ fn ops(sim: &Sim, region: &str) -> AzureAdapter {
 }
 
 fn t(name: &str) -> InstanceType {
-    InstanceType::parse("t", Provider::Azure, name).unwrap()
+    instance_type(Provider::Azure, name)
 }
 
+/// A capsight zone id (`eastus-2`) as a zone of its region.
 fn zone(id: &str) -> ZoneId {
-    let region = Region::parse("r", Provider::Azure, id.rsplit_once('-').unwrap().0).unwrap();
-    ZoneId::parse_optional("z", Provider::Azure, &region, id)
-        .unwrap()
-        .unwrap()
+    zone_of(Provider::Azure, id.rsplit_once('-').unwrap().0, id)
 }
 
 fn request(name: &str, zone_id: Option<&str>, token: &str) -> LaunchRequest {
-    LaunchRequest::new(t(name), zone_id.map(zone), "", token)
-}
-
-fn class_and_code(e: &CloudError) -> (ErrorClass, &str) {
-    (e.class(), e.code().unwrap_or(""))
+    launch(Provider::Azure, name, zone_id.map(zone), token)
 }
 
 #[tokio::test]
@@ -155,10 +145,7 @@ async fn create_is_idempotent_by_name_takes_stock_and_delete_returns_it() {
         .unwrap();
     assert_eq!(again[0].id, vm.id);
     // another token: eastus-1 has nothing left
-    let e = a
-        .launch(&request(H100X8, Some("eastus-1"), "job-2"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&a, &request(H100X8, Some("eastus-1"), "job-2")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Capacity, "ZonalAllocationFailed")
@@ -212,25 +199,22 @@ async fn create_is_idempotent_by_name_takes_stock_and_delete_returns_it() {
 async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     let sim = sim().await;
     let a = ops(&sim, "eastus");
-    let fail = |r: LaunchRequest| {
-        let a = a.clone();
-        async move { a.launch(&r).await.unwrap_err() }
-    };
     // capacity: an empty zone, and a region-wide request once every usable zone is empty
-    let e = fail(request(H100X8, Some("eastus-2"), "c-1")).await;
+    let e = launch_error(&a, &request(H100X8, Some("eastus-2"), "c-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Capacity, "ZonalAllocationFailed")
     );
     a.launch(&request(H100X8, None, "c-2")).await.unwrap();
-    let e = fail(request(H100X8, None, "c-3")).await;
+    let e = launch_error(&a, &request(H100X8, None, "c-3")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Capacity, "AllocationFailed")
     );
     // a spot price cap under the price: over-constrained
-    let e = fail(
-        request(H100X8, Some("eastus-1"), "c-4")
+    let e = launch_error(
+        &a,
+        &request(H100X8, Some("eastus-1"), "c-4")
             .market(Market::Spot)
             .spot_max_price(1.0),
     )
@@ -240,12 +224,12 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
         (ErrorClass::Capacity, "OverconstrainedAllocationRequest")
     );
     // not offered: the restricted zone, and a size with no capacity in the location at all
-    let e = fail(request(H100X8, Some("eastus-3"), "n-1")).await;
+    let e = launch_error(&a, &request(H100X8, Some("eastus-3"), "n-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::NotOffered, "SkuNotAvailable")
     );
-    let e = fail(request(A100X1, None, "n-2")).await;
+    let e = launch_error(&a, &request(A100X1, None, "n-2")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::NotOffered, "SkuNotAvailable")
@@ -253,10 +237,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
 
     // quota: the family limit (OperationNotAllowed), the regional cores limit (QuotaExceeded)
     let small = sim.azure_adapter(SMALL_APP, SMALL_SUBSCRIPTION, "eastus", quick_retries(1));
-    let e = small
-        .launch(&request(H100X8, Some("eastus-1"), "q-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&small, &request(H100X8, Some("eastus-1"), "q-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Quota, "OperationNotAllowed")
@@ -268,10 +249,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
             .contains("standardNDSH100v5Family"),
         "{e}"
     );
-    let e = small
-        .launch(&request(H100X1, None, "q-2"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&small, &request(H100X1, None, "q-2")).await;
     assert_eq!(class_and_code(&e), (ErrorClass::Quota, "QuotaExceeded"));
     assert_eq!(
         small
@@ -289,19 +267,13 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
         "eastus",
         quick_retries(1),
     );
-    let e = reader
-        .launch(&request(H100X1, None, "p-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&reader, &request(H100X1, None, "p-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Permission, "AuthorizationFailed")
     );
     let probe = request(H100X1, None, "p-2");
-    assert!(matches!(
-        reader.check_launch_permission(&probe).await.unwrap(),
-        Permission::Denied { .. }
-    ));
+    denied(reader.check_launch_permission(&probe).await.unwrap());
     assert_eq!(
         a.check_launch_permission(&probe).await.unwrap(),
         Permission::Allowed
@@ -388,31 +360,23 @@ async fn throttling_is_retried_prices_are_listed_and_unsupported_operations_are_
     // catalog on-demand 6.98 x the default spot discount 0.4
     assert!((nc.usd_per_hour - 2.792).abs() < 1e-9, "{nc:?}");
 
-    for e in [
-        once.spot_placement_scores(&PlacementScoreQuery {
-            instance_types: vec![t(H100X8)],
-            target_capacity: 1,
-            single_zone: true,
-            regions: vec![],
-        })
-        .await
-        .unwrap_err(),
-        once.start(&[]).await.unwrap_err(),
-        once.launch(&request(H100X8, None, "b-1").market(Market::CapacityBlock))
+    assert_unsupported(
+        Provider::Azure,
+        [
+            once.spot_placement_scores(&PlacementScoreQuery {
+                instance_types: vec![t(H100X8)],
+                target_capacity: 1,
+                single_zone: true,
+                regions: vec![],
+            })
             .await
             .unwrap_err(),
-    ] {
-        assert!(
-            matches!(
-                e,
-                CloudError::Unsupported {
-                    provider: Provider::Azure,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-    }
+            once.start(&[]).await.unwrap_err(),
+            once.launch(&request(H100X8, None, "b-1").market(Market::CapacityBlock))
+                .await
+                .unwrap_err(),
+        ],
+    );
     // a client token that cannot be a VM name is refused before any call
     assert!(matches!(
         once.launch(&request(H100X8, None, "bad name")).await,

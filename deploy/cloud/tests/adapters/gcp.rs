@@ -5,19 +5,15 @@
 //! prices from the Billing Catalog, offerings, IAM checks, and the classification of every
 //! documented capacity, quota and permission error.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
-
 use capsight_cloud::{
-    CloudAdapter, CloudError, InstanceId, InstanceState, InstanceType, LaunchRequest, Market,
-    Permission, Provider, Region, ZoneId, gcp::GcpAdapter,
+    CloudAdapter, CloudError, InstanceId, InstanceState, LaunchRequest, Market, Permission,
+    Provider, ZoneId, gcp::GcpAdapter,
 };
 use capsight_proto::domain::ErrorClass;
-use capsight_testkit::{
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
+use capsight_testkit::cloud::{Sim, quick_retries};
+
+use crate::{
+    assert_unsupported, class_and_code, denied, instance_type, launch, launch_error, zone_of,
 };
 
 const H100: &str = "a3-highgpu-8g";
@@ -25,7 +21,7 @@ const L4: &str = "g2-standard-4";
 const REGION: &str = "us-central1";
 
 async fn sim() -> Sim {
-    Sim::builder(scenario("gcp")).start().await
+    crate::sim("gcp").await
 }
 
 fn acme(sim: &Sim) -> GcpAdapter {
@@ -33,24 +29,11 @@ fn acme(sim: &Sim) -> GcpAdapter {
 }
 
 fn zone(z: &str) -> ZoneId {
-    let region = Region::parse("r", Provider::Gcp, REGION).unwrap();
-    ZoneId::parse_optional("z", Provider::Gcp, &region, z)
-        .unwrap()
-        .unwrap()
+    zone_of(Provider::Gcp, REGION, z)
 }
 
 fn request(t: &str, z: Option<&str>, token: &str) -> LaunchRequest {
-    LaunchRequest::new(
-        InstanceType::parse("t", Provider::Gcp, t).unwrap(),
-        z.map(zone),
-        "",
-        token,
-    )
-    .tag("capsight:job", "Job-1")
-}
-
-fn class_and_code(e: &CloudError) -> (ErrorClass, &str) {
-    (e.class(), e.code().unwrap_or(""))
+    launch(Provider::Gcp, t, z.map(zone), token).tag("capsight:job", "Job-1")
 }
 
 #[tokio::test]
@@ -150,20 +133,14 @@ async fn every_documented_error_is_classified() {
     let a = acme(&sim);
 
     // an emptied zone: ZONE_RESOURCE_POOL_EXHAUSTED, nothing left behind
-    let e = a
-        .launch(&request(H100, Some("us-central1-b"), "cap-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&a, &request(H100, Some("us-central1-b"), "cap-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Capacity, "ZONE_RESOURCE_POOL_EXHAUSTED")
     );
     // a stocked-out zone: ..._WITH_DETAILS
     sim.advance(600).await;
-    let e = a
-        .launch(&request(H100, Some("us-central1-c"), "cap-2"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&a, &request(H100, Some("us-central1-c"), "cap-2")).await;
     assert_eq!(
         class_and_code(&e),
         (
@@ -173,10 +150,7 @@ async fn every_documented_error_is_classified() {
     );
 
     // no L4 quota in the region: QUOTA_EXCEEDED naming the metric
-    let e = a
-        .launch(&request(L4, Some("us-central1-a"), "quota-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&a, &request(L4, Some("us-central1-a"), "quota-1")).await;
     assert_eq!(class_and_code(&e), (ErrorClass::Quota, "QUOTA_EXCEEDED"));
     let c = e.classified().unwrap();
     assert_eq!(c.quota_metric(), Some("NVIDIA_L4_GPUS"));
@@ -200,30 +174,23 @@ async fn every_documented_error_is_classified() {
     assert!(e.classified().unwrap().is_global_quota(), "{e}");
 
     // a machine type the zone does not offer: not offered
-    let e = a
-        .launch(&request("a2-highgpu-1g", Some("us-central1-a"), "none-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(
+        &a,
+        &request("a2-highgpu-1g", Some("us-central1-a"), "none-1"),
+    )
+    .await;
     assert_eq!(e.class(), ErrorClass::NotOffered, "{e}");
 
     // an account that may not create instances: 403 forbidden, and testIamPermissions says so
     let viewer = sim.gcp_adapter("viewer", "acme-ml", REGION, quick_retries(1));
-    let e = viewer
-        .launch(&request(H100, Some("us-central1-a"), "deny-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&viewer, &request(H100, Some("us-central1-a"), "deny-1")).await;
     assert_eq!(e.class(), ErrorClass::Permission, "{e}");
-    match viewer
+    let permission = viewer
         .check_launch_permission(&request(H100, None, "p"))
-        .await
-        .unwrap()
-    {
-        Permission::Denied { code, message } => {
-            assert_eq!(code, "IAM_PERMISSION_DENIED");
-            assert!(message.contains("compute.instances.create"), "{message}");
-        }
-        Permission::Allowed => panic!("the viewer may not launch"),
-    }
+        .await;
+    let (code, message) = denied(permission.unwrap());
+    assert_eq!(code, "IAM_PERMISSION_DENIED");
+    assert!(message.contains("compute.instances.create"), "{message}");
     assert_eq!(
         a.check_launch_permission(&request(H100, None, "p"))
             .await
@@ -234,10 +201,7 @@ async fn every_documented_error_is_classified() {
     let other = sim.gcp_adapter("acme", "capsight-ops", REGION, quick_retries(1));
     assert_eq!(
         other
-            .quota_headroom(
-                &InstanceType::parse("t", Provider::Gcp, H100).unwrap(),
-                Market::OnDemand
-            )
+            .quota_headroom(&instance_type(Provider::Gcp, H100), Market::OnDemand)
             .await
             .unwrap_err()
             .class(),
@@ -251,13 +215,12 @@ async fn every_documented_error_is_classified() {
         class_and_code(&e),
         (ErrorClass::Permission, "invalid_grant")
     );
-    assert!(matches!(
+    denied(
         rogue
             .check_launch_permission(&request(H100, None, "p"))
             .await
             .unwrap(),
-        Permission::Denied { .. }
-    ));
+    );
 
     // 429 is throttled and retried; a second attempt succeeds
     sim.fault("gcp/regions.get", "429", 1).await;
@@ -279,10 +242,7 @@ async fn every_documented_error_is_classified() {
     // an injected operation error on insert is classified like a real one
     sim.fault("gcp/insert", "ZONE_RESOURCE_POOL_EXHAUSTED", 1)
         .await;
-    let e = a
-        .launch(&request(H100, Some("us-central1-a"), "inj-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&a, &request(H100, Some("us-central1-a"), "inj-1")).await;
     assert_eq!(e.class(), ErrorClass::Capacity);
     // 404 on an unknown instance is "gone", not an error
     assert!(
@@ -297,7 +257,7 @@ async fn every_documented_error_is_classified() {
 async fn quotas_spot_prices_and_offerings() {
     let sim = sim().await;
     let a = acme(&sim);
-    let h100 = InstanceType::parse("t", Provider::Gcp, H100).unwrap();
+    let h100 = instance_type(Provider::Gcp, H100);
 
     // 16 regional H100 GPUs, 24 in all regions: two 8-GPU instances
     let q = a.quota_headroom(&h100, Market::OnDemand).await.unwrap();
@@ -350,18 +310,18 @@ async fn quotas_spot_prices_and_offerings() {
     );
 
     // what GCP has no equivalent for, or this adapter does not do
-    assert!(matches!(
-        a.start(&[]).await,
-        Err(CloudError::Unsupported { .. })
-    ));
-    assert!(matches!(
-        a.spot_placement_scores(&capsight_cloud::PlacementScoreQuery {
-            instance_types: vec![h100],
-            target_capacity: 1,
-            single_zone: true,
-            regions: vec![],
-        })
-        .await,
-        Err(CloudError::Unsupported { .. })
-    ));
+    assert_unsupported(
+        Provider::Gcp,
+        [
+            a.start(&[]).await.unwrap_err(),
+            a.spot_placement_scores(&capsight_cloud::PlacementScoreQuery {
+                instance_types: vec![h100],
+                target_capacity: 1,
+                single_zone: true,
+                regions: vec![],
+            })
+            .await
+            .unwrap_err(),
+        ],
+    );
 }

@@ -4,19 +4,14 @@
 //! terminations that return it, and the classification of every documented capacity, quota
 //! and permission error.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
-
 use capsight_cloud::{
-    CloudAdapter, CloudError, InstanceState, InstanceType, LaunchRequest, Market, Permission,
-    Provider, Region, ZoneId, lambda::LambdaAdapter,
+    CloudAdapter, InstanceState, LaunchRequest, Market, Permission, Provider, lambda::LambdaAdapter,
 };
 use capsight_proto::domain::ErrorClass;
-use capsight_testkit::{
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
+use capsight_testkit::cloud::{Sim, quick_retries};
+
+use crate::{
+    assert_unsupported, assert_zoneless_refusals, class_and_code, denied, launch, launch_error,
 };
 
 const OPS: &str = "secret_ops_0123456789";
@@ -26,7 +21,7 @@ const H100: &str = "gpu_8x_h100_sxm5";
 const A100: &str = "gpu_1x_a100_sxm4";
 
 async fn sim() -> Sim {
-    Sim::builder(scenario("lambda")).start().await
+    crate::sim("lambda").await
 }
 
 fn adapter(sim: &Sim, key: &str, region: &str) -> LambdaAdapter {
@@ -34,12 +29,7 @@ fn adapter(sim: &Sim, key: &str, region: &str) -> LambdaAdapter {
 }
 
 fn request(t: &str, token: &str) -> LaunchRequest {
-    LaunchRequest::new(
-        InstanceType::parse("t", Provider::Lambda, t).unwrap(),
-        None,
-        "",
-        token,
-    )
+    launch(Provider::Lambda, t, None, token)
 }
 
 async fn regions_with(a: &LambdaAdapter, t: &str) -> Vec<String> {
@@ -50,10 +40,6 @@ async fn regions_with(a: &LambdaAdapter, t: &str) -> Vec<String> {
         .find(|x| x.instance_type == t)
         .unwrap()
         .regions_with_capacity
-}
-
-fn class_and_code(e: &CloudError) -> (ErrorClass, &str) {
-    (e.class(), e.code().unwrap_or(""))
 }
 
 #[tokio::test]
@@ -118,7 +104,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     let sim = sim().await;
     // capacity, with the regions Lambda suggests as hints
     let west = adapter(&sim, OPS, "us-west-3");
-    let e = west.launch(&request(H100, "cap-1")).await.unwrap_err();
+    let e = launch_error(&west, &request(H100, "cap-1")).await;
     assert_eq!(
         class_and_code(&e),
         (
@@ -132,7 +118,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     // quota: the small account may hold one instance
     let small = adapter(&sim, SMALL, "us-east-1");
     small.launch(&request(A100, "q-1")).await.unwrap();
-    let e = small.launch(&request(A100, "q-2")).await.unwrap_err();
+    let e = launch_error(&small, &request(A100, "q-2")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Quota, "global/quota-exceeded"),
@@ -145,18 +131,12 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
         (CLOSED, "global/account-inactive"),
     ] {
         let a = adapter(&sim, key, "us-east-1");
-        let e = a.launch(&request(A100, "p-1")).await.unwrap_err();
+        let e = launch_error(&a, &request(A100, "p-1")).await;
         assert_eq!(class_and_code(&e), (ErrorClass::Permission, code), "{e}");
         let e = a.availability().await.unwrap_err();
         assert_eq!(class_and_code(&e), (ErrorClass::Permission, code), "{e}");
-        match a
-            .check_launch_permission(&request(A100, "p-1"))
-            .await
-            .unwrap()
-        {
-            Permission::Denied { code: c, .. } => assert_eq!(c, code),
-            Permission::Allowed => panic!("{key} allowed"),
-        }
+        let permission = a.check_launch_permission(&request(A100, "p-1")).await;
+        assert_eq!(denied(permission.unwrap()).0, code, "{key}");
     }
     assert_eq!(
         adapter(&sim, OPS, "us-east-1")
@@ -167,10 +147,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     );
 
     // a region Lambda does not have: invalid parameters, which says nothing about capacity
-    let e = adapter(&sim, OPS, "mars-north-1")
-        .launch(&request(A100, "x-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&adapter(&sim, OPS, "mars-north-1"), &request(A100, "x-1")).await;
     assert_eq!(
         class_and_code(&e),
         (ErrorClass::Unknown, "global/invalid-parameters")
@@ -194,7 +171,7 @@ async fn throttling_is_retried_and_unsupported_operations_are_typed() {
     // one attempt: the 429 is the answer, classified throttled
     sim.fault("lambda/launch", "429", 1).await;
     let one = adapter(&sim, OPS, "us-east-1");
-    let e = one.launch(&request(A100, "t-1")).await.unwrap_err();
+    let e = launch_error(&one, &request(A100, "t-1")).await;
     assert_eq!(e.class(), ErrorClass::Throttled, "{e}");
     // three attempts: retried through two 429s, one instance launched
     sim.fault("lambda/launch", "429", 2).await;
@@ -207,47 +184,13 @@ async fn throttling_is_retried_and_unsupported_operations_are_typed() {
         2
     );
 
-    // what Lambda's API has no operation for
-    let t = InstanceType::parse("t", Provider::Lambda, A100).unwrap();
-    for e in [
-        three
-            .quota_headroom(&t, Market::OnDemand)
-            .await
-            .unwrap_err(),
-        three.stop(&[launched[0].id.clone()]).await.unwrap_err(),
-        three.list_quotas().await.unwrap_err(),
-        three.instance_type_offerings(&[]).await.unwrap_err(),
-    ] {
-        assert!(
-            matches!(
-                e,
-                CloudError::Unsupported {
-                    provider: Provider::Lambda,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(!e.is_retryable());
-    }
-    // spot and zones are refused before any call
+    // what Lambda's API has no operation for, and launches naming a zone or a name it cannot
+    // take
+    assert_zoneless_refusals(Provider::Lambda, &three, &launched[0].id, |token| {
+        request(A100, token)
+    })
+    .await;
+    // spot is refused before any call
     let spot = request(A100, "s-1").market(Market::Spot);
-    assert!(matches!(
-        three.launch(&spot).await.unwrap_err(),
-        CloudError::Unsupported { .. }
-    ));
-    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
-    let zoned = LaunchRequest {
-        zone: ZoneId::parse_optional("z", Provider::Aws, &region, "use1-az1").unwrap(),
-        ..request(A100, "z-1")
-    };
-    assert!(matches!(
-        three.launch(&zoned).await.unwrap_err(),
-        CloudError::Invalid(_)
-    ));
-    let long = request(A100, &"x".repeat(65));
-    assert!(matches!(
-        three.launch(&long).await.unwrap_err(),
-        CloudError::Invalid(_)
-    ));
+    assert_unsupported(Provider::Lambda, [launch_error(&three, &spot).await]);
 }

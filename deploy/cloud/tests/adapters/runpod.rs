@@ -4,20 +4,14 @@
 //! that return it, spot pods, and the classification of every capacity, quota (balance, GPU
 //! limit) and permission error RunPod answers.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
-
 use capsight_cloud::{
-    CloudAdapter, CloudError, InstanceState, InstanceType, LaunchRequest, Market, Permission,
-    Provider, Region, ZoneId, runpod::RunPodAdapter,
+    CloudAdapter, CloudError, InstanceState, LaunchRequest, Market, Permission, Provider,
+    runpod::RunPodAdapter,
 };
 use capsight_proto::domain::{ErrorClass, StockLevel};
-use capsight_testkit::{
-    cloud::{Sim, quick_retries},
-    fixtures::scenario,
-};
+use capsight_testkit::cloud::{Sim, quick_retries};
+
+use crate::{assert_unsupported, assert_zoneless_refusals, denied, launch, launch_error};
 
 const OPS: &str = "rpa_OPS0123456789";
 const SMALL: &str = "rpa_SMALL0123456789";
@@ -29,7 +23,7 @@ const NO_STOCK: &str = "There are no longer any instances available with the req
                         specifications. Please refresh and try again.";
 
 async fn sim() -> Sim {
-    Sim::builder(scenario("runpod")).start().await
+    crate::sim("runpod").await
 }
 
 fn adapter(sim: &Sim, key: &str, cloud: &str) -> RunPodAdapter {
@@ -37,12 +31,7 @@ fn adapter(sim: &Sim, key: &str, cloud: &str) -> RunPodAdapter {
 }
 
 fn request(t: &str, token: &str) -> LaunchRequest {
-    LaunchRequest::new(
-        InstanceType::parse("t", Provider::RunPod, t).unwrap(),
-        None,
-        "",
-        token,
-    )
+    launch(Provider::RunPod, t, None, token)
 }
 
 async fn stock_of(a: &RunPodAdapter, t: &str, cloud: &str) -> (StockLevel, Option<f64>) {
@@ -155,10 +144,7 @@ async fn spot_pods_bid_the_minimum_and_need_a_spot_pool() {
     // a spot bid in a cloud without a spot pool: RunPod's no-stock answer (another token: pods
     // are found by name in every cloud type)
     let elsewhere = request(RTX, "spot-2").market(Market::Spot);
-    let e = adapter(&sim, OPS, "secure")
-        .launch(&elsewhere)
-        .await
-        .unwrap_err();
+    let e = launch_error(&adapter(&sim, OPS, "secure"), &elsewhere).await;
     assert_eq!(
         class_and_message(&e),
         (ErrorClass::Capacity, NO_STOCK.to_owned())
@@ -169,10 +155,7 @@ async fn spot_pods_bid_the_minimum_and_need_a_spot_pool() {
 async fn every_capacity_quota_and_permission_error_is_classified() {
     let sim = sim().await;
     // capacity: community has no single H100s
-    let e = adapter(&sim, OPS, "community")
-        .launch(&request(H100, "cap-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&adapter(&sim, OPS, "community"), &request(H100, "cap-1")).await;
     assert_eq!(
         class_and_message(&e),
         (ErrorClass::Capacity, NO_STOCK.to_owned()),
@@ -183,14 +166,11 @@ async fn every_capacity_quota_and_permission_error_is_classified() {
     // quota: the small account's GPU limit is 1
     let small = adapter(&sim, SMALL, "secure");
     small.launch(&request(H100, "q-1")).await.unwrap();
-    let e = small.launch(&request(H100, "q-2")).await.unwrap_err();
+    let e = launch_error(&small, &request(H100, "q-2")).await;
     assert_eq!(e.class(), ErrorClass::Quota, "{e}");
     assert!(e.to_string().contains("maximum number of GPUs"), "{e}");
     // quota: a balance below an hour of the pod
-    let e = adapter(&sim, BROKE, "secure")
-        .launch(&request(H100, "b-1"))
-        .await
-        .unwrap_err();
+    let e = launch_error(&adapter(&sim, BROKE, "secure"), &request(H100, "b-1")).await;
     assert_eq!(e.class(), ErrorClass::Quota, "{e}");
     assert!(e.to_string().contains("balance is too low"), "{e}");
     // the broke account has nothing to pay with, but its key is fine
@@ -206,18 +186,12 @@ async fn every_capacity_quota_and_permission_error_is_classified() {
 
     // permission: an unknown key, on every call
     let nobody = adapter(&sim, "rpa_NOBODY", "secure");
-    let e = nobody.launch(&request(H100, "p-1")).await.unwrap_err();
+    let e = launch_error(&nobody, &request(H100, "p-1")).await;
     assert_eq!((e.class(), e.code()), (ErrorClass::Permission, Some("401")));
     let e = nobody.stock().await.unwrap_err();
     assert_eq!(e.class(), ErrorClass::Permission, "{e}");
-    match nobody
-        .check_launch_permission(&request(H100, "p-1"))
-        .await
-        .unwrap()
-    {
-        Permission::Denied { code, .. } => assert_eq!(code, "401"),
-        Permission::Allowed => panic!("an unknown key is allowed"),
-    }
+    let permission = nobody.check_launch_permission(&request(H100, "p-1")).await;
+    assert_eq!(denied(permission.unwrap()).0, "401");
 }
 
 #[tokio::test]
@@ -226,7 +200,7 @@ async fn throttling_and_failures_are_retried_and_unsupported_operations_are_type
     // one attempt: the 429 is the answer, classified throttled
     sim.fault("runpod/myself", "429", 1).await;
     let one = adapter(&sim, OPS, "secure");
-    let e = one.launch(&request(H100, "t-1")).await.unwrap_err();
+    let e = launch_error(&one, &request(H100, "t-1")).await;
     assert_eq!(e.class(), ErrorClass::Throttled, "{e}");
     // three attempts: retried through a 429 and RunPod's "Something went wrong"
     sim.fault("runpod/myself", "429", 1).await;
@@ -237,54 +211,25 @@ async fn throttling_and_failures_are_retried_and_unsupported_operations_are_type
     assert_eq!(launched.len(), 1);
     assert_eq!(sim.stock("runpod/secure//1x_h100_sxm/on_demand").await, 3);
 
-    // what RunPod's API has no operation for
-    let t = InstanceType::parse("t", Provider::RunPod, H100).unwrap();
-    for e in [
-        three
-            .quota_headroom(&t, Market::OnDemand)
-            .await
-            .unwrap_err(),
-        three.stop(&[launched[0].id.clone()]).await.unwrap_err(),
-        three.list_quotas().await.unwrap_err(),
-        three.instance_type_offerings(&[]).await.unwrap_err(),
-        three.describe_tagged("capsight:job").await.unwrap_err(),
-    ] {
-        assert!(
-            matches!(
-                e,
-                CloudError::Unsupported {
-                    provider: Provider::RunPod,
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(!e.is_retryable());
-    }
-    // zones, capacity blocks, bad tokens and types outside the catalog are refused before
-    // any call
-    let region = Region::parse("r", Provider::Aws, "us-east-1").unwrap();
-    let zoned = LaunchRequest {
-        zone: ZoneId::parse_optional("z", Provider::Aws, &region, "use1-az1").unwrap(),
-        ..request(H100, "z-1")
-    };
-    assert!(matches!(
-        three.launch(&zoned).await.unwrap_err(),
-        CloudError::Invalid(_)
-    ));
-    let long = request(H100, &"x".repeat(65));
-    assert!(matches!(
-        three.launch(&long).await.unwrap_err(),
-        CloudError::Invalid(_)
-    ));
+    // what RunPod's API has no operation for, and launches naming a zone or a name it cannot
+    // take
+    assert_zoneless_refusals(Provider::RunPod, &three, &launched[0].id, |token| {
+        request(H100, token)
+    })
+    .await;
+    // nor tags, nor capacity blocks
+    let block = request(H100, "cb-1").market(Market::CapacityBlock);
+    assert_unsupported(
+        Provider::RunPod,
+        [
+            three.describe_tagged("capsight:job").await.unwrap_err(),
+            launch_error(&three, &block).await,
+        ],
+    );
+    // types outside the catalog are refused before any call
     let unknown = request("2x_h100_sxm", "u-1");
     assert!(matches!(
-        three.launch(&unknown).await.unwrap_err(),
+        launch_error(&three, &unknown).await,
         CloudError::Invalid(_)
-    ));
-    let block = request(H100, "cb-1").market(Market::CapacityBlock);
-    assert!(matches!(
-        three.launch(&block).await.unwrap_err(),
-        CloudError::Unsupported { .. }
     ));
 }
