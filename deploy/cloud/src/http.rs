@@ -149,6 +149,13 @@ pub(crate) async fn exchange(
     })
 }
 
+/// An RFC 3339 timestamp of an API's JSON (`2024-05-01T12:00:00.000-07:00`) in UTC; `None` when
+/// absent or not one.
+pub(crate) fn rfc3339(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    text.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// `text` as a base URL without trailing slashes; `field` (`lambda.endpoint`) names it in the
 /// error when it is not an http(s) URL.
 pub(crate) fn http_url(field: &str, text: &str) -> Result<String, CloudError> {

@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    http::{Api, ApiKey, exchange, http_url},
+    http::{Api, ApiKey, exchange, http_url, rfc3339},
     lambda::zoneless_launch,
     types::{Instance, InstanceId, InstanceState, LaunchRequest, Permission, StateChange},
 };
@@ -376,11 +376,7 @@ impl RunPodAdapter {
             } else {
                 Market::OnDemand
             },
-            launch_time: pod
-                .last_started_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc)),
+            launch_time: rfc3339(pod.last_started_at.as_deref()),
             tags: BTreeMap::new(),
             client_token: pod.name,
             state_reason: None,

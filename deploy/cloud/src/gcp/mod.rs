@@ -53,7 +53,7 @@ pub use auth::{CREDENTIALS_ENV, ServiceAccount, Tokens};
 
 use crate::{
     CloudAdapter, CloudError, CloudSettings,
-    http::Api,
+    http::{Api, rfc3339},
     types::{
         Instance, InstanceId, InstanceState, LaunchRequest, Offering, Permission, QuotaHeadroom,
         QuotaValue, SpotPricePoint, StateChange, ZoneMap,
@@ -530,11 +530,7 @@ impl GcpAdapter {
             } else {
                 Market::OnDemand
             },
-            launch_time: w
-                .creation_timestamp
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc)),
+            launch_time: rfc3339(w.creation_timestamp.as_deref()),
             tags,
             client_token: meta(TOKEN_METADATA),
             state_reason: w.status_message,
@@ -769,11 +765,7 @@ impl GcpAdapter {
                 // nanos are billionths of a unit; an i64 of them is exact in f64 below 2^53
                 #[allow(clippy::cast_precision_loss)]
                 let usd = units + rate.unit_price.nanos as f64 / 1e9;
-                let at = p
-                    .effective_time
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc));
+                let at = rfc3339(p.effective_time.as_deref());
                 out.push((sku.description, usd, at));
             }
             if list.next_page_token.is_empty() {
