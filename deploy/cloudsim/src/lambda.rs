@@ -45,29 +45,18 @@ struct LambdaType {
 fn types() -> &'static BTreeMap<String, LambdaType> {
     static TYPES: OnceLock<BTreeMap<String, LambdaType>> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let Ok(catalog) = capsight_catalog::Catalog::embedded() else {
-            tracing::error!("embedded GPU catalog is invalid; no Lambda instance types");
-            return BTreeMap::new();
-        };
-        catalog
-            .iter()
-            .filter(|g| g.provider.as_str() == "lambda")
-            .map(|g| {
-                let gpu = format!("{} ({} GB)", g.gpu_model, g.gpu_memory_gib);
-                (
-                    g.instance_type.as_str().to_owned(),
-                    LambdaType {
-                        description: format!("{}x {gpu}", g.gpu_count),
-                        gpu_description: gpu,
-                        // whole cents; the catalog's prices are small positive numbers
-                        price_cents_per_hour: (g.on_demand_usd_per_hour * 100.0).round() as u64,
-                        vcpus: g.vcpus,
-                        memory_gib: g.memory_gib,
-                        gpus: g.gpu_count,
-                    },
-                )
-            })
-            .collect()
+        crate::world::catalog_by_name("lambda", |g| {
+            let gpu = format!("{} ({} GB)", g.gpu_model, g.gpu_memory_gib);
+            LambdaType {
+                description: format!("{}x {gpu}", g.gpu_count),
+                gpu_description: gpu,
+                // whole cents; the catalog's prices are small positive numbers
+                price_cents_per_hour: (g.on_demand_usd_per_hour * 100.0).round() as u64,
+                vcpus: g.vcpus,
+                memory_gib: g.memory_gib,
+                gpus: g.gpu_count,
+            }
+        })
     })
 }
 

@@ -64,7 +64,7 @@ use crate::{
     clock::Clock,
     error::ApiError,
     params::Params,
-    scenario::Scenario,
+    scenario::{Scenario, SimProvider},
     world::{Fault, TypeInfo, World},
 };
 
@@ -535,55 +535,24 @@ async fn admin_state(State(sim): State<Arc<Sim>>) -> Response {
     let now = sim.clock.now();
     let body = sim.with_world(|w, elapsed| {
         let pools: Vec<serde_json::Value> = w
-            .pools()
-            .iter()
-            .map(|(k, p)| {
+            .keyed_pools()
+            .map(|p| {
+                let spot_price = match (p.provider, p.zonal) {
+                    (_, Some(k)) if k.market != scenario::PoolMarket::Spot => None,
+                    (SimProvider::Aws, Some(k)) => w.spot_price(&k.zone_id, &k.instance_type),
+                    (SimProvider::Azure, Some(k)) => {
+                        w.azure_spot_price(&p.state.region, &k.instance_type)
+                    }
+                    _ => None,
+                };
                 serde_json::json!({
-                    "key": format!("aws/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
-                    "stock": p.stock,
-                    "capacity": p.capacity,
-                    "stocked_out": p.stocked_out,
-                    "spot_price": (k.market == scenario::PoolMarket::Spot)
-                        .then(|| w.spot_price(&k.zone_id, &k.instance_type)).flatten(),
+                    "key": p.key,
+                    "stock": p.state.stock,
+                    "capacity": p.state.capacity,
+                    "stocked_out": p.state.stocked_out,
+                    "spot_price": spot_price,
                 })
             })
-            .chain(w.azure_pools().iter().map(|(k, p)| {
-                serde_json::json!({
-                    "key": format!("azure/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
-                    "stock": p.stock,
-                    "capacity": p.capacity,
-                    "stocked_out": p.stocked_out,
-                    "spot_price": (k.market == scenario::PoolMarket::Spot)
-                        .then(|| w.azure_spot_price(&p.region, &k.instance_type)).flatten(),
-                })
-            }))
-            .chain(w.lambda_pools().iter().map(|((region, itype), p)| {
-                serde_json::json!({
-                    "key": format!("lambda/{region}//{itype}/on_demand"),
-                    "stock": p.stock,
-                    "capacity": p.capacity,
-                    "stocked_out": p.stocked_out,
-                    "spot_price": null,
-                })
-            }))
-            .chain(w.gcp().pools().iter().map(|(k, p)| {
-                serde_json::json!({
-                    "key": format!("gcp/{}/{}/{}/{}", p.region, k.zone_id, k.instance_type, k.market.as_str()),
-                    "stock": p.stock,
-                    "capacity": p.capacity,
-                    "stocked_out": p.stocked_out,
-                    "spot_price": null,
-                })
-            }))
-            .chain(w.runpod_pools().iter().map(|((cloud, itype, market), p)| {
-                serde_json::json!({
-                    "key": format!("runpod/{cloud}//{itype}/{}", market.as_str()),
-                    "stock": p.stock,
-                    "capacity": p.capacity,
-                    "stocked_out": p.stocked_out,
-                    "spot_price": null,
-                })
-            }))
             .collect();
         serde_json::json!({
             "scenario": w.scenario().name,
@@ -668,28 +637,12 @@ async fn admin_events(State(sim): State<Arc<Sim>>) -> Response {
 
 /// AWS instance types of the embedded GPU catalog (vCPUs, quota families, on-demand prices).
 fn catalog_types() -> BTreeMap<String, TypeInfo> {
-    let catalog = match capsight_catalog::Catalog::embedded() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "embedded GPU catalog is invalid; no instance types");
-            return BTreeMap::new();
-        }
-    };
-    catalog
-        .iter()
-        .filter(|g| g.provider.as_str() == "aws")
-        .map(|g| {
-            (
-                g.instance_type.as_str().to_owned(),
-                TypeInfo {
-                    vcpus: g.vcpus,
-                    quota_on_demand: g.quota.on_demand.clone(),
-                    quota_spot: g.quota.spot.clone(),
-                    on_demand_usd_per_hour: g.on_demand_usd_per_hour,
-                },
-            )
-        })
-        .collect()
+    world::catalog_by_name("aws", |g| TypeInfo {
+        vcpus: g.vcpus,
+        quota_on_demand: g.quota.on_demand.clone(),
+        quota_spot: g.quota.spot.clone(),
+        on_demand_usd_per_hour: g.on_demand_usd_per_hour,
+    })
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@
 //! or input field 400. Check order: key, rate limit, then per top-level field its injected
 //! fault (`runpod/<field>`) and its own checks.
 
-use std::{collections::BTreeMap, sync::Arc, sync::OnceLock};
+use std::{collections::BTreeMap, sync::Arc};
 
 use axum::{
     Json,
@@ -29,7 +29,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use capsight_catalog::{Catalog, GpuType};
+use capsight_catalog::GpuType;
 use graphql_parser::query::{
     Definition, Document, Field, OperationDefinition, Selection, SelectionSet, Value as GqlValue,
 };
@@ -45,26 +45,9 @@ use crate::{
     },
 };
 
-/// The embedded GPU catalog (its RunPod types), or `None` when it is invalid.
-fn catalog() -> Option<&'static Catalog> {
-    static CATALOG: OnceLock<Option<Catalog>> = OnceLock::new();
-    CATALOG
-        .get_or_init(|| match Catalog::embedded() {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "embedded GPU catalog is invalid; no RunPod types");
-                None
-            }
-        })
-        .as_ref()
-}
-
 /// The catalog's RunPod types.
 fn runpod_types() -> impl Iterator<Item = &'static GpuType> {
-    catalog()
-        .into_iter()
-        .flat_map(Catalog::iter)
-        .filter(|g| g.provider.as_str() == "runpod")
+    crate::world::catalog_types("runpod")
 }
 
 /// The RunPod instance types cloudsim serves (the GPU catalog's), in catalog order.

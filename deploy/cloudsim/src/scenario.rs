@@ -543,6 +543,75 @@ pub enum EventKind {
     },
 }
 
+/// The pool a `stockout` or `recover` event names, whatever its provider, and what it does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolEvent<'a> {
+    /// The pool's cloud.
+    pub provider: SimProvider,
+    /// AZ ID (AWS), zone (Azure, GCP).
+    pub zone: &'a str,
+    /// Region (Lambda; RunPod's cloud type).
+    pub region: &'a str,
+    /// Instance type.
+    pub instance_type: &'a str,
+    /// Market.
+    pub market: PoolMarket,
+    /// `Some(stock)` for a recover, `None` for a stockout.
+    pub recover: Option<u32>,
+    /// A stockout that also interrupts the pool's running spot instances.
+    pub interrupt: bool,
+}
+
+impl EventKind {
+    /// The pool event of a `stockout` or `recover`.
+    pub fn pool_event(&self) -> Option<PoolEvent<'_>> {
+        let (provider, zone, region, instance_type, market, recover, interrupt) = match self {
+            Self::Stockout {
+                provider,
+                zone,
+                region,
+                instance_type,
+                market,
+                interrupt,
+            } => (
+                provider,
+                zone,
+                region,
+                instance_type,
+                market,
+                None,
+                *interrupt,
+            ),
+            Self::Recover {
+                provider,
+                zone,
+                region,
+                instance_type,
+                market,
+                stock,
+            } => (
+                provider,
+                zone,
+                region,
+                instance_type,
+                market,
+                Some(*stock),
+                false,
+            ),
+            _ => return None,
+        };
+        Some(PoolEvent {
+            provider: *provider,
+            zone,
+            region,
+            instance_type,
+            market: *market,
+            recover,
+            interrupt,
+        })
+    }
+}
+
 const STATUSES: &[&str] = &[
     "operational",
     "degraded_performance",
@@ -581,26 +650,12 @@ impl Scenario {
                 ));
             }
         }
-        let zone = |id: &str| {
+        let zone_of = |provider: SimProvider, id: &str| {
             self.zones
                 .iter()
-                .any(|z| z.id == id && z.provider == SimProvider::Aws)
+                .any(|z| z.id == id && z.provider == provider)
         };
-        let gcp_zone = |id: &str| {
-            self.zones
-                .iter()
-                .any(|z| z.id == id && z.provider == SimProvider::Gcp)
-        };
-        let azure_zone = |id: &str| {
-            self.zones
-                .iter()
-                .any(|z| z.id == id && z.provider == SimProvider::Azure)
-        };
-        let gcp_pool = |zone: &str, instance_type: &str| {
-            self.pools.iter().any(|p| {
-                p.provider == SimProvider::Gcp && p.zone == zone && p.instance_type == instance_type
-            })
-        };
+        let zone = |id: &str| zone_of(SimProvider::Aws, id);
         for z in &self.zones {
             match z.provider {
                 SimProvider::Aws if z.name.is_empty() => {
@@ -620,19 +675,17 @@ impl Scenario {
         }
         let account = |id: &str| self.accounts.iter().any(|a| a.id == id);
         let account_of = |id: &str| self.accounts.iter().find(|a| a.id == id);
-        let runpod_pool = |region: &str, instance_type: &str, market: PoolMarket| {
+        // a pool of the event's provider and type, in its zone (GCP) or region (Lambda, RunPod;
+        // RunPod's of its market too)
+        let event_pool = |e: &PoolEvent<'_>| {
             self.pools.iter().any(|p| {
-                p.provider == SimProvider::RunPod
-                    && p.region == region
-                    && p.instance_type == instance_type
-                    && p.market == market
-            })
-        };
-        let lambda_pool = |region: &str, instance_type: &str| {
-            self.pools.iter().any(|p| {
-                p.provider == SimProvider::Lambda
-                    && p.region == region
-                    && p.instance_type == instance_type
+                p.provider == e.provider
+                    && p.instance_type == e.instance_type
+                    && match e.provider {
+                        SimProvider::Gcp => p.zone == e.zone,
+                        SimProvider::RunPod => p.region == e.region && p.market == e.market,
+                        _ => p.region == e.region,
+                    }
             })
         };
         for p in &self.pools {
@@ -648,7 +701,7 @@ impl Scenario {
                 ));
             }
             if p.provider == SimProvider::Gcp {
-                if !p.region.is_empty() || !gcp_zone(&p.zone) {
+                if !p.region.is_empty() || !zone_of(SimProvider::Gcp, &p.zone) {
                     return bad(format!(
                         "gcp pool {}: give a declared gcp zone, not a region ({:?})",
                         p.instance_type, p.zone
@@ -682,7 +735,7 @@ impl Scenario {
                 continue;
             }
             if p.provider == SimProvider::Azure {
-                if !p.region.is_empty() || !azure_zone(&p.zone) {
+                if !p.region.is_empty() || !zone_of(SimProvider::Azure, &p.zone) {
                     return bad(format!(
                         "azure pool {}: give the zone id of a declared azure zone (e.g. eastus-1), not a region",
                         p.instance_type
@@ -759,85 +812,36 @@ impl Scenario {
             }
         }
         for e in &self.events {
+            if let Some(p) = e.kind.pool_event() {
+                let (found, missing) = match p.provider {
+                    SimProvider::Aws => (zone(p.zone), format!("undeclared zone {}", p.zone)),
+                    SimProvider::Azure => (
+                        zone_of(SimProvider::Azure, p.zone),
+                        format!("undeclared azure zone {}", p.zone),
+                    ),
+                    SimProvider::Lambda => (
+                        event_pool(&p),
+                        format!("no lambda pool {}/{}", p.region, p.instance_type),
+                    ),
+                    SimProvider::Gcp => (
+                        event_pool(&p),
+                        format!("no gcp pool {}/{}", p.zone, p.instance_type),
+                    ),
+                    SimProvider::RunPod => (
+                        event_pool(&p),
+                        format!(
+                            "no runpod pool {}/{}/{}",
+                            p.region,
+                            p.instance_type,
+                            p.market.as_str()
+                        ),
+                    ),
+                };
+                if !found {
+                    return bad(format!("event at {:?}: {missing}", e.at));
+                }
+            }
             match &e.kind {
-                EventKind::Stockout {
-                    provider: SimProvider::Lambda,
-                    region,
-                    instance_type,
-                    ..
-                }
-                | EventKind::Recover {
-                    provider: SimProvider::Lambda,
-                    region,
-                    instance_type,
-                    ..
-                } if !lambda_pool(region, instance_type) => {
-                    return bad(format!(
-                        "event at {:?}: no lambda pool {region}/{instance_type}",
-                        e.at
-                    ));
-                }
-                EventKind::Stockout {
-                    provider: SimProvider::Gcp,
-                    zone,
-                    instance_type,
-                    ..
-                }
-                | EventKind::Recover {
-                    provider: SimProvider::Gcp,
-                    zone,
-                    instance_type,
-                    ..
-                } if !gcp_pool(zone, instance_type) => {
-                    return bad(format!(
-                        "event at {:?}: no gcp pool {zone}/{instance_type}",
-                        e.at
-                    ));
-                }
-                EventKind::Stockout {
-                    provider: SimProvider::RunPod,
-                    region,
-                    instance_type,
-                    market,
-                    ..
-                }
-                | EventKind::Recover {
-                    provider: SimProvider::RunPod,
-                    region,
-                    instance_type,
-                    market,
-                    ..
-                } if !runpod_pool(region, instance_type, *market) => {
-                    return bad(format!(
-                        "event at {:?}: no runpod pool {region}/{instance_type}/{}",
-                        e.at,
-                        market.as_str()
-                    ));
-                }
-                EventKind::Stockout {
-                    provider: SimProvider::Aws,
-                    zone: z,
-                    ..
-                }
-                | EventKind::Recover {
-                    provider: SimProvider::Aws,
-                    zone: z,
-                    ..
-                } if !zone(z) => {
-                    return bad(format!("event at {:?}: undeclared zone {z}", e.at));
-                }
-                EventKind::Stockout {
-                    provider: SimProvider::Azure,
-                    zone: z,
-                    ..
-                }
-                | EventKind::Recover {
-                    provider: SimProvider::Azure,
-                    zone: z,
-                    ..
-                } if !azure_zone(z) => {
-                    return bad(format!("event at {:?}: undeclared azure zone {z}", e.at));
-                }
                 EventKind::Quota { account: a, .. } if !account(a) => {
                     return bad(format!("event at {:?}: undeclared account {a}", e.at));
                 }

@@ -99,26 +99,13 @@ pub struct AzureSize {
 pub fn sizes() -> &'static BTreeMap<String, AzureSize> {
     static SIZES: std::sync::OnceLock<BTreeMap<String, AzureSize>> = std::sync::OnceLock::new();
     SIZES.get_or_init(|| {
-        let Ok(catalog) = capsight_catalog::Catalog::embedded() else {
-            tracing::error!("embedded GPU catalog is invalid; no Azure VM sizes");
-            return BTreeMap::new();
-        };
-        catalog
-            .iter()
-            .filter(|g| g.provider.as_str() == "azure")
-            .map(|g| {
-                (
-                    g.instance_type.as_str().to_owned(),
-                    AzureSize {
-                        vcpus: g.vcpus,
-                        gpus: g.gpu_count,
-                        memory_gib: g.memory_gib,
-                        family: g.quota.on_demand.clone(),
-                        on_demand_usd_per_hour: g.on_demand_usd_per_hour,
-                    },
-                )
-            })
-            .collect()
+        catalog_by_name("azure", |g| AzureSize {
+            vcpus: g.vcpus,
+            gpus: g.gpu_count,
+            memory_gib: g.memory_gib,
+            family: g.quota.on_demand.clone(),
+            on_demand_usd_per_hour: g.on_demand_usd_per_hour,
+        })
     })
 }
 

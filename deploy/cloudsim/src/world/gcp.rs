@@ -73,29 +73,16 @@ impl GcpType {
 pub fn gcp_types() -> &'static BTreeMap<String, GcpType> {
     static TYPES: OnceLock<BTreeMap<String, GcpType>> = OnceLock::new();
     TYPES.get_or_init(|| {
-        let Ok(catalog) = capsight_catalog::Catalog::embedded() else {
-            tracing::error!("embedded GPU catalog is invalid; no GCP machine types");
-            return BTreeMap::new();
-        };
-        catalog
-            .iter()
-            .filter(|g| g.provider.as_str() == "gcp")
-            .map(|g| {
-                (
-                    g.instance_type.as_str().to_owned(),
-                    GcpType {
-                        vcpus: g.vcpus,
-                        memory_gib: g.memory_gib,
-                        gpus: g.gpu_count,
-                        gpu_model: g.gpu_model.clone(),
-                        gpu_memory_gib: g.gpu_memory_gib,
-                        metric: g.quota.on_demand.clone(),
-                        spot_metric: g.quota.spot.clone(),
-                        on_demand_usd_per_hour: g.on_demand_usd_per_hour,
-                    },
-                )
-            })
-            .collect()
+        catalog_by_name("gcp", |g| GcpType {
+            vcpus: g.vcpus,
+            memory_gib: g.memory_gib,
+            gpus: g.gpu_count,
+            gpu_model: g.gpu_model.clone(),
+            gpu_memory_gib: g.gpu_memory_gib,
+            metric: g.quota.on_demand.clone(),
+            spot_metric: g.quota.spot.clone(),
+            on_demand_usd_per_hour: g.on_demand_usd_per_hour,
+        })
     })
 }
 
@@ -413,6 +400,13 @@ impl GcpWorld {
     /// Pools by (zone, type, market).
     pub fn pools(&self) -> &BTreeMap<PoolKey, PoolState> {
         &self.pools
+    }
+
+    /// One market step of the GCP pools, on their own RNG.
+    pub(super) fn drift(&mut self, hours: f64) {
+        for pool in self.pools.values_mut() {
+            pool.drift(&mut self.rng, hours);
+        }
     }
 }
 
@@ -925,66 +919,6 @@ impl World {
             if i.status == GcpStatus::Provisioning && i.running_at.is_some_and(|at| at <= elapsed) {
                 i.status = GcpStatus::Running;
                 i.running_at = None;
-            }
-        }
-    }
-
-    /// A `stockout` (`true`) or `recover` event on a GCP pool.
-    pub(super) fn gcp_pool_event(
-        &mut self,
-        zone: String,
-        instance_type: String,
-        market: PoolMarket,
-        recover: Option<u32>,
-    ) {
-        let key = PoolKey {
-            zone_id: zone,
-            instance_type,
-            market,
-        };
-        if let Some(pool) = self.gcp.pools.get_mut(&key) {
-            match recover {
-                Some(stock) => {
-                    pool.stocked_out = false;
-                    pool.stock = stock.min(pool.capacity);
-                }
-                None => {
-                    pool.stock = 0;
-                    pool.stocked_out = true;
-                }
-            }
-        }
-    }
-
-    /// One market step of the GCP pools (their own RNG).
-    pub(super) fn gcp_random_step(&mut self) {
-        let hours = self.scenario.step.as_secs_f64() / 3600.0;
-        let gcp = &mut self.gcp;
-        for pool in gcp.pools.values_mut() {
-            let refill = arrivals(&mut gcp.rng, pool.refill_per_hour * hours);
-            let demand = arrivals(&mut gcp.rng, pool.demand_per_hour * hours);
-            if pool.stocked_out {
-                pool.stock = 0;
-                continue;
-            }
-            let stock = i64::from(pool.stock) + i64::from(refill) - i64::from(demand);
-            pool.stock = u32::try_from(stock.clamp(0, i64::from(pool.capacity))).unwrap_or(0);
-        }
-    }
-
-    /// The ground truth of the GCP pools at `secs`.
-    pub(super) fn gcp_record(&mut self, secs: u64) {
-        for (key, pool) in &self.gcp.pools {
-            let name = format!(
-                "gcp/{}/{}/{}/{}",
-                pool.region,
-                key.zone_id,
-                key.instance_type,
-                key.market.as_str()
-            );
-            let series = self.truth.entry(name).or_default();
-            if series.last().is_none_or(|(_, s)| *s != pool.stock) {
-                series.push((secs, pool.stock));
             }
         }
     }

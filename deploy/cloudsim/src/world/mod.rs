@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::{
     error::ApiError,
-    scenario::{EventKind, PoolMarket, Scenario, SimProvider},
+    scenario::{EventKind, PoolEvent, PoolMarket, Scenario, SimProvider},
 };
 
 pub mod azure;
@@ -36,6 +36,37 @@ mod reads;
 pub mod runpod;
 mod step;
 mod writes;
+
+/// The embedded GPU catalog's types of `provider` (`aws`, `gcp`, ...), in catalog order; none
+/// (logged once) when the catalog is invalid.
+pub(crate) fn catalog_types(
+    provider: &'static str,
+) -> impl Iterator<Item = &'static capsight_catalog::GpuType> {
+    use capsight_catalog::Catalog;
+    static CATALOG: std::sync::OnceLock<Option<Catalog>> = std::sync::OnceLock::new();
+    CATALOG
+        .get_or_init(|| match Catalog::embedded() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "embedded GPU catalog is invalid; no instance types");
+                None
+            }
+        })
+        .as_ref()
+        .into_iter()
+        .flat_map(Catalog::iter)
+        .filter(move |g| g.provider.as_str() == provider)
+}
+
+/// `provider`'s catalog types by name, as `describe` tells them.
+pub(crate) fn catalog_by_name<T>(
+    provider: &'static str,
+    describe: impl Fn(&capsight_catalog::GpuType) -> T,
+) -> BTreeMap<String, T> {
+    catalog_types(provider)
+        .map(|g| (g.instance_type.as_str().to_owned(), describe(g)))
+        .collect()
+}
 
 /// What the world needs to know about an instance type (from the GPU catalog).
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +163,47 @@ impl PoolState {
         }
         let stock = i64::from(self.stock) + i64::from(refill) - i64::from(demand);
         self.stock = u32::try_from(stock.clamp(0, i64::from(self.capacity))).unwrap_or(0);
+    }
+}
+
+/// A pool of any provider under its capacity key: `<provider>/<region>/<zone>/<type>/<market>`
+/// (Lambda's and RunPod's with no zone; RunPod's region is its cloud type).
+#[derive(Debug, Clone)]
+pub struct KeyedPool<'a> {
+    /// The capacity key.
+    pub key: String,
+    /// The pool's cloud.
+    pub provider: SimProvider,
+    /// The zonal key (AWS, Azure, GCP).
+    pub zonal: Option<&'a PoolKey>,
+    /// Its state.
+    pub state: &'a PoolState,
+}
+
+impl<'a> KeyedPool<'a> {
+    fn zonal(provider: SimProvider, key: &'a PoolKey, state: &'a PoolState) -> Self {
+        Self {
+            key: format!(
+                "{}/{}/{}/{}/{}",
+                provider.as_str(),
+                state.region,
+                key.zone_id,
+                key.instance_type,
+                key.market.as_str()
+            ),
+            provider,
+            zonal: Some(key),
+            state,
+        }
+    }
+
+    fn zoneless(provider: SimProvider, key: String, state: &'a PoolState) -> Self {
+        Self {
+            key,
+            provider,
+            zonal: None,
+            state,
+        }
     }
 }
 

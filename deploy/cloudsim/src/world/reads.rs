@@ -24,6 +24,24 @@ impl World {
         &self.pools
     }
 
+    /// Every provider's pools under their capacity keys: AWS, Azure, Lambda, GCP, then RunPod.
+    pub fn keyed_pools(&self) -> impl Iterator<Item = KeyedPool<'_>> {
+        let zonal = |provider| move |(k, p)| KeyedPool::zonal(provider, k, p);
+        self.pools
+            .iter()
+            .map(zonal(SimProvider::Aws))
+            .chain(self.azure_pools.iter().map(zonal(SimProvider::Azure)))
+            .chain(self.lambda_pools.iter().map(|((region, itype), p)| {
+                let key = format!("lambda/{region}//{itype}/on_demand");
+                KeyedPool::zoneless(SimProvider::Lambda, key, p)
+            }))
+            .chain(self.gcp.pools.iter().map(zonal(SimProvider::Gcp)))
+            .chain(self.runpod_pools.iter().map(|((cloud, itype, market), p)| {
+                let key = format!("runpod/{cloud}//{itype}/{}", market.as_str());
+                KeyedPool::zoneless(SimProvider::RunPod, key, p)
+            }))
+    }
+
     /// Status-page components and their status.
     pub fn components(&self) -> &BTreeMap<String, String> {
         &self.component_status

@@ -53,151 +53,9 @@ impl World {
 
     pub(super) fn apply_event(&mut self, kind: EventKind, now: Duration) {
         match kind {
-            EventKind::Stockout {
-                provider: SimProvider::Lambda,
-                region,
-                instance_type,
-                ..
-            } => {
-                if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
-                    pool.stock_out();
-                }
-            }
-            EventKind::Recover {
-                provider: SimProvider::Lambda,
-                region,
-                instance_type,
-                stock,
-                ..
-            } => {
-                if let Some(pool) = self.lambda_pools.get_mut(&(region, instance_type)) {
-                    pool.recover(stock);
-                }
-            }
-            EventKind::Stockout {
-                provider: SimProvider::Azure,
-                zone: zone_id,
-                instance_type,
-                market,
-                ..
-            } => {
-                let key = PoolKey {
-                    zone_id,
-                    instance_type,
-                    market,
-                };
-                if let Some(pool) = self.azure_pools.get_mut(&key) {
-                    pool.stock_out();
-                }
-            }
-            EventKind::Recover {
-                provider: SimProvider::Azure,
-                zone: zone_id,
-                instance_type,
-                market,
-                stock,
-                ..
-            } => {
-                let key = PoolKey {
-                    zone_id,
-                    instance_type,
-                    market,
-                };
-                if let Some(pool) = self.azure_pools.get_mut(&key) {
-                    pool.recover(stock);
-                }
-            }
-            EventKind::Stockout {
-                provider: SimProvider::Gcp,
-                zone,
-                instance_type,
-                market,
-                ..
-            } => self.gcp_pool_event(zone, instance_type, market, None),
-            EventKind::Recover {
-                provider: SimProvider::Gcp,
-                zone,
-                instance_type,
-                market,
-                stock,
-                ..
-            } => self.gcp_pool_event(zone, instance_type, market, Some(stock)),
-            EventKind::Stockout {
-                provider: SimProvider::RunPod,
-                region,
-                instance_type,
-                market,
-                interrupt,
-                ..
-            } => {
-                if let Some(pool) =
-                    self.runpod_pools
-                        .get_mut(&(region.clone(), instance_type.clone(), market))
-                {
-                    pool.stock_out();
-                }
-                if interrupt && market == PoolMarket::Spot {
-                    self.interrupt_runpod(&region, &instance_type);
-                }
-            }
-            EventKind::Recover {
-                provider: SimProvider::RunPod,
-                region,
-                instance_type,
-                market,
-                stock,
-                ..
-            } => {
-                if let Some(pool) = self.runpod_pools.get_mut(&(region, instance_type, market)) {
-                    pool.recover(stock);
-                }
-            }
-            EventKind::Stockout {
-                provider: SimProvider::Aws,
-                zone,
-                instance_type,
-                market,
-                interrupt,
-                ..
-            } => {
-                let key = PoolKey {
-                    zone_id: zone.clone(),
-                    instance_type: instance_type.clone(),
-                    market,
-                };
-                if let Some(pool) = self.pools.get_mut(&key) {
-                    pool.stock_out();
-                }
-                if interrupt && market == PoolMarket::Spot {
-                    let victims: Vec<String> = self
-                        .instances
-                        .values()
-                        .filter(|i| {
-                            i.market == PoolMarket::Spot
-                                && i.zone_id == zone
-                                && i.instance_type == instance_type
-                                && i.state.holds_capacity()
-                        })
-                        .map(|i| i.id.clone())
-                        .collect();
-                    self.schedule_interruptions(&victims, now);
-                }
-            }
-            EventKind::Recover {
-                provider: SimProvider::Aws,
-                zone,
-                instance_type,
-                market,
-                stock,
-                ..
-            } => {
-                let key = PoolKey {
-                    zone_id: zone,
-                    instance_type,
-                    market,
-                };
-                if let Some(pool) = self.pools.get_mut(&key) {
-                    pool.recover(stock);
+            EventKind::Stockout { .. } | EventKind::Recover { .. } => {
+                if let Some(e) = kind.pool_event() {
+                    self.apply_pool_event(e, now);
                 }
             }
             EventKind::PriceSpike {
@@ -258,6 +116,51 @@ impl World {
                 count,
                 message,
             }),
+        }
+    }
+
+    /// A `stockout` or `recover` on any provider's pool; a stockout with `interrupt` of a spot
+    /// pool also interrupts its running AWS instances or RunPod pods.
+    fn apply_pool_event(&mut self, e: PoolEvent<'_>, now: Duration) {
+        let zonal = || PoolKey {
+            zone_id: e.zone.to_owned(),
+            instance_type: e.instance_type.to_owned(),
+            market: e.market,
+        };
+        let (region, itype) = (e.region.to_owned(), e.instance_type.to_owned());
+        let pool = match e.provider {
+            SimProvider::Aws => self.pools.get_mut(&zonal()),
+            SimProvider::Azure => self.azure_pools.get_mut(&zonal()),
+            SimProvider::Gcp => self.gcp.pools.get_mut(&zonal()),
+            SimProvider::Lambda => self.lambda_pools.get_mut(&(region, itype)),
+            SimProvider::RunPod => self.runpod_pools.get_mut(&(region, itype, e.market)),
+        };
+        if let Some(pool) = pool {
+            match e.recover {
+                Some(stock) => pool.recover(stock),
+                None => pool.stock_out(),
+            }
+        }
+        if !(e.interrupt && e.market == PoolMarket::Spot) {
+            return;
+        }
+        match e.provider {
+            SimProvider::Aws => {
+                let victims: Vec<String> = self
+                    .instances
+                    .values()
+                    .filter(|i| {
+                        i.market == PoolMarket::Spot
+                            && i.zone_id == e.zone
+                            && i.instance_type == e.instance_type
+                            && i.state.holds_capacity()
+                    })
+                    .map(|i| i.id.clone())
+                    .collect();
+                self.schedule_interruptions(&victims, now);
+            }
+            SimProvider::RunPod => self.interrupt_runpod(e.region, e.instance_type),
+            SimProvider::Azure | SimProvider::Gcp | SimProvider::Lambda => {}
         }
     }
 
@@ -399,42 +302,18 @@ impl World {
             pool.drift(&mut self.rng, hours);
         }
         // GCP pools draw from their own RNG: AWS and Lambda randomness stays as it was.
-        self.gcp_random_step();
+        self.gcp.drift(hours);
     }
 
     pub(super) fn record(&mut self, secs: u64) {
-        let zonal = |provider: &str, key: &PoolKey, pool: &PoolState| {
-            let name = format!(
-                "{provider}/{}/{}/{}/{}",
-                pool.region,
-                key.zone_id,
-                key.instance_type,
-                key.market.as_str()
-            );
-            (name, pool.stock)
-        };
-        let points: Vec<(String, u32)> = self
-            .pools
-            .iter()
-            .map(|(k, p)| zonal("aws", k, p))
-            .chain(self.lambda_pools.iter().map(|((region, itype), p)| {
-                (format!("lambda/{region}//{itype}/on_demand"), p.stock)
-            }))
-            .chain(self.runpod_pools.iter().map(|((cloud, itype, market), p)| {
-                (
-                    format!("runpod/{cloud}//{itype}/{}", market.as_str()),
-                    p.stock,
-                )
-            }))
-            .chain(self.azure_pools.iter().map(|(k, p)| zonal("azure", k, p)))
-            .collect();
+        let points: Vec<(String, u32)> =
+            self.keyed_pools().map(|p| (p.key, p.state.stock)).collect();
         for (name, stock) in points {
             let series = self.truth.entry(name).or_default();
             if series.last().is_none_or(|(_, s)| *s != stock) {
                 series.push((secs, stock));
             }
         }
-        self.gcp_record(secs);
     }
 
     /// Moves transitional states whose time has come and expires limited reservations.
