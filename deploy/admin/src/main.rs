@@ -27,7 +27,7 @@ use capsight_amqp::AmqpSettings;
 use capsight_clickhouse::ClickHouseSettings;
 use capsight_kafka::{KafkaSettings, admin::TopicOutcome};
 use capsight_runtime::{config::ConfigArgs, telemetry::TelemetrySettings};
-use capsight_tenancy::{Registry, TenancySettings, TenantId, trust::TrustSettings};
+use capsight_tenancy::{CloudAccount, Registry, TenancySettings, TenantId, trust::TrustSettings};
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
@@ -406,14 +406,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 }
                 _ => anyhow::bail!("--api-key-env and --instance-limit are required"),
             };
-            let set = account.is_some();
-            reg.set_lambda_account(&id, account)?;
-            reg.save(path)?;
-            if set {
-                println!("lambda account of {id} set");
-            } else {
-                println!("lambda account of {id} removed");
-            }
+            save_account(&mut reg, path, &id, account, "lambda account")?;
         }
         TenantCommand::Gcp {
             id,
@@ -432,14 +425,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 }
                 _ => anyhow::bail!("--project and --credentials-env are required"),
             };
-            let set = account.is_some();
-            reg.set_gcp_account(&id, account)?;
-            reg.save(path)?;
-            if set {
-                println!("gcp project of {id} set");
-            } else {
-                println!("gcp project of {id} removed");
-            }
+            save_account(&mut reg, path, &id, account, "gcp project")?;
         }
         TenantCommand::Azure {
             id,
@@ -478,14 +464,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                     "--tenant-id, --client-id, --subscription-id, --resource-group and --client-secret-env are required"
                 ),
             };
-            let set = account.is_some();
-            reg.set_azure_account(&id, account)?;
-            reg.save(path)?;
-            if set {
-                println!("azure subscription of {id} set");
-            } else {
-                println!("azure subscription of {id} removed");
-            }
+            save_account(&mut reg, path, &id, account, "azure subscription")?;
         }
         TenantCommand::Runpod {
             id,
@@ -504,14 +483,7 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
                 }
                 _ => anyhow::bail!("--api-key-env and --gpu-limit are required"),
             };
-            let set = account.is_some();
-            reg.set_runpod_account(&id, account)?;
-            reg.save(path)?;
-            if set {
-                println!("runpod account of {id} set");
-            } else {
-                println!("runpod account of {id} removed");
-            }
+            save_account(&mut reg, path, &id, account, "runpod account")?;
         }
         TenantCommand::Quota { id, gpus } => {
             let id = TenantId::parse(&id)?;
@@ -537,6 +509,22 @@ fn tenant(settings: &TenancySettings, cmd: TenantCommand) -> anyhow::Result<()> 
             }
         }
     }
+    Ok(())
+}
+
+/// Sets (or with `None` removes) `id`'s account `what` (e.g. "gcp project") and saves the
+/// registry.
+fn save_account<A: CloudAccount>(
+    reg: &mut Registry,
+    path: &std::path::Path,
+    id: &TenantId,
+    account: Option<A>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let set = account.is_some();
+    reg.set_account(id, account)?;
+    reg.save(path)?;
+    println!("{what} of {id} {}", if set { "set" } else { "removed" });
     Ok(())
 }
 

@@ -20,8 +20,8 @@ mod shared;
 pub mod trust;
 
 pub use registry::{
-    ApiKeyRecord, Authenticated, AzureAccount, CloudRole, GcpAccount, IssuedKey, LambdaAccount,
-    Registry, RegistryError, RunPodAccount, Tenant, TenantId,
+    ApiKeyRecord, Authenticated, AzureAccount, CloudAccount, CloudRole, GcpAccount, IssuedKey,
+    LambdaAccount, Registry, RegistryError, RunPodAccount, Tenant, TenantId,
 };
 pub use shared::SharedRegistry;
 

@@ -215,9 +215,13 @@ pub struct LambdaAccount {
     pub instance_limit: u32,
 }
 
-impl LambdaAccount {
+impl CloudAccount for LambdaAccount {
+    fn slot(tenant: &mut Tenant) -> &mut Option<Self> {
+        &mut tenant.lambda
+    }
+
     /// Checks `api_key_env` names an environment variable (`[A-Z_][A-Z0-9_]*`, at most 64).
-    pub fn validate(&self) -> Result<(), RegistryError> {
+    fn validate(&self) -> Result<(), RegistryError> {
         env_var_name("lambda.api_key_env", &self.api_key_env)
     }
 }
@@ -235,9 +239,13 @@ pub struct RunPodAccount {
     pub gpu_limit: u32,
 }
 
-impl RunPodAccount {
+impl CloudAccount for RunPodAccount {
+    fn slot(tenant: &mut Tenant) -> &mut Option<Self> {
+        &mut tenant.runpod
+    }
+
     /// Checks `api_key_env` names an environment variable (`[A-Z_][A-Z0-9_]*`, at most 64).
-    pub fn validate(&self) -> Result<(), RegistryError> {
+    fn validate(&self) -> Result<(), RegistryError> {
         env_var_name("runpod.api_key_env", &self.api_key_env)
     }
 }
@@ -272,10 +280,14 @@ pub struct AzureAccount {
     pub client_secret_env: String,
 }
 
-impl AzureAccount {
+impl CloudAccount for AzureAccount {
+    fn slot(tenant: &mut Tenant) -> &mut Option<Self> {
+        &mut tenant.azure
+    }
+
     /// Checks every field: ids are GUID-like (hex digits and `-`, 1-64), the resource group is
     /// 1-90 of `[A-Za-z0-9._()-]`, the secret variable an environment variable name.
-    pub fn validate(&self) -> Result<(), RegistryError> {
+    fn validate(&self) -> Result<(), RegistryError> {
         let id = |field: &str, v: &str| {
             let ok = !v.is_empty()
                 && v.len() <= 64
@@ -331,9 +343,13 @@ pub struct GcpAccount {
     pub credentials_env: String,
 }
 
-impl GcpAccount {
+impl CloudAccount for GcpAccount {
+    fn slot(tenant: &mut Tenant) -> &mut Option<Self> {
+        &mut tenant.gcp
+    }
+
     /// Checks the project id and that `credentials_env` names an environment variable.
-    pub fn validate(&self) -> Result<(), RegistryError> {
+    fn validate(&self) -> Result<(), RegistryError> {
         let p = &self.project_id;
         let project_ok = (6..=30).contains(&p.len())
             && p.starts_with(|c: char| c.is_ascii_lowercase())
@@ -347,6 +363,15 @@ impl GcpAccount {
         }
         env_var_name("gcp.credentials_env", &self.credentials_env)
     }
+}
+
+/// A tenant's account with a cloud other than AWS, as the registry stores it: checked before
+/// it is stored, in its own slot of the tenant.
+pub trait CloudAccount: Sized {
+    /// Checks every field; the error names the field.
+    fn validate(&self) -> Result<(), RegistryError>;
+    /// The tenant's slot for this cloud's account.
+    fn slot(tenant: &mut Tenant) -> &mut Option<Self>;
 }
 
 /// A fresh external id: `capsight-` and 32 random hex digits, unique per tenant and not
@@ -501,55 +526,17 @@ impl Registry {
         Ok(())
     }
 
-    /// Sets (or with `None` clears) `tenant`'s Google Cloud project.
-    pub fn set_gcp_account(
+    /// Sets (or with `None` clears) `tenant`'s account with the cloud of `A` (Google Cloud,
+    /// Azure, Lambda or RunPod), checked first.
+    pub fn set_account<A: CloudAccount>(
         &mut self,
         tenant: &TenantId,
-        account: Option<GcpAccount>,
+        account: Option<A>,
     ) -> Result<(), RegistryError> {
         if let Some(a) = &account {
             a.validate()?;
         }
-        self.tenant_mut(tenant)?.gcp = account;
-        Ok(())
-    }
-
-    /// Sets (or with `None` clears) `tenant`'s Azure subscription.
-    pub fn set_azure_account(
-        &mut self,
-        tenant: &TenantId,
-        account: Option<AzureAccount>,
-    ) -> Result<(), RegistryError> {
-        if let Some(a) = &account {
-            a.validate()?;
-        }
-        self.tenant_mut(tenant)?.azure = account;
-        Ok(())
-    }
-
-    /// Sets (or with `None` clears) `tenant`'s Lambda Cloud account.
-    pub fn set_lambda_account(
-        &mut self,
-        tenant: &TenantId,
-        account: Option<LambdaAccount>,
-    ) -> Result<(), RegistryError> {
-        if let Some(a) = &account {
-            a.validate()?;
-        }
-        self.tenant_mut(tenant)?.lambda = account;
-        Ok(())
-    }
-
-    /// Sets (or with `None` clears) `tenant`'s RunPod account.
-    pub fn set_runpod_account(
-        &mut self,
-        tenant: &TenantId,
-        account: Option<RunPodAccount>,
-    ) -> Result<(), RegistryError> {
-        if let Some(a) = &account {
-            a.validate()?;
-        }
-        self.tenant_mut(tenant)?.runpod = account;
+        *A::slot(self.tenant_mut(tenant)?) = account;
         Ok(())
     }
 
@@ -688,12 +675,11 @@ mod tests {
             ("ab", "CAPSIGHT_GCP_ACME"),
         ] {
             assert!(
-                reg.set_gcp_account(&id("acme"), account(project, env))
-                    .is_err(),
+                reg.set_account(&id("acme"), account(project, env)).is_err(),
                 "{project} {env}"
             );
         }
-        reg.set_gcp_account(&id("acme"), account("acme-ml", "CAPSIGHT_GCP_ACME"))
+        reg.set_account(&id("acme"), account("acme-ml", "CAPSIGHT_GCP_ACME"))
             .unwrap();
         assert_eq!(
             reg.tenant(&id("acme"))
@@ -728,13 +714,12 @@ mod tests {
             account("CAPSIGHT_AZURE_SECRET_ACME", sub, "bad/group"),
             account("CAPSIGHT_AZURE_SECRET_ACME", sub, ""),
         ] {
-            assert!(reg.set_azure_account(&id("acme"), Some(bad)).is_err());
+            assert!(reg.set_account(&id("acme"), Some(bad)).is_err());
         }
         let good = account("CAPSIGHT_AZURE_SECRET_ACME", sub, "capsight-gpu");
-        reg.set_azure_account(&id("acme"), Some(good.clone()))
-            .unwrap();
+        reg.set_account(&id("acme"), Some(good.clone())).unwrap();
         assert_eq!(reg.tenants[0].azure.as_ref(), Some(&good));
-        reg.set_azure_account(&id("acme"), None).unwrap();
+        reg.set_account::<AzureAccount>(&id("acme"), None).unwrap();
         assert!(reg.tenants[0].azure.is_none());
     }
 
@@ -750,11 +735,11 @@ mod tests {
         };
         for bad in ["", "lower", "1ABC", "WITH SPACE", "secret_abc123"] {
             assert!(
-                reg.set_lambda_account(&id("acme"), account(bad)).is_err(),
+                reg.set_account(&id("acme"), account(bad)).is_err(),
                 "{bad:?}"
             );
         }
-        reg.set_lambda_account(&id("acme"), account("CAPSIGHT_LAMBDA_KEY_ACME"))
+        reg.set_account(&id("acme"), account("CAPSIGHT_LAMBDA_KEY_ACME"))
             .unwrap();
         let text = toml::to_string(&reg).unwrap();
         let back = Registry::parse(Path::new("t.toml"), &text).unwrap();
@@ -783,12 +768,10 @@ mod tests {
             })
         };
         for bad in ["", "lower", "1ABC", "rpa_0123456789ABCDEF"] {
-            let e = reg
-                .set_runpod_account(&id("acme"), account(bad))
-                .unwrap_err();
+            let e = reg.set_account(&id("acme"), account(bad)).unwrap_err();
             assert!(e.to_string().contains("runpod.api_key_env"), "{e}");
         }
-        reg.set_runpod_account(&id("acme"), account("CAPSIGHT_RUNPOD_KEY_ACME"))
+        reg.set_account(&id("acme"), account("CAPSIGHT_RUNPOD_KEY_ACME"))
             .unwrap();
         let text = toml::to_string(&reg).unwrap();
         let back = Registry::parse(Path::new("t.toml"), &text).unwrap();
@@ -796,7 +779,7 @@ mod tests {
         assert_eq!(runpod.gpu_limit, 8);
         let broken = text.replace("CAPSIGHT_RUNPOD_KEY_ACME", "rpa_secret");
         assert!(Registry::parse(Path::new("t.toml"), &broken).is_err());
-        reg.set_runpod_account(&id("acme"), None).unwrap();
+        reg.set_account::<RunPodAccount>(&id("acme"), None).unwrap();
         assert!(reg.tenant(&id("acme")).unwrap().runpod.is_none());
     }
 

@@ -158,10 +158,10 @@ impl Tenants {
             let id = TenantId::parse(&spec.id).unwrap();
             registry.add_tenant(id.clone(), &spec.name).unwrap();
             registry.set_aws_role(&id, spec.role).unwrap();
-            registry.set_lambda_account(&id, spec.lambda).unwrap();
-            registry.set_gcp_account(&id, spec.gcp).unwrap();
-            registry.set_azure_account(&id, spec.azure).unwrap();
-            registry.set_runpod_account(&id, spec.runpod).unwrap();
+            registry.set_account(&id, spec.lambda).unwrap();
+            registry.set_account(&id, spec.gcp).unwrap();
+            registry.set_account(&id, spec.azure).unwrap();
+            registry.set_account(&id, spec.runpod).unwrap();
             registry.set_gpu_quota(&id, spec.gpu_quota).unwrap();
             let t = registry.tenants.iter_mut().find(|t| t.id == id).unwrap();
             t.rate_per_minute = spec.rate;
