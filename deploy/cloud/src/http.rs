@@ -12,22 +12,14 @@ use serde::de::DeserializeOwned;
 
 use crate::{CloudError, CloudSettings};
 
-/// One provider's API over HTTP: the client and the retry loop its calls run in. Clones share
-/// the client's connection pool.
-#[derive(Clone)]
+/// One provider's API over HTTP: the client and the retry loop its calls run in (no secret:
+/// credentials are added per request). Clones share the client's connection pool.
+#[derive(Debug, Clone)]
 pub(crate) struct Api {
     client: reqwest::Client,
     settings: CloudSettings,
     provider: Provider,
     system: &'static str,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("system", &self.system)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Api {
