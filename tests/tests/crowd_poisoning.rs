@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use capsight_proto::domain::Label;
 use capsight_testkit::{
-    Sandbox, fixtures::report, signals::hourly_probe_successes, tenants::tenant,
+    Sandbox, fixtures::report, reports, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -35,7 +35,9 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
     sandbox
         .publish(&hourly_probe_successes(KEY, 6, Utc::now()))
         .await;
-    let honest = score_with(&sandbox, 6).await;
+    let honest = sandbox
+        .wait_for_score(Duration::from_secs(90), KEY, 6)
+        .await;
     assert_eq!(honest.label, Label::Available, "{honest:?}");
 
     // the attack: 5 requests of 100 false capacity errors, all accepted
@@ -49,11 +51,17 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
                 rep
             })
             .collect();
-        let resp = wait_for_intake(&http, &intake_addr, &key, &batch).await;
+        let resp = reports::post(&http, &intake_addr, &key, &batch).await;
         assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
     }
 
-    let attacked = score_with(&sandbox, 6 + (REQUESTS * REPORTS_PER_REQUEST) as u64).await;
+    let attacked = sandbox
+        .wait_for_score(
+            Duration::from_secs(90),
+            KEY,
+            6 + (REQUESTS * REPORTS_PER_REQUEST) as u64,
+        )
+        .await;
     assert_eq!(attacked.label, Label::Available, "{attacked:?}");
     assert!(
         honest.score.abs_diff(attacked.score) <= TENANT_CAP_POINTS,
@@ -62,37 +70,4 @@ async fn one_tenants_false_launch_failures_cannot_take_an_in_stock_key_down() {
         attacked.score
     );
     sandbox.cleanup().await;
-}
-
-/// The key's score once it counts `signals` signals.
-async fn score_with(sandbox: &Sandbox, signals: u64) -> capsight_proto::domain::Score {
-    let scores = sandbox
-        .wait_for_signal_counts(Duration::from_secs(90), &[KEY], signals)
-        .await;
-    scores[KEY].clone()
-}
-
-/// Posts `batch`, retrying while the intake is still starting.
-async fn wait_for_intake(
-    http: &reqwest::Client,
-    addr: &str,
-    key: &str,
-    batch: &[serde_json::Value],
-) -> reqwest::Response {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match http
-            .post(format!("http://{addr}/v1/reports"))
-            .bearer_auth(key)
-            .json(batch)
-            .send()
-            .await
-        {
-            Ok(resp) => return resp,
-            Err(e) if tokio::time::Instant::now() < deadline && e.is_connect() => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the intake at {addr} did not answer: {e}"),
-        }
-    }
 }

@@ -13,9 +13,8 @@
 use std::time::Duration;
 
 use capsight_e2e::admin_bin;
-use capsight_proto::domain::Score;
 use capsight_testkit::{
-    Sandbox, fixtures::report, signals::hourly_probe_successes, tenants::tenant,
+    Sandbox, fixtures::report, reports, signals::hourly_probe_successes, tenants::tenant,
 };
 use chrono::Utc;
 
@@ -49,7 +48,9 @@ async fn a_tenant_that_contradicts_probes_loses_weight_on_other_keys() {
     sandbox
         .publish(&hourly_probe_successes(PROBED, 6, now))
         .await;
-    score_with(&sandbox, PROBED, 6).await;
+    sandbox
+        .wait_for_score(Duration::from_secs(90), PROBED, 6)
+        .await;
 
     // mallory lies about PROBED: every report contradicts the probes
     let http = reqwest::Client::new();
@@ -102,8 +103,12 @@ async fn a_tenant_that_contradicts_probes_loses_weight_on_other_keys() {
         &failures("b", HONEST_SPOKEN, REPORTS),
     )
     .await;
-    let by_liar = score_with(&sandbox, LIAR_SPOKEN, REPORTS as u64).await;
-    let by_honest = score_with(&sandbox, HONEST_SPOKEN, REPORTS as u64).await;
+    let by_liar = sandbox
+        .wait_for_score(Duration::from_secs(90), LIAR_SPOKEN, REPORTS as u64)
+        .await;
+    let by_honest = sandbox
+        .wait_for_score(Duration::from_secs(90), HONEST_SPOKEN, REPORTS as u64)
+        .await;
     // no first-party evidence there: both start from the neutral 50
     let moved_by_liar = 50 - i32::from(by_liar.score);
     let moved_by_honest = 50 - i32::from(by_honest.score);
@@ -167,33 +172,8 @@ async fn wait_for_trust(
     }
 }
 
-/// The score of `key` once it counts `signals` signals.
-async fn score_with(sandbox: &Sandbox, key: &str, signals: u64) -> Score {
-    let scores = sandbox
-        .wait_for_signal_counts(Duration::from_secs(90), &[key], signals)
-        .await;
-    scores[key].clone()
-}
-
-/// Posts `batch` with `key`, retrying while the intake is still starting; expects 202.
+/// Posts `batch` with `key` to the intake; expects 202.
 async fn post(http: &reqwest::Client, addr: &str, key: &str, batch: &[serde_json::Value]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match http
-            .post(format!("http://{addr}/v1/reports"))
-            .bearer_auth(key)
-            .json(batch)
-            .send()
-            .await
-        {
-            Ok(resp) => {
-                assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
-                return;
-            }
-            Err(e) if tokio::time::Instant::now() < deadline && e.is_connect() => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("the intake at {addr} did not answer: {e}"),
-        }
-    }
+    let resp = reports::post(http, addr, key, batch).await;
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
 }

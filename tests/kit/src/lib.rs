@@ -8,7 +8,8 @@
 //! * [`tenants`]: tenant registries; [`fixtures`]: scenario files, config fragments and
 //!   documented queries (`tests/fixtures/`), the gateway's world;
 //! * [`signals`], [`launches`]: signal, score, launch-job and launch-row fixtures;
-//! * [`kafka`], [`clickhouse`], [`amqp`]: reading back what services wrote;
+//! * [`kafka`], [`clickhouse`], [`amqp`]: reading back what services wrote; [`reports`]:
+//!   tenant reports posted to the intake;
 //! * [`wait`]: `eventually` and `poll`; [`grpc`]: channels and authenticated requests;
 //! * [`process`]: guards that stop every process a test spawns — on drop, so also when the
 //!   test panics — and helpers to find binaries and free ports;
@@ -43,6 +44,7 @@ pub mod outage;
 pub mod private_clickhouse;
 pub mod process;
 pub mod rabbit;
+pub mod reports;
 pub mod sandbox;
 pub mod signals;
 pub mod tenants;

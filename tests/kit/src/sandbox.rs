@@ -487,6 +487,12 @@ impl Sandbox {
         .await
     }
 
+    /// The score of `key` once it counts at least `signals` signals; panics after `timeout`.
+    pub async fn wait_for_score(&self, timeout: Duration, key: &str, signals: u64) -> Score {
+        let scores = self.wait_for_signal_counts(timeout, &[key], signals).await;
+        scores[key].clone()
+    }
+
     /// Drops the database (when the sandbox made one) and deletes the launch topology (when
     /// the test used it). Topics are left to the broker's retention: they are cheap and
     /// unique.
