@@ -1,7 +1,7 @@
 //! cloudsim as a black box: the `cloudsim` binary, scenario determinism, status feeds,
 //! AWS-shaped errors for malformed requests, and RunPod's GraphQL as documents (keys in a
 //! header or the query string, aliases, variables, RunPod-shaped errors). (The AWS SDK's view of cloudsim is tested in
-//! `deploy/cloud/tests/cloudsim.rs`.)
+//! `deploy/cloud/tests/adapters/aws.rs`.)
 
 #![allow(
     clippy::unwrap_used,
