@@ -722,7 +722,7 @@ pub(crate) async fn test_permissions(
         let held: Vec<&String> = asked
             .permissions
             .iter()
-            .filter(|p| caller.project == project && caller.may(p))
+            .filter(|p| caller.account == project && caller.may(p))
             .collect();
         // Google leaves the field out when the caller holds none
         Ok(if held.is_empty() {

@@ -13,12 +13,12 @@
 //! and statuses ([`LambdaError`]). Check order: key, account active, rate limit, injected fault
 //! (`lambda/<operation>`), parameters, then the operation's own checks.
 
-use std::{collections::BTreeMap, sync::Arc, sync::OnceLock};
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use axum::{
     Json,
     body::Bytes,
-    extract::{Path, State},
+    extract::Path,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
-    Sim,
+    Ctx,
     world::lambda::{LambdaError, LambdaInstance, LambdaLaunch},
 };
 
@@ -149,13 +149,12 @@ fn region_description(region: &str) -> String {
 /// Runs `op` for the caller of `headers` after the common checks (key, account, rate limit,
 /// injected fault for `operation`).
 fn call(
-    sim: &Sim,
-    headers: &HeaderMap,
+    cx: &Ctx,
     operation: &str,
     op: impl FnOnce(&mut crate::world::World, &str, std::time::Duration) -> Result<Value, LambdaError>,
 ) -> Response {
-    let key = api_key(headers);
-    respond(sim.with_world(|world, elapsed| {
+    let key = api_key(&cx.headers);
+    respond(cx.sim.with_world(|world, elapsed| {
         let account = world.lambda_account(key.as_deref().unwrap_or(""))?;
         world.lambda_throttle(&account)?;
         if let Some(fault) = world.lambda_fault(operation) {
@@ -166,8 +165,8 @@ fn call(
 }
 
 /// `GET /api/v1/instance-types`.
-pub(crate) async fn instance_types(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
-    call(&sim, &headers, "instance-types", |world, _, _| {
+pub(crate) async fn instance_types(cx: Ctx) -> Response {
+    call(&cx, "instance-types", |world, _, _| {
         let mut data = serde_json::Map::new();
         for (name, t) in types() {
             let regions: Vec<Value> = world
@@ -226,12 +225,8 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, LambdaError> 
 }
 
 /// `POST /api/v1/instance-operations/launch`.
-pub(crate) async fn launch(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    call(&sim, &headers, "launch", |world, account, elapsed| {
+pub(crate) async fn launch(cx: Ctx, bytes: Bytes) -> Response {
+    call(&cx, "launch", |world, account, elapsed| {
         let b: LaunchBody = body(&bytes)?;
         if b.name.as_ref().is_some_and(|n| n.len() > 64) {
             return Err(LambdaError::invalid("name must be at most 64 characters"));
@@ -250,12 +245,8 @@ pub(crate) async fn launch(
 }
 
 /// `POST /api/v1/instance-operations/terminate`.
-pub(crate) async fn terminate(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    call(&sim, &headers, "terminate", |world, account, _| {
+pub(crate) async fn terminate(cx: Ctx, bytes: Bytes) -> Response {
+    call(&cx, "terminate", |world, account, _| {
         let b: TerminateBody = body(&bytes)?;
         let done = world.lambda_terminate(account, &b.instance_ids)?;
         Ok(json!({ "terminated_instances": done.iter().map(instance_json).collect::<Vec<_>>() }))
@@ -263,8 +254,8 @@ pub(crate) async fn terminate(
 }
 
 /// `GET /api/v1/instances`.
-pub(crate) async fn instances(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
-    call(&sim, &headers, "instances", |world, account, _| {
+pub(crate) async fn instances(cx: Ctx) -> Response {
+    call(&cx, "instances", |world, account, _| {
         Ok(Value::Array(
             world.lambda_instances(account).map(instance_json).collect(),
         ))
@@ -272,12 +263,8 @@ pub(crate) async fn instances(State(sim): State<Arc<Sim>>, headers: HeaderMap) -
 }
 
 /// `GET /api/v1/instances/{id}`.
-pub(crate) async fn instance(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    call(&sim, &headers, "instances", |world, account, _| {
+pub(crate) async fn instance(cx: Ctx, Path(id): Path<String>) -> Response {
+    call(&cx, "instances", |world, account, _| {
         world
             .lambda_instance(account, &id)
             .map(instance_json)

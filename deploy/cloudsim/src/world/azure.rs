@@ -344,11 +344,7 @@ impl World {
     /// `azure/<op>` or `azure/*`.
     pub fn azure_fault(&mut self, op: &str) -> Option<AzureError> {
         let (code, message) = self.take_provider_fault("azure", op, None)?;
-        let status = code
-            .parse::<u16>()
-            .ok()
-            .filter(|s| (400..600).contains(s))
-            .unwrap_or_else(|| AzureError::status_for(&code));
+        let status = http_status(&code).unwrap_or_else(|| AzureError::status_for(&code));
         Some(AzureError::new(status, code, message))
     }
 

@@ -304,29 +304,6 @@ pub struct GcpInsert {
     pub metadata: Vec<(String, String)>,
 }
 
-/// The caller of a request, from its token.
-#[derive(Debug, Clone)]
-pub struct GcpCaller {
-    /// The service account's project.
-    pub project: String,
-    /// The service account.
-    pub email: String,
-    /// Its IAM permissions (patterns).
-    pub allow: Vec<String>,
-}
-
-impl GcpCaller {
-    /// Whether `permission` (`compute.instances.create`) is granted.
-    pub fn may(&self, permission: &str) -> bool {
-        self.allow.iter().any(|p| {
-            p == "*"
-                || p == permission
-                || p.strip_suffix('*')
-                    .is_some_and(|prefix| permission.starts_with(prefix))
-        })
-    }
-}
-
 /// GCP's part of the world.
 #[derive(Debug)]
 pub struct GcpWorld {
@@ -360,25 +337,8 @@ impl GcpWorld {
             tokens: BTreeMap::new(),
             counter: 0,
         };
-        for p in scenario
-            .pools
-            .iter()
-            .filter(|p| p.provider == SimProvider::Gcp)
-        {
-            let region = scenario
-                .zones
-                .iter()
-                .find(|z| z.id == p.zone && z.provider == SimProvider::Gcp)
-                .map(|z| z.region.clone())
-                .unwrap_or_default();
-            world.pools.insert(
-                PoolKey {
-                    zone_id: p.zone.clone(),
-                    instance_type: p.instance_type.clone(),
-                    market: p.market,
-                },
-                PoolState::of(p, region, &scenario.defaults),
-            );
+        for (p, key, state) in zonal_pools(scenario, SimProvider::Gcp) {
+            world.pools.insert(key, state);
             if p.market == PoolMarket::Spot {
                 let od = gcp_types()
                     .get(&p.instance_type)
@@ -436,8 +396,9 @@ impl World {
         token
     }
 
-    /// The caller behind a bearer token: 401 for an unknown one.
-    pub fn gcp_caller(&self, token: &str) -> Result<GcpCaller, GcpError> {
+    /// The caller behind a bearer token: 401 for an unknown one. Its account is the service
+    /// account's project, its ARN the service account's email.
+    pub fn gcp_caller(&self, token: &str) -> Result<Identity, GcpError> {
         let email = self
             .gcp
             .tokens
@@ -449,9 +410,10 @@ impl World {
             .iter()
             .find(|p| p.provider == SimProvider::Gcp && p.client_email == *email)
             .ok_or_else(GcpError::unauthenticated)?;
-        Ok(GcpCaller {
-            project: p.account.clone(),
-            email: email.clone(),
+        Ok(Identity {
+            account: p.account.clone(),
+            arn: email.clone(),
+            user_id: p.user.clone(),
             allow: p.allow.clone(),
         })
     }
@@ -459,12 +421,12 @@ impl World {
     /// 403 unless `caller` acts in its own project and holds `permission`.
     pub fn gcp_authorize(
         &self,
-        caller: &GcpCaller,
+        caller: &Identity,
         project: &str,
         permission: &str,
         resource: &str,
     ) -> Result<(), GcpError> {
-        if caller.project != project || !caller.may(permission) {
+        if caller.account != project || !caller.may(permission) {
             return Err(GcpError::denied(permission, resource));
         }
         Ok(())
@@ -481,27 +443,16 @@ impl World {
     /// code is an HTTP error with that status; another code is the failed operation's error
     /// (`Err(Ok(..))`), e.g. `ZONE_RESOURCE_POOL_EXHAUSTED` on `gcp/insert`.
     pub fn gcp_fault(&mut self, op: &str) -> Option<Result<GcpError, OpError>> {
-        let action = format!("gcp/{op}");
-        let f = self
-            .faults
-            .iter_mut()
-            .find(|f| f.count > 0 && (f.action == action || f.action == "gcp/*"))?;
-        f.count -= 1;
-        let message = f
-            .message
-            .clone()
-            .unwrap_or_else(|| format!("Simulated {} fault", f.code));
-        let out = match f.code.parse::<u16>() {
-            Ok(status) if (400..600).contains(&status) => Ok(GcpError::injected(status, message)),
-            _ => Err(OpError {
-                code: f.code.clone(),
+        let (code, message) = self.take_provider_fault("gcp", op, None)?;
+        Some(match http_status(&code) {
+            Some(status) => Ok(GcpError::injected(status, message)),
+            None => Err(OpError {
+                code,
                 message,
                 details: Vec::new(),
                 http_status: 400,
             }),
-        };
-        self.faults.retain(|f| f.count > 0);
-        Some(out)
+        })
     }
 
     /// Every GCP zone as (zone, region), in zone order.

@@ -178,11 +178,7 @@ impl World {
     /// (an AWS fault, `*` included, never hits Lambda).
     pub fn lambda_fault(&mut self, op: &str) -> Option<LambdaError> {
         let (code, message) = self.take_provider_fault("lambda", op, None)?;
-        let status = code
-            .parse::<u16>()
-            .ok()
-            .filter(|s| (400..600).contains(s))
-            .unwrap_or_else(|| LambdaError::status_for(&code));
+        let status = http_status(&code).unwrap_or_else(|| LambdaError::status_for(&code));
         Some(LambdaError::new(status, code, message))
     }
 

@@ -112,7 +112,7 @@ pub struct PoolState {
 }
 
 impl PoolKey {
-    /// A zonal pool's key (AWS, Azure).
+    /// A zonal pool's key (AWS, Azure, GCP).
     fn of(p: &crate::scenario::Pool) -> Self {
         Self {
             zone_id: p.zone.clone(),
@@ -205,6 +205,31 @@ impl<'a> KeyedPool<'a> {
             state,
         }
     }
+}
+
+/// `provider`'s zonal pools of the scenario (Azure, GCP), each with its key and its state at
+/// the start in the region of its zone.
+fn zonal_pools(
+    scenario: &Scenario,
+    provider: SimProvider,
+) -> impl Iterator<Item = (&crate::scenario::Pool, PoolKey, PoolState)> {
+    scenario
+        .pools
+        .iter()
+        .filter(move |p| p.provider == provider)
+        .map(move |p| {
+            let region = scenario
+                .zones
+                .iter()
+                .find(|z| z.id == p.zone && z.provider == provider)
+                .map(|z| z.region.clone())
+                .unwrap_or_default();
+            (
+                p,
+                PoolKey::of(p),
+                PoolState::of(p, region, &scenario.defaults),
+            )
+        })
 }
 
 /// Spot price state of one (zone, type).
@@ -558,20 +583,9 @@ impl World {
                 PoolState::of(p, p.region.clone(), &scenario.defaults),
             );
         }
-        let mut azure_pools = BTreeMap::new();
-        for p in scenario
-            .pools
-            .iter()
-            .filter(|p| p.provider == SimProvider::Azure)
-        {
-            let region = scenario
-                .zones
-                .iter()
-                .find(|z| z.id == p.zone && z.provider == SimProvider::Azure)
-                .map(|z| z.region.clone())
-                .unwrap_or_default();
-            azure_pools.insert(PoolKey::of(p), PoolState::of(p, region, &scenario.defaults));
-        }
+        let azure_pools = zonal_pools(&scenario, SimProvider::Azure)
+            .map(|(_, key, state)| (key, state))
+            .collect();
         for p in scenario
             .pools
             .iter()
@@ -711,6 +725,11 @@ pub enum StateAction {
     Stop,
     /// Start.
     Start,
+}
+
+/// An injected fault's code as the HTTP error status it names (`429`, `503`), if it names one.
+fn http_status(code: &str) -> Option<u16> {
+    code.parse::<u16>().ok().filter(|s| (400..600).contains(s))
 }
 
 fn round4(v: f64) -> f64 {

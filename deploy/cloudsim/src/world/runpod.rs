@@ -186,11 +186,7 @@ impl World {
             op,
             Some("Something went wrong. Please try again later or contact support."),
         )?;
-        let status = code
-            .parse::<u16>()
-            .ok()
-            .filter(|s| (400..600).contains(s))
-            .unwrap_or(200);
+        let status = http_status(&code).unwrap_or(200);
         Some(RunPodError { status, message })
     }
 

@@ -76,14 +76,7 @@ impl World {
                 fraction,
             } => {
                 let candidates: Vec<String> = self
-                    .instances
-                    .values()
-                    .filter(|i| {
-                        i.market == PoolMarket::Spot
-                            && i.state.holds_capacity()
-                            && zone.as_ref().is_none_or(|z| *z == i.zone_id)
-                            && instance_type.as_ref().is_none_or(|t| *t == i.instance_type)
-                    })
+                    .running_spot(zone.as_deref(), instance_type.as_deref())
                     .map(|i| i.id.clone())
                     .collect();
                 let victims: Vec<String> = candidates
@@ -147,14 +140,7 @@ impl World {
         match e.provider {
             SimProvider::Aws => {
                 let victims: Vec<String> = self
-                    .instances
-                    .values()
-                    .filter(|i| {
-                        i.market == PoolMarket::Spot
-                            && i.zone_id == e.zone
-                            && i.instance_type == e.instance_type
-                            && i.state.holds_capacity()
-                    })
+                    .running_spot(Some(e.zone), Some(e.instance_type))
                     .map(|i| i.id.clone())
                     .collect();
                 self.schedule_interruptions(&victims, now);
@@ -162,6 +148,21 @@ impl World {
             SimProvider::RunPod => self.interrupt_runpod(e.region, e.instance_type),
             SimProvider::Azure | SimProvider::Gcp | SimProvider::Lambda => {}
         }
+    }
+
+    /// Spot instances holding capacity (pending or running), in `zone` and of `instance_type`
+    /// when given.
+    fn running_spot<'a>(
+        &'a self,
+        zone: Option<&'a str>,
+        instance_type: Option<&'a str>,
+    ) -> impl Iterator<Item = &'a Instance> {
+        self.instances.values().filter(move |i| {
+            i.market == PoolMarket::Spot
+                && i.state.holds_capacity()
+                && zone.is_none_or(|z| z == i.zone_id)
+                && instance_type.is_none_or(|t| t == i.instance_type)
+        })
     }
 
     pub(super) fn schedule_interruptions(&mut self, victims: &[String], now: Duration) {
@@ -247,15 +248,8 @@ impl World {
         }
         for (key, shortfall) in reclaim {
             let victims: Vec<String> = self
-                .instances
-                .values()
-                .filter(|i| {
-                    i.market == PoolMarket::Spot
-                        && i.state.holds_capacity()
-                        && i.zone_id == key.zone_id
-                        && i.instance_type == key.instance_type
-                        && !self.delayed.iter().any(|(_, d, _)| *d == i.id)
-                })
+                .running_spot(Some(&key.zone_id), Some(&key.instance_type))
+                .filter(|i| !self.delayed.iter().any(|(_, d, _)| *d == i.id))
                 .map(|i| i.id.clone())
                 .take(usize::try_from(shortfall).unwrap_or(usize::MAX))
                 .collect();
