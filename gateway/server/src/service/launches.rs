@@ -15,17 +15,17 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Api, Result, Stream_,
+    Answer, Api, Result, Rpc, Stream_,
     preflight::{Preflighted, preflighted},
-    secs_ms, ts,
+    rpcs, secs_ms, ts,
 };
-use crate::{GatewayError, feed::Follow, streams::held, validate::bounded};
+use crate::{Core, GatewayError, auth::Caller, feed::Follow, streams::held, validate::bounded};
 
 /// Longest heartbeat note, bytes.
 const MAX_HEARTBEAT_NOTE: usize = 256;
 
 /// The request's `job_id`, validated.
-fn job_id(text: &str) -> std::result::Result<JobId, GatewayError> {
+fn job_id(text: &str) -> Answer<JobId> {
     Ok(JobId::parse("job_id", text)?)
 }
 
@@ -97,7 +97,7 @@ fn status_to_wire(l: &StoredLaunch) -> v1::LaunchStatus {
 /// shortfall is when the request allows fallbacks (the launcher tries the key, then the
 /// alternatives); anything else is refused with `FAILED_PRECONDITION` saying which check
 /// failed, why, and (for capacity) where to launch instead.
-fn may_queue(checked: &Preflighted, max_fallbacks: u32) -> std::result::Result<(), GatewayError> {
+fn may_queue(checked: &Preflighted, max_fallbacks: u32) -> Answer<()> {
     let outcome = &checked.outcome;
     let failed = outcome
         .checks
@@ -140,14 +140,20 @@ fn may_queue(checked: &Preflighted, max_fallbacks: u32) -> std::result::Result<(
     }
 }
 
-#[tonic::async_trait]
-impl LaunchService for Api {
-    async fn launch(
-        &self,
-        request: Request<v1::LaunchRequest>,
-    ) -> Result<Response<v1::LaunchResponse>> {
-        let (caller, req) = self.admit_ready(request)?;
-        let core = &self.core;
+rpcs!(LaunchService {
+    launch(v1::LaunchRequest) -> v1::LaunchResponse;
+    get_launch(v1::GetLaunchRequest) -> v1::LaunchStatus;
+    watch_launch(v1::WatchLaunchRequest) -> Stream_<v1::LaunchEvent> as WatchLaunchStream;
+    cancel_launch(v1::CancelLaunchRequest) -> v1::LaunchStatus;
+    list_launches(v1::ListLaunchesRequest) -> v1::ListLaunchesResponse;
+    heartbeat(v1::HeartbeatRequest) -> v1::HeartbeatResponse;
+});
+
+impl Rpc for v1::LaunchRequest {
+    type Reply = v1::LaunchResponse;
+    const READS_VIEW: bool = true;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
         let submit = Submit {
             store: core.store.launches(),
             queue: &core.jobs,
@@ -157,121 +163,97 @@ impl LaunchService for Api {
         };
         let tenant = caller.id().as_str();
         // a retry answers the job it already submitted, whatever a preflight would say now
-        let known = submit
-            .existing(tenant, &req.idempotency_key)
-            .await
-            .map_err(GatewayError::from)?;
-        let submitted = match known {
+        let submitted = match submit.existing(tenant, &self.idempotency_key).await? {
             Some(known) => known,
             None => {
-                let (spec, constraints) = submit.validate(&req).map_err(GatewayError::from)?;
-                let checked = preflighted(&self.core, &caller, &spec, &constraints, false).await?;
-                may_queue(&checked, req.max_fallbacks)?;
-                submit
-                    .submit(tenant, &caller.hash, req)
-                    .await
-                    .map_err(GatewayError::from)?
+                let (spec, constraints) = submit.validate(&self)?;
+                let checked = preflighted(core, &caller, &spec, &constraints, false).await?;
+                may_queue(&checked, self.max_fallbacks)?;
+                submit.submit(tenant, &caller.hash, self).await?
             }
         };
-        Ok(Response::new(v1::LaunchResponse {
+        Ok(v1::LaunchResponse {
             job_id: submitted.job_id.into_string(),
             state: LaunchState::from(submitted.state).into(),
-        }))
+        })
     }
+}
 
-    async fn get_launch(
-        &self,
-        request: Request<v1::GetLaunchRequest>,
-    ) -> Result<Response<v1::LaunchStatus>> {
-        let (caller, req) = self.admit(request)?;
-        let id = job_id(&req.job_id)?;
-        let launch = manage::launch(self.core.store.launches(), caller.id().as_str(), &id)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(status_to_wire(&launch)))
+impl Rpc for v1::GetLaunchRequest {
+    type Reply = v1::LaunchStatus;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let id = job_id(&self.job_id)?;
+        let launch = manage::launch(core.store.launches(), caller.id().as_str(), &id).await?;
+        Ok(status_to_wire(&launch))
     }
+}
 
-    type WatchLaunchStream = Stream_<v1::LaunchEvent>;
+impl Rpc for v1::WatchLaunchRequest {
+    type Reply = Stream_<v1::LaunchEvent>;
 
-    async fn watch_launch(
-        &self,
-        request: Request<v1::WatchLaunchRequest>,
-    ) -> Result<Response<Self::WatchLaunchStream>> {
-        let (caller, req) = self.admit(request)?;
-        let id = job_id(&req.job_id)?;
-        let slot = self.core.streams.open(&caller)?;
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let id = job_id(&self.job_id)?;
+        let slot = core.streams.open(&caller)?;
         let tenant = caller.id().to_string();
         // only the tenant's own launch is watched (NOT_FOUND otherwise)
-        let launch = manage::launch(self.core.store.launches(), &tenant, &id)
-            .await
-            .map_err(GatewayError::from)?;
+        let launch = manage::launch(core.store.launches(), &tenant, &id).await?;
         let how = Follow {
-            until_running: req.until_running,
-            max_duration: self.core.settings.watch_max_duration,
+            until_running: self.until_running,
+            max_duration: core.settings.watch_max_duration,
         };
-        let events = self
-            .core
+        let events = core
             .feed
             .follow(tenant, id.into_string(), launch.events, how)
             .map(|e| match e {
                 Ok(e) => Ok(event_to_wire(&e)),
                 Err(e) => Err(Status::from(e)),
             });
-        Ok(Response::new(Box::pin(held(Box::pin(events), slot))))
+        Ok(Box::pin(held(Box::pin(events), slot)))
     }
+}
 
-    async fn cancel_launch(
-        &self,
-        request: Request<v1::CancelLaunchRequest>,
-    ) -> Result<Response<v1::LaunchStatus>> {
-        let (caller, req) = self.admit(request)?;
-        let id = job_id(&req.job_id)?;
-        let launch = manage::cancel(self.core.store.launches(), caller.id().as_str(), &id)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(status_to_wire(&launch)))
+impl Rpc for v1::CancelLaunchRequest {
+    type Reply = v1::LaunchStatus;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let id = job_id(&self.job_id)?;
+        let launch = manage::cancel(core.store.launches(), caller.id().as_str(), &id).await?;
+        Ok(status_to_wire(&launch))
     }
+}
 
-    async fn list_launches(
-        &self,
-        request: Request<v1::ListLaunchesRequest>,
-    ) -> Result<Response<v1::ListLaunchesResponse>> {
-        let (caller, req) = self.admit(request)?;
-        let limit = match req.limit {
+impl Rpc for v1::ListLaunchesRequest {
+    type Reply = v1::ListLaunchesResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let limit = match self.limit {
             0 => 50,
             n @ 1..=500 => n,
-            _ => return Err(GatewayError::invalid("limit", "must be 0..=500").into()),
+            _ => return Err(GatewayError::invalid("limit", "must be 0..=500")),
         };
-        let launches = self
-            .core
+        let launches = core
             .store
             .launches()
             .list_launches(caller.id().as_str(), limit)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::ListLaunchesResponse {
+            .await?;
+        Ok(v1::ListLaunchesResponse {
             launches: launches.iter().map(status_to_wire).collect(),
-        }))
+        })
     }
+}
 
-    async fn heartbeat(
-        &self,
-        request: Request<v1::HeartbeatRequest>,
-    ) -> Result<Response<v1::HeartbeatResponse>> {
-        let (caller, req) = self.admit(request)?;
-        let id = job_id(&req.job_id)?;
-        bounded("note", &req.note, MAX_HEARTBEAT_NOTE).map_err(GatewayError::from)?;
-        let beat = manage::heartbeat(
-            self.core.store.launches(),
-            caller.id().as_str(),
-            &id,
-            req.note,
-        )
-        .await
-        .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::HeartbeatResponse {
+impl Rpc for v1::HeartbeatRequest {
+    type Reply = v1::HeartbeatResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let id = job_id(&self.job_id)?;
+        bounded("note", &self.note, MAX_HEARTBEAT_NOTE)?;
+        let tenant = caller.id().as_str();
+        let beat = manage::heartbeat(core.store.launches(), tenant, &id, self.note).await?;
+        Ok(v1::HeartbeatResponse {
             at: Some(ts(beat.at)),
             state: LaunchState::from(beat.state).into(),
-        }))
+        })
     }
 }

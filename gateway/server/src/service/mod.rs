@@ -2,6 +2,10 @@
 //! into domain values, call the use case, convert back. Errors are [`GatewayError`]s, turned
 //! into a `Status` by `From` in `error.rs` (the only mapping).
 //!
+//! The admission and the mapping are [`Api::serve`]'s, once for every RPC: an RPC's own logic
+//! is the [`Rpc`] impl of its request message, and `rpcs!` declares a service's tonic trait
+//! impl as the list of its RPCs (method, request, response).
+//!
 //! One file per service: `scores.rs` (`ScoreService`), `preflight.rs` (`PreflightService`),
 //! `launches.rs` (`LaunchService`, over the launch core's `submit` and `manage`), `reports.rs`
 //! (`ReportService`), `notifications.rs` (`NotificationService`, over `capsight_notify::manage`).
@@ -17,7 +21,7 @@ use std::{pin::Pin, sync::Arc};
 use capsight_proto::domain::FieldError;
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use crate::{Core, GatewayError, auth::Caller};
 
@@ -36,25 +40,53 @@ impl Api {
         Self { core }
     }
 
-    /// Admits the caller of `request` (API key, rate limit): the caller and the message.
-    fn admit<T>(&self, request: Request<T>) -> std::result::Result<(Caller, T), GatewayError> {
+    /// Admits the caller of `request` (API key, rate limit; `UNAVAILABLE` until the scores
+    /// view is ready for an RPC that reads it) and answers with the request's [`Rpc::answer`].
+    async fn serve<R: Rpc>(&self, request: Request<R>) -> Result<Response<R::Reply>> {
         let caller = self.core.tenancy.admit(&request)?;
-        Ok((caller, request.into_inner()))
-    }
-
-    /// [`Api::admit`] for an RPC that reads the scores view: `UNAVAILABLE` until it is ready.
-    fn admit_ready<T>(
-        &self,
-        request: Request<T>,
-    ) -> std::result::Result<(Caller, T), GatewayError> {
-        let admitted = self.admit(request)?;
-        if self.core.view.is_ready() {
-            Ok(admitted)
-        } else {
-            Err(GatewayError::NotReady)
+        if R::READS_VIEW && !self.core.view.is_ready() {
+            return Err(GatewayError::NotReady.into());
         }
+        let reply = request.into_inner().answer(&self.core, caller).await?;
+        Ok(Response::new(reply))
     }
 }
+
+/// What an RPC answers, or why not.
+type Answer<T> = std::result::Result<T, GatewayError>;
+
+/// An RPC, implemented on its request message: what it answers an admitted caller.
+trait Rpc: Send + Sized + 'static {
+    /// The response message, or the stream of them.
+    type Reply: Send;
+
+    /// Whether it reads the scores view, so that it waits until the view is ready.
+    const READS_VIEW: bool = false;
+
+    /// The answer to this request of `caller`.
+    fn answer(
+        self,
+        core: &Core,
+        caller: Caller,
+    ) -> impl Future<Output = Answer<Self::Reply>> + Send;
+}
+
+/// `impl $service for Api`: each RPC (its method, request and response message, or stream
+/// type named after `as`) served by [`Api::serve`] with its request's [`Rpc`] impl.
+macro_rules! rpcs {
+    ($service:ident { $($rpc:ident($req:ty) -> $reply:ty $(as $stream:ident)?;)* }) => {
+        #[tonic::async_trait]
+        impl $service for Api {
+            $($(type $stream = $reply;)?)*
+            $(
+                async fn $rpc(&self, request: Request<$req>) -> Result<Response<$reply>> {
+                    self.serve(request).await
+                }
+            )*
+        }
+    };
+}
+use rpcs;
 
 /// Seconds/nanos to a protobuf timestamp.
 pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {

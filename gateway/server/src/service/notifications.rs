@@ -5,68 +5,53 @@
 use capsight_proto::v1::{self, notification_service_server::NotificationService};
 use tonic::{Request, Response};
 
-use super::{Api, Result};
-use crate::GatewayError;
+use super::{Answer, Api, Result, Rpc, rpcs};
+use crate::{Core, auth::Caller};
 
-#[tonic::async_trait]
-impl NotificationService for Api {
-    async fn create_subscription(
-        &self,
-        request: Request<v1::CreateSubscriptionRequest>,
-    ) -> Result<Response<v1::CreateSubscriptionResponse>> {
-        let (caller, req) = self.admit(request)?;
-        let (sub, secret) = self
-            .core
-            .notify
-            .create(caller.id(), &req)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::CreateSubscriptionResponse {
+rpcs!(NotificationService {
+    create_subscription(v1::CreateSubscriptionRequest) -> v1::CreateSubscriptionResponse;
+    list_subscriptions(v1::ListSubscriptionsRequest) -> v1::ListSubscriptionsResponse;
+    delete_subscription(v1::DeleteSubscriptionRequest) -> v1::DeleteSubscriptionResponse;
+    list_dead_letters(v1::ListDeadLettersRequest) -> v1::ListDeadLettersResponse;
+});
+
+impl Rpc for v1::CreateSubscriptionRequest {
+    type Reply = v1::CreateSubscriptionResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let (sub, secret) = core.notify.create(caller.id(), &self).await?;
+        Ok(v1::CreateSubscriptionResponse {
             subscription: Some(sub.to_wire()),
             secret,
-        }))
+        })
     }
+}
 
-    async fn list_subscriptions(
-        &self,
-        request: Request<v1::ListSubscriptionsRequest>,
-    ) -> Result<Response<v1::ListSubscriptionsResponse>> {
-        let (caller, _) = self.admit(request)?;
-        let subs = self
-            .core
-            .notify
-            .list(caller.id())
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::ListSubscriptionsResponse {
+impl Rpc for v1::ListSubscriptionsRequest {
+    type Reply = v1::ListSubscriptionsResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let subs = core.notify.list(caller.id()).await?;
+        Ok(v1::ListSubscriptionsResponse {
             subscriptions: subs.iter().map(|s| s.to_wire()).collect(),
-        }))
+        })
     }
+}
 
-    async fn delete_subscription(
-        &self,
-        request: Request<v1::DeleteSubscriptionRequest>,
-    ) -> Result<Response<v1::DeleteSubscriptionResponse>> {
-        let (caller, req) = self.admit(request)?;
-        self.core
-            .notify
-            .delete(caller.id(), &req.id)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::DeleteSubscriptionResponse {}))
+impl Rpc for v1::DeleteSubscriptionRequest {
+    type Reply = v1::DeleteSubscriptionResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        core.notify.delete(caller.id(), &self.id).await?;
+        Ok(v1::DeleteSubscriptionResponse {})
     }
+}
 
-    async fn list_dead_letters(
-        &self,
-        request: Request<v1::ListDeadLettersRequest>,
-    ) -> Result<Response<v1::ListDeadLettersResponse>> {
-        let (caller, req) = self.admit(request)?;
-        let dead_letters = self
-            .core
-            .notify
-            .dead_letters(caller.id(), req.limit)
-            .await
-            .map_err(GatewayError::from)?;
-        Ok(Response::new(v1::ListDeadLettersResponse { dead_letters }))
+impl Rpc for v1::ListDeadLettersRequest {
+    type Reply = v1::ListDeadLettersResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let dead_letters = core.notify.dead_letters(caller.id(), self.limit).await?;
+        Ok(v1::ListDeadLettersResponse { dead_letters })
     }
 }

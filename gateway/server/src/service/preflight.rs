@@ -10,8 +10,8 @@ use capsight_proto::{
 use chrono::Utc;
 use tonic::{Request, Response};
 
-use super::{Api, Result};
-use crate::{Core, GatewayError, alternatives, auth::Caller, preflight, validate};
+use super::{Answer, Api, Result, Rpc, rpcs};
+use crate::{Core, alternatives, auth::Caller, preflight, validate};
 
 /// The launch spec and constraints of a preflight, launch or alternatives request, validated.
 pub(super) fn validated(
@@ -19,7 +19,7 @@ pub(super) fn validated(
     spec: Option<v1::LaunchSpec>,
     constraints: Option<v1::Constraints>,
     need_image: bool,
-) -> std::result::Result<(validate::Spec, validate::Constraints), GatewayError> {
+) -> Answer<(validate::Spec, validate::Constraints)> {
     let spec = validate::spec(
         "spec",
         spec,
@@ -150,7 +150,7 @@ pub(super) async fn preflighted(
     spec: &validate::Spec,
     constraints: &validate::Constraints,
     live_probe: bool,
-) -> std::result::Result<Preflighted, GatewayError> {
+) -> Answer<Preflighted> {
     let outcome = preflight::run(
         caller,
         spec,
@@ -178,21 +178,23 @@ pub(super) async fn preflighted(
     })
 }
 
-#[tonic::async_trait]
-impl PreflightService for Api {
-    async fn preflight(
-        &self,
-        request: Request<v1::PreflightRequest>,
-    ) -> Result<Response<v1::PreflightResponse>> {
-        let (caller, req) = self.admit_ready(request)?;
-        let core = &self.core;
-        let (spec, constraints) = validated(core, req.spec, req.constraints, true)?;
+rpcs!(PreflightService {
+    preflight(v1::PreflightRequest) -> v1::PreflightResponse;
+    alternatives(v1::AlternativesRequest) -> v1::AlternativesResponse;
+});
+
+impl Rpc for v1::PreflightRequest {
+    type Reply = v1::PreflightResponse;
+    const READS_VIEW: bool = true;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let (spec, constraints) = validated(core, self.spec, self.constraints, true)?;
         let Preflighted {
             id: preflight_id,
             outcome,
             summary,
-        } = preflighted(core, &caller, &spec, &constraints, req.live_probe).await?;
-        Ok(Response::new(v1::PreflightResponse {
+        } = preflighted(core, &caller, &spec, &constraints, self.live_probe).await?;
+        Ok(v1::PreflightResponse {
             preflight_id,
             decision: outcome.decision.into(),
             checks: outcome.checks,
@@ -200,19 +202,19 @@ impl PreflightService for Api {
             alternatives: outcome.alternatives,
             score: outcome.score.as_ref().map(|s| v1::Score::from(s.as_ref())),
             quota_headroom: outcome.quota_headroom.unwrap_or(0),
-        }))
+        })
     }
+}
 
-    async fn alternatives(
-        &self,
-        request: Request<v1::AlternativesRequest>,
-    ) -> Result<Response<v1::AlternativesResponse>> {
-        let (_, req) = self.admit_ready(request)?;
-        let core = &self.core;
-        let (spec, constraints) = validated(core, req.spec, req.constraints, false)?;
+impl Rpc for v1::AlternativesRequest {
+    type Reply = v1::AlternativesResponse;
+    const READS_VIEW: bool = true;
+
+    async fn answer(self, core: &Core, _: Caller) -> Answer<Self::Reply> {
+        let (spec, constraints) = validated(core, self.spec, self.constraints, false)?;
         let all = core.view.select(None, |_| true);
-        Ok(Response::new(v1::AlternativesResponse {
+        Ok(v1::AlternativesResponse {
             alternatives: alternatives::rank(&spec, &constraints, &all, &core.catalog),
-        }))
+        })
     }
 }

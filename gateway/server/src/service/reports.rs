@@ -10,11 +10,11 @@ use capsight_report_schema::{Report, ReportOutcome, Reporter};
 use chrono::Utc;
 use tonic::{Request, Response};
 
-use super::{Api, Result, from_ts};
-use crate::{GatewayError, validate::bounded};
+use super::{Answer, Api, Result, Rpc, from_ts, rpcs};
+use crate::{Core, GatewayError, auth::Caller, validate::bounded};
 
 /// A wire report as the schema's [`Report`], its bounded fields checked.
-fn report_from_wire(r: v1::SubmitReportRequest) -> std::result::Result<Report, GatewayError> {
+fn report_from_wire(r: v1::SubmitReportRequest) -> Answer<Report> {
     let outcome = match v1::ReportOutcome::try_from(r.outcome) {
         Ok(v1::ReportOutcome::LaunchFailed) => ReportOutcome::LaunchFailed,
         Ok(v1::ReportOutcome::LaunchSucceeded) => ReportOutcome::LaunchSucceeded,
@@ -67,35 +67,33 @@ fn report_from_wire(r: v1::SubmitReportRequest) -> std::result::Result<Report, G
     })
 }
 
-#[tonic::async_trait]
-impl ReportService for Api {
-    async fn submit_report(
-        &self,
-        request: Request<v1::SubmitReportRequest>,
-    ) -> Result<Response<v1::SubmitReportResponse>> {
-        let (caller, r) = self.admit(request)?;
-        let report = report_from_wire(r)?;
+rpcs!(ReportService {
+    submit_report(v1::SubmitReportRequest) -> v1::SubmitReportResponse;
+});
+
+impl Rpc for v1::SubmitReportRequest {
+    type Reply = v1::SubmitReportResponse;
+
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let report = report_from_wire(self)?;
         let reporter = Reporter {
             hash: caller.hash.clone(),
             zone_map: caller.tenant.zone_map.clone(),
-            catalog: Arc::clone(&self.core.catalog),
+            catalog: Arc::clone(&core.catalog),
         };
         let signal = report
             .normalize(&reporter, 0, Utc::now())
             .map_err(|e| GatewayError::invalid(e.field, e.reason))?;
-        match tokio::time::timeout(
-            self.core.settings.publish_timeout,
-            self.core.signals.publish(&signal),
-        )
-        .await
+        match tokio::time::timeout(core.settings.publish_timeout, core.signals.publish(&signal))
+            .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(GatewayError::unavailable("kafka", e).into()),
-            Err(_) => return Err(GatewayError::unavailable("kafka", "publish timed out").into()),
+            Ok(Err(e)) => return Err(GatewayError::unavailable("kafka", e)),
+            Err(_) => return Err(GatewayError::unavailable("kafka", "publish timed out")),
         }
-        Ok(Response::new(v1::SubmitReportResponse {
+        Ok(v1::SubmitReportResponse {
             signal_id: signal.id.as_str().to_owned(),
             source: v1::SignalSource::Report.into(),
-        }))
+        })
     }
 }

@@ -12,54 +12,57 @@ use tokio::sync::{
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response};
 
-use super::{Api, Result, Stream_, from_ts, secs_ms, ts};
+use super::{Answer, Api, Result, Rpc, Stream_, from_ts, rpcs, secs_ms, ts};
 use crate::{
-    GatewayError,
+    Core, GatewayError,
+    auth::Caller,
     store::{Buckets, MarkRow},
     streams::held,
     validate::{self, ScoreFilter, bounded},
     view::{TRANSITIONS_BUFFER, Transition},
 };
 
-#[tonic::async_trait]
-impl ScoreService for Api {
-    async fn get_score(
-        &self,
-        request: Request<v1::GetScoreRequest>,
-    ) -> Result<Response<v1::Score>> {
-        let (_, req) = self.admit_ready(request)?;
-        let key = validate::key("key", req.key).map_err(GatewayError::from)?;
-        let score = self
-            .core
+rpcs!(ScoreService {
+    get_score(v1::GetScoreRequest) -> v1::Score;
+    list_scores(v1::ListScoresRequest) -> v1::ListScoresResponse;
+    watch_scores(v1::WatchScoresRequest) -> Stream_<v1::ScoreTransition> as WatchScoresStream;
+    get_history(v1::GetHistoryRequest) -> v1::GetHistoryResponse;
+});
+
+impl Rpc for v1::GetScoreRequest {
+    type Reply = v1::Score;
+    const READS_VIEW: bool = true;
+
+    async fn answer(self, core: &Core, _: Caller) -> Answer<Self::Reply> {
+        let key = validate::key("key", self.key)?;
+        let score = core
             .view
             .get(&key.to_string())
             .ok_or_else(|| GatewayError::NotFound(format!("score of {key}")))?;
         crate::metrics::served(&score);
-        Ok(Response::new(v1::Score::from(score.as_ref())))
+        Ok(v1::Score::from(score.as_ref()))
     }
+}
 
-    async fn list_scores(
-        &self,
-        request: Request<v1::ListScoresRequest>,
-    ) -> Result<Response<v1::ListScoresResponse>> {
-        let (_, req) = self.admit_ready(request)?;
-        let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
-        let page_size = match req.page_size {
+impl Rpc for v1::ListScoresRequest {
+    type Reply = v1::ListScoresResponse;
+    const READS_VIEW: bool = true;
+
+    async fn answer(self, core: &Core, _: Caller) -> Answer<Self::Reply> {
+        let filter = validate::score_filter("filter", self.filter)?;
+        let page_size = match self.page_size {
             0 => 100,
             n @ 1..=1000 => n as usize,
-            _ => return Err(GatewayError::invalid("page_size", "must be 0..=1000").into()),
+            _ => return Err(GatewayError::invalid("page_size", "must be 0..=1000")),
         };
-        bounded("page_token", &req.page_token, 300).map_err(GatewayError::from)?;
-        let after = (!req.page_token.is_empty()).then_some(req.page_token.as_str());
-        let catalog = &self.core.catalog;
+        bounded("page_token", &self.page_token, 300)?;
+        let after = (!self.page_token.is_empty()).then_some(self.page_token.as_str());
+        let catalog = &core.catalog;
         // one pass over the keys the filter's prefix allows; none at all without a filter
         let keep = |s: &capsight_proto::domain::Score| filter.matches(s, catalog);
         let keep: Option<&dyn Fn(&capsight_proto::domain::Score) -> bool> =
             (!filter.is_everything()).then_some(&keep);
-        let page = self
-            .core
-            .view
-            .page(&filter.key_prefix(), after, page_size, keep);
+        let page = core.view.page(&filter.key_prefix(), after, page_size, keep);
         let next_page_token = match page.scores.last() {
             Some(last) if page.more => last.key.to_string(),
             _ => String::new(),
@@ -73,59 +76,49 @@ impl ScoreService for Api {
                 v1::Score::from(s.as_ref())
             })
             .collect();
-        Ok(Response::new(v1::ListScoresResponse {
+        Ok(v1::ListScoresResponse {
             scores: page,
             next_page_token,
             total: u32::try_from(total).unwrap_or(u32::MAX),
-        }))
+        })
     }
+}
 
-    type WatchScoresStream = Stream_<v1::ScoreTransition>;
+impl Rpc for v1::WatchScoresRequest {
+    type Reply = Stream_<v1::ScoreTransition>;
 
-    async fn watch_scores(
-        &self,
-        request: Request<v1::WatchScoresRequest>,
-    ) -> Result<Response<Self::WatchScoresStream>> {
-        let (caller, req) = self.admit(request)?;
-        let filter = validate::score_filter("filter", req.filter).map_err(GatewayError::from)?;
-        let slot = self.core.streams.open(&caller)?;
-        let rx = self.core.view.subscribe();
+    async fn answer(self, core: &Core, caller: Caller) -> Answer<Self::Reply> {
+        let filter = validate::score_filter("filter", self.filter)?;
+        let slot = core.streams.open(&caller)?;
+        let rx = core.view.subscribe();
         let (tx, out) = mpsc::channel(256);
-        let deadline = tokio::time::Instant::now() + self.core.settings.watch_scores_max_duration;
-        tokio::spawn(forward(
-            rx,
-            tx,
-            filter,
-            Arc::clone(&self.core.catalog),
-            deadline,
-        ));
-        Ok(Response::new(Box::pin(held(
-            ReceiverStream::new(out),
-            slot,
-        ))))
+        let deadline = tokio::time::Instant::now() + core.settings.watch_scores_max_duration;
+        let catalog = Arc::clone(&core.catalog);
+        tokio::spawn(forward(rx, tx, filter, catalog, deadline));
+        Ok(Box::pin(held(ReceiverStream::new(out), slot)))
     }
+}
 
-    async fn get_history(
-        &self,
-        request: Request<v1::GetHistoryRequest>,
-    ) -> Result<Response<v1::GetHistoryResponse>> {
-        let (_, req) = self.admit(request)?;
-        let key = validate::key("key", req.key).map_err(GatewayError::from)?;
-        let to = match &req.to {
-            Some(t) => from_ts("to", t).map_err(GatewayError::from)?,
+impl Rpc for v1::GetHistoryRequest {
+    type Reply = v1::GetHistoryResponse;
+
+    async fn answer(self, core: &Core, _: Caller) -> Answer<Self::Reply> {
+        let key = validate::key("key", self.key)?;
+        let to = match &self.to {
+            Some(t) => from_ts("to", t)?,
             None => Utc::now(),
         };
-        let from = match &req.from {
-            Some(t) => from_ts("from", t).map_err(GatewayError::from)?,
+        let from = match &self.from {
+            Some(t) => from_ts("from", t)?,
             None => to - chrono::TimeDelta::hours(24),
         };
         if from >= to {
-            return Err(GatewayError::invalid("from", "must be before `to`").into());
+            return Err(GatewayError::invalid("from", "must be before `to`"));
         }
-        let step = match req.step_seconds {
+        let step = match self.step_seconds {
             0 => 300,
             s @ 60..=86_400 => s,
-            _ => return Err(GatewayError::invalid("step_seconds", "must be 60..=86400").into()),
+            _ => return Err(GatewayError::invalid("step_seconds", "must be 60..=86400")),
         };
         let secs = |t: DateTime<Utc>| u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX);
         let (from_s, to_s) = (secs(from), secs(to));
@@ -133,8 +126,7 @@ impl ScoreService for Api {
             return Err(GatewayError::invalid(
                 "step_seconds",
                 "the range holds more than 2000 steps; widen the step",
-            )
-            .into());
+            ));
         }
         let buckets = Buckets {
             from: from_s,
@@ -142,27 +134,23 @@ impl ScoreService for Api {
             step,
         };
         let (rows, marks) = tokio::try_join!(
-            self.core.store.history(&key, buckets),
-            self.core.store.marks(&key, buckets),
+            core.store.history(&key, buckets),
+            core.store.marks(&key, buckets),
         )?;
-        Ok(Response::new(v1::GetHistoryResponse {
+        let policy = core.view.policy();
+        Ok(v1::GetHistoryResponse {
             marks: history_marks(&marks),
             points: rows
                 .into_iter()
                 .map(|r| v1::HistoryPoint {
                     at: Some(ts(secs_ms(r.t, 0))),
                     score: u32::from(r.score),
-                    label: self
-                        .core
-                        .view
-                        .policy()
-                        .label(r.score.min(100), r.confidence)
-                        .into(),
+                    label: policy.label(r.score.min(100), r.confidence).into(),
                     confidence: r.confidence,
                     signal_count: r.signal_count,
                 })
                 .collect(),
-        }))
+        })
     }
 }
 
