@@ -42,7 +42,7 @@ impl Api {
 
     /// Admits the caller of `request` (API key, rate limit; `UNAVAILABLE` until the scores
     /// view is ready for an RPC that reads it) and answers with the request's [`Rpc::answer`].
-    async fn serve<R: Rpc>(&self, request: Request<R>) -> Result<Response<R::Reply>> {
+    pub(crate) async fn serve<R: Rpc>(&self, request: Request<R>) -> Result<Response<R::Reply>> {
         let caller = self.core.tenancy.admit(&request)?;
         if R::READS_VIEW && !self.core.view.is_ready() {
             return Err(GatewayError::NotReady.into());
@@ -53,10 +53,10 @@ impl Api {
 }
 
 /// What an RPC answers, or why not.
-type Answer<T> = std::result::Result<T, GatewayError>;
+pub(crate) type Answer<T> = std::result::Result<T, GatewayError>;
 
 /// An RPC, implemented on its request message: what it answers an admitted caller.
-trait Rpc: Send + Sized + 'static {
+pub(crate) trait Rpc: Send + Sized + 'static {
     /// The response message, or the stream of them.
     type Reply: Send;
 

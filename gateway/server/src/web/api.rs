@@ -33,10 +33,7 @@ use axum::{
     routing::{get, post},
 };
 use capsight_launch::usage::MonthlyUsage;
-use capsight_proto::v1::{
-    self, launch_service_server::LaunchService, notification_service_server::NotificationService,
-    preflight_service_server::PreflightService, score_service_server::ScoreService,
-};
+use capsight_proto::v1;
 use capsight_runtime::shutdown::Shutdown;
 use chrono::Utc;
 use futures::{Stream, StreamExt, stream};
@@ -49,7 +46,10 @@ use super::{
     error::{self, WebError},
     json::{self as wire, SpecBody},
 };
-use crate::{Core, GatewayError, service::Api};
+use crate::{
+    Core, GatewayError,
+    service::{Api, Rpc},
+};
 
 type ApiResult = Result<Json<Value>, WebError>;
 
@@ -81,6 +81,12 @@ impl Web {
     /// Where the operator view reads the pipeline's health.
     pub(super) fn sources(&self) -> &OperatorSources {
         &self.sources
+    }
+
+    /// The reply of the gRPC method whose request is `req`, called in-process
+    /// ([`Api::serve`]) with the browser's `Authorization` header as its metadata.
+    async fn call<R: Rpc>(&self, headers: &HeaderMap, req: R) -> Result<R::Reply, WebError> {
+        Ok(self.api.serve(grpc(headers, req)).await?.into_inner())
     }
 }
 
@@ -184,7 +190,7 @@ async fn list_scores(
         page_size: q.page_size,
         page_token: q.page_token.clone(),
     };
-    let resp = web.api.list_scores(grpc(&headers, req)).await?.into_inner();
+    let resp = web.call(&headers, req).await?;
     let catalog = &web.core.catalog;
     let page = ScoresPage {
         scores: resp
@@ -265,11 +271,7 @@ async fn watch_scores(
     let req = v1::WatchScoresRequest {
         filter: Some(q.filter()),
     };
-    let transitions = web
-        .api
-        .watch_scores(grpc(&headers, req))
-        .await?
-        .into_inner();
+    let transitions = web.call(&headers, req).await?;
     let catalog = Arc::clone(&web.core.catalog);
     let events = events(transitions, "transition", move |t: &v1::ScoreTransition| {
         json!({
@@ -295,7 +297,7 @@ async fn get_score(
     let req = v1::GetScoreRequest {
         key: Some(key(&q.key)?),
     };
-    let s = web.api.get_score(grpc(&headers, req)).await?.into_inner();
+    let s = web.call(&headers, req).await?;
     Ok(Json(wire::score(&s, &web.core.catalog)))
 }
 
@@ -322,7 +324,7 @@ async fn history(
         to: Some(crate::service::ts(now)),
         step_seconds: step,
     };
-    let resp = web.api.get_history(grpc(&headers, req)).await?.into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(json!({
         "from": (now.timestamp() - span) * 1000,
         "to": now.timestamp() * 1000,
@@ -342,13 +344,13 @@ fn spec_request<T>(raw: &Bytes, make: impl FnOnce(&SpecBody) -> Option<T>) -> Re
 
 async fn preflight(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
     let req = spec_request(&raw, SpecBody::preflight)?;
-    let resp = web.api.preflight(grpc(&headers, req)).await?.into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(wire::preflight(&resp, &web.core.catalog)))
 }
 
 async fn launch(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiResult {
     let req = spec_request(&raw, SpecBody::launch)?;
-    let resp = web.api.launch(grpc(&headers, req)).await?.into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(json!({
         "job_id": resp.job_id,
         "state": wire::state(resp.state),
@@ -357,11 +359,7 @@ async fn launch(State(web): State<Web>, headers: HeaderMap, raw: Bytes) -> ApiRe
 
 async fn list_launches(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
     let req = v1::ListLaunchesRequest { limit: 50 };
-    let resp = web
-        .api
-        .list_launches(grpc(&headers, req))
-        .await?
-        .into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(json!({
         "launches": resp.launches.iter().map(wire::launch_status).collect::<Vec<_>>(),
     })))
@@ -373,7 +371,7 @@ async fn get_launch(
     Path(job_id): Path<String>,
 ) -> ApiResult {
     let req = v1::GetLaunchRequest { job_id };
-    let resp = web.api.get_launch(grpc(&headers, req)).await?.into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(wire::launch_status(&resp)))
 }
 
@@ -383,11 +381,7 @@ async fn cancel_launch(
     Path(job_id): Path<String>,
 ) -> ApiResult {
     let req = v1::CancelLaunchRequest { job_id };
-    let resp = web
-        .api
-        .cancel_launch(grpc(&headers, req))
-        .await?
-        .into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(wire::launch_status(&resp)))
 }
 
@@ -400,11 +394,7 @@ async fn watch_launch(
         job_id,
         until_running: false,
     };
-    let transitions = web
-        .api
-        .watch_launch(grpc(&headers, req))
-        .await?
-        .into_inner();
+    let transitions = web.call(&headers, req).await?;
     let events = events(transitions, "launch", wire::launch_event);
     Ok(sse(web.shutdown.clone(), events).into_response())
 }
@@ -463,16 +453,10 @@ fn subscription_json(s: &v1::Subscription) -> Value {
 }
 
 async fn list_notifications(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
-    let subs = web
-        .api
-        .list_subscriptions(grpc(&headers, v1::ListSubscriptionsRequest {}))
-        .await?
-        .into_inner();
+    let subs = web.call(&headers, v1::ListSubscriptionsRequest {}).await?;
     let dead = web
-        .api
-        .list_dead_letters(grpc(&headers, v1::ListDeadLettersRequest { limit: 20 }))
-        .await?
-        .into_inner();
+        .call(&headers, v1::ListDeadLettersRequest { limit: 20 })
+        .await?;
     Ok(Json(json!({
         "subscriptions": subs.subscriptions.iter().map(subscription_json).collect::<Vec<_>>(),
         "dead_letters": dead.dead_letters.iter().map(|d| json!({
@@ -545,11 +529,7 @@ async fn create_subscription(
         cooldown_seconds: b.cooldown_seconds,
         include_low_confidence: false,
     };
-    let resp = web
-        .api
-        .create_subscription(grpc(&headers, req))
-        .await?
-        .into_inner();
+    let resp = web.call(&headers, req).await?;
     Ok(Json(json!({
         "subscription": resp.subscription.as_ref().map(subscription_json),
         "secret": resp.secret,
@@ -561,11 +541,7 @@ async fn delete_subscription(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
-    web.api
-        .delete_subscription(grpc(
-            &headers,
-            v1::DeleteSubscriptionRequest { id: id.clone() },
-        ))
+    web.call(&headers, v1::DeleteSubscriptionRequest { id: id.clone() })
         .await?;
     Ok(Json(json!({ "deleted": id })))
 }
