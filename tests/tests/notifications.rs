@@ -27,7 +27,7 @@ use capsight_launcher::{
     store::Store,
 };
 use capsight_notify::{Deps, NotifierConfig, payload};
-use capsight_proto::domain::{CapacityKey, LaunchState};
+use capsight_proto::domain::CapacityKey;
 use capsight_proto::v1::{self, notification_service_client::NotificationServiceClient};
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::TenantHasher;
@@ -109,23 +109,9 @@ async fn running_spot_launch(sb: &Sandbox, adapter: &dyn CloudAdapter) -> (Strin
     )
     .await;
     let store = Store::new(sb.client());
-    for (seq, state, ids) in [
-        (0, "queued", ""),
-        (1, "provisioning", spot.as_str()),
-        (2, "running", spot.as_str()),
-    ] {
-        let (at, at_ms) = split_time(chrono::Utc::now());
-        store
-            .append(&LaunchEventRow {
-                at,
-                at_ms,
-                instance_id: ids.into(),
-                attempt: 1,
-                detail: state.into(),
-                ..launches::event(&request, seq, LaunchState::parse("state", state).unwrap())
-            })
-            .await
-            .unwrap();
+    let now = chrono::Utc::now();
+    for event in launches::ran(&request, [now; 3], &spot) {
+        store.append(&event).await.unwrap();
     }
     (job_id, spot)
 }

@@ -17,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow, split_time};
+use capsight_clickhouse::rows::{LaunchEventRow, LaunchRequestRow};
 use capsight_cloud::{CloudAdapter, InstanceId, InstanceState, Market, tenants::TenantClouds};
 use capsight_e2e::standby::{self, TIME_SCALE, registry};
 use capsight_gateway::{GatewayConfig, jobs::JobPublisher};
@@ -117,33 +117,14 @@ async fn record_running(
         std::slice::from_ref(&request),
     )
     .await;
-    let states = [
-        ("queued", running_for + Duration::from_secs(5), ""),
-        (
-            "provisioning",
-            running_for + Duration::from_secs(2),
-            instance,
-        ),
-        ("running", running_for, instance),
+    let at = [
+        ago(running_for + Duration::from_secs(5)),
+        ago(running_for + Duration::from_secs(2)),
+        ago(running_for),
     ];
     let store = Store::new(sandbox.client());
-    for (seq, (state, back, ids)) in states.into_iter().enumerate() {
-        let (at, at_ms) = split_time(ago(back));
-        store
-            .append(&LaunchEventRow {
-                at,
-                at_ms,
-                instance_id: ids.into(),
-                attempt: 1,
-                detail: state.into(),
-                ..launches::event(
-                    &request,
-                    u32::try_from(seq).unwrap(),
-                    LaunchState::parse("state", state).unwrap(),
-                )
-            })
-            .await
-            .unwrap();
+    for event in launches::ran(&request, at, instance) {
+        store.append(&event).await.unwrap();
     }
 }
 

@@ -125,6 +125,35 @@ pub fn event(request: &LaunchRequestRow, seq: u32, state: LaunchState) -> Launch
     }
 }
 
+/// A job that got as far as running in its first attempt: `queued`, `provisioning` and
+/// `running` (seq 0, 1, 2) at the times `at`, the last two on `instance` (ids, comma-separated);
+/// each event's detail is its state's name.
+pub fn ran(
+    request: &LaunchRequestRow,
+    at: [DateTime<Utc>; 3],
+    instance: &str,
+) -> Vec<LaunchEventRow> {
+    let states = [
+        (LaunchState::Queued, ""),
+        (LaunchState::Provisioning, instance),
+        (LaunchState::Running, instance),
+    ];
+    (0u32..)
+        .zip(states.into_iter().zip(at))
+        .map(|(seq, ((state, ids), at))| {
+            let (at, at_ms) = split_time(at);
+            LaunchEventRow {
+                at,
+                at_ms,
+                instance_id: ids.into(),
+                attempt: 1,
+                detail: state.as_str().into(),
+                ..event(request, seq, state)
+            }
+        })
+        .collect()
+}
+
 /// `queued` (seq 0) as the gateway records it with `request`.
 pub fn queued(request: &LaunchRequestRow) -> LaunchEventRow {
     LaunchEventRow {
