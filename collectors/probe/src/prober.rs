@@ -205,6 +205,19 @@ impl Prober {
             .await;
     }
 
+    /// Waits for the rate limits of `operation` on `key`'s provider, then makes the call: its
+    /// result, and when it started (after the wait).
+    async fn call<T>(
+        &self,
+        key: &CapacityKey,
+        operation: &str,
+        call: impl Future<Output = T>,
+    ) -> (T, Instant) {
+        self.limit(key.provider.as_str(), operation).await;
+        let started = Instant::now();
+        (call.await, started)
+    }
+
     fn row(
         &self,
         probe_id: &str,
@@ -332,6 +345,43 @@ impl Prober {
             Method::Launch => until_swept.max(cost::MIN_BILLED),
         };
         t.on_demand_usd_per_hour * held.as_secs_f64() / 3600.0
+    }
+
+    /// A granted attempt on `resources` (each billed as one `gpu`), held for `held` and then
+    /// released as `released` says: it cost the time held at the on-demand price; when the
+    /// release failed, what the sweeper will let each resource cost, and they are its leftover.
+    fn granted(
+        &self,
+        method: Method,
+        gpu: &GpuType,
+        provisioning_ms: u32,
+        held: Duration,
+        resources: Vec<String>,
+        released: Result<(), CloudError>,
+    ) -> Attempt {
+        let (actual_usd, leftover) = match released {
+            Ok(()) => (
+                gpu.on_demand_usd_per_hour * held.as_secs_f64() / 3600.0,
+                None,
+            ),
+            Err(e) => {
+                let leftover = resources.join(",");
+                tracing::error!(?method, resources = %leftover, error = %e,
+                    "cannot release the probe's resources; the sweeper will");
+                (
+                    self.leftover_cost(gpu, method) * resources.len().max(1) as f64,
+                    Some(leftover),
+                )
+            }
+        };
+        Attempt {
+            method,
+            result: Ok(()),
+            provisioning_ms: Some(provisioning_ms),
+            actual_usd,
+            resources,
+            leftover,
+        }
     }
 
     /// Probes `planned.key` once (see the module contract).
@@ -576,7 +626,6 @@ impl Prober {
         gpu: &GpuType,
         probe_id: &str,
     ) -> Attempt {
-        let provider = key.provider.as_str();
         let Some(zone) = key.zone.clone() else {
             return Attempt::failed(
                 Method::CapacityReservation,
@@ -595,37 +644,27 @@ impl Prober {
                     .unwrap_or(chrono::TimeDelta::minutes(10)),
             ),
         };
-        self.limit(provider, "CreateCapacityReservation").await;
-        let started = Instant::now();
-        let created = adapter.create_capacity_reservation(&request).await;
+        let (created, started) = self
+            .call(
+                key,
+                "CreateCapacityReservation",
+                adapter.create_capacity_reservation(&request),
+            )
+            .await;
         let granted = elapsed_ms(started);
         match created {
             Ok(r) => {
-                self.limit(provider, "CancelCapacityReservation").await;
-                let cancelled = adapter.cancel_capacity_reservation(&r.id).await;
+                let cancel = adapter.cancel_capacity_reservation(&r.id);
+                let (cancelled, _) = self.call(key, "CancelCapacityReservation", cancel).await;
                 let held = started.elapsed();
-                let (actual_usd, leftover) = match cancelled {
-                    Ok(()) => (
-                        gpu.on_demand_usd_per_hour * held.as_secs_f64() / 3600.0,
-                        None,
-                    ),
-                    Err(e) => {
-                        tracing::error!(reservation = %r.id, error = %e,
-                            "cannot cancel the probe reservation; the sweeper will");
-                        (
-                            self.leftover_cost(gpu, Method::CapacityReservation),
-                            Some(r.id.clone()),
-                        )
-                    }
-                };
-                Attempt {
-                    method: Method::CapacityReservation,
-                    result: Ok(()),
-                    provisioning_ms: Some(granted),
-                    actual_usd,
-                    resources: vec![r.id],
-                    leftover,
-                }
+                self.granted(
+                    Method::CapacityReservation,
+                    gpu,
+                    granted,
+                    held,
+                    vec![r.id],
+                    cancelled,
+                )
             }
             Err(e) => Attempt::failed(Method::CapacityReservation, e),
         }
@@ -638,7 +677,6 @@ impl Prober {
         gpu: &GpuType,
         probe_id: &str,
     ) -> Attempt {
-        let provider = key.provider.as_str();
         let mut request = LaunchRequest::new(
             key.instance_type.clone(),
             key.zone.clone(),
@@ -647,42 +685,19 @@ impl Prober {
         )
         .market(key.market);
         request.tags = Self::tags(probe_id, Utc::now());
-        self.limit(provider, "RunInstances").await;
-        let started = Instant::now();
-        let launched = adapter.launch(&request).await;
+        let (launched, started) = self
+            .call(key, "RunInstances", adapter.launch(&request))
+            .await;
         let granted = elapsed_ms(started);
         match launched {
             Ok(instances) => {
                 let ids: Vec<_> = instances.iter().map(|i| i.id.clone()).collect();
-                self.limit(provider, "TerminateInstances").await;
-                let terminated = adapter.terminate(&ids).await;
+                let terminate = adapter.terminate(&ids);
+                let (terminated, _) = self.call(key, "TerminateInstances", terminate).await;
+                let terminated = terminated.map(|_| ());
                 let held = started.elapsed().max(cost::MIN_BILLED);
-                let (actual_usd, leftover) = match terminated {
-                    Ok(_) => (
-                        gpu.on_demand_usd_per_hour * held.as_secs_f64() / 3600.0,
-                        None,
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot terminate the probe instance; the sweeper will");
-                        (
-                            self.leftover_cost(gpu, Method::Launch) * ids.len().max(1) as f64,
-                            Some(
-                                ids.iter()
-                                    .map(|i| i.to_string())
-                                    .collect::<Vec<_>>()
-                                    .join(","),
-                            ),
-                        )
-                    }
-                };
-                Attempt {
-                    method: Method::Launch,
-                    result: Ok(()),
-                    provisioning_ms: Some(granted),
-                    actual_usd,
-                    resources: ids.iter().map(|i| i.to_string()).collect(),
-                    leftover,
-                }
+                let resources = ids.iter().map(|i| i.to_string()).collect();
+                self.granted(Method::Launch, gpu, granted, held, resources, terminated)
             }
             Err(e) => Attempt::failed(Method::Launch, e),
         }
