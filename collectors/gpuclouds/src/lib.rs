@@ -28,7 +28,7 @@ use capsight_catalog::Catalog;
 use capsight_cloud::lambda::{LambdaAdapter, TypeAvailability};
 use capsight_proto::domain::{
     Availability, CapacityKey, InstanceType, Market, OfferingExposure, Payload, Provider, Region,
-    Signal, SignalId, SignalSource,
+    SignalSource,
 };
 use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
@@ -179,16 +179,6 @@ impl GpuCloudsCollector {
         keys
     }
 
-    async fn publish(
-        &self,
-        key: CapacityKey,
-        at: DateTime<Utc>,
-        what: &[&str],
-        payload: Payload,
-    ) -> bool {
-        publish(&self.publisher, key, at, what, payload).await
-    }
-
     /// One availability poll observed at `now`.
     pub async fn availability(&mut self, now: DateTime<Utc>) -> PassReport {
         let mut report = PassReport::default();
@@ -216,24 +206,19 @@ impl GpuCloudsCollector {
             } else {
                 "unavailable"
             };
-            let ok = self
-                .publish(
-                    key,
-                    now,
-                    &["availability", what],
-                    Payload::Availability(Availability {
-                        available,
-                        listed_usd_per_hour: price,
-                        stock: None,
-                    }),
-                )
-                .await;
-            if ok {
-                report.published += 1;
-                report.available += usize::from(available);
-            } else {
-                report.errors += 1;
-            }
+            let ok = publish(
+                &self.publisher,
+                key,
+                now,
+                &["availability", what],
+                Payload::Availability(Availability {
+                    available,
+                    listed_usd_per_hour: price,
+                    stock: None,
+                }),
+            )
+            .await;
+            report.count(ok, available);
         }
         report
     }
@@ -242,26 +227,22 @@ impl GpuCloudsCollector {
     pub async fn offerings(&mut self, now: DateTime<Utc>) -> PassReport {
         let mut report = PassReport::default();
         for (key, _) in self.keys(&[]) {
-            if self
-                .publish(
-                    key,
-                    now,
-                    &["offering"],
-                    Payload::Offering(OfferingExposure { offered: true }),
-                )
-                .await
-            {
-                report.published += 1;
-            } else {
-                report.errors += 1;
-            }
+            let ok = publish(
+                &self.publisher,
+                key,
+                now,
+                &["offering"],
+                Payload::Offering(OfferingExposure { offered: true }),
+            )
+            .await;
+            report.count(ok, false);
         }
         report
     }
 }
 
-/// Publishes one availability-source signal on `key` observed `at`, whose id derives from the
-/// key, `what` was observed and the time; false when publishing failed (logged).
+/// Publishes an availability-source signal (see
+/// [`capsight_collector_kit::observation::publish`]).
 pub(crate) async fn publish(
     publisher: &Publisher,
     key: CapacityKey,
@@ -269,27 +250,8 @@ pub(crate) async fn publish(
     what: &[&str],
     payload: Payload,
 ) -> bool {
-    let key_text = key.to_string();
-    let at_text = at.to_rfc3339();
-    let mut parts = vec![key_text.as_str()];
-    parts.extend_from_slice(what);
-    // the observation time is part of the id: one id is never seen at two times
-    parts.push(at_text.as_str());
-    let signal = Signal {
-        id: SignalId::derived(SignalSource::Availability, &parts),
-        observed_at: at,
-        source: SignalSource::Availability,
-        tenant: None,
-        key,
-        payload,
-    };
-    match publisher.publish(&signal).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "publishing an availability signal failed");
-            false
-        }
-    }
+    let source = SignalSource::Availability;
+    capsight_collector_kit::observation::publish(publisher, source, key, at, what, payload).await
 }
 
 impl PassReport {
@@ -370,16 +332,10 @@ pub async fn run(
         None
     };
     let (s, sd) = (&config.gpuclouds, &c.shutdown);
-    let (lambda, runpod) = (&lambda, &runpod);
+    let (lambda, runpod) = (lambda.as_ref(), runpod.as_ref());
     tokio::join!(
         every(s.interval, once, sd, || async move {
-            let mut r = PassReport::default();
-            if let Some(l) = lambda {
-                r.add(&l.lock().await.availability(Utc::now()).await);
-            }
-            if let Some(rp) = runpod {
-                r.add(&rp.availability(Utc::now()).await);
-            }
+            let r = pass(lambda, runpod, Pass::Availability).await;
             tracing::info!(
                 published = r.published,
                 available = r.available,
@@ -388,13 +344,7 @@ pub async fn run(
             );
         }),
         every(s.offerings_interval, once, sd, || async move {
-            let mut r = PassReport::default();
-            if let Some(l) = lambda {
-                r.add(&l.lock().await.offerings(Utc::now()).await);
-            }
-            if let Some(rp) = runpod {
-                r.add(&rp.offerings(Utc::now()).await);
-            }
+            let r = pass(lambda, runpod, Pass::Offerings).await;
             tracing::info!(
                 published = r.published,
                 errors = r.errors,
@@ -403,6 +353,39 @@ pub async fn run(
         }),
     );
     Ok(())
+}
+
+/// One of the passes every configured cloud makes.
+#[derive(Debug, Clone, Copy)]
+enum Pass {
+    /// [`GpuCloudsCollector::availability`], [`runpod::RunPodCollector::availability`].
+    Availability,
+    /// [`GpuCloudsCollector::offerings`], [`runpod::RunPodCollector::offerings`].
+    Offerings,
+}
+
+/// Runs `which` pass of each configured cloud, each observed when it starts, and adds up
+/// their reports.
+async fn pass(
+    lambda: Option<&tokio::sync::Mutex<GpuCloudsCollector>>,
+    runpod: Option<&runpod::RunPodCollector>,
+    which: Pass,
+) -> PassReport {
+    let mut r = PassReport::default();
+    if let Some(l) = lambda {
+        let mut l = l.lock().await;
+        r.add(&match which {
+            Pass::Availability => l.availability(Utc::now()).await,
+            Pass::Offerings => l.offerings(Utc::now()).await,
+        });
+    }
+    if let Some(rp) = runpod {
+        r.add(&match which {
+            Pass::Availability => rp.availability(Utc::now()).await,
+            Pass::Offerings => rp.offerings(Utc::now()).await,
+        });
+    }
+    r
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! [`Collector::finish`] flushes the publisher: what could not be delivered within 30 s is
 //! reported as an error.
 
+pub mod observation;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use capsight_catalog::{Catalog, CatalogError};

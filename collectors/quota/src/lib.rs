@@ -20,9 +20,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use capsight_catalog::Catalog;
 use capsight_cloud::CloudAdapter;
-use capsight_proto::domain::{
-    CapacityKey, Market, Payload, QuotaReading, Signal, SignalId, SignalSource,
-};
+use capsight_collector_kit::observation;
+use capsight_proto::domain::{CapacityKey, Market, Payload, QuotaReading, SignalSource};
 use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -138,23 +137,18 @@ impl QuotaCollector {
                         report.unchanged += 1;
                         continue;
                     }
-                    let signal = Signal {
-                        id: SignalId::derived(
-                            SignalSource::Quota,
-                            &[
-                                &key.to_string(),
-                                &reading.quota_code,
-                                &reading.limit.to_string(),
-                                &reading.used.to_string(),
-                                &now.timestamp_millis().to_string(),
-                            ],
-                        ),
-                        observed_at: now,
-                        source: SignalSource::Quota,
-                        tenant: None,
-                        key: key.clone(),
-                        payload: Payload::Quota(reading.clone()),
-                    };
+                    let signal = observation::signal(
+                        SignalSource::Quota,
+                        key.clone(),
+                        now,
+                        &[
+                            &reading.quota_code,
+                            &reading.limit.to_string(),
+                            &reading.used.to_string(),
+                            &now.timestamp_millis().to_string(),
+                        ],
+                        Payload::Quota(reading.clone()),
+                    );
                     match self.publisher.publish(&signal).await {
                         Ok(()) => {
                             report.published += 1;

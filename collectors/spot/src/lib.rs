@@ -31,9 +31,10 @@ use std::{
 
 use capsight_catalog::Catalog;
 use capsight_cloud::{CapacityBlockQuery, CloudAdapter, CloudError, PlacementScoreQuery, ZoneId};
+use capsight_collector_kit::observation;
 use capsight_proto::domain::{
     CapacityBlockOffer, CapacityKey, InstanceType, Market, OfferingExposure, Payload,
-    PlacementScore, Signal, SignalId, SignalSource, SpotAdvisory, SpotPrice,
+    PlacementScore, SignalSource, SpotAdvisory, SpotPrice,
 };
 use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
@@ -148,35 +149,15 @@ impl SpotCollector {
             .collect()
     }
 
+    /// Publishes a spot signal (see [`capsight_collector_kit::observation::publish`]).
     async fn publish(
         &self,
         key: CapacityKey,
         at: DateTime<Utc>,
-        id_parts: &[&str],
+        what: &[&str],
         payload: Payload,
     ) -> bool {
-        let key_text = key.to_string();
-        let at_text = at.to_rfc3339();
-        let mut parts = vec![key_text.as_str()];
-        parts.extend_from_slice(id_parts);
-        // the id names the observation, time included: the same id at two times would be
-        // stored and counted twice downstream (both key signals by time and id)
-        parts.push(at_text.as_str());
-        let signal = Signal {
-            id: SignalId::derived(SignalSource::Spot, &parts),
-            observed_at: at,
-            source: SignalSource::Spot,
-            tenant: None,
-            key,
-            payload,
-        };
-        match self.publisher.publish(&signal).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(error = %e, "publishing a spot signal failed");
-                false
-            }
-        }
+        observation::publish(&self.publisher, SignalSource::Spot, key, at, what, payload).await
     }
 
     fn key(
