@@ -880,10 +880,6 @@ mod tests {
     use super::*;
 
     const SCENARIO: &str = r#"
-        name = "gcp-unit"
-        step = "1m"
-        [defaults]
-        provisioning = "2m"
         [[zones]]
         provider = "gcp"
         region = "us-central1"
@@ -922,12 +918,7 @@ mod tests {
     "#;
 
     fn world() -> World {
-        World::new(
-            Scenario::parse(SCENARIO).unwrap(),
-            1,
-            BTreeMap::new(),
-            Utc::now(),
-        )
+        test_world("gcp-unit", SCENARIO)
     }
 
     fn spec(name: &str) -> GcpInsert {
@@ -1091,12 +1082,7 @@ mod tests {
     #[test]
     fn gcp_faults_never_hit_aws_or_lambda() {
         let mut w = world();
-        w.add_fault(Fault {
-            action: "gcp/insert".into(),
-            code: "429".into(),
-            count: 1,
-            message: None,
-        });
+        w.add_fault(Fault::once("gcp/insert", "429"));
         assert!(w.take_fault("RunInstances").is_none());
         assert!(w.lambda_fault("launch").is_none());
         assert!(w.gcp_fault("delete").is_none());

@@ -385,10 +385,6 @@ mod tests {
     use super::*;
 
     const SCENARIO: &str = r#"
-        name = "lambda-unit"
-        step = "1m"
-        [defaults]
-        provisioning = "2m"
         [[accounts]]
         id = "acme"
         provider = "lambda"
@@ -432,8 +428,7 @@ mod tests {
     "#;
 
     fn world() -> World {
-        let scenario = Scenario::parse(SCENARIO).unwrap();
-        World::new(scenario, 1, BTreeMap::new(), Utc::now())
+        test_world("lambda-unit", SCENARIO)
     }
 
     fn spec(region: &str, quantity: u32) -> LambdaLaunch {
@@ -544,19 +539,9 @@ mod tests {
     #[test]
     fn lambda_faults_never_hit_aws_and_aws_faults_never_hit_lambda() {
         let mut w = world();
-        w.add_fault(Fault {
-            action: "*".into(),
-            code: "InternalError".into(),
-            count: 1,
-            message: None,
-        });
+        w.add_fault(Fault::once("*", "InternalError"));
         assert!(w.lambda_fault("launch").is_none());
-        w.add_fault(Fault {
-            action: "lambda/launch".into(),
-            code: "429".into(),
-            count: 1,
-            message: None,
-        });
+        w.add_fault(Fault::once("lambda/launch", "429"));
         assert!(w.lambda_fault("terminate").is_none());
         assert_eq!(w.lambda_fault("launch").unwrap().status, 429);
         assert!(w.lambda_fault("launch").is_none());

@@ -385,6 +385,19 @@ pub struct Fault {
     pub message: Option<String>,
 }
 
+#[cfg(test)]
+impl Fault {
+    /// One fault of `code` on `action`, with the default message.
+    fn once(action: &str, code: &str) -> Self {
+        Self {
+            action: action.into(),
+            code: code.into(),
+            count: 1,
+            message: None,
+        }
+    }
+}
+
 /// A status-page incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct Incident {
@@ -730,6 +743,16 @@ pub enum StateAction {
 /// An injected fault's code as the HTTP error status it names (`429`, `503`), if it names one.
 fn http_status(code: &str) -> Option<u16> {
     code.parse::<u16>().ok().filter(|s| (400..600).contains(s))
+}
+
+/// A unit test's world of scenario `body` named `name`: one-minute steps, two minutes of
+/// provisioning, seed 1, starting now.
+#[cfg(test)]
+fn test_world(name: &str, body: &str) -> World {
+    let text =
+        format!("name = \"{name}\"\nstep = \"1m\"\n[defaults]\nprovisioning = \"2m\"\n{body}");
+    let scenario = Scenario::parse(&text).expect("the test scenario parses");
+    World::new(scenario, 1, BTreeMap::new(), Utc::now())
 }
 
 fn round4(v: f64) -> f64 {

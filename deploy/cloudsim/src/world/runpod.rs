@@ -385,10 +385,6 @@ mod tests {
     use super::*;
 
     const SCENARIO: &str = r#"
-        name = "runpod-unit"
-        step = "1m"
-        [defaults]
-        provisioning = "2m"
         [[accounts]]
         id = "acme"
         provider = "runpod"
@@ -439,12 +435,7 @@ mod tests {
     "#;
 
     fn world() -> World {
-        World::new(
-            Scenario::parse(SCENARIO).unwrap(),
-            1,
-            BTreeMap::new(),
-            Utc::now(),
-        )
+        test_world("runpod-unit", SCENARIO)
     }
 
     fn deploy(cloud: Option<&str>, instance_type: &str, gpus: u32) -> RunPodDeploy {
@@ -537,30 +528,14 @@ mod tests {
     #[test]
     fn runpod_faults_never_hit_aws_or_lambda() {
         let mut w = world();
-        w.add_fault(Fault {
-            action: "runpod/podTerminate".into(),
-            code: "429".into(),
-            count: 1,
-            message: None,
-        });
+        w.add_fault(Fault::once("runpod/podTerminate", "429"));
         assert!(w.lambda_fault("terminate").is_none());
         assert!(w.runpod_fault("gpuTypes").is_none());
         assert_eq!(w.runpod_fault("podTerminate").unwrap().status, 429);
         assert!(w.runpod_fault("podTerminate").is_none());
-        w.add_fault(Fault {
-            action: "*".into(),
-            code: "InternalError".into(),
-            count: 1,
-            message: None,
-        });
+        w.add_fault(Fault::once("*", "InternalError"));
         assert!(w.runpod_fault("gpuTypes").is_none());
-        let generic = Fault {
-            action: "runpod/*".into(),
-            code: "boom".into(),
-            count: 1,
-            message: None,
-        };
-        w.add_fault(generic);
+        w.add_fault(Fault::once("runpod/*", "boom"));
         let e = w.runpod_fault("myself").unwrap();
         assert_eq!(e.status, 200);
         assert!(e.message.starts_with("Something went wrong"));

@@ -3,6 +3,23 @@
 
 use super::*;
 
+/// What a launch, start or reservation asks of a region: `account` wants `itype` in `market`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ask<'a> {
+    account: &'a str,
+    region: &'a str,
+    itype: &'a str,
+    market: PoolMarket,
+}
+
+/// `IncorrectInstanceState`: instance `id` cannot be `verb` (`stopped`, `started`).
+fn incorrect_state(id: &str, verb: &str) -> ApiError {
+    ApiError::bad_request(
+        "IncorrectInstanceState",
+        format!("The instance '{id}' is not in a state from which it can be {verb}."),
+    )
+}
+
 impl World {
     // ---------------------------------------------------------------- writes
 
@@ -14,17 +31,10 @@ impl World {
     }
 
     /// Zones of the region whose pool has at least `count` stock, by name for `account`.
-    pub(super) fn zones_with_stock(
-        &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
-        count: u32,
-    ) -> Vec<String> {
-        self.zones(account, region)
+    pub(super) fn zones_with_stock(&self, ask: Ask<'_>, count: u32) -> Vec<String> {
+        self.zones(ask.account, ask.region)
             .into_iter()
-            .filter(|(_, id)| self.stock(id, itype, market) >= count.max(1))
+            .filter(|(_, id)| self.stock(id, ask.itype, ask.market) >= count.max(1))
             .map(|(name, _)| name)
             .collect()
     }
@@ -40,30 +50,22 @@ impl World {
 
     /// Zones of the region, as (name, AZ ID) for `account`, that have a pool of `itype` in
     /// `market`.
-    fn zones_with_pool(
-        &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
-    ) -> impl Iterator<Item = (String, String)> + '_ {
-        let itype = itype.to_owned();
-        self.zones(account, region)
+    fn zones_with_pool(&self, ask: Ask<'_>) -> impl Iterator<Item = (String, String)> + '_ {
+        let (itype, market) = (ask.itype.to_owned(), ask.market);
+        self.zones(ask.account, ask.region)
             .into_iter()
             .filter(move |(_, id)| self.has_pool(id, &itype, market))
     }
 
     pub(super) fn capacity_error(
         &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
+        ask: Ask<'_>,
         zone_name: Option<&str>,
         count: u32,
     ) -> ApiError {
+        let itype = ask.itype;
         let others: Vec<String> = self
-            .zones_with_stock(account, region, itype, market, count)
+            .zones_with_stock(ask, count)
             .into_iter()
             .filter(|z| Some(z.as_str()) != zone_name)
             .collect();
@@ -85,19 +87,15 @@ impl World {
     }
 
     /// Resolves the zone of a request to (AZ ID, AZ name), or picks the zone with most stock.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn resolve_zone(
         &self,
-        account: &str,
-        region: &str,
+        ask: Ask<'_>,
         spec_name: Option<&str>,
         spec_id: Option<&str>,
-        itype: &str,
-        market: PoolMarket,
         count: u32,
     ) -> Result<(String, String), ApiError> {
         if let Some(name) = spec_name {
-            let id = self.zone_id(account, region, name).ok_or_else(|| {
+            let id = self.zone_id(ask.account, ask.region, name).ok_or_else(|| {
                 ApiError::bad_request(
                     "InvalidParameterValue",
                     format!("Invalid availability zone: [{name}]"),
@@ -107,7 +105,7 @@ impl World {
         }
         if let Some(id) = spec_id {
             let name = self
-                .zones(account, region)
+                .zones(ask.account, ask.region)
                 .into_iter()
                 .find(|(_, i)| i == id)
                 .map(|(n, _)| n)
@@ -120,17 +118,17 @@ impl World {
             return Ok((id.to_owned(), name));
         }
         let best = self
-            .zones_with_pool(account, region, itype, market)
-            .max_by_key(|(_, id)| self.stock(id, itype, market));
+            .zones_with_pool(ask)
+            .max_by_key(|(_, id)| self.stock(id, ask.itype, ask.market));
         match best {
             Some((name, id)) => Ok((id, name)),
-            None => Err(self.not_offered(account, region, itype, market, None)),
+            None => Err(self.not_offered(ask, None)),
         }
         .and_then(|(id, name)| {
-            if self.stock(&id, itype, market) >= count {
+            if self.stock(&id, ask.itype, ask.market) >= count {
                 Ok((id, name))
             } else {
-                Err(self.capacity_error(account, region, itype, market, None, count))
+                Err(self.capacity_error(ask, None, count))
             }
         })
     }
@@ -140,36 +138,24 @@ impl World {
     /// same hardware); a type the zone does not offer at all is `Unsupported`.
     pub(super) fn no_pool(
         &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
+        ask: Ask<'_>,
         (zone_id, zone_name): (&str, &str),
         count: u32,
     ) -> ApiError {
-        let other = match market {
+        let other = match ask.market {
             PoolMarket::OnDemand => PoolMarket::Spot,
             PoolMarket::Spot => PoolMarket::OnDemand,
         };
-        if self.has_pool(zone_id, itype, other) {
-            self.capacity_error(account, region, itype, market, Some(zone_name), count)
+        if self.has_pool(zone_id, ask.itype, other) {
+            self.capacity_error(ask, Some(zone_name), count)
         } else {
-            self.not_offered(account, region, itype, market, Some(zone_name))
+            self.not_offered(ask, Some(zone_name))
         }
     }
 
-    pub(super) fn not_offered(
-        &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
-        zone_name: Option<&str>,
-    ) -> ApiError {
-        let offered: Vec<String> = self
-            .zones_with_pool(account, region, itype, market)
-            .map(|(n, _)| n)
-            .collect();
+    pub(super) fn not_offered(&self, ask: Ask<'_>, zone_name: Option<&str>) -> ApiError {
+        let itype = ask.itype;
+        let offered: Vec<String> = self.zones_with_pool(ask).map(|(n, _)| n).collect();
         let mut message = match zone_name {
             Some(z) => format!(
                 "Your requested instance type ({itype}) is not supported in your requested Availability Zone ({z})."
@@ -187,29 +173,23 @@ impl World {
         ApiError::bad_request("Unsupported", message)
     }
 
-    pub(super) fn check_quota(
-        &self,
-        account: &str,
-        region: &str,
-        itype: &str,
-        market: PoolMarket,
-        count: u32,
-    ) -> Result<(), ApiError> {
+    pub(super) fn check_quota(&self, ask: Ask<'_>, count: u32) -> Result<(), ApiError> {
+        let itype = ask.itype;
         let info = self
             .types
             .get(itype)
             .ok_or_else(|| Self::unknown_type(itype))?;
-        let code = match market {
+        let code = match ask.market {
             PoolMarket::OnDemand => info.quota_on_demand.clone(),
             PoolMarket::Spot => info
                 .quota_spot
                 .clone()
                 .unwrap_or_else(|| info.quota_on_demand.clone()),
         };
-        let limit = self.quota(account, &code);
-        let used = self.quota_usage(account, region, &code);
+        let limit = self.quota(ask.account, &code);
+        let used = self.quota_usage(ask.account, ask.region, &code);
         if used + f64::from(info.vcpus) * f64::from(count) > limit {
-            return Err(match market {
+            return Err(match ask.market {
                 PoolMarket::OnDemand => ApiError::bad_request(
                     "VcpuLimitExceeded",
                     format!(
@@ -251,13 +231,16 @@ impl World {
             ));
         }
         let market = spec.market;
-        let (zone_id, zone_name) = self.resolve_zone(
-            &who.account,
+        let ask = Ask {
+            account: &who.account,
             region,
+            itype: &itype,
+            market,
+        };
+        let (zone_id, zone_name) = self.resolve_zone(
+            ask,
             spec.zone_name.as_deref(),
             spec.zone_id.as_deref(),
-            &itype,
-            market,
             spec.min_count,
         )?;
         let key = PoolKey {
@@ -266,14 +249,7 @@ impl World {
             market,
         };
         let Some(pool) = self.pools.get(&key).cloned() else {
-            return Err(self.no_pool(
-                &who.account,
-                region,
-                &itype,
-                market,
-                (&zone_id, &zone_name),
-                spec.min_count,
-            ));
+            return Err(self.no_pool(ask, (&zone_id, &zone_name), spec.min_count));
         };
         if market == PoolMarket::Spot
             && let (Some(max), Some(price)) = (spec.max_price, self.spot_price(&zone_id, &itype))
@@ -287,24 +263,13 @@ impl World {
             ));
         }
         if pool.stock < spec.min_count {
-            return Err(self.capacity_error(
-                &who.account,
-                region,
-                &itype,
-                market,
-                Some(&zone_name),
-                spec.min_count,
-            ));
+            return Err(self.capacity_error(ask, Some(&zone_name), spec.min_count));
         }
         let count = spec.max_count.min(pool.stock);
-        self.check_quota(&who.account, region, &itype, market, spec.min_count)?;
+        self.check_quota(ask, spec.min_count)?;
         // Launch as many as quota allows between MinCount and the stock.
         let mut count = count;
-        while count > spec.min_count
-            && self
-                .check_quota(&who.account, region, &itype, market, count)
-                .is_err()
-        {
+        while count > spec.min_count && self.check_quota(ask, count).is_err() {
             count -= 1;
         }
         let reservation_id = self.next_id("r", 17);
@@ -377,12 +342,6 @@ impl World {
             let Some(i) = self.instances.get(id) else {
                 continue;
             };
-            let bad_state = |verb: &str| {
-                ApiError::bad_request(
-                    "IncorrectInstanceState",
-                    format!("The instance '{id}' is not in a state from which it can be {verb}."),
-                )
-            };
             match action {
                 StateAction::Stop if i.market == PoolMarket::Spot => {
                     return Err(ApiError::bad_request(
@@ -393,7 +352,7 @@ impl World {
                     ));
                 }
                 StateAction::Stop if matches!(i.state, State::ShuttingDown | State::Terminated) => {
-                    return Err(bad_state("stopped"));
+                    return Err(incorrect_state(id, "stopped"));
                 }
                 StateAction::Start
                     if matches!(
@@ -401,7 +360,7 @@ impl World {
                         State::ShuttingDown | State::Terminated | State::Stopping
                     ) =>
                 {
-                    return Err(bad_state("started"));
+                    return Err(incorrect_state(id, "started"));
                 }
                 _ => {}
             }
@@ -440,16 +399,17 @@ impl World {
                     }
                     State::Stopping | State::Stopped => {}
                     _ => {
-                        return Err(ApiError::bad_request(
-                            "IncorrectInstanceState",
-                            format!(
-                                "The instance '{id}' is not in a state from which it can be stopped."
-                            ),
-                        ));
+                        return Err(incorrect_state(id, "stopped"));
                     }
                 },
                 StateAction::Start => match prev {
                     State::Stopped => {
+                        let ask = Ask {
+                            account: &who.account,
+                            region: &i.region,
+                            itype: &i.instance_type,
+                            market: i.market,
+                        };
                         let key = PoolKey {
                             zone_id: i.zone_id.clone(),
                             instance_type: i.instance_type.clone(),
@@ -458,16 +418,9 @@ impl World {
                         let stock = self.pools.get(&key).map_or(0, |p| p.stock);
                         if stock == 0 {
                             let zone = self.zone_name(&who.account, &i.zone_id);
-                            return Err(self.capacity_error(
-                                &who.account,
-                                &i.region,
-                                &i.instance_type,
-                                i.market,
-                                zone.as_deref(),
-                                1,
-                            ));
+                            return Err(self.capacity_error(ask, zone.as_deref(), 1));
                         }
-                        self.check_quota(&who.account, &i.region, &i.instance_type, i.market, 1)?;
+                        self.check_quota(ask, 1)?;
                         if let Some(p) = self.pools.get_mut(&key) {
                             p.stock -= 1;
                         }
@@ -484,12 +437,7 @@ impl World {
                     }
                     State::Pending | State::Running => {}
                     _ => {
-                        return Err(ApiError::bad_request(
-                            "IncorrectInstanceState",
-                            format!(
-                                "The instance '{id}' is not in a state from which it can be started."
-                            ),
-                        ));
+                        return Err(incorrect_state(id, "started"));
                     }
                 },
             }
@@ -548,34 +496,25 @@ impl World {
             ));
         }
         let market = PoolMarket::OnDemand;
-        let (zid, zname) = self.resolve_zone(
-            &who.account,
+        let ask = Ask {
+            account: &who.account,
             region,
-            zone_name,
-            zone_id,
             itype,
             market,
-            count,
-        )?;
+        };
+        let (zid, zname) = self.resolve_zone(ask, zone_name, zone_id, count)?;
         let key = PoolKey {
             zone_id: zid.clone(),
             instance_type: itype.to_owned(),
             market,
         };
         let Some(stock) = self.pools.get(&key).map(|p| p.stock) else {
-            return Err(self.no_pool(&who.account, region, itype, market, (&zid, &zname), count));
+            return Err(self.no_pool(ask, (&zid, &zname), count));
         };
         if stock < count {
-            return Err(self.capacity_error(
-                &who.account,
-                region,
-                itype,
-                market,
-                Some(&zname),
-                count,
-            ));
+            return Err(self.capacity_error(ask, Some(&zname), count));
         }
-        self.check_quota(&who.account, region, itype, market, count)?;
+        self.check_quota(ask, count)?;
         if let Some(p) = self.pools.get_mut(&key) {
             p.stock -= count;
         }
