@@ -699,8 +699,7 @@ struct TestPermissions {
 /// `POST /v1/projects/{project}:testIamPermissions` (Resource Manager): the asked permissions
 /// the caller holds on its own project; none on another.
 pub(crate) async fn test_permissions(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    cx: Ctx,
     Path(resource): Path<String>,
     bytes: Bytes,
 ) -> Response {
@@ -710,8 +709,8 @@ pub(crate) async fn test_permissions(
     else {
         return error_response(&GcpError::not_found(&format!("projects/{resource}")));
     };
-    let token = bearer(&headers);
-    respond(sim.with_world(|w, _| {
+    let token = bearer(&cx.headers);
+    respond(cx.sim.with_world(|w, _| {
         let caller = w.gcp_caller(&token)?;
         w.gcp_throttle(&project)?;
         if let Some(fault) = w.gcp_fault("testIamPermissions") {
@@ -740,13 +739,9 @@ pub fn gpu_sku_name(model: &str, memory_gib: u32) -> String {
 
 /// `GET /v1/services/{service}/skus` (Cloud Billing Catalog): Compute Engine's Spot VM GPU
 /// SKUs, one per (region, machine type with a Spot pool), priced per GPU-hour.
-pub(crate) async fn skus(
-    State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
-    Path(service): Path<String>,
-) -> Response {
-    let token = bearer(&headers);
-    respond(sim.with_world(|w, elapsed| {
+pub(crate) async fn skus(cx: Ctx, Path(service): Path<String>) -> Response {
+    let token = bearer(&cx.headers);
+    respond(cx.sim.with_world(|w, elapsed| {
         w.gcp_caller(&token)?;
         if let Some(fault) = w.gcp_fault("skus") {
             return Err(fault.unwrap_or_else(|e| GcpError::invalid(e.message)));
