@@ -26,11 +26,13 @@ use std::{
 
 use capsight_catalog::Catalog;
 use capsight_cloud::lambda::{LambdaAdapter, TypeAvailability};
+use capsight_collector_kit::{Collector, CollectorError};
 use capsight_proto::domain::{
     Availability, CapacityKey, InstanceType, Market, OfferingExposure, Payload, Provider, Region,
     SignalSource,
 };
 use capsight_publisher::Publisher;
+use capsight_runtime::periodic::every;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -288,12 +290,7 @@ pub struct GpuCloudsConfig {
 
 /// The process: availability and offerings of every configured cloud on their cadences (or
 /// both once) until shutdown.
-pub async fn run(
-    c: &capsight_collector_kit::Collector<GpuCloudsConfig>,
-    once: bool,
-) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_collector_kit::CollectorError;
-    use capsight_runtime::periodic::every;
+pub async fn run(c: &Collector<GpuCloudsConfig>, once: bool) -> Result<(), CollectorError> {
     let config = &c.config;
     let providers = &config.gpuclouds.providers;
     let lambda = if providers.contains(&GpuCloud::Lambda) {

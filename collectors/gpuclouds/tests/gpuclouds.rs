@@ -11,46 +11,25 @@
 
 use std::collections::BTreeMap;
 
-use capsight_proto::domain::{Availability, Payload, Provider, SignalSource, StockLevel};
-use capsight_testkit::{
-    Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
-};
+use capsight_collector_kit::testing::{once, sim_sandbox};
+use capsight_proto::domain::{Availability, Payload, Provider, Signal, SignalSource, StockLevel};
+use capsight_testkit::{Sandbox, kafka::consume_all, process::succeed};
 
 const OPS: &str = "secret_ops_0123456789";
 
 /// Runs `capsight-gpuclouds --once` with the provider credentials in `env` (no retries) and
 /// returns every signal it published.
-async fn poll_once(
-    sandbox: &Sandbox,
-    env: [(&'static str, String); 2],
-) -> Vec<capsight_proto::domain::Signal> {
-    succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
-            .arg("--once")
-            .envs(env)
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
-    );
+async fn poll_once(sandbox: &Sandbox, env: [(&'static str, String); 2]) -> Vec<Signal> {
+    succeed(once(sandbox, env!("CARGO_BIN_EXE_capsight-gpuclouds")).envs(env));
     consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_listing_becomes_availability_and_offering_signals() {
-    let sandbox = Sandbox::builder("gpuclouds")
-        .signals(2)
-        .cloudsim(Sim::builder(scenario("lambda")))
-        .start()
-        .await;
-    let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
+/// The availability of each key of `signals`, and the keys offered (each offering signal says
+/// offered); any other payload fails the test.
+fn by_payload(signals: &[Signal]) -> (BTreeMap<String, Availability>, Vec<String>) {
     let mut availability = BTreeMap::new();
     let mut offered = Vec::new();
-    let mut ids = std::collections::BTreeSet::new();
-    for s in &signals {
-        assert_eq!(s.source, SignalSource::Availability, "{s:?}");
-        assert_eq!(s.key.provider, Provider::Lambda);
-        assert_eq!(s.key.zone, None, "Lambda keys are region-wide");
-        assert!(s.id.as_str().starts_with("availability-"), "{s:?}");
-        assert!(ids.insert(s.id.clone()), "duplicate id {s:?}");
+    for s in signals {
         match &s.payload {
             Payload::Availability(a) => {
                 availability.insert(s.key.to_string(), a.clone());
@@ -62,6 +41,31 @@ async fn the_listing_becomes_availability_and_offering_signals() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    (availability, offered)
+}
+
+/// The keys `availability` says are available, in order.
+fn available(availability: &BTreeMap<String, Availability>) -> Vec<&String> {
+    availability
+        .iter()
+        .filter(|(_, a)| a.available)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listing_becomes_availability_and_offering_signals() {
+    let sandbox = sim_sandbox("gpuclouds", 2, "lambda").start().await;
+    let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for s in &signals {
+        assert_eq!(s.source, SignalSource::Availability, "{s:?}");
+        assert_eq!(s.key.provider, Provider::Lambda);
+        assert_eq!(s.key.zone, None, "Lambda keys are region-wide");
+        assert!(s.id.as_str().starts_with("availability-"), "{s:?}");
+        assert!(ids.insert(s.id.clone()), "duplicate id {s:?}");
+    }
+    let (availability, mut offered) = by_payload(&signals);
     let h100 = |r: &str| format!("lambda/{r}//gpu_8x_h100_sxm5/on_demand");
     let a100 = |r: &str| format!("lambda/{r}//gpu_1x_a100_sxm4/on_demand");
     assert_eq!(
@@ -79,13 +83,8 @@ async fn the_listing_becomes_availability_and_offering_signals() {
     assert!(availability[&a100("us-west-1")].available);
     assert!(!availability[&a100("asia-south-1")].available);
     // exactly the scenario's stocked pools are available
-    let available: Vec<&String> = availability
-        .iter()
-        .filter(|(_, a)| a.available)
-        .map(|(k, _)| k)
-        .collect();
     assert_eq!(
-        available,
+        available(&availability),
         [&a100("us-east-1"), &h100("us-south-2"), &a100("us-west-1")]
     );
     // one offering per watched key
@@ -97,11 +96,7 @@ async fn the_listing_becomes_availability_and_offering_signals() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_poll_publishes_no_availability() {
-    let sandbox = Sandbox::builder("gpuclouds_fail")
-        .signals(1)
-        .cloudsim(Sim::builder(scenario("lambda")))
-        .start()
-        .await;
+    let sandbox = sim_sandbox("gpuclouds_fail", 1, "lambda").start().await;
     sandbox.sim().fault("lambda/instance-types", "500", 1).await;
     let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
     assert!(!signals.is_empty(), "offerings still published");
@@ -115,36 +110,23 @@ async fn a_failed_poll_publishes_no_availability() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runpod_stock_becomes_availability_signals_with_its_level() {
-    let sandbox = Sandbox::builder("gpuclouds_runpod")
-        .signals(1)
+    let sandbox = sim_sandbox("gpuclouds_runpod", 1, "runpod")
         .profile("gpuclouds-runpod")
-        .cloudsim(Sim::builder(scenario("runpod")))
         .start()
         .await;
     let signals = poll_once(&sandbox, sandbox.sim().runpod_env("rpa_OPS0123456789")).await;
-    let mut availability = BTreeMap::new();
-    let mut offered = 0;
     for s in &signals {
         assert_eq!(s.key.provider, Provider::RunPod, "{s:?}");
         assert_eq!(s.source, SignalSource::Availability);
-        match &s.payload {
-            Payload::Availability(a) => {
-                availability.insert(s.key.to_string(), a.clone());
-            }
-            Payload::Offering(o) => {
-                assert!(o.offered);
-                offered += 1;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
     }
+    let (availability, offered) = by_payload(&signals);
     let runpod_types = capsight_testkit::cloud::catalog()
         .iter()
         .filter(|g| g.provider == Provider::RunPod)
         .count();
     // both cloud types of every catalog RunPod type, once each
     assert_eq!(availability.len(), 2 * runpod_types);
-    assert_eq!(offered, 2 * runpod_types);
+    assert_eq!(offered.len(), 2 * runpod_types);
     let level = |k: &str| availability[k].stock;
     assert_eq!(
         availability["runpod/secure//1x_h100_sxm/on_demand"],
@@ -166,13 +148,8 @@ async fn runpod_stock_becomes_availability_signals_with_its_level() {
     assert_eq!(none.stock, Some(StockLevel::None));
     assert!(!none.available);
     // exactly the scenario's stocked on-demand pools are available
-    let available: Vec<&String> = availability
-        .iter()
-        .filter(|(_, a)| a.available)
-        .map(|(k, _)| k)
-        .collect();
     assert_eq!(
-        available,
+        available(&availability),
         [
             "runpod/community//1x_rtx_4090/on_demand",
             "runpod/secure//1x_h100_sxm/on_demand",

@@ -10,10 +10,13 @@
 //! reported as an error.
 
 pub mod observation;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use capsight_catalog::{Catalog, CatalogError};
+use capsight_cloud::{CloudAdapter, regional::WatchedClouds};
 use capsight_kafka::KafkaSettings;
 use capsight_publisher::{PublishError, Publisher, PublisherSettings};
 use capsight_runtime::{
@@ -158,6 +161,20 @@ impl<S: DeserializeOwned> Collector<S> {
 }
 
 impl<S> Collector<S> {
+    /// One adapter per region `clouds` watches (AWS: `aws_regions`, empty = every region the
+    /// catalog lists); failing that, a set-up error of `what`.
+    pub async fn adapters(
+        &self,
+        clouds: &WatchedClouds,
+        aws_regions: &[String],
+        what: &'static str,
+    ) -> Result<Vec<Arc<dyn CloudAdapter>>, CollectorError> {
+        clouds
+            .adapters(&self.catalog, aws_regions)
+            .await
+            .map_err(|e| CollectorError::setup(what, e))
+    }
+
     /// Flushes what is still buffered (at most 30 s).
     pub async fn finish(&self) -> Result<(), CollectorError> {
         self.publisher

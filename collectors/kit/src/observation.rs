@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 /// downstream stores would keep and count twice).
 pub fn signal(
     source: SignalSource,
-    key: CapacityKey,
+    key: &CapacityKey,
     at: DateTime<Utc>,
     id_parts: &[&str],
     payload: Payload,
@@ -24,7 +24,7 @@ pub fn signal(
         observed_at: at,
         source,
         tenant: None,
-        key,
+        key: key.clone(),
         payload,
     }
 }
@@ -43,7 +43,7 @@ pub async fn publish(
     let mut parts = what.to_vec();
     parts.push(at_text.as_str());
     match publisher
-        .publish(&signal(source, key, at, &parts, payload))
+        .publish(&signal(source, &key, at, &parts, payload))
         .await
     {
         Ok(()) => true,

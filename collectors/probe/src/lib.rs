@@ -55,11 +55,9 @@ pub async fn run(c: &Collector<ProbeConfig>, once: bool) -> Result<(), Collector
     let (config, catalog) = (&c.config, &c.catalog);
     capsight_runtime::failpoint::check("probe.crash_after", &config.probe.crash_after)
         .map_err(|e| CollectorError::setup("probe.crash_after", e))?;
-    let adapters = config
-        .clouds
-        .adapters(catalog, &config.probe.regions)
-        .await
-        .map_err(|e| CollectorError::setup("probe", e))?;
+    let adapters = c
+        .adapters(&config.clouds, &config.probe.regions, "probe")
+        .await?;
     let account = account(config, catalog).await;
     let audit =
         audit::Audit::new(&config.clickhouse).map_err(|e| CollectorError::setup("audit", e))?;

@@ -20,7 +20,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use capsight_catalog::Catalog;
 use capsight_cloud::CloudAdapter;
-use capsight_collector_kit::observation;
+use capsight_collector_kit::{Collector, CollectorError, observation};
 use capsight_proto::domain::{CapacityKey, Market, Payload, QuotaReading, SignalSource};
 use capsight_publisher::Publisher;
 use chrono::{DateTime, Utc};
@@ -139,7 +139,7 @@ impl QuotaCollector {
                     }
                     let signal = observation::signal(
                         SignalSource::Quota,
-                        key.clone(),
+                        &key,
                         now,
                         &[
                             &reading.quota_code,
@@ -185,17 +185,11 @@ pub struct QuotaConfig {
 
 /// The process: polls every watched region's family quotas every `quota.interval` (or once)
 /// until the shutdown fires.
-pub async fn run(
-    c: &capsight_collector_kit::Collector<QuotaConfig>,
-    once: bool,
-) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_collector_kit::CollectorError;
+pub async fn run(c: &Collector<QuotaConfig>, once: bool) -> Result<(), CollectorError> {
     let config = &c.config;
-    let adapters = config
-        .clouds
-        .adapters(&c.catalog, &config.quota.regions)
-        .await
-        .map_err(|e| CollectorError::setup("quota", e))?;
+    let adapters = c
+        .adapters(&config.clouds, &config.quota.regions, "quota")
+        .await?;
     tracing::info!(regions = adapters.len(), interval = ?config.quota.interval, "quota collector starting");
     let collector = Arc::new(tokio::sync::Mutex::new(QuotaCollector::new(
         adapters,

@@ -8,31 +8,23 @@
 
 use std::collections::BTreeMap;
 
+use capsight_collector_kit::testing::{once, sim_sandbox};
 use capsight_proto::domain::{Market, Payload, Provider, QuotaReading, SignalSource};
-use capsight_testkit::{
-    Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
-};
+use capsight_testkit::{Sandbox, kafka::consume_all, process::succeed};
 
 /// `capsight-quota --once`, which must succeed.
 fn run_once(sandbox: &Sandbox) {
     succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-quota"))
-            .arg("--once")
+        once(sandbox, env!("CARGO_BIN_EXE_capsight-quota"))
             .envs(sandbox.sim().aws_env("AKIATESTQUOTA"))
             .env("CAPSIGHT_QUOTA__REGIONS", "[\"us-east-1\"]")
-            .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]")
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+            .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]"),
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quotas_become_headroom_signals_one_id_per_observation() {
-    let sandbox = Sandbox::builder("quota")
-        .signals(2)
-        .cloudsim(Sim::builder(scenario("quota")))
-        .start()
-        .await;
+    let sandbox = sim_sandbox("quota", 2, "quota").start().await;
 
     let started = chrono::Utc::now();
     for _ in 0..2 {

@@ -31,12 +31,13 @@ use std::{
 
 use capsight_catalog::Catalog;
 use capsight_cloud::{CapacityBlockQuery, CloudAdapter, CloudError, PlacementScoreQuery, ZoneId};
-use capsight_collector_kit::observation;
+use capsight_collector_kit::{Collector, CollectorError, observation};
 use capsight_proto::domain::{
     CapacityBlockOffer, CapacityKey, InstanceType, Market, OfferingExposure, Payload,
     PlacementScore, SignalSource, SpotAdvisory, SpotPrice,
 };
 use capsight_publisher::Publisher;
+use capsight_runtime::periodic::every;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -503,18 +504,11 @@ pub struct SpotConfig {
 }
 
 /// The process: every signal family on its own cadence (or all once) until the shutdown fires.
-pub async fn run(
-    c: &capsight_collector_kit::Collector<SpotConfig>,
-    once: bool,
-) -> Result<(), capsight_collector_kit::CollectorError> {
-    use capsight_collector_kit::CollectorError;
-    use capsight_runtime::periodic::every;
+pub async fn run(c: &Collector<SpotConfig>, once: bool) -> Result<(), CollectorError> {
     let config = &c.config;
-    let adapters = config
-        .clouds
-        .adapters(&c.catalog, &config.spot.regions)
-        .await
-        .map_err(|e| CollectorError::setup("spot", e))?;
+    let adapters = c
+        .adapters(&config.clouds, &config.spot.regions, "spot")
+        .await?;
     let regions = adapters.len();
     let collector = tokio::sync::Mutex::new(
         SpotCollector::new(

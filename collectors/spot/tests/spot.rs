@@ -8,20 +8,15 @@
 
 use std::collections::BTreeMap;
 
+use capsight_collector_kit::testing::{once, sim_sandbox};
 use capsight_proto::domain::{
     OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory,
 };
-use capsight_testkit::{
-    Sandbox, cloud::Sim, fixtures::scenario, kafka::consume_all, process::succeed,
-};
+use capsight_testkit::{kafka::consume_all, process::succeed};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_source_becomes_signals() {
-    let sandbox = Sandbox::builder("spot")
-        .signals(2)
-        .cloudsim(Sim::builder(scenario("spot")))
-        .start()
-        .await;
+    let sandbox = sim_sandbox("spot", 2, "spot").start().await;
     let advisor = sandbox.dir.join("advisor.json");
     std::fs::write(
         &advisor,
@@ -30,14 +25,11 @@ async fn every_source_becomes_signals() {
     .unwrap();
 
     succeed(
-        sandbox
-            .command(env!("CARGO_BIN_EXE_capsight-spot"))
-            .arg("--once")
+        once(&sandbox, env!("CARGO_BIN_EXE_capsight-spot"))
             .envs(sandbox.sim().aws_env("AKIATESTSPOT"))
             .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
             .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)
-            .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000")
-            .env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1"),
+            .env("CAPSIGHT_SPOT__PLACEMENT_CALLS_PER_DAY", "1000"),
     );
 
     let mut kinds: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
