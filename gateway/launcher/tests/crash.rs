@@ -9,7 +9,7 @@ mod launcher;
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
 use capsight_proto::domain::LaunchState;
-use capsight_testkit::{rabbit::PrivateRabbit, wait::eventually};
+use capsight_testkit::wait::eventually;
 use launcher::{ACME, Harness, P5_AZ4, P5_AZ6, states};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -138,9 +138,7 @@ async fn a_crash_loop_is_dead_lettered_by_the_delivery_limit_and_replays_to_one_
 async fn a_rabbitmq_restart_mid_job_loses_nothing() {
     // use1-az6 instances take 30 simulated minutes = 30 s to run
     let mut h = Harness::start("30m").await;
-    let mut rabbit = PrivateRabbit::new(&h.sandbox.dir);
-    rabbit.start().await;
-    h.config.amqp.url = rabbit.url().into();
+    let mut rabbit = h.private_rabbit().await;
     h.start_launcher();
 
     let job = h.launch(ACME, P5_AZ6, 1, 0).await;

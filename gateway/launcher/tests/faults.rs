@@ -19,7 +19,7 @@ use capsight_proto::{
     v1,
 };
 use capsight_testkit::launches::launch_request as request;
-use capsight_testkit::{cloud::instance_state, launches, rabbit::PrivateRabbit, wait::eventually};
+use capsight_testkit::{cloud::instance_state, launches, wait::eventually};
 use launcher::{ACME, CAPPED, Harness, P5_AZ4, P5_AZ6, scenario, states};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -113,9 +113,7 @@ async fn a_job_the_gateway_never_published_is_published_by_the_sweep_and_runs_on
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rabbitmq_down_at_submit_loses_no_job_and_launches_each_once() {
     let mut h = Harness::start("60s").await;
-    let mut rabbit = PrivateRabbit::new(&h.sandbox.dir);
-    rabbit.start().await;
-    h.config.amqp.url = rabbit.url().into();
+    let mut rabbit = h.private_rabbit().await;
     let queue = JobPublisher::new(h.config.amqp.clone(), Duration::from_secs(2));
     queue.connect().await.unwrap();
     rabbit.stop().await;
@@ -310,21 +308,13 @@ async fn an_interrupted_spot_launch_without_standby_ends_terminated_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_clickhouse_outage_loses_nothing_and_reaps_no_heartbeating_launch() {
     use capsight_clickhouse::rows::LaunchActivityRow;
-    use capsight_testkit::private_clickhouse::PrivateClickHouse;
     use std::sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     };
 
     let h = Harness::start("60s").await;
-    let mut ch = PrivateClickHouse::new(&h.sandbox.dir);
-    ch.start().await;
-    let mut settings = ch.settings(&h.config.clickhouse);
-    settings.connect_timeout = Duration::from_secs(1);
-    settings.io_timeout = Duration::from_secs(2);
-    capsight_clickhouse::migrate::apply(&settings)
-        .await
-        .unwrap();
+    let (mut ch, settings) = h.private_clickhouse().await;
     let store = capsight_launch::store::Store::new(settings.client().unwrap());
     let url = ch.url();
     let worker = h.spawn_binary(

@@ -144,14 +144,7 @@ async fn fault_matrix_of_the_launch_path() {
     let h = Harness::start("60s").await;
     let mut rabbit = PrivateRabbit::new(&h.sandbox.dir);
     rabbit.start().await;
-    let mut ch = PrivateClickHouse::new(&h.sandbox.dir);
-    ch.start().await;
-    let mut ch_settings = ch.settings(&h.config.clickhouse);
-    ch_settings.connect_timeout = Duration::from_secs(1);
-    ch_settings.io_timeout = Duration::from_secs(2);
-    capsight_clickhouse::migrate::apply(&ch_settings)
-        .await
-        .unwrap();
+    let (ch, ch_settings) = h.private_clickhouse().await;
     let broker = PrivateBroker::start().await;
     let mut kafka_settings = h.config.kafka.clone();
     kafka_settings.brokers = broker.brokers();

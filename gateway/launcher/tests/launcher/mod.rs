@@ -9,7 +9,10 @@ pub mod keyed;
 
 use std::time::Duration;
 
-use capsight_clickhouse::rows::{LaunchEventRow, ScoreRow};
+use capsight_clickhouse::{
+    ClickHouseSettings,
+    rows::{LaunchEventRow, ScoreRow},
+};
 use capsight_cloud::{CloudAdapter, Instance, InstanceState};
 use capsight_cloudsim::scenario::Scenario;
 use capsight_launch::{
@@ -26,7 +29,9 @@ use capsight_testkit::{
     Sandbox, amqp, clickhouse,
     cloud::{self, OPERATOR, ROLE_ACME, Sim, catalog},
     fixtures, launches,
+    private_clickhouse::PrivateClickHouse,
     process::{ChildGuard, bin},
+    rabbit::PrivateRabbit,
     tenants::tenant,
     wait::eventually,
 };
@@ -101,6 +106,37 @@ pub async fn named_instances(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<In
             )
         })
         .collect()
+}
+
+/// Asserts that the job `job_id` (its `events`) failed for capacity on AWS and fell back to
+/// `provider`'s `instance_type`, where it runs on `there`: the one instance named by attempt 2's
+/// token; none left on AWS.
+pub async fn assert_fell_back(
+    h: &Harness,
+    job_id: &str,
+    events: &[LaunchEventRow],
+    (provider, instance_type): (&str, &str),
+    there: &[Instance],
+) {
+    assert_eq!(
+        states(events),
+        "queued preflight provisioning provisioning running"
+    );
+    assert_eq!(events[2].provider, "aws");
+    assert_eq!(events[3].provider, provider);
+    assert_eq!(events[3].instance_type, instance_type);
+    assert!(
+        events[3].detail.contains("InsufficientInstanceCapacity"),
+        "{}",
+        events[3].detail
+    );
+    assert_eq!(there.len(), 1, "{there:?}");
+    assert_eq!(
+        there[0].client_token.as_deref(),
+        Some(format!("{job_id}-2").as_str())
+    );
+    assert_eq!(events[4].instance_id, there[0].id.as_str());
+    assert!(h.instances_of(job_id).await.is_empty());
 }
 
 /// The states of `events`, in order.
@@ -214,6 +250,30 @@ impl Harness {
                 .envs(self.sandbox.sim().aws_env(OPERATOR))
                 .envs(env.iter().copied()),
         )
+    }
+
+    /// A private RabbitMQ in the sandbox, started, and the harness's config pointed at it (for
+    /// tests that stop and restart the broker).
+    pub async fn private_rabbit(&mut self) -> PrivateRabbit {
+        let mut rabbit = PrivateRabbit::new(&self.sandbox.dir);
+        rabbit.start().await;
+        self.config.amqp.url = rabbit.url().into();
+        rabbit
+    }
+
+    /// A private ClickHouse in the sandbox, started and migrated, and the settings of the
+    /// harness's config pointed at it with quick timeouts (1 s to connect, 2 s a request), so
+    /// that an outage shows at once.
+    pub async fn private_clickhouse(&self) -> (PrivateClickHouse, ClickHouseSettings) {
+        let mut ch = PrivateClickHouse::new(&self.sandbox.dir);
+        ch.start().await;
+        let mut settings = ch.settings(&self.config.clickhouse);
+        settings.connect_timeout = Duration::from_secs(1);
+        settings.io_timeout = Duration::from_secs(2);
+        capsight_clickhouse::migrate::apply(&settings)
+            .await
+            .unwrap();
+        (ch, settings)
     }
 
     pub fn store(&self) -> Store {
