@@ -18,9 +18,8 @@ use capsight_proto::{
 use capsight_runtime::shutdown::Shutdown;
 use capsight_tenancy::{Registry, TenantId};
 use capsight_testkit::{
-    Sandbox,
-    cloud::{OPERATOR, ROLE_ACME, Sim},
-    fixtures::scenario,
+    cloud::{OPERATOR, ROLE_ACME},
+    fixtures::gateway_sandbox,
     grpc::{self, authed},
     kafka::Reader,
     tenants::tenant,
@@ -39,13 +38,8 @@ fn zone_map(path: &std::path::Path) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zone_maps_come_from_the_tenants_account_and_unmapped_names_are_refused() {
-    let sandbox = Sandbox::builder("zones")
-        .signals(1)
+    let sandbox = gateway_sandbox("zones")
         .scores(1)
-        .database()
-        .amqp()
-        .profile("gateway")
-        .profile("cloud")
         .tenants([
             // a stale hand-typed entry that the account contradicts
             tenant("acme")
@@ -54,7 +48,7 @@ async fn zone_maps_come_from_the_tenants_account_and_unmapped_names_are_refused(
                 .with_key(),
             tenant("globex").with_key(),
         ])
-        .cloudsim(Sim::builder(scenario("zone-maps")))
+        .scenario("zone-maps")
         .start()
         .await;
     let registry = sandbox.registry().path().to_owned();

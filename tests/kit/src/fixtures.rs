@@ -169,17 +169,23 @@ pub fn gateway_launcher_world(prefix: &str) -> Builder {
         .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
 }
 
-/// A sandbox for a gateway in its world: a signals topic (1 partition, for report signals), a
-/// migrated database, the launch topology, [`gateway_tenants`], the gateway's scenario in a
-/// cloudsim with a frozen clock, and the `gateway` and `cloud` config fragments. The scores
-/// topic is the test's to add ([`Builder::scores`]; the gateway's view reads it).
-pub fn gateway_world(prefix: &str) -> Builder {
+/// A sandbox for a gateway: a signals topic (1 partition, for report signals), a migrated
+/// database, the launch topology, and the `gateway` and `cloud` config fragments. Tenants, the
+/// cloudsim and the scores topic are the test's to add ([`Builder::scores`]; the gateway's view
+/// reads it).
+pub fn gateway_sandbox(prefix: &str) -> Builder {
     Sandbox::builder(prefix)
         .signals(1)
         .database()
         .amqp()
         .profile("gateway")
         .profile("cloud")
+}
+
+/// A sandbox for a gateway in its world: [`gateway_sandbox`] with [`gateway_tenants`] and the
+/// gateway's scenario in a cloudsim with a frozen clock.
+pub fn gateway_world(prefix: &str) -> Builder {
+    gateway_sandbox(prefix)
         .tenants(gateway_tenants())
         .cloudsim(Sim::builder(scenario("gateway")))
 }

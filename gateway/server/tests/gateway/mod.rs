@@ -19,8 +19,7 @@ use capsight_proto::{
 use capsight_runtime::shutdown::Shutdown;
 use capsight_testkit::{
     Sandbox,
-    cloud::Sim,
-    fixtures::{gateway_world, scenario},
+    fixtures::{gateway_sandbox, gateway_world},
     grpc,
     tenants::TenantSpec,
 };
@@ -120,15 +119,10 @@ impl Gateway {
         scores: &[Score],
         with: impl FnOnce(&Sandbox, ProviderClouds) -> ProviderClouds,
     ) -> Self {
-        let sandbox = Sandbox::builder(name)
-            .signals(1)
+        let sandbox = gateway_sandbox(name)
             .scores(1)
-            .database()
-            .amqp()
-            .profile("gateway")
-            .profile("cloud")
             .tenants(tenants)
-            .cloudsim(Sim::builder(scenario(scenario_name)))
+            .scenario(scenario_name)
             .start()
             .await;
         for s in scores {
