@@ -326,6 +326,24 @@ struct Term {
     samples: u32,
 }
 
+impl Term {
+    /// A term whose goodness is its value.
+    fn plain(feature: Feature, weight: f64, value: f64, samples: u32) -> Self {
+        Self {
+            feature,
+            weight,
+            goodness: value,
+            value,
+            samples,
+        }
+    }
+
+    /// A yes/no term: good (1) when the latest signal said yes, else 0.
+    fn flag(feature: Feature, weight: f64, yes: bool, samples: u32) -> Self {
+        Self::plain(feature, weight, if yes { 1.0 } else { 0.0 }, samples)
+    }
+}
+
 /// True when a crowd report's error class may say something about stock (or there is none).
 fn capacity_relevant(class: ErrorClass) -> bool {
     !class.is_account_or_transient()
@@ -736,13 +754,12 @@ impl<'a> Tally<'a> {
         }
         parts.push(1.0 / (1.0 + self.interrupt_w / 2.0));
         let g = parts.iter().sum::<f64>() / parts.len() as f64;
-        Some(Term {
-            feature: Feature::SpotStability,
-            weight: w.spot,
-            goodness: g,
-            value: g,
-            samples: count(spot_samples),
-        })
+        Some(Term::plain(
+            Feature::SpotStability,
+            w.spot,
+            g,
+            count(spot_samples),
+        ))
     }
 
     /// Offered capacity-block instances.
@@ -758,35 +775,23 @@ impl<'a> Tally<'a> {
 
     /// The latest offering signal.
     fn catalog_term(&self, w: &FeatureWeights) -> Option<Term> {
-        self.offered.map(|yes| Term {
-            feature: Feature::CatalogExposure,
-            weight: w.catalog,
-            goodness: if yes { 1.0 } else { 0.0 },
-            value: if yes { 1.0 } else { 0.0 },
-            samples: count(self.offerings),
-        })
+        let samples = count(self.offerings);
+        self.offered
+            .map(|yes| Term::flag(Feature::CatalogExposure, w.catalog, yes, samples))
     }
 
     /// The provider's latest availability listing.
     fn listed_term(&self, w: &FeatureWeights) -> Option<Term> {
-        self.listed.map(|yes| Term {
-            feature: Feature::ListedAvailability,
-            weight: w.availability,
-            goodness: if yes { 1.0 } else { 0.0 },
-            value: if yes { 1.0 } else { 0.0 },
-            samples: count(self.listings),
-        })
+        let samples = count(self.listings);
+        self.listed
+            .map(|yes| Term::flag(Feature::ListedAvailability, w.availability, yes, samples))
     }
 
     /// A marketplace's latest stock status.
     fn marketplace_term(&self, w: &FeatureWeights) -> Option<Term> {
-        self.market_stock.map(|level| Term {
-            feature: Feature::MarketplaceStock,
-            weight: w.marketplace,
-            goodness: level.share(),
-            value: level.share(),
-            samples: count(self.market_listings),
-        })
+        let samples = count(self.market_listings);
+        let term = |share| Term::plain(Feature::MarketplaceStock, w.marketplace, share, samples);
+        self.market_stock.map(|level| term(level.share()))
     }
 
     /// The worst open incident.
@@ -814,14 +819,8 @@ impl<'a> Tally<'a> {
     fn recent_term(&self, w: &FeatureWeights, now_ms: i64, half_life_ms: f64) -> Option<Term> {
         let (at_ms, succeeded) = self.latest_attempt?;
         let age = (now_ms - at_ms).max(0) as f64;
-        let good = if succeeded { 1.0 } else { 0.0 };
-        Some(Term {
-            feature: Feature::RecentOutcome,
-            weight: w.recent_outcome * 0.5_f64.powf(age / half_life_ms.max(1.0)),
-            goodness: good,
-            value: good,
-            samples: 1,
-        })
+        let weight = w.recent_outcome * 0.5_f64.powf(age / half_life_ms.max(1.0));
+        Some(Term::flag(Feature::RecentOutcome, weight, succeeded, 1))
     }
 
     /// Count * recency * diversity * coverage, to four decimals; 0 without relevant data.
@@ -1114,15 +1113,17 @@ mod tests {
         assert!(f64::from(a.score) <= WITHDRAWN_MAX, "{a:?}");
     }
 
+    /// A poll every 5 minutes for the hour up to `NOW`, each observing `fact`.
+    fn hour_of_polls(fact: Fact) -> Vec<Observation> {
+        (0..12)
+            .map(|i| obs(NOW - i * 5 * 60_000, fact.clone()))
+            .collect()
+    }
+
     #[test]
     fn a_providers_listing_is_strong_evidence_either_way_and_the_latest_decides() {
         let p = ModelParams::default();
-        // a poll every 5 minutes for an hour
-        let polls = |available: bool| -> Vec<Observation> {
-            (0..12)
-                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Available(available)))
-                .collect()
-        };
+        let polls = |available: bool| hour_of_polls(Fact::Available(available));
         let with = assess(&sorted(polls(true)), NOW, &p, &Trust::full());
         let without = assess(&sorted(polls(false)), NOW, &p, &Trust::full());
         assert_eq!(with.label, Label::Available, "{with:?}");
@@ -1141,11 +1142,7 @@ mod tests {
     #[test]
     fn marketplace_stock_is_weak_evidence_that_ranks_high_above_none() {
         let p = ModelParams::default();
-        let polls = |level: StockLevel| -> Vec<Observation> {
-            (0..12)
-                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Marketplace(level)))
-                .collect()
-        };
+        let polls = |level: StockLevel| hour_of_polls(Fact::Marketplace(level));
         let scores: Vec<_> = [
             StockLevel::High,
             StockLevel::Medium,
@@ -1159,11 +1156,7 @@ mod tests {
         assert_eq!(scores[0].evidence[0].feature, Feature::MarketplaceStock);
         // weak: the same polls of a provider's own listing move the score further from the
         // prior, and with more confidence
-        let listed = |yes: bool| -> Vec<Observation> {
-            (0..12)
-                .map(|i| obs(NOW - i * 5 * 60_000, Fact::Available(yes)))
-                .collect()
-        };
+        let listed = |yes: bool| hour_of_polls(Fact::Available(yes));
         let strong_up = assess(&sorted(listed(true)), NOW, &p, &Trust::full());
         let strong_down = assess(&sorted(listed(false)), NOW, &p, &Trust::full());
         assert!(
