@@ -226,27 +226,20 @@ impl LaunchTopology {
             ("x-overflow", text("reject-publish")),
         ];
 
-        channel
-            .exchange_declare(
-                self.exchange.as_str().into(),
-                ExchangeKind::Direct,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker(format!("declare exchange {}", self.exchange)))?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange.as_str().into(),
-                ExchangeKind::Fanout,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(broker(format!(
-                "declare exchange {}",
-                self.dead_letter_exchange
-            )))?;
+        for (exchange, kind) in [
+            (&self.exchange, ExchangeKind::Direct),
+            (&self.dead_letter_exchange, ExchangeKind::Fanout),
+        ] {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    kind,
+                    durable_exchange,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker(format!("declare exchange {exchange}")))?;
+        }
 
         let queues = [
             (
