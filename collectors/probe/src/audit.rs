@@ -40,6 +40,13 @@ pub enum AuditError {
     },
 }
 
+impl AuditError {
+    /// The error of a failed `op` (for `map_err`).
+    pub(crate) fn query(op: &'static str) -> impl FnOnce(clickhouse::error::Error) -> Self {
+        move |source| Self::Query { op, source }
+    }
+}
+
 /// Days since the epoch, as ClickHouse stores a `Date`.
 pub fn day_number(day: NaiveDate) -> u16 {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
@@ -75,10 +82,7 @@ impl Audit {
     pub async fn write(&self, row: &ProbeAuditRow) -> Result<(), AuditError> {
         capsight_clickhouse::insert_rows(&self.client, "probe_audit", std::slice::from_ref(row))
             .await
-            .map_err(|source| AuditError::Query {
-                op: "insert",
-                source,
-            })
+            .map_err(AuditError::query("insert"))
     }
 
     /// The outbox: signals (protobuf, hex) of `prober`'s done probes of the last two days
@@ -90,10 +94,7 @@ impl Audit {
             .bind(prober)
             .fetch_all::<Unpublished>()
             .await
-            .map_err(|source| AuditError::Query {
-                op: "read the outbox",
-                source,
-            })
+            .map_err(AuditError::query("read the outbox"))
     }
 
     /// What `prober` has spent (or has set aside for probes that never finished) on `day`.
@@ -105,10 +106,7 @@ impl Audit {
             .bind(day.format("%Y-%m-%d").to_string())
             .fetch_one::<f64>()
             .await
-            .map_err(|source| AuditError::Query {
-                op: "recover spend",
-                source,
-            })
+            .map_err(AuditError::query("recover spend"))
     }
 }
 

@@ -47,10 +47,7 @@ pub async fn read(
         .bind(since)
         .fetch_all::<DemandRow>()
         .await
-        .map_err(|source| AuditError::Query {
-            op: "read demand",
-            source,
-        })
+        .map_err(AuditError::query("read demand"))
 }
 
 /// Whether the preflights of `r` count for key `k`.

@@ -269,16 +269,26 @@ mod tests {
         }
     }
 
+    /// A planner without jitter tracking `keys` since `t0`, the keys, and a seeded rng.
+    fn tracking<const N: usize>(
+        keys: [&str; N],
+    ) -> (Planner, [CapacityKey; N], rand::rngs::StdRng) {
+        let mut p = Planner::new(no_jitter());
+        let keys = keys.map(key);
+        for k in &keys {
+            p.track(k.clone(), t0());
+        }
+        (p, keys, rand::rngs::StdRng::seed_from_u64(1))
+    }
+
     #[test]
     fn demand_shortens_the_interval_within_bounds() {
-        let mut p = Planner::new(no_jitter());
-        let hot = key("aws/us-east-1//p5.48xlarge/on_demand");
-        let cold = key("aws/us-east-1//g5.xlarge/on_demand");
-        p.track(hot.clone(), t0());
-        p.track(cold.clone(), t0());
+        let (mut p, [hot, cold], mut rng) = tracking([
+            "aws/us-east-1//p5.48xlarge/on_demand",
+            "aws/us-east-1//g5.xlarge/on_demand",
+        ]);
         p.set_demand(&[(hot.clone(), 1000.0)].into());
         assert_eq!(p.due(t0()), vec![hot.clone(), cold.clone()], "demand first");
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         p.record(&hot, Outcome::Success, t0(), &mut rng);
         p.record(&cold, Outcome::Success, t0(), &mut rng);
         let hot_gap = p.next_due(&hot).unwrap() - t0();
@@ -292,10 +302,7 @@ mod tests {
 
     #[test]
     fn consecutive_failures_back_off_two_then_four_times() {
-        let mut p = Planner::new(no_jitter());
-        let k = key("aws/us-east-1//p5.48xlarge/on_demand");
-        p.track(k.clone(), t0());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let (mut p, [k], mut rng) = tracking(["aws/us-east-1//p5.48xlarge/on_demand"]);
         let gaps: Vec<i64> = [
             Outcome::Failure,
             Outcome::Failure,
@@ -315,13 +322,11 @@ mod tests {
 
     #[test]
     fn demand_cancels_the_backoff_so_a_waited_on_recovery_is_seen_soon() {
-        let mut p = Planner::new(no_jitter());
-        let hot = key("aws/us-east-1//p5.48xlarge/on_demand");
-        let warm = key("aws/us-east-1//p4d.24xlarge/on_demand");
-        p.track(hot.clone(), t0());
-        p.track(warm.clone(), t0());
+        let (mut p, [hot, warm], mut rng) = tracking([
+            "aws/us-east-1//p5.48xlarge/on_demand",
+            "aws/us-east-1//p4d.24xlarge/on_demand",
+        ]);
         p.set_demand(&[(hot.clone(), 1000.0), (warm.clone(), 10.0)].into());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut gaps = |k: &CapacityKey| -> Vec<i64> {
             (0..4)
                 .map(|_| {
@@ -342,15 +347,12 @@ mod tests {
 
     #[test]
     fn a_key_a_tenant_was_just_refused_on_is_probed_at_the_recovery_interval_until_it_succeeds() {
-        let mut p = Planner::new(no_jitter());
-        let waited = key("aws/us-east-1/use1-az1/p5.48xlarge/on_demand");
-        let quiet = key("aws/us-east-1/use1-az2/p5.48xlarge/on_demand");
-        let recovered = key("aws/us-east-1/use1-az4/p5.48xlarge/on_demand");
-        for k in [&waited, &quiet, &recovered] {
-            p.track(k.clone(), t0());
-        }
+        let (mut p, [waited, quiet, recovered], mut rng) = tracking([
+            "aws/us-east-1/use1-az1/p5.48xlarge/on_demand",
+            "aws/us-east-1/use1-az2/p5.48xlarge/on_demand",
+            "aws/us-east-1/use1-az4/p5.48xlarge/on_demand",
+        ]);
         let at = |m: i64| t0() + TimeDelta::minutes(m);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         // the last probes: waited and recovered succeeded before the refusals, quiet failed
         p.record(&waited, Outcome::Success, t0(), &mut rng);
         p.record(&quiet, Outcome::Failure, t0(), &mut rng);
@@ -393,11 +395,9 @@ mod tests {
     /// those no faster than the recovery interval, however many refusals arrive.
     #[test]
     fn refusals_neither_add_keys_nor_pull_a_key_faster_than_the_recovery_interval() {
-        let mut p = Planner::new(no_jitter());
-        let tracked = key("aws/us-east-1/use1-az1/p5.48xlarge/on_demand");
+        let (mut p, [tracked], mut rng) =
+            tracking(["aws/us-east-1/use1-az1/p5.48xlarge/on_demand"]);
         let invented = key("aws/us-east-1/use1-az9/p5.48xlarge/on_demand");
-        p.track(tracked.clone(), t0());
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         p.record(&tracked, Outcome::Failure, t0(), &mut rng);
         for m in 0..3 {
             let at = t0() + TimeDelta::seconds(m * 30);
