@@ -179,21 +179,22 @@ async fn changes_become_signals_and_broken_feeds_do_not_stop_the_rest() {
             // one rolling incident per AWS service-region feed; the newest item is its state
             assert_eq!(ev.incident_id, "aws-ec2-us-east-1");
             assert_eq!(ev.url, "https://status.aws.amazon.com/");
-            if ev.resolved {
-                aws_resolved += 1;
-                assert_eq!(ev.severity, StatusSeverity::None);
-                assert_eq!(
-                    ev.title,
-                    "Service is operating normally: [RESOLVED] Increased Insufficient Capacity Errors"
-                );
+            let (seen, severity, title) = if ev.resolved {
+                (
+                    &mut aws_resolved,
+                    StatusSeverity::None,
+                    "Service is operating normally: [RESOLVED] Increased Insufficient Capacity Errors",
+                )
             } else {
-                aws_open += 1;
-                assert_eq!(ev.severity, StatusSeverity::Major);
-                assert_eq!(
-                    ev.title,
-                    "Service disruption: Increased Insufficient Capacity Errors"
-                );
-            }
+                (
+                    &mut aws_open,
+                    StatusSeverity::Major,
+                    "Service disruption: Increased Insufficient Capacity Errors",
+                )
+            };
+            *seen += 1;
+            assert_eq!(ev.severity, severity);
+            assert_eq!(ev.title, title);
         } else {
             assert_eq!(ev.feed, "lambda", "{ev:?}");
             assert_eq!(s.key.provider, Provider::Lambda);
