@@ -27,7 +27,10 @@ use capsight_proto::{
 };
 use capsight_testkit::{
     Sandbox,
-    cloud::{AZURE_DIRECTORY, AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, quick_retries},
+    cloud::{
+        AZURE_DIRECTORY, AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, AZURE_READER_APP, AZURE_SMALL_APP,
+        AZURE_SMALL_SUBSCRIPTION, quick_retries,
+    },
     signals::score,
     tenants::{TenantSpec, tenant},
 };
@@ -305,15 +308,6 @@ async fn runpod_preflight_checks_the_key_the_gpu_limit_and_the_stock_score() {
 async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_score() {
     const STOCKED: &str = "azure/eastus/eastus-1/Standard_ND96isr_H100_v5/on_demand";
     const EMPTY: &str = "azure/eastus/eastus-2/Standard_ND96isr_H100_v5/on_demand";
-    const READER_APP: (&str, &str) = (
-        "aaaaaaaa-0000-0000-0000-000000000002",
-        "secret-reader-0123456789",
-    );
-    const SMALL_APP: (&str, &str) = (
-        "aaaaaaaa-0000-0000-0000-000000000003",
-        "secret-small-0123456789",
-    );
-    const SMALL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000b2";
     // the tenant `name` as the app `app` in `subscription`, its secret in the variable `secret`
     let app = |name, app, subscription, secret| {
         tenant(name)
@@ -332,14 +326,14 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
             ),
             app(
                 "reader",
-                READER_APP.0,
+                AZURE_READER_APP.0,
                 AZURE_OPS_SUBSCRIPTION,
                 "AZURE_SECRET_READER",
             ),
             app(
                 "small",
-                SMALL_APP.0,
-                SMALL_SUBSCRIPTION,
+                AZURE_SMALL_APP.0,
+                AZURE_SMALL_SUBSCRIPTION,
                 "AZURE_SECRET_SMALL",
             ),
             app(
@@ -355,8 +349,8 @@ async fn azure_preflight_checks_the_app_registration_the_family_quota_and_the_sc
             clouds.with_azure(sandbox.sim().azure_clouds(
                 &[
                     ("AZURE_SECRET_ACME", AZURE_OPS_APP.1),
-                    ("AZURE_SECRET_READER", READER_APP.1),
-                    ("AZURE_SECRET_SMALL", SMALL_APP.1),
+                    ("AZURE_SECRET_READER", AZURE_READER_APP.1),
+                    ("AZURE_SECRET_SMALL", AZURE_SMALL_APP.1),
                 ],
                 quick_retries(1),
             ))

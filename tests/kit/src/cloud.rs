@@ -52,6 +52,19 @@ pub const AZURE_OPS_APP: (&str, &str) = (
     "aaaaaaaa-0000-0000-0000-000000000001",
     "secret-ops-0123456789",
 );
+/// An app registration with the Reader role only: (client id, client secret).
+pub const AZURE_READER_APP: (&str, &str) = (
+    "aaaaaaaa-0000-0000-0000-000000000002",
+    "secret-reader-0123456789",
+);
+/// An app registration that may launch in [`AZURE_SMALL_SUBSCRIPTION`], whose GPU quota is
+/// small: (client id, client secret).
+pub const AZURE_SMALL_APP: (&str, &str) = (
+    "aaaaaaaa-0000-0000-0000-000000000003",
+    "secret-small-0123456789",
+);
+/// The subscription with a small GPU quota in the Azure scenarios.
+pub const AZURE_SMALL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000b2";
 /// The resource group the Azure helpers act in.
 pub const AZURE_RESOURCE_GROUP: &str = "capsight";
 

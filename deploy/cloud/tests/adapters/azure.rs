@@ -10,21 +10,15 @@ use capsight_cloud::{
     PlacementScoreQuery, Provider, ZoneId, azure::AzureAdapter,
 };
 use capsight_proto::domain::ErrorClass;
-use capsight_testkit::cloud::{AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, Sim, quick_retries};
+use capsight_testkit::cloud::{
+    AZURE_OPS_APP, AZURE_OPS_SUBSCRIPTION, AZURE_READER_APP, AZURE_SMALL_APP,
+    AZURE_SMALL_SUBSCRIPTION, Sim, quick_retries,
+};
 
 use crate::{
     assert_unsupported, class_and_code, denied, instance_type, launch, launch_error, zone_of,
 };
 
-const SMALL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-0000000000b2";
-const SMALL_APP: (&str, &str) = (
-    "aaaaaaaa-0000-0000-0000-000000000003",
-    "secret-small-0123456789",
-);
-const READER_APP: (&str, &str) = (
-    "aaaaaaaa-0000-0000-0000-000000000002",
-    "secret-reader-0123456789",
-);
 const H100X8: &str = "Standard_ND96isr_H100_v5";
 const H100X1: &str = "Standard_NC40ads_H100_v5";
 const A100X1: &str = "Standard_NC24ads_A100_v4";
@@ -80,8 +74,8 @@ async fn logical_zones_map_to_physical_ones_and_restrictions_remove_offerings() 
     );
     // another subscription is not restricted there
     let small = sim.azure_adapter(
-        SMALL_APP,
-        SMALL_SUBSCRIPTION,
+        AZURE_SMALL_APP,
+        AZURE_SMALL_SUBSCRIPTION,
         "southcentralus",
         quick_retries(1),
     );
@@ -236,7 +230,12 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     );
 
     // quota: the family limit (OperationNotAllowed), the regional cores limit (QuotaExceeded)
-    let small = sim.azure_adapter(SMALL_APP, SMALL_SUBSCRIPTION, "eastus", quick_retries(1));
+    let small = sim.azure_adapter(
+        AZURE_SMALL_APP,
+        AZURE_SMALL_SUBSCRIPTION,
+        "eastus",
+        quick_retries(1),
+    );
     let e = launch_error(&small, &request(H100X8, Some("eastus-1"), "q-1")).await;
     assert_eq!(
         class_and_code(&e),
@@ -262,7 +261,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
 
     // permission: a reader may not create; its permission check says so; the operator may
     let reader = sim.azure_adapter(
-        READER_APP,
+        AZURE_READER_APP,
         AZURE_OPS_SUBSCRIPTION,
         "eastus",
         quick_retries(1),
@@ -281,7 +280,7 @@ async fn every_documented_capacity_quota_and_permission_error_is_classified() {
     // another subscription's resources: AuthorizationFailed
     let stranger = sim.azure_adapter(
         AZURE_OPS_APP,
-        SMALL_SUBSCRIPTION,
+        AZURE_SMALL_SUBSCRIPTION,
         "eastus",
         quick_retries(1),
     );
