@@ -1,10 +1,7 @@
 //! Every `sql` block of `docs/analytics.md` runs on the real ClickHouse (18.16 locally and in
 //! CI) against data the scorer wrote, and the rollup views return the expected numbers.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

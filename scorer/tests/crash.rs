@@ -3,10 +3,7 @@
 //! de-duplication) and the final scores equal those of an uninterrupted run of the same binary
 //! over the same topic (a second deployment: own group, scores topic and database).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 

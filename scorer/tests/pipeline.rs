@@ -3,10 +3,7 @@
 //! topic; garbage lands in the dead-letter topic with its reason; a restart rebuilds windows
 //! from ClickHouse.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

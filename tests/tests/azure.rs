@@ -6,10 +6,7 @@
 //! Azure keys, and the scorer scores them: the H100 zone with stock (eastus-1) above the one
 //! without (eastus-2). Needs the workspace binaries (`cargo build --workspace --bins`).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

@@ -11,10 +11,7 @@
 //! The session timeout is shortened to 6 s (and `stall_after` to 15 s) so that each freeze
 //! outlasts it in test time; production keeps 45 s and 2 min (`[kafka.consumer]`).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

@@ -3,10 +3,7 @@
 //! `launch_failed` reports for a key that probes find in stock must not move its score beyond
 //! the per-tenant cap: a tenant's launches are an opinion, not first-party evidence.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

@@ -14,10 +14,7 @@
 //! with the operator key, listing usage and downloading a documented query as CSV. Screenshots of each view go to the sandbox, or
 //! to `$CAPSIGHT_SCREENSHOTS` (e.g. `docs/dashboard`) when set.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     io::{BufRead, BufReader},

@@ -4,10 +4,7 @@
 //! asserts that all 5,000 cells render; it prints the time from submitting the key to the full
 //! map (figures and method in `docs/benchmarks.md`, no timing assertion here).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{process::Command, time::Duration};
 

@@ -6,10 +6,7 @@
 //! scorer's lag, dead letters, today's probe audit rows as spend against the budget, a
 //! tenant's checked reports as its trust.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

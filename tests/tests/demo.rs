@@ -1,10 +1,7 @@
 //! The README's main job, as far as it exists: sample signals travel producer -> Kafka ->
 //! consumer group -> ClickHouse, and come back out of ClickHouse.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::process::Command;
 

@@ -3,10 +3,7 @@
 //! shipped development tenant-hash secret (anyone who knows it can link the tenant hashes on the
 //! bus and in shared tables to tenant ids); a local demo opts in explicitly.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     process::{Command, Stdio},

@@ -6,10 +6,7 @@
 //! attempts (insert, then delete) — and the GCP keys are scored: the stocked-out zone below the
 //! stocked one.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 

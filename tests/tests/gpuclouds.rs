@@ -11,10 +11,7 @@
 //!   evidence. Then deploys (through the production RunPod adapter) take the High key's stock
 //!   to none and its score falls.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

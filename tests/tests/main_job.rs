@@ -3,10 +3,7 @@
 //! RunPod, GCP and Azure), executes a launch made with the `capsight` CLI, and stops by itself
 //! (every component exits) when the time is up.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     io::{BufRead, BufReader},

@@ -3,10 +3,7 @@
 //! follow the naming conventions. (`deploy/local/checks/30-observability` checks the dashboard
 //! and the alerting rules against the same table.)
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::collections::BTreeMap;
 

@@ -5,10 +5,7 @@
 //! calls some RPCs and the intake, then asks Prometheus's HTTP API (`/api/v1/query`) for each
 //! binary's series and checks their values are plausible.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     net::SocketAddr,

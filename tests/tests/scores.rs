@@ -1,9 +1,6 @@
 //! `capsight-admin scores` reads the compacted scores topic and shows the latest score per key.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use capsight_e2e::admin_bin;
 use capsight_testkit::{Sandbox, signals::score};

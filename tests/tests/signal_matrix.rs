@@ -18,10 +18,7 @@
 //! Results: `docs/reliability.md`. Needs the workspace binaries (`cargo build --workspace
 //! --bins`).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -3,10 +3,7 @@
 //!
 //! Runs after `deploy/local/stack test` has brought the stack up and built the binaries.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::process::Command;
 

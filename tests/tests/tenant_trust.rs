@@ -5,10 +5,7 @@
 //! probe looks at move that key less than an honest tenant's identical reports move another,
 //! and `capsight-admin tenant trust` shows its lower trust.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

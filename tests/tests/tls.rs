@@ -6,10 +6,7 @@
 //! `capsight-admin` binary does the same, which shows that a binary's start installs the rustls
 //! crypto provider its clients need. Why a forwarder: see `capsight_testkit::tls`.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{net::SocketAddr, path::Path, process::Output, time::Duration};
 

@@ -12,10 +12,7 @@
 //! * A probe: the prober's `probe` span -> its cloud calls -> `kafka.produce` -> the scorer's
 //!   `scorer.signal` and `scorer.score`: one trace id.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -4,10 +4,7 @@
 //! depend on each other (each may use `deploy/` and `proto/`); `tests/` may use anything, and any
 //! crate may use the test kit (`tests/kit`) in its tests. See docs/ARCHITECTURE.md, "Wings".
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{collections::HashMap, process::Command};
 

@@ -4,10 +4,7 @@
 //! failed poll publishes no availability at all. The same against cloudsim's RunPod API
 //! (scenario `runpod`, config `gpuclouds-runpod`): RunPod's stock level per (cloud type, type).
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::collections::BTreeMap;
 

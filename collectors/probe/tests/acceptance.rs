@@ -2,10 +2,7 @@
 //! signals and audit rows checked field by field, the budget under concurrency and across a
 //! restart, the sweeper after a `kill -9`, and a broker `kill -9` in the middle of a run.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     collections::{BTreeMap, BTreeSet},

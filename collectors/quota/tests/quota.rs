@@ -1,10 +1,7 @@
 //! `capsight-quota --once` against an in-process cloudsim (through the standard AWS
 //! environment chain, as in production) and the real broker.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::collections::BTreeMap;
 

@@ -1,10 +1,7 @@
 //! The intake over real HTTP with the real broker: authentication, validation, rate limits,
 //! de-duplication, EventBridge normalization, and exactly the expected signals on the topic.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{sync::Arc, time::Duration};
 

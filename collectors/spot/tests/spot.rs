@@ -1,10 +1,7 @@
 //! `capsight-spot --once` against an in-process cloudsim (through the standard AWS environment
 //! chain) and the real broker: every source produces its signals.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::collections::BTreeMap;
 

@@ -1,10 +1,7 @@
 //! The status collector end to end on the real broker: feeds served over HTTP by the test,
 //! signals read back from a per-test topic.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     collections::HashMap,

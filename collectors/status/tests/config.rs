@@ -1,10 +1,7 @@
 //! The status section of the reference config loads, and a config file's feed list replaces
 //! the default one instead of appending to it.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use capsight_status::StatusSettings;
 

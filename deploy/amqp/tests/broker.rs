@@ -1,10 +1,7 @@
 //! Against the real RabbitMQ (started by `deploy/local/stack up`; URL from
 //! `CAPSIGHT_AMQP__URL`), one prefixed topology per test. Fails, never skips, when it is down.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

@@ -1,10 +1,7 @@
 //! Against the real ClickHouse (started by `deploy/local/stack up`; address from
 //! `CAPSIGHT_CLICKHOUSE__URL`), one database per test. Fails, never skips, when it is down.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use capsight_clickhouse::{migrate, rows::SignalRow};
 use capsight_proto::domain::{

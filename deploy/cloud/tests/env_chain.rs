@@ -4,10 +4,7 @@
 //! The process environment is never mutated here: the test re-runs its own binary as a child
 //! with the variables set, and the child does the AWS calls.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use capsight_cloud::{CloudAdapter, CloudSettings, aws::AwsAdapter};
 use capsight_cloudsim::{DEFAULT_SCENARIO, scenario::Scenario};

@@ -3,10 +3,7 @@
 //! header or the query string, aliases, variables, RunPod-shaped errors). (The AWS SDK's view of cloudsim is tested in
 //! `deploy/cloud/tests/adapters/aws.rs`.)
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

@@ -1,10 +1,7 @@
 //! Against the real Kafka-protocol broker (started by `deploy/local/stack up`; address from
 //! `CAPSIGHT_KAFKA__BROKERS`). Fails, never skips, when the broker is down.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::time::Duration;
 

@@ -2,10 +2,7 @@
 //! (`CAPSIGHT_KAFKA__BROKERS`) and a private tansu started on a free port to play "the broker is
 //! down, then comes back".
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{collections::HashMap, time::Duration};
 

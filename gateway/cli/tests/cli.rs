@@ -2,10 +2,7 @@
 //! stack, in-process cloudsim): scores table and JSON, preflight, alternatives, launch, status,
 //! heartbeat, report, and errors.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 use std::{
     net::SocketAddr,

@@ -1,9 +1,6 @@
 //! Every gateway RPC over real gRPC, against the real local stack and an in-process cloudsim.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod gateway;
 

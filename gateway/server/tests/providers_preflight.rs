@@ -11,10 +11,7 @@
 //!   creating VMs, quota = the VM family's vCPU usages in the region; a tenant without a
 //!   registration, or whose secret variable is not set here, fails the permission step.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod gateway;
 

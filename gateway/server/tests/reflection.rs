@@ -2,10 +2,7 @@
 //! descriptor, find a method in it, and call that method by its reflected path with a generic
 //! codec — no generated client involved in the call.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod gateway;
 

@@ -2,10 +2,7 @@
 //! streams), in time (WatchScores' lifetime), and in ClickHouse reads (every WatchLaunch shares
 //! one feed). Against the real local stack.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod gateway;
 

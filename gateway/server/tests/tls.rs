@@ -1,10 +1,7 @@
 //! With `gateway.tls_cert`/`tls_key` set the gateway speaks TLS only: a client trusting the
 //! issuing CA is served, a plaintext client is not.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "a panic in a test is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod gateway;
 

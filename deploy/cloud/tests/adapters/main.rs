@@ -6,10 +6,7 @@
 //!
 //! Run one cloud's with a filter: `cargo test -p capsight-cloud --test adapters runpod::`.
 
-#![allow(
-    clippy::unwrap_used,
-    reason = "test helpers: a panic is a failed assertion"
-)]
+#![allow(clippy::unwrap_used, reason = "tests: a panic is a failed assertion")]
 
 mod aws;
 mod azure;
