@@ -192,6 +192,17 @@ async fn wait_terminated(sandbox: &Sandbox, job_id: &str, within: Duration) -> L
     .await
 }
 
+/// Waits (10 s) until instance `id` is stopping or stopped.
+async fn wait_stopping(adapter: &dyn CloudAdapter, id: &str) {
+    wait_instance(
+        adapter,
+        id,
+        &[InstanceState::Stopping, InstanceState::Stopped],
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
 /// Waits until instance `id` is shutting down or terminated.
 async fn wait_gone(adapter: &dyn CloudAdapter, id: &str, within: Duration) {
     wait_instance(
@@ -388,13 +399,7 @@ async fn interruption_starts_the_standby_and_a_replacement_ends_it_after_the_coo
         replaced.at
     );
     assert_eq!(stopped.instance_id, replacement, "the replacement serves");
-    wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Stopping, InstanceState::Stopped],
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_stopping(&*adapter, &standby_id).await;
     // exactly one switch, one replacement
     let events = events_of(&sb, &job_id).await;
     assert_eq!(
@@ -793,13 +798,7 @@ async fn a_spot_job_with_warm_standby_through_the_real_binary() {
     let stopped = wait_detail(&sb, &job_id, Duration::from_secs(60), "standby stopped").await;
     assert!(stopped.at >= replaced.at + 3);
     assert_eq!(stopped.instance_id, replaced.instance_id);
-    wait_instance(
-        &*adapter,
-        &standby_id,
-        &[InstanceState::Stopping, InstanceState::Stopped],
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_stopping(&*adapter, &standby_id).await;
 
     child.kill();
     sb.cleanup().await;
