@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use capsight_collector_kit::testing::{once, sim_sandbox};
 use capsight_proto::domain::{Availability, Payload, Provider, Signal, SignalSource, StockLevel};
+use capsight_testkit::fixtures::collector_world;
 use capsight_testkit::{Sandbox, kafka::consume_all, process::succeed};
 
 const OPS: &str = "secret_ops_0123456789";
@@ -17,7 +17,11 @@ const OPS: &str = "secret_ops_0123456789";
 /// Runs `capsight-gpuclouds --once` with the provider credentials in `env` (no retries) and
 /// returns every signal it published.
 async fn poll_once(sandbox: &Sandbox, env: [(&'static str, String); 2]) -> Vec<Signal> {
-    succeed(once(sandbox, env!("CARGO_BIN_EXE_capsight-gpuclouds")).envs(env));
+    succeed(
+        sandbox
+            .once(env!("CARGO_BIN_EXE_capsight-gpuclouds"))
+            .envs(env),
+    );
     consume_all(&sandbox.kafka, &sandbox.kafka.topics.signals).await
 }
 
@@ -52,7 +56,7 @@ fn available(availability: &BTreeMap<String, Availability>) -> Vec<&String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_listing_becomes_availability_and_offering_signals() {
-    let sandbox = sim_sandbox("gpuclouds", 2, "lambda").start().await;
+    let sandbox = collector_world("gpuclouds", 2, "lambda").start().await;
     let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
     let mut ids = std::collections::BTreeSet::new();
     for s in &signals {
@@ -93,7 +97,7 @@ async fn the_listing_becomes_availability_and_offering_signals() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_poll_publishes_no_availability() {
-    let sandbox = sim_sandbox("gpuclouds_fail", 1, "lambda").start().await;
+    let sandbox = collector_world("gpuclouds_fail", 1, "lambda").start().await;
     sandbox.sim().fault("lambda/instance-types", "500", 1).await;
     let signals = poll_once(&sandbox, sandbox.sim().lambda_env(OPS)).await;
     assert!(!signals.is_empty(), "offerings still published");
@@ -107,7 +111,7 @@ async fn a_failed_poll_publishes_no_availability() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runpod_stock_becomes_availability_signals_with_its_level() {
-    let sandbox = sim_sandbox("gpuclouds_runpod", 1, "runpod")
+    let sandbox = collector_world("gpuclouds_runpod", 1, "runpod")
         .profile("gpuclouds-runpod")
         .start()
         .await;

@@ -10,8 +10,6 @@
 //! reported as an error.
 
 pub mod observation;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 

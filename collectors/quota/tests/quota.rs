@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use capsight_collector_kit::testing::{once, sim_sandbox};
 use capsight_proto::domain::{Market, Payload, Provider, QuotaReading, SignalSource};
+use capsight_testkit::fixtures::collector_world;
 use capsight_testkit::{Sandbox, kafka::consume_all, process::succeed};
 
 /// `capsight-quota --once`, which must succeed.
 fn run_once(sandbox: &Sandbox) {
     succeed(
-        once(sandbox, env!("CARGO_BIN_EXE_capsight-quota"))
+        sandbox
+            .once(env!("CARGO_BIN_EXE_capsight-quota"))
             .envs(sandbox.sim().aws_env("AKIATESTQUOTA"))
             .env("CAPSIGHT_QUOTA__REGIONS", "[\"us-east-1\"]")
             .env("CAPSIGHT_QUOTA__MARKETS", "[\"on_demand\"]"),
@@ -21,7 +22,7 @@ fn run_once(sandbox: &Sandbox) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quotas_become_headroom_signals_one_id_per_observation() {
-    let sandbox = sim_sandbox("quota", 2, "quota").start().await;
+    let sandbox = collector_world("quota", 2, "quota").start().await;
 
     let started = chrono::Utc::now();
     for _ in 0..2 {

@@ -5,15 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use capsight_collector_kit::testing::{once, sim_sandbox};
 use capsight_proto::domain::{
     OfferingExposure, Payload, Provider, Signal, SignalSource, SpotAdvisory,
 };
+use capsight_testkit::fixtures::collector_world;
 use capsight_testkit::{kafka::consume_all, process::succeed};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_source_becomes_signals() {
-    let sandbox = sim_sandbox("spot", 2, "spot").start().await;
+    let sandbox = collector_world("spot", 2, "spot").start().await;
     let advisor = sandbox.dir.join("advisor.json");
     std::fs::write(
         &advisor,
@@ -22,7 +22,8 @@ async fn every_source_becomes_signals() {
     .unwrap();
 
     succeed(
-        once(&sandbox, env!("CARGO_BIN_EXE_capsight-spot"))
+        sandbox
+            .once(env!("CARGO_BIN_EXE_capsight-spot"))
             .envs(sandbox.sim().aws_env("AKIATESTSPOT"))
             .env("CAPSIGHT_SPOT__REGIONS", "[\"us-east-1\"]")
             .env("CAPSIGHT_SPOT__ADVISOR_SOURCE", &advisor)

@@ -169,6 +169,14 @@ pub fn gateway_launcher_world(prefix: &str) -> Builder {
         .cloudsim(Sim::builder(scenario("launcher")).time_scale(60.0))
 }
 
+/// A sandbox for a collector: a signals topic with `signal_partitions` partitions and a cloudsim
+/// playing the scenario `scenario_name`.
+pub fn collector_world(prefix: &str, signal_partitions: i32, scenario_name: &str) -> Builder {
+    Sandbox::builder(prefix)
+        .signals(signal_partitions)
+        .scenario(scenario_name)
+}
+
 /// A sandbox for a gateway: a signals topic (1 partition, for report signals), a migrated
 /// database, the launch topology, and the `gateway` and `cloud` config fragments. Tenants, the
 /// cloudsim and the scores topic are the test's to add ([`Builder::scores`]; the gateway's view

@@ -329,6 +329,14 @@ impl Sandbox {
         cmd
     }
 
+    /// A collector binary's `--once` pass with the sandbox's settings ([`Self::command`]) and
+    /// one attempt per cloud call (no retries).
+    pub fn once(&self, exe: impl AsRef<Path>) -> Command {
+        let mut cmd = self.command(exe);
+        cmd.arg("--once").env("CAPSIGHT_CLOUD__MAX_ATTEMPTS", "1");
+        cmd
+    }
+
     /// Spawns `cmd` guarded, its standard error in `<dir>/<log>.log`.
     pub fn spawn(&self, log: &str, cmd: &mut Command) -> ChildGuard {
         ChildGuard::spawn_logged(log, cmd, &self.dir.join(format!("{log}.log")))
