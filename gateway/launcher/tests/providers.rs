@@ -22,7 +22,7 @@ mod launcher;
 
 use std::time::Duration;
 
-use capsight_cloud::{CloudAdapter, Instance};
+use capsight_cloud::{CloudAdapter, Instance, InstanceState};
 use capsight_testkit::{
     cloud::{AZURE_DIRECTORY, ROLE_ACME, instances_of, quick_retries},
     fixtures,
@@ -35,7 +35,7 @@ use launcher::{
         KeyedCloud, falls_back_only_with_an_account, no_instance_outlives_its_job,
         runs_once_after_a_kill_9,
     },
-    named_instances, states,
+    named_instances_except, states,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -139,13 +139,14 @@ fn spawn_on_gcp(h: &Harness, log: &str) -> capsight_testkit::process::ChildGuard
     )
 }
 
-/// The job's live instances in acme's project, found by the token they carry.
+/// The job's instances in acme's project not terminated, found by the token they carry.
 async fn gcp_instances(h: &Harness, job_id: &str) -> Vec<Instance> {
     let acme = h
         .sandbox
         .sim()
         .gcp_adapter("acme", "acme-ml", "us-central1", quick_retries(1));
-    named_instances(&acme, job_id).await
+    // shutting down still counts: "nothing on GCP" means nothing was launched there
+    named_instances_except(&acme, job_id, &[InstanceState::Terminated]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -89,6 +89,21 @@ pub fn cross_provider_job(
 /// The live instances of `adapter`'s account named by a token of `job_id` (clouds without tags
 /// carry the client token in the instance name).
 pub async fn named_instances(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<Instance> {
+    named_instances_except(
+        adapter,
+        job_id,
+        &[InstanceState::Terminated, InstanceState::ShuttingDown],
+    )
+    .await
+}
+
+/// The instances of `adapter`'s account named by a token of `job_id`, but those in a state of
+/// `except`.
+pub async fn named_instances_except(
+    adapter: &dyn CloudAdapter,
+    job_id: &str,
+    except: &[InstanceState],
+) -> Vec<Instance> {
     adapter
         .describe(&[])
         .await
@@ -98,12 +113,7 @@ pub async fn named_instances(adapter: &dyn CloudAdapter, job_id: &str) -> Vec<In
             i.client_token
                 .as_deref()
                 .is_some_and(|t| t.starts_with(job_id))
-        })
-        .filter(|i| {
-            !matches!(
-                i.state,
-                InstanceState::Terminated | InstanceState::ShuttingDown
-            )
+                && !except.contains(&i.state)
         })
         .collect()
 }
