@@ -8,6 +8,7 @@ use std::future::Future;
 
 use capsight_classify::classify_http;
 use capsight_proto::domain::Provider;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::{CloudError, CloudSettings};
@@ -161,15 +162,10 @@ pub(crate) fn http_url(field: &str, text: &str) -> Result<String, CloudError> {
     }
 }
 
-/// An account's API key, sent as a bearer token (Lambda Cloud, RunPod); `Debug` never shows it.
-#[derive(Clone)]
-pub(crate) struct ApiKey(String);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(..)")
-    }
-}
+/// An account's API key, sent as a bearer token (Lambda Cloud, RunPod); `Debug` never shows it
+/// and it is zeroed when dropped (`secrecy`).
+#[derive(Debug, Clone)]
+pub(crate) struct ApiKey(SecretString);
 
 impl ApiKey {
     /// `key`, which must not be blank: `cloud` (`Lambda`) and `env` (the variable it is read
@@ -180,11 +176,11 @@ impl ApiKey {
                 "a {cloud} API key is required ({env})"
             )));
         }
-        Ok(Self(key))
+        Ok(Self(key.into()))
     }
 
     /// `request` carrying the key as `Authorization: Bearer`.
     pub(crate) fn bearer(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.bearer_auth(&self.0)
+        request.bearer_auth(self.0.expose_secret())
     }
 }
